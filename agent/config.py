@@ -1,0 +1,403 @@
+"""Configuration: one TOML file, loaded into a frozen dataclass tree and validated once.
+
+Where the file comes from: ``--config PATH`` on every command, else ``$LINEWATCH_CONFIG``, else
+``config.toml`` in the platform's config dir (see :func:`default_config_path`). Every key is
+optional and a missing file means all defaults. Each key is documented once, in the ``doc`` of its
+field below; the example config (docs/example-config.toml, and what ``linewatch init`` writes) is
+rendered from these same definitions, so code and documentation cannot drift apart.
+
+Errors are one line naming the file, the key and what was expected::
+
+    config.toml: probe.interval_s: must be >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import sys
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from agent.errors import ConfigError
+
+# Pakistan's ISO 3166-2 codes; any other well-formed ISO 3166-2 code is accepted too.
+PK_REGIONS: dict[str, str] = {
+    "PK-PB": "Punjab",
+    "PK-SD": "Sindh",
+    "PK-KP": "Khyber Pakhtunkhwa",
+    "PK-BA": "Balochistan",
+    "PK-IS": "Islamabad Capital Territory",
+    "PK-GB": "Gilgit-Baltistan",
+    "PK-JK": "Azad Jammu and Kashmir",
+}
+ACCESS_TYPES: tuple[str, ...] = (
+    "fibre", "dsl", "cable", "mobile", "hotspot", "wireless", "satellite", "other",
+)
+ECHO_METHODS: tuple[str, ...] = ("auto", "icmp_dgram", "icmp_raw", "tcp")
+
+_REGION_RE = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+Check = Callable[[Any], str | None]  # returns what was expected when the value is wrong
+
+
+def _opt(default: Any, doc: str, check: Check | None = None, example: Any = None) -> Any:
+    """A config field: its default, its one-paragraph doc and an optional value check."""
+    meta = {"doc": doc, "check": check, "example": example}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda d=tuple(default): d, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# -- value checks: each returns None when fine, else what was expected -----------------------
+
+def _at_least(lo: float) -> Check:
+    return lambda v: None if v >= lo else f"must be >= {lo:g}"
+
+
+def _between(lo: float, hi: float) -> Check:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}"
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda v: None if v in choices else "must be one of " + ", ".join(f'"{c}"' for c in choices)
+
+
+def _max_len(n: int) -> Check:
+    return lambda v: None if len(v) <= n and "\n" not in v else f"must be one line of at most {n} characters"
+
+
+def _check_id(v: str) -> str | None:
+    if v == "" or _ID_RE.match(v):
+        return None
+    return "must be 1-64 letters, digits, '.', '_' or '-' (or empty for a random id)"
+
+
+def _check_region(v: str) -> str | None:
+    if v == "" or _REGION_RE.match(v):
+        return None
+    return "must be an ISO 3166-2 code such as " + ", ".join(PK_REGIONS)
+
+
+def _check_access(v: str) -> str | None:
+    return None if v == "" or v in ACCESS_TYPES else "must be one of " + ", ".join(ACCESS_TYPES)
+
+
+def _check_ip(v: str) -> str | None:
+    try:
+        ipaddress.ip_address(v.split("%", 1)[0])
+    except ValueError:
+        return "must be an IP address"
+    return None
+
+
+def _check_gateway(v: str) -> str | None:
+    if v in ("auto", "off"):
+        return None
+    return None if _check_ip(v) is None else 'must be "auto", "off" or an IP address'
+
+
+def _each(check: Check) -> Check:
+    def run(values: tuple) -> str | None:
+        for i, v in enumerate(values):
+            problem = check(v)
+            if problem:
+                return f"[{i}] {v!r}: {problem}"
+        return None
+    return run
+
+
+def _check_target(v: str) -> str | None:
+    from agent.probes.target import parse_target
+
+    try:
+        parse_target(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _check_dns_name(v: str) -> str | None:
+    from agent.probes.dns import validate_name
+
+    try:
+        validate_name(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+# -- the tree ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AgentSection:
+    id: str = _opt("", "This agent's id, sent as the `agent` tag. Empty: a random id, made once "
+                   "and kept in the state dir. Never the hostname.", _check_id)
+    region: str = _opt("", "ISO 3166-2 region code: PK-PB Punjab, PK-SD Sindh, PK-KP Khyber "
+                       "Pakhtunkhwa, PK-BA Balochistan, PK-IS Islamabad, PK-GB Gilgit-Baltistan, "
+                       "PK-JK Azad Jammu and Kashmir.", _check_region, "PK-PB")
+    city: str = _opt("", "City or town, free text (any script).", _max_len(64), "Lahore")
+    isp: str = _opt("", "Internet provider's name, free text.", _max_len(64), "PTCL")
+    access: str = _opt("", "Access type: " + ", ".join(ACCESS_TYPES) + ".", _check_access, "fibre")
+    state_dir: str = _opt("", "Where the local store lives. Empty: $STATE_DIRECTORY when systemd "
+                          "sets it, else the platform's user data dir.")
+    procfs: str = _opt("/proc", "Root of the proc filesystem the agent reads the host from.")
+    sysfs: str = _opt("/sys", "Root of the sys filesystem the agent reads the host from.")
+
+
+@dataclass(frozen=True)
+class ProbeSection:
+    interval_s: float = _opt(10.0, "Seconds between probe rounds.", _at_least(1))
+    timeout_s: float = _opt(2.0, "Seconds to wait for each echo reply and each DNS answer. "
+                            "Must be shorter than interval_s.", _between(0.05, 60))
+    count: int = _opt(3, "Echoes per target per round (loss and jitter need several). Each echo "
+                      "is under 100 bytes; at the defaults the internet targets cost about 150 MB "
+                      "a month, so lower this on a metered line.", _between(1, 100))
+    gateway: str = _opt("auto", '"auto" (the default route\'s gateway), "off", or an address.',
+                        _check_gateway)
+    targets: tuple[str, ...] = _opt(("1.1.1.1", "8.8.8.8"), "Internet targets: IP addresses "
+                                    "(echo) or address:port (always TCP connect). IPv6 as "
+                                    "[addr]:port.", _each(_check_target))
+    dns_names: tuple[str, ...] = _opt(("google.com",), "Names resolved every round.",
+                                      _each(_check_dns_name))
+    dns_servers: tuple[str, ...] = _opt((), "DNS servers to ask. Empty: the system's (from "
+                                        "/etc/resolv.conf).", _each(_check_ip))
+    method: str = _opt("auto", 'Echo method: "auto" picks unprivileged ICMP, then raw ICMP, then '
+                       "TCP connect; or force icmp_dgram, icmp_raw or tcp.", _one_of(*ECHO_METHODS))
+    tcp_port: int = _opt(443, "Port for TCP-connect timing when ICMP is not permitted.",
+                         _between(1, 65535))
+    netio_interval_s: float = _opt(60.0, "Seconds between interface byte-counter readings.",
+                                   _at_least(5))
+
+
+@dataclass(frozen=True)
+class OutageSection:
+    open_after: int = _opt(3, "Consecutive failed rounds that open an outage episode.", _between(1, 1000))
+    close_after: int = _opt(2, "Consecutive good rounds that close it.", _between(1, 1000))
+    momentary_max_s: float = _opt(300.0, "Episodes this long or shorter are momentary, longer ones "
+                                  "sustained (IEEE 1366).", _at_least(0))
+    degraded_loss_pct: float = _opt(20.0, "A round is degraded when even the best internet target "
+                                    "lost at least this share of echoes.", _between(0, 100))
+    degraded_rtt_ms: float = _opt(500.0, "... or when even the best target's average RTT is at "
+                                  "least this.", _at_least(1))
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    retention_days: float = _opt(90.0, "Raw rounds older than this are deleted; episodes are kept "
+                                 "forever.", _at_least(1))
+    max_size_mb: float = _opt(1024.0, "Size cap of the local store; past it the oldest raw rounds "
+                              "go first (counted in the agent's self-metrics).", _at_least(10))
+
+
+@dataclass(frozen=True)
+class Config:
+    agent: AgentSection = field(default_factory=AgentSection)
+    probe: ProbeSection = field(default_factory=ProbeSection)
+    outage: OutageSection = field(default_factory=OutageSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    source: str = "(defaults)"  # the file this came from, for messages
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.agent.state_dir)
+
+
+SECTIONS: dict[str, type] = {
+    "agent": AgentSection, "probe": ProbeSection, "outage": OutageSection, "store": StoreSection,
+}
+
+
+# -- locating files ---------------------------------------------------------------------------
+
+def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
+    """``config.toml`` in the platform's user config dir."""
+    return _platform_dir("config", env) / "config.toml"
+
+
+def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """``$STATE_DIRECTORY`` (set by systemd's StateDirectory=; first entry) or the user data dir."""
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    return _platform_dir("data", env)
+
+
+def _platform_dir(kind: str, env: Mapping[str, str]) -> Path:
+    home = Path(env.get("HOME") or Path.home())
+    if sys.platform == "win32":
+        base = env.get("APPDATA" if kind == "config" else "LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(base) / "linewatch"
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "linewatch"
+    if kind == "config":
+        return Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "linewatch"
+    return Path(env.get("XDG_DATA_HOME") or home / ".local" / "share") / "linewatch"
+
+
+def resolve_path(cli_path: str | None, env: Mapping[str, str] = os.environ) -> tuple[Path, bool]:
+    """The config file to read and whether it was asked for explicitly (then it must exist)."""
+    if cli_path:
+        return Path(cli_path), True
+    if env.get("LINEWATCH_CONFIG"):
+        return Path(env["LINEWATCH_CONFIG"]), True
+    return default_config_path(env), False
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+def load(cli_path: str | None = None, env: Mapping[str, str] = os.environ) -> Config:
+    """Find, read and validate the config; raise ConfigError naming the file and key."""
+    path, explicit = resolve_path(cli_path, env)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(str(path), "", "file not found") from None
+        return finish(Config(), env)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc}") from exc
+    return finish(parse(text, str(path)), env)
+
+
+def parse(text: str, source: str = "config.toml") -> Config:
+    """Parse and validate TOML text (no defaults resolved from the environment)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from exc
+    return from_dict(data, source)
+
+
+def from_dict(data: Mapping[str, Any], source: str = "config.toml") -> Config:
+    sections = {}
+    for name, value in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(source, name, "unknown section; expected one of " + ", ".join(SECTIONS))
+        if not isinstance(value, dict):
+            raise ConfigError(source, name, f"must be a table ([{name}]), got {_show(value)}")
+        sections[name] = _section(SECTIONS[name], name, value, source)
+    cfg = Config(**sections, source=source)
+    _cross_checks(cfg)
+    return cfg
+
+
+def _section(cls: type, name: str, data: Mapping[str, Any], source: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, raw in data.items():
+        where = f"{name}.{key}"
+        if key not in known:
+            raise ConfigError(source, where, "unknown key; expected one of " + ", ".join(known))
+        f = known[key]
+        value = _coerce(raw, _default_of(f), source, where)
+        check = f.metadata.get("check")
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(source, where, f"{problem}, got {_show(raw)}")
+        values[key] = value
+    return cls(**values)
+
+
+def _default_of(f) -> Any:
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
+def _coerce(raw: Any, default: Any, source: str, where: str) -> Any:
+    """Check ``raw`` has the type of ``default``; ints are accepted where floats are expected."""
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        raise ConfigError(source, where, f"must be true or false, got {_show(raw)}")
+    if isinstance(default, int):
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        raise ConfigError(source, where, f"must be an integer, got {_show(raw)}")
+    if isinstance(default, float):
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            if raw != raw or raw in (float("inf"), float("-inf")):
+                raise ConfigError(source, where, f"must be a finite number, got {_show(raw)}")
+            return float(raw)
+        raise ConfigError(source, where, f"must be a number, got {_show(raw)}")
+    if isinstance(default, str):
+        if isinstance(raw, str):
+            return raw.strip()
+        raise ConfigError(source, where, f"must be a string, got {_show(raw)}")
+    if isinstance(default, tuple):
+        if isinstance(raw, list) and all(isinstance(v, str) for v in raw):
+            return tuple(v.strip() for v in raw)
+        raise ConfigError(source, where, f"must be a list of strings, got {_show(raw)}")
+    raise AssertionError(f"unsupported config type at {where}")  # a bug in the tree above
+
+
+def _cross_checks(cfg: Config) -> None:
+    p = cfg.probe
+    if p.timeout_s >= p.interval_s:
+        raise ConfigError(cfg.source, "probe.timeout_s",
+                          f"must be shorter than probe.interval_s ({p.interval_s:g}), got {p.timeout_s:g}")
+
+
+def finish(cfg: Config, env: Mapping[str, str] = os.environ) -> Config:
+    """Fill in values that come from the environment (the state dir)."""
+    if not cfg.agent.state_dir:
+        cfg = replace(cfg, agent=replace(cfg.agent, state_dir=str(default_state_dir(env))))
+    return cfg
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "a table"
+    return repr(v)
+
+
+# -- the example config -----------------------------------------------------------------------
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}" if v != int(v) else str(int(v))
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def example_toml(values: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """The commented config file: every key with its doc; keys in ``values`` are set, the rest
+    are shown commented out at their defaults."""
+    values = values or {}
+    out = [
+        "# linewatch configuration. Every key is optional: delete what you do not need.",
+        "# Keys shown commented out are at their defaults.",
+    ]
+    for name, cls in SECTIONS.items():
+        out += ["", f"[{name}]"]
+        for f in fields(cls):
+            for line in _wrap(f.metadata["doc"]):
+                out.append(f"# {line}")
+            chosen = values.get(name, {})
+            if f.name in chosen:
+                out.append(f"{f.name} = {_toml_value(chosen[f.name])}")
+            else:
+                out.append(f"# {f.name} = {_toml_value(_default_of(f))}")
+    return "\n".join(out) + "\n"
+
+
+def _wrap(text: str, width: int = 96) -> list[str]:
+    lines, cur = [], ""
+    for word in text.split():
+        if cur and len(cur) + 1 + len(word) > width:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}" if cur else word
+    return lines + ([cur] if cur else [])
