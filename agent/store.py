@@ -1,0 +1,319 @@
+"""The embedded local store: SQLite in the state dir, and the outbox for the InfluxDB sink.
+
+Layout:
+
+* ``series``   one row per (measurement, tags): tags are stored once, not with every sample.
+* ``samples``  one row per Sample, in insertion order (``id``), with ``sent`` = 0 until a sink has
+  acknowledged it. :meth:`Store.unsent` and :meth:`Store.mark_sent` make it an outbox.
+* ``episodes`` outage and degraded episodes by id; an episode in progress has ``end_ns`` NULL and is
+  updated in place, so it exists exactly once.
+* ``state``    small key/value pairs: the outage tracker, the heartbeat, counters.
+
+WAL mode with ``synchronous=FULL``: each round's transaction is on disk before the next round
+starts, which matters on machines that lose power. Files are created 0600 in a 0700 directory.
+A database that SQLite reports as damaged is renamed ``*.corrupt-<UTC time>`` and a new one started;
+:attr:`Store.recovered_from` says so and the agent logs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from agent.errors import StoreCorrupt, StoreError
+from agent.model import Episode, Sample, from_ns, to_ns
+
+SCHEMA_VERSION = 1
+DB_NAME = "linewatch.db"
+# Measurements kept forever: retention and the size cap drop only raw rounds.
+KEEP_FOREVER = frozenset({"outage"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    measurement TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    UNIQUE (measurement, tags)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY,
+    time_ns INTEGER NOT NULL,
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    fields TEXT NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS samples_unsent ON samples (id) WHERE sent = 0;
+CREATE INDEX IF NOT EXISTS samples_series_time ON samples (series_id, time_ns);
+CREATE INDEX IF NOT EXISTS samples_time ON samples (time_ns);
+CREATE TABLE IF NOT EXISTS episodes (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER,
+    duration_s REAL NOT NULL,
+    sustained INTEGER NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS episodes_start ON episodes (start_ns);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return False  # locked, busy, disk I/O: not a damaged file
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text or "corrupt" in text
+
+
+class Store:
+    """One SQLite database; thread-safe through a single connection guarded by a lock."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, recovered_from: Path | None) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._series: dict[tuple[str, str], int] = {}
+        self.path = path
+        self.recovered_from = recovered_from
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike, *, now: datetime | None = None) -> "Store":
+        """Open (or create) the store in ``state_dir``; move a damaged file aside."""
+        d = Path(state_dir)
+        try:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create state dir {d}: {exc.strerror or exc}") from exc
+        path = d / DB_NAME
+        try:
+            return cls(_connect(path), path, None)
+        except StoreCorrupt:
+            stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+            aside = path.with_name(f"{DB_NAME}.corrupt-{stamp}")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(path) + suffix)
+                if src.exists():
+                    src.rename(Path(str(aside) + suffix))
+            return cls(_connect(path), path, aside)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- writing ----------------------------------------------------------------------------
+    def write(self, samples: Iterable[Sample] = (), *, episodes: Iterable[Episode] = (),
+              state: Mapping[str, str] | None = None) -> None:
+        """Samples, episode upserts and state updates in ONE transaction."""
+        with self._tx() as c:
+            rows = [(s.time_ns, self._series_id(c, s), _dumps(s.fields)) for s in samples]
+            c.executemany("INSERT INTO samples (time_ns, series_id, fields) VALUES (?, ?, ?)", rows)
+            for ep in episodes:
+                c.execute(
+                    "INSERT INTO episodes (id, type, cause, start_ns, end_ns, duration_s, sustained, details)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET type = excluded.type,"
+                    " cause = excluded.cause, start_ns = excluded.start_ns, end_ns = excluded.end_ns,"
+                    " duration_s = excluded.duration_s, sustained = excluded.sustained,"
+                    " details = excluded.details",
+                    (ep.id, ep.type, ep.cause, to_ns(ep.start), to_ns(ep.end) if ep.end else None,
+                     ep.duration_s, int(ep.sustained), _dumps(ep.details)),
+                )
+            for k, v in (state or {}).items():
+                c.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                          " SET value = excluded.value", (k, v))
+
+    def _series_id(self, c: sqlite3.Connection, s: Sample) -> int:
+        key = (s.measurement, _dumps(dict(sorted(s.tags.items()))))
+        sid = self._series.get(key)
+        if sid is None:
+            c.execute("INSERT OR IGNORE INTO series (measurement, tags) VALUES (?, ?)", key)
+            sid = c.execute("SELECT id FROM series WHERE measurement = ? AND tags = ?", key).fetchone()[0]
+            self._series[key] = sid
+        return sid
+
+    # -- the outbox -------------------------------------------------------------------------
+    def unsent(self, limit: int = 5000, after_id: int = 0) -> list[tuple[int, Sample]]:
+        """Up to ``limit`` unsent samples with id > ``after_id``, oldest first."""
+        rows = self._query(
+            "SELECT s.id, s.time_ns, r.measurement, r.tags, s.fields FROM samples s"
+            " JOIN series r ON r.id = s.series_id WHERE s.sent = 0 AND s.id > ? ORDER BY s.id LIMIT ?",
+            (after_id, limit))
+        return [(i, _sample(m, t, f, ns)) for i, ns, m, t, f in rows]
+
+    def mark_sent(self, ids: Iterable[int]) -> None:
+        with self._tx() as c:
+            c.executemany("UPDATE samples SET sent = 1 WHERE id = ?", ((i,) for i in ids))
+
+    def backlog(self) -> tuple[int, datetime | None]:
+        """Unsent rows and the time of the oldest of them."""
+        n, oldest = self._query("SELECT count(*), min(time_ns) FROM samples WHERE sent = 0")[0]
+        return n, (from_ns(oldest) if oldest is not None else None)
+
+    # -- reading ----------------------------------------------------------------------------
+    def get_state(self, key: str) -> str | None:
+        row = self._query("SELECT value FROM state WHERE key = ?", (key,))
+        return row[0][0] if row else None
+
+    def latest(self, measurement: str) -> list[Sample]:
+        """The newest sample of every series of ``measurement``."""
+        rows = self._query(
+            "SELECT s.time_ns, r.measurement, r.tags, s.fields FROM series r JOIN samples s"
+            " ON s.id = (SELECT id FROM samples WHERE series_id = r.id ORDER BY time_ns DESC LIMIT 1)"
+            " WHERE r.measurement = ?", (measurement,))
+        return [_sample(m, t, f, ns) for ns, m, t, f in rows]
+
+    def samples(self, measurement: str, since: datetime | None = None) -> Iterator[Sample]:
+        rows = self._query(
+            "SELECT s.time_ns, r.measurement, r.tags, s.fields FROM samples s JOIN series r"
+            " ON r.id = s.series_id WHERE r.measurement = ? AND s.time_ns >= ? ORDER BY s.time_ns",
+            (measurement, to_ns(since) if since else 0))
+        return (_sample(m, t, f, ns) for ns, m, t, f in rows)
+
+    def episodes(self, since: datetime | None = None, type: str | None = None) -> list[Episode]:
+        """Episodes that ended after ``since`` (or are in progress), oldest first."""
+        sql = "SELECT id, type, cause, start_ns, end_ns, duration_s, sustained, details FROM episodes"
+        sql += " WHERE (end_ns IS NULL OR end_ns >= ?)"
+        args: list = [to_ns(since) if since else 0]
+        if type:
+            sql += " AND type = ?"
+            args.append(type)
+        rows = self._query(sql + " ORDER BY start_ns", tuple(args))
+        return [Episode(id=i, type=t, cause=c, start=from_ns(s), end=from_ns(e) if e is not None else None,
+                        duration_s=d, sustained=bool(u), details=json.loads(x))
+                for i, t, c, s, e, d, u, x in rows]
+
+    def count(self) -> int:
+        """Samples in the store."""
+        return self._query("SELECT count(*) FROM samples")[0][0]
+
+    def size_bytes(self) -> int:
+        """Bytes used by data (file size less free pages; the WAL not included)."""
+        (pc,), = self._query("PRAGMA page_count")
+        (fc,), = self._query("PRAGMA freelist_count")
+        (ps,), = self._query("PRAGMA page_size")
+        return (pc - fc) * ps
+
+    def file_bytes(self) -> int:
+        return sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if os.path.exists(p))
+
+    # -- housekeeping -----------------------------------------------------------------------
+    def prune(self, now: datetime, retention_s: float, max_bytes: int) -> dict[str, int]:
+        """Drop raw samples older than ``retention_s``, then the oldest raw samples until the data
+        fits in ``max_bytes``. Returns counts; unsent rows dropped are added to the state counter
+        ``dropped_unsent`` so nothing disappears without a trace."""
+        keep = tuple(KEEP_FOREVER)
+        marks = ",".join("?" * len(keep))
+        raw = f"series_id NOT IN (SELECT id FROM series WHERE measurement IN ({marks}))"
+        cutoff = to_ns(now) - int(retention_s * 1e9)
+        out = {"expired": 0, "over_size": 0, "dropped_unsent": 0}
+        with self._tx() as c:
+            out["dropped_unsent"] += c.execute(
+                f"SELECT count(*) FROM samples WHERE sent = 0 AND time_ns < ? AND {raw}", (cutoff, *keep)
+            ).fetchone()[0]
+            out["expired"] = c.execute(f"DELETE FROM samples WHERE time_ns < ? AND {raw}",
+                                       (cutoff, *keep)).rowcount
+        batch = max(500, self.count() // 100)  # small steps: stop close to the cap, not far below
+        while self.size_bytes() > max_bytes:
+            with self._tx() as c:
+                ids = [r[0] for r in c.execute(
+                    f"SELECT id FROM samples WHERE {raw} ORDER BY time_ns LIMIT ?", (*keep, batch))]
+                if not ids:
+                    break
+                qs = ",".join("?" * len(ids))
+                out["dropped_unsent"] += c.execute(
+                    f"SELECT count(*) FROM samples WHERE sent = 0 AND id IN ({qs})", ids).fetchone()[0]
+                out["over_size"] += c.execute(f"DELETE FROM samples WHERE id IN ({qs})", ids).rowcount
+        if out["dropped_unsent"]:
+            total = int(self.get_state("dropped_unsent") or 0) + out["dropped_unsent"]
+            self.write(state={"dropped_unsent": str(total)})
+        return out
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _tx(self):
+        return _Tx(self)
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise _convert(exc, self.path) from exc
+
+
+class _Tx:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._lock.acquire()
+        try:
+            self.store._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            self.store._lock.release()
+            raise _convert(exc, self.store.path) from exc
+        return self.store._conn
+
+    def __exit__(self, et, ev, tb) -> bool:
+        conn = self.store._conn
+        try:
+            if et is None:
+                conn.execute("COMMIT")
+            else:
+                conn.execute("ROLLBACK")
+                self.store._series.clear()  # ids made in the rolled-back transaction are gone
+        except sqlite3.DatabaseError as exc:
+            if et is None:
+                raise _convert(exc, self.store.path) from exc
+        finally:
+            self.store._lock.release()
+        if isinstance(ev, sqlite3.DatabaseError):
+            raise _convert(ev, self.store.path) from ev
+        return False
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    new = not path.exists()
+    if new:
+        # Create the file ourselves so it is 0600 whatever the umask.
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(_SCHEMA)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version > SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(f"{path}: made by a newer linewatch (schema {version}, this one knows "
+                             f"{SCHEMA_VERSION}); upgrade linewatch or use another state_dir")
+        conn.execute("SELECT count(*) FROM samples").fetchone()
+        return conn
+    except sqlite3.DatabaseError as exc:
+        raise _convert(exc, path) from exc
+
+
+def _convert(exc: sqlite3.DatabaseError, path: Path) -> StoreError:
+    if _is_corruption(exc):
+        return StoreCorrupt(f"{path}: damaged database ({exc})")
+    return StoreError(f"{path}: {exc}")
+
+
+def _dumps(d: Mapping) -> str:
+    return json.dumps(dict(d), separators=(",", ":"), ensure_ascii=False)
+
+
+def _sample(measurement: str, tags: str, fields: str, time_ns: int) -> Sample:
+    return Sample(measurement, json.loads(tags), json.loads(fields), from_ns(time_ns))

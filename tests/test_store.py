@@ -1,0 +1,171 @@
+"""The SQLite store: ordering, outbox, episodes, retention, size cap, corruption, permissions."""
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from agent.model import Episode, Sample
+from agent.store import DB_NAME, Store
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def ping(i: int, target="1.1.1.1", t=None) -> Sample:
+    return Sample("ping", {"target": target, "agent": "a1", "city": "ملتان, \"x\"=y"},
+                  {"sent": 3, "received": 3 - i % 2, "loss_pct": 0.0, "rtt_avg_ms": 1.5 + i},
+                  t or T0 + timedelta(seconds=10 * i))
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "state")
+    yield s
+    s.close()
+
+
+def test_files_are_private(tmp_path):
+    s = Store.open(tmp_path / "state")
+    s.write([ping(0)])
+    assert stat.S_IMODE(os.stat(tmp_path / "state").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "state" / DB_NAME).st_mode) == 0o600
+    s.close()
+
+
+def test_wal_mode(store):
+    assert store._query("PRAGMA journal_mode")[0][0] == "wal"
+
+
+def test_samples_round_trip_in_order(store):
+    written = [ping(i, target=t) for i in range(50) for t in ("1.1.1.1", "8.8.8.8")]
+    store.write(written)
+    got = store.unsent(limit=1000)
+    assert [s for _, s in got] == written
+    assert [i for i, _ in got] == sorted(i for i, _ in got)
+
+
+def test_outbox_marks_sent_and_pages(store):
+    store.write([ping(i) for i in range(25)])
+    first = store.unsent(limit=10)
+    assert len(first) == 10
+    store.mark_sent(i for i, _ in first)
+    rows, oldest = store.backlog()
+    assert rows == 15 and oldest == T0 + timedelta(seconds=100)
+    rest = store.unsent(limit=100)
+    assert [s.time for _, s in rest] == [T0 + timedelta(seconds=10 * i) for i in range(10, 25)]
+    # paging with after_id, without marking
+    page = store.unsent(limit=5, after_id=rest[4][0])
+    assert page[0][0] == rest[5][0]
+
+
+def test_episode_in_progress_is_updated_in_place_then_closed(store):
+    ep = Episode("connectivity:1", "connectivity", "isp", T0, None, 30.0, False, {"failed_rounds": 3})
+    store.write(episodes=[ep])
+    store.write(episodes=[Episode("connectivity:1", "connectivity", "isp", T0, None, 60.0, False, {})])
+    (cur,) = store.episodes()
+    assert cur.end is None and cur.duration_s == 60
+    done = Episode("connectivity:1", "connectivity", "lan", T0, T0 + timedelta(seconds=400), 400.0, True, {})
+    store.write(episodes=[done])
+    (cur,) = store.episodes()
+    assert cur == done
+    assert store.episodes(type="power") == []
+    assert store.episodes(since=T0 + timedelta(days=1)) == []
+
+
+def test_round_transaction_is_atomic(store):
+    with pytest.raises(Exception):
+        store.write([ping(0), Sample("ping", {}, {"bad": object()}, T0)])  # not JSON-serialisable
+    assert store.count() == 0
+    store.write([ping(1)], state={"k": "v"})
+    assert store.count() == 1 and store.get_state("k") == "v"
+
+
+def test_latest_per_series(store):
+    store.write([ping(i, target=t) for i in range(5) for t in ("a", "b")])
+    latest = {s.tags["target"]: s for s in store.latest("ping")}
+    assert latest["a"].time == latest["b"].time == T0 + timedelta(seconds=40)
+
+
+def test_retention_keeps_episode_samples_and_counts_unsent_drops(store):
+    old = [ping(i, t=T0 - timedelta(days=100) + timedelta(seconds=i)) for i in range(10)]
+    outage = Sample("outage", {"type": "connectivity"}, {"duration_s": 400.0}, T0 - timedelta(days=100))
+    store.write(old + [outage] + [ping(i) for i in range(5)])
+    res = store.prune(T0 + timedelta(hours=1), retention_s=90 * 86400, max_bytes=10**9)
+    assert res["expired"] == 10 and res["dropped_unsent"] == 10
+    assert store.get_state("dropped_unsent") == "10"
+    assert [s.measurement for _, s in store.unsent()] == ["outage"] + ["ping"] * 5
+
+
+def test_size_cap_drops_oldest_raw_rows_first(store):
+    for day in range(20):
+        store.write([ping(i, t=T0 + timedelta(days=day, seconds=i)) for i in range(500)])
+    before = store.size_bytes()
+    res = store.prune(T0 + timedelta(days=21), retention_s=365 * 86400, max_bytes=before // 2)
+    assert res["over_size"] > 0
+    assert store.size_bytes() <= before // 2
+    remaining = [s.time for _, s in store.unsent(limit=100000)]
+    assert min(remaining) > T0 + timedelta(days=5)   # the oldest went first
+    assert max(remaining) >= T0 + timedelta(days=19)  # the newest stayed
+
+
+def test_corrupt_file_is_moved_aside(tmp_path):
+    d = tmp_path / "state"
+    d.mkdir()
+    (d / DB_NAME).write_bytes(b"this is not a database" * 500)
+    s = Store.open(d, now=T0)
+    assert s.recovered_from == d / f"{DB_NAME}.corrupt-20261101T000000Z"
+    assert s.recovered_from.exists()
+    s.write([ping(0)])
+    assert s.count() == 1
+    s.close()
+
+
+def test_damaged_pages_detected(tmp_path):
+    d = tmp_path / "state"
+    s = Store.open(d)
+    s.write([ping(i) for i in range(2000)])
+    s.close()
+    raw = bytearray((d / DB_NAME).read_bytes())
+    for off in range(4096 * 2, len(raw), 4096):  # scribble over every b-tree page header
+        raw[off:off + 16] = b"\xff" * 16
+    (d / DB_NAME).write_bytes(bytes(raw))
+    for suffix in ("-wal", "-shm"):
+        p = d / (DB_NAME + suffix)
+        if p.exists():
+            p.unlink()
+    s2 = Store.open(d, now=T0)
+    try:
+        # either noticed at open (moved aside) or on first use (StoreCorrupt)
+        if s2.recovered_from is None:
+            from agent.errors import StoreCorrupt
+            with pytest.raises(StoreCorrupt):
+                list(s2.unsent(limit=5000))
+    finally:
+        s2.close()
+
+
+def test_concurrent_reader_process_sees_committed_rounds(tmp_path):
+    d = tmp_path / "state"
+    s = Store.open(d)
+    s.write([ping(i) for i in range(3)])
+    out = subprocess.run([sys.executable, "-c",
+                          "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('select count(*) from samples').fetchone()[0])",
+                          str(d / DB_NAME)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3"
+    s.close()
+
+
+def test_newer_schema_refused(tmp_path):
+    d = tmp_path / "state"
+    Store.open(d).close()
+    c = sqlite3.connect(d / DB_NAME)
+    c.execute("PRAGMA user_version=99")
+    c.commit()
+    c.close()
+    from agent.errors import StoreError
+    with pytest.raises(StoreError, match="newer linewatch"):
+        Store.open(d)
