@@ -1,0 +1,141 @@
+"""``linewatch check``: each check returns what works or what does not, with its fix.
+
+A check is a function ``(cfg) -> dict(name, result: ok|warn|fail, detail, fix)``; one that raises
+is reported as failed, never crashes the command.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from pathlib import Path
+
+from agent.clock import SystemClock
+from agent.config import Config
+
+
+def _r(name: str, result: str, detail: str, fix: str = "") -> dict:
+    return {"name": name, "result": result, "detail": detail, "fix": fix}
+
+
+def check_config(cfg: Config) -> dict:
+    return _r("config", "ok", f"loaded from {cfg.source}")
+
+
+def check_icmp(cfg: Config) -> dict:
+    from agent.probes import icmp
+    from agent.runner import method_permitted
+
+    if cfg.probe.method == "tcp":
+        return _r("echo method", "ok", f"TCP connect to port {cfg.probe.tcp_port} (forced in config)")
+    if cfg.probe.method != "auto":
+        if method_permitted(cfg.probe.method):
+            return _r("echo method", "ok", f"{cfg.probe.method} (forced in config)")
+        return _r("echo method", "fail", f"{cfg.probe.method} is forced in config but not permitted",
+                  icmp.how_to_enable())
+    method = icmp.available_method(socket.AF_INET)
+    if method == "icmp_dgram":
+        return _r("echo method", "ok", "ICMP through an unprivileged datagram socket")
+    if method == "icmp_raw":
+        return _r("echo method", "ok", "ICMP through a raw socket (the process has CAP_NET_RAW)")
+    return _r("echo method", "warn",
+              f"ICMP is refused; falling back to TCP connect timing on port {cfg.probe.tcp_port} "
+              "(routers that drop that port look unreachable)", icmp.how_to_enable())
+
+
+def check_gateway(cfg: Config) -> dict:
+    from agent.probes import gateway
+    from agent.probes.target import parse_target
+    from agent.runner import EchoDispatch
+
+    g = cfg.probe.gateway
+    if g == "off":
+        return _r("gateway", "ok", "not probed (probe.gateway = \"off\"): LAN and ISP outages look alike")
+    addr = g if g != "auto" else gateway.default_gateway(cfg.agent.procfs)
+    if not addr:
+        return _r("gateway", "fail", "no default route: the machine is not connected",
+                  "connect to the network, or set probe.gateway to the router's address")
+    s = EchoDispatch(cfg.probe.method, cfg.probe.tcp_port)(
+        parse_target(addr), count=2, timeout_s=cfg.probe.timeout_s, clock=SystemClock())
+    if s.fields["received"]:
+        return _r("gateway", "ok", f"{addr} answers ({s.tags['method']}, {s.fields['rtt_avg_ms']:.1f} ms)")
+    return _r("gateway", "warn", f"{addr} does not answer echoes ({s.tags['method']})",
+              "some routers drop echoes; LAN outages are then reported with cause \"unknown\"")
+
+
+def check_targets(cfg: Config) -> dict:
+    from agent.probes.target import parse_target
+    from agent.runner import EchoDispatch
+
+    echo = EchoDispatch(cfg.probe.method, cfg.probe.tcp_port)
+    up, down = [], []
+    for t in cfg.probe.targets:
+        s = echo(parse_target(t), count=2, timeout_s=cfg.probe.timeout_s, clock=SystemClock())
+        (up if s.fields["received"] else down).append(t)
+    if not down:
+        return _r("internet targets", "ok", "all answer: " + ", ".join(up))
+    if up:
+        return _r("internet targets", "warn", f"no answer from {', '.join(down)}; {', '.join(up)} answer",
+                  "check the addresses in probe.targets")
+    return _r("internet targets", "fail", "none answers: " + ", ".join(down),
+              "the internet is down now, or a firewall drops echoes to these targets")
+
+
+def check_dns(cfg: Config) -> dict:
+    from agent.probes import dns
+
+    servers = list(cfg.probe.dns_servers) or dns.system_servers()
+    bad = []
+    for name in cfg.probe.dns_names:
+        s = dns.measure(name, servers=servers, timeout_s=cfg.probe.timeout_s, clock=SystemClock())
+        if not s.fields.get("success"):
+            bad.append(f"{name} ({s.fields.get('error')})")
+    where = ", ".join(servers)
+    if not cfg.probe.dns_names:
+        return _r("dns", "ok", "no names configured (probe.dns_names is empty)")
+    if bad:
+        return _r("dns", "fail", f"via {where}: " + ", ".join(bad),
+                  "check probe.dns_servers (or /etc/resolv.conf) and probe.dns_names")
+    return _r("dns", "ok", f"{len(cfg.probe.dns_names)} name(s) resolve via {where}")
+
+
+def check_store(cfg: Config) -> dict:
+    from agent.store import Store
+
+    store = Store.open(cfg.state_dir)
+    try:
+        store.write(state={"last_check": SystemClock().now().isoformat()})
+        size = store.file_bytes()
+        path = store.path
+        moved = store.recovered_from
+    finally:
+        store.close()
+    mode = stat.S_IMODE(os.stat(cfg.state_dir).st_mode)
+    if moved:
+        return _r("store", "warn", f"the store was damaged and moved to {moved}; a new one was started")
+    if mode & 0o077:
+        return _r("store", "warn", f"{cfg.state_dir} is readable by others (mode {mode:o})",
+                  f"chmod 700 {cfg.state_dir}")
+    return _r("store", "ok", f"{path} is writable ({size / 1e6:.1f} MB)")
+
+
+def check_clock(cfg: Config) -> dict:
+    synced = Path("/run/systemd/timesync/synchronized").exists()
+    if synced:
+        return _r("clock", "ok", "synchronised by systemd-timesyncd")
+    return _r("clock", "ok", "no sync flag from systemd-timesyncd; timestamps follow the system clock "
+              "(durations use the monotonic clock and are unaffected)")
+
+
+CHECKS = (check_config, check_icmp, check_gateway, check_targets, check_dns, check_store, check_clock)
+
+
+def run_checks(cfg: Config) -> list[dict]:
+    out = []
+    for check in CHECKS:
+        try:
+            out.append(check(cfg))
+        except Exception as exc:  # a broken check is a failed check, not a crash
+            out.append(_r(check.__name__.removeprefix("check_"), "fail", f"{type(exc).__name__}: {exc}"))
+    return out

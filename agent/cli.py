@@ -1,0 +1,359 @@
+"""The ``linewatch`` command line. Commands stay thin: parse, call, print.
+
+Human output is a table; ``--json`` output is stable for scripts (field names are a contract).
+Exit codes: 0 fine, 1 a check or command failed, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+
+from agent import __version__
+from agent.errors import ConfigError, LinewatchError
+
+config_option = click.option(
+    "--config", "config_path", metavar="PATH", envvar=None,
+    help="Config file (default: $LINEWATCH_CONFIG, else the platform config dir).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
+def _load(config_path):
+    from agent import config
+
+    try:
+        return config.load(config_path)
+    except ConfigError as exc:
+        click.echo(f"linewatch: {exc}", err=True)
+        sys.exit(2)
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"linewatch: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="linewatch")
+def main() -> None:
+    """linewatch: measure your internet line and power, record outages and their causes."""
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+@main.command()
+@config_option
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def run(config_path, log_level):
+    """Run the agent in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
+    cfg = _load(config_path)
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.umask(0o077)  # everything the agent writes is private to its user
+    from agent.runner import Agent, check_method_available
+
+    try:
+        check_method_available(cfg)
+        agent = Agent(cfg)
+    except LinewatchError as exc:
+        _fail(str(exc))
+    import psutil
+
+    psutil.PROCFS_PATH = cfg.agent.procfs
+    agent.run()
+
+
+# -- probe --------------------------------------------------------------------------------------
+
+@main.command()
+@config_option
+@json_option
+def probe(config_path, as_json):
+    """Run one probe round now and print it (nothing is stored)."""
+    cfg = _load(config_path)
+    from agent.clock import SystemClock
+    from agent.round import Prober
+    from agent.runner import base_tags, real_probes
+
+    prober = Prober(cfg, real_probes(cfg), SystemClock(), base_tags(cfg, cfg.agent.id or "-"))
+    try:
+        rnd = prober.run()
+    finally:
+        prober.close()
+    out = {
+        "status": rnd.status, "cause": rnd.cause, "duration_s": round(rnd.duration_s, 3),
+        "targets": [_ping_row(s) for s in rnd.samples if s.measurement == "ping"],
+        "dns": [_dns_row(s) for s in rnd.samples if s.measurement == "dns"],
+        "errors": list(rnd.errors),
+    }
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"line: {rnd.status}" + (f" ({rnd.cause})" if rnd.cause else "")
+               + f"   round took {rnd.duration_s:.2f} s")
+    _print_targets(out["targets"], out["dns"])
+    for e in rnd.errors:
+        click.echo(f"error: {e}")
+
+
+def _ping_row(s) -> dict:
+    f = s.fields
+    row = {"target": s.tags.get("target"), "role": s.tags.get("role"), "method": s.tags.get("method"),
+           "time": _iso(s.time)}
+    for k in ("sent", "received", "loss_pct", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "jitter_ms"):
+        row[k] = f.get(k)
+    return row
+
+
+def _dns_row(s) -> dict:
+    f = s.fields
+    return {"name": s.tags.get("name"), "server": s.tags.get("server"), "success": f.get("success"),
+            "rtt_ms": f.get("rtt_ms"), "rcode": f.get("rcode"), "error": f.get("error"),
+            "time": _iso(s.time)}
+
+
+def _print_targets(targets, dns) -> None:
+    rows = [[t["role"] or "", t["target"], t["method"], f"{t['received']}/{t['sent']}",
+             _num(t["loss_pct"], "%"), _num(t["rtt_avg_ms"], " ms"), _num(t["jitter_ms"], " ms")]
+            for t in targets]
+    _table(["role", "target", "method", "replies", "loss", "rtt avg", "jitter"], rows)
+    if dns:
+        click.echo("")
+        _table(["name", "server", "resolved", "time", "error"],
+               [[d["name"], d["server"] or "", "yes" if d["success"] else "NO", _num(d["rtt_ms"], " ms"),
+                 d["error"] or ""] for d in dns])
+
+
+# -- status -------------------------------------------------------------------------------------
+
+@main.command()
+@config_option
+@json_option
+def status(config_path, as_json):
+    """What the agent sees now: targets, the episode in progress, 24 h availability, the store."""
+    cfg = _load(config_path)
+    from agent.status import collect
+
+    try:
+        st = collect(cfg)
+    except LinewatchError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(st, indent=2, ensure_ascii=False))
+        return
+    a = st["agent"]
+    click.echo(f"agent {a['id']}  {a.get('region') or ''} {a.get('city') or ''} {a.get('isp') or ''}".rstrip())
+    lr = st["last_round"]
+    if lr is None:
+        click.echo("no round recorded yet: is `linewatch run` running?")
+    else:
+        state = "running" if st["running"] else "NOT running"
+        click.echo(f"agent {state}; last round {lr['age_s']:.0f} s ago: line {lr['status']}"
+                   + (f" ({lr['cause']})" if lr.get("cause") else ""))
+    if st["targets"] or st["dns"]:
+        click.echo("")
+        _print_targets(st["targets"], st["dns"])
+    click.echo("")
+    if st["episodes_in_progress"]:
+        for ep in st["episodes_in_progress"]:
+            click.echo(f"IN PROGRESS: {ep['type']} episode, cause {ep['cause']}, since {ep['start']}"
+                       f" ({_dur(ep['duration_s'])})")
+    else:
+        click.echo("no outage in progress")
+    av = st["availability_24h_pct"]
+    click.echo(f"availability, last 24 h: {'n/a' if av is None else f'{av:.2f} %'}"
+               f"  ({st['rounds_24h']} rounds, {_dur(st['outage_s_24h'])} in outages)")
+    s = st["store"]
+    click.echo(f"store: {s['path']}  {s['bytes'] / 1e6:.1f} MB, {s['rows']} rows,"
+               f" {s['backlog_rows']} not yet forwarded")
+
+
+# -- outages ------------------------------------------------------------------------------------
+
+@main.command()
+@config_option
+@click.option("--since", default="7d", show_default=True,
+              help="How far back: 30m, 12h, 7d, 4w, or a date (2026-11-01).")
+@click.option("--type", "types", type=click.Choice(["connectivity", "power", "degraded", "all"]),
+              default=None, help="Only this type (default: connectivity and power outages).")
+@json_option
+@click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
+def outages(config_path, since, types, as_json, as_csv):
+    """Outage episodes: type, cause, start, end, duration, sustained or momentary."""
+    if as_json and as_csv:
+        _fail("choose one of --json and --csv", 2)
+    cfg = _load(config_path)
+    try:
+        since_t = parse_since(since, datetime.now(timezone.utc))
+    except ValueError as exc:
+        _fail(f"--since: {exc}", 2)
+    from agent.store import Store
+
+    try:
+        store = Store.open(cfg.state_dir)
+    except LinewatchError as exc:
+        _fail(str(exc))
+    try:
+        eps = store.episodes(since=since_t)
+    finally:
+        store.close()
+    wanted = {"all": None, None: {"connectivity", "power"}}.get(types, {types})
+    rows = [episode_json(e) for e in eps if wanted is None or e.type in wanted]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    cols = ["type", "cause", "start", "end", "duration_s", "sustained"]
+    if as_csv:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        click.echo(buf.getvalue(), nl=False)
+        return
+    if not rows:
+        click.echo(f"no episodes since {_iso(since_t)}")
+        return
+    _table(["type", "cause", "start (UTC)", "end (UTC)", "duration", "kind"],
+           [[r["type"], r["cause"], r["start"][:19].replace("T", " "),
+             (r["end"] or "in progress")[:19].replace("T", " "), _dur(r["duration_s"]),
+             "sustained" if r["sustained"] else "momentary"] for r in rows])
+
+
+def episode_json(e) -> dict:
+    d = {"id": e.id, "type": e.type, "cause": e.cause, "start": _iso(e.start),
+         "end": _iso(e.end) if e.end else None, "duration_s": e.duration_s, "sustained": e.sustained}
+    d.update({k: v for k, v in e.details.items() if k not in d})
+    return d
+
+
+_SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``7d`` -> now minus 7 days; ``2026-11-01`` (UTC) or a full ISO time as given."""
+    m = _SINCE.match(text.strip().lower())
+    if m:
+        return now - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a span such as 30m, 12h, 7d, 4w or an ISO date, got {text!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+# -- check --------------------------------------------------------------------------------------
+
+@main.command()
+@config_option
+@json_option
+def check(config_path, as_json):
+    """What works and what does not, each failure with its fix."""
+    cfg = _load(config_path)
+    from agent.checks import run_checks
+
+    results = run_checks(cfg)
+    worst = "ok"
+    for r in results:
+        if r["result"] == "fail":
+            worst = "fail"
+        elif r["result"] == "warn" and worst == "ok":
+            worst = "warn"
+    if as_json:
+        click.echo(json.dumps({"result": worst, "checks": results}, indent=2, ensure_ascii=False))
+    else:
+        for r in results:
+            mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[r["result"]]
+            click.echo(f"[{mark}] {r['name']}: {r['detail']}")
+            if r.get("fix"):
+                for line in r["fix"].splitlines():
+                    click.echo(f"         fix: {line}")
+    sys.exit(1 if worst == "fail" else 0)
+
+
+# -- init ---------------------------------------------------------------------------------------
+
+@main.command()
+@config_option
+@click.option("--region", help="ISO 3166-2 code, e.g. PK-PB.")
+@click.option("--city", help="City or town.")
+@click.option("--isp", help="Internet provider's name.")
+@click.option("--access", help="Access type (fibre, dsl, cable, mobile, hotspot, ...).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(config_path, region, city, isp, access, force):
+    """Write a commented config file; asks for region, city, ISP and access type."""
+    from agent import config
+
+    path, _ = config.resolve_path(config_path)
+    if path.exists() and not force:
+        _fail(f"{path} exists; use --force to overwrite it", 1)
+    interactive = sys.stdin.isatty()
+    if interactive and region is None:
+        click.echo("Regions: " + ", ".join(f"{k} {v}" for k, v in config.PK_REGIONS.items()))
+        region = click.prompt("Region (ISO 3166-2 code, empty to skip)", default="", show_default=False)
+    if interactive and city is None:
+        city = click.prompt("City", default="", show_default=False)
+    if interactive and isp is None:
+        isp = click.prompt("Internet provider", default="", show_default=False)
+    if interactive and access is None:
+        access = click.prompt("Access type", default="", show_default=False,
+                              type=click.Choice(("",) + config.ACCESS_TYPES))
+    chosen = {k: v.strip() for k, v in
+              {"region": (region or "").upper(), "city": city or "", "isp": isp or "",
+               "access": (access or "").lower()}.items() if v and v.strip()}
+    text = config.example_toml({"agent": chosen})
+    try:
+        config.parse(text, str(path))  # the answers are validated like any config
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    click.echo(f"wrote {path}")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _num(v, unit: str) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.1f}{unit}" if isinstance(v, float) else f"{v}{unit}"
+
+
+def _dur(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _table(headers: list[str], rows: list[list]) -> None:
+    cells = [headers] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for i, r in enumerate(cells):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,311 @@
+"""The agent: wires config, clock, probes, outage tracker and store into scheduled jobs.
+
+Jobs (all on :class:`agent.schedule.Scheduler`):
+
+* ``round`` every ``probe.interval_s``: one probe round; its samples, the episode changes, the
+  tracker state and the heartbeat are committed in one transaction before the next round.
+* ``minute`` every ``probe.netio_interval_s``: interface counters and the agent's own metrics.
+* ``housekeeping`` hourly: retention and the size cap.
+
+A failing job is logged and counted, never fatal. SIGTERM and SIGINT stop the agent cleanly: the
+running round finishes and is committed, then the clean-exit marker is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+from pathlib import Path
+
+from agent import outage
+from agent.clock import Clock, SystemClock
+from agent.config import Config
+from agent.errors import MethodUnavailable, StoreCorrupt
+from agent.model import Episode, Sample
+from agent.round import Prober, Probes, Round
+from agent.store import Store
+
+log = logging.getLogger("linewatch")
+
+SPACING_S = 0.25  # between the echoes of one target in a round
+HOUSEKEEPING_S = 3600.0
+STATE_TRACKER, STATE_HEARTBEAT, STATE_CLEAN_EXIT = "outage_tracker", "heartbeat", "clean_exit"
+
+
+def agent_id(cfg: Config) -> str:
+    """The configured id, else the random one kept in ``<state_dir>/agent_id`` (made on first use)."""
+    if cfg.agent.id:
+        return cfg.agent.id
+    path = cfg.state_dir / "agent_id"
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    new = secrets.token_hex(6)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(new + "\n")
+    return new
+
+
+def base_tags(cfg: Config, ident: str) -> dict[str, str]:
+    """Tags on every sample: the agent id and the non-empty location/ISP/access settings."""
+    tags = {"agent": ident}
+    for key in ("region", "city", "isp", "access"):
+        value = getattr(cfg.agent, key)
+        if value:
+            tags[key] = value
+    return tags
+
+
+def boot_id(procfs: str) -> str:
+    try:
+        return Path(procfs, "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+class EchoDispatch:
+    """Chooses the echo method per target: TCP for address:port targets, else ICMP by the
+    configured method (``auto``: unprivileged ICMP, then raw, then TCP connect)."""
+
+    def __init__(self, method: str, tcp_port: int) -> None:
+        self.method = method
+        self.tcp_port = tcp_port
+        self._resolved: dict[int, str] = {}
+
+    def method_for(self, family: int) -> str:
+        if self.method != "auto":
+            return self.method
+        if family not in self._resolved:
+            from agent.probes import icmp
+
+            self._resolved[family] = icmp.available_method(family) or "tcp"
+        return self._resolved[family]
+
+    def __call__(self, target, *, count: int, timeout_s: float, clock: Clock) -> Sample:
+        from agent.probes import icmp, tcp
+
+        method = "tcp" if target.port is not None else self.method_for(target.family)
+        if method == "tcp":
+            return tcp.measure(target, port=self.tcp_port, count=count, timeout_s=timeout_s,
+                               spacing_s=SPACING_S, clock=clock)
+        return icmp.measure(target, count=count, timeout_s=timeout_s, spacing_s=SPACING_S,
+                            method=method, clock=clock)
+
+
+def real_probes(cfg: Config) -> Probes:
+    from agent.probes import dns, gateway
+
+    return Probes(
+        echo=EchoDispatch(cfg.probe.method, cfg.probe.tcp_port),
+        dns=dns.measure,
+        gateway=lambda: gateway.default_gateway(cfg.agent.procfs),
+        dns_servers=dns.system_servers,
+    )
+
+
+class Agent:
+    def __init__(self, cfg: Config, *, clock: Clock | None = None, probes: Probes | None = None,
+                 store: Store | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.store = store or open_store(cfg, self.clock)
+        self.id = agent_id(cfg)
+        self.tags = base_tags(cfg, self.id)
+        self.boot = boot_id(cfg.agent.procfs)
+        self.prober = Prober(cfg, probes or real_probes(cfg), self.clock, self.tags)
+        self.params = outage.Params(
+            open_after=cfg.outage.open_after, close_after=cfg.outage.close_after,
+            momentary_max_s=cfg.outage.momentary_max_s,
+            max_gap_s=max(60.0, 6 * cfg.probe.interval_s),
+        )
+        saved = self.store.get_state(STATE_TRACKER)
+        self.tracker = outage.Tracker.from_json(saved) if saved else outage.Tracker()
+        self.counters = {"rounds": 0, "round_failures": 0, "probe_errors": 0, "job_failures": 0}
+        self.started_mono = self.clock.monotonic()
+        self._netio = None
+        self._sched = None
+        self._lock = threading.Lock()
+
+    # -- jobs -------------------------------------------------------------------------------
+    def round(self) -> Round:
+        """One round: probe, update the tracker, commit everything in one transaction."""
+        with self._lock:
+            rnd = self.prober.run()
+            result = outage.RoundResult(time=rnd.samples[-1].time, mono=self.clock.monotonic(),
+                                        status=rnd.status, cause=rnd.cause, boot=self.boot)
+            self.tracker, changes = outage.step(self.tracker, result, self.params)
+            samples = list(rnd.samples)
+            episodes: dict[str, Episode] = {}
+            for ch in changes:
+                episodes[ch.episode.id] = ch.episode
+                _log_change(ch)
+                if ch.kind == "closed":
+                    samples.append(episode_sample(ch.episode, self.tags))
+            for ep in outage.in_progress(self.tracker, self.params):
+                episodes[ep.id] = ep
+            heartbeat = {"time": result.time.isoformat(), "mono": result.mono, "boot_id": self.boot,
+                         "pid": os.getpid()}
+            self.store.write(samples, episodes=episodes.values(), state={
+                STATE_TRACKER: self.tracker.to_json(),
+                STATE_HEARTBEAT: json.dumps(heartbeat),
+            })
+            self.counters["rounds"] += 1
+            self.counters["probe_errors"] += len(rnd.errors)
+            return rnd
+
+    def minute(self) -> None:
+        """Interface counters and the agent's own health."""
+        samples = []
+        try:
+            samples += self._netio_sampler().measure()
+        except Exception as exc:  # psutil or procfs trouble must not stop self-metrics
+            log.warning("interface counters failed: %s", exc)
+        samples.append(self.self_sample())
+        self.store.write([s.with_tags(self.tags) for s in samples])
+
+    def housekeeping(self) -> None:
+        res = self.store.prune(self.clock.now(), self.cfg.store.retention_days * 86400,
+                               int(self.cfg.store.max_size_mb * 1024 * 1024))
+        if any(res.values()):
+            log.info("store housekeeping: %s", res)
+
+    def _netio_sampler(self):
+        if self._netio is None:
+            from agent.probes.netio import NetIO
+
+            self._netio = NetIO(self.clock)
+        return self._netio
+
+    def self_sample(self) -> Sample:
+        import psutil
+
+        proc = psutil.Process()
+        cpu = proc.cpu_times()
+        rows, oldest = self.store.backlog()
+        fields = {
+            "uptime_s": round(self.clock.monotonic() - self.started_mono, 3),
+            "rss_bytes": proc.memory_info().rss,
+            "cpu_s": round(cpu.user + cpu.system, 3),
+            "store_bytes": self.store.file_bytes(),
+            "backlog_rows": rows,
+            "dropped_unsent": int(self.store.get_state("dropped_unsent") or 0),
+            "clock_steps": self._sched.guard.steps if self._sched else 0,
+            **self.counters,
+        }
+        return Sample("agent", {}, fields, self.clock.now())
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Run until SIGTERM/SIGINT (or ``stop`` is set)."""
+        from agent.schedule import Scheduler
+
+        stop = stop or threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+        self.store.write(state={STATE_CLEAN_EXIT: json.dumps({"clean": False})})
+        sched = self._sched = Scheduler(self.clock)
+        sched.every(self.cfg.probe.interval_s, self._guarded(self.round, "round"), "round")
+        sched.every(self.cfg.probe.netio_interval_s, self._guarded(self.minute, "minute"), "minute",
+                    first_in_s=1.0)
+        sched.every(HOUSEKEEPING_S, self._guarded(self.housekeeping, "housekeeping"), "housekeeping",
+                    first_in_s=30.0)
+        log.info("linewatch agent %s started: every %gs, targets %s, store %s", self.id,
+                 self.cfg.probe.interval_s, ", ".join(self.cfg.probe.targets), self.store.path)
+        try:
+            sched.run_until(stop)
+        finally:
+            self.prober.close()
+            self.store.write(state={STATE_CLEAN_EXIT: json.dumps(
+                {"clean": True, "time": self.clock.now().isoformat(), "boot_id": self.boot})})
+            self.store.close()
+            log.info("linewatch agent stopped cleanly")
+
+    def _guarded(self, fn, name: str):
+        def job() -> None:
+            try:
+                fn()
+            except StoreCorrupt as exc:
+                log.error("%s; moving it aside and starting a new store", exc)
+                self._reopen_store()
+                self.counters["job_failures"] += 1
+            except Exception as exc:  # one failing job never stops the agent
+                self.counters["job_failures"] += 1
+                if name == "round":
+                    self.counters["round_failures"] += 1
+                log.exception("%s job failed: %s", name, exc)
+        return job
+
+    def _reopen_store(self) -> None:
+        try:
+            self.store.close()
+        except Exception:
+            pass
+        from agent.store import DB_NAME
+
+        path = self.store.path
+        stamp = self.clock.now().strftime("%Y%m%dT%H%M%SZ")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{path}{suffix}")
+            if src.exists():
+                src.rename(path.with_name(f"{DB_NAME}.corrupt-{stamp}{suffix}"))
+        self.store = Store.open(path.parent, now=self.clock.now())
+        self.store.write(state={STATE_TRACKER: self.tracker.to_json()})
+
+
+def open_store(cfg: Config, clock: Clock) -> Store:
+    store = Store.open(cfg.state_dir, now=clock.now())
+    if store.recovered_from:
+        log.error("the local store was damaged: moved it to %s and started a new one",
+                  store.recovered_from)
+    return store
+
+
+def episode_sample(ep: Episode, tags: dict[str, str]) -> Sample:
+    """A closed episode as a forwardable sample: time = start, so start + duration_s draws it."""
+    fields = {"duration_s": ep.duration_s, "sustained": ep.sustained, "episode_id": ep.id,
+              "end_observed": bool(ep.details.get("end_observed", True))}
+    if "failed_rounds" in ep.details:
+        fields["failed_rounds"] = int(ep.details["failed_rounds"])
+    return Sample("outage", {**tags, "type": ep.type, "cause": ep.cause}, fields, ep.start)
+
+
+def _log_change(ch: outage.Change) -> None:
+    ep = ch.episode
+    if ch.kind == "opened":
+        log.warning("%s episode started at %s (cause %s)", ep.type, ep.start.isoformat(), ep.cause)
+    else:
+        log.warning("%s episode ended: %s .. %s, %.0f s, cause %s", ep.type, ep.start.isoformat(),
+                    ep.end.isoformat() if ep.end else "?", ep.duration_s, ep.cause)
+
+
+_ICMP_SOCKET_TYPES = {"icmp_dgram": socket.SOCK_DGRAM, "icmp_raw": socket.SOCK_RAW}
+
+
+def method_permitted(method: str, family: int = socket.AF_INET) -> bool:
+    """Whether this process may open the socket an ICMP method needs (TCP is always allowed)."""
+    if method not in _ICMP_SOCKET_TYPES:
+        return True
+    proto = socket.IPPROTO_ICMP if family == socket.AF_INET else socket.IPPROTO_ICMPV6
+    try:
+        socket.socket(family, _ICMP_SOCKET_TYPES[method], proto).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_method_available(cfg: Config) -> None:
+    """Fail before starting when a forced ICMP method is refused (``auto`` always finds one)."""
+    if not method_permitted(cfg.probe.method):
+        from agent.probes import icmp
+
+        raise MethodUnavailable(
+            f'probe.method = "{cfg.probe.method}" is not permitted here. {icmp.how_to_enable()}')

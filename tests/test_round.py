@@ -1,0 +1,152 @@
+"""Round classification (pure) and the agent's round job with injected probes and a fake clock.
+
+The probes here are fakes passed by constructor (the real ones are tested against namespaces in
+test_icmp/test_dns and end to end in test_agent_netns); this file checks the wiring: verdicts,
+episodes in the store, and a restart in the middle of an episode.
+"""
+
+from datetime import timedelta
+
+import pytest
+
+from agent.clock import FakeClock
+from agent.config import parse
+from agent.model import Sample
+from agent.round import Probes, Thresholds, classify
+from agent.runner import Agent
+
+TH = Thresholds(degraded_loss_pct=20, degraded_rtt_ms=500)
+
+
+def ping(received, sent=3, rtt=10.0):
+    f = {"sent": sent, "received": received, "loss_pct": 100.0 * (sent - received) / sent}
+    if received:
+        f["rtt_avg_ms"] = rtt
+    return Sample("ping", {"target": "x", "method": "icmp_raw"}, f, FakeClock().now())
+
+
+def dns(ok):
+    return Sample("dns", {"name": "example.com"}, {"success": ok}, FakeClock().now())
+
+
+@pytest.mark.parametrize("gw, routed, usually, internet, names, expected", [
+    (ping(3), True, True, [ping(3), ping(3)], [dns(True)], ("up", None)),
+    (ping(3), True, True, [ping(0), ping(0)], [dns(False)], ("down", "isp")),
+    (ping(0), True, True, [ping(0), ping(0)], [dns(False)], ("down", "lan")),
+    (None, False, False, [ping(0), ping(0)], [dns(False)], ("down", "lan")),       # no default route
+    (ping(0), True, False, [ping(0), ping(0)], [dns(False)], ("down", "unknown")),  # gateway never answers
+    (None, True, False, [ping(0)], [], ("down", "unknown")),                        # gateway = "off"
+    (ping(3), True, True, [ping(3), ping(0)], [dns(False)], ("down", "dns")),
+    (ping(3), True, True, [ping(3)], [dns(False), dns(True)], ("up", None)),        # one name is enough
+    (ping(3), True, True, [ping(3)], [], ("up", None)),                             # no names configured
+    (ping(3), True, True, [ping(3), ping(0)], [dns(True)], ("up", None)),           # one dead target is not degradation
+    (ping(3), True, True, [ping(2), ping(2)], [dns(True)], ("degraded", "loss")),
+    (ping(3), True, True, [ping(3, rtt=900), ping(3, rtt=600)], [dns(True)], ("degraded", "latency")),
+    (ping(3), True, True, [], [dns(True)], ("error", None)),
+], ids=["up", "isp", "lan", "no-route", "gw-silent", "gw-off", "dns", "one-name", "no-names",
+        "one-dead-target", "loss", "latency", "no-samples"])
+def test_classify(gw, routed, usually, internet, names, expected):
+    assert classify(gw, routed, usually, internet, names, TH) == expected
+
+
+class FakeNet:
+    """A line whose state the test sets: 'up', 'isp', 'lan' or 'dns'."""
+
+    def __init__(self):
+        self.state = "up"
+
+    def echo(self, target, *, count, timeout_s, clock):
+        gateway = str(target) == "192.168.1.1"
+        ok = self.state in ("up", "dns") or (self.state == "isp" and gateway)
+        f = {"sent": count, "received": count if ok else 0, "loss_pct": 0.0 if ok else 100.0}
+        if ok:
+            f["rtt_avg_ms"] = 5.0
+        return Sample("ping", {"target": str(target), "method": "icmp_dgram"}, f, clock.now())
+
+    def dns(self, name, *, servers, timeout_s, clock):
+        return Sample("dns", {"name": name, "server": servers[0]}, {"success": self.state == "up"}, clock.now())
+
+    def probes(self):
+        return Probes(echo=self.echo, dns=self.dns, gateway=lambda: "192.168.1.1",
+                      dns_servers=lambda: ["192.168.1.1"])
+
+
+def make_agent(tmp_path, net, clock):
+    cfg = parse(f'[agent]\nstate_dir = "{tmp_path}"\nregion = "PK-PB"\n[probe]\ninterval_s = 10\n')
+    return Agent(cfg, clock=clock, probes=net.probes())
+
+
+def tick(agent, clock, n):
+    for _ in range(n):
+        agent.round()
+        clock.advance(10)
+
+
+@pytest.mark.parametrize("state, cause", [("isp", "isp"), ("lan", "lan"), ("dns", "dns")])
+def test_agent_records_episode_with_cause(tmp_path, state, cause):
+    clock, net = FakeClock(), FakeNet()
+    agent = make_agent(tmp_path, net, clock)
+    tick(agent, clock, 3)
+    t_cut = clock.now()
+    net.state = state
+    tick(agent, clock, 40)
+    t_back = clock.now()
+    net.state = "up"
+    tick(agent, clock, 3)
+    (ep,) = agent.store.episodes()
+    assert (ep.type, ep.cause, ep.start, ep.end) == ("connectivity", cause, t_cut, t_back)
+    assert ep.duration_s == 400 and ep.sustained
+    outage_rows = [s for _, s in agent.store.unsent(10000) if s.measurement == "outage"]
+    assert len(outage_rows) == 1 and outage_rows[0].tags["cause"] == cause
+    assert outage_rows[0].tags["region"] == "PK-PB"
+
+
+def test_restart_in_the_middle_of_an_episode(tmp_path):
+    clock, net = FakeClock(), FakeNet()
+    a1 = make_agent(tmp_path, net, clock)
+    tick(a1, clock, 2)
+    t_cut = clock.now()
+    net.state = "isp"
+    tick(a1, clock, 5)
+    assert [e.end for e in a1.store.episodes()] == [None]      # in progress, visible to status
+    a1.store.close()
+    clock.advance(15)                                           # the restart takes a moment
+    a2 = make_agent(tmp_path, net, clock)
+    tick(a2, clock, 3)
+    net.state = "up"
+    t_back = clock.now()
+    tick(a2, clock, 4)
+    eps = a2.store.episodes()
+    assert len(eps) == 1
+    assert (eps[0].start, eps[0].end) == (t_cut, t_back)
+    outages = [s for _, s in a2.store.unsent(10000) if s.measurement == "outage"]
+    assert len(outages) == 1                                   # closed exactly once
+
+
+def test_every_round_is_stored_even_when_everything_fails(tmp_path):
+    clock, net = FakeClock(), FakeNet()
+    agent = make_agent(tmp_path, net, clock)
+    net.state = "lan"
+    tick(agent, clock, 5)
+    pings = [s for _, s in agent.store.unsent(10000) if s.measurement == "ping"]
+    assert len(pings) == 5 * 3                                  # gateway + 2 targets, every round
+    assert all(s.fields["loss_pct"] == 100.0 for s in pings)    # recorded as loss, not missing
+    rounds = [s for _, s in agent.store.unsent(10000) if s.measurement == "round"]
+    assert [r.fields["status"] for r in rounds] == ["down"] * 5
+
+
+def test_probe_error_is_counted_not_fatal(tmp_path):
+    from agent.errors import ProbeError
+
+    clock, net = FakeClock(), FakeNet()
+
+    def broken_dns(name, **kw):
+        raise ProbeError("resolver socket refused")
+
+    probes = net.probes()
+    probes.dns = broken_dns
+    cfg = parse(f'[agent]\nstate_dir = "{tmp_path}"\n')
+    agent = Agent(cfg, clock=clock, probes=probes)
+    rnd = agent.round()
+    assert rnd.status == "up" and rnd.errors
+    assert agent.counters["probe_errors"] == 1
