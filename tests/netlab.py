@@ -109,6 +109,11 @@ class Standard:
 
     def cut_wan(self, down: bool = True) -> None:
         self.lab.link(self.gw, "wan0", not down)
+        if not down:  # the kernel drops routes through a link taken down; a router restores them
+            self.lab.run(self.gw, "ip", "route", "replace", "198.51.100.0/24", "via", "10.231.2.2")
+        if not down:
+            # Setting a link down deletes the IPv4 routes through it: put the internet route back.
+            self.lab.run(self.gw, "ip", "route", "replace", "198.51.100.0/24", "via", "10.231.2.2")
 
     def cut_lan(self, down: bool = True) -> None:
         self.lab.link(self.gw, "lan0", not down)
@@ -131,3 +136,25 @@ def _sh(*cmd: str) -> None:
     r = subprocess.run(list(cmd), capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} -> {r.returncode}: {r.stderr.strip()}")
+
+
+DNSMASQ = "/usr/sbin/dnsmasq"
+
+
+def start_dnsmasq(net: Standard, *records: str) -> subprocess.Popen:
+    """A real DNS server on the internet host (198.51.100.53), answering ``records`` given as
+    dnsmasq ``--address`` values ("/example.test/198.51.100.1"); waits until it listens."""
+    import time
+
+    args = [DNSMASQ, "-C", "/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+            f"--listen-address={net.dns_ip}", "--bind-interfaces", "--pid-file=", "--port=53",
+            *(f"--address={r}" for r in records or ("/example.test/198.51.100.1",))]
+    proc = net.lab.popen(net.inet, *args)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dnsmasq exited: {proc.stderr.read().decode()}")
+        if net.lab.run(net.inet, "ss", "-Hlun", "sport = :53").stdout.strip():
+            return proc
+        time.sleep(0.05)
+    raise RuntimeError("dnsmasq did not start listening")

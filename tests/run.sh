@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs and runs it. Used as is by .ci/run.
+#   Debian packages: network test hosts (iproute2), reference tools (fping, ping), a DNS server
+#   (dnsmasq). Python: the project and its test extras in .venv.
+# Namespace tests need root; without it they skip with the reason (they never pass silently).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS=(iproute2 iputils-ping fping dnsmasq-base procps)
+missing=()
+for p in "${DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+
+# pytest exits 5 when it collected no tests: set -e makes that a failure too.
+exec .venv/bin/python -m pytest "$@"
