@@ -1,0 +1,88 @@
+"""Every measurement, tag and field the agent emits is listed in docs/metrics.md, with its type.
+
+Samples come from the agent's own jobs (rounds through an outage, the minute job with real psutil
+counters) and from the real probes run against loopback in this process.
+"""
+
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from agent.clock import FakeClock, SystemClock
+from agent.config import parse
+from agent.runner import Agent
+from tests.test_round import FakeNet, tick
+
+CATALOG = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+COMMON_TAGS = {"agent", "region", "city", "isp", "access"}
+PY_TYPES = {"float": float, "integer": int, "boolean": bool, "string": str}
+
+
+def load_catalog() -> dict:
+    cat, cur = {}, None
+    for line in CATALOG.read_text(encoding="utf-8").splitlines():
+        if m := re.match(r"^## (\w+)\s*$", line):
+            cur = cat.setdefault(m.group(1), {"tags": set(COMMON_TAGS), "fields": {}})
+        elif cur is not None and line.startswith("Tags:"):
+            cur["tags"] |= set(re.findall(r"`(\w+)`", line))
+        elif cur is not None and (m := re.match(r"^\| `(\w+)` \| (\w+) \|", line)):
+            cur["fields"][m.group(1)] = m.group(2)
+    return cat
+
+
+def assert_listed(samples):
+    cat = load_catalog()
+    seen = set()
+    for s in samples:
+        assert s.measurement in cat, f"measurement {s.measurement!r} not in docs/metrics.md"
+        entry = cat[s.measurement]
+        extra = set(s.tags) - entry["tags"]
+        assert not extra, f"{s.measurement}: tags {extra} not in docs/metrics.md"
+        for k, v in s.fields.items():
+            assert k in entry["fields"], f"{s.measurement}.{k} not in docs/metrics.md"
+            want = PY_TYPES[entry["fields"][k]]
+            ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
+            assert ok, f"{s.measurement}.{k} = {v!r} is not {entry['fields'][k]}"
+            seen.add((s.measurement, k))
+    return seen
+
+
+def test_catalog_parses():
+    cat = load_catalog()
+    assert {"ping", "dns", "round", "outage", "netio", "agent"} <= set(cat)
+    assert all(c["fields"] for c in cat.values())
+
+
+def test_agent_jobs_emit_only_catalogued_metrics(tmp_path):
+    clock, net = FakeClock(), FakeNet()
+    cfg = parse(f'[agent]\nstate_dir = "{tmp_path}"\nregion = "PK-KP"\ncity = "Peshawar"\n'
+                'isp = "Zong"\naccess = "mobile"\n')
+    agent = Agent(cfg, clock=clock, probes=net.probes())
+    tick(agent, clock, 2)
+    agent.minute()
+    net.state = "isp"
+    tick(agent, clock, 5)
+    net.state = "up"
+    tick(agent, clock, 3)
+    agent.minute()
+    samples = [s for _, s in agent.store.unsent(100000)]
+    seen = assert_listed(samples)
+    assert {m for m, _ in seen} >= {"ping", "dns", "round", "outage", "agent", "netio"}
+
+
+def test_real_probes_emit_only_catalogued_metrics():
+    from agent.probes import dns, icmp, tcp
+    from agent.probes.target import parse_target
+
+    clock = SystemClock()
+    samples = [tcp.measure(parse_target("127.0.0.1:9"), count=2, timeout_s=0.3, spacing_s=0.05, clock=clock),
+               dns.measure("example.test", servers=["127.0.0.1"], timeout_s=0.3, clock=clock, port=9)]
+    method = icmp.available_method(socket.AF_INET)
+    if method:
+        samples.append(icmp.measure(parse_target("127.0.0.1"), count=3, timeout_s=0.5, spacing_s=0.05,
+                                    method=method, clock=clock))
+    assert_listed(samples)
+    if not method:
+        pytest.skip("ICMP not permitted here; TCP and DNS samples were checked")
