@@ -1,6 +1,6 @@
 """The agent: wires config, clock, probes, outage tracker and store into scheduled jobs.
 
-Jobs (all on :class:`agent.schedule.Scheduler`):
+Jobs (on :class:`agent.schedule.Ticker`, the monotonic scheduler):
 
 * ``round`` every ``probe.interval_s``: one probe round; its samples, the episode changes, the
   tracker state and the heartbeat are committed in one transaction before the next round.
@@ -131,7 +131,8 @@ class Agent:
         self.counters = {"rounds": 0, "round_failures": 0, "probe_errors": 0, "job_failures": 0}
         self.started_mono = self.clock.monotonic()
         self._netio = None
-        self._sched = None
+        self._clock_offset: float | None = None
+        self._clock_steps = 0
         self._lock = threading.Lock()
 
     # -- jobs -------------------------------------------------------------------------------
@@ -163,6 +164,14 @@ class Agent:
 
     def minute(self) -> None:
         """Interface counters and the agent's own health."""
+        from agent.schedule import detect_step
+
+        self._clock_offset, step = detect_step(self._clock_offset, self.clock.now().timestamp(),
+                                               self.clock.monotonic(), threshold_s=2.0)
+        if step is not None:
+            self._clock_steps += 1
+            log.warning("the wall clock stepped by %+.1f s (durations are unaffected: they use the "
+                        "monotonic clock)", step)
         samples = []
         try:
             samples += self._netio_sampler().measure()
@@ -197,7 +206,7 @@ class Agent:
             "store_bytes": self.store.file_bytes(),
             "backlog_rows": rows,
             "dropped_unsent": int(self.store.get_state("dropped_unsent") or 0),
-            "clock_steps": self._sched.guard.steps if self._sched else 0,
+            "clock_steps": self._clock_steps,
             **self.counters,
         }
         return Sample("agent", {}, fields, self.clock.now())
@@ -205,14 +214,14 @@ class Agent:
     # -- lifecycle --------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
         """Run until SIGTERM/SIGINT (or ``stop`` is set)."""
-        from agent.schedule import Scheduler
+        from agent.schedule import Ticker
 
         stop = stop or threading.Event()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
         self.store.write(state={STATE_CLEAN_EXIT: json.dumps({"clean": False})})
-        sched = self._sched = Scheduler(self.clock)
+        sched = Ticker(self.clock)
         sched.every(self.cfg.probe.interval_s, self._guarded(self.round, "round"), "round")
         sched.every(self.cfg.probe.netio_interval_s, self._guarded(self.minute, "minute"), "minute",
                     first_in_s=1.0)

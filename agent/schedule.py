@@ -1,20 +1,24 @@
-"""Periodic jobs on APScheduler 3.x, made safe against wall-clock steps.
+"""Scheduling that survives wall-clock steps, suspend and overruns.
 
-APScheduler 3.x keeps each job's next run as a wall-clock time. When the wall clock is stepped
-(NTP sync after a Raspberry Pi boots with a stale clock, a manual change):
+Two schedulers, for two kinds of job:
 
-* backwards by an hour, every job would wait an extra hour: the schedule stalls;
-* forwards, every job is overdue at once, and without coalescing it would be run for each missed
-  interval: the schedule floods.
+* :class:`Ticker` runs the agent's periodic jobs (probe rounds, counters, housekeeping) on the
+  monotonic clock (CLOCK_BOOTTIME: never steps, keeps counting through suspend). A wall-clock step
+  cannot stall or flood it because it never reads the wall clock. After a suspend or an overrun it
+  runs once and realigns (:func:`next_due`); it never replays missed runs. It is also light: the
+  agent's whole import path stays far below APScheduler's (which pulls in asyncio, ssl and
+  multiprocessing: about 11 MB of resident memory, a third of the agent's budget).
 
-Flooding is prevented by adding jobs with ``coalesce=True`` and ``max_instances=1`` (one late run,
-never a burst), no misfire grace limit (a late run still runs) and :class:`SkippingInterval`, a
-trigger that jumps over missed intervals arithmetically: APScheduler lists every missed run time
-before coalescing, which after a 56-year step (a Pi booting at 1970) would be 177 million of them. Stalling is prevented by the
-:class:`ClockGuard`: it compares the wall clock with the monotonic clock (CLOCK_BOOTTIME, which
-also counts suspend, so resuming a laptop is not mistaken for a step) and, when their offset moves
-by more than ``threshold_s``, shifts every interval job's next run by the same amount so that it
-fires when it was due in monotonic time. :func:`detect_step` is the pure core.
+* :class:`WallScheduler` is for jobs tied to wall-clock times (a cron-style speed-test schedule):
+  APScheduler 3.x, imported only when such a job exists. APScheduler keeps each job's next run as a
+  wall-clock time, so a step backwards would stall every job and a step forwards would make every
+  job overdue at once. Jobs are added with ``coalesce=True``, ``max_instances=1``, no misfire grace
+  limit (a late run still runs, once) and :class:`SkippingInterval`-style triggers that jump over
+  missed intervals arithmetically (APScheduler lists every missed run time before coalescing, which
+  after a 56-year step, a Pi booting at 1970, would be 177 million of them). The
+  :class:`ClockGuard` watches the wall clock against the monotonic one and, when their offset moves
+  by more than ``threshold_s``, shifts every job's next run by the same amount.
+  :func:`detect_step` is its pure core; the agent also uses it to count steps.
 """
 
 from __future__ import annotations
@@ -29,7 +33,64 @@ from agent.clock import Clock
 log = logging.getLogger(__name__)
 
 
-def _skipping_interval_class():
+def next_due(due: float, period: float, now: float) -> float:
+    """The next deadline of a job that was due at ``due`` and finished at ``now`` (monotonic s).
+
+    Normally ``due + period``: the cadence does not drift with the job's own run time. When that is
+    already past (the run overran, the machine was suspended), missed runs are skipped and the
+    job realigns to its grid: the next deadline is the first grid point after ``now``.
+    """
+    nxt = due + period
+    if nxt <= now:
+        nxt += ((now - nxt) // period + 1) * period
+    return nxt
+
+
+class Ticker:
+    """Periodic jobs on the monotonic clock, one thread per job so a slow job (housekeeping on a
+    large store) never delays the probe rounds. A job that raises is the caller's business: wrap
+    it (the agent logs and counts failures)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._jobs: list[tuple[str, float, Callable[[], None], float]] = []
+        self.runs: dict[str, int] = {}
+
+    def every(self, seconds: float, fn: Callable[[], None], name: str, first_in_s: float = 0.0) -> None:
+        if seconds <= 0:
+            raise ValueError(f"{name}: period must be > 0, got {seconds}")
+        self._jobs.append((name, seconds, fn, first_in_s))
+        self.runs[name] = 0
+
+    def _loop(self, name: str, period: float, fn: Callable[[], None], first_in_s: float,
+              wait: Callable[[float], bool]) -> None:
+        due = self.clock.monotonic() + first_in_s
+        while not wait(max(0.0, due - self.clock.monotonic())):
+            fn()
+            self.runs[name] += 1
+            due = next_due(due, period, self.clock.monotonic())
+
+    def run_until(self, stop: threading.Event, wait: Callable[[float], bool] | None = None) -> None:
+        """Run every job until ``stop`` is set, then wait for the running ones to finish.
+
+        ``wait(timeout)`` returns True when it is time to stop; tests pass one that advances a
+        fake clock instead of sleeping."""
+        wait = wait or stop.wait
+        threads = [threading.Thread(target=self._loop, args=(n, p, f, first, wait), name=f"job-{n}",
+                                    daemon=True)
+                   for n, p, f, first in self._jobs]
+        for t in threads:
+            t.start()
+        try:
+            while not stop.wait(3600):
+                pass
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+
+
+def skipping_interval_class():
     from apscheduler.triggers.interval import IntervalTrigger
 
     class SkippingInterval(IntervalTrigger):
@@ -81,8 +142,8 @@ class ClockGuard:
         return step
 
 
-class Scheduler:
-    """The agent's jobs: a thin wrapper that adds jobs the safe way and runs the guard."""
+class WallScheduler:
+    """Jobs on APScheduler 3.x, added the safe way, with the clock guard running."""
 
     def __init__(self, clock: Clock, guard_every_s: float = 1.0) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -101,7 +162,7 @@ class Scheduler:
     def every(self, seconds: float, fn: Callable[[], None], name: str, first_in_s: float = 0.0) -> None:
         """Run ``fn`` every ``seconds``, first after ``first_in_s``."""
         start = self.clock.now() + timedelta(seconds=first_in_s)
-        trigger = _skipping_interval_class()(seconds=seconds, timezone="UTC")
+        trigger = skipping_interval_class()(seconds=seconds, timezone="UTC")
         self._aps.add_job(fn, trigger, id=name, name=name,
                           next_run_time=start)
 

@@ -1,6 +1,7 @@
-"""Scheduling across wall-clock steps: pure detection, the trigger, and a real APScheduler.
+"""Scheduling across wall-clock steps, suspend and overruns.
 
-The system clock of a shared test machine cannot be stepped, so the end-to-end test shifts the
+The monotonic Ticker runs the agent's jobs; the WallScheduler (APScheduler 3.x) is for jobs tied to
+wall-clock times. For the latter, the system clock of a shared test machine cannot be stepped, so the end-to-end test shifts the
 wall clock APScheduler reads (``apscheduler.schedulers.base.datetime.now``) and the one our guard
 reads by the same amount: a stand-in for an NTP step, not a mock of APScheduler itself.
 """
@@ -11,8 +12,87 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agent.clock import SystemClock
-from agent.schedule import Scheduler, _skipping_interval_class, detect_step
+from agent.clock import FakeClock, SystemClock
+from agent.schedule import Ticker, WallScheduler, detect_step, next_due, skipping_interval_class
+
+
+@pytest.mark.parametrize("due, period, now, expected", [
+    (100.0, 10.0, 101.0, 110.0),      # the usual: a short job, the cadence does not drift
+    (100.0, 10.0, 109.9, 110.0),
+    (100.0, 10.0, 110.0, 120.0),      # ran exactly one period: the next grid point
+    (100.0, 10.0, 135.0, 140.0),      # overran / suspended: skip 110..130, realign, no burst
+    (100.0, 10.0, 100.0 + 86400 * 30, 100.0 + 86400 * 30 + 10),  # a month asleep: one run
+], ids=["short", "almost", "exact", "overrun", "suspended"])
+def test_next_due(due, period, now, expected):
+    assert next_due(due, period, now) == pytest.approx(expected)
+    assert next_due(due, period, now) > now
+
+
+class FakeWaits:
+    """Drives a Ticker loop on a FakeClock: each wait advances the clock (plus what a job costs),
+    and wall-clock steps or a suspend can be injected at chosen waits."""
+
+    def __init__(self, clock, n_waits, events=None, job_cost=0.0):
+        self.clock, self.left, self.events, self.job_cost = clock, n_waits, events or {}, job_cost
+        self.i = 0
+
+    def wait(self, timeout):
+        self.clock.advance(timeout)
+        ev = self.events.get(self.i)
+        if ev:
+            kind, secs = ev
+            self.clock.step_wall(secs) if kind == "wall" else self.clock.advance(secs)
+        self.i += 1
+        self.left -= 1
+        return self.left < 0
+
+    def job(self, log):
+        def run():
+            log.append(self.clock.monotonic())
+            self.clock.advance(self.job_cost)
+        return run
+
+
+@pytest.mark.parametrize("events, expected_gaps", [
+    ({}, [10.0] * 9),
+    ({4: ("wall", -3600.0)}, [10.0] * 9),                 # the ticker never reads the wall clock
+    ({4: ("wall", 86400.0 * 365 * 56)}, [10.0] * 9),
+    ({4: ("suspend", 3600.0)}, [10.0] * 3 + [3610.0] + [10.0] * 5),  # one run on resume, no replay
+], ids=["steady", "wall-back-1h", "wall-forward-56y", "suspend-1h"])
+def test_ticker_cadence_on_fake_clock(events, expected_gaps):
+    clock = FakeClock()
+    fw = FakeWaits(clock, 10, events, job_cost=1.5)
+    runs = []
+    t = Ticker(clock)
+    t.every(10.0, fw.job(runs), "round")
+    t._loop("round", 10.0, fw.job(runs), 0.0, fw.wait)
+    assert [round(b - a, 6) for a, b in zip(runs, runs[1:])] == expected_gaps
+
+
+def test_ticker_realigns_after_an_overrun():
+    clock = FakeClock()
+    fw = FakeWaits(clock, 6, job_cost=25.0)   # every run takes 2.5 periods
+    runs = []
+    t = Ticker(clock)
+    t.every(10.0, fw.job(runs), "slow")
+    t._loop("slow", 10.0, fw.job(runs), 0.0, fw.wait)
+    gaps = [b - a for a, b in zip(runs, runs[1:])]
+    assert all(g == 30.0 for g in gaps)       # next grid point after each run: never a burst
+
+
+def test_ticker_runs_jobs_in_real_time_and_stops():
+    counts = {"a": 0, "b": 0}
+    t = Ticker(SystemClock())
+    t.every(0.1, lambda: counts.__setitem__("a", counts["a"] + 1), "a")
+    t.every(0.25, lambda: counts.__setitem__("b", counts["b"] + 1), "b", first_in_s=0.05)
+    stop = threading.Event()
+    th = threading.Thread(target=t.run_until, args=(stop,))
+    th.start()
+    time.sleep(1.0)
+    stop.set()
+    th.join(5)
+    assert not th.is_alive()
+    assert 8 <= counts["a"] <= 12 and 3 <= counts["b"] <= 5, counts
 
 
 @pytest.mark.parametrize("prev, wall, mono, step", [
@@ -29,7 +109,7 @@ def test_detect_step(prev, wall, mono, step):
 
 
 def test_skipping_interval_never_returns_the_past_and_is_cheap():
-    trig = _skipping_interval_class()(seconds=10, timezone="UTC")
+    trig = skipping_interval_class()(seconds=10, timezone="UTC")
     now = datetime(2026, 11, 1, tzinfo=timezone.utc)
     prev = datetime(1970, 1, 1, tzinfo=timezone.utc)   # a Pi that booted at the epoch
     t0 = time.perf_counter()
@@ -62,7 +142,7 @@ def shifted(monkeypatch):
 @pytest.mark.parametrize("step_s", [-3600.0, -30.0, 86400.0 * 365 * 56], ids=["back-1h", "back-30s", "forward-56y"])
 def test_jobs_keep_their_pace_across_a_wall_clock_step(shifted, step_s):
     runs: list[float] = []
-    sched = Scheduler(shifted, guard_every_s=0.1)
+    sched = WallScheduler(shifted, guard_every_s=0.1)
     sched.every(0.3, lambda: runs.append(time.monotonic()), "tick")
     stop = threading.Event()
     t = threading.Thread(target=sched.run_until, args=(stop,))
