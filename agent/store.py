@@ -49,7 +49,6 @@ CREATE TABLE IF NOT EXISTS samples (
 );
 CREATE INDEX IF NOT EXISTS samples_unsent ON samples (id) WHERE sent = 0;
 CREATE INDEX IF NOT EXISTS samples_series_time ON samples (series_id, time_ns);
-CREATE INDEX IF NOT EXISTS samples_time ON samples (time_ns);
 CREATE TABLE IF NOT EXISTS episodes (
     id TEXT PRIMARY KEY,
     type TEXT NOT NULL,

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import re
-import secrets
 import socket
 import struct
 from dataclasses import dataclass
@@ -46,6 +46,11 @@ from agent.errors import ProbeError
 from agent.model import Sample
 
 QTYPES = {"A": 1, "AAAA": 28}
+
+
+def _random_qid() -> int:
+    """An unpredictable query id (os.urandom: the `secrets` module would load OpenSSL, +4 MB)."""
+    return int.from_bytes(os.urandom(2), "big")
 CLASS_IN = 1
 PORT = 53
 
@@ -339,7 +344,7 @@ def _os_error_word(exc: OSError) -> str:
 def _query_udp(server: str, port: int, name: str, qtype: int, budget_s: float,
                clock: Clock) -> _Outcome:
     family = socket.AF_INET6 if ":" in server else socket.AF_INET
-    qid = secrets.randbits(16)
+    qid = _random_qid()
     query = build_query(name, qtype, qid)
     deadline = clock.monotonic() + budget_s
     try:
@@ -406,7 +411,7 @@ def _retry_tcp(server: str, port: int, name: str, qtype: int, deadline: float,
     if remaining <= 0:
         return None
     family = socket.AF_INET6 if ":" in server else socket.AF_INET
-    qid = secrets.randbits(16)
+    qid = _random_qid()
     query = build_query(name, qtype, qid)
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
