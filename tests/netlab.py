@@ -141,14 +141,16 @@ def _sh(*cmd: str) -> None:
 DNSMASQ = "/usr/sbin/dnsmasq"
 
 
-def start_dnsmasq(net: Standard, *records: str) -> subprocess.Popen:
-    """A real DNS server on the internet host (198.51.100.53), answering ``records`` given as
-    dnsmasq ``--address`` values ("/example.test/198.51.100.1"); waits until it listens."""
+def start_dnsmasq(net: Standard, *options: str) -> subprocess.Popen:
+    """A real DNS server on the internet host (198.51.100.53) with its records given as dnsmasq
+    options (default: example.test -> 198.51.100.1); waits until it listens. With --no-resolv,
+    dnsmasq 2.90 answers REFUSED for names it does not know."""
     import time
 
     args = [DNSMASQ, "-C", "/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts",
             f"--listen-address={net.dns_ip}", "--bind-interfaces", "--pid-file=", "--port=53",
-            *(f"--address={r}" for r in records or ("/example.test/198.51.100.1",))]
+            "--log-facility=/dev/null",
+            *(options or ("--address=/example.test/198.51.100.1",))]
     proc = net.lab.popen(net.inet, *args)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -19,6 +19,7 @@ from agent.clock import FakeClock, SystemClock
 from agent.errors import ProbeError
 from agent.probes import dns
 from agent.probes.dns import Answer, DnsFormatError, build_query, parse_response
+from tests import netlab
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -526,29 +527,18 @@ def probe_in(net, ns, *specs):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-DNSMASQ_ARGS = (
-    "/usr/sbin/dnsmasq", "-C", "/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts",
-    "--listen-address=198.51.100.53", "--bind-interfaces", "--pid-file=", "--port=53",
+DNSMASQ_RECORDS = (
     "--address=/example.test/198.51.100.1",
     "--address=/nx.test/",                           # an empty address means NXDOMAIN
     "--host-record=v4only.test,198.51.100.2", "--local=/v4only.test/",  # AAAA -> NODATA
-    "--log-facility=/dev/null",
 )
 
 
 @pytest.fixture
 def dnsmasq(net):
-    if not Path(DNSMASQ_ARGS[0]).exists():
+    if not Path(netlab.DNSMASQ).exists():
         pytest.skip("dnsmasq is not installed (apt-get install -y dnsmasq-base)")
-    proc = net.lab.popen(net.inet, *DNSMASQ_ARGS)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"dnsmasq exited: {proc.stderr.read().decode()}")
-        if net.lab.run(net.inet, "ss", "-Hlun", "sport = :53").stdout.strip():
-            return proc
-        time.sleep(0.05)
-    pytest.fail("dnsmasq did not start listening")
+    return netlab.start_dnsmasq(net, *DNSMASQ_RECORDS)
 
 
 DNS = "198.51.100.53"
