@@ -165,3 +165,41 @@ def test_bad_config_fails_before_anything_starts(tmp_path):
                        text=True, cwd=ROOT, timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip() == f"linewatch: {p}: probe.interval_s: must be >= 1, got 0"
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["crash", "clean-stop"])
+def test_episode_survives_agent_restart(net, dns_server, tmp_path, how):
+    cfg = write_config(tmp_path, net)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def start():
+        return net.lab.popen(net.agent, sys.executable, "-m", "agent", "run", "--config", str(cfg),
+                             cwd=ROOT, env=env)
+
+    agent = start()
+    try:
+        time.sleep(3)
+        cut0 = now()
+        net.cut_wan(True)
+        time.sleep(6)                                  # the episode is open now
+        os.killpg(agent.pid, how)
+        agent.wait(timeout=15)
+        time.sleep(2)                                  # the agent is away for a moment
+        st = json.loads(linewatch(net, net.agent, "status", "--json", "--config", str(cfg)).stdout)
+        assert [e["cause"] for e in st["episodes_in_progress"]] == ["isp"], st
+        agent = start()
+        time.sleep(4)
+        fix0 = now()
+        net.cut_wan(False)
+        time.sleep(4)
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        assert agent.wait(timeout=15) == 0
+    eps = json.loads(linewatch(net, net.agent, "outages", "--json", "--config", str(cfg)).stdout)
+    assert len(eps) == 1, eps                          # neither lost nor duplicated
+    e = eps[0]
+    assert e["cause"] == "isp" and e["end"] is not None
+    assert abs((parse(e["start"]) - cut0).total_seconds()) <= INTERVAL + 0.7
+    assert abs((parse(e["end"]) - fix0).total_seconds()) <= INTERVAL + 1.2
+    span = (fix0 - cut0).total_seconds()                # includes the agent's time away
+    assert abs(e["duration_s"] - span) <= 2 * INTERVAL + 0.7, (e, span)
