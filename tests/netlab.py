@@ -111,9 +111,6 @@ class Standard:
         self.lab.link(self.gw, "wan0", not down)
         if not down:  # the kernel drops routes through a link taken down; a router restores them
             self.lab.run(self.gw, "ip", "route", "replace", "198.51.100.0/24", "via", "10.231.2.2")
-        if not down:
-            # Setting a link down deletes the IPv4 routes through it: put the internet route back.
-            self.lab.run(self.gw, "ip", "route", "replace", "198.51.100.0/24", "via", "10.231.2.2")
 
     def cut_lan(self, down: bool = True) -> None:
         self.lab.link(self.gw, "lan0", not down)
