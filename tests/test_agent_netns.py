@@ -203,3 +203,30 @@ def test_episode_survives_agent_restart(net, dns_server, tmp_path, how):
     assert abs((parse(e["end"]) - fix0).total_seconds()) <= INTERVAL + 1.2
     span = (fix0 - cut0).total_seconds()                # includes the agent's time away
     assert abs(e["duration_s"] - span) <= 2 * INTERVAL + 0.7, (e, span)
+
+
+def test_loss_without_outage_is_a_degraded_period(net, dns_server, tmp_path):
+    """Half of the echoes to the internet host are lost (a responder with a known drop pattern
+    replaces the kernel's echo): the line is degraded, not down."""
+    from tests.test_icmp import responder
+
+    cfg = write_config(tmp_path, net)
+    agent = net.lab.popen(net.agent, sys.executable, "-m", "agent", "run", "--config", str(cfg),
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        time.sleep(3)
+        lossy = responder(net, "--drop-every", "2")     # each round's first echo of 2 is dropped
+        time.sleep(7)
+        lossy.kill()
+        lossy.wait()
+        net.lab.sysctl(net.inet, "net.ipv4.icmp_echo_ignore_all", "0")
+        time.sleep(4)
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        assert agent.wait(timeout=15) == 0
+    outages = json.loads(linewatch(net, net.agent, "outages", "--json", "--config", str(cfg)).stdout)
+    assert outages == []
+    deg = json.loads(linewatch(net, net.agent, "outages", "--type", "degraded", "--json",
+                               "--config", str(cfg)).stdout)
+    assert [(e["type"], e["cause"]) for e in deg] == [("degraded", "loss")], deg
+    assert 4.0 <= deg[0]["duration_s"] <= 10.0 and deg[0]["end"] is not None
