@@ -20,6 +20,7 @@ import click
 
 from agent import __version__
 from agent.errors import ConfigError, LinewatchError
+from agent.status import dns_row, episode_json, iso, ping_row
 
 config_option = click.option(
     "--config", "config_path", metavar="PATH", envvar=None,
@@ -62,14 +63,14 @@ def run(config_path, log_level):
     os.umask(0o077)  # everything the agent writes is private to its user
     from agent.runner import Agent, check_method_available
 
+    import psutil
+
+    psutil.PROCFS_PATH = cfg.agent.procfs  # the host root the agent reads (as --path.procfs)
     try:
         check_method_available(cfg)
         agent = Agent(cfg)
     except LinewatchError as exc:
         _fail(str(exc))
-    import psutil
-
-    psutil.PROCFS_PATH = cfg.agent.procfs
     agent.run()
 
 
@@ -92,8 +93,8 @@ def probe(config_path, as_json):
         prober.close()
     out = {
         "status": rnd.status, "cause": rnd.cause, "duration_s": round(rnd.duration_s, 3),
-        "targets": [_ping_row(s) for s in rnd.samples if s.measurement == "ping"],
-        "dns": [_dns_row(s) for s in rnd.samples if s.measurement == "dns"],
+        "targets": [ping_row(s) for s in rnd.samples if s.measurement == "ping"],
+        "dns": [dns_row(s) for s in rnd.samples if s.measurement == "dns"],
         "errors": list(rnd.errors),
     }
     if as_json:
@@ -104,22 +105,6 @@ def probe(config_path, as_json):
     _print_targets(out["targets"], out["dns"])
     for e in rnd.errors:
         click.echo(f"error: {e}")
-
-
-def _ping_row(s) -> dict:
-    f = s.fields
-    row = {"target": s.tags.get("target"), "role": s.tags.get("role"), "method": s.tags.get("method"),
-           "time": _iso(s.time)}
-    for k in ("sent", "received", "loss_pct", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "jitter_ms"):
-        row[k] = f.get(k)
-    return row
-
-
-def _dns_row(s) -> dict:
-    f = s.fields
-    return {"name": s.tags.get("name"), "server": s.tags.get("server"), "success": f.get("success"),
-            "rtt_ms": f.get("rtt_ms"), "rcode": f.get("rcode"), "error": f.get("error"),
-            "time": _iso(s.time)}
 
 
 def _print_targets(targets, dns) -> None:
@@ -221,19 +206,12 @@ def outages(config_path, since, types, as_json, as_csv):
         click.echo(buf.getvalue(), nl=False)
         return
     if not rows:
-        click.echo(f"no episodes since {_iso(since_t)}")
+        click.echo(f"no episodes since {iso(since_t)}")
         return
     _table(["type", "cause", "start (UTC)", "end (UTC)", "duration", "kind"],
            [[r["type"], r["cause"], r["start"][:19].replace("T", " "),
              (r["end"] or "in progress")[:19].replace("T", " "), _dur(r["duration_s"]),
              "sustained" if r["sustained"] else "momentary"] for r in rows])
-
-
-def episode_json(e) -> dict:
-    d = {"id": e.id, "type": e.type, "cause": e.cause, "start": _iso(e.start),
-         "end": _iso(e.end) if e.end else None, "duration_s": e.duration_s, "sustained": e.sustained}
-    d.update({k: v for k, v in e.details.items() if k not in d})
-    return d
 
 
 _SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -324,10 +302,6 @@ def init(config_path, region, city, isp, access, force):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
 
 def _num(v, unit: str) -> str:
     if v is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable, Sequence
 
 from agent.clock import Clock
@@ -26,8 +27,9 @@ GATEWAY, INTERNET = "gateway", "internet"
 
 @dataclass(frozen=True)
 class Round:
-    """A finished round: its samples (ping, dns, round) and the verdict."""
+    """A finished round: when it started, its samples (ping, dns, round) and the verdict."""
 
+    time: datetime
     samples: tuple[Sample, ...]
     status: str
     cause: str | None
@@ -169,4 +171,4 @@ class Prober:
         if cause:
             fields["cause"] = cause
         samples.append(Sample("round", dict(self.base_tags), fields, now))
-        return Round(tuple(samples), status, cause, duration, tuple(errors))
+        return Round(now, tuple(samples), status, cause, duration, tuple(errors))

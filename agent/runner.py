@@ -139,7 +139,7 @@ class Agent:
         """One round: probe, update the tracker, commit everything in one transaction."""
         with self._lock:
             rnd = self.prober.run()
-            result = outage.RoundResult(time=rnd.samples[-1].time, mono=self.clock.monotonic(),
+            result = outage.RoundResult(time=rnd.time, mono=self.clock.monotonic(),
                                         status=rnd.status, cause=rnd.cause, boot=self.boot)
             self.tracker, changes = outage.step(self.tracker, result, self.params)
             samples = list(rnd.samples)
@@ -253,19 +253,15 @@ class Agent:
         return job
 
     def _reopen_store(self) -> None:
+        from agent.store import move_aside
+
         try:
             self.store.close()
         except Exception:
-            pass
-        from agent.store import DB_NAME
-
-        path = self.store.path
-        stamp = self.clock.now().strftime("%Y%m%dT%H%M%SZ")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{path}{suffix}")
-            if src.exists():
-                src.rename(path.with_name(f"{DB_NAME}.corrupt-{stamp}{suffix}"))
-        self.store = Store.open(path.parent, now=self.clock.now())
+            pass  # a damaged file may fail to close cleanly; it is moved aside either way
+        aside = move_aside(self.store.path, self.clock.now())
+        log.error("moved the damaged store to %s", aside)
+        self.store = Store.open(self.store.path.parent, now=self.clock.now())
         self.store.write(state={STATE_TRACKER: self.tracker.to_json()})
 
 

@@ -38,7 +38,6 @@ def overlap_s(episodes: Iterable[Episode], start: datetime, end: datetime) -> fl
 
 
 def collect(cfg: Config, now: datetime | None = None) -> dict:
-    from agent.cli import _dns_row, _iso, _ping_row, episode_json
     from agent.runner import STATE_CLEAN_EXIT, STATE_HEARTBEAT, agent_id
     from agent.store import Store
 
@@ -50,8 +49,8 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
         targets, dns = [], []
         if last is not None:
             # The probes of the last round start at or just after its timestamp.
-            targets = [_ping_row(s) for s in store.latest("ping") if s.time >= last.time]
-            dns = [_dns_row(s) for s in store.latest("dns") if s.time >= last.time]
+            targets = [ping_row(s) for s in store.latest("ping") if s.time >= last.time]
+            dns = [dns_row(s) for s in store.latest("dns") if s.time >= last.time]
         eps = store.episodes(since=now - DAY)
         av, n = availability(str(r.fields.get("status")) for r in rounds)
         rows, oldest = store.backlog()
@@ -64,7 +63,7 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
                                               for k in ("region", "city", "isp", "access")}},
             "running": running,
             "last_round": None if last is None else {
-                "time": _iso(last.time), "age_s": round(age, 1), "status": last.fields.get("status"),
+                "time": iso(last.time), "age_s": round(age, 1), "status": last.fields.get("status"),
                 "cause": last.fields.get("cause"), "duration_s": last.fields.get("duration_s")},
             "heartbeat": hb,
             "targets": sorted(targets, key=lambda t: (t["role"] != "gateway", t["target"] or "")),
@@ -75,10 +74,41 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
             "outage_s_24h": round(overlap_s([e for e in eps if e.type == "connectivity"],
                                             now - DAY, now), 1),
             "store": {"path": str(store.path), "bytes": store.file_bytes(), "rows": store.count(),
-                      "backlog_rows": rows, "oldest_unsent": _iso(oldest) if oldest else None},
+                      "backlog_rows": rows, "oldest_unsent": iso(oldest) if oldest else None},
         }
     finally:
         store.close()
+
+
+def iso(t: datetime) -> str:
+    """ISO 8601 in UTC with a Z."""
+    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def ping_row(s: Sample) -> dict:
+    """A ping sample as a flat row (the `targets` entries of `probe` and `status` --json)."""
+    f = s.fields
+    row = {"target": s.tags.get("target"), "role": s.tags.get("role"), "method": s.tags.get("method"),
+           "time": iso(s.time)}
+    for k in ("sent", "received", "loss_pct", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "jitter_ms"):
+        row[k] = f.get(k)
+    return row
+
+
+def dns_row(s: Sample) -> dict:
+    """A dns sample as a flat row (the `dns` entries of `probe` and `status` --json)."""
+    f = s.fields
+    return {"name": s.tags.get("name"), "server": s.tags.get("server"), "success": f.get("success"),
+            "rtt_ms": f.get("rtt_ms"), "rcode": f.get("rcode"), "error": f.get("error"),
+            "time": iso(s.time)}
+
+
+def episode_json(e: Episode) -> dict:
+    """An episode as `outages --json` prints it: ISO 8601 UTC times, `end` null while in progress."""
+    d = {"id": e.id, "type": e.type, "cause": e.cause, "start": iso(e.start),
+         "end": iso(e.end) if e.end else None, "duration_s": e.duration_s, "sustained": e.sustained}
+    d.update({k: v for k, v in e.details.items() if k not in d})
+    return d
 
 
 def _latest(samples: list[Sample]) -> Sample | None:

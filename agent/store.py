@@ -97,12 +97,7 @@ class Store:
         try:
             return cls(_connect(path), path, None)
         except StoreCorrupt:
-            stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-            aside = path.with_name(f"{DB_NAME}.corrupt-{stamp}")
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(str(path) + suffix)
-                if src.exists():
-                    src.rename(Path(str(aside) + suffix))
+            aside = move_aside(path, now or datetime.now(timezone.utc))
             return cls(_connect(path), path, aside)
 
     def close(self) -> None:
@@ -277,6 +272,17 @@ class _Tx:
         if isinstance(ev, sqlite3.DatabaseError):
             raise _convert(ev, self.store.path) from ev
         return False
+
+
+def move_aside(path: Path, now: datetime) -> Path:
+    """Rename a damaged database (and its WAL and shared-memory files) to ``*.corrupt-<UTC time>``
+    so that nothing is deleted and a new store can start at ``path``."""
+    aside = path.with_name(f"{path.name}.corrupt-{now.strftime('%Y%m%dT%H%M%SZ')}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            src.rename(Path(f"{aside}{suffix}"))
+    return aside
 
 
 def _connect(path: Path) -> sqlite3.Connection:

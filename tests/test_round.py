@@ -150,3 +150,24 @@ def test_probe_error_is_counted_not_fatal(tmp_path):
     rnd = agent.round()
     assert rnd.status == "up" and rnd.errors
     assert agent.counters["probe_errors"] == 1
+
+
+def test_store_damaged_while_running_is_moved_aside_and_the_episode_kept(tmp_path):
+    from agent.errors import StoreCorrupt
+
+    clock, net = FakeClock(), FakeNet()
+    agent = make_agent(tmp_path, net, clock)
+    net.state = "isp"
+    tick(agent, clock, 4)                                    # an episode is open
+
+    def damaged():
+        raise StoreCorrupt("database disk image is malformed")
+
+    agent._guarded(damaged, "round")()                       # what the scheduler would run
+    assert len(list(tmp_path.glob("linewatch.db.corrupt-*"))) == 1
+    assert agent.counters["job_failures"] == 1
+    tick(agent, clock, 2)
+    net.state = "up"
+    tick(agent, clock, 3)
+    (ep,) = agent.store.episodes()                           # the new store got the whole episode
+    assert ep.cause == "isp" and ep.duration_s == 60
