@@ -381,7 +381,9 @@ def example_toml(values: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     ]
     for name, cls in SECTIONS.items():
         out += ["", f"[{name}]"]
-        for f in fields(cls):
+        for i, f in enumerate(fields(cls)):
+            if i:
+                out.append("")
             for line in _wrap(f.metadata["doc"]):
                 out.append(f"# {line}")
             chosen = values.get(name, {})
