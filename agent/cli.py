@@ -304,9 +304,12 @@ def init(config_path, region, city, isp, access, force):
 # -- helpers ------------------------------------------------------------------------------------
 
 def _num(v, unit: str) -> str:
+    """A number for a table: sub-10 values (LAN RTTs are often 0.05 ms) keep two decimals."""
     if v is None:
         return "-"
-    return f"{v:.1f}{unit}" if isinstance(v, float) else f"{v}{unit}"
+    if isinstance(v, float):
+        return f"{v:.2f}{unit}" if abs(v) < 10 else f"{v:.1f}{unit}"
+    return f"{v}{unit}"
 
 
 def _dur(s: float | None) -> str:

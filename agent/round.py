@@ -27,9 +27,11 @@ GATEWAY, INTERNET = "gateway", "internet"
 
 @dataclass(frozen=True)
 class Round:
-    """A finished round: when it started, its samples (ping, dns, round) and the verdict."""
+    """A finished round: when it started (wall ``time`` and ``mono``, read together), its samples
+    (ping, dns, round) and the verdict."""
 
     time: datetime
+    mono: float
     samples: tuple[Sample, ...]
     status: str
     cause: str | None
@@ -171,4 +173,4 @@ class Prober:
         if cause:
             fields["cause"] = cause
         samples.append(Sample("round", dict(self.base_tags), fields, now))
-        return Round(now, tuple(samples), status, cause, duration, tuple(errors))
+        return Round(now, t0, tuple(samples), status, cause, duration, tuple(errors))

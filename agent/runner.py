@@ -139,7 +139,9 @@ class Agent:
         """One round: probe, update the tracker, commit everything in one transaction."""
         with self._lock:
             rnd = self.prober.run()
-            result = outage.RoundResult(time=rnd.time, mono=self.clock.monotonic(),
+            # One instant in both clocks: pairing the start's wall time with a monotonic reading
+            # taken after the probes would skew durations by the rounds' unequal lengths.
+            result = outage.RoundResult(time=rnd.time, mono=rnd.mono,
                                         status=rnd.status, cause=rnd.cause, boot=self.boot)
             self.tracker, changes = outage.step(self.tracker, result, self.params)
             samples = list(rnd.samples)

@@ -187,6 +187,7 @@ def test_episode_survives_agent_restart(net, dns_server, tmp_path, how):
         time.sleep(2)                                  # the agent is away for a moment
         st = json.loads(linewatch(net, net.agent, "status", "--json", "--config", str(cfg)).stdout)
         assert [e["cause"] for e in st["episodes_in_progress"]] == ["isp"], st
+        start_in_progress = parse(st["episodes_in_progress"][0]["start"])
         agent = start()
         time.sleep(4)
         fix0 = now()
@@ -199,6 +200,8 @@ def test_episode_survives_agent_restart(net, dns_server, tmp_path, how):
     assert len(eps) == 1, eps                          # neither lost nor duplicated
     e = eps[0]
     assert e["cause"] == "isp" and e["end"] is not None
+    # the start seen while it was in progress is the start it closed with
+    assert abs((parse(e["start"]) - start_in_progress).total_seconds()) < 0.01
     assert abs((parse(e["start"]) - cut0).total_seconds()) <= INTERVAL + 0.7
     assert abs((parse(e["end"]) - fix0).total_seconds()) <= INTERVAL + 1.2
     span = (fix0 - cut0).total_seconds()                # includes the agent's time away

@@ -54,6 +54,7 @@ class FakeNet:
 
     def __init__(self):
         self.state = "up"
+        self.fail_cost_s = 0.0  # how long a failing DNS lookup takes (a timeout) on the fake clock
 
     def echo(self, target, *, count, timeout_s, clock):
         gateway = str(target) == "192.168.1.1"
@@ -64,6 +65,8 @@ class FakeNet:
         return Sample("ping", {"target": str(target), "method": "icmp_dgram"}, f, clock.now())
 
     def dns(self, name, *, servers, timeout_s, clock):
+        if self.state != "up":
+            clock.advance(self.fail_cost_s)
         return Sample("dns", {"name": name, "server": servers[0]}, {"success": self.state == "up"}, clock.now())
 
     def probes(self):
@@ -171,3 +174,25 @@ def test_store_damaged_while_running_is_moved_aside_and_the_episode_kept(tmp_pat
     tick(agent, clock, 3)
     (ep,) = agent.store.episodes()                           # the new store got the whole episode
     assert ep.cause == "isp" and ep.duration_s == 60
+
+
+def test_slow_failed_rounds_do_not_skew_the_episode(tmp_path):
+    """Failed rounds last longer than good ones (they wait for timeouts); the episode's start and
+    end are still the start instants of its first failed and first good rounds."""
+    clock, net = FakeClock(), FakeNet()
+    net.fail_cost_s = 1.5
+    agent = make_agent(tmp_path, net, clock)
+    tick(agent, clock, 2)
+    net.state = "isp"
+    t_first_fail = clock.now()
+    agent.round()
+    opened = agent.store.episodes()
+    clock.advance(10)
+    tick(agent, clock, 5)
+    net.state = "up"
+    t_first_good = clock.now()
+    tick(agent, clock, 3)
+    (ep,) = agent.store.episodes()
+    assert ep.start == t_first_fail and ep.end == t_first_good
+    assert ep.duration_s == (t_first_good - t_first_fail).total_seconds()
+    assert opened == []  # one failed round opens nothing yet
