@@ -147,6 +147,8 @@ class AgentSection:
                           "sets it, else the platform's user data dir.")
     procfs: str = _opt("/proc", "Root of the proc filesystem the agent reads the host from.")
     sysfs: str = _opt("/sys", "Root of the sys filesystem the agent reads the host from.")
+    rundir: str = _opt("/run", "Root of the runtime dir where time-sync services leave their flags "
+                       "(systemd-timesyncd's timesync/synchronized).")
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,29 @@ class OutageSection:
                                   "least this.", _at_least(1))
 
 
+def _check_ups(v: str) -> str | None:
+    if v == "":
+        return None
+    from agent.probes.ups import parse_nut_url
+
+    try:
+        parse_nut_url(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class PowerSection:
+    battery: str = _opt("auto", '"auto": watch the laptop\'s AC adapter and battery when there is '
+                        'one; "off": do not.', _one_of("auto", "off"))
+    ups: str = _opt("", "A UPS through Network UPS Tools: nut://[user:password@]host[:3493]/upsname. "
+                    "Empty: no UPS. The password is never printed.", _check_ups,
+                    "nut://localhost/ups")
+    poll_s: float = _opt(5.0, "Seconds between readings of the AC adapter and the UPS; a power cut "
+                         "is recorded within one of these.", _between(0.5, 300))
+
+
 @dataclass(frozen=True)
 class StoreSection:
     retention_days: float = _opt(90.0, "Raw rounds older than this are deleted; episodes are kept "
@@ -199,6 +224,7 @@ class Config:
     agent: AgentSection = field(default_factory=AgentSection)
     probe: ProbeSection = field(default_factory=ProbeSection)
     outage: OutageSection = field(default_factory=OutageSection)
+    power: PowerSection = field(default_factory=PowerSection)
     store: StoreSection = field(default_factory=StoreSection)
     source: str = "(defaults)"  # the file this came from, for messages
 
@@ -208,7 +234,8 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
-    "agent": AgentSection, "probe": ProbeSection, "outage": OutageSection, "store": StoreSection,
+    "agent": AgentSection, "probe": ProbeSection, "outage": OutageSection, "power": PowerSection,
+    "store": StoreSection,
 }
 
 
