@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from pathlib import Path
 
 from agent.clock import SystemClock
 from agent.config import Config
@@ -121,14 +120,67 @@ def check_store(cfg: Config) -> dict:
 
 
 def check_clock(cfg: Config) -> dict:
-    synced = Path("/run/systemd/timesync/synchronized").exists()
-    if synced:
-        return _r("clock", "ok", "synchronised by systemd-timesyncd")
-    return _r("clock", "ok", "no sync flag from systemd-timesyncd; timestamps follow the system clock "
-              "(durations use the monotonic clock and are unaffected)")
+    from agent import power
+
+    state = power.clock_state(cfg.agent.rundir)
+    if state == power.SYNCED:
+        return _r("clock", "ok", "synchronised by a time-sync service")
+    if state == power.NO_SYNC_SERVICE:
+        return _r("clock", "ok", "no time-sync service runs: the clock comes from the hardware clock "
+                  "(RTC) and is trusted as it is; install systemd-timesyncd or chrony if it drifts")
+    return _r("clock", "warn", "a time-sync service runs but the clock is not synchronised yet: "
+              "host-down episodes wait for it (durations use the monotonic clock and are unaffected)",
+              "check the network and `timedatectl timesync-status`")
 
 
-CHECKS = (check_config, check_icmp, check_gateway, check_targets, check_dns, check_store, check_clock)
+def check_battery(cfg: Config) -> dict:
+    from agent import power
+
+    if cfg.power.battery == "off":
+        return _r("battery", "ok", "not watched (power.battery = \"off\")")
+    r = power.read_battery(cfg.agent.sysfs)
+    if r is None:
+        return _r("battery", "ok", "no battery or AC adapter found: power cuts are seen through the UPS "
+                  "or, without one, as host-down episodes after the next boot")
+    state = {True: "on battery", False: "on mains", None: "state unknown"}[r.on_battery]
+    charge = f", charge {r.charge_pct:.0f} %" if r.charge_pct is not None else ""
+    return _r("battery", "ok", f"AC adapter watched: {state}{charge}")
+
+
+def check_ups(cfg: Config) -> dict:
+    if not cfg.power.ups:
+        return _r("ups", "ok", "none configured (power.ups)")
+    from agent.probes.ups import NutError, measure, parse_nut_url
+
+    url = parse_nut_url(cfg.power.ups)
+    try:
+        s = measure(url, timeout_s=2.0, clock=SystemClock())
+    except NutError as exc:
+        fixes = {"unreachable": "start the NUT server (upsd) or correct the host and port in power.ups",
+                 "unknown_ups": "list the server's UPS names with `upsc -l HOST` and correct power.ups",
+                 "access_denied": "check the user and password in power.ups against upsd.users",
+                 "stale": "the NUT driver lost contact with the UPS: check its cable and driver"}
+        return _r("ups", "warn", f"{exc} (the agent keeps measuring without it)",
+                  fixes.get(getattr(exc, "kind", ""), "check power.ups"))
+    f = s.fields
+    charge = f", charge {f['charge_pct']:.0f} %" if "charge_pct" in f else ""
+    return _r("ups", "ok", f"{url}: status {f.get('status')}{charge}")
+
+
+def check_host(cfg: Config) -> dict:
+    from agent import power
+    from agent.runner import boot_id
+
+    bid, bt = boot_id(cfg.agent.procfs), power.boot_time(cfg.agent.procfs)
+    if not bid or bt is None:
+        return _r("host", "warn", f"cannot read the boot id or boot time under {cfg.agent.procfs}: "
+                  "power cuts that take the host down will not be recorded", "check agent.procfs")
+    return _r("host", "ok", f"booted {bt.isoformat()}; a reboot without a clean stop is recorded as "
+              "a host-down power episode")
+
+
+CHECKS = (check_config, check_icmp, check_gateway, check_targets, check_dns, check_store, check_clock,
+          check_battery, check_ups, check_host)
 
 
 def run_checks(cfg: Config) -> list[dict]:

@@ -148,6 +148,18 @@ def status(config_path, as_json):
     if st["targets"] or st["dns"]:
         click.echo("")
         _print_targets(st["targets"], st["dns"])
+    pw = st["power"]
+    parts = []
+    for r in pw["sensors"]:
+        charge = f" {r['charge_pct']:.0f} %" if r.get("charge_pct") is not None else ""
+        parts.append(f"{r['source']}{charge}")
+    label = {"mains": "mains", "battery": "ON BATTERY", "ups": "ON UPS BATTERY",
+             "unknown": "no power sensor"}[pw["state"]]
+    click.echo(f"power: {label}" + (f" ({', '.join(parts)})" if parts else ""))
+    for source, message in pw["warnings"].items():
+        click.echo(f"WARNING: {source} sensor: {message}")
+    if pw["host_down_pending_time_sync"]:
+        click.echo("the host rebooted without a clean exit: the power cut is recorded once the clock syncs")
     click.echo("")
     if st["episodes_in_progress"]:
         for ep in st["episodes_in_progress"]:

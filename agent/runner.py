@@ -4,11 +4,17 @@ Jobs (on :class:`agent.schedule.Ticker`, the monotonic scheduler):
 
 * ``round`` every ``probe.interval_s``: one probe round; its samples, the episode changes, the
   tracker state and the heartbeat are committed in one transaction before the next round.
+* ``power`` every ``power.poll_s``: the AC adapter and the UPS; power episodes; a host-down
+  decision that waits for time sync.
 * ``minute`` every ``probe.netio_interval_s``: interface counters and the agent's own metrics.
 * ``housekeeping`` hourly: retention and the size cap.
 
 A failing job is logged and counted, never fatal. SIGTERM and SIGINT stop the agent cleanly: the
 running round finishes and is committed, then the clean-exit marker is written.
+
+At start, before the first round overwrites the heartbeat, :meth:`Agent.recover` looks at how the
+previous run ended (:func:`agent.power.host_down`): a power cut that took the host down, an agent
+that stopped without a clean exit (an agent gap), or nothing to record.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import socket
 import threading
 from pathlib import Path
 
-from agent import outage
+from agent import outage, power
 from agent.clock import Clock, SystemClock
 from agent.config import Config
 from agent.errors import MethodUnavailable, StoreCorrupt
@@ -34,6 +40,7 @@ log = logging.getLogger("linewatch")
 SPACING_S = 0.25  # between the echoes of one target in a round
 HOUSEKEEPING_S = 3600.0
 STATE_TRACKER, STATE_HEARTBEAT, STATE_CLEAN_EXIT = "outage_tracker", "heartbeat", "clean_exit"
+STATE_POWER, STATE_POWER_SENSORS, STATE_PENDING = "power_tracker", "power_sensors", "pending_host_down"
 
 
 def agent_id(cfg: Config) -> str:
@@ -127,7 +134,18 @@ class Agent:
         )
         saved = self.store.get_state(STATE_TRACKER)
         self.tracker = outage.Tracker.from_json(saved) if saved else outage.Tracker()
-        self.counters = {"rounds": 0, "round_failures": 0, "probe_errors": 0, "job_failures": 0}
+        saved = self.store.get_state(STATE_POWER)
+        self.power_tracker = power.PowerTracker.from_json(saved) if saved else power.PowerTracker()
+        self.ups_url = None
+        if cfg.power.ups:
+            from agent.probes.ups import parse_nut_url
+
+            self.ups_url = parse_nut_url(cfg.power.ups)
+        self.clock_state = power.clock_state(cfg.agent.rundir)
+        self._pending: dict | None = None
+        self._sensor_errors: dict[str, str] = {}
+        self.counters = {"rounds": 0, "round_failures": 0, "probe_errors": 0, "job_failures": 0,
+                         "sensor_errors": 0}
         self.started_mono = self.clock.monotonic()
         self._netio = None
         self._clock_offset: float | None = None
@@ -141,8 +159,8 @@ class Agent:
             rnd = self.prober.run()
             # One instant in both clocks: pairing the start's wall time with a monotonic reading
             # taken after the probes would skew durations by the rounds' unequal lengths.
-            result = outage.RoundResult(time=rnd.time, mono=rnd.mono,
-                                        status=rnd.status, cause=rnd.cause, boot=self.boot)
+            result = outage.RoundResult(time=rnd.time, mono=rnd.mono, status=rnd.status, cause=rnd.cause,
+                                        on_battery=power.on_battery(self.power_tracker), boot=self.boot)
             self.tracker, changes = outage.step(self.tracker, result, self.params)
             samples = list(rnd.samples)
             episodes: dict[str, Episode] = {}
@@ -153,15 +171,116 @@ class Agent:
                     samples.append(episode_sample(ch.episode, self.tags))
             for ep in outage.in_progress(self.tracker, self.params):
                 episodes[ep.id] = ep
-            heartbeat = {"time": result.time.isoformat(), "mono": result.mono, "boot_id": self.boot,
-                         "pid": os.getpid()}
+            heartbeat = power.Heartbeat(result.time, result.mono, self.boot,
+                                        power.clock_trusted(self.clock_state))
             self.store.write(samples, episodes=episodes.values(), state={
                 STATE_TRACKER: self.tracker.to_json(),
-                STATE_HEARTBEAT: json.dumps(heartbeat),
+                STATE_HEARTBEAT: heartbeat.to_json(),
             })
             self.counters["rounds"] += 1
             self.counters["probe_errors"] += len(rnd.errors)
             return rnd
+
+    def recover(self) -> power.Decision:
+        """How did the previous run end? Record a host-down power episode or an agent gap, or
+        keep the question for later (``defer``) when the clock cannot be trusted yet. Call before
+        the first round, which overwrites the heartbeat."""
+        pending = self.store.get_state(STATE_PENDING)
+        if pending:
+            self._pending = json.loads(pending)
+            last = self._decide(self._pending)
+            if last.kind != "defer":
+                self._pending = None
+        prev = self.store.get_state(STATE_HEARTBEAT)
+        clean = json.loads(self.store.get_state(STATE_CLEAN_EXIT) or "null") or {}
+        current = {"heartbeat": prev, "clean": bool(clean.get("clean"))} if prev else None
+        if current and self._pending and current["heartbeat"] == self._pending["heartbeat"]:
+            current = None  # the deferred case is this very heartbeat
+        decision = self._decide(current) if current else power.Decision("none", "first start")
+        if decision.kind == "defer":
+            self._pending = current
+        elif pending and self._pending:
+            decision = power.Decision("defer", "an earlier host-down is waiting for time sync")
+        self.store.write(state={STATE_PENDING: json.dumps(self._pending) if self._pending else ""})
+        log.info("previous run: %s", decision.reason)
+        return decision
+
+    def _decide(self, prev: dict) -> power.Decision:
+        """Decide one previous run and record what it says (not a deferral)."""
+        hb = power.Heartbeat.from_json(prev["heartbeat"])
+        d = power.host_down(hb, prev["clean"], self.boot, power.boot_time(self.cfg.agent.procfs),
+                            self.clock.now(), self.clock.monotonic(),
+                            power.clock_trusted(self.clock_state), self.cfg.outage.momentary_max_s)
+        if d.episode is not None:
+            log.warning("%s: %s .. %s (%.0f s)", d.reason, d.episode.start.isoformat(),
+                        d.episode.end.isoformat() if d.episode.end else "?", d.episode.duration_s)
+            self.store.write([episode_sample(d.episode, self.tags)], episodes=[d.episode])
+        return d
+
+    def power_poll(self) -> None:
+        """Read the power sensors, advance the power episodes, settle a deferred host-down."""
+        self.clock_state = power.clock_state(self.cfg.agent.rundir)
+        if self._pending and power.clock_trusted(self.clock_state):
+            if self._decide(self._pending).kind != "defer":
+                self._pending = None
+                self.store.write(state={STATE_PENDING: ""})
+        t, mono = self.clock.now(), self.clock.monotonic()
+        readings, samples = self.read_power_sensors(t)
+        self.power_tracker, changes = power.step(
+            self.power_tracker, readings, t, mono, momentary_max_s=self.cfg.outage.momentary_max_s,
+            max_gap_s=max(60.0, 6 * self.cfg.power.poll_s), boot=self.boot)
+        episodes = {}
+        for kind, ep in changes:
+            episodes[ep.id] = ep
+            _log_change(outage.Change(kind, ep))
+            if kind == "closed":
+                samples.append(episode_sample(ep, self.tags))
+        for ep in power.in_progress(self.power_tracker, self.cfg.outage.momentary_max_s):
+            episodes[ep.id] = ep
+        sensors = {"clock": self.clock_state, "readings": [
+            {"source": r.source, "on_battery": r.on_battery, "charge_pct": r.charge_pct, "status": r.status}
+            for r in readings], "errors": self._sensor_errors, "time": t.isoformat()}
+        self.store.write(samples, episodes=episodes.values(), state={
+            STATE_POWER: self.power_tracker.to_json(), STATE_POWER_SENSORS: json.dumps(sensors)})
+
+    def read_power_sensors(self, t) -> tuple[list[power.Reading], list[Sample]]:
+        """Readings of the configured sensors and their samples; a failing sensor is a warning
+        (logged when it starts and stops failing, shown in status), never fatal."""
+        readings, samples = [], []
+        if self.cfg.power.battery == "auto":
+            r = power.read_battery(self.cfg.agent.sysfs)
+            if r is not None:
+                readings.append(r)
+                fields = {k: v for k, v in (("on_battery", r.on_battery), ("charge_pct", r.charge_pct),
+                                            ("status", r.status)) if v is not None}
+                if fields:
+                    samples.append(Sample("power", {**self.tags, "source": power.BATTERY}, fields, t))
+        if self.ups_url is not None:
+            from agent.probes.ups import NutError, measure
+
+            try:
+                s = measure(self.ups_url, timeout_s=min(2.0, self.cfg.power.poll_s), clock=self.clock)
+            except NutError as exc:
+                self._sensor_failed(power.UPS, str(exc))
+                readings.append(power.Reading(power.UPS, None))
+            else:
+                self._sensor_ok(power.UPS)
+                f = s.fields
+                readings.append(power.Reading(power.UPS, bool(f.get("on_battery") or f.get("low_battery")),
+                                              f.get("charge_pct"), f.get("status")))
+                samples.append(Sample("power", {**self.tags, "source": power.UPS, "ups": s.tags["ups"]},
+                                      f, s.time))
+        return readings, samples
+
+    def _sensor_failed(self, source: str, message: str) -> None:
+        if self._sensor_errors.get(source) != message:
+            log.warning("%s sensor: %s (the agent keeps measuring)", source, message)
+        self._sensor_errors[source] = message
+        self.counters["sensor_errors"] = self.counters.get("sensor_errors", 0) + 1
+
+    def _sensor_ok(self, source: str) -> None:
+        if self._sensor_errors.pop(source, None) is not None:
+            log.info("%s sensor: working again", source)
 
     def minute(self) -> None:
         """Interface counters and the agent's own health."""
@@ -195,15 +314,12 @@ class Agent:
         return self._netio
 
     def self_sample(self) -> Sample:
-        import psutil
-
-        proc = psutil.Process()
-        cpu = proc.cpu_times()
+        cpu_s, rss = own_usage()
         rows, oldest = self.store.backlog()
         fields = {
             "uptime_s": round(self.clock.monotonic() - self.started_mono, 3),
-            "rss_bytes": proc.memory_info().rss,
-            "cpu_s": round(cpu.user + cpu.system, 3),
+            "rss_bytes": rss,
+            "cpu_s": round(cpu_s, 3),
             "store_bytes": self.store.file_bytes(),
             "backlog_rows": rows,
             "dropped_unsent": int(self.store.get_state("dropped_unsent") or 0),
@@ -221,8 +337,10 @@ class Agent:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
+        self.recover()
         self.store.write(state={STATE_CLEAN_EXIT: json.dumps({"clean": False})})
         sched = Ticker(self.clock)
+        sched.every(self.cfg.power.poll_s, self._guarded(self.power_poll, "power"), "power")
         sched.every(self.cfg.probe.interval_s, self._guarded(self.round, "round"), "round")
         sched.every(self.cfg.probe.netio_interval_s, self._guarded(self.minute, "minute"), "minute",
                     first_in_s=1.0)
@@ -267,6 +385,23 @@ class Agent:
         self.store.write(state={STATE_TRACKER: self.tracker.to_json()})
 
 
+def own_usage() -> tuple[float, int]:
+    """(CPU seconds, resident bytes) of this process. Read from the process itself, not through
+    psutil, whose procfs root points at the host being watched (a prepared tree in tests)."""
+    try:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return ru.ru_utime + ru.ru_stime, pages * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError, IndexError):
+        import psutil  # Windows (no resource module), macOS and BSD (no /proc)
+
+        proc = psutil.Process()
+        cpu = proc.cpu_times()
+        return cpu.user + cpu.system, proc.memory_info().rss
+
+
 def open_store(cfg: Config, clock: Clock) -> Store:
     store = Store.open(cfg.state_dir, now=clock.now())
     if store.recovered_from:
@@ -281,7 +416,11 @@ def episode_sample(ep: Episode, tags: dict[str, str]) -> Sample:
               "end_observed": bool(ep.details.get("end_observed", True))}
     if "failed_rounds" in ep.details:
         fields["failed_rounds"] = int(ep.details["failed_rounds"])
-    return Sample("outage", {**tags, "type": ep.type, "cause": ep.cause}, fields, ep.start)
+    for key in ("charge_start_pct", "charge_end_pct"):
+        if ep.details.get(key) is not None:
+            fields[key] = float(ep.details[key])
+    extra = {"source": ep.details["source"]} if "source" in ep.details else {}
+    return Sample("outage", {**tags, "type": ep.type, "cause": ep.cause, **extra}, fields, ep.start)
 
 
 def _log_change(ch: outage.Change) -> None:

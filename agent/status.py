@@ -38,7 +38,7 @@ def overlap_s(episodes: Iterable[Episode], start: datetime, end: datetime) -> fl
 
 
 def collect(cfg: Config, now: datetime | None = None) -> dict:
-    from agent.runner import STATE_CLEAN_EXIT, STATE_HEARTBEAT, agent_id
+    from agent.runner import STATE_CLEAN_EXIT, STATE_HEARTBEAT, STATE_PENDING, STATE_POWER_SENSORS, agent_id
     from agent.store import Store
 
     now = now or datetime.now(timezone.utc)
@@ -55,6 +55,8 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
         av, n = availability(str(r.fields.get("status")) for r in rounds)
         rows, oldest = store.backlog()
         hb = json.loads(store.get_state(STATE_HEARTBEAT) or "null")
+        sensors = json.loads(store.get_state(STATE_POWER_SENSORS) or "null")
+        pending = bool(store.get_state(STATE_PENDING))
         clean = json.loads(store.get_state(STATE_CLEAN_EXIT) or "null")
         age = (now - last.time).total_seconds() if last else None
         running = age is not None and age <= 3 * cfg.probe.interval_s + 30 and not (clean or {}).get("clean")
@@ -69,6 +71,7 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
             "targets": sorted(targets, key=lambda t: (t["role"] != "gateway", t["target"] or "")),
             "dns": dns,
             "episodes_in_progress": [episode_json(e) for e in eps if e.end is None],
+            "power": power_summary(sensors, pending),
             "availability_24h_pct": None if av is None else round(av, 3),
             "rounds_24h": n,
             "outage_s_24h": round(overlap_s([e for e in eps if e.type == "connectivity"],
@@ -109,6 +112,21 @@ def episode_json(e: Episode) -> dict:
          "end": iso(e.end) if e.end else None, "duration_s": e.duration_s, "sustained": e.sustained}
     d.update({k: v for k, v in e.details.items() if k not in d})
     return d
+
+
+def power_summary(sensors: dict | None, pending_host_down: bool = False) -> dict:
+    """The power state for ``status``: ``state`` mains | battery | ups | unknown (no sensor
+    applies), the latest reading of each sensor, sensor warnings and the clock's trust."""
+    readings = (sensors or {}).get("readings", [])
+    on = [r for r in readings if r.get("on_battery")]
+    if on:
+        state = "ups" if any(r["source"] == "ups" for r in on) else "battery"
+    elif any(r.get("on_battery") is False for r in readings):
+        state = "mains"
+    else:
+        state = "unknown"
+    return {"state": state, "sensors": readings, "warnings": (sensors or {}).get("errors", {}),
+            "clock": (sensors or {}).get("clock"), "host_down_pending_time_sync": pending_host_down}
 
 
 def _latest(samples: list[Sample]) -> Sample | None:

@@ -55,11 +55,28 @@ def test_catalog_parses():
     assert all(c["fields"] for c in cat.values())
 
 
+def cfg_text(tmp_path) -> str:
+    return (f'[agent]\nstate_dir = "{tmp_path}/state"\nregion = "PK-KP"\ncity = "Peshawar"\n'
+            'isp = "Zong"\naccess = "mobile"\n')
+
+
 def test_agent_jobs_emit_only_catalogued_metrics(tmp_path):
     clock, net = FakeClock(), FakeNet()
-    cfg = parse(f'[agent]\nstate_dir = "{tmp_path}"\nregion = "PK-KP"\ncity = "Peshawar"\n'
-                'isp = "Zong"\naccess = "mobile"\n')
+    sysfs = tmp_path / "sys"
+    ac = sysfs / "class/power_supply/AC"
+    bat = sysfs / "class/power_supply/BAT0"
+    ac.mkdir(parents=True)
+    bat.mkdir(parents=True)
+    (ac / "type").write_text("Mains\n")
+    (bat / "type").write_text("Battery\n")
+    (bat / "capacity").write_text("80\n")
+    (bat / "status").write_text("Discharging\n")
+    cfg = parse(cfg_text(tmp_path) + f'sysfs = "{sysfs}"\n')
     agent = Agent(cfg, clock=clock, probes=net.probes())
+    for online in ("1", "0", "0", "1"):
+        (ac / "online").write_text(online + "\n")
+        agent.power_poll()
+        clock.advance(5)
     tick(agent, clock, 2)
     agent.minute()
     net.state = "isp"
@@ -69,7 +86,8 @@ def test_agent_jobs_emit_only_catalogued_metrics(tmp_path):
     agent.minute()
     samples = [s for _, s in agent.store.unsent(100000)]
     seen = assert_listed(samples)
-    assert {m for m, _ in seen} >= {"ping", "dns", "round", "outage", "agent", "netio"}
+    assert {m for m, _ in seen} >= {"ping", "dns", "round", "outage", "agent", "netio", "power"}
+    assert ("outage", "charge_end_pct") in seen
 
 
 def test_real_probes_emit_only_catalogued_metrics():
