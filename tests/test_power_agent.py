@@ -1,0 +1,225 @@
+"""The real agent process and its power sensors, end to end.
+
+* Battery: a prepared sysfs tree whose AC `online` file flips 1 -> 0 -> 1.
+* Host down: a prepared procfs tree (boot id, boot time). The agent is killed (SIGKILL: the power
+  went), the boot id and boot time change (the machine booted again), the agent starts again.
+  The same with a clean stop, with an unchanged boot id (the agent alone crashed) and with a
+  clock that is not synchronised yet.
+
+The probes only reach 127.0.0.1 (TCP to a closed port: the refusal is the answer), so these tests
+need no namespaces and send nothing off the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Host:
+    """Prepared /proc, /sys and /run trees and a config that points the agent at them."""
+
+    def __init__(self, tmp: Path, synced: bool | None = None) -> None:
+        self.tmp = tmp
+        self.procfs, self.sysfs, self.rundir = tmp / "proc", tmp / "sys", tmp / "run"
+        (self.procfs / "sys/kernel/random").mkdir(parents=True)
+        (self.procfs / "net").mkdir()
+        (self.procfs / "net/dev").write_text(Path("/proc/net/dev").read_text())
+        self.rundir.mkdir()
+        if synced is not None:  # a time-sync service exists; None: there is none at all
+            (self.rundir / "systemd/timesync").mkdir(parents=True)
+            if synced:
+                (self.rundir / "systemd/timesync/synchronized").write_text("")
+        self.boot("boot-1", datetime.now(timezone.utc) - timedelta(hours=3))
+        self.config = tmp / "config.toml"
+        self.config.write_text(
+            f'[agent]\nstate_dir = "{tmp / "state"}"\nprocfs = "{self.procfs}"\nsysfs = "{self.sysfs}"\n'
+            f'rundir = "{self.rundir}"\n'
+            '[probe]\ninterval_s = 1\ntimeout_s = 0.3\ncount = 1\ngateway = "off"\n'
+            'targets = ["127.0.0.1:9"]\ndns_names = []\nnetio_interval_s = 5\n'
+            '[power]\npoll_s = 1\n[outage]\nmomentary_max_s = 5\n')
+        self.proc: subprocess.Popen | None = None
+
+    def boot(self, boot_id: str, when: datetime) -> None:
+        (self.procfs / "sys/kernel/random/boot_id").write_text(boot_id + "\n")
+        (self.procfs / "stat").write_text(f"cpu  1 2 3 4\nbtime {int(when.timestamp())}\nprocesses 9\n")
+
+    def battery(self, online: str, capacity: int) -> None:
+        ac, bat = self.sysfs / "class/power_supply/AC", self.sysfs / "class/power_supply/BAT0"
+        ac.mkdir(parents=True, exist_ok=True)
+        bat.mkdir(parents=True, exist_ok=True)
+        (ac / "type").write_text("Mains\n")
+        (bat / "type").write_text("Battery\n")
+        (bat / "capacity").write_text(f"{capacity}\n")
+        (bat / "status").write_text("Discharging\n" if online == "0" else "Charging\n")
+        (ac / "online").write_text(online + "\n")   # written last: the flip itself
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+                                     cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def stop(self, sig=signal.SIGTERM) -> str:
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=20)
+        return self.proc.stderr.read().decode()
+
+    def cli(self, *args) -> str:
+        r = subprocess.run([sys.executable, "-m", "agent", *args, "--config", str(self.config)], cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def episodes(self, kind="all") -> list[dict]:
+        return json.loads(self.cli("outages", "--type", kind, "--json"))
+
+    def heartbeat(self) -> datetime:
+        import sqlite3
+
+        c = sqlite3.connect(self.tmp / "state/linewatch.db")
+        hb = json.loads(c.execute("SELECT value FROM state WHERE key = 'heartbeat'").fetchone()[0])
+        c.close()
+        return datetime.fromisoformat(hb["time"])
+
+    def close(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = Host(tmp_path)
+    yield h
+    h.close()
+
+
+def parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def test_ac_adapter_flips_make_one_power_episode(host):
+    host.battery("1", 90)
+    host.start()
+    time.sleep(3)
+    st = json.loads(host.cli("status", "--json"))
+    assert st["power"]["state"] == "mains" and st["power"]["sensors"][0]["charge_pct"] == 90
+    t_lost = datetime.now(timezone.utc)
+    host.battery("0", 88)
+    time.sleep(4)
+    st = json.loads(host.cli("status", "--json"))
+    assert st["power"]["state"] == "battery"
+    assert [(e["type"], e["cause"]) for e in st["episodes_in_progress"]] == [("power", "ac_lost")]
+    assert "power: ON BATTERY (battery 88 %)" in host.cli("status")
+    t_back = datetime.now(timezone.utc)
+    host.battery("1", 85)
+    time.sleep(3)
+    host.stop()
+    (ep,) = host.episodes("power")
+    start, end = parse(ep["start"]), parse(ep["end"])
+    poll = 1.0
+    assert 0 <= (start - t_lost).total_seconds() <= poll + 0.3, (ep, t_lost)
+    assert 0 <= (end - t_back).total_seconds() <= poll + 0.3, (ep, t_back)
+    assert (ep["cause"], ep["source"], ep["charge_start_pct"], ep["charge_end_pct"]) == ("ac_lost", "battery", 88.0, 85.0)
+    assert ep["duration_s"] == pytest.approx((end - start).total_seconds(), abs=0.01)
+    assert ep["sustained"] is (ep["duration_s"] > 5)   # momentary_max_s = 5 in this config
+
+
+def test_power_cut_takes_the_host_down(host):
+    host.start()
+    time.sleep(3)
+    host.stop(signal.SIGKILL)                       # the power went: no clean exit
+    last_hb = host.heartbeat()
+    boot = last_hb + timedelta(minutes=40)         # it came back 40 minutes later
+    host.boot("boot-2", boot)
+    host.start()
+    time.sleep(2.5)
+    log = host.stop()
+    assert "the host went down without a clean exit" in log
+    eps = host.episodes()
+    assert [(e["type"], e["cause"], e["source"]) for e in eps] == [("power", "host_down", "host")], eps
+    ep = eps[0]
+    assert parse(ep["start"]) == last_hb and parse(ep["end"]) == boot.replace(microsecond=0)
+    assert ep["duration_s"] == pytest.approx((boot.replace(microsecond=0) - last_hb).total_seconds(), abs=0.001)
+    assert ep["sustained"] is True
+
+
+def test_clean_shutdown_is_not_a_cut(host):
+    host.start()
+    time.sleep(2.5)
+    host.stop(signal.SIGTERM)
+    host.boot("boot-2", datetime.now(timezone.utc) + timedelta(minutes=5))
+    host.start()
+    time.sleep(2.5)
+    assert "the host was shut down cleanly" in host.stop()
+    assert host.episodes() == []
+
+
+def test_agent_crash_is_an_agent_gap_not_a_cut(host):
+    host.start()
+    time.sleep(2.5)
+    host.stop(signal.SIGKILL)
+    time.sleep(3)                                  # same boot id: only the agent was gone
+    host.start()
+    time.sleep(2.5)
+    host.stop()
+    assert host.episodes("power") == []
+    (gap,) = host.episodes()
+    assert (gap["type"], gap["cause"]) == ("agent_gap", "agent_stopped")
+    assert 3.0 <= gap["duration_s"] <= 6.0
+
+
+def test_host_down_waits_for_time_sync(tmp_path):
+    host = Host(tmp_path, synced=False)            # timesyncd runs but has not synced
+    try:
+        host.start()
+        time.sleep(2.5)
+        host.stop(signal.SIGKILL)
+        last_hb = host.heartbeat()
+        stale = datetime(2026, 1, 1, tzinfo=timezone.utc)   # a Pi booting with a stale clock
+        host.boot("boot-2", stale)
+        host.start()
+        time.sleep(2.5)
+        assert host.episodes() == []               # not from an unsynced clock
+        st = json.loads(host.cli("status", "--json"))
+        assert st["power"]["host_down_pending_time_sync"] is True
+        assert "[WARN] clock: a time-sync service runs but the clock is not synchronised" in \
+            subprocess.run([sys.executable, "-m", "agent", "check", "--config", str(host.config)], cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True).stdout
+        host.stop()                                # a restart before sync must not lose it
+        host.start()
+        time.sleep(2)
+        assert host.episodes() == []
+        real_boot = last_hb + timedelta(minutes=12)
+        host.boot("boot-2", real_boot)             # NTP synced: the kernel's btime is corrected
+        (host.rundir / "systemd/timesync/synchronized").write_text("")
+        time.sleep(2.5)
+        host.stop()
+        (ep,) = host.episodes()
+        assert (ep["cause"], parse(ep["start"]), parse(ep["end"])) == \
+            ("host_down", last_hb, real_boot.replace(microsecond=0))
+    finally:
+        host.close()
+
+
+def test_no_time_sync_service_trusts_the_rtc(tmp_path):
+    host = Host(tmp_path, synced=None)
+    try:
+        out = subprocess.run([sys.executable, "-m", "agent", "check", "--config", str(host.config)], cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True).stdout
+        assert "[ok  ] clock: no time-sync service runs: the clock comes from the hardware clock (RTC)" in out
+        assert "[ok  ] host: booted" in out
+        assert "[ok  ] battery: no battery or AC adapter found" in out
+    finally:
+        host.close()
