@@ -233,3 +233,31 @@ def test_loss_without_outage_is_a_degraded_period(net, dns_server, tmp_path):
                                "--config", str(cfg)).stdout)
     assert [(e["type"], e["cause"]) for e in deg] == [("degraded", "loss")], deg
     assert 4.0 <= deg[0]["duration_s"] <= 10.0 and deg[0]["end"] is not None
+
+
+def test_outage_while_on_battery_has_cause_power(net, dns_server, tmp_path):
+    """Load-shedding: the laptop goes on battery and the router dies with the mains."""
+    sysfs = tmp_path / "sys"
+    ac, bat = sysfs / "class/power_supply/AC", sysfs / "class/power_supply/BAT0"
+    for d, files in ((ac, {"type": "Mains", "online": "1"}), (bat, {"type": "Battery", "capacity": "70"})):
+        d.mkdir(parents=True)
+        for k, v in files.items():
+            (d / k).write_text(v + "\n")
+    cfg = write_config(tmp_path, net)
+    text = cfg.read_text().replace("[agent]\n", f'[agent]\nsysfs = "{sysfs}"\n')
+    cfg.write_text(text + "[power]\npoll_s = 0.5\n")
+    agent = net.lab.popen(net.agent, sys.executable, "-m", "agent", "run", "--config", str(cfg),
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        time.sleep(3)
+        (ac / "online").write_text("0\n")           # the mains went...
+        net.cut_lan(True)                           # ...and took the router with it
+        time.sleep(7)
+        (ac / "online").write_text("1\n")
+        net.cut_lan(False)
+        time.sleep(4)
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        assert agent.wait(timeout=15) == 0
+    eps = json.loads(linewatch(net, net.agent, "outages", "--json", "--config", str(cfg)).stdout)
+    assert sorted((e["type"], e["cause"]) for e in eps) == [("connectivity", "power"), ("power", "ac_lost")], eps
