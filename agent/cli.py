@@ -221,7 +221,8 @@ def outages(config_path, since, types, as_json, as_csv):
         click.echo(f"no episodes since {iso(since_t)}")
         return
     _table(["type", "cause", "start (UTC)", "end (UTC)", "duration", "kind"],
-           [[r["type"], r["cause"], r["start"][:19].replace("T", " "),
+           [[r["type"], r["cause"] + (f" ({r['source']})" if r.get("source") else ""),
+             r["start"][:19].replace("T", " "),
              (r["end"] or "in progress")[:19].replace("T", " "), _dur(r["duration_s"]),
              "sustained" if r["sustained"] else "momentary"] for r in rows])
 
