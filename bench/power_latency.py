@@ -104,15 +104,15 @@ def battery(flips: int, rng: random.Random) -> list[tuple[float, float]]:
 
 
 def ups(flips: int, rng: random.Random) -> list[tuple[float, float]] | None:
-    try:
-        from tests.nutlab import NutServer
-    except ImportError:
+    from tests.nutlab import NutServer, nut_unavailable
+
+    if nut_unavailable():
         return None
     tmp = Path(tempfile.mkdtemp(prefix="lwlat"))
-    server = NutServer(tmp / "nut")
+    (tmp / "nut").mkdir()
+    server = NutServer.create(tmp / "nut", status="OL", charge=100)
     try:
-        server.set(status="OL", charge=100)
-        cfg = base_config(tmp, f'battery = "off"\nups = "{server.url}"\n')
+        cfg = base_config(tmp, f'battery = "off"\nups = "{server.url()}"\n')
         return measure(lambda: server.set(status="OB", charge=90), lambda: server.set(status="OL", charge=90),
                        cfg, flips, rng)
     finally:
@@ -136,7 +136,7 @@ def main() -> None:
     results = [summary("battery", battery(args.flips, rng))]
     u = ups(args.flips, rng)
     if u is None:
-        print("ups: skipped (tests/nutlab.py or NUT not available)")
+        print("ups: skipped (Network UPS Tools is not installed: apt-get install nut-server nut-client)")
     else:
         results.append(summary("ups", u))
     print(f"power detection latency, poll_s = {POLL_S:g} (reference: one poll interval)")

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class Host:
     """Prepared /proc, /sys and /run trees and a config that points the agent at them."""
 
-    def __init__(self, tmp: Path, synced: bool | None = None) -> None:
+    def __init__(self, tmp: Path, synced: bool | None = None, power: str = "") -> None:
         self.tmp = tmp
         self.procfs, self.sysfs, self.rundir = tmp / "proc", tmp / "sys", tmp / "run"
         (self.procfs / "sys/kernel/random").mkdir(parents=True)
@@ -47,7 +47,7 @@ class Host:
             f'rundir = "{self.rundir}"\n'
             '[probe]\ninterval_s = 1\ntimeout_s = 0.3\ncount = 1\ngateway = "off"\n'
             'targets = ["127.0.0.1:9"]\ndns_names = []\nnetio_interval_s = 5\n'
-            '[power]\npoll_s = 1\n[outage]\nmomentary_max_s = 5\n')
+            f'[power]\npoll_s = 1\n{power}[outage]\nmomentary_max_s = 5\n')
         self.proc: subprocess.Popen | None = None
 
     def boot(self, boot_id: str, when: datetime) -> None:
@@ -221,5 +221,78 @@ def test_no_time_sync_service_trusts_the_rtc(tmp_path):
         assert "[ok  ] clock: no time-sync service runs: the clock comes from the hardware clock (RTC)" in out
         assert "[ok  ] host: booted" in out
         assert "[ok  ] battery: no battery or AC adapter found" in out
+    finally:
+        host.close()
+
+
+# -- UPS through a real NUT server (upsd + dummy-ups) ---------------------------------------------
+
+@pytest.fixture
+def nut(tmp_path):
+    from tests.nutlab import NutServer, nut_unavailable
+
+    reason = nut_unavailable()
+    if reason:
+        pytest.skip(reason)
+    (tmp_path / "nut").mkdir()
+    with NutServer.create(tmp_path / "nut", status="OL", charge=100, runtime=3600, voltage=231.0) as server:
+        yield server
+
+
+def test_ups_on_battery_episode_with_charges(tmp_path, nut):
+    host = Host(tmp_path, power=f'battery = "off"\nups = "{nut.url()}"\n')
+    try:
+        host.start()
+        time.sleep(3)
+        assert json.loads(host.cli("status", "--json"))["power"]["state"] == "mains"
+        t_lost = datetime.now(timezone.utc)
+        nut.set(status="OB DISCHRG", charge=80, runtime=1500, voltage=0)
+        time.sleep(5)
+        st = json.loads(host.cli("status", "--json"))
+        assert st["power"]["state"] == "ups", st["power"]
+        assert [(e["cause"], e["source"]) for e in st["episodes_in_progress"]] == [("ac_lost", "ups")]
+        t_back = datetime.now(timezone.utc)
+        nut.set(status="OL CHRG", charge=75, runtime=1400, voltage=229.5)
+        time.sleep(5)
+        host.stop()
+        (ep,) = host.episodes("power")
+        start, end = parse(ep["start"]), parse(ep["end"])
+        # the driver re-reads its file within ~1 s (nutlab), the agent polls every 1 s
+        assert 0 <= (start - t_lost).total_seconds() <= 2.5, (ep, t_lost)
+        assert 0 <= (end - t_back).total_seconds() <= 2.5, (ep, t_back)
+        assert (ep["source"], ep["charge_start_pct"], ep["charge_end_pct"]) == ("ups", 80.0, 75.0)
+        import sqlite3
+
+        c = sqlite3.connect(tmp_path / "state/linewatch.db")
+        rows = [json.loads(f) for (f,) in c.execute(
+            "SELECT s.fields FROM samples s JOIN series r ON r.id = s.series_id WHERE r.measurement = 'power'")]
+        c.close()
+        on_batt = [r for r in rows if r["on_battery"]]
+        assert on_batt and on_batt[0]["runtime_s"] == 1500 and on_batt[0]["input_voltage_v"] == 0
+        assert {r["status"] for r in rows} >= {"OL", "OB DISCHRG", "OL CHRG"}
+    finally:
+        host.close()
+
+
+@pytest.mark.parametrize("problem", ["server-down", "wrong-ups-name"])
+def test_ups_trouble_is_a_warning_and_the_agent_keeps_measuring(tmp_path, nut, problem):
+    url = nut.url(ups="nosuchups") if problem == "wrong-ups-name" else nut.url()
+    if problem == "server-down":
+        nut.stop()
+    host = Host(tmp_path, power=f'battery = "off"\nups = "{url}"\n')
+    try:
+        host.start()
+        time.sleep(3.5)
+        out = host.cli("status")
+        assert "WARNING: ups sensor:" in out
+        st = json.loads(host.cli("status", "--json"))
+        assert st["last_round"]["status"] == "up" and st["rounds_24h"] >= 2   # still measuring
+        chk = subprocess.run([sys.executable, "-m", "agent", "check", "--config", str(host.config)], cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True).stdout
+        assert "[WARN] ups:" in chk
+        fix = "start the NUT server" if problem == "server-down" else "upsc -l"
+        assert fix in chk
+        log = host.stop()
+        assert log.count("ups sensor:") == 1          # warned once, not every poll
     finally:
         host.close()
