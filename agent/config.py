@@ -205,7 +205,9 @@ class PowerSection:
     battery: str = _opt("auto", '"auto": watch the laptop\'s AC adapter and battery when there is '
                         'one; "off": do not.', _one_of("auto", "off"))
     ups: str = _opt("", "A UPS through Network UPS Tools: nut://[user:password@]host[:3493]/upsname. "
-                    "Empty: no UPS. The password is never printed.", _check_ups,
+                    "Empty: no UPS. Reading needs no credentials (upsd checks them only for "
+                    "commands) and NUT sends them in clear text: leave them out unless your server "
+                    "requires them. The password is never printed.", _check_ups,
                     "nut://localhost/ups")
     poll_s: float = _opt(5.0, "Seconds between readings of the AC adapter and the UPS; a power cut "
                          "is recorded within one of these.", _between(0.5, 300))

@@ -104,3 +104,20 @@ def test_real_probes_emit_only_catalogued_metrics():
     assert_listed(samples)
     if not method:
         pytest.skip("ICMP not permitted here; TCP and DNS samples were checked")
+
+
+def test_ups_readings_emit_only_catalogued_metrics(tmp_path):
+    """The agent's power samples from a real NUT server (upsd + dummy-ups)."""
+    from tests.nutlab import NutServer, nut_unavailable
+
+    if nut_unavailable():
+        pytest.skip(nut_unavailable())
+    (tmp_path / "nut").mkdir()
+    with NutServer.create(tmp_path / "nut", status="OB LB", charge=12, runtime=300, voltage=0, load=41) as nut:
+        cfg = parse(cfg_text(tmp_path) + f'[power]\nbattery = "off"\nups = "{nut.url()}"\n')
+        agent = Agent(cfg, clock=FakeClock(), probes=FakeNet().probes())
+        readings, samples = agent.read_power_sensors(FakeClock().now())
+    assert readings[0].on_battery is True and readings[0].charge_pct == 12
+    seen = assert_listed(samples)
+    assert {f for m, f in seen if m == "power"} >= {"on_battery", "low_battery", "charge_pct", "runtime_s",
+                                                    "input_voltage_v", "load_pct", "status"}
