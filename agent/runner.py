@@ -184,26 +184,47 @@ class Agent:
     def recover(self) -> power.Decision:
         """How did the previous run end? Record a host-down power episode or an agent gap, or
         keep the question for later (``defer``) when the clock cannot be trusted yet. Call before
-        the first round, which overwrites the heartbeat."""
-        pending = self.store.get_state(STATE_PENDING)
+        the first round, which overwrites the heartbeat.
+
+        A deferred question belongs to the boot it was asked in: the episode ends at that boot's
+        start. If the machine reboots again before its clock ever synchronised, that boot time
+        can no longer be known, so the cut is reported (logged and counted in
+        ``dropped_host_down``) instead of being recorded with a wrong end."""
+        pending = json.loads(self.store.get_state(STATE_PENDING) or "null")
+        if pending and pending.get("boot") != self.boot:
+            log.warning("a power cut before an earlier boot could not be dated: the clock never "
+                        "synchronised in that boot (last heartbeat %s)",
+                        json.loads(pending["heartbeat"]).get("time"))
+            dropped = int(self.store.get_state("dropped_host_down") or 0) + 1
+            self.store.write(state={"dropped_host_down": str(dropped), STATE_PENDING: ""})
+            pending = None
+        decision = power.Decision("none", "first start: no earlier heartbeat")
         if pending:
-            self._pending = json.loads(pending)
-            last = self._decide(self._pending)
-            if last.kind != "defer":
-                self._pending = None
+            self._pending = pending
+            decision = self._settle_pending()
         prev = self.store.get_state(STATE_HEARTBEAT)
+        if not prev or (pending and prev == pending["heartbeat"]):
+            return decision
         clean = json.loads(self.store.get_state(STATE_CLEAN_EXIT) or "null") or {}
-        current = {"heartbeat": prev, "clean": bool(clean.get("clean"))} if prev else None
-        if current and self._pending and current["heartbeat"] == self._pending["heartbeat"]:
-            current = None  # the deferred case is this very heartbeat
-        decision = self._decide(current) if current else power.Decision("none", "first start")
-        if decision.kind == "defer":
+        current = {"heartbeat": prev, "clean": bool(clean.get("clean")), "boot": self.boot}
+        if self._pending is None:
             self._pending = current
-        elif pending and self._pending:
-            decision = power.Decision("defer", "an earlier host-down is waiting for time sync")
-        self.store.write(state={STATE_PENDING: json.dumps(self._pending) if self._pending else ""})
+            self.store.write(state={STATE_PENDING: json.dumps(current)})
+            decision = self._settle_pending()
+        else:
+            # An earlier reboot waits for time sync; this run was in the same boot, and deciding
+            # it (an agent gap or nothing) needs no trusted clock.
+            decision = self._decide(current)
         log.info("previous run: %s", decision.reason)
         return decision
+
+    def _settle_pending(self) -> power.Decision:
+        """Decide the pending question now if the clock allows; forget it once decided."""
+        d = self._decide(self._pending)
+        if d.kind != "defer":
+            self._pending = None
+            self.store.write(state={STATE_PENDING: ""})
+        return d
 
     def _decide(self, prev: dict) -> power.Decision:
         """Decide one previous run and record what it says (not a deferral)."""
@@ -221,9 +242,7 @@ class Agent:
         """Read the power sensors, advance the power episodes, settle a deferred host-down."""
         self.clock_state = power.clock_state(self.cfg.agent.rundir)
         if self._pending and power.clock_trusted(self.clock_state):
-            if self._decide(self._pending).kind != "defer":
-                self._pending = None
-                self.store.write(state={STATE_PENDING: ""})
+            self._settle_pending()
         t, mono = self.clock.now(), self.clock.monotonic()
         readings, samples = self.read_power_sensors(t)
         self.power_tracker, changes = power.step(

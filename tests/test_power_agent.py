@@ -296,3 +296,32 @@ def test_ups_trouble_is_a_warning_and_the_agent_keeps_measuring(tmp_path, nut, p
         assert log.count("ups sensor:") == 1          # warned once, not every poll
     finally:
         host.close()
+
+
+def test_a_cut_that_can_never_be_dated_is_reported_not_guessed(tmp_path):
+    """Two power cuts in a row on a Pi whose clock never synced in between: the first cannot be
+    dated (its boot's start is unknowable) and is reported; the second is recorded after sync."""
+    host = Host(tmp_path, synced=False)
+    try:
+        host.start()
+        time.sleep(2.5)
+        host.stop(signal.SIGKILL)
+        host.boot("boot-2", datetime(2026, 1, 1, tzinfo=timezone.utc))     # stale clock
+        host.start()
+        time.sleep(2.5)
+        host.stop(signal.SIGKILL)                                          # cut again, still unsynced
+        hb2 = host.heartbeat()
+        host.boot("boot-3", datetime(2026, 1, 1, 0, 5, tzinfo=timezone.utc))
+        host.start()
+        time.sleep(2.5)
+        real_boot3 = hb2 + timedelta(minutes=9)
+        host.boot("boot-3", real_boot3)
+        (host.rundir / "systemd/timesync/synchronized").write_text("")
+        time.sleep(2.5)
+        log = host.stop()
+        assert "could not be dated: the clock never synchronised in that boot" in log
+        (ep,) = host.episodes()
+        assert (ep["cause"], parse(ep["start"]), parse(ep["end"])) == \
+            ("host_down", hb2, real_boot3.replace(microsecond=0))
+    finally:
+        host.close()
