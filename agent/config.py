@@ -111,24 +111,25 @@ def _each(check: Check) -> Check:
     return run
 
 
-def _check_target(v: str) -> str | None:
-    from agent.probes.target import parse_target
+def _parses(module: str, func: str, allow_empty: bool = False) -> Check:
+    """A check that runs ``module.func(value)`` (imported on first use, so the config stays
+    light) and reports the ValueError it raises."""
+    def check(v: str) -> str | None:
+        if allow_empty and v == "":
+            return None
+        import importlib
 
-    try:
-        parse_target(v)
-    except ValueError as exc:
-        return str(exc)
-    return None
+        try:
+            getattr(importlib.import_module(module), func)(v)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return check
 
 
-def _check_dns_name(v: str) -> str | None:
-    from agent.probes.dns import validate_name
-
-    try:
-        validate_name(v)
-    except ValueError as exc:
-        return str(exc)
-    return None
+_check_target = _parses("agent.probes.target", "parse_target")
+_check_dns_name = _parses("agent.probes.dns", "validate_name")
+_check_ups = _parses("agent.probes.ups", "parse_nut_url", allow_empty=True)
 
 
 # -- the tree ---------------------------------------------------------------------------------
@@ -186,18 +187,6 @@ class OutageSection:
                                     "lost at least this share of echoes.", _between(0, 100))
     degraded_rtt_ms: float = _opt(500.0, "... or when even the best target's average RTT is at "
                                   "least this.", _at_least(1))
-
-
-def _check_ups(v: str) -> str | None:
-    if v == "":
-        return None
-    from agent.probes.ups import parse_nut_url
-
-    try:
-        parse_nut_url(v)
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 @dataclass(frozen=True)

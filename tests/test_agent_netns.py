@@ -52,6 +52,18 @@ def linewatch(net, ns, *args, no_raw=False, check=True):
     return r
 
 
+def start_agent(net, cfg: Path):
+    """`linewatch run` in the agent namespace."""
+    return net.lab.popen(net.agent, sys.executable, "-m", "agent", "run", "--config", str(cfg),
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def stop_agent(agent) -> int:
+    """SIGTERM, as systemd stops it; returns the exit code."""
+    os.killpg(agent.pid, signal.SIGTERM)
+    return agent.wait(timeout=15)
+
+
 def now():
     return datetime.now(timezone.utc)
 
@@ -69,8 +81,7 @@ def dns_server(net):
 
 def test_outages_with_causes_end_to_end(net, dns_server, tmp_path):
     cfg = write_config(tmp_path, net)
-    agent = net.lab.popen(net.agent, sys.executable, "-m", "agent", "run", "--config", str(cfg),
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    agent = start_agent(net, cfg)
     marks = {}
     try:
         time.sleep(4)
@@ -96,8 +107,7 @@ def test_outages_with_causes_end_to_end(net, dns_server, tmp_path):
         outage("dns", lambda: os.killpg(dns_server.pid, signal.SIGKILL),
                lambda: start_dnsmasq(net))
     finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        code = agent.wait(timeout=15)
+        code = stop_agent(agent)
     err = agent.stderr.read().decode()
     assert code == 0, err
     assert "stopped cleanly" in err
@@ -170,13 +180,7 @@ def test_bad_config_fails_before_anything_starts(tmp_path):
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["crash", "clean-stop"])
 def test_episode_survives_agent_restart(net, dns_server, tmp_path, how):
     cfg = write_config(tmp_path, net)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-    def start():
-        return net.lab.popen(net.agent, sys.executable, "-m", "agent", "run", "--config", str(cfg),
-                             cwd=ROOT, env=env)
-
-    agent = start()
+    agent = start_agent(net, cfg)
     try:
         time.sleep(3)
         cut0 = now()
@@ -188,14 +192,13 @@ def test_episode_survives_agent_restart(net, dns_server, tmp_path, how):
         st = json.loads(linewatch(net, net.agent, "status", "--json", "--config", str(cfg)).stdout)
         assert [e["cause"] for e in st["episodes_in_progress"]] == ["isp"], st
         start_in_progress = parse(st["episodes_in_progress"][0]["start"])
-        agent = start()
+        agent = start_agent(net, cfg)
         time.sleep(4)
         fix0 = now()
         net.cut_wan(False)
         time.sleep(4)
     finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        assert agent.wait(timeout=15) == 0
+        assert stop_agent(agent) == 0
     eps = json.loads(linewatch(net, net.agent, "outages", "--json", "--config", str(cfg)).stdout)
     assert len(eps) == 1, eps                          # neither lost nor duplicated
     e = eps[0]
@@ -214,8 +217,7 @@ def test_loss_without_outage_is_a_degraded_period(net, dns_server, tmp_path):
     from tests.test_icmp import responder
 
     cfg = write_config(tmp_path, net)
-    agent = net.lab.popen(net.agent, sys.executable, "-m", "agent", "run", "--config", str(cfg),
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    agent = start_agent(net, cfg)
     try:
         time.sleep(3)
         lossy = responder(net, "--drop-every", "2")     # each round's first echo of 2 is dropped
@@ -225,8 +227,7 @@ def test_loss_without_outage_is_a_degraded_period(net, dns_server, tmp_path):
         net.lab.sysctl(net.inet, "net.ipv4.icmp_echo_ignore_all", "0")
         time.sleep(4)
     finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        assert agent.wait(timeout=15) == 0
+        assert stop_agent(agent) == 0
     outages = json.loads(linewatch(net, net.agent, "outages", "--json", "--config", str(cfg)).stdout)
     assert outages == []
     deg = json.loads(linewatch(net, net.agent, "outages", "--type", "degraded", "--json",
@@ -246,8 +247,7 @@ def test_outage_while_on_battery_has_cause_power(net, dns_server, tmp_path):
     cfg = write_config(tmp_path, net)
     text = cfg.read_text().replace("[agent]\n", f'[agent]\nsysfs = "{sysfs}"\n')
     cfg.write_text(text + "[power]\npoll_s = 0.5\n")
-    agent = net.lab.popen(net.agent, sys.executable, "-m", "agent", "run", "--config", str(cfg),
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    agent = start_agent(net, cfg)
     try:
         time.sleep(3)
         (ac / "online").write_text("0\n")           # the mains went...
@@ -257,7 +257,6 @@ def test_outage_while_on_battery_has_cause_power(net, dns_server, tmp_path):
         net.cut_lan(False)
         time.sleep(4)
     finally:
-        os.killpg(agent.pid, signal.SIGTERM)
-        assert agent.wait(timeout=15) == 0
+        assert stop_agent(agent) == 0
     eps = json.loads(linewatch(net, net.agent, "outages", "--json", "--config", str(cfg)).stdout)
     assert sorted((e["type"], e["cause"]) for e in eps) == [("connectivity", "power"), ("power", "ac_lost")], eps
