@@ -143,6 +143,8 @@ class Agent:
             self.ups_url = parse_nut_url(cfg.power.ups)
         self.clock_state = power.clock_state(cfg.agent.rundir)
         self._pending: dict | None = None
+        self._power_written: float | None = None     # monotonic time of the last full write
+        self._power_sensors_written: dict | None = None
         self._sensor_errors: dict[str, str] = {}
         self.counters = {"rounds": 0, "round_failures": 0, "probe_errors": 0, "job_failures": 0,
                          "sensor_errors": 0}
@@ -239,7 +241,11 @@ class Agent:
         return d
 
     def power_poll(self) -> None:
-        """Read the power sensors, advance the power episodes, settle a deferred host-down."""
+        """Read the power sensors, advance the power episodes, settle a deferred host-down.
+
+        Sensors are read every ``power.poll_s`` so a cut is seen within one poll, but the store
+        is written only when something changed, while an episode is open (its length grows), or
+        once a minute for the samples: a laptop on mains does not commit every 5 s."""
         self.clock_state = power.clock_state(self.cfg.agent.rundir)
         if self._pending and power.clock_trusted(self.clock_state):
             self._settle_pending()
@@ -258,9 +264,18 @@ class Agent:
             episodes[ep.id] = ep
         sensors = {"clock": self.clock_state, "readings": [
             {"source": r.source, "on_battery": r.on_battery, "charge_pct": r.charge_pct, "status": r.status}
-            for r in readings], "errors": self._sensor_errors, "time": t.isoformat()}
+            for r in readings], "errors": dict(self._sensor_errors)}
+        due = self._power_written is None or mono - self._power_written >= 60.0
+        changed = sensors != self._power_sensors_written
+        samples = [x for x in samples if x.measurement != "power" or due or changed]
+        if not (due or changed or episodes):
+            return
         self.store.write(samples, episodes=episodes.values(), state={
-            STATE_POWER: self.power_tracker.to_json(), STATE_POWER_SENSORS: json.dumps(sensors)})
+            STATE_POWER: self.power_tracker.to_json(),
+            STATE_POWER_SENSORS: json.dumps({**sensors, "time": t.isoformat()})})
+        self._power_sensors_written = sensors
+        if due or changed:
+            self._power_written = mono
 
     def read_power_sensors(self, t) -> tuple[list[power.Reading], list[Sample]]:
         """Readings of the configured sensors and their samples; a failing sensor is a warning

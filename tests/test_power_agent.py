@@ -128,9 +128,11 @@ def test_ac_adapter_flips_make_one_power_episode(host):
     host.stop()
     (ep,) = host.episodes("power")
     start, end = parse(ep["start"]), parse(ep["end"])
+    # recorded at the first poll after each flip; 1 s of slack for a poll delayed by a busy disk
+    # (latency itself is measured by bench/power_latency.py)
     poll = 1.0
-    assert 0 <= (start - t_lost).total_seconds() <= poll + 0.3, (ep, t_lost)
-    assert 0 <= (end - t_back).total_seconds() <= poll + 0.3, (ep, t_back)
+    assert 0 <= (start - t_lost).total_seconds() <= poll + 1.0, (ep, t_lost)
+    assert 0 <= (end - t_back).total_seconds() <= poll + 1.0, (ep, t_back)
     assert (ep["cause"], ep["source"], ep["charge_start_pct"], ep["charge_end_pct"]) == ("ac_lost", "battery", 88.0, 85.0)
     assert ep["duration_s"] == pytest.approx((end - start).total_seconds(), abs=0.01)
     assert ep["sustained"] is (ep["duration_s"] > 5)   # momentary_max_s = 5 in this config
