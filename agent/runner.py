@@ -357,6 +357,7 @@ class Agent:
             "store_bytes": self.store.file_bytes(),
             "backlog_rows": rows,
             "dropped_unsent": int(self.store.get_state("dropped_unsent") or 0),
+            "dropped_host_down": int(self.store.get_state("dropped_host_down") or 0),
             "clock_steps": self._clock_steps,
             **self.counters,
         }
