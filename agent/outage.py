@@ -182,7 +182,9 @@ def _end_watch(state: Tracker, params: Params) -> tuple[Tracker, list[Change]]:
 
 def _episode(kind: str, s: Streak, at: Mark, end: Mark | None, params: Params) -> Episode:
     """The episode of streak ``s`` as seen at ``at``; closed at ``end`` when given."""
-    duration = max(0.0, at.mono - s.open_start.mono)
+    # Rounded once, here: start, duration_s and sustained all follow from the published value, so
+    # an episode of 300.0004 s is never "300.0 s, sustained".
+    duration = round(max(0.0, at.mono - s.open_start.mono), 3)
     start = from_ns(at.time_ns) - timedelta(seconds=duration)
     cause = _cause(s)
     details: dict = {"failed_rounds": sum(n for _, n in s.causes)}
@@ -192,7 +194,7 @@ def _episode(kind: str, s: Streak, at: Mark, end: Mark | None, params: Params) -
         cause=cause,
         start=start,
         end=from_ns(end.time_ns) if end else None,
-        duration_s=round(duration, 3),
+        duration_s=duration,
         sustained=duration > params.momentary_max_s,
         details=details,
     )

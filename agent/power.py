@@ -242,7 +242,7 @@ def on_battery(state: PowerTracker) -> bool:
 
 def _episode(source: str, o: Open, at_ns: int, at_mono: float, charge_end: float | None,
              momentary_max_s: float, end: bool = True) -> Episode:
-    duration = max(0.0, at_mono - o.start_mono)
+    duration = round(max(0.0, at_mono - o.start_mono), 3)  # rounded once: see outage._episode
     at = from_ns(at_ns)
     details: dict = {"source": source}
     if o.charge_start is not None:
@@ -250,7 +250,7 @@ def _episode(source: str, o: Open, at_ns: int, at_mono: float, charge_end: float
     if charge_end is not None:
         details["charge_end_pct" if end else "charge_now_pct"] = charge_end
     return Episode(id=o.id, type="power", cause=AC_LOST, start=at - timedelta(seconds=duration),
-                   end=at if end else None, duration_s=round(duration, 3),
+                   end=at if end else None, duration_s=duration,
                    sustained=duration > momentary_max_s, details=details)
 
 
@@ -303,9 +303,9 @@ def host_down(prev: Heartbeat | None, clean_exit: bool, boot_now: str, boot_time
     if prev.boot_id and boot_now and prev.boot_id == boot_now:
         if clean_exit:
             return Decision("none", "the agent was stopped cleanly")
-        duration = max(0.0, mono_now - prev.mono)
+        duration = round(max(0.0, mono_now - prev.mono), 3)
         ep = Episode(id=f"agent_gap:{to_ns(prev.time)}", type="agent_gap", cause="agent_stopped",
-                     start=now - timedelta(seconds=duration), end=now, duration_s=round(duration, 3),
+                     start=now - timedelta(seconds=duration), end=now, duration_s=duration,
                      sustained=duration > momentary_max_s, details={"source": "agent"})
         return Decision("agent_gap", "the agent stopped without a clean exit; the host stayed up", ep)
     if clean_exit:
@@ -323,9 +323,9 @@ def host_down(prev: Heartbeat | None, clean_exit: bool, boot_now: str, boot_time
         details["boot_before_heartbeat"] = True
     if not prev.clock_ok:
         details["start_uncertain"] = True  # the heartbeat itself was written before time sync
-    duration = (end - start).total_seconds()
+    duration = round((end - start).total_seconds(), 3)
     ep = Episode(id=f"power:host:{to_ns(start)}", type="power", cause=HOST_DOWN, start=start, end=end,
-                 duration_s=round(duration, 3), sustained=duration > momentary_max_s, details=details)
+                 duration_s=duration, sustained=duration > momentary_max_s, details=details)
     return Decision("host_down", "the host went down without a clean exit (power cut)", ep)
 
 

@@ -184,3 +184,13 @@ def test_restart_anywhere_neither_loses_nor_duplicates(pattern, prm, cut):
     second, ch2 = run(rs[cut:], prm, resumed)
     assert second == whole
     assert ch1 + ch2 == ch_whole
+
+
+def test_sustained_follows_the_published_duration():
+    """300.0004 s is published as 300.0 s: it must then be momentary, not sustained."""
+    rs = [RoundResult(T0 + timedelta(seconds=10 * i), 1000.0 + 10 * i, "down", "isp") for i in range(3)]
+    rs += [RoundResult(T0 + timedelta(seconds=300.0004), 1300.0004, "up"),
+           RoundResult(T0 + timedelta(seconds=310), 1310.0, "up")]
+    _, changes = run(rs, Params(open_after=3, close_after=2, momentary_max_s=300, max_gap_s=600))
+    (ep,) = closed(changes)
+    assert ep.duration_s == 300.0 and ep.sustained is False

@@ -196,3 +196,12 @@ def test_heartbeat_round_trip_and_boot_time(tmp_path):
     (tmp_path / "stat").write_text("cpu  1 2 3\nbtime 1793512800\nprocesses 7\n")
     assert power.boot_time(str(tmp_path)) == datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
     assert power.boot_time(str(tmp_path / "missing")) is None
+
+
+def test_power_sustained_follows_the_published_duration():
+    state = PowerTracker()
+    state, _ = power.step(state, [Reading("battery", True, 90)], T0, 1000.0, momentary_max_s=5, max_gap_s=60)
+    state, ch = power.step(state, [Reading("battery", False, 89)], T0 + timedelta(seconds=5.0004), 1005.0004,
+                           momentary_max_s=5, max_gap_s=60)
+    (kind, ep), = ch
+    assert ep.duration_s == 5.0 and ep.sustained is False
