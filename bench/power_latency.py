@@ -103,13 +103,9 @@ def measure(flip_on, flip_off, config: Path, flips: int, rng: random.Random,
 
 def battery(flips: int, rng: random.Random) -> list[tuple[float, float]]:
     tmp = Path(tempfile.mkdtemp(prefix="lwlat"))
-    ac, bat = tmp / "sys/class/power_supply/AC", tmp / "sys/class/power_supply/BAT0"
-    ac.mkdir(parents=True)
-    bat.mkdir(parents=True)
-    (ac / "type").write_text("Mains\n")
-    (ac / "online").write_text("1\n")
-    (bat / "type").write_text("Battery\n")
-    (bat / "capacity").write_text("90\n")
+    from tests.hosttree import power_supply
+
+    ac = power_supply(tmp / "sys", online="1", capacity=90)
     return measure(lambda: (ac / "online").write_text("0\n"), lambda: (ac / "online").write_text("1\n"),
                    base_config(tmp, 'battery = "auto"\n'), flips, rng)
 

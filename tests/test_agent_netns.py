@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hosttree import power_supply
 from tests.netlab import DNSMASQ, start_dnsmasq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,11 +240,7 @@ def test_loss_without_outage_is_a_degraded_period(net, dns_server, tmp_path):
 def test_outage_while_on_battery_has_cause_power(net, dns_server, tmp_path):
     """Load-shedding: the laptop goes on battery and the router dies with the mains."""
     sysfs = tmp_path / "sys"
-    ac, bat = sysfs / "class/power_supply/AC", sysfs / "class/power_supply/BAT0"
-    for d, files in ((ac, {"type": "Mains", "online": "1"}), (bat, {"type": "Battery", "capacity": "70"})):
-        d.mkdir(parents=True)
-        for k, v in files.items():
-            (d / k).write_text(v + "\n")
+    ac = power_supply(sysfs, online="1", capacity=70)
     cfg = write_config(tmp_path, net)
     text = cfg.read_text().replace("[agent]\n", f'[agent]\nsysfs = "{sysfs}"\n')
     cfg.write_text(text + "[power]\npoll_s = 0.5\n")

@@ -13,6 +13,7 @@ import pytest
 from agent.clock import FakeClock, SystemClock
 from agent.config import parse
 from agent.runner import Agent
+from tests.hosttree import power_supply
 from tests.test_round import FakeNet, tick
 
 CATALOG = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
@@ -63,14 +64,7 @@ def cfg_text(tmp_path) -> str:
 def test_agent_jobs_emit_only_catalogued_metrics(tmp_path):
     clock, net = FakeClock(), FakeNet()
     sysfs = tmp_path / "sys"
-    ac = sysfs / "class/power_supply/AC"
-    bat = sysfs / "class/power_supply/BAT0"
-    ac.mkdir(parents=True)
-    bat.mkdir(parents=True)
-    (ac / "type").write_text("Mains\n")
-    (bat / "type").write_text("Battery\n")
-    (bat / "capacity").write_text("80\n")
-    (bat / "status").write_text("Discharging\n")
+    ac = power_supply(sysfs, online=None, capacity=80, status="Discharging")
     cfg = parse(cfg_text(tmp_path) + f'sysfs = "{sysfs}"\n')
     agent = Agent(cfg, clock=clock, probes=net.probes())
     for online in ("1", "0", "0", "1"):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from agent import power
 from agent.power import Heartbeat, PowerTracker, Reading, host_down, parse_power_supply
+from tests.hosttree import power_supply
 
 T0 = datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
 
@@ -31,12 +32,7 @@ def test_parse_power_supply(supplies, expected):
 
 
 def test_read_power_supply_from_a_prepared_tree(tmp_path):
-    for dev, attrs in {"AC": {"type": "Mains", "online": "0"},
-                       "BAT0": {"type": "Battery", "capacity": "42", "status": "Discharging"}}.items():
-        d = tmp_path / "class" / "power_supply" / dev
-        d.mkdir(parents=True)
-        for k, v in attrs.items():
-            (d / k).write_text(v + "\n")
+    power_supply(tmp_path, online="0", capacity=42, status="Discharging")
     assert power.read_battery(str(tmp_path)) == Reading("battery", True, 42.0, "Discharging")
     assert power.read_battery(str(tmp_path / "nothing")) is None
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.hosttree import power_supply
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,14 +57,8 @@ class Host:
         (self.procfs / "stat").write_text(f"cpu  1 2 3 4\nbtime {int(when.timestamp())}\nprocesses 9\n")
 
     def battery(self, online: str, capacity: int) -> None:
-        ac, bat = self.sysfs / "class/power_supply/AC", self.sysfs / "class/power_supply/BAT0"
-        ac.mkdir(parents=True, exist_ok=True)
-        bat.mkdir(parents=True, exist_ok=True)
-        (ac / "type").write_text("Mains\n")
-        (bat / "type").write_text("Battery\n")
-        (bat / "capacity").write_text(f"{capacity}\n")
-        (bat / "status").write_text("Discharging\n" if online == "0" else "Charging\n")
-        (ac / "online").write_text(online + "\n")   # written last: the flip itself
+        power_supply(self.sysfs, online=online, capacity=capacity,
+                     status="Discharging" if online == "0" else "Charging")
 
     def start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(self.config)],

@@ -1,0 +1,24 @@
+"""Prepared host trees for tests and benchmarks: a laptop's power supplies under a sysfs root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def power_supply(sysfs: Path, online: str | None = "1", capacity: int | None = None,
+                 status: str | None = None) -> Path:
+    """Write (or rewrite) an AC adapter (``AC``) and a battery (``BAT0``) under
+    ``<sysfs>/class/power_supply``. ``online`` is written last: it is the flip itself (None leaves
+    it unwritten). Returns the AC adapter's directory."""
+    ac, bat = Path(sysfs, "class/power_supply/AC"), Path(sysfs, "class/power_supply/BAT0")
+    ac.mkdir(parents=True, exist_ok=True)
+    bat.mkdir(parents=True, exist_ok=True)
+    (ac / "type").write_text("Mains\n")
+    (bat / "type").write_text("Battery\n")
+    if capacity is not None:
+        (bat / "capacity").write_text(f"{capacity}\n")
+    if status is not None:
+        (bat / "status").write_text(status + "\n")
+    if online is not None:
+        (ac / "online").write_text(online + "\n")
+    return ac
