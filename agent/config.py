@@ -130,6 +130,18 @@ def _parses(module: str, func: str, allow_empty: bool = False) -> Check:
 _check_target = _parses("agent.probes.target", "parse_target")
 _check_dns_name = _parses("agent.probes.dns", "validate_name")
 _check_ups = _parses("agent.probes.ups", "parse_nut_url", allow_empty=True)
+_check_tag = _parses("agent.lineproto", "check_tag_value", allow_empty=True)
+_check_influx_url = _parses("agent.influx", "parse_url", allow_empty=True)
+
+
+def _all(*checks: Check) -> Check:
+    def run(v: Any) -> str | None:
+        for c in checks:
+            problem = c(v)
+            if problem:
+                return problem
+        return None
+    return run
 
 
 # -- the tree ---------------------------------------------------------------------------------
@@ -141,8 +153,9 @@ class AgentSection:
     region: str = _opt("", "ISO 3166-2 region code: PK-PB Punjab, PK-SD Sindh, PK-KP Khyber "
                        "Pakhtunkhwa, PK-BA Balochistan, PK-IS Islamabad, PK-GB Gilgit-Baltistan, "
                        "PK-JK Azad Jammu and Kashmir.", _check_region, "PK-PB")
-    city: str = _opt("", "City or town, free text (any script).", _max_len(64), "Lahore")
-    isp: str = _opt("", "Internet provider's name, free text.", _max_len(64), "PTCL")
+    city: str = _opt("", "City or town, free text (any script).", _all(_max_len(64), _check_tag),
+                     "Lahore")
+    isp: str = _opt("", "Internet provider's name, free text.", _all(_max_len(64), _check_tag), "PTCL")
     access: str = _opt("", "Access type: " + ", ".join(ACCESS_TYPES) + ".", _check_access, "fibre")
     state_dir: str = _opt("", "Where the local store lives. Empty: $STATE_DIRECTORY when systemd "
                           "sets it, else the platform's user data dir.")
@@ -211,12 +224,51 @@ class StoreSection:
 
 
 @dataclass(frozen=True)
+class InfluxSection:
+    url: str = _opt("", "InfluxDB to forward to: http(s)://host:port, e.g. http://localhost:8086 "
+                    "or an InfluxDB Cloud URL. Empty: nothing is forwarded and the local store "
+                    "keeps everything (it is the outbox either way: rows recorded while the server "
+                    "was unreachable go out later, oldest first).", _check_influx_url,
+                    "http://localhost:8086")
+    api: str = _opt("auto", '"auto" asks the server\'s /ping for its version: InfluxDB 1.x older '
+                    'than 1.8 gets the v1 /write endpoint, everything else (1.8+, 2.x, 3.x, Cloud) '
+                    '/api/v2/write. "v2" or "v1" forces one.', _one_of("auto", "v2", "v1"))
+    org: str = _opt("", "Organisation (InfluxDB 2.x and Cloud; ignored by 1.8 and 3.x).",
+                    _max_len(256), "my-org")
+    bucket: str = _opt("", "Bucket for /api/v2/write (InfluxDB 2.x, Cloud; the database on 3.x). "
+                       "Empty with a database set: database/retention_policy, as InfluxDB 1.8+ "
+                       "expects.", _max_len(256), "linewatch")
+    database: str = _opt("", "Database for InfluxDB 1.x (the v1 /write endpoint).", _max_len(256),
+                         "linewatch")
+    retention_policy: str = _opt("", "Retention policy for InfluxDB 1.x; empty: the database's "
+                                 "default.", _max_len(256))
+    token_file: str = _opt("", "File holding the token (InfluxDB 2.x/3.x/Cloud) or user:password "
+                           "(InfluxDB 1.x). The token is read from $LINEWATCH_INFLUX_TOKEN first, "
+                           "then this file, then the systemd credential influx-token "
+                           "($CREDENTIALS_DIRECTORY). It is never taken from the command line and "
+                           "never printed; keep the file private (chmod 600).",
+                           example="/etc/linewatch/influx-token")
+    verify_tls: bool = _opt(True, "Verify the server's TLS certificate. Set false only for a "
+                            "server you trust on a network you trust: the token crosses it.")
+    ca_file: str = _opt("", "PEM file with the CA that signed the server's certificate (a private "
+                        "CA): better than turning verify_tls off.")
+    timeout_s: float = _opt(10.0, "Seconds to wait for the server's answer to one write.",
+                            _between(1, 300))
+    batch_size: int = _opt(5000, "Lines per write request (the backlog after an outage goes out "
+                           "in batches of this size).", _between(1, 100_000))
+    gzip: bool = _opt(True, "Compress write requests (about 10x less data on the line).")
+    push_interval_s: float = _opt(10.0, "Seconds between forwarding attempts while the server "
+                                  "answers (after errors the agent backs off).", _between(1, 3600))
+
+
+@dataclass(frozen=True)
 class Config:
     agent: AgentSection = field(default_factory=AgentSection)
     probe: ProbeSection = field(default_factory=ProbeSection)
     outage: OutageSection = field(default_factory=OutageSection)
     power: PowerSection = field(default_factory=PowerSection)
     store: StoreSection = field(default_factory=StoreSection)
+    influx: InfluxSection = field(default_factory=InfluxSection)
     source: str = "(defaults)"  # the file this came from, for messages
 
     @property
@@ -226,7 +278,7 @@ class Config:
 
 SECTIONS: dict[str, type] = {
     "agent": AgentSection, "probe": ProbeSection, "outage": OutageSection, "power": PowerSection,
-    "store": StoreSection,
+    "store": StoreSection, "influx": InfluxSection,
 }
 
 
@@ -356,6 +408,11 @@ def _cross_checks(cfg: Config) -> None:
     if p.timeout_s >= p.interval_s:
         raise ConfigError(cfg.source, "probe.timeout_s",
                           f"must be shorter than probe.interval_s ({p.interval_s:g}), got {p.timeout_s:g}")
+    i = cfg.influx
+    if i.url and not (i.bucket or i.database):
+        key = "influx.database" if i.api == "v1" else "influx.bucket"
+        raise ConfigError(cfg.source, key, "required when influx.url is set (a bucket for InfluxDB "
+                          "2.x, 3.x and Cloud, a database for 1.x)")
 
 
 def finish(cfg: Config, env: Mapping[str, str] = os.environ) -> Config:

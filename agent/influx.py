@@ -1,0 +1,438 @@
+"""The InfluxDB edge: the token, the server's API version, and the two ways of writing.
+
+* :class:`V2Writer` writes through influxdb-client's *synchronous* write API to ``/api/v2/write``
+  (InfluxDB 2.x, 3.x, Cloud and 1.8+). Its batching mode is never used: it keeps unsent points in
+  memory and drops them on exit, on a crash and after its retries. The local store is the buffer
+  (:mod:`agent.forward`), and influxdb-client is told not to retry on its own.
+* :class:`V1Writer` writes to the v1 ``/write`` endpoint of InfluxDB 1.x older than 1.8, which has
+  no ``/api/v2/write``, with the standard library's HTTP client.
+* :class:`Sink` picks one: ``influx.api = "auto"`` asks ``/ping`` for ``X-Influxdb-Version``.
+
+A writer never raises for a failed write: it returns an :class:`Answer` (the HTTP status, or None
+when no answer came: connection refused, timeout, TLS failure) that :mod:`agent.forward`
+classifies. influxdb-client is imported only when a v2 write is first made; it costs about 28 MB
+of memory, which an agent without a server never pays.
+
+The token never appears on a command line, in a log line, an error or ``status``: it is sent in
+an ``Authorization`` header only, and every message from the server or a library passes through
+:meth:`Sink.redact` before it is stored or printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip as gzip_mod
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import quote, urlsplit
+
+from agent.config import InfluxSection
+from agent.errors import ConfigError
+
+TOKEN_ENV = "LINEWATCH_INFLUX_TOKEN"
+CREDENTIAL = "influx-token"
+USER_AGENT = "linewatch"
+
+
+def parse_url(url: str) -> str:
+    """Validate an InfluxDB base URL and return it without a trailing slash."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if parts.username or parts.password:
+        raise ValueError("must not hold credentials: put them in influx.token_file")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return url.rstrip("/")
+
+
+# -- the token --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Token:
+    """The secret and where it came from. ``repr`` never shows the value."""
+
+    value: str | None
+    source: str            # for messages: "$LINEWATCH_INFLUX_TOKEN", "token_file /path", ...
+    warning: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Token(source={self.source!r}, set={self.value is not None})"
+
+
+def load_token(section: InfluxSection, env: Mapping[str, str] = os.environ,
+               source: str = "config") -> Token:
+    """``$LINEWATCH_INFLUX_TOKEN``, else ``influx.token_file``, else the systemd credential
+    ``$CREDENTIALS_DIRECTORY/influx-token``, else no token. A token file others can read is a
+    warning; a token file that cannot be read is a ConfigError naming the key."""
+    if env.get(TOKEN_ENV):
+        return Token(env[TOKEN_ENV].strip(), f"${TOKEN_ENV}")
+    if section.token_file:
+        return _read_token(Path(section.token_file), f"token_file {section.token_file}", source,
+                           "influx.token_file")
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / CREDENTIAL).exists():
+        return _read_token(Path(creds) / CREDENTIAL, f"systemd credential {CREDENTIAL}", source,
+                           "influx.token_file")
+    return Token(None, "none")
+
+
+def _read_token(path: Path, label: str, source: str, key: str) -> Token:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise ConfigError(source, key, f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(source, key, f"{path} is not UTF-8 text") from None
+    if not text:
+        raise ConfigError(source, key, f"{path} is empty")
+    if "\n" in text:
+        raise ConfigError(source, key, f"{path} must hold one line (the token)")
+    warning = None
+    if mode & 0o077:
+        warning = (f"{path} is readable by other users (mode {mode:o}): "
+                   f"chmod 600 {path}")
+    return Token(text, label, warning)
+
+
+# -- where and how to write -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved write target: ``api`` v1 or v2, with the names that API wants."""
+
+    api: str
+    bucket: str = ""
+    org: str = ""
+    database: str = ""
+    retention_policy: str = ""
+
+    def describe(self) -> str:
+        if self.api == "v1":
+            rp = f", retention policy {self.retention_policy}" if self.retention_policy else ""
+            return f"v1 /write, database {self.database}{rp}"
+        org = f", org {self.org}" if self.org else ""
+        return f"v2 /api/v2/write, bucket {self.bucket}{org}"
+
+
+def target_for(section: InfluxSection, api: str) -> Target:
+    """The names for ``api`` from the config: a v1 database from ``bucket`` "db/rp" when no
+    database is set, and the v2 bucket "db/rp" from the database for InfluxDB 1.8+."""
+    if api == "v1":
+        db, rp = section.database, section.retention_policy
+        if not db and section.bucket:
+            db, _, rp2 = section.bucket.partition("/")
+            rp = rp or rp2
+        return Target("v1", database=db, retention_policy=rp)
+    bucket = section.bucket
+    if not bucket:
+        bucket = f"{section.database}/{section.retention_policy}"
+    return Target("v2", bucket=bucket, org=section.org)
+
+
+_VERSION_RE = re.compile(r"v?(\d+)\.(\d+)")
+
+
+def api_for_version(version: str | None) -> str:
+    """v1 for InfluxDB 1.x older than 1.8 (no /api/v2/write), v2 for everything else, including
+    servers that do not say (VictoriaMetrics, proxies, InfluxDB 3 without the header)."""
+    m = _VERSION_RE.match(version or "")
+    if m and int(m.group(1)) == 1 and int(m.group(2)) < 8:
+        return "v1"
+    return "v2"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came back from one write: ``status`` None means no HTTP answer at all."""
+
+    status: int | None
+    message: str = ""
+    retry_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def server_message(body: bytes | str | None, headers: Mapping[str, str] | None = None) -> str:
+    """The useful part of an error answer: v2's ``message``, v1's ``error``, else the text."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict):
+            for key in ("message", "error"):
+                if isinstance(data.get(key), str):
+                    return data[key][:500]
+    except ValueError:
+        pass
+    if not text.strip() and headers:
+        for h in ("X-Influxdb-Error", "X-Platform-Error-Code"):
+            for k, v in headers.items():
+                if k.lower() == h.lower():
+                    return str(v)[:500]
+    return " ".join(text.split())[:500]
+
+
+class HTTP:
+    """A small keep-alive HTTP(S) client on the standard library, for ``/ping``, the checks and
+    v1 writes. Errors come back as an :class:`Answer` with status None, never as exceptions."""
+
+    def __init__(self, url: str, *, timeout_s: float, verify_tls: bool = True, ca_file: str = "",
+                 auth: str | None = None) -> None:
+        parts = urlsplit(parse_url(url))
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if self.https else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.timeout_s = timeout_s
+        self.verify_tls = verify_tls
+        self.ca_file = ca_file
+        self.auth = auth
+        self._conn = None
+
+    def _connection(self):
+        import http.client
+
+        if self._conn is None:
+            if self.https:
+                import ssl
+
+                ctx = ssl.create_default_context(cafile=self.ca_file or None)
+                if not self.verify_tls:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s,
+                                                         context=ctx)
+            else:
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        return self._conn
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: Mapping[str, str] | None = None) -> tuple[Answer, dict[str, str]]:
+        hdrs = {"User-Agent": USER_AGENT, **(headers or {})}
+        if self.auth:
+            hdrs["Authorization"] = self.auth
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                conn.request(method, self.prefix + path, body=body, headers=hdrs)
+                resp = conn.getresponse()
+                data = resp.read()
+                got = {k: v for k, v in resp.getheaders()}
+                if resp.getheader("Connection", "").lower() == "close":
+                    self.close()
+                ans = Answer(resp.status, "" if 200 <= resp.status < 300 else server_message(data, got),
+                             resp.getheader("Retry-After"))
+                return ans, got
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                self.close()
+                # A kept-alive connection the server closed meanwhile: one fresh try. A write is
+                # idempotent, so sending it again is safe.
+                if attempt == 0:
+                    continue
+                return Answer(None, describe_error(exc)), {}
+            except Exception as exc:  # noqa: BLE001 - every failure becomes an Answer
+                self.close()
+                return Answer(None, describe_error(exc)), {}
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, token-free description of a network failure."""
+    name = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, TimeoutError) or "timed out" in text.lower() or "Timeout" in name:
+        return "no answer within the timeout"
+    if isinstance(exc, ConnectionRefusedError) or "refused" in text.lower():
+        return "connection refused"
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return "TLS certificate not trusted (influx.ca_file, or verify_tls = false for a test server)"
+    if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+        return "host name does not resolve"
+    if "Network is unreachable" in text or "No route to host" in text:
+        return "network unreachable"
+    return f"{name}: {text}"[:300]
+
+
+def auth_header(token: str | None, api: str) -> str | None:
+    """``Token <token>`` for v2; for v1 ``user:password`` goes as HTTP Basic (never as the u/p
+    query parameters, which end up in proxies' and servers' access logs)."""
+    if not token:
+        return None
+    if api == "v1":
+        if ":" in token:
+            return "Basic " + base64.b64encode(token.encode()).decode()
+        return "Token " + token
+    return "Token " + token
+
+
+class V1Writer:
+    """``POST /write?db=..&rp=..&precision=ns`` (InfluxDB 1.x before 1.8)."""
+
+    def __init__(self, http: HTTP, target: Target, gzip: bool) -> None:
+        self.http = http
+        self.target = target
+        self.gzip = gzip
+        q = f"/write?db={quote(target.database, safe='')}&precision=ns"
+        if target.retention_policy:
+            q += f"&rp={quote(target.retention_policy, safe='')}"
+        self.path = q
+
+    def send(self, body: bytes) -> Answer:
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.gzip:
+            body = gzip_mod.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        ans, _ = self.http.request("POST", self.path, body, headers)
+        return ans
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class V2Writer:
+    """influxdb-client's synchronous write API: ``POST /api/v2/write?bucket=..&org=..``."""
+
+    def __init__(self, url: str, target: Target, token: str | None, *, timeout_s: float,
+                 verify_tls: bool, ca_file: str, gzip: bool) -> None:
+        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        self.target = target
+        # retries=False: the forwarder decides about retries, from the status, with its backoff.
+        self.client = InfluxDBClient(url=url, token=token or None, org=target.org or "-",
+                                     timeout=int(timeout_s * 1000), enable_gzip=gzip,
+                                     verify_ssl=verify_tls, ssl_ca_cert=ca_file or None,
+                                     retries=False)
+        self.api = self.client.write_api(write_options=SYNCHRONOUS)
+
+    def send(self, body: bytes) -> Answer:
+        from influxdb_client.rest import ApiException
+
+        try:
+            self.api.write(bucket=self.target.bucket, org=self.target.org or "-", record=body,
+                           write_precision="ns")
+        except ApiException as exc:
+            if not exc.status:  # influxdb-client reports TLS failures as status 0
+                return Answer(None, describe_error(Exception(exc.reason)))
+            headers = dict(exc.headers or {})
+            retry = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+            return Answer(exc.status, server_message(exc.body, headers), retry)
+        except Exception as exc:  # noqa: BLE001 - urllib3's network errors, OSError
+            return Answer(None, describe_error(_root_cause(exc)))
+        return Answer(204)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing must not fail the caller
+            pass
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """urllib3 wraps the socket error (MaxRetryError -> NewConnectionError -> OSError)."""
+    seen = exc
+    for _ in range(5):
+        nxt = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
+        if not isinstance(nxt, BaseException):
+            break
+        seen = nxt
+    return seen
+
+
+@dataclass(frozen=True)
+class Server:
+    """What ``/ping`` said."""
+
+    version: str | None
+    api: str
+
+
+class Sink:
+    """The configured server: detects the API once (``auto``), then writes lines through the
+    matching writer. ``send`` takes the joined lines (UTF-8) and returns an :class:`Answer`."""
+
+    def __init__(self, section: InfluxSection, token: Token) -> None:
+        self.section = section
+        self.url = parse_url(section.url)
+        self._token = token
+        self.server: Server | None = None
+        self.target: Target | None = None
+        self._writer = None
+
+    # The token must never reach a message: scrub it (and its Basic form) wherever it could.
+    def redact(self, text: str) -> str:
+        secret = self._token.value
+        if not secret or not text:
+            return text
+        for form in {secret, base64.b64encode(secret.encode()).decode()}:
+            text = text.replace(form, "***")
+        return text
+
+    def http(self, api: str = "v2") -> HTTP:
+        s = self.section
+        return HTTP(self.url, timeout_s=s.timeout_s, verify_tls=s.verify_tls, ca_file=s.ca_file,
+                    auth=auth_header(self._token.value, api))
+
+    def ping(self) -> tuple[Answer, str | None]:
+        """``GET /ping``: the answer and the server's version header, if any."""
+        h = self.http()
+        try:
+            ans, headers = h.request("GET", "/ping")
+        finally:
+            h.close()
+        version = next((v for k, v in headers.items() if k.lower() == "x-influxdb-version"), None)
+        return Answer(ans.status, self.redact(ans.message), ans.retry_after), version
+
+    def resolve(self) -> Answer | None:
+        """Pick the API (asking /ping when ``auto``); None when done, else the failed answer."""
+        if self._writer is not None:
+            return None
+        api = self.section.api
+        version = None
+        if api == "auto":
+            ans, version = self.ping()
+            if ans.status is None:
+                return ans
+            api = api_for_version(version)
+        self.server = Server(version, api)
+        self.target = target_for(self.section, api)
+        s = self.section
+        if api == "v1":
+            self._writer = V1Writer(self.http("v1"), self.target, s.gzip)
+        else:
+            self._writer = V2Writer(self.url, self.target, self._token.value, timeout_s=s.timeout_s,
+                                    verify_tls=s.verify_tls, ca_file=s.ca_file, gzip=s.gzip)
+        return None
+
+    def send(self, body: bytes) -> Answer:
+        failed = self.resolve()
+        if failed is not None:
+            return failed
+        ans = self._writer.send(body)
+        if ans.message:
+            ans = Answer(ans.status, self.redact(ans.message), ans.retry_after)
+        return ans
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
