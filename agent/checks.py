@@ -179,15 +179,132 @@ def check_host(cfg: Config) -> dict:
               "a host-down power episode")
 
 
+def check_influx(cfg: Config) -> list[dict]:
+    """The server: URL (``/ping``), credentials and bucket/database (an empty write, which the
+    server authorises and routes like a real one but which stores nothing), each its own row, so
+    the one that is wrong is named; then the agent's forwarding state from the store."""
+    from agent.errors import ConfigError
+    from agent.influx import Sink, api_for_version, auth_header, load_token, target_for
+
+    i = cfg.influx
+    if not i.url:
+        return [_r("influx", "ok", "not configured (influx.url): the local store keeps everything")]
+    rows = []
+    try:
+        token = load_token(i, os.environ, cfg.source)
+    except ConfigError as exc:
+        return [_r("influx token", "fail", str(exc), "make the file readable by the agent's user")]
+    if token.warning:
+        rows.append(_r("influx token", "warn", token.warning))
+    if not i.verify_tls:
+        rows.append(_r("influx tls", "warn", "influx.verify_tls = false: the server's certificate "
+                       "is not checked", "use influx.ca_file for a private CA"))
+    elif i.url.startswith("http://") and token.value and not _loopback(i.url):
+        rows.append(_r("influx tls", "warn", "the token crosses the network unencrypted (http://)",
+                       "use https:// for a server on another machine"))
+    sink = Sink(i, token)
+    ans, version = sink.ping()
+    if ans.status is None:
+        return rows + [_r("influx url", "fail", f"{sink.url}: {ans.message}",
+                          "check influx.url (scheme, host, port) and that the server runs")]
+    api = i.api if i.api != "auto" else api_for_version(version)
+    target = target_for(i, api)
+    said = f"version {version}" if version else "no version header"
+    rows.append(_r("influx url", "ok", f"{sink.url} answers ({said}); writing with {target.describe()}"))
+    path = ("/write?" + _q({"db": target.database, "rp": target.retention_policy, "precision": "ns"})
+            if api == "v1" else
+            "/api/v2/write?" + _q({"bucket": target.bucket, "org": target.org, "precision": "ns"}))
+    h = sink.http(api)
+    try:
+        w, _ = h.request("POST", path, b"", {"Content-Type": "text/plain; charset=utf-8"})
+    finally:
+        h.close()
+    msg = sink.redact(w.message)
+    where = f"database {target.database}" if api == "v1" else f"bucket {target.bucket}"
+    creds = "no token" if not token.value else f"token from {token.source}"
+    empty_ok = w.ok or (w.status == 400 and "point" in msg.lower())
+    if w.status is None:
+        rows.append(_r("influx credentials", "fail", f"the write endpoint did not answer: {msg}",
+                       "check influx.url"))
+    elif w.status == 401:
+        rows.append(_r("influx credentials", "fail", f"the server refused the {creds} (401): {msg}",
+                       "put a valid token in $LINEWATCH_INFLUX_TOKEN, influx.token_file or the "
+                       "influx-token credential (InfluxDB 1.x: user:password)"))
+    elif w.status == 403:
+        rows.append(_r("influx credentials", "fail", f"the {creds} may not write to {where} (403): {msg}",
+                       "give the token write permission on it"))
+    elif w.status == 404 and "page not found" in msg.lower():
+        hint = ('set influx.api = "v1" (InfluxDB 1.x older than 1.8 has no /api/v2/write)'
+                if api == "v2" else "check influx.url and influx.api")
+        rows.append(_r("influx url", "fail", f"{sink.url}{path.split('?')[0]} does not exist (404)", hint))
+    elif w.status == 404:
+        rows.append(_r("influx credentials", "ok", f"accepted ({creds})"))
+        thing = "org" if "org" in msg.lower() and "bucket" not in msg.lower() else where
+        rows.append(_r("influx bucket", "fail", f"{thing} not found: {msg}",
+                       "create it, or correct influx.bucket / influx.org / influx.database"))
+    elif empty_ok:
+        rows.append(_r("influx credentials", "ok", f"accepted ({creds})" if token.value else
+                       "the server asks for none"))
+        rows.append(_r("influx bucket", "ok", f"{where} accepts writes"))
+    else:
+        rows.append(_r("influx credentials", "fail", f"a test write was refused ({w.status}): {msg}",
+                       "check influx.* against the server"))
+    rows.append(_forward_state(cfg))
+    return rows
+
+
+def _forward_state(cfg: Config) -> dict:
+    import json
+
+    from agent.store import Store
+
+    store = Store.open(cfg.state_dir)
+    try:
+        st = json.loads(store.get_state("forward") or "{}") or {}
+        backlog, _ = store.backlog()
+        nq, _ = store.quarantined(0)
+    finally:
+        store.close()
+    extra = f"; {nq} row(s) quarantined (see `linewatch status`)" if nq else ""
+    if st.get("halted"):
+        return _r("influx forwarding", "fail", f"stopped: {st['halted']}; {backlog} rows wait{extra}",
+                  "fix it, then restart the agent or run `linewatch push`")
+    if st.get("attempt"):
+        err = st.get("last_error") or {}
+        return _r("influx forwarding", "warn", f"retrying after: {err.get('message')}; {backlog} rows "
+                  f"wait{extra}")
+    return _r("influx forwarding", "warn" if nq else "ok", f"{backlog} rows wait{extra}")
+
+
+def _q(params: dict) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({k: v for k, v in params.items() if v})
+
+
+def _loopback(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 CHECKS = (check_config, check_icmp, check_gateway, check_targets, check_dns, check_store, check_clock,
-          check_battery, check_ups, check_host)
+          check_battery, check_ups, check_host, check_influx)
 
 
 def run_checks(cfg: Config) -> list[dict]:
     out = []
     for check in CHECKS:
         try:
-            out.append(check(cfg))
+            got = check(cfg)
+            out.extend(got if isinstance(got, list) else [got])
         except Exception as exc:  # a broken check is a failed check, not a crash
             out.append(_r(check.__name__.removeprefix("check_"), "fail", f"{type(exc).__name__}: {exc}"))
     return out

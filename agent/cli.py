@@ -173,6 +173,114 @@ def status(config_path, as_json):
     s = st["store"]
     click.echo(f"store: {s['path']}  {s['bytes'] / 1e6:.1f} MB, {s['rows']} rows,"
                f" {s['backlog_rows']} not yet forwarded")
+    _print_forward(st["forward"])
+
+
+def _print_forward(fw: dict) -> None:
+    if not fw["enabled"]:
+        click.echo("forwarding: off (influx.url is not set; the local store keeps everything)")
+        return
+    server = fw.get("server") or {}
+    where = fw["url"] + (f" ({server['target']}, version {server.get('version') or 'not given'})"
+                         if server.get("target") else "")
+    label = {"ok": "ok", "idle": "not tried yet", "retrying": "RETRYING", "stopped": "STOPPED"}[fw["state"]]
+    click.echo(f"forwarding to {where}: {label}")
+    age = fw["oldest_unsent_age_s"]
+    click.echo(f"  backlog: {fw['backlog_rows']} rows" + (f", oldest {_dur(age)} old" if age else "")
+               + (f"; last success {fw['last_success'][:19].replace('T', ' ')} UTC"
+                  if fw.get("last_success") else ""))
+    if fw["stopped_reason"]:
+        click.echo(f"  stopped: {fw['stopped_reason']}")
+        click.echo("  fix the token, bucket or URL (`linewatch check` says which), then restart the "
+                   "agent or run `linewatch push`")
+    err = fw.get("last_error")
+    if err and fw["state"] != "ok":
+        code = f"HTTP {err['status']}" if err.get("status") else "no answer"
+        click.echo(f"  last error {err['time'][:19].replace('T', ' ')} UTC: {code}: {err['message']}")
+        if fw.get("next_try"):
+            click.echo(f"  next try {fw['next_try'][:19].replace('T', ' ')} UTC")
+    if fw["quarantined_rows"]:
+        click.echo(f"  {fw['quarantined_rows']} row(s) refused by the server and set aside"
+                   " (`linewatch push --requeue` sends them again):")
+        for q in fw["quarantined"][:3]:
+            click.echo(f"    {q['time'][:19].replace('T', ' ')}  {q['status'] or 'local'}: {q['message']}")
+
+
+# -- push ---------------------------------------------------------------------------------------
+
+@main.command()
+@config_option
+@json_option
+@click.option("--requeue", is_flag=True,
+              help="Send the rows the server refused earlier (quarantined) again.")
+def push(config_path, as_json, requeue):
+    """Forward the backlog to InfluxDB now, with a progress bar."""
+    import time
+
+    cfg = _load(config_path)
+    if not cfg.influx.url:
+        _fail("influx.url is not set: nothing to forward to", 2)
+    from agent.clock import SystemClock
+    from agent.forward import PushLock, describe, make_forwarder
+    from agent.store import Store
+
+    try:
+        store = Store.open(cfg.state_dir)
+    except LinewatchError as exc:
+        _fail(str(exc))
+    lock = PushLock(cfg.state_dir)
+    try:
+        if not lock.acquire(wait=False):
+            click.echo("the running agent is forwarding; waiting for it to finish its batch", err=True)
+            lock.acquire(wait=True)
+        requeued = store.requeue_quarantined() if requeue else 0
+        try:
+            fw = make_forwarder(cfg, store, SystemClock())
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+        rows, _ = store.backlog()
+        t0 = time.monotonic()
+        show = not as_json and sys.stderr.isatty()
+        if show:
+            with click.progressbar(length=rows, label="forwarding", file=sys.stderr,
+                                   show_pos=True) as bar:
+                rep = fw.push(progress=bar.update)
+        else:
+            rep = fw.push()
+        secs = time.monotonic() - t0
+        fw.sink.close()
+        left, oldest = store.backlog()
+        state = fw.state
+    finally:
+        lock.release()
+        store.close()
+    out = {"outcome": rep.outcome, "sent": rep.sent, "quarantined": rep.quarantined,
+           "requeued": requeued, "requests": rep.requests, "seconds": round(secs, 3),
+           "rows_per_s": round(rep.sent / secs) if secs > 0 and rep.sent else None,
+           "backlog_rows": left, "oldest_unsent": iso(oldest) if oldest else None,
+           "server": state.server or None,
+           "error": None if rep.outcome in ("done", "empty") or rep.answer is None else {
+               "status": rep.answer.status, "message": rep.answer.message},
+           "stopped_reason": state.halted}
+    if as_json:
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+    else:
+        if requeued:
+            click.echo(f"requeued {requeued} quarantined row(s)")
+        if rep.outcome == "empty":
+            click.echo("nothing to forward: the backlog is empty")
+        else:
+            rate = f" ({out['rows_per_s']} rows/s)" if out["rows_per_s"] else ""
+            click.echo(f"sent {rep.sent} rows in {secs:.1f} s{rate} with {rep.requests} request(s)")
+        if rep.quarantined:
+            click.echo(f"{rep.quarantined} row(s) refused by the server and set aside "
+                       "(see `linewatch status`)")
+        if rep.outcome == "retry":
+            click.echo(f"stopped: {describe(rep.answer)}; {left} rows stay in the store and the "
+                       "agent keeps trying", err=True)
+        elif rep.outcome == "halt":
+            click.echo(f"stopped: {state.halted}", err=True)
+    sys.exit(0 if rep.outcome in ("done", "empty") else 1)
 
 
 # -- outages ------------------------------------------------------------------------------------

@@ -88,3 +88,10 @@ class Episode:
     @property
     def in_progress(self) -> bool:
         return self.end is None
+
+    def end_ms(self) -> int:
+        """The end (for an episode in progress: start + duration so far) in ms since the epoch."""
+        from datetime import timedelta
+
+        end = self.end or self.start + timedelta(seconds=self.duration_s)
+        return to_ns(end) // 1_000_000

@@ -8,6 +8,9 @@ Jobs (on :class:`agent.schedule.Ticker`, the monotonic scheduler):
   decision that waits for time sync.
 * ``minute`` every ``probe.netio_interval_s``: interface counters and the agent's own metrics.
 * ``housekeeping`` hourly: retention and the size cap.
+* ``push`` every ``influx.push_interval_s`` when ``influx.url`` is set: forwards the store's unsent
+  rows to InfluxDB, oldest first (:mod:`agent.forward`); after a failure it waits out its backoff,
+  and a connectivity outage ending wakes it at once.
 
 A failing job is logged and counted, never fatal. SIGTERM and SIGINT stop the agent cleanly: the
 running round finishes and is committed, then the clean-exit marker is written.
@@ -147,12 +150,19 @@ class Agent:
         self._power_sensors_written: dict | None = None
         self._sensor_errors: dict[str, str] = {}
         self.counters = {"rounds": 0, "round_failures": 0, "probe_errors": 0, "job_failures": 0,
-                         "sensor_errors": 0}
+                         "sensor_errors": 0, "pushed_rows": 0, "push_errors": 0}
+        self.forwarder = None
+        if cfg.influx.url:
+            from agent.forward import PushLock, make_forwarder
+
+            self.forwarder = make_forwarder(cfg, self.store, self.clock)
+            self._push_lock = PushLock(cfg.state_dir)
         self.started_mono = self.clock.monotonic()
         self._netio = None
         self._clock_offset: float | None = None
         self._clock_steps = 0
         self._lock = threading.Lock()
+        self._stop = threading.Event()
 
     # -- jobs -------------------------------------------------------------------------------
     def round(self) -> Round:
@@ -171,6 +181,8 @@ class Agent:
                 _log_change(ch)
                 if ch.kind == "closed":
                     samples.append(episode_sample(ch.episode, self.tags))
+                    if ch.episode.type == "connectivity" and self.forwarder is not None:
+                        self.forwarder.wake()  # the line is back: the backlog can go now
             for ep in outage.in_progress(self.tracker, self.params):
                 episodes[ep.id] = ep
             heartbeat = power.Heartbeat(result.time, result.mono, self.boot,
@@ -340,6 +352,21 @@ class Agent:
         if any(res.values()):
             log.info("store housekeeping: %s", res)
 
+    def push(self) -> None:
+        """Forward the backlog when the backoff allows; skipped while ``linewatch push`` runs."""
+        fw = self.forwarder
+        if fw is None or not fw.due():
+            return
+        if not self._push_lock.acquire(wait=False):
+            return
+        try:
+            rep = fw.push(stop=self._stop)
+        finally:
+            self._push_lock.release()
+        self.counters["pushed_rows"] += rep.sent
+        if rep.outcome in ("retry", "halt"):
+            self.counters["push_errors"] += 1
+
     def _netio_sampler(self):
         if self._netio is None:
             from agent.probes.netio import NetIO
@@ -358,6 +385,7 @@ class Agent:
             "backlog_rows": rows,
             "dropped_unsent": int(self.store.get_state("dropped_unsent") or 0),
             "dropped_host_down": int(self.store.get_state("dropped_host_down") or 0),
+            "quarantined_rows": self.store.quarantined(0)[0],
             "clock_steps": self._clock_steps,
             **self.counters,
         }
@@ -369,6 +397,7 @@ class Agent:
         from agent.schedule import Ticker
 
         stop = stop or threading.Event()
+        self._stop = stop
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
@@ -381,12 +410,20 @@ class Agent:
                     first_in_s=1.0)
         sched.every(HOUSEKEEPING_S, self._guarded(self.housekeeping, "housekeeping"), "housekeeping",
                     first_in_s=30.0)
+        if self.forwarder is not None:
+            sched.every(self.cfg.influx.push_interval_s, self._guarded(self.push, "push"), "push",
+                        first_in_s=2.0)
+            log.info("forwarding to %s (%s)", self.cfg.influx.url, self.cfg.influx.api)
+            if not self.cfg.influx.verify_tls:
+                log.warning("influx.verify_tls is false: the server's certificate is not checked")
         log.info("linewatch agent %s started: every %gs, targets %s, store %s", self.id,
                  self.cfg.probe.interval_s, ", ".join(self.cfg.probe.targets), self.store.path)
         try:
             sched.run_until(stop)
         finally:
             self.prober.close()
+            if self.forwarder is not None:
+                self.forwarder.sink.close()
             self.store.write(state={STATE_CLEAN_EXIT: json.dumps(
                 {"clean": True, "time": self.clock.now().isoformat(), "boot_id": self.boot})})
             self.store.close()
@@ -418,6 +455,8 @@ class Agent:
         log.error("moved the damaged store to %s", aside)
         self.store = Store.open(self.store.path.parent, now=self.clock.now())
         self.store.write(state={STATE_TRACKER: self.tracker.to_json()})
+        if self.forwarder is not None:
+            self.forwarder.store = self.store
 
 
 def own_usage() -> tuple[float, int]:
@@ -448,6 +487,7 @@ def open_store(cfg: Config, clock: Clock) -> Store:
 def episode_sample(ep: Episode, tags: dict[str, str]) -> Sample:
     """A closed episode as a forwardable sample: time = start, so start + duration_s draws it."""
     fields = {"duration_s": ep.duration_s, "sustained": ep.sustained, "episode_id": ep.id,
+              "end_unix_ms": ep.end_ms(),
               "end_observed": bool(ep.details.get("end_observed", True))}
     if "failed_rounds" in ep.details:
         fields["failed_rounds"] = int(ep.details["failed_rounds"])

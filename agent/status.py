@@ -78,9 +78,48 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
                                             now - DAY, now), 1),
             "store": {"path": str(store.path), "bytes": store.file_bytes(), "rows": store.count(),
                       "backlog_rows": rows, "oldest_unsent": iso(oldest) if oldest else None},
+            "forward": forward_summary(cfg, store.get_state("forward"), rows, oldest,
+                                       store.quarantined(5), now),
         }
     finally:
         store.close()
+
+
+def forward_summary(cfg: Config, saved: str | None, backlog_rows: int, oldest: datetime | None,
+                    quarantined: tuple[int, list[dict]], now: datetime) -> dict:
+    """Forwarding to InfluxDB for ``status``: ``state`` disabled (no influx.url) | idle (nothing
+    tried yet) | ok | retrying (no answer or 429/5xx: backing off) | stopped (the server refused
+    us: token, permission, bucket), the backlog and the last error. Never the token."""
+    st = json.loads(saved or "{}") or {}
+    n_q, recent = quarantined
+    out = {
+        "enabled": bool(cfg.influx.url),
+        "url": cfg.influx.url or None,
+        "api": cfg.influx.api,
+        "server": st.get("server") or None,
+        "state": "disabled",
+        "backlog_rows": backlog_rows,
+        "oldest_unsent": iso(oldest) if oldest else None,
+        "oldest_unsent_age_s": round((now - oldest).total_seconds(), 1) if oldest else None,
+        "last_success": st.get("last_success"),
+        "last_error": st.get("last_error"),
+        "next_try": st.get("next_try_time"),
+        "stopped_reason": st.get("halted"),
+        "sent_rows": st.get("sent_total", 0),
+        "quarantined_rows": n_q,
+        "quarantined": [{"time": iso(q["time"]), "status": q["status"], "message": q["message"],
+                         "line": q["line"]} for q in recent],
+    }
+    if cfg.influx.url:
+        if st.get("halted"):
+            out["state"] = "stopped"
+        elif st.get("attempt"):
+            out["state"] = "retrying"
+        elif st.get("last_success"):
+            out["state"] = "ok"
+        else:
+            out["state"] = "idle"
+    return out
 
 
 def iso(t: datetime) -> str:
