@@ -1,0 +1,260 @@
+"""How forwarding handles each kind of answer, over real HTTP, through both real writers
+(influxdb-client's synchronous API on /api/v2/write, and the v1 /write client), against a small
+local server that answers with the statuses a real InfluxDB sends (tests/statusserver.py).
+
+The forwarder gets a fake clock so that backoffs and Retry-After are checked without waiting;
+the HTTP exchange, gzip, headers and timeouts are real."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from agent.clock import FakeClock
+from agent.config import parse
+from agent.forward import HALT_RETRY_S, Forwarder
+from agent.influx import Sink, Token
+from agent.model import Sample
+from agent.store import Store
+from tests.statusserver import Reply, StatusServer
+
+TOKEN = "s3cr3t-T0ken-never-shown"
+VERSIONS = {"v2": "2.7.1", "v1": "1.6.7~rc0"}
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+@pytest.fixture(params=["v2", "v1"])
+def server(request):
+    with StatusServer(version=VERSIONS[request.param]) as srv:
+        srv.api = request.param
+        yield srv
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "state")
+    yield s
+    s.close()
+
+
+def fill(store, n):
+    store.write([Sample("ping", {"agent": "a1", "target": "1.1.1.1"}, {"rtt_avg_ms": 1.0 + i, "seq": i},
+                        NOW - timedelta(seconds=10 * (n - i))) for i in range(n)])
+
+
+def forwarder(store, srv, clock=None, token=TOKEN, **kw):
+    extra = 'database = "lw"\nretention_policy = "autogen"\n' if srv.api == "v1" else 'org = "ngo"\nbucket = "lw"\n'
+    cfg = parse(f'[influx]\nurl = "{srv.url}"\n{extra}timeout_s = 1\n'
+                + "".join(f"{k} = {v}\n" for k, v in kw.items()))
+    sink = Sink(cfg.influx, Token(token, "test"))
+    return Forwarder(store, sink, clock or FakeClock(NOW), batch_size=cfg.influx.batch_size,
+                     rand=lambda: 1.0)
+
+
+def write_path(srv):
+    return "/write" if srv.api == "v1" else "/api/v2/write"
+
+
+def test_detects_the_api_and_writes_gzipped_with_the_token(server, store):
+    fill(store, 25)
+    fw = forwarder(store, server)
+    rep = fw.push()
+    assert (rep.sent, rep.outcome) == (25, "done")
+    req = server.requests[-1]
+    assert req.path == write_path(server)
+    assert req.headers.get("content-encoding") == "gzip"
+    if server.api == "v1":
+        assert req.query == {"db": "lw", "rp": "autogen", "precision": "ns"}
+        assert req.headers["authorization"].startswith("Token ")  # no colon: not user:password
+    else:
+        assert req.query["bucket"] == "lw" and req.query["org"] == "ngo" and req.query["precision"] == "ns"
+        assert req.headers["authorization"] == f"Token {TOKEN}"
+    assert TOKEN not in json.dumps(req.query)
+    assert len(req.lines) == 25 and req.lines[0].startswith("ping,agent=a1,target=1.1.1.1 ")
+    assert json.loads(store.get_state("forward"))["server"]["api"] == server.api
+
+
+def test_v1_user_password_goes_as_basic_auth_not_in_the_url(store):
+    with StatusServer(version="1.7.10") as srv:
+        srv.api = "v1"
+        fill(store, 2)
+        forwarder(store, srv, token="writer:pa ss").push()
+        req = srv.requests[-1]
+        assert req.headers["authorization"] == "Basic d3JpdGVyOnBhIHNz"
+        assert "u" not in req.query and "p" not in req.query
+
+
+def test_400_quarantines_only_the_row_the_server_names(server, store):
+    fill(store, 20)
+
+    def respond(req):
+        bad = [ln for ln in req.lines if "seq=7i" in ln]
+        if bad:
+            msg = f"unable to parse '{bad[0]}': invalid field format"
+            return Reply.json_error(400, msg)
+        return Reply(204)
+    server.responder = respond
+    rep = forwarder(store, server).push()
+    assert (rep.sent, rep.quarantined) == (19, 1)
+    n, recent = store.quarantined()
+    assert n == 1 and recent[0]["status"] == 400 and "invalid field format" in recent[0]["message"]
+    sent = [ln for r in server.requests if r.path == write_path(server) for ln in r.lines]
+    assert len({ln for ln in sent if "seq=7i" not in ln}) == 19
+
+
+def test_401_stops_forwarding_and_retries_rarely(server, store):
+    fill(store, 10)
+    clock = FakeClock(NOW)
+    server.default = Reply.json_error(401, "unauthorized access")
+    fw = forwarder(store, server, clock)
+    rep = fw.push()
+    assert rep.outcome == "halt" and "refused the token (401)" in fw.state.halted
+    writes = [r for r in server.requests if r.path == write_path(server)]
+    assert len(writes) == 1  # no retry storm
+    clock.advance(HALT_RETRY_S / 2)
+    assert not fw.due()
+    clock.advance(HALT_RETRY_S / 2 + 1)
+    assert fw.due()
+    assert store.backlog()[0] == 10
+
+
+def test_413_splits_the_batch(server, store):
+    fill(store, 64)
+    server.responder = lambda req: Reply(413) if len(req.lines) > 16 else Reply(204)
+    fw = forwarder(store, server)
+    rep = fw.push()
+    assert rep.sent == 64 and rep.quarantined == 0 and fw.state.batch_limit == 16
+
+
+def test_429_with_retry_after_is_honoured(server, store):
+    fill(store, 5)
+    clock = FakeClock(NOW)
+    server.script(Reply.json_error(429, "too many requests", headers={"Retry-After": "42"}))
+    fw = forwarder(store, server, clock)
+    rep = fw.push()
+    assert rep.outcome == "retry" and rep.answer.status == 429 and rep.answer.retry_after == "42"
+    clock.advance(41.5)
+    assert not fw.due()
+    clock.advance(1)
+    assert fw.due() and fw.push().sent == 5
+
+
+def test_503_backs_off_and_keeps_the_rows(server, store):
+    fill(store, 5)
+    clock = FakeClock(NOW)
+    server.default = Reply.json_error(503, "service unavailable")
+    fw = forwarder(store, server, clock)
+    waits = []
+    for _ in range(4):
+        assert fw.push().outcome == "retry"
+        t0 = clock.monotonic()
+        while not fw.due():
+            clock.advance(0.25)
+        waits.append(clock.monotonic() - t0)
+    assert waits == [1.0, 2.0, 4.0, 8.0]
+    assert store.backlog()[0] == 5
+    assert fw.state.last_error["status"] == 503 and "service unavailable" in fw.state.last_error["message"]
+
+
+def test_a_hanging_server_times_out_and_the_rows_stay(server, store):
+    fill(store, 3)
+    server.default = Reply(hang=True)
+    fw = forwarder(store, server)
+    t0 = time.monotonic()
+    rep = fw.push()
+    took = time.monotonic() - t0
+    assert rep.outcome == "retry" and rep.answer.status is None
+    assert "timeout" in rep.answer.message
+    assert took < 5  # influx.timeout_s = 1
+    assert store.backlog()[0] == 3
+
+
+def test_connection_refused_is_a_retry(store, tmp_path):
+    from tests.nutlab import free_port
+
+    class Nowhere:
+        url = f"http://127.0.0.1:{free_port()}"
+        api = "v2"
+    fill(store, 2)
+    rep = forwarder(store, Nowhere).push()
+    assert rep.outcome == "retry" and rep.answer.message == "connection refused"
+
+
+# -- what the user sees: status and check, and never the token -------------------------------
+
+def cli(*args, env_extra=None, cwd=None):
+    env = {k: v for k, v in os.environ.items() if k != "LINEWATCH_INFLUX_TOKEN"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def config_file(tmp_path, srv, extra=""):
+    p = tmp_path / "lw.toml"
+    p.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\n[influx]\nurl = "{srv.url}"\n'
+                 f'bucket = "lw"\norg = "ngo"\ntimeout_s = 2\n{extra}')
+    return p
+
+
+def test_check_names_the_wrong_part_and_never_prints_the_token(tmp_path):
+    with StatusServer(version="2.7.1") as srv:
+        cfg = config_file(tmp_path, srv)
+        env = {"LINEWATCH_INFLUX_TOKEN": TOKEN}
+        srv.default = Reply.json_error(401, "unauthorized access")
+        r = cli("check", "--json", "--config", str(cfg), env_extra=env)
+        rows = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+        assert rows["influx url"]["result"] == "ok"
+        assert rows["influx credentials"]["result"] == "fail" and "401" in rows["influx credentials"]["detail"]
+        srv.default = Reply.json_error(404, 'bucket "lw" not found')
+        rows = {c["name"]: c for c in json.loads(cli("check", "--json", "--config", str(cfg),
+                                                     env_extra=env).stdout)["checks"]}
+        assert rows["influx credentials"]["result"] == "ok"
+        assert rows["influx bucket"]["result"] == "fail" and "not found" in rows["influx bucket"]["detail"]
+        srv.default = Reply(204)
+        r2 = cli("check", "--config", str(cfg), env_extra=env)
+        assert "[ok  ] influx bucket" in r2.stdout
+        for out in (r.stdout, r.stderr, r2.stdout, r2.stderr):
+            assert TOKEN not in out
+        # The empty test write carried the token in a header, never in the URL.
+        assert all(TOKEN not in json.dumps(q.query) for q in srv.requests)
+        assert srv.requests[-1].lines == []
+    with StatusServer(version="2.7.1") as dead:
+        url = dead.url
+    rows = {c["name"]: c for c in json.loads(cli("check", "--json", "--config",
+                                                 str(config_file(tmp_path, type("S", (), {"url": url}))),
+                                                 env_extra=env).stdout)["checks"]}
+    assert rows["influx url"]["result"] == "fail" and "refused" in rows["influx url"]["detail"]
+
+
+def test_status_and_push_show_backlog_and_last_error_without_the_token(tmp_path):
+    tok = tmp_path / "token"
+    tok.write_text(TOKEN + "\n")
+    os.chmod(tok, 0o600)
+    with StatusServer(version="2.7.1") as srv:
+        cfg = config_file(tmp_path, srv, f'token_file = "{tok}"\n')
+        st = Store.open(tmp_path / "state")
+        fill(st, 30)
+        st.close()
+        # The server echoes the Authorization header back in its error: it must be scrubbed.
+        srv.responder = lambda req: Reply.json_error(503, f"overloaded ({req.headers.get('authorization')})")
+        r = cli("push", "--config", str(cfg))
+        assert r.returncode == 1 and "30 rows stay in the store" in r.stderr
+        s = json.loads(cli("status", "--json", "--config", str(cfg)).stdout)["forward"]
+        assert s["state"] == "retrying" and s["backlog_rows"] == 30
+        assert s["oldest_unsent_age_s"] >= 290 and s["last_error"]["status"] == 503
+        assert "overloaded (Token ***)" in s["last_error"]["message"]
+        human = cli("status", "--config", str(cfg)).stdout
+        assert "RETRYING" in human and "backlog: 30 rows" in human and "HTTP 503" in human
+        srv.responder = lambda req: Reply(204)
+        r = cli("push", "--json", "--config", str(cfg))
+        out = json.loads(r.stdout)
+        assert r.returncode == 0 and out["sent"] == 30 and out["backlog_rows"] == 0
+        s = json.loads(cli("status", "--json", "--config", str(cfg)).stdout)["forward"]
+        assert s["state"] == "ok" and s["backlog_rows"] == 0
+        every = r.stdout + r.stderr + human + json.dumps(s)
+        assert TOKEN not in every
