@@ -180,8 +180,10 @@ class StatusServer:
     """A scriptable InfluxDB look-alike on 127.0.0.1:``port`` (chosen by the kernel); it starts
     serving at once. ``close()`` (or ``with``) stops it without waiting for hanging answers."""
 
-    def __init__(self, version: str | None = "2.7.1") -> None:
+    def __init__(self, version: str | None = "2.7.1", tls=None) -> None:
+        """``tls``: an ``ssl.SSLContext`` (server side) to serve HTTPS on ``https://localhost``."""
         self.version = version
+        self.tls = tls
         self.requests: list[Request] = []
         self.default = Reply(204)
         self.responder: Callable[[Request], Reply] | None = None
@@ -191,6 +193,8 @@ class StatusServer:
         self._connections: set[socket.socket] = set()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05},
@@ -200,6 +204,8 @@ class StatusServer:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"https://localhost:{self.port}"
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "StatusServer":
