@@ -219,7 +219,8 @@ class Forwarder:
         finally:
             self.state.sent_total += rep.sent
             self.state.quarantined_total += rep.quarantined
-            self._save()
+            if rep.requests or rep.quarantined:  # an empty outbox costs no write (no fsync)
+                self._save()
         return rep
 
     def _batch(self, rows, rep: Report) -> bool:
