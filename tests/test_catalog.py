@@ -50,6 +50,26 @@ def assert_listed(samples):
     return seen
 
 
+ADDRESS_TAGS = {"target", "server"}  # the configured targets and DNS servers, not the worker's
+
+
+def assert_no_addresses_but_the_configured(samples):
+    """No tag or string field carries an IP address except the probe targets and DNS servers the
+    user configured: the worker's own (public) address is never stored or sent."""
+    import ipaddress
+
+    def is_address(v) -> bool:
+        try:
+            ipaddress.ip_address(str(v).split("%")[0].strip("[]"))
+        except ValueError:
+            return False
+        return True
+    for s in samples:
+        for k, v in list(s.tags.items()) + [(k, v) for k, v in s.fields.items() if isinstance(v, str)]:
+            if k not in ADDRESS_TAGS:
+                assert not is_address(v), f"{s.measurement}.{k} holds an address: {v}"
+
+
 def test_catalog_parses():
     cat = load_catalog()
     assert {"ping", "dns", "round", "outage", "netio", "agent"} <= set(cat)
@@ -80,6 +100,7 @@ def test_agent_jobs_emit_only_catalogued_metrics(tmp_path):
     agent.minute()
     samples = [s for _, s in agent.store.unsent(100000)]
     seen = assert_listed(samples)
+    assert_no_addresses_but_the_configured(samples)
     assert {m for m, _ in seen} >= {"ping", "dns", "round", "outage", "agent", "netio", "power"}
     assert ("outage", "charge_end_pct") in seen
 

@@ -169,3 +169,42 @@ def test_newer_schema_refused(tmp_path):
     from agent.errors import StoreError
     with pytest.raises(StoreError, match="newer linewatch"):
         Store.open(d)
+
+
+def test_a_schema_1_store_is_upgraded_in_place(tmp_path):
+    """Stores written before the forwarder existed: the outbox index changes, the quarantine
+    table appears, and the unsent rows are still unsent, oldest first."""
+    d = tmp_path / "state"
+    s = Store.open(d)
+    s.write([ping(2), ping(1), ping(0)])
+    s.close()
+    c = sqlite3.connect(d / DB_NAME)
+    c.execute("DROP TABLE quarantine")
+    c.execute("DROP INDEX samples_outbox")
+    c.execute("CREATE INDEX samples_unsent ON samples (id) WHERE sent = 0")
+    c.execute("PRAGMA user_version=1")
+    c.commit()
+    c.close()
+    s = Store.open(d)
+    try:
+        assert s._query("PRAGMA user_version")[0][0] == 2
+        names = {r[0] for r in s._query("SELECT name FROM sqlite_master")}
+        assert "quarantine" in names and "samples_outbox" in names and "samples_unsent" not in names
+        assert [r[5] for r in s.outbox(10)] == [ping(i).time_ns for i in (0, 1, 2)]
+        assert s.quarantined() == (0, [])
+    finally:
+        s.close()
+
+
+def test_quarantine_and_requeue(store):
+    store.write([ping(i) for i in range(4)])
+    ids = [r[0] for r in store.outbox(10)]
+    assert store.quarantine([(ids[1], 400, "bad", "line 1")], T0) == 1
+    assert store.quarantine([(ids[1], 400, "again", "line 1")], T0) == 0  # already set aside
+    assert [r[0] for r in store.outbox(10)] == [ids[0], ids[2], ids[3]]
+    n, recent = store.quarantined()
+    assert n == 1 and recent[0]["message"] == "again" and store.backlog()[0] == 3
+    store.mark_sent([ids[0], ids[1]])  # a quarantined row is not marked sent by mistake
+    assert store._query("SELECT sent FROM samples WHERE id = ?", (ids[1],))[0][0] == 2
+    assert store.requeue_quarantined() == 1 and store.quarantined()[0] == 0
+    assert [r[0] for r in store.outbox(10)] == [ids[1], ids[2], ids[3]]
