@@ -34,6 +34,7 @@ import json
 import logging
 import random
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -49,6 +50,7 @@ BASE_DELAY_S = 1.0
 MAX_DELAY_S = 300.0
 MAX_RETRY_AFTER_S = 3600.0
 HALT_RETRY_S = 1800.0
+READ_CHUNK = 1000  # rows read and encoded at a time while a batch is assembled
 MAX_REFUSED_ALONE = 16  # single rows refused in a row, none accepted: the server refuses all
 STATE_KEY = "forward"
 
@@ -114,6 +116,30 @@ def culprits(message: str, lines: list[str]) -> list[int] | None:
         if idx:
             return idx
     return None
+
+
+class _Background(threading.Thread):
+    """``fn(arg)`` in a thread; :meth:`result` waits for it (and re-raises its exception)."""
+
+    def __init__(self, fn, arg) -> None:
+        super().__init__(name="linewatch-send", daemon=True)
+        self._fn, self._arg = fn, arg
+        self._out = self._exc = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._out = self._fn(self._arg)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self._exc = exc
+        finally:
+            self._arg = None
+
+    def result(self):
+        self.join()
+        if self._exc is not None:
+            raise self._exc
+        return self._out
 
 
 class Sink(Protocol):
@@ -196,26 +222,54 @@ class Forwarder:
     def push(self, max_batches: int | None = None,
              progress: Callable[[int], None] | None = None, stop=None) -> Report:
         """Send batches until the outbox is empty, an error stops us, ``max_batches`` were sent
-        or ``stop`` (a threading.Event: the agent is shutting down) is set."""
+        or ``stop`` (a threading.Event: the agent is shutting down) is set.
+
+        While a full batch is on its way (the server's answer takes as long as encoding the next
+        one), the next batch is read and encoded; it is sent only after the answer was OK and
+        its predecessor marked, so one request at most is in flight and the order holds."""
         rep = Report()
         batches = 0
+        ahead = None
         try:
-            while max_batches is None or batches < max_batches:
+            while True:
                 if stop is not None and stop.is_set():
                     rep.outcome = "stopped"
                     break
-                rows = self.store.outbox(self.state.batch_limit or self.batch_size)
-                if not rows:
+                if max_batches is not None and batches >= max_batches:
+                    rep.outcome = "limit"
+                    break
+                batch = ahead if ahead is not None else self._prepare(None, rep)
+                ahead = None
+                if batch is None:
                     rep.outcome = "done" if rep.requests or rep.quarantined else "empty"
                     break
+                ids, pieces, last, n_rows = batch
                 batches += 1
                 before = rep.sent + rep.quarantined
-                if not self._batch(rows, rep):
-                    break
+                if ids:
+                    # One body, no list of lines beside it: a batch is in memory once.
+                    body = "".join(pieces).encode("utf-8")
+                    del pieces[:]
+                    if n_rows < self._limit():
+                        ans = self.sink.send(body)  # the last batch: nothing to read ahead
+                    else:
+                        call = _Background(self.sink.send, body)
+                        ahead = self._prepare(last, rep)
+                        ans = call.result()
+                    rep.requests += 1
+                    rep.answer = ans
+                    if classify(ans.status) == OK:
+                        self.store.mark_sent(ids)
+                        rep.sent += len(ids)
+                        self._succeeded()
+                        del body
+                    else:
+                        ahead = None  # read again after the failed batch is dealt with
+                        lines = body.decode("utf-8").rstrip("\n").split("\n")
+                        if not self._resolve(ids, lines, ans, rep):
+                            break
                 if progress:
                     progress(rep.sent + rep.quarantined - before)
-            else:
-                rep.outcome = "limit"
         finally:
             self.state.sent_total += rep.sent
             self.state.quarantined_total += rep.quarantined
@@ -223,26 +277,55 @@ class Forwarder:
                 self._save()
         return rep
 
-    def _batch(self, rows, rep: Report) -> bool:
-        """One batch from the store; False when the loop must stop (retry later or halt)."""
-        ids, lines, bad = [], [], []
-        for (i, res), (_, _, meas, tags, fields, ns) in zip(self.encoder.encode_rows(rows), rows):
-            if isinstance(res, LineError):
-                bad.append((i, None, f"not sent: {res}", f"{meas} {tags} {fields} {ns}"))
-            else:
-                ids.append(i)
-                lines.append(res)
+    def _limit(self) -> int:
+        return self.state.batch_limit or self.batch_size
+
+    def _prepare(self, after, rep: Report):
+        """Read and encode the next batch: ``(ids, lines, last_key, rows_read)``, or None when
+        the outbox is empty. Read and encoded :data:`READ_CHUNK` rows at a time, so the raw rows
+        and parsed fields of a whole batch are never in memory at once. Rows line protocol
+        cannot carry are quarantined here."""
+        ids, pieces, bad = [], [], []
+        n = 0
+        limit = self._limit()
+        while n < limit:
+            rows = self.store.outbox(min(READ_CHUNK, limit - n), after)
+            if not rows:
+                break
+            n += len(rows)
+            after = (rows[-1][5], rows[-1][0])
+            lines = []
+            for (i, res), (_, _, meas, tags, fields, ns) in zip(self.encoder.encode_rows(rows), rows):
+                if isinstance(res, LineError):
+                    bad.append((i, None, f"not sent: {res}", f"{meas} {tags} {fields} {ns}"))
+                else:
+                    ids.append(i)
+                    lines.append(res)
+            if lines:
+                pieces.append("\n".join(lines) + "\n")
+            dry = len(rows) < min(READ_CHUNK, limit - n + len(rows))
+            del rows, lines
+            if dry:
+                break  # the outbox ran dry
+        if not n:
+            return None
         if bad:
             rep.quarantined += self.store.quarantine(bad, self.clock.now())
             for _, _, msg, _ in bad:
                 log.warning("row quarantined: %s", msg)
-        stack = [(ids, lines)] if ids else []
+        return ids, pieces, after, n
+
+    def _resolve(self, ids, lines, ans: Answer, rep: Report) -> bool:
+        """Deal with a batch the server did not accept (``ans``): retry later, halt, split it
+        (413) or find and quarantine its bad rows (400/422). False when the loop must stop."""
+        stack = [(ids, lines, ans)]
         refused_alone = 0
         while stack:
-            cids, clines = stack.pop()
-            ans = self.sink.send(("\n".join(clines) + "\n").encode("utf-8"))
-            rep.requests += 1
-            rep.answer = ans
+            cids, clines, ans = stack.pop()
+            if ans is None:
+                ans = self.sink.send(("\n".join(clines) + "\n").encode("utf-8"))
+                rep.requests += 1
+                rep.answer = ans
             kind = classify(ans.status)
             if kind == OK:
                 self.store.mark_sent(cids)
@@ -263,7 +346,7 @@ class Forwarder:
                 if len(cids) > 1:
                     half = len(cids) // 2
                     self.state.batch_limit = max(1, min(self.state.batch_limit or len(cids), half))
-                    stack += [(cids[half:], clines[half:]), (cids[:half], clines[:half])]
+                    stack += [(cids[half:], clines[half:], None), (cids[:half], clines[:half], None)]
                     continue
                 rep.quarantined += self._quarantine([(cids[0], clines[0])], ans)
                 continue
@@ -275,7 +358,7 @@ class Forwarder:
                 gone = set(named)
                 keep = [k for k in range(len(cids)) if k not in gone]
                 if keep:
-                    stack.append(([cids[k] for k in keep], [clines[k] for k in keep]))
+                    stack.append(([cids[k] for k in keep], [clines[k] for k in keep], None))
                 continue
             if len(cids) == 1:
                 refused_alone += 1
@@ -288,7 +371,7 @@ class Forwarder:
                 rep.quarantined += self._quarantine([(cids[0], clines[0])], ans)
                 continue
             half = len(cids) // 2
-            stack += [(cids[half:], clines[half:]), (cids[:half], clines[:half])]
+            stack += [(cids[half:], clines[half:], None), (cids[:half], clines[:half], None)]
         return True
 
     # -- outcomes ---------------------------------------------------------------------------

@@ -146,13 +146,18 @@ class Store:
         return sid
 
     # -- the outbox -------------------------------------------------------------------------
-    def outbox(self, limit: int = 5000) -> list[tuple[int, int, str, str, str, int]]:
+    def outbox(self, limit: int = 5000, after: tuple[int, int] | None = None
+               ) -> list[tuple[int, int, str, str, str, int]]:
         """Up to ``limit`` unsent rows, oldest first (by time, then insertion), as raw
-        ``(id, series_id, measurement, tags_json, fields_json, time_ns)`` for the line encoder."""
-        return self._query(
-            "SELECT s.id, s.series_id, r.measurement, r.tags, s.fields, s.time_ns FROM samples s"
-            " INDEXED BY samples_outbox JOIN series r ON r.id = s.series_id WHERE s.sent = 0"
-            " ORDER BY s.time_ns, s.id LIMIT ?", (limit,))
+        ``(id, series_id, measurement, tags_json, fields_json, time_ns)`` for the line encoder.
+        ``after`` = ``(time_ns, id)`` of the last row of the previous page: the next page while
+        that one is still being sent (not yet marked)."""
+        sql = ("SELECT s.id, s.series_id, r.measurement, r.tags, s.fields, s.time_ns FROM samples s"
+               " INDEXED BY samples_outbox JOIN series r ON r.id = s.series_id WHERE s.sent = 0")
+        if after is None:
+            return self._query(sql + " ORDER BY s.time_ns, s.id LIMIT ?", (limit,))
+        return self._query(sql + " AND (s.time_ns, s.id) > (?, ?) ORDER BY s.time_ns, s.id LIMIT ?",
+                           (*after, limit))
 
     def quarantine(self, rows: Iterable[tuple[int, int | None, str, str]], now: datetime) -> int:
         """Set rows aside that the server refused: ``(id, status, message, line)``. They are kept

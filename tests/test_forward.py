@@ -277,3 +277,29 @@ def test_state_round_trip_ignores_garbage():
     st = State(attempt=3, next_try=5.0, halted="x")
     back = State.from_json(st.to_json())
     assert back.attempt == 3 and back.halted == "x" and back.next_try is None
+
+
+def test_reading_ahead_never_sends_past_a_failure(store):
+    """Full batches are read and encoded while the previous one is on its way; a failure still
+    stops the loop at that batch, and the next push resumes there, in order."""
+    fill(store, 25)
+    sink = ScriptedSink()
+    sink.script = [Answer(204), Answer(204), Answer(503, "busy")]
+    fw = Forwarder(store, sink, FakeClock(T0), batch_size=5)
+    rep = fw.push()
+    assert (rep.sent, rep.outcome, rep.requests) == (10, "retry", 3)
+    assert store.backlog()[0] == 15
+    fw.wake()
+    rep = fw.push()
+    assert rep.sent == 15
+    assert seqs(sink.lines) == list(range(10)) + list(range(10, 15)) + list(range(10, 25))
+
+
+def test_reading_ahead_with_a_bad_row_in_a_later_batch(store):
+    fill(store, 30)
+    sink = ScriptedSink(lambda lines: Answer(400, "partial write: dropped=1")
+                        if any("seq=17i" in ln for ln in lines) else Answer(204))
+    rep = Forwarder(store, sink, FakeClock(T0), batch_size=10).push()
+    assert (rep.sent, rep.quarantined, rep.outcome) == (29, 1, "done")
+    delivered = [s for b in sink.bodies if not any("seq=17i" in ln for ln in b) for s in seqs(b)]
+    assert sorted(delivered) == [i for i in range(30) if i != 17]
