@@ -509,3 +509,14 @@ class VictoriaMetrics(_Child):
     def count(self, name: str) -> int:
         """How many samples all series named ``name`` (``measurement_field``) hold together."""
         return sum(len(s["values"]) for s in self.export("{__name__=%s}" % json.dumps(name)))
+
+    def wait_count(self, name: str, expected: int, timeout_s: float = 15.0) -> int:
+        """:meth:`count` until it reaches ``expected`` (or ``timeout_s`` passes); the last count.
+        Even after a force_flush, an export right after a large write sometimes showed only
+        part of it (seen once: half of 25,920 points of one series, all there a moment later)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            n = self.count(name)
+            if n >= expected or time.monotonic() > deadline:
+                return n
+            time.sleep(0.2)

@@ -109,7 +109,12 @@ def influx_counts(srv: InfluxV1, field_of: dict[str, str]) -> Counter:
     return c
 
 
-def vm_counts(srv: VictoriaMetrics, field_of: dict[str, str]) -> Counter:
+def vm_counts(srv: VictoriaMetrics, field_of: dict[str, str], expect: Counter | None = None) -> Counter:
+    """Points per series in VictoriaMetrics; with ``expect``, waits (up to 15 s) for the totals
+    to arrive (see VictoriaMetrics.wait_count)."""
+    if expect is not None:
+        for meas, field in field_of.items():
+            srv.wait_count(f"{meas}_{field}", sum(n for (m, _), n in expect.items() if m == meas))
     c = Counter()
     for meas, field in field_of.items():
         for s in srv.export('{__name__="%s_%s"}' % (meas, field)):
@@ -144,7 +149,7 @@ def test_v2_path_into_victoriametrics(vm, store):
     rep = fw.push()
     assert rep.outcome == "done" and rep.sent == store.count()
     assert fw.sink.server.api == "v2"  # VictoriaMetrics gives no version: the modern API
-    assert vm_counts(vm, FIELD_OF) == store_counts(store)
+    assert vm_counts(vm, FIELD_OF, store_counts(store)) == store_counts(store)
     # Booleans arrive as 0/1; the values themselves, exactly.
     dns = vm.export('{__name__="dns_success"}')
     assert dns and set(dns[0]["values"]) == {1}
@@ -220,7 +225,7 @@ def test_victoriametrics_stopped_mid_flush_every_row_arrives_exactly_once(vm, st
     rep1, rep2 = _flush_with_a_kill(
         store, vm, vm.stop, lambda: forwarder(store, vm.url, bucket="b", batch_size=500))
     assert rep1.sent + rep2.sent == store.count()
-    assert vm_counts(vm, FIELD_OF) == store_counts(store)
+    assert vm_counts(vm, FIELD_OF, store_counts(store)) == store_counts(store)
 
 
 # -- real refusals ----------------------------------------------------------------------------------
