@@ -258,3 +258,25 @@ def test_status_and_push_show_backlog_and_last_error_without_the_token(tmp_path)
         assert s["state"] == "ok" and s["backlog_rows"] == 0
         every = r.stdout + r.stderr + human + json.dumps(s)
         assert TOKEN not in every
+
+
+def test_a_refused_token_shows_in_status_and_check_as_stopped(tmp_path):
+    with StatusServer(version="2.7.1") as srv:
+        cfg = config_file(tmp_path, srv)
+        st = Store.open(tmp_path / "state")
+        fill(st, 4)
+        st.close()
+        srv.default = Reply.json_error(401, "unauthorized access")
+        env = {"LINEWATCH_INFLUX_TOKEN": TOKEN}
+        r = cli("push", "--config", str(cfg), env_extra=env)
+        assert r.returncode == 1 and "refused the token (401)" in r.stderr
+        s = json.loads(cli("status", "--json", "--config", str(cfg), env_extra=env).stdout)["forward"]
+        assert s["state"] == "stopped" and "refused the token" in s["stopped_reason"]
+        assert s["backlog_rows"] == 4
+        rows = {c["name"]: c for c in json.loads(cli("check", "--json", "--config", str(cfg),
+                                                     env_extra=env).stdout)["checks"]}
+        assert rows["influx forwarding"]["result"] == "fail"
+        assert "stopped: the server refused the token" in rows["influx forwarding"]["detail"]
+        human = cli("status", "--config", str(cfg), env_extra=env).stdout
+        assert "STOPPED" in human and "linewatch check" in human
+        assert TOKEN not in r.stderr + r.stdout + human + json.dumps(s)
