@@ -275,8 +275,10 @@ def _agent_config(tmp_path, url, extra=""):
 def test_the_agent_forwards_what_it_recorded_while_the_server_was_down(tmp_path, influx):
     influx.stop()
     cfg = _agent_config(tmp_path, influx.url, f'database = "{influx.database}"\n')
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)], env=env,
+    # A token the server (auth off) ignores: it must not show up in the agent's debug log.
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "LINEWATCH_INFLUX_TOKEN": "tok-9f8e7d6c5b4a"}
+    agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--log-level", "debug", "--config",
+                              str(cfg)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(6)  # rounds are recorded; every push fails: the server is down
@@ -294,6 +296,7 @@ def test_the_agent_forwards_what_it_recorded_while_the_server_was_down(tmp_path,
         out, _ = agent.communicate(timeout=30)
     assert agent.returncode == 0, out
     assert "InfluxDB write failed (connection refused)" in out
+    assert "tok-9f8e7d6c5b4a" not in out
     store = Store.open(tmp_path / "state")
     try:
         rounds = sum(1 for _ in store.samples("round"))
