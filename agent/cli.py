@@ -174,6 +174,28 @@ def status(config_path, as_json):
     click.echo(f"store: {s['path']}  {s['bytes'] / 1e6:.1f} MB, {s['rows']} rows,"
                f" {s['backlog_rows']} not yet forwarded")
     _print_forward(st["forward"])
+    _print_speedtest(st["speedtest"])
+
+
+def _print_speedtest(sp: dict) -> None:
+    if not sp["enabled"]:
+        click.echo("speed tests: off (speedtest.enabled = false)")
+        return
+    last = sp["last"]
+    if last is None:
+        click.echo("speed tests: none yet")
+    elif last["status"] == "ok":
+        click.echo(f"last speed test {last['time'][:16].replace('T', ' ')} UTC: down "
+                   f"{last['download_bps'] / 1e6:.1f} Mbit/s, up {last['upload_bps'] / 1e6:.1f} Mbit/s, "
+                   f"ping {last['ping_ms']:.0f} ms ({last.get('server_name') or sp['server']})")
+    else:
+        click.echo(f"last speed test {last['time'][:16].replace('T', ' ')} UTC FAILED: {last.get('error')}")
+    nxt = (sp["next"] or "")[:16].replace("T", " ")
+    click.echo(f"  next test {nxt} UTC; data used this month {sp['month_used_mb']:.0f} of "
+               f"{sp['monthly_budget_mb']:.0f} MB")
+    skip = sp["last_skip"]
+    if skip and (last is None or skip["time"] > last["time"]):
+        click.echo(f"  last skipped {skip['time'][:16].replace('T', ' ')} UTC: {skip.get('error_detail')}")
 
 
 def _print_forward(fw: dict) -> None:
@@ -281,6 +303,60 @@ def push(config_path, as_json, requeue):
         elif rep.outcome == "halt":
             click.echo(f"stopped: {state.halted}", err=True)
     sys.exit(0 if rep.outcome in ("done", "empty") else 1)
+
+
+# -- speedtest ----------------------------------------------------------------------------------
+
+@main.command(name="speedtest")
+@config_option
+@json_option
+@click.option("--force", is_flag=True, help="Run even if it would cross the monthly data budget.")
+def speedtest_cmd(config_path, as_json, force):
+    """Run one speed test now and record it (skipped when over the data budget)."""
+    cfg = _load(config_path)
+    logging.basicConfig(level="WARNING", stream=sys.stderr, format="linewatch: %(message)s")
+    os.umask(0o077)
+    from agent.runner import Agent
+
+    try:
+        agent = Agent(cfg)
+    except LinewatchError as exc:
+        _fail(str(exc))
+    if force:
+        used, est = agent.speedtest_budget(agent.clock.now())
+        budget = cfg.speedtest.monthly_budget_mb * 1e6
+        if used + est > budget:
+            click.echo(f"warning: --force: this test may take the month past its data budget "
+                       f"({used / 1e6:.0f} MB used of {budget / 1e6:.0f} MB, a test moves about "
+                       f"{est / 1e6:.0f} MB)", err=True)
+    show = not as_json and sys.stderr.isatty()
+
+    def progress(phase, done, total):
+        if show:
+            click.echo(f"\r{phase}: {done}/{total} requests   ", nl=False, err=True)
+    if show:
+        click.echo("measuring (about 30 s) ...", err=True)
+    try:
+        s = agent.run_speedtest(force=force, progress=progress)
+    finally:
+        agent.store.close()
+    if show:
+        click.echo("", err=True)
+    out = {"time": iso(s.time), **s.tags, **s.fields}
+    if as_json:
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+    else:
+        f = s.fields
+        if f["status"] == "ok":
+            click.echo(f"download {f['download_bps'] / 1e6:.2f} Mbit/s   upload {f['upload_bps'] / 1e6:.2f} Mbit/s"
+                       f"   ping {f['ping_ms']:.1f} ms")
+            click.echo(f"server: {f.get('server_name')} ({f.get('server_sponsor')})   moved "
+                       f"{(f['bytes_received'] + f['bytes_sent']) / 1e6:.1f} MB in {f['duration_s']:.1f} s")
+        elif f["status"] == "skipped":
+            click.echo(f"skipped: {f.get('error_detail')}")
+        else:
+            click.echo(f"failed: {f['error']}: {f.get('error_detail', '')}")
+    sys.exit(0 if s.fields["status"] == "ok" else 1)
 
 
 # -- outages ------------------------------------------------------------------------------------

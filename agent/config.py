@@ -155,7 +155,9 @@ class AgentSection:
                        "PK-JK Azad Jammu and Kashmir.", _check_region, "PK-PB")
     city: str = _opt("", "City or town, free text (any script).", _all(_max_len(64), _check_tag),
                      "Lahore")
-    isp: str = _opt("", "Internet provider's name, free text.", _all(_max_len(64), _check_tag), "PTCL")
+    isp: str = _opt("", "Internet provider's name, free text; \"auto\": the name speedtest.net "
+                    "reports for this line (after the first speed test).",
+                    _all(_max_len(64), _check_tag), "PTCL")
     access: str = _opt("", "Access type: " + ", ".join(ACCESS_TYPES) + ".", _check_access, "fibre")
     state_dir: str = _opt("", "Where the local store lives. Empty: $STATE_DIRECTORY when systemd "
                           "sets it, else the platform's user data dir.")
@@ -261,6 +263,40 @@ class InfluxSection:
                                   "answers (after errors the agent backs off).", _between(1, 3600))
 
 
+def _check_server_id(v: str) -> str | None:
+    return None if v.isdigit() and len(v) <= 9 else "must be a speedtest.net server id (digits)"
+
+
+_check_cron = _parses("agent.speedplan", "check_cron", allow_empty=True)
+_check_speed_url = _parses("agent.probes.speedtest", "parse_server_url", allow_empty=True)
+
+
+@dataclass(frozen=True)
+class SpeedtestSection:
+    enabled: bool = _opt(True, "Run speed tests on a schedule (each moves tens of MB, about 1 GB "
+                         "on a gigabit line; the monthly budget below caps the total).")
+    server_ids: tuple[str, ...] = _opt((), "speedtest.net server ids to choose from (the one "
+                                       "with the lowest latency is used). Empty: the nearest.",
+                                       _each(_check_server_id))
+    exclude_ids: tuple[str, ...] = _opt((), "speedtest.net server ids never to use.",
+                                        _each(_check_server_id))
+    server_url: str = _opt("", "Your own speed-test server instead of speedtest.net: the URL of "
+                           "its upload endpoint, as in speedtest.net server lists "
+                           "(http://host:port/speedtest/upload.php); latency.txt and the "
+                           "randomNxN.jpg files sit beside it. Nothing then goes to speedtest.net.",
+                           _check_speed_url, "http://speed.example.org:8080/speedtest/upload.php")
+    mean_interval_h: float = _opt(6.0, "Mean hours between tests, drawn from an exponential "
+                                  "distribution and clamped to 36 minutes .. 15 hours (M-Lab's "
+                                  "guidance: tests spread evenly over the day).", _between(1, 168))
+    cron: str = _opt("", "Fixed times instead, as a crontab line in the machine's local time, "
+                     "e.g. \"0 9,21 * * *\" (09:00 and 21:00).", _check_cron, "0 9,21 * * *")
+    monthly_budget_mb: float = _opt(2000.0, "Data the tests may use per calendar month (UTC), "
+                                    "counted from the bytes each test really moved. A test that "
+                                    "would cross it is skipped, and the skip recorded.",
+                                    _at_least(0))
+    only_on_ac: bool = _opt(False, "Skip tests while the machine runs on battery.")
+
+
 @dataclass(frozen=True)
 class Config:
     agent: AgentSection = field(default_factory=AgentSection)
@@ -269,6 +305,7 @@ class Config:
     power: PowerSection = field(default_factory=PowerSection)
     store: StoreSection = field(default_factory=StoreSection)
     influx: InfluxSection = field(default_factory=InfluxSection)
+    speedtest: SpeedtestSection = field(default_factory=SpeedtestSection)
     source: str = "(defaults)"  # the file this came from, for messages
 
     @property
@@ -278,7 +315,7 @@ class Config:
 
 SECTIONS: dict[str, type] = {
     "agent": AgentSection, "probe": ProbeSection, "outage": OutageSection, "power": PowerSection,
-    "store": StoreSection, "influx": InfluxSection,
+    "store": StoreSection, "influx": InfluxSection, "speedtest": SpeedtestSection,
 }
 
 

@@ -8,6 +8,8 @@ Jobs (on :class:`agent.schedule.Ticker`, the monotonic scheduler):
   decision that waits for time sync.
 * ``minute`` every ``probe.netio_interval_s``: interface counters and the agent's own metrics.
 * ``housekeeping`` hourly: retention and the size cap.
+* ``speedtest`` every 30 s: runs a speed test when the schedule says one is due
+  (:mod:`agent.speedplan`) and the budget, the line and the power allow it; a skip is recorded.
 * ``push`` every ``influx.push_interval_s`` when ``influx.url`` is set: forwards the store's unsent
   rows to InfluxDB, oldest first (:mod:`agent.forward`); after a failure it waits out its backoff,
   and a connectivity outage ending wakes it at once.
@@ -44,6 +46,8 @@ SPACING_S = 0.25  # between the echoes of one target in a round
 HOUSEKEEPING_S = 3600.0
 STATE_TRACKER, STATE_HEARTBEAT, STATE_CLEAN_EXIT = "outage_tracker", "heartbeat", "clean_exit"
 STATE_POWER, STATE_POWER_SENSORS, STATE_PENDING = "power_tracker", "power_sensors", "pending_host_down"
+STATE_SPEED_NEXT, STATE_ISP = "speedtest_next", "isp_auto"
+SPEEDTEST_CHECK_S = 30.0
 
 
 def agent_id(cfg: Config) -> str:
@@ -63,11 +67,14 @@ def agent_id(cfg: Config) -> str:
     return new
 
 
-def base_tags(cfg: Config, ident: str) -> dict[str, str]:
-    """Tags on every sample: the agent id and the non-empty location/ISP/access settings."""
+def base_tags(cfg: Config, ident: str, isp_auto: str | None = None) -> dict[str, str]:
+    """Tags on every sample: the agent id and the non-empty location/ISP/access settings
+    (``isp = "auto"``: the name speedtest.net reported, once known)."""
     tags = {"agent": ident}
     for key in ("region", "city", "isp", "access"):
         value = getattr(cfg.agent, key)
+        if key == "isp" and value == "auto":
+            value = isp_auto or ""
         if value:
             tags[key] = value
     return tags
@@ -127,7 +134,7 @@ class Agent:
         self.clock = clock or SystemClock()
         self.store = store or open_store(cfg, self.clock)
         self.id = agent_id(cfg)
-        self.tags = base_tags(cfg, self.id)
+        self.tags = base_tags(cfg, self.id, self.store.get_state(STATE_ISP))
         self.boot = boot_id(cfg.agent.procfs)
         self.prober = Prober(cfg, probes or real_probes(cfg), self.clock, self.tags)
         self.params = outage.Params(
@@ -151,6 +158,7 @@ class Agent:
         self._sensor_errors: dict[str, str] = {}
         self.counters = {"rounds": 0, "round_failures": 0, "probe_errors": 0, "job_failures": 0,
                          "sensor_errors": 0, "pushed_rows": 0, "push_errors": 0}
+        self.speedtest_module = None  # speedtest-cli, imported at the first test (tests inject one)
         self.forwarder = None
         if cfg.influx.url:
             from agent.forward import PushLock, make_forwarder
@@ -352,6 +360,95 @@ class Agent:
         if any(res.values()):
             log.info("store housekeeping: %s", res)
 
+    # -- speed tests ------------------------------------------------------------------------
+    def speedtest_tick(self) -> None:
+        """Run a speed test if one is due (and allowed); then draw the next time."""
+        now = self.clock.now()
+        due = self.speedtest_next_due(now)
+        if now < due:
+            return
+        self.run_speedtest()
+        self._plan_next_speedtest(self.clock.now())
+
+    def speedtest_next_due(self, now) -> "datetime":
+        from datetime import datetime, timedelta
+
+        saved = self.store.get_state(STATE_SPEED_NEXT)
+        try:
+            due = datetime.fromisoformat(saved) if saved else None
+        except ValueError:
+            due = None
+        # None, or further off than the schedule can place it (a clock that stepped back):
+        # draw again from now.
+        if due is None or due - now > timedelta(hours=24 * 8):
+            due = self._plan_next_speedtest(now)
+        return due
+
+    def _plan_next_speedtest(self, now):
+        import random
+        from datetime import timedelta
+
+        from agent import speedplan
+
+        st = self.cfg.speedtest
+        if st.cron:
+            due = speedplan.next_cron(st.cron, now)
+        else:
+            due = now + timedelta(seconds=speedplan.next_interval_s(random.random(), st.mean_interval_h))
+        self.store.write(state={STATE_SPEED_NEXT: due.isoformat()})
+        return due
+
+    def speedtest_budget(self, now) -> tuple[int, int]:
+        """(bytes the tests moved this month, the expected size of the next test)."""
+        from datetime import timedelta
+
+        from agent import speedplan
+
+        moved, recent = [], []
+        for s in self.store.samples("speedtest", since=now - timedelta(days=62)):
+            b = int(s.fields.get("bytes_sent", 0) or 0) + int(s.fields.get("bytes_received", 0) or 0)
+            moved.append((s.time, b))
+            if s.fields.get("status") == "ok":
+                recent.append(b)
+        return speedplan.used_bytes(moved, now), speedplan.estimate_bytes(recent)
+
+    def run_speedtest(self, force: bool = False, progress=None) -> Sample:
+        """One speed test now, if the line, the power and (unless ``force``) the budget allow;
+        the result, a failure or the skip is stored and returned."""
+        from agent import speedplan
+        from agent.probes import speedtest
+
+        st = self.cfg.speedtest
+        now = self.clock.now()
+        used, estimate = self.speedtest_budget(now)
+        outage_open = any(e.type == "connectivity" for e in outage.in_progress(self.tracker, self.params))
+        d = speedplan.decide(used=used, estimate=estimate, budget_bytes=int(st.monthly_budget_mb * 1e6),
+                             outage_in_progress=outage_open, on_battery=power.on_battery(self.power_tracker),
+                             only_on_ac=st.only_on_ac, force=force)
+        source = "self_hosted" if st.server_url else "speedtest.net"
+        if not d.run:
+            log.info("speed test skipped: %s", d.detail)
+            sample = speedtest.skipped(d.reason or "", d.detail, now, source).with_tags(self.tags)
+            self.store.write([sample])
+            return sample
+        out = speedtest.measure(server_url=st.server_url, server_ids=st.server_ids,
+                                exclude_ids=st.exclude_ids, clock=self.clock, progress=progress,
+                                shutdown_event=self._stop, module=self.speedtest_module)
+        state = {}
+        if out.isp and self.cfg.agent.isp == "auto" and self.tags.get("isp") != out.isp:
+            self.tags["isp"] = out.isp  # the same dict the prober tags its samples with
+            state[STATE_ISP] = out.isp
+        sample = out.sample.with_tags(self.tags)
+        f = sample.fields
+        if f["status"] == "ok":
+            log.info("speed test: down %.1f Mbit/s, up %.1f Mbit/s, ping %.0f ms, %.0f MB moved (%s)",
+                     f["download_bps"] / 1e6, f["upload_bps"] / 1e6, f["ping_ms"],
+                     (f["bytes_sent"] + f["bytes_received"]) / 1e6, f.get("server_name", ""))
+        else:
+            log.warning("speed test failed: %s (%s)", f["error"], f.get("error_detail", ""))
+        self.store.write([sample], state=state)
+        return sample
+
     def push(self) -> None:
         """Forward the backlog when the backoff allows; skipped while ``linewatch push`` runs."""
         fw = self.forwarder
@@ -410,6 +507,9 @@ class Agent:
                     first_in_s=1.0)
         sched.every(HOUSEKEEPING_S, self._guarded(self.housekeeping, "housekeeping"), "housekeeping",
                     first_in_s=30.0)
+        if self.cfg.speedtest.enabled:
+            sched.every(SPEEDTEST_CHECK_S, self._guarded(self.speedtest_tick, "speedtest"), "speedtest",
+                        first_in_s=15.0)
         if self.forwarder is not None:
             sched.every(self.cfg.influx.push_interval_s, self._guarded(self.push, "push"), "push",
                         first_in_s=2.0)

@@ -80,6 +80,8 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
                       "backlog_rows": rows, "oldest_unsent": iso(oldest) if oldest else None},
             "forward": forward_summary(cfg, store.get_state("forward"), rows, oldest,
                                        store.quarantined(5), now),
+            "speedtest": speedtest_summary(cfg, list(store.samples("speedtest", since=now - timedelta(days=62))),
+                                           store.get_state("speedtest_next"), now),
         }
     finally:
         store.close()
@@ -120,6 +122,32 @@ def forward_summary(cfg: Config, saved: str | None, backlog_rows: int, oldest: d
         else:
             out["state"] = "idle"
     return out
+
+
+def speedtest_summary(cfg: Config, tests: list[Sample], next_due: str | None, now: datetime) -> dict:
+    """Speed tests for ``status``: the last result (or failure), the last skip, the next test and
+    the data used this month against the budget."""
+    from agent import speedplan
+
+    done = [t for t in tests if t.fields.get("status") in ("ok", "failed")]
+    skips = [t for t in tests if t.fields.get("status") == "skipped"]
+    used = speedplan.used_bytes(((t.time, int(t.fields.get("bytes_sent", 0) or 0)
+                                  + int(t.fields.get("bytes_received", 0) or 0)) for t in tests), now)
+
+    def row(t: Sample | None) -> dict | None:
+        if t is None:
+            return None
+        return {"time": iso(t.time), **{k: v for k, v in t.fields.items()},
+                **({"server": t.tags["server"]} if "server" in t.tags else {})}
+    return {
+        "enabled": cfg.speedtest.enabled,
+        "server": cfg.speedtest.server_url or "speedtest.net",
+        "last": row(done[-1] if done else None),
+        "last_skip": row(skips[-1] if skips else None),
+        "next": next_due if cfg.speedtest.enabled else None,
+        "month_used_mb": round(used / 1e6, 1),
+        "monthly_budget_mb": cfg.speedtest.monthly_budget_mb,
+    }
 
 
 def iso(t: datetime) -> str:
