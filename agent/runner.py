@@ -157,7 +157,8 @@ class Agent:
         self._power_sensors_written: dict | None = None
         self._sensor_errors: dict[str, str] = {}
         self.counters = {"rounds": 0, "round_failures": 0, "probe_errors": 0, "job_failures": 0,
-                         "sensor_errors": 0, "pushed_rows": 0, "push_errors": 0}
+                         "sensor_errors": 0, "pushed_rows": 0, "push_errors": 0, "rounds_paused": 0}
+        self._speedtest_running = threading.Event()
         self.speedtest_module = None  # speedtest-cli, imported at the first test (tests inject one)
         self.forwarder = None
         if cfg.influx.url:
@@ -173,8 +174,16 @@ class Agent:
         self._stop = threading.Event()
 
     # -- jobs -------------------------------------------------------------------------------
-    def round(self) -> Round:
-        """One round: probe, update the tracker, commit everything in one transaction."""
+    def round(self) -> Round | None:
+        """One round: probe, update the tracker, commit everything in one transaction.
+
+        Not while a speed test fills the line: its queues would make the round look degraded
+        (or down) and open episodes that are the agent's own doing. The paused rounds are
+        counted (``rounds_paused``); the gap, two or three rounds, is shorter than the tracker's
+        gap limit, so an episode in progress simply continues."""
+        if self._speedtest_running.is_set():
+            self.counters["rounds_paused"] += 1
+            return None
         with self._lock:
             rnd = self.prober.run()
             # One instant in both clocks: pairing the start's wall time with a monotonic reading
@@ -431,9 +440,13 @@ class Agent:
             sample = speedtest.skipped(d.reason or "", d.detail, now, source).with_tags(self.tags)
             self.store.write([sample])
             return sample
-        out = speedtest.measure(server_url=st.server_url, server_ids=st.server_ids,
-                                exclude_ids=st.exclude_ids, clock=self.clock, progress=progress,
-                                shutdown_event=self._stop, module=self.speedtest_module)
+        self._speedtest_running.set()
+        try:
+            out = speedtest.measure(server_url=st.server_url, server_ids=st.server_ids,
+                                    exclude_ids=st.exclude_ids, clock=self.clock, progress=progress,
+                                    shutdown_event=self._stop, module=self.speedtest_module)
+        finally:
+            self._speedtest_running.clear()
         state = {}
         if out.isp and self.cfg.agent.isp == "auto" and self.tags.get("isp") != out.isp:
             self.tags["isp"] = out.isp  # the same dict the prober tags its samples with
