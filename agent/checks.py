@@ -253,6 +253,37 @@ def check_influx(cfg: Config) -> list[dict]:
     return rows
 
 
+def check_speedtest(cfg: Config) -> dict:
+    """The speed-test settings and, for a self-hosted server, whether its latency.txt answers
+    (a request of a few bytes: a check never runs a test, it would spend the user's data)."""
+    st = cfg.speedtest
+    if not st.enabled:
+        return _r("speedtest", "ok", "off (speedtest.enabled = false)")
+    plan = f"cron {st.cron!r}" if st.cron else f"every {st.mean_interval_h:g} h on average"
+    budget = f"{plan}, budget {st.monthly_budget_mb:g} MB a month"
+    if not st.server_url:
+        return _r("speedtest", "ok", f"speedtest.net, {budget}")
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(st.server_url)
+    path = u.path.rsplit("/", 1)[0] + "/latency.txt"
+    conn_cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+    try:
+        conn = conn_cls(u.hostname, u.port, timeout=5)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read(9)
+        conn.close()
+    except OSError as exc:
+        return _r("speedtest", "fail", f"{st.server_url}: cannot reach the server ({exc})",
+                  "check speedtest.server_url and that the server runs")
+    if resp.status != 200 or body != b"test=test":
+        return _r("speedtest", "fail", f"{u.scheme}://{u.netloc}{path} answered {resp.status}, not "
+                  "test=test: not a speed-test server", "check speedtest.server_url")
+    return _r("speedtest", "ok", f"self-hosted server {u.netloc} answers; {budget}")
+
+
 def _forward_state(cfg: Config) -> dict:
     import json
 
@@ -296,7 +327,7 @@ def _loopback(url: str) -> bool:
 
 
 CHECKS = (check_config, check_icmp, check_gateway, check_targets, check_dns, check_store, check_clock,
-          check_battery, check_ups, check_host, check_influx)
+          check_battery, check_ups, check_host, check_speedtest, check_influx)
 
 
 def run_checks(cfg: Config) -> list[dict]:
