@@ -187,7 +187,7 @@ def _print_speedtest(sp: dict) -> None:
     elif last["status"] == "ok":
         click.echo(f"last speed test {last['time'][:16].replace('T', ' ')} UTC: down "
                    f"{last['download_bps'] / 1e6:.1f} Mbit/s, up {last['upload_bps'] / 1e6:.1f} Mbit/s, "
-                   f"ping {last['ping_ms']:.0f} ms ({last.get('server_name') or sp['server']})")
+                   f"ping {_num(last.get('ping_ms'), ' ms')} ({last.get('server_name') or sp['server']})")
     else:
         click.echo(f"last speed test {last['time'][:16].replace('T', ' ')} UTC FAILED: {last.get('error')}")
     nxt = (sp["next"] or "")[:16].replace("T", " ")
@@ -349,7 +349,7 @@ def speedtest_cmd(config_path, as_json, force):
         f = s.fields
         if f["status"] == "ok":
             click.echo(f"download {f['download_bps'] / 1e6:.2f} Mbit/s   upload {f['upload_bps'] / 1e6:.2f} Mbit/s"
-                       f"   ping {f['ping_ms']:.1f} ms")
+                       f"   ping {_num(f.get('ping_ms'), ' ms')}")
             click.echo(f"server: {f.get('server_name')} ({f.get('server_sponsor')})   moved "
                        f"{(f['bytes_received'] + f['bytes_sent']) / 1e6:.1f} MB in {f['duration_s']:.1f} s")
         elif f["status"] == "skipped":

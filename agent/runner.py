@@ -454,8 +454,8 @@ class Agent:
         sample = out.sample.with_tags(self.tags)
         f = sample.fields
         if f["status"] == "ok":
-            log.info("speed test: down %.1f Mbit/s, up %.1f Mbit/s, ping %.0f ms, %.0f MB moved (%s)",
-                     f["download_bps"] / 1e6, f["upload_bps"] / 1e6, f["ping_ms"],
+            log.info("speed test: down %.1f Mbit/s, up %.1f Mbit/s, ping %s ms, %.0f MB moved (%s)",
+                     f["download_bps"] / 1e6, f["upload_bps"] / 1e6, f.get("ping_ms", "?"),
                      (f["bytes_sent"] + f["bytes_received"]) / 1e6, f.get("server_name", ""))
         else:
             log.warning("speed test failed: %s (%s)", f["error"], f.get("error_detail", ""))

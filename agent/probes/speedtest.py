@@ -66,7 +66,8 @@ class Outcome:
     isp: str | None = None
 
 
-UNREACHABLE_MS = 1_000_000.0
+UNREACHABLE_MS = 1_000_000.0   # speedtest-cli's ping when latency.txt never answered (1.8e6)
+ONE_TRY_FAILED_MS = 500_000.0  # ... and when one of its three tries failed (at least 6e5)
 
 
 def measure(*, server_url: str = "", server_ids: tuple[str, ...] = (), exclude_ids: tuple[str, ...] = (),
@@ -116,12 +117,15 @@ def measure(*, server_url: str = "", server_ids: tuple[str, ...] = (), exclude_i
             "status": "ok",
             "download_bps": float(r.download),
             "upload_bps": float(r.upload),
-            "ping_ms": float(r.ping),
             "bytes_received": int(r.bytes_received),
             "bytes_sent": int(r.bytes_sent),
             "server_name": str(srv.get("name", ""))[:100],
             "server_sponsor": str(srv.get("sponsor", ""))[:100],
         }
+        # speedtest-cli divides the sum of its three latency.txt times by 6: half their mean.
+        # One failed try counts 3600 s in that sum; then the latency is unknown and left out.
+        if r.ping < ONE_TRY_FAILED_MS:
+            fields["ping_ms"] = round(2 * float(r.ping), 3)
         if srv.get("d") is not None and not server_url:
             fields["server_distance_km"] = float(srv["d"])
         tags["server"] = str(srv.get("id", "self"))
