@@ -341,3 +341,17 @@ def test_check_reports_the_self_hosted_server(tmp_path, speed):
     assert down["result"] == "fail" and "cannot reach" in down["detail"]
     assert check_speedtest(parse("[speedtest]\nenabled = false\n"))["detail"].startswith("off")
     assert speed.stats["download"]["requests"] == 0  # a check never runs a test
+
+
+def test_a_test_cut_short_by_the_agent_stopping_is_not_a_result(tmp_path, speed):
+    a = agent_for(tmp_path, speed.url, clock=SystemClock())
+    results = []
+    t = threading.Thread(target=lambda: results.append(a.run_speedtest()))
+    t.start()
+    while speed.stats["download"]["requests"] == 0 and t.is_alive():
+        pass
+    a._stop.set()  # SIGTERM while the download runs
+    t.join(30)
+    f = results[0].fields
+    assert (f["status"], f["error"]) == ("failed", "interrupted")
+    assert "download_bps" not in f and "bytes_received" in f  # what was counted before the stop

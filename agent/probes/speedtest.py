@@ -103,12 +103,17 @@ def measure(*, server_url: str = "", server_ids: tuple[str, ...] = (), exclude_i
             # speedtest-cli scores a server whose latency.txt never answered 3600 s per try
             # and picks it anyway.
             raise _Failed("server_unreachable", "the server did not answer latency.txt")
+        stop = _Shutdown(shutdown_event)
         step = "download"
         st.download(callback=_relay(progress, "download"))
+        if stop.isSet():  # speedtest-cli cuts its requests short: the figures would be too low
+            raise _Failed("interrupted", "the agent was stopped during the test")
         if not st.results.bytes_received:
             raise _Failed("download_failed", "no byte arrived (the download requests all failed)")
         step = "upload"
         st.upload(callback=_relay(progress, "upload"), pre_allocate=False)
+        if stop.isSet():
+            raise _Failed("interrupted", "the agent was stopped during the test")
         if not st.results.bytes_sent:
             raise _Failed("upload_failed", "no byte was accepted (the upload requests all failed)")
         r = st.results
