@@ -1,6 +1,8 @@
 import pytest
 
+from agent.store import Store
 from tests import netlab
+from tests.influxlab import InfluxV1, VictoriaMetrics, influx_unavailable, vm_unavailable
 
 _netns_reason: list = []
 
@@ -27,3 +29,31 @@ def lab():
 def net(lab):
     """The standard agent / gateway / internet topology."""
     return netlab.standard(lab)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A fresh local store in the test's temp dir."""
+    s = Store.open(tmp_path / "state")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def influx(tmp_path):
+    """A real InfluxDB 1.6.7 with the database "linewatch"; skips when influxd is missing."""
+    reason = influx_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with InfluxV1.create(tmp_path / "influx") as server:
+        yield server
+
+
+@pytest.fixture
+def vm(tmp_path):
+    """A real VictoriaMetrics; skips when it is not installed."""
+    reason = vm_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with VictoriaMetrics.create(tmp_path / "vm") as server:
+        yield server

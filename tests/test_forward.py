@@ -18,7 +18,6 @@ from agent.forward import (BAD_DATA, HALT, HALT_RETRY_S, MAX_DELAY_S, MAX_REFUSE
                            retry_delay)
 from agent.influx import Answer
 from agent.model import Sample
-from agent.store import Store
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 
@@ -87,13 +86,6 @@ class ScriptedSink:
 def sample(i: int, t=None, **fields) -> Sample:
     return Sample("ping", {"agent": "a1", "target": "1.1.1.1"},
                   fields or {"rtt_avg_ms": float(i), "seq": i}, t or T0 + timedelta(seconds=10 * i))
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "state")
-    yield s
-    s.close()
 
 
 def fill(store, n, start=0):

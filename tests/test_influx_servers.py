@@ -23,7 +23,7 @@ from agent.influx import Sink, Token
 from agent.lineproto import unescape_tag
 from agent.model import Sample
 from agent.store import Store
-from tests.influxlab import InfluxV1, VictoriaMetrics, influx_unavailable, vm_unavailable
+from tests.influxlab import InfluxV1, VictoriaMetrics, influx_unavailable
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 TAGS = {"agent": "3f9a0c1d2e4b", "region": "PK-KP", "city": "ڈیرہ اسماعیل خان",
@@ -37,31 +37,6 @@ AWKWARD = {  # every character class the issue names, in tag values
     "urdu": "ڈیرہ اسماعیل خان",
     "mixed": 'a, b=c "d"\ne لاہور\tf',
 }
-
-
-@pytest.fixture
-def influx(tmp_path):
-    reason = influx_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with InfluxV1.create(tmp_path / "influx") as srv:
-        yield srv
-
-
-@pytest.fixture
-def vm(tmp_path):
-    reason = vm_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with VictoriaMetrics.create(tmp_path / "vm") as srv:
-        yield srv
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "state")
-    yield s
-    s.close()
 
 
 def backlog_samples(n_rounds: int, end: datetime = NOW) -> list[Sample]:

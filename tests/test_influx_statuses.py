@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -33,13 +32,6 @@ def server(request):
     with StatusServer(version=VERSIONS[request.param]) as srv:
         srv.api = request.param
         yield srv
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "state")
-    yield s
-    s.close()
 
 
 def fill(store, n):

@@ -16,8 +16,7 @@ import urllib.request
 
 import pytest
 
-from tests.influxlab import (InfluxError, InfluxV1, VictoriaMetrics, influx_unavailable,
-                             vm_unavailable)
+from tests.influxlab import InfluxError, InfluxV1, VictoriaMetrics, influx_unavailable
 from tests.statusserver import Reply, StatusServer
 
 
@@ -39,29 +38,11 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def influx(tmp_path):
-    reason = influx_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with InfluxV1.create(tmp_path / "influx") as server:
-        yield server
-
-
-@pytest.fixture
 def influx_auth(tmp_path):
     reason = influx_unavailable()
     if reason:
         pytest.skip(reason)
     with InfluxV1.create(tmp_path / "influx-auth", auth=True) as server:
-        yield server
-
-
-@pytest.fixture
-def vm(tmp_path):
-    reason = vm_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with VictoriaMetrics.create(tmp_path / "vm") as server:
         yield server
 
 

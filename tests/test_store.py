@@ -21,13 +21,6 @@ def ping(i: int, target="1.1.1.1", t=None) -> Sample:
                   t or T0 + timedelta(seconds=10 * i))
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "state")
-    yield s
-    s.close()
-
-
 def test_files_are_private(tmp_path):
     s = Store.open(tmp_path / "state")
     s.write([ping(0)])
