@@ -52,10 +52,6 @@ def ieee1366(interruptions: Iterable[Interruption], observed_s: float, period_s:
     time their host was down for power: a power cut is an interruption, not absence);
     ``period_s``: the cell's period. Negative durations are a caller's bug (the collector clips
     and counts them before this point) and raise ValueError."""
-    if period_s <= 0:
-        raise ValueError(f"period_s must be > 0, got {period_s}")
-    if observed_s < 0:
-        raise ValueError(f"observed_s must be >= 0, got {observed_s}")
     sustained = momentary = 0
     sustained_s = 0.0
     for it in interruptions:
@@ -66,6 +62,18 @@ def ieee1366(interruptions: Iterable[Interruption], observed_s: float, period_s:
             sustained_s += it.duration_s
         else:
             momentary += 1
+    return from_sums(sustained, sustained_s, momentary, observed_s, period_s)
+
+
+def from_sums(sustained: int, sustained_s: float, momentary: int, observed_s: float,
+              period_s: float) -> Indices:
+    """The indices from a cell's sums (the collector sums with numpy and comes here): counts of
+    sustained and momentary interruptions, the sustained ones' total seconds, observed
+    agent-seconds and the period's seconds."""
+    if period_s <= 0:
+        raise ValueError(f"period_s must be > 0, got {period_s}")
+    if observed_s < 0:
+        raise ValueError(f"observed_s must be >= 0, got {observed_s}")
     n = observed_s / period_s
     if observed_s == 0:
         return Indices(0.0, sustained, momentary, None, None, None, None, None)

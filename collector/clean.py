@@ -1,0 +1,293 @@
+"""Bad data in, counted rejections out: a Dataset becomes checked columns (pure, numpy).
+
+Volunteers' agents run on machines nobody audits, so every record is checked before it reaches a
+statistic, and each one that is rejected or clipped is counted by reason in :class:`Quality`,
+which every output shows (the data-quality section). Nothing is dropped silently:
+
+rejected (the record is left out):
+  ``unknown_region``     the unit's region is not one of the configured codes (or is empty)
+  ``unknown_type``       an episode that is neither power nor connectivity
+  ``unknown_cause``      an episode cause the agent never writes
+  ``not_a_number``       NaN or infinite time or value
+  ``negative_duration``  an episode that ends before it starts
+  ``absurd_duration``    an episode longer than 31 days
+  ``future_timestamp``   a record dated after the collection's "now" (plus 5 minutes of skew)
+  ``absurd_observed``    negative observed time
+  ``absurd_rtt``         latency below 0 or above 60 s
+  ``absurd_loss``        loss outside 0..100 %
+  ``absurd_speed``       a speed at or below 0, or above 10 Gbit/s (no consumer line is faster)
+  ``overlap_dropped``    an episode wholly inside an earlier one of the same agent and type
+clipped (the record is kept, shortened):
+  ``overlap_clipped``    an episode that began before the previous one ended starts at its end
+  ``observed_clipped``   more than 3,600 observed seconds in one hour (an agent id used twice,
+                         or rounds written twice): clipped to the hour
+  ``flood_speed_tests``  more than 48 speed tests by one agent in one UTC day: the rest dropped
+  ``flood_episodes``     more than 1,440 episodes of one type by one agent in one UTC day
+  ``window_clipped``     an episode still going at the window's end counts up to the end only
+                         (not bad data; counted so the totals add up)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from collector.model import Dataset, Unit
+
+TYPES: tuple[str, ...] = ("power", "connectivity")
+# Every cause the agent records for the two types (docs/metrics.md, outage.cause).
+CAUSES: tuple[str, ...] = ("ac_lost", "host_down", "power", "lan", "isp", "dns", "unknown")
+VALID_CAUSES = {"power": {"ac_lost", "host_down"},
+                "connectivity": {"power", "lan", "isp", "dns", "unknown"}}
+SKEW_S = 300.0
+MAX_EPISODE_S = 31 * 86400.0
+MAX_RTT_MS = 60_000.0
+MAX_SPEED_BPS = 10e9
+MAX_TESTS_PER_DAY = 48
+MAX_EPISODES_PER_DAY = 1440
+
+
+@dataclass
+class Quality:
+    accepted: Counter = field(default_factory=Counter)
+    rejected: Counter = field(default_factory=Counter)
+    clipped: Counter = field(default_factory=Counter)
+    unknown_regions: Counter = field(default_factory=Counter)   # code -> records
+
+    def as_dict(self) -> dict:
+        out = {"accepted": dict(sorted(self.accepted.items())),
+               "rejected": {k: v for k, v in sorted(self.rejected.items()) if v},
+               "clipped": {k: v for k, v in sorted(self.clipped.items()) if v}}
+        if self.unknown_regions:
+            out["unknown_region_codes"] = dict(sorted(self.unknown_regions.items()))
+        return out
+
+    def merge(self, other: "Quality") -> None:
+        for mine, theirs in ((self.accepted, other.accepted), (self.rejected, other.rejected),
+                             (self.clipped, other.clipped),
+                             (self.unknown_regions, other.unknown_regions)):
+            mine.update(theirs)
+
+
+@dataclass
+class Columns:
+    """The checked dataset as parallel arrays; ``units`` indexes every ``*_unit`` array."""
+
+    start: float
+    end: float
+    units: list[Unit]
+    obs_unit: np.ndarray
+    obs_hour: np.ndarray
+    obs_s: np.ndarray
+    ep_unit: np.ndarray
+    ep_type: np.ndarray      # index into TYPES
+    ep_cause: np.ndarray     # index into CAUSES
+    ep_start: np.ndarray
+    ep_dur: np.ndarray
+    pd_unit: np.ndarray
+    pd_day: np.ndarray
+    pd_p50: np.ndarray       # NaN: not measured that day
+    pd_p95: np.ndarray
+    pd_loss: np.ndarray
+    pd_rounds: np.ndarray
+    sp_unit: np.ndarray
+    sp_time: np.ndarray
+    sp_down: np.ndarray
+    sp_up: np.ndarray        # NaN: no upload figure
+
+
+def _reject(q: Quality, keep: np.ndarray, bad: np.ndarray, reason: str) -> None:
+    """Count and clear the still-kept records that are ``bad``."""
+    hit = keep & bad
+    n = int(hit.sum())
+    if n:
+        q.rejected[reason] += n
+        keep &= ~bad
+
+
+def _nan(v) -> float:
+    return np.nan if v is None else v
+
+
+def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Quality]:
+    """Check every record of ``ds`` against ``regions`` (the known region codes) and ``now``
+    (seconds since 1970 UTC); return the kept records as columns and the counts."""
+    q = Quality()
+    known = set(regions)
+    index: dict[Unit, int] = {}
+    units: list[Unit] = []
+
+    def uid(u: Unit) -> int:
+        i = index.get(u)
+        if i is None:
+            i = index[u] = len(units)
+            units.append(u)
+        return i
+
+    horizon = now + SKEW_S
+    type_ix = {t: i for i, t in enumerate(TYPES)}
+    cause_ix = {c: i for i, c in enumerate(CAUSES)}
+
+    def region_ok(unit_idx: np.ndarray, kind: str, keep: np.ndarray) -> None:
+        bad_units = np.array([u.region not in known for u in units], dtype=bool)
+        if not bad_units.any() or unit_idx.size == 0:
+            return
+        bad = bad_units[unit_idx]
+        for i in np.nonzero(keep & bad)[0]:
+            q.unknown_regions[units[unit_idx[i]].region or "(none)"] += 1
+        _reject(q, keep, bad, "unknown_region")
+
+    # --- observed hours
+    obs = ds.obs
+    o_unit = np.fromiter((uid(o.unit) for o in obs), np.int64, len(obs))
+    o_hour = np.fromiter((o.hour for o in obs), np.int64, len(obs))
+    o_s = np.fromiter((o.observed_s for o in obs), np.float64, len(obs))
+    keep = np.ones(len(obs), dtype=bool)
+    region_ok(o_unit, "obs", keep)
+    _reject(q, keep, ~np.isfinite(o_s), "not_a_number")
+    _reject(q, keep, o_s < 0, "absurd_observed")
+    _reject(q, keep, o_hour > horizon, "future_timestamp")
+    o_unit, o_hour, o_s = o_unit[keep], o_hour[keep], o_s[keep]
+    if o_s.size:
+        # Records of the same unit and hour are summed first: an id used twice shows here.
+        key = o_unit * (1 << 32) + (o_hour // 3600)
+        uk, inv = np.unique(key, return_inverse=True)
+        if uk.size < key.size:
+            o_s = np.bincount(inv, weights=o_s)
+            o_unit = uk >> 32
+            o_hour = (uk & ((1 << 32) - 1)) * 3600
+        over = o_s > 3600.0
+        q.clipped["observed_clipped"] += int(over.sum())
+        o_s = np.minimum(o_s, 3600.0)
+    q.accepted["obs_hours"] += int(o_s.size)
+
+    # --- episodes
+    eps = ds.episodes
+    n = len(eps)
+    e_unit = np.fromiter((uid(e.unit) for e in eps), np.int64, n)
+    e_type = np.fromiter((type_ix.get(e.type, -1) for e in eps), np.int64, n)
+    e_cause = np.fromiter((cause_ix.get(e.cause, -1) for e in eps), np.int64, n)
+    e_start = np.fromiter((e.start for e in eps), np.float64, n)
+    e_dur = np.fromiter((e.duration_s for e in eps), np.float64, n)
+    keep = np.ones(n, dtype=bool)
+    region_ok(e_unit, "episode", keep)
+    _reject(q, keep, e_type < 0, "unknown_type")
+    valid = np.zeros((len(TYPES), len(CAUSES)), dtype=bool)
+    for t, cs in VALID_CAUSES.items():
+        for c in cs:
+            valid[type_ix[t], cause_ix[c]] = True
+    _reject(q, keep, (e_cause < 0) | ~valid[np.maximum(e_type, 0), np.maximum(e_cause, 0)],
+            "unknown_cause")
+    _reject(q, keep, ~np.isfinite(e_start) | ~np.isfinite(e_dur), "not_a_number")
+    _reject(q, keep, e_dur < 0, "negative_duration")
+    _reject(q, keep, e_dur > MAX_EPISODE_S, "absurd_duration")
+    _reject(q, keep, e_start > horizon, "future_timestamp")
+    e_unit, e_type, e_cause, e_start, e_dur = (a[keep] for a in (e_unit, e_type, e_cause, e_start, e_dur))
+    e_unit, e_type, e_cause, e_start, e_dur = _overlaps(q, e_unit, e_type, e_cause, e_start, e_dur)
+    e_unit, e_type, e_cause, e_start, e_dur = _flood(
+        q, "flood_episodes", MAX_EPISODES_PER_DAY, e_unit * 2 + e_type, e_start,
+        e_unit, e_type, e_cause, e_start, e_dur)
+    stop = min(ds.end, now)
+    late = e_start + e_dur > stop
+    if late.any():
+        q.clipped["window_clipped"] += int(late.sum())
+        e_dur = np.where(late, np.maximum(stop - e_start, 0.0), e_dur)
+    q.accepted["episodes"] += int(e_dur.size)
+
+    # --- daily latency
+    pds = ds.pings
+    n = len(pds)
+    p_unit = np.fromiter((uid(p.unit) for p in pds), np.int64, n)
+    p_day = np.fromiter((p.day for p in pds), np.int64, n)
+    p50 = np.fromiter((_nan(p.rtt_p50_ms) for p in pds), np.float64, n)
+    p95 = np.fromiter((_nan(p.rtt_p95_ms) for p in pds), np.float64, n)
+    loss = np.fromiter((_nan(p.loss_pct) for p in pds), np.float64, n)
+    rounds = np.fromiter((p.rounds for p in pds), np.int64, n)
+    keep = np.ones(n, dtype=bool)
+    region_ok(p_unit, "ping", keep)
+    _reject(q, keep, np.isinf(p50) | np.isinf(p95) | np.isinf(loss), "not_a_number")
+    with np.errstate(invalid="ignore"):
+        _reject(q, keep, (p50 < 0) | (p50 > MAX_RTT_MS) | (p95 < 0) | (p95 > MAX_RTT_MS), "absurd_rtt")
+        _reject(q, keep, (loss < 0) | (loss > 100), "absurd_loss")
+    _reject(q, keep, p_day > horizon, "future_timestamp")
+    p_unit, p_day, p50, p95, loss, rounds = (a[keep] for a in (p_unit, p_day, p50, p95, loss, rounds))
+    q.accepted["ping_days"] += int(p_unit.size)
+
+    # --- speed tests
+    sps = ds.speeds
+    n = len(sps)
+    s_unit = np.fromiter((uid(s.unit) for s in sps), np.int64, n)
+    s_time = np.fromiter((s.time for s in sps), np.float64, n)
+    s_down = np.fromiter((_nan(s.download_bps) for s in sps), np.float64, n)
+    s_up = np.fromiter((_nan(s.upload_bps) for s in sps), np.float64, n)
+    keep = np.ones(n, dtype=bool)
+    region_ok(s_unit, "speed", keep)
+    _reject(q, keep, ~np.isfinite(s_time) | ~np.isfinite(s_down) | np.isinf(s_up), "not_a_number")
+    with np.errstate(invalid="ignore"):
+        _reject(q, keep, (s_down <= 0) | (s_down > MAX_SPEED_BPS) | (s_up <= 0) | (s_up > MAX_SPEED_BPS),
+                "absurd_speed")
+    _reject(q, keep, s_time > horizon, "future_timestamp")
+    s_unit, s_time, s_down, s_up = (a[keep] for a in (s_unit, s_time, s_down, s_up))
+    s_unit, s_time, s_down, s_up = _flood(q, "flood_speed_tests", MAX_TESTS_PER_DAY, s_unit, s_time,
+                                          s_unit, s_time, s_down, s_up)
+    q.accepted["speed_tests"] += int(s_unit.size)
+
+    cols = Columns(ds.start, ds.end, units, o_unit, o_hour, o_s, e_unit, e_type, e_cause, e_start,
+                   e_dur, p_unit, p_day, p50, p95, loss, rounds, s_unit, s_time, s_down, s_up)
+    return cols, q
+
+
+def _overlaps(q: Quality, unit, typ, cause, start, dur):
+    """Episodes of one unit and type never overlap (the agent's detector guarantees it), so an
+    overlap is bad input: a later episode is clipped to start where the earlier one ended, and one
+    wholly inside an earlier one is dropped."""
+    if start.size < 2:
+        return unit, typ, cause, start, dur
+    group = unit * 2 + typ
+    order = np.lexsort((start, group))
+    unit, typ, cause, start, dur, group = (a[order] for a in (unit, typ, cause, start, dur, group))
+    end = start + dur
+    # Running maximum of the previous episodes' ends within each group: shift each group onto
+    # its own range of the number line so one accumulate never crosses groups.
+    span = float(max(end.max() - min(start.min(), 0.0), 1.0)) + 1.0
+    shifted = end - start.min() + group * span
+    run = np.maximum.accumulate(shifted) - group * span + start.min()
+    prev_end = np.empty_like(run)
+    prev_end[0] = -np.inf
+    prev_end[1:] = run[:-1]
+    first = np.ones(start.size, dtype=bool)
+    first[1:] = group[1:] != group[:-1]
+    prev_end[first] = -np.inf
+    inside = end <= prev_end
+    clip = ~inside & (start < prev_end)
+    if inside.any():
+        q.rejected["overlap_dropped"] += int(inside.sum())
+    if clip.any():
+        q.clipped["overlap_clipped"] += int(clip.sum())
+        new_start = np.where(clip, prev_end, start)
+        dur = end - new_start
+        start = new_start
+    k = ~inside
+    return unit[k], typ[k], cause[k], start[k], dur[k]
+
+
+def _flood(q: Quality, reason: str, limit: int, group, time, *arrays):
+    """Keep at most ``limit`` records per group and UTC day (the first ones); count the rest."""
+    if time.size == 0:
+        return arrays
+    day = np.floor(time / 86400.0).astype(np.int64)
+    key = group * 1_000_000 + day
+    order = np.lexsort((time, key))
+    sk = key[order]
+    first = np.r_[0, np.nonzero(sk[1:] != sk[:-1])[0] + 1]
+    sizes = np.diff(np.r_[first, sk.size])
+    if sizes.max() <= limit:
+        return arrays
+    rank = np.arange(sk.size) - np.repeat(first, sizes)
+    keep = np.zeros(time.size, dtype=bool)
+    keep[order[rank < limit]] = True
+    q.clipped[reason] += int((~keep).sum())
+    return tuple(a[keep] for a in arrays)

@@ -1,0 +1,87 @@
+"""The records the collector's sources produce and its statistics consume (pure data, no I/O).
+
+Both sources (InfluxDB through InfluxQL, and agents' local store files) reduce what agents wrote to
+these few shapes, already aggregated where the source can do it (hourly observed time, daily
+latency percentiles), so a month of 10-second rounds never crosses the wire:
+
+* :class:`Unit`     - one agent in one place: its id and the tags that place it in a cell.
+* :class:`ObsHour`  - how long a unit was watching during one UTC hour (from its probe rounds).
+* :class:`Episode`  - one finished outage episode (power or connectivity) of a unit.
+* :class:`PingDay`  - a unit's latency and loss over one UTC day (internet targets only).
+* :class:`SpeedTest` - one successful speed test of a unit.
+
+Times are seconds since 1970 UTC (floats); durations in seconds. Every record carries its unit, so
+an agent whose tags changed (it moved, or its ISP changed) counts in each cell it was in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The tags that can define a cell, in the order the CLI accepts them in --by.
+CELL_KEYS: tuple[str, ...] = ("region", "isp", "city", "access")
+# Causes of connectivity episodes, as the agent records them (docs/metrics.md, outage.cause).
+INTERNET_CAUSES: tuple[str, ...] = ("power", "lan", "isp", "dns", "unknown")
+
+
+@dataclass(frozen=True, order=True)
+class Unit:
+    agent: str
+    region: str = ""
+    isp: str = ""
+    city: str = ""
+    access: str = ""
+
+    def key(self, by: tuple[str, ...]) -> tuple[str, ...]:
+        """The cell this unit belongs to when cells are formed ``by`` these tags."""
+        return tuple(getattr(self, k) for k in by)
+
+
+@dataclass(frozen=True)
+class ObsHour:
+    unit: Unit
+    hour: int            # start of the UTC hour, seconds since 1970 (a multiple of 3600)
+    observed_s: float    # seconds the agent was watching within that hour (sum of round intervals)
+
+
+@dataclass(frozen=True)
+class Episode:
+    unit: Unit
+    type: str            # "power" or "connectivity"
+    cause: str           # as recorded: power ac_lost/host_down; connectivity lan/isp/dns/power/unknown
+    start: float         # seconds since 1970 UTC
+    duration_s: float
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration_s
+
+
+@dataclass(frozen=True)
+class PingDay:
+    unit: Unit
+    day: int             # start of the UTC day, seconds since 1970
+    rtt_p50_ms: float | None
+    rtt_p95_ms: float | None
+    loss_pct: float | None   # mean loss over rounds in which the target answered at all
+    rounds: int
+
+
+@dataclass(frozen=True)
+class SpeedTest:
+    unit: Unit
+    time: float
+    download_bps: float
+    upload_bps: float | None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Everything one collection produced, for the window [start, end)."""
+
+    start: float
+    end: float
+    obs: tuple[ObsHour, ...] = ()
+    episodes: tuple[Episode, ...] = ()
+    pings: tuple[PingDay, ...] = ()
+    speeds: tuple[SpeedTest, ...] = ()

@@ -1,0 +1,522 @@
+"""Regional reliability statistics over a Dataset (pure: no I/O, no clock; numpy).
+
+:func:`aggregate` turns the checked records of many agents into cells (region x ISP x period, or
+whichever tags ``by`` names) with these figures, each defined once here and in docs/collector.md:
+
+* ``agents``: distinct agents observed in the cell; ``agent_hours``: their observed hours.
+  Observed time = the agent's probe rounds (time it was watching) plus the time its host was down
+  for power. A machine its owner switched off is neither observed nor an outage.
+* Power, IEEE 1366 with one agent as one customer (:mod:`collector.indices`): customers served
+  N = observed agent-seconds / period seconds; sustained = longer than ``momentary_max_s``.
+* Internet: ``internet_availability`` = 1 - connectivity outage seconds / observed round seconds;
+  ``internet_outages_per_agent`` = outages / N; ``internet_outage_min_per_agent`` = minutes / N;
+  and both per cause (``_power``, ``_lan``, ``_isp``, ``_dns``, ``_unknown``), N counted over
+  round time only (a host that was off could not probe).
+* Work hours: outage minutes that fall inside the working hours (local time, working days), per
+  customer served: ``work_hours_power_min_per_agent``, ``work_hours_internet_min_per_agent``.
+* Load-shedding profile: share of observed agent-time without mains power, by hour of day and by
+  weekday (local time), and the 7 x 24 heat map.
+* Line quality, one agent one vote: each agent's median (and 95th percentile) latency to its
+  internet targets, then the median over agents; ``loss_pct`` the mean over agents of their mean
+  loss while the target answered at all (outages are counted above, not here); speeds: each
+  agent's median, then the median (``_p50``) or 10th percentile (``download_p10_bps``) over
+  agents; ``speed_under_threshold_share`` the mean over agents of the share of their tests below
+  the threshold.
+* 95 % intervals ``<name>_ci``: percentile bootstrap over agents (resampling whole agents, since
+  one agent's outages are not independent of each other).
+* Publication floor: a cell with fewer than ``min_agents`` distinct agents is ``suppressed``:
+  only its identity keys are given, no figures.
+* Regional events: episodes of one type starting within ``event_window_s`` of each other at a
+  ``event_min_share`` or larger share of the agents observed in the region at that hour.
+
+Quantiles are "inverted CDF": the smallest value whose cumulative weight reaches q (the lower
+median for an even count), the same definition for the figure and its bootstrap.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from collector.clean import CAUSES, TYPES, Columns, Quality, clean
+from collector.indices import MOMENTARY_MAX_S, from_sums
+from collector.model import CELL_KEYS, INTERNET_CAUSES, Dataset
+
+PK_REGION_NAMES = {
+    "PK-PB": "Punjab", "PK-SD": "Sindh", "PK-KP": "Khyber Pakhtunkhwa", "PK-BA": "Balochistan",
+    "PK-IS": "Islamabad Capital Territory", "PK-GB": "Gilgit-Baltistan",
+    "PK-JK": "Azad Jammu and Kashmir",
+}
+PERIODS = ("all", "day", "week", "month")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+POWER, CONNECTIVITY = TYPES.index("power"), TYPES.index("connectivity")
+HOST_DOWN = CAUSES.index("host_down")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the statistics depend on ([collector] in the config; defaults as documented)."""
+
+    min_agents: int = 5
+    momentary_max_s: float = MOMENTARY_MAX_S
+    work_start_min: int = 9 * 60          # minutes after local midnight
+    work_end_min: int = 18 * 60
+    work_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")
+    timezone: str = "Asia/Karachi"
+    speed_threshold_bps: float = 10e6
+    regions: tuple[str, ...] = tuple(PK_REGION_NAMES)
+    region_names: dict = field(default_factory=lambda: dict(PK_REGION_NAMES), hash=False, compare=False)
+    event_window_s: float = 300.0
+    event_min_share: float = 0.5
+    event_min_agents: int = 3
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 1366
+
+    @property
+    def work_hours(self) -> str:
+        f = lambda m: f"{m // 60:02d}:{m % 60:02d}"  # noqa: E731
+        return f"{f(self.work_start_min)}-{f(self.work_end_min)}"
+
+
+# ---------------------------------------------------------------- time in the local zone
+
+class LocalTime:
+    """UTC seconds to local seconds with the zone's offset taken per UTC hour (exact for zones
+    whose changes fall on the hour; Asia/Karachi has one fixed offset, UTC+5)."""
+
+    def __init__(self, tz: str, start: float, end: float) -> None:
+        self.zone = ZoneInfo(tz)
+        self.h0 = int(math.floor(start / 3600)) - 48
+        h1 = int(math.ceil(end / 3600)) + 48
+        self.offsets = np.array([
+            self.zone.utcoffset(datetime.fromtimestamp(h * 3600, timezone.utc).replace(tzinfo=None))
+            .total_seconds() for h in range(self.h0, h1 + 1)], dtype=np.float64)
+
+    def local(self, t: np.ndarray) -> np.ndarray:
+        i = np.clip(np.floor(t / 3600).astype(np.int64) - self.h0, 0, self.offsets.size - 1)
+        return t + self.offsets[i]
+
+    def iso(self, t: float) -> str:
+        return datetime.fromtimestamp(t, self.zone).isoformat(timespec="seconds")
+
+
+def hour_of_week(local: np.ndarray) -> np.ndarray:
+    """0..167, Monday 00:00 = 0, for local seconds (1970-01-01 was a Thursday)."""
+    day = np.floor(local / 86400).astype(np.int64)
+    return ((day + 3) % 7) * 24 + ((local - day * 86400) // 3600).astype(np.int64)
+
+
+def work_seconds_before(local: np.ndarray, s: Settings) -> np.ndarray:
+    """Working seconds from a fixed Monday up to each local time: the difference of two values is
+    the overlap of an interval with the working hours, without looping over days."""
+    mask = np.array([d in s.work_days for d in WEEKDAYS], dtype=np.float64)
+    per_day = float(s.work_end_min - s.work_start_min) * 60.0
+    before = np.concatenate([[0.0], np.cumsum(mask)[:-1]]) * per_day
+    day = np.floor(local / 86400).astype(np.int64)
+    weekday = (day + 3) % 7
+    weeks = (day + 3) // 7
+    tod = local - day * 86400.0
+    inside = np.clip(tod - s.work_start_min * 60.0, 0.0, per_day)
+    return weeks * (mask.sum() * per_day) + before[weekday] + mask[weekday] * inside
+
+
+def periods(start: float, end: float, kind: str, tz: str) -> list[tuple[float, float]]:
+    """[start, end) cut at local midnights (day), Mondays (week) or month starts (month)."""
+    if kind == "all":
+        return [(start, end)]
+    if kind not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}, got {kind!r}")
+    zone = ZoneInfo(tz)
+    t = datetime.fromtimestamp(start, zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    if kind == "week":
+        t -= timedelta(days=t.weekday())
+    elif kind == "month":
+        t = t.replace(day=1)
+    out = []
+    while t.timestamp() < end:
+        if kind == "day":
+            nxt = t + timedelta(days=1)
+        elif kind == "week":
+            nxt = t + timedelta(days=7)
+        else:
+            nxt = (t.replace(day=28) + timedelta(days=4)).replace(day=1)
+        nxt = nxt.replace(tzinfo=None).replace(tzinfo=zone)  # wall-clock midnight after a DST change
+        out.append((max(start, t.timestamp()), min(end, nxt.timestamp())))
+        t = nxt
+    return [p for p in out if p[1] > p[0]]
+
+
+# ---------------------------------------------------------------- quantiles and the bootstrap
+
+def wquantile(values: np.ndarray, q: float) -> float | None:
+    """Inverted-CDF quantile of the non-NaN ``values`` (None when there are none)."""
+    v = np.sort(values[~np.isnan(values)])
+    if v.size == 0:
+        return None
+    return float(v[max(int(math.ceil(q * v.size)) - 1, 0)])
+
+
+class Bootstrap:
+    """Resamples of a cell's agents: ``counts[b, i]`` is how often agent i is drawn in resample b.
+    Every figure is a function of per-agent sums, so a resample's figure is a matrix product."""
+
+    def __init__(self, n: int, s: Settings, key: str) -> None:
+        rng = np.random.default_rng([s.seed, zlib.crc32(key.encode())])
+        self.counts = rng.multinomial(n, np.full(n, 1.0 / n), size=s.bootstrap).astype(np.float64)
+        alpha = (1.0 - s.confidence) / 2.0
+        self.q = (alpha, 1.0 - alpha)
+
+    def _interval(self, est: np.ndarray) -> list[float] | None:
+        est = est[np.isfinite(est)]
+        if est.size < 0.5 * self.counts.shape[0]:
+            return None  # most resamples have no figure (e.g. CAIDI with one interruption)
+        lo, hi = np.quantile(est, self.q)
+        return [float(lo), float(hi)]
+
+    def ratio(self, num: np.ndarray, den: np.ndarray, scale: float = 1.0,
+              complement: bool = False) -> list[float] | None:
+        a = self.counts @ num
+        b = self.counts @ den
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(b > 0, a / b * scale, np.nan)
+        if complement:
+            r = 1.0 - r
+        return self._interval(r)
+
+    def quantile(self, values: np.ndarray, q: float) -> list[float] | None:
+        m = ~np.isnan(values)
+        if not m.any():
+            return None
+        order = np.argsort(values[m], kind="stable")
+        v = values[m][order]
+        cum = np.cumsum(self.counts[:, m][:, order], axis=1)
+        total = cum[:, -1]
+        idx = (cum >= (q * total)[:, None]).argmax(axis=1)
+        return self._interval(np.where(total > 0, v[idx], np.nan))
+
+
+# ---------------------------------------------------------------- the aggregation
+
+def _hour_pieces(start: np.ndarray, end: np.ndarray):
+    """Split intervals at UTC hour boundaries: (interval index, hour start, seconds in it)."""
+    if start.size == 0:
+        z = np.zeros(0)
+        return z.astype(np.int64), z, z
+    h0 = np.floor(start / 3600).astype(np.int64)
+    h1 = np.maximum(np.ceil(end / 3600).astype(np.int64) - 1, h0)
+    n = h1 - h0 + 1
+    rep = np.repeat(np.arange(start.size), n)
+    k = np.arange(rep.size) - np.repeat(np.cumsum(n) - n, n)
+    hs = (h0[rep] + k) * 3600.0
+    secs = np.minimum(end[rep], hs + 3600.0) - np.maximum(start[rep], hs)
+    return rep, hs, np.maximum(secs, 0.0)
+
+
+def _period_index(t: np.ndarray, bounds: list[tuple[float, float]]) -> np.ndarray:
+    """Index of the period holding each time, -1 outside all of them."""
+    starts = np.array([b[0] for b in bounds])
+    ends = np.array([b[1] for b in bounds])
+    p = np.searchsorted(starts, t, side="right") - 1
+    ok = (p >= 0) & (t < ends[np.clip(p, 0, None)])
+    return np.where(ok, p, -1)
+
+
+def aggregate(ds: Dataset, settings: Settings = Settings(), by: tuple[str, ...] = ("region", "isp"),
+              period: str = "all", now: float | None = None) -> dict:
+    """Cells, regional events and data quality for ``ds``. ``now`` (seconds since 1970 UTC)
+    dates future records; it defaults to the window's end. Returns the dict the JSON output,
+    the report page and the write-back all use (docs/collector.md)."""
+    for k in by:
+        if k not in CELL_KEYS:
+            raise ValueError(f"--by: unknown key {k!r}; expected some of {', '.join(CELL_KEYS)}")
+    now = ds.end if now is None else now
+    cols, quality = clean(ds, settings.regions, now)
+    return summarise(cols, quality, settings, by, period, now)
+
+
+def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...], period: str,
+              now: float) -> dict:
+    lt = LocalTime(s.timezone, cols.start, cols.end)
+    bounds = periods(cols.start, cols.end, period, s.timezone)
+    P, U = len(bounds), len(cols.units)
+    cell_keys: dict[tuple, int] = {}
+    unit_cell = np.array([cell_keys.setdefault(u.key(by), len(cell_keys)) for u in cols.units],
+                         dtype=np.int64)
+    C = len(cell_keys)
+    agent_ids: dict[str, int] = {}
+    unit_agent = np.array([agent_ids.setdefault(u.agent, len(agent_ids)) for u in cols.units],
+                          dtype=np.int64)
+
+    def per_unit(p: np.ndarray, u: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        ok = p >= 0
+        return np.bincount(p[ok] * U + u[ok], weights=None if w is None else w[ok],
+                           minlength=P * U).reshape(P, U).astype(np.float64)
+
+    # Observed time: rounds, plus host-down power time (the host was off because the power was).
+    op = _period_index(cols.obs_hour.astype(np.float64), bounds)
+    net_obs = per_unit(op, cols.obs_unit, cols.obs_s)
+    e_end = cols.ep_start + cols.ep_dur
+    ep = _period_index(cols.ep_start, bounds)
+    is_power = cols.ep_type == POWER
+    is_net = cols.ep_type == CONNECTIVITY
+    host_down = is_power & (cols.ep_cause == HOST_DOWN)
+    pw_obs = net_obs + per_unit(np.where(host_down, ep, -1), cols.ep_unit, cols.ep_dur)
+    sustained = is_power & (cols.ep_dur > s.momentary_max_s)
+    momentary = is_power & ~sustained
+    sus_n = per_unit(np.where(sustained, ep, -1), cols.ep_unit)
+    sus_s = per_unit(np.where(sustained, ep, -1), cols.ep_unit, cols.ep_dur)
+    mom_n = per_unit(np.where(momentary, ep, -1), cols.ep_unit)
+    net_n = per_unit(np.where(is_net, ep, -1), cols.ep_unit)
+    net_s = per_unit(np.where(is_net, ep, -1), cols.ep_unit, cols.ep_dur)
+    by_cause = {}
+    for c in INTERNET_CAUSES:
+        m = is_net & (cols.ep_cause == CAUSES.index(c))
+        by_cause[c] = (per_unit(np.where(m, ep, -1), cols.ep_unit),
+                       per_unit(np.where(m, ep, -1), cols.ep_unit, cols.ep_dur))
+    # Work-hour overlap, in local time.
+    loc_start = lt.local(cols.ep_start)
+    overlap = (work_seconds_before(loc_start + cols.ep_dur, s) - work_seconds_before(loc_start, s))
+    wh_pw = per_unit(np.where(is_power, ep, -1), cols.ep_unit, overlap)
+    wh_net = per_unit(np.where(is_net, ep, -1), cols.ep_unit, overlap)
+
+    # Load-shedding profile: power-off seconds and observed seconds per hour of the week.
+    pw_i = np.nonzero(is_power)[0]
+    rep, hs, secs = _hour_pieces(cols.ep_start[pw_i], e_end[pw_i])
+    piece_unit = cols.ep_unit[pw_i][rep]
+    piece_p = _period_index(hs, bounds)
+    how_piece = hour_of_week(lt.local(hs))
+    how_obs = hour_of_week(lt.local(cols.obs_hour.astype(np.float64)))
+    hd_piece = host_down[pw_i][rep]
+
+    def per_cell_how(p, u, how, w):
+        ok = p >= 0
+        idx = (p[ok] * C + unit_cell[u[ok]]) * 168 + how[ok]
+        return np.bincount(idx, weights=w[ok], minlength=P * C * 168).reshape(P, C, 168)
+
+    off_how = per_cell_how(piece_p, piece_unit, how_piece, secs)
+    obs_how = (per_cell_how(op, cols.obs_unit, how_obs, cols.obs_s)
+               + per_cell_how(np.where(hd_piece, piece_p, -1), piece_unit, how_piece, secs))
+
+    line = _line_quality(cols, bounds, U, s)
+    events, ep_event, events_suppressed = _events(cols, s, lt, unit_agent, net_obs, bounds)
+    in_event = ep_event >= 0
+
+    cells = []
+    cell_list = sorted(cell_keys.items(), key=lambda kv: kv[0])
+    for p, (ps, pe) in enumerate(bounds):
+        T = pe - ps
+        for key, c in cell_list:
+            members = np.nonzero((unit_cell == c) & (pw_obs[p] > 0))[0]
+            ident = dict(zip(by, key))
+            if "region" in ident:
+                ident["region_name"] = s.region_names.get(ident["region"], ident["region"])
+            ident["period_start"] = lt.iso(ps)
+            ident["period_end"] = lt.iso(pe)
+            agents = len(set(unit_agent[members].tolist()))
+            if agents == 0:
+                continue
+            if agents < s.min_agents:
+                cells.append({**ident, "suppressed": True})
+                continue
+            cell = {**ident, "suppressed": False, "agents": agents,
+                    "agent_hours": float(pw_obs[p, members].sum() / 3600.0)}
+            boot = Bootstrap(members.size, s, repr((key, ps)))
+            g = lambda a: a[p, members]  # noqa: E731
+            _fill_power(cell, boot, g(sus_n), g(sus_s), g(mom_n), g(pw_obs), T)
+            _fill_internet(cell, boot, g(net_n), g(net_s), g(net_obs), T,
+                           {c_: (g(n_), g(s_)) for c_, (n_, s_) in by_cause.items()})
+            for name, v, den in (("work_hours_power_min_per_agent", g(wh_pw), g(pw_obs)),
+                                 ("work_hours_internet_min_per_agent", g(wh_net), g(net_obs))):
+                _ratio(cell, boot, name, v, den, T / 60.0)
+            _fill_profile(cell, off_how[p, c], obs_how[p, c])
+            _fill_line(cell, boot, line, p, members)
+            cm = np.isin(cols.ep_unit, members) & (ep == p)
+            cell["regional_events"] = int(np.unique(ep_event[cm & in_event]).size)
+            for name, m in (("power_regional_share", is_power), ("internet_regional_share", is_net)):
+                tot = int((cm & m).sum())
+                cell[name] = float((cm & m & in_event).sum() / tot) if tot else None
+            cells.append(cell)
+    return {
+        "generated_at": lt.iso(now),
+        "window": {"start": lt.iso(cols.start), "end": lt.iso(cols.end)},
+        "by": list(by), "period": period,
+        "settings": {"min_agents": s.min_agents, "momentary_max_s": s.momentary_max_s,
+                     "work_hours": s.work_hours, "work_days": list(s.work_days),
+                     "timezone": s.timezone, "speed_threshold_bps": s.speed_threshold_bps,
+                     "bootstrap": s.bootstrap, "confidence": s.confidence,
+                     "event_window_s": s.event_window_s, "event_min_share": s.event_min_share},
+        "cells": cells,
+        "events": events,
+        "events_suppressed": events_suppressed,
+        "data_quality": quality.as_dict(),
+    }
+
+
+def _ratio(cell: dict, boot: Bootstrap, name: str, num: np.ndarray, den: np.ndarray,
+           scale: float = 1.0, complement: bool = False) -> None:
+    d = float(den.sum())
+    if d <= 0:
+        cell[name] = None
+        cell[name + "_ci"] = None
+        return
+    v = float(num.sum()) / d * scale
+    cell[name] = 1.0 - v if complement else v
+    cell[name + "_ci"] = boot.ratio(num, den, scale, complement)
+
+
+def _fill_power(cell, boot, sus_n, sus_s, mom_n, obs, T) -> None:
+    ind = from_sums(int(sus_n.sum()), float(sus_s.sum()), int(mom_n.sum()), float(obs.sum()), T)
+    cell.update(power_saifi=ind.power_saifi, power_saidi_min=ind.power_saidi_min,
+                power_caidi_min=ind.power_caidi_min, power_maifi=ind.power_maifi,
+                power_asai=ind.power_asai)
+    cell["power_saifi_ci"] = boot.ratio(sus_n, obs, T)
+    cell["power_saidi_min_ci"] = boot.ratio(sus_s, obs, T / 60.0)
+    cell["power_caidi_min_ci"] = boot.ratio(sus_s, sus_n, 1 / 60.0) if ind.sustained else None
+    cell["power_maifi_ci"] = boot.ratio(mom_n, obs, T)
+    cell["power_asai_ci"] = boot.ratio(sus_s, obs, 1.0, complement=True)
+    if cell["power_asai_ci"]:
+        cell["power_asai_ci"] = sorted(max(0.0, x) for x in cell["power_asai_ci"])
+
+
+def _fill_internet(cell, boot, n, secs, obs, T, causes) -> None:
+    _ratio(cell, boot, "internet_availability", secs, obs, 1.0, complement=True)
+    if cell["internet_availability"] is not None:
+        cell["internet_availability"] = max(0.0, cell["internet_availability"])
+        if cell["internet_availability_ci"]:
+            cell["internet_availability_ci"] = sorted(max(0.0, x) for x in cell["internet_availability_ci"])
+    _ratio(cell, boot, "internet_outages_per_agent", n, obs, T)
+    _ratio(cell, boot, "internet_outage_min_per_agent", secs, obs, T / 60.0)
+    for c, (cn, cs) in causes.items():
+        _ratio(cell, boot, f"internet_outages_per_agent_{c}", cn, obs, T)
+        _ratio(cell, boot, f"internet_outage_min_per_agent_{c}", cs, obs, T / 60.0)
+
+
+def _fill_profile(cell: dict, off: np.ndarray, obs: np.ndarray) -> None:
+    def share(a, b):
+        return [None if d <= 0 else float(min(1.0, x / d)) for x, d in zip(a, b)]
+    grid_off, grid_obs = off.reshape(7, 24), obs.reshape(7, 24)
+    cell["load_shedding_by_hour"] = share(grid_off.sum(0), grid_obs.sum(0))
+    cell["load_shedding_by_weekday"] = share(grid_off.sum(1), grid_obs.sum(1))
+    cell["load_shedding_heatmap"] = [share(a, b) for a, b in zip(grid_off, grid_obs)]
+
+
+def _line_quality(cols: Columns, bounds, U: int, s: Settings) -> dict:
+    """Per period and unit: median daily p50/p95, mean loss (weighted by rounds), speed medians."""
+    P = len(bounds)
+    out = {k: np.full((P, U), np.nan) for k in
+           ("rtt_p50", "rtt_p95", "loss", "down", "up", "under")}
+    pp = _period_index(cols.pd_day.astype(np.float64), bounds)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (p, u) in enumerate(zip(pp.tolist(), cols.pd_unit.tolist())):
+        if p >= 0:
+            groups.setdefault((p, u), []).append(i)
+    for (p, u), idx in groups.items():
+        ix = np.array(idx)
+        for name, arr in (("rtt_p50", cols.pd_p50), ("rtt_p95", cols.pd_p95)):
+            v = wquantile(arr[ix], 0.5)
+            if v is not None:
+                out[name][p, u] = v
+        w = cols.pd_rounds[ix].astype(np.float64)
+        lv = cols.pd_loss[ix]
+        m = ~np.isnan(lv) & (w > 0)
+        if m.any():
+            out["loss"][p, u] = float((lv[m] * w[m]).sum() / w[m].sum())
+    sp = _period_index(cols.sp_time, bounds)
+    groups = {}
+    for i, (p, u) in enumerate(zip(sp.tolist(), cols.sp_unit.tolist())):
+        if p >= 0:
+            groups.setdefault((p, u), []).append(i)
+    for (p, u), idx in groups.items():
+        ix = np.array(idx)
+        d = cols.sp_down[ix]
+        out["down"][p, u] = wquantile(d, 0.5)
+        up = wquantile(cols.sp_up[ix], 0.5)
+        out["up"][p, u] = np.nan if up is None else up
+        out["under"][p, u] = float((d < s.speed_threshold_bps).mean())
+    return out
+
+
+def _fill_line(cell, boot, line, p, members) -> None:
+    for name, src, q in (("rtt_p50_ms", "rtt_p50", 0.5), ("rtt_p95_ms", "rtt_p95", 0.5),
+                         ("download_p50_bps", "down", 0.5), ("download_p10_bps", "down", 0.1),
+                         ("upload_p50_bps", "up", 0.5)):
+        v = line[src][p, members]
+        cell[name] = wquantile(v, q)
+        cell[name + "_ci"] = boot.quantile(v, q) if cell[name] is not None else None
+    for name, src in (("loss_pct", "loss"), ("speed_under_threshold_share", "under")):
+        v = line[src][p, members]
+        has = ~np.isnan(v)
+        _ratio(cell, boot, name, np.where(has, v, 0.0), has.astype(np.float64))
+
+
+def _events(cols: Columns, s: Settings, lt: LocalTime, unit_agent: np.ndarray,
+            net_obs: np.ndarray, bounds) -> tuple[list[dict], np.ndarray, int]:
+    """Regional events, for every episode the number of its event (-1: isolated), and how many
+    events were not listed because their region had fewer than ``min_agents`` agents watching."""
+    ep_event = np.full(cols.ep_start.size, -1, dtype=np.int64)
+    regions = sorted({u.region for u in cols.units})
+    r_index = {r: i for i, r in enumerate(regions)}
+    unit_region = np.array([r_index[u.region] for u in cols.units], dtype=np.int64)
+    # Distinct agents watching, per region and UTC hour (rounds, or host down for power).
+    hd = (cols.ep_type == POWER) & (cols.ep_cause == HOST_DOWN)
+    rep, hs, _ = _hour_pieces(cols.ep_start[hd], cols.ep_start[hd] + cols.ep_dur[hd])
+    w_unit = np.concatenate([cols.obs_unit[cols.obs_s > 0], cols.ep_unit[hd][rep]])
+    w_hour = np.concatenate([cols.obs_hour[cols.obs_s > 0] // 3600, (hs // 3600).astype(np.int64)])
+    watching: dict[tuple[int, int], int] = {}
+    if w_unit.size:
+        trip = np.unique(np.stack([unit_region[w_unit], w_hour, unit_agent[w_unit]]), axis=1)
+        pairs, counts = np.unique(trip[:2], axis=1, return_counts=True)
+        watching = {(int(a), int(b)): int(n) for a, b, n in zip(pairs[0], pairs[1], counts)}
+    events: list[dict] = []
+    suppressed = 0
+    isps = [u.isp for u in cols.units]
+    for t, tname in enumerate(TYPES):
+        for r, region in enumerate(regions):
+            idx = np.nonzero((cols.ep_type == t) & (unit_region[cols.ep_unit] == r))[0]
+            if idx.size < s.event_min_agents:
+                continue
+            idx = idx[np.argsort(cols.ep_start[idx], kind="stable")]
+            st = cols.ep_start[idx]
+            reach = np.searchsorted(st, st + s.event_window_s, side="right")
+            candidates = np.nonzero(reach - np.arange(st.size) >= s.event_min_agents)[0]
+            nxt = 0
+            for i in candidates.tolist():
+                if i < nxt:
+                    continue
+                j = int(reach[i])
+                members = idx[i:j]
+                agents = set(unit_agent[cols.ep_unit[members]].tolist())
+                seen = watching.get((r, int(st[i] // 3600)), 0)
+                need = max(s.event_min_agents, math.ceil(s.event_min_share * seen))
+                if len(agents) < need:
+                    continue
+                nxt = j
+                if seen < s.min_agents:
+                    suppressed += 1
+                    continue
+                ep_event[members] = len(events)
+                causes = [CAUSES[c] for c in cols.ep_cause[members].tolist()]
+                hit_isps = [isps[u] for u in cols.ep_unit[members].tolist()]
+                top_isp = max(set(hit_isps), key=hit_isps.count)
+                single = tname == "connectivity" and hit_isps.count(top_isp) >= 0.8 * len(hit_isps)
+                events.append({
+                    "region": region, "region_name": s.region_names.get(region, region),
+                    "type": tname, "cause": max(set(causes), key=causes.count),
+                    # A connectivity event nearly all on one ISP reads as that ISP's failure.
+                    "scope": "isp" if single else "region",
+                    "start": lt.iso(float(st[i])),
+                    "end": lt.iso(float((cols.ep_start[members] + cols.ep_dur[members]).max())),
+                    "agents_affected": len(agents), "agents_observed": seen,
+                    "share": round(len(agents) / seen, 4) if seen else None,
+                    "median_duration_min": float(np.median(cols.ep_dur[members]) / 60.0),
+                    "isps": sorted(set(hit_isps)),
+                })
+    # Listed by time; ep_event keeps creation numbers, which only tell events apart.
+    events.sort(key=lambda e: e["start"])
+    return events, ep_event, suppressed
