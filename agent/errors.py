@@ -5,8 +5,10 @@
     ├── ProbeError         a probe could not run at all (an unreachable target is not an error:
     │   │                  it is a sample with 100 % loss)
     │   └── MethodUnavailable  the chosen echo method is refused by the system (no ICMP permission)
-    └── StoreError         the local store cannot be opened or written
-        └── StoreCorrupt   the database file is damaged (it is moved aside and a new one started)
+    ├── StoreError         the local store cannot be opened or written
+    │   └── StoreCorrupt   the database file is damaged (it is moved aside and a new one started)
+    └── SourceError        the collector cannot read a source (InfluxDB's /query, an agent's
+                           store file): names the source and what went wrong
 
 Library exceptions (OSError, sqlite3.Error, tomllib.TOMLDecodeError) are caught where they occur and
 re-raised as one of these with ``raise ... from exc`` so the cause stays visible in tracebacks.
@@ -47,3 +49,7 @@ class StoreError(LinewatchError):
 
 class StoreCorrupt(StoreError):
     """The local store's database file is not a valid SQLite database."""
+
+
+class SourceError(LinewatchError):
+    """The collector could not read one of its sources; ``str(err)`` names the source."""

@@ -26,7 +26,7 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import quote, urlsplit
@@ -161,6 +161,7 @@ class Answer:
     status: int | None
     message: str = ""
     retry_after: str | None = None
+    body: bytes = field(default=b"", repr=False, compare=False)  # the answer's body (queries read it)
 
     @property
     def ok(self) -> bool:
@@ -235,7 +236,7 @@ class HTTP:
                 if resp.getheader("Connection", "").lower() == "close":
                     self.close()
                 ans = Answer(resp.status, "" if 200 <= resp.status < 300 else server_message(data, got),
-                             resp.getheader("Retry-After"))
+                             resp.getheader("Retry-After"), data)
                 return ans, got
             except (ConnectionResetError, BrokenPipeError) as exc:
                 self.close()

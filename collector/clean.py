@@ -29,13 +29,12 @@ clipped (the record is kept, shortened):
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
 
-from collector.model import Dataset, Unit
+from collector.model import Dataset, Quality, Unit
 
 TYPES: tuple[str, ...] = ("power", "connectivity")
 # Every cause the agent records for the two types (docs/metrics.md, outage.cause).
@@ -48,28 +47,6 @@ MAX_RTT_MS = 60_000.0
 MAX_SPEED_BPS = 10e9
 MAX_TESTS_PER_DAY = 48
 MAX_EPISODES_PER_DAY = 1440
-
-
-@dataclass
-class Quality:
-    accepted: Counter = field(default_factory=Counter)
-    rejected: Counter = field(default_factory=Counter)
-    clipped: Counter = field(default_factory=Counter)
-    unknown_regions: Counter = field(default_factory=Counter)   # code -> records
-
-    def as_dict(self) -> dict:
-        out = {"accepted": dict(sorted(self.accepted.items())),
-               "rejected": {k: v for k, v in sorted(self.rejected.items()) if v},
-               "clipped": {k: v for k, v in sorted(self.clipped.items()) if v}}
-        if self.unknown_regions:
-            out["unknown_region_codes"] = dict(sorted(self.unknown_regions.items()))
-        return out
-
-    def merge(self, other: "Quality") -> None:
-        for mine, theirs in ((self.accepted, other.accepted), (self.rejected, other.rejected),
-                             (self.clipped, other.clipped),
-                             (self.unknown_regions, other.unknown_regions)):
-            mine.update(theirs)
 
 
 @dataclass

@@ -16,12 +16,27 @@ an agent whose tags changed (it moved, or its ISP changed) counts in each cell i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections import Counter
+from dataclasses import dataclass, field
 
 # The tags that can define a cell, in the order the CLI accepts them in --by.
 CELL_KEYS: tuple[str, ...] = ("region", "isp", "city", "access")
 # Causes of connectivity episodes, as the agent records them (docs/metrics.md, outage.cause).
 INTERNET_CAUSES: tuple[str, ...] = ("power", "lan", "isp", "dns", "unknown")
+
+
+def rank(q: float, n: int) -> int:
+    """Index of the q-quantile in n sorted values, "inverted CDF": the smallest value whose
+    cumulative share reaches q (the lower median for an even n). Rounded first, so 0.1 x 30 is 3
+    and not 3.0000000000000004."""
+    return min(max(math.ceil(round(q * n, 9)) - 1, 0), n - 1)
+
+
+def quantile(values, q: float) -> float | None:
+    """The q-quantile of ``values`` by :func:`rank` (None when there are none)."""
+    v = sorted(values)
+    return v[rank(q, len(v))] if v else None
 
 
 @dataclass(frozen=True, order=True)
@@ -85,3 +100,27 @@ class Dataset:
     episodes: tuple[Episode, ...] = ()
     pings: tuple[PingDay, ...] = ()
     speeds: tuple[SpeedTest, ...] = ()
+
+
+@dataclass
+class Quality:
+    """Records accepted, rejected and clipped, by reason (collector.clean lists the reasons)."""
+
+    accepted: Counter = field(default_factory=Counter)
+    rejected: Counter = field(default_factory=Counter)
+    clipped: Counter = field(default_factory=Counter)
+    unknown_regions: Counter = field(default_factory=Counter)   # code -> records
+
+    def as_dict(self) -> dict:
+        out = {"accepted": dict(sorted(self.accepted.items())),
+               "rejected": {k: v for k, v in sorted(self.rejected.items()) if v},
+               "clipped": {k: v for k, v in sorted(self.clipped.items()) if v}}
+        if self.unknown_regions:
+            out["unknown_region_codes"] = dict(sorted(self.unknown_regions.items()))
+        return out
+
+    def merge(self, other: "Quality") -> None:
+        for mine, theirs in ((self.accepted, other.accepted), (self.rejected, other.rejected),
+                             (self.clipped, other.clipped),
+                             (self.unknown_regions, other.unknown_regions)):
+            mine.update(theirs)

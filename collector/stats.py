@@ -43,15 +43,12 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from agent.config import PK_REGIONS
 from collector.clean import CAUSES, TYPES, Columns, Quality, clean
 from collector.indices import MOMENTARY_MAX_S, from_sums
-from collector.model import CELL_KEYS, INTERNET_CAUSES, Dataset
+from collector.model import CELL_KEYS, INTERNET_CAUSES, Dataset, rank
 
-PK_REGION_NAMES = {
-    "PK-PB": "Punjab", "PK-SD": "Sindh", "PK-KP": "Khyber Pakhtunkhwa", "PK-BA": "Balochistan",
-    "PK-IS": "Islamabad Capital Territory", "PK-GB": "Gilgit-Baltistan",
-    "PK-JK": "Azad Jammu and Kashmir",
-}
+PK_REGION_NAMES = PK_REGIONS
 PERIODS = ("all", "day", "week", "month")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 POWER, CONNECTIVITY = TYPES.index("power"), TYPES.index("connectivity")
@@ -159,7 +156,7 @@ def wquantile(values: np.ndarray, q: float) -> float | None:
     v = np.sort(values[~np.isnan(values)])
     if v.size == 0:
         return None
-    return float(v[max(int(math.ceil(q * v.size)) - 1, 0)])
+    return float(v[rank(q, v.size)])
 
 
 class Bootstrap:
@@ -197,7 +194,7 @@ class Bootstrap:
         v = values[m][order]
         cum = np.cumsum(self.counts[:, m][:, order], axis=1)
         total = cum[:, -1]
-        idx = (cum >= (q * total)[:, None]).argmax(axis=1)
+        idx = (cum >= (q * total - 1e-9)[:, None]).argmax(axis=1)
         return self._interval(np.where(total > 0, v[idx], np.nan))
 
 
@@ -228,15 +225,19 @@ def _period_index(t: np.ndarray, bounds: list[tuple[float, float]]) -> np.ndarra
 
 
 def aggregate(ds: Dataset, settings: Settings = Settings(), by: tuple[str, ...] = ("region", "isp"),
-              period: str = "all", now: float | None = None) -> dict:
+              period: str = "all", now: float | None = None,
+              source_quality: Quality | None = None) -> dict:
     """Cells, regional events and data quality for ``ds``. ``now`` (seconds since 1970 UTC)
-    dates future records; it defaults to the window's end. Returns the dict the JSON output,
+    dates future records; it defaults to the window's end. ``source_quality``: what the
+    source already rejected, reported with the rest. Returns the dict the JSON output,
     the report page and the write-back all use (docs/collector.md)."""
     for k in by:
         if k not in CELL_KEYS:
             raise ValueError(f"--by: unknown key {k!r}; expected some of {', '.join(CELL_KEYS)}")
     now = ds.end if now is None else now
     cols, quality = clean(ds, settings.regions, now)
+    if source_quality is not None:
+        quality.merge(source_quality)  # rows the sources could not even turn into records
     return summarise(cols, quality, settings, by, period, now)
 
 

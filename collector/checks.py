@@ -1,0 +1,98 @@
+"""``linewatch-collector check``: can the collector read its sources? Rows of (status, what,
+detail), status OK / WARN / FAIL; FAIL makes the command exit 1."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from agent.errors import ConfigError, SourceError
+from collector.config import CollectorConfig
+
+
+def run_checks(cfg: CollectorConfig, stores: tuple[str, ...], now: float) -> list[tuple[str, str, str]]:
+    rows = [("OK", "config", cfg.source)]
+    if cfg.influx.url:
+        rows += _influx(cfg)
+    paths = tuple(cfg.collector.stores) + tuple(stores)
+    if paths:
+        rows += _stores(paths, now)
+    if not cfg.influx.url and not paths:
+        rows.append(("FAIL", "source", "none: set [influx] url and database, or [collector] "
+                                       "stores, or pass --store FILE"))
+    return rows
+
+
+def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
+    from agent.influx import Sink, load_token
+    from collector.influxql import Reader
+
+    rows = []
+    try:
+        token = load_token(cfg.influx, source=cfg.source)
+    except ConfigError as exc:
+        return [("FAIL", "influx credentials", str(exc))]
+    if token.warning:
+        rows.append(("WARN", "influx credentials", token.warning))
+    if not cfg.influx.verify_tls and cfg.influx.url.startswith("https"):
+        rows.append(("WARN", "influx tls", "verify_tls = false: the server's certificate is not checked"))
+    sink = Sink(cfg.influx, token)
+    ans, version = sink.ping()
+    if not ans.ok:
+        return rows + [("FAIL", "influx url", f"{sink.url}/ping: "
+                        + (f"HTTP {ans.status}: {ans.message}" if ans.status else ans.message))]
+    rows.append(("OK", "influx url", f"{sink.url} (version {version or 'not reported'})"))
+    db = cfg.influx.database or cfg.influx.bucket
+    reader = Reader(sink.http("v1"), db, cfg.influx.retention_policy)
+    try:
+        names = {v[0] for s in reader.query("SHOW MEASUREMENTS", "SHOW MEASUREMENTS")
+                 for v in s.get("values") or []}
+        rows.append(("OK", "influx query", f"database {db!r} answers InfluxQL"))
+        wanted = ("round", "outage", "ping", "speedtest")
+        missing = [m for m in wanted if m not in names]
+        if "round" in missing:
+            rows.append(("FAIL", "influx data", f"no 'round' measurement in {db!r}: no agent has "
+                                                "written here (check the agents' influx settings)"))
+        else:
+            recent = reader.query('SELECT count("interval_s") FROM "round" WHERE time > now() - 1d '
+                                  'GROUP BY "agent"', "agents in the last day")
+            detail = f"{len(recent)} agent(s) wrote rounds in the last 24 h"
+            if missing:
+                detail += "; not yet written: " + ", ".join(missing)
+            rows.append(("OK" if recent else "WARN", "influx data", detail))
+    except SourceError as exc:
+        rows.append(("FAIL", "influx query", sink.redact(str(exc))))
+    finally:
+        reader.http.close()
+    return rows
+
+
+def _stores(paths: tuple[str, ...], now: float) -> list[tuple[str, str, str]]:
+    from collector.storefile import StoreFile, expand
+
+    rows = []
+    try:
+        files = expand(paths)
+    except SourceError as exc:
+        return [("FAIL", "store", str(exc))]
+    for p in files:
+        try:
+            f = StoreFile.open(p)
+        except SourceError as exc:
+            rows.append(("FAIL", "store", str(exc)))
+            continue
+        try:
+            spans = f.round_spans(0, now + 86400)
+            if not spans:
+                rows.append(("WARN", "store", f"{p}: no probe rounds"))
+                continue
+            agents = sorted({s[2].agent for s in spans})
+            first = datetime.fromtimestamp(min(s[0] for s in spans) / 1e9, timezone.utc)
+            last = datetime.fromtimestamp(max(s[1] for s in spans) / 1e9, timezone.utc)
+            regions = sorted({s[2].region or "(no region)" for s in spans})
+            rows.append(("OK", "store", f"{p}: agent {', '.join(agents)}, {', '.join(regions)}, "
+                                        f"{first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC"))
+        except SourceError as exc:
+            rows.append(("FAIL", "store", str(exc)))
+        finally:
+            f.close()
+    return rows

@@ -1,0 +1,270 @@
+"""``linewatch-collector``: regional statistics from many agents (thin: parse, call, print).
+
+Commands: ``aggregate`` (table, CSV or JSON), ``report`` (one self-contained HTML page),
+``run`` (on a schedule, writes ``regional_*`` measurements back to InfluxDB) and ``check``
+(are the sources readable?). ``--config PATH`` is accepted before or after the command.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from agent.errors import ConfigError, LinewatchError, SourceError
+from collector import config as cconfig
+
+BY_CHOICES = ("region", "isp", "city", "access")
+
+
+def _config(ctx: click.Context, path: str | None) -> cconfig.CollectorConfig:
+    path = path or (ctx.obj or {}).get("config")
+    try:
+        return cconfig.load(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _by(value: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in value.split(",") if k.strip())
+    bad = [k for k in keys if k not in BY_CHOICES]
+    if bad or not keys or len(set(keys)) != len(keys):
+        raise click.BadParameter(f"expected a comma-separated list of {', '.join(BY_CHOICES)}, "
+                                 f"got {value!r}", param_hint="--by")
+    return keys
+
+
+def _window(since: str, until: str | None, now: float) -> tuple[float, float]:
+    try:
+        end = cconfig.parse_when(until, now) if until else now
+        start = cconfig.parse_when(since, end)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since/--until") from exc
+    start = float(int(start // 3600) * 3600)  # whole hours: the sources group by hour
+    if start >= end:
+        raise click.BadParameter("the window is empty (--since is not before --until)",
+                                 param_hint="--since")
+    return start, end
+
+
+def collect(cfg: cconfig.CollectorConfig, start: float, end: float, stores: tuple[str, ...] = (),
+            warn=lambda m: click.echo(f"warning: {m}", err=True)):
+    """Read every configured source for [start, end): (Dataset, Quality, what was read)."""
+    from collector import storefile
+    from collector.model import Quality
+
+    parts, quality, read = [], Quality(), []
+    if cfg.influx.url:
+        reader, sink = _reader(cfg)
+        try:
+            ds, q = reader.read(start, end)
+        except SourceError as exc:
+            raise SourceError(sink.redact(str(exc))) from None
+        finally:
+            reader.http.close()
+        parts.append(ds)
+        quality.merge(q)
+        read.append(f"InfluxDB {sink.url} ({reader.queries} queries, {reader.bytes} bytes)")
+    paths = tuple(cfg.collector.stores) + tuple(stores)
+    if paths:
+        files = storefile.expand(paths)
+        ds, q = storefile.read_stores(files, start, end, on_error=lambda e: warn(str(e)))
+        parts.append(ds)
+        quality.merge(q)
+        read.append(f"{len(files)} store file(s)")
+    if not read:
+        raise SourceError("no source: set [influx] url and database, or [collector] stores, "
+                          "or pass --store FILE")
+    return storefile.merge(start, end, parts), quality, read
+
+
+def _reader(cfg: cconfig.CollectorConfig):
+    from agent.influx import Sink, load_token
+    from collector.influxql import Reader
+
+    token = load_token(cfg.influx, source=cfg.source)
+    sink = Sink(cfg.influx, token)
+    return Reader(sink.http("v1"), cfg.influx.database or cfg.influx.bucket,
+                  cfg.influx.retention_policy), sink
+
+
+def _aggregate(cfg, since, until, by, period, stores, now=None):
+    from collector.stats import aggregate
+
+    now = time.time() if now is None else now
+    start, end = _window(since, until, now)
+    ds, quality, read = collect(cfg, start, end, stores)
+    result = aggregate(ds, cconfig.settings(cfg), by=by, period=period, now=now,
+                       source_quality=quality)
+    result["sources"] = read
+    return result
+
+
+def _common(f):
+    f = click.option("--config", "config_path", metavar="PATH", help="Collector config (TOML).")(f)
+    f = click.option("--store", "stores", multiple=True, metavar="FILE",
+                     help="An agent's store file to read too (repeatable).")(f)
+    f = click.option("--period", type=click.Choice(("all", "day", "week", "month")), default="all",
+                     show_default=True, help="Cells per whole window, or per day/week/month.")(f)
+    f = click.option("--by", "by", default="region,isp", show_default=True,
+                     help="Cell keys: region, isp, city, access.")(f)
+    f = click.option("--until", default=None, help="Window end: a duration back from now or a "
+                     "date (default: now).")(f)
+    f = click.option("--since", default="30d", show_default=True,
+                     help="Window start: a duration back (30d, 12h, 2w) or a date.")(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", metavar="PATH", help="Collector config (TOML).")
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """Regional reliability statistics from many linewatch agents."""
+    ctx.obj = {"config": config}
+
+
+def _run(fn):
+    try:
+        return fn()
+    except (SourceError, LinewatchError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command("aggregate")
+@_common
+@click.option("--format", "fmt", type=click.Choice(("table", "csv", "json")), default="table",
+              show_default=True)
+@click.pass_context
+def aggregate_cmd(ctx, config_path, stores, period, by, until, since, fmt):
+    """Cells of region x ISP (x period) with their figures and 95 % intervals."""
+    from collector import output
+
+    cfg = _config(ctx, config_path)
+    result = _run(lambda: _aggregate(cfg, since, until, _by(by), period, stores))
+    if fmt == "table":
+        click.echo(output.to_table(result), nl=False)
+        return
+    click.echo(output.to_json(result) if fmt == "json" else output.to_csv(result), nl=False)
+    # Scripts read stdout; the data-quality counts go to stderr so they are never lost.
+    click.echo("data quality: " + "; ".join(output.quality_lines(result["data_quality"])), err=True)
+
+
+@main.command("report")
+@_common
+@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="The HTML file to write.")
+@click.option("--title", default="", help="The page's title.")
+@click.pass_context
+def report_cmd(ctx, config_path, stores, period, by, until, since, out, title):
+    """One self-contained HTML page to publish: tables, charts, events, method."""
+    from collector import page
+
+    cfg = _config(ctx, config_path)
+    result = _run(lambda: _aggregate(cfg, since, until, _by(by), period, stores))
+    if title:
+        result["title"] = title
+    write_atomic(Path(out), page.region_report(result), 0o644)
+    shown = sum(1 for c in result["cells"] if not c["suppressed"])
+    click.echo(f"wrote {out}: {shown} cell(s) shown, "
+               f"{len(result['cells']) - shown} suppressed, {len(result['events'])} regional event(s)")
+
+
+def write_atomic(path: Path, text: str, mode: int) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a page. ``mode``: the
+    published regional report is 0644; a worker's own line report is 0600 (agent side)."""
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@main.command("run")
+@click.option("--config", "config_path", metavar="PATH", help="Collector config (TOML).")
+@click.option("--once", is_flag=True, help="Aggregate and write once, then exit.")
+@click.pass_context
+def run_cmd(ctx, config_path, once):
+    """Every [collector] run_every_min: aggregate the last run_since into run_period cells and
+    write them to InfluxDB as regional_* measurements."""
+    cfg = _config(ctx, config_path)
+    if not cfg.influx.url:
+        raise click.ClickException(f"{cfg.source}: influx.url: run writes to InfluxDB; set it")
+
+    def job() -> None:
+        try:
+            n = write_back(cfg)
+            click.echo(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} wrote {n} regional points")
+        except (LinewatchError, ValueError) as exc:
+            # One failed run never stops the schedule; the next run tries again.
+            click.echo(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} run failed: {exc}", err=True)
+            if once:
+                raise click.ClickException(str(exc)) from exc
+
+    if once:
+        job()
+        return
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    sched = BlockingScheduler(timezone="UTC")
+    sched.add_job(job, "interval", minutes=cfg.collector.run_every_min, coalesce=True,
+                  max_instances=1, misfire_grace_time=300, next_run_time=_now_dt())
+    click.echo(f"linewatch-collector: every {cfg.collector.run_every_min} min, "
+               f"{cfg.collector.run_period} cells over the last {cfg.collector.run_since}")
+    try:
+        sched.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+
+
+def _now_dt():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def write_back(cfg: cconfig.CollectorConfig, now: float | None = None) -> int:
+    """One scheduled run: aggregate and write the regional_* points; returns the points written."""
+    from agent.influx import Sink, load_token
+    from agent.lineproto import line
+    from collector.output import regional_points
+
+    c = cfg.collector
+    result = _aggregate(cfg, c.run_since, None, ("region", "isp"), c.run_period, (), now)
+    points = regional_points(result)
+    sink = Sink(cfg.influx, load_token(cfg.influx, source=cfg.source))
+    try:
+        for i in range(0, len(points), 5000):
+            body = "\n".join(line(m, t, f, ns) for m, t, f, ns in points[i:i + 5000]).encode()
+            ans = sink.send(body)
+            if not ans.ok:
+                raise SourceError(f"writing regional points: HTTP {ans.status}: {ans.message}")
+    finally:
+        sink.close()
+    return len(points)
+
+
+@main.command("check")
+@click.option("--config", "config_path", metavar="PATH", help="Collector config (TOML).")
+@click.option("--store", "stores", multiple=True, metavar="FILE", help="A store file to check too.")
+@click.pass_context
+def check_cmd(ctx, config_path, stores):
+    """Verify the sources: InfluxDB answers and holds agents' data; store files are readable."""
+    from collector.checks import run_checks
+
+    cfg = _config(ctx, config_path)
+    rows = run_checks(cfg, stores, time.time())
+    width = max(len(r[1]) for r in rows)
+    for status, name, detail in rows:
+        click.echo(f"{status:<5} {name.ljust(width)}  {detail}")
+    if any(r[0] == "FAIL" for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

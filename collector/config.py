@@ -1,0 +1,206 @@
+"""The collector's configuration: TOML with an ``[influx]`` table (the agent's keys, same meaning)
+and a ``[collector]`` table, validated once into frozen dataclasses; errors name file and key."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from agent.config import (InfluxSection, PK_REGIONS, _REGION_RE, _at_least, _between,
+                          _default_of, _each, _one_of, _opt, _section, _show, _toml_value, _wrap)
+from agent.errors import ConfigError
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)$")
+_UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_work_hours(v: str) -> tuple[int, int]:
+    """"09:00-18:00" -> (540, 1080) minutes after midnight; the end must follow the start."""
+    m = _HHMM.match(v.strip())
+    if not m:
+        raise ValueError('must be "HH:MM-HH:MM", such as "09:00-18:00"')
+    a = int(m[1]) * 60 + int(m[2])
+    b = int(m[3]) * 60 + int(m[4])
+    if b <= a or b > 24 * 60:
+        raise ValueError("the end must be after the start, on the same day")
+    return a, b
+
+
+def parse_duration(v: str) -> float:
+    """"30d", "12h", "90min", "2w" -> seconds (> 0)."""
+    m = _DURATION.match(v.strip())
+    if not m or float(m[1]) <= 0:
+        raise ValueError('must be a duration such as "30d", "12h", "90min" or "2w"')
+    return float(m[1]) * _UNIT_S[m[2]]
+
+
+def parse_when(v: str, now: float) -> float:
+    """A start or end of the window: a duration back from ``now`` ("30d"), or an ISO date or
+    time ("2026-11-01", "2026-11-01T09:00+05:00"; a date or time without zone is UTC)."""
+    try:
+        return now - parse_duration(v)
+    except ValueError:
+        pass
+    try:
+        t = datetime.fromisoformat(v.strip())
+    except ValueError:
+        raise ValueError(f'{v!r}: expected a duration such as "30d" or a date such as '
+                         '"2026-11-01"') from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t.timestamp()
+
+
+def _check(func) -> Any:
+    def run(v: Any) -> str | None:
+        try:
+            func(v)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return run
+
+
+def _zone(v: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone such as Asia/Karachi") from None
+
+
+def _region_code(v: str) -> None:
+    if not _REGION_RE.match(v):
+        raise ValueError("must be an ISO 3166-2 code such as PK-PB")
+
+
+@dataclass(frozen=True)
+class CollectorSection:
+    min_agents: int = _opt(5, "Publication floor: a cell (region x ISP x period) with fewer "
+                           "agents is suppressed in every output, with no figures. It protects "
+                           "volunteers (a small cell points at a person) and keeps figures with "
+                           "no statistical power out of print.", _at_least(1))
+    momentary_max_s: float = _opt(300.0, "Interruptions up to this long are momentary (MAIFI "
+                                  "only); longer ones are sustained (IEEE 1366: 5 minutes).",
+                                  _between(1, 86400))
+    work_hours: str = _opt("09:00-18:00", "Working hours in the local time zone, for the minutes "
+                           "lost within working hours.", _check(parse_work_hours))
+    work_days: tuple = _opt(("mon", "tue", "wed", "thu", "fri"), "Working days.",
+                            _each(_one_of(*WEEKDAYS)))
+    timezone: str = _opt("Asia/Karachi", "Time zone of the hour-of-day profiles, working hours "
+                         "and day/week/month periods (Pakistan: Asia/Karachi, UTC+5).", _check(_zone))
+    stores: tuple = _opt((), "Agents' local store files (linewatch.db) to read as a second "
+                         "source, or directories holding them, or glob patterns: a volunteer's "
+                         "file handed over, or a line with no server.",
+                         example=("/srv/volunteers/*.db",))
+    regions: tuple = _opt((), "Region codes a cell may have; data from any other code is "
+                          "rejected and counted. Empty: Pakistan's (PK-PB, PK-SD, PK-KP, "
+                          "PK-BA, PK-IS, PK-GB, PK-JK).", _each(_check(_region_code)))
+    speed_threshold_mbps: float = _opt(10.0, "Speed tests below this download speed count in "
+                                       "speed_under_threshold_share.", _between(0.001, 100_000))
+    event_window_s: float = _opt(300.0, "Outages beginning within this many seconds of each "
+                                 "other may form one regional event.", _between(10, 86400))
+    event_min_share: float = _opt(0.5, "A regional event needs at least this share of the "
+                                  "region's agents watching at the time (and at least 3).",
+                                  _between(0.01, 1))
+    bootstrap: int = _opt(1000, "Bootstrap resamples for the 95 % intervals.",
+                          _between(100, 100_000))
+    run_every_min: int = _opt(60, "linewatch-collector run: minutes between aggregations.",
+                              _between(1, 10_080))
+    run_since: str = _opt("35d", "linewatch-collector run: how far back each run looks (daily "
+                          "cells of the last days are rewritten as late data arrives).",
+                          _check(parse_duration))
+    run_period: str = _opt("day", "linewatch-collector run: the period of the cells it writes.",
+                           _one_of("day", "week", "month"))
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    influx: InfluxSection = field(default_factory=InfluxSection)
+    collector: CollectorSection = field(default_factory=CollectorSection)
+    source: str = "(defaults)"
+
+
+SECTIONS: dict[str, type] = {"influx": InfluxSection, "collector": CollectorSection}
+
+
+def default_path(env: Mapping[str, str] = os.environ) -> Path:
+    if env.get("LINEWATCH_COLLECTOR_CONFIG"):
+        return Path(env["LINEWATCH_COLLECTOR_CONFIG"])
+    home = Path(env.get("HOME") or Path.home())
+    return Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "linewatch" / "collector.toml"
+
+
+def load(cli_path: str | None, env: Mapping[str, str] = os.environ) -> CollectorConfig:
+    path = Path(cli_path) if cli_path else default_path(env)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if cli_path or env.get("LINEWATCH_COLLECTOR_CONFIG"):
+            raise ConfigError(str(path), "", "file not found") from None
+        return CollectorConfig()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc}") from exc
+    return parse(text, str(path))
+
+
+def parse(text: str, source: str = "collector.toml") -> CollectorConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from exc
+    sections = {}
+    for name, value in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(source, name, "unknown section; expected one of " + ", ".join(SECTIONS))
+        if not isinstance(value, dict):
+            raise ConfigError(source, name, f"must be a table ([{name}]), got {_show(value)}")
+        sections[name] = _section(SECTIONS[name], name, value, source)
+    cfg = CollectorConfig(**sections, source=source)
+    i = cfg.influx
+    if i.url and not (i.bucket or i.database):
+        raise ConfigError(source, "influx.database", "required when influx.url is set (the "
+                          "database, or for InfluxDB 2.x/3.x the bucket mapped to one)")
+    return cfg
+
+
+def settings(cfg: CollectorConfig):
+    """The statistics' Settings for this config (imports numpy's side lazily)."""
+    from collector.stats import Settings
+
+    c = cfg.collector
+    start, end = parse_work_hours(c.work_hours)
+    regions = c.regions or tuple(PK_REGIONS)
+    return Settings(min_agents=c.min_agents, momentary_max_s=c.momentary_max_s,
+                    work_start_min=start, work_end_min=end, work_days=tuple(c.work_days),
+                    timezone=c.timezone, speed_threshold_bps=c.speed_threshold_mbps * 1e6,
+                    regions=tuple(regions), region_names=dict(PK_REGIONS),
+                    event_window_s=c.event_window_s, event_min_share=c.event_min_share,
+                    bootstrap=c.bootstrap)
+
+
+def example_toml() -> str:
+    """The commented collector config: every key with its doc, at its default or example."""
+    out = ["# linewatch-collector configuration (--config PATH). Every key is optional.",
+           "# [influx] has the agent's keys and meaning; the collector reads through InfluxQL",
+           "# (/query): set database (and retention_policy) for InfluxDB 1.x, 2.x (a DBRP",
+           "# mapping) and 3.x."]
+    for name, cls in SECTIONS.items():
+        out += ["", f"[{name}]"]
+        for i, f in enumerate(fields(cls)):
+            if i:
+                out.append("")
+            out += [f"# {line}" for line in _wrap(f.metadata["doc"])]
+            shown = f.metadata.get("example")
+            value = shown if shown is not None else _default_of(f)
+            out.append(f"# {f.name} = {_toml_value(value)}")
+    return "\n".join(out) + "\n"
+

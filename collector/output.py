@@ -1,0 +1,176 @@
+"""The aggregation's result as a table, CSV, JSON, and as ``regional_*`` points (pure)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from datetime import datetime
+
+from collector.model import INTERNET_CAUSES
+
+IDENTITY = ("region", "region_name", "isp", "city", "access", "period_start", "period_end",
+            "suppressed")
+# Every scalar figure of a cell, in the order CSV columns and the write-back use.
+POWER = ("power_saifi", "power_saidi_min", "power_caidi_min", "power_maifi", "power_asai")
+INTERNET = (("internet_availability", "internet_outages_per_agent", "internet_outage_min_per_agent")
+            + tuple(f"internet_outages_per_agent_{c}" for c in INTERNET_CAUSES)
+            + tuple(f"internet_outage_min_per_agent_{c}" for c in INTERNET_CAUSES)
+            + ("work_hours_internet_min_per_agent",))
+LINE = ("rtt_p50_ms", "rtt_p95_ms", "loss_pct", "download_p50_bps", "download_p10_bps",
+        "upload_p50_bps", "speed_under_threshold_share")
+FIGURES = (("agents", "agent_hours") + POWER + ("work_hours_power_min_per_agent",) + INTERNET
+           + LINE + ("regional_events", "power_regional_share", "internet_regional_share"))
+
+
+def to_json(result: dict) -> str:
+    """The cells as a JSON list (the contract of ``aggregate --format json``)."""
+    return json.dumps(result["cells"], ensure_ascii=False, indent=1, allow_nan=False) + "\n"
+
+
+def to_csv(result: dict) -> str:
+    """One row per cell: identity, then each figure with ``_ci_low``/``_ci_high``. The profiles
+    (by hour, by weekday, heat map) are in the JSON and the report only."""
+    by = [k for k in IDENTITY if k not in ("period_start", "period_end", "suppressed")
+          and k in result.get("by", []) + (["region_name"] if "region" in result.get("by", []) else [])]
+    cols = by + ["period_start", "period_end", "suppressed"]
+    for f in FIGURES:
+        cols.append(f)
+        if f not in ("agents", "agent_hours", "regional_events", "power_regional_share",
+                     "internet_regional_share"):
+            cols += [f + "_ci_low", f + "_ci_high"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for cell in result["cells"]:
+        row = []
+        for c in cols:
+            if c.endswith("_ci_low") or c.endswith("_ci_high"):
+                ci = cell.get(c.rsplit("_ci_", 1)[0] + "_ci")
+                v = None if not ci else ci[0 if c.endswith("_low") else 1]
+            else:
+                v = cell.get(c)
+            row.append("" if v is None else ("true" if v is True else "false" if v is False else v))
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def _fmt(v, digits: int = 2, scale: float = 1.0) -> str:
+    if v is None:
+        return "-"
+    return f"{v * scale:.{digits}f}"
+
+
+def to_table(result: dict) -> str:
+    """Human-readable: the headline figures per cell, regional events, data quality."""
+    by = result["by"]
+    s = result["settings"]
+    head = [k.upper() if k != "isp" else "ISP" for k in by] + [
+        "PERIOD", "AGENTS", "SAIFI", "SAIDI_MIN", "CAIDI_MIN", "MAIFI", "ASAI", "NET_AVAIL_%",
+        "NET_OUT/AGENT", "NET_MIN/AGENT", "RTT_P50_MS", "DOWN_P50_MBPS"]
+    rows = []
+    for c in result["cells"]:
+        ident = [str(c.get(k, "")) or "-" for k in by] + [c["period_start"][:10]]
+        if c["suppressed"]:
+            rows.append(ident + [f"suppressed (fewer than {s['min_agents']} agents)"])
+            continue
+        rows.append(ident + [
+            str(c["agents"]), _fmt(c["power_saifi"]), _fmt(c["power_saidi_min"], 1),
+            _fmt(c["power_caidi_min"], 1), _fmt(c["power_maifi"]), _fmt(c["power_asai"], 4),
+            _fmt(c["internet_availability"], 3, 100), _fmt(c["internet_outages_per_agent"]),
+            _fmt(c["internet_outage_min_per_agent"], 1), _fmt(c["rtt_p50_ms"], 1),
+            _fmt(c["download_p50_bps"], 1, 1e-6)])
+    widths = [max([len(head[i])] + [len(r[i]) for r in rows if i < len(r) and len(r) == len(head)])
+              for i in range(len(head))]
+    out = [f"linewatch regional reliability  {result['window']['start']} .. {result['window']['end']}"
+           f"  (time zone {s['timezone']}, sustained > {s['momentary_max_s']:g} s)", ""]
+    out.append("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
+    for r in rows:
+        if len(r) == len(head):
+            out.append("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        else:
+            n = len(by) + 1
+            out.append("  ".join(v.ljust(w) for v, w in zip(r[:n], widths)) + "  " + r[n])
+    if not rows:
+        out.append("(no agent observed in the window)")
+    out += ["", "95 % intervals (bootstrap over agents) are in --format json and csv."]
+    out += ["", "Regional events"]
+    if result["events"]:
+        for e in result["events"]:
+            out.append(f"  {e['start']}  {e['region']}  {e['type']:<12} {e['cause']:<10} "
+                       f"{e['agents_affected']}/{e['agents_observed']} agents, median "
+                       f"{e['median_duration_min']:.0f} min, {', '.join(e['isps'])}")
+    else:
+        out.append("  none")
+    if result.get("events_suppressed"):
+        out.append(f"  ({result['events_suppressed']} more in regions with fewer than "
+                   f"{s['min_agents']} agents watching: not listed)")
+    out += ["", "Data quality"] + ["  " + line for line in quality_lines(result["data_quality"])]
+    return "\n".join(out) + "\n"
+
+
+def quality_lines(q: dict) -> list[str]:
+    acc = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in q.get("accepted", {}).items())
+    out = [f"accepted: {acc or 'nothing'}"]
+    for kind in ("rejected", "clipped"):
+        items = q.get(kind) or {}
+        out.append(f"{kind}: " + (", ".join(f"{k} {v}" for k, v in items.items()) or "none"))
+    if q.get("unknown_region_codes"):
+        out.append("unknown region codes: " + ", ".join(
+            f"{k} ({v})" for k, v in q["unknown_region_codes"].items()))
+    return out
+
+
+def _epoch_ns(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp()) * 1_000_000_000
+
+
+def regional_points(result: dict) -> list[tuple[str, dict, dict, int]]:
+    """(measurement, tags, fields, time_ns) for dashboards, time = the period's start:
+    ``regional_power``, ``regional_internet``, ``regional_line`` (figures with ``_ci_low`` and
+    ``_ci_high``), ``regional_load_shedding`` (share per hour and weekday), ``regional_events``,
+    and ``regional_coverage`` (agents, or suppressed without figures). Rewriting a period
+    overwrites its points (same series and time)."""
+    period = result["period"]
+    by = result["by"]
+    out = []
+    for c in result["cells"]:
+        tags = {k: c[k] for k in by if c.get(k)}
+        tags["period"] = period
+        t = _epoch_ns(c["period_start"])
+        if c["suppressed"]:
+            out.append(("regional_coverage", tags, {"suppressed": True}, t))
+            continue
+        out.append(("regional_coverage", tags, {"suppressed": False, "agents": c["agents"],
+                                                "agent_hours": c["agent_hours"],
+                                                "regional_events": c["regional_events"]}, t))
+        for meas, names in (("regional_power", POWER + ("work_hours_power_min_per_agent",
+                                                        "power_regional_share")),
+                            ("regional_internet", INTERNET + ("internet_regional_share",)),
+                            ("regional_line", LINE)):
+            fields = {}
+            for n in names:
+                v = c.get(n)
+                if v is None or (isinstance(v, float) and not math.isfinite(v)):
+                    continue
+                fields[n] = float(v)
+                ci = c.get(n + "_ci")
+                if ci and None not in ci:
+                    fields[n + "_ci_low"], fields[n + "_ci_high"] = float(ci[0]), float(ci[1])
+            if fields:
+                out.append((meas, tags, fields, t))
+        for wd, row in enumerate(c.get("load_shedding_heatmap") or []):
+            for hour, share in enumerate(row):
+                if share is not None:
+                    out.append(("regional_load_shedding", {**tags, "weekday": str(wd),
+                                                           "hour": f"{hour:02d}"},
+                                {"share": float(share)}, t))
+    for e in result["events"]:
+        out.append(("regional_events", {"region": e["region"], "type": e["type"],
+                                        "scope": e["scope"]},
+                    {"agents_affected": e["agents_affected"], "agents_observed": e["agents_observed"],
+                     "share": float(e["share"] or 0.0), "cause": e["cause"],
+                     "median_duration_min": float(e["median_duration_min"]),
+                     "end_unix_ms": _epoch_ns(e["end"]) // 1_000_000}, _epoch_ns(e["start"])))
+    return out

@@ -1,0 +1,216 @@
+"""Reading an agent's local store file (linewatch.db) as a source, read-only (stdlib only).
+
+A volunteer hands over their file, or a worker reports on their own line with no server: the
+file holds the same rows the agent forwards, so it reduces to the same records as InfluxDB does
+(:mod:`collector.influxql`). The file is opened read-only and never changed or upgraded.
+
+Episodes in the store carry no tags; each is given the unit (agent and tags) of the ``round``
+series that was being written when it began.
+"""
+
+from __future__ import annotations
+
+import bisect
+import glob
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from agent.errors import SourceError
+from collector.model import Dataset, Episode, ObsHour, PingDay, Quality, SpeedTest, Unit, quantile
+
+NS = 1_000_000_000
+TAGS = ("agent", "region", "isp", "city", "access")
+
+
+def expand(patterns: Iterable[str]) -> list[Path]:
+    """Store files named by paths, directories (their linewatch.db) or glob patterns."""
+    out: list[Path] = []
+    for p in patterns:
+        hits = sorted(glob.glob(os.path.expanduser(p))) if any(c in p for c in "*?[") else [p]
+        if not hits:
+            raise SourceError(f"store {p}: no file matches")
+        for h in hits:
+            path = Path(h)
+            out.append(path / "linewatch.db" if path.is_dir() else path)
+    return out
+
+
+@dataclass
+class StoreFile:
+    path: Path
+    conn: sqlite3.Connection
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "StoreFile":
+        p = Path(path)
+        if not p.is_file():
+            raise SourceError(f"store {p}: no such file")
+        try:
+            conn = sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True)
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise SourceError(f"store {p}: not a readable SQLite database ({exc})") from exc
+        missing = {"series", "samples", "episodes"} - names
+        if missing:
+            conn.close()
+            raise SourceError(f"store {p}: not a linewatch store (no {', '.join(sorted(missing))} table)")
+        return cls(p, conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _q(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise SourceError(f"store {self.path}: {exc}") from exc
+
+    def series(self, measurement: str) -> dict[int, dict]:
+        out = {}
+        for sid, tags in self._q("SELECT id, tags FROM series WHERE measurement = ?", (measurement,)):
+            try:
+                t = json.loads(tags)
+            except ValueError:
+                t = {}
+            out[sid] = t if isinstance(t, dict) else {}
+        return out
+
+    def round_spans(self, start: float, end: float) -> list[tuple[int, int, Unit]]:
+        """(first ns, last ns, unit) of every round series with rows in the window."""
+        spans = []
+        for sid, tags in self.series("round").items():
+            unit = unit_of(tags)
+            if unit is None:
+                continue
+            (lo, hi), = self._q("SELECT min(time_ns), max(time_ns) FROM samples WHERE series_id = ?"
+                                " AND time_ns >= ? AND time_ns < ?", (sid, int(start * NS), int(end * NS)))
+            if lo is not None:
+                spans.append((lo, hi, unit))
+        return sorted(spans, key=lambda s: s[0])
+
+    def read(self, start: float, end: float) -> tuple[Dataset, Quality]:
+        q = Quality()
+        a, b = int(start * NS), int(end * NS)
+        obs: list[ObsHour] = []
+        rounds = self.series("round")
+        for sid, tags in rounds.items():
+            unit = unit_of(tags)
+            rows = self._q(
+                "SELECT time_ns / 3600000000000, sum(json_extract(fields, '$.interval_s')), count(*)"
+                " FROM samples WHERE series_id = ? AND time_ns >= ? AND time_ns < ? GROUP BY 1",
+                (sid, a, b))
+            if unit is None:
+                q.rejected["missing_agent"] += sum(r[2] for r in rows)
+                continue
+            for hour, secs, _n in rows:
+                if not isinstance(secs, (int, float)):
+                    q.rejected["missing_value"] += 1
+                    continue
+                obs.append(ObsHour(unit, int(hour) * 3600, float(secs)))
+        spans = self.round_spans(start, end)
+        starts = [s[0] for s in spans]
+
+        def unit_at(ns: int) -> Unit | None:
+            if not spans:
+                return None
+            i = max(bisect.bisect_right(starts, ns) - 1, 0)
+            return spans[i][2]
+
+        episodes = []
+        for typ, cause, s_ns, dur in self._q(
+                "SELECT type, cause, start_ns, duration_s FROM episodes WHERE end_ns IS NOT NULL"
+                " AND type IN ('power', 'connectivity') AND start_ns >= ? AND start_ns < ?", (a, b)):
+            unit = unit_at(s_ns)
+            if unit is None:
+                q.rejected["missing_agent"] += 1
+                continue
+            episodes.append(Episode(unit, typ, cause, s_ns / NS, float(dur)))
+        return Dataset(start, end, tuple(obs), tuple(episodes), tuple(self._pings(a, b, q)),
+                       tuple(self._speeds(a, b, q))), q
+
+    def _pings(self, a: int, b: int, q: Quality) -> list[PingDay]:
+        days: dict[tuple[Unit, int], tuple[list[float], list[float]]] = {}
+        for sid, tags in self.series("ping").items():
+            if tags.get("role") != "internet":
+                continue
+            unit = unit_of(tags)
+            rows = self._q(
+                "SELECT time_ns, json_extract(fields, '$.rtt_avg_ms'), json_extract(fields, '$.loss_pct')"
+                " FROM samples WHERE series_id = ? AND time_ns >= ? AND time_ns < ?", (sid, a, b))
+            if unit is None:
+                q.rejected["missing_agent"] += len(rows)
+                continue
+            for t, rtt, loss in rows:
+                if not isinstance(loss, (int, float)) or loss >= 100:
+                    continue  # the target did not answer: an outage, counted elsewhere
+                rtts, losses = days.setdefault((unit, t // (86400 * NS) * 86400), ([], []))
+                losses.append(float(loss))
+                if isinstance(rtt, (int, float)):
+                    rtts.append(float(rtt))
+        return [PingDay(u, d, quantile(r, 0.5), quantile(r, 0.95),
+                        sum(ls) / len(ls) if ls else None, len(ls))
+                for (u, d), (r, ls) in sorted(days.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
+
+    def _speeds(self, a: int, b: int, q: Quality) -> list[SpeedTest]:
+        out = []
+        for sid, tags in self.series("speedtest").items():
+            unit = unit_of(tags)
+            rows = self._q(
+                "SELECT time_ns, json_extract(fields, '$.download_bps'), json_extract(fields, '$.upload_bps')"
+                " FROM samples WHERE series_id = ? AND time_ns >= ? AND time_ns < ?"
+                " AND json_extract(fields, '$.status') = 'ok'", (sid, a, b))
+            if unit is None:
+                q.rejected["missing_agent"] += len(rows)
+                continue
+            for t, down, up in rows:
+                if not isinstance(down, (int, float)):
+                    q.rejected["missing_value"] += 1
+                    continue
+                out.append(SpeedTest(unit, t / NS, float(down),
+                                     float(up) if isinstance(up, (int, float)) else None))
+        return out
+
+
+def unit_of(tags: dict) -> Unit | None:
+    agent = tags.get("agent")
+    if not agent or not isinstance(agent, str):
+        return None
+    return Unit(agent, *(str(tags.get(k) or "") for k in TAGS[1:]))
+
+
+def read_stores(paths: Iterable[str | os.PathLike], start: float, end: float,
+                on_error=None) -> tuple[Dataset, Quality]:
+    """All the files' records as one Dataset. A file that cannot be read raises SourceError, or,
+    with ``on_error``, is passed to it and counted as ``unreadable_store``."""
+    q = Quality()
+    parts: list[Dataset] = []
+    for p in paths:
+        try:
+            f = StoreFile.open(p)
+        except SourceError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+            q.rejected["unreadable_store"] += 1
+            continue
+        try:
+            ds, fq = f.read(start, end)
+        finally:
+            f.close()
+        parts.append(ds)
+        q.merge(fq)
+    return merge(start, end, parts), q
+
+
+def merge(start: float, end: float, parts: Iterable[Dataset]) -> Dataset:
+    obs, eps, pings, speeds = [], [], [], []
+    for d in parts:
+        obs += d.obs
+        eps += d.episodes
+        pings += d.pings
+        speeds += d.speeds
+    return Dataset(start, end, tuple(obs), tuple(eps), tuple(pings), tuple(speeds))
