@@ -212,6 +212,22 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
                                           s_unit, s_time, s_down, s_up)
     q.accepted["speed_tests"] += int(s_unit.size)
 
+    # Canonical order (units sorted, records by unit and time), so the figures and the bootstrap's
+    # draws do not depend on the order the source returned rows in.
+    order = sorted(range(len(units)), key=units.__getitem__)
+    remap = np.empty(len(units), dtype=np.int64)
+    remap[order] = np.arange(len(units))
+    units = [units[i] for i in order]
+
+    def canon(unit, *others):
+        unit = remap[unit] if unit.size else unit
+        k = np.lexsort(tuple(reversed((unit,) + others)))
+        return (unit[k],) + tuple(a[k] for a in others)
+
+    o_unit, o_hour, o_s = canon(o_unit, o_hour, o_s)
+    e_unit, e_start, e_dur, e_type, e_cause = canon(e_unit, e_start, e_dur, e_type, e_cause)
+    p_unit, p_day, p50, p95, loss, rounds = canon(p_unit, p_day, p50, p95, loss, rounds)
+    s_unit, s_time, s_down, s_up = canon(s_unit, s_time, s_down, s_up)
     cols = Columns(ds.start, ds.end, units, o_unit, o_hour, o_s, e_unit, e_type, e_cause, e_start,
                    e_dur, p_unit, p_day, p50, p95, loss, rounds, s_unit, s_time, s_down, s_up)
     return cols, q
@@ -224,22 +240,32 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
     if start.size < 2:
         return unit, typ, cause, start, dur
     group = unit * 2 + typ
-    order = np.lexsort((start, group))
+    order = np.lexsort((-dur, start, group))  # equal starts: the longest first, the rest inside it
     unit, typ, cause, start, dur, group = (a[order] for a in (unit, typ, cause, start, dur, group))
     end = start + dur
-    # Running maximum of the previous episodes' ends within each group: shift each group onto
-    # its own range of the number line so one accumulate never crosses groups.
-    span = float(max(end.max() - min(start.min(), 0.0), 1.0)) + 1.0
-    shifted = end - start.min() + group * span
-    run = np.maximum.accumulate(shifted) - group * span + start.min()
-    prev_end = np.empty_like(run)
-    prev_end[0] = -np.inf
-    prev_end[1:] = run[:-1]
+    # Running maximum of the previous episodes' ends within each group, exact: in integer
+    # microseconds (milliseconds for very long windows) from the earliest start, each group
+    # lifted onto a range of its own, so one accumulate never crosses groups.
+    t0 = float(start.min())
+    scale = 1e6
+    while True:
+        s_us = np.round((start - t0) * scale).astype(np.int64)
+        e_us = np.round((end - t0) * scale).astype(np.int64)
+        bits = int(e_us.max()).bit_length() + 1
+        if bits + int(group.max()).bit_length() < 62 or scale < 1:
+            break
+        scale /= 1000
+    lift = group.astype(np.int64) << bits
+    run = np.maximum.accumulate(np.maximum(e_us, s_us) + lift) - lift
+    prev = np.empty_like(run)
+    prev[0] = -1
+    prev[1:] = run[:-1]
     first = np.ones(start.size, dtype=bool)
     first[1:] = group[1:] != group[:-1]
-    prev_end[first] = -np.inf
-    inside = end <= prev_end
-    clip = ~inside & (start < prev_end)
+    prev[first] = np.iinfo(np.int64).min
+    inside = e_us <= prev
+    clip = ~inside & (s_us < prev)
+    prev_end = t0 + prev / scale
     if inside.any():
         q.rejected["overlap_dropped"] += int(inside.sum())
     if clip.any():

@@ -1,0 +1,313 @@
+"""The collector's statistics against hand-computed cells, bad-data accounting and properties."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from collector.clean import clean
+from collector.model import Dataset, Episode, ObsHour, PingDay, SpeedTest, Unit
+from collector.stats import (Bootstrap, Settings, aggregate, hour_of_week, periods,
+                             work_seconds_before)
+
+import numpy as np
+
+# Monday 2026-11-02 00:00 PKT = 2026-11-01 19:00 UTC.
+MON = 1_793_559_600
+assert MON % 3600 == 0
+DAY = 86400.0
+S = Settings(bootstrap=200)
+
+
+def units(n, region="PK-SD", isp="PTCL", prefix="a"):
+    return [Unit(f"{prefix}{i}", region, isp) for i in range(n)]
+
+
+def watch(u, start, hours, per_hour=3600.0):
+    return [ObsHour(u, int(start + h * 3600), per_hour) for h in range(hours)]
+
+
+def ds_of(start, end, obs=(), eps=(), pings=(), speeds=()):
+    return Dataset(start, end, tuple(obs), tuple(eps), tuple(pings), tuple(speeds))
+
+
+def hand_cell():
+    """Five agents over one day (T = 86,400 s):
+    a0..a3 watch all day, a4 half the day: observed rounds 4.5 agent-days.
+    Power: a0 one sustained cut of 3,600 s; a1 a momentary one of 120 s; a2 a host-down cut of
+    1,800 s (its rounds stop for that half hour: 86,400 - 1,800 s of rounds).
+    Connectivity: a0 600 s (isp), a3 60 s (dns)."""
+    us = units(5)
+    obs = []
+    for u in us[:2] + us[3:4]:
+        obs += watch(u, MON, 24)
+    obs += watch(us[2], MON, 24)[:-1] + [ObsHour(us[2], int(MON + 23 * 3600), 1800.0)]
+    obs += watch(us[4], MON, 12)
+    eps = [Episode(us[0], "power", "ac_lost", MON + 10 * 3600, 3600.0),
+           Episode(us[1], "power", "ac_lost", MON + 3 * 3600, 120.0),
+           Episode(us[2], "power", "host_down", MON + 23 * 3600 + 1800, 1800.0),
+           Episode(us[0], "connectivity", "isp", MON + 15 * 3600, 600.0),
+           Episode(us[3], "connectivity", "dns", MON + 2 * 3600, 60.0)]
+    return ds_of(MON, MON + DAY, obs, eps)
+
+
+def test_hand_computed_cell():
+    r = aggregate(hand_cell(), S)
+    (c,) = r["cells"]
+    assert c["agents"] == 5 and not c["suppressed"]
+    power_obs = 4 * DAY + DAY / 2            # rounds 4.5 days less 1,800 s, plus 1,800 s host down
+    n = power_obs / DAY                      # 4.5 customers served
+    assert c["agent_hours"] == pytest.approx(power_obs / 3600)
+    assert c["power_saifi"] == pytest.approx(2 / n)
+    assert c["power_saidi_min"] == pytest.approx((60 + 30) / n)
+    assert c["power_caidi_min"] == pytest.approx(45.0)
+    assert c["power_maifi"] == pytest.approx(1 / n)
+    assert c["power_asai"] == pytest.approx(1 - 5400 / power_obs)
+    net_obs = power_obs - 1800               # the host was off: no rounds, no internet figure
+    n_net = net_obs / DAY
+    assert c["internet_availability"] == pytest.approx(1 - 660 / net_obs)
+    assert c["internet_outages_per_agent"] == pytest.approx(2 / n_net)
+    assert c["internet_outage_min_per_agent"] == pytest.approx(11 / n_net)
+    assert c["internet_outages_per_agent_isp"] == pytest.approx(1 / n_net)
+    assert c["internet_outage_min_per_agent_dns"] == pytest.approx(1 / n_net)
+    assert c["internet_outages_per_agent_power"] == 0.0
+    # Monday 10:00-11:00 PKT is inside 09:00-18:00; the isp outage at 15:00 too; dns at 02:00 not.
+    assert c["work_hours_power_min_per_agent"] == pytest.approx(60 / n)
+    assert c["work_hours_internet_min_per_agent"] == pytest.approx(10 / n_net)
+    # Hour of day 10 (PKT): 3,600 s without power over 5 agents' observed hour (5 x 3,600 s).
+    assert c["load_shedding_by_hour"][10] == pytest.approx(3600 / (5 * 3600))
+    # 23:00-24:00: a2 half an hour host down; observed: 3 full + a2's 1,800 s rounds + 1,800 s down.
+    assert c["load_shedding_by_hour"][23] == pytest.approx(1800 / (4 * 3600))
+    assert c["load_shedding_by_hour"][5] == 0.0
+    assert c["load_shedding_heatmap"][0][10] == c["load_shedding_by_hour"][10]
+    assert c["load_shedding_heatmap"][1] == [None] * 24   # no Tuesday in the window
+    assert c["load_shedding_by_weekday"][0] == pytest.approx((3600 + 120 + 1800) / power_obs)
+
+
+def test_saidi_is_saifi_times_caidi_and_intervals_hold_the_figure():
+    (c,) = aggregate(hand_cell(), S)["cells"]
+    assert c["power_saidi_min"] == pytest.approx(c["power_saifi"] * c["power_caidi_min"])
+    for name in ("power_saifi", "power_saidi_min", "power_asai", "internet_availability"):
+        lo, hi = c[name + "_ci"]
+        assert lo <= c[name] <= hi, name
+
+
+def test_publication_floor_suppresses_every_figure():
+    ds = hand_cell()
+    four = replace(ds, obs=tuple(o for o in ds.obs if o.unit.agent != "a4"))
+    (c,) = aggregate(four, S)["cells"]
+    assert c == {"region": "PK-SD", "region_name": "Sindh", "isp": "PTCL",
+                 "period_start": c["period_start"], "period_end": c["period_end"],
+                 "suppressed": True}
+    (c,) = aggregate(four, replace(S, min_agents=4))["cells"]
+    assert c["agents"] == 4 and not c["suppressed"]
+
+
+def test_an_agent_switched_off_is_not_an_outage():
+    """Same power cut, but a0 was off the second half of the day: fewer customers served, and
+    the missing hours add no interruption."""
+    ds = hand_cell()
+    off = replace(ds, obs=tuple(o for o in ds.obs if not (o.unit.agent == "a3" and o.hour >= MON + 12 * 3600)))
+    a = aggregate(ds, S)["cells"][0]
+    b = aggregate(off, S)["cells"][0]
+    assert b["power_saifi"] == pytest.approx(2 / 4.0) and a["power_saifi"] == pytest.approx(2 / 4.5)
+    assert b["internet_outages_per_agent"] > a["internet_outages_per_agent"]
+
+
+def test_periods_cut_at_local_midnight_monday_and_month():
+    days = periods(MON + 3600, MON + 2 * DAY, "day", "Asia/Karachi")
+    assert days == [(MON + 3600, MON + DAY), (MON + DAY, MON + 2 * DAY)]
+    (week,) = periods(MON + DAY, MON + 3 * DAY, "week", "Asia/Karachi")
+    assert week == (MON + DAY, MON + 3 * DAY)
+    months = periods(MON, MON + 40 * DAY, "month", "Asia/Karachi")
+    assert len(months) == 2 and months[1][0] == MON + 29 * DAY   # 2026-12-01 00:00 PKT
+    with pytest.raises(ValueError, match="period"):
+        periods(MON, MON + DAY, "fortnight", "Asia/Karachi")
+
+
+def test_daily_cells_attribute_episodes_to_the_day_they_began():
+    us = units(5)
+    obs = [o for u in us for o in watch(u, MON, 48)]
+    eps = [Episode(u, "power", "ac_lost", MON + DAY - 1800, 3600.0) for u in us]
+    r = aggregate(ds_of(MON, MON + 2 * DAY, obs, eps), S, period="day")
+    mon, tue = r["cells"]
+    assert mon["period_start"].startswith("2026-11-02T00:00") and tue["period_start"].startswith("2026-11-03")
+    assert mon["power_saifi"] == pytest.approx(1.0) and tue["power_saifi"] == 0.0
+    assert mon["power_saidi_min"] == pytest.approx(60.0)
+    # The profile splits the same cut over the hours it covered.
+    assert mon["load_shedding_by_hour"][23] == pytest.approx(0.5)
+    assert tue["load_shedding_by_hour"][0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("start_h,dur_h,work_h", [
+    (8.5, 1.0, 0.5),            # Monday 08:30-09:30: half an hour inside
+    (5 * 24 + 10, 2.0, 0.0),    # Saturday 10:00-12:00: not a working day
+    (4 * 24 + 17, 65.0, 2.0),   # Friday 17:00 .. Monday 10:00: one hour each side
+    (12, 24 * 7, 45.0),         # a whole week from Monday noon: 5 days x 9 h
+], ids=["morning", "saturday", "weekend", "week"])
+def test_work_hours_overlap(start_h, dur_h, work_h):
+    local = np.array([MON + 5 * 3600 + start_h * 3600])   # MON in local seconds (UTC+5)
+    got = work_seconds_before(local + dur_h * 3600, S) - work_seconds_before(local, S)
+    assert got[0] == pytest.approx(work_h * 3600)
+
+
+def test_hour_of_week_starts_monday():
+    local = np.array([MON + 5 * 3600, MON + 5 * 3600 + 6 * DAY + 23 * 3600])
+    assert hour_of_week(local).tolist() == [0, 167]
+
+
+def test_line_quality_one_agent_one_vote():
+    us = units(5)
+    obs = [o for u in us for o in watch(u, MON, 24)]
+    pings = [PingDay(u, int(MON), 10.0 * (i + 1), 100.0 * (i + 1), float(i), 100) for i, u in enumerate(us)]
+    # a4 runs 40 speed tests, all slow; everyone else one fast test.
+    speeds = [SpeedTest(u, MON + 600, 50e6 + i, 10e6) for i, u in enumerate(us[:4])]
+    speeds += [SpeedTest(us[4], MON + 60 * k, 2e6, 1e6) for k in range(40)]
+    (c,) = aggregate(ds_of(MON, MON + DAY, obs, pings=pings, speeds=speeds), S)["cells"]
+    assert c["rtt_p50_ms"] == 30.0 and c["rtt_p95_ms"] == 300.0
+    assert c["loss_pct"] == pytest.approx(2.0)
+    assert c["download_p50_bps"] == 50e6 + 1         # the median agent, not the flood of tests
+    assert c["download_p10_bps"] == 2e6              # the slowest line in ten
+    assert c["upload_p50_bps"] == 10e6
+    assert c["speed_under_threshold_share"] == pytest.approx(1 / 5)
+
+
+def test_regional_events_told_apart_from_isolated_outages():
+    us = units(8)
+    obs = [o for u in us for o in watch(u, MON, 24)]
+    grid = [Episode(u, "power", "ac_lost", MON + 10 * 3600 + 20 * i, 3600.0) for i, u in enumerate(us[:6])]
+    lone = [Episode(us[7], "power", "ac_lost", MON + 3 * 3600, 900.0),
+            Episode(us[6], "connectivity", "isp", MON + 14 * 3600, 600.0)]
+    r = aggregate(ds_of(MON, MON + DAY, obs, grid + lone), S)
+    (e,) = r["events"]
+    assert (e["type"], e["agents_affected"], e["agents_observed"]) == ("power", 6, 8)
+    assert e["start"].startswith("2026-11-02T10:00") and e["median_duration_min"] == 60.0
+    (c,) = r["cells"]
+    assert c["regional_events"] == 1
+    assert c["power_regional_share"] == pytest.approx(6 / 7)
+    assert c["internet_regional_share"] == 0.0
+
+
+def test_events_in_a_small_region_are_counted_not_listed():
+    us = units(4)
+    obs = [o for u in us for o in watch(u, MON, 24)]
+    eps = [Episode(u, "power", "ac_lost", MON + 3600 + i, 3600.0) for i, u in enumerate(us)]
+    r = aggregate(ds_of(MON, MON + DAY, obs, eps), S)
+    assert r["events"] == [] and r["events_suppressed"] == 1
+
+
+def test_bad_data_is_rejected_or_clipped_and_counted():
+    us = units(5)
+    now = MON + DAY
+    obs = [o for u in us for o in watch(u, MON, 24)]
+    obs += [ObsHour(us[0], int(MON), 36000.0)]                     # a flood: 10 h in one hour
+    obs += [ObsHour(Unit("x", "PK-XX", "PTCL"), int(MON), 3600.0)]  # unknown region
+    eps = [Episode(us[0], "power", "ac_lost", MON + 3600, -50.0),
+           Episode(us[1], "power", "ac_lost", now + 2 * DAY, 600.0),
+           Episode(us[2], "power", "ac_lost", MON + 3600, 3600.0),
+           Episode(us[2], "power", "ac_lost", MON + 5400, 3600.0),     # overlaps: clipped
+           Episode(us[2], "power", "ac_lost", MON + 4000, 100.0),      # inside: dropped
+           Episode(us[3], "power", "meteor", MON, 600.0),
+           Episode(us[3], "weather", "rain", MON, 600.0),
+           Episode(us[4], "power", "ac_lost", MON + 3600, float("nan"))]
+    pings = [PingDay(us[0], int(MON), -5.0, 20.0, 0.0, 10), PingDay(us[1], int(MON), 20.0, 30.0, 140.0, 10),
+             PingDay(us[2], int(MON), 20.0, 30.0, 1.0, 10)]
+    speeds = [SpeedTest(us[0], MON, 1e13, 1e6), SpeedTest(us[1], MON, 2e7, -1.0),
+              SpeedTest(us[2], MON, 2e7, 1e6)]
+    speeds += [SpeedTest(us[3], MON + i, 2e7, 1e6) for i in range(60)]
+    r = aggregate(ds_of(MON, MON + DAY, obs, eps, pings, speeds), S, now=now)
+    q = r["data_quality"]
+    assert q["rejected"] == {"absurd_loss": 1, "absurd_rtt": 1, "absurd_speed": 2,
+                             "future_timestamp": 1, "negative_duration": 1, "not_a_number": 1,
+                             "overlap_dropped": 1, "unknown_cause": 1, "unknown_region": 1,
+                             "unknown_type": 1}
+    assert q["clipped"] == {"flood_speed_tests": 12, "observed_clipped": 1, "overlap_clipped": 1}
+    assert q["unknown_region_codes"] == {"PK-XX": 1}
+    assert q["accepted"] == {"episodes": 2, "obs_hours": 120, "ping_days": 1, "speed_tests": 49}
+    (c,) = r["cells"]
+    # a2's clipped episode runs 02:30-03:30 UTC+... its end is kept: 3,600 + 1,800 s of cut.
+    assert c["power_saidi_min"] == pytest.approx((3600 + 1800) / 60 / 5)
+    assert c["agent_hours"] == pytest.approx(5 * 24)
+
+
+def test_output_is_plain_json():
+    r = aggregate(hand_cell(), S)
+    json.dumps(r, allow_nan=False)
+
+
+def test_bootstrap_quantile_matches_the_point_definition():
+    boot = Bootstrap(4, replace(S, bootstrap=100), "k")
+    boot.counts[:] = 1.0
+    v = np.array([4.0, 1.0, 3.0, 2.0])
+    assert boot.quantile(v, 0.5) == [2.0, 2.0]   # lower median, as wquantile
+    assert boot.quantile(v, 0.1) == [1.0, 1.0]
+
+
+# ---------------------------------------------------------------- properties
+
+def fleet(draw_eps, n_agents):
+    us = units(n_agents)
+    obs = [o for u in us for o in watch(u, MON, 24)]
+    eps = [Episode(us[a % n_agents], "power", "ac_lost", MON + start, dur)
+           for a, (start, dur) in enumerate(draw_eps)]
+    return us, obs, eps
+
+
+episodes_st = st.lists(st.tuples(st.floats(0, DAY - 7200), st.floats(1, 7000)), max_size=30)
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(episodes_st, st.integers(5, 9), st.randoms(use_true_random=False))
+def test_property_indices_do_not_depend_on_input_order(eps_spec, n, rnd):
+    us, obs, eps = fleet(eps_spec, n)
+    a = aggregate(ds_of(MON, MON + DAY, obs, eps), S)
+    obs2, eps2 = list(obs), list(eps)
+    rnd.shuffle(obs2)
+    rnd.shuffle(eps2)
+    b = aggregate(ds_of(MON, MON + DAY, obs2, eps2), S)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(episodes_st, st.integers(5, 9))
+def test_property_a_quiet_agent_never_raises_saifi(eps_spec, n):
+    us, obs, eps = fleet(eps_spec, n)
+    (a,) = aggregate(ds_of(MON, MON + DAY, obs, eps), S)["cells"]
+    quiet = watch(Unit("quiet", "PK-SD", "PTCL"), MON, 24)
+    (b,) = aggregate(ds_of(MON, MON + DAY, obs + quiet, eps), S)["cells"]
+    assert b["power_saifi"] <= a["power_saifi"] + 1e-12
+    assert b["power_saidi_min"] <= a["power_saidi_min"] + 1e-9
+    assert b["internet_availability"] >= a["internet_availability"] - 1e-12
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(episodes_st, st.integers(5, 9))
+def test_property_saidi_equals_saifi_times_caidi(eps_spec, n):
+    us, obs, eps = fleet(eps_spec, n)
+    (c,) = aggregate(ds_of(MON, MON + DAY, obs, eps), S)["cells"]
+    if c["power_caidi_min"] is None:
+        assert c["power_saifi"] == 0
+    else:
+        assert c["power_saidi_min"] == pytest.approx(c["power_saifi"] * c["power_caidi_min"])
+    assert 0.0 <= c["power_asai"] <= 1.0
+    share = [x for x in c["load_shedding_by_hour"] if x is not None]
+    assert all(0.0 <= x <= 1.0 for x in share)
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, DAY), st.floats(0, 7200)), max_size=40))
+def test_property_cleaned_episodes_never_overlap(spec):
+    us = units(4)
+    eps = [Episode(us[u], "power", "ac_lost", MON + s, d) for u, s, d in spec]
+    cols, q = clean(ds_of(MON, MON + 2 * DAY, eps=eps), ["PK-SD"], MON + 2 * DAY)
+    for u in range(len(cols.units)):
+        m = cols.ep_unit == u
+        order = np.argsort(cols.ep_start[m])
+        s, d = cols.ep_start[m][order], cols.ep_dur[m][order]
+        assert np.all(s[1:] >= s[:-1] + d[:-1] - 1e-6)
+    assert q.accepted["episodes"] + q.rejected["overlap_dropped"] == len(spec)
