@@ -307,6 +307,49 @@ def push(config_path, as_json, requeue):
 
 # -- speedtest ----------------------------------------------------------------------------------
 
+@main.command()
+@config_option
+@click.option("--since", default="7d", show_default=True,
+              help="Window start: a duration back (7d, 24h, 2w) or a date (2026-11-01).")
+@click.option("--until", default=None, help="Window end (default: now).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
+@click.option("--timezone", "tz", default="Asia/Karachi", show_default=True,
+              help="Time zone of the page's times and working hours.")
+@click.option("--work-hours", default="09:00-18:00", show_default=True,
+              help="Working hours (local), for the minutes lost within them.")
+def report(config_path, since, until, out, tz, work_hours):
+    """Write one self-contained HTML page about this line (outages, power cuts, latency, speed)
+    to attach to a complaint to your ISP. Made from the local store; nothing is sent anywhere."""
+    import time
+
+    from agent.errors import SourceError
+    from agent.store import DB_NAME
+    from collector import config as cconfig, line, page
+    from collector.cli import write_atomic
+
+    cfg = _load(config_path)
+    now = time.time()
+    try:
+        end = cconfig.parse_when(until, now) if until else now
+        start = cconfig.parse_when(since, end)
+        work = cconfig.parse_work_hours(work_hours)
+        cconfig.check_zone(tz)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    if start >= end:
+        _fail("the window is empty (--since is not before --until)", 2)
+    try:
+        data = line.summarise(cfg.state_dir / DB_NAME, start, end, now, tz, work)
+    except SourceError as exc:
+        _fail(f"{exc} (has the agent run with this config?)")
+    # The page describes one person's line and working day: readable by its owner only (0600).
+    write_atomic(Path(out), page.line_report(data), 0o600)
+    avail = data["internet_availability"]
+    click.echo(f"wrote {out}: {data['observed_h']:.1f} h watched, "
+               + (f"internet available {avail * 100:.3f} %, " if avail is not None else "")
+               + f"{data['outages']} outage(s), {data['power_cuts']} power cut(s)")
+
+
 @main.command(name="speedtest")
 @config_option
 @json_option

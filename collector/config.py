@@ -68,7 +68,7 @@ def _check(func) -> Any:
     return run
 
 
-def _zone(v: str) -> None:
+def check_zone(v: str) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
@@ -96,7 +96,7 @@ class CollectorSection:
     work_days: tuple = _opt(("mon", "tue", "wed", "thu", "fri"), "Working days.",
                             _each(_one_of(*WEEKDAYS)))
     timezone: str = _opt("Asia/Karachi", "Time zone of the hour-of-day profiles, working hours "
-                         "and day/week/month periods (Pakistan: Asia/Karachi, UTC+5).", _check(_zone))
+                         "and day/week/month periods (Pakistan: Asia/Karachi, UTC+5).", _check(check_zone))
     stores: tuple = _opt((), "Agents' local store files (linewatch.db) to read as a second "
                          "source, or directories holding them, or glob patterns: a volunteer's "
                          "file handed over, or a line with no server.",
