@@ -13,7 +13,7 @@ rejected (the record is left out):
   ``absurd_duration``    an episode longer than 31 days
   ``future_timestamp``   a record dated after the collection's "now" (plus 5 minutes of skew)
   ``absurd_observed``    negative observed time
-  ``absurd_rtt``         latency below 0 or above 60 s
+  ``absurd_rtt``         a day of latency with a round below 0 or above 60 s (the whole day)
   ``absurd_loss``        loss outside 0..100 %
   ``absurd_speed``       a speed at or below 0, or above 10 Gbit/s (no consumer line is faster)
   ``overlap_dropped``    an episode wholly inside an earlier one of the same agent and type
@@ -183,11 +183,14 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     p95 = np.fromiter((_nan(p.rtt_p95_ms) for p in pds), np.float64, n)
     loss = np.fromiter((_nan(p.loss_pct) for p in pds), np.float64, n)
     rounds = np.fromiter((p.rounds for p in pds), np.int64, n)
+    lo = np.fromiter((_nan(p.rtt_min_ms) for p in pds), np.float64, n)
+    hi = np.fromiter((_nan(p.rtt_max_ms) for p in pds), np.float64, n)
     keep = np.ones(n, dtype=bool)
     region_ok(p_unit, "ping", keep)
     _reject(q, keep, np.isinf(p50) | np.isinf(p95) | np.isinf(loss), "not_a_number")
     with np.errstate(invalid="ignore"):
-        _reject(q, keep, (p50 < 0) | (p50 > MAX_RTT_MS) | (p95 < 0) | (p95 > MAX_RTT_MS), "absurd_rtt")
+        # The day's median hides one absurd round; its minimum and maximum do not.
+        _reject(q, keep, (np.fmin(p50, lo) < 0) | (np.fmax(p95, hi) > MAX_RTT_MS), "absurd_rtt")
         _reject(q, keep, (loss < 0) | (loss > 100), "absurd_loss")
     _reject(q, keep, p_day > horizon, "future_timestamp")
     p_unit, p_day, p50, p95, loss, rounds = (a[keep] for a in (p_unit, p_day, p50, p95, loss, rounds))

@@ -63,7 +63,8 @@ def queries(start: float, end: float) -> list[tuple[str, str]]:
                            f'{time_range(a, b)} GROUP BY time(1h), {_by()} fill(none)'))
         out.append(("ping", 'SELECT percentile("rtt_avg_ms", 50) AS "p50", '
                             'percentile("rtt_avg_ms", 95) AS "p95", mean("loss_pct") AS "loss", '
-                            'count("loss_pct") AS "rounds" FROM "ping" WHERE "role" = \'internet\' '
+                            'count("loss_pct") AS "rounds", min("rtt_avg_ms") AS "rtt_min", '
+                            'max("rtt_avg_ms") AS "rtt_max" FROM "ping" WHERE "role" = \'internet\' '
                             f'AND "loss_pct" < 100 AND {time_range(a, b)} GROUP BY time(1d), '
                             f'{_by()} fill(none)'))
     t = time_range(start, end)
@@ -122,6 +123,7 @@ def to_records(kind: str, series: dict, q: Quality) -> Iterator:
         if t is None:
             q.rejected["missing_value"] += 1
             continue
+        t /= 1000.0  # epoch=ms: episode starts keep their milliseconds
         if kind == "obs":
             v = _num(get("observed_s"))
             if v is None:
@@ -131,7 +133,7 @@ def to_records(kind: str, series: dict, q: Quality) -> Iterator:
         elif kind == "ping":
             rounds = _num(get("rounds"))
             yield PingDay(unit, int(t), _num(get("p50")), _num(get("p95")), _num(get("loss")),
-                          int(rounds or 0))
+                          int(rounds or 0), _num(get("rtt_min")), _num(get("rtt_max")))
         elif kind == "episode":
             d = _num(get("duration_s"))
             if d is None:
@@ -157,7 +159,7 @@ class Reader:
         self.bytes = 0
 
     def query(self, q: str, what: str = "query") -> list[dict]:
-        params = {"db": self.database, "epoch": "s", "chunked": "true", "chunk_size": "20000"}
+        params = {"db": self.database, "epoch": "ms", "chunked": "true", "chunk_size": "20000"}
         if self.retention_policy:
             params["rp"] = self.retention_policy
         ans, _ = self.http.request("POST", "/query?" + urlencode(params),

@@ -33,6 +33,15 @@ def rank(q: float, n: int) -> int:
     return min(max(math.ceil(round(q * n, 9)) - 1, 0), n - 1)
 
 
+def nearest_rank(values, pct: float) -> float | None:
+    """InfluxQL's PERCENTILE(field, pct): the value at index floor(n x pct / 100 + 0.5) - 1 of
+    the sorted values (None when that index falls outside). A store file's daily latency uses it
+    too, so a file and the server give the same figure."""
+    v = sorted(values)
+    i = math.floor(len(v) * pct / 100.0 + 0.5) - 1
+    return v[i] if 0 <= i < len(v) else None
+
+
 def quantile(values, q: float) -> float | None:
     """The q-quantile of ``values`` by :func:`rank` (None when there are none)."""
     v = sorted(values)
@@ -80,6 +89,8 @@ class PingDay:
     rtt_p95_ms: float | None
     loss_pct: float | None   # mean loss over rounds in which the target answered at all
     rounds: int
+    rtt_min_ms: float | None = None   # the day's extremes: one absurd round rejects the day
+    rtt_max_ms: float | None = None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from agent.errors import SourceError
-from collector.model import Dataset, Episode, ObsHour, PingDay, Quality, SpeedTest, Unit, quantile
+from collector.model import Dataset, Episode, ObsHour, PingDay, Quality, SpeedTest, Unit, nearest_rank
 
 NS = 1_000_000_000
 TAGS = ("agent", "region", "isp", "city", "access")
@@ -151,8 +151,9 @@ class StoreFile:
                 losses.append(float(loss))
                 if isinstance(rtt, (int, float)):
                     rtts.append(float(rtt))
-        return [PingDay(u, d, quantile(r, 0.5), quantile(r, 0.95),
-                        sum(ls) / len(ls) if ls else None, len(ls))
+        return [PingDay(u, d, nearest_rank(r, 50), nearest_rank(r, 95),
+                        sum(ls) / len(ls) if ls else None, len(ls), min(r, default=None),
+                        max(r, default=None))
                 for (u, d), (r, ls) in sorted(days.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
 
     def _speeds(self, a: int, b: int, q: Quality) -> list[SpeedTest]:

@@ -1,0 +1,234 @@
+"""The collector's two sources against a real InfluxDB 1.6.7 and real agent store files.
+
+A synthetic fleet (tests/fleet.py) writes the rows the agent writes, through InfluxDB's /write and
+into agent stores. The collector must read back, from either source, what the fleet's ground
+truth says, and the two sources must give the same cells.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+
+import pytest
+
+from agent.errors import SourceError
+from agent.influx import HTTP
+from collector import influxql
+from collector.indices import Interruption, ieee1366
+from collector.influxql import Reader, ident, literal, parse_answer, queries
+from collector.model import Quality
+from collector.stats import Settings, aggregate
+from collector.storefile import StoreFile, expand, read_stores
+from tests.fleet import Fleet
+
+START = 1_793_232_000          # 2026-10-29 00:00 UTC
+S = Settings(bootstrap=200, min_agents=3)
+
+
+# ---------------------------------------------------------------- query text (pure)
+
+@pytest.mark.parametrize("name,quoted", [("isp", '"isp"'), ('a"b', '"a\\"b"'), ("a\\b", '"a\\\\b"')],
+                         ids=["plain", "quote", "backslash"])
+def test_identifiers_are_quoted(name, quoted):
+    assert ident(name) == quoted
+
+
+def test_literals_are_quoted():
+    assert literal("it's") == "'it\\'s'"
+    assert literal("a\\") == "'a\\\\'"
+
+
+def test_queries_push_aggregation_to_the_server():
+    qs = queries(START, START + 30 * 86400)
+    kinds = [k for k, _ in qs]
+    assert kinds.count("obs") == 5 and kinds.count("ping") == 5   # weekly chunks
+    obs = next(q for k, q in qs if k == "obs")
+    assert 'sum("interval_s")' in obs and "GROUP BY time(1h)" in obs and "fill(none)" in obs
+    ping = next(q for k, q in qs if k == "ping")
+    assert "percentile(\"rtt_avg_ms\", 95)" in ping and "GROUP BY time(1d)" in ping
+    assert "\"role\" = 'internet'" in ping
+    for _, q in qs:
+        assert f"time >= {START * 10**9}" in q or "time >=" in q
+        assert '"agent", "region", "isp", "city", "access"' in q
+
+
+@pytest.mark.parametrize("body,match", [
+    (b'{"error":"database not found: x"}', "database not found"),
+    (b'{"results":[{"statement_id":0,"error":"error parsing query"}]}', "error parsing query"),
+    (b"<html>proxy</html>", "not JSON"),
+    (b"[1,2]", "unexpected answer"),
+], ids=["top", "statement", "html", "list"])
+def test_bad_answers_raise_naming_the_query(body, match):
+    with pytest.raises(SourceError, match=match):
+        list(parse_answer(body, "InfluxDB obs query"))
+
+
+def test_rows_without_agent_or_value_are_counted():
+    q = Quality()
+    series = {"name": "round", "tags": {"agent": "", "region": "PK-SD"}, "columns": ["time", "observed_s"],
+              "values": [[0, 10.0], [3600, 20.0]]}
+    assert list(influxql.to_records("obs", series, q)) == []
+    series = {"name": "outage", "tags": {"agent": "a1", "type": "power", "cause": "ac_lost"},
+              "columns": ["time", "duration_s"], "values": [[0, None], [60, "x"], [120, 30.0]]}
+    recs = list(influxql.to_records("episode", series, q))
+    assert len(recs) == 1 and recs[0].duration_s == 30.0
+    assert q.rejected == {"missing_agent": 2, "missing_value": 2}
+
+
+# ---------------------------------------------------------------- against real servers
+
+@pytest.fixture(scope="module")
+def fleet():
+    return Fleet(agents=14, days=3, start=START, round_s=60, seed=7)
+
+
+@pytest.fixture
+def loaded(influx, fleet):
+    fleet.write_influx(influx.url, "linewatch")
+    return influx
+
+
+def _read_influx(server, start, end):
+    http = HTTP(server.url, timeout_s=60)
+    try:
+        return Reader(http, "linewatch").read(start, end)
+    finally:
+        http.close()
+
+
+def _obs_by_unit(ds):
+    out = defaultdict(float)
+    for o in ds.obs:
+        out[o.unit] += o.observed_s
+    return dict(out)
+
+
+def _episodes(ds):
+    return sorted((e.unit.agent, e.type, e.cause, round(e.start, 3), round(e.duration_s, 3))
+                  for e in ds.episodes)
+
+
+def test_influx_source_recovers_the_truth(loaded, fleet):
+    truth = fleet.dataset()
+    ds, q = _read_influx(loaded, fleet.start, fleet.end)
+    assert q.rejected == {}
+    assert _obs_by_unit(ds) == pytest.approx(_obs_by_unit(truth))
+    assert _episodes(ds) == _episodes(truth)
+    # Times to the millisecond: the collector asks for epoch=ms (InfluxDB truncates).
+    got = sorted((s.unit, s.time, s.download_bps) for s in ds.speeds)
+    want = sorted((s.unit, s.time, s.download_bps) for s in truth.speeds)
+    assert [(u, d) for u, _, d in got] == [(u, d) for u, _, d in want]
+    assert all(0 <= w - g < 0.001 for (_, g, _), (_, w, _) in zip(got, want))
+    got = {(p.unit, p.day): p for p in ds.pings}
+    want = {(p.unit, p.day): p for p in truth.pings}
+    assert got.keys() == want.keys()
+    for k, w in want.items():
+        g = got[k]
+        assert (g.rtt_p50_ms, g.rtt_p95_ms) == pytest.approx((w.rtt_p50_ms, w.rtt_p95_ms)), k
+        # The collector counts the rounds in which the target answered (its loss figure's base);
+        # the fleet's truth counts every ping row.
+        assert 0.9 * w.rounds < g.rounds <= w.rounds
+
+
+def test_store_files_and_influx_give_the_same_cells(loaded, fleet, tmp_path):
+    paths = []
+    for i in range(fleet.n):
+        fleet.write_store(i, tmp_path / f"agent{i}")
+        paths.append(tmp_path / f"agent{i}" / "linewatch.db")
+    from_files, fq = read_stores(paths, fleet.start, fleet.end)
+    from_influx, iq = _read_influx(loaded, fleet.start, fleet.end)
+    assert fq.rejected == {} and iq.rejected == {}
+    assert _episodes(from_files) == _episodes(from_influx)
+    assert _obs_by_unit(from_files) == pytest.approx(_obs_by_unit(from_influx))
+    a = aggregate(from_files, S, now=fleet.end)
+    b = aggregate(from_influx, S, now=fleet.end)
+    c = aggregate(fleet.dataset(), S, now=fleet.end)
+    assert len(a["cells"]) > 3
+    for x, y, z in zip(a["cells"], b["cells"], c["cells"]):
+        for key, v in z.items():
+            if isinstance(v, float):
+                assert x[key] == pytest.approx(v, rel=1e-9, abs=1e-12), key
+                assert y[key] == pytest.approx(v, rel=1e-9, abs=1e-12), key
+            elif key not in ("load_shedding_heatmap", "load_shedding_by_hour", "load_shedding_by_weekday") \
+                    and not key.endswith("_ci"):
+                assert x[key] == v == y[key], key
+    assert [e["start"] for e in a["events"]] == [e["start"] for e in b["events"]]
+
+
+def test_power_indices_match_the_truth_computed_independently(fleet):
+    """The cell's indices against collector.indices.ieee1366 run over the truth's episodes, per
+    region (cells by region only): one agent one customer, observation-aware."""
+    truth = fleet.truth()
+    r = aggregate(fleet.dataset(), S, by=("region",), now=fleet.end)
+    T = fleet.end - fleet.start
+    for cell in r["cells"]:
+        if cell["suppressed"]:
+            continue
+        agents = [a for a in truth["agents"].values() if a["unit"].region == cell["region"]]
+        observed = sum(a["observed_s"] + a["host_down_s"] for a in agents)
+        its = [Interruption(a["unit"].agent, e.duration_s) for a in agents for e in a["power"]]
+        want = ieee1366(its, observed, T)
+        assert cell["agents"] == sum(1 for a in agents if a["observed_s"] + a["host_down_s"] > 0)
+        for name in ("power_saifi", "power_saidi_min", "power_caidi_min", "power_maifi", "power_asai"):
+            assert cell[name] == pytest.approx(getattr(want, name)), (cell["region"], name)
+        assert cell["power_saidi_min"] == pytest.approx(cell["power_saifi"] * cell["power_caidi_min"])
+
+
+def test_switched_off_time_is_neither_observed_nor_an_outage(fleet):
+    truth = fleet.truth()
+    off = [a for a in truth["agents"].values() if a["off_s"] > 0]
+    assert off, "the fleet must have owners who switch their machines off"
+    for a in off:
+        assert a["observed_s"] + a["off_s"] <= fleet.end - fleet.start
+    ds = fleet.dataset()
+    obs = _obs_by_unit(ds)
+    for a in off:
+        assert obs[a["unit"]] == pytest.approx(a["observed_s"])
+
+
+def test_bad_rows_through_influx_are_rejected_and_counted(influx):
+    bad = Fleet(agents=10, days=2, start=START, round_s=120, seed=11, bad=True)
+    bad.write_influx(influx.url, "linewatch")
+    ds, sq = _read_influx(influx, bad.start, bad.end + 3 * 86400)
+    r = aggregate(ds, S, now=bad.end, source_quality=sq)
+    q = r["data_quality"]
+    kinds = bad.truth()["bad"]
+    assert set(kinds) == {"negative_duration", "future_start", "overlapping_power", "negative_rtt",
+                          "huge_download", "unknown_region", "flooding"}
+    assert q["rejected"]["negative_duration"] == kinds["negative_duration"]["count"]
+    assert q["rejected"]["future_timestamp"] >= 1
+    assert q["rejected"]["absurd_rtt"] >= 1
+    assert q["rejected"]["absurd_speed"] >= 1
+    assert q["rejected"]["unknown_region"] >= 1 and "PK-XX" in q["unknown_region_codes"]
+    assert q["clipped"]["observed_clipped"] >= 1
+    assert q["rejected"].get("overlap_dropped", 0) + q["clipped"].get("overlap_clipped", 0) >= 1
+    json.dumps(r, allow_nan=False)
+
+
+def test_store_source_refuses_files_that_are_not_stores(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(SourceError, match="junk.db"):
+        StoreFile.open(junk)
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(SourceError, match="not a linewatch store"):
+        StoreFile.open(empty)
+    with pytest.raises(SourceError, match="no file matches"):
+        expand([str(tmp_path / "nothing-*.db")])
+    seen = []
+    ds, q = read_stores([junk, empty], START, START + 86400, on_error=seen.append)
+    assert q.rejected == {"unreadable_store": 2} and len(seen) == 2 and ds.obs == ()
+
+
+def test_store_file_is_opened_read_only(fleet, tmp_path):
+    fleet.write_store(0, tmp_path / "a")
+    path = tmp_path / "a" / "linewatch.db"
+    before = path.read_bytes()
+    f = StoreFile.open(path)
+    with pytest.raises(SourceError):
+        f._q("DELETE FROM samples")
+    f.close()
+    assert path.read_bytes() == before
