@@ -1,0 +1,227 @@
+"""linewatch-collector and linewatch report as a user runs them: real processes, a real InfluxDB
+1.6.7 loaded by the synthetic fleet, real store files, and both pages opened in Chromium."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collector import config as cconfig
+from tests import browser
+from tests.fleet import Fleet
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+START = 1_793_232_000          # 2026-10-29 00:00 UTC
+FLEET = dict(agents=16, days=3, start=START, round_s=60, seed=5)
+# The window as the CLI takes it: fixed dates, so the tests never depend on today's date.
+WINDOW = ["--since", "2026-10-29", "--until", "2026-11-01"]
+
+
+def run(*args, env=None, check=True):
+    p = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return Fleet(**FLEET)
+
+
+@pytest.fixture
+def server(influx, fleet, tmp_path):
+    fleet.write_influx(influx.url, "linewatch")
+    cfg = tmp_path / "collector.toml"
+    cfg.write_text(f'[influx]\nurl = "{influx.url}"\ndatabase = "linewatch"\n\n'
+                   '[collector]\nmin_agents = 3\nbootstrap = 200\n')
+    return influx, cfg
+
+
+def test_aggregate_json_is_a_list_of_cells_with_the_contract_keys(server):
+    _, cfg = server
+    p = run("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
+    cells = json.loads(p.stdout)
+    assert isinstance(cells, list) and cells
+    shown = [c for c in cells if not c["suppressed"]]
+    hidden = [c for c in cells if c["suppressed"]]
+    assert shown and hidden
+    for c in shown:
+        for key in ("region", "isp", "period_start", "period_end", "suppressed", "agents",
+                    "agent_hours", "power_saifi", "power_saidi_min", "power_caidi_min",
+                    "power_maifi", "power_asai", "internet_availability",
+                    "internet_outages_per_agent", "internet_outage_min_per_agent",
+                    "internet_outages_per_agent_isp", "internet_outage_min_per_agent_power",
+                    "load_shedding_by_hour", "load_shedding_by_weekday",
+                    "work_hours_power_min_per_agent", "rtt_p50_ms", "rtt_p95_ms", "loss_pct",
+                    "download_p50_bps", "download_p10_bps", "upload_p50_bps",
+                    "speed_under_threshold_share", "power_saifi_ci", "internet_availability_ci"):
+            assert key in c, key
+        assert c["agents"] >= 3
+        assert 0 <= c["internet_availability"] <= 1
+    for c in hidden:   # the floor: identity keys only, no figure at all
+        assert set(c) <= {"region", "region_name", "isp", "period_start", "period_end", "suppressed"}
+    assert "data quality: accepted:" in p.stderr
+
+
+def test_config_may_come_before_the_command_and_csv_and_table(server):
+    _, cfg = server
+    p = run("linewatch-collector", "--config", str(cfg), "aggregate", *WINDOW, "--by", "region",
+            "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert {r["region"] for r in rows} and "power_saidi_min_ci_low" in rows[0]
+    t = run("linewatch-collector", "--config", str(cfg), "aggregate", *WINDOW, "--period", "day")
+    assert "SAIDI_MIN" in t.stdout and "Data quality" in t.stdout and "Regional events" in t.stdout
+    assert t.stdout.count("2026-10-3") >= 2    # daily cells
+
+
+def test_bad_arguments_and_config_name_the_key(server, tmp_path):
+    _, cfg = server
+    p = run("linewatch-collector", "aggregate", "--config", str(cfg), "--by", "region,colour", check=False)
+    assert p.returncode == 2 and "--by" in p.stderr
+    p = run("linewatch-collector", "aggregate", "--config", str(cfg), "--since", "yesterday-ish", check=False)
+    assert p.returncode == 2 and "duration" in p.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[collector]\nmin_agents = 0\n')
+    p = run("linewatch-collector", "aggregate", "--config", str(bad), check=False)
+    assert p.returncode == 1 and "collector.min_agents: must be >= 1" in p.stderr
+    none = tmp_path / "none.toml"
+    none.write_text("")
+    p = run("linewatch-collector", "aggregate", "--config", str(none), check=False)
+    assert p.returncode == 1 and "no source" in p.stderr
+
+
+def test_example_config_parses_and_documents_every_key():
+    text = cconfig.example_toml()
+    uncommented = "\n".join(line[2:] if line.startswith("# ") and " = " in line else line
+                            for line in text.splitlines())
+    cfg = cconfig.parse(uncommented.replace('url = "http://localhost:8086"', 'url = ""'))
+    for f in cconfig.CollectorSection.__dataclass_fields__:
+        assert f"# {f} = " in text
+    assert cfg.collector.min_agents == 5
+    doc = (REPO / "docs" / "collector-example.toml").read_text()
+    assert doc == text, "docs/collector-example.toml is stale: regenerate it with python -c "from collector.config import example_toml; print(example_toml(), end='')" > docs/collector-example.toml"
+
+
+def test_check_reports_each_source(server, fleet, tmp_path):
+    influx, cfg = server
+    fleet.write_store(0, tmp_path / "vol")
+    p = run("linewatch-collector", "check", "--config", str(cfg), "--store", str(tmp_path / "vol"))
+    assert "OK    influx url" in p.stdout and "1.6.7" in p.stdout
+    assert "OK    influx query" in p.stdout
+    assert f"{tmp_path / 'vol' / 'linewatch.db'}: agent a0001" in p.stdout
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(f'[influx]\nurl = "{influx.url}"\ndatabase = "nothere"\n')
+    p = run("linewatch-collector", "check", "--config", str(wrong), check=False)
+    assert p.returncode == 1 and "FAIL  influx" in p.stdout and "nothere" in p.stdout
+
+
+def test_credentials_are_used_and_never_shown(tmp_path, fleet):
+    from tests.influxlab import InfluxV1, influx_unavailable
+
+    if influx_unavailable():
+        pytest.skip(influx_unavailable())
+    with InfluxV1.create(tmp_path / "auth", auth=True) as srv:
+        fleet.write_influx(srv.url, "linewatch", auth=srv.admin)
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[influx]\nurl = "{srv.url}"\ndatabase = "linewatch"\n[collector]\nmin_agents = 3\n')
+        secret = f"{srv.admin[0]}:{srv.admin[1]}"
+        ok = run("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json",
+                 env={"LINEWATCH_INFLUX_TOKEN": secret})
+        assert json.loads(ok.stdout)
+        bad = run("linewatch-collector", "check", "--config", str(cfg),
+                  env={"LINEWATCH_INFLUX_TOKEN": "admin:wrong-password-123"}, check=False)
+        assert bad.returncode == 1 and "credentials" in bad.stdout
+        for out in (ok.stdout, ok.stderr, bad.stdout, bad.stderr):
+            assert srv.admin[1] not in out and "wrong-password-123" not in out
+
+
+def test_run_once_writes_regional_measurements_idempotently(server):
+    influx, cfg = server
+    cfg.write_text(cfg.read_text() + 'run_since = "30d"\nrun_period = "day"\n')
+    first = run("linewatch-collector", "run", "--once", "--config", str(cfg))
+    assert "wrote" in first.stdout
+    names = {s["values"][i][0] for s in influx.series("SHOW MEASUREMENTS") for i in range(len(s["values"]))}
+    assert {"regional_power", "regional_internet", "regional_line", "regional_load_shedding",
+            "regional_coverage", "regional_events"} <= names
+    before = influx.count("regional_power", "power_saifi")
+    run("linewatch-collector", "run", "--once", "--config", str(cfg))
+    assert influx.count("regional_power", "power_saifi") == before > 0
+    supp = influx.series('SELECT count("suppressed") FROM "regional_coverage" WHERE "suppressed" = true')
+    figures = influx.series('SELECT * FROM "regional_power" WHERE "region" = \'PK-GB\'')
+    assert supp  # small cells are written as suppressed, without figures
+    for s in figures:
+        assert s["values"], "a published cell has figures"
+
+
+def test_run_without_a_server_is_refused(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[collector]\nstores = []\n")
+    p = run("linewatch-collector", "run", "--once", "--config", str(cfg), check=False)
+    assert p.returncode == 1 and "influx.url" in p.stderr
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    reason = browser.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with browser.Browser() as b:
+        yield b
+
+
+def test_report_page_from_real_data_renders_cleanly(server, tmp_path, chromium):
+    _, cfg = server
+    out = tmp_path / "report.html"
+    p = run("linewatch-collector", "report", "--config", str(cfg), *WINDOW, "--out", str(out))
+    assert "wrote" in p.stdout
+    r = chromium.render(out, "collector-report")
+    assert r.problems() == []
+    assert "Regional events" in r.text and "Data quality" in r.text and "Punjab" in r.text
+    assert r.screenshot.stat().st_size > 20_000
+
+
+def test_agent_line_report_from_its_store(fleet, tmp_path, chromium):
+    fleet.write_store(3, tmp_path / "state")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\n')
+    out = tmp_path / "line.html"
+    p = run("linewatch", "report", "--config", str(cfg), *WINDOW, "--out", str(out))
+    assert "h watched" in p.stdout
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600      # one person's line: private
+    truth = fleet.truth()["agents"]["a0004"]
+    r = chromium.render(out, "line-report")
+    assert r.problems() == []
+    assert "Outage timeline" in r.text and truth["unit"].isp in r.text
+    assert str(len(truth["connectivity"])) in r.text
+
+
+def test_agent_report_never_imports_numpy(fleet, tmp_path):
+    """The agent stays light: linewatch report uses the collector's stdlib-only modules."""
+    fleet.write_store(1, tmp_path / "s")
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "s"}"\n')
+    code = ("import sys\nfrom agent.cli import main\ntry:\n"
+            f"    main(['report', '--config', {str(cfg)!r}, '--since', '2026-10-29', '--until', "
+            f"'2026-11-01', '--out', {str(tmp_path / 'l.html')!r}])\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'numpy' not in sys.modules, 'numpy was imported'\nprint('light')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "light" in p.stdout, p.stderr
+
+
+def test_agent_report_without_a_store_says_so(tmp_path):
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "empty"}"\n')
+    p = run("linewatch", "report", "--config", str(cfg), "--out", str(tmp_path / "x.html"), check=False)
+    assert p.returncode == 1 and "no such file" in p.stderr
