@@ -110,7 +110,9 @@ def test_example_config_parses_and_documents_every_key():
         assert f"# {f} = " in text
     assert cfg.collector.min_agents == 5
     doc = (REPO / "docs" / "collector-example.toml").read_text()
-    assert doc == text, "docs/collector-example.toml is stale: regenerate it with python -c "from collector.config import example_toml; print(example_toml(), end='')" > docs/collector-example.toml"
+    assert doc == text, ("docs/collector-example.toml is stale: regenerate it with python -c "
+                         "'from collector.config import example_toml; print(example_toml(), end=\"\")' "
+                         "> docs/collector-example.toml")
 
 
 def test_check_reports_each_source(server, fleet, tmp_path):
