@@ -30,7 +30,9 @@ clipped (the record is kept, shortened):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from itertools import repeat
+from operator import attrgetter
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -89,6 +91,15 @@ def _nan(v) -> float:
     return np.nan if v is None else v
 
 
+_UNIT, _TYPE, _CAUSE = attrgetter("unit"), attrgetter("type"), attrgetter("cause")
+
+
+def _col(recs: Sequence, name: str, dtype, conv=None) -> np.ndarray:
+    """One attribute of every record as an array (map and attrgetter: no Python loop)."""
+    it = map(attrgetter(name), recs)
+    return np.fromiter(map(conv, it) if conv else it, dtype, len(recs))
+
+
 def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Quality]:
     """Check every record of ``ds`` against ``regions`` (the known region codes) and ``now``
     (seconds since 1970 UTC); return the kept records as columns and the counts."""
@@ -104,6 +115,16 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
             units.append(u)
         return i
 
+    def unit_col(recs: Sequence) -> np.ndarray:
+        """Each record's unit index. Records of one series share one Unit object, so units are
+        told apart by identity first (fast), then by value (a source may repeat equal Units)."""
+        if not recs:
+            return np.zeros(0, dtype=np.int64)
+        ids = np.fromiter(map(id, map(_UNIT, recs)), np.int64, len(recs))
+        _, first, inv = np.unique(ids, return_index=True, return_inverse=True)
+        local = np.array([uid(recs[i].unit) for i in first.tolist()], dtype=np.int64)
+        return local[inv.reshape(-1)]
+
     horizon = now + SKEW_S
     type_ix = {t: i for i, t in enumerate(TYPES)}
     cause_ix = {c: i for i, c in enumerate(CAUSES)}
@@ -113,15 +134,24 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
         if not bad_units.any() or unit_idx.size == 0:
             return
         bad = bad_units[unit_idx]
-        for i in np.nonzero(keep & bad)[0]:
-            q.unknown_regions[units[unit_idx[i]].region or "(none)"] += 1
+        per_unit = np.bincount(unit_idx[keep & bad], minlength=len(units))
+        for u in np.nonzero(per_unit)[0].tolist():
+            q.unknown_regions[units[u].region or "(none)"] += int(per_unit[u])
         _reject(q, keep, bad, "unknown_region")
 
+    obs, eps, pds, sps = ds.obs, ds.episodes, ds.pings, ds.speeds
+    cols_u = [unit_col(recs) for recs in (obs, eps, pds, sps)]
+    # Canonical order (units sorted, records by unit and time), so the figures and the bootstrap's
+    # draws never depend on the order the source returned rows in.
+    order = sorted(range(len(units)), key=units.__getitem__)
+    remap = np.empty(len(units), dtype=np.int64)
+    remap[order] = np.arange(len(units))
+    units[:] = [units[i] for i in order]
+    o_unit, e_unit, p_unit, s_unit = (remap[c] if c.size else c for c in cols_u)
+
     # --- observed hours
-    obs = ds.obs
-    o_unit = np.fromiter((uid(o.unit) for o in obs), np.int64, len(obs))
-    o_hour = np.fromiter((o.hour for o in obs), np.int64, len(obs))
-    o_s = np.fromiter((o.observed_s for o in obs), np.float64, len(obs))
+    o_hour = _col(obs, "hour", np.int64)
+    o_s = _col(obs, "observed_s", np.float64)
     keep = np.ones(len(obs), dtype=bool)
     region_ok(o_unit, "obs", keep)
     _reject(q, keep, ~np.isfinite(o_s), "not_a_number")
@@ -142,13 +172,11 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     q.accepted["obs_hours"] += int(o_s.size)
 
     # --- episodes
-    eps = ds.episodes
     n = len(eps)
-    e_unit = np.fromiter((uid(e.unit) for e in eps), np.int64, n)
-    e_type = np.fromiter((type_ix.get(e.type, -1) for e in eps), np.int64, n)
-    e_cause = np.fromiter((cause_ix.get(e.cause, -1) for e in eps), np.int64, n)
-    e_start = np.fromiter((e.start for e in eps), np.float64, n)
-    e_dur = np.fromiter((e.duration_s for e in eps), np.float64, n)
+    e_type = np.fromiter(map(type_ix.get, map(_TYPE, eps), repeat(-1)), np.int64, n)
+    e_cause = np.fromiter(map(cause_ix.get, map(_CAUSE, eps), repeat(-1)), np.int64, n)
+    e_start = _col(eps, "start", np.float64)
+    e_dur = _col(eps, "duration_s", np.float64)
     keep = np.ones(n, dtype=bool)
     region_ok(e_unit, "episode", keep)
     _reject(q, keep, e_type < 0, "unknown_type")
@@ -175,16 +203,11 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     q.accepted["episodes"] += int(e_dur.size)
 
     # --- daily latency
-    pds = ds.pings
     n = len(pds)
-    p_unit = np.fromiter((uid(p.unit) for p in pds), np.int64, n)
-    p_day = np.fromiter((p.day for p in pds), np.int64, n)
-    p50 = np.fromiter((_nan(p.rtt_p50_ms) for p in pds), np.float64, n)
-    p95 = np.fromiter((_nan(p.rtt_p95_ms) for p in pds), np.float64, n)
-    loss = np.fromiter((_nan(p.loss_pct) for p in pds), np.float64, n)
-    rounds = np.fromiter((p.rounds for p in pds), np.int64, n)
-    lo = np.fromiter((_nan(p.rtt_min_ms) for p in pds), np.float64, n)
-    hi = np.fromiter((_nan(p.rtt_max_ms) for p in pds), np.float64, n)
+    p_day = _col(pds, "day", np.int64)
+    p50, p95, loss, lo, hi = (_col(pds, a, np.float64, _nan) for a in
+                              ("rtt_p50_ms", "rtt_p95_ms", "loss_pct", "rtt_min_ms", "rtt_max_ms"))
+    rounds = _col(pds, "rounds", np.int64)
     keep = np.ones(n, dtype=bool)
     region_ok(p_unit, "ping", keep)
     _reject(q, keep, np.isinf(p50) | np.isinf(p95) | np.isinf(loss), "not_a_number")
@@ -197,12 +220,10 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     q.accepted["ping_days"] += int(p_unit.size)
 
     # --- speed tests
-    sps = ds.speeds
     n = len(sps)
-    s_unit = np.fromiter((uid(s.unit) for s in sps), np.int64, n)
-    s_time = np.fromiter((s.time for s in sps), np.float64, n)
-    s_down = np.fromiter((_nan(s.download_bps) for s in sps), np.float64, n)
-    s_up = np.fromiter((_nan(s.upload_bps) for s in sps), np.float64, n)
+    s_time = _col(sps, "time", np.float64)
+    s_down = _col(sps, "download_bps", np.float64, _nan)
+    s_up = _col(sps, "upload_bps", np.float64, _nan)
     keep = np.ones(n, dtype=bool)
     region_ok(s_unit, "speed", keep)
     _reject(q, keep, ~np.isfinite(s_time) | ~np.isfinite(s_down) | np.isinf(s_up), "not_a_number")
@@ -215,20 +236,12 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
                                           s_unit, s_time, s_down, s_up)
     q.accepted["speed_tests"] += int(s_unit.size)
 
-    # Canonical order (units sorted, records by unit and time), so the figures and the bootstrap's
-    # draws do not depend on the order the source returned rows in.
-    order = sorted(range(len(units)), key=units.__getitem__)
-    remap = np.empty(len(units), dtype=np.int64)
-    remap[order] = np.arange(len(units))
-    units = [units[i] for i in order]
-
     def canon(unit, *others):
-        unit = remap[unit] if unit.size else unit
         k = np.lexsort(tuple(reversed((unit,) + others)))
         return (unit[k],) + tuple(a[k] for a in others)
 
+    # Episodes come out of _overlaps sorted by unit, type, start; the rest is sorted here.
     o_unit, o_hour, o_s = canon(o_unit, o_hour, o_s)
-    e_unit, e_start, e_dur, e_type, e_cause = canon(e_unit, e_start, e_dur, e_type, e_cause)
     p_unit, p_day, p50, p95, loss, rounds = canon(p_unit, p_day, p50, p95, loss, rounds)
     s_unit, s_time, s_down, s_up = canon(s_unit, s_time, s_down, s_up)
     cols = Columns(ds.start, ds.end, units, o_unit, o_hour, o_s, e_unit, e_type, e_cause, e_start,
@@ -240,10 +253,14 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
     """Episodes of one unit and type never overlap (the agent's detector guarantees it), so an
     overlap is bad input: a later episode is clipped to start where the earlier one ended, and one
     wholly inside an earlier one is dropped."""
+    group = unit * 2 + typ
     if start.size < 2:
         return unit, typ, cause, start, dur
-    group = unit * 2 + typ
-    order = np.lexsort((-dur, start, group))  # equal starts: the longest first, the rest inside it
+    order = np.lexsort((start, group))
+    g, st = group[order], start[order]
+    if np.any((g[1:] == g[:-1]) & (st[1:] == st[:-1])):
+        # Equal starts: the longest first (the rest fall inside it); the cause breaks full ties.
+        order = np.lexsort((cause, -dur, start, group))
     unit, typ, cause, start, dur, group = (a[order] for a in (unit, typ, cause, start, dur, group))
     end = start + dur
     # Running maximum of the previous episodes' ends within each group, exact: in integer
@@ -286,12 +303,12 @@ def _flood(q: Quality, reason: str, limit: int, group, time, *arrays):
         return arrays
     day = np.floor(time / 86400.0).astype(np.int64)
     key = group * 1_000_000 + day
+    if np.unique(key, return_counts=True)[1].max() <= limit:
+        return arrays  # the usual case: nobody floods, no sorting needed
     order = np.lexsort((time, key))
     sk = key[order]
     first = np.r_[0, np.nonzero(sk[1:] != sk[:-1])[0] + 1]
     sizes = np.diff(np.r_[first, sk.size])
-    if sizes.max() <= limit:
-        return arrays
     rank = np.arange(sk.size) - np.repeat(first, sizes)
     keep = np.zeros(time.size, dtype=bool)
     keep[order[rank < limit]] = True

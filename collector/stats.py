@@ -307,6 +307,7 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
     line = _line_quality(cols, bounds, U, s)
     events, ep_event, events_suppressed = _events(cols, s, lt, unit_agent, net_obs, bounds)
     in_event = ep_event >= 0
+    ep_cell = unit_cell[cols.ep_unit]
 
     cells = []
     cell_list = sorted(cell_keys.items(), key=lambda kv: kv[0])
@@ -337,11 +338,11 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
                 _ratio(cell, boot, name, v, den, T / 60.0)
             _fill_profile(cell, off_how[p, c], obs_how[p, c])
             _fill_line(cell, boot, line, p, members)
-            cm = np.isin(cols.ep_unit, members) & (ep == p)
-            cell["regional_events"] = int(np.unique(ep_event[cm & in_event]).size)
+            cm = np.nonzero((ep_cell == c) & (ep == p))[0]
+            cell["regional_events"] = int(np.unique(ep_event[cm][in_event[cm]]).size)
             for name, m in (("power_regional_share", is_power), ("internet_regional_share", is_net)):
-                tot = int((cm & m).sum())
-                cell[name] = float((cm & m & in_event).sum() / tot) if tot else None
+                tot = int(m[cm].sum())
+                cell[name] = float((m[cm] & in_event[cm]).sum() / tot) if tot else None
             cells.append(cell)
     return {
         "generated_at": lt.iso(now),
@@ -459,7 +460,14 @@ def _fill_line(cell, boot, line, p, members) -> None:
 def _events(cols: Columns, s: Settings, lt: LocalTime, unit_agent: np.ndarray,
             net_obs: np.ndarray, bounds) -> tuple[list[dict], np.ndarray, int]:
     """Regional events, for every episode the number of its event (-1: isolated), and how many
-    events were not listed because their region had fewer than ``min_agents`` agents watching."""
+    events were not listed because their region had fewer than ``min_agents`` agents watching.
+
+    Episodes of one type in one region, sorted by start: an event begins at an episode when the
+    episodes starting within ``event_window_s`` of it come from at least ``event_min_share`` of
+    the agents watching in the region in that hour (and at least ``event_min_agents``); its
+    episodes are then taken, and the search goes on after them. The count of episodes in each
+    window is an upper bound on its distinct agents, so only windows that pass it are checked
+    one by one."""
     ep_event = np.full(cols.ep_start.size, -1, dtype=np.int64)
     regions = sorted({u.region for u in cols.units})
     r_index = {r: i for i, r in enumerate(regions)}
@@ -469,23 +477,35 @@ def _events(cols: Columns, s: Settings, lt: LocalTime, unit_agent: np.ndarray,
     rep, hs, _ = _hour_pieces(cols.ep_start[hd], cols.ep_start[hd] + cols.ep_dur[hd])
     w_unit = np.concatenate([cols.obs_unit[cols.obs_s > 0], cols.ep_unit[hd][rep]])
     w_hour = np.concatenate([cols.obs_hour[cols.obs_s > 0] // 3600, (hs // 3600).astype(np.int64)])
-    watching: dict[tuple[int, int], int] = {}
+    h0 = int(w_hour.min()) if w_hour.size else 0
+    H = int(w_hour.max()) - h0 + 1 if w_hour.size else 1
+    A = int(unit_agent.max()) + 1 if unit_agent.size else 1
+    R = max(len(regions), 1)
+    watching = np.zeros((R, H), dtype=np.int64)
     if w_unit.size:
-        trip = np.unique(np.stack([unit_region[w_unit], w_hour, unit_agent[w_unit]]), axis=1)
-        pairs, counts = np.unique(trip[:2], axis=1, return_counts=True)
-        watching = {(int(a), int(b)): int(n) for a, b, n in zip(pairs[0], pairs[1], counts)}
+        key = (unit_region[w_unit] * H + (w_hour - h0)) * A + unit_agent[w_unit]
+        if R * H * A <= 200_000_000:   # a presence bitmap: much faster than sorting the keys
+            seen = np.zeros(R * H * A, dtype=bool)
+            seen[key] = True
+            watching = seen.reshape(R * H, A).sum(axis=1).reshape(R, H)
+        else:
+            watching = np.bincount(np.unique(key) // A, minlength=R * H).reshape(R, H)
     events: list[dict] = []
     suppressed = 0
     isps = [u.isp for u in cols.units]
+    ep_region = unit_region[cols.ep_unit]
     for t, tname in enumerate(TYPES):
         for r, region in enumerate(regions):
-            idx = np.nonzero((cols.ep_type == t) & (unit_region[cols.ep_unit] == r))[0]
+            idx = np.nonzero((cols.ep_type == t) & (ep_region == r))[0]
             if idx.size < s.event_min_agents:
                 continue
             idx = idx[np.argsort(cols.ep_start[idx], kind="stable")]
             st = cols.ep_start[idx]
             reach = np.searchsorted(st, st + s.event_window_s, side="right")
-            candidates = np.nonzero(reach - np.arange(st.size) >= s.event_min_agents)[0]
+            hour = np.clip((st // 3600).astype(np.int64) - h0, 0, H - 1)
+            seen_at = watching[r, hour]
+            need = np.maximum(s.event_min_agents, np.ceil(s.event_min_share * seen_at))
+            candidates = np.nonzero(reach - np.arange(st.size) >= need)[0]
             nxt = 0
             for i in candidates.tolist():
                 if i < nxt:
@@ -493,11 +513,10 @@ def _events(cols: Columns, s: Settings, lt: LocalTime, unit_agent: np.ndarray,
                 j = int(reach[i])
                 members = idx[i:j]
                 agents = set(unit_agent[cols.ep_unit[members]].tolist())
-                seen = watching.get((r, int(st[i] // 3600)), 0)
-                need = max(s.event_min_agents, math.ceil(s.event_min_share * seen))
-                if len(agents) < need:
+                if len(agents) < need[i]:
                     continue
                 nxt = j
+                seen = int(seen_at[i])
                 if seen < s.min_agents:
                     suppressed += 1
                     continue
