@@ -227,3 +227,23 @@ def test_agent_report_without_a_store_says_so(tmp_path):
     cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "empty"}"\n')
     p = run("linewatch", "report", "--config", str(cfg), "--out", str(tmp_path / "x.html"), check=False)
     assert p.returncode == 1 and "no such file" in p.stderr
+
+
+def test_run_on_its_schedule_writes_at_start_and_stops_on_interrupt(server):
+    import signal
+    import time
+
+    influx, cfg = server
+    cfg.write_text(cfg.read_text() + 'run_since = "30d"\nrun_every_min = 60\n')
+    proc = subprocess.Popen([str(BIN / "linewatch-collector"), "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not influx.count("regional_power", "power_saifi"):
+            time.sleep(0.5)
+        assert influx.count("regional_power", "power_saifi") > 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "every 60 min" in out and "wrote" in out
