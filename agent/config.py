@@ -379,15 +379,20 @@ def parse(text: str, source: str = "config.toml") -> Config:
     return from_dict(data, source)
 
 
-def from_dict(data: Mapping[str, Any], source: str = "config.toml") -> Config:
+def sections_of(data: Mapping[str, Any], tables: Mapping[str, type], source: str) -> dict:
+    """Each TOML table of ``data`` validated into its section dataclass (also the collector's)."""
     sections = {}
     for name, value in data.items():
-        if name not in SECTIONS:
-            raise ConfigError(source, name, "unknown section; expected one of " + ", ".join(SECTIONS))
+        if name not in tables:
+            raise ConfigError(source, name, "unknown section; expected one of " + ", ".join(tables))
         if not isinstance(value, dict):
             raise ConfigError(source, name, f"must be a table ([{name}]), got {_show(value)}")
-        sections[name] = _section(SECTIONS[name], name, value, source)
-    cfg = Config(**sections, source=source)
+        sections[name] = _section(tables[name], name, value, source)
+    return sections
+
+
+def from_dict(data: Mapping[str, Any], source: str = "config.toml") -> Config:
+    cfg = Config(**sections_of(data, SECTIONS, source), source=source)
     _cross_checks(cfg)
     return cfg
 

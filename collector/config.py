@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from agent.config import (InfluxSection, PK_REGIONS, _REGION_RE, _at_least, _between,
-                          _default_of, _each, _one_of, _opt, _section, _show, _toml_value, _wrap)
+                          _default_of, _each, _one_of, _opt, _toml_value, _wrap, sections_of)
 from agent.errors import ConfigError
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
@@ -157,14 +157,7 @@ def parse(text: str, source: str = "collector.toml") -> CollectorConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"not valid TOML: {exc}") from exc
-    sections = {}
-    for name, value in data.items():
-        if name not in SECTIONS:
-            raise ConfigError(source, name, "unknown section; expected one of " + ", ".join(SECTIONS))
-        if not isinstance(value, dict):
-            raise ConfigError(source, name, f"must be a table ([{name}]), got {_show(value)}")
-        sections[name] = _section(SECTIONS[name], name, value, source)
-    cfg = CollectorConfig(**sections, source=source)
+    cfg = CollectorConfig(**sections_of(data, SECTIONS, source), source=source)
     i = cfg.influx
     if i.url and not (i.bucket or i.database):
         raise ConfigError(source, "influx.database", "required when influx.url is set (the "

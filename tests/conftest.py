@@ -57,3 +57,16 @@ def vm(tmp_path):
         pytest.skip(reason)
     with VictoriaMetrics.create(tmp_path / "vm") as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Chromium (Debian's, through Playwright) for rendering the HTML pages; skips with
+    the reason when it is missing."""
+    from tests import browser
+
+    reason = browser.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with browser.Browser() as b:
+        yield b

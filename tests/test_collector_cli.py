@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from collector import config as cconfig
-from tests import browser
 from tests.fleet import Fleet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -171,15 +170,6 @@ def test_run_without_a_server_is_refused(tmp_path):
     cfg.write_text("[collector]\nstores = []\n")
     p = run("linewatch-collector", "run", "--once", "--config", str(cfg), check=False)
     assert p.returncode == 1 and "influx.url" in p.stderr
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    reason = browser.unavailable()
-    if reason:
-        pytest.skip(reason)
-    with browser.Browser() as b:
-        yield b
 
 
 def test_report_page_from_real_data_renders_cleanly(server, tmp_path, chromium):

@@ -10,7 +10,6 @@ from html.parser import HTMLParser
 import pytest
 
 from collector import page
-from tests import browser
 
 HOSTILE = '<script>alert(1)</script> & "Q"'
 HOSTILE_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;Q&quot;"
@@ -498,15 +497,6 @@ def test_large_inputs_are_fast():
 
 
 # --- in a real browser ---------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def chromium():
-    reason = browser.unavailable()
-    if reason:
-        pytest.skip(reason)
-    with browser.Browser() as b:
-        yield b
-
 
 def _render(chromium, tmp_path, name, doc):
     path = tmp_path / f"{name}.html"
