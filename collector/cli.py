@@ -50,23 +50,32 @@ def _window(since: str, until: str | None, now: float) -> tuple[float, float]:
 
 
 def collect(cfg: cconfig.CollectorConfig, start: float, end: float, stores: tuple[str, ...] = (),
-            warn=lambda m: click.echo(f"warning: {m}", err=True)):
-    """Read every configured source for [start, end): (Dataset, Quality, what was read)."""
+            warn=lambda m: click.echo(f"warning: {m}", err=True), cache: str = "use",
+            now: float | None = None):
+    """Read every configured source for [start, end): (Dataset, Quality, what was read).
+    ``cache``: "use", "refresh" (forget what is kept, then keep anew) or "off"."""
     from collector import storefile
     from collector.model import Quality
 
     parts, quality, read = [], Quality(), []
     if cfg.influx.url:
         reader, sink = _reader(cfg)
+        kept = _cache(cfg, sink.url) if cache != "off" else None
+        if kept is not None and cache == "refresh":
+            kept.clear()
         try:
-            ds, q = reader.read(start, end)
+            ds, q = reader.read(start, end, kept, now,
+                                settle_s=cfg.collector.cache_settle_days * 86400)
         except SourceError as exc:
             raise SourceError(sink.redact(str(exc))) from None
         finally:
             reader.http.close()
+            if kept is not None:
+                kept.close()
         parts.append(ds)
         quality.merge(q)
-        read.append(f"InfluxDB {sink.url} ({reader.queries} queries, {reader.bytes} bytes)")
+        read.append(f"InfluxDB {sink.url} ({reader.queries} queries, {reader.bytes} bytes, "
+                    f"{reader.cached_days} days from the cache)")
     paths = tuple(cfg.collector.stores) + tuple(stores)
     if paths:
         files = storefile.expand(paths)
@@ -80,6 +89,17 @@ def collect(cfg: cconfig.CollectorConfig, start: float, end: float, stores: tupl
     return storefile.merge(start, end, parts), quality, read
 
 
+def _cache(cfg: cconfig.CollectorConfig, url: str):
+    from collector.cache import Cache, default_dir
+
+    where = cfg.collector.cache_dir
+    if where == "off":
+        return None
+    i = cfg.influx
+    return Cache.for_source(Path(where) if where else default_dir(), url,
+                            i.database or i.bucket, i.retention_policy)
+
+
 def _reader(cfg: cconfig.CollectorConfig):
     from agent.influx import Sink, load_token
     from collector.influxql import Reader
@@ -90,12 +110,12 @@ def _reader(cfg: cconfig.CollectorConfig):
                   cfg.influx.retention_policy), sink
 
 
-def _aggregate(cfg, since, until, by, period, stores, now=None):
+def _aggregate(cfg, since, until, by, period, stores, now=None, cache="use"):
     from collector.stats import aggregate
 
     now = time.time() if now is None else now
     start, end = _window(since, until, now)
-    ds, quality, read = collect(cfg, start, end, stores)
+    ds, quality, read = collect(cfg, start, end, stores, cache=cache, now=now)
     result = aggregate(ds, cconfig.settings(cfg), by=by, period=period, now=now,
                        source_quality=quality)
     result["sources"] = read
@@ -104,6 +124,9 @@ def _aggregate(cfg, since, until, by, period, stores, now=None):
 
 def _common(f):
     f = click.option("--config", "config_path", metavar="PATH", help="Collector config (TOML).")(f)
+    f = click.option("--cache", type=click.Choice(("use", "refresh", "off")), default="use",
+                     show_default=True, help="InfluxDB's closed days from the local cache; "
+                     "refresh: ask the server for everything again.")(f)
     f = click.option("--store", "stores", multiple=True, metavar="FILE",
                      help="An agent's store file to read too (repeatable).")(f)
     f = click.option("--period", type=click.Choice(("all", "day", "week", "month")), default="all",
@@ -139,12 +162,12 @@ def _run(fn):
 @click.option("--format", "fmt", type=click.Choice(("table", "csv", "json")), default="table",
               show_default=True)
 @click.pass_context
-def aggregate_cmd(ctx, config_path, stores, period, by, until, since, fmt):
+def aggregate_cmd(ctx, cache, config_path, stores, period, by, until, since, fmt):
     """Cells of region x ISP (x period) with their figures and 95 % intervals."""
     from collector import output
 
     cfg = _config(ctx, config_path)
-    result = _run(lambda: _aggregate(cfg, since, until, _by(by), period, stores))
+    result = _run(lambda: _aggregate(cfg, since, until, _by(by), period, stores, cache=cache))
     if fmt == "table":
         click.echo(output.to_table(result), nl=False)
         return
@@ -159,12 +182,12 @@ def aggregate_cmd(ctx, config_path, stores, period, by, until, since, fmt):
               help="The HTML file to write.")
 @click.option("--title", default="", help="The page's title.")
 @click.pass_context
-def report_cmd(ctx, config_path, stores, period, by, until, since, out, title):
+def report_cmd(ctx, cache, config_path, stores, period, by, until, since, out, title):
     """One self-contained HTML page to publish: tables, charts, events, method."""
     from collector import page
 
     cfg = _config(ctx, config_path)
-    result = _run(lambda: _aggregate(cfg, since, until, _by(by), period, stores))
+    result = _run(lambda: _aggregate(cfg, since, until, _by(by), period, stores, cache=cache))
     if title:
         result["title"] = title
     write_atomic(Path(out), page.region_report(result), 0o644)

@@ -113,6 +113,13 @@ class CollectorSection:
                                   _between(0.01, 1))
     bootstrap: int = _opt(1000, "Bootstrap resamples for the 95 % intervals.",
                           _between(100, 100_000))
+    cache_dir: str = _opt("", "Where the closed days of InfluxDB's aggregated answers are kept, "
+                          "so a repeated aggregation asks the server only for recent days. "
+                          "Empty: $XDG_CACHE_HOME/linewatch-collector (~/.cache/...); \"off\": "
+                          "no cache.")
+    cache_settle_days: float = _opt(3.0, "A day is kept in the cache once it is this many days "
+                                    "old; rows agents forward later than that (a long-offline "
+                                    "backlog) are read only with --refresh.", _between(0.5, 365))
     run_every_min: int = _opt(60, "linewatch-collector run: minutes between aggregations.",
                               _between(1, 10_080))
     run_since: str = _opt("35d", "linewatch-collector run: how far back each run looks (daily "

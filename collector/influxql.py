@@ -6,7 +6,10 @@ answer. The aggregation the statistics need first is pushed into the queries, so
 
 * ``round``: observed seconds per agent and UTC hour (``sum(interval_s) GROUP BY time(1h)``);
 * ``ping``: per agent and UTC day, the median and 95th percentile of ``rtt_avg_ms`` to internet
-  targets and the mean loss, over rounds in which the target answered at all;
+  targets and the mean loss over rounds in which the target answered at all;
+
+both over whole UTC days, a week per query at most, and kept in a local cache once a day is over
+(:mod:`collector.cache`), so a repeated aggregation asks only for recent days;
 * ``outage`` (power and connectivity) and ``speedtest`` (status ok): the rows themselves, which
   are few (one per episode or test).
 
@@ -47,32 +50,61 @@ def _by(*extra: str) -> str:
     return ", ".join([ident(t) for t in TAGS] + [ident(t) for t in extra])
 
 
-def chunks(start: float, end: float, size: float = CHUNK_S) -> list[tuple[float, float]]:
-    out, t = [], start
-    while t < end:
-        out.append((t, min(end, t + size)))
-        t += size
+DAY = 86400
+
+
+def day_runs(days: list[int], size: int = CHUNK_S) -> list[tuple[int, int]]:
+    """Whole UTC days (their starts, sorted) as [a, b) ranges of at most ``size`` seconds, cut
+    only at midnights, so no day or hour is ever split between two queries."""
+    out: list[tuple[int, int]] = []
+    for d in days:
+        if out and out[-1][1] == d and d + DAY - out[-1][0] <= size:
+            out[-1] = (out[-1][0], d + DAY)
+        else:
+            out.append((d, d + DAY))
     return out
+
+
+def grouped_queries(a: int, b: int) -> list[tuple[str, str]]:
+    """The server-aggregated queries for whole UTC days [a, b): observed seconds per agent-hour,
+    latency and loss per agent-day. Loss over the rounds in which the target answered is
+    (sum(loss_pct) - 100 x unanswered) / answered, with answered = count(rtt_avg_ms) (an RTT is
+    written exactly when an echo came back): no field filter, which costs the server a join."""
+    t = time_range(a, b)
+    return [
+        ("obs", f'SELECT sum("interval_s") AS "observed_s" FROM "round" WHERE {t} '
+                f'GROUP BY time(1h), {_by()} fill(none)'),
+        ("ping", 'SELECT percentile("rtt_avg_ms", 50) AS "p50", percentile("rtt_avg_ms", 95) AS "p95", '
+                 'sum("loss_pct") AS "loss_sum", count("loss_pct") AS "rows", '
+                 'count("rtt_avg_ms") AS "rounds", min("rtt_avg_ms") AS "rtt_min", '
+                 f'max("rtt_avg_ms") AS "rtt_max" FROM "ping" WHERE "role" = \'internet\' AND {t} '
+                 f'GROUP BY time(1d), {_by()} fill(none)'),
+    ]
+
+
+def raw_queries(start: float, end: float) -> list[tuple[str, str]]:
+    """Rows read as they are (one per episode or speed test: few) for [start, end)."""
+    t = time_range(start, end)
+    return [
+        ("episode", 'SELECT "duration_s" FROM "outage" WHERE ("type" = \'power\' OR '
+                    f'"type" = \'connectivity\') AND {t} GROUP BY {_by("type", "cause")}'),
+        ("speed", 'SELECT "download_bps", "upload_bps" FROM "speedtest" WHERE '
+                  f'"status" = \'ok\' AND {t} GROUP BY {_by()}'),
+    ]
+
+
+def days_of(start: float, end: float) -> list[int]:
+    """Starts of the UTC days that [start, end) touches."""
+    d0 = int(start // DAY) * DAY
+    return list(range(d0, int(end), DAY)) if end > d0 else []
 
 
 def queries(start: float, end: float) -> list[tuple[str, str]]:
-    """(kind, InfluxQL) for the window [start, end) in seconds since 1970 UTC."""
+    """Every query for the window, with nothing cached: (kind, InfluxQL)."""
     out = []
-    for a, b in chunks(start, end):
-        out.append(("obs", f'SELECT sum("interval_s") AS "observed_s" FROM "round" WHERE '
-                           f'{time_range(a, b)} GROUP BY time(1h), {_by()} fill(none)'))
-        out.append(("ping", 'SELECT percentile("rtt_avg_ms", 50) AS "p50", '
-                            'percentile("rtt_avg_ms", 95) AS "p95", mean("loss_pct") AS "loss", '
-                            'count("loss_pct") AS "rounds", min("rtt_avg_ms") AS "rtt_min", '
-                            'max("rtt_avg_ms") AS "rtt_max" FROM "ping" WHERE "role" = \'internet\' '
-                            f'AND "loss_pct" < 100 AND {time_range(a, b)} GROUP BY time(1d), '
-                            f'{_by()} fill(none)'))
-    t = time_range(start, end)
-    out.append(("episode", 'SELECT "duration_s" FROM "outage" WHERE ("type" = \'power\' OR '
-                           f'"type" = \'connectivity\') AND {t} GROUP BY {_by("type", "cause")}'))
-    out.append(("speed", 'SELECT "download_bps", "upload_bps" FROM "speedtest" WHERE '
-                         f'"status" = \'ok\' AND {t} GROUP BY {_by()}'))
-    return out
+    for a, b in day_runs(days_of(start, end)):
+        out += grouped_queries(a, b)
+    return out + raw_queries(start, end)
 
 
 def parse_answer(body: bytes, what: str) -> Iterator[dict]:
@@ -131,9 +163,14 @@ def to_records(kind: str, series: dict, q: Quality) -> Iterator:
                 continue
             yield ObsHour(unit, int(t), v)
         elif kind == "ping":
-            rounds = _num(get("rounds"))
-            yield PingDay(unit, int(t), _num(get("p50")), _num(get("p95")), _num(get("loss")),
-                          int(rounds or 0), _num(get("rtt_min")), _num(get("rtt_max")))
+            answered = int(_num(get("rounds")) or 0)
+            rows, loss_sum = _num(get("rows")) or 0, _num(get("loss_sum"))
+            loss = ((loss_sum - 100.0 * (rows - answered)) / answered
+                    if answered and loss_sum is not None else None)
+            if not answered:
+                continue  # a day on which the target never answered: no latency, no loss figure
+            yield PingDay(unit, int(t), _num(get("p50")), _num(get("p95")), loss, answered,
+                          _num(get("rtt_min")), _num(get("rtt_max")))
         elif kind == "episode":
             d = _num(get("duration_s"))
             if d is None:
@@ -157,6 +194,7 @@ class Reader:
         self.retention_policy = retention_policy
         self.queries = 0
         self.bytes = 0
+        self.cached_days = 0
 
     def query(self, q: str, what: str = "query") -> list[dict]:
         params = {"db": self.database, "epoch": "ms", "chunked": "true", "chunk_size": "20000"}
@@ -177,14 +215,28 @@ class Reader:
             raise SourceError(f"{what}: HTTP {ans.status}: {ans.message}")
         return list(parse_answer(ans.body, what))
 
-    def read(self, start: float, end: float) -> tuple[Dataset, Quality]:
+    def read(self, start: float, end: float, cache=None, now: float | None = None,
+             settle_s: float = 3 * 86400) -> tuple[Dataset, Quality]:
+        """The window's records. With a :class:`collector.cache.Cache`, whole UTC days already
+        kept are read from it, and days fetched here that are at least ``settle_s`` old are kept."""
         q = Quality()
         got: dict[str, list] = {"obs": [], "ping": [], "episode": [], "speed": []}
-        for kind, text in queries(start, end):
+        days = days_of(start, end)
+        kept = cache.days() & set(days) if cache is not None else set()
+        fetch = [d for d in days if d not in kept]
+        texts = [t for a, b in day_runs(fetch) for t in grouped_queries(a, b)]
+        for kind, text in texts + raw_queries(start, end):
             # Chunked answers split a series over several chunks ("partial": more follows); each
             # chunk's rows are records of their own, so they are simply read in turn.
             for series in self.query(text, f"InfluxDB {kind} query"):
                 got[kind].extend(to_records(kind, series, q))
+        if cache is not None:
+            limit = (now if now is not None else end) - settle_s
+            cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"])
+            old_obs, old_pings = cache.load(kept)
+            got["obs"] += old_obs
+            got["ping"] += old_pings
+            self.cached_days = len(kept)
         ds = Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
                      tuple(got["speed"]))
         return ds, q

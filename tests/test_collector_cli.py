@@ -33,6 +33,12 @@ def run(*args, env=None, check=True):
     return p
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Each test's collector keeps its cache under the test's own directory."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="module")
 def fleet():
     return Fleet(**FLEET)
@@ -237,3 +243,22 @@ def test_run_on_its_schedule_writes_at_start_and_stops_on_interrupt(server):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "every 60 min" in out and "wrote" in out
+
+
+def test_cache_keeps_closed_days_and_gives_the_same_cells(server, tmp_path):
+    influx, cfg = server
+    args = ("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
+    cold = run(*args, "--cache", "off")
+    first = run(*args)
+    warm = run(*args)
+    assert json.loads(cold.stdout) == json.loads(first.stdout) == json.loads(warm.stdout)
+    kept = list((tmp_path / "cache" / "linewatch-collector").glob("*.db"))
+    assert len(kept) == 1 and stat.S_IMODE(kept[0].stat().st_mode) == 0o600
+    # Every day of the window is long over: the warm run asked the server for raw rows only.
+    from collector.cache import Cache
+
+    c = Cache(kept[0])
+    assert len(c.days()) == 3
+    c.close()
+    refreshed = run(*args, "--cache", "refresh")
+    assert json.loads(refreshed.stdout) == json.loads(cold.stdout)

@@ -54,6 +54,15 @@ def test_queries_push_aggregation_to_the_server():
         assert '"agent", "region", "isp", "city", "access"' in q
 
 
+def test_grouped_queries_cover_whole_utc_days():
+    """A window starting mid-day still queries whole days, cut only at midnights: a day or an
+    hour split between two queries would come back as two half records."""
+    runs = influxql.day_runs(influxql.days_of(START + 13 * 3600, START + 10 * 86400 + 5 * 3600))
+    assert runs == [(START, START + 7 * 86400), (START + 7 * 86400, START + 11 * 86400)]
+    gap = influxql.day_runs([START, START + 86400, START + 5 * 86400])
+    assert gap == [(START, START + 2 * 86400), (START + 5 * 86400, START + 6 * 86400)]
+
+
 @pytest.mark.parametrize("body,match", [
     (b'{"error":"database not found: x"}', "database not found"),
     (b'{"results":[{"statement_id":0,"error":"error parsing query"}]}', "error parsing query"),

@@ -1,0 +1,104 @@
+"""Closed days of the server-aggregated queries, kept locally (stdlib sqlite).
+
+The expensive part of an aggregation is the server scanning a month of rounds and pings; a day
+that is over does not change, except for rows that agents forward late (after an outage, a backlog
+goes out oldest first). So a day's hourly observed time and daily latency are kept here once the
+day is ``settle_s`` old (default 3 days), and later aggregations ask the server only for the days
+not kept. Rows that arrive later than that are not seen until ``--refresh`` (documented limit).
+
+One file per server and database (the name is a hash of both), mode 0600.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Iterable
+
+from collector.model import ObsHour, PingDay, Unit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS obs (unit TEXT NOT NULL, hour INTEGER NOT NULL, observed_s REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS obs_hour ON obs (hour);
+CREATE TABLE IF NOT EXISTS pings (unit TEXT NOT NULL, day INTEGER NOT NULL, p50 REAL, p95 REAL,
+    loss REAL, rounds INTEGER NOT NULL, rtt_min REAL, rtt_max REAL);
+CREATE INDEX IF NOT EXISTS pings_day ON pings (day);
+"""
+
+
+def default_dir(env=os.environ) -> Path:
+    home = Path(env.get("HOME") or Path.home())
+    return Path(env.get("XDG_CACHE_HOME") or home / ".cache") / "linewatch-collector"
+
+
+class Cache:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fresh = not path.exists()
+        self.path = path
+        self.conn = sqlite3.connect(path)
+        if fresh:
+            os.chmod(path, 0o600)
+        self.conn.executescript(_SCHEMA)
+
+    @classmethod
+    def for_source(cls, directory: Path, url: str, database: str, rp: str) -> "Cache":
+        key = hashlib.sha256(f"{url}\n{database}\n{rp}".encode()).hexdigest()[:20]
+        return cls(Path(directory) / f"{key}.db")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def clear(self) -> None:
+        with self.conn:
+            self.conn.executescript("DELETE FROM days; DELETE FROM obs; DELETE FROM pings;")
+
+    def days(self) -> set[int]:
+        return {d for (d,) in self.conn.execute("SELECT day FROM days")}
+
+    def load(self, days: Iterable[int]) -> tuple[list[ObsHour], list[PingDay]]:
+        days = sorted(days)
+        if not days:
+            return [], []
+        units: dict[str, Unit] = {}
+
+        def unit(text: str) -> Unit:
+            u = units.get(text)
+            if u is None:
+                u = units[text] = Unit(*json.loads(text))
+            return u
+
+        wanted = set(days)
+        obs = [ObsHour(unit(u), h, s) for u, h, s in self.conn.execute(
+            "SELECT unit, hour, observed_s FROM obs WHERE hour >= ? AND hour < ?",
+            (days[0], days[-1] + 86400)) if h - h % 86400 in wanted]
+        pings = [PingDay(unit(u), d, *rest) for u, d, *rest in self.conn.execute(
+            "SELECT unit, day, p50, p95, loss, rounds, rtt_min, rtt_max FROM pings"
+            " WHERE day >= ? AND day <= ?", (days[0], days[-1])) if d in wanted]
+        return obs, pings
+
+    def store(self, days: Iterable[int], obs: Iterable[ObsHour], pings: Iterable[PingDay]) -> None:
+        """Keep these whole days (their records given), replacing anything kept for them."""
+        days = set(days)
+        if not days:
+            return
+
+        def key(u: Unit) -> str:
+            return json.dumps([u.agent, u.region, u.isp, u.city, u.access], ensure_ascii=False)
+
+        with self.conn:
+            for d in days:
+                self.conn.execute("DELETE FROM obs WHERE hour >= ? AND hour < ?", (d, d + 86400))
+                self.conn.execute("DELETE FROM pings WHERE day = ?", (d,))
+            self.conn.executemany("INSERT INTO obs VALUES (?, ?, ?)",
+                                  ((key(o.unit), o.hour, o.observed_s) for o in obs
+                                   if o.hour - o.hour % 86400 in days))
+            self.conn.executemany("INSERT INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                  ((key(p.unit), p.day, p.rtt_p50_ms, p.rtt_p95_ms, p.loss_pct,
+                                    p.rounds, p.rtt_min_ms, p.rtt_max_ms) for p in pings
+                                   if p.day in days))
+            self.conn.executemany("INSERT OR REPLACE INTO days VALUES (?)", ((d,) for d in days))
