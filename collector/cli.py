@@ -107,7 +107,8 @@ def _reader(cfg: cconfig.CollectorConfig):
     token = load_token(cfg.influx, source=cfg.source)
     sink = Sink(cfg.influx, token)
     return Reader(sink.http("v1"), cfg.influx.database or cfg.influx.bucket,
-                  cfg.influx.retention_policy), sink
+                  cfg.influx.retention_policy, connect=lambda: sink.http("v1"),
+                  parallel=cfg.collector.parallel_queries), sink
 
 
 def _aggregate(cfg, since, until, by, period, stores, now=None, cache="use"):

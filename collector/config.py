@@ -120,6 +120,8 @@ class CollectorSection:
     cache_settle_days: float = _opt(3.0, "A day is kept in the cache once it is this many days "
                                     "old; rows agents forward later than that (a long-offline "
                                     "backlog) are read only with --refresh.", _between(0.5, 365))
+    parallel_queries: int = _opt(2, "Queries sent to InfluxDB at once (InfluxDB 1.x works each "
+                                 "on one core).", _between(1, 16))
     run_every_min: int = _opt(60, "linewatch-collector run: minutes between aggregations.",
                               _between(1, 10_080))
     run_since: str = _opt("35d", "linewatch-collector run: how far back each run looks (daily "

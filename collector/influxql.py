@@ -188,19 +188,26 @@ def to_records(kind: str, series: dict, q: Quality) -> Iterator:
 class Reader:
     """Runs the queries against one server. ``http`` is an agent.influx.HTTP (injected)."""
 
-    def __init__(self, http, database: str, retention_policy: str = "") -> None:
+    def __init__(self, http, database: str, retention_policy: str = "", connect=None,
+                 parallel: int = 1) -> None:
+        """``connect()`` makes a further connection like ``http``: with ``parallel`` > 1, that
+        many queries run at once (InfluxDB 1.x works a query on one core; the grouped queries of
+        different weeks are independent)."""
         self.http = http
+        self.connect = connect
+        self.parallel = parallel if connect is not None else 1
         self.database = database
         self.retention_policy = retention_policy
         self.queries = 0
         self.bytes = 0
         self.cached_days = 0
 
-    def query(self, q: str, what: str = "query") -> list[dict]:
+    def query(self, q: str, what: str = "query", http=None) -> list[dict]:
+        http = http or self.http
         params = {"db": self.database, "epoch": "ms", "chunked": "true", "chunk_size": "20000"}
         if self.retention_policy:
             params["rp"] = self.retention_policy
-        ans, _ = self.http.request("POST", "/query?" + urlencode(params),
+        ans, _ = http.request("POST", "/query?" + urlencode(params),
                                    body=urlencode({"q": q}).encode(),
                                    headers={"Content-Type": "application/x-www-form-urlencoded",
                                             "Accept": "application/json"})
@@ -215,6 +222,33 @@ class Reader:
             raise SourceError(f"{what}: HTTP {ans.status}: {ans.message}")
         return list(parse_answer(ans.body, what))
 
+    def _run_all(self, todo: list[tuple[str, str]]):
+        if self.parallel <= 1 or len(todo) < 2:
+            for kind, text in todo:
+                yield self.query(text, f"InfluxDB {kind} query")
+            return
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        local = threading.local()
+        extra: list = []
+        lock = threading.Lock()
+
+        def one(item):
+            if not hasattr(local, "http"):
+                local.http = self.connect()
+                with lock:
+                    extra.append(local.http)
+            kind, text = item
+            return self.query(text, f"InfluxDB {kind} query", local.http)
+
+        try:
+            with ThreadPoolExecutor(self.parallel) as pool:
+                yield from pool.map(one, todo)
+        finally:
+            for h in extra:
+                h.close()
+
     def read(self, start: float, end: float, cache=None, now: float | None = None,
              settle_s: float = 3 * 86400) -> tuple[Dataset, Quality]:
         """The window's records. With a :class:`collector.cache.Cache`, whole UTC days already
@@ -225,10 +259,11 @@ class Reader:
         kept = cache.days() & set(days) if cache is not None else set()
         fetch = [d for d in days if d not in kept]
         texts = [t for a, b in day_runs(fetch) for t in grouped_queries(a, b)]
-        for kind, text in texts + raw_queries(start, end):
-            # Chunked answers split a series over several chunks ("partial": more follows); each
-            # chunk's rows are records of their own, so they are simply read in turn.
-            for series in self.query(text, f"InfluxDB {kind} query"):
+        todo = texts + raw_queries(start, end)
+        # Chunked answers split a series over several chunks ("partial": more follows); each
+        # chunk's rows are records of their own, so they are simply read in turn, in query order.
+        for (kind, _), answer in zip(todo, self._run_all(todo)):
+            for series in answer:
                 got[kind].extend(to_records(kind, series, q))
         if cache is not None:
             limit = (now if now is not None else end) - settle_s

@@ -1,0 +1,454 @@
+"""The collector at scale: 1,000 agents x 30 days in a real InfluxDB 1.6.7, aggregated end to end.
+
+Steps (figures: medians of ``--runs`` runs with min-max, each with a reference measured in the
+same run):
+
+1. Generation: the synthetic fleet's line protocol (tests/fleet.py), timed alone, with one
+   process and with ``--workers`` processes.
+2. Cadence: influxd 1.6.7's ingest rate is measured on a sample of the fleet (``--calibrate``
+   agents); the finest round cadence whose whole fleet fits in ``--write-budget-s`` is chosen,
+   unless ``--round-s`` names one.
+3. Write: the fleet into a fresh influxd (tests.influxlab.InfluxV1, in a temp dir), gzip, several
+   connections; time, points, points/s, the server's data and WAL directory sizes.
+4. End to end, ``--runs`` times: ``linewatch-collector --config CFG aggregate --since 30d --by
+   region,isp --format json`` as a child process: wall time and peak RSS (VmHWM, polled: wait4's
+   ru_maxrss would count the moment between fork and exec, when the child still is this process).
+   Reference in the same run: the collector's own InfluxQL queries (collector.influxql.queries,
+   sent as its Reader sends them) timed against the server alone, so the report can tell server
+   time from collector time; and a plain ``SELECT count(...) ... GROUP BY agent``.
+5. Statistics alone, ``--runs`` times: ``collector.stats.aggregate`` over
+   ``Fleet.episode_dataset(--episodes)``; reference: a plain Python loop summing the same
+   episodes' durations per region.
+
+    python bench/collector.py [--runs 5] [--agents 1000] [--days 30] [--round-s 300|auto]
+
+Results: bench/results/collector-<UTC timestamp>.json and a summary table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.parse
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fleet import Fleet, fleet_start  # noqa: E402
+from tests.influxlab import InfluxV1, influx_unavailable  # noqa: E402
+
+COLLECTOR = ROOT / ".venv" / "bin" / "linewatch-collector"
+CADENCES = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+TARGET_WALL_S, TARGET_RSS_MB, TARGET_STATS_S = 30.0, 500.0, 2.0
+
+
+def med(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, f))
+            except OSError:
+                pass
+    return total
+
+
+def vm_hwm(pid: int) -> int:
+    """VmHWM (peak resident set) of ``pid`` in bytes; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+# -- 1. generation --------------------------------------------------------------------------------
+def time_generation(fleet: Fleet, workers: int) -> dict:
+    t0 = time.perf_counter()
+    points = size = 0
+    for chunk in fleet.lines(chunk=20_000, workers=workers):
+        points += chunk.count(b"\n")
+        size += len(chunk)
+    dt = time.perf_counter() - t0
+    return {"workers": workers, "seconds": dt, "points": points, "mb": size / 1e6, "points_per_s": points / dt}
+
+
+# -- 2./3. writing ----------------------------------------------------------------------------------
+def write(fleet: Fleet, server: InfluxV1, args, agents=None) -> dict:
+    st = fleet.write_influx(server.url, server.database, agents=agents, batch_lines=args.batch,
+                            threads=args.threads, workers=args.workers)
+    st["points_per_s"] = st["points"] / st["seconds"]
+    return st
+
+
+def calibrate(args, start: int, tmp: Path) -> dict:
+    """Ingest rate of influxd on ``args.calibrate`` agents at 300 s (about 16,000 points each)."""
+    sample = Fleet(args.calibrate, args.days, start, round_s=300.0, seed=args.seed)
+    with InfluxV1.create(tmp / "influx-calibrate") as server:
+        st = write(sample, server, args)
+    full = Fleet(args.agents, args.days, start, round_s=300.0, seed=args.seed)
+    # points per agent scale with 1/round_s (two rows a round); the rest (outage, speedtest) is small
+    per_agent_300 = st["points"] / args.calibrate
+    est = {}
+    for c in CADENCES:
+        pts = per_agent_300 * 300.0 / c * full.n
+        est[str(c)] = {"points": pts, "write_s": pts / st["points_per_s"]}
+    return {"sample_agents": args.calibrate, "points": st["points"], "seconds": st["seconds"],
+            "points_per_s": st["points_per_s"], "estimates": est}
+
+
+# -- 4. end to end --------------------------------------------------------------------------------
+def run_collector(cfg: Path, timeout_s: float, cache: str, cache_home: Path) -> dict:
+    """One ``aggregate``. ``cache``: "off" (cold: every query goes to the server) or "use" (warm:
+    closed days come from the collector's cache, filled by an earlier run)."""
+    argv = [str(COLLECTOR), "--config", str(cfg), "aggregate", "--since", "30d", "--by", "region,isp",
+            "--format", "json", "--cache", cache]
+    t0 = time.perf_counter()
+    out_f = tempfile.TemporaryFile()
+    err_f = tempfile.TemporaryFile()
+    p = subprocess.Popen(argv, stdout=out_f, stderr=err_f, cwd=str(ROOT),
+                         env={**os.environ, "XDG_CACHE_HOME": str(cache_home)})
+    hwm = 0
+    deadline = t0 + timeout_s
+    while p.poll() is None:
+        hwm = max(hwm, vm_hwm(p.pid))
+        if time.perf_counter() > deadline:
+            p.kill()
+            p.wait()
+            break
+        time.sleep(0.005)
+    wall = time.perf_counter() - t0
+    out_f.seek(0)
+    err_f.seek(0)
+    out, err = out_f.read().decode(errors="replace"), err_f.read().decode(errors="replace")
+    res = {"wall_s": wall, "peak_rss_mb": hwm / 2**20, "returncode": p.returncode, "stderr_tail": err[-3000:]}
+    if p.returncode != 0:
+        res["error"] = f"exit {p.returncode}" if wall < timeout_s else f"killed after {timeout_s:.0f} s"
+        return res
+    try:
+        doc = json.loads(out)
+    except ValueError as exc:
+        res["error"] = f"stdout is not JSON: {exc}: {out[:300]!r}"
+        return res
+    cells = doc if isinstance(doc, list) else doc.get("cells") if isinstance(doc, dict) else None
+    res["json_shape"] = ("list" if isinstance(doc, list) else
+                         "object with keys " + ", ".join(sorted(doc)) if isinstance(doc, dict) else type(doc).__name__)
+    if isinstance(cells, list):
+        res["cells"] = len(cells)
+        res["cells_suppressed"] = sum(1 for c in cells if isinstance(c, dict) and c.get("suppressed"))
+        # a suppressed cell (fewer agents than the publication floor) carries no figures at all
+        res["agents_total"] = sum(int(c.get("agents") or 0) for c in cells if isinstance(c, dict))
+        published = [c for c in cells if isinstance(c, dict) and not c.get("suppressed")]
+        res["cell_keys"] = sorted(published[0])[:80] if published else []
+    else:
+        res["error"] = "the JSON holds no list of cells"
+    return res
+
+
+def post_query(server: InfluxV1, q: str, params: dict) -> tuple[float, int, int]:
+    """(seconds, answer bytes, series) for one /query, read to the end."""
+    body = urllib.parse.urlencode({"q": q}).encode()
+    url = f"{server.url}/query?{urllib.parse.urlencode(params)}"
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=600) as resp:
+        data = resp.read()
+    dt = time.perf_counter() - t0
+    series = 0
+    for line in data.splitlines():
+        if line.strip():
+            doc = json.loads(line)
+            for r in doc.get("results") or []:
+                if r.get("error"):
+                    raise RuntimeError(f"query failed: {r['error']}: {q[:200]}")
+                series += len(r.get("series") or [])
+    return dt, len(data), series
+
+
+def reference_queries(server: InfluxV1, now: float) -> dict:
+    """The server alone: the collector's own queries as its Reader sends them (when importable),
+    and a plain count grouped by agent."""
+    start = now - 30 * 86400
+    out: dict = {}
+    plain = ('SELECT count("interval_s") FROM "round" WHERE time > now() - 30d GROUP BY "agent"')
+    dt, size, series = post_query(server, plain, {"db": server.database, "epoch": "s"})
+    out["count_by_agent"] = {"seconds": dt, "bytes": size, "series": series}
+    try:
+        from collector.influxql import queries
+    except Exception as exc:  # noqa: BLE001 - another engineer's module, maybe not there yet
+        out["collector_queries_error"] = f"{type(exc).__name__}: {exc}"
+        return out
+    per_kind: dict = {}
+    params = {"db": server.database, "epoch": "s", "chunked": "true", "chunk_size": "20000"}
+    for kind, q in queries(start, now):
+        dt, size, series = post_query(server, q, params)
+        k = per_kind.setdefault(kind, {"seconds": 0.0, "bytes": 0, "series": 0, "queries": 0})
+        k["seconds"] += dt
+        k["bytes"] += size
+        k["series"] += series
+        k["queries"] += 1
+    out["collector_queries"] = per_kind
+    out["collector_queries_s"] = sum(k["seconds"] for k in per_kind.values())
+    # Where the server's time goes: the same ping queries with mean/max instead of percentile().
+    t = 0.0
+    for kind, q in queries(start, now):
+        if kind == "ping":
+            q2 = re.sub(r'percentile\(("rtt_avg_ms"), 50\)', r"mean(\1)", q)
+            q2 = re.sub(r'percentile\(("rtt_avg_ms"), 95\)', r"max(\1)", q2)
+            if q2 != q:
+                t += post_query(server, q2, params)[0]
+    out["ping_queries_without_percentile_s"] = t
+    return out
+
+
+# -- 5. statistics alone ---------------------------------------------------------------------------
+def stats_runs(args) -> dict:
+    from collector import stats
+
+    t0 = time.perf_counter()
+    ds = Fleet.episode_dataset(args.episodes, agents=args.agents, days=args.days, seed=args.seed)
+    build_s = time.perf_counter() - t0
+    runs = []
+    for i in range(args.runs):
+        t0 = time.perf_counter()
+        result = stats.aggregate(ds, stats.Settings(), by=("region", "isp"), period="all")
+        dt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        for e in ds.episodes:
+            r = e.unit.region
+            sums[r] = sums.get(r, 0.0) + e.duration_s
+        ref = time.perf_counter() - t0
+        cells = result.get("cells") if isinstance(result, dict) else result
+        runs.append({"aggregate_s": dt, "reference_s": ref, "ratio": dt / ref,
+                     "cells": len(cells) if isinstance(cells, list) else None})
+        print(f"  stats run {i + 1}: aggregate {dt:.2f} s, reference loop {ref:.3f} s ({dt / ref:.1f}x)",
+              flush=True)
+    return {"episodes": len(ds.episodes), "obs_hours": len(ds.obs), "build_s": build_s, "runs": runs,
+            "aggregate_s": med([r["aggregate_s"] for r in runs]),
+            "reference_s": med([r["reference_s"] for r in runs]),
+            "ratio": med([r["ratio"] for r in runs])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--agents", type=int, default=1000)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--round-s", default="auto",
+                    help="round cadence of the fleet, or 'auto': the finest that fits --write-budget-s")
+    ap.add_argument("--write-budget-s", type=float, default=300.0)
+    ap.add_argument("--calibrate", type=int, default=100, help="agents written to measure the ingest rate")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--bad", action="store_true", help="include the fleet's bad records")
+    ap.add_argument("--workers", type=int, default=2, help="processes generating lines while writing")
+    ap.add_argument("--threads", type=int, default=2, help="connections writing to influxd")
+    ap.add_argument("--batch", type=int, default=20_000, help="lines per write request")
+    ap.add_argument("--episodes", type=int, default=1_000_000)
+    ap.add_argument("--collector-timeout-s", type=float, default=600.0)
+    ap.add_argument("--skip-generation", action="store_true", help="do not time generation alone")
+    args = ap.parse_args()
+    reason = influx_unavailable()
+    if reason:
+        sys.exit(reason)
+
+    report: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                                "kernel": platform.release(), "load_at_start": os.getloadavg()},
+                    "args": vars(args)}
+    start = fleet_start(args.days)
+    tmp = Path(tempfile.mkdtemp(prefix="lwbench-collector"))
+    try:
+        # 2. cadence
+        if args.round_s == "auto":
+            print(f"calibrating influxd's ingest rate on {args.calibrate} agents x {args.days} days at 300 s ...",
+                  flush=True)
+            cal = calibrate(args, start, tmp)
+            report["calibration"] = cal
+            fits = [c for c in CADENCES if cal["estimates"][str(c)]["write_s"] <= args.write_budget_s]
+            round_s = min(fits) if fits else max(CADENCES)
+            print(f"  {cal['points_per_s']:,.0f} points/s; estimated write of the whole fleet:", flush=True)
+            for c in CADENCES:
+                e = cal["estimates"][str(c)]
+                print(f"    {c:5.0f} s rounds: {e['points'] / 1e6:7.1f} M points, {e['write_s'] / 60:6.1f} min"
+                      f"{'   <- chosen' if c == round_s else ''}", flush=True)
+            report["cadence_choice"] = (f"finest of {list(CADENCES)} whose estimated write fits "
+                                        f"{args.write_budget_s:.0f} s at the measured rate")
+        else:
+            round_s = float(args.round_s)
+            report["cadence_choice"] = "given on the command line"
+        report["round_s"] = round_s
+        fleet = Fleet(args.agents, args.days, start, round_s=round_s, seed=args.seed, bad=args.bad)
+        units = fleet.units()
+        expected_cells = len({(u.region, u.isp) for u in units})
+        report["fleet"] = {"agents": fleet.n, "days": fleet.days, "start": fleet.start, "end": fleet.end,
+                           "round_s": round_s, "expected_cells": expected_cells}
+
+        # 1. generation alone
+        if not args.skip_generation:
+            report["generation"] = []
+            for w in sorted({1, args.workers}):
+                g = time_generation(fleet, w)
+                report["generation"].append(g)
+                print(f"generation, {w} process(es): {g['points']:,} lines ({g['mb']:,.0f} MB) in "
+                      f"{g['seconds']:.1f} s = {g['points_per_s']:,.0f} lines/s", flush=True)
+
+        # 3. write
+        server = InfluxV1.create(tmp / "influx")
+        try:
+            print(f"writing {fleet.n} agents x {fleet.days} days at {round_s:g} s rounds to influxd 1.6.7 "
+                  f"({args.threads} connections, {args.workers} generating processes) ...", flush=True)
+            w = write(fleet, server, args)
+            w["data_dir_bytes"] = dir_bytes(server.dir / "data")
+            w["wal_dir_bytes"] = dir_bytes(server.dir / "wal")
+            w["load_after"] = os.getloadavg()
+            report["write"] = w
+            print(f"  {w['points']:,} points in {w['seconds']:.1f} s = {w['points_per_s']:,.0f} points/s "
+                  f"(generation inside: {w['generate_s']:.1f} s); data {w['data_dir_bytes'] / 1e6:,.0f} MB, "
+                  f"WAL {w['wal_dir_bytes'] / 1e6:,.0f} MB; {w['gzip_bytes'] / 1e6:,.0f} MB sent gzipped",
+                  flush=True)
+
+            # 4. end to end
+            cfg = tmp / "collector.toml"
+            cfg.write_text(f'[influx]\nurl = "{server.url}"\ndatabase = "{server.database}"\n\n[collector]\n')
+            e2e = []
+            if not COLLECTOR.exists():
+                report["collector_error"] = f"{COLLECTOR} does not exist"
+                print("  " + report["collector_error"], flush=True)
+            else:
+                cache_home = tmp / "cache"
+                warm = []
+                first = run_collector(cfg, args.collector_timeout_s, "use", cache_home)
+                report["first_run_filling_cache"] = first
+                print(f"  first run (fills the cache): {first['wall_s']:.1f} s, "
+                      f"peak {first['peak_rss_mb']:.0f} MB", flush=True)
+                for i in range(args.runs):
+                    # alternate which goes first, so neither always meets a warm server cache
+                    if i % 2 == 0:
+                        ref = reference_queries(server, time.time())
+                        r = run_collector(cfg, args.collector_timeout_s, "off", cache_home)
+                    else:
+                        r = run_collector(cfg, args.collector_timeout_s, "off", cache_home)
+                        ref = reference_queries(server, time.time())
+                    r["reference"] = ref
+                    e2e.append(r)
+                    srv = ref.get("collector_queries_s")
+                    print(f"  run {i + 1}: cold (no cache) {r['wall_s']:.1f} s, peak {r['peak_rss_mb']:.0f} MB, "
+                          f"cells {r.get('cells')}, agents {r.get('agents_total')}; server alone: its queries "
+                          f"{srv if srv is None else round(srv, 1)} s, count by agent "
+                          f"{ref['count_by_agent']['seconds']:.2f} s; "
+                          f"{r.get('cells_suppressed')} cells suppressed"
+                          + (f"  ERROR {r['error']}" if "error" in r else ""), flush=True)
+                    if "error" in r:
+                        print(r["stderr_tail"], flush=True)
+                        break
+                    w = run_collector(cfg, args.collector_timeout_s, "use", cache_home)
+                    warm.append(w)
+                    print(f"  run {i + 1}: warm (closed days from the cache) {w['wall_s']:.1f} s, "
+                          f"peak {w['peak_rss_mb']:.0f} MB" + (f"  ERROR {w['error']}" if "error" in w else ""),
+                          flush=True)
+                report["end_to_end_warm"] = warm
+            report["end_to_end"] = e2e
+            report["server_size_after_runs"] = {"data_dir_bytes": dir_bytes(server.dir / "data"),
+                                                "wal_dir_bytes": dir_bytes(server.dir / "wal")}
+        finally:
+            server.close()
+
+        # 5. statistics alone
+        try:
+            print(f"statistics alone: {args.episodes:,} episodes ...", flush=True)
+            report["stats"] = stats_runs(args)
+        except Exception:  # noqa: BLE001 - another engineer's module: report, do not hide
+            report["stats_error"] = traceback.format_exc()
+            print(report["stats_error"], flush=True)
+
+        summarise(report)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        out = ROOT / "bench" / "results"
+        out.mkdir(exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = out / f"collector-{stamp}.json"
+        path.write_text(json.dumps(report, indent=2, default=str))
+        print(f"\nresults: {path}")
+
+
+def summarise(report: dict) -> None:
+    ok = [r for r in report.get("end_to_end", []) if "error" not in r]
+    rows = []
+    if ok:
+        wall = med([r["wall_s"] for r in ok])
+        rss = med([r["peak_rss_mb"] for r in ok])
+        srv = [r["reference"].get("collector_queries_s") for r in ok]
+        cnt = med([r["reference"]["count_by_agent"]["seconds"] for r in ok])
+        report["summary"] = {"collector_wall_s": wall, "collector_peak_rss_mb": rss, "count_by_agent_s": cnt}
+        rows.append(("aggregate, cold (--cache off), wall", f"{wall['median']:.1f} s",
+                     f"{wall['min']:.1f}-{wall['max']:.1f}", f"<= {TARGET_WALL_S:.0f} s"))
+        rows.append(("aggregate, cold, peak RSS", f"{rss['median']:.0f} MB", f"{rss['min']:.0f}-{rss['max']:.0f}",
+                     f"<= {TARGET_RSS_MB:.0f} MB"))
+        warm = [r for r in report.get("end_to_end_warm", []) if "error" not in r]
+        if warm:
+            ww, wr = med([r["wall_s"] for r in warm]), med([r["peak_rss_mb"] for r in warm])
+            report["summary"]["warm_wall_s"], report["summary"]["warm_peak_rss_mb"] = ww, wr
+            rows.append(("aggregate, warm (closed days cached), wall", f"{ww['median']:.1f} s",
+                         f"{ww['min']:.1f}-{ww['max']:.1f}", f"<= {TARGET_WALL_S:.0f} s"))
+            rows.append(("aggregate, warm, peak RSS", f"{wr['median']:.0f} MB",
+                         f"{wr['min']:.0f}-{wr['max']:.0f}", f"<= {TARGET_RSS_MB:.0f} MB"))
+        if None not in srv:
+            s = med(srv)
+            report["summary"]["server_queries_s"] = s
+            rows.append(("  reference: its queries, server alone", f"{s['median']:.1f} s",
+                         f"{s['min']:.1f}-{s['max']:.1f}", ""))
+            for kind in ("obs", "ping", "episode", "speed"):
+                v = [r["reference"]["collector_queries"].get(kind, {}).get("seconds", 0.0) for r in ok]
+                m = med(v)
+                report["summary"][f"server_{kind}_queries_s"] = m
+                rows.append((f"    of which {kind} queries", f"{m['median']:.1f} s", f"{m['min']:.1f}-{m['max']:.1f}", ""))
+            v = med([r["reference"]["ping_queries_without_percentile_s"] for r in ok])
+            report["summary"]["server_ping_without_percentile_s"] = v
+            rows.append(("    ping queries, mean/max for percentile()", f"{v['median']:.1f} s",
+                         f"{v['min']:.1f}-{v['max']:.1f}", ""))
+        rows.append(("  reference: count by agent", f"{cnt['median']:.2f} s", f"{cnt['min']:.2f}-{cnt['max']:.2f}", ""))
+        rows.append(("cells (suppressed) / agents in published cells",
+                     f"{ok[0].get('cells')} ({ok[0].get('cells_suppressed')}) / {ok[0].get('agents_total')}",
+                     "", f"{report['fleet']['expected_cells']} region x ISP pairs / {report['fleet']['agents']}"))
+    st = report.get("stats")
+    if st:
+        a, r = st["aggregate_s"], st["reference_s"]
+        report.setdefault("summary", {})["stats_s"] = a
+        rows.append((f"stats.aggregate, {st['episodes']:,} episodes", f"{a['median']:.2f} s",
+                     f"{a['min']:.2f}-{a['max']:.2f}", f"<= {TARGET_STATS_S:.0f} s"))
+        rows.append(("  reference: sum per region, plain loop", f"{r['median']:.3f} s",
+                     f"{r['min']:.3f}-{r['max']:.3f}", f"ratio {st['ratio']['median']:.1f}x"))
+    w = report.get("write")
+    print("\nsummary" + (f" ({len(ok)} runs)" if ok else ""))
+    if w:
+        print(f"  write: {w['points']:,} points at {report['round_s']:g} s rounds in {w['seconds']:.0f} s "
+              f"({w['points_per_s']:,.0f} points/s); influxd data {w['data_dir_bytes'] / 1e6:,.0f} MB + WAL "
+              f"{w['wal_dir_bytes'] / 1e6:,.0f} MB")
+    for name, m, rng, tgt in rows:
+        print(f"  {name:44s} {m:>14s}  {rng:>13s}  {tgt}")
+
+
+if __name__ == "__main__":
+    main()
