@@ -43,8 +43,38 @@ and observed (``end_observed`` true), and nothing is written past the fleet's en
 Everything is drawn from ``random.Random`` seeded with strings (sha512 of the seed text): same
 arguments, same bytes, in any process.
 
+Speed tests run at the agent's schedule (exponential, 6 h mean, clamped 36 min .. 15 h) and pause
+the rounds while they run (the agent's ``rounds_paused``: a gap of two or three rounds at 10 s);
+a test due while a connectivity episode is open is a ``skipped`` row (reason ``outage``), about
+2 % fail (``download_failed``).
+
 ``bad=True`` adds, in the rows themselves (so they go through InfluxDB or the store), records a
-collector must refuse or repair; :meth:`Fleet.truth` lists them under ``"bad"``.
+collector must refuse or repair; :meth:`Fleet.truth` lists them under ``"bad"`` (one of each
+kind in :data:`BAD_KINDS`, each on its own agent where the fleet has enough):
+
+* ``negative_duration``: an extra connectivity outage row with ``duration_s`` -120;
+* ``future_start``: a connectivity outage row starting 2 days 3 hours after the fleet's end (in
+  the future when the fleet ends now; InfluxDB 1.x stores it);
+* ``overlapping_power``: a second ``ac_lost``/battery row starting halfway through a laptop's
+  longest power episode and lasting as long (two overlapping power episodes of one agent);
+* ``negative_rtt``: one ping row with ``rtt_avg_ms`` -5.0;
+* ``huge_download``: one ok speed test with ``download_bps`` 1e13 (10 Tbit/s);
+* ``unknown_region``: one agent tagged ``region=PK-XX`` on all its rows;
+* ``flooding``: one agent's round rows written 10 times (copies at +1 ms .. +9 ms, each with its
+  ``interval_s``), so its rounds claim 10x the time it really watched.
+
+API::
+
+    f = Fleet(agents=20, days=3, start=utc_midnight(t), round_s=10, seed=1, bad=False)
+    f.units()                  # [collector.model.Unit]
+    f.samples(i)               # agent i's rows (agent.model.Sample), in the order it writes them
+    f.episodes(i)              # its agent.model.Episode objects (for a store)
+    f.lines(agents=None, chunk=20_000, workers=1)   # line protocol, bytes chunks
+    f.write_influx(url, database, threads=2, workers=1)
+    f.write_store(i, state_dir)                      # one volunteer's store file
+    f.truth()                  # observed time, episodes, regional events, bad records
+    f.dataset(start, end)      # collector.model.Dataset straight from the truth
+    Fleet.episode_dataset(1_000_000)                 # a big Dataset for the statistics alone
 """
 
 from __future__ import annotations
@@ -229,14 +259,14 @@ class _Plan:
     episodes: list[AgentEpisode]                # real ones, in the order they closed
     emit: list[tuple[int, str, object]]         # (emit time ns, kind, payload): outage, speedtest rows
     speeds: list[tuple[int, float, float]]      # successful tests: (time ns, download, upload)
-    pools: dict[str, list]                      # name -> [(fields, encoded field set, rtt_avg, loss)]
+    pools: dict[str, list]                      # name -> [(fields, field set, rtt_avg, loss, received)]
     flood: bool = False
     host_down_s: float = 0.0
     off_s: float = 0.0
     bad: list[dict] = field(default_factory=list)
     bad_ids: set = field(default_factory=set)   # ids of injected (bad) episodes
     off: list = field(default_factory=list)     # [a, b) ns: switched off by the owner
-    cuts: list = field(default_factory=list)    # (a, b, PowerEvent): the cuts this agent saw
+    cuts: list = field(default_factory=list)    # (a, b, PowerEvent): cuts while the machine was on
 
 
 class Fleet:
@@ -577,8 +607,9 @@ class Fleet:
     def dataset(self, start: float | None = None, end: float | None = None) -> Dataset:
         """A collector Dataset made from the truth for [start, end) (default: the whole fleet):
         ObsHour per watched hour, power and connectivity episodes that start in the window,
-        PingDay per UTC day (p50/p95 of the rounds' rtt_avg_ms by InfluxQL's nearest rank, mean
-        loss_pct over the rounds where the target answered, rounds = ping rows), successful
+        PingDay per UTC day over the rounds in which the target answered at all (p50/p95 of
+        their rtt_avg_ms by InfluxQL's nearest rank, their mean loss_pct, rounds = how many
+        such rounds; a bad negative RTT is in them, as it is in the rows), successful
         speed tests. Bad records are not in it: this is what a correct collector recovers."""
         start = self.start if start is None else start
         end = self.end if end is None else end
@@ -968,19 +999,19 @@ class Fleet:
             for k in range(k0, k1):
                 t = base + k * R + po
                 d = t // DAY_NS * DAY_NS // NS
-                rtts, losses, count = days.setdefault(d, ([], [], [0]))
+                rtts, losses = days.setdefault(d, ([], []))
                 _, pf = self._round_ping(p.pools, p.special.get(k), p.idx[k])
-                count[0] += 1
                 if pf[0]["received"]:
                     rtts.append(pf[0]["rtt_avg_ms"])
                     losses.append(pf[0]["loss_pct"])
         unit = p.spec.unit
         out = []
         for d in sorted(days):
-            rtts, losses, count = days[d]
-            rtts.sort()
-            out.append(PingDay(unit, d, _nearest_rank(rtts, 50), _nearest_rank(rtts, 95),
-                               math.fsum(losses) / len(losses) if losses else None, count[0]))
+            rtts, losses = days[d]
+            if not losses:
+                continue                           # the target never answered that day
+            out.append(PingDay(unit, d, _nearest_rank(sorted(rtts), 50), _nearest_rank(sorted(rtts), 95),
+                               math.fsum(losses) / len(losses), len(losses)))
         return out
 
     # -- bad records -----------------------------------------------------------------------------
