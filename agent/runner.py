@@ -129,8 +129,9 @@ def real_probes(cfg: Config) -> Probes:
 
 class Agent:
     def __init__(self, cfg: Config, *, clock: Clock | None = None, probes: Probes | None = None,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, notifier=None) -> None:
         self.cfg = cfg
+        self.notifier = notifier  # agent.notify.Notifier; made from the environment in run()
         self.clock = clock or SystemClock()
         self.store = store or open_store(cfg, self.clock)
         self.id = agent_id(cfg)
@@ -513,9 +514,22 @@ class Agent:
                 signal.signal(sig, lambda *_: stop.set())
         self.recover()
         self.store.write(state={STATE_CLEAN_EXIT: json.dumps({"clean": False})})
+        from agent.notify import Notifier
+
+        notifier = self.notifier = self.notifier or Notifier()
         sched = Ticker(self.clock)
         sched.every(self.cfg.power.poll_s, self._guarded(self.power_poll, "power"), "power")
-        sched.every(self.cfg.probe.interval_s, self._guarded(self.round, "round"), "round")
+        guarded_round = self._guarded(self.round, "round")
+        self._last_round_end = self.clock.monotonic()
+
+        def round_job() -> None:
+            guarded_round()
+            self._last_round_end = self.clock.monotonic()
+
+        sched.every(self.cfg.probe.interval_s, round_job, "round")
+        if notifier.enabled:
+            every = min(notifier.watchdog_s / 3, 30.0) if notifier.watchdog_s else 30.0
+            sched.every(every, self._guarded(self.keepalive, "watchdog"), "watchdog", first_in_s=every)
         sched.every(self.cfg.probe.netio_interval_s, self._guarded(self.minute, "minute"), "minute",
                     first_in_s=1.0)
         sched.every(HOUSEKEEPING_S, self._guarded(self.housekeeping, "housekeeping"), "housekeeping",
@@ -531,9 +545,11 @@ class Agent:
                 log.warning("influx.verify_tls is false: the server's certificate is not checked")
         log.info("linewatch agent %s started: every %gs, targets %s, store %s", self.id,
                  self.cfg.probe.interval_s, ", ".join(self.cfg.probe.targets), self.store.path)
+        notifier.ready(self._status_line())
         try:
             sched.run_until(stop)
         finally:
+            notifier.stopping()
             self.prober.close()
             if self.forwarder is not None:
                 self.forwarder.sink.close()
@@ -541,6 +557,31 @@ class Agent:
                 {"clean": True, "time": self.clock.now().isoformat(), "boot_id": self.boot})})
             self.store.close()
             log.info("linewatch agent stopped cleanly")
+
+    def keepalive(self) -> None:
+        """The systemd watchdog's ping, sent only while probe rounds keep completing: a round
+        thread that hangs (a stuck socket, a deadlock) stops the pings and systemd restarts the
+        agent. Without WatchdogSec it only refreshes the STATUS line."""
+        n = self.notifier
+        if n is None:
+            return
+        quiet = self.clock.monotonic() - self._last_round_end
+        limit = max(3 * self.cfg.probe.interval_s + self.cfg.probe.timeout_s * self.cfg.probe.count,
+                    (n.watchdog_s or 0) / 2)
+        if n.watchdog_s and quiet <= limit:
+            n.watchdog(self._status_line())
+        elif n.watchdog_s:
+            log.warning("no probe round completed for %.0f s: not pinging the systemd watchdog", quiet)
+            n.status(f"no probe round for {quiet:.0f} s")
+        else:
+            n.status(self._status_line())
+
+    def _status_line(self) -> str:
+        c = self.counters
+        text = f"{c['rounds']} rounds, {c['round_failures']} failed"
+        if self.forwarder is not None:
+            text += f", {c.get('pushed_rows', 0)} rows forwarded"
+        return text
 
     def _guarded(self, fn, name: str):
         def job() -> None:
