@@ -4,12 +4,13 @@
 #   (dnsmasq), a UPS server (Network UPS Tools), InfluxDB 1.6.7 and VictoriaMetrics (the v1 and v2
 #   write paths), iperf3 (the throughput reference), chromium (renders the HTML reports; Playwright
 #   drives it and never downloads a browser) with an Urdu font (fonts-sil-scheherazade) so city
-#   names render in the screenshots. Python: the project and its test extras in .venv.
+#   names render in the screenshots, systemd (systemd-analyze reads the service units; it is not
+#   started). Python: the project and its test extras in .venv.
 # Namespace tests need root; without it they skip with the reason (they never pass silently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(iproute2 iputils-ping fping dnsmasq-base procps nut-server nut-client influxdb victoria-metrics iperf3 chromium fonts-sil-scheherazade)
+DEBS=(iproute2 iputils-ping fping dnsmasq-base procps nut-server nut-client influxdb victoria-metrics iperf3 chromium fonts-sil-scheherazade systemd)
 missing=()
 for p in "${DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
