@@ -49,8 +49,9 @@ def test_units_verify_without_a_warning(tmp_path):
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
 
 
-def test_agent_unit_with_the_token_credential_verifies(tmp_path):
-    (f,) = installed(tmp_path, "linewatch-agent.service", dropin="influx-token.conf")
+@pytest.mark.parametrize("unit", ["linewatch-agent.service", "linewatch-collector.service"])
+def test_units_with_the_token_credential_verify(tmp_path, unit):
+    (f,) = installed(tmp_path, unit, dropin="influx-token.conf")
     assert "LoadCredential=influx-token:" in f.read_text()
     r = analyze("verify", f.name, cwd=tmp_path)
     assert r.returncode == 0 and r.stderr == "", r.stderr
