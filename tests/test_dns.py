@@ -294,15 +294,26 @@ class FakeServer:
     def __init__(self, handler, host: str = "127.0.0.1", port: int = 0, tcp_handler=None):
         self.handler = handler
         self.queries: list[tuple[bytes, tuple]] = []
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((host, port))
-        self.port = self.udp.getsockname()[1]
-        self.udp.settimeout(0.1)
         self.tcp = None
-        if tcp_handler is not None:
+        # A free UDP port may be taken for TCP (another socket's local port): try again then.
+        for attempt in range(50):
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind((host, port))
+            self.port = self.udp.getsockname()[1]
+            if tcp_handler is None:
+                break
             self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.tcp.bind((host, self.port))
+            try:
+                self.tcp.bind((host, self.port))
+                break
+            except OSError:
+                self.tcp.close()
+                self.udp.close()
+                if port or attempt == 49:
+                    raise
+        self.udp.settimeout(0.1)
+        if self.tcp is not None:
             self.tcp.listen()
             self.tcp.settimeout(0.1)
         self.tcp_handler = tcp_handler
