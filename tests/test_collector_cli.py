@@ -262,3 +262,14 @@ def test_cache_keeps_closed_days_and_gives_the_same_cells(server, tmp_path):
     c.close()
     refreshed = run(*args, "--cache", "refresh")
     assert json.loads(refreshed.stdout) == json.loads(cold.stdout)
+
+
+def test_a_dead_server_is_named_not_a_traceback(tmp_path):
+    from tests.nutlab import free_port
+
+    cfg = tmp_path / "dead.toml"
+    cfg.write_text(f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\ndatabase = "linewatch"\n')
+    p = run("linewatch-collector", "aggregate", "--config", str(cfg), "--cache", "off", check=False)
+    assert p.returncode == 1 and "no answer from InfluxDB" in p.stderr and "Traceback" not in p.stderr
+    c = run("linewatch-collector", "check", "--config", str(cfg), check=False)
+    assert c.returncode == 1 and "FAIL  influx url" in c.stdout
