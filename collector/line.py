@@ -21,7 +21,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent.config import PK_REGIONS
-from collector.model import quantile
+from collector.model import Quality, quantile
 from collector.storefile import NS, StoreFile
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -55,7 +55,7 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
                    " WHERE start_ns < ? AND (end_ns IS NULL OR end_ns >= ?) ORDER BY start_ns",
                    (int(end * NS), int(start * NS)))
         pings = _pings(f, start, end)
-        speeds = f._speeds(int(start * NS), int(end * NS), _Sink())
+        speeds = f._speeds(int(start * NS), int(end * NS), Quality())  # the page shows no counts
         spans = f.round_spans(start, end)
     finally:
         f.close()
@@ -112,17 +112,6 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
                         "upload_bps": s.upload_bps} for s in sorted(speeds, key=lambda s: s.time)],
     }
     return line
-
-
-class _Sink:
-    """A stand-in for a Quality when only the rows matter (the page shows no data quality)."""
-
-    class _C(dict):
-        def __missing__(self, key):
-            return 0
-
-    def __init__(self) -> None:
-        self.rejected = self._C()
 
 
 def _round_times(f: StoreFile, start: float, end: float) -> list[tuple[float, float]]:
