@@ -23,6 +23,10 @@ from agent.outage import DEGRADED, DOWN, ERROR, UP
 log = logging.getLogger(__name__)
 
 GATEWAY, INTERNET = "gateway", "internet"
+# The round's `online` field: 1 when the internet answered (up, or degraded but usable), 0 when it
+# did not. A round with no verdict (`error`: no probe could run) has none, so mean(online) over a
+# time range is the share of watched rounds the line was usable.
+ONLINE = {UP: 1, DEGRADED: 1, DOWN: 0}
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,8 @@ class Prober:
         duration = max(0.0, self.clock.monotonic() - t0)
         fields: dict = {"status": status, "duration_s": round(duration, 4),
                         "interval_s": p.interval_s, "probe_errors": len(errors)}
+        if status in ONLINE:
+            fields["online"] = ONLINE[status]
         if cause:
             fields["cause"] = cause
         samples.append(Sample("round", dict(self.base_tags), fields, now))

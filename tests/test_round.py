@@ -50,13 +50,16 @@ def test_classify(gw, routed, usually, internet, names, expected):
 
 
 class FakeNet:
-    """A line whose state the test sets: 'up', 'isp', 'lan' or 'dns'."""
+    """A line whose state the test sets: 'up', 'isp', 'lan' or 'dns' ('no_probe': echo can't run)."""
 
     def __init__(self):
         self.state = "up"
         self.fail_cost_s = 0.0  # how long a failing DNS lookup takes (a timeout) on the fake clock
 
     def echo(self, target, *, count, timeout_s, clock):
+        if self.state == "no_probe":
+            from agent.errors import ProbeError
+            raise ProbeError("no socket")
         gateway = str(target) == "192.168.1.1"
         ok = self.state in ("up", "dns") or (self.state == "isp" and gateway)
         f = {"sent": count, "received": count if ok else 0, "loss_pct": 0.0 if ok else 100.0}
@@ -136,6 +139,21 @@ def test_every_round_is_stored_even_when_everything_fails(tmp_path):
     assert all(s.fields["loss_pct"] == 100.0 for s in pings)    # recorded as loss, not missing
     rounds = [s for _, s in agent.store.unsent(10000) if s.measurement == "round"]
     assert [r.fields["status"] for r in rounds] == ["down"] * 5
+
+
+def test_online_field_gives_availability_over_watched_rounds(tmp_path):
+    clock, net = FakeClock(), FakeNet()
+    agent = make_agent(tmp_path, net, clock)
+    tick(agent, clock, 3)                       # up
+    net.state = "isp"
+    tick(agent, clock, 1)                       # down
+    net.state = "no_probe"                      # no probe can run: a round without a verdict
+    tick(agent, clock, 1)
+    rounds = [s for _, s in agent.store.unsent(10000) if s.measurement == "round"]
+    assert [r.fields["status"] for r in rounds] == ["up"] * 3 + ["down", "error"]
+    assert [r.fields.get("online") for r in rounds] == [1, 1, 1, 0, None]
+    watched = [r.fields["online"] for r in rounds if "online" in r.fields]
+    assert sum(watched) / len(watched) == 0.75
 
 
 def test_probe_error_is_counted_not_fatal(tmp_path):
