@@ -28,27 +28,94 @@ def target(query: str, ref: str = "A", fmt: str = "time_series", alias: str = ""
     return t
 
 
+# Display options per panel type. Key names and values are those of Grafana's panel models
+# (@grafana/schema); tests/test_grafana_schema.py type-checks every file against them.
+LEGEND = {"displayMode": "list", "placement": "bottom", "showLegend": True, "calcs": []}
+TOOLTIP = {"mode": "multi", "sort": "none"}
+REDUCE_LAST = {"calcs": ["lastNotNull"], "fields": "", "values": False}
+OPTIONS = {
+    "timeseries": {"legend": LEGEND, "tooltip": TOOLTIP},
+    "stat": {"reduceOptions": REDUCE_LAST, "colorMode": "value", "graphMode": "none",
+             "justifyMode": "auto", "textMode": "value", "orientation": "auto", "wideLayout": True,
+             "showPercentChange": False},
+    "bargauge": {"reduceOptions": REDUCE_LAST, "displayMode": "gradient", "orientation": "horizontal",
+                 "showUnfilled": True, "valueMode": "color", "namePlacement": "auto", "sizing": "auto",
+                 "minVizHeight": 16, "minVizWidth": 8, "maxVizHeight": 300},
+    "table": {"showHeader": True, "cellHeight": "sm", "frameIndex": 0},
+    "state-timeline": {"legend": LEGEND, "tooltip": {"mode": "single", "sort": "none"},
+                       "showValue": "never", "mergeValues": True, "rowHeight": 0.9, "alignValue": "left"},
+    "barchart": {"legend": {**LEGEND, "showLegend": False}, "tooltip": {"mode": "single", "sort": "none"},
+                 "orientation": "vertical", "showValue": "never", "stacking": "none", "barWidth": 0.9,
+                 "groupWidth": 0.7, "fullHighlight": False, "xTickLabelRotation": 0,
+                 "xTickLabelMaxLength": 0},
+}
+CUSTOM = {
+    "timeseries": {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never",
+                   "spanNulls": False, "axisPlacement": "auto"},
+    "state-timeline": {"fillOpacity": 80, "lineWidth": 0},
+    "barchart": {"fillOpacity": 80, "lineWidth": 1, "gradientMode": "none"},
+}
+# Availability: red below 95 %, amber below 99 %, green from 99 %.
+AVAILABILITY = {"mode": "absolute", "steps": [{"color": "red", "value": None},
+                                              {"color": "orange", "value": 0.95},
+                                              {"color": "green", "value": 0.99}]}
+
+
 def panel(pid: int, title: str, kind: str, targets: list[dict], grid: tuple[int, int, int, int],
-          unit: str = "", description: str = "", **options) -> dict:
+          unit: str = "", description: str = "", *, options: dict | None = None,
+          defaults: dict | None = None, overrides: list[dict] = (), transformations: list[dict] = (),
+          interval: str = "") -> dict:
     x, y, w, h = grid
+    fd: dict = {}
+    if unit:
+        fd["unit"] = unit
+    if kind in CUSTOM:
+        fd["custom"] = dict(CUSTOM[kind])
+    for key, value in (defaults or {}).items():
+        fd[key] = {**fd.get(key, {}), **value} if key == "custom" else value
     p = {"id": pid, "type": kind, "title": title, "datasource": DS, "targets": targets,
          "gridPos": {"x": x, "y": y, "w": w, "h": h},
-         "fieldConfig": {"defaults": {"unit": unit} if unit else {}, "overrides": []},
-         "options": options}
+         "fieldConfig": {"defaults": fd, "overrides": list(overrides)},
+         "options": {**OPTIONS[kind], **(options or {})}}
     if description:
         p["description"] = description
+    if transformations:
+        p["transformations"] = list(transformations)
+    if interval:
+        p["interval"] = interval
     return p
+
+
+def by_name(name: str, **properties) -> dict:
+    """A field override for the column or series called `name` (properties by Grafana's ids, such
+    as `unit`, `mappings`, `custom.align`)."""
+    return {"matcher": {"id": "byName", "options": name},
+            "properties": [{"id": k, "value": v} for k, v in properties.items()]}
+
+
+def value_text(pairs: dict[str, tuple[str, str]]) -> list[dict]:
+    """Value mappings: raw value -> (text, colour; "" keeps the field's colour)."""
+    return [{"type": "value", "options": {k: {"text": t, **({"color": c} if c else {}), "index": i}
+                                          for i, (k, (t, c)) in enumerate(pairs.items())}}]
+
+
+def annotation(name: str, colour: str, query: str, *, end: str, text: str) -> dict:
+    """An InfluxQL annotation drawn from each row's time to its `end` column (a time range)."""
+    return {"name": name, "enable": True, "iconColor": colour, "datasource": DS,
+            "target": {"refId": "Anno", "query": query, "rawQuery": True, "fromAnnotations": True,
+                       "textEditor": True, "queryType": "tags", "timeEndColumn": end,
+                       "textColumn": text, "titleColumn": "", "tagsColumn": ""}}
 
 
 def variable(name: str, label: str, query: str, multi: bool = True) -> dict:
     return {"name": name, "label": label, "type": "query", "datasource": DS, "query": query,
-            "definition": query, "refresh": 2, "includeAll": multi, "multi": multi,
-            "allValue": ".*" if multi else None, "sort": 1, "current": {}, "options": []}
+            "refresh": 2, "includeAll": multi, "multi": multi,
+            **({"allValue": ".*"} if multi else {}), "sort": 1, "options": []}
 
 
 def datasource_variable() -> dict:
     return {"name": "DS_INFLUXDB", "label": "InfluxDB", "type": "datasource", "query": "influxdb",
-            "current": {}, "options": [], "hide": 0, "refresh": 1}
+            "options": [], "hide": 0, "refresh": 1}
 
 
 def dashboard(uid: str, title: str, panels: list[dict], variables: list[dict],
@@ -67,10 +134,17 @@ def dashboard(uid: str, title: str, panels: list[dict], variables: list[dict],
 
 def my_line() -> dict:
     q = {
+        "availability": f'SELECT mean("online") FROM "round" WHERE {AGENT} AND $timeFilter',
         "outage_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {AGENT} AND "type" = '
                       "'connectivity' AND $timeFilter",
         "power_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {AGENT} AND "type" = '
                      "'power' AND $timeFilter",
+        "outages": f'SELECT count("duration_s") FROM "outage" WHERE {AGENT} AND "type" = '
+                   "'connectivity' AND $timeFilter",
+        "online": f'SELECT min("online") FROM "round" WHERE {AGENT} AND $timeFilter '
+                  'GROUP BY time($__interval) fill(null)',
+        "on_battery": f'SELECT max("on_battery") FROM "power" WHERE {AGENT} AND $timeFilter '
+                      'GROUP BY time($__interval), "source" fill(null)',
         "rounds": f'SELECT count("interval_s") FROM "round" WHERE {AGENT} AND $timeFilter '
                   'GROUP BY time($__interval), "status" fill(0)',
         "rtt": f'SELECT mean("rtt_avg_ms") FROM "ping" WHERE {AGENT} AND $timeFilter '
@@ -79,46 +153,77 @@ def my_line() -> dict:
                 'GROUP BY time($__interval), "target" fill(null)',
         "dns": f'SELECT mean("rtt_ms") FROM "dns" WHERE {AGENT} AND $timeFilter '
                'GROUP BY time($__interval), "name" fill(null)',
-        "episodes": f'SELECT "duration_s" / 60 AS "minutes", "end_unix_ms" FROM "outage" WHERE {AGENT} '
-                    'AND $timeFilter GROUP BY "type", "cause"',
+        "episodes": f'SELECT "duration_s" / 60 AS "minutes", "end_unix_ms", "end_observed" FROM "outage" '
+                    f'WHERE {AGENT} AND $timeFilter GROUP BY "type", "cause"',
         "speed": f'SELECT "download_bps", "upload_bps" FROM "speedtest" WHERE {AGENT} AND "status" = '
                  "'ok' AND $timeFilter",
-        "on_battery": f'SELECT max("on_battery") FROM "power" WHERE {AGENT} AND $timeFilter '
-                      'GROUP BY time($__interval), "source" fill(null)',
         "charge": f'SELECT mean("charge_pct") FROM "power" WHERE {AGENT} AND $timeFilter '
                   'GROUP BY time($__interval), "source" fill(null)',
         "backlog": f'SELECT last("backlog_rows") FROM "agent" WHERE {AGENT} AND $timeFilter '
                    'GROUP BY time($__interval) fill(null)',
     }
+    online = value_text({"0": ("down", "red"), "1": ("online", "green")})
+    battery = value_text({"0": ("mains", "green"), "1": ("on battery", "orange")})
     panels = [
-        panel(1, "Internet outage minutes", "stat", [target(q["outage_min"])], (0, 0, 6, 4), "m",
-              "Connectivity outages that ended in the time range."),
-        panel(2, "Minutes without mains power", "stat", [target(q["power_min"])], (6, 0, 6, 4), "m"),
-        panel(3, "Probe rounds by verdict", "timeseries", [target(q["rounds"], alias="$tag_status")],
-              (12, 0, 12, 8), "short", "up / degraded / down per interval: the line's availability."),
-        panel(4, "Round-trip time per target", "timeseries", [target(q["rtt"], alias="$tag_target")],
-              (0, 8, 12, 8), "ms"),
-        panel(5, "Packet loss per target", "timeseries", [target(q["loss"], alias="$tag_target")],
-              (12, 8, 12, 8), "percent"),
-        panel(6, "Outage and power episodes", "table", [target(q["episodes"], fmt="table")],
-              (0, 16, 12, 8), "", "Each finished episode: type, cause, minutes, end."),
-        panel(7, "Speed tests", "timeseries", [target(q["speed"])], (12, 16, 12, 8), "bps"),
-        panel(8, "On battery (mains lost)", "state-timeline",
-              [target(q["on_battery"], alias="$tag_source")], (0, 24, 12, 5), "bool_on_off"),
-        panel(9, "Battery / UPS charge", "timeseries", [target(q["charge"], alias="$tag_source")],
-              (12, 24, 12, 5), "percent"),
-        panel(10, "DNS lookup time", "timeseries", [target(q["dns"], alias="$tag_name")],
-              (0, 29, 12, 6), "ms"),
-        panel(11, "Rows waiting to be forwarded", "timeseries", [target(q["backlog"])],
-              (12, 29, 12, 6), "short"),
+        panel(1, "Internet availability", "stat", [target(q["availability"])], (0, 0, 6, 4),
+              "percentunit", "Share of watched probe rounds in which the internet answered "
+              "(up or degraded). Time the agent was not running is not counted either way.",
+              defaults={"decimals": 2, "thresholds": AVAILABILITY, "min": 0, "max": 1}),
+        panel(2, "Internet outages", "stat", [target(q["outages"])], (6, 0, 6, 4), "short",
+              "Connectivity outages that ended in the time range.",
+              defaults={"noValue": "0"}),
+        panel(3, "Internet outage minutes", "stat", [target(q["outage_min"])], (12, 0, 6, 4), "m",
+              "Minutes of the connectivity outages that ended in the time range.",
+              defaults={"noValue": "0"}),
+        panel(4, "Minutes without mains power", "stat", [target(q["power_min"])], (18, 0, 6, 4), "m",
+              "Power cuts seen by the laptop battery, the UPS, or the host going down.",
+              defaults={"noValue": "0"}),
+        panel(5, "Line and power", "state-timeline",
+              [target(q["online"], alias="internet"), target(q["on_battery"], "B", alias="power ($tag_source)")],
+              (0, 4, 24, 5), "", "Internet: down in an interval if any round in it was down. "
+              "Power: on battery if the battery or UPS reported it in the interval.",
+              overrides=[by_name("internet", mappings=online),
+                         {"matcher": {"id": "byRegexp", "options": "^power"},
+                          "properties": [{"id": "mappings", "value": battery}]}]),
+        panel(6, "Probe rounds by verdict", "timeseries", [target(q["rounds"], alias="$tag_status")],
+              (0, 9, 12, 8), "short", "up / degraded / down / error per interval.",
+              defaults={"custom": {"drawStyle": "bars", "fillOpacity": 80,
+                                   "stacking": {"mode": "normal", "group": "A"}}},
+              overrides=[by_name(k, color={"mode": "fixed", "fixedColor": c})
+                         for k, c in (("up", "green"), ("degraded", "orange"), ("down", "red"),
+                                      ("error", "gray"))]),
+        panel(7, "Round-trip time per target", "timeseries", [target(q["rtt"], alias="$tag_target")],
+              (12, 9, 12, 8), "ms"),
+        panel(8, "Packet loss per target", "timeseries", [target(q["loss"], alias="$tag_target")],
+              (0, 17, 12, 8), "percent", defaults={"min": 0, "max": 100}),
+        panel(9, "DNS lookup time", "timeseries", [target(q["dns"], alias="$tag_name")],
+              (12, 17, 12, 8), "ms"),
+        panel(10, "Outage and power episodes", "table", [target(q["episodes"], fmt="table")],
+              (0, 25, 12, 9), "", "Each finished episode: type, cause, minutes, end. end_observed "
+              "false: the agent stopped watching before it ended.",
+              overrides=[by_name("end_unix_ms", unit="dateTimeAsIso", displayName="end"),
+                         by_name("minutes", decimals=1)]),
+        panel(11, "Speed tests", "timeseries", [target(q["speed"])], (12, 25, 12, 9), "bps",
+              defaults={"custom": {"drawStyle": "points", "showPoints": "always", "pointSize": 6}}),
+        panel(12, "Battery / UPS charge", "timeseries", [target(q["charge"], alias="$tag_source")],
+              (0, 34, 12, 7), "percent", defaults={"min": 0, "max": 100}),
+        panel(13, "Rows waiting to be forwarded", "timeseries", [target(q["backlog"])],
+              (12, 34, 12, 7), "short", "The agent's backlog: rows stored locally and not yet in "
+              "InfluxDB. It grows while offline and drains when the line is back."),
     ]
-    annotations = [{
-        "name": "Outages", "enable": True, "iconColor": "red", "datasource": DS,
-        "query": f'SELECT "duration_s", "end_unix_ms", "cause" FROM "outage" WHERE {AGENT} AND '
-                 "\"type\" = 'connectivity' AND $timeFilter",
-        "timeEndColumn": "end_unix_ms", "textColumn": "cause", "titleColumn": "", "tagsColumn": ""}]
+    annotations = [
+        annotation("Internet outages", "red",
+                   f'SELECT "end_unix_ms", "cause" FROM "outage" WHERE {AGENT} AND '
+                   "\"type\" = 'connectivity' AND $timeFilter", end="end_unix_ms", text="cause"),
+        annotation("Power cuts", "orange",
+                   f'SELECT "end_unix_ms", "cause" FROM "outage" WHERE {AGENT} AND '
+                   "\"type\" = 'power' AND $timeFilter", end="end_unix_ms", text="cause"),
+    ]
     agent_var = variable("agent", "Agent", 'SHOW TAG VALUES FROM "round" WITH KEY = "agent"', multi=False)
     return dashboard("linewatch-my-line", "linewatch: my line", panels, [agent_var], annotations)
+
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def regional() -> dict:
@@ -136,6 +241,8 @@ def regional() -> dict:
                    '$timeFilter GROUP BY time($__interval), "region", "isp" fill(null)',
         "heat": f'SELECT mean("share") FROM "regional_load_shedding" WHERE {CELL} AND $timeFilter '
                 'GROUP BY "weekday", "hour"',
+        "hours": f'SELECT mean("share") FROM "regional_load_shedding" WHERE {CELL} AND $timeFilter '
+                 'GROUP BY "hour"',
         "rtt": cell("regional_line", "rtt_p50_ms"),
         "down": cell("regional_line", "download_p50_bps"),
         "events": 'SELECT "agents_affected", "agents_observed", "share", "cause", '
@@ -145,33 +252,64 @@ def regional() -> dict:
                     'GROUP BY "region", "isp"',
     }
     by = "$tag_region $tag_isp"
+    share = {"color": {"mode": "continuous-YlRd"}, "min": 0, "max": 1, "decimals": 0}
     panels = [
         panel(1, "SAIDI: minutes without power per customer", "bargauge",
-              [target(q["saidi"], alias=by)], (0, 0, 12, 8), "m", "IEEE 1366, one agent one customer."),
+              [target(q["saidi"], alias=by)], (0, 0, 12, 8), "m",
+              "IEEE 1366 SAIDI, one agent one customer, over the chosen period.",
+              defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0}),
         panel(2, "SAIFI: sustained interruptions per customer", "bargauge",
-              [target(q["saifi"], alias=by)], (12, 0, 12, 8), "short"),
+              [target(q["saifi"], alias=by)], (12, 0, 12, 8), "short",
+              "Interruptions longer than 5 minutes (IEEE 1366).",
+              defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0, "decimals": 1}),
         panel(3, "CAIDI: minutes per interruption", "bargauge", [target(q["caidi"], alias=by)],
-              (0, 8, 8, 8), "m"),
+              (0, 8, 8, 8), "m", defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0}),
         panel(4, "MAIFI: momentary interruptions per customer", "bargauge",
-              [target(q["maifi"], alias=by)], (8, 8, 8, 8), "short"),
+              [target(q["maifi"], alias=by)], (8, 8, 8, 8), "short",
+              "Interruptions of 5 minutes or less.",
+              defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0, "decimals": 1}),
         panel(5, "Internet availability", "bargauge", [target(q["avail"], alias=by)],
-              (16, 8, 8, 8), "percentunit"),
-        panel(6, "SAIDI over time", "timeseries", [target(q["saidi_t"], alias=by)], (0, 16, 24, 8), "m"),
-        panel(7, "Load shedding by weekday and hour (share of agent-time without power)", "table",
-              [target(q["heat"], fmt="table")], (0, 24, 12, 10), "percentunit",
-              "weekday 0 = Monday; hour in the collector's time zone."),
-        panel(8, "Regional events", "table", [target(q["events"], fmt="table")], (12, 24, 12, 10)),
-        panel(9, "Median round-trip time", "bargauge", [target(q["rtt"], alias=by)], (0, 34, 8, 8), "ms"),
-        panel(10, "Median download", "bargauge", [target(q["down"], alias=by)], (8, 34, 8, 8), "bps"),
-        panel(11, "Agents per cell (published cells)", "bargauge",
-              [target(q["coverage"], alias=by)], (16, 34, 8, 8), "short"),
+              (16, 8, 8, 8), "percentunit", "Share of observed agent-time the internet answered.",
+              defaults={"thresholds": AVAILABILITY, "color": {"mode": "thresholds"}, "min": 0.9,
+                        "max": 1, "decimals": 2}),
+        panel(6, "SAIDI over time", "timeseries", [target(q["saidi_t"], alias=by)], (0, 16, 24, 8), "m",
+              "Each period's SAIDI as the collector wrote it (choose period = day or week)."),
+        panel(7, "Load shedding heat map: share of agent-time without power", "table",
+              [target(q["heat"], fmt="table")], (0, 24, 16, 10), "percentunit",
+              "Rows: weekday; columns: hour of day in the collector's time zone (Asia/Karachi by "
+              "default). Darker means more of the watched agents were without mains power.",
+              defaults={**share, "custom": {"cellOptions": {"type": "color-background", "mode": "gradient"},
+                                            "align": "center"}},
+              overrides=[by_name("weekday\\hour", **{
+                  "mappings": value_text({str(i): (d, "") for i, d in enumerate(WEEKDAYS)}),
+                  "custom.cellOptions": {"type": "auto"}, "custom.align": "left", "displayName": "day"})],
+              transformations=[{"id": "groupingToMatrix",
+                                "options": {"columnField": "hour", "rowField": "weekday",
+                                            "valueField": "mean", "emptyValue": "null"}}]),
+        panel(8, "Load shedding by hour of day", "barchart", [target(q["hours"], fmt="table")],
+              (16, 24, 8, 10), "percentunit", "Mean over weekdays of the share without power.",
+              options={"xField": "hour"}, defaults={**share, "color": {"mode": "continuous-YlRd"}},
+              transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}}]),
+        panel(9, "Regional events", "table", [target(q["events"], fmt="table")], (0, 34, 24, 8), "",
+              "Cuts or outages that began within minutes of each other for many agents of a region.",
+              overrides=[by_name("share", unit="percentunit"),
+                         by_name("median_duration_min", unit="m", decimals=0)]),
+        panel(10, "Median round-trip time", "bargauge", [target(q["rtt"], alias=by)], (0, 42, 8, 8), "ms",
+              defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0}),
+        panel(11, "Median download", "bargauge", [target(q["down"], alias=by)], (8, 42, 8, 8), "bps",
+              defaults={"color": {"mode": "continuous-RdYlGr"}, "min": 0}),
+        panel(12, "Agents per cell (published cells)", "bargauge",
+              [target(q["coverage"], alias=by)], (16, 42, 8, 8), "short",
+              "Cells with fewer agents than the collector's min_agents are not published.",
+              defaults={"color": {"mode": "fixed", "fixedColor": "blue"}, "min": 0, "decimals": 0}),
     ]
     variables = [
         variable("region", "Region", 'SHOW TAG VALUES FROM "regional_coverage" WITH KEY = "region"'),
         variable("isp", "ISP", 'SHOW TAG VALUES FROM "regional_coverage" WITH KEY = "isp" '
                                'WHERE "region" =~ /^$region$/'),
         {"name": "period", "label": "Period", "type": "custom", "query": "day,week,month,all",
-         "current": {"text": "day", "value": "day"}, "multi": False, "includeAll": False,
+         "current": {"text": "day", "value": "day", "selected": True}, "multi": False,
+         "includeAll": False,
          "options": [{"text": v, "value": v, "selected": v == "day"} for v in ("day", "week", "month", "all")]},
     ]
     return dashboard("linewatch-regional", "linewatch: regional reliability", panels, variables)

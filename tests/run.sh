@@ -5,7 +5,8 @@
 #   write paths), iperf3 (the throughput reference), chromium (renders the HTML reports; Playwright
 #   drives it and never downloads a browser) with an Urdu font (fonts-sil-scheherazade) so city
 #   names render in the screenshots, systemd (systemd-analyze reads the service units; it is not
-#   started). Python: the project and its test extras in .venv.
+#   started). Python: the project and its test extras in .venv. Node.js (from Debian when npm is
+#   missing) with TypeScript and @grafana/schema from npm, to type-check the dashboards.
 # Namespace tests need root; without it they skip with the reason (they never pass silently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,17 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+
+# Node.js and the pinned TypeScript compiler and Grafana schema (tests/grafana/package-lock.json),
+# which type-check the dashboards against Grafana's own models.
+if ! command -v npm >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "installing Debian packages: nodejs npm"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+fi
+npm ci --prefix tests/grafana --no-audit --no-fund --ignore-scripts --loglevel=error
 
 # pytest exits 5 when it collected no tests: set -e makes that a failure too.
 exec .venv/bin/python -m pytest "$@"

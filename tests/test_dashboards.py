@@ -2,8 +2,9 @@
 runs against a real InfluxDB 1.6.7 holding data written by the real agent (its own rows, power
 from a prepared sysfs battery, DNS against a real dnsmasq), by the synthetic fleet (outage and
 speed-test history under the same agent id) and by the real collector (`run --once`), and
-returns series. Grafana itself is not installable here; the dashboard files are checked for the
-structure Grafana's dashboard model requires (ids, grid positions, targets, variables)."""
+returns series. Grafana itself is not installable here: tests/test_grafana_schema.py checks the
+files against Grafana's own models, and this file checks what those types cannot (unique ids, a
+grid without overlaps, every variable used being defined, the columns panels name)."""
 
 from __future__ import annotations
 
@@ -107,18 +108,34 @@ def substitute(query: str, values: dict[str, str]) -> str:
 VALUES = {"agent": re.escape(AGENT_ID), "region": ".*", "isp": ".*", "period": "day"}
 
 
+def needed_columns(p: dict) -> set[str]:
+    """Columns a panel names in its display settings, which its table-format query must return:
+    the transformations' fields and the bar chart's x field."""
+    need = set()
+    for t in p.get("transformations", ()):
+        o = t["options"]
+        if t["id"] == "groupingToMatrix":
+            need |= {o["columnField"], o["rowField"], o["valueField"]}
+    if p["type"] == "barchart":
+        need.add(p["options"]["xField"])
+    return need
+
+
 def queries():
     for name, make in build.DASHBOARDS.items():
         d = make()
         for p in d["panels"]:
             for t in p["targets"]:
-                yield pytest.param(t["query"], id=f"{name}:{p['id']}:{p['title'][:30]}")
+                need = needed_columns(p) if t["resultFormat"] == "table" else set()
+                yield pytest.param(t["query"], need, id=f"{name}:{p['id']}:{p['title'][:30]}")
         for a in d["annotations"]["list"]:
-            if "query" in a:
-                yield pytest.param(a["query"], id=f"{name}:annotation:{a['name']}")
+            if a["datasource"]["type"] == "influxdb":
+                t = a["target"]
+                need = {c for c in (t["timeEndColumn"], t["textColumn"]) if c}
+                yield pytest.param(t["query"], need, id=f"{name}:annotation:{a['name']}")
         for v in d["templating"]["list"]:
             if v["type"] == "query":
-                yield pytest.param(v["query"], id=f"{name}:variable:{v['name']}")
+                yield pytest.param(v["query"], set(), id=f"{name}:variable:{v['name']}")
 
 
 def run_query(srv: InfluxV1, q: str) -> dict:
@@ -128,14 +145,16 @@ def run_query(srv: InfluxV1, q: str) -> dict:
         return json.loads(resp.read())
 
 
-@pytest.mark.parametrize("query", list(queries()))
-def test_every_panel_query_returns_series(loaded, query):
+@pytest.mark.parametrize("query, columns", list(queries()))
+def test_every_panel_query_returns_series(loaded, query, columns):
     q = substitute(query, VALUES)
     doc = run_query(loaded, q)
     (res,) = doc["results"]
     assert "error" not in res, (q, res)
     series = res.get("series") or []
     assert series and any(s.get("values") for s in series), f"no series for: {q}"
+    for s in series:      # Grafana's table frames: the result's columns plus one per tag key
+        assert columns <= set(s["columns"]) | set(s.get("tags") or {}), (columns, s["columns"], q)
 
 
 def test_dashboard_files_are_the_build_output():
@@ -160,9 +179,11 @@ def test_dashboard_structure(name):
                 assert (x, y) not in cells, f"panel {p['id']} overlaps another"
                 cells.add((x, y))
         assert p["targets"] and all(t["rawQuery"] and t["refId"] and t["query"] for t in p["targets"])
+        refs = [t["refId"] for t in p["targets"]]
+        assert len(refs) == len(set(refs)), f"panel {p['id']}: refIds repeat"
         assert p["datasource"]["type"] == "influxdb"
     names = [v["name"] for v in d["templating"]["list"]]
     assert "DS_INFLUXDB" in names
-    used = set(re.findall(r"\$(\w+)", json.dumps(d["panels"])))
+    used = set(re.findall(r"\$(\w+)", json.dumps(d["panels"] + d["annotations"]["list"])))
     assert used - {"timeFilter", "__interval", "tag_status", "tag_target", "tag_name", "tag_source",
                    "tag_region", "tag_isp", "DS_INFLUXDB"} <= set(names)
