@@ -163,7 +163,7 @@ def my_line() -> dict:
                    'GROUP BY time($__interval) fill(null)',
     }
     online = value_text({"0": ("down", "red"), "1": ("online", "green")})
-    battery = value_text({"0": ("mains", "green"), "1": ("on battery", "orange")})
+    battery = value_text({"false": ("mains", "green"), "true": ("on battery", "orange")})  # max() of a boolean
     panels = [
         panel(1, "Internet availability", "stat", [target(q["availability"])], (0, 0, 6, 4),
               "percentunit", "Share of watched probe rounds in which the internet answered "
