@@ -79,7 +79,7 @@ def load_token(section: InfluxSection, env: Mapping[str, str] = os.environ,
     if env.get(TOKEN_ENV):
         return Token(env[TOKEN_ENV].strip(), f"${TOKEN_ENV}")
     if section.token_file:
-        return _read_token(Path(section.token_file), f"token_file {section.token_file}", source,
+        return _read_token(Path(section.token_file).expanduser(), f"token_file {section.token_file}", source,
                            "influx.token_file")
     creds = env.get("CREDENTIALS_DIRECTORY")
     if creds and (Path(creds) / CREDENTIAL).exists():

@@ -89,6 +89,14 @@ def test_token_sources_in_order(tmp_path):
     assert load_token(section(tmp_path), {}).value is None
 
 
+def test_token_file_may_start_with_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".config").mkdir()
+    write_token(tmp_path / ".config" / "tok", "from-home")
+    t = load_token(section(tmp_path, token_file="~/.config/tok"), {})
+    assert t.value == "from-home" and "~/.config/tok" in t.source
+
+
 def test_token_file_readable_by_others_is_a_warning(tmp_path):
     f = write_token(tmp_path / "tok", "secret-value", 0o644)
     t = load_token(section(tmp_path, token_file=f), {})
