@@ -51,11 +51,11 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
     f = StoreFile.open(path)
     try:
         rounds = _round_times(f, start, end)
-        eps = f._q("SELECT type, cause, start_ns, end_ns, duration_s FROM episodes"
+        eps = f.query("SELECT type, cause, start_ns, end_ns, duration_s FROM episodes"
                    " WHERE start_ns < ? AND (end_ns IS NULL OR end_ns >= ?) ORDER BY start_ns",
                    (int(end * NS), int(start * NS)))
         pings = _pings(f, start, end)
-        speeds = f._speeds(int(start * NS), int(end * NS), Quality())  # the page shows no counts
+        speeds = f.speed_tests(int(start * NS), int(end * NS), Quality())  # the page shows no counts
         spans = f.round_spans(start, end)
     finally:
         f.close()
@@ -117,7 +117,7 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
 def _round_times(f: StoreFile, start: float, end: float) -> list[tuple[float, float]]:
     out = []
     for sid in f.series("round"):
-        for t, interval in f._q("SELECT time_ns, json_extract(fields, '$.interval_s') FROM samples"
+        for t, interval in f.query("SELECT time_ns, json_extract(fields, '$.interval_s') FROM samples"
                                 " WHERE series_id = ? AND time_ns >= ? AND time_ns < ?",
                                 (sid, int(start * NS), int(end * NS))):
             if isinstance(interval, (int, float)) and interval > 0:
@@ -130,7 +130,7 @@ def _pings(f: StoreFile, start: float, end: float) -> list[tuple[float, float | 
     for sid, tags in f.series("ping").items():
         if tags.get("role") != "internet":
             continue
-        for t, rtt, loss in f._q(
+        for t, rtt, loss in f.query(
                 "SELECT time_ns, json_extract(fields, '$.rtt_avg_ms'), json_extract(fields, '$.loss_pct')"
                 " FROM samples WHERE series_id = ? AND time_ns >= ? AND time_ns < ?",
                 (sid, int(start * NS), int(end * NS))):

@@ -63,7 +63,8 @@ class StoreFile:
     def close(self) -> None:
         self.conn.close()
 
-    def _q(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of a read-only SQL query; a damaged file raises SourceError naming it."""
         try:
             return self.conn.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
@@ -71,7 +72,7 @@ class StoreFile:
 
     def series(self, measurement: str) -> dict[int, dict]:
         out = {}
-        for sid, tags in self._q("SELECT id, tags FROM series WHERE measurement = ?", (measurement,)):
+        for sid, tags in self.query("SELECT id, tags FROM series WHERE measurement = ?", (measurement,)):
             try:
                 t = json.loads(tags)
             except ValueError:
@@ -86,7 +87,7 @@ class StoreFile:
             unit = unit_of(tags)
             if unit is None:
                 continue
-            (lo, hi), = self._q("SELECT min(time_ns), max(time_ns) FROM samples WHERE series_id = ?"
+            (lo, hi), = self.query("SELECT min(time_ns), max(time_ns) FROM samples WHERE series_id = ?"
                                 " AND time_ns >= ? AND time_ns < ?", (sid, int(start * NS), int(end * NS)))
             if lo is not None:
                 spans.append((lo, hi, unit))
@@ -99,7 +100,7 @@ class StoreFile:
         rounds = self.series("round")
         for sid, tags in rounds.items():
             unit = unit_of(tags)
-            rows = self._q(
+            rows = self.query(
                 "SELECT time_ns / 3600000000000, sum(json_extract(fields, '$.interval_s')), count(*)"
                 " FROM samples WHERE series_id = ? AND time_ns >= ? AND time_ns < ? GROUP BY 1",
                 (sid, a, b))
@@ -121,7 +122,7 @@ class StoreFile:
             return spans[i][2]
 
         episodes = []
-        for typ, cause, s_ns, dur in self._q(
+        for typ, cause, s_ns, dur in self.query(
                 "SELECT type, cause, start_ns, duration_s FROM episodes WHERE end_ns IS NOT NULL"
                 " AND type IN ('power', 'connectivity') AND start_ns >= ? AND start_ns < ?", (a, b)):
             unit = unit_at(s_ns)
@@ -130,7 +131,7 @@ class StoreFile:
                 continue
             episodes.append(Episode(unit, typ, cause, s_ns / NS, float(dur)))
         return Dataset(start, end, tuple(obs), tuple(episodes), tuple(self._pings(a, b, q)),
-                       tuple(self._speeds(a, b, q))), q
+                       tuple(self.speed_tests(a, b, q))), q
 
     def _pings(self, a: int, b: int, q: Quality) -> list[PingDay]:
         days: dict[tuple[Unit, int], tuple[list[float], list[float]]] = {}
@@ -138,7 +139,7 @@ class StoreFile:
             if tags.get("role") != "internet":
                 continue
             unit = unit_of(tags)
-            rows = self._q(
+            rows = self.query(
                 "SELECT time_ns, json_extract(fields, '$.rtt_avg_ms'), json_extract(fields, '$.loss_pct')"
                 " FROM samples WHERE series_id = ? AND time_ns >= ? AND time_ns < ?", (sid, a, b))
             if unit is None:
@@ -156,11 +157,12 @@ class StoreFile:
                         max(r, default=None))
                 for (u, d), (r, ls) in sorted(days.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
 
-    def _speeds(self, a: int, b: int, q: Quality) -> list[SpeedTest]:
+    def speed_tests(self, a: int, b: int, q: Quality) -> list[SpeedTest]:
+        """Speed tests between `a` and `b` (ns since 1970), bad ones counted in `q`."""
         out = []
         for sid, tags in self.series("speedtest").items():
             unit = unit_of(tags)
-            rows = self._q(
+            rows = self.query(
                 "SELECT time_ns, json_extract(fields, '$.download_bps'), json_extract(fields, '$.upload_bps')"
                 " FROM samples WHERE series_id = ? AND time_ns >= ? AND time_ns < ?"
                 " AND json_extract(fields, '$.status') = 'ok'", (sid, a, b))

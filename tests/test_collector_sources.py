@@ -238,6 +238,6 @@ def test_store_file_is_opened_read_only(fleet, tmp_path):
     before = path.read_bytes()
     f = StoreFile.open(path)
     with pytest.raises(SourceError):
-        f._q("DELETE FROM samples")
+        f.query("DELETE FROM samples")
     f.close()
     assert path.read_bytes() == before
