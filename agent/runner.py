@@ -320,7 +320,7 @@ class Agent:
                 if fields:
                     samples.append(Sample("power", {**self.tags, "source": power.BATTERY}, fields, t))
         if self.ups_url is not None:
-            from agent.probes.ups import NutError, measure
+            from agent.probes.ups import NutError, mains_lost, measure
 
             try:
                 s = measure(self.ups_url, timeout_s=min(2.0, self.cfg.power.poll_s), clock=self.clock)
@@ -330,8 +330,8 @@ class Agent:
             else:
                 self._sensor_ok(power.UPS)
                 f = s.fields
-                readings.append(power.Reading(power.UPS, bool(f.get("on_battery") or f.get("low_battery")),
-                                              f.get("charge_pct"), f.get("status")))
+                readings.append(power.Reading(power.UPS, mains_lost(f), f.get("charge_pct"),
+                                              f.get("status")))
                 samples.append(Sample("power", {**self.tags, "source": power.UPS, "ups": s.tags["ups"]},
                                       f, s.time))
         return readings, samples

@@ -809,3 +809,12 @@ def test_real_wrong_password_is_denied_by_login(nut):
     reply = _login(nut, nutlab.PASSWORD + "x")
     err = error_for_reply(reply)
     assert err is not None and (err.kind, err.code) == ("access_denied", "ACCESS-DENIED")
+
+
+@pytest.mark.parametrize("status, lost", [("OL", False), ("OB", True), ("OB LB", True),
+                                          ("OL CHRG LB", False), ("LB", True), ("OL CHRG", False)])
+def test_mains_lost_follows_ob_and_lb_without_ol(status, lost):
+    from agent.probes.ups import mains_lost
+
+    flags = status.split()
+    assert mains_lost({"status": status, "on_battery": "OB" in flags, "low_battery": "LB" in flags}) is lost

@@ -666,3 +666,11 @@ def measure(url: NutURL, *, timeout_s: float = 2.0, clock: Clock) -> Sample:
         raise exc.at(url) from None
     return Sample("ups", {"ups": url.ups}, fields, start)
 
+
+def mains_lost(fields: dict) -> bool:
+    """Whether a UPS reading means the mains is gone: the OB flag, or LB without OL (a driver that
+    reports only LB while discharging). "OL LB" is a UPS back on mains, recharging a low battery:
+    the cut is over."""
+    if fields.get("on_battery"):
+        return True
+    return bool(fields.get("low_battery")) and "OL" not in status_flags(str(fields.get("status", "")))
