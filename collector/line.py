@@ -104,8 +104,7 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
         "work_hours_power_min": sum(work_overlap(e["_s"], e["_e"], zone, work, work_days)
                                     for e in power) / 60.0,
         "work_hours": f"{work[0] // 60:02d}:{work[0] % 60:02d}-{work[1] // 60:02d}:{work[1] % 60:02d}",
-        "episodes": [{k: v for k, v in e.items() if not k.startswith("_")}
-                     for e in episodes if e["type"] != "agent_gap"],
+        "episodes": [{k: v for k, v in e.items() if not k.startswith("_")} for e in episodes],
         "gaps": [{"start": iso(a), "end": iso(b)} for a, b in gaps],
         "daily": _daily(rounds, episodes, pings, start, end, zone),
         "speedtests": [{"time": iso(s.time), "download_bps": s.download_bps,

@@ -204,6 +204,40 @@ def test_agent_line_report_from_its_store(fleet, tmp_path, chromium):
     assert str(len(truth["connectivity"])) in r.text
 
 
+def test_agent_line_report_shows_an_agent_crash_as_not_watching(tmp_path, chromium):
+    """An agent_gap (the agent died, the host stayed up) is time not watched: grey on the
+    timeline and listed, never an outage and never silently left out."""
+    from datetime import datetime, timedelta, timezone
+
+    from agent.model import Episode, Sample
+    from agent.store import Store
+    from collector.line import summarise
+
+    t0 = datetime(2026, 11, 2, 6, 0, tzinfo=timezone.utc)
+    crash, back = t0 + timedelta(minutes=20), t0 + timedelta(minutes=50)
+    rounds = [Sample("round", {"agent": "c0ffee", "region": "PK-SD"},
+                     {"status": "up", "online": 1, "interval_s": 10.0}, t)
+              for t in (t0 + timedelta(seconds=10 * k) for k in range(360)) if not crash <= t < back]
+    gap = Episode("agent_gap:1", "agent_gap", "agent_stopped", crash, back,
+                  (back - crash).total_seconds(), True)
+    store = Store.open(tmp_path / "state")
+    try:
+        store.write(rounds, episodes=[gap])
+    finally:
+        store.close()
+    line = summarise(tmp_path / "state" / "linewatch.db", t0.timestamp(), (t0 + timedelta(hours=1)).timestamp(),
+                     now=(t0 + timedelta(hours=2)).timestamp())
+    assert [(e["type"], round(e["duration_min"])) for e in line["episodes"]] == [("agent_gap", 30)]
+    assert line["outages"] == 0 and line["internet_availability"] == 1.0
+    assert line["observed_h"] == pytest.approx(0.5)
+    from collector.page import line_report
+
+    out = tmp_path / "line.html"
+    out.write_text(line_report(line), encoding="utf-8")
+    r = chromium.render(out, "line-report-agent-gap")
+    assert r.problems() == [] and "Not watching" in r.text
+
+
 def test_agent_report_never_imports_numpy(fleet, tmp_path):
     """The agent stays light: linewatch report uses the collector's stdlib-only modules."""
     fleet.write_store(1, tmp_path / "s")
