@@ -5,11 +5,13 @@ The same definitions as the regional statistics, for a single agent:
 
 * observed hours: the agent's probe rounds (time it was watching);
 * ``internet_availability`` = 1 - connectivity outage seconds / observed seconds;
-* power cuts: power episodes (mains lost while on battery or UPS, or the host went down);
+* power cuts: power episodes (mains lost while on battery or UPS, or the host went down), merged
+  where they overlap or touch: one cut seen by the battery and the UPS, or a battery that ran
+  flat and took the host down, is one cut, its time counted once (the list keeps each episode);
 * work-hours minutes: the part of each outage inside the working hours (local time, working
   days);
-* ``gaps``: time the agent was not watching (stopped, machine switched off) and not because the
-  power was cut: shown grey, never counted as an outage;
+* ``gaps``: time the agent was not watching (stopped, crashed, machine switched off) and not
+  because the power was cut: shown grey, never counted as an outage;
 * daily latency: median and 95th percentile of the internet targets' round-trip times, mean loss
   over rounds in which the target answered.
 """
@@ -84,6 +86,9 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
     by_cause: dict[str, float] = {}
     for e in net:
         by_cause[e["cause"]] = by_cause.get(e["cause"], 0.0) + (e["_e"] - e["_s"]) / 60.0
+    # One cut can be seen by two sensors (a laptop's charger on a UPS): count the time once, and
+    # overlapping or touching episodes (ac_lost, then host_down when the battery ran out) as one cut.
+    cuts = union((e["_s"], e["_e"]) for e in power)
     host_down = [(e["_s"], e["_e"]) for e in power if e["cause"] == "host_down"]
     gaps = _gaps(rounds, start, end, host_down + cut)
 
@@ -98,15 +103,14 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
         "internet_availability": (max(0.0, 1.0 - net_s / observed_s) if observed_s else None),
         "outages": len(net), "outage_min": net_s / 60.0,
         "outage_min_by_cause": dict(sorted(by_cause.items())),
-        "power_cuts": len(power), "power_cut_min": sum(e["_e"] - e["_s"] for e in power) / 60.0,
+        "power_cuts": len(cuts), "power_cut_min": sum(b - a for a, b in cuts) / 60.0,
         "work_hours_internet_min": sum(work_overlap(e["_s"], e["_e"], zone, work, work_days)
                                        for e in net) / 60.0,
-        "work_hours_power_min": sum(work_overlap(e["_s"], e["_e"], zone, work, work_days)
-                                    for e in power) / 60.0,
+        "work_hours_power_min": sum(work_overlap(a, b, zone, work, work_days) for a, b in cuts) / 60.0,
         "work_hours": f"{work[0] // 60:02d}:{work[0] % 60:02d}-{work[1] // 60:02d}:{work[1] % 60:02d}",
         "episodes": [{k: v for k, v in e.items() if not k.startswith("_")} for e in episodes],
         "gaps": [{"start": iso(a), "end": iso(b)} for a, b in gaps],
-        "daily": _daily(rounds, episodes, pings, start, end, zone),
+        "daily": _daily(rounds, episodes, cuts, pings, start, end, zone),
         "speedtests": [{"time": iso(s.time), "download_bps": s.download_bps,
                         "upload_bps": s.upload_bps} for s in sorted(speeds, key=lambda s: s.time)],
     }
@@ -165,7 +169,18 @@ def _gaps(rounds, start: float, end: float, explained: list[tuple[float, float]]
     return out
 
 
-def _daily(rounds, episodes, pings, start, end, zone) -> list[dict]:
+def union(spans) -> list[tuple[float, float]]:
+    """Time ranges merged where they overlap or touch, in order."""
+    out: list[list[float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def _daily(rounds, episodes, cuts, pings, start, end, zone) -> list[dict]:
     days = []
     t = datetime.fromtimestamp(start, zone).replace(hour=0, minute=0, second=0, microsecond=0)
     while t.timestamp() < end:
@@ -176,10 +191,8 @@ def _daily(rounds, episodes, pings, start, end, zone) -> list[dict]:
     for d, a, b in days:
         obs = sum(i for ts, i in rounds if a <= ts < b)
 
-        def inside(kind):
-            return sum(max(0.0, min(b, e["_e"]) - max(a, e["_s"])) for e in episodes if e["type"] == kind)
-
-        net, pw = inside("connectivity"), inside("power")
+        net = sum(max(0.0, min(b, e["_e"]) - max(a, e["_s"])) for e in episodes if e["type"] == "connectivity")
+        pw = sum(max(0.0, min(b, e) - max(a, s)) for s, e in cuts)
         rtts = [r for ts, r, _ in pings if a <= ts < b and r is not None]
         losses = [lo for ts, _, lo in pings if a <= ts < b]
         out.append({"day": d.date().isoformat(),
