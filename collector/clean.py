@@ -16,9 +16,13 @@ rejected (the record is left out):
   ``absurd_rtt``         a day of latency with a round below 0 or above 60 s (the whole day)
   ``absurd_loss``        loss outside 0..100 %
   ``absurd_speed``       a speed at or below 0, or above 10 Gbit/s (no consumer line is faster)
-  ``overlap_dropped``    an episode wholly inside an earlier one of the same agent and type
-clipped (the record is kept, shortened):
-  ``overlap_clipped``    an episode that began before the previous one ended starts at its end
+  ``overlap_dropped``    a connectivity episode wholly inside an earlier one of the same agent
+clipped (the record is kept, shortened or merged):
+  ``overlap_clipped``    a connectivity episode that began before the previous one ended starts
+                         at its end
+  ``power_merged``       a power episode that overlaps the agent's previous one or starts within
+                         15 s of its end (one cut seen by battery and UPS, or a flat battery that
+                         took the host down): merged into it, one interruption (not bad data)
   ``observed_clipped``   more than 3,600 observed seconds in one hour (an agent id used twice,
                          or rounds written twice): clipped to the hour
   ``flood_speed_tests``  more than 48 speed tests by one agent in one UTC day: the rest dropped
@@ -39,6 +43,8 @@ import numpy as np
 from collector.model import Dataset, Quality, Unit
 
 TYPES: tuple[str, ...] = ("power", "connectivity")
+POWER = TYPES.index("power")
+POWER_JOIN_S = 15.0      # power episodes closer than this (more than a round's 10 s) are one cut
 # Every cause the agent records for the two types (docs/metrics.md, outage.cause).
 CAUSES: tuple[str, ...] = ("ac_lost", "host_down", "power", "lan", "isp", "dns", "unknown")
 VALID_CAUSES = {"power": {"ac_lost", "host_down"},
@@ -250,9 +256,15 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
 
 
 def _overlaps(q: Quality, unit, typ, cause, start, dur):
-    """Episodes of one unit and type never overlap (the agent's detector guarantees it), so an
+    """Connectivity episodes of one unit never overlap (the agent's detector guarantees it), so an
     overlap is bad input: a later episode is clipped to start where the earlier one ended, and one
-    wholly inside an earlier one is dropped."""
+    wholly inside an earlier one is dropped.
+
+    Power episodes of one unit may overlap: one cut seen by two sensors (a laptop charged from a
+    watched UPS), or a battery that ran flat (ac_lost) and took the host down (host_down, from the
+    last heartbeat, which can lie a poll before or after the battery's last reading). Those are one
+    interruption: episodes that overlap or start within POWER_JOIN_S of the previous one's end are
+    merged into it (its cause kept), counted as ``power_merged``."""
     group = unit * 2 + typ
     if start.size < 2:
         return unit, typ, cause, start, dur
@@ -283,8 +295,19 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
     first = np.ones(start.size, dtype=bool)
     first[1:] = group[1:] != group[:-1]
     prev[first] = np.iinfo(np.int64).min
-    inside = e_us <= prev
-    clip = ~inside & (s_us < prev)
+    power = typ == POWER
+    joined = power & (s_us <= prev + int(round(POWER_JOIN_S * scale)))
+    if joined.any():
+        # A run of joined episodes ends where the running maximum stands at its last member.
+        head = ~joined
+        cluster = np.cumsum(head) - 1
+        last = np.flatnonzero(np.r_[cluster[1:] != cluster[:-1], True])
+        grown = head & (np.bincount(cluster)[cluster] > 1)
+        end = np.where(grown, t0 + run[last][cluster] / scale, end)
+        dur = np.where(grown, end - start, dur)
+        q.clipped["power_merged"] += int(joined.sum())
+    inside = ~power & (e_us <= prev)
+    clip = ~power & ~inside & (s_us < prev)
     prev_end = t0 + prev / scale
     if inside.any():
         q.rejected["overlap_dropped"] += int(inside.sum())
@@ -293,7 +316,7 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
         new_start = np.where(clip, prev_end, start)
         dur = end - new_start
         start = new_start
-    k = ~inside
+    k = ~inside & ~joined
     return unit[k], typ[k], cause[k], start[k], dur[k]
 
 

@@ -752,8 +752,10 @@ QUALITY_COUNTERS = {
     "absurd_rtt": "latency below 0 or above 60 s",
     "absurd_loss": "loss outside 0..100 %",
     "absurd_speed": "a speed at or below 0, or above 10 Gbit/s",
-    "overlap_dropped": "an episode wholly inside an earlier one of the same agent and type",
-    "overlap_clipped": "an episode that began before the previous one ended: starts at its end",
+    "overlap_dropped": "an outage wholly inside an earlier one of the same agent",
+    "overlap_clipped": "an outage that began before the previous one ended: starts at its end",
+    "power_merged": "power episodes of one cut (battery and UPS, or a flat battery then host down): "
+                    "merged into one interruption, not bad data",
     "observed_clipped": "more than 3,600 observed seconds in one hour: clipped to the hour",
     "flood_speed_tests": "more than 48 speed tests by one agent in one day: the rest dropped",
     "flood_episodes": "more than 1,440 episodes of one type by one agent in one day",

@@ -56,7 +56,8 @@ kind in :data:`BAD_KINDS`, each on its own agent where the fleet has enough):
 * ``future_start``: a connectivity outage row starting 2 days 3 hours after the fleet's end (in
   the future when the fleet ends now; InfluxDB 1.x stores it);
 * ``overlapping_power``: a second ``ac_lost``/battery row starting halfway through a laptop's
-  longest power episode and lasting as long (two overlapping power episodes of one agent);
+  longest power episode and lasting as long (two overlapping power episodes of one agent: the
+  collector merges them into one interruption, counted as power_merged);
 * ``negative_rtt``: one ping row with ``rtt_avg_ms`` -5.0;
 * ``huge_download``: one ok speed test with ``download_bps`` 1e13 (10 Tbit/s);
 * ``unknown_region``: one agent tagged ``region=PK-XX`` on all its rows;

@@ -208,8 +208,11 @@ def test_bad_data_is_rejected_or_clipped_and_counted():
     eps = [Episode(us[0], "power", "ac_lost", MON + 3600, -50.0),
            Episode(us[1], "power", "ac_lost", now + 2 * DAY, 600.0),
            Episode(us[2], "power", "ac_lost", MON + 3600, 3600.0),
-           Episode(us[2], "power", "ac_lost", MON + 5400, 3600.0),     # overlaps: clipped
-           Episode(us[2], "power", "ac_lost", MON + 4000, 100.0),      # inside: dropped
+           Episode(us[2], "power", "ac_lost", MON + 5400, 3600.0),     # overlaps: merged, one cut
+           Episode(us[2], "power", "host_down", MON + 4000, 100.0),    # inside: merged
+           Episode(us[0], "connectivity", "isp", MON + 3600, 3600.0),
+           Episode(us[0], "connectivity", "isp", MON + 5400, 3600.0),  # overlaps: clipped
+           Episode(us[0], "connectivity", "isp", MON + 4000, 100.0),   # inside: dropped
            Episode(us[3], "power", "meteor", MON, 600.0),
            Episode(us[3], "weather", "rain", MON, 600.0),
            Episode(us[4], "power", "ac_lost", MON + 3600, float("nan"))]
@@ -224,12 +227,16 @@ def test_bad_data_is_rejected_or_clipped_and_counted():
                              "future_timestamp": 1, "negative_duration": 1, "not_a_number": 1,
                              "overlap_dropped": 1, "unknown_cause": 1, "unknown_region": 1,
                              "unknown_type": 1}
-    assert q["clipped"] == {"flood_speed_tests": 12, "observed_clipped": 1, "overlap_clipped": 1}
+    assert q["clipped"] == {"flood_speed_tests": 12, "observed_clipped": 1, "overlap_clipped": 1,
+                            "power_merged": 2}
     assert q["unknown_region_codes"] == {"PK-XX": 1}
-    assert q["accepted"] == {"episodes": 2, "obs_hours": 120, "ping_days": 1, "speed_tests": 49}
+    assert q["accepted"] == {"episodes": 3, "obs_hours": 120, "ping_days": 1, "speed_tests": 49}
     (c,) = r["cells"]
-    # a2's clipped episode runs 02:30-03:30 UTC+... its end is kept: 3,600 + 1,800 s of cut.
-    assert c["power_saidi_min"] == pytest.approx((3600 + 1800) / 60 / 5)
+    # a2's three power episodes are one cut, 01:00-02:30: 5,400 s, one sustained interruption.
+    assert c["power_saidi_min"] == pytest.approx(5400 / 60 / 5)
+    assert c["power_saifi"] == pytest.approx(1 / 5)
+    # a0's clipped outage keeps its end: 3,600 + 1,800 s.
+    assert c["internet_outage_min_per_agent"] == pytest.approx((3600 + 1800) / 60 / 5)
     assert c["agent_hours"] == pytest.approx(5 * 24)
 
 
@@ -297,15 +304,33 @@ def test_property_saidi_equals_saifi_times_caidi(eps_spec, n):
     assert all(0.0 <= x <= 1.0 for x in share)
 
 
+def union_s(spans) -> float:
+    total, end = 0.0, -np.inf
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
 @hsettings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, DAY), st.floats(0, 7200)), max_size=40))
-def test_property_cleaned_episodes_never_overlap(spec):
+@given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, DAY), st.floats(0, 7200)), max_size=40),
+       st.sampled_from(["power", "connectivity"]))
+def test_property_cleaned_episodes_never_overlap(spec, kind):
+    from collector.clean import POWER_JOIN_S
+
     us = units(4)
-    eps = [Episode(us[u], "power", "ac_lost", MON + s, d) for u, s, d in spec]
+    eps = [Episode(us[u], kind, "ac_lost" if kind == "power" else "isp", MON + s, d) for u, s, d in spec]
     cols, q = clean(ds_of(MON, MON + 2 * DAY, eps=eps), ["PK-SD"], MON + 2 * DAY)
+    gap = POWER_JOIN_S if kind == "power" else 0.0
     for u in range(len(cols.units)):
         m = cols.ep_unit == u
         order = np.argsort(cols.ep_start[m])
         s, d = cols.ep_start[m][order], cols.ep_dur[m][order]
-        assert np.all(s[1:] >= s[:-1] + d[:-1] - 1e-6)
-    assert q.accepted["episodes"] + q.rejected["overlap_dropped"] == len(spec)
+        assert np.all(s[1:] > s[:-1] + d[:-1] + gap - 1e-6) if gap else np.all(s[1:] >= s[:-1] + d[:-1] - 1e-6)
+        if kind == "power":     # merging keeps the cut time: the union, plus the short gaps bridged
+            mine = [(s0, s0 + d0) for uu, s0, d0 in spec if us[uu] == cols.units[u]]
+            truth = union_s([(MON + a, MON + b) for a, b in mine])
+            assert truth - 1e-3 <= d.sum() <= truth + POWER_JOIN_S * len(mine) + 1e-3
+    dropped = q.clipped["power_merged"] if kind == "power" else q.rejected["overlap_dropped"]
+    assert q.accepted["episodes"] + dropped == len(spec)
