@@ -74,8 +74,10 @@ def collect(cfg: cconfig.CollectorConfig, start: float, end: float, stores: tupl
                 kept.close()
         parts.append(ds)
         quality.merge(q)
+        late = (f", {reader.refreshed_days} kept days asked again for rows forwarded late"
+                if reader.refreshed_days else "")
         read.append(f"InfluxDB {sink.url} ({reader.queries} queries, {reader.bytes} bytes, "
-                    f"{reader.cached_days} days from the cache)")
+                    f"{reader.cached_days} days from the cache{late})")
     paths = tuple(cfg.collector.stores) + tuple(stores)
     if paths:
         files = storefile.expand(paths)
@@ -173,7 +175,8 @@ def aggregate_cmd(ctx, cache, config_path, stores, period, by, until, since, fmt
         click.echo(output.to_table(result), nl=False)
         return
     click.echo(output.to_json(result) if fmt == "json" else output.to_csv(result), nl=False)
-    # Scripts read stdout; the data-quality counts go to stderr so they are never lost.
+    # Scripts read stdout; what was read and the data-quality counts go to stderr.
+    click.echo("read: " + "; ".join(result.get("sources", ())), err=True)
     click.echo("data quality: " + "; ".join(output.quality_lines(result["data_quality"])), err=True)
 
 

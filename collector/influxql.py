@@ -185,6 +185,18 @@ def to_records(kind: str, series: dict, q: Quality) -> Iterator:
             yield SpeedTest(unit, t, down, _num(get("upload_bps")))
 
 
+def late_days(kept: set[int], obs, episodes, speeds) -> list[int]:
+    """Kept (cached) days on which an agent has an outage or a speed test but no watching time in
+    the cache: rows that agent forwarded late, after the day was kept."""
+    seen = {(o.unit.agent, o.hour - o.hour % DAY) for o in obs}
+    out = set()
+    for unit, t in [(e.unit, e.start) for e in episodes] + [(t.unit, t.time) for t in speeds]:
+        day = int(t - t % DAY)
+        if day in kept and (unit.agent, day) not in seen:
+            out.add(day)
+    return sorted(out)
+
+
 class Reader:
     """Runs the queries against one server. ``http`` is an agent.influx.HTTP (injected)."""
 
@@ -201,6 +213,7 @@ class Reader:
         self.queries = 0
         self.bytes = 0
         self.cached_days = 0
+        self.refreshed_days = 0     # kept days asked again because an agent's rows came late
 
     def query(self, q: str, what: str = "query", http=None) -> list[dict]:
         http = http or self.http
@@ -269,9 +282,23 @@ class Reader:
             limit = (now if now is not None else end) - settle_s
             cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"])
             old_obs, old_pings = cache.load(kept)
+            stale = late_days(kept, old_obs, got["episode"], got["speed"])
+            if stale:
+                # An agent forwarded rows for a kept day after it was kept (it was offline):
+                # its outages are here but not its watching time. Ask again for those days.
+                fresh: dict[str, list] = {"obs": [], "ping": []}
+                texts = [t for a, b in day_runs(stale) for t in grouped_queries(a, b)]
+                for (kind, _), answer in zip(texts, self._run_all(texts)):
+                    for series in answer:
+                        fresh[kind].extend(to_records(kind, series, q))
+                cache.store(stale, fresh["obs"], fresh["ping"])
+                gone = set(stale)
+                old_obs = [o for o in old_obs if o.hour - o.hour % DAY not in gone] + fresh["obs"]
+                old_pings = [p for p in old_pings if p.day not in gone] + fresh["ping"]
             got["obs"] += old_obs
             got["ping"] += old_pings
-            self.cached_days = len(kept)
+            self.cached_days = len(kept) - len(stale)
+            self.refreshed_days = len(stale)
         ds = Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
                      tuple(got["speed"]))
         return ds, q
