@@ -52,6 +52,10 @@ def check_gateway(cfg: Config) -> dict:
     if g == "off":
         return _r("gateway", "ok", "not probed (probe.gateway = \"off\"): LAN and ISP outages look alike")
     addr = g if g != "auto" else gateway.default_gateway(cfg.agent.procfs)
+    if not addr and g == "auto" and not gateway.routes_readable(cfg.agent.procfs):
+        return _r("gateway", "warn", "cannot read the routing table on this system: the gateway is "
+                  "not probed and LAN outages are reported with cause \"unknown\"",
+                  "set probe.gateway to the router's address (e.g. 192.168.1.1)")
     if not addr:
         return _r("gateway", "fail", "no default route: the machine is not connected",
                   "connect to the network, or set probe.gateway to the router's address")

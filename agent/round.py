@@ -97,6 +97,9 @@ class Probes:
     dns: DnsFn
     gateway: GatewayFn
     dns_servers: Callable[[], Sequence[str]] = field(default=lambda: ())
+    # Whether "no gateway" can mean "no default route": False where the routing table cannot be
+    # read (not Linux), so a dead line there is `unknown`, never blamed on the LAN.
+    routes_known: Callable[[], bool] = field(default=lambda: True)
 
 
 class Prober:
@@ -130,6 +133,8 @@ class Prober:
         if found:
             self.last_gateway = found
             return found, True
+        if not self.probes.routes_known():
+            return self.last_gateway, True
         # No default route: the link is down. Echo the last gateway we knew, which records the
         # loss against the right address.
         return self.last_gateway, False

@@ -124,6 +124,7 @@ def real_probes(cfg: Config) -> Probes:
         dns=dns.measure,
         gateway=lambda: gateway.default_gateway(cfg.agent.procfs),
         dns_servers=dns.system_servers,
+        routes_known=lambda: gateway.routes_readable(cfg.agent.procfs),
     )
 
 

@@ -175,3 +175,13 @@ def test_agent_namespace_gateway(net):
     net.lab.run(net.agent, "ip", "route", "del", "default", "via", net.gateway_ip)
     net.lab.run(net.agent, "ip", "route", "add", "default", "via", net.gateway_ip, "metric", "100")
     assert gateway_in(net.agent) == "10.231.1.3"  # 50 beats 100
+
+
+def test_routes_readable_only_where_the_kernel_tables_exist(tmp_path):
+    from agent.probes.gateway import routes_readable
+
+    assert not routes_readable(str(tmp_path))                  # no /proc/net: not Linux
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "ipv6_route").write_text("")
+    assert routes_readable(str(tmp_path))
+    assert routes_readable("/proc")                            # this machine (Linux)

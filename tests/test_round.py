@@ -156,6 +156,20 @@ def test_online_field_gives_availability_over_watched_rounds(tmp_path):
     assert sum(watched) / len(watched) == 0.75
 
 
+@pytest.mark.parametrize("routes_known, cause", [(True, "lan"), (False, "unknown")])
+def test_no_gateway_blames_the_lan_only_where_routes_can_be_read(tmp_path, routes_known, cause):
+    """On Linux no default route means the link is down (lan); where the routing table cannot be
+    read (not Linux) a missing gateway proves nothing, so a dead line is `unknown`."""
+    clock, net = FakeClock(), FakeNet()
+    net.state = "lan"
+    probes = net.probes()
+    probes.gateway = lambda: None
+    probes.routes_known = lambda: routes_known
+    cfg = parse(f'[agent]\nstate_dir = "{tmp_path}"\n')
+    agent = Agent(cfg, clock=clock, probes=probes)
+    assert (agent.round().status, agent.round().cause) == ("down", cause)
+
+
 def test_probe_error_is_counted_not_fatal(tmp_path):
     from agent.errors import ProbeError
 

@@ -89,6 +89,12 @@ def _read(path: str) -> str | None:
         return None
 
 
+def routes_readable(procfs: str = "/proc") -> bool:
+    """Whether this system has the kernel routing tables to read (Linux). Elsewhere a missing
+    gateway proves nothing about the link."""
+    return any(os.access(os.path.join(procfs, "net", name), os.R_OK) for name in ("route", "ipv6_route"))
+
+
 def default_gateway(procfs: str = "/proc") -> str | None:
     """The default gateway's address: IPv4 from ``<procfs>/net/route``, else IPv6 from
     ``<procfs>/net/ipv6_route``; None when neither has one or the files cannot be read.
