@@ -261,8 +261,9 @@ class Store:
     # -- housekeeping -----------------------------------------------------------------------
     def prune(self, now: datetime, retention_s: float, max_bytes: int) -> dict[str, int]:
         """Drop raw samples older than ``retention_s``, then the oldest raw samples until the data
-        fits in ``max_bytes``. Returns counts; unsent rows dropped are added to the state counter
-        ``dropped_unsent`` so nothing disappears without a trace."""
+        fits in ``max_bytes``. Returns counts; unsent rows dropped (waiting, or set aside because
+        the server refused them) are added to the state counter ``dropped_unsent`` so nothing
+        disappears without a trace."""
         keep = tuple(KEEP_FOREVER)
         marks = ",".join("?" * len(keep))
         raw = f"series_id NOT IN (SELECT id FROM series WHERE measurement IN ({marks}))"
@@ -270,7 +271,7 @@ class Store:
         out = {"expired": 0, "over_size": 0, "dropped_unsent": 0}
         with self._tx() as c:
             out["dropped_unsent"] += c.execute(
-                f"SELECT count(*) FROM samples WHERE sent = 0 AND time_ns < ? AND {raw}", (cutoff, *keep)
+                f"SELECT count(*) FROM samples WHERE sent != 1 AND time_ns < ? AND {raw}", (cutoff, *keep)
             ).fetchone()[0]
             out["expired"] = c.execute(f"DELETE FROM samples WHERE time_ns < ? AND {raw}",
                                        (cutoff, *keep)).rowcount
@@ -284,7 +285,7 @@ class Store:
                     break
                 qs = ",".join("?" * len(ids))
                 out["dropped_unsent"] += c.execute(
-                    f"SELECT count(*) FROM samples WHERE sent = 0 AND id IN ({qs})", ids).fetchone()[0]
+                    f"SELECT count(*) FROM samples WHERE sent != 1 AND id IN ({qs})", ids).fetchone()[0]
                 out["over_size"] += c.execute(f"DELETE FROM samples WHERE id IN ({qs})", ids).rowcount
         if out["dropped_unsent"]:
             total = int(self.get_state("dropped_unsent") or 0) + out["dropped_unsent"]

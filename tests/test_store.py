@@ -86,10 +86,15 @@ def test_latest_per_series(store):
 def test_retention_keeps_episode_samples_and_counts_unsent_drops(store):
     old = [ping(i, t=T0 - timedelta(days=100) + timedelta(seconds=i)) for i in range(10)]
     outage = Sample("outage", {"type": "connectivity"}, {"duration_s": 400.0}, T0 - timedelta(days=100))
+    old += [ping(i, t=T0 - timedelta(days=99) + timedelta(seconds=i)) for i in range(3)]
     store.write(old + [outage] + [ping(i) for i in range(5)])
+    ids = [i for i, s in store.unsent() if s.time > T0 - timedelta(days=99, seconds=1)
+           and s.measurement == "ping" and s.time < T0]
+    store.mark_sent(ids[:2])                                          # sent: dropping them loses nothing
+    store.quarantine([(ids[2], 400, "bad row", "ping x=1")], T0)      # refused: dropping it does
     res = store.prune(T0 + timedelta(hours=1), retention_s=90 * 86400, max_bytes=10**9)
-    assert res["expired"] == 10 and res["dropped_unsent"] == 10
-    assert store.get_state("dropped_unsent") == "10"
+    assert res["expired"] == 13 and res["dropped_unsent"] == 11
+    assert store.get_state("dropped_unsent") == "11"
     assert [s.measurement for _, s in store.unsent()] == ["outage"] + ["ping"] * 5
 
 
