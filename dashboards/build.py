@@ -315,7 +315,56 @@ def regional() -> dict:
     return dashboard("linewatch-regional", "linewatch: regional reliability", panels, variables)
 
 
-DASHBOARDS = {"my-line.json": my_line, "regional.json": regional}
+def all_lines() -> dict:
+    """Every agent at once, for an operator with several machines (or an NGO watching its
+    volunteers' agents report in): which line is down, which one stopped reporting."""
+    where = '"region" =~ /^$region$/ AND $timeFilter'
+    q = {
+        "availability": f'SELECT mean("online") FROM "round" WHERE {where} GROUP BY "agent"',
+        "state": f'SELECT min("online") FROM "round" WHERE {where} GROUP BY time($__interval), "agent" '
+                 'fill(null)',
+        "outage_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {where} AND "type" = '
+                      "'connectivity' GROUP BY \"agent\"",
+        "power_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {where} AND "type" = '
+                     "'power' GROUP BY \"agent\"",
+        "last_round": f'SELECT last("interval_s") AS "interval_s" FROM "round" WHERE {where} GROUP BY "agent"',
+        "backlog": f'SELECT last("backlog_rows") FROM "agent" WHERE {where} GROUP BY "agent"',
+        "rtt": f'SELECT median("rtt_avg_ms") FROM "ping" WHERE {where} AND "role" = \'internet\' '
+               'GROUP BY time($__interval), "agent" fill(null)',
+    }
+    online = value_text({"0": ("down", "red"), "1": ("online", "green")})
+    panels = [
+        panel(1, "Line state per agent", "state-timeline", [target(q["state"], alias="$tag_agent")],
+              (0, 0, 24, 10), "", "Down in an interval if any round in it was down; blank: the agent "
+              "was not watching (stopped, machine off, or not yet forwarded).",
+              defaults={"mappings": online}),
+        panel(2, "Internet availability per agent", "bargauge", [target(q["availability"], alias="$tag_agent")],
+              (0, 10, 8, 10), "percentunit", "Share of watched rounds in which the internet answered.",
+              defaults={"thresholds": AVAILABILITY, "color": {"mode": "thresholds"}, "min": 0.9, "max": 1,
+                        "decimals": 2}),
+        panel(3, "Internet outage minutes per agent", "bargauge",
+              [target(q["outage_min"], alias="$tag_agent")], (8, 10, 8, 10), "m",
+              defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0}),
+        panel(4, "Minutes without mains power per agent", "bargauge",
+              [target(q["power_min"], alias="$tag_agent")], (16, 10, 8, 10), "m",
+              defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0}),
+        panel(5, "Last round received per agent", "table", [target(q["last_round"], fmt="table")],
+              (0, 20, 12, 9), "", "When each agent's newest round reached InfluxDB. An old time with the "
+              "machine on: the agent stopped, or cannot reach the server (run linewatch status on it).",
+              overrides=[by_name("Time", unit="dateTimeFromNow", displayName="last round"),
+                         by_name("interval_s", unit="s", displayName="round interval")]),
+        panel(6, "Rows waiting to be forwarded per agent", "bargauge",
+              [target(q["backlog"], alias="$tag_agent")], (12, 20, 12, 9), "short",
+              "As each agent last reported it. A backlog that stays high means it cannot forward.",
+              defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0, "decimals": 0}),
+        panel(7, "Median round-trip time to internet targets", "timeseries",
+              [target(q["rtt"], alias="$tag_agent")], (0, 29, 24, 8), "ms"),
+    ]
+    region = variable("region", "Region", 'SHOW TAG VALUES FROM "round" WITH KEY = "region"')
+    return dashboard("linewatch-all-lines", "linewatch: all lines", panels, [region])
+
+
+DASHBOARDS = {"my-line.json": my_line, "regional.json": regional, "all-lines.json": all_lines}
 
 
 def render(make) -> str:

@@ -185,5 +185,5 @@ def test_dashboard_structure(name):
     names = [v["name"] for v in d["templating"]["list"]]
     assert "DS_INFLUXDB" in names
     used = set(re.findall(r"\$(\w+)", json.dumps(d["panels"] + d["annotations"]["list"])))
-    assert used - {"timeFilter", "__interval", "tag_status", "tag_target", "tag_name", "tag_source",
+    assert used - {"timeFilter", "__interval", "tag_status", "tag_target", "tag_name", "tag_source", "tag_agent",
                    "tag_region", "tag_isp", "DS_INFLUXDB"} <= set(names)

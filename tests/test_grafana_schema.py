@@ -47,7 +47,7 @@ def tsc(tmp: Path, files: dict[str, dict]) -> dict[str, list[str]]:
 
 
 def test_dashboards_are_valid_by_grafanas_models(tmp_path):
-    assert [p.name for p in DASHBOARDS] == ["my-line.json", "regional.json"]
+    assert [p.name for p in DASHBOARDS] == ["all-lines.json", "my-line.json", "regional.json"]
     files = {p.stem.replace("-", "_"): json.loads(p.read_text(encoding="utf-8")) for p in DASHBOARDS}
     errors = tsc(tmp_path, files)
     assert not errors, "\n".join(sum(errors.values(), []))
