@@ -26,31 +26,24 @@ import type * as statetimeline from '@grafana/schema/dist/esm/raw/composable/sta
 import type * as table from '@grafana/schema/dist/esm/raw/composable/table/panelcfg/x/TablePanelCfg_types.gen';
 import type * as timeseries from '@grafana/schema/dist/esm/raw/composable/timeseries/panelcfg/x/TimeSeriesPanelCfg_types.gen';
 
-/** Enums become their values; objects and arrays are mapped member by member. */
-export type Loose<T> = T extends string
+/** Enums become their values; objects and arrays are mapped member by member; with `Optional`,
+ * every key at every depth is optional. */
+type Deep<T, Optional extends boolean> = T extends string
   ? `${T}`
   : T extends number
     ? number
     : T extends boolean | null | undefined
       ? T
       : T extends ReadonlyArray<infer U>
-        ? Array<Loose<U>>
+        ? Array<Deep<U, Optional>>
         : T extends object
-          ? { [K in keyof T]: Loose<T[K]> }
+          ? Optional extends true
+            ? { [K in keyof T]?: Deep<T[K], Optional> }
+            : { [K in keyof T]: Deep<T[K], Optional> }
           : T;
 
-/** Loose, with every key optional at every depth. */
-export type LoosePartial<T> = T extends string
-  ? `${T}`
-  : T extends number
-    ? number
-    : T extends boolean | null | undefined
-      ? T
-      : T extends ReadonlyArray<infer U>
-        ? Array<LoosePartial<U>>
-        : T extends object
-          ? { [K in keyof T]?: LoosePartial<T[K]> }
-          : T;
+export type Loose<T> = Deep<T, false>;
+export type LoosePartial<T> = Deep<T, true>;
 
 /** The InfluxDB data source's query model: the fields of Grafana's `InfluxQuery` (in its InfluxDB
  * plugin, not in @grafana/schema), including those of InfluxQL annotations. */
