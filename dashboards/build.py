@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 DS = {"type": "influxdb", "uid": "${DS_INFLUXDB}"}
 AGENT = '"agent" =~ /^$agent$/'
 CELL = '"region" =~ /^$region$/ AND "isp" =~ /^$isp$/ AND "period" = \'$period\''
+VERDICTS = ("up", "degraded", "down", "error")     # the round's status field
 
 
 def target(query: str, ref: str = "A", fmt: str = "time_series", alias: str = "") -> dict:
@@ -138,15 +139,16 @@ def my_line() -> dict:
         "outage_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {AGENT} AND "type" = '
                       "'connectivity' AND $timeFilter",
         "power_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {AGENT} AND "type" = '
-                     "'power' AND $timeFilter",
+                     "'power' AND $timeFilter GROUP BY \"source\"",
         "outages": f'SELECT count("duration_s") FROM "outage" WHERE {AGENT} AND "type" = '
                    "'connectivity' AND $timeFilter",
         "online": f'SELECT min("online") FROM "round" WHERE {AGENT} AND $timeFilter '
                   'GROUP BY time($__interval) fill(null)',
         "on_battery": f'SELECT max("on_battery") FROM "power" WHERE {AGENT} AND $timeFilter '
                       'GROUP BY time($__interval), "source" fill(null)',
-        "rounds": f'SELECT count("interval_s") FROM "round" WHERE {AGENT} AND $timeFilter '
-                  'GROUP BY time($__interval), "status" fill(0)',
+        # status is a field, not a tag: one query per verdict.
+        **{f"rounds_{v}": f'SELECT count("interval_s") FROM "round" WHERE {AGENT} AND "status" = \'{v}\' '
+                          'AND $timeFilter GROUP BY time($__interval) fill(0)' for v in VERDICTS},
         "rtt": f'SELECT mean("rtt_avg_ms") FROM "ping" WHERE {AGENT} AND $timeFilter '
                'GROUP BY time($__interval), "target" fill(null)',
         "loss": f'SELECT mean("loss_pct") FROM "ping" WHERE {AGENT} AND $timeFilter '
@@ -170,22 +172,24 @@ def my_line() -> dict:
               "(up or degraded). Time the agent was not running is not counted either way.",
               defaults={"decimals": 2, "thresholds": AVAILABILITY, "min": 0, "max": 1}),
         panel(2, "Internet outages", "stat", [target(q["outages"])], (6, 0, 6, 4), "short",
-              "Connectivity outages that ended in the time range.",
+              "Connectivity outages that began in the time range and have ended.",
               defaults={"noValue": "0"}),
         panel(3, "Internet outage minutes", "stat", [target(q["outage_min"])], (12, 0, 6, 4), "m",
-              "Minutes of the connectivity outages that ended in the time range.",
+              "Whole length of the connectivity outages that began in the time range and have ended.",
               defaults={"noValue": "0"}),
-        panel(4, "Minutes without mains power", "stat", [target(q["power_min"])], (18, 0, 6, 4), "m",
-              "Power cuts seen by the laptop battery, the UPS, or the host going down.",
+        panel(4, "Minutes without mains power", "stat", [target(q["power_min"], alias="$tag_source")],
+              (18, 0, 6, 4), "m", "Per sensor: the laptop battery, the UPS, the host going down. One cut "
+              "seen by two sensors shows in both (the line report and the collector count it once).",
               defaults={"noValue": "0"}),
         panel(5, "Line and power", "state-timeline",
               [target(q["online"], alias="internet"), target(q["on_battery"], "B", alias="power ($tag_source)")],
               (0, 4, 24, 5), "", "Internet: down in an interval if any round in it was down. "
-              "Power: on battery if the battery or UPS reported it in the interval.",
+              "Power: on battery if the battery or UPS reported it in the interval.", interval="1m",
               overrides=[by_name("internet", mappings=online),
                          {"matcher": {"id": "byRegexp", "options": "^power"},
                           "properties": [{"id": "mappings", "value": battery}]}]),
-        panel(6, "Probe rounds by verdict", "timeseries", [target(q["rounds"], alias="$tag_status")],
+        panel(6, "Probe rounds by verdict", "timeseries",
+              [target(q[f"rounds_{v}"], "ABCD"[i], alias=v) for i, v in enumerate(VERDICTS)],
               (0, 9, 12, 8), "short", "up / degraded / down / error per interval.",
               defaults={"custom": {"drawStyle": "bars", "fillOpacity": 80,
                                    "stacking": {"mode": "normal", "group": "A"}}},
@@ -326,7 +330,7 @@ def all_lines() -> dict:
         "outage_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {where} AND "type" = '
                       "'connectivity' GROUP BY \"agent\"",
         "power_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {where} AND "type" = '
-                     "'power' GROUP BY \"agent\"",
+                     "'power' GROUP BY \"agent\", \"source\"",
         "last_round": f'SELECT last("interval_s") AS "interval_s" FROM "round" WHERE {where} GROUP BY "agent"',
         "backlog": f'SELECT last("backlog_rows") FROM "agent" WHERE {where} GROUP BY "agent"',
         "rtt": f'SELECT median("rtt_avg_ms") FROM "ping" WHERE {where} AND "role" = \'internet\' '
@@ -336,7 +340,7 @@ def all_lines() -> dict:
     panels = [
         panel(1, "Line state per agent", "state-timeline", [target(q["state"], alias="$tag_agent")],
               (0, 0, 24, 10), "", "Down in an interval if any round in it was down; blank: the agent "
-              "was not watching (stopped, machine off, or not yet forwarded).",
+              "was not watching (stopped, machine off, or not yet forwarded).", interval="1m",
               defaults={"mappings": online}),
         panel(2, "Internet availability per agent", "bargauge", [target(q["availability"], alias="$tag_agent")],
               (0, 10, 8, 10), "percentunit", "Share of watched rounds in which the internet answered.",
@@ -345,8 +349,9 @@ def all_lines() -> dict:
         panel(3, "Internet outage minutes per agent", "bargauge",
               [target(q["outage_min"], alias="$tag_agent")], (8, 10, 8, 10), "m",
               defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0}),
-        panel(4, "Minutes without mains power per agent", "bargauge",
-              [target(q["power_min"], alias="$tag_agent")], (16, 10, 8, 10), "m",
+        panel(4, "Minutes without mains power per agent and sensor", "bargauge",
+              [target(q["power_min"], alias="$tag_agent $tag_source")], (16, 10, 8, 10), "m",
+              "One cut seen by two sensors (battery and UPS) shows under both.",
               defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0}),
         panel(5, "Last round received per agent", "table", [target(q["last_round"], fmt="table")],
               (0, 20, 12, 9), "", "When each agent's newest round reached InfluxDB. An old time with the "

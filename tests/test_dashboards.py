@@ -55,6 +55,13 @@ def loaded(tmp_path_factory):
     with InfluxV1.create(tmp / "influx") as srv:
         fleet = Fleet(agents=40, days=3, start=utc_midnight(time.time()) - 3 * 86400, round_s=120, seed=4)
         fleet.write_influx(srv.url, "linewatch")
+        # Rounds in which no probe could run (status error) cannot be provoked in the real agent
+        # here without stopping its other rounds: three are written as the agent writes them.
+        t = int(time.time()) - 3600
+        body = "\n".join(f'round,agent={AGENT_ID},region=PK-PB,isp=PTCL status="error",duration_s=0.01,'
+                         f"interval_s=1,probe_errors=3i {t + k}" for k in range(3))
+        urllib.request.urlopen(urllib.request.Request(f"{srv.url}/write?db=linewatch&precision=s",
+                                                      data=body.encode(), method="POST"), timeout=30).close()
         dns = subprocess.Popen([DNSMASQ, "-C", "/dev/null", "--keep-in-foreground", "--no-resolv",
                                 "--no-hosts", f"--listen-address={DNS_IP}", "--bind-interfaces",
                                 "--pid-file=", "--port=53", "--log-facility=/dev/null",
@@ -155,6 +162,16 @@ def test_every_panel_query_returns_series(loaded, query, columns):
     assert series and any(s.get("values") for s in series), f"no series for: {q}"
     for s in series:      # Grafana's table frames: the result's columns plus one per tag key
         assert columns <= set(s["columns"]) | set(s.get("tags") or {}), (columns, s["columns"], q)
+    # GROUP BY on a field instead of a tag is no error in InfluxQL: it returns one series with an
+    # empty tag, and a per-tag legend or override silently never matches. Every name grouped by
+    # must be a tag key of the measurement.
+    m = re.search(r'FROM "(\w+)"', q)
+    grouped = re.search(r"GROUP BY (.*?)(?: fill\(|$)", q)
+    if m and grouped:
+        names = {g.strip().strip('"') for g in grouped.group(1).split(",") if not g.strip().startswith("time(")}
+        keys = {v[0] for s in run_query(loaded, f'SHOW TAG KEYS FROM "{m.group(1)}"')["results"][0]["series"]
+                for v in s["values"]}
+        assert names <= keys, (names - keys, q)
 
 
 def test_dashboard_files_are_the_build_output():

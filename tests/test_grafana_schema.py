@@ -74,12 +74,31 @@ MISTAKES = {
 }
 
 
+REGIONAL_MISTAKES = {
+    "variable_refresh_out_of_range": lambda d: d["templating"]["list"][1].update(refresh=7),
+    "graph_tooltip_out_of_range": lambda d: d.update(graphTooltip=9),
+    "unknown_transformation": lambda d: _panel(d, "barchart")["transformations"][0].update(id="organise"),
+    "transformation_option_typo": lambda d: _panel(d, "barchart")["transformations"][0]["options"]
+    .update(excludeByNme={"Time": True}),
+    "matrix_without_value_field": lambda d: _panel(d, "table")["transformations"][0]["options"].pop("valueField"),
+    "matcher_typo": lambda d: _panel(d, "table")["fieldConfig"]["overrides"][0]["matcher"].update(id="byNmae"),
+    "table_cell_type_unknown": lambda d: _panel(d, "table")["fieldConfig"]["defaults"]["custom"]["cellOptions"]
+    .update(type="colour-background"),
+    "barchart_custom_typo": lambda d: _panel(d, "barchart")["fieldConfig"]["defaults"]["custom"]
+    .update(fillOpacty=80),
+    "bargauge_display_mode_unknown": lambda d: _panel(d, "bargauge")["options"].update(displayMode="bars"),
+}
+
+
 def test_the_check_catches_mistakes(tmp_path):
     base = json.loads((ROOT / "dashboards" / "my-line.json").read_text(encoding="utf-8"))
-    files = {"unchanged": base}
-    for name, change in MISTAKES.items():
-        files[name] = d = copy.deepcopy(base)
-        change(d)
+    regional = json.loads((ROOT / "dashboards" / "regional.json").read_text(encoding="utf-8"))
+    files = {"unchanged": base, "unchanged_regional": regional}
+    for mistakes, doc in ((MISTAKES, base), (REGIONAL_MISTAKES, regional)):
+        for name, change in mistakes.items():
+            files[name] = d = copy.deepcopy(doc)
+            change(d)
     errors = tsc(tmp_path, files)
-    assert "unchanged" not in errors, errors["unchanged"]
-    assert set(errors) == set(MISTAKES), set(MISTAKES) - set(errors)
+    assert "unchanged" not in errors and "unchanged_regional" not in errors, errors
+    assert set(errors) == set(MISTAKES) | set(REGIONAL_MISTAKES), \
+        (set(MISTAKES) | set(REGIONAL_MISTAKES)) - set(errors)

@@ -26,12 +26,12 @@ import type * as statetimeline from '@grafana/schema/dist/esm/raw/composable/sta
 import type * as table from '@grafana/schema/dist/esm/raw/composable/table/panelcfg/x/TablePanelCfg_types.gen';
 import type * as timeseries from '@grafana/schema/dist/esm/raw/composable/timeseries/panelcfg/x/TimeSeriesPanelCfg_types.gen';
 
-/** Enums become their values; objects and arrays are mapped member by member; with `Optional`,
+/** String enums become their values (numeric enums already accept theirs); objects and arrays are mapped member by member; with `Optional`,
  * every key at every depth is optional. */
 type Deep<T, Optional extends boolean> = T extends string
   ? `${T}`
   : T extends number
-    ? number
+    ? T
     : T extends boolean | null | undefined
       ? T
       : T extends ReadonlyArray<infer U>
@@ -77,16 +77,38 @@ type OverrideProperty<C> =
   | { [K in Exclude<keyof Defaults, 'custom'>]-?: { id: K; value: Defaults[K] } }[Exclude<keyof Defaults, 'custom'>]
   | { [K in keyof C & string]-?: { id: `custom.${K}`; value: LoosePartial<C[K]> } }[keyof C & string];
 
+/** Field matchers Grafana registers (FieldMatcherID in @grafana/data; @grafana/schema types the id
+ * as any string). */
+type MatcherId = 'byName' | 'byNames' | 'byRegexp' | 'byRegexpOrNames' | 'byType' | 'byTypes'
+  | 'byFrameRefID' | 'byValue' | 'numeric' | 'time' | 'first' | 'firstTimeField';
+
 interface Override<C> {
-  matcher: Loose<MatcherConfig>;
+  matcher: Omit<Loose<MatcherConfig>, 'id'> & { id: MatcherId };
   properties: Array<OverrideProperty<C>>;
 }
 
+/** The transformations the dashboards use, with their options as Grafana's transformers read them
+ * (@grafana/data; @grafana/schema types transformation options as any). */
+type Transformation =
+  | {
+      id: 'groupingToMatrix';
+      disabled?: boolean;
+      options: { columnField: string; rowField: string; valueField: string;
+                 emptyValue?: 'empty' | 'null' | 'zero' };
+    }
+  | {
+      id: 'organize';
+      disabled?: boolean;
+      options: { excludeByName?: Record<string, boolean>; indexByName?: Record<string, number>;
+                 renameByName?: Record<string, string>; includeByName?: Record<string, boolean> };
+    };
+
 type PanelOf<Kind extends string, Options, Custom> = Omit<
   Loose<Panel>,
-  'type' | 'options' | 'fieldConfig' | 'targets' | 'datasource'
+  'type' | 'options' | 'fieldConfig' | 'targets' | 'datasource' | 'transformations'
 > & {
   type: Kind;
+  transformations?: Transformation[];
   datasource: { type: 'influxdb'; uid: string };
   targets: InfluxQuery[];
   options: LoosePartial<Options>;
