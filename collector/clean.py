@@ -20,9 +20,9 @@ rejected (the record is left out):
 clipped (the record is kept, shortened or merged):
   ``overlap_clipped``    a connectivity episode that began before the previous one ended starts
                          at its end
-  ``power_merged``       a power episode that overlaps the agent's previous one or starts within
-                         15 s of its end (one cut seen by battery and UPS, or a flat battery that
-                         took the host down): merged into it, one interruption (not bad data)
+  ``power_merged``       a power episode that overlaps the agent's previous one, or a host_down
+                         starting within 60 s of the end of its battery or UPS episode (one cut
+                         seen twice): merged into it, one interruption (not bad data)
   ``observed_clipped``   more than 3,600 observed seconds in one hour (an agent id used twice,
                          or rounds written twice): clipped to the hour
   ``flood_speed_tests``  more than 48 speed tests by one agent in one UTC day: the rest dropped
@@ -40,11 +40,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from collector.model import Dataset, Quality, Unit
+from collector.model import POWER_JOIN_S, Dataset, Quality, Unit
 
 TYPES: tuple[str, ...] = ("power", "connectivity")
 POWER = TYPES.index("power")
-POWER_JOIN_S = 15.0      # power episodes closer than this (more than a round's 10 s) are one cut
 # Every cause the agent records for the two types (docs/metrics.md, outage.cause).
 CAUSES: tuple[str, ...] = ("ac_lost", "host_down", "power", "lan", "isp", "dns", "unknown")
 VALID_CAUSES = {"power": {"ac_lost", "host_down"},
@@ -260,11 +259,11 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
     overlap is bad input: a later episode is clipped to start where the earlier one ended, and one
     wholly inside an earlier one is dropped.
 
-    Power episodes of one unit may overlap: one cut seen by two sensors (a laptop charged from a
-    watched UPS), or a battery that ran flat (ac_lost) and took the host down (host_down, from the
-    last heartbeat, which can lie a poll before or after the battery's last reading). Those are one
-    interruption: episodes that overlap or start within POWER_JOIN_S of the previous one's end are
-    merged into it (its cause kept), counted as ``power_merged``."""
+    Power episodes of one unit may belong to one cut: two sensors saw it (a laptop charged from a
+    watched UPS: they overlap), or a battery rode it out until flat and the host went down
+    (host_down, starting within a round interval of the battery's last reading). Those are one
+    interruption (:func:`collector.model.joins_previous_cut`): merged into the first (its cause
+    kept), counted as ``power_merged``."""
     group = unit * 2 + typ
     if start.size < 2:
         return unit, typ, cause, start, dur
@@ -295,8 +294,15 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
     first = np.ones(start.size, dtype=bool)
     first[1:] = group[1:] != group[:-1]
     prev[first] = np.iinfo(np.int64).min
+    # The rule of collector.model.joins_previous_cut, vectorised.
     power = typ == POWER
-    joined = power & (s_us <= prev + int(round(POWER_JOIN_S * scale)))
+    prev_cause = np.empty_like(cause)
+    prev_cause[0] = -1
+    prev_cause[1:] = cause[:-1]
+    prev_cause[first] = -1
+    host_down = CAUSES.index("host_down")
+    late_host = (cause == host_down) & (prev_cause != host_down) & (s_us <= prev + int(round(POWER_JOIN_S * scale)))
+    joined = power & ((s_us <= prev) | late_host)
     if joined.any():
         # A run of joined episodes ends where the running maximum stands at its last member.
         head = ~joined

@@ -6,8 +6,9 @@ The same definitions as the regional statistics, for a single agent:
 * observed hours: the agent's probe rounds (time it was watching);
 * ``internet_availability`` = 1 - connectivity outage seconds / observed seconds;
 * power cuts: power episodes (mains lost while on battery or UPS, or the host went down), merged
-  where they overlap or touch: one cut seen by the battery and the UPS, or a battery that ran
-  flat and took the host down, is one cut, its time counted once (the list keeps each episode);
+  by the regional figures' rule (collector.model.joins_previous_cut): one cut seen by the battery
+  and the UPS, or a battery that ran flat and took the host down, is one cut, its time counted
+  once (the list keeps each episode);
 * work-hours minutes: the part of each outage inside the working hours (local time, working
   days);
 * ``gaps``: time the agent was not watching (stopped, crashed, machine switched off) and not
@@ -23,7 +24,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent.config import PK_REGIONS
-from collector.model import Quality, quantile
+from collector.model import Quality, joins_previous_cut, quantile
 from collector.storefile import NS, StoreFile
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -86,9 +87,7 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
     by_cause: dict[str, float] = {}
     for e in net:
         by_cause[e["cause"]] = by_cause.get(e["cause"], 0.0) + (e["_e"] - e["_s"]) / 60.0
-    # One cut can be seen by two sensors (a laptop's charger on a UPS): count the time once, and
-    # overlapping or touching episodes (ac_lost, then host_down when the battery ran out) as one cut.
-    cuts = union((e["_s"], e["_e"]) for e in power)
+    cuts = cut_spans(power)
     host_down = [(e["_s"], e["_e"]) for e in power if e["cause"] == "host_down"]
     gaps = _gaps(rounds, start, end, host_down + cut)
 
@@ -169,15 +168,17 @@ def _gaps(rounds, start: float, end: float, explained: list[tuple[float, float]]
     return out
 
 
-def union(spans) -> list[tuple[float, float]]:
-    """Time ranges merged where they overlap or touch, in order."""
-    out: list[list[float]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
+def cut_spans(power: list[dict]) -> list[tuple[float, float]]:
+    """The power episodes' time ranges, one per cut: merged by collector.model.joins_previous_cut,
+    the rule the regional figures use."""
+    out: list[list] = []
+    for e in sorted(power, key=lambda e: (e["_s"], -e["_e"])):
+        if out and joins_previous_cut(out[-1][1], out[-1][2], e["_s"], e["cause"]):
+            out[-1][1] = max(out[-1][1], e["_e"])
+            out[-1][2] = e["cause"]
         else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
+            out.append([e["_s"], e["_e"], e["cause"]])
+    return [(a, b) for a, b, _ in out]
 
 
 def _daily(rounds, episodes, cuts, pings, start, end, zone) -> list[dict]:

@@ -24,6 +24,20 @@ from dataclasses import dataclass, field
 CELL_KEYS: tuple[str, ...] = ("region", "isp", "city", "access")
 # Causes of connectivity episodes, as the agent records them (docs/metrics.md, outage.cause).
 INTERNET_CAUSES: tuple[str, ...] = ("power", "lan", "isp", "dns", "unknown")
+# One cut can leave several power episodes of one agent: the battery and a watched UPS both see it
+# (they overlap), or a battery rides it out until it is flat and the host goes down (host_down
+# starts at the last heartbeat, which lies within a round interval of the battery's last
+# reading). Those are one interruption. POWER_JOIN_S covers round intervals up to a minute.
+POWER_JOIN_S = 60.0
+
+
+def joins_previous_cut(prev_end: float, prev_cause: str, start: float, cause: str) -> bool:
+    """Whether a power episode starting at ``start`` belongs to the cut before it (which ends at
+    ``prev_end``): it overlaps it, or it is the host going down (``host_down``) just as a battery
+    or UPS that was riding the cut out stopped reporting. Two separate cuts seen by one sensor
+    never join, however close."""
+    return start <= prev_end or (cause == "host_down" and prev_cause != "host_down"
+                                 and start <= prev_end + POWER_JOIN_S)
 
 
 def rank(q: float, n: int) -> int:

@@ -304,6 +304,25 @@ def test_property_saidi_equals_saifi_times_caidi(eps_spec, n):
     assert all(0.0 <= x <= 1.0 for x in share)
 
 
+@pytest.mark.parametrize("second, cause, gap_s, merged", [
+    ("ac_lost", "ac_lost", 0.0, 1),        # touching: one cut
+    ("ac_lost", "ac_lost", 10.0, 0),       # one sensor, two cuts 10 s apart: two interruptions
+    ("ac_lost", "host_down", 30.0, 1),     # the battery went flat, the host went down: one cut
+    ("ac_lost", "host_down", 90.0, 0),     # the host went down later: another cut
+    ("host_down", "host_down", 5.0, 0),    # two host-down cuts: two interruptions
+])
+def test_power_episodes_join_only_as_one_cut(second, cause, gap_s, merged):
+    from collector.model import joins_previous_cut
+
+    u = units(1)[0]
+    eps = [Episode(u, "power", second, MON + 3600, 600.0), Episode(u, "power", cause, MON + 4200 + gap_s, 300.0)]
+    cols, q = clean(ds_of(MON, MON + DAY, eps=eps), ["PK-SD"], MON + DAY)
+    assert q.clipped["power_merged"] == merged and cols.ep_start.size == 2 - merged
+    assert joins_previous_cut(MON + 4200, second, MON + 4200 + gap_s, cause) is bool(merged)
+    if merged:
+        assert cols.ep_dur[0] == pytest.approx(600 + gap_s + 300)
+
+
 def union_s(spans) -> float:
     total, end = 0.0, -np.inf
     for a, b in sorted(spans):
@@ -317,20 +336,18 @@ def union_s(spans) -> float:
 @given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, DAY), st.floats(0, 7200)), max_size=40),
        st.sampled_from(["power", "connectivity"]))
 def test_property_cleaned_episodes_never_overlap(spec, kind):
-    from collector.clean import POWER_JOIN_S
-
     us = units(4)
     eps = [Episode(us[u], kind, "ac_lost" if kind == "power" else "isp", MON + s, d) for u, s, d in spec]
     cols, q = clean(ds_of(MON, MON + 2 * DAY, eps=eps), ["PK-SD"], MON + 2 * DAY)
-    gap = POWER_JOIN_S if kind == "power" else 0.0
     for u in range(len(cols.units)):
         m = cols.ep_unit == u
         order = np.argsort(cols.ep_start[m])
         s, d = cols.ep_start[m][order], cols.ep_dur[m][order]
-        assert np.all(s[1:] > s[:-1] + d[:-1] + gap - 1e-6) if gap else np.all(s[1:] >= s[:-1] + d[:-1] - 1e-6)
-        if kind == "power":     # merging keeps the cut time: the union, plus the short gaps bridged
+        if kind == "power":     # merged: apart, and the cut time is the union of the input
+            assert np.all(s[1:] > s[:-1] + d[:-1])
             mine = [(s0, s0 + d0) for uu, s0, d0 in spec if us[uu] == cols.units[u]]
-            truth = union_s([(MON + a, MON + b) for a, b in mine])
-            assert truth - 1e-3 <= d.sum() <= truth + POWER_JOIN_S * len(mine) + 1e-3
+            assert d.sum() == pytest.approx(union_s([(MON + a, MON + b) for a, b in mine]), abs=1e-3)
+        else:
+            assert np.all(s[1:] >= s[:-1] + d[:-1] - 1e-6)
     dropped = q.clipped["power_merged"] if kind == "power" else q.rejected["overlap_dropped"]
     assert q.accepted["episodes"] + dropped == len(spec)
