@@ -4,7 +4,10 @@ The expensive part of an aggregation is the server scanning a month of rounds an
 that is over does not change, except for rows that agents forward late (after an outage, a backlog
 goes out oldest first). So a day's hourly observed time and daily latency are kept here once the
 day is ``settle_s`` old (default 3 days), and later aggregations ask the server only for the days
-not kept. Rows that arrive later than that are not seen until ``--refresh`` (documented limit).
+not kept. A kept day is asked again when an agent's outage or speed test shows it was watching at
+an hour the cache holds no watching time for (rows forwarded late); each (agent, hour) is asked
+about once (``asked_again``), so a server that really has no rounds for it (pruned on the agent
+before they were forwarded) is not asked on every run. Other late rows wait for ``--refresh``.
 
 One file per server and database (the name is a hash of both), mode 0600.
 """
@@ -27,6 +30,8 @@ CREATE INDEX IF NOT EXISTS obs_hour ON obs (hour);
 CREATE TABLE IF NOT EXISTS pings (unit TEXT NOT NULL, day INTEGER NOT NULL, p50 REAL, p95 REAL,
     loss REAL, rounds INTEGER NOT NULL, rtt_min REAL, rtt_max REAL);
 CREATE INDEX IF NOT EXISTS pings_day ON pings (day);
+CREATE TABLE IF NOT EXISTS asked_again (agent TEXT NOT NULL, hour INTEGER NOT NULL,
+    PRIMARY KEY (agent, hour));
 """
 
 
@@ -55,7 +60,16 @@ class Cache:
 
     def clear(self) -> None:
         with self.conn:
-            self.conn.executescript("DELETE FROM days; DELETE FROM obs; DELETE FROM pings;")
+            self.conn.executescript("DELETE FROM days; DELETE FROM obs; DELETE FROM pings; "
+                                    "DELETE FROM asked_again;")
+
+    def asked_again(self) -> set[tuple[str, int]]:
+        """(agent, hour) pairs already asked about once (see the module's note)."""
+        return set(self.conn.execute("SELECT agent, hour FROM asked_again"))
+
+    def mark_asked_again(self, pairs: Iterable[tuple[str, int]]) -> None:
+        with self.conn:
+            self.conn.executemany("INSERT OR IGNORE INTO asked_again VALUES (?, ?)", pairs)
 
     def days(self) -> set[int]:
         return {d for (d,) in self.conn.execute("SELECT day FROM days")}

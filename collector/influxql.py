@@ -185,16 +185,29 @@ def to_records(kind: str, series: dict, q: Quality) -> Iterator:
             yield SpeedTest(unit, t, down, _num(get("upload_bps")))
 
 
-def late_days(kept: set[int], obs, episodes, speeds) -> list[int]:
-    """Kept (cached) days on which an agent has an outage or a speed test but no watching time in
-    the cache: rows that agent forwarded late, after the day was kept."""
-    seen = {(o.unit.agent, o.hour - o.hour % DAY) for o in obs}
+def late_hours(kept: set[int], obs, episodes, speeds, asked: set = frozenset()) -> set[tuple[str, int]]:
+    """(agent, hour) on kept (cached) days at which an agent's rows show it was watching (a speed
+    test; an outage or a battery/UPS cut, for every hour it lasted, since the agent probes all
+    through one) while the cache holds no watching time for it: rows forwarded after the day was
+    kept. Host-down cuts say nothing (the agent was not running); pairs in ``asked`` were asked
+    about already."""
+    seen = {(o.unit.agent, o.hour) for o in obs}
     out = set()
-    for unit, t in [(e.unit, e.start) for e in episodes] + [(t.unit, t.time) for t in speeds]:
-        day = int(t - t % DAY)
-        if day in kept and (unit.agent, day) not in seen:
-            out.add(day)
-    return sorted(out)
+
+    def check(agent: str, hour: int) -> None:
+        if hour - hour % DAY in kept and (agent, hour) not in seen and (agent, hour) not in asked:
+            out.add((agent, hour))
+
+    for t in speeds:
+        check(t.unit.agent, int(t.time - t.time % 3600))
+    for e in episodes:
+        if e.cause == "host_down":
+            continue
+        h = int(e.start - e.start % 3600)
+        while h < e.end:
+            check(e.unit.agent, h)
+            h += 3600
+    return out
 
 
 class Reader:
@@ -282,7 +295,8 @@ class Reader:
             limit = (now if now is not None else end) - settle_s
             cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"])
             old_obs, old_pings = cache.load(kept)
-            stale = late_days(kept, old_obs, got["episode"], got["speed"])
+            late = late_hours(kept, old_obs, got["episode"], got["speed"], cache.asked_again())
+            stale = sorted({h - h % DAY for _, h in late})
             if stale:
                 # An agent forwarded rows for a kept day after it was kept (it was offline):
                 # its outages are here but not its watching time. Ask again for those days.
@@ -292,6 +306,7 @@ class Reader:
                     for series in answer:
                         fresh[kind].extend(to_records(kind, series, q))
                 cache.store(stale, fresh["obs"], fresh["ping"])
+                cache.mark_asked_again(late)
                 gone = set(stale)
                 old_obs = [o for o in old_obs if o.hour - o.hour % DAY not in gone] + fresh["obs"]
                 old_pings = [p for p in old_pings if p.day not in gone] + fresh["ping"]

@@ -330,28 +330,41 @@ def test_cache_keeps_closed_days_and_gives_the_same_cells(server, tmp_path):
 
 
 def test_rows_forwarded_late_for_kept_days_are_not_missed(server, tmp_path):
-    """A volunteer offline for days forwards their backlog after the collector kept those days:
-    the next warm run sees the late outage without the matching watching time, asks the server
-    again for those days, and gives the cells a cold run gives."""
+    """A volunteer's line dies mid-morning and their backlog is forwarded days later, after the
+    collector kept that day (holding only the morning's watching time): the next warm run sees a
+    late outage at hours with no watching time kept, asks the server again for that day, and gives
+    the cells a cold run gives. An outage whose rounds the server never got (pruned on the agent)
+    is asked about once, not on every run."""
     import calendar
     import urllib.request
 
     influx, cfg = server
     args = ("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
-    run(*args)                                              # keeps the three (closed) days
-    t0 = calendar.timegm((2026, 10, 31, 6, 0, 0))           # a kept day
+    t0 = calendar.timegm((2026, 10, 31, 6, 0, 0))           # a day the first run keeps
     tags = "agent=late01,region=PK-PB,isp=PTCL"
-    lines = [f"round,{tags} status=\"up\",online=1i,interval_s=10 {t0 + 10 * k}" for k in range(2 * 360)]
-    lines.append(f"outage,{tags},type=connectivity,cause=isp duration_s=900,sustained=true {t0 + 1800}")
-    req = urllib.request.Request(f"{influx.url}/write?db=linewatch&precision=s",
-                                 data="\n".join(lines).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        assert resp.status == 204
+
+    def write(lines):
+        req = urllib.request.Request(f"{influx.url}/write?db=linewatch&precision=s",
+                                     data="\n".join(lines).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 204
+
+    def rounds(a, b):
+        return [f"round,{tags} status=\"up\",online=1i,interval_s=10 {t}" for t in range(a, b, 10)]
+
+    write(rounds(t0, t0 + 3600))                             # the morning, forwarded in time
+    run(*args)                                              # keeps the three (closed) days
+    write(rounds(t0 + 3600, t0 + 3 * 3600) + [             # the rest, days later
+        f"outage,{tags},type=connectivity,cause=isp duration_s=900,sustained=true {t0 + 5400}"])
     warm = run(*args)
     assert "1 kept days asked again" in warm.stderr
     cold = run(*args, "--cache", "off")
     assert json.loads(warm.stdout) == json.loads(cold.stdout)
-    assert "1 kept days asked again" not in run(*args).stderr      # the cache holds them now
+    assert "asked again" not in run(*args).stderr            # the cache holds them now
+    write([f"outage,agent=pruned01,region=PK-PB,isp=PTCL,type=connectivity,cause=isp "
+           f"duration_s=600,sustained=true {t0 + 7200}"])    # its rounds never reached the server
+    assert "1 kept days asked again" in run(*args).stderr
+    assert "asked again" not in run(*args).stderr            # asked once, not on every run
 
 
 def test_a_dead_server_is_named_not_a_traceback(tmp_path):
