@@ -10,6 +10,8 @@ import os
 import stat
 import subprocess
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,23 @@ from tests.fleet import Fleet
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-START = 1_793_232_000          # 2026-10-29 00:00 UTC
+
+
+def _recent_thursday(now: float) -> int:
+    """The UTC midnight of a Thursday 5 to 11 days before ``now``: the fleet always lies inside
+    the commands' relative windows (``run_since = "30d"``) and its days are always closed, and it
+    starts on the weekday the assertions were written for, whatever today's date."""
+    day = int(now) // 86400 - 5
+    while (day + 4) % 7 != 3:      # 1970-01-01 was a Thursday (weekday 3)
+        day -= 1
+    return day * 86400
+
+
+START = _recent_thursday(time.time())
 FLEET = dict(agents=16, days=3, start=START, round_s=60, seed=5)
-# The window as the CLI takes it: fixed dates, so the tests never depend on today's date.
-WINDOW = ["--since", "2026-10-29", "--until", "2026-11-01"]
+DAYS = [datetime.fromtimestamp(START + k * 86400, timezone.utc).strftime("%Y-%m-%d") for k in range(4)]
+# The window as the CLI takes it: the fleet's three days, given as dates.
+WINDOW = ["--since", DAYS[0], "--until", DAYS[3]]
 
 
 def run(*args, env=None, check=True):
@@ -87,7 +102,7 @@ def test_config_may_come_before_the_command_and_csv_and_table(server):
     assert {r["region"] for r in rows} and "power_saidi_min_ci_low" in rows[0]
     t = run("linewatch-collector", "--config", str(cfg), "aggregate", *WINDOW, "--period", "day")
     assert "SAIDI_MIN" in t.stdout and "Data quality" in t.stdout and "Regional events" in t.stdout
-    assert t.stdout.count("2026-10-3") >= 2    # daily cells
+    assert sum(t.stdout.count(d) for d in DAYS[:3]) >= 2    # daily cells
 
 
 def test_bad_arguments_and_config_name_the_key(server, tmp_path):
@@ -275,8 +290,8 @@ def test_agent_report_never_imports_numpy(fleet, tmp_path):
     cfg = tmp_path / "a.toml"
     cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "s"}"\n')
     code = ("import sys\nfrom agent.cli import main\ntry:\n"
-            f"    main(['report', '--config', {str(cfg)!r}, '--since', '2026-10-29', '--until', "
-            f"'2026-11-01', '--out', {str(tmp_path / 'l.html')!r}])\n"
+            f"    main(['report', '--config', {str(cfg)!r}, '--since', {DAYS[0]!r}, '--until', "
+            f"{DAYS[3]!r}, '--out', {str(tmp_path / 'l.html')!r}])\n"
             "except SystemExit as e:\n    assert not e.code, e.code\n"
             "assert 'numpy' not in sys.modules, 'numpy was imported'\nprint('light')\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -292,7 +307,6 @@ def test_agent_report_without_a_store_says_so(tmp_path):
 
 def test_run_on_its_schedule_writes_at_start_and_stops_on_interrupt(server):
     import signal
-    import time
 
     influx, cfg = server
     cfg.write_text(cfg.read_text() + 'run_since = "30d"\nrun_every_min = 60\n')
@@ -335,12 +349,11 @@ def test_rows_forwarded_late_for_kept_days_are_not_missed(server, tmp_path):
     late outage at hours with no watching time kept, asks the server again for that day, and gives
     the cells a cold run gives. An outage whose rounds the server never got (pruned on the agent)
     is asked about once, not on every run."""
-    import calendar
     import urllib.request
 
     influx, cfg = server
     args = ("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
-    t0 = calendar.timegm((2026, 10, 31, 6, 0, 0))           # a day the first run keeps
+    t0 = START + 2 * 86400 + 6 * 3600                       # a day the first run keeps
     tags = "agent=late01,region=PK-PB,isp=PTCL"
 
     def write(lines):
