@@ -103,24 +103,59 @@ def check_dns(cfg: Config) -> dict:
     return _r("dns", "ok", f"{len(cfg.probe.dns_names)} name(s) resolve via {where}")
 
 
-def check_store(cfg: Config) -> dict:
-    from agent.store import Store
+def check_store(cfg: Config) -> list[dict]:
+    """The store, read-only (a check never creates, moves or changes it), and whether an agent
+    runs on it (by its lock, :mod:`agent.lock`)."""
+    import json
 
-    store = Store.open(cfg.state_dir)
+    from agent import lock
+    from agent.errors import StoreCorrupt, StoreError, StoreMissing, os_error_line
+    from agent.store import STATE_RECOVERED, Store
+
+    held = lock.holder(cfg.state_dir)
+    if held.running:
+        rec = held.record or {}
+        agent = _r("agent", "ok", f"running (pid {held.pid})" if held.pid else "running")
+        if rec.get("store_error"):
+            agent = _r("agent", "fail", f"running (pid {held.pid}), but the store cannot be written "
+                       f"since {rec.get('store_error_since')}: {rec['store_error']}; rounds wait in memory",
+                       f"free space on the disk that holds {cfg.state_dir}, or fix the file's permissions")
+    elif held.running is None:
+        agent = _r("agent", "warn", f"cannot read {cfg.state_dir / lock.LOCK_NAME}: is the agent "
+                   "another user's?", "run `linewatch check` as the agent's user")
+    else:
+        agent = _r("agent", "warn", f"not running on {cfg.state_dir}",
+                   "start it: `linewatch run`, or `systemctl start linewatch-agent`")
     try:
-        store.write(state={"last_check": SystemClock().now().isoformat()})
+        store = Store.open_readonly(cfg.state_dir, live=held.running is not False)
+    except StoreMissing:
+        return [agent, _r("store", "ok", f"none yet in {cfg.state_dir}: the agent creates it at its first start")]
+    except StoreCorrupt as exc:
+        return [agent, _r("store", "fail", str(exc).split("; ", 1)[0],
+                          "start the agent (`linewatch run`): it moves the damaged file aside and keeps "
+                          "every row it can still read; copy the file first if you want it as it is")]
+    except (StoreError, OSError) as exc:
+        text = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+        return [agent, _r("store", "fail", text, "run the check as the agent's user, or fix the state "
+                          "dir's owner and permissions")]
+    try:
         size = store.file_bytes()
         path = store.path
-        moved = store.recovered_from
+        recovered = json.loads(store.get_state(STATE_RECOVERED) or "null")
     finally:
         store.close()
     mode = stat.S_IMODE(os.stat(cfg.state_dir).st_mode)
-    if moved:
-        return _r("store", "warn", f"the store was damaged and moved to {moved}; a new one was started")
+    if not os.access(path, os.W_OK) or not os.access(cfg.state_dir, os.W_OK):
+        return [agent, _r("store", "fail", f"{path} cannot be written by this user",
+                          f"run the agent as the owner of {cfg.state_dir}, or chown it to the agent's user")]
     if mode & 0o077:
-        return _r("store", "warn", f"{cfg.state_dir} is readable by others (mode {mode:o})",
-                  f"chmod 700 {cfg.state_dir}")
-    return _r("store", "ok", f"{path} is writable ({size / 1e6:.1f} MB)")
+        return [agent, _r("store", "warn", f"{cfg.state_dir} is readable by others (mode {mode:o})",
+                          f"chmod 700 {cfg.state_dir}")]
+    rows = [agent, _r("store", "ok", f"{path} is writable ({size / 1e6:.1f} MB)")]
+    if recovered:
+        rows.append(_r("store history", "warn", f"the store was damaged and replaced on "
+                       f"{recovered.get('time')}; the old file is {recovered.get('moved_to')}"))
+    return rows
 
 
 def check_clock(cfg: Config) -> dict:
@@ -291,9 +326,13 @@ def check_speedtest(cfg: Config) -> dict:
 def _forward_state(cfg: Config) -> dict:
     import json
 
+    from agent.errors import StoreError
     from agent.store import Store
 
-    store = Store.open(cfg.state_dir)
+    try:
+        store = Store.open_readonly(cfg.state_dir)
+    except StoreError as exc:
+        return _r("influx forwarding", "warn", f"no forwarding state: {str(exc).split('; ', 1)[0]}")
     try:
         st = json.loads(store.get_state("forward") or "{}") or {}
         backlog, _ = store.backlog()

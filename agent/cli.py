@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from agent import __version__
-from agent.errors import ConfigError, LinewatchError
+from agent.errors import ConfigError, LinewatchError, os_error_line
 from agent.status import dns_row, episode_json, iso, ping_row
 
 config_option = click.option(
@@ -43,9 +43,27 @@ def _fail(message: str, code: int = 1):
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every command's OS and store errors end as one line and exit 1, never a traceback
+    (``linewatch --debug COMMAND`` shows the traceback as well)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (OSError, LinewatchError) as exc:
+            if ctx.params.get("debug"):
+                import traceback
+
+                traceback.print_exc()
+            text = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+            click.echo(f"linewatch: {text}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="linewatch")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error as well.")
+def main(debug) -> None:
     """linewatch: measure your internet line and power, record outages and their causes."""
 
 
@@ -66,12 +84,22 @@ def run(config_path, log_level):
     import psutil
 
     psutil.PROCFS_PATH = cfg.agent.procfs  # the host root the agent reads (as --path.procfs)
+    from agent.lock import AgentLock, AgentRunning
+
+    try:
+        lock = AgentLock(cfg.state_dir).acquire()
+    except AgentRunning as exc:
+        _fail(str(exc))
     try:
         check_method_available(cfg)
-        agent = Agent(cfg)
+        agent = Agent(cfg, lock=lock)
     except LinewatchError as exc:
+        lock.release()
         _fail(str(exc))
-    agent.run()
+    try:
+        agent.run()
+    finally:
+        lock.release()
 
 
 # -- probe --------------------------------------------------------------------------------------
@@ -137,14 +165,28 @@ def status(config_path, as_json):
         click.echo(json.dumps(st, indent=2, ensure_ascii=False))
         return
     a = st["agent"]
-    click.echo(f"agent {a['id']}  {a.get('region') or ''} {a.get('city') or ''} {a.get('isp') or ''}".rstrip())
+    click.echo(f"agent {a['id'] or '(no id yet)'}  {a.get('region') or ''} {a.get('city') or ''} "
+               f"{a.get('isp') or ''}".rstrip())
+    running = {True: f"agent running (pid {st['pid']})" if st["pid"] else "agent running",
+               False: "agent NOT running",
+               None: "agent state unknown (cannot read its lock file)"}[st["running"]]
     lr = st["last_round"]
     if lr is None:
-        click.echo("no round recorded yet: is `linewatch run` running?")
+        click.echo(f"{running}; no round recorded yet"
+                   + ("" if st["running"] else ": start it with `linewatch run`"))
     else:
-        state = "running" if st["running"] else "NOT running"
-        click.echo(f"agent {state}; last round {lr['age_s']:.0f} s ago: line {lr['status']}"
+        click.echo(f"{running}; last round {lr['age_s']:.0f} s ago: line {lr['status']}"
                    + (f" ({lr['cause']})" if lr.get("cause") else ""))
+    trouble = st["store_trouble"]
+    if trouble:
+        click.echo(f"WARNING: store cannot be written since {_when(trouble['since'])}: "
+                   f"{trouble['reason']} (rounds wait in memory; free some space)")
+    rec = st["store_recovered"]
+    if rec:
+        from agent.runner import salvage_summary
+
+        click.echo(f"the store was damaged and replaced on {_when(rec['time'])}: the old file is "
+                   f"{rec['moved_to']}; {salvage_summary(rec.get('tables') or {})[0]}")
     if st["targets"] or st["dns"]:
         click.echo("")
         _print_targets(st["targets"], st["dns"])
@@ -168,11 +210,17 @@ def status(config_path, as_json):
     else:
         click.echo("no outage in progress")
     av = st["availability_24h_pct"]
+    thin = (f"; only {st['watched_h_24h']:.1f} h watched: too little to judge the line"
+            if st["thin_data"] and av is not None else "")
     click.echo(f"availability, last 24 h: {'n/a' if av is None else f'{av:.2f} %'}"
-               f"  ({st['rounds_24h']} rounds, {_dur(st['outage_s_24h'])} in outages)")
+               f"  ({_count(st['rounds_24h'], 'round')}, {_dur(st['outage_s_24h'])} in outages{thin})")
     s = st["store"]
-    click.echo(f"store: {s['path']}  {s['bytes'] / 1e6:.1f} MB, {s['rows']} rows,"
-               f" {s['backlog_rows']} not yet forwarded")
+    if s is None:
+        click.echo(f"store: none yet in {cfg.state_dir}")
+    else:
+        fw = (f"{s['backlog_rows']} not yet forwarded" if st["forward"]["enabled"]
+              else "forwarding off")
+        click.echo(f"store: {s['path']}  {s['bytes'] / 1e6:.1f} MB, {_count(s['rows'], 'row')}, {fw}")
     _print_forward(st["forward"])
     _print_speedtest(st["speedtest"])
 
@@ -190,8 +238,8 @@ def _print_speedtest(sp: dict) -> None:
                    f"ping {_num(last.get('ping_ms'), ' ms')} ({last.get('server_name') or sp['server']})")
     else:
         click.echo(f"last speed test {last['time'][:16].replace('T', ' ')} UTC FAILED: {last.get('error')}")
-    nxt = (sp["next"] or "")[:16].replace("T", " ")
-    click.echo(f"  next test {nxt} UTC; data used this month {sp['month_used_mb']:.0f} of "
+    nxt = f"next test {_when(sp['next'])}" if sp["next"] else "next test not planned yet (the agent plans it)"
+    click.echo(f"  {nxt}; data used this month {sp['month_used_mb']:.0f} of "
                f"{sp['monthly_budget_mb']:.0f} MB")
     skip = sp["last_skip"]
     if skip and (last is None or skip["time"] > last["time"]):
@@ -338,6 +386,12 @@ def report(config_path, since, until, out, tz, work_hours):
         _fail(str(exc), 2)
     if start >= end:
         _fail("the window is empty (--since is not before --until)", 2)
+    from agent import lock
+    from agent.store import Store
+
+    # The store is checked the way every read-only command checks it: a damaged one is named
+    # with what to do, and nothing beside it is created or changed.
+    Store.open_readonly(cfg.state_dir, live=lock.holder(cfg.state_dir).running is not False).close()
     try:
         data = line.summarise(cfg.state_dir / DB_NAME, start, end, now, tz, work)
     except SourceError as exc:
@@ -421,16 +475,19 @@ def outages(config_path, since, types, as_json, as_csv):
         since_t = parse_since(since, datetime.now(timezone.utc))
     except ValueError as exc:
         _fail(f"--since: {exc}", 2)
+    from agent import lock
+    from agent.errors import StoreMissing
     from agent.store import Store
 
     try:
-        store = Store.open(cfg.state_dir)
-    except LinewatchError as exc:
-        _fail(str(exc))
-    try:
-        eps = store.episodes(since=since_t)
-    finally:
-        store.close()
+        store = Store.open_readonly(cfg.state_dir, live=lock.holder(cfg.state_dir).running is not False)
+    except StoreMissing:
+        eps = []  # nothing recorded yet: an empty list, like a quiet week
+    else:
+        try:
+            eps = store.episodes(since=since_t)
+        finally:
+            store.close()
     wanted = {"all": None, None: {"connectivity", "power"}}.get(types, {types})
     rows = [episode_json(e) for e in eps if wanted is None or e.type in wanted]
     if as_json:
@@ -550,6 +607,15 @@ def _num(v, unit: str) -> str:
     if isinstance(v, float):
         return f"{v:.2f}{unit}" if abs(v) < 10 else f"{v:.1f}{unit}"
     return f"{v}{unit}"
+
+
+def _when(t: str | None) -> str:
+    """An ISO time as "2026-11-23 10:02 UTC"."""
+    return (t or "")[:16].replace("T", " ") + " UTC" if t else "?"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _dur(s: float | None) -> str:

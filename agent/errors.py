@@ -5,8 +5,12 @@
     ├── ProbeError         a probe could not run at all (an unreachable target is not an error:
     │   │                  it is a sample with 100 % loss)
     │   └── MethodUnavailable  the chosen echo method is refused by the system (no ICMP permission)
-    ├── StoreError         the local store cannot be opened or written
-    │   └── StoreCorrupt   the database file is damaged (it is moved aside and a new one started)
+    ├── StoreError         the local store cannot be opened, read or written
+    │   ├── StoreCorrupt   the database file is damaged (``run`` moves it aside, keeps what it can
+    │   │                  still read and starts a new one; read-only commands only report it)
+    │   ├── StoreMissing   no store yet (read-only commands never create one)
+    │   └── StoreUnwritable  the disk is full, the file system read-only, the file not writable
+    │                      or locked: the agent keeps its rows in memory until it can write again
     └── SourceError        the collector cannot read a source (InfluxDB's /query, an agent's
                            store file): names the source and what went wrong
 
@@ -51,5 +55,36 @@ class StoreCorrupt(StoreError):
     """The local store's database file is not a valid SQLite database."""
 
 
+class StoreMissing(StoreError):
+    """There is no store file yet at the path a read-only command was asked to read."""
+
+
+class StoreUnwritable(StoreError):
+    """A write failed for a reason that may pass (disk full, read-only file system, permission,
+    I/O error, a lock held too long); ``reason`` is SQLite's error name or the OS error."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class SourceError(LinewatchError):
     """The collector could not read one of its sources; ``str(err)`` names the source."""
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OS error: the path (or paths) and the cause in words, with the usual fix."""
+    import errno
+
+    where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    cause = exc.strerror or str(exc)
+    hint = {
+        errno.EACCES: "run as the user that owns it, or fix its owner or mode (chown, chmod)",
+        errno.EPERM: "run as the user that owns it, or fix its owner or mode (chown, chmod)",
+        errno.EROFS: "the file system is mounted read-only: remount it read-write or choose "
+                     "another path",
+        errno.ENOSPC: "the disk is full: free some space",
+        errno.EDQUOT: "the disk quota is used up: free some space",
+        errno.ENOENT: "check the path (a folder on it may be missing)",
+    }.get(exc.errno or 0, "")
+    return (f"{where}: " if where else "") + cause + (f" ({hint})" if hint else "")

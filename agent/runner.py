@@ -35,10 +35,10 @@ from pathlib import Path
 from agent import outage, power
 from agent.clock import Clock, SystemClock
 from agent.config import Config
-from agent.errors import MethodUnavailable, StoreCorrupt
+from agent.errors import MethodUnavailable, StoreCorrupt, StoreError
 from agent.model import Episode, Sample
 from agent.round import Prober, Probes, Round
-from agent.store import Store
+from agent.store import MAX_PENDING_SAMPLES, Store, Trouble
 
 log = logging.getLogger("linewatch")
 
@@ -130,8 +130,11 @@ def real_probes(cfg: Config) -> Probes:
 
 class Agent:
     def __init__(self, cfg: Config, *, clock: Clock | None = None, probes: Probes | None = None,
-                 store: Store | None = None, notifier=None) -> None:
+                 store: Store | None = None, notifier=None, lock=None) -> None:
         self.cfg = cfg
+        self.lock = lock  # agent.lock.AgentLock held by `linewatch run` (None in tests)
+        self._store_trouble: Trouble | None = None
+        self._dropped_reported = 0
         self.notifier = notifier  # agent.notify.Notifier; made from the environment in run()
         self.clock = clock or SystemClock()
         self.store = store or open_store(cfg, self.clock)
@@ -261,7 +264,14 @@ class Agent:
 
     def _decide(self, prev: dict) -> power.Decision:
         """Decide one previous run and record what it says (not a deferral)."""
-        hb = power.Heartbeat.from_json(prev["heartbeat"])
+        try:
+            hb = power.Heartbeat.from_json(prev["heartbeat"])
+        except (KeyError, TypeError, ValueError) as exc:
+            # A heartbeat that cannot be read (a salvaged or hand-edited store) cannot date a
+            # cut: say so and judge nothing, rather than fail at every start.
+            log.warning("the previous run's heartbeat cannot be read (%s: %s): how it ended is not "
+                        "judged", type(exc).__name__, exc)
+            return power.Decision("none", "the previous heartbeat could not be read")
         d = power.host_down(hb, prev["clean"], self.boot, power.boot_time(self.cfg.agent.procfs),
                             self.clock.now(), self.clock.monotonic(),
                             power.clock_trusted(self.clock_state), self.cfg.outage.momentary_max_s)
@@ -498,6 +508,8 @@ class Agent:
             "dropped_unsent": int(self.store.get_state("dropped_unsent") or 0),
             "dropped_host_down": int(self.store.get_state("dropped_host_down") or 0),
             "quarantined_rows": self.store.quarantined(0)[0],
+            "store_pending_rows": self.store.trouble.pending_samples if self.store.trouble else 0,
+            "dropped_store_full": self.store.dropped_pending,
             "clock_steps": self._clock_steps,
             **self.counters,
         }
@@ -546,6 +558,7 @@ class Agent:
                 log.warning("influx.verify_tls is false: the server's certificate is not checked")
         log.info("linewatch agent %s started: every %gs, targets %s, store %s", self.id,
                  self.cfg.probe.interval_s, ", ".join(self.cfg.probe.targets), self.store.path)
+        self._say_echo_method()
         notifier.ready(self._status_line())
         try:
             sched.run_until(stop)
@@ -557,7 +570,26 @@ class Agent:
             self.store.write(state={STATE_CLEAN_EXIT: json.dumps(
                 {"clean": True, "time": self.clock.now().isoformat(), "boot_id": self.boot})})
             self.store.close()
-            log.info("linewatch agent stopped cleanly")
+            t = self.store.trouble
+            if t is not None:
+                log.error("stopped while the store could not be written (since %s: %s): %d samples "
+                          "kept in memory are lost", t.since.isoformat(timespec="seconds"), t.reason,
+                          t.pending_samples)
+            else:
+                log.info("linewatch agent stopped cleanly")
+
+    def _say_echo_method(self) -> None:
+        """Once at start: which echo method the targets get, and the fix when ICMP is refused."""
+        prober_echo = getattr(self.prober.probes, "echo", None)
+        if self.cfg.probe.method != "auto" or not isinstance(prober_echo, EchoDispatch):
+            return
+        if prober_echo.method_for(socket.AF_INET) == "tcp":
+            gid = os.getgid() if hasattr(os, "getgid") else 0
+            log.warning("ICMP echo is refused for this process: timing TCP connects to port %d "
+                        "instead (routers that drop that port look unreachable). Fix: sysctl -w "
+                        "net.ipv4.ping_group_range=\"%d %d\" (kept in /etc/sysctl.d/), or "
+                        "AmbientCapabilities=CAP_NET_RAW in the unit; `linewatch check` lists every way",
+                        self.cfg.probe.tcp_port, gid, gid)
 
     def keepalive(self) -> None:
         """The systemd watchdog's ping, sent only while probe rounds keep completing: a round
@@ -592,12 +624,42 @@ class Agent:
                 log.error("%s; moving it aside and starting a new store", exc)
                 self._reopen_store()
                 self.counters["job_failures"] += 1
+            except (StoreError, OSError) as exc:  # one line: a traceback says nothing more here
+                self._job_failed(name)
+                log.warning("%s job failed: %s", name, exc)
+                log.debug("%s job failed", name, exc_info=True)
             except Exception as exc:  # one failing job never stops the agent
-                self.counters["job_failures"] += 1
-                if name == "round":
-                    self.counters["round_failures"] += 1
+                self._job_failed(name)
                 log.exception("%s job failed: %s", name, exc)
+            self._watch_store()
         return job
+
+    def _job_failed(self, name: str) -> None:
+        self.counters["job_failures"] += 1
+        if name == "round":
+            self.counters["round_failures"] += 1
+
+    def _watch_store(self) -> None:
+        """Say once when the store stops taking writes and once when it takes them again; keep
+        the lock file's record (readable by ``status`` while the disk is full) in step."""
+        t = self.store.trouble
+        was = self._store_trouble
+        if t is not None and was is None:
+            log.warning("the store %s cannot be written since %s: %s; keeping up to %d samples in "
+                        "memory until it can (free some space, or fix the file's permissions)",
+                        self.store.path, t.since.isoformat(timespec="seconds"), t.reason,
+                        MAX_PENDING_SAMPLES)
+            if self.lock is not None:
+                self.lock.update(store_error=t.reason, store_error_since=t.since.isoformat())
+        elif t is None and was is not None:
+            dropped = self.store.dropped_pending - self._dropped_reported
+            log.warning("the store can be written again: the rows kept in memory since %s are "
+                        "written%s", was.since.isoformat(timespec="seconds"),
+                        f"; {dropped} samples were dropped (the queue was full)" if dropped else "")
+            self._dropped_reported = self.store.dropped_pending
+            if self.lock is not None:
+                self.lock.update(store_error=None, store_error_since=None)
+        self._store_trouble = t if t is None else Trouble(t.since, t.reason)
 
     def _reopen_store(self) -> None:
         from agent.store import move_aside
@@ -606,9 +668,11 @@ class Agent:
             self.store.close()
         except Exception:
             pass  # a damaged file may fail to close cleanly; it is moved aside either way
-        aside = move_aside(self.store.path, self.clock.now())
-        log.error("moved the damaged store to %s", aside)
-        self.store = Store.open(self.store.path.parent, now=self.clock.now())
+        now = self.clock.now()
+        aside = move_aside(self.store.path, now)
+        self.store = Store.open(self.store.path.parent, now=now)
+        self.store._salvage(aside, now, "damaged while the agent ran")
+        _log_salvage(self.store, aside)
         self.store.write(state={STATE_TRACKER: self.tracker.to_json()})
         if self.forwarder is not None:
             self.forwarder.store = self.store
@@ -634,9 +698,26 @@ def own_usage() -> tuple[float, int]:
 def open_store(cfg: Config, clock: Clock) -> Store:
     store = Store.open(cfg.state_dir, now=clock.now())
     if store.recovered_from:
-        log.error("the local store was damaged: moved it to %s and started a new one",
-                  store.recovered_from)
+        _log_salvage(store, store.recovered_from)
     return store
+
+
+def salvage_summary(tables: dict) -> tuple[str, int, int]:
+    """("kept 12 episodes, 3400 samples, ...; lost about 200 samples", kept, lost) from
+    :func:`agent.salvage.salvage`'s counts; -1 (a table unreadable) shows as "all"."""
+    kept = sum(t["kept"] for t in tables.values())
+    lost = sum(max(t["lost"], 0) for t in tables.values())
+    parts = [f"{t['kept']} {name}" for name, t in tables.items() if name in ("episodes", "samples")]
+    gone = [("all " if t["lost"] < 0 else f"at most {t['lost']} ") + name
+            for name, t in tables.items() if t["lost"]]
+    text = "kept " + ", ".join(parts) + f" ({kept} rows in all); "
+    text += ("lost " + ", ".join(gone)) if gone else "nothing lost"
+    return text, kept, lost
+
+
+def _log_salvage(store: Store, aside) -> None:
+    text, _, _ = salvage_summary(store.salvaged or {})
+    log.error("the local store was damaged: moved it to %s and started a new one; %s", aside, text)
 
 
 def episode_sample(ep: Episode, tags: dict[str, str]) -> Sample:

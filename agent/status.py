@@ -37,12 +37,40 @@ def overlap_s(episodes: Iterable[Episode], start: datetime, end: datetime) -> fl
     return total
 
 
+THIN_WATCH_H = 24.0  # below this, an availability figure is flagged as resting on little data
+
+
 def collect(cfg: Config, now: datetime | None = None) -> dict:
-    from agent.runner import STATE_CLEAN_EXIT, STATE_HEARTBEAT, STATE_PENDING, STATE_POWER_SENSORS, agent_id
-    from agent.store import Store
+    """Everything ``status`` shows. Reads the store read-only (never creates, moves or changes
+    it); an agent runs when it holds the state dir's lock (:mod:`agent.lock`).
+
+    Raises StoreCorrupt (one line with what to do) for a damaged store; a missing store is an
+    empty status, not an error."""
+    from agent import lock
+    from agent.errors import StoreMissing
+    from agent.runner import STATE_CLEAN_EXIT, STATE_HEARTBEAT, STATE_PENDING, STATE_POWER_SENSORS
+    from agent.store import STATE_RECOVERED, Store
 
     now = now or datetime.now(timezone.utc)
-    store = Store.open(cfg.state_dir)
+    held = lock.holder(cfg.state_dir)
+    record = held.record or {}
+    base = {
+        "agent": {"id": read_agent_id(cfg), **{k: getattr(cfg.agent, k) or None
+                                               for k in ("region", "city", "isp", "access")}},
+        "running": held.running,
+        "pid": held.pid if held.running else None,
+        "store_trouble": ({"reason": record["store_error"], "since": record.get("store_error_since")}
+                          if held.running and record.get("store_error") else None),
+    }
+    try:
+        store = Store.open_readonly(cfg.state_dir, live=held.running is not False)
+    except StoreMissing:
+        return {**base, "last_round": None, "heartbeat": None, "targets": [], "dns": [],
+                "episodes_in_progress": [], "power": power_summary(None), "availability_24h_pct": None,
+                "watched_h_24h": 0.0, "thin_data": True, "rounds_24h": 0, "outage_s_24h": 0.0,
+                "store": None, "store_recovered": None,
+                "forward": forward_summary(cfg, None, 0, None, (0, []), now),
+                "speedtest": speedtest_summary(cfg, [], None, now)}
     try:
         rounds = list(store.samples("round", since=now - DAY))
         last = rounds[-1] if rounds else _latest(store.latest("round"))
@@ -53,17 +81,16 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
             dns = [dns_row(s) for s in store.latest("dns") if s.time >= last.time]
         eps = store.episodes(since=now - DAY)
         av, n = availability(str(r.fields.get("status")) for r in rounds)
+        watched_h = sum(float(r.fields.get("interval_s") or cfg.probe.interval_s) for r in rounds
+                        if r.fields.get("status") != "error") / 3600
         rows, oldest = store.backlog()
         hb = json.loads(store.get_state(STATE_HEARTBEAT) or "null")
         sensors = json.loads(store.get_state(STATE_POWER_SENSORS) or "null")
         pending = bool(store.get_state(STATE_PENDING))
-        clean = json.loads(store.get_state(STATE_CLEAN_EXIT) or "null")
+        recovered = json.loads(store.get_state(STATE_RECOVERED) or "null")
         age = (now - last.time).total_seconds() if last else None
-        running = age is not None and age <= 3 * cfg.probe.interval_s + 30 and not (clean or {}).get("clean")
         return {
-            "agent": {"id": agent_id(cfg), **{k: getattr(cfg.agent, k) or None
-                                              for k in ("region", "city", "isp", "access")}},
-            "running": running,
+            **base,
             "last_round": None if last is None else {
                 "time": iso(last.time), "age_s": round(age, 1), "status": last.fields.get("status"),
                 "cause": last.fields.get("cause"), "duration_s": last.fields.get("duration_s")},
@@ -73,11 +100,14 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
             "episodes_in_progress": [episode_json(e) for e in eps if e.end is None],
             "power": power_summary(sensors, pending),
             "availability_24h_pct": None if av is None else round(av, 3),
+            "watched_h_24h": round(watched_h, 2),
+            "thin_data": watched_h < THIN_WATCH_H,
             "rounds_24h": n,
             "outage_s_24h": round(overlap_s([e for e in eps if e.type == "connectivity"],
                                             now - DAY, now), 1),
             "store": {"path": str(store.path), "bytes": store.file_bytes(), "rows": store.count(),
                       "backlog_rows": rows, "oldest_unsent": iso(oldest) if oldest else None},
+            "store_recovered": recovered,
             "forward": forward_summary(cfg, store.get_state("forward"), rows, oldest,
                                        store.quarantined(5), now),
             "speedtest": speedtest_summary(cfg, list(store.samples("speedtest", since=now - timedelta(days=62))),
@@ -85,6 +115,16 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
         }
     finally:
         store.close()
+
+
+def read_agent_id(cfg: Config) -> str | None:
+    """The agent's id without creating one: the configured id, else the saved one, else None."""
+    if cfg.agent.id:
+        return cfg.agent.id
+    try:
+        return (cfg.state_dir / "agent_id").read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
 
 
 def forward_summary(cfg: Config, saved: str | None, backlog_rows: int, oldest: datetime | None,

@@ -15,8 +15,21 @@ Layout:
 
 WAL mode with ``synchronous=FULL``: each round's transaction is on disk before the next round
 starts, which matters on machines that lose power. Files are created 0600 in a 0700 directory.
-A database that SQLite reports as damaged is renamed ``*.corrupt-<UTC time>`` and a new one started;
-:attr:`Store.recovered_from` says so and the agent logs it.
+
+Two ways in:
+
+* :meth:`Store.open` (``linewatch run``, ``push``, ``speedtest``): read-write. A database that
+  SQLite reports as damaged is renamed ``*.corrupt-<UTC time>``, a new one is started and every
+  row the old one still gives up is copied into it (:mod:`agent.salvage`, episodes first);
+  :attr:`Store.recovered_from` and :attr:`Store.salvaged` say so, and the state key
+  ``store_recovered`` keeps it for ``status``.
+* :meth:`Store.open_readonly` (``status``, ``outages``, ``check``): never creates, moves or
+  changes a file; a damaged or missing store is an error that says so.
+
+A write that fails for a reason that may pass (disk full, read-only file system, I/O error, a lock
+held too long: :class:`StoreUnwritable`) is kept in memory and tried again with the next write, up
+to :data:`MAX_PENDING_SAMPLES` samples (the oldest beyond that are dropped and counted);
+:attr:`Store.trouble` says since when the store cannot be written.
 """
 
 from __future__ import annotations
@@ -25,17 +38,26 @@ import json
 import os
 import sqlite3
 import threading
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
+from urllib.parse import quote
 
-from agent.errors import StoreCorrupt, StoreError
+from agent.errors import StoreCorrupt, StoreError, StoreMissing, StoreUnwritable
 from agent.model import Episode, Sample, from_ns, to_ns
 
 SCHEMA_VERSION = 2  # 2: quarantine table, outbox index by time
 DB_NAME = "linewatch.db"
 # Measurements kept forever: retention and the size cap drop only raw rounds.
 KEEP_FOREVER = frozenset({"outage"})
+# Samples kept in memory while the store cannot be written: about 11 h of rounds at the
+# default 10 s cadence (five samples a round), a few MB.
+MAX_PENDING_SAMPLES = 20_000
+STATE_RECOVERED = "store_recovered"
+# SQLite's names for a write that failed but may work later (the file itself is fine).
+_UNWRITABLE = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_BUSY", "SQLITE_LOCKED",
+               "SQLITE_CANTOPEN", "SQLITE_PERM")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -85,20 +107,52 @@ def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
     return "not a database" in text or "malformed" in text or "corrupt" in text
 
 
+@dataclass
+class Trouble:
+    """Since when (UTC) the store cannot be written, why, and what waits in memory."""
+
+    since: datetime
+    reason: str
+    pending_samples: int = 0
+    dropped_samples: int = 0
+
+
+@dataclass
+class _Pending:
+    """Writes that failed, merged: samples in order, the latest version of each episode and of
+    each state key."""
+
+    samples: list = field(default_factory=list)
+    episodes: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+
+    def add(self, samples, episodes, state) -> None:
+        self.samples.extend(samples)
+        self.episodes.update((e.id, e) for e in episodes)
+        self.state.update(state)
+
+
 class Store:
     """One SQLite database; thread-safe through a single connection guarded by a lock."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, recovered_from: Path | None) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, recovered_from: Path | None,
+                 readonly: bool = False) -> None:
         self._conn = conn
         self._lock = threading.RLock()
         self._series: dict[tuple[str, str], int] = {}
+        self._pending = _Pending()
         self.path = path
         self.recovered_from = recovered_from
+        self.salvaged: dict[str, dict[str, int]] | None = None
+        self.readonly = readonly
+        self.trouble: Trouble | None = None
+        self.dropped_pending = 0  # samples dropped from the full in-memory queue, ever
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
     def open(cls, state_dir: str | os.PathLike, *, now: datetime | None = None) -> "Store":
-        """Open (or create) the store in ``state_dir``; move a damaged file aside."""
+        """Open (or create) the store in ``state_dir``. A damaged file is moved aside and what
+        it still holds is copied into the new store (:mod:`agent.salvage`)."""
         d = Path(state_dir)
         try:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -107,18 +161,98 @@ class Store:
         path = d / DB_NAME
         try:
             return cls(_connect(path), path, None)
-        except StoreCorrupt:
-            aside = move_aside(path, now or datetime.now(timezone.utc))
-            return cls(_connect(path), path, aside)
+        except StoreCorrupt as exc:
+            now = now or datetime.now(timezone.utc)
+            aside = move_aside(path, now)
+            store = cls(_connect(path), path, aside)
+            store._salvage(aside, now, str(exc.__cause__ or exc))
+            return store
+
+    @classmethod
+    def open_readonly(cls, state_dir: str | os.PathLike, *, live: bool = True) -> "Store":
+        """Open the store for reading only: nothing is created, moved or changed. ``live``: an
+        agent may be writing (the lock says so); otherwise, when no write-ahead log exists,
+        the file is opened as immutable, which creates no -wal or -shm file either.
+
+        Raises :class:`StoreMissing` when there is no store and :class:`StoreCorrupt` (with the
+        path, SQLite's words and what to do) when it is damaged."""
+        path = Path(state_dir) / DB_NAME
+        if not path.exists():
+            raise StoreMissing(f"{path}: no such file: no store yet (has `linewatch run` run with this config?)")
+        modes = ["mode=ro"] if live or Path(f"{path}-wal").exists() else ["immutable=1", "mode=ro"]
+        for i, mode in enumerate(modes):
+            try:
+                conn = sqlite3.connect(f"file:{quote(str(path))}?{mode}", uri=True,
+                                       check_same_thread=False, timeout=10)
+                conn.execute("SELECT count(*) FROM samples").fetchone()
+                conn.execute("SELECT count(*) FROM episodes").fetchone()
+                return cls(conn, path, None, readonly=True)
+            except sqlite3.DatabaseError as exc:
+                # An immutable reader racing an agent that just started may see torn pages:
+                # if an agent runs now, ask once more through the locking reader.
+                if i + 1 < len(modes):
+                    from agent.lock import holder
+
+                    if holder(path.parent).running:
+                        continue
+                err = _convert(exc, path)
+                if isinstance(err, StoreCorrupt):
+                    raise StoreCorrupt(damaged_message(path, exc)) from exc
+                raise err from exc
+        raise AssertionError("unreachable")
+
+    def _salvage(self, aside: Path, now: datetime, reason: str) -> None:
+        from agent.salvage import salvage
+
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.salvaged = salvage(aside, self._conn)
+                self._conn.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                                   " DO UPDATE SET value = excluded.value", (STATE_RECOVERED, json.dumps({
+                                       "time": now.isoformat(), "moved_to": str(aside), "reason": reason,
+                                       "tables": self.salvaged})))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
+            if self._pending.samples or self._pending.episodes or self._pending.state:
+                try:
+                    self.write()
+                except StoreError:
+                    pass  # still unwritable: what is lost is in .trouble for the caller to say
             self._conn.close()
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, samples: Iterable[Sample] = (), *, episodes: Iterable[Episode] = (),
               state: Mapping[str, str] | None = None) -> None:
-        """Samples, episode upserts and state updates in ONE transaction."""
+        """Samples, episode upserts and state updates in ONE transaction, together with any
+        earlier writes that failed because the store could not be written (disk full ...).
+        Such a failure does not raise: the rows wait in memory (see :attr:`trouble`)."""
+        with self._lock:
+            old = self._pending
+            p = _Pending(list(old.samples), dict(old.episodes), dict(old.state))
+            p.add(samples, episodes, state or {})
+            try:
+                self._write_now(p.samples, p.episodes.values(), p.state)
+            except StoreUnwritable as exc:
+                self._pending = p
+                over = len(p.samples) - MAX_PENDING_SAMPLES
+                if over > 0:
+                    del p.samples[:over]  # the oldest go first; episodes and state are kept
+                    self.dropped_pending += over
+                if self.trouble is None:
+                    self.trouble = Trouble(datetime.now(timezone.utc), exc.reason or str(exc))
+                self.trouble.pending_samples = len(p.samples)
+                self.trouble.dropped_samples = self.dropped_pending
+                return
+            self._pending = _Pending()
+            self.trouble = None
+
+    def _write_now(self, samples, episodes, state) -> None:
         with self._tx() as c:
             rows = [(s.time_ns, self._series_id(c, s), _dumps(s.fields)) for s in samples]
             c.executemany("INSERT INTO samples (time_ns, series_id, fields) VALUES (?, ?, ?)", rows)
@@ -213,6 +347,8 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------
     def get_state(self, key: str) -> str | None:
+        if key in self._pending.state:
+            return self._pending.state[key]  # written, but still waiting for the disk
         row = self._query("SELECT value FROM state WHERE key = ?", (key,))
         return row[0][0] if row else None
 
@@ -309,6 +445,8 @@ class _Tx:
         self.store = store
 
     def __enter__(self) -> sqlite3.Connection:
+        if self.store.readonly:
+            raise StoreError(f"{self.store.path}: opened read-only")
         self.store._lock.acquire()
         try:
             self.store._conn.execute("BEGIN IMMEDIATE")
@@ -327,6 +465,14 @@ class _Tx:
                 self.store._series.clear()  # ids made in the rolled-back transaction are gone
         except sqlite3.DatabaseError as exc:
             if et is None:
+                # A failed COMMIT (disk full) leaves the transaction open: end it, so the next
+                # write can begin again.
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.DatabaseError:
+                        pass
+                self.store._series.clear()
                 raise _convert(exc, self.store.path) from exc
         finally:
             self.store._lock.release()
@@ -348,6 +494,10 @@ def move_aside(path: Path, now: datetime) -> Path:
 
 def _connect(path: Path) -> sqlite3.Connection:
     new = not path.exists()
+    for p in (path, Path(f"{path}-wal")):
+        if p.exists() and not os.access(p, os.R_OK | os.W_OK):
+            raise StoreError(f"{p}: cannot be written by this user: run the agent "
+                             "as the file's owner, or give it back: chown USER " + str(p))
     if new:
         # Create the file ourselves so it is 0600 whatever the umask.
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
@@ -376,7 +526,17 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _convert(exc: sqlite3.DatabaseError, path: Path) -> StoreError:
     if _is_corruption(exc):
         return StoreCorrupt(f"{path}: damaged database ({exc})")
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(_UNWRITABLE):
+        return StoreUnwritable(f"{path}: {exc}", str(exc))
     return StoreError(f"{path}: {exc}")
+
+
+def damaged_message(path: Path, exc: BaseException) -> str:
+    """One line for a damaged store: the path, SQLite's words and what to do."""
+    return (f"{path}: the store is damaged (SQLite: {exc}); nothing was changed. "
+            "Starting the agent (`linewatch run`) moves it aside and keeps every row it can still "
+            f"read; to keep a copy of the file as it is now first: cp {path} {path}.copy")
 
 
 def _dumps(d: Mapping) -> str:

@@ -18,6 +18,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+from urllib.parse import quote
 
 from agent.errors import SourceError
 from collector.model import Dataset, Episode, ObsHour, PingDay, Quality, SpeedTest, Unit, nearest_rank
@@ -50,7 +51,11 @@ class StoreFile:
         if not p.is_file():
             raise SourceError(f"store {p}: no such file")
         try:
-            conn = sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True)
+            # Without a write-ahead log nothing writes the file now: read it as immutable, which
+            # creates no -wal or -shm beside it (a volunteer's copy, or the agent's own store).
+            live = Path(f"{p}-wal").exists()
+            conn = sqlite3.connect(f"file:{quote(str(p.resolve()))}?{'mode=ro' if live else 'immutable=1'}",
+                                   uri=True)
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
             raise SourceError(f"store {p}: not a readable SQLite database ({exc})") from exc
