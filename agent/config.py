@@ -171,7 +171,8 @@ class AgentSection:
 class ProbeSection:
     interval_s: float = _opt(10.0, "Seconds between probe rounds.", _at_least(1))
     timeout_s: float = _opt(2.0, "Seconds to wait for each echo reply and each DNS answer. "
-                            "Must be shorter than interval_s.", _between(0.05, 60))
+                            "Unset: 2, or half of interval_s when that is shorter. A value set "
+                            "here must be shorter than interval_s.", _between(0.05, 60))
     count: int = _opt(3, "Echoes per target per round (loss and jitter need several). Each echo "
                       "is under 100 bytes; at the defaults the internet targets cost about 150 MB "
                       "a month, so lower this on a metered line.", _between(1, 100))
@@ -392,9 +393,20 @@ def sections_of(data: Mapping[str, Any], tables: Mapping[str, type], source: str
 
 
 def from_dict(data: Mapping[str, Any], source: str = "config.toml") -> Config:
-    cfg = Config(**sections_of(data, SECTIONS, source), source=source)
-    _cross_checks(cfg)
+    sections = sections_of(data, SECTIONS, source)
+    timeout_set = "timeout_s" in data.get("probe", {})
+    if "probe" in sections and not timeout_set:
+        p = sections["probe"]
+        sections["probe"] = replace(p, timeout_s=default_timeout_s(p.interval_s))
+    cfg = Config(**sections, source=source)
+    _cross_checks(cfg, timeout_set)
     return cfg
+
+
+def default_timeout_s(interval_s: float) -> float:
+    """probe.timeout_s when the file leaves it out: 2 s, or half the interval when that is
+    shorter, so that an interval alone (``interval_s = 2``) is always a valid config."""
+    return min(2.0, interval_s / 2)
 
 
 def _section(cls: type, name: str, data: Mapping[str, Any], source: str) -> Any:
@@ -445,9 +457,9 @@ def _coerce(raw: Any, default: Any, source: str, where: str) -> Any:
     raise AssertionError(f"unsupported config type at {where}")  # a bug in the tree above
 
 
-def _cross_checks(cfg: Config) -> None:
+def _cross_checks(cfg: Config, timeout_set: bool) -> None:
     p = cfg.probe
-    if p.timeout_s >= p.interval_s:
+    if timeout_set and p.timeout_s >= p.interval_s:
         raise ConfigError(cfg.source, "probe.timeout_s",
                           f"must be shorter than probe.interval_s ({p.interval_s:g}), got {p.timeout_s:g}")
     i = cfg.influx

@@ -64,6 +64,8 @@ BAD = [
     ("[probe]\ndns_servers = [\"dns.google\"]", "config.toml: probe.dns_servers: [0] 'dns.google': must be an IP address"),
     ("[probe]\ndns_names = [\"bad..name\"]", "config.toml: probe.dns_names: [0] 'bad..name'"),
     ("[probe]\ntimeout_s = 10", "config.toml: probe.timeout_s: must be shorter than probe.interval_s (10), got 10"),
+    ("[probe]\ninterval_s = 2\ntimeout_s = 2",
+     "config.toml: probe.timeout_s: must be shorter than probe.interval_s (2), got 2"),
     ("[probe]\nmethod = \"udp\"", "config.toml: probe.method: must be one of"),
     ("[agent]\nregion = \"Punjab\"", "config.toml: agent.region: must be an ISO 3166-2 code"),
     ("[agent]\naccess = \"4g\"", "config.toml: agent.access: must be one of fibre"),
@@ -131,3 +133,16 @@ def test_shipped_example_is_current():
     shipped = Path(__file__).parents[1] / "docs" / "example-config.toml"
     assert shipped.read_text(encoding="utf-8") == config.example_toml(), \
         "regenerate: python -c 'from agent.config import example_toml; print(example_toml(), end=\"\")' > docs/example-config.toml"
+
+
+@pytest.mark.parametrize("text, timeout", [
+    ("[probe]\ninterval_s = 2", 1.0),
+    ("[probe]\ninterval_s = 1", 0.5),
+    ("[probe]\ninterval_s = 3", 1.5),
+    ("[probe]\ninterval_s = 60", 2.0),
+    ("[probe]\ncount = 5", 2.0),
+    ("", 2.0),
+    ("[probe]\ninterval_s = 2\ntimeout_s = 0.3", 0.3),
+], ids=["2s", "1s", "3s", "60s", "interval-unset", "no-probe-section", "timeout-set"])
+def test_an_unset_timeout_follows_the_interval(text, timeout):
+    assert parse(text).probe.timeout_s == timeout
