@@ -67,7 +67,17 @@ BAD = [
     ("[probe]\ninterval_s = 2\ntimeout_s = 2",
      "config.toml: probe.timeout_s: must be shorter than probe.interval_s (2), got 2"),
     ("[probe]\nmethod = \"udp\"", "config.toml: probe.method: must be one of"),
-    ("[agent]\nregion = \"Punjab\"", "config.toml: agent.region: must be an ISO 3166-2 code"),
+    ("[agent]\nregion = \"Punjab\"",
+     "config.toml: agent.region: must be an ISO 3166-2 code: \"PK-PB\" for Punjab, got 'Punjab'"),
+    ("[agent]\nregion = \"pk-sd\"",
+     "config.toml: agent.region: must be an ISO 3166-2 code: \"PK-SD\" for Sindh, got 'pk-sd'"),
+    ("[agent]\nregion = \"Atlantis\"", "config.toml: agent.region: must be an ISO 3166-2 code such as "
+     "PK-PB (Punjab); Pakistan's are PK-BA, PK-GB, PK-IS, PK-JK, PK-KP, PK-PB, PK-SD, got 'Atlantis'"),
+    ("[agent]\nregion = \"PK-XX\"", "config.toml: agent.region: must be one of Pakistan's ISO 3166-2 "
+     "codes (PK-BA Balochistan, PK-GB Gilgit-Baltistan, PK-IS Islamabad Capital Territory, PK-JK Azad "
+     "Jammu and Kashmir, PK-KP Khyber Pakhtunkhwa, PK-PB Punjab, PK-SD Sindh), got 'PK-XX'"),
+    ("[agent]\naccess = \"DSL\"", "config.toml: agent.access: must be one of fibre, dsl, cable, mobile, "
+     "hotspot, wireless, satellite, other (\"dsl\"?), got 'DSL'"),
     ("[agent]\naccess = \"4g\"", "config.toml: agent.access: must be one of fibre"),
     ("[agent]\nid = \"has space\"", "config.toml: agent.id: must be 1-64 letters"),
     ("[outage]\nopen_after = 0", "config.toml: outage.open_after: must be between 1 and 1000, got 0"),
@@ -146,3 +156,79 @@ def test_shipped_example_is_current():
 ], ids=["2s", "1s", "3s", "60s", "interval-unset", "no-probe-section", "timeout-set"])
 def test_an_unset_timeout_follows_the_interval(text, timeout):
     assert parse(text).probe.timeout_s == timeout
+
+
+@pytest.mark.parametrize("text, code, confirm", [
+    ("PK-PB", "PK-PB", False),
+    ("pk-kp", "PK-KP", False),
+    (" PK GB ", "PK-GB", False),
+    ("Punjab", "PK-PB", False),
+    ("punjab", "PK-PB", False),
+    ("KPK", "PK-KP", False),
+    ("KP", "PK-KP", False),
+    ("NWFP", "PK-KP", False),
+    ("Khyber Pakhtunkhwa", "PK-KP", False),
+    ("khyber-pakhtunkhwa", "PK-KP", False),
+    ("Islamabad", "PK-IS", False),
+    ("ICT", "PK-IS", False),
+    ("GB", "PK-GB", False),
+    ("Gilgit-Baltistan", "PK-GB", False),
+    ("AJK", "PK-JK", False),
+    ("Azad Kashmir", "PK-JK", False),
+    ("Balochistan", "PK-BA", False),
+    ("Baluchistan", "PK-BA", False),
+    ("Sindh", "PK-SD", False),
+    ("پنجاب", "PK-PB", False),
+    ("اسلام آباد", "PK-IS", False),
+    ("Karachi", "PK-SD", True),
+    ("Hyderabad", "PK-SD", True),
+    ("Sukkur", "PK-SD", True),
+    ("Lahore", "PK-PB", True),
+    ("Faisalabad", "PK-PB", True),
+    ("Rawalpindi", "PK-PB", True),
+    ("Multan", "PK-PB", True),
+    ("Gujranwala", "PK-PB", True),
+    ("Peshawar", "PK-KP", True),
+    ("Quetta", "PK-BA", True),
+    ("Gilgit", "PK-GB", True),
+    ("Muzaffarabad", "PK-JK", True),
+    ("کراچی", "PK-SD", True),
+    ("IN-MH", "IN-MH", False),
+    ("gb-eng", "GB-ENG", False),
+    ("", "", False),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_region_code_as_people_type_it(text, code, confirm):
+    assert config.region_code(text) == (code, confirm)
+    assert parse(f'[agent]\nregion = "{code}"').agent.region == code  # what it gives is valid
+
+
+@pytest.mark.parametrize("text, message", [
+    ("PK-XX", "PK-XX is not one of Pakistan's ISO 3166-2 codes (PK-BA Balochistan, "),
+    ("pk-pun", "pk-pun is not one of Pakistan's ISO 3166-2 codes"),
+    ("Atlantis", "'Atlantis' is not a region linewatch knows: expected a province or territory "
+                 "(Punjab, Sindh, KPK, Balochistan, Islamabad, GB, AJK) or an ISO 3166-2 code"),
+    ("Pakistan", "'Pakistan' is not a region linewatch knows"),
+], ids=["unknown-pk-code", "long-pk-code", "unknown-name", "country"])
+def test_region_code_rejects(text, message):
+    with pytest.raises(ValueError) as err:
+        config.region_code(text)
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("DSL", "dsl"), ("Fibre", "fibre"), ("fiber", "fibre"), ("FTTH", "fibre"), ("vdsl", "dsl"),
+    (" Mobile ", "mobile"), ("", ""),
+])
+def test_access_type_in_any_case(text, value):
+    assert config.access_type(text) == value
+
+
+def test_access_type_rejects_with_the_choices():
+    with pytest.raises(ValueError, match="'4G' is not an access type: one of fibre, dsl, cable"):
+        config.access_type("4G")
+
+
+def test_check_value_runs_the_field_check():
+    assert config.check_value("agent", "city", "Lahore") is None
+    assert config.check_value("agent", "city", "x" * 65) == "must be one line of at most 64 characters"
+    assert config.check_value("agent", "region", "PK-XX").startswith("must be one of Pakistan's")
