@@ -71,7 +71,9 @@ def run(config_path, log_level):
         agent = Agent(cfg)
     except LinewatchError as exc:
         _fail(str(exc))
-    agent.run()
+    from agent import config
+
+    agent.run(load_config=lambda: config.load(config_path))  # SIGHUP reads the same file again
 
 
 # -- probe --------------------------------------------------------------------------------------
@@ -536,6 +538,9 @@ def init(config_path, region, city, isp, access, force):
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     click.echo(f"wrote {path}")
+    if sys.platform != "win32":  # no SIGHUP there
+        click.echo("a running agent picks it up with `systemctl reload linewatch-agent` (as a "
+                   "service) or `kill -HUP <pid>` (started by hand)")
 
 
 def _init_label(key: str) -> str:

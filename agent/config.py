@@ -588,6 +588,36 @@ def check_value(section: str, key: str, value: Any) -> str | None:
     return check(value) if check else None
 
 
+# -- reloading --------------------------------------------------------------------------------
+
+# What a running agent applies when it reads its config again (SIGHUP): the tags on its rows, the
+# keys `init` writes. Every other key shapes jobs, sockets or the store and waits for a restart.
+LIVE_KEYS: tuple[str, ...] = ("agent.region", "agent.city", "agent.isp", "agent.access")
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """``section.key`` of every value that differs between two configs, in file order."""
+    out = []
+    for name in SECTIONS:
+        a, b = getattr(old, name), getattr(new, name)
+        out += [f"{name}.{f.name}" for f in fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+    return out
+
+
+def reloaded(running: Config, new: Config) -> tuple[Config, list[str], list[str]]:
+    """(the config to run with now, the keys it applied, the changed keys that need a restart).
+
+    The config to run with is the running one with the live keys taken from ``new``: the rest
+    stays as the agent's jobs were built with, so ``cfg`` never claims a value the agent does not
+    use."""
+    changed = changed_keys(running, new)
+    live = [k for k in changed if k in LIVE_KEYS]
+    agent = replace(running.agent, **{k.split(".", 1)[1]: getattr(new.agent, k.split(".", 1)[1])
+                                      for k in live})
+    return (replace(running, agent=agent, source=new.source), live,
+            [k for k in changed if k not in LIVE_KEYS])
+
+
 # -- the example config -----------------------------------------------------------------------
 
 def _toml_value(v: Any) -> str:
@@ -609,6 +639,9 @@ def example_toml(values: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     out = [
         "# linewatch configuration. Every key is optional: delete what you do not need.",
         "# Keys shown commented out are at their defaults.",
+        "# A running agent reads this file again on SIGHUP (`systemctl reload linewatch-agent` or",
+        "# `kill -HUP <pid>`): it applies agent.region, city, isp and access at once and logs any",
+        "# other change, which waits for a restart.",
     ]
     for name, cls in SECTIONS.items():
         out += ["", f"[{name}]"]

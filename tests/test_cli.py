@@ -69,7 +69,8 @@ def test_init_scripted_takes_names(tmp_path, args, agent):
     p = tmp_path / "c.toml"
     r = CliRunner().invoke(main, ["init", "--config", str(p), *args])
     assert r.exit_code == 0, r.output
-    assert r.output == f"wrote {p}\n"
+    assert r.output == (f"wrote {p}\na running agent picks it up with `systemctl reload linewatch-agent` "
+                        "(as a service) or `kill -HUP <pid>` (started by hand)\n")
     cfg = config.load(str(p), {"HOME": str(tmp_path)})
     assert (cfg.agent.region, cfg.agent.access) == agent
 
@@ -178,7 +179,7 @@ def test_init_at_a_terminal_asks_again_until_each_answer_is_valid(tmp_path):
     assert "  '4G' is not an access type: one of fibre, dsl," in text
     assert "[, " not in text and "()" not in text   # no empty choice shown
     assert text.count("Region (") == 3 and text.count("Access type (") == 2
-    assert f"wrote {p}\n" in text
+    assert f"wrote {p}\na running agent picks it up with `systemctl reload linewatch-agent`" in text
     cfg = config.load(str(p), {"HOME": str(tmp_path)})
     assert (cfg.agent.region, cfg.agent.city, cfg.agent.isp, cfg.agent.access) == \
         ("PK-SD", "Karachi", "StormFiber", "dsl")

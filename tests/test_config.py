@@ -232,3 +232,18 @@ def test_check_value_runs_the_field_check():
     assert config.check_value("agent", "city", "Lahore") is None
     assert config.check_value("agent", "city", "x" * 65) == "must be one line of at most 64 characters"
     assert config.check_value("agent", "region", "PK-XX").startswith("must be one of Pakistan's")
+
+
+def test_reloaded_applies_the_tags_and_names_what_waits_for_a_restart():
+    running = parse('[agent]\nregion = "PK-PB"\ncity = "Lahore"\n[probe]\ninterval_s = 10\n', "a.toml")
+    new = parse('[agent]\nregion = "PK-SD"\naccess = "dsl"\n[probe]\ninterval_s = 3\n'
+                '[power]\nups = "nut://u:secret@localhost/ups"\n', "b.toml")
+    cfg, applied, waiting = config.reloaded(running, new)
+    assert applied == ["agent.region", "agent.city", "agent.access"]
+    # the interval alone moved the unset timeout: both wait
+    assert waiting == ["probe.interval_s", "probe.timeout_s", "power.ups"]
+    assert (cfg.agent.region, cfg.agent.city, cfg.agent.access) == ("PK-SD", "", "dsl")
+    assert cfg.probe == running.probe and cfg.power == running.power   # what the jobs still use
+    assert cfg.source == "b.toml"
+    assert config.reloaded(cfg, new)[1] == []        # applied once; the rest still waits
+    assert config.reloaded(running, running) == (running, [], [])
