@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from agent import config
 from agent.config import Config, parse
@@ -213,6 +214,28 @@ def test_region_code_rejects(text, message):
     with pytest.raises(ValueError) as err:
         config.region_code(text)
     assert str(err.value).startswith(message)
+
+
+@given(st.one_of(st.text(max_size=30), st.sampled_from(["PK-", "pk-", "Karachi", "KPK", "IN-"]).flatmap(
+    lambda head: st.text(max_size=4).map(lambda tail: head + tail))))
+def test_region_code_gives_a_valid_code_or_one_sentence(text):
+    """Whatever is typed: a code the config file accepts, or one line saying what is wrong."""
+    try:
+        code, _ = config.region_code(text)
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert config.check_value("agent", "region", code) is None
+
+
+@given(st.text(max_size=12))
+def test_access_type_gives_a_valid_type_or_one_sentence(text):
+    try:
+        value = config.access_type(text)
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert config.check_value("agent", "access", value) is None
 
 
 @pytest.mark.parametrize("text, value", [
