@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -120,12 +121,12 @@ def test_sighup_applies_new_tags_and_names_keys_that_need_a_restart(agent):
     assert line.endswith(
         f'WARNING linewatch: config reloaded from {agent.config}: applied agent.region = "PK-SD", '
         'agent.city = "Karachi", agent.access = "dsl"; needs a restart to take effect: probe.interval_s')
-    rounds = agent.wait_for_rounds(2, region="PK-SD", city="Karachi", access="dsl")
+    rounds = agent.wait_for_rounds(4, region="PK-SD", city="Karachi", access="dsl")
     first_new = next(i for i, t in enumerate(rounds) if t.get("region") == "PK-SD")
     assert all(t.get("region") == "PK-SD" for t in rounds[first_new:])   # every round after it
     assert all(t["agent"] == rounds[0]["agent"] for t in rounds)          # the same agent
     times = [t for t, _ in agent.rounds()[first_new:]]
-    assert max(b - a for a, b in zip(times, times[1:])) < 1.8   # still every 1 s, as the log says
+    assert statistics.median(b - a for a, b in zip(times, times[1:])) < 1.5   # still every 1 s
 
     # the same file again: the tags are in place, the interval still waits for the restart
     n = agent.hup()
