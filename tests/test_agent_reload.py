@@ -23,9 +23,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def config_text(state: Path, port: int, agent: str, interval_s: int = 1) -> str:
+def config_text(state: Path, port: int, agent: str, interval_s: int = 1,
+                timeout: str = "timeout_s = 0.3\n") -> str:
     return (f'[agent]\nstate_dir = "{state}"\n{agent}\n'
-            f'[probe]\ninterval_s = {interval_s}\ntimeout_s = 0.3\ncount = 1\ngateway = "off"\n'
+            f'[probe]\ninterval_s = {interval_s}\n{timeout}count = 1\ngateway = "off"\n'
             f'targets = ["127.0.0.1:{port}"]\ndns_names = []\ndns_servers = ["127.0.0.1"]\n'
             'netio_interval_s = 60\n'
             '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n')
@@ -140,11 +141,12 @@ def test_sighup_applies_new_tags_and_names_keys_that_need_a_restart(agent):
 
 
 def test_sighup_with_a_bad_file_keeps_the_running_config(agent):
-    agent.write('region = "PK-KP"')
+    # interval_s = 1 alone: the unset timeout follows it (0.5 s); a fixed 2 s default refused it
+    agent.write('region = "PK-KP"', timeout="")
     agent.start()
     agent.wait_for_rounds(1, region="PK-KP")
 
-    agent.write('region = "PK-XX"')
+    agent.write('region = "PK-XX"', timeout="")
     n = agent.hup()
     agent.wait_for_log("config reload", after=n)
     rounds = agent.wait_for_rounds(3, region="PK-KP")   # still measuring, still tagged as before
@@ -161,13 +163,13 @@ def test_sighup_with_a_bad_file_keeps_the_running_config(agent):
     assert line.endswith(f"ERROR linewatch: config reload refused: {agent.config}: file not found; "
                          "keeping the running config")
 
-    agent.write('region = "Punjab"')   # a name belongs to `init`; the file takes codes
+    agent.write('region = "Punjab"', timeout="")   # a name belongs to `init`; the file takes codes
     n = agent.hup()
     line = agent.wait_for_log("config reload", after=n)
     assert line.endswith(f"ERROR linewatch: config reload refused: {agent.config}: agent.region: must be "
                          "an ISO 3166-2 code: \"PK-PB\" for Punjab, got 'Punjab'; keeping the running config")
 
-    agent.write('region = "PK-BA"')   # fixed: applied
+    agent.write('region = "PK-BA"', timeout="")   # fixed: applied
     n = agent.hup()
     line = agent.wait_for_log("config reload", after=n)
     assert line.endswith(f'INFO linewatch: config reloaded from {agent.config}: applied agent.region = "PK-BA"')
