@@ -96,8 +96,10 @@ def run(config_path, log_level):
     except LinewatchError as exc:
         lock.release()
         _fail(str(exc))
+    from agent import config
+
     try:
-        agent.run()
+        agent.run(load_config=lambda: config.load(config_path))  # SIGHUP reads the same file again
     finally:
         lock.release()
 
@@ -560,7 +562,7 @@ def check(config_path, as_json):
 
 @main.command()
 @config_option
-@click.option("--region", help="ISO 3166-2 code, e.g. PK-PB.")
+@click.option("--region", help="Province or territory: a name (Punjab, KPK) or an ISO 3166-2 code (PK-PB).")
 @click.option("--city", help="City or town.")
 @click.option("--isp", help="Internet provider's name.")
 @click.option("--access", help="Access type (fibre, dsl, cable, mobile, hotspot, ...).")
@@ -572,20 +574,17 @@ def init(config_path, region, city, isp, access, force):
     path, _ = config.resolve_path(config_path)
     if path.exists() and not force:
         _fail(f"{path} exists; use --force to overwrite it", 1)
-    interactive = sys.stdin.isatty()
-    if interactive and region is None:
-        click.echo("Regions: " + ", ".join(f"{k} {v}" for k, v in config.PK_REGIONS.items()))
-        region = click.prompt("Region (ISO 3166-2 code, empty to skip)", default="", show_default=False)
-    if interactive and city is None:
-        city = click.prompt("City", default="", show_default=False)
-    if interactive and isp is None:
-        isp = click.prompt("Internet provider", default="", show_default=False)
-    if interactive and access is None:
-        access = click.prompt("Access type", default="", show_default=False,
-                              type=click.Choice(("",) + config.ACCESS_TYPES))
-    chosen = {k: v.strip() for k, v in
-              {"region": (region or "").upper(), "city": city or "", "isp": isp or "",
-               "access": (access or "").lower()}.items() if v and v.strip()}
+    given = {"region": region, "city": city, "isp": isp, "access": access}
+    chosen = {}
+    for key, text in given.items():  # flags first: a bad one fails before any question
+        if text is not None:
+            try:
+                chosen[key] = _init_flag(key, text)
+            except ValueError as exc:
+                _fail(f"--{key}: {exc}", 2)
+    if sys.stdin.isatty():
+        chosen.update(_init_ask([k for k, v in given.items() if v is None]))
+    chosen = {k: v for k, v in chosen.items() if v}
     text = config.example_toml({"agent": chosen})
     try:
         config.parse(text, str(path))  # the answers are validated like any config
@@ -596,6 +595,75 @@ def init(config_path, region, city, isp, access, force):
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     click.echo(f"wrote {path}")
+    if sys.platform != "win32":  # no SIGHUP there
+        click.echo("a running agent picks it up with `systemctl reload linewatch-agent` (as a "
+                   "service) or `kill -HUP <pid>` (started by hand)")
+
+
+def _init_label(key: str) -> str:
+    from agent import config
+
+    return {
+        "region": "Region (a name such as Punjab or KPK, or a code; Enter to skip)",
+        "city": "City (Enter to skip)",
+        "isp": 'Internet provider ("auto": the name speed tests report; Enter to skip)',
+        "access": "Access type (" + ", ".join(config.ACCESS_TYPES) + "; Enter to skip)",
+    }[key]
+
+
+def _init_answer(key: str, text: str) -> tuple[str, bool]:
+    """(the value for ``agent.<key>``, whether to confirm it) from what was typed; ValueError
+    says what is wrong, as a sentence for the user."""
+    from agent import config
+
+    if key == "region":
+        return config.region_code(text)
+    value = config.access_type(text) if key == "access" else text.strip()
+    problem = config.check_value("agent", key, value) if value else None
+    if problem:
+        raise ValueError(f"{text.strip()!r}: {problem}")
+    return value, False
+
+
+def _init_flag(key: str, text: str) -> str:
+    """A flag's value; a city given as the region is refused, since a script cannot confirm it."""
+    from agent import config
+
+    value, confirm = _init_answer(key, text)
+    if confirm:
+        name = config.PK_REGIONS[value]
+        raise ValueError(f"{text.strip()} is a city, not a region; if it is the one in {name}, "
+                         f"use --region {value} (or {name})")
+    return value
+
+
+def _init_ask(keys: list[str]) -> dict[str, str]:
+    """Ask for each key at its own prompt and ask again until the answer is valid (Enter skips)."""
+    from agent import config
+
+    out: dict[str, str] = {}
+    city = ""  # a city typed as the region is offered as the city
+    for key in keys:
+        if key == "region":
+            click.echo("Regions: " + ", ".join(f"{k} {v}" for k, v in config.PK_REGIONS.items()))
+        offered = city if key == "city" else ""
+        label = "City" if offered else _init_label(key)
+        while True:
+            text = click.prompt(label, default=offered, show_default=bool(offered))
+            try:
+                value, confirm = _init_answer(key, text)
+            except ValueError as exc:
+                click.echo(f"  {exc}")
+                continue
+            if confirm:
+                name = config.PK_REGIONS[value]
+                if not click.confirm(f"  {text.strip()} is in {name} ({value}). Use {value}?",
+                                     default=True):
+                    continue
+                city = text.strip()
+            out[key] = value
+            break
+    return out
 
 
 # -- helpers ------------------------------------------------------------------------------------

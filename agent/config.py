@@ -78,13 +78,34 @@ def _check_id(v: str) -> str | None:
 
 
 def _check_region(v: str) -> str | None:
-    if v == "" or _REGION_RE.match(v):
+    """Pakistan's codes against ISO 3166-2:PK (a typo such as PK-XX would be thrown away later as
+    an unknown region); other countries' codes by their shape."""
+    if v == "" or v in PK_REGIONS:
         return None
-    return "must be an ISO 3166-2 code such as " + ", ".join(PK_REGIONS)
+    if v.startswith("PK-"):
+        return "must be one of Pakistan's ISO 3166-2 codes (" + _pk_codes_named() + ")"
+    if _REGION_RE.match(v):
+        return None
+    try:
+        code, _ = region_code(v)
+    except ValueError:
+        return ("must be an ISO 3166-2 code such as PK-PB (Punjab); Pakistan's are "
+                + ", ".join(sorted(PK_REGIONS)))
+    return f'must be an ISO 3166-2 code: "{code}" for {PK_REGIONS.get(code, code)}'
+
+
+def _pk_codes_named() -> str:
+    return ", ".join(f"{c} {PK_REGIONS[c]}" for c in sorted(PK_REGIONS))
 
 
 def _check_access(v: str) -> str | None:
-    return None if v == "" or v in ACCESS_TYPES else "must be one of " + ", ".join(ACCESS_TYPES)
+    if v == "" or v in ACCESS_TYPES:
+        return None
+    try:
+        hint = f' ("{access_type(v)}"?)'
+    except ValueError:
+        hint = ""
+    return "must be one of " + ", ".join(ACCESS_TYPES) + hint
 
 
 def _check_ip(v: str) -> str | None:
@@ -144,6 +165,77 @@ def _all(*checks: Check) -> Check:
     return run
 
 
+# -- regions and access types as people type them -------------------------------------------
+
+# What people type for a region, compared without case, spaces or punctuation ("Khyber-Pakhtunkhwa"
+# = "khyber pakhtunkhwa"): names, old names, abbreviations, the code without "PK-", Urdu names.
+_PK_NAMES: dict[str, tuple[str, ...]] = {
+    "PK-PB": ("punjab", "pb", "پنجاب"),
+    "PK-SD": ("sindh", "sind", "sd", "سندھ"),
+    "PK-KP": ("khyberpakhtunkhwa", "khyberpakhtoonkhwa", "pakhtunkhwa", "kpk", "kp", "nwfp",
+              "northwestfrontierprovince", "خیبرپختونخوا"),
+    "PK-BA": ("balochistan", "baluchistan", "ba", "بلوچستان"),
+    "PK-IS": ("islamabad", "islamabadcapitalterritory", "ict", "isb", "is", "اسلامآباد"),
+    "PK-GB": ("gilgitbaltistan", "gb", "northernareas", "گلگتبلتستان"),
+    "PK-JK": ("azadjammuandkashmir", "azadjammukashmir", "azadkashmir", "ajk", "jk", "آزادکشمیر"),
+}
+# Cities name their province only with the user's yes: a Hyderabad may be in India.
+_PK_CITIES: dict[str, tuple[str, ...]] = {
+    "PK-SD": ("karachi", "hyderabad", "sukkur", "larkana", "کراچی", "حیدرآباد"),
+    "PK-PB": ("lahore", "faisalabad", "rawalpindi", "multan", "gujranwala", "sialkot", "bahawalpur",
+              "sargodha", "لاہور", "فیصلآباد", "راولپنڈی", "ملتان"),
+    "PK-KP": ("peshawar", "mardan", "abbottabad", "پشاور"),
+    "PK-BA": ("quetta", "کوئٹہ"),
+    "PK-GB": ("gilgit", "skardu"),
+    "PK-JK": ("muzaffarabad", "mirpur"),
+}
+_NAME_TO_CODE = {n: c for c, names in _PK_NAMES.items() for n in names}
+_CITY_TO_CODE = {n: c for c, names in _PK_CITIES.items() for n in names}
+_ACCESS_ALIASES = {"fiber": "fibre", "ftth": "fibre", "adsl": "dsl", "vdsl": "dsl"}
+
+
+def _name_key(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text.casefold())
+
+
+def region_code(text: str) -> tuple[str, bool]:
+    """The ISO 3166-2 code for a region as people type it, and whether to ask before using it.
+
+    ``"PK-PB"``, ``"pk-pb"``, ``"Punjab"``, ``"KPK"``, ``"Islamabad"``: the code, no question.
+    A major city (``"Karachi"``) gives its province's code with ``True``: the caller confirms.
+    Another country's well-formed code is taken as it is. ``""`` gives ``("", False)``.
+    Raises ValueError (a sentence for the user) for anything else, and for a ``PK-`` code that is
+    not in ISO 3166-2:PK."""
+    text = text.strip()
+    if not text:
+        return "", False
+    upper = text.upper()
+    if _REGION_RE.match(upper):
+        if upper.startswith("PK-") and upper not in PK_REGIONS:
+            raise ValueError(f"{text} is not one of Pakistan's ISO 3166-2 codes ({_pk_codes_named()})")
+        return upper, False
+    key = _name_key(text)
+    if key in _NAME_TO_CODE:
+        return _NAME_TO_CODE[key], False
+    if key.startswith("pk") and f"PK-{key[2:].upper()}" in PK_REGIONS:  # "PK PB", "pkpb"
+        return f"PK-{key[2:].upper()}", False
+    if key in _CITY_TO_CODE:
+        return _CITY_TO_CODE[key], True
+    raise ValueError(f"{text!r} is not a region linewatch knows: expected a province or territory "
+                     "(Punjab, Sindh, KPK, Balochistan, Islamabad, GB, AJK) or an ISO 3166-2 code "
+                     "(" + ", ".join(sorted(PK_REGIONS)) + ")")
+
+
+def access_type(text: str) -> str:
+    """One of ACCESS_TYPES for an access type typed in any case (``"DSL"``, ``"Fiber"``);
+    ``""`` stays empty. Raises ValueError (a sentence for the user) for anything else."""
+    value = text.strip().lower()
+    value = _ACCESS_ALIASES.get(value, value)
+    if value and value not in ACCESS_TYPES:
+        raise ValueError(f"{text.strip()!r} is not an access type: one of " + ", ".join(ACCESS_TYPES))
+    return value
+
+
 # -- the tree ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -152,7 +244,9 @@ class AgentSection:
                    "and kept in the state dir. Never the hostname.", _check_id)
     region: str = _opt("", "ISO 3166-2 region code: PK-PB Punjab, PK-SD Sindh, PK-KP Khyber "
                        "Pakhtunkhwa, PK-BA Balochistan, PK-IS Islamabad, PK-GB Gilgit-Baltistan, "
-                       "PK-JK Azad Jammu and Kashmir.", _check_region, "PK-PB")
+                       "PK-JK Azad Jammu and Kashmir (another country's code is taken by its "
+                       "shape). `linewatch init` also takes names: Punjab, KPK, Islamabad.",
+                       _check_region, "PK-PB")
     city: str = _opt("", "City or town, free text (any script).", _all(_max_len(64), _check_tag),
                      "Lahore")
     isp: str = _opt("", "Internet provider's name, free text; \"auto\": the name speedtest.net "
@@ -171,7 +265,8 @@ class AgentSection:
 class ProbeSection:
     interval_s: float = _opt(10.0, "Seconds between probe rounds.", _at_least(1))
     timeout_s: float = _opt(2.0, "Seconds to wait for each echo reply and each DNS answer. "
-                            "Must be shorter than interval_s.", _between(0.05, 60))
+                            "Unset: 2, or half of interval_s when that is shorter. A value set "
+                            "here must be shorter than interval_s.", _between(0.05, 60))
     count: int = _opt(3, "Echoes per target per round (loss and jitter need several). Each echo "
                       "is under 100 bytes; at the defaults the internet targets cost about 150 MB "
                       "a month, so lower this on a metered line.", _between(1, 100))
@@ -392,9 +487,20 @@ def sections_of(data: Mapping[str, Any], tables: Mapping[str, type], source: str
 
 
 def from_dict(data: Mapping[str, Any], source: str = "config.toml") -> Config:
-    cfg = Config(**sections_of(data, SECTIONS, source), source=source)
-    _cross_checks(cfg)
+    sections = sections_of(data, SECTIONS, source)
+    timeout_set = "timeout_s" in data.get("probe", {})
+    if "probe" in sections and not timeout_set:
+        p = sections["probe"]
+        sections["probe"] = replace(p, timeout_s=default_timeout_s(p.interval_s))
+    cfg = Config(**sections, source=source)
+    _cross_checks(cfg, timeout_set)
     return cfg
+
+
+def default_timeout_s(interval_s: float) -> float:
+    """probe.timeout_s when the file leaves it out: 2 s, or half the interval when that is
+    shorter, so that an interval alone (``interval_s = 2``) is always a valid config."""
+    return min(2.0, interval_s / 2)
 
 
 def _section(cls: type, name: str, data: Mapping[str, Any], source: str) -> Any:
@@ -445,9 +551,9 @@ def _coerce(raw: Any, default: Any, source: str, where: str) -> Any:
     raise AssertionError(f"unsupported config type at {where}")  # a bug in the tree above
 
 
-def _cross_checks(cfg: Config) -> None:
+def _cross_checks(cfg: Config, timeout_set: bool) -> None:
     p = cfg.probe
-    if p.timeout_s >= p.interval_s:
+    if timeout_set and p.timeout_s >= p.interval_s:
         raise ConfigError(cfg.source, "probe.timeout_s",
                           f"must be shorter than probe.interval_s ({p.interval_s:g}), got {p.timeout_s:g}")
     i = cfg.influx
@@ -474,6 +580,44 @@ def _show(v: Any) -> str:
     return repr(v)
 
 
+def check_value(section: str, key: str, value: Any) -> str | None:
+    """What the config file expects of ``section.key`` if ``value`` is wrong, else None (for
+    answers checked one by one, as ``init`` does at its prompts)."""
+    f = next(f for f in fields(SECTIONS[section]) if f.name == key)
+    check = f.metadata.get("check")
+    return check(value) if check else None
+
+
+# -- reloading --------------------------------------------------------------------------------
+
+# What a running agent applies when it reads its config again (SIGHUP): the tags on its rows, the
+# keys `init` writes. Every other key shapes jobs, sockets or the store and waits for a restart.
+LIVE_KEYS: tuple[str, ...] = ("agent.region", "agent.city", "agent.isp", "agent.access")
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """``section.key`` of every value that differs between two configs, in file order."""
+    out = []
+    for name in SECTIONS:
+        a, b = getattr(old, name), getattr(new, name)
+        out += [f"{name}.{f.name}" for f in fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+    return out
+
+
+def reloaded(running: Config, new: Config) -> tuple[Config, list[str], list[str]]:
+    """(the config to run with now, the keys it applied, the changed keys that need a restart).
+
+    The config to run with is the running one with the live keys taken from ``new``: the rest
+    stays as the agent's jobs were built with, so ``cfg`` never claims a value the agent does not
+    use."""
+    changed = changed_keys(running, new)
+    live = [k for k in changed if k in LIVE_KEYS]
+    agent = replace(running.agent, **{k.split(".", 1)[1]: getattr(new.agent, k.split(".", 1)[1])
+                                      for k in live})
+    return (replace(running, agent=agent, source=new.source), live,
+            [k for k in changed if k not in LIVE_KEYS])
+
+
 # -- the example config -----------------------------------------------------------------------
 
 def _toml_value(v: Any) -> str:
@@ -495,6 +639,9 @@ def example_toml(values: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     out = [
         "# linewatch configuration. Every key is optional: delete what you do not need.",
         "# Keys shown commented out are at their defaults.",
+        "# A running agent reads this file again on SIGHUP (`systemctl reload linewatch-agent` or",
+        "# `kill -HUP <pid>`): it applies agent.region, city, isp and access at once and logs any",
+        "# other change, which waits for a restart.",
     ]
     for name, cls in SECTIONS.items():
         out += ["", f"[{name}]"]

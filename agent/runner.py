@@ -15,7 +15,8 @@ Jobs (on :class:`agent.schedule.Ticker`, the monotonic scheduler):
   and a connectivity outage ending wakes it at once.
 
 A failing job is logged and counted, never fatal. SIGTERM and SIGINT stop the agent cleanly: the
-running round finishes and is committed, then the clean-exit marker is written.
+running round finishes and is committed, then the clean-exit marker is written. SIGHUP reads the
+config file again (:meth:`Agent.reload_config`).
 
 At start, before the first round overwrites the heartbeat, :meth:`Agent.recover` looks at how the
 previous run ended (:func:`agent.power.host_down`): a power cut that took the host down, an agent
@@ -31,11 +32,12 @@ import signal
 import socket
 import threading
 from pathlib import Path
+from typing import Callable
 
 from agent import outage, power
 from agent.clock import Clock, SystemClock
 from agent.config import Config
-from agent.errors import MethodUnavailable, StoreCorrupt, StoreError
+from agent.errors import ConfigError, MethodUnavailable, StoreCorrupt, StoreError
 from agent.model import Episode, Sample
 from agent.round import Prober, Probes, Round
 from agent.store import MAX_PENDING_SAMPLES, Store, Trouble
@@ -48,6 +50,7 @@ STATE_TRACKER, STATE_HEARTBEAT, STATE_CLEAN_EXIT = "outage_tracker", "heartbeat"
 STATE_POWER, STATE_POWER_SENSORS, STATE_PENDING = "power_tracker", "power_sensors", "pending_host_down"
 STATE_SPEED_NEXT, STATE_ISP = "speedtest_next", "isp_auto"
 SPEEDTEST_CHECK_S = 30.0
+RELOAD_CHECK_S = 1.0  # how soon a SIGHUP is acted on
 
 
 def agent_id(cfg: Config) -> str:
@@ -516,15 +519,20 @@ class Agent:
         return Sample("agent", {}, fields, self.clock.now())
 
     # -- lifecycle --------------------------------------------------------------------------
-    def run(self, stop: threading.Event | None = None) -> None:
-        """Run until SIGTERM/SIGINT (or ``stop`` is set)."""
+    def run(self, stop: threading.Event | None = None,
+            load_config: Callable[[], Config] | None = None) -> None:
+        """Run until SIGTERM/SIGINT (or ``stop`` is set). With ``load_config`` (how the config
+        was read), SIGHUP reads it again: see :meth:`reload_config`."""
         from agent.schedule import Ticker
 
         stop = stop or threading.Event()
         self._stop = stop
+        reload_asked = threading.Event()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
+            if load_config is not None and hasattr(signal, "SIGHUP"):
+                signal.signal(signal.SIGHUP, lambda *_: reload_asked.set())
         self.recover()
         self.store.write(state={STATE_CLEAN_EXIT: json.dumps({"clean": False})})
         from agent.notify import Notifier
@@ -547,6 +555,14 @@ class Agent:
                     first_in_s=1.0)
         sched.every(HOUSEKEEPING_S, self._guarded(self.housekeeping, "housekeeping"), "housekeeping",
                     first_in_s=30.0)
+        if load_config is not None:
+            def reload_job() -> None:
+                if reload_asked.is_set():
+                    reload_asked.clear()
+                    self.reload_config(load_config)
+
+            sched.every(RELOAD_CHECK_S, self._guarded(reload_job, "reload"), "reload",
+                        first_in_s=RELOAD_CHECK_S)
         if self.cfg.speedtest.enabled:
             sched.every(SPEEDTEST_CHECK_S, self._guarded(self.speedtest_tick, "speedtest"), "speedtest",
                         first_in_s=15.0)
@@ -590,6 +606,33 @@ class Agent:
                         "net.ipv4.ping_group_range=\"%d %d\" (kept in /etc/sysctl.d/), or "
                         "AmbientCapabilities=CAP_NET_RAW in the unit; `linewatch check` lists every way",
                         self.cfg.probe.tcp_port, gid, gid)
+
+    def reload_config(self, load_config: Callable[[], Config]) -> None:
+        """Read the config again (on SIGHUP, in a scheduler thread, never in the signal handler)
+        and apply the keys that can change live (:data:`agent.config.LIVE_KEYS`: the tags on
+        every row); changed keys that need a restart are named in the log. A file that does not
+        load keeps the running config, with one line in the log."""
+        from agent.config import reloaded
+
+        try:
+            new = load_config()
+        except ConfigError as exc:
+            log.error("config reload refused: %s; keeping the running config", exc)
+            return
+        cfg, applied, waiting = reloaded(self.cfg, new)
+        with self._lock:  # between rounds: no round carries half old, half new tags
+            tags = base_tags(cfg, self.id, self.store.get_state(STATE_ISP))
+            self.cfg, self.tags, self.prober.base_tags = cfg, tags, tags
+        text = f"config reloaded from {cfg.source}: "
+        if applied:
+            text += "applied " + ", ".join(
+                f"{k} = {json.dumps(getattr(cfg.agent, k.split('.')[1]), ensure_ascii=False)}"
+                for k in applied)
+        if waiting:  # names only: a changed value may be a credential (power.ups)
+            log.warning("%s%sneeds a restart to take effect: %s", text, "; " if applied else "",
+                        ", ".join(waiting))
+        else:
+            log.info("%s", text + ("" if applied else "nothing changed"))
 
     def keepalive(self) -> None:
         """The systemd watchdog's ping, sent only while probe rounds keep completing: a round

@@ -502,6 +502,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         # Create the file ourselves so it is 0600 whatever the umask.
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(fd)
+    conn = None
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -520,6 +521,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("SELECT count(*) FROM samples").fetchone()
         return conn
     except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()  # a damaged file is moved aside next: no handle may stay on it
         raise _convert(exc, path) from exc
 
 

@@ -57,10 +57,41 @@ def test_init_scripted_writes_private_valid_config(tmp_path):
     assert again.exit_code == 1 and "use --force" in again.output
 
 
-def test_init_rejects_bad_answers(tmp_path):
-    r = CliRunner().invoke(main, ["init", "--config", str(tmp_path / "c.toml"), "--region", "Punjab"])
+@pytest.mark.parametrize("args, agent", [
+    (["--region", "Punjab"], ("PK-PB", "")),
+    (["--region", "punjab", "--access", "DSL"], ("PK-PB", "dsl")),
+    (["--region", "KPK"], ("PK-KP", "")),
+    (["--region", "Khyber Pakhtunkhwa", "--access", "Fiber"], ("PK-KP", "fibre")),
+    (["--region", "Islamabad"], ("PK-IS", "")),
+    (["--region", "IN-MH"], ("IN-MH", "")),
+], ids=["Punjab", "punjab-DSL", "KPK", "Khyber-Pakhtunkhwa-Fiber", "Islamabad", "other-country"])
+def test_init_scripted_takes_names(tmp_path, args, agent):
+    p = tmp_path / "c.toml"
+    r = CliRunner().invoke(main, ["init", "--config", str(p), *args])
+    assert r.exit_code == 0, r.output
+    assert r.output == (f"wrote {p}\na running agent picks it up with `systemctl reload linewatch-agent` "
+                        "(as a service) or `kill -HUP <pid>` (started by hand)\n")
+    cfg = config.load(str(p), {"HOME": str(tmp_path)})
+    assert (cfg.agent.region, cfg.agent.access) == agent
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--region", "PK-XX"], "linewatch: --region: PK-XX is not one of Pakistan's ISO 3166-2 codes (PK-BA "
+     "Balochistan, PK-GB Gilgit-Baltistan, PK-IS Islamabad Capital Territory, PK-JK Azad Jammu and Kashmir, "
+     "PK-KP Khyber Pakhtunkhwa, PK-PB Punjab, PK-SD Sindh)"),
+    (["--region", "Karachi"], "linewatch: --region: Karachi is a city, not a region; if it is the one in "
+     "Sindh, use --region PK-SD (or Sindh)"),
+    (["--region", "Atlantis"], "linewatch: --region: 'Atlantis' is not a region linewatch knows: expected a "
+     "province or territory (Punjab, Sindh, KPK, Balochistan, Islamabad, GB, AJK) or an ISO 3166-2 code "
+     "(PK-BA, PK-GB, PK-IS, PK-JK, PK-KP, PK-PB, PK-SD)"),
+    (["--access", "4g"], "linewatch: --access: '4g' is not an access type: one of fibre, dsl, cable, "
+     "mobile, hotspot, wireless, satellite, other"),
+    (["--city", "x" * 65], f"linewatch: --city: '{'x' * 65}': must be one line of at most 64 characters"),
+], ids=["unknown-pk-code", "city-as-region", "unknown-name", "access", "long-city"])
+def test_init_scripted_rejects_bad_answers(tmp_path, args, message):
+    r = CliRunner().invoke(main, ["init", "--config", str(tmp_path / "c.toml"), *args])
     assert r.exit_code == 2
-    assert "agent.region: must be an ISO 3166-2 code" in r.output
+    assert r.output.strip() == message
     assert not (tmp_path / "c.toml").exists()
 
 
@@ -92,6 +123,80 @@ def test_init_asks_at_a_terminal(tmp_path):
     cfg = config.load(str(p), {"HOME": str(tmp_path)})
     assert (cfg.agent.region, cfg.agent.city, cfg.agent.isp, cfg.agent.access) == \
         ("PK-IS", "Islamabad", "Nayatel", "fibre")
+
+
+def converse(args: list[str], script: list[tuple[str, str]]) -> tuple[int, str]:
+    """Run ``linewatch`` on a real pseudo-terminal: wait for each prompt (its text, then the ": "
+    that ends it), type the answer, and return (exit code, everything the terminal showed)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "agent", *args], stdin=slave, stdout=slave,
+                            stderr=slave, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(slave)
+    seen, mark = b"", 0   # everything shown; where the output after the last answer starts
+    steps = iter(script)
+    step = next(steps, None)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+        tail = seen[mark:].decode(errors="replace")
+        if step is not None and step[0] in tail and tail.rstrip(" ").endswith(":"):
+            os.write(master, (step[1] + "\n").encode())
+            mark = len(seen)
+            step = next(steps, None)
+    proc.wait(timeout=10)
+    os.close(master)
+    assert step is None, f"never asked {step[0]!r}:\n" + seen.decode(errors="replace")
+    return proc.returncode, seen.decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_init_at_a_terminal_asks_again_until_each_answer_is_valid(tmp_path):
+    """A wrong region is refused at its own prompt and asked again; a city as the region is
+    confirmed (and offered as the city); names and any case are taken; nothing is lost."""
+    p = tmp_path / "config.toml"
+    code, text = converse(["init", "--config", str(p)], [
+        ("Region (a name such as Punjab or KPK, or a code; Enter to skip)", "PK-XX"),
+        ("Region (", "Karachi"),
+        ("Karachi is in Sindh (PK-SD). Use PK-SD? [Y/n]", "n"),
+        ("Region (", "karachi"),
+        ("karachi is in Sindh (PK-SD). Use PK-SD? [Y/n]", "y"),
+        ("City [karachi]", "Karachi"),
+        ("Internet provider", "StormFiber"),
+        ("Access type (fibre, dsl, cable, mobile, hotspot, wireless, satellite, other; Enter to skip)", "4G"),
+        ("Access type (", "DSL"),
+    ])
+    assert code == 0, text
+    assert "  PK-XX is not one of Pakistan's ISO 3166-2 codes (PK-BA Balochistan," in text
+    assert "  '4G' is not an access type: one of fibre, dsl," in text
+    assert "[, " not in text and "()" not in text   # no empty choice shown
+    assert text.count("Region (") == 3 and text.count("Access type (") == 2
+    assert f"wrote {p}\na running agent picks it up with `systemctl reload linewatch-agent`" in text
+    cfg = config.load(str(p), {"HOME": str(tmp_path)})
+    assert (cfg.agent.region, cfg.agent.city, cfg.agent.isp, cfg.agent.access) == \
+        ("PK-SD", "Karachi", "StormFiber", "dsl")
+
+
+def test_init_at_a_terminal_takes_names_and_skips_with_enter(tmp_path):
+    p = tmp_path / "config.toml"
+    code, text = converse(["init", "--config", str(p), "--isp", "Nayatel"], [
+        ("Region (", "Khyber Pakhtunkhwa"),
+        ("City (Enter to skip)", ""),
+        ("Access type (", ""),
+    ])
+    assert code == 0, text
+    assert "Internet provider" not in text   # given as a flag: not asked
+    cfg = config.load(str(p), {"HOME": str(tmp_path)})
+    assert (cfg.agent.region, cfg.agent.city, cfg.agent.isp, cfg.agent.access) == \
+        ("PK-KP", "", "Nayatel", "")
 
 
 @pytest.fixture

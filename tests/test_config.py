@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from agent import config
 from agent.config import Config, parse
@@ -64,8 +65,20 @@ BAD = [
     ("[probe]\ndns_servers = [\"dns.google\"]", "config.toml: probe.dns_servers: [0] 'dns.google': must be an IP address"),
     ("[probe]\ndns_names = [\"bad..name\"]", "config.toml: probe.dns_names: [0] 'bad..name'"),
     ("[probe]\ntimeout_s = 10", "config.toml: probe.timeout_s: must be shorter than probe.interval_s (10), got 10"),
+    ("[probe]\ninterval_s = 2\ntimeout_s = 2",
+     "config.toml: probe.timeout_s: must be shorter than probe.interval_s (2), got 2"),
     ("[probe]\nmethod = \"udp\"", "config.toml: probe.method: must be one of"),
-    ("[agent]\nregion = \"Punjab\"", "config.toml: agent.region: must be an ISO 3166-2 code"),
+    ("[agent]\nregion = \"Punjab\"",
+     "config.toml: agent.region: must be an ISO 3166-2 code: \"PK-PB\" for Punjab, got 'Punjab'"),
+    ("[agent]\nregion = \"pk-sd\"",
+     "config.toml: agent.region: must be an ISO 3166-2 code: \"PK-SD\" for Sindh, got 'pk-sd'"),
+    ("[agent]\nregion = \"Atlantis\"", "config.toml: agent.region: must be an ISO 3166-2 code such as "
+     "PK-PB (Punjab); Pakistan's are PK-BA, PK-GB, PK-IS, PK-JK, PK-KP, PK-PB, PK-SD, got 'Atlantis'"),
+    ("[agent]\nregion = \"PK-XX\"", "config.toml: agent.region: must be one of Pakistan's ISO 3166-2 "
+     "codes (PK-BA Balochistan, PK-GB Gilgit-Baltistan, PK-IS Islamabad Capital Territory, PK-JK Azad "
+     "Jammu and Kashmir, PK-KP Khyber Pakhtunkhwa, PK-PB Punjab, PK-SD Sindh), got 'PK-XX'"),
+    ("[agent]\naccess = \"DSL\"", "config.toml: agent.access: must be one of fibre, dsl, cable, mobile, "
+     "hotspot, wireless, satellite, other (\"dsl\"?), got 'DSL'"),
     ("[agent]\naccess = \"4g\"", "config.toml: agent.access: must be one of fibre"),
     ("[agent]\nid = \"has space\"", "config.toml: agent.id: must be 1-64 letters"),
     ("[outage]\nopen_after = 0", "config.toml: outage.open_after: must be between 1 and 1000, got 0"),
@@ -131,3 +144,129 @@ def test_shipped_example_is_current():
     shipped = Path(__file__).parents[1] / "docs" / "example-config.toml"
     assert shipped.read_text(encoding="utf-8") == config.example_toml(), \
         "regenerate: python -c 'from agent.config import example_toml; print(example_toml(), end=\"\")' > docs/example-config.toml"
+
+
+@pytest.mark.parametrize("text, timeout", [
+    ("[probe]\ninterval_s = 2", 1.0),
+    ("[probe]\ninterval_s = 1", 0.5),
+    ("[probe]\ninterval_s = 3", 1.5),
+    ("[probe]\ninterval_s = 60", 2.0),
+    ("[probe]\ncount = 5", 2.0),
+    ("", 2.0),
+    ("[probe]\ninterval_s = 2\ntimeout_s = 0.3", 0.3),
+], ids=["2s", "1s", "3s", "60s", "interval-unset", "no-probe-section", "timeout-set"])
+def test_an_unset_timeout_follows_the_interval(text, timeout):
+    assert parse(text).probe.timeout_s == timeout
+
+
+@pytest.mark.parametrize("text, code, confirm", [
+    ("PK-PB", "PK-PB", False),
+    ("pk-kp", "PK-KP", False),
+    (" PK GB ", "PK-GB", False),
+    ("Punjab", "PK-PB", False),
+    ("punjab", "PK-PB", False),
+    ("KPK", "PK-KP", False),
+    ("KP", "PK-KP", False),
+    ("NWFP", "PK-KP", False),
+    ("Khyber Pakhtunkhwa", "PK-KP", False),
+    ("khyber-pakhtunkhwa", "PK-KP", False),
+    ("Islamabad", "PK-IS", False),
+    ("ICT", "PK-IS", False),
+    ("GB", "PK-GB", False),
+    ("Gilgit-Baltistan", "PK-GB", False),
+    ("AJK", "PK-JK", False),
+    ("Azad Kashmir", "PK-JK", False),
+    ("Balochistan", "PK-BA", False),
+    ("Baluchistan", "PK-BA", False),
+    ("Sindh", "PK-SD", False),
+    ("پنجاب", "PK-PB", False),
+    ("اسلام آباد", "PK-IS", False),
+    ("Karachi", "PK-SD", True),
+    ("Hyderabad", "PK-SD", True),
+    ("Sukkur", "PK-SD", True),
+    ("Lahore", "PK-PB", True),
+    ("Faisalabad", "PK-PB", True),
+    ("Rawalpindi", "PK-PB", True),
+    ("Multan", "PK-PB", True),
+    ("Gujranwala", "PK-PB", True),
+    ("Peshawar", "PK-KP", True),
+    ("Quetta", "PK-BA", True),
+    ("Gilgit", "PK-GB", True),
+    ("Muzaffarabad", "PK-JK", True),
+    ("کراچی", "PK-SD", True),
+    ("IN-MH", "IN-MH", False),
+    ("gb-eng", "GB-ENG", False),
+    ("", "", False),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_region_code_as_people_type_it(text, code, confirm):
+    assert config.region_code(text) == (code, confirm)
+    assert parse(f'[agent]\nregion = "{code}"').agent.region == code  # what it gives is valid
+
+
+@pytest.mark.parametrize("text, message", [
+    ("PK-XX", "PK-XX is not one of Pakistan's ISO 3166-2 codes (PK-BA Balochistan, "),
+    ("pk-pun", "pk-pun is not one of Pakistan's ISO 3166-2 codes"),
+    ("Atlantis", "'Atlantis' is not a region linewatch knows: expected a province or territory "
+                 "(Punjab, Sindh, KPK, Balochistan, Islamabad, GB, AJK) or an ISO 3166-2 code"),
+    ("Pakistan", "'Pakistan' is not a region linewatch knows"),
+], ids=["unknown-pk-code", "long-pk-code", "unknown-name", "country"])
+def test_region_code_rejects(text, message):
+    with pytest.raises(ValueError) as err:
+        config.region_code(text)
+    assert str(err.value).startswith(message)
+
+
+@given(st.one_of(st.text(max_size=30), st.sampled_from(["PK-", "pk-", "Karachi", "KPK", "IN-"]).flatmap(
+    lambda head: st.text(max_size=4).map(lambda tail: head + tail))))
+def test_region_code_gives_a_valid_code_or_one_sentence(text):
+    """Whatever is typed: a code the config file accepts, or one line saying what is wrong."""
+    try:
+        code, _ = config.region_code(text)
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert config.check_value("agent", "region", code) is None
+
+
+@given(st.text(max_size=12))
+def test_access_type_gives_a_valid_type_or_one_sentence(text):
+    try:
+        value = config.access_type(text)
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert config.check_value("agent", "access", value) is None
+
+
+@pytest.mark.parametrize("text, value", [
+    ("DSL", "dsl"), ("Fibre", "fibre"), ("fiber", "fibre"), ("FTTH", "fibre"), ("vdsl", "dsl"),
+    (" Mobile ", "mobile"), ("", ""),
+])
+def test_access_type_in_any_case(text, value):
+    assert config.access_type(text) == value
+
+
+def test_access_type_rejects_with_the_choices():
+    with pytest.raises(ValueError, match="'4G' is not an access type: one of fibre, dsl, cable"):
+        config.access_type("4G")
+
+
+def test_check_value_runs_the_field_check():
+    assert config.check_value("agent", "city", "Lahore") is None
+    assert config.check_value("agent", "city", "x" * 65) == "must be one line of at most 64 characters"
+    assert config.check_value("agent", "region", "PK-XX").startswith("must be one of Pakistan's")
+
+
+def test_reloaded_applies_the_tags_and_names_what_waits_for_a_restart():
+    running = parse('[agent]\nregion = "PK-PB"\ncity = "Lahore"\n[probe]\ninterval_s = 10\n', "a.toml")
+    new = parse('[agent]\nregion = "PK-SD"\naccess = "dsl"\n[probe]\ninterval_s = 3\n'
+                '[power]\nups = "nut://u:secret@localhost/ups"\n', "b.toml")
+    cfg, applied, waiting = config.reloaded(running, new)
+    assert applied == ["agent.region", "agent.city", "agent.access"]
+    # the interval alone moved the unset timeout: both wait
+    assert waiting == ["probe.interval_s", "probe.timeout_s", "power.ups"]
+    assert (cfg.agent.region, cfg.agent.city, cfg.agent.access) == ("PK-SD", "", "dsl")
+    assert cfg.probe == running.probe and cfg.power == running.power   # what the jobs still use
+    assert cfg.source == "b.toml"
+    assert config.reloaded(cfg, new)[1] == []        # applied once; the rest still waits
+    assert config.reloaded(running, running) == (running, [], [])
