@@ -264,12 +264,32 @@ def test_status_human_and_json(filled_store):
     assert "availability, last 24 h:" in r.output
 
 
+def test_status_says_when_the_figure_rests_on_little_watching(filled_store):
+    """63 rounds of 10 s are 0.2 h: the availability is shown with a warning beside it, and the
+    small lines read as a person writes them."""
+    st = json.loads(CliRunner().invoke(main, ["status", "--json", "--config", str(filled_store)]).output)
+    assert st["thin_data"] is True and st["watched_h_24h"] == pytest.approx(63 * 10 / 3600, abs=0.01)
+    assert st["running"] is False and st["pid"] is None          # no agent holds the lock
+    out = CliRunner().invoke(main, ["status", "--config", str(filled_store)]).output
+    line = next(ln for ln in out.splitlines() if ln.startswith("availability, last 24 h:"))
+    assert "63 rounds" in line and "only 0.2 h watched: too little to judge the line" in line
+    assert "agent NOT running; last round" in out
+    store = next(ln for ln in out.splitlines() if ln.startswith("store:"))
+    assert store.endswith("forwarding off") and "not yet forwarded" not in store
+    nxt = next(ln for ln in out.splitlines() if "next test" in ln).strip()
+    planned = st["speedtest"]["next"]
+    assert nxt.startswith(f"next test {planned[:10]} {planned[11:16]} UTC;" if planned
+                          else "next test not planned yet (the agent plans it);"), nxt
+
+
 def test_status_on_an_empty_store(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text(f'[agent]\nstate_dir = "{tmp_path / "s"}"\n')
     r = CliRunner().invoke(main, ["status", "--config", str(p)])
     assert r.exit_code == 0, r.output
     assert "no round recorded yet" in r.output
+    assert "next test not planned yet" in r.output and " UTC;" not in r.output
+    assert not (tmp_path / "s").exists()          # status creates nothing, not even the state dir
 
 
 def test_bad_config_exit_code_and_one_line(tmp_path):
