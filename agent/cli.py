@@ -50,6 +50,10 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            # The reader went away (`linewatch status | head`): nothing to say, and nowhere to.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
         except (OSError, LinewatchError) as exc:
             if ctx.params.get("debug"):
                 import traceback
