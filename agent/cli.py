@@ -301,7 +301,7 @@ def push(config_path, as_json, requeue):
     from agent.store import Store
 
     try:
-        store = Store.open(cfg.state_dir)
+        store = Store.open(cfg.state_dir, repair=False)  # only `run` repairs a damaged store
     except LinewatchError as exc:
         _fail(str(exc))
     lock = PushLock(cfg.state_dir)
@@ -420,9 +420,11 @@ def speedtest_cmd(config_path, as_json, force):
     logging.basicConfig(level="WARNING", stream=sys.stderr, format="linewatch: %(message)s")
     os.umask(0o077)
     from agent.runner import Agent
+    from agent.store import Store
 
     try:
-        agent = Agent(cfg)
+        # Beside a running agent, as a second writer; only `run` repairs a damaged store.
+        agent = Agent(cfg, store=Store.open(cfg.state_dir, repair=False))
     except LinewatchError as exc:
         _fail(str(exc))
     if force:

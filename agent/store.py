@@ -150,9 +150,11 @@ class Store:
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
-    def open(cls, state_dir: str | os.PathLike, *, now: datetime | None = None) -> "Store":
+    def open(cls, state_dir: str | os.PathLike, *, now: datetime | None = None,
+             repair: bool = True) -> "Store":
         """Open (or create) the store in ``state_dir``. A damaged file is moved aside and what
-        it still holds is copied into the new store (:mod:`agent.salvage`)."""
+        it still holds is copied into the new store (:mod:`agent.salvage`); with ``repair``
+        false (every writer but ``linewatch run``) it is left alone and StoreCorrupt says so."""
         d = Path(state_dir)
         try:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -162,6 +164,8 @@ class Store:
         try:
             return cls(_connect(path), path, None)
         except StoreCorrupt as exc:
+            if not repair:
+                raise StoreCorrupt(damaged_message(path, exc.__cause__ or exc)) from exc
             now = now or datetime.now(timezone.utc)
             aside = move_aside(path, now)
             store = cls(_connect(path), path, aside)

@@ -220,6 +220,13 @@ def test_read_only_commands_on_a_damaged_store_change_nothing_and_say_so(tmp_pat
             assert str(db) in r.stderr and "damag" in r.stderr.lower(), (args, r.stderr)
         assert snapshot(state) == before, args                     # nothing moved, made or changed
     assert not out.exists()
+    # `push` writes, but only `run` repairs: it says so and leaves the file alone too.
+    from tests.nutlab import free_port
+
+    pcfg = config(tmp_path, state, extra=f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\ndatabase = "linewatch"\n')
+    r = cli(pcfg, "push")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "damaged" in r.stderr, r.stderr
+    assert snapshot(state) == before
 
 
 def test_run_moves_a_damaged_store_aside_and_keeps_what_it_can_read(tmp_path):
