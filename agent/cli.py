@@ -602,8 +602,15 @@ def init(config_path, region, city, isp, access, force):
         f.write(text)
     click.echo(f"wrote {path}")
     if sys.platform != "win32":  # no SIGHUP there
-        click.echo("a running agent picks it up with `systemctl reload linewatch-agent` (as a "
-                   "service) or `kill -HUP <pid>` (started by hand)")
+        from agent import lock
+
+        held = lock.holder(config.finish(config.parse(text, str(path))).state_dir)
+        if held.running and held.pid:
+            click.echo(f"the agent running now (pid {held.pid}) picks it up with `systemctl reload "
+                       f"linewatch-agent` (as a service) or `kill -HUP {held.pid}` (started by hand)")
+        else:
+            click.echo("a running agent picks it up with `systemctl reload linewatch-agent` (as a "
+                       "service) or `kill -HUP <pid>` (started by hand)")
 
 
 def _init_label(key: str) -> str:

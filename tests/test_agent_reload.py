@@ -178,3 +178,22 @@ def test_sighup_with_a_bad_file_keeps_the_running_config(agent):
     line = agent.wait_for_log("config reload", after=n)
     assert line.endswith(f"INFO linewatch: config reloaded from {agent.config}: nothing changed")
     assert "Traceback" not in agent.log.read_text()
+
+
+def test_init_beside_a_running_agent_names_its_pid_and_how_to_reload(tmp_path):
+    """`init` writes the config the service reads (state in $STATE_DIRECTORY, as under systemd),
+    sees the agent's lock there and says how that very process picks the file up."""
+    state = tmp_path / "state"
+    a = RunningAgent(tmp_path)
+    a.write('region = "PK-PB"')
+    a.start()
+    try:
+        out = subprocess.run([sys.executable, "-m", "agent", "init", "--config", str(tmp_path / "new.toml"),
+                              "--region", "Sindh", "--city", "", "--isp", "", "--access", ""],
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "STATE_DIRECTORY": str(state)},
+                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert out.returncode == 0, out.stderr
+        assert f"the agent running now (pid {a.proc.pid})" in out.stdout
+        assert f"kill -HUP {a.proc.pid}" in out.stdout
+    finally:
+        a.close()
