@@ -138,6 +138,7 @@ class Agent:
         self.lock = lock  # agent.lock.AgentLock held by `linewatch run` (None in tests)
         self._store_trouble: Trouble | None = None
         self._dropped_reported = 0
+        self._job_errors: dict[str, str] = {}
         self.notifier = notifier  # agent.notify.Notifier; made from the environment in run()
         self.clock = clock or SystemClock()
         self.store = store or open_store(cfg, self.clock)
@@ -669,11 +670,17 @@ class Agent:
                 self.counters["job_failures"] += 1
             except (StoreError, OSError) as exc:  # one line: a traceback says nothing more here
                 self._job_failed(name)
-                log.warning("%s job failed: %s", name, exc)
+                # Said once while it fails the same way (a full disk fails every push).
+                if self._job_errors.get(name) != str(exc):
+                    log.warning("%s job failed: %s", name, exc)
+                self._job_errors[name] = str(exc)
                 log.debug("%s job failed", name, exc_info=True)
             except Exception as exc:  # one failing job never stops the agent
                 self._job_failed(name)
                 log.exception("%s job failed: %s", name, exc)
+            else:
+                if self._job_errors.pop(name, None) is not None:
+                    log.info("%s job works again", name)
             self._watch_store()
         return job
 
