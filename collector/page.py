@@ -1196,7 +1196,8 @@ def line_report(line: Mapping) -> str:
               ("Time zone", f"{esc(tz_label)} ({_utc_offset(tz, parse_time(start))})"),
               ("Generated", esc(fmt_time(line.get("generated_at"), tz)))]
     subtitle = isp + (f" in {place}" if place else "")
-    header = (f"<header>\n<h1>{esc(title)}</h1>\n<p class=\"lede\">{subtitle}</p>\n"
+    h1 = esc(line["title"]) if line.get("title") else _line_title(line, html=True)
+    header = (f"<header>\n<h1>{h1}</h1>\n<p class=\"lede\">{subtitle}</p>\n"
               f"{_facts(facts)}\n{_tags_changed(line, tz)}{_toc([(sid, h) for sid, h, _ in sections])}"
               "\n</header>")
     body = header + "\n<main>\n" + "".join(_section(*s) for s in sections) + "</main>\n" + \
@@ -1215,9 +1216,11 @@ _LINE_CSS = (".warn{border-left:4px solid #B35900;background:#FFF4E5;padding:.6r
              "@media print{@page{size:A4}.warn{background:none}}")
 
 
-def _line_title(line: Mapping) -> str:
-    """"Internet line report: PTCL, Lahore" from the line's ISP and city (either may be unset)."""
-    who = ", ".join(str(line[k]) for k in ("isp", "city") if line.get(k))
+def _line_title(line: Mapping, html: bool = False) -> str:
+    """"Internet line report: PTCL, Lahore" from the line's ISP and city (either may be unset);
+    as text for <title>, or with ``html`` as markup that isolates each name (an Urdu city)."""
+    names = [line[k] for k in ("isp", "city") if line.get(k)]
+    who = ", ".join(name_html(n) if html else str(n) for n in names)
     return "Internet line report" + (f": {who}" if who else "")
 
 
@@ -1576,30 +1579,38 @@ def _episodes_table(line: Mapping, episodes: Sequence[_Ep], tz: tzinfo) -> str:
     if not episodes:
         return '<p class="muted">No outage or power cut in this window.</p>'
     limit = num(line.get("evidence_limit"))
+    # The evidence column only when the data carries evidence (a store read by `linewatch report`).
+    proof = bool(limit) or any(e.evidence is not None for e in episodes)
     rows = []
     for i, e in enumerate(episodes, 1):
-        ev = DASH
-        if e.type == "connectivity" and e.evidence is not None:
-            ev = evidence_text(e.evidence)
-        elif e.type == "connectivity" and limit:
-            ev = "not read"
+        ev = ""
+        if proof:
+            ev = DASH
+            if e.type == "connectivity" and e.evidence is not None:
+                ev = evidence_text(e.evidence)
+            elif e.type == "connectivity":
+                ev = "not read"
+            ev = f'<td class="ev">{esc(ev)}</td>'
         rows.append(f'<tr><td class="n">{i}</td><td>{esc(EPISODE_KINDS.get(e.type, e.type or DASH))}</td>'
                     f"<td>{esc(CAUSE_LABELS.get(e.cause, e.cause or DASH))}</td>"
                     f'<td class="nw">{esc(fmt_time(e.raw_start, tz))}</td>'
                     f'<td class="nw">{esc(_end_text(e, tz))}</td>'
-                    f'<td class="n">{fmt_min(e.minutes)}</td><td class="ev">{esc(ev)}</td></tr>')
-    note = (f'<p class="muted">What the tests saw is shown for the {fmt_int(limit)} longest '
-            "outages; the others are marked \u201cnot read\u201d.</p>" if limit else "")
-    intro = ('<p>For each internet outage, what the test rounds inside it recorded: the echoes '
-             "the router (gateway) and each internet target answered, and the name lookups (DNS). "
-             "The router answering while no internet target does shows the subscriber's own "
-             "network (Wi-Fi, cable, router) was working.</p>"
-             if any(e.type == "connectivity" for e in episodes) else "")
-    return (intro + note +
+                    f'<td class="n">{fmt_min(e.minutes)}</td>{ev}</tr>')
+    intro = ""
+    if proof:
+        intro = ('<p>For each internet outage, what the test rounds inside it recorded: the '
+                 "echoes the router (gateway) and each internet target answered, and the name "
+                 "lookups (DNS). The router answering while no internet target does shows the "
+                 "subscriber's own network (Wi-Fi, cable, router) was working.</p>")
+    if limit:
+        intro += (f'<p class="muted">What the tests saw is shown for the {fmt_int(limit)} longest '
+                  "outages; the others are marked \u201cnot read\u201d.</p>")
+    head = '<th scope="col">What the tests saw</th>' if proof else ""
+    return (intro +
             '<div class="scroll"><table class="dense"><caption>All episodes, earliest first (local time)'
             '</caption><thead><tr><th scope="col" class="n">#</th><th scope="col">Type</th>'
             '<th scope="col">Cause</th><th scope="col">Start</th><th scope="col">End</th>'
-            '<th scope="col" class="n">Minutes</th><th scope="col">What the tests saw</th></tr></thead>'
+            f'<th scope="col" class="n">Minutes</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 

@@ -228,7 +228,7 @@ def test_identity_comes_from_the_config_and_a_tag_change_is_listed(week):
     html = week["html"]
     title = re.search(r"<title>(.*?)</title>", html).group(1)
     assert title.startswith("Internet line report: PTCL, Lahore \u2013 ")
-    assert "<h1>Internet line report: PTCL, Lahore</h1>" in html
+    assert "<h1>Internet line report: <bdi>PTCL</bdi>, <bdi>Lahore</bdi></h1>" in html
     lede = re.search(r'<p class="lede">(.*?)</p>', html).group(1)
     assert re.sub(r"<[^>]+>", "", lede) == "PTCL in Lahore, Punjab (PK-PB)"
     note = htmllib.unescape(html).split("The agent's tags changed inside this window.", 1)[1]
