@@ -214,7 +214,9 @@ def identity(spans: list[tuple[int, int, Unit]], setup: Setup | None,
 
     The unit is the current config's (``setup``), else the window's latest rows'. The changes are
     the rows' distinct tag sets as (first ns, last ns, unit), earliest first, listed only when
-    the rows carry more than one tag set or one that is not the config's; empty otherwise."""
+    the rows carry more than one tag set or one that is not the config's; empty otherwise. With
+    ``isp = "auto"``, rows written before the first speed test named the ISP carry none: that is
+    not a change."""
     merged: dict[Unit, list[int]] = {}
     for lo, hi, u in spans:
         m = merged.setdefault(u, [lo, hi])
@@ -227,7 +229,10 @@ def identity(spans: list[tuple[int, int, Unit]], setup: Setup | None,
         isp = isp_auto if setup.isp == "auto" else setup.isp
         unit = Unit(setup.agent or (latest.agent if latest else ""), setup.region, isp,
                     setup.city, setup.access)
-    if len(runs) > 1 or (runs and unit is not None and runs[0][2] != unit):
+    auto = unit is not None and setup is not None and setup.isp == "auto"
+    kinds = {Unit(u.agent, u.region, unit.isp, u.city, u.access) if auto and not u.isp else u
+             for _, _, u in runs}
+    if len(kinds) > 1 or (kinds and unit is not None and kinds != {unit}):
         return unit, runs
     return unit, []
 

@@ -288,6 +288,23 @@ def test_the_page_renders_cleanly(week, chromium):
         assert text.lower() in r.text.lower(), text
 
 
+def test_isp_auto_names_the_isp_the_agent_learnt(tmp_path):
+    """isp = "auto": the name speedtest.net reported (kept in the store's state) titles the page;
+    the rows from before it was known carry no ISP, and that is not a tag change."""
+    w = Watch(tmp_path, MONDAY + timedelta(hours=10), isp="auto")
+    w.rounds(30)
+    w.agent.store.write(state={"isp_auto": "Nayatel"})      # as the agent's speed test leaves it
+    cfg = w.configure(isp="auto")
+    w.rounds(30)
+    end = w.clock.now()
+    w.close()
+    out = tmp_path / "auto.html"
+    p = report(cfg, out, MONDAY, end)
+    html = out.read_text(encoding="utf-8")
+    assert "<h1>Internet line report: <bdi>Nayatel</bdi>, <bdi>Lahore</bdi></h1>" in html
+    assert "tags changed" not in html and "tags changed" not in p.stdout
+
+
 # --- thin data: a report from six minutes of watching -------------------------------------------
 
 def test_a_report_from_minutes_says_so_beside_the_figure(tmp_path, chromium):
@@ -413,8 +430,13 @@ NEW = Unit("a1", "PK-PB", "PTCL", "Lahore", "fibre")
      NEW, []),
     ([(1, 3, NEW), (4, 5, OLD), (6, 9, NEW)], None, "", NEW, [(1, 9, NEW), (4, 5, OLD)]),
     ([], Setup(agent="a1", region="PK-PB"), "", Unit("a1", "PK-PB"), []),
+    ([(1, 5, Unit("a1", "PK-PB", "", "Lahore", "fibre")), (6, 9, NEW)],
+     Setup(region="PK-PB", isp="auto", city="Lahore", access="fibre"), "PTCL", NEW, []),
+    ([(1, 5, Unit("a1", "PK-SD", "", "Lahore", "fibre")), (6, 9, NEW)],
+     Setup(region="PK-PB", isp="auto", city="Lahore", access="fibre"), "PTCL", NEW,
+     [(1, 5, Unit("a1", "PK-SD", "", "Lahore", "fibre")), (6, 9, NEW)]),
 ], ids=["rows-only", "rows-changed", "config-matches", "config-differs", "isp-auto",
-        "back-and-forth", "no-rows"])
+        "back-and-forth", "no-rows", "isp-auto-learnt-later", "isp-auto-region-changed"])
 def test_identity(spans, setup, isp_auto, unit, changed):
     assert identity(spans, setup, isp_auto) == (unit, changed)
 
