@@ -12,6 +12,7 @@ import stat
 
 from agent.clock import SystemClock
 from agent.config import Config
+from agent.words import plural
 
 
 def _r(name: str, result: str, detail: str, fix: str = "") -> dict:
@@ -100,7 +101,8 @@ def check_dns(cfg: Config) -> dict:
     if bad:
         return _r("dns", "fail", f"via {where}: " + ", ".join(bad),
                   "check probe.dns_servers (or /etc/resolv.conf) and probe.dns_names")
-    return _r("dns", "ok", f"{len(cfg.probe.dns_names)} name(s) resolve via {where}")
+    n = len(cfg.probe.dns_names)
+    return _r("dns", "ok", f"{plural(n, 'name')} {'resolves' if n == 1 else 'resolve'} via {where}")
 
 
 def check_store(cfg: Config) -> list[dict]:
@@ -339,15 +341,15 @@ def _forward_state(cfg: Config) -> dict:
         nq, _ = store.quarantined(0)
     finally:
         store.close()
-    extra = f"; {nq} row(s) quarantined (see `linewatch status`)" if nq else ""
+    extra = f"; {plural(nq, 'row')} quarantined (see `linewatch status`)" if nq else ""
+    wait = f"{plural(backlog, 'row')} {'waits' if backlog == 1 else 'wait'}{extra}"
     if st.get("halted"):
-        return _r("influx forwarding", "fail", f"stopped: {st['halted']}; {backlog} rows wait{extra}",
+        return _r("influx forwarding", "fail", f"stopped: {st['halted']}; {wait}",
                   "fix it, then restart the agent or run `linewatch push`")
     if st.get("attempt"):
         err = st.get("last_error") or {}
-        return _r("influx forwarding", "warn", f"retrying after: {err.get('message')}; {backlog} rows "
-                  f"wait{extra}")
-    return _r("influx forwarding", "warn" if nq else "ok", f"{backlog} rows wait{extra}")
+        return _r("influx forwarding", "warn", f"retrying after: {err.get('message')}; {wait}")
+    return _r("influx forwarding", "warn" if nq else "ok", wait)
 
 
 def _q(params: dict) -> str:

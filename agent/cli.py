@@ -21,6 +21,7 @@ import click
 from agent import __version__
 from agent.errors import ConfigError, LinewatchError, os_error_line
 from agent.status import dns_row, episode_json, iso, ping_row
+from agent.words import plural, thin_watch
 
 config_option = click.option(
     "--config", "config_path", metavar="PATH", envvar=None,
@@ -342,18 +343,20 @@ def push(config_path, as_json, requeue):
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
     else:
         if requeued:
-            click.echo(f"requeued {requeued} quarantined row(s)")
+            click.echo(f"requeued {plural(requeued, 'quarantined row')}")
         if rep.outcome == "empty":
             click.echo("nothing to forward: the backlog is empty")
         else:
             rate = f" ({out['rows_per_s']} rows/s)" if out["rows_per_s"] else ""
-            click.echo(f"sent {rep.sent} rows in {secs:.1f} s{rate} with {rep.requests} request(s)")
+            click.echo(f"sent {plural(rep.sent, 'row')} in {secs:.1f} s{rate} with "
+                       f"{plural(rep.requests, 'request')}")
         if rep.quarantined:
-            click.echo(f"{rep.quarantined} row(s) refused by the server and set aside "
+            click.echo(f"{plural(rep.quarantined, 'row')} refused by the server and set aside "
                        "(see `linewatch status`)")
         if rep.outcome == "retry":
-            click.echo(f"stopped: {describe(rep.answer)}; {left} rows stay in the store and the "
-                       "agent keeps trying", err=True)
+            click.echo(f"stopped: {describe(rep.answer)}; {plural(left, 'row')} "
+                       f"{'stays' if left == 1 else 'stay'} in the store and the agent keeps trying",
+                       err=True)
         elif rep.outcome == "halt":
             click.echo(f"stopped: {state.halted}", err=True)
     sys.exit(0 if rep.outcome in ("done", "empty") else 1)
@@ -370,7 +373,8 @@ def push(config_path, as_json, requeue):
 @click.option("--timezone", "tz", default="Asia/Karachi", show_default=True,
               help="Time zone of the page's times and working hours.")
 @click.option("--work-hours", default="09:00-18:00", show_default=True,
-              help="Working hours (local), for the minutes lost within them.")
+              help="Working hours (local), for the minutes lost within them; a night shift "
+                   "crosses midnight: 20:00-05:00.")
 def report(config_path, since, until, out, tz, work_hours):
     """Write one self-contained HTML page about this line (outages, power cuts, latency, speed)
     to attach to a complaint to your ISP. Made from the local store; nothing is sent anywhere."""
@@ -386,10 +390,16 @@ def report(config_path, since, until, out, tz, work_hours):
     try:
         end = cconfig.parse_when(until, now) if until else now
         start = cconfig.parse_when(since, end)
-        work = cconfig.parse_work_hours(work_hours)
-        cconfig.check_zone(tz)
     except ValueError as exc:
         _fail(str(exc), 2)
+    try:
+        work = cconfig.parse_work_hours(work_hours, overnight=True)
+    except ValueError as exc:
+        _fail(f"--work-hours {work_hours}: {exc}", 2)
+    try:
+        cconfig.check_zone(tz)
+    except ValueError as exc:
+        _fail(f"--timezone {tz}: {exc}", 2)
     if start >= end:
         _fail("the window is empty (--since is not before --until)", 2)
     from agent import lock
@@ -399,15 +409,21 @@ def report(config_path, since, until, out, tz, work_hours):
     # with what to do, and nothing beside it is created or changed.
     Store.open_readonly(cfg.state_dir, live=lock.holder(cfg.state_dir).running is not False).close()
     try:
-        data = line.summarise(cfg.state_dir / DB_NAME, start, end, now, tz, work)
+        data = line.summarise(cfg.state_dir / DB_NAME, start, end, now, tz, work,
+                              setup=line.setup_of(cfg))
     except SourceError as exc:
         _fail(f"{exc} (has the agent run with this config?)")
     # The page describes one person's line and working day: readable by its owner only (0600).
     write_atomic(Path(out), page.line_report(data), 0o600)
     avail = data["internet_availability"]
+    thin = thin_watch(data["observed_h"]) if avail is not None else None
     click.echo(f"wrote {out}: {data['observed_h']:.1f} h watched, "
-               + (f"internet available {avail * 100:.3f} %, " if avail is not None else "")
-               + f"{data['outages']} outage(s), {data['power_cuts']} power cut(s)")
+               + (f"internet available {avail * 100:.3f} %" + (f" ({thin})" if thin else "") + ", "
+                  if avail is not None else "")
+               + f"{plural(data['outages'], 'outage')}, {plural(data['power_cuts'], 'power cut')}")
+    if data["tags_changed"]:
+        click.echo("note: the agent's tags changed inside the window; the page names the line as "
+                   "configured now and lists the tags the rows carried")
 
 
 @main.command(name="speedtest")

@@ -392,6 +392,23 @@ class SpeedtestSection:
     only_on_ac: bool = _opt(False, "Skip tests while the machine runs on battery.")
 
 
+def _check_plan_speed(v: float) -> str | None:
+    return None if v >= 0 else "must be the paid speed in Mbit/s (> 0), or 0 for not set"
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    account: str = _opt("", "Your customer account or line reference with the ISP (as on the bill), "
+                        "printed on the page `linewatch report` writes so the ISP can find the "
+                        "line. It stays on this machine: never a tag, never forwarded.",
+                        _max_len(64), "1234567890")
+    plan_download_mbps: float = _opt(0.0, "The download speed your plan is sold at (paid), Mbit/s; "
+                                     "the report sets the measured speeds against it. 0: not set.",
+                                     _check_plan_speed, 20)
+    plan_upload_mbps: float = _opt(0.0, "The plan's paid upload speed, Mbit/s. 0: not set.",
+                                   _check_plan_speed, 5)
+
+
 @dataclass(frozen=True)
 class Config:
     agent: AgentSection = field(default_factory=AgentSection)
@@ -401,6 +418,7 @@ class Config:
     store: StoreSection = field(default_factory=StoreSection)
     influx: InfluxSection = field(default_factory=InfluxSection)
     speedtest: SpeedtestSection = field(default_factory=SpeedtestSection)
+    report: ReportSection = field(default_factory=ReportSection)
     source: str = "(defaults)"  # the file this came from, for messages
 
     @property
@@ -411,6 +429,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "agent": AgentSection, "probe": ProbeSection, "outage": OutageSection, "power": PowerSection,
     "store": StoreSection, "influx": InfluxSection, "speedtest": SpeedtestSection,
+    "report": ReportSection,
 }
 
 

@@ -21,15 +21,23 @@ _UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-def parse_work_hours(v: str) -> tuple[int, int]:
-    """"09:00-18:00" -> (540, 1080) minutes after midnight; the end must follow the start."""
+def parse_work_hours(v: str, overnight: bool = False) -> tuple[int, int]:
+    """"09:00-18:00" -> (540, 1080) minutes after midnight; the end must follow the start.
+
+    With ``overnight``, an end before the start is a shift that crosses midnight:
+    "20:00-05:00" -> (1200, 300), from 20:00 to 05:00 the next morning."""
     m = _HHMM.match(v.strip())
     if not m:
-        raise ValueError('must be "HH:MM-HH:MM", such as "09:00-18:00"')
+        raise ValueError('must be "HH:MM-HH:MM", such as "09:00-18:00"'
+                         + (' or "20:00-05:00"' if overnight else ""))
     a = int(m[1]) * 60 + int(m[2])
     b = int(m[3]) * 60 + int(m[4])
-    if b <= a or b > 24 * 60:
+    if b > 24 * 60:
+        raise ValueError("the end must be 24:00 at the latest")
+    if not overnight and b <= a:
         raise ValueError("the end must be after the start, on the same day")
+    if b == a:
+        raise ValueError("the start and the end must differ")
     return a, b
 
 

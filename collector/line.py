@@ -14,41 +14,109 @@ The same definitions as the regional statistics, for a single agent:
 * ``gaps``: time the agent was not watching (stopped, crashed, machine switched off) and not
   because the power was cut: shown grey, never counted as an outage;
 * daily latency: median and 95th percentile of the internet targets' round-trip times, mean loss
-  over rounds in which the target answered.
+  over rounds in which the target answered;
+* per-outage evidence: for each connectivity outage, what its rounds recorded (the gateway's and
+  each target's echoes sent and answered, each name's lookups and their errors), counted in SQL
+  over the outage's span, never loaded row by row.
+
+Who and where the line is (the page's title, line and place) comes from the current config
+(:class:`Setup`), not from the rows: the rows' tags are compared with it, and a change inside the
+window is listed (``tags_changed``).
 """
 
 from __future__ import annotations
 
+import bisect
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from agent.config import PK_REGIONS
-from collector.model import Quality, joins_previous_cut, quantile
+from agent.config import PK_REGIONS, Config
+from collector.model import Quality, Unit, joins_previous_cut, quantile
 from collector.storefile import NS, StoreFile
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Outages given their per-round evidence, the longest first: a flapping line over 90 days can
+# have thousands, and each costs a few indexed queries.
+MAX_EVIDENCE = 1000
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the current config says about the line: who and where it is (the page's identity),
+    how it is watched (the method) and the plan it is sold as. ``isp`` "auto" is the name the
+    agent learnt from speed tests, read from the store; an empty ``agent`` is the rows' latest."""
+
+    agent: str = ""
+    region: str = ""
+    city: str = ""
+    isp: str = ""
+    access: str = ""
+    account: str = ""
+    plan_download_mbps: float = 0.0
+    plan_upload_mbps: float = 0.0
+    interval_s: float = 10.0
+    count: int = 3
+    timeout_s: float = 2.0
+    gateway: str = "auto"
+    targets: tuple[str, ...] = ()
+    dns_names: tuple[str, ...] = ()
+    dns_servers: tuple[str, ...] = ()
+    method: str = "auto"
+    tcp_port: int = 443
+    open_after: int = 3
+    close_after: int = 2
+
+
+def setup_of(cfg: Config) -> Setup:
+    """The Setup of a loaded config. The agent id is the configured one, else the one the agent
+    keeps in its state dir (read, never created: a report changes nothing)."""
+    agent = cfg.agent.id
+    if not agent:
+        try:
+            agent = (cfg.state_dir / "agent_id").read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            agent = ""
+    a, p, r = cfg.agent, cfg.probe, cfg.report
+    return Setup(agent=agent, region=a.region, city=a.city, isp=a.isp, access=a.access,
+                 account=r.account, plan_download_mbps=r.plan_download_mbps,
+                 plan_upload_mbps=r.plan_upload_mbps, interval_s=p.interval_s, count=p.count,
+                 timeout_s=p.timeout_s, gateway=p.gateway, targets=tuple(p.targets),
+                 dns_names=tuple(p.dns_names), dns_servers=tuple(p.dns_servers), method=p.method,
+                 tcp_port=p.tcp_port, open_after=cfg.outage.open_after,
+                 close_after=cfg.outage.close_after)
 
 
 def work_overlap(start: float, end: float, zone: ZoneInfo, work: tuple[int, int],
                  days: tuple[str, ...]) -> float:
     """Seconds of [start, end) inside working hours ``work`` (minutes after local midnight) on
-    working ``days``, local time."""
+    working ``days``, local time. An end before the start is a night shift across midnight
+    (20:00-05:00); it belongs to the day it starts on, so Friday 20:00 to Saturday 05:00 counts
+    when Friday is a working day."""
     total = 0.0
+    # From the day before the start: last night's shift may still run into the span.
     t = datetime.fromtimestamp(start, zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    t = (t - timedelta(hours=12)).replace(hour=0)
     while t.timestamp() < end:
+        nxt = (t + timedelta(days=1, hours=2)).replace(hour=0)  # the next local midnight
         if WEEKDAYS[t.weekday()] in days:
             a = (t + timedelta(minutes=work[0])).timestamp()
-            b = (t + timedelta(minutes=work[1])).timestamp()
+            b = ((t if work[1] > work[0] else nxt) + timedelta(minutes=work[1])).timestamp()
             total += max(0.0, min(end, b) - max(start, a))
-        t = (t + timedelta(days=1, hours=2)).replace(hour=0)  # the next local midnight
+        t = nxt
     return total
 
 
 def summarise(path: str | Path, start: float, end: float, now: float, tz: str = "Asia/Karachi",
               work: tuple[int, int] = (540, 1080),
-              work_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")) -> dict:
-    """The line page's dict (collector.page.line_report) for the store at ``path``, [start, end)."""
+              work_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri"),
+              setup: Setup | None = None) -> dict:
+    """The line page's dict (collector.page.line_report) for the store at ``path``, [start, end).
+
+    With ``setup`` (the current config), the identity, the method and the plan come from it;
+    without, the identity is the tags of the window's latest rows (a volunteer's file read by the
+    collector)."""
     zone = ZoneInfo(tz)
     end = min(end, now)
     f = StoreFile.open(path)
@@ -60,9 +128,15 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
         pings = _pings(f, start, end)
         speeds = f.speed_tests(int(start * NS), int(end * NS), Quality())  # the page shows no counts
         spans = f.round_spans(start, end)
+        # agent.runner.STATE_ISP: the name speedtest.net reported (not imported: the runner
+        # pulls in the scheduler and the probes, which a report never needs).
+        isp_auto = _state(f, "isp_auto") if setup and setup.isp == "auto" else ""
+        probed = Probed.of(f)
+        seen = probed.seen(f, start, end)
+        evidence = _all_evidence(f, probed, eps, rounds, start, end, now, setup)
     finally:
         f.close()
-    unit = spans[-1][2] if spans else None
+    unit, changed = identity(spans, setup, isp_auto)
 
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, zone).isoformat(timespec="seconds")
@@ -77,6 +151,8 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
                 "duration_min": (e - s) / 60.0, "_s": s, "_e": e}
         if e_ns is None:
             item["ongoing"] = True
+        if (s_ns, typ) in evidence:
+            item["evidence"] = evidence[(s_ns, typ)]
         if typ == "agent_gap":
             cut.append((s, e))
         episodes.append(item)
@@ -91,12 +167,14 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
     host_down = [(e["_s"], e["_e"]) for e in power if e["cause"] == "host_down"]
     gaps = _gaps(rounds, start, end, host_down + cut)
 
+    n_net = sum(1 for typ, *_ in eps if typ == "connectivity")
     line = {
         "generated_at": iso(now), "timezone": tz,
         "agent": unit.agent if unit else "", "region": unit.region if unit else "",
         "region_name": PK_REGIONS.get(unit.region, "") if unit else "",
         "isp": unit.isp if unit else "", "city": unit.city if unit else "",
         "access": unit.access if unit else "",
+        "tags_changed": [{"start": iso(a / NS), "end": iso(b / NS), **_tags(u)} for a, b, u in changed],
         "window": {"start": iso(start), "end": iso(end)},
         "observed_h": observed_s / 3600.0,
         "internet_availability": (max(0.0, 1.0 - net_s / observed_s) if observed_s else None),
@@ -112,8 +190,185 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
         "daily": _daily(rounds, episodes, cuts, pings, start, end, zone),
         "speedtests": [{"time": iso(s.time), "download_bps": s.download_bps,
                         "upload_bps": s.upload_bps} for s in sorted(speeds, key=lambda s: s.time)],
+        "probe": _probe(setup, seen),
     }
+    if n_net > MAX_EVIDENCE:
+        line["evidence_limit"] = MAX_EVIDENCE
+    if setup is not None:
+        if setup.account:
+            line["account"] = setup.account
+        plan = {k: v for k, v in (("download_mbps", setup.plan_download_mbps),
+                                  ("upload_mbps", setup.plan_upload_mbps)) if v > 0}
+        if plan:
+            line["plan"] = plan
     return line
+
+
+def _tags(u: Unit) -> dict:
+    return {"agent": u.agent, "region": u.region, "isp": u.isp, "city": u.city, "access": u.access}
+
+
+def identity(spans: list[tuple[int, int, Unit]], setup: Setup | None,
+             isp_auto: str = "") -> tuple[Unit | None, list[tuple[int, int, Unit]]]:
+    """The line's unit and the tag changes inside the window.
+
+    The unit is the current config's (``setup``), else the window's latest rows'. The changes are
+    the rows' distinct tag sets as (first ns, last ns, unit), earliest first, listed only when
+    the rows carry more than one tag set or one that is not the config's; empty otherwise. With
+    ``isp = "auto"``, rows written before the first speed test named the ISP carry none: that is
+    not a change."""
+    merged: dict[Unit, list[int]] = {}
+    for lo, hi, u in spans:
+        m = merged.setdefault(u, [lo, hi])
+        m[0], m[1] = min(m[0], lo), max(m[1], hi)
+    runs = sorted(((lo, hi, u) for u, (lo, hi) in merged.items()), key=lambda r: (r[0], r[1]))
+    latest = max(runs, key=lambda r: r[1])[2] if runs else None
+    if setup is None:
+        unit = latest
+    else:
+        isp = isp_auto if setup.isp == "auto" else setup.isp
+        unit = Unit(setup.agent or (latest.agent if latest else ""), setup.region, isp,
+                    setup.city, setup.access)
+    auto = unit is not None and setup is not None and setup.isp == "auto"
+    kinds = {Unit(u.agent, u.region, unit.isp, u.city, u.access) if auto and not u.isp else u
+             for _, _, u in runs}
+    if len(kinds) > 1 or (kinds and unit is not None and kinds != {unit}):
+        return unit, runs
+    return unit, []
+
+
+def _state(f: StoreFile, key: str) -> str:
+    if not f.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state'"):
+        return ""  # a file without the agent's state table (only rows handed over)
+    rows = f.query("SELECT value FROM state WHERE key = ?", (key,))
+    return str(rows[0][0]) if rows and rows[0][0] else ""
+
+
+@dataclass(frozen=True)
+class Probed:
+    """The store's probe series: ping series ids by role and target, dns series ids by name,
+    round series ids (a target appears in several series when its other tags changed)."""
+
+    pings: dict[tuple[str, str], tuple[int, ...]]
+    methods: dict[int, str]
+    dns: dict[str, tuple[int, ...]]
+    rounds: tuple[int, ...]
+
+    @classmethod
+    def of(cls, f: StoreFile) -> "Probed":
+        pings: dict[tuple[str, str], list[int]] = {}
+        methods = {}
+        for sid, tags in f.series("ping").items():
+            role, target = str(tags.get("role") or ""), str(tags.get("target") or "")
+            if role in ("gateway", "internet") and target:
+                pings.setdefault((role, target), []).append(sid)
+                methods[sid] = str(tags.get("method") or "")
+        dns: dict[str, list[int]] = {}
+        for sid, tags in f.series("dns").items():
+            if tags.get("name"):
+                dns.setdefault(str(tags["name"]), []).append(sid)
+        return cls({k: tuple(v) for k, v in pings.items()}, methods,
+                   {k: tuple(v) for k, v in dns.items()}, tuple(f.series("round")))
+
+    def seen(self, f: StoreFile, start: float, end: float) -> dict:
+        """What was probed inside [start, end): gateways, internet targets, echo methods, names."""
+        a, b = int(start * NS), int(end * NS)
+
+        def any_row(sids) -> bool:
+            return any(f.query("SELECT 1 FROM samples WHERE series_id = ? AND time_ns >= ?"
+                               " AND time_ns < ? LIMIT 1", (sid, a, b)) for sid in sids)
+
+        live = {k: [sid for sid in v if any_row([sid])] for k, v in self.pings.items()}
+        return {"gateways": sorted(t for (r, t), v in live.items() if r == "gateway" and v),
+                "targets": sorted(t for (r, t), v in live.items() if r == "internet" and v),
+                "methods": sorted({self.methods[sid] for v in live.values() for sid in v} - {""}),
+                "dns_names": sorted(n for n, v in self.dns.items() if any_row(v))}
+
+    def evidence(self, f: StoreFile, a: int, b: int, order: tuple[str, ...] = ()) -> dict:
+        """What the rounds in [a, b) ns recorded: their statuses counted, echoes sent and
+        answered per gateway and per internet target (in the configured ``order``, then the
+        others), lookups per name with their errors counted."""
+        def group(sql: str, sids) -> list[tuple]:
+            if not sids:
+                return []
+            marks = ",".join("?" * len(sids))
+            return f.query(sql.format(marks=marks), (*sids, a, b))
+
+        rounds: dict[str, int] = {}
+        for status, n in group("SELECT json_extract(fields, '$.status'), count(*) FROM samples"
+                               " WHERE series_id IN ({marks}) AND time_ns >= ? AND time_ns < ?"
+                               " GROUP BY 1", self.rounds):
+            rounds[str(status)] = rounds.get(str(status), 0) + n
+        echoes: dict[str, list[dict]] = {"gateway": [], "internet": []}
+        rank = {t: i for i, t in enumerate(order)}
+        for (role, target), sids in sorted(self.pings.items(),
+                                           key=lambda kv: (rank.get(kv[0][1], len(rank)), kv[0][1])):
+            (n, sent, got), = group(
+                "SELECT count(*), sum(json_extract(fields, '$.sent')),"
+                " sum(json_extract(fields, '$.received')) FROM samples"
+                " WHERE series_id IN ({marks}) AND time_ns >= ? AND time_ns < ?", sids)
+            if n:
+                echoes[role].append({"target": target, "rounds": n, "sent": int(sent or 0),
+                                     "received": int(got or 0)})
+        dns = []
+        for name, sids in sorted(self.dns.items()):
+            queries, ok, errors = 0, 0, {}
+            for success, error, n in group(
+                    "SELECT json_extract(fields, '$.success'), json_extract(fields, '$.error'),"
+                    " count(*) FROM samples WHERE series_id IN ({marks}) AND time_ns >= ?"
+                    " AND time_ns < ? GROUP BY 1, 2", sids):
+                queries += n
+                if success:
+                    ok += n
+                elif error:
+                    errors[str(error)] = errors.get(str(error), 0) + n
+            if queries:
+                dns.append({"name": name, "queries": queries, "ok": ok,
+                            "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1]))})
+        return {"rounds": dict(sorted(rounds.items())), **echoes, "dns": dns}
+
+
+def _all_evidence(f: StoreFile, probed: Probed, eps, rounds: list[tuple[float, float]],
+                  start: float, end: float, now: float, setup: Setup | None) -> dict:
+    """Evidence for the connectivity outages of ``eps`` (the :data:`MAX_EVIDENCE` longest), by
+    (start ns, type).
+
+    The span read is the outage's, clipped to the window and shifted back by half a round
+    interval: an outage runs from its first failed round to its first good one, and a round's
+    echoes are timed a little after the round itself, so [start, end) less half a round holds
+    exactly the outage's rounds (a good round between failed ones included, the good round that
+    ended it left out), whatever the clocks' jitter."""
+    net = [(s_ns, e_ns) for typ, _c, s_ns, e_ns, _d in eps if typ == "connectivity"]
+    clipped = []
+    for s_ns, e_ns in net:
+        s = max(start, s_ns / NS)
+        e = min(end, (e_ns / NS) if e_ns is not None else now)
+        if e > s:
+            clipped.append((e - s, s_ns, s, e))
+    clipped.sort(key=lambda c: -c[0])
+    times = [t for t, _ in rounds]
+    order = setup.targets if setup else ()
+    out = {}
+    for _len, s_ns, s, e in clipped[:MAX_EVIDENCE]:
+        i = bisect.bisect_left(times, s)
+        near = rounds[min(i, len(rounds) - 1)][1] if rounds else (setup.interval_s if setup else 10.0)
+        half = near / 2
+        out[(s_ns, "connectivity")] = probed.evidence(f, int((s - half) * NS), int((e - half) * NS),
+                                                      order)
+    return out
+
+
+def _probe(setup: Setup | None, seen: dict) -> dict:
+    """How the line was watched, for the page's method: the current config's probe settings
+    (when known) and what the window's rows show was probed."""
+    out = {"seen": seen}
+    if setup is not None:
+        out.update(interval_s=setup.interval_s, count=setup.count, timeout_s=setup.timeout_s,
+                   gateway=setup.gateway, targets=list(setup.targets),
+                   dns_names=list(setup.dns_names), dns_servers=list(setup.dns_servers),
+                   method=setup.method, tcp_port=setup.tcp_port, open_after=setup.open_after,
+                   close_after=setup.close_after)
+    return out
 
 
 def _round_times(f: StoreFile, start: float, end: float) -> list[tuple[float, float]]:

@@ -29,6 +29,7 @@ from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from agent.words import plural, thin_watch
 from collector.model import INTERNET_CAUSES
 
 DASH = "\u2013"          # the en dash shown for "no figure"
@@ -572,6 +573,8 @@ def svg_xy(series: Sequence[Series], *, title: str, x_range: tuple[float, float]
 
 def _marker(kind: str, x: float, y: float, color: str, tip: str = "") -> str:
     t = f"<title>{esc(tip)}</title>" if tip else ""
+    if kind == "none":
+        return ""
     if kind == "square":
         return (f'<rect x="{_f(x - 3.5)}" y="{_f(y - 3.5)}" width="7" height="7" fill="#FFFFFF" '
                 f'stroke="{color}" stroke-width="2">{t}</rect>')
@@ -1152,12 +1155,16 @@ def line_report(line: Mapping) -> str:
     """One worker's page for a complaint to their ISP. Times are shown in ``line["timezone"]``.
 
     Optional additions to the documented shape: ``work_hours`` (e.g. "09:00-18:00", shown in
-    the summary). Episodes without ``end`` end at start + duration_min; ``agent_gap`` episodes
-    are drawn as not-watching time like ``gaps``. Missing keys render as "–" or are left out."""
+    the summary), ``account`` (the customer's reference with the ISP), ``plan``
+    (``download_mbps``, ``upload_mbps``: the paid speeds), ``tags_changed`` (the rows' tag sets
+    when they differ from the line's), ``probe`` (how the line was watched, for the method),
+    ``evidence`` on an episode (what its rounds recorded). Episodes without ``end`` end at
+    start + duration_min; ``agent_gap`` episodes are drawn as not-watching time like ``gaps``.
+    Missing keys render as "–" or are left out."""
     line = _dict(line)
     window = _dict(line.get("window"))
     tz, tz_label = zone(line.get("timezone"), window.get("start"))
-    title = str(line.get("title") or "linewatch line report")
+    title = str(line.get("title") or _line_title(line))
     episodes = sorted((_Ep.of(e) for e in _list(line.get("episodes")) if isinstance(e, dict)),
                       key=lambda e: (e.start is None, e.start or 0.0))
     gaps = [_Ep.of({"type": "gap", **g}) for g in _list(line.get("gaps")) if isinstance(g, dict)]
@@ -1168,31 +1175,88 @@ def line_report(line: Mapping) -> str:
         ("timeline", "Outage timeline", _timeline(line, episodes, gaps, tz, tz_label)),
         ("daily", "Day by day", _daily(line, tz)),
         ("speed", "Speed tests", _speed(line, tz, tz_label)),
-        ("episodes", "Every episode", _episodes_table(episodes, tz)),
+        ("episodes", "Every episode", _episodes_table(line, episodes, tz)),
         ("for-the-isp", "What this shows", _isp_note(line, episodes, tz)),
-        ("method", "Method", _paragraphs(line.get("methodology") or _default_line_method())),
+        ("method", "Method", _paragraphs(line.get("methodology")
+                                         or _probe_method(line) + _default_line_method())),
     ]
     start, end = window.get("start"), window.get("end")
-    where = [name_html(line.get("city"))] if line.get("city") else []
-    if line.get("region_name") or line.get("region"):
-        where.append(_region_html(line.get("region"), line.get("region_name")))
-    place = ", ".join(where)
+    place = _line_place(line)
     isp = name_html(line.get("isp")) if line.get("isp") else "Internet line"
     facts = [("Line", isp + (f" ({esc(line.get('access'))})" if line.get("access") else "")),
-             ("Place", place or DASH),
-             ("Agent", f"<code>{esc(line.get('agent') or DASH)}</code>"),
-             ("Window", esc(fmt_range(start, end, tz))),
-             ("Time zone", f"{esc(tz_label)} ({_utc_offset(tz, parse_time(start))})"),
-             ("Generated", esc(fmt_time(line.get("generated_at"), tz)))]
+             ("Place", place or f'{DASH} <span class="muted">(not set in the config: '
+                                '<code>linewatch init</code>)</span>')]
+    if line.get("account"):
+        facts.append(("Customer account", f"<code>{esc(line['account'])}</code>"))
+    plan = _dict(line.get("plan"))
+    if num(plan.get("download_mbps")) or num(plan.get("upload_mbps")):
+        facts.append(("Plan (paid speeds)", esc(_plan_text(plan))))
+    facts += [("Agent", f"<code>{esc(line.get('agent') or DASH)}</code>"),
+              ("Window", esc(fmt_range(start, end, tz))),
+              ("Time zone", f"{esc(tz_label)} ({_utc_offset(tz, parse_time(start))})"),
+              ("Generated", esc(fmt_time(line.get("generated_at"), tz)))]
     subtitle = isp + (f" in {place}" if place else "")
-    header = (f"<header>\n<h1>{esc(title)}</h1>\n<p class=\"lede\">{subtitle}</p>\n"
-              f"{_facts(facts)}\n{_toc([(sid, h) for sid, h, _ in sections])}\n</header>")
+    h1 = esc(line["title"]) if line.get("title") else _line_title(line, html=True)
+    header = (f"<header>\n<h1>{h1}</h1>\n<p class=\"lede\">{subtitle}</p>\n"
+              f"{_facts(facts)}\n{_tags_changed(line, tz)}{_toc([(sid, h) for sid, h, _ in sections])}"
+              "\n</header>")
     body = header + "\n<main>\n" + "".join(_section(*s) for s in sections) + "</main>\n" + \
         f"<footer>Made by linewatch on the subscriber's computer; generated " \
         f"{esc(fmt_time(line.get('generated_at'), tz))} ({esc(tz_label)}). Self-contained page: no " \
         "scripts, no external resources.</footer>"
-    return _page(f"{title} {DASH} {line.get('isp') or ''} {line.get('city') or ''}".strip(), body,
-                 "@media print{@page{size:A4}}")
+    span = fmt_range(start, end, tz)
+    return _page(title + (f" {DASH} {span}" if span != DASH else ""), body, _LINE_CSS)
+
+
+# The line page's own styles: a warning box for figures that rest on too little, the evidence
+# column kept readable beside the times.
+_LINE_CSS = (".warn{border-left:4px solid #B35900;background:#FFF4E5;padding:.6rem 1rem;margin:1rem 0}"
+             ".warn p{margin:.35rem 0}.card .s.warn-s{color:#8A4500;font-weight:600}"
+             "td.ev{font-size:.8rem;min-width:28em}"
+             "@media print{@page{size:A4}.warn{background:none}}")
+
+
+def _line_title(line: Mapping, html: bool = False) -> str:
+    """"Internet line report: PTCL, Lahore" from the line's ISP and city (either may be unset);
+    as text for <title>, or with ``html`` as markup that isolates each name (an Urdu city)."""
+    names = [line[k] for k in ("isp", "city") if line.get(k)]
+    who = ", ".join(name_html(n) if html else str(n) for n in names)
+    return "Internet line report" + (f": {who}" if who else "")
+
+
+def _line_place(line: Mapping) -> str:
+    where = [name_html(line.get("city"))] if line.get("city") else []
+    if line.get("region_name") or line.get("region"):
+        where.append(_region_html(line.get("region"), line.get("region_name")))
+    return ", ".join(where)
+
+
+def _plan_text(plan: Mapping) -> str:
+    parts = [f"{fmt_num(num(plan.get(k)), 1, 'Mbit/s')} {word}"
+             for k, word in (("download_mbps", "download"), ("upload_mbps", "upload"))
+             if num(plan.get(k))]
+    return ", ".join(parts) + " (as sold, from the config)"
+
+
+def _tags_changed(line: Mapping, tz: tzinfo) -> str:
+    """A warning when the rows in the window were tagged otherwise than the line is now."""
+    runs = [r for r in _list(line.get("tags_changed")) if isinstance(r, dict)]
+    if not runs:
+        return ""
+    keys = (("agent", "agent"), ("region", "region"), ("city", "city"), ("isp", "ISP"),
+            ("access", "access"))
+    now = tuple(str(line.get(k) or "") for k, _ in keys)
+    tagged = [tuple(str(r.get(k) or "") for k, _ in keys) for r in runs]
+    # Only the tags that differ somewhere: an agent id the same throughout is noise here.
+    differ = [i for i in range(len(keys)) if len({t[i] for t in tagged} | {now[i]}) > 1]
+    items = []
+    for r, tags in zip(runs, tagged):
+        what = ", ".join(f"{keys[i][1]} {name_html(tags[i]) if tags[i] else DASH}" for i in differ)
+        same = ' <span class="muted">(as now)</span>' if tags == now else ""
+        items.append(f"<li>{esc(fmt_range(r.get('start'), r.get('end'), tz))}: {what}{same}</li>")
+    return ('<div class="warn" role="note"><p><strong>The agent&#x27;s tags changed inside this '
+            "window.</strong> This page names the line as it is configured now; the rows it was "
+            "made from were tagged:</p><ul>" + "".join(items) + "</ul></div>\n")
 
 
 @dataclass(frozen=True)
@@ -1206,6 +1270,7 @@ class _Ep:
     minutes: float | None
     raw_start: object
     raw_end: object
+    evidence: object = None
 
     @staticmethod
     def of(e: Mapping) -> "_Ep":
@@ -1218,7 +1283,7 @@ class _Ep:
         if minutes is None and start is not None and end is not None:
             minutes = (end - start) / 60
         return _Ep(str(e.get("type") or ""), str(e.get("cause") or ""), start, end, minutes,
-                   e.get("start"), e.get("end"))
+                   e.get("start"), e.get("end"), e.get("evidence"))
 
 
 def _unit(text: str, unit: str) -> str:
@@ -1245,9 +1310,11 @@ def _line_summary(line: Mapping, episodes: Sequence[_Ep]) -> str:
         hours = (e - s).total_seconds() / 3600
         cover = f"of {fmt_num(hours, 1)} h in the window ({fmt_pct(observed / hours, 1)})"
     work = f" ({line['work_hours']})" if line.get("work_hours") else ""
+    thin = thin_watch(observed) if num(line.get("internet_availability")) is not None else None
+    avail_sub = ('<span class="s warn-s">' + esc(thin[0].upper() + thin[1:]) + "</span>" if thin
+                 else "of the time the agent was watching")
     cards = [
-        _card("Internet availability", esc(fmt_pct(line.get("internet_availability"))),
-              "of the time the agent was watching"),
+        _card("Internet availability", esc(fmt_pct(line.get("internet_availability"))), avail_sub),
         _card("Internet outages", esc(fmt_int(line.get("outages"))),
               esc(_unit(fmt_min(line.get("outage_min")), "min")) + " lost"),
         _card("Attributed to the ISP", esc(_unit(fmt_min(by_cause.get("isp")), "min")),
@@ -1260,7 +1327,16 @@ def _line_summary(line: Mapping, episodes: Sequence[_Ep]) -> str:
               + " without power"),
         _card("Watching", esc(_unit(fmt_num(observed, 1), "h")), esc(cover) or "hours observed"),
     ]
-    return f'<div class="cards">{"".join(cards)}</div>'
+    plan_card = _plan_card(line)
+    if plan_card:
+        cards.append(plan_card)
+    warn = ""
+    if thin:
+        warn = (f'<div class="warn" role="note"><p><strong>{esc(thin[0].upper() + thin[1:])}.'
+                "</strong> The figures below describe the time the agent happened to watch, not "
+                "how the line usually behaves. Leave linewatch running and make the report again "
+                "after a few days.</p></div>")
+    return warn + f'<div class="cards">{"".join(cards)}</div>'
 
 
 # Timeline lanes: outages in the upper half, power cuts in the lower half, not-watching behind
@@ -1425,16 +1501,71 @@ def _speed(line: Mapping, tz: tzinfo, tz_label: str) -> str:
     lo, hi = min(lo, tests[0][0]), max(hi, tests[-1][0])
     downs = sorted(y for _, y, _ in down if y is not None)
     ups = sorted(y for _, y, _ in up if y is not None)
-    summary = (f"<p>{len(tests):,} speed tests. Median download "
+    summary = (f"<p>{plural(len(tests), 'speed test')}. Median download "
                f"{fmt_num(_median(downs), 1, 'Mbit/s')}, median upload "
                f"{fmt_num(_median(ups), 1, 'Mbit/s')}; slowest download "
                f"{fmt_num(downs[0] if downs else None, 1, 'Mbit/s')}.</p>")
-    chart = svg_xy([Series("download", tuple(down), "#1F5F8B", line=False),
-                    Series("upload", tuple(up), "#D55E00", marker="square", line=False)],
-                   title="Speed tests: download and upload, Mbit/s",
+    plan = _dict(line.get("plan"))
+    series = [Series("download", tuple(down), "#1F5F8B", line=False),
+              Series("upload", tuple(up), "#D55E00", marker="square", line=False)]
+    against = []
+    for key, word, values, color in (("download_mbps", "download", downs, "#1F5F8B"),
+                                     ("upload_mbps", "upload", ups, "#D55E00")):
+        paid = num(plan.get(key))
+        if not paid or paid <= 0:
+            continue
+        tip = f"paid {word}: {fmt_num(paid, 1, 'Mbit/s')}"
+        series.append(Series(f"paid {word}", ((lo, paid, tip), (hi, paid, tip)), color,
+                             marker="none", dash="6 4"))
+        against.append(f"<li>{esc(_against_plan_text(word, speed_against_plan(values, paid)))}</li>")
+    if against:
+        summary += ("<p>Against the plan's paid speeds (from the config):</p><ul>"
+                    + "".join(against) + "</ul>")
+    chart = svg_xy(series, title="Speed tests: download and upload, Mbit/s",
                    x_range=(lo, hi), x_ticks=_day_ticks(lo, hi, tz), y_title="Mbit/s")
+    paid = "; the dashed lines are the paid speeds" if against else ""
     return summary + _figure(chart, f"Each speed test: download (dots) and upload (squares), "
-                                    f"Mbit/s; days start at midnight {tz_label}.")
+                                    f"Mbit/s{paid}; days start at midnight {tz_label}.")
+
+
+def speed_against_plan(measured_mbps: Sequence[float], paid_mbps: float) -> dict:
+    """Measured speeds against a paid one (Mbit/s, > 0): ``tests``, ``median_mbps`` (as the
+    page's median), ``median_share`` (median / paid), ``below_paid`` (tests under the paid
+    speed) and ``below_half`` (under half of it). With no test: ``tests`` 0 and no median."""
+    xs = sorted(measured_mbps)
+    med = _median(xs)
+    return {"tests": len(xs), "median_mbps": med,
+            "median_share": med / paid_mbps if med is not None else None,
+            "below_paid": sum(1 for x in xs if x < paid_mbps),
+            "below_half": sum(1 for x in xs if x < paid_mbps / 2), "paid_mbps": paid_mbps}
+
+
+def _against_plan_text(word: str, a: Mapping) -> str:
+    """"Download: median 14.8 Mbit/s, 74 % of the paid 20.0 Mbit/s; 19 of 21 tests below the
+    paid speed, 3 below half of it"."""
+    paid = fmt_num(a["paid_mbps"], 1, "Mbit/s")
+    if not a["tests"]:
+        return f"{word.capitalize()}: no test measured it (paid {paid})"
+    return (f"{word.capitalize()}: median {fmt_num(a['median_mbps'], 1, 'Mbit/s')}, "
+            f"{fmt_pct(a['median_share'], 0)} of the paid {paid}; {a['below_paid']:,} of "
+            f"{plural(a['tests'], 'test')} below the paid speed, {a['below_half']:,} below half of it")
+
+
+def _plan_card(line: Mapping) -> str:
+    """The summary card "Download against plan", when the plan's download speed is set and a
+    speed test measured it."""
+    paid = num(_dict(line.get("plan")).get("download_mbps"))
+    if not paid or paid <= 0:
+        return ""
+    downs = [d / 1e6 for t in _list(line.get("speedtests")) if isinstance(t, dict)
+             and parse_time(t.get("time")) is not None
+             and (d := num(t.get("download_bps"))) is not None]
+    a = speed_against_plan(downs, paid)
+    if not a["tests"]:
+        return ""
+    return _card("Download against plan", esc(fmt_pct(a["median_share"], 0)),
+                 esc(f"median of {plural(a['tests'], 'test')}, of the paid "
+                     f"{fmt_num(paid, 1, 'Mbit/s')}"))
 
 
 def _median(xs: Sequence[float]) -> float | None:
@@ -1444,20 +1575,83 @@ def _median(xs: Sequence[float]) -> float | None:
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def _episodes_table(episodes: Sequence[_Ep], tz: tzinfo) -> str:
+def _episodes_table(line: Mapping, episodes: Sequence[_Ep], tz: tzinfo) -> str:
     if not episodes:
         return '<p class="muted">No outage or power cut in this window.</p>'
+    limit = num(line.get("evidence_limit"))
+    # The evidence column only when the data carries evidence (a store read by `linewatch report`).
+    proof = bool(limit) or any(e.evidence is not None for e in episodes)
     rows = []
     for i, e in enumerate(episodes, 1):
+        ev = ""
+        if proof:
+            ev = DASH
+            if e.type == "connectivity" and e.evidence is not None:
+                ev = evidence_text(e.evidence)
+            elif e.type == "connectivity":
+                ev = "not read"
+            ev = f'<td class="ev">{esc(ev)}</td>'
         rows.append(f'<tr><td class="n">{i}</td><td>{esc(EPISODE_KINDS.get(e.type, e.type or DASH))}</td>'
                     f"<td>{esc(CAUSE_LABELS.get(e.cause, e.cause or DASH))}</td>"
-                    f"<td>{esc(fmt_time(e.raw_start, tz))}</td><td>{esc(_end_text(e, tz))}</td>"
-                    f'<td class="n">{fmt_min(e.minutes)}</td></tr>')
-    return ('<div class="scroll"><table class="dense"><caption>All episodes, earliest first (local time)'
+                    f'<td class="nw">{esc(fmt_time(e.raw_start, tz))}</td>'
+                    f'<td class="nw">{esc(_end_text(e, tz))}</td>'
+                    f'<td class="n">{fmt_min(e.minutes)}</td>{ev}</tr>')
+    intro = ""
+    if proof:
+        intro = ('<p>For each internet outage, what the test rounds inside it recorded: the '
+                 "echoes the router (gateway) and each internet target answered, and the name "
+                 "lookups (DNS). The router answering while no internet target does shows the "
+                 "subscriber's own network (Wi-Fi, cable, router) was working.</p>")
+    if limit:
+        intro += (f'<p class="muted">What the tests saw is shown for the {fmt_int(limit)} longest '
+                  "outages; the others are marked \u201cnot read\u201d.</p>")
+    head = '<th scope="col">What the tests saw</th>' if proof else ""
+    return (intro +
+            '<div class="scroll"><table class="dense"><caption>All episodes, earliest first (local time)'
             '</caption><thead><tr><th scope="col" class="n">#</th><th scope="col">Type</th>'
             '<th scope="col">Cause</th><th scope="col">Start</th><th scope="col">End</th>'
-            '<th scope="col" class="n">Minutes</th></tr></thead>'
+            f'<th scope="col" class="n">Minutes</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def evidence_text(ev: object) -> str:
+    """One outage's evidence in words, e.g. "20 rounds down; router 192.168.1.1 answered 58/60
+    echoes; 1.1.1.1 answered 0/60, 8.8.8.8 0/60; DNS google.com failed 20/20 (timeout)"."""
+    ev = _dict(ev)
+    rounds = {str(k): int(n) for k, v in _dict(ev.get("rounds")).items() if (n := num(v))}
+    n = sum(rounds.values())
+
+    def echoes(role: str) -> list[tuple[str, int, int]]:
+        return [(str(t.get("target") or "?"), int(num(t.get("sent")) or 0),
+                 int(num(t.get("received")) or 0))
+                for t in _list(ev.get(role)) if isinstance(t, dict)]
+
+    gw, inet = echoes("gateway"), echoes("internet")
+    if not n and not gw and not inet:
+        return "no test round was recorded in this span"
+    if len(rounds) == 1:
+        parts = [f"{plural(n, 'round')} {next(iter(rounds))}"]
+    else:
+        parts = [f"{plural(n, 'round')} (" + ", ".join(
+            f"{c:,} {k}" for k, c in sorted(rounds.items(), key=lambda kv: -kv[1])) + ")"]
+    if gw:
+        parts.append("router " + ", ".join(f"{t} answered {r:,}/{s:,} echoes" for t, s, r in gw))
+    else:
+        parts.append("router not tested")
+    if inet:
+        parts.append(", ".join(f"{t} {'answered ' if i == 0 else ''}{r:,}/{s:,}"
+                               for i, (t, s, r) in enumerate(inet)))
+    for d in _list(ev.get("dns")):
+        if not isinstance(d, dict):
+            continue
+        q, ok = int(num(d.get("queries")) or 0), int(num(d.get("ok")) or 0)
+        errors = _dict(d.get("errors"))
+        if ok == q:
+            parts.append(f"DNS {d.get('name')} resolved {ok:,}/{q:,}")
+            continue
+        why = ", ".join(str(k) if len(errors) == 1 else f"{k} {fmt_int(v)}" for k, v in errors.items())
+        parts.append(f"DNS {d.get('name')} failed {q - ok:,}/{q:,}" + (f" ({why})" if why else ""))
+    return "; ".join(parts)
 
 
 def _isp_note(line: Mapping, episodes: Sequence[_Ep], tz: tzinfo) -> str:
@@ -1478,13 +1672,74 @@ def _isp_note(line: Mapping, episodes: Sequence[_Ep], tz: tzinfo) -> str:
         "Grey time in the timeline is time the computer was off or not watching: nothing is "
         "claimed about it, and availability is computed over watched time only.",
     ]
-    summary = (f"In this window: {len(isp_eps):,} outage(s) attributed to the ISP, "
+    if any(e.evidence is not None for e in episodes):
+        paras.insert(2, "\u201cEvery episode\u201d lists, for each outage, what the tests inside "
+                     "it recorded: how many echoes the router and each internet host answered, and "
+                     "how many name lookups failed. These are counts from the subscriber's own "
+                     "measurements, round by round, not an estimate.")
+    summary = (f"In this window: {plural(len(isp_eps), 'outage')} attributed to the ISP, "
                f"{fmt_min(isp_min)} minutes in total")
     if longest is not None and longest.minutes:
         summary += (f"; the longest began {fmt_time(longest.raw_start, tz)} and lasted "
                     f"{fmt_min(longest.minutes)} minutes")
     summary += "."
     return '<div class="note">' + _paragraphs(paras[:2] + [summary] + paras[2:]) + "</div>"
+
+
+ECHO_METHODS = {"icmp_dgram": "ICMP echo (ping)", "icmp_raw": "ICMP echo (ping, raw socket)",
+                "tcp": "TCP connection timing (ICMP was not permitted; a refused connection counts "
+                       "as an answer)"}
+
+
+def _probe_method(line: Mapping) -> list[str]:
+    """The method's first paragraphs, naming what was really probed: the configured interval,
+    echo count, timeout, router and targets, and what the window's rows show (the router's
+    address found, the echo method used, targets of an earlier configuration)."""
+    probe = _dict(line.get("probe"))
+    seen = _dict(probe.get("seen"))
+    interval, count = num(probe.get("interval_s")), num(probe.get("count"))
+    if interval is None or count is None:
+        return []
+    targets = [str(t) for t in _list(probe.get("targets"))]
+    names = [str(n) for n in _list(probe.get("dns_names"))]
+    servers = [str(n) for n in _list(probe.get("dns_servers"))]
+    gateways = [str(g) for g in _list(seen.get("gateways"))]
+    gw = str(probe.get("gateway") or "auto")
+    if gw == "off":
+        router = ""
+    elif gw == "auto":
+        router = ("the subscriber's router (the default gateway, found automatically"
+                  + (f"; in this window {', '.join(gateways)}" if gateways else "") + ") and ")
+    else:
+        router = f"the subscriber's router ({gw}) and "
+    timeout = num(probe.get("timeout_s"))
+    first = (f"Every {fmt_num(interval, 0 if interval == int(interval) else 1)} s the agent ran one "
+             f"test round: {plural(int(count), 'echo', 'echoes')} to {router}each internet host "
+             f"({', '.join(targets) or DASH})"
+             + (f", each echo waiting up to {fmt_num(timeout, 1)} s for its reply" if timeout else "")
+             + (f", and a name lookup (DNS) of {', '.join(names)} through "
+                + (', '.join(servers) if servers else "the computer's usual DNS servers")
+                if names else "") + ".")
+    if gw == "off":
+        first += " The router was not tested (probe.gateway = \"off\")."
+    paras = [first]
+    methods = [ECHO_METHODS.get(str(m), str(m)) for m in _list(seen.get("methods"))]
+    if methods:
+        paras.append("Echoes in this window were sent as " + "; ".join(methods) + ".")
+    older = [str(t) for t in _list(seen.get("targets")) if str(t) not in targets]
+    if older:
+        paras.append("The window's rows also hold tests of " + ", ".join(older)
+                     + " (an earlier configuration).")
+    oa, ca = num(probe.get("open_after")), num(probe.get("close_after"))
+    if oa and ca:
+        paras.append(f"A round is down when no internet host answered any echo. An outage opens "
+                     f"after {plural(int(oa), 'down round')} in a row, counted from the first, and "
+                     f"closes at the first of {plural(int(ca), 'good round')} in a row. Its cause: "
+                     "ISP when the router answered and no internet host did; local network when "
+                     "the router did not answer either; DNS when hosts answered but no name "
+                     "resolved; power when the computer was on battery or UPS as it began; unknown when "
+                     "the router never answers echoes, so the two sides cannot be told apart.")
+    return paras
 
 
 def _default_line_method() -> list[str]:

@@ -206,16 +206,19 @@ def test_report_page_from_real_data_renders_cleanly(server, tmp_path, chromium):
 
 def test_agent_line_report_from_its_store(fleet, tmp_path, chromium):
     fleet.write_store(3, tmp_path / "state")
+    truth = fleet.truth()["agents"]["a0004"]
+    u = truth["unit"]
     cfg = tmp_path / "agent.toml"
-    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\n')
+    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\nid = "{u.agent}"\n'
+                   f'region = "{u.region}"\ncity = "{u.city}"\nisp = "{u.isp}"\naccess = "{u.access}"\n')
     out = tmp_path / "line.html"
     p = run("linewatch", "report", "--config", str(cfg), *WINDOW, "--out", str(out))
-    assert "h watched" in p.stdout
+    assert "h watched" in p.stdout and "tags changed" not in p.stdout
     assert stat.S_IMODE(out.stat().st_mode) == 0o600      # one person's line: private
-    truth = fleet.truth()["agents"]["a0004"]
     r = chromium.render(out, "line-report")
     assert r.problems() == []
-    assert "Outage timeline" in r.text and truth["unit"].isp in r.text
+    assert "Outage timeline" in r.text and f"Internet line report: {u.isp}, {u.city}" in r.text
+    assert "tags changed" not in r.text
     assert str(len(truth["connectivity"])) in r.text
 
 

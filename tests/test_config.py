@@ -83,6 +83,10 @@ BAD = [
     ("[agent]\nid = \"has space\"", "config.toml: agent.id: must be 1-64 letters"),
     ("[outage]\nopen_after = 0", "config.toml: outage.open_after: must be between 1 and 1000, got 0"),
     ("[outage]\nmomentary_max_s = -1", "config.toml: outage.momentary_max_s: must be >= 0, got -1"),
+    ("[report]\naccount = \"a\\nb\"", "config.toml: report.account: must be one line of at most 64 characters"),
+    ("[report]\nplan_download_mbps = -5", "config.toml: report.plan_download_mbps: must be the paid "
+     "speed in Mbit/s (> 0), or 0 for not set, got -5"),
+    ("[report]\nplan_upload_mbps = \"fast\"", "config.toml: report.plan_upload_mbps: must be a number"),
     ("[probe]\ninterval_s = nan", "config.toml: probe.interval_s: must be a finite number"),
     ("[probe\ninterval_s = 1", "config.toml: not valid TOML"),
 ]
@@ -94,6 +98,13 @@ def test_bad_config_names_file_key_and_expectation(text, message):
         parse(text, "config.toml")
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def test_report_keys_are_optional_and_parse():
+    assert (parse("").report.account, parse("").report.plan_download_mbps) == ("", 0.0)
+    cfg = parse('[report]\naccount = " 0042-77 "\nplan_download_mbps = 50\nplan_upload_mbps = 10.5\n')
+    assert (cfg.report.account, cfg.report.plan_download_mbps, cfg.report.plan_upload_mbps) == \
+        ("0042-77", 50.0, 10.5)
 
 
 def test_load_order(tmp_path, monkeypatch):

@@ -259,19 +259,44 @@ def _poison(value, key=None):
     return value
 
 
+def _line_with_evidence(text):
+    """line_sample() with ``text`` in every free-text spot of the report's additions: account,
+    tag changes, probe settings and what an outage's tests saw."""
+    line = line_sample()
+    ep = next(e for e in line["episodes"] if e["type"] == "connectivity")
+    ep["evidence"] = {"rounds": {text: 3}, "gateway": [{"target": text, "sent": 9, "received": 9}],
+                      "internet": [{"target": text, "sent": 9, "received": 0}],
+                      "dns": [{"name": text, "queries": 3, "ok": 0, "errors": {text: 3}}]}
+    return line | {
+        "account": text, "plan": {"download_mbps": 20, "upload_mbps": 5},
+        "tags_changed": [{"start": _iso(16, 0), "end": _iso(17, 0), "agent": text, "region": text,
+                          "isp": text, "city": text, "access": text}],
+        "probe": {"interval_s": 10, "count": 3, "timeout_s": 2, "gateway": text, "targets": [text],
+                  "dns_names": [text], "dns_servers": [text], "open_after": 3, "close_after": 2,
+                  "seen": {"gateways": [text], "methods": [text], "targets": [text + "2"]}}}
+
+
 @pytest.mark.parametrize("render", [
     lambda: page.region_report(_poison(region_sample())
                                | {"data_quality": {"rejected": {HOSTILE: 1}}}),
     lambda: page.line_report(_poison(line_sample())
                              | {"daily": [{"day": HOSTILE}],
                                 "episodes": [{"type": "power", "start": HOSTILE}]}),
-], ids=["region", "line"])
+    lambda: page.line_report(_line_with_evidence(HOSTILE)),
+], ids=["region", "line", "line-evidence"])
 def test_every_data_string_is_escaped_once(render):
     doc = render()
     assert "<script" not in doc.lower()
     assert HOSTILE_ESCAPED in doc
     assert "&amp;lt;" not in doc and "&amp;quot;" not in doc        # never escaped twice
     assert not tables(doc).errors
+
+
+def test_report_additions_escape_every_spot():
+    """Each place the account, tags, probe settings or evidence appear holds the escaped text."""
+    plain = page.line_report(_line_with_evidence("QQQ")).count("QQQ")
+    assert plain >= 12
+    assert page.line_report(_line_with_evidence(HOSTILE)).count(HOSTILE_ESCAPED) == plain
 
 
 def test_urdu_text_is_kept_and_isolated():
@@ -446,7 +471,7 @@ def test_summary_and_isp_note():
                    "ISP 120.0", "Within work hours (09:00-18:00)"):
         assert figure in summary, figure
     note = section(doc, "for-the-isp")
-    assert "8 outage(s) attributed to the ISP, 120.0 minutes" in note
+    assert "8 outages attributed to the ISP, 120.0 minutes" in note
     assert "the longest began 2026-11-19 23:30" in note
 
 
