@@ -217,17 +217,17 @@ def status(config_path, as_json):
     else:
         click.echo("no outage in progress")
     av = st["availability_24h_pct"]
-    thin = (f"; only {st['watched_h_24h']:.1f} h watched: too little to judge the line"
-            if st["thin_data"] and av is not None else "")
+    warn = thin_watch(st["watched_h_24h"]) if av is not None else None
+    thin = f"; {warn}" if warn else ""
     click.echo(f"availability, last 24 h: {'n/a' if av is None else f'{av:.2f} %'}"
-               f"  ({_count(st['rounds_24h'], 'round')}, {_dur(st['outage_s_24h'])} in outages{thin})")
+               f"  ({plural(st['rounds_24h'], 'round')}, {_dur(st['outage_s_24h'])} in outages{thin})")
     s = st["store"]
     if s is None:
         click.echo(f"store: none yet in {cfg.state_dir}")
     else:
         fw = (f"{s['backlog_rows']} not yet forwarded" if st["forward"]["enabled"]
               else "forwarding off")
-        click.echo(f"store: {s['path']}  {s['bytes'] / 1e6:.1f} MB, {_count(s['rows'], 'row')}, {fw}")
+        click.echo(f"store: {s['path']}  {s['bytes'] / 1e6:.1f} MB, {plural(s['rows'], 'row')}, {fw}")
     _print_forward(st["forward"])
     _print_speedtest(st["speedtest"])
 
@@ -709,10 +709,6 @@ def _num(v, unit: str) -> str:
 def _when(t: str | None) -> str:
     """An ISO time as "2026-11-23 10:02 UTC"."""
     return (t or "")[:16].replace("T", " ") + " UTC" if t else "?"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _dur(s: float | None) -> str:

@@ -11,6 +11,7 @@ from typing import Iterable
 
 from agent.config import Config
 from agent.model import Episode, Sample
+from agent.words import THIN_WATCH_H
 
 DAY = timedelta(hours=24)
 
@@ -35,9 +36,6 @@ def overlap_s(episodes: Iterable[Episode], start: datetime, end: datetime) -> fl
         b = min(e.end or end, end)
         total += max(0.0, (b - a).total_seconds())
     return total
-
-
-THIN_WATCH_H = 24.0  # below this, an availability figure is flagged as resting on little data
 
 
 def collect(cfg: Config, now: datetime | None = None) -> dict:
@@ -101,7 +99,7 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
             "power": power_summary(sensors, pending),
             "availability_24h_pct": None if av is None else round(av, 3),
             "watched_h_24h": round(watched_h, 2),
-            "thin_data": watched_h < THIN_WATCH_H,
+            "thin_data": watched_h < THIN_WATCH_H,  # agent.words: one threshold with the report
             "rounds_24h": n,
             "outage_s_24h": round(overlap_s([e for e in eps if e.type == "connectivity"],
                                             now - DAY, now), 1),
