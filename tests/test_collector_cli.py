@@ -87,10 +87,13 @@ def test_aggregate_json_is_a_list_of_cells_with_the_contract_keys(server):
                     "download_p50_bps", "download_p10_bps", "upload_p50_bps",
                     "speed_under_threshold_share", "power_saifi_ci", "internet_availability_ci"):
             assert key in c, key
-        assert c["agents"] >= 3
+        assert c["agents"] >= 3 and c["sites"] == c["agents"]   # no site tags: each agent a line
+        assert c["sites_watched_min_h"] >= 3
         assert 0 <= c["internet_availability"] <= 1
     for c in hidden:   # the floor: identity keys only, no figure at all
-        assert set(c) <= {"region", "region_name", "isp", "period_start", "period_end", "suppressed"}
+        assert set(c) <= {"region", "region_name", "isp", "period_start", "period_end", "suppressed",
+                          "suppressed_reason"}
+        assert c["suppressed_reason"] in ("min_agents", "min_watch_h")
     assert "data quality: accepted:" in p.stderr
 
 
