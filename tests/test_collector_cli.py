@@ -117,7 +117,10 @@ def test_bad_arguments_and_config_name_the_key(server, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[collector]\nmin_agents = 0\n')
     p = run("linewatch-collector", "aggregate", "--config", str(bad), check=False)
-    assert p.returncode == 1 and "collector.min_agents: must be >= 1" in p.stderr
+    # A bad config is a usage error, as for the agent: exit 2, one line naming file and key.
+    assert p.returncode == 2
+    assert p.stderr == f"linewatch-collector: {bad}: collector.min_agents: must be >= 1, got 0\n"
+    assert p.stdout == ""
     none = tmp_path / "none.toml"
     none.write_text("")
     p = run("linewatch-collector", "aggregate", "--config", str(none), check=False)
@@ -392,3 +395,58 @@ def test_a_dead_server_is_named_not_a_traceback(tmp_path):
     assert p.returncode == 1 and "no answer from InfluxDB" in p.stderr and "Traceback" not in p.stderr
     c = run("linewatch-collector", "check", "--config", str(cfg), check=False)
     assert c.returncode == 1 and "FAIL  influx url" in c.stdout
+
+
+# A sitecustomize that makes `import numpy` fail as it does where numpy is not installed (the
+# agent's own install): the real linewatch-collector then runs in that interpreter.
+NO_NUMPY = '''
+import sys
+
+class _NoNumpy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" or name.startswith("numpy."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoNumpy())
+'''
+
+
+@pytest.fixture
+def without_numpy(tmp_path):
+    site = tmp_path / "no-numpy"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_NUMPY)
+    env = {"PYTHONPATH": str(site)}
+    probe = run("python", "-c", "import numpy", env=env, check=False)
+    assert probe.returncode == 1 and "No module named 'numpy'" in probe.stderr
+    return env
+
+
+def test_without_numpy_the_commands_say_how_to_install_it(without_numpy, fleet, tmp_path):
+    fleet.write_store(0, tmp_path / "vol")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[collector]\nstores = ["{tmp_path / "vol"}"]\n')
+    want = ("linewatch-collector: the regional statistics need numpy, which is not installed; "
+            f"install it with: {BIN / 'python'} -m pip install numpy\n")
+    for args in (["aggregate", *WINDOW], ["report", *WINDOW, "--out", str(tmp_path / "r.html")]):
+        p = run("linewatch-collector", *args, "--config", str(cfg), env=without_numpy, check=False)
+        assert (p.returncode, p.stdout, p.stderr) == (1, "", want), args
+    assert not (tmp_path / "r.html").exists()
+    # `check` needs no statistics: it still works, and says what the file holds.
+    p = run("linewatch-collector", "check", "--config", str(cfg), env=without_numpy)
+    assert "agent a0001" in p.stdout and "Traceback" not in p.stderr
+
+
+def test_a_small_floor_warns_at_start(fleet, tmp_path):
+    fleet.write_store(0, tmp_path / "vol")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[collector]\nmin_agents = 3\nstores = ["{tmp_path / "vol"}"]\n')
+    p = run("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
+    assert p.stderr.splitlines()[0] == (
+        f"warning: {cfg}: collector.min_agents = 3 is below 5: a published cell may rest on so "
+        "few lines that it points at a person, and its figures have little statistical power")
+    assert json.loads(p.stdout)[0]["suppressed"]      # one agent: nothing published
+    cfg.write_text(f'[collector]\nstores = ["{tmp_path / "vol"}"]\n')
+    p = run("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
+    assert "warning" not in p.stderr
