@@ -68,6 +68,7 @@ BAD = [
     ("[agent]\nregion = \"Punjab\"", "config.toml: agent.region: must be an ISO 3166-2 code"),
     ("[agent]\naccess = \"4g\"", "config.toml: agent.access: must be one of fibre"),
     ("[agent]\nid = \"has space\"", "config.toml: agent.id: must be 1-64 letters"),
+    ("[agent]\nsite = \"our flat\"", "config.toml: agent.site: must be 1-64 letters, digits, '.', '_' or '-' (or empty: derived from the gateway), got 'our flat'"),
     ("[outage]\nopen_after = 0", "config.toml: outage.open_after: must be between 1 and 1000, got 0"),
     ("[outage]\nmomentary_max_s = -1", "config.toml: outage.momentary_max_s: must be >= 0, got -1"),
     ("[probe]\ninterval_s = nan", "config.toml: probe.interval_s: must be a finite number"),
