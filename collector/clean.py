@@ -364,28 +364,13 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     merged: dict[int, frozenset] = {}
     shared = np.array([len(m) > 1 for m in members], dtype=bool)
     if e_unit.size and shared.any():
-        keep = np.ones(e_unit.size, dtype=bool)
-        e_dur = e_dur.copy()
-        heads: dict[int, set] = {}
-        idx = np.nonzero(shared[e_unit])[0]
-        idx = idx[np.lexsort((e_start[idx], e_type[idx], e_unit[idx]))]
-        head, head_end, group = -1, -np.inf, None
-        for i in idx.tolist():
-            g = (int(e_unit[i]), int(e_type[i]))
-            if g == group and e_start[i] <= head_end:
-                keep[i] = False
-                heads[head].add(int(e_agent[i]))
-                if e_start[i] + e_dur[i] > head_end:
-                    head_end = float(e_start[i] + e_dur[i])
-                    e_dur[head] = head_end - e_start[head]
-                continue
-            group, head, head_end = g, i, float(e_start[i] + e_dur[i])
-            heads[head] = {int(e_agent[i])}
+        keep, e_dur, heads = _merge_site_episodes(np.nonzero(shared[e_unit])[0], e_unit, e_type,
+                                                  e_start, e_dur, e_agent)
         absorbed = int((~keep).sum())
         if absorbed:
             q.clipped["site_merged"] += absorbed
             new_ix = np.cumsum(keep) - 1
-            merged = {int(new_ix[h]): frozenset(a) for h, a in heads.items() if len(a) > 1}
+            merged = {int(new_ix[h]): a for h, a in heads.items()}
             e_unit, e_agent, e_type, e_cause, e_start, e_dur = (
                 a[keep] for a in (e_unit, e_agent, e_type, e_cause, e_start, e_dur))
     return Columns(cols.start, cols.end, sus, o_unit, o_hour, o_s, e_unit, e_type, e_cause,
@@ -395,6 +380,42 @@ def by_site(cols: Columns, q: Quality) -> Columns:
                    unit_agents=[frozenset(m) for m in members], ep_agent=e_agent,
                    ep_merged=merged, pd_agent=remap(cols.pd_unit, to_agent),
                    sp_agent=remap(cols.sp_unit, to_agent))
+
+
+def _merge_site_episodes(idx, unit, typ, start, dur, agent):
+    """Union of the intervals of the episodes ``idx`` per (unit, type): (which episodes stay,
+    their durations, and for each episode that absorbed others of other agents, its agents).
+    An episode starting at or before the latest end so far in its group (within a microsecond)
+    joins the group's current episode; the first of each run keeps its start and cause."""
+    keep = np.ones(unit.size, dtype=bool)
+    dur = dur.copy()
+    idx = idx[np.lexsort((start[idx], typ[idx], unit[idx]))]
+    g = unit[idx] * 2 + typ[idx]
+    s = start[idx]
+    t0 = float(s.min())
+    rel_s, rel_e = s - t0, s + dur[idx] - t0
+    # Running maximum of the ends within each group: groups lifted onto ranges of their own.
+    first = np.r_[True, g[1:] != g[:-1]]
+    lift = (np.cumsum(first) - 1) * (float(rel_e.max()) + 1.0)
+    run = np.maximum.accumulate(rel_e + lift) - lift
+    prev = np.r_[-np.inf, run[:-1]]
+    prev[first] = -np.inf
+    head = rel_s > prev + 1e-6
+    if head.all():
+        return keep, dur, {}
+    cluster = np.cumsum(head) - 1
+    starts = np.flatnonzero(head)
+    end = np.maximum.reduceat(rel_e, starts)
+    heads_ix = idx[starts]
+    dur[heads_ix] = end - rel_s[starts]
+    keep[idx[~head]] = False
+    sizes = np.bincount(cluster)
+    heads = {}
+    for c in np.flatnonzero(sizes > 1).tolist():
+        who = frozenset(agent[idx[starts[c]:starts[c] + sizes[c]]].tolist())
+        if len(who) > 1:
+            heads[int(heads_ix[c])] = who
+    return keep, dur, heads
 
 
 def _overlaps(q: Quality, unit, typ, cause, start, dur):

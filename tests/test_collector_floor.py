@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
+from collector.clean import _merge_site_episodes
 from collector.model import Episode, ObsHour, PingDay, SpeedTest, Unit
 from collector.stats import Settings, aggregate
 from tests.test_collector_stats import DAY, MON, ds_of, units, watch
@@ -185,3 +188,30 @@ def test_agents_without_a_site_tag_give_the_same_figures_as_before():
     (a,) = aggregate(ds, S)["cells"]
     (b,) = aggregate(tagged, S)["cells"]
     assert a == b and a["sites"] == a["agents"] == 6
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1), st.integers(0, 3),
+                          st.integers(0, 200), st.integers(0, 60)), min_size=1, max_size=40))
+def test_property_site_episodes_merge_into_their_union(spec):
+    """Per (line, type) the merged episodes never overlap and cover exactly the union of the
+    agents' episodes; each keeps the start of the first it absorbed."""
+    unit = np.array([u for u, *_ in spec], dtype=np.int64)
+    typ = np.array([t for _, t, *_ in spec], dtype=np.int64)
+    agent = np.array([a for _, _, a, *_ in spec], dtype=np.int64)
+    start = np.array([float(s) for *_, s, _ in spec])
+    dur = np.array([float(d) for *_, d in spec])
+    keep, new_dur, heads = _merge_site_episodes(np.arange(unit.size), unit, typ, start, dur, agent)
+    for g in {(u, t) for u, t, *_ in spec}:
+        mine = [(start[i], start[i] + dur[i]) for i in range(unit.size) if (unit[i], typ[i]) == g]
+        union = []
+        for a, b in sorted(mine):
+            if union and a <= union[-1][1]:
+                union[-1][1] = max(union[-1][1], b)
+            else:
+                union.append([a, b])
+        got = sorted([start[i], start[i] + new_dur[i]] for i in np.flatnonzero(keep)
+                     if (unit[i], typ[i]) == g)
+        assert got == union
+    for h, who in heads.items():
+        assert keep[h] and len(who) > 1
