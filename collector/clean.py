@@ -388,6 +388,8 @@ def _merge_site_episodes(idx, unit, typ, start, dur, agent):
     An episode starting at or before the latest end so far in its group (within a microsecond)
     joins the group's current episode; the first of each run keeps its start and cause."""
     keep = np.ones(unit.size, dtype=bool)
+    if idx.size < 2:
+        return keep, dur, {}
     dur = dur.copy()
     idx = idx[np.lexsort((start[idx], typ[idx], unit[idx]))]
     g = unit[idx] * 2 + typ[idx]
