@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -450,3 +450,35 @@ def test_a_small_floor_warns_at_start(fleet, tmp_path):
     cfg.write_text(f'[collector]\nstores = ["{tmp_path / "vol"}"]\n')
     p = run("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
     assert "warning" not in p.stderr
+
+
+def test_rows_written_before_the_region_was_set_are_retagged_not_lost(tmp_path):
+    """A volunteer ran the agent for 10 hours before `linewatch init` set the region, then typed
+    PK-XX for 2 hours, then corrected it to PK-PB: all 24 hours count in Punjab. Real store
+    files, the real command."""
+    from agent.model import Sample
+    from agent.store import Store
+
+    t0 = datetime.fromtimestamp(START, timezone.utc)
+    for name in ("v1", "v2"):
+        st = Store.open(tmp_path / name)
+        rows = []
+        for k in range(24 * 60):
+            region = "PK-PB" if name == "v2" or k >= 12 * 60 else "" if k < 10 * 60 else "PK-XX"
+            tags = {"agent": name, "site": name, "isp": "PTCL", **({"region": region} if region else {})}
+            rows.append(Sample("round", tags, {"status": "up", "online": 1, "interval_s": 60.0,
+                                               "duration_s": 0.1, "probe_errors": 0},
+                               t0 + timedelta(minutes=k)))
+        st.write(rows)
+        st.close()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[collector]\nmin_agents = 2\nbootstrap = 100\n")
+    p = run("linewatch-collector", "aggregate", "--config", str(cfg), "--store", str(tmp_path / "v1"),
+            "--store", str(tmp_path / "v2"), "--since", DAYS[0], "--until", DAYS[1], "--by", "region",
+            "--format", "json")
+    (cell,) = json.loads(p.stdout)
+    assert (cell["region"], cell["agents"], cell["suppressed"]) == ("PK-PB", 2, False)
+    assert cell["agent_hours"] == pytest.approx(48.0)
+    quality = next(line for line in p.stderr.splitlines() if line.startswith("data quality:"))
+    assert "clipped: retagged 12" in quality          # 12 hours of v1's rows (hourly records)
+    assert "rejected: none" in quality
