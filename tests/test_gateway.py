@@ -238,3 +238,14 @@ def test_site_id_is_a_salted_hash_of_the_address_bytes():
     assert site_id("02:fc:00:00:00:06") != want
     with pytest.raises(ValueError):
         site_id("02:fc:00:00:05")
+
+
+def test_site_id_does_not_load_openssl():
+    """The agent's footprint: one hash a round is no reason to load OpenSSL through hashlib."""
+    import subprocess
+
+    code = ("import sys\nimport agent.runner\nfrom agent.probes.gateway import site_id\n"
+            "site_id('02:fc:00:00:00:05')\nprint(sorted({'hashlib', '_hashlib'} & set(sys.modules)))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"

@@ -16,7 +16,6 @@ only :func:`site_id`, a one-way hash of it, is (the ``site`` tag).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import struct
@@ -168,4 +167,17 @@ def site_id(mac: str) -> str:
     raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
     if len(raw) != 6:
         raise ValueError(f"not a 6-byte hardware address: {mac!r}")
-    return hashlib.sha256(SITE_SALT + raw).hexdigest()[:12]
+    return _sha256()(SITE_SALT + raw).hexdigest()[:12]
+
+
+def _sha256():
+    """CPython's own SHA-256, not hashlib's: importing hashlib loads OpenSSL (about 4 MB
+    resident, measured) for one hash a round. Imported here, at the first use, for that cost."""
+    try:
+        from _sha256 import sha256          # CPython 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256        # CPython 3.12+
+        except ImportError:                 # another Python
+            from hashlib import sha256
+    return sha256
