@@ -704,7 +704,8 @@ HEADLINE: tuple[tuple[str, str, str, Callable[[object], str]], ...] = (
     ("agents", "Agents", "agents reporting in the cell", fmt_int),
     ("sites", "Lines", "distinct lines (sites) in the cell: agents behind one router count once",
      fmt_int),
-    ("agent_hours", "Agent-hours", "hours of observation summed over agents", fmt_min),
+    ("agent_hours", "Agent-hours", "hours of observation summed over lines (a line's agents "
+     "counted once)", fmt_min),
     ("power_saifi", "SAIFI", "sustained power cuts per customer", fmt_freq),
     ("power_saidi_min", "SAIDI min", "minutes without power per customer", fmt_min),
     ("power_caidi_min", "CAIDI min", "average minutes per sustained power cut", fmt_min),

@@ -11,6 +11,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from collector.clean import _merge_site_episodes
 from collector.model import Episode, ObsHour, PingDay, SpeedTest, Unit
+from collector.output import to_table
 from collector.stats import Settings, aggregate
 from tests.test_collector_stats import DAY, MON, ds_of, units, watch
 
@@ -46,8 +47,9 @@ def test_minutes_of_watching_are_not_published():
     (c,) = aggregate(thin_cell(12), S)["cells"]
     assert not c["suppressed"] and c["sites_watched_min_h"] == 6
     assert c["power_maifi"] == pytest.approx(6 / (6 * 12 / 24))
-    (c,) = aggregate(thin_cell(11.5), S)["cells"]
-    assert c["suppressed_reason"] == "min_watch_h"
+    r = aggregate(thin_cell(11.5), S)
+    assert r["cells"][0]["suppressed_reason"] == "min_watch_h"
+    assert "suppressed (fewer than 5 lines watched 24 h or more)" in to_table(r)
 
 
 def test_min_watch_h_counts_each_line_against_the_floor():
