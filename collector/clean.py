@@ -24,6 +24,8 @@ clipped (the record is kept, shortened, merged or repaired):
                          region of its latest records that have a valid one
   ``site_merged``        an episode of one line seen by several of its agents (one site): merged
                          into one (:func:`by_site`; not bad data, counted so the totals add up)
+  ``site_retagged``      a record without a site tag (written before the agent was upgraded)
+                         takes the site of the agent's latest records that have one
   ``overlap_clipped``    a connectivity episode that began before the previous one ended starts
                          at its end
   ``power_merged``       a power episode that overlaps the agent's previous one, or a host_down
@@ -96,6 +98,8 @@ class Columns:
     ep_merged: dict | None = None
     pd_agent: np.ndarray | None = None
     sp_agent: np.ndarray | None = None
+    # Only when some line has several agents: (unit, agent, time) of each watching record.
+    watchers: tuple | None = None
 
 
 def _reject(q: Quality, keep: np.ndarray, bad: np.ndarray, reason: str) -> None:
@@ -316,8 +320,25 @@ def _retag(q: Quality, known: set, units: list[Unit], uid, unit_cols: list[np.nd
     return out
 
 
-def _site_unit(u: Unit) -> Unit:
-    return Unit(u.customer, u.region, u.isp, u.city, u.access, u.customer)
+def _site_unit(u: Unit, inherited: dict[str, str]) -> Unit:
+    site = u.site or inherited.get(u.agent) or u.agent
+    return Unit(site, u.region, u.isp, u.city, u.access, site)
+
+
+def _latest_sites(cols: Columns) -> dict[str, str]:
+    """Per agent, the site of its latest records that carry a site tag (by their own time)."""
+    latest = np.full(len(cols.units), -np.inf)
+    for uc, tc in ((cols.obs_unit, cols.obs_hour), (cols.ep_unit, cols.ep_start),
+                   (cols.pd_unit, cols.pd_day), (cols.sp_unit, cols.sp_time)):
+        if uc.size:
+            np.fmax.at(latest, uc, tc.astype(np.float64))
+    best: dict[str, tuple[float, str]] = {}
+    for i, u in enumerate(cols.units):
+        if u.site and latest[i] > -np.inf:
+            cur = best.get(u.agent)
+            if cur is None or (latest[i], u.site) > cur:
+                best[u.agent] = (float(latest[i]), u.site)
+    return {a: site for a, (_, site) in best.items()}
 
 
 def by_site(cols: Columns, q: Quality) -> Columns:
@@ -333,13 +354,21 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     * daily latency and speed tests are kept per record: a site's median is over its agents'
       days and tests together.
 
-    Agents without a ``site`` tag are each their own site, so data of older agents gives the
-    same figures as before."""
+    Records without a ``site`` tag (written before the agent was upgraded) take the site of the
+    agent's latest records that have one, counted ``site_retagged``: otherwise an upgraded agent
+    would be two lines, its old self and its site. Agents with no site tag at all are each their
+    own site, so data of older agents gives the same figures as before."""
     agents = sorted({u.agent for u in cols.units})
     a_ix = {a: i for i, a in enumerate(agents)}
-    sus = sorted({_site_unit(u) for u in cols.units})
+    inherited = _latest_sites(cols) if any(u.site for u in cols.units) else {}
+    sus = sorted({_site_unit(u, inherited) for u in cols.units})
     s_ix = {u: i for i, u in enumerate(sus)}
-    to_site = np.array([s_ix[_site_unit(u)] for u in cols.units], dtype=np.int64)
+    to_site = np.array([s_ix[_site_unit(u, inherited)] for u in cols.units], dtype=np.int64)
+    given = np.array([not u.site and u.agent in inherited for u in cols.units], dtype=bool)
+    if given.any():
+        q.clipped["site_retagged"] += sum(int(given[a].sum()) for a in
+                                          (cols.obs_unit, cols.ep_unit, cols.pd_unit, cols.sp_unit)
+                                          if a.size)
     to_agent = np.array([a_ix[u.agent] for u in cols.units], dtype=np.int64)
     if not cols.units:
         to_site = to_agent = np.zeros(0, dtype=np.int64)
@@ -351,6 +380,14 @@ def by_site(cols: Columns, q: Quality) -> Columns:
         return table[a] if a.size else a.astype(np.int64)
 
     o_unit, o_hour, o_s = remap(cols.obs_unit, to_site), cols.obs_hour, cols.obs_s
+    shared = np.array([len(m) > 1 for m in members], dtype=bool)
+    watchers = None
+    if o_unit.size and shared.any():
+        # Which agents of a shared line watched when (hours), for the cells' agent counts.
+        hd = (cols.ep_type == POWER) & (cols.ep_cause == CAUSES.index("host_down"))
+        watchers = (np.r_[o_unit, remap(cols.ep_unit[hd], to_site)],
+                    np.r_[remap(cols.obs_unit, to_agent), remap(cols.ep_unit[hd], to_agent)],
+                    np.r_[o_hour.astype(np.float64), cols.ep_start[hd]])
     if o_unit.size:
         key = o_unit * (1 << 32) + (o_hour // 3600)
         uk, inv = np.unique(key, return_inverse=True)
@@ -362,7 +399,6 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     e_agent = remap(cols.ep_unit, to_agent)
     e_type, e_cause, e_start, e_dur = cols.ep_type, cols.ep_cause, cols.ep_start, cols.ep_dur
     merged: dict[int, frozenset] = {}
-    shared = np.array([len(m) > 1 for m in members], dtype=bool)
     if e_unit.size and shared.any():
         keep, e_dur, heads = _merge_site_episodes(np.nonzero(shared[e_unit])[0], e_unit, e_type,
                                                   e_start, e_dur, e_agent)
@@ -379,7 +415,7 @@ def by_site(cols: Columns, q: Quality) -> Columns:
                    cols.sp_time, cols.sp_down, cols.sp_up, agents=agents,
                    unit_agents=[frozenset(m) for m in members], ep_agent=e_agent,
                    ep_merged=merged, pd_agent=remap(cols.pd_unit, to_agent),
-                   sp_agent=remap(cols.sp_unit, to_agent))
+                   sp_agent=remap(cols.sp_unit, to_agent), watchers=watchers)
 
 
 def _merge_site_episodes(idx, unit, typ, start, dur, agent):

@@ -767,6 +767,8 @@ QUALITY_COUNTERS = {
                 "code it later corrected): given the agent's region, kept",
     "site_merged": "one outage of a line seen by several of its agents: merged into one, not bad "
                    "data",
+    "site_retagged": "written without a site tag (before the agent was upgraded): given the "
+                     "agent's site, kept",
 }
 
 SETTING_LABELS = {

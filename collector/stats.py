@@ -216,6 +216,14 @@ def _hour_pieces(start: np.ndarray, end: np.ndarray):
     return rep, hs, np.maximum(secs, 0.0)
 
 
+def _distinct_triples(p: np.ndarray, u: np.ndarray, a: np.ndarray, U: int, A: int) -> np.ndarray:
+    """The distinct (period, unit, agent) triples as a 3 x n array (one sort of int64 keys: much
+    faster than numpy's unique over rows)."""
+    A = max(A, 1)
+    k = np.unique((p.astype(np.int64) * U + u) * A + a)
+    return np.stack([k // (U * A), (k // A) % U, k % A])
+
+
 def _period_index(t: np.ndarray, bounds: list[tuple[float, float]]) -> np.ndarray:
     """Index of the period holding each time, -1 outside all of them."""
     starts = np.array([b[0] for b in bounds])
@@ -311,6 +319,13 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
                + per_cell_how(np.where(hd_piece, piece_p, -1), piece_unit, how_piece, secs))
 
     line = _line_quality(cols, bounds, U, s)
+    # The agents behind each line, per period: those of its records (only shared lines differ).
+    watch_pua = None
+    if cols.watchers is not None:
+        wu, wa, wt = cols.watchers
+        wp = _period_index(wt, bounds)
+        ok = wp >= 0
+        watch_pua = _distinct_triples(wp[ok], wu[ok], wa[ok], U, len(cols.agents))
     events, ep_event, events_suppressed = _events(cols, s, lt, unit_site, net_obs, bounds)
     in_event = ep_event >= 0
     ep_cell = unit_cell[cols.ep_unit]
@@ -339,7 +354,13 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
                 cells.append({**ident, "suppressed": True, "suppressed_reason":
                               "min_agents" if sites < s.min_agents else "min_watch_h"})
                 continue
-            agents = len(frozenset().union(*(cols.unit_agents[m] for m in members.tolist())))
+            if watch_pua is None:
+                agents = len(frozenset().union(*(cols.unit_agents[m] for m in members.tolist())))
+            else:
+                in_cell = np.zeros(U, dtype=bool)
+                in_cell[members] = True
+                hit = (watch_pua[0] == p) & in_cell[watch_pua[1]]
+                agents = int(np.unique(watch_pua[2][hit]).size)
             cell = {**ident, "suppressed": False, "agents": agents, "sites": sites,
                     "sites_watched_min_h": watched,
                     "agent_hours": float(pw_obs[p, members].sum() / 3600.0)}
@@ -436,7 +457,7 @@ def _line_quality(cols: Columns, bounds, U: int, s: Settings) -> dict:
         if agent is not None and unit.size:
             pi = _period_index(t.astype(np.float64), bounds)
             ok = pi >= 0
-            trip = np.unique(np.stack([pi[ok], unit[ok], agent[ok]]), axis=1)
+            trip = _distinct_triples(pi[ok], unit[ok], agent[ok], U, len(cols.agents))
             np.add.at(n, (trip[0], trip[1]), 1.0)
         out[name] = n
     pp = _period_index(cols.pd_day.astype(np.float64), bounds)

@@ -1,5 +1,5 @@
-"""The publication floor on watching time, rows retagged with their agent's region, and one
-line one vote (sites): hand-computed cells through collector.stats.aggregate."""
+"""The publication floor on watching time, rows retagged with their agent's region (and site),
+and one line one vote (sites): hand-computed cells through collector.stats.aggregate."""
 
 from __future__ import annotations
 
@@ -217,3 +217,33 @@ def test_property_site_episodes_merge_into_their_union(spec):
         assert got == union
     for h, who in heads.items():
         assert keep[h] and len(who) > 1
+
+
+def test_rows_from_before_an_upgrade_take_the_agents_site():
+    """h0 ran an older agent (no site tag) for the first 6 hours, then tagged its rows with the
+    router it shares with h1: it is one line with h1 all day, not a line of its own until the
+    upgrade. Four more lines make the floor."""
+    old = Unit("h0", "PK-SD", "PTCL")
+    new, h1 = replace(old, site="s1"), Unit("h1", "PK-SD", "PTCL", site="s1")
+    obs = (watch(old, MON, 6) + watch(new, MON + 6 * 3600, 18) + watch(h1, MON, 24)
+           + [o for u in units(4, prefix="b") for o in watch(u, MON, 24)])
+    eps = [Episode(old, "connectivity", "isp", MON + 3600, 600.0),
+           Episode(h1, "connectivity", "isp", MON + 3610, 600.0)]
+    r = aggregate(ds_of(MON, MON + DAY, obs, eps), S)
+    (c,) = r["cells"]
+    assert (c["agents"], c["sites"]) == (6, 5)
+    assert c["agent_hours"] == pytest.approx(5 * 24)
+    assert r["data_quality"]["clipped"]["site_retagged"] == 6 + 1
+    assert r["data_quality"]["clipped"]["site_merged"] == 1
+    assert c["internet_outages_per_agent"] == pytest.approx(1 / 5)
+
+
+def test_a_lines_agents_count_in_the_periods_they_watched():
+    """h1 shares h0's router but watched only on the second day: the first day's cell has the
+    line with one agent."""
+    h0, h1 = Unit("h0", "PK-SD", "PTCL", site="s1"), Unit("h1", "PK-SD", "PTCL", site="s1")
+    obs = (watch(h0, MON, 48) + watch(h1, MON + DAY, 24)
+           + [o for u in units(4, prefix="b") for o in watch(u, MON, 48)])
+    mon, tue = aggregate(ds_of(MON, MON + 2 * DAY, obs), S, period="day")["cells"]
+    assert (mon["agents"], mon["sites"]) == (5, 5)
+    assert (tue["agents"], tue["sites"]) == (6, 5)
