@@ -223,9 +223,9 @@ class Agent:
     def _tag_site(self, rnd: Round) -> Round:
         """The round with the site tag of the line it was measured on. Read after the probes:
         the gateway was just echoed, so the neighbour table knows its hardware address even on
-        the first round. A site once seen is kept (in the store, for restarts) until another
-        gateway address is seen: an outage that empties the neighbour table, or a VPN, does not
-        make the agent a line of its own for that time; only another hardware address does."""
+        the first round. A site once seen is kept (in the store, for restarts): an outage that
+        empties the neighbour table, or a VPN, does not make the agent a line of its own for that
+        time; only another gateway hardware address changes it."""
         if self.cfg.agent.site:
             return rnd
         g = self.cfg.probe.gateway
