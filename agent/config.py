@@ -77,6 +77,12 @@ def _check_id(v: str) -> str | None:
     return "must be 1-64 letters, digits, '.', '_' or '-' (or empty for a random id)"
 
 
+def _check_site(v: str) -> str | None:
+    if v == "" or _ID_RE.match(v):
+        return None
+    return "must be 1-64 letters, digits, '.', '_' or '-' (or empty: derived from the gateway)"
+
+
 def _check_region(v: str) -> str | None:
     """Pakistan's codes against ISO 3166-2:PK (a typo such as PK-XX would be thrown away later as
     an unknown region); other countries' codes by their shape."""
@@ -253,6 +259,11 @@ class AgentSection:
                     "reports for this line (after the first speed test).",
                     _all(_max_len(64), _check_tag), "PTCL")
     access: str = _opt("", "Access type: " + ", ".join(ACCESS_TYPES) + ".", _check_access, "fibre")
+    site: str = _opt("", "The line this agent watches, sent as the `site` tag: agents with one "
+                     "site count once in regional figures. Empty: a one-way hash of the "
+                     "gateway's hardware address (the address itself is never stored or sent), "
+                     "or the agent's id when that address cannot be seen (no gateway, a VPN, "
+                     "not Linux). Letters, digits, '.', '_', '-'.", _check_site)
     state_dir: str = _opt("", "Where the local store lives. Empty: $STATE_DIRECTORY when systemd "
                           "sets it, else the platform's user data dir.")
     procfs: str = _opt("/proc", "Root of the proc filesystem the agent reads the host from.")

@@ -31,6 +31,7 @@ import os
 import signal
 import socket
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +40,7 @@ from agent.clock import Clock, SystemClock
 from agent.config import Config
 from agent.errors import ConfigError, MethodUnavailable, StoreCorrupt, StoreError
 from agent.model import Episode, Sample
+from agent.probes.gateway import gateway_mac, site_id
 from agent.round import Prober, Probes, Round
 from agent.store import MAX_PENDING_SAMPLES, Store, Trouble
 
@@ -48,7 +50,7 @@ SPACING_S = 0.25  # between the echoes of one target in a round
 HOUSEKEEPING_S = 3600.0
 STATE_TRACKER, STATE_HEARTBEAT, STATE_CLEAN_EXIT = "outage_tracker", "heartbeat", "clean_exit"
 STATE_POWER, STATE_POWER_SENSORS, STATE_PENDING = "power_tracker", "power_sensors", "pending_host_down"
-STATE_SPEED_NEXT, STATE_ISP = "speedtest_next", "isp_auto"
+STATE_SPEED_NEXT, STATE_ISP, STATE_SITE = "speedtest_next", "isp_auto", "site_auto"
 SPEEDTEST_CHECK_S = 30.0
 RELOAD_CHECK_S = 1.0  # how soon a SIGHUP is acted on
 
@@ -70,10 +72,12 @@ def agent_id(cfg: Config) -> str:
     return new
 
 
-def base_tags(cfg: Config, ident: str, isp_auto: str | None = None) -> dict[str, str]:
-    """Tags on every sample: the agent id and the non-empty location/ISP/access settings
-    (``isp = "auto"``: the name speedtest.net reported, once known)."""
-    tags = {"agent": ident}
+def base_tags(cfg: Config, ident: str, isp_auto: str | None = None,
+              site_auto: str | None = None) -> dict[str, str]:
+    """Tags on every sample: the agent id, its site (``agent.site``, else the id derived from the
+    gateway's hardware address once seen, else the agent id: its own line) and the non-empty
+    location/ISP/access settings (``isp = "auto"``: the name speedtest.net reported, once known)."""
+    tags = {"agent": ident, "site": cfg.agent.site or site_auto or ident}
     for key in ("region", "city", "isp", "access"):
         value = getattr(cfg.agent, key)
         if key == "isp" and value == "auto":
@@ -143,7 +147,8 @@ class Agent:
         self.clock = clock or SystemClock()
         self.store = store or open_store(cfg, self.clock)
         self.id = agent_id(cfg)
-        self.tags = base_tags(cfg, self.id, self.store.get_state(STATE_ISP))
+        self.tags = base_tags(cfg, self.id, self.store.get_state(STATE_ISP),
+                              self.store.get_state(STATE_SITE))
         self.boot = boot_id(cfg.agent.procfs)
         self.prober = Prober(cfg, probes or real_probes(cfg), self.clock, self.tags)
         self.params = outage.Params(
@@ -195,6 +200,7 @@ class Agent:
             return None
         with self._lock:
             rnd = self.prober.run()
+            rnd = self._tag_site(rnd)
             # One instant in both clocks: pairing the start's wall time with a monotonic reading
             # taken after the probes would skew durations by the rounds' unequal lengths.
             result = outage.RoundResult(time=rnd.time, mono=rnd.mono, status=rnd.status, cause=rnd.cause,
@@ -220,6 +226,27 @@ class Agent:
             self.counters["rounds"] += 1
             self.counters["probe_errors"] += len(rnd.errors)
             return rnd
+
+    def _tag_site(self, rnd: Round) -> Round:
+        """The round with the site tag of the line it was measured on. Read after the probes:
+        the gateway was just echoed, so the neighbour table knows its hardware address even on
+        the first round. A site once seen is kept (in the store, for restarts): an outage that
+        empties the neighbour table, or a VPN, does not make the agent a line of its own for that
+        time; only another gateway hardware address changes it."""
+        if self.cfg.agent.site:
+            return rnd
+        g = self.cfg.probe.gateway
+        mac = gateway_mac(self.prober.last_gateway if g == "auto" else None if g == "off" else g,
+                          self.cfg.agent.procfs)
+        site = site_id(mac) if mac else None
+        if site and site != self.tags["site"]:
+            self.store.write([], state={STATE_SITE: site})   # durable first, then kept
+            log.info("site: %s (from the gateway's hardware address)", site)
+            self.tags["site"] = site  # the dict the prober, power and self rows are tagged with
+        if all(x.tags.get("site") == self.tags["site"] for x in rnd.samples):
+            return rnd
+        return replace(rnd, samples=tuple(replace(x, tags={**x.tags, "site": self.tags["site"]})
+                                          for x in rnd.samples))
 
     def recover(self) -> power.Decision:
         """How did the previous run end? Record a host-down power episode or an agent gap, or

@@ -102,7 +102,7 @@ class Cache:
             return
 
         def key(u: Unit) -> str:
-            return json.dumps([u.agent, u.region, u.isp, u.city, u.access], ensure_ascii=False)
+            return json.dumps([u.agent, u.region, u.isp, u.city, u.access, u.site], ensure_ascii=False)
 
         with self.conn:
             for d in days:

@@ -5,7 +5,8 @@ statistic, and each one that is rejected or clipped is counted by reason in :cla
 which every output shows (the data-quality section). Nothing is dropped silently:
 
 rejected (the record is left out):
-  ``unknown_region``     the unit's region is not one of the configured codes (or is empty)
+  ``unknown_region``     the unit's region is not one of the configured codes (or is empty),
+                         and the agent has no record with a valid one to take it from
   ``unknown_type``       an episode that is neither power nor connectivity
   ``unknown_cause``      an episode cause the agent never writes
   ``not_a_number``       NaN or infinite time or value
@@ -17,7 +18,14 @@ rejected (the record is left out):
   ``absurd_loss``        loss outside 0..100 %
   ``absurd_speed``       a speed at or below 0, or above 10 Gbit/s (no consumer line is faster)
   ``overlap_dropped``    a connectivity episode wholly inside an earlier one of the same agent
-clipped (the record is kept, shortened or merged):
+clipped (the record is kept, shortened, merged or repaired):
+  ``retagged``           a record without a valid region (written before the agent's region was
+                         set, or with a code it later corrected) takes the agent's region: the
+                         region of its latest records that have a valid one
+  ``site_merged``        an episode of one line seen by several of its agents (one site): merged
+                         into one (:func:`by_site`; not bad data, counted so the totals add up)
+  ``site_retagged``      a record without a site tag (written before the agent was upgraded)
+                         takes the site of the agent's latest records that have one
   ``overlap_clipped``    a connectivity episode that began before the previous one ended starts
                          at its end
   ``power_merged``       a power episode that overlaps the agent's previous one, or a host_down
@@ -33,7 +41,7 @@ clipped (the record is kept, shortened or merged):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 from operator import attrgetter
 from typing import Iterable, Sequence
@@ -81,6 +89,17 @@ class Columns:
     sp_time: np.ndarray
     sp_down: np.ndarray
     sp_up: np.ndarray        # NaN: no upload figure
+    # Set by by_site(), where each unit is a line (its `agent` is the site): the agents' ids, each
+    # unit's agents (indices into ``agents``), each record's own agent, and the agents of the
+    # episodes merged from several.
+    agents: list[str] | None = None
+    unit_agents: list[frozenset] | None = None
+    ep_agent: np.ndarray | None = None
+    ep_merged: dict | None = None
+    pd_agent: np.ndarray | None = None
+    sp_agent: np.ndarray | None = None
+    # Only when some line has several agents: (unit, agent, time) of each watching record.
+    watchers: tuple | None = None
 
 
 def _reject(q: Quality, keep: np.ndarray, bad: np.ndarray, reason: str) -> None:
@@ -146,6 +165,11 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
 
     obs, eps, pds, sps = ds.obs, ds.episodes, ds.pings, ds.speeds
     cols_u = [unit_col(recs) for recs in (obs, eps, pds, sps)]
+    o_hour = _col(obs, "hour", np.int64)
+    e_start = _col(eps, "start", np.float64)
+    p_day = _col(pds, "day", np.int64)
+    s_time = _col(sps, "time", np.float64)
+    cols_u = _retag(q, known, units, uid, cols_u, (o_hour, e_start, p_day, s_time), horizon)
     # Canonical order (units sorted, records by unit and time), so the figures and the bootstrap's
     # draws never depend on the order the source returned rows in.
     order = sorted(range(len(units)), key=units.__getitem__)
@@ -155,7 +179,6 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     o_unit, e_unit, p_unit, s_unit = (remap[c] if c.size else c for c in cols_u)
 
     # --- observed hours
-    o_hour = _col(obs, "hour", np.int64)
     o_s = _col(obs, "observed_s", np.float64)
     keep = np.ones(len(obs), dtype=bool)
     region_ok(o_unit, "obs", keep)
@@ -180,7 +203,6 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     n = len(eps)
     e_type = np.fromiter(map(type_ix.get, map(_TYPE, eps), repeat(-1)), np.int64, n)
     e_cause = np.fromiter(map(cause_ix.get, map(_CAUSE, eps), repeat(-1)), np.int64, n)
-    e_start = _col(eps, "start", np.float64)
     e_dur = _col(eps, "duration_s", np.float64)
     keep = np.ones(n, dtype=bool)
     region_ok(e_unit, "episode", keep)
@@ -209,7 +231,6 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
 
     # --- daily latency
     n = len(pds)
-    p_day = _col(pds, "day", np.int64)
     p50, p95, loss, lo, hi = (_col(pds, a, np.float64, _nan) for a in
                               ("rtt_p50_ms", "rtt_p95_ms", "loss_pct", "rtt_min_ms", "rtt_max_ms"))
     rounds = _col(pds, "rounds", np.int64)
@@ -226,7 +247,6 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
 
     # --- speed tests
     n = len(sps)
-    s_time = _col(sps, "time", np.float64)
     s_down = _col(sps, "download_bps", np.float64, _nan)
     s_up = _col(sps, "upload_bps", np.float64, _nan)
     keep = np.ones(n, dtype=bool)
@@ -252,6 +272,188 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     cols = Columns(ds.start, ds.end, units, o_unit, o_hour, o_s, e_unit, e_type, e_cause, e_start,
                    e_dur, p_unit, p_day, p50, p95, loss, rounds, s_unit, s_time, s_down, s_up)
     return cols, q
+
+
+def _retag(q: Quality, known: set, units: list[Unit], uid, unit_cols: list[np.ndarray],
+           time_cols: tuple, horizon: float) -> list[np.ndarray]:
+    """Records whose unit has no valid region take their agent's region, counted ``retagged``.
+
+    An agent's region is the region of its latest records that have a valid one (by the time
+    of the record: hour, episode start, day, test time; equal times go to the code sorting
+    first). Rows written before the region was set (no tag) or with a code later corrected
+    (PK-XX, then PK-PB) are the agent's, not noise. A record with a valid region is never
+    changed: an agent that moved from one region to another counts in each. Units (their
+    index in ``units``, made with ``uid``) with no valid region in any record stay as they are
+    and are rejected later as ``unknown_region``. Records dated after ``horizon`` (rejected
+    later as future) do not decide."""
+    bad = np.array([u.region not in known for u in units], dtype=bool)
+    if not bad.any():
+        return unit_cols
+    latest = np.full(len(units), -np.inf)
+    for uc, tc in zip(unit_cols, time_cols):
+        if uc.size:
+            t = np.asarray(tc, dtype=np.float64)
+            np.fmax.at(latest, uc, np.where(t <= horizon, t, -np.inf))
+    best: dict[str, tuple[float, str]] = {}
+    for i, u in enumerate(units):
+        if bad[i] or latest[i] == -np.inf:
+            continue
+        cur = best.get(u.agent)
+        # Latest wins; on equal times the code sorting first, so the source's order never decides.
+        if cur is None or latest[i] > cur[0] or (latest[i] == cur[0] and u.region < cur[1]):
+            best[u.agent] = (float(latest[i]), u.region)
+    targets = {i: best[u.agent][1] for i, u in enumerate(units) if bad[i] and u.agent in best}
+    if not targets:
+        return unit_cols
+    remap = list(range(len(units)))
+    for i, region in targets.items():
+        remap[i] = uid(replace(units[i], region=region))
+    remap_a = np.array(remap, dtype=np.int64)
+    moved = np.zeros(len(remap), dtype=bool)
+    moved[list(targets)] = True
+    out = []
+    for uc in unit_cols:
+        if uc.size:
+            q.clipped["retagged"] += int(moved[uc].sum())
+            uc = remap_a[uc]
+        out.append(uc)
+    return out
+
+
+def _site_unit(u: Unit, inherited: dict[str, str]) -> Unit:
+    site = u.site or inherited.get(u.agent) or u.agent
+    return Unit(site, u.region, u.isp, u.city, u.access, site)
+
+
+def _latest_sites(cols: Columns) -> dict[str, str]:
+    """Per agent, the site of its latest records that carry a site tag (by their own time)."""
+    latest = np.full(len(cols.units), -np.inf)
+    for uc, tc in ((cols.obs_unit, cols.obs_hour), (cols.ep_unit, cols.ep_start),
+                   (cols.pd_unit, cols.pd_day), (cols.sp_unit, cols.sp_time)):
+        if uc.size:
+            np.fmax.at(latest, uc, tc.astype(np.float64))
+    best: dict[str, tuple[float, str]] = {}
+    for i, u in enumerate(cols.units):
+        if u.site and latest[i] > -np.inf:
+            cur = best.get(u.agent)
+            if cur is None or (latest[i], u.site) > cur:
+                best[u.agent] = (float(latest[i]), u.site)
+    return {a: site for a, (_, site) in best.items()}
+
+
+def by_site(cols: Columns, q: Quality) -> Columns:
+    """The checked columns with each unit a line (a site) instead of an agent: one line, one
+    vote, whatever the number of agents behind its router.
+
+    * a site's unit has the site as its ``agent`` and the agents' tags (agents of one site with
+      different tags make one unit per tag set, each in its cell);
+    * observed time of a site in an hour = the most any of its agents watched in it (the union
+      of their watching, exact when they watch at the same time, a lower bound otherwise);
+    * episodes of one type of a site's agents that overlap are one (the union of the
+      intervals, the cause of the first), counted ``site_merged``;
+    * daily latency and speed tests are kept per record: a site's median is over its agents'
+      days and tests together.
+
+    Records without a ``site`` tag (written before the agent was upgraded) take the site of the
+    agent's latest records that have one, counted ``site_retagged``: otherwise an upgraded agent
+    would be two lines, its old self and its site. Agents with no site tag at all are each their
+    own site, so data of older agents gives the same figures as before."""
+    agents = sorted({u.agent for u in cols.units})
+    a_ix = {a: i for i, a in enumerate(agents)}
+    inherited = _latest_sites(cols) if any(u.site for u in cols.units) else {}
+    sus = sorted({_site_unit(u, inherited) for u in cols.units})
+    s_ix = {u: i for i, u in enumerate(sus)}
+    to_site = np.array([s_ix[_site_unit(u, inherited)] for u in cols.units], dtype=np.int64)
+    given = np.array([not u.site and u.agent in inherited for u in cols.units], dtype=bool)
+    if given.any():
+        q.clipped["site_retagged"] += sum(int(given[a].sum()) for a in
+                                          (cols.obs_unit, cols.ep_unit, cols.pd_unit, cols.sp_unit)
+                                          if a.size)
+    to_agent = np.array([a_ix[u.agent] for u in cols.units], dtype=np.int64)
+    if not cols.units:
+        to_site = to_agent = np.zeros(0, dtype=np.int64)
+    members: list[set] = [set() for _ in sus]
+    for unit, site in zip(cols.units, to_site.tolist()):
+        members[site].add(a_ix[unit.agent])
+
+    def remap(a: np.ndarray, table: np.ndarray) -> np.ndarray:
+        return table[a] if a.size else a.astype(np.int64)
+
+    o_unit, o_hour, o_s = remap(cols.obs_unit, to_site), cols.obs_hour, cols.obs_s
+    shared = np.array([len(m) > 1 for m in members], dtype=bool)
+    watchers = None
+    if o_unit.size and shared.any():
+        # Which agents of a shared line watched when (hours), for the cells' agent counts.
+        hd = (cols.ep_type == POWER) & (cols.ep_cause == CAUSES.index("host_down"))
+        watchers = (np.r_[o_unit, remap(cols.ep_unit[hd], to_site)],
+                    np.r_[remap(cols.obs_unit, to_agent), remap(cols.ep_unit[hd], to_agent)],
+                    np.r_[o_hour.astype(np.float64), cols.ep_start[hd]])
+    if o_unit.size:
+        key = o_unit * (1 << 32) + (o_hour // 3600)
+        uk, inv = np.unique(key, return_inverse=True)
+        if uk.size < key.size:
+            top = np.zeros(uk.size)
+            np.maximum.at(top, inv.reshape(-1), o_s)
+            o_unit, o_hour, o_s = uk >> 32, (uk & ((1 << 32) - 1)) * 3600, top
+    e_unit = remap(cols.ep_unit, to_site)
+    e_agent = remap(cols.ep_unit, to_agent)
+    e_type, e_cause, e_start, e_dur = cols.ep_type, cols.ep_cause, cols.ep_start, cols.ep_dur
+    merged: dict[int, frozenset] = {}
+    if e_unit.size and shared.any():
+        keep, e_dur, heads = _merge_site_episodes(np.nonzero(shared[e_unit])[0], e_unit, e_type,
+                                                  e_start, e_dur, e_agent)
+        absorbed = int((~keep).sum())
+        if absorbed:
+            q.clipped["site_merged"] += absorbed
+            new_ix = np.cumsum(keep) - 1
+            merged = {int(new_ix[h]): a for h, a in heads.items()}
+            e_unit, e_agent, e_type, e_cause, e_start, e_dur = (
+                a[keep] for a in (e_unit, e_agent, e_type, e_cause, e_start, e_dur))
+    return Columns(cols.start, cols.end, sus, o_unit, o_hour, o_s, e_unit, e_type, e_cause,
+                   e_start, e_dur, remap(cols.pd_unit, to_site), cols.pd_day, cols.pd_p50,
+                   cols.pd_p95, cols.pd_loss, cols.pd_rounds, remap(cols.sp_unit, to_site),
+                   cols.sp_time, cols.sp_down, cols.sp_up, agents=agents,
+                   unit_agents=[frozenset(m) for m in members], ep_agent=e_agent,
+                   ep_merged=merged, pd_agent=remap(cols.pd_unit, to_agent),
+                   sp_agent=remap(cols.sp_unit, to_agent), watchers=watchers)
+
+
+def _merge_site_episodes(idx, unit, typ, start, dur, agent):
+    """Union of the intervals of the episodes ``idx`` per (unit, type): (which episodes stay,
+    their durations, and for each episode that absorbed others of other agents, its agents).
+    An episode starting at or before the latest end so far in its group (within a microsecond)
+    joins the group's current episode; the first of each run keeps its start and cause."""
+    keep = np.ones(unit.size, dtype=bool)
+    if idx.size < 2:
+        return keep, dur, {}
+    dur = dur.copy()
+    idx = idx[np.lexsort((start[idx], typ[idx], unit[idx]))]
+    g = unit[idx] * 2 + typ[idx]
+    s = start[idx]
+    t0 = float(s.min())
+    rel_s, rel_e = s - t0, s + dur[idx] - t0
+    # Running maximum of the ends within each group: groups lifted onto ranges of their own.
+    first = np.r_[True, g[1:] != g[:-1]]
+    lift = (np.cumsum(first) - 1) * (float(rel_e.max()) + 1.0)
+    run = np.maximum.accumulate(rel_e + lift) - lift
+    prev = np.r_[-np.inf, run[:-1]]
+    prev[first] = -np.inf
+    head = rel_s > prev + 1e-6
+    if head.all():
+        return keep, dur, {}
+    cluster = np.cumsum(head) - 1
+    starts = np.flatnonzero(head)
+    end = np.maximum.reduceat(rel_e, starts)
+    heads_ix = idx[starts]
+    dur[heads_ix] = end - rel_s[starts]
+    keep[idx[~head]] = False
+    sizes = np.bincount(cluster)
+    heads = {}
+    for c in np.flatnonzero(sizes > 1).tolist():
+        who = frozenset(agent[idx[starts[c]:starts[c] + sizes[c]]].tolist())
+        if len(who) > 1:
+            heads[int(heads_ix[c])] = who
+    return keep, dur, heads
 
 
 def _overlaps(q: Quality, unit, typ, cause, start, dur):

@@ -20,11 +20,28 @@ BY_CHOICES = ("region", "isp", "city", "access")
 
 
 def _config(ctx: click.Context, path: str | None) -> cconfig.CollectorConfig:
+    """The config, or one line naming file, key and what was expected, and exit 2 (as the
+    agent's commands do: a usage error, not a failed run)."""
     path = path or (ctx.obj or {}).get("config")
     try:
-        return cconfig.load(path)
+        cfg = cconfig.load(path)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+        click.echo(f"linewatch-collector: {exc}", err=True)
+        sys.exit(2)
+    for message in cconfig.warnings(cfg):
+        click.echo(f"warning: {message}", err=True)
+    return cfg
+
+
+def _need_numpy() -> None:
+    """The statistics use numpy, which the agent's install leaves out: say how to get it in one
+    line instead of ending in an ImportError's traceback."""
+    try:
+        import numpy  # noqa: F401  (loaded here only to know it is there; the statistics use it)
+    except ImportError:
+        click.echo("linewatch-collector: the regional statistics need numpy, which is not "
+                   f"installed; install it with: {sys.executable} -m pip install numpy", err=True)
+        sys.exit(1)
 
 
 def _by(value: str) -> tuple[str, ...]:
@@ -170,6 +187,7 @@ def aggregate_cmd(ctx, cache, config_path, stores, period, by, until, since, fmt
     from collector import output
 
     cfg = _config(ctx, config_path)
+    _need_numpy()
     result = _run(lambda: _aggregate(cfg, since, until, _by(by), period, stores, cache=cache))
     if fmt == "table":
         click.echo(output.to_table(result), nl=False)
@@ -191,6 +209,7 @@ def report_cmd(ctx, cache, config_path, stores, period, by, until, since, out, t
     from collector import page
 
     cfg = _config(ctx, config_path)
+    _need_numpy()
     result = _run(lambda: _aggregate(cfg, since, until, _by(by), period, stores, cache=cache))
     if title:
         result["title"] = title
@@ -220,6 +239,7 @@ def run_cmd(ctx, config_path, once):
     """Every [collector] run_every_min: aggregate the last run_since into run_period cells and
     write them to InfluxDB as regional_* measurements."""
     cfg = _config(ctx, config_path)
+    _need_numpy()
     if not cfg.influx.url:
         raise click.ClickException(f"{cfg.source}: influx.url: run writes to InfluxDB; set it")
 

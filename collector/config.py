@@ -95,7 +95,14 @@ class CollectorSection:
     min_agents: int = _opt(5, "Publication floor: a cell (region x ISP x period) with fewer "
                            "agents is suppressed in every output, with no figures. It protects "
                            "volunteers (a small cell points at a person) and keeps figures with "
-                           "no statistical power out of print.", _at_least(1))
+                           "no statistical power out of print. Counts lines (sites: agents "
+                           "behind one router count once) that watched at least min_watch_h. "
+                           "Below 5 the collector warns at start.", _at_least(1))
+    min_watch_h: float = _opt(24.0, "Publication floor, watching: a line counts towards "
+                              "min_agents only when it watched at least this many hours in the "
+                              "cell's period (at most half the period: 12 h for a day cell), so "
+                              "no figure is extrapolated from minutes of watching.",
+                              _between(0, 8760))
     momentary_max_s: float = _opt(300.0, "Interruptions up to this long are momentary (MAIFI "
                                   "only); longer ones are sustained (IEEE 1366: 5 minutes).",
                                   _between(1, 86400))
@@ -182,6 +189,20 @@ def parse(text: str, source: str = "collector.toml") -> CollectorConfig:
     return cfg
 
 
+MIN_AGENTS_SAFE = 5
+
+
+def warnings(cfg: CollectorConfig) -> list[str]:
+    """What a valid config still gets warned about at start (one line each)."""
+    c = cfg.collector
+    out = []
+    if c.min_agents < MIN_AGENTS_SAFE:
+        out.append(f"{cfg.source}: collector.min_agents = {c.min_agents} is below "
+                   f"{MIN_AGENTS_SAFE}: a published cell may rest on so few lines that it points "
+                   "at a person, and its figures have little statistical power")
+    return out
+
+
 def settings(cfg: CollectorConfig):
     """The statistics' Settings for this config (imports numpy's side lazily)."""
     from collector.stats import Settings
@@ -189,7 +210,7 @@ def settings(cfg: CollectorConfig):
     c = cfg.collector
     start, end = parse_work_hours(c.work_hours)
     regions = c.regions or tuple(PK_REGIONS)
-    return Settings(min_agents=c.min_agents, momentary_max_s=c.momentary_max_s,
+    return Settings(min_agents=c.min_agents, min_watch_h=c.min_watch_h, momentary_max_s=c.momentary_max_s,
                     work_start_min=start, work_end_min=end, work_days=tuple(c.work_days),
                     timezone=c.timezone, speed_threshold_bps=c.speed_threshold_mbps * 1e6,
                     regions=tuple(regions), region_names=dict(PK_REGIONS),

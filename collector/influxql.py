@@ -28,7 +28,7 @@ from agent.errors import SourceError
 from agent.lineproto import unescape_tag
 from collector.model import Dataset, Episode, ObsHour, PingDay, Quality, SpeedTest, Unit
 
-TAGS = ("agent", "region", "isp", "city", "access")
+TAGS = ("agent", "region", "isp", "city", "access", "site")
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
 
 

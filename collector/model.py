@@ -4,7 +4,8 @@ Both sources (InfluxDB through InfluxQL, and agents' local store files) reduce w
 these few shapes, already aggregated where the source can do it (hourly observed time, daily
 latency percentiles), so a month of 10-second rounds never crosses the wire:
 
-* :class:`Unit`     - one agent in one place: its id and the tags that place it in a cell.
+* :class:`Unit`     - one agent in one place: its id, the tags that place it in a cell, and its
+                     site (the line it watches: agents behind one router share one).
 * :class:`ObsHour`  - how long a unit was watching during one UTC hour (from its probe rounds).
 * :class:`Episode`  - one finished outage episode (power or connectivity) of a unit.
 * :class:`PingDay`  - a unit's latency and loss over one UTC day (internet targets only).
@@ -69,6 +70,14 @@ class Unit:
     isp: str = ""
     city: str = ""
     access: str = ""
+    site: str = ""       # the agent's `site` tag; empty (older agents): the agent is its own site
+
+    @property
+    def customer(self) -> str:
+        """The line this unit watches, which the indices count as one customer: the site, or
+        the agent itself when it wrote none (an agent that cannot see its gateway's hardware
+        address writes its own id)."""
+        return self.site or self.agent
 
     def key(self, by: tuple[str, ...]) -> tuple[str, ...]:
         """The cell this unit belongs to when cells are formed ``by`` these tags."""

@@ -22,6 +22,10 @@ LINE = ("rtt_p50_ms", "rtt_p95_ms", "loss_pct", "download_p50_bps", "download_p1
         "upload_p50_bps", "speed_under_threshold_share")
 FIGURES = (("agents", "agent_hours") + POWER + ("work_hours_power_min_per_agent",) + INTERNET
            + LINE + ("regional_events", "power_regional_share", "internet_regional_share"))
+# Added later, so at the end of a CSV row (scripts that read columns by position keep working):
+# the lines a cell rests on, what each line-quality figure rests on, why a cell is suppressed.
+BASIS = (("sites", "sites_watched_min_h") + tuple(f"{f}_{n}" for f in LINE for n in ("sites", "agents"))
+         + ("suppressed_reason",))
 
 
 def to_json(result: dict) -> str:
@@ -40,6 +44,7 @@ def to_csv(result: dict) -> str:
         if f not in ("agents", "agent_hours", "regional_events", "power_regional_share",
                      "internet_regional_share"):
             cols += [f + "_ci_low", f + "_ci_high"]
+    cols += BASIS
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -67,16 +72,16 @@ def to_table(result: dict) -> str:
     by = result["by"]
     s = result["settings"]
     head = [k.upper() if k != "isp" else "ISP" for k in by] + [
-        "PERIOD", "AGENTS", "SAIFI", "SAIDI_MIN", "CAIDI_MIN", "MAIFI", "ASAI", "NET_AVAIL_%",
+        "PERIOD", "AGENTS", "LINES", "SAIFI", "SAIDI_MIN", "CAIDI_MIN", "MAIFI", "ASAI", "NET_AVAIL_%",
         "NET_OUT/AGENT", "NET_MIN/AGENT", "RTT_P50_MS", "DOWN_P50_MBPS"]
     rows = []
     for c in result["cells"]:
         ident = [str(c.get(k, "")) or "-" for k in by] + [c["period_start"][:10]]
         if c["suppressed"]:
-            rows.append(ident + [f"suppressed (fewer than {s['min_agents']} agents)"])
+            rows.append(ident + [suppressed_text(c, s)])
             continue
         rows.append(ident + [
-            str(c["agents"]), _fmt(c["power_saifi"]), _fmt(c["power_saidi_min"], 1),
+            str(c["agents"]), str(c.get("sites", c["agents"])), _fmt(c["power_saifi"]), _fmt(c["power_saidi_min"], 1),
             _fmt(c["power_caidi_min"], 1), _fmt(c["power_maifi"]), _fmt(c["power_asai"], 4),
             _fmt(c["internet_availability"], 3, 100), _fmt(c["internet_outages_per_agent"]),
             _fmt(c["internet_outage_min_per_agent"], 1), _fmt(c["rtt_p50_ms"], 1),
@@ -99,15 +104,25 @@ def to_table(result: dict) -> str:
     if result["events"]:
         for e in result["events"]:
             out.append(f"  {e['start']}  {e['region']}  {e['type']:<12} {e['cause']:<10} "
-                       f"{e['agents_affected']}/{e['agents_observed']} agents, median "
+                       f"{e.get('sites_affected', e['agents_affected'])}/"
+                       f"{e.get('sites_observed', e['agents_observed'])} lines "
+                       f"({e['agents_affected']}/{e['agents_observed']} agents), median "
                        f"{e['median_duration_min']:.0f} min, {', '.join(e['isps'])}")
     else:
         out.append("  none")
     if result.get("events_suppressed"):
         out.append(f"  ({result['events_suppressed']} more in regions with fewer than "
-                   f"{s['min_agents']} agents watching: not listed)")
+                   f"{s['min_agents']} lines watching: not listed)")
     out += ["", "Data quality"] + ["  " + line for line in quality_lines(result["data_quality"])]
     return "\n".join(out) + "\n"
+
+
+def suppressed_text(cell: dict, settings: dict) -> str:
+    """Why a cell shows no figure, in words (its ``suppressed_reason``)."""
+    if cell.get("suppressed_reason") == "min_watch_h":
+        return (f"suppressed (fewer than {settings['min_agents']} lines watched "
+                f"{settings.get('min_watch_h', 0):g} h or more)")
+    return f"suppressed (fewer than {settings['min_agents']} lines)"
 
 
 def quality_lines(q: dict) -> list[str]:
@@ -143,6 +158,7 @@ def regional_points(result: dict) -> list[tuple[str, dict, dict, int]]:
             out.append(("regional_coverage", tags, {"suppressed": True}, t))
             continue
         out.append(("regional_coverage", tags, {"suppressed": False, "agents": c["agents"],
+                                                "sites": c["sites"],
                                                 "agent_hours": c["agent_hours"],
                                                 "regional_events": c["regional_events"]}, t))
         for meas, names in (("regional_power", POWER + ("work_hours_power_min_per_agent",
@@ -158,6 +174,8 @@ def regional_points(result: dict) -> list[tuple[str, dict, dict, int]]:
                 ci = c.get(n + "_ci")
                 if ci and None not in ci:
                     fields[n + "_ci_low"], fields[n + "_ci_high"] = float(ci[0]), float(ci[1])
+                if meas == "regional_line" and c.get(n + "_sites") is not None:
+                    fields[n + "_sites"] = int(c[n + "_sites"])
             if fields:
                 out.append((meas, tags, fields, t))
         for wd, row in enumerate(c.get("load_shedding_heatmap") or []):
@@ -170,6 +188,7 @@ def regional_points(result: dict) -> list[tuple[str, dict, dict, int]]:
         out.append(("regional_events", {"region": e["region"], "type": e["type"],
                                         "scope": e["scope"]},
                     {"agents_affected": e["agents_affected"], "agents_observed": e["agents_observed"],
+                     "sites_affected": e["sites_affected"], "sites_observed": e["sites_observed"],
                      "share": float(e["share"] or 0.0), "cause": e["cause"],
                      "median_duration_min": float(e["median_duration_min"]),
                      "end_unix_ms": _epoch_ns(e["end"]) // 1_000_000}, _epoch_ns(e["start"])))

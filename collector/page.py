@@ -705,7 +705,10 @@ def _list(value: object) -> list:
 # (key, column heading, expansion for <abbr>, formatter): the headline table, left to right.
 HEADLINE: tuple[tuple[str, str, str, Callable[[object], str]], ...] = (
     ("agents", "Agents", "agents reporting in the cell", fmt_int),
-    ("agent_hours", "Agent-hours", "hours of observation summed over agents", fmt_min),
+    ("sites", "Lines", "distinct lines (sites) in the cell: agents behind one router count once",
+     fmt_int),
+    ("agent_hours", "Agent-hours", "hours of observation summed over lines (a line's agents "
+     "counted once)", fmt_min),
     ("power_saifi", "SAIFI", "sustained power cuts per customer", fmt_freq),
     ("power_saidi_min", "SAIDI min", "minutes without power per customer", fmt_min),
     ("power_caidi_min", "CAIDI min", "average minutes per sustained power cut", fmt_min),
@@ -763,10 +766,18 @@ QUALITY_COUNTERS = {
     "flood_speed_tests": "more than 48 speed tests by one agent in one day: the rest dropped",
     "flood_episodes": "more than 1,440 episodes of one type by one agent in one day",
     "window_clipped": "an episode still going at the window's end counts up to the end only",
+    "retagged": "written without a valid region (before the agent's region was set, or with a "
+                "code it later corrected): given the agent's region, kept",
+    "site_merged": "one outage of a line seen by several of its agents: merged into one, not bad "
+                   "data",
+    "site_retagged": "written without a site tag (before the agent was upgraded): given the "
+                     "agent's site, kept",
 }
 
 SETTING_LABELS = {
-    "min_agents": ("Publication floor", lambda v: f"{fmt_int(v)} agents per cell"),
+    "min_agents": ("Publication floor", lambda v: f"{fmt_int(v)} lines per cell"),
+    "min_watch_h": ("Watching needed", lambda v: f"{fmt_num(v, 0)} h per line (at most half "
+                    "the period)"),
     "momentary_max_s": ("Momentary cuts", lambda v: f"up to {fmt_int(v)} s"),
     "work_hours": ("Work hours", esc),
     "timezone": ("Time zone", esc),
@@ -792,7 +803,9 @@ def region_report(result: Mapping) -> str:
     names = {c.get("region"): c.get("region_name") for c in cells if c.get("region_name")}
     floor = fmt_int(settings.get("min_agents")) if num(settings.get("min_agents")) is not None \
         else "the minimum number of"
-    ctx = _RegionCtx(tz=tz, by=by, period=period, names=names, floor=floor)
+    watch = (f"{fmt_num(settings.get('min_watch_h'), 0)} h" if num(settings.get("min_watch_h"))
+             is not None else "long enough")
+    ctx = _RegionCtx(tz=tz, by=by, period=period, names=names, floor=floor, watch=watch)
 
     sections = [
         ("headline", "Headline figures", _headline(cells, ctx)),
@@ -832,6 +845,7 @@ class _RegionCtx:
     period: str
     names: Mapping[object, object]
     floor: str
+    watch: str = "long enough"
 
 
 def _region_html(code: object, name: object) -> str:
@@ -898,10 +912,10 @@ def _figures_table(cells: Sequence[Mapping], ctx: _RegionCtx, columns, caption: 
         if c.get("suppressed"):
             if suppressed_text:
                 rows.append(f'<tr>{ident}<td class="suppressed" colspan="{len(columns)}">'
-                            f"suppressed: fewer than {esc(ctx.floor)} agents</td></tr>")
+                            f"suppressed: {esc(_suppressed_why(c, ctx))}</td></tr>")
             continue
-        figs = "".join(f'<td class="n">{esc(fmt(c.get(key)))}{fmt_ci(c.get(key + "_ci"), fmt)}</td>'
-                       for key, _, _, fmt in columns)
+        figs = "".join(f'<td class="n">{esc(fmt(c.get(key)))}{fmt_ci(c.get(key + "_ci"), fmt)}'
+                       f"{_basis(c, key)}</td>" for key, _, _, fmt in columns)
         rows.append(f"<tr>{ident}{figs}</tr>")
     if not rows:
         return ""
@@ -909,17 +923,34 @@ def _figures_table(cells: Sequence[Mapping], ctx: _RegionCtx, columns, caption: 
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
+def _suppressed_why(cell: Mapping, ctx: _RegionCtx) -> str:
+    if cell.get("suppressed_reason") == "min_watch_h":
+        return f"fewer than {ctx.floor} lines watched {ctx.watch} or more"
+    return f"fewer than {ctx.floor} lines"
+
+
+def _basis(cell: Mapping, key: str) -> str:
+    """"from 1 of 6 lines" under a figure that rests on fewer lines than the cell has (a
+    download median when only one line ran speed tests)."""
+    n, total = num(cell.get(key + "_sites")), num(cell.get("sites"))
+    if n is None or total is None or n >= total or cell.get(key) is None:
+        return ""
+    return f'<br><small class="muted">from {fmt_int(n)} of {fmt_int(total)} lines</small>'
+
+
 def _headline(cells: Sequence[Mapping], ctx: _RegionCtx) -> str:
     if not cells:
         return '<p class="muted">No cells: no agent reported in this window.</p>'
     intro = ("<p>One row per cell. Small figures in brackets are 95 % bootstrap intervals over "
-             "agents. Power indices follow IEEE 1366 with one agent as one customer "
+             "lines. Power indices follow IEEE 1366 with one line (site) as one customer: agents "
+             "behind one router count once "
              '(see <a href="#method">Method and limits</a>).</p>')
     main = _figures_table(cells, ctx, HEADLINE, "Power and internet reliability by cell", True)
     shown = [c for c in cells if not c.get("suppressed")]
     if not shown:
         return intro + main + (f'<p class="muted">Every cell has fewer than {esc(ctx.floor)} '
-                               "agents: no figure is published.</p>")
+                               f"lines that watched {esc(ctx.watch)} or more: no figure is "
+                               "published.</p>")
     more = _figures_table(shown, ctx, QUALITY_COLUMNS, "Work hours and line quality by cell",
                           False)
     return intro + main + "<h3>Work hours and line quality</h3>" + more
@@ -1051,17 +1082,20 @@ def _events_table(events: Sequence[object], ctx: _RegionCtx) -> str:
             f"<td>{_region_html(region, e.get('region_name') or ctx.names.get(region))}</td>"
             f"<td>{esc(EPISODE_KINDS.get(kind, kind or DASH))}</td>"
             f"<td>{esc(CAUSE_LABELS.get(str(e.get('cause')), e.get('cause') or DASH))}</td>"
-            f'<td class="n">{fmt_int(e.get("agents_affected"))} of '
-            f'{fmt_int(e.get("agents_observed"))}</td>'
+            f'<td class="n">{fmt_int(e.get("sites_affected", e.get("agents_affected")))} of '
+            f'{fmt_int(e.get("sites_observed", e.get("agents_observed")))}'
+            f'<br><small class="muted">{fmt_int(e.get("agents_affected"))} of '
+            f'{fmt_int(e.get("agents_observed"))} agents</small></td>'
             f'<td class="n">{fmt_pct(e.get("share"), 1)}</td>'
             f'<td class="n">{fmt_min(e.get("median_duration_min"))}</td>'
             f"<td>{isps_html}</td></tr>")
-    return ("<p>Times when a large share of a region's agents lost power or internet at once: a "
-            "grid or network fault, not a single line.</p>"
+    return ("<p>Times when a large share of a region's lines lost power or internet at once: a "
+            "grid or network fault, not a single line. Lines are counted, not agents: agents "
+            "behind one router are one line.</p>"
             '<div class="scroll"><table><caption>Regional events, earliest first (local time)'
             "</caption><thead><tr>"
             '<th scope="col">Start</th><th scope="col">Region</th><th scope="col">Type</th>'
-            '<th scope="col">Cause</th><th scope="col" class="n">Agents affected</th>'
+            '<th scope="col">Cause</th><th scope="col" class="n">Lines affected</th>'
             '<th scope="col" class="n">Share</th><th scope="col" class="n">Median min</th>'
             '<th scope="col">ISPs</th></tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
@@ -1087,7 +1121,8 @@ def _quality_table(dq: Mapping) -> str:
         extra = ("<p>Unknown region codes seen: " + ", ".join(
             f"<code>{esc(k)}</code> ({fmt_int(v)})" for k, v in codes.items()) + ".</p>")
     return ("<p>Every record is checked before it reaches a figure. Rejected records are left out; "
-            "clipped ones are kept, shortened. Counters not listed were zero.</p>"
+            "clipped ones are kept, shortened, merged or given their agent's region. Counters "
+            "not listed were zero.</p>"
             '<table><caption>Records accepted, rejected and clipped</caption><thead><tr>'
             '<th scope="col">Group</th><th scope="col">Counter</th>'
             '<th scope="col" class="n">Count</th><th scope="col">Meaning</th></tr></thead>'
@@ -1099,13 +1134,18 @@ def _default_region_method(settings: Mapping, tz_label: str) -> str:
     momentary_txt = (f"{fmt_int(momentary)} s ({fmt_num(momentary / 60, 1)} min)"
                      if momentary is not None else "the momentary limit (IEEE 1366: 5 min)")
     floor = num(settings.get("min_agents"))
-    floor_txt = f"{fmt_int(floor)} agents" if floor is not None else "the publication floor"
+    floor_txt = f"{fmt_int(floor)} lines" if floor is not None else "the publication floor"
+    watch = num(settings.get("min_watch_h"))
+    watch_txt = (f"{fmt_num(watch, 0)} hours (at most half the period)" if watch is not None
+                 else "the configured watching time")
     threshold = fmt_mbit(settings.get("speed_threshold_bps"))
     work = str(settings.get("work_hours") or "the configured work hours")
     method = [
-        "One agent is one customer. Each volunteer runs the linewatch agent on a computer where "
+        "One line is one customer. Each volunteer runs the linewatch agent on a computer where "
         "they work; it checks the local network, internet hosts and DNS every few seconds, and "
-        "watches mains power through the laptop battery, a UPS or the computer going down.",
+        "watches mains power through the laptop battery, a UPS or the computer going down. "
+        "Agents behind one router (one household or office) are one line, a site: their "
+        "outages are merged and they count once, in the indices and in regional events.",
         "Customers are observation-aware: an agent counts only for the time it was watching. "
         "The customers served in a cell are the observed agent-time divided by the period's "
         "length, so four agents that watched half the period count as two customers. An "
@@ -1119,12 +1159,14 @@ def _default_region_method(settings: Mapping, tz_label: str) -> str:
         "are split by the cause the agent found: power (the computer was on battery or UPS when "
         "it began), local network (the router or Wi-Fi did not answer), ISP (the local network "
         "answered, the internet did not), DNS (only name resolution failed) or unknown.",
-        "The small bracketed figures are 95 % bootstrap intervals: the agents of a cell are "
+        "The small bracketed figures are 95 % bootstrap intervals: the lines of a cell are "
         "resampled with replacement and the figure recomputed, so an interval shows how much the "
         "figure depends on which volunteers happen to take part. A missing interval could not be "
         "computed.",
-        f"Publication floor: a cell with fewer than {floor_txt} is suppressed and shows no "
-        "figure, to protect volunteers and because a handful of lines says little about a region.",
+        f"Publication floor: a cell with fewer than {floor_txt} that each watched at least "
+        f"{watch_txt} is suppressed and shows no figure, to protect volunteers and because a "
+        "handful of lines, or minutes of watching, say little about a region. A figure that "
+        "rests on fewer lines than its cell has (not every line ran speed tests) says so.",
         f"Times, hours of day and weekdays are in {tz_label}. Work-hours figures count only "
         f"minutes within {work} local time. The load-shedding share of a weekday and hour is the "
         "observed agent-time in that hour without mains power (on battery or UPS, or the host "

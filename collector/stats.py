@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from agent.config import PK_REGIONS
-from collector.clean import CAUSES, TYPES, Columns, Quality, clean
+from collector.clean import CAUSES, TYPES, Columns, Quality, by_site, clean
 from collector.indices import MOMENTARY_MAX_S, from_sums
 from collector.model import CELL_KEYS, INTERNET_CAUSES, Dataset, rank
 
@@ -60,6 +60,7 @@ class Settings:
     """What the statistics depend on ([collector] in the config; defaults as documented)."""
 
     min_agents: int = 5
+    min_watch_h: float = 24.0
     momentary_max_s: float = MOMENTARY_MAX_S
     work_start_min: int = 9 * 60          # minutes after local midnight
     work_end_min: int = 18 * 60
@@ -215,6 +216,14 @@ def _hour_pieces(start: np.ndarray, end: np.ndarray):
     return rep, hs, np.maximum(secs, 0.0)
 
 
+def _distinct_triples(p: np.ndarray, u: np.ndarray, a: np.ndarray, U: int, A: int) -> np.ndarray:
+    """The distinct (period, unit, agent) triples as a 3 x n array (one sort of int64 keys: much
+    faster than numpy's unique over rows)."""
+    A = max(A, 1)
+    k = np.unique((p.astype(np.int64) * U + u) * A + a)
+    return np.stack([k // (U * A), (k // A) % U, k % A])
+
+
 def _period_index(t: np.ndarray, bounds: list[tuple[float, float]]) -> np.ndarray:
     """Index of the period holding each time, -1 outside all of them."""
     starts = np.array([b[0] for b in bounds])
@@ -238,11 +247,15 @@ def aggregate(ds: Dataset, settings: Settings = Settings(), by: tuple[str, ...] 
     cols, quality = clean(ds, settings.regions, now)
     if source_quality is not None:
         quality.merge(source_quality)  # rows the sources could not even turn into records
-    return summarise(cols, quality, settings, by, period, now)
+    return summarise(by_site(cols, quality), quality, settings, by, period, now)
 
 
 def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...], period: str,
               now: float) -> dict:
+    """The result for checked columns; per-agent columns are first made per line (by_site):
+    every count of customers below is a count of sites."""
+    if cols.unit_agents is None:
+        cols = by_site(cols, quality)
     lt = LocalTime(s.timezone, cols.start, cols.end)
     bounds = periods(cols.start, cols.end, period, s.timezone)
     P, U = len(bounds), len(cols.units)
@@ -250,9 +263,10 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
     unit_cell = np.array([cell_keys.setdefault(u.key(by), len(cell_keys)) for u in cols.units],
                          dtype=np.int64)
     C = len(cell_keys)
-    agent_ids: dict[str, int] = {}
-    unit_agent = np.array([agent_ids.setdefault(u.agent, len(agent_ids)) for u in cols.units],
-                          dtype=np.int64)
+    # In site columns a unit's `agent` is its site: the customer.
+    site_ids: dict[str, int] = {}
+    unit_site = np.array([site_ids.setdefault(u.agent, len(site_ids)) for u in cols.units],
+                         dtype=np.int64)
 
     def per_unit(p: np.ndarray, u: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
         ok = p >= 0
@@ -305,7 +319,14 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
                + per_cell_how(np.where(hd_piece, piece_p, -1), piece_unit, how_piece, secs))
 
     line = _line_quality(cols, bounds, U, s)
-    events, ep_event, events_suppressed = _events(cols, s, lt, unit_agent, net_obs, bounds)
+    # The agents behind each line, per period: those of its records (only shared lines differ).
+    watch_pua = None
+    if cols.watchers is not None:
+        wu, wa, wt = cols.watchers
+        wp = _period_index(wt, bounds)
+        ok = wp >= 0
+        watch_pua = _distinct_triples(wp[ok], wu[ok], wa[ok], U, len(cols.agents))
+    events, ep_event, events_suppressed = _events(cols, s, lt, unit_site, net_obs, bounds)
     in_event = ep_event >= 0
     ep_cell = unit_cell[cols.ep_unit]
 
@@ -320,13 +341,28 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
                 ident["region_name"] = s.region_names.get(ident["region"], ident["region"])
             ident["period_start"] = lt.iso(ps)
             ident["period_end"] = lt.iso(pe)
-            agents = len(set(unit_agent[members].tolist()))
-            if agents == 0:
+            site_of = unit_site[members]
+            sites = len(set(site_of.tolist()))
+            if sites == 0:
                 continue
-            if agents < s.min_agents:
-                cells.append({**ident, "suppressed": True})
+            # The floor counts lines that watched long enough: rates extrapolated from minutes
+            # of watching say nothing. A day cannot ask for 24 h of a day: at most half the period.
+            need_s = min(s.min_watch_h * 3600.0, T / 2.0)
+            _, inv = np.unique(site_of, return_inverse=True)
+            watched = int((np.bincount(inv.reshape(-1), weights=pw_obs[p, members]) >= need_s).sum())
+            if sites < s.min_agents or watched < s.min_agents:
+                cells.append({**ident, "suppressed": True, "suppressed_reason":
+                              "min_agents" if sites < s.min_agents else "min_watch_h"})
                 continue
-            cell = {**ident, "suppressed": False, "agents": agents,
+            if watch_pua is None:
+                agents = len(frozenset().union(*(cols.unit_agents[m] for m in members.tolist())))
+            else:
+                in_cell = np.zeros(U, dtype=bool)
+                in_cell[members] = True
+                hit = (watch_pua[0] == p) & in_cell[watch_pua[1]]
+                agents = int(np.unique(watch_pua[2][hit]).size)
+            cell = {**ident, "suppressed": False, "agents": agents, "sites": sites,
+                    "sites_watched_min_h": watched,
                     "agent_hours": float(pw_obs[p, members].sum() / 3600.0)}
             boot = Bootstrap(members.size, s, repr((key, ps)))
             g = lambda a: a[p, members]  # noqa: E731
@@ -337,7 +373,7 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
                                  ("work_hours_internet_min_per_agent", g(wh_net), g(net_obs))):
                 _ratio(cell, boot, name, v, den, T / 60.0)
             _fill_profile(cell, off_how[p, c], obs_how[p, c])
-            _fill_line(cell, boot, line, p, members)
+            _fill_line(cell, boot, line, p, members, site_of)
             cm = np.nonzero((ep_cell == c) & (ep == p))[0]
             cell["regional_events"] = int(np.unique(ep_event[cm][in_event[cm]]).size)
             for name, m in (("power_regional_share", is_power), ("internet_regional_share", is_net)):
@@ -348,7 +384,8 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
         "generated_at": lt.iso(now),
         "window": {"start": lt.iso(cols.start), "end": lt.iso(cols.end)},
         "by": list(by), "period": period,
-        "settings": {"min_agents": s.min_agents, "momentary_max_s": s.momentary_max_s,
+        "settings": {"min_agents": s.min_agents, "min_watch_h": s.min_watch_h,
+                     "momentary_max_s": s.momentary_max_s,
                      "work_hours": s.work_hours, "work_days": ", ".join(s.work_days),
                      "timezone": s.timezone, "speed_threshold_bps": s.speed_threshold_bps,
                      "bootstrap": s.bootstrap, "confidence": s.confidence,
@@ -413,6 +450,16 @@ def _line_quality(cols: Columns, bounds, U: int, s: Settings) -> dict:
     P = len(bounds)
     out = {k: np.full((P, U), np.nan) for k in
            ("rtt_p50", "rtt_p95", "loss", "down", "up", "under")}
+    # How many agents each unit's figures rest on (several, when the unit is a shared line).
+    for name, unit, agent, t in (("ping_agents", cols.pd_unit, cols.pd_agent, cols.pd_day),
+                                 ("speed_agents", cols.sp_unit, cols.sp_agent, cols.sp_time)):
+        n = np.zeros((P, U))
+        if agent is not None and unit.size:
+            pi = _period_index(t.astype(np.float64), bounds)
+            ok = pi >= 0
+            trip = _distinct_triples(pi[ok], unit[ok], agent[ok], U, len(cols.agents))
+            np.add.at(n, (trip[0], trip[1]), 1.0)
+        out[name] = n
     pp = _period_index(cols.pd_day.astype(np.float64), bounds)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, (p, u) in enumerate(zip(pp.tolist(), cols.pd_unit.tolist())):
@@ -444,27 +491,42 @@ def _line_quality(cols: Columns, bounds, U: int, s: Settings) -> dict:
     return out
 
 
-def _fill_line(cell, boot, line, p, members) -> None:
+LINE_BASIS = {"rtt_p50": "ping_agents", "rtt_p95": "ping_agents", "loss": "ping_agents",
+              "down": "speed_agents", "up": "speed_agents", "under": "speed_agents"}
+
+
+def _fill_line(cell, boot, line, p, members, site_of) -> None:
+    """The line-quality figures, each with the lines (``<name>_sites``) and agents
+    (``<name>_agents``) it rests on: a cell's lines need not all have run a speed test."""
+    def basis(name: str, src: str, v: np.ndarray) -> None:
+        has = ~np.isnan(v)
+        cell[name + "_sites"] = len(set(site_of[has].tolist()))
+        cell[name + "_agents"] = int(line[LINE_BASIS[src]][p, members][has].sum())
+
     for name, src, q in (("rtt_p50_ms", "rtt_p50", 0.5), ("rtt_p95_ms", "rtt_p95", 0.5),
                          ("download_p50_bps", "down", 0.5), ("download_p10_bps", "down", 0.1),
                          ("upload_p50_bps", "up", 0.5)):
         v = line[src][p, members]
         cell[name] = wquantile(v, q)
         cell[name + "_ci"] = boot.quantile(v, q) if cell[name] is not None else None
+        basis(name, src, v)
     for name, src in (("loss_pct", "loss"), ("speed_under_threshold_share", "under")):
         v = line[src][p, members]
         has = ~np.isnan(v)
         _ratio(cell, boot, name, np.where(has, v, 0.0), has.astype(np.float64))
+        basis(name, src, v)
 
 
-def _events(cols: Columns, s: Settings, lt: LocalTime, unit_agent: np.ndarray,
+def _events(cols: Columns, s: Settings, lt: LocalTime, unit_site: np.ndarray,
             net_obs: np.ndarray, bounds) -> tuple[list[dict], np.ndarray, int]:
     """Regional events, for every episode the number of its event (-1: isolated), and how many
-    events were not listed because their region had fewer than ``min_agents`` agents watching.
+    events were not listed because their region had fewer than ``min_agents`` sites watching.
 
-    Episodes of one type in one region, sorted by start: an event begins at an episode when the
-    episodes starting within ``event_window_s`` of it come from at least ``event_min_share`` of
-    the agents watching in the region in that hour (and at least ``event_min_agents``); its
+    Sites (lines) are counted, not agents: six agents behind one router are one line, and one
+    cut of that line is one episode (by_site merged them). Episodes of one type in one region,
+    sorted by start: an event begins at an episode when the episodes starting within
+    ``event_window_s`` of it come from at least ``event_min_share`` of the sites watching in
+    the region in that hour (and at least ``event_min_agents`` sites); its
     episodes are then taken, and the search goes on after them. The count of episodes in each
     window is an upper bound on its distinct agents, so only windows that pass it are checked
     one by one."""
@@ -472,26 +534,40 @@ def _events(cols: Columns, s: Settings, lt: LocalTime, unit_agent: np.ndarray,
     regions = sorted({u.region for u in cols.units})
     r_index = {r: i for i, r in enumerate(regions)}
     unit_region = np.array([r_index[u.region] for u in cols.units], dtype=np.int64)
-    # Distinct agents watching, per region and UTC hour (rounds, or host down for power).
+    # Distinct sites watching, per region and UTC hour (rounds, or host down for power).
     hd = (cols.ep_type == POWER) & (cols.ep_cause == HOST_DOWN)
     rep, hs, _ = _hour_pieces(cols.ep_start[hd], cols.ep_start[hd] + cols.ep_dur[hd])
     w_unit = np.concatenate([cols.obs_unit[cols.obs_s > 0], cols.ep_unit[hd][rep]])
     w_hour = np.concatenate([cols.obs_hour[cols.obs_s > 0] // 3600, (hs // 3600).astype(np.int64)])
     h0 = int(w_hour.min()) if w_hour.size else 0
     H = int(w_hour.max()) - h0 + 1 if w_hour.size else 1
-    A = int(unit_agent.max()) + 1 if unit_agent.size else 1
+    A = int(unit_site.max()) + 1 if unit_site.size else 1
     R = max(len(regions), 1)
     watching = np.zeros((R, H), dtype=np.int64)
+    # Agents behind the sites watching (a site's agents, for the event's description only).
+    n_agents = np.array([len(a) for a in cols.unit_agents], dtype=np.int64)
+    agents_watching = np.zeros((R, H), dtype=np.int64)
     if w_unit.size:
-        key = (unit_region[w_unit] * H + (w_hour - h0)) * A + unit_agent[w_unit]
+        key = (unit_region[w_unit] * H + (w_hour - h0)) * A + unit_site[w_unit]
         if R * H * A <= 200_000_000:   # a presence bitmap: much faster than sorting the keys
             seen = np.zeros(R * H * A, dtype=bool)
             seen[key] = True
             watching = seen.reshape(R * H, A).sum(axis=1).reshape(R, H)
         else:
             watching = np.bincount(np.unique(key) // A, minlength=R * H).reshape(R, H)
+        if n_agents.size and n_agents.max() > 1:
+            # Per region, hour and site the most agents of one of its units (tag sets).
+            uk, inv = np.unique(key, return_inverse=True)
+            most = np.zeros(uk.size, dtype=np.int64)
+            np.maximum.at(most, inv.reshape(-1), n_agents[w_unit])
+            agents_watching = np.bincount(uk // A, weights=most, minlength=R * H).reshape(R, H)
+            agents_watching = agents_watching.astype(np.int64)
+        else:
+            agents_watching = watching
     events: list[dict] = []
     suppressed = 0
+    merged = cols.ep_merged or {}
+    ep_agent = cols.ep_agent if cols.ep_agent is not None else cols.ep_unit
     isps = [u.isp for u in cols.units]
     ep_region = unit_region[cols.ep_unit]
     for t, tname in enumerate(TYPES):
@@ -512,8 +588,8 @@ def _events(cols: Columns, s: Settings, lt: LocalTime, unit_agent: np.ndarray,
                     continue
                 j = int(reach[i])
                 members = idx[i:j]
-                agents = set(unit_agent[cols.ep_unit[members]].tolist())
-                if len(agents) < need[i]:
+                sites = set(unit_site[cols.ep_unit[members]].tolist())
+                if len(sites) < need[i]:
                     continue
                 nxt = j
                 seen = int(seen_at[i])
@@ -521,6 +597,9 @@ def _events(cols: Columns, s: Settings, lt: LocalTime, unit_agent: np.ndarray,
                     suppressed += 1
                     continue
                 ep_event[members] = len(events)
+                agents = set()
+                for m in members.tolist():
+                    agents |= merged.get(m) or {int(ep_agent[m])}
                 causes = [CAUSES[c] for c in cols.ep_cause[members].tolist()]
                 hit_isps = [isps[u] for u in cols.ep_unit[members].tolist()]
                 top_isp = max(set(hit_isps), key=hit_isps.count)
@@ -532,8 +611,10 @@ def _events(cols: Columns, s: Settings, lt: LocalTime, unit_agent: np.ndarray,
                     "scope": "isp" if single else "region",
                     "start": lt.iso(float(st[i])),
                     "end": lt.iso(float((cols.ep_start[members] + cols.ep_dur[members]).max())),
-                    "agents_affected": len(agents), "agents_observed": seen,
-                    "share": round(len(agents) / seen, 4) if seen else None,
+                    "agents_affected": len(agents),
+                    "agents_observed": int(agents_watching[r, hour[i]]),
+                    "sites_affected": len(sites), "sites_observed": seen,
+                    "share": round(len(sites) / seen, 4) if seen else None,
                     "median_duration_min": float(np.median(cols.ep_dur[members]) / 60.0),
                     "isps": sorted(set(hit_isps)),
                 })

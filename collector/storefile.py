@@ -24,7 +24,7 @@ from agent.errors import SourceError
 from collector.model import Dataset, Episode, ObsHour, PingDay, Quality, SpeedTest, Unit, nearest_rank
 
 NS = 1_000_000_000
-TAGS = ("agent", "region", "isp", "city", "access")
+TAGS = ("agent", "region", "isp", "city", "access", "site")
 
 
 def expand(patterns: Iterable[str]) -> list[Path]:

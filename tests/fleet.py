@@ -48,6 +48,9 @@ the rounds while they run (the agent's ``rounds_paused``: a gap of two or three 
 a test due while a connectivity episode is open is a ``skipped`` row (reason ``outage``), about
 2 % fail (``download_failed``).
 
+``routers=True`` gives agents of one feeder and ISP one ``site`` tag (one router); their
+outages are still drawn per agent, so the truth's agent counts are not a line's.
+
 ``bad=True`` adds, in the rows themselves (so they go through InfluxDB or the store), records a
 collector must refuse or repair; :meth:`Fleet.truth` lists them under ``"bad"`` (one of each
 kind in :data:`BAD_KINDS`, each on its own agent where the fleet has enough):
@@ -90,7 +93,7 @@ import time
 import urllib.parse
 from array import array
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -215,15 +218,19 @@ class AgentSpec:
     feeder: int
     join_ns: int
     switches_off: bool
+    site: str = ""       # with routers=True: the router it shares with agents of its feeder and ISP
 
     @property
     def tags(self) -> dict[str, str]:
-        return {"agent": self.agent, "region": self.region, "city": self.city, "isp": self.isp,
+        tags = {"agent": self.agent, "region": self.region, "city": self.city, "isp": self.isp,
                 "access": self.access}
+        if self.site:
+            tags["site"] = self.site
+        return tags
 
     @property
     def unit(self) -> Unit:
-        return Unit(self.agent, self.region, self.isp, self.city, self.access)
+        return Unit(self.agent, self.region, self.isp, self.city, self.access, self.site)
 
 
 @dataclass(frozen=True)
@@ -275,7 +282,7 @@ class Fleet:
     a round every ``round_s`` seconds. Deterministic in (agents, days, start, round_s, seed, bad)."""
 
     def __init__(self, agents: int, days: int, start: int, round_s: float = 10, seed: int = 1,
-                 bad: bool = False) -> None:
+                 bad: bool = False, routers: bool = False) -> None:
         if start % 86400:
             raise ValueError(f"start must be a UTC midnight, got {start}")
         if agents < 1 or days < 1:
@@ -293,6 +300,11 @@ class Fleet:
         self.bad = bad
         self._rng = random.Random(f"linewatch-fleet:{seed}:fleet")
         self.specs = self._make_specs()
+        if routers:
+            # Agents of one feeder on one ISP sit behind one router: they tag their rows with
+            # one site, as agents behind one gateway do. Their troubles stay drawn per agent.
+            self.specs = [replace(sp, site=f"r{sp.feeder:03d}{sorted(ACCESS).index(sp.isp)}")
+                          for sp in self.specs]
         self.power_events = self._make_power_events()
         self.isp_events = self._make_isp_events()
         self._by_feeder: dict[int, list[PowerEvent]] = {}

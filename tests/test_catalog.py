@@ -17,7 +17,7 @@ from tests.hosttree import power_supply
 from tests.test_round import FakeNet, tick
 
 CATALOG = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
-COMMON_TAGS = {"agent", "region", "city", "isp", "access"}
+COMMON_TAGS = {"agent", "site", "region", "city", "isp", "access"}
 PY_TYPES = {"float": float, "integer": int, "boolean": bool, "string": str}
 
 

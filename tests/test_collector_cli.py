@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -87,10 +87,13 @@ def test_aggregate_json_is_a_list_of_cells_with_the_contract_keys(server):
                     "download_p50_bps", "download_p10_bps", "upload_p50_bps",
                     "speed_under_threshold_share", "power_saifi_ci", "internet_availability_ci"):
             assert key in c, key
-        assert c["agents"] >= 3
+        assert c["agents"] >= 3 and c["sites"] == c["agents"]   # no site tags: each agent a line
+        assert c["sites_watched_min_h"] >= 3
         assert 0 <= c["internet_availability"] <= 1
     for c in hidden:   # the floor: identity keys only, no figure at all
-        assert set(c) <= {"region", "region_name", "isp", "period_start", "period_end", "suppressed"}
+        assert set(c) <= {"region", "region_name", "isp", "period_start", "period_end", "suppressed",
+                          "suppressed_reason"}
+        assert c["suppressed_reason"] in ("min_agents", "min_watch_h")
     assert "data quality: accepted:" in p.stderr
 
 
@@ -114,7 +117,10 @@ def test_bad_arguments_and_config_name_the_key(server, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[collector]\nmin_agents = 0\n')
     p = run("linewatch-collector", "aggregate", "--config", str(bad), check=False)
-    assert p.returncode == 1 and "collector.min_agents: must be >= 1" in p.stderr
+    # A bad config is a usage error, as for the agent: exit 2, one line naming file and key.
+    assert p.returncode == 2
+    assert p.stderr == f"linewatch-collector: {bad}: collector.min_agents: must be >= 1, got 0\n"
+    assert p.stdout == ""
     none = tmp_path / "none.toml"
     none.write_text("")
     p = run("linewatch-collector", "aggregate", "--config", str(none), check=False)
@@ -392,3 +398,90 @@ def test_a_dead_server_is_named_not_a_traceback(tmp_path):
     assert p.returncode == 1 and "no answer from InfluxDB" in p.stderr and "Traceback" not in p.stderr
     c = run("linewatch-collector", "check", "--config", str(cfg), check=False)
     assert c.returncode == 1 and "FAIL  influx url" in c.stdout
+
+
+# A sitecustomize that makes `import numpy` fail as it does where numpy is not installed (the
+# agent's own install): the real linewatch-collector then runs in that interpreter.
+NO_NUMPY = '''
+import sys
+
+class _NoNumpy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" or name.startswith("numpy."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoNumpy())
+'''
+
+
+@pytest.fixture
+def without_numpy(tmp_path):
+    site = tmp_path / "no-numpy"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_NUMPY)
+    env = {"PYTHONPATH": str(site)}
+    probe = run("python", "-c", "import numpy", env=env, check=False)
+    assert probe.returncode == 1 and "No module named 'numpy'" in probe.stderr
+    return env
+
+
+def test_without_numpy_the_commands_say_how_to_install_it(without_numpy, fleet, tmp_path):
+    fleet.write_store(0, tmp_path / "vol")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[collector]\nstores = ["{tmp_path / "vol"}"]\n')
+    want = ("linewatch-collector: the regional statistics need numpy, which is not installed; "
+            f"install it with: {BIN / 'python'} -m pip install numpy\n")
+    for args in (["aggregate", *WINDOW], ["report", *WINDOW, "--out", str(tmp_path / "r.html")]):
+        p = run("linewatch-collector", *args, "--config", str(cfg), env=without_numpy, check=False)
+        assert (p.returncode, p.stdout, p.stderr) == (1, "", want), args
+    assert not (tmp_path / "r.html").exists()
+    # `check` needs no statistics: it still works, and says what the file holds.
+    p = run("linewatch-collector", "check", "--config", str(cfg), env=without_numpy)
+    assert "agent a0001" in p.stdout and "Traceback" not in p.stderr
+
+
+def test_a_small_floor_warns_at_start(fleet, tmp_path):
+    fleet.write_store(0, tmp_path / "vol")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[collector]\nmin_agents = 3\nstores = ["{tmp_path / "vol"}"]\n')
+    p = run("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
+    assert p.stderr.splitlines()[0] == (
+        f"warning: {cfg}: collector.min_agents = 3 is below 5: a published cell may rest on so "
+        "few lines that it points at a person, and its figures have little statistical power")
+    assert json.loads(p.stdout)[0]["suppressed"]      # one agent: nothing published
+    cfg.write_text(f'[collector]\nstores = ["{tmp_path / "vol"}"]\n')
+    p = run("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
+    assert "warning" not in p.stderr
+
+
+def test_rows_written_before_the_region_was_set_are_retagged_not_lost(tmp_path):
+    """A volunteer ran the agent for 10 hours before `linewatch init` set the region, then typed
+    PK-XX for 2 hours, then corrected it to PK-PB: all 24 hours count in Punjab. Real store
+    files, the real command."""
+    from agent.model import Sample
+    from agent.store import Store
+
+    t0 = datetime.fromtimestamp(START, timezone.utc)
+    for name in ("v1", "v2"):
+        st = Store.open(tmp_path / name)
+        rows = []
+        for k in range(24 * 60):
+            region = "PK-PB" if name == "v2" or k >= 12 * 60 else "" if k < 10 * 60 else "PK-XX"
+            tags = {"agent": name, "site": name, "isp": "PTCL", **({"region": region} if region else {})}
+            rows.append(Sample("round", tags, {"status": "up", "online": 1, "interval_s": 60.0,
+                                               "duration_s": 0.1, "probe_errors": 0},
+                               t0 + timedelta(minutes=k)))
+        st.write(rows)
+        st.close()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[collector]\nmin_agents = 2\nbootstrap = 100\n")
+    p = run("linewatch-collector", "aggregate", "--config", str(cfg), "--store", str(tmp_path / "v1"),
+            "--store", str(tmp_path / "v2"), "--since", DAYS[0], "--until", DAYS[1], "--by", "region",
+            "--format", "json")
+    (cell,) = json.loads(p.stdout)
+    assert (cell["region"], cell["agents"], cell["suppressed"]) == ("PK-PB", 2, False)
+    assert cell["agent_hours"] == pytest.approx(48.0)
+    quality = next(line for line in p.stderr.splitlines() if line.startswith("data quality:"))
+    assert "clipped: retagged 12" in quality          # 12 hours of v1's rows (hourly records)
+    assert "rejected: none" in quality

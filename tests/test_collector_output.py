@@ -42,7 +42,7 @@ def test_csv_has_a_row_per_cell_and_interval_columns(result):
 
 def test_table_shows_suppression_events_and_quality(result):
     text = to_table(result)
-    assert "suppressed (fewer than 3 agents)" in text
+    assert "suppressed (fewer than 3 lines)" in text
     assert "Regional events" in text and "Data quality" in text and "accepted:" in text
 
 

@@ -241,3 +241,44 @@ def test_store_file_is_opened_read_only(fleet, tmp_path):
         f.query("DELETE FROM samples")
     f.close()
     assert path.read_bytes() == before
+
+
+def test_sites_travel_through_influx_store_files_and_the_cache(influx, tmp_path):
+    """Agents behind shared routers (the site tag) read from InfluxDB, from the cache of closed
+    days and from store files give the same lines, merged the same way."""
+    from collector.cache import Cache
+
+    routed = Fleet(agents=14, days=2, start=START, round_s=120, seed=5, routers=True)
+    sites = [s.site for s in routed.specs]
+    assert len(set(sites)) < len(sites)          # some routers have several agents
+    routed.write_influx(influx.url, "linewatch")
+    paths = []
+    for i in range(routed.n):
+        routed.write_store(i, tmp_path / f"agent{i}")
+        paths.append(tmp_path / f"agent{i}" / "linewatch.db")
+    from_files, _ = read_stores(paths, routed.start, routed.end)
+    from_influx, _ = _read_influx(influx, routed.start, routed.end)
+    assert {o.unit.site for o in from_influx.obs} == set(sites)
+    assert _obs_by_unit(from_files) == pytest.approx(_obs_by_unit(from_influx))
+    cache = Cache(tmp_path / "cache.db")
+    http = HTTP(influx.url, timeout_s=60)
+    try:
+        later = routed.end + 7 * 86400      # the fleet's days are closed and settled by then
+        Reader(http, "linewatch").read(routed.start, routed.end, cache, later)   # fills the cache
+        reader = Reader(http, "linewatch")
+        from_cache, _ = reader.read(routed.start, routed.end, cache, later)
+    finally:
+        http.close()
+        cache.close()
+    assert reader.cached_days == 2
+    assert _obs_by_unit(from_cache) == pytest.approx(_obs_by_unit(from_influx))
+    s = Settings(bootstrap=200, min_agents=1, min_watch_h=0)
+    results = [aggregate(ds, s, now=routed.end) for ds in (from_files, from_influx, from_cache)]
+    merged = {r["data_quality"]["clipped"].get("site_merged") for r in results}
+    assert len(merged) == 1 and merged.pop() > 0
+    a, b, c = (r["cells"] for r in results)
+    assert sum(x["sites"] for x in a) < sum(x["agents"] for x in a)
+    for x, y, z in zip(a, b, c):
+        assert x["sites"] == y["sites"] == z["sites"] and x["agents"] == y["agents"] == z["agents"]
+        for key in ("agent_hours", "internet_outages_per_agent", "power_saifi", "rtt_p50_ms"):
+            assert x[key] == pytest.approx(y[key]) and z[key] == pytest.approx(y[key]), key

@@ -101,7 +101,7 @@ def test_publication_floor_suppresses_every_figure():
     (c,) = aggregate(four, S)["cells"]
     assert c == {"region": "PK-SD", "region_name": "Sindh", "isp": "PTCL",
                  "period_start": c["period_start"], "period_end": c["period_end"],
-                 "suppressed": True}
+                 "suppressed": True, "suppressed_reason": "min_agents"}
     (c,) = aggregate(four, replace(S, min_agents=4))["cells"]
     assert c["agents"] == 4 and not c["suppressed"]
 

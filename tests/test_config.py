@@ -81,6 +81,7 @@ BAD = [
      "hotspot, wireless, satellite, other (\"dsl\"?), got 'DSL'"),
     ("[agent]\naccess = \"4g\"", "config.toml: agent.access: must be one of fibre"),
     ("[agent]\nid = \"has space\"", "config.toml: agent.id: must be 1-64 letters"),
+    ("[agent]\nsite = \"our flat\"", "config.toml: agent.site: must be 1-64 letters, digits, '.', '_' or '-' (or empty: derived from the gateway), got 'our flat'"),
     ("[outage]\nopen_after = 0", "config.toml: outage.open_after: must be between 1 and 1000, got 0"),
     ("[outage]\nmomentary_max_s = -1", "config.toml: outage.momentary_max_s: must be >= 0, got -1"),
     ("[report]\naccount = \"a\\nb\"", "config.toml: report.account: must be one line of at most 64 characters"),

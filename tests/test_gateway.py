@@ -185,3 +185,67 @@ def test_routes_readable_only_where_the_kernel_tables_exist(tmp_path):
     (tmp_path / "net" / "ipv6_route").write_text("")
     assert routes_readable(str(tmp_path))
     assert routes_readable("/proc")                            # this machine (Linux)
+
+
+# --------------------------------------------------------------- the gateway's hardware address
+
+ARP_HEAD = "IP address       HW type     Flags       HW address            Mask     Device\n"
+
+
+def arp(ip: str, mac: str, flags: int = 0x2, dev: str = "eth0") -> str:
+    return f"{ip:<16} 0x1         0x{flags:x}         {mac:<21} *        {dev}\n"
+
+
+@pytest.mark.parametrize("text,address,expected", [
+    (ARP_HEAD + arp("192.0.2.1", "02:FC:00:00:00:05"), "192.0.2.1", "02:fc:00:00:00:05"),
+    (ARP_HEAD + arp("192.0.2.7", "02:aa:00:00:00:07") + arp("192.0.2.1", "02:fc:00:00:00:05"),
+     "192.0.2.1", "02:fc:00:00:00:05"),
+    (ARP_HEAD + arp("192.0.2.1", "00:00:00:00:00:00", flags=0x0), "192.0.2.1", None),
+    (ARP_HEAD + arp("192.0.2.1", "02:fc:00:00:00:05", flags=0x0), "192.0.2.1", None),
+    (ARP_HEAD + arp("192.0.2.1", "00:00:00:00:00:00"), "192.0.2.1", None),
+    (ARP_HEAD + arp("192.0.2.10", "02:fc:00:00:00:05"), "192.0.2.1", None),
+    (ARP_HEAD + arp("192.0.2.1", "02:fc:00:00:05"), "192.0.2.1", None),
+    (ARP_HEAD + arp("192.0.2.1", "zz:fc:00:00:00:05"), "192.0.2.1", None),
+    (ARP_HEAD, "192.0.2.1", None),
+    ("", "192.0.2.1", None),
+], ids=["found", "among-others", "incomplete", "not-complete-flag", "zero-address",
+        "other-address-only", "short-address", "not-hex", "empty-table", "no-header"])
+def test_parse_arp(text, address, expected):
+    from agent.probes.gateway import parse_arp
+
+    assert parse_arp(text, address) == expected
+
+
+def test_gateway_mac_on_fixture_tree(tmp_path):
+    from agent.probes.gateway import gateway_mac
+
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "arp").write_text(ARP_HEAD + arp("192.0.2.1", "02:fc:00:00:00:05"))
+    assert gateway_mac("192.0.2.1", str(tmp_path)) == "02:fc:00:00:00:05"
+    assert gateway_mac("fe80::1%eth0", str(tmp_path)) is None    # IPv6: not in that table
+    assert gateway_mac(None, str(tmp_path)) is None
+    assert gateway_mac("192.0.2.1", str(tmp_path / "nothere")) is None   # not Linux
+
+
+def test_site_id_is_a_salted_hash_of_the_address_bytes():
+    import hashlib
+
+    from agent.probes.gateway import site_id
+
+    want = hashlib.sha256(b"linewatch-site:\x02\xfc\x00\x00\x00\x05").hexdigest()[:12]
+    assert site_id("02:fc:00:00:00:05") == site_id("02-FC-00-00-00-05") == want
+    assert len(want) == 12
+    assert site_id("02:fc:00:00:00:06") != want
+    with pytest.raises(ValueError):
+        site_id("02:fc:00:00:05")
+
+
+def test_site_id_does_not_load_openssl():
+    """The agent's footprint: one hash a round is no reason to load OpenSSL through hashlib."""
+    import subprocess
+
+    code = ("import sys\nimport agent.runner\nfrom agent.probes.gateway import site_id\n"
+            "site_id('02:fc:00:00:00:05')\nprint(sorted({'hashlib', '_hashlib'} & set(sys.modules)))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"

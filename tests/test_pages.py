@@ -49,7 +49,7 @@ def _profile(evening: float, morning: float, weekend: float):
 def _cell(region, name, isp, agents, saidi, avail, **more):
     c = {"region": region, "region_name": name, "isp": isp,
          "period_start": "2026-10-24T00:00:00+05:00", "period_end": "2026-11-23T00:00:00+05:00",
-         "suppressed": False, "agents": agents, "agent_hours": agents * 288.1,
+         "suppressed": False, "agents": agents, "sites": agents, "agent_hours": agents * 288.1,
          "power_saifi": 41.2, "power_saidi_min": saidi, "power_caidi_min": 75.7,
          "power_maifi": 3.1, "power_asai": 0.9277, "internet_availability": avail,
          "internet_outages_per_agent": 12.5, "internet_outage_min_per_agent": 410.2,
@@ -316,11 +316,27 @@ def test_suppressed_cell_shows_no_figures():
     headline = tables(section(doc, "headline")).tables[0]
     gb = [row for row in headline if any("PK-GB" in c for c in row)]
     assert len(gb) == 1
-    assert gb[0][-1] == "suppressed: fewer than 5 agents"
+    assert gb[0][-1] == "suppressed: fewer than 5 lines"
     assert len(gb[0]) == 3                       # region, ISP, the note
     assert "987.6" not in doc and "12.340" not in doc
     for sid in ("regions", "load-shedding"):
         assert "PK-GB" not in section(doc, sid)
+
+
+def test_suppression_says_which_floor_and_figures_what_they_rest_on():
+    result = region_sample()
+    result["settings"]["min_watch_h"] = 24
+    result["cells"][-1]["suppressed_reason"] = "min_watch_h"
+    ptcl = next(c for c in result["cells"] if c["isp"] == "PTCL")
+    ptcl.update(sites=6, download_p50_bps_sites=1, rtt_p50_ms_sites=6)
+    doc = page.region_report(result)
+    headline = tables(section(doc, "headline")).tables[0]
+    gb = next(row for row in headline if any("PK-GB" in c for c in row))
+    assert gb[-1] == "suppressed: fewer than 5 lines watched 24 h or more"
+    row = next(r for r in headline if r[1] == "PTCL")
+    assert row[-1] == "21.0from 1 of 6 lines"     # the download median rests on one line
+    assert row[-2] == "38.2"                      # latency from all six lines: no note
+    assert "from 6 of 6" not in doc
 
 
 def test_periods_get_their_own_column():
@@ -337,13 +353,13 @@ def test_periods_get_their_own_column():
 def test_headline_figures_and_intervals():
     doc = page.region_report(region_sample())
     rows = tables(section(doc, "headline")).tables[0]
-    assert rows[0][:4] == ["Region", "ISP", "Agents", "Agent-hours"]   # no period column: "all"
+    assert rows[0][:5] == ["Region", "ISP", "Agents", "Lines", "Agent-hours"]   # no period column
     ptcl = next(r for r in rows if r[1] == "PTCL")
     assert ptcl[0] == "PunjabPK-PB"             # the code on its own line under the name
-    assert ptcl[5] == "3,120.5[2,980.0–3,260.3]"
-    assert ptcl[9] == "98.120 %[97.720–98.420]"
+    assert ptcl[6] == "3,120.5[2,980.0–3,260.3]"
+    assert ptcl[10] == "98.120 %[97.720–98.420]"
     assert ptcl[-1] == "21.0"                   # download p50 in Mbit/s
-    assert ptcl[4] == "41.20"                   # SAIFI's interval has a null end: not shown
+    assert ptcl[5] == "41.20"                   # SAIFI's interval has a null end: not shown
     hostile = next(r for r in rows if "alert" in r[1])
     assert hostile[1] == HOSTILE and hostile[-2] == "–" and hostile[-1] == "–"
 
@@ -540,7 +556,7 @@ def _render(chromium, tmp_path, name, doc):
 def test_region_report_in_chromium(chromium, tmp_path):
     r = _render(chromium, tmp_path, "region-report", page.region_report(region_sample()))
     for text in ("Punjab", "PTCL", "3,120.5", "98.120 %", "99.812 %", "[2,980.0–3,260.3]",
-                 "suppressed: fewer than 5 agents", HOSTILE, "سندھ", "ac_lost" if False else
+                 "suppressed: fewer than 5 lines", HOSTILE, "سندھ", "ac_lost" if False else
                  "mains lost", "unknown_region", "Method and limits"):
         assert text in r.text, text
 

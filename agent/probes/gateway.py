@@ -8,6 +8,10 @@ no privileges, and tests hand the pure parsers fixture text.
 (little-endian hex on x86 and ARM); ``/proc/net/ipv6_route`` prints addresses as 32 hex digits in
 network order. Only routes that are up and go via a gateway (RTF_UP | RTF_GATEWAY) count; blackhole,
 unreachable and on-link default routes have no gateway to ping and are skipped.
+
+The gateway's hardware (MAC) address, from the neighbour table ``/proc/net/arp``, tells which
+line the agent is on: agents behind one router see the same one. It is never stored or sent;
+only :func:`site_id`, a one-way hash of it, is (the ``site`` tag).
 """
 
 from __future__ import annotations
@@ -107,3 +111,73 @@ def default_gateway(procfs: str = "/proc") -> str | None:
         text6 = _read(os.path.join(procfs, "net", "ipv6_route"))
         gateway = parse_ipv6_route(text6) if text6 is not None else None
     return gateway
+
+
+ATF_COM = 0x02  # the neighbour entry is complete: its hardware address is known
+SITE_SALT = b"linewatch-site:"
+
+
+def parse_arp(text: str, address: str) -> str | None:
+    """The hardware address ``/proc/net/arp`` lists for the IPv4 ``address`` ("aa:bb:cc:dd:ee:ff",
+    lower case), or None: no entry, an incomplete one, or one without a 6-byte address.
+
+    Columns: IP address, HW type, Flags (hex), HW address, Mask, Device; a header line first.
+    """
+    for line in text.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 4 or cols[0] != address:
+            continue
+        try:
+            flags = int(cols[2], 16)
+        except ValueError:
+            continue
+        mac = cols[3].lower()
+        parts = mac.split(":")
+        if not flags & ATF_COM or len(parts) != 6 or any(len(p) != 2 for p in parts):
+            continue
+        try:
+            raw = bytes.fromhex("".join(parts))
+        except ValueError:
+            continue
+        if raw == bytes(6):
+            continue
+        return mac
+    return None
+
+
+def gateway_mac(address: str | None, procfs: str = "/proc") -> str | None:
+    """The hardware address of the gateway ``address`` in the kernel's neighbour table, or None
+    (no gateway, an IPv6 one: not in that table, a point-to-point or VPN link with no neighbour
+    entry, the table unreadable: not Linux)."""
+    if not address:
+        return None
+    text = _read(os.path.join(procfs, "net", "arp"))
+    return parse_arp(text, address) if text is not None else None
+
+
+def site_id(mac: str) -> str:
+    """The ``site`` tag for a gateway's hardware address: the first 12 hex digits of
+    sha256("linewatch-site:" + the 6 address bytes). The same router gives the same id on every
+    agent behind it, and the address cannot be read back from the id by a casual reader.
+
+    It is not anonymity: a MAC address has 48 bits, and who knows the router's vendor prefix
+    (24 bits; a few common routers cover most homes) can try the other 2^24, about 17 million,
+    hashes in seconds and find the address. The collector never publishes site ids.
+    """
+    raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    if len(raw) != 6:
+        raise ValueError(f"not a 6-byte hardware address: {mac!r}")
+    return _sha256()(SITE_SALT + raw).hexdigest()[:12]
+
+
+def _sha256():
+    """CPython's own SHA-256, not hashlib's: importing hashlib loads OpenSSL (about 4 MB
+    resident, measured) for one hash a round. Imported here, at the first use, for that cost."""
+    try:
+        from _sha256 import sha256          # CPython 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256        # CPython 3.12+
+        except ImportError:                 # another Python
+            from hashlib import sha256
+    return sha256
