@@ -649,7 +649,7 @@ class Agent:
             return
         cfg, applied, waiting = reloaded(self.cfg, new)
         with self._lock:  # between rounds: no round carries half old, half new tags
-            tags = base_tags(cfg, self.id, self.store.get_state(STATE_ISP))
+            tags = base_tags(cfg, self.id, self.store.get_state(STATE_ISP), self.store.get_state(STATE_SITE))
             self.cfg, self.tags, self.prober.base_tags = cfg, tags, tags
         text = f"config reloaded from {cfg.source}: "
         if applied:

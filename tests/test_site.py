@@ -65,3 +65,18 @@ def test_agent_site_overrides_the_router(tmp_path):
     a = agent(tmp_path, procfs, 'site = "office-7"\n')
     tick(a, a.clock, 2)
     assert sites(a) == ["office-7", "office-7"]
+
+
+def test_a_config_reload_keeps_the_derived_site(tmp_path):
+    """SIGHUP's reload rebuilds the tags from the new config: the site learnt from the router
+    stays (only agent.site in the file would change it)."""
+    procfs = tmp_path / "proc"
+    neighbours(procfs, ROUTER_A)
+    a = agent(tmp_path, procfs)
+    tick(a, a.clock, 1)
+    new = parse(f'[agent]\nid = "desk-3"\nstate_dir = "{tmp_path / "state"}"\nprocfs = "{procfs}"\n'
+                'region = "PK-SD"\n[probe]\ninterval_s = 10\n')
+    a.reload_config(lambda: new)
+    tick(a, a.clock, 1)
+    last = [s for _, s in a.store.unsent(100_000) if s.measurement == "round"][-1]
+    assert last.tags["site"] == site_of(ROUTER_A) and last.tags["region"] == "PK-SD"
