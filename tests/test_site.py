@@ -76,6 +76,7 @@ def test_a_config_reload_keeps_the_derived_site(tmp_path):
     tick(a, a.clock, 1)
     new = parse(f'[agent]\nid = "desk-3"\nstate_dir = "{tmp_path / "state"}"\nprocfs = "{procfs}"\n'
                 'region = "PK-SD"\n[probe]\ninterval_s = 10\n')
+    neighbours(procfs, None)               # and the table is empty when the reload comes
     a.reload_config(lambda: new)
     tick(a, a.clock, 1)
     last = [s for _, s in a.store.unsent(100_000) if s.measurement == "round"][-1]
