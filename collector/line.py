@@ -27,7 +27,7 @@ window is listed (``tags_changed``).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -216,9 +216,10 @@ def identity(spans: list[tuple[int, int, Unit]], setup: Setup | None,
     the rows' distinct tag sets as (first ns, last ns, unit), earliest first, listed only when
     the rows carry more than one tag set or one that is not the config's; empty otherwise. With
     ``isp = "auto"``, rows written before the first speed test named the ISP carry none: that is
-    not a change."""
+    not a change. The ``site`` tag (which router the agent sat behind) is not part of how the
+    page names the line, so it is left out of the comparison."""
     merged: dict[Unit, list[int]] = {}
-    for lo, hi, u in spans:
+    for lo, hi, u in ((lo, hi, replace(u, site="")) for lo, hi, u in spans):
         m = merged.setdefault(u, [lo, hi])
         m[0], m[1] = min(m[0], lo), max(m[1], hi)
     runs = sorted(((lo, hi, u) for u, (lo, hi) in merged.items()), key=lambda r: (r[0], r[1]))
