@@ -364,3 +364,23 @@ def test_refused_icmp_is_said_once_at_start_with_the_fix(tmp_path):
     log = agent.text()
     notice = [ln for ln in log.splitlines() if "ICMP echo is refused" in ln]
     assert len(notice) == 1 and "ping_group_range" in notice[0] and "TCP" in notice[0], log
+
+
+def test_a_locked_database_is_one_line(tmp_path):
+    """Another process holds the store's write lock longer than SQLite waits (10 s): a command
+    that must write says so in one line instead of a traceback."""
+    state = tmp_path / "state"
+    _evidence(state, samples=50)
+    holder = sqlite3.connect(state / DB_NAME, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        from tests.nutlab import free_port
+
+        cfg = config(tmp_path, state, extra=f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\n'
+                                            'database = "linewatch"\n')
+        r = cli(cfg, "push", "--requeue", timeout=60)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert str(state / DB_NAME) in r.stderr and "locked" in r.stderr
