@@ -46,7 +46,7 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
     empty status, not an error."""
     from agent import lock
     from agent.errors import StoreMissing
-    from agent.runner import STATE_CLEAN_EXIT, STATE_HEARTBEAT, STATE_PENDING, STATE_POWER_SENSORS
+    from agent.runner import STATE_HEARTBEAT, STATE_PENDING, STATE_POWER_SENSORS
     from agent.store import STATE_RECOVERED, Store
 
     now = now or datetime.now(timezone.utc)

@@ -100,6 +100,17 @@ def wait_rounds(cfg: Path, n: int, timeout: float = 30) -> dict:
         time.sleep(0.3)
 
 
+def run_briefly(cfg: Path, log: Path, rounds: int, unprivileged: bool = False) -> str:
+    """Start a real agent, let it record ``rounds`` rounds, stop it cleanly; its log."""
+    agent = Agent(cfg, log, unprivileged=unprivileged)
+    try:
+        agent.wait_for("started")
+        wait_rounds(cfg, rounds)
+    finally:
+        assert agent.stop() == 0
+    return agent.text()
+
+
 def snapshot(d: Path) -> dict[str, tuple[int, str]]:
     return {p.name: (p.stat().st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
             for p in sorted(d.iterdir())}
@@ -234,13 +245,7 @@ def test_run_moves_a_damaged_store_aside_and_keeps_what_it_can_read(tmp_path):
     eps = _evidence(state)
     _damage_pages(state / DB_NAME, 0.3, 0.5)
     cfg = config(tmp_path, state)
-    agent = Agent(cfg, tmp_path / "agent.log")
-    try:
-        agent.wait_for("started")
-        wait_rounds(cfg, 1)
-    finally:
-        assert agent.stop() == 0
-    log = agent.text()
+    log = run_briefly(cfg, tmp_path / "agent.log", rounds=1)
     said = next(ln for ln in log.splitlines() if "the local store was damaged" in ln)
     assert "moved it to" in said and "kept 3 episodes" in said and "lost at most" in said
     moved = [p for p in state.glob(f"{DB_NAME}.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
@@ -355,13 +360,7 @@ def test_refused_icmp_is_said_once_at_start_with_the_fix(tmp_path):
     if lo <= os.getgid() <= hi:
         pytest.skip("unprivileged ICMP is allowed here for this group: nothing to fall back from")
     cfg = config(tmp_path, tmp_path / "state", targets='["127.0.0.1"]')
-    agent = Agent(cfg, tmp_path / "agent.log", unprivileged=True)
-    try:
-        agent.wait_for("started")
-        wait_rounds(cfg, 2)
-    finally:
-        assert agent.stop() == 0
-    log = agent.text()
+    log = run_briefly(cfg, tmp_path / "agent.log", rounds=2, unprivileged=True)
     notice = [ln for ln in log.splitlines() if "ICMP echo is refused" in ln]
     assert len(notice) == 1 and "ping_group_range" in notice[0] and "TCP" in notice[0], log
 
