@@ -52,6 +52,10 @@ STATE_TRACKER, STATE_HEARTBEAT, STATE_CLEAN_EXIT = "outage_tracker", "heartbeat"
 STATE_POWER, STATE_POWER_SENSORS, STATE_PENDING = "power_tracker", "power_sensors", "pending_host_down"
 STATE_SPEED_NEXT, STATE_ISP, STATE_SITE = "speedtest_next", "isp_auto", "site_auto"
 SPEEDTEST_CHECK_S = 30.0
+STATE_JUDGED = "heartbeat_judged"  # the previous run's heartbeat whose ending is recorded
+# Rounds (and power polls) whose store write raised, kept to be stepped again with the next one:
+# an hour at the default cadence. Beyond it the oldest go, counted (dropped_unwritten_*).
+MAX_UNWRITTEN = 360
 RELOAD_CHECK_S = 1.0  # how soon a SIGHUP is acted on
 
 
@@ -167,11 +171,19 @@ class Agent:
             self.ups_url = parse_nut_url(cfg.power.ups)
         self.clock_state = power.clock_state(cfg.agent.rundir)
         self._pending: dict | None = None
+        # Inputs whose store write failed, oldest first, stepped again with the next one.
+        self._unwritten_rounds: list[tuple[outage.RoundResult, tuple[Sample, ...]]] = []
+        self._unwritten_polls: list[tuple] = []
+        # Samples of other jobs (speed tests, self-metrics) whose write raised: they go with the
+        # next round's write.
+        self._unwritten_samples: list[Sample] = []
         self._power_written: float | None = None     # monotonic time of the last full write
         self._power_sensors_written: dict | None = None
         self._sensor_errors: dict[str, str] = {}
         self.counters = {"rounds": 0, "round_failures": 0, "probe_errors": 0, "job_failures": 0,
-                         "sensor_errors": 0, "pushed_rows": 0, "push_errors": 0, "rounds_paused": 0}
+                         "sensor_errors": 0, "pushed_rows": 0, "push_errors": 0, "rounds_paused": 0,
+                         "dropped_unwritten_rounds": 0, "dropped_unwritten_polls": 0,
+                         "dropped_unwritten_samples": 0}
         self._speedtest_running = threading.Event()
         self.speedtest_module = None  # speedtest-cli, imported at the first test (tests inject one)
         self.forwarder = None
@@ -205,25 +217,39 @@ class Agent:
             # taken after the probes would skew durations by the rounds' unequal lengths.
             result = outage.RoundResult(time=rnd.time, mono=rnd.mono, status=rnd.status, cause=rnd.cause,
                                         on_battery=power.on_battery(self.power_tracker), boot=self.boot)
-            self.tracker, changes = outage.step(self.tracker, result, self.params)
-            samples = list(rnd.samples)
-            episodes: dict[str, Episode] = {}
-            for ch in changes:
-                episodes[ch.episode.id] = ch.episode
-                _log_change(ch)
-                if ch.kind == "closed":
-                    samples.append(episode_sample(ch.episode, self.tags))
-                    if ch.episode.type == "connectivity" and self.forwarder is not None:
-                        self.forwarder.wake()  # the line is back: the backlog can go now
-            for ep in outage.in_progress(self.tracker, self.params):
+            # Durable first, then kept: the rounds whose write failed are stepped again from the
+            # last state the store holds, so a failed write delays a change, never loses it.
+            todo = [*self._unwritten_rounds, (result, rnd.samples)]
+            carried = self._unwritten_samples
+            tracker, samples, episodes, changes = self.tracker, list(carried), {}, []
+            for res, res_samples in todo:
+                tracker, ch = outage.step(tracker, res, self.params)
+                samples.extend(res_samples)
+                changes += ch
+                for c in ch:
+                    episodes[c.episode.id] = c.episode
+                    if c.kind == "closed":
+                        samples.append(episode_sample(c.episode, self.tags))
+            for ep in outage.in_progress(tracker, self.params):
                 episodes[ep.id] = ep
             heartbeat = power.Heartbeat(result.time, result.mono, self.boot,
                                         power.clock_trusted(self.clock_state))
-            self.store.write(samples, episodes=episodes.values(), state={
-                STATE_TRACKER: self.tracker.to_json(),
-                STATE_HEARTBEAT: heartbeat.to_json(),
-            })
-            self.counters["rounds"] += 1
+            try:
+                self.store.write(samples, episodes=episodes.values(), state={
+                    STATE_TRACKER: tracker.to_json(),
+                    STATE_HEARTBEAT: heartbeat.to_json(),
+                })
+            except BaseException:
+                self._unwritten_rounds = _keep_last(todo, MAX_UNWRITTEN, self.counters,
+                                                    "dropped_unwritten_rounds")
+                raise
+            self.tracker, self._unwritten_rounds = tracker, []
+            del self._unwritten_samples[:len(carried)]
+            for c in changes:
+                _log_change(c)
+                if c.kind == "closed" and c.episode.type == "connectivity" and self.forwarder is not None:
+                    self.forwarder.wake()  # the line is back: the backlog can go now
+            self.counters["rounds"] += len(todo)
             self.counters["probe_errors"] += len(rnd.errors)
             return rnd
 
@@ -270,7 +296,7 @@ class Agent:
             self._pending = pending
             decision = self._settle_pending()
         prev = self.store.get_state(STATE_HEARTBEAT)
-        if not prev or (pending and prev == pending["heartbeat"]):
+        if not prev or (pending and prev == pending["heartbeat"]) or prev == self.store.get_state(STATE_JUDGED):
             return decision
         clean = json.loads(self.store.get_state(STATE_CLEAN_EXIT) or "null") or {}
         current = {"heartbeat": prev, "clean": bool(clean.get("clean")), "boot": self.boot}
@@ -280,21 +306,25 @@ class Agent:
             decision = self._settle_pending()
         else:
             # An earlier reboot waits for time sync; this run was in the same boot, and deciding
-            # it (an agent gap or nothing) needs no trusted clock.
-            decision = self._decide(current)
+            # it (an agent gap or nothing) needs no trusted clock. The heartbeat is marked judged
+            # in the same write as the episode: a stop before the first round cannot record it twice.
+            decision = self._decide(current, state={STATE_JUDGED: prev})
         log.info("previous run: %s", decision.reason)
         return decision
 
     def _settle_pending(self) -> power.Decision:
-        """Decide the pending question now if the clock allows; forget it once decided."""
-        d = self._decide(self._pending)
+        """Decide the pending question now if the clock allows; forget it once decided, and mark
+        its heartbeat judged, in the write that records the decision: a start that stops again
+        before its first round overwrites the heartbeat never records the same ending twice."""
+        d = self._decide(self._pending, state={STATE_PENDING: "",
+                                               STATE_JUDGED: self._pending["heartbeat"]})
         if d.kind != "defer":
             self._pending = None
-            self.store.write(state={STATE_PENDING: ""})
         return d
 
-    def _decide(self, prev: dict) -> power.Decision:
-        """Decide one previous run and record what it says (not a deferral)."""
+    def _decide(self, prev: dict, state: dict[str, str] | None = None) -> power.Decision:
+        """Decide one previous run and record what it says together with ``state`` (nothing is
+        written for a deferral)."""
         try:
             hb = power.Heartbeat.from_json(prev["heartbeat"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -306,10 +336,14 @@ class Agent:
         d = power.host_down(hb, prev["clean"], self.boot, power.boot_time(self.cfg.agent.procfs),
                             self.clock.now(), self.clock.monotonic(),
                             power.clock_trusted(self.clock_state), self.cfg.outage.momentary_max_s)
+        if d.kind == "defer":
+            return d
         if d.episode is not None:
+            self.store.write([episode_sample(d.episode, self.tags)], episodes=[d.episode], state=state)
             log.warning("%s: %s .. %s (%.0f s)", d.reason, d.episode.start.isoformat(),
                         d.episode.end.isoformat() if d.episode.end else "?", d.episode.duration_s)
-            self.store.write([episode_sample(d.episode, self.tags)], episodes=[d.episode])
+        elif state:
+            self.store.write(state=state)
         return d
 
     def power_poll(self) -> None:
@@ -322,29 +356,43 @@ class Agent:
         if self._pending and power.clock_trusted(self.clock_state):
             self._settle_pending()
         t, mono = self.clock.now(), self.clock.monotonic()
-        readings, samples = self.read_power_sensors(t)
-        self.power_tracker, changes = power.step(
-            self.power_tracker, readings, t, mono, momentary_max_s=self.cfg.outage.momentary_max_s,
-            max_gap_s=max(60.0, 6 * self.cfg.power.poll_s), boot=self.boot)
-        episodes = {}
-        for kind, ep in changes:
-            episodes[ep.id] = ep
-            _log_change(outage.Change(kind, ep))
-            if kind == "closed":
-                samples.append(episode_sample(ep, self.tags))
-        for ep in power.in_progress(self.power_tracker, self.cfg.outage.momentary_max_s):
-            episodes[ep.id] = ep
+        readings, fresh = self.read_power_sensors(t)
         sensors = {"clock": self.clock_state, "readings": [
             {"source": r.source, "on_battery": r.on_battery, "charge_pct": r.charge_pct, "status": r.status}
             for r in readings], "errors": dict(self._sensor_errors)}
         due = self._power_written is None or mono - self._power_written >= 60.0
         changed = sensors != self._power_sensors_written
-        samples = [x for x in samples if x.measurement != "power" or due or changed]
-        if not (due or changed or episodes):
+        fresh = [x for x in fresh if x.measurement != "power" or due or changed]
+        # As for rounds: polls whose write failed are stepped again from the durable state.
+        todo = [*self._unwritten_polls, (readings, t, mono, fresh)]
+        tracker, samples, episodes, changes = self.power_tracker, [], {}, []
+        for res_readings, res_t, res_mono, res_samples in todo:
+            tracker, ch = power.step(
+                tracker, res_readings, res_t, res_mono, momentary_max_s=self.cfg.outage.momentary_max_s,
+                max_gap_s=max(60.0, 6 * self.cfg.power.poll_s), boot=self.boot)
+            samples.extend(res_samples)
+            for kind, ep in ch:
+                changes.append(outage.Change(kind, ep))
+                episodes[ep.id] = ep
+                if kind == "closed":
+                    samples.append(episode_sample(ep, self.tags))
+        for ep in power.in_progress(tracker, self.cfg.outage.momentary_max_s):
+            episodes[ep.id] = ep
+        # Rows waiting in memory (the store could not be written) go with the next poll too.
+        if not (due or changed or episodes or len(todo) > 1 or self.store.trouble is not None):
+            self.power_tracker = tracker  # nothing open, nothing new: no commit (no fsync) needed
             return
-        self.store.write(samples, episodes=episodes.values(), state={
-            STATE_POWER: self.power_tracker.to_json(),
-            STATE_POWER_SENSORS: json.dumps({**sensors, "time": t.isoformat()})})
+        try:
+            self.store.write(samples, episodes=episodes.values(), state={
+                STATE_POWER: tracker.to_json(),
+                STATE_POWER_SENSORS: json.dumps({**sensors, "time": t.isoformat()})})
+        except BaseException:
+            self._unwritten_polls = _keep_last(todo, MAX_UNWRITTEN, self.counters,
+                                               "dropped_unwritten_polls")
+            raise
+        self.power_tracker, self._unwritten_polls = tracker, []
+        for c in changes:
+            _log_change(c)
         self._power_sensors_written = sensors
         if due or changed:
             self._power_written = mono
@@ -404,7 +452,7 @@ class Agent:
         except Exception as exc:  # psutil or procfs trouble must not stop self-metrics
             log.warning("interface counters failed: %s", exc)
         samples.append(self.self_sample())
-        self.store.write([s.with_tags(self.tags) for s in samples])
+        self._write_samples([s.with_tags(self.tags) for s in samples])
 
     def housekeeping(self) -> None:
         res = self.store.prune(self.clock.now(), self.cfg.store.retention_days * 86400,
@@ -481,7 +529,7 @@ class Agent:
         if not d.run:
             log.info("speed test skipped: %s", d.detail)
             sample = speedtest.skipped(d.reason or "", d.detail, now, source).with_tags(self.tags)
-            self.store.write([sample])
+            self._write_samples([sample])
             return sample
         self._speedtest_running.set()
         try:
@@ -490,11 +538,11 @@ class Agent:
                                     shutdown_event=self._stop, module=self.speedtest_module)
         finally:
             self._speedtest_running.clear()
-        state = {}
+        state, tags = {}, self.tags
         if out.isp and self.cfg.agent.isp == "auto" and self.tags.get("isp") != out.isp:
-            self.tags["isp"] = out.isp  # the same dict the prober tags its samples with
             state[STATE_ISP] = out.isp
-        sample = out.sample.with_tags(self.tags)
+            tags = {**self.tags, "isp": out.isp}
+        sample = out.sample.with_tags(tags)
         f = sample.fields
         if f["status"] == "ok":
             log.info("speed test: down %.1f Mbit/s, up %.1f Mbit/s, ping %s ms, %.0f MB moved (%s)",
@@ -502,8 +550,27 @@ class Agent:
                      (f["bytes_sent"] + f["bytes_received"]) / 1e6, f.get("server_name", ""))
         else:
             log.warning("speed test failed: %s (%s)", f["error"], f.get("error_detail", ""))
-        self.store.write([sample], state=state)
+        # Durable first, then kept: the learnt ISP tags rows only once the store holds it. The
+        # result itself is never lost to a failed write (it moved data: the budget counts it).
+        self._write_samples([sample], state=state)
+        if state:
+            self.tags["isp"] = out.isp  # the same dict the prober tags its samples with
         return sample
+
+    def _write_samples(self, samples: list[Sample], state: dict[str, str] | None = None) -> None:
+        """Write samples of a job other than the round; when the write raises, keep them for
+        the next round's write (bounded: the oldest beyond it are counted in
+        ``dropped_unwritten_samples``) and let the job fail as usual."""
+        try:
+            self.store.write(samples, state=state)
+        except BaseException:
+            kept = self._unwritten_samples + list(samples)
+            over = len(kept) - MAX_PENDING_SAMPLES
+            if over > 0:
+                self.counters["dropped_unwritten_samples"] += over
+                del kept[:over]
+            self._unwritten_samples = kept
+            raise
 
     def push(self) -> None:
         """Forward the backlog when the backoff allows; skipped while ``linewatch push`` runs."""
@@ -795,6 +862,18 @@ def salvage_summary(tables: dict) -> tuple[str, int, int]:
 def _log_salvage(store: Store, aside) -> None:
     text, _, _ = salvage_summary(store.salvaged or {})
     log.error("the local store was damaged: moved it to %s and started a new one; %s", aside, text)
+
+
+def _keep_last(todo: list, limit: int, counters: dict, key: str) -> list:
+    """The newest ``limit`` of ``todo``; the older ones are counted in ``counters[key]`` and
+    logged (their rows are lost: the store refused them for longer than the limit)."""
+    over = len(todo) - limit
+    if over <= 0:
+        return todo
+    counters[key] = counters.get(key, 0) + over
+    log.error("the store refused %d writes in a row: the oldest %d measurements waiting for it "
+              "are dropped (%s)", len(todo), over, key)
+    return todo[over:]
 
 
 def episode_sample(ep: Episode, tags: dict[str, str]) -> Sample:

@@ -28,7 +28,8 @@ Two ways in:
 
 A write that fails for a reason that may pass (disk full, read-only file system, I/O error, a lock
 held too long: :class:`StoreUnwritable`) is kept in memory and tried again with the next write, up
-to :data:`MAX_PENDING_SAMPLES` samples (the oldest beyond that are dropped and counted);
+to :data:`MAX_PENDING_SAMPLES` samples (the oldest raw samples beyond that are dropped and
+counted; an ``outage`` row never is);
 :attr:`Store.trouble` says since when the store cannot be written.
 """
 
@@ -246,8 +247,7 @@ class Store:
                 self._pending = p
                 over = len(p.samples) - MAX_PENDING_SAMPLES
                 if over > 0:
-                    del p.samples[:over]  # the oldest go first; episodes and state are kept
-                    self.dropped_pending += over
+                    self.dropped_pending += _drop_oldest_raw(p.samples, over)
                 if self.trouble is None:
                     self.trouble = Trouble(datetime.now(timezone.utc), exc.reason or str(exc))
                 self.trouble.pending_samples = len(p.samples)
@@ -483,6 +483,21 @@ class _Tx:
         if isinstance(ev, sqlite3.DatabaseError):
             raise _convert(ev, self.store.path) from ev
         return False
+
+
+def _drop_oldest_raw(samples: list, n: int) -> int:
+    """Drop the ``n`` oldest samples that retention would also drop (raw rounds, pings,
+    metrics), in place; rows of measurements kept for ever (a closed outage's ``outage`` row)
+    are never dropped, so a long full disk costs measurements, never an episode. Returns how
+    many were dropped."""
+    drop = set()
+    for i, s in enumerate(samples):
+        if len(drop) == n:
+            break
+        if s.measurement not in KEEP_FOREVER:
+            drop.add(i)
+    samples[:] = [s for i, s in enumerate(samples) if i not in drop]
+    return len(drop)
 
 
 def move_aside(path: Path, now: datetime) -> Path:
