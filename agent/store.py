@@ -410,12 +410,14 @@ class Store:
         cutoff = to_ns(now) - int(retention_s * 1e9)
         out = {"expired": 0, "over_size": 0, "dropped_unsent": 0}
         with self._tx() as c:
-            out["dropped_unsent"] += c.execute(
+            n = c.execute(
                 f"SELECT count(*) FROM samples WHERE sent != 1 AND time_ns < ? AND {raw}", (cutoff, *keep)
             ).fetchone()[0]
             out["expired"] = c.execute(f"DELETE FROM samples WHERE time_ns < ? AND {raw}",
                                        (cutoff, *keep)).rowcount
             c.execute("DELETE FROM quarantine WHERE time_ns < ?", (cutoff,))
+            self._count_dropped(c, n)  # in the deleting transaction: never deleted uncounted
+            out["dropped_unsent"] += n
         batch = max(500, self.count() // 100)  # small steps: stop close to the cap, not far below
         while self.size_bytes() > max_bytes:
             with self._tx() as c:
@@ -424,13 +426,24 @@ class Store:
                 if not ids:
                     break
                 qs = ",".join("?" * len(ids))
-                out["dropped_unsent"] += c.execute(
+                n = c.execute(
                     f"SELECT count(*) FROM samples WHERE sent != 1 AND id IN ({qs})", ids).fetchone()[0]
                 out["over_size"] += c.execute(f"DELETE FROM samples WHERE id IN ({qs})", ids).rowcount
-        if out["dropped_unsent"]:
-            total = int(self.get_state("dropped_unsent") or 0) + out["dropped_unsent"]
-            self.write(state={"dropped_unsent": str(total)})
+                self._count_dropped(c, n)
+                out["dropped_unsent"] += n
         return out
+
+    def _count_dropped(self, c: sqlite3.Connection, n: int) -> None:
+        """Add ``n`` to the state counter ``dropped_unsent`` inside the open transaction ``c``
+        (and to a value still waiting in memory, which would otherwise overwrite it)."""
+        if not n:
+            return
+        row = c.execute("SELECT value FROM state WHERE key = 'dropped_unsent'").fetchone()
+        value = str(int(self._pending.state.get("dropped_unsent") or (row[0] if row else 0) or 0) + n)
+        c.execute("INSERT INTO state (key, value) VALUES ('dropped_unsent', ?) ON CONFLICT (key)"
+                  " DO UPDATE SET value = excluded.value", (value,))
+        if "dropped_unsent" in self._pending.state:
+            self._pending.state["dropped_unsent"] = value
 
     # -- plumbing ---------------------------------------------------------------------------
     def _tx(self):

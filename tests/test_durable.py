@@ -286,3 +286,25 @@ def test_a_long_full_disk_drops_raw_rows_never_an_outage_row(tmp_path):
     assert len(list(s.samples("outage"))) == 1
     assert len(list(s.samples("round"))) == cap - 1
     s.close()
+
+
+def test_retention_counts_the_unsent_rows_it_deletes_in_the_same_transaction(tmp_path, monkeypatch):
+    """Before, the count of unsent rows removed by retention was a second write after the
+    deleting one: when that write failed, the rows were gone and uncounted."""
+    from datetime import datetime, timedelta, timezone
+
+    from agent.model import Sample
+    from agent.store import Store
+
+    s = Store.open(tmp_path)
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    s.write([Sample("round", {}, {"interval_s": 10.0}, t0 + timedelta(seconds=i)) for i in range(30)])
+
+    def refused(*a, **kw):
+        raise StoreError("linewatch.db: database schema has changed")
+
+    monkeypatch.setattr(s, "write", refused)           # any later write fails
+    out = s.prune(t0 + timedelta(days=100), 90 * 86400, 10**9)
+    assert out["expired"] == 30
+    assert s.get_state("dropped_unsent") == "30"
+    s.close()
