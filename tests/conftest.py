@@ -1,3 +1,9 @@
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from agent.store import Store
@@ -70,3 +76,18 @@ def chromium():
         pytest.skip(reason)
     with browser.Browser() as b:
         yield b
+
+
+@pytest.fixture
+def mount_point():
+    """A small tmpfs (1 MB) that a test can fill to the last block, unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (run the suite as root or in CI)")
+    d = Path(tempfile.mkdtemp(prefix="lw-tmpfs-"))
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+    shutil.rmtree(d, ignore_errors=True)

@@ -17,12 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -119,20 +117,6 @@ def snapshot(d: Path) -> dict[str, tuple[int, str]]:
 def need_root(what: str) -> None:
     if os.geteuid() != 0:
         pytest.skip(f"{what} needs root (run the suite as root or in CI)")
-
-
-@pytest.fixture
-def mount_point():
-    """A small tmpfs (1 MB), unmounted afterwards."""
-    need_root("mounting a tmpfs")
-    d = Path(tempfile.mkdtemp(prefix="lw-tmpfs-"))
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(d)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield d
-    subprocess.run(["umount", "-l", str(d)], check=False)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 # -- one agent per store ----------------------------------------------------------------------
