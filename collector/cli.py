@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from agent.errors import ConfigError, LinewatchError, SourceError
+from agent.errors import ConfigError, LinewatchError, SourceError, os_error_line
 from collector import config as cconfig
 
 BY_CHOICES = ("region", "isp", "city", "access")
@@ -169,12 +169,15 @@ def main(ctx: click.Context, config: str | None) -> None:
 
 
 def _run(fn):
+    """``fn()``, or its failure as one line (``linewatch-collector: ...``) and exit 1."""
     try:
         return fn()
-    except (SourceError, LinewatchError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except (LinewatchError, ValueError) as exc:
+        text = str(exc)
+    except OSError as exc:
+        text = os_error_line(exc)
+    click.echo(f"linewatch-collector: {text}", err=True)
+    sys.exit(1)
 
 
 @main.command("aggregate")
@@ -206,6 +209,7 @@ def aggregate_cmd(ctx, cache, config_path, stores, period, by, until, since, fmt
 @click.pass_context
 def report_cmd(ctx, cache, config_path, stores, period, by, until, since, out, title):
     """One self-contained HTML page to publish: tables, charts, events, method."""
+    from agent.files import write_atomic
     from collector import page
 
     cfg = _config(ctx, config_path)
@@ -213,22 +217,11 @@ def report_cmd(ctx, cache, config_path, stores, period, by, until, since, out, t
     result = _run(lambda: _aggregate(cfg, since, until, _by(by), period, stores, cache=cache))
     if title:
         result["title"] = title
-    write_atomic(Path(out), page.region_report(result), 0o644)
+    # The published page: readable by all (0644), written whole through a file of a random name.
+    _run(lambda: write_atomic(Path(out), page.region_report(result), 0o644))
     shown = sum(1 for c in result["cells"] if not c["suppressed"])
     click.echo(f"wrote {out}: {shown} cell(s) shown, "
                f"{len(result['cells']) - shown} suppressed, {len(result['events'])} regional event(s)")
-
-
-def write_atomic(path: Path, text: str, mode: int) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a page. ``mode``: the
-    published regional report is 0644; a worker's own line report is 0600 (agent side)."""
-    import os
-
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 @main.command("run")
