@@ -84,7 +84,7 @@ def collect(cfg: cconfig.CollectorConfig, start: float, end: float, stores: tupl
             ds, q = reader.read(start, end, kept, now,
                                 settle_s=cfg.collector.cache_settle_days * 86400)
         except SourceError as exc:
-            raise SourceError(sink.redact(str(exc))) from None
+            raise SourceError(f"{sink.url}: {sink.redact(str(exc))}") from None
         finally:
             reader.http.close()
             if kept is not None:
@@ -125,9 +125,11 @@ def _reader(cfg: cconfig.CollectorConfig):
 
     token = load_token(cfg.influx, source=cfg.source)
     sink = Sink(cfg.influx, token)
+    c = cfg.collector
     return Reader(sink.http("v1"), cfg.influx.database or cfg.influx.bucket,
                   cfg.influx.retention_policy, connect=lambda: sink.http("v1"),
-                  parallel=cfg.collector.parallel_queries), sink
+                  parallel=c.parallel_queries, max_answer_mb=c.max_answer_mb,
+                  query_timeout_s=c.query_timeout_s), sink
 
 
 def _aggregate(cfg, since, until, by, period, stores, now=None, cache="use"):
