@@ -246,3 +246,59 @@ def test_init_does_not_write_through_a_planted_symlink(tmp_path):
     assert not cfg.is_symlink() and 'region = "PK-PB"' in cfg.read_text()
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
 
+
+# -- the collector's cache of closed days ------------------------------------------------------
+
+def _cache_case(tmp_path: Path):
+    import hashlib
+
+    from tests.test_collector_answers import WINDOW, FakeInflux
+
+    srv = FakeInflux()
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    cfg = tmp_path / "collector.toml"
+    cfg.write_text(f'[influx]\nurl = "{srv.url}"\ndatabase = "linewatch"\n\n'
+                   f'[collector]\ncache_dir = "{cache_dir}"\n')
+    key = hashlib.sha256(f"{srv.url}\nlinewatch\n".encode()).hexdigest()[:20]
+    argv = [str(BIN / "linewatch-collector"), "aggregate", "--config", str(cfg), *WINDOW]
+    return srv, cache_dir / f"{key}.db", argv
+
+
+def test_the_cache_is_private_from_its_first_byte(tmp_path):
+    srv, db, argv = _cache_case(tmp_path)
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                           preexec_fn=lambda: os.umask(0o022))
+    finally:
+        srv.close()
+    assert p.returncode == 0, p.stderr
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600 and db.stat().st_uid == os.getuid()
+
+
+def test_a_symlink_planted_at_the_cache_name_is_not_followed(tmp_path):
+    srv, db, argv = _cache_case(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("")          # empty: SQLite would happily make it a database
+    db.symlink_to(victim)
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    finally:
+        srv.close()
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    [line] = p.stderr.splitlines()
+    assert line.startswith(f"linewatch-collector: {db}: ") and "link" in line, line
+    assert victim.read_bytes() == b""
+
+
+def test_a_damaged_cache_is_one_line(tmp_path):
+    srv, db, argv = _cache_case(tmp_path)
+    db.write_bytes(b"not a database, whatever its name says" * 200)
+    os.chmod(db, 0o600)
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    finally:
+        srv.close()
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    [line] = p.stderr.splitlines()
+    assert line.startswith(f"linewatch-collector: {db}: ") and "--cache off" in line, line
