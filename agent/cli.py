@@ -381,9 +381,9 @@ def report(config_path, since, until, out, tz, work_hours):
     import time
 
     from agent.errors import SourceError
+    from agent.files import write_atomic
     from agent.store import DB_NAME
     from collector import config as cconfig, line, page
-    from collector.cli import write_atomic
 
     cfg = _load(config_path)
     now = time.time()
@@ -592,6 +592,7 @@ def check(config_path, as_json):
 def init(config_path, region, city, isp, access, force):
     """Write a commented config file; asks for region, city, ISP and access type."""
     from agent import config
+    from agent.files import write_atomic
 
     path, _ = config.resolve_path(config_path)
     if path.exists() and not force:
@@ -613,9 +614,7 @@ def init(config_path, region, city, isp, access, force):
     except ConfigError as exc:
         _fail(str(exc), 2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
+    write_atomic(path, text, 0o600)  # a link planted at its name is replaced, never written through
     click.echo(f"wrote {path}")
     if sys.platform != "win32":  # no SIGHUP there
         from agent import lock

@@ -25,7 +25,9 @@ import gzip as gzip_mod
 import json
 import os
 import re
+import socket
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -154,18 +156,34 @@ def api_for_version(version: str | None) -> str:
     return "v2"
 
 
+# Cuts of an answer's body (Answer.cut): it went past the request's size limit, it did not
+# arrive in full within the request's deadline, or the server closed the connection early.
+CUT_SIZE, CUT_TIME, CUT_CLOSED = "size", "time", "closed"
+MAX_BODY_BYTES = 1 << 20   # writes and /ping: an answer is a status and a short message
+
+
 @dataclass(frozen=True)
 class Answer:
-    """What came back from one write: ``status`` None means no HTTP answer at all."""
+    """What came back from one request: ``status`` None means no HTTP answer at all. ``cut``
+    says why ``body`` is not the whole answer (CUT_SIZE, CUT_TIME, CUT_CLOSED), "" when it is."""
 
     status: int | None
     message: str = ""
     retry_after: str | None = None
     body: bytes = field(default=b"", repr=False, compare=False)  # the answer's body (queries read it)
+    cut: str = field(default="", compare=False)
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """A server's words made safe to print: one line (whitespace runs become one space), no
+    control characters (a terminal's escape sequences among them), at most ``limit``
+    characters."""
+    flat = " ".join(str(text).split())
+    return "".join(c if c.isprintable() else "?" for c in flat[:limit])
 
 
 def server_message(body: bytes | str | None, headers: Mapping[str, str] | None = None) -> str:
@@ -176,15 +194,15 @@ def server_message(body: bytes | str | None, headers: Mapping[str, str] | None =
         if isinstance(data, dict):
             for key in ("message", "error"):
                 if isinstance(data.get(key), str):
-                    return data[key][:500]
-    except ValueError:
+                    return one_line(data[key])
+    except (ValueError, RecursionError):
         pass
     if not text.strip() and headers:
         for h in ("X-Influxdb-Error", "X-Platform-Error-Code"):
             for k, v in headers.items():
                 if k.lower() == h.lower():
-                    return str(v)[:500]
-    return " ".join(text.split())[:500]
+                    return one_line(str(v))
+    return one_line(text)
 
 
 class HTTP:
@@ -222,38 +240,104 @@ class HTTP:
         return self._conn
 
     def request(self, method: str, path: str, body: bytes | None = None,
-                headers: Mapping[str, str] | None = None) -> tuple[Answer, dict[str, str]]:
+                headers: Mapping[str, str] | None = None, *, max_bytes: int = MAX_BODY_BYTES,
+                deadline_s: float | None = None) -> tuple[Answer, dict[str, str]]:
+        """One request. At most ``max_bytes`` of the answer's body are read (a longer one is cut:
+        ``Answer.cut`` CUT_SIZE, the connection closed). ``deadline_s``: the whole exchange,
+        from connecting to the body's last byte, gets that long (else CUT_TIME, status None);
+        without it only each silence is bounded (``timeout_s``), so a server sending a byte now
+        and then could keep the caller forever."""
         hdrs = {"User-Agent": USER_AGENT, **(headers or {})}
         if self.auth:
             hdrs["Authorization"] = self.auth
+        expired = threading.Event()
+        timer = None
+        if deadline_s is not None:
+            timer = threading.Timer(deadline_s, self._expire, (expired,))
+            timer.daemon = True
+            timer.start()
+        try:
+            return self._exchange(method, path, body, hdrs, max_bytes, expired, deadline_s)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, expired: threading.Event) -> None:
+        """The deadline passed: unblock whatever read is waiting by shutting the socket."""
+        expired.set()
+        sock = getattr(self._conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _exchange(self, method, path, body, hdrs, max_bytes, expired, deadline_s):
         for attempt in (0, 1):
             conn = self._connection()
             try:
                 conn.request(method, self.prefix + path, body=body, headers=hdrs)
+                if expired.is_set():   # it passed while connecting, before there was a socket
+                    raise TimeoutError("deadline")
                 resp = conn.getresponse()
-                data = resp.read()
+                data, cut = _read_body(resp, max_bytes, expired)
+                if cut == CUT_TIME:
+                    raise TimeoutError("deadline")
                 got = {k: v for k, v in resp.getheaders()}
-                if resp.getheader("Connection", "").lower() == "close":
-                    self.close()
+                if cut or resp.getheader("Connection", "").lower() == "close":
+                    self.close()   # the rest of a cut answer is never read
                 ans = Answer(resp.status, "" if 200 <= resp.status < 300 else server_message(data, got),
-                             resp.getheader("Retry-After"), data)
+                             resp.getheader("Retry-After"), data, cut)
                 return ans, got
             except (ConnectionResetError, BrokenPipeError) as exc:
                 self.close()
                 # A kept-alive connection the server closed meanwhile: one fresh try. A write is
                 # idempotent, so sending it again is safe.
-                if attempt == 0:
+                if attempt == 0 and not expired.is_set():
                     continue
+                if expired.is_set():
+                    break
                 return Answer(None, describe_error(exc)), {}
             except Exception as exc:  # noqa: BLE001 - every failure becomes an Answer
                 self.close()
+                if expired.is_set():
+                    break
                 return Answer(None, describe_error(exc)), {}
-        raise AssertionError("unreachable")
+        return Answer(None, f"no complete answer within {deadline_s:g} s", cut=CUT_TIME), {}
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _read_body(resp, max_bytes: int, expired: threading.Event) -> tuple[bytes, str]:
+    """The body, read a piece at a time (``read1``: at most one read from the socket each, so
+    a deadline stops a server that trickles), and why it is cut short ("" when whole)."""
+    import http.client
+
+    parts: list[bytes] = []
+    n = 0
+    while True:
+        if expired.is_set():
+            return b"".join(parts), CUT_TIME
+        try:
+            piece = resp.read1(min(1 << 16, max_bytes + 1 - n))
+        except http.client.IncompleteRead as exc:
+            parts.append(exc.partial)
+            return b"".join(parts), CUT_CLOSED
+        if not piece:
+            break
+        parts.append(piece)
+        n += len(piece)
+        if n > max_bytes:
+            return b"".join(parts)[:max_bytes], CUT_SIZE
+    if expired.is_set():
+        return b"".join(parts), CUT_TIME
+    if resp.length:  # a declared length the connection ended short of (read1 returns b"")
+        return b"".join(parts), CUT_CLOSED
+    resp.close()     # done: the connection may carry the next request
+    return b"".join(parts), ""
 
 
 def describe_error(exc: BaseException) -> str:

@@ -9,7 +9,10 @@ an hour the cache holds no watching time for (rows forwarded late); each (agent,
 about once (``asked_again``), so a server that really has no rounds for it (pruned on the agent
 before they were forwarded) is not asked on every run. Other late rows wait for ``--refresh``.
 
-One file per server and database (the name is a hash of both), mode 0600.
+One file per server and database (the name is a hash of both), mode 0600 from its first byte.
+``cache_dir`` may be set to a folder others can write: the file is made new by the collector
+(never through a link planted at its name; an existing link is refused), and a file that is not
+a cache is one line naming it, never a traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable
 
+from agent.errors import SourceError
 from collector.model import ObsHour, PingDay, Unit
 
 _SCHEMA = """
@@ -43,12 +47,26 @@ def default_dir(env=os.environ) -> Path:
 class Cache:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fresh = not path.exists()
         self.path = path
-        self.conn = sqlite3.connect(path)
-        if fresh:
-            os.chmod(path, 0o600)
-        self.conn.executescript(_SCHEMA)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0),
+                         0o600)
+            os.close(fd)
+        except FileExistsError:
+            if path.is_symlink():
+                raise SourceError(f"{path}: the cache file is a symbolic link, which the collector "
+                                  "does not follow: remove it, or set collector.cache_dir to a "
+                                  "folder of your own") from None
+        conn = None
+        try:
+            conn = sqlite3.connect(path)
+            conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise SourceError(f"{path}: not a cache this collector can read ({exc}): delete the "
+                              "file, or run with --cache off") from exc
+        self.conn = conn
 
     @classmethod
     def for_source(cls, directory: Path, url: str, database: str, rp: str) -> "Cache":

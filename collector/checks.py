@@ -42,10 +42,13 @@ def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
                         + (f"HTTP {ans.status}: {ans.message}" if ans.status else ans.message))]
     rows.append(("OK", "influx url", f"{sink.url} (version {version or 'not reported'})"))
     db = cfg.influx.database or cfg.influx.bucket
-    reader = Reader(sink.http("v1"), db, cfg.influx.retention_policy)
+    reader = Reader(sink.http("v1"), db, cfg.influx.retention_policy,
+                    max_answer_mb=cfg.collector.max_answer_mb,
+                    query_timeout_s=cfg.collector.query_timeout_s)
     try:
-        names = {v[0] for s in reader.query("SHOW MEASUREMENTS", "SHOW MEASUREMENTS")
-                 for v in s.get("values") or []}
+        # Rows are the server's words: only one-string rows name a measurement.
+        names = {v[0] for s in reader.query("SHOW MEASUREMENTS", "the SHOW MEASUREMENTS query")
+                 for v in s["values"] if isinstance(v, list) and v and isinstance(v[0], str)}
         rows.append(("OK", "influx query", f"database {db!r} answers InfluxQL"))
         wanted = ("round", "outage", "ping", "speedtest")
         missing = [m for m in wanted if m not in names]
@@ -54,7 +57,7 @@ def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
                                                 "written here (check the agents' influx settings)"))
         else:
             recent = reader.query('SELECT count("interval_s") FROM "round" WHERE time > now() - 1d '
-                                  'GROUP BY "agent"', "agents in the last day")
+                                  'GROUP BY "agent"', "the query for agents of the last day")
             detail = f"{len(recent)} agent(s) wrote rounds in the last 24 h"
             if missing:
                 detail += "; not yet written: " + ", ".join(missing)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from agent.errors import ConfigError, LinewatchError, SourceError
+from agent.errors import ConfigError, LinewatchError, SourceError, os_error_line
 from collector import config as cconfig
 
 BY_CHOICES = ("region", "isp", "city", "access")
@@ -84,7 +84,7 @@ def collect(cfg: cconfig.CollectorConfig, start: float, end: float, stores: tupl
             ds, q = reader.read(start, end, kept, now,
                                 settle_s=cfg.collector.cache_settle_days * 86400)
         except SourceError as exc:
-            raise SourceError(sink.redact(str(exc))) from None
+            raise SourceError(f"{sink.url}: {sink.redact(str(exc))}") from None
         finally:
             reader.http.close()
             if kept is not None:
@@ -125,9 +125,11 @@ def _reader(cfg: cconfig.CollectorConfig):
 
     token = load_token(cfg.influx, source=cfg.source)
     sink = Sink(cfg.influx, token)
+    c = cfg.collector
     return Reader(sink.http("v1"), cfg.influx.database or cfg.influx.bucket,
                   cfg.influx.retention_policy, connect=lambda: sink.http("v1"),
-                  parallel=cfg.collector.parallel_queries), sink
+                  parallel=c.parallel_queries, max_answer_mb=c.max_answer_mb,
+                  query_timeout_s=c.query_timeout_s), sink
 
 
 def _aggregate(cfg, since, until, by, period, stores, now=None, cache="use"):
@@ -169,12 +171,15 @@ def main(ctx: click.Context, config: str | None) -> None:
 
 
 def _run(fn):
+    """``fn()``, or its failure as one line (``linewatch-collector: ...``) and exit 1."""
     try:
         return fn()
-    except (SourceError, LinewatchError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except (LinewatchError, ValueError) as exc:
+        text = str(exc)
+    except OSError as exc:
+        text = os_error_line(exc)
+    click.echo(f"linewatch-collector: {text}", err=True)
+    sys.exit(1)
 
 
 @main.command("aggregate")
@@ -206,6 +211,7 @@ def aggregate_cmd(ctx, cache, config_path, stores, period, by, until, since, fmt
 @click.pass_context
 def report_cmd(ctx, cache, config_path, stores, period, by, until, since, out, title):
     """One self-contained HTML page to publish: tables, charts, events, method."""
+    from agent.files import write_atomic
     from collector import page
 
     cfg = _config(ctx, config_path)
@@ -213,22 +219,11 @@ def report_cmd(ctx, cache, config_path, stores, period, by, until, since, out, t
     result = _run(lambda: _aggregate(cfg, since, until, _by(by), period, stores, cache=cache))
     if title:
         result["title"] = title
-    write_atomic(Path(out), page.region_report(result), 0o644)
+    # The published page: readable by all (0644), written whole through a file of a random name.
+    _run(lambda: write_atomic(Path(out), page.region_report(result), 0o644))
     shown = sum(1 for c in result["cells"] if not c["suppressed"])
     click.echo(f"wrote {out}: {shown} cell(s) shown, "
                f"{len(result['cells']) - shown} suppressed, {len(result['events'])} regional event(s)")
-
-
-def write_atomic(path: Path, text: str, mode: int) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a page. ``mode``: the
-    published regional report is 0644; a worker's own line report is 0600 (agent side)."""
-    import os
-
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 @main.command("run")

@@ -137,6 +137,12 @@ class CollectorSection:
                                     "backlog) are read only with --refresh.", _between(0.5, 365))
     parallel_queries: int = _opt(2, "Queries sent to InfluxDB at once (InfluxDB 1.x works each "
                                  "on one core).", _between(1, 16))
+    max_answer_mb: int = _opt(256, "Largest answer one InfluxDB query may send, in MB (2^20 "
+                              "bytes): a larger one is refused, naming the query. A week of "
+                              "1,000 agents' hourly rows is a few MB.", _between(1, 4096))
+    query_timeout_s: float = _opt(900.0, "Longest time one InfluxDB query may take, from sending "
+                                  "it to the last byte of its answer (influx.timeout_s bounds "
+                                  "each silence within it).", _between(1, 86400))
     run_every_min: int = _opt(60, "linewatch-collector run: minutes between aggregations.",
                               _between(1, 10_080))
     run_since: str = _opt("35d", "linewatch-collector run: how far back each run looks (daily "

@@ -16,20 +16,37 @@ both over whole UTC days, a week per query at most, and kept in a local cache on
 The query text is built by pure functions (tested); :class:`Reader` is the thin I/O edge.
 Responses are read with ``chunked=true``: InfluxDB's row limit (max-row-limit) applies only to
 answers that are not chunked, so every row arrives.
+
+An answer comes from outside and is checked at every level before anything is made of it. Its
+size and the time it takes are bounded (``max_answer_mb``, ``query_timeout_s``). An answer
+that is not InfluxDB's shape (not JSON, ``NaN`` or ``Infinity``, which JSON has not, nesting
+beyond reason, ``series`` that is not a list of objects with a string ``name``, ``columns`` that
+are not strings...) is refused as a whole: one SourceError naming the query and where the shape
+broke. Rows that are bad one by one are rejected and counted (:func:`to_records`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Iterator
 from urllib.parse import urlencode
 
 from agent.errors import SourceError
+from agent.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME, one_line
 from agent.lineproto import unescape_tag
 from collector.model import Dataset, Episode, ObsHour, PingDay, Quality, SpeedTest, Unit
 
 TAGS = ("agent", "region", "isp", "city", "access", "site")
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
+# The measurement each kind of query reads, which names the query in messages.
+MEASUREMENT = {"obs": "round", "ping": "ping", "episode": "outage", "speed": "speedtest"}
+MAX_ANSWER_MB = 256        # defaults of [collector] max_answer_mb and query_timeout_s
+QUERY_TIMEOUT_S = 900.0
+# Times a row may carry when no window is given: 1970 to the end of year 9999 (what a datetime
+# can hold), in seconds.
+T_MIN, T_MAX = 0.0, 253402300799.0
+MAX_COUNT = 2 ** 53        # a count() past this is not a count of rounds (nor an SQLite integer)
 
 
 def ident(name: str) -> str:
@@ -108,23 +125,95 @@ def queries(start: float, end: float) -> list[tuple[str, str]]:
 
 
 def parse_answer(body: bytes, what: str) -> Iterator[dict]:
-    """The series of a (possibly chunked) /query answer; errors raise SourceError."""
-    for line in body.splitlines():
-        if not line.strip():
-            continue
+    """The series of a (possibly chunked: one JSON document a line) /query answer, each checked
+    to be InfluxDB's shape and returned as ``{"name": str, "tags": dict, "columns": [str, ...],
+    "values": list}`` (tag values and rows are checked by :func:`to_records`, which counts what
+    it rejects). ``what`` names the query ("the \"round\" query").
+
+    Raises SourceError: "the server's answer to <what> is not InfluxDB's (<where>: <what was
+    found>)" for another shape, "<what>: <message>" for an error the server reports."""
+    lines = [ln for ln in body.splitlines() if ln.strip()]
+    for n, line in enumerate(lines):
+        where = f"chunk {n + 1}: " if len(lines) > 1 else ""
         try:
-            doc = json.loads(line)
-        except ValueError as exc:
-            raise SourceError(f"{what}: the server's answer is not JSON ({exc})") from exc
-        if not isinstance(doc, dict):
-            raise SourceError(f"{what}: unexpected answer {line[:200]!r}")
-        if doc.get("error"):
-            raise SourceError(f"{what}: {doc['error']}")
-        for res in doc.get("results") or []:
-            if res.get("error"):
-                raise SourceError(f"{what}: {res['error']}")
-            for series in res.get("series") or []:
-                yield series
+            doc = json.loads(line, parse_constant=_refuse_constant)
+        except _Constant as exc:
+            raise _not_influx(what, f"{where}{exc}, which is not a JSON number") from None
+        except RecursionError:
+            raise _not_influx(what, f"{where}nested too deeply") from None
+        except ValueError as exc:       # UnicodeDecodeError too
+            raise _not_influx(what, f"{where}not JSON: {one_line(str(exc), 120)}") from None
+        yield from _series_of(doc, what, where)
+
+
+class _Constant(ValueError):
+    pass
+
+
+def _refuse_constant(name: str):
+    # Python's json reads NaN, Infinity and -Infinity; JSON (and InfluxDB) has no such thing.
+    raise _Constant(name)
+
+
+def _not_influx(what: str, detail: str) -> SourceError:
+    return SourceError(f"the server's answer to {what} is not InfluxDB's ({detail})")
+
+
+def _a(v) -> str:
+    """What a JSON value is, in words (never the value: it may be huge or hostile)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    return "an object" if isinstance(v, dict) else type(v).__name__
+
+
+def _expect(v, kind: type, where: str, what: str, *, absent=None):
+    """``v`` if it is a ``kind`` (None: ``absent``, when given), else the refusal."""
+    if v is None and absent is not None:
+        return absent
+    if not isinstance(v, kind):
+        noun = {list: "a list", dict: "an object", str: "a string"}[kind]
+        raise _not_influx(what, f"{where}: {_a(v)} where {noun} was expected")
+    return v
+
+
+def _server_error(v, where: str, what: str) -> None:
+    """An error the server reports (a string), or nothing (absent, null, empty)."""
+    if not v:
+        return
+    raise SourceError(f"{what}: {one_line(_expect(v, str, where, what), 300)}")
+
+
+def _series_of(doc, what: str, where: str) -> Iterator[dict]:
+    if not isinstance(doc, dict):
+        raise _not_influx(what, f"{where}{_a(doc)} where an object was expected")
+    _server_error(doc.get("error"), f"{where}error", what)
+    for i, res in enumerate(_expect(doc.get("results"), list, f"{where}results", what, absent=[])):
+        at = f"{where}results[{i}]"
+        _expect(res, dict, at, what)
+        _server_error(res.get("error"), f"{at}.error", what)
+        for j, series in enumerate(_expect(res.get("series"), list, f"{at}.series", what,
+                                           absent=[])):
+            yield checked_series(series, f"{at}.series[{j}]", what)
+
+
+def checked_series(series, where: str = "series", what: str = "the query") -> dict:
+    """One series in InfluxDB's shape (see :func:`parse_answer`), or the refusal."""
+    _expect(series, dict, where, what)
+    name = _expect(series.get("name"), str, f"{where}.name", what, absent="")
+    tags = _expect(series.get("tags"), dict, f"{where}.tags", what, absent={})
+    cols = _expect(series.get("columns"), list, f"{where}.columns", what)
+    for k, c in enumerate(cols):
+        _expect(c, str, f"{where}.columns[{k}]", what)
+    rows = _expect(series.get("values"), list, f"{where}.values", what, absent=[])
+    return {"name": name, "tags": tags, "columns": cols, "values": rows}
 
 
 def _unit(tags: dict) -> Unit | None:
@@ -134,55 +223,118 @@ def _unit(tags: dict) -> Unit | None:
     return Unit(unescape_tag(agent), *(unescape_tag(tags.get(k) or "") for k in TAGS[1:]))
 
 
+class _Reject(Exception):
+    """This row is rejected, counted under ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def _num(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    """A value: None when absent or not a number (a string, a boolean); a number that is not
+    finite (1e999 reads as infinity; an integer past a float's range) rejects the row."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        raise _Reject("not_a_number") from None
+    if not math.isfinite(f):
+        raise _Reject("not_a_number")
+    return f
 
 
-def to_records(kind: str, series: dict, q: Quality) -> Iterator:
-    """Records of one answered series. Rows without an agent tag or with a missing or non-numeric
-    value are rejected and counted (``missing_agent``, ``missing_value``)."""
-    unit = _unit(series.get("tags") or {})
-    cols = series.get("columns") or []
-    rows = series.get("values") or []
+def _count(v) -> int:
+    """A count() from the server: 0 when absent, else a whole number 0..MAX_COUNT."""
+    if v is None:
+        return 0
+    f = _num(v)
+    if f is None or not 0 <= f <= MAX_COUNT:
+        raise _Reject("bad_row")
+    return int(f)
+
+
+def _time(v, lo: float, hi: float) -> float | None:
+    """A row's time (epoch milliseconds) in seconds, or None when it is not a finite number
+    within [lo, hi] (a second's slack either side: epoch=ms truncates)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        t = float(v) / 1000.0      # epoch=ms: episode starts keep their milliseconds
+    except OverflowError:
+        return None
+    return t if lo - 1 <= t <= hi + 1 else None    # NaN and infinities fail this too
+
+
+def to_records(kind: str, series: dict, q: Quality,
+               window: tuple[float, float] | None = None) -> Iterator:
+    """Records of one answered series (as :func:`parse_answer` gives it; another shape raises
+    SourceError). ``window``: the [start, end) the query asked for, in seconds.
+
+    Rejected and counted (``q.rejected``), one row each: ``bad_tag`` (every row of a series
+    whose tag values are not all strings; null is an empty tag), ``missing_agent`` (no agent
+    tag), ``bad_row`` (not a list as long as ``columns``; a count that is negative or past
+    2^53), ``bad_time`` (a time that is not a number within the window, or
+    within 1970..9999 without one), ``not_a_number`` (a value past a float's range), and
+    ``missing_value`` (the row's value absent or not a number)."""
+    series = checked_series(series)
+    tags, cols, rows = series["tags"], series["columns"], series["values"]
+    if any(v is not None and not isinstance(v, str) for v in tags.values()):
+        q.rejected["bad_tag"] += len(rows)
+        return
+    tags = {k: v or "" for k, v in tags.items()}
+    unit = _unit(tags)
     if unit is None:
         q.rejected["missing_agent"] += len(rows)
         return
     ix = {c: i for i, c in enumerate(cols)}
-    tags = series.get("tags") or {}
+    lo, hi = window if window is not None else (T_MIN, T_MAX)
+    lo, hi = max(lo, T_MIN), min(hi, T_MAX)
     for row in rows:
-        get = lambda c: row[ix[c]] if c in ix and ix[c] < len(row) else None  # noqa: E731
-        t = _num(get("time"))
-        if t is None:
-            q.rejected["missing_value"] += 1
+        if not isinstance(row, list) or len(row) != len(cols):
+            q.rejected["bad_row"] += 1
             continue
-        t /= 1000.0  # epoch=ms: episode starts keep their milliseconds
-        if kind == "obs":
-            v = _num(get("observed_s"))
-            if v is None:
-                q.rejected["missing_value"] += 1
-                continue
-            yield ObsHour(unit, int(t), v)
-        elif kind == "ping":
-            answered = int(_num(get("rounds")) or 0)
-            rows, loss_sum = _num(get("rows")) or 0, _num(get("loss_sum"))
-            loss = ((loss_sum - 100.0 * (rows - answered)) / answered
-                    if answered and loss_sum is not None else None)
-            if not answered:
-                continue  # a day on which the target never answered: no latency, no loss figure
-            yield PingDay(unit, int(t), _num(get("p50")), _num(get("p95")), loss, answered,
-                          _num(get("rtt_min")), _num(get("rtt_max")))
-        elif kind == "episode":
-            d = _num(get("duration_s"))
-            if d is None:
-                q.rejected["missing_value"] += 1
-                continue
-            yield Episode(unit, tags.get("type") or "", tags.get("cause") or "", t, d)
-        elif kind == "speed":
-            down = _num(get("download_bps"))
-            if down is None:
-                q.rejected["missing_value"] += 1
-                continue
-            yield SpeedTest(unit, t, down, _num(get("upload_bps")))
+        get = lambda c: row[ix[c]] if c in ix else None  # noqa: E731
+        t = _time(get("time"), lo, hi)
+        if t is None:
+            q.rejected["bad_time"] += 1
+            continue
+        try:
+            rec = _record(kind, unit, tags, t, get)
+        except _Reject as r:
+            q.rejected[r.reason] += 1
+            continue
+        if rec is not None:
+            yield rec
+
+
+def _record(kind: str, unit: Unit, tags: dict, t: float, get):
+    """One row's record; None for a row that makes none (a day on which the target never
+    answered); _Reject for a bad one."""
+    if kind == "obs":
+        v = _num(get("observed_s"))
+        if v is None:
+            raise _Reject("missing_value")
+        return ObsHour(unit, int(t), v)
+    if kind == "ping":
+        answered = _count(get("rounds"))
+        if not answered:
+            return None  # a day on which the target never answered: no latency, no loss figure
+        rows, loss_sum = _count(get("rows")), _num(get("loss_sum"))
+        p50, p95, lo, hi = (_num(get(c)) for c in ("p50", "p95", "rtt_min", "rtt_max"))
+        loss = (loss_sum - 100.0 * (rows - answered)) / answered if loss_sum is not None else None
+        return PingDay(unit, int(t), p50, p95, loss, answered, lo, hi)
+    if kind == "episode":
+        d = _num(get("duration_s"))
+        if d is None:
+            raise _Reject("missing_value")
+        return Episode(unit, tags.get("type") or "", tags.get("cause") or "", t, d)
+    if kind == "speed":
+        down = _num(get("download_bps"))
+        if down is None:
+            raise _Reject("missing_value")
+        return SpeedTest(unit, t, down, _num(get("upload_bps")))
+    return None
 
 
 def late_hours(kept: set[int], obs, episodes, speeds, asked: set = frozenset()) -> set[tuple[str, int]]:
@@ -198,13 +350,19 @@ def late_hours(kept: set[int], obs, episodes, speeds, asked: set = frozenset()) 
         if hour - hour % DAY in kept and (agent, hour) not in seen and (agent, hour) not in asked:
             out.add((agent, hour))
 
+    if not kept:
+        return out
+    # Only hours on kept days can be late: an episode's walk is cut to them, so a row claiming
+    # to last 10^300 s (a hostile or broken server) costs at most the window's hours.
+    first, last = min(kept), max(kept) + DAY
     for t in speeds:
         check(t.unit.agent, int(t.time - t.time % 3600))
     for e in episodes:
         if e.cause == "host_down":
             continue
-        h = int(e.start - e.start % 3600)
-        while h < e.end:
+        h = max(int(e.start - e.start % 3600), first)
+        end = min(e.end, last)
+        while h < end:
             check(e.unit.agent, h)
             h += 3600
     return out
@@ -214,11 +372,15 @@ class Reader:
     """Runs the queries against one server. ``http`` is an agent.influx.HTTP (injected)."""
 
     def __init__(self, http, database: str, retention_policy: str = "", connect=None,
-                 parallel: int = 1) -> None:
+                 parallel: int = 1, max_answer_mb: int = MAX_ANSWER_MB,
+                 query_timeout_s: float = QUERY_TIMEOUT_S) -> None:
         """``connect()`` makes a further connection like ``http``: with ``parallel`` > 1, that
         many queries run at once (InfluxDB 1.x works a query on one core; the grouped queries of
-        different weeks are independent)."""
+        different weeks are independent). Each answer may be at most ``max_answer_mb`` MB (2^20
+        bytes) and must arrive in full within ``query_timeout_s`` of sending its query."""
         self.http = http
+        self.max_answer_mb = max_answer_mb
+        self.query_timeout_s = query_timeout_s
         self.connect = connect
         self.parallel = parallel if connect is not None else 1
         self.database = database
@@ -228,17 +390,23 @@ class Reader:
         self.cached_days = 0
         self.refreshed_days = 0     # kept days asked again because an agent's rows came late
 
-    def query(self, q: str, what: str = "query", http=None) -> list[dict]:
+    def query(self, q: str, what: str = "the query", http=None) -> list[dict]:
+        """The series of one query's answer (:func:`parse_answer`); ``what`` names the query in
+        errors ("the \"round\" query")."""
         http = http or self.http
         params = {"db": self.database, "epoch": "ms", "chunked": "true", "chunk_size": "20000"}
         if self.retention_policy:
             params["rp"] = self.retention_policy
         ans, _ = http.request("POST", "/query?" + urlencode(params),
-                                   body=urlencode({"q": q}).encode(),
-                                   headers={"Content-Type": "application/x-www-form-urlencoded",
-                                            "Accept": "application/json"})
+                              body=urlencode({"q": q}).encode(),
+                              headers={"Content-Type": "application/x-www-form-urlencoded",
+                                       "Accept": "application/json"},
+                              max_bytes=self.max_answer_mb << 20, deadline_s=self.query_timeout_s)
         self.queries += 1
         self.bytes += len(ans.body)
+        if ans.cut == CUT_TIME:
+            raise SourceError(f"the server's answer to {what} did not arrive in full within "
+                              f"{self.query_timeout_s:g} s (collector.query_timeout_s)")
         if ans.status is None:
             raise SourceError(f"{what}: no answer from InfluxDB: {ans.message}")
         if ans.status in (401, 403):
@@ -246,12 +414,19 @@ class Reader:
                               f"{ans.message}")
         if not ans.ok:
             raise SourceError(f"{what}: HTTP {ans.status}: {ans.message}")
+        if ans.cut == CUT_SIZE:
+            raise SourceError(f"the server's answer to {what} is larger than {self.max_answer_mb} "
+                              "MB (collector.max_answer_mb): narrow the window (--since) or raise "
+                              "the limit")
+        if ans.cut == CUT_CLOSED:
+            raise SourceError(f"the server's answer to {what} stopped after {len(ans.body):,} "
+                              "bytes: the connection closed before its end")
         return list(parse_answer(ans.body, what))
 
     def _run_all(self, todo: list[tuple[str, str]]):
         if self.parallel <= 1 or len(todo) < 2:
             for kind, text in todo:
-                yield self.query(text, f"InfluxDB {kind} query")
+                yield self.query(text, _what(kind))
             return
         import threading
         from concurrent.futures import ThreadPoolExecutor
@@ -266,7 +441,7 @@ class Reader:
                 with lock:
                     extra.append(local.http)
             kind, text = item
-            return self.query(text, f"InfluxDB {kind} query", local.http)
+            return self.query(text, _what(kind), local.http)
 
         try:
             with ThreadPoolExecutor(self.parallel) as pool:
@@ -284,13 +459,13 @@ class Reader:
         days = days_of(start, end)
         kept = cache.days() & set(days) if cache is not None else set()
         fetch = [d for d in days if d not in kept]
-        texts = [t for a, b in day_runs(fetch) for t in grouped_queries(a, b)]
-        todo = texts + raw_queries(start, end)
+        todo, windows = _with_windows([(a, b, grouped_queries(a, b)) for a, b in day_runs(fetch)]
+                                      + [(start, end, raw_queries(start, end))])
         # Chunked answers split a series over several chunks ("partial": more follows); each
         # chunk's rows are records of their own, so they are simply read in turn, in query order.
-        for (kind, _), answer in zip(todo, self._run_all(todo)):
+        for (kind, _), window, answer in zip(todo, windows, self._run_all(todo)):
             for series in answer:
-                got[kind].extend(to_records(kind, series, q))
+                got[kind].extend(to_records(kind, series, q, window))
         if cache is not None:
             limit = (now if now is not None else end) - settle_s
             cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"])
@@ -301,10 +476,11 @@ class Reader:
                 # An agent forwarded rows for a kept day after it was kept (it was offline):
                 # its outages are here but not its watching time. Ask again for those days.
                 fresh: dict[str, list] = {"obs": [], "ping": []}
-                texts = [t for a, b in day_runs(stale) for t in grouped_queries(a, b)]
-                for (kind, _), answer in zip(texts, self._run_all(texts)):
+                texts, windows = _with_windows([(a, b, grouped_queries(a, b))
+                                                for a, b in day_runs(stale)])
+                for (kind, _), window, answer in zip(texts, windows, self._run_all(texts)):
                     for series in answer:
-                        fresh[kind].extend(to_records(kind, series, q))
+                        fresh[kind].extend(to_records(kind, series, q, window))
                 cache.store(stale, fresh["obs"], fresh["ping"])
                 cache.mark_asked_again(late)
                 gone = set(stale)
@@ -317,3 +493,16 @@ class Reader:
         ds = Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
                      tuple(got["speed"]))
         return ds, q
+
+
+def _what(kind: str) -> str:
+    return f'the "{MEASUREMENT.get(kind, kind)}" query'
+
+
+def _with_windows(groups) -> tuple[list[tuple[str, str]], list[tuple[float, float]]]:
+    """(kind, text) of each query, and beside it the [start, end) it asks about."""
+    todo, windows = [], []
+    for a, b, qs in groups:
+        todo += qs
+        windows += [(float(a), float(b))] * len(qs)
+    return todo, windows

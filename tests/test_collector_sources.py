@@ -66,12 +66,13 @@ def test_grouped_queries_cover_whole_utc_days():
 @pytest.mark.parametrize("body,match", [
     (b'{"error":"database not found: x"}', "database not found"),
     (b'{"results":[{"statement_id":0,"error":"error parsing query"}]}', "error parsing query"),
-    (b"<html>proxy</html>", "not JSON"),
-    (b"[1,2]", "unexpected answer"),
+    (b"<html>proxy</html>", "not InfluxDB's \\(not JSON"),
+    (b"[1,2]", "not InfluxDB's \\(a list where an object was expected\\)"),
 ], ids=["top", "statement", "html", "list"])
 def test_bad_answers_raise_naming_the_query(body, match):
-    with pytest.raises(SourceError, match=match):
-        list(parse_answer(body, "InfluxDB obs query"))
+    with pytest.raises(SourceError, match=match) as err:
+        list(parse_answer(body, 'the "round" query'))
+    assert 'the "round" query' in str(err.value)
 
 
 def test_rows_without_agent_or_value_are_counted():

@@ -1,0 +1,422 @@
+"""Hostile or broken InfluxDB answers: the collector reads them into records or counted rejections,
+or refuses the answer as a whole in one line, never with a traceback.
+
+A real HTTP server on 127.0.0.1 plays InfluxDB (``/ping`` and ``/query``) and answers the
+``round`` query with each bad shape; the real ``linewatch-collector`` commands read it. The parser
+itself (``parse_answer`` and ``to_records``) is fuzzed with hypothesis: any bytes and any JSON-ish
+structure give records, counted rejections or a SourceError, within a bounded time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from agent.errors import SourceError
+from collector import influxql
+from collector.cache import Cache
+from collector.model import Episode, ObsHour, PingDay, Quality, SpeedTest, Unit
+
+BIN = Path(sys.executable).parent
+DAY = 86400
+START = (int(time.time()) // DAY - 5) * DAY        # a closed UTC day, five days back
+WINDOW = ["--since", time.strftime("%Y-%m-%d", time.gmtime(START)),
+          "--until", time.strftime("%Y-%m-%d", time.gmtime(START + 2 * DAY))]
+TAGS = {"agent": "a1", "region": "PK-PB", "isp": "PTCL", "city": "", "access": "", "site": ""}
+MS = 1000
+
+
+def _answer(*series: dict) -> bytes:
+    return json.dumps({"results": [{"statement_id": 0, "series": list(series)}]}).encode()
+
+
+def _round(values, tags=None, columns=("time", "observed_s")) -> dict:
+    return {"name": "round", "tags": dict(TAGS if tags is None else tags),
+            "columns": list(columns), "values": values}
+
+
+GOOD = [[(START + h * 3600) * MS, 3600] for h in range(3)]
+EMPTY = b'{"results":[{"statement_id":0}]}\n'
+
+
+# -- a server that plays InfluxDB --------------------------------------------------------------
+
+class FakeInflux:
+    """``GET /ping``: 204 with a version header. ``POST /query``: the ``round`` query (with
+    ``every_query``, every query) gets ``self.answer`` (bytes, or "cut", "huge", "trickle"),
+    every other query an empty answer."""
+
+    def __init__(self, every_query: bool = False) -> None:
+        self.answer: bytes | str = EMPTY
+        self.every_query = every_query
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(204)
+                self.send_header("X-Influxdb-Version", "1.8.10")
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                q = parse_qs(body.decode()).get("q", [""])[0]
+                what = owner.answer if owner.every_query or 'FROM "round"' in q else EMPTY
+                try:
+                    owner.send(self, what)
+                except OSError:       # the collector stopped reading: that is the point
+                    self.close_connection = True
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address) -> None:
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    @staticmethod
+    def send(h: BaseHTTPRequestHandler, what: bytes | str) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("X-Influxdb-Version", "1.8.10")
+        mb = b" " * (1 << 20)
+        if what == "cut":            # promises 100 MB, sends 1 MB, hangs up
+            h.send_header("Content-Length", str(100 << 20))
+            h.end_headers()
+            h.wfile.write(b'{"results":[' + mb)
+            h.close_connection = True
+        elif what == "huge":         # 100 MB of answer, no length given
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.wfile.write(b'{"results":[{"statement_id":0,"series":[')
+            for _ in range(100):
+                h.wfile.write(mb)
+            h.close_connection = True
+        elif what == "trickle":      # a byte at a time, never silent long enough to time out
+            h.send_header("Connection", "close")
+            h.end_headers()
+            for _ in range(600):
+                h.wfile.write(b" ")
+                h.wfile.flush()
+                time.sleep(0.1)
+            h.close_connection = True
+        else:
+            h.send_header("Content-Length", str(len(what)))
+            h.end_headers()
+            h.wfile.write(what)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    srv = FakeInflux()
+    yield srv
+    srv.close()
+
+
+def _config(tmp_path: Path, url: str, extra: str = "") -> Path:
+    cfg = tmp_path / "collector.toml"
+    cfg.write_text(f'[influx]\nurl = "{url}"\ndatabase = "linewatch"\ntimeout_s = 2\n\n'
+                   f'[collector]\nbootstrap = 100\n{extra}')
+    return cfg
+
+
+def _collector(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "linewatch-collector"), *args], capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ))
+
+
+def _deep(n: int) -> bytes:
+    return b'{"results":' + b"[" * n + b"]" * n + b"}"
+
+
+# Answers refused as a whole: (answer, words of the detail in parentheses).
+REFUSED = [
+    (_answer(_round([[(START * MS), float("nan")]])), "NaN"),
+    (_answer(_round([[float("inf"), 3600]])), "Infinity"),
+    (b'{"results":[{"statement_id":0,"series":"round"}]}', "results[0].series: a string where a list"),
+    (b'{"results":{"statement_id":0}}', "results: an object where a list"),
+    (b'{"results":[7]}', "results[0]: a number where an object"),
+    (_answer({**_round(GOOD), "name": 5}), "series[0].name: a number where a string"),
+    (_answer(_round(GOOD, columns=("time", 7))), "series[0].columns[1]: a number where a string"),
+    (_answer({**_round(GOOD), "tags": ["agent", "a1"]}), "series[0].tags: a list where an object"),
+    (_answer({**_round(GOOD), "values": {"0": [1, 2]}}), "series[0].values: an object where a list"),
+    (_answer({**_round(GOOD), "columns": None}), "series[0].columns: null where a list"),
+    (b'{"error": {"nested": ["garbage", {"x": [1, 2]}]}}', "error: an object where a string"),
+    (_deep(100_000), "nested too deeply"),
+    (b"[1, 2]", "a list where an object"),
+    (b"<html><body>502 Bad Gateway</body></html>", "not JSON"),
+    (b"\xff\xfe\x00garbage\x80", "not JSON"),
+    (b'{"results":[{"statement_id":' + b"7" * 5000 + b"}]}", "not JSON"),
+]
+REFUSED_IDS = ["nan-value", "infinity-time", "series-string", "results-object", "result-number",
+               "name-number", "column-number", "tags-list", "values-object", "columns-null",
+               "error-object", "nested-garbage", "top-list", "html", "binary", "huge-integer"]
+
+
+@pytest.mark.parametrize("answer,detail", REFUSED, ids=REFUSED_IDS)
+def test_a_malformed_answer_is_one_line_and_exit_1(fake, tmp_path, answer, detail):
+    fake.answer = answer
+    cfg = _config(tmp_path, fake.url)
+    p = _collector("aggregate", "--config", str(cfg), *WINDOW, "--cache", "off")
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    [line] = p.stderr.splitlines()
+    assert line.startswith(f"linewatch-collector: {fake.url}: the server's answer to the "
+                           "\"round\" query is not InfluxDB's ("), line
+    assert detail in line and line.endswith(")"), line
+    assert len(line) < 400
+
+
+# Answers whose bad rows are counted: (rows or series, {reason: count}).
+COUNTED = [
+    ([_round(GOOD), _round([[START * MS, 3600]], tags={**TAGS, "agent": 7})], {"bad_tag": 1}),
+    ([_round(GOOD), _round([[START * MS, 3600]], tags={**TAGS, "isp": ["x"]})], {"bad_tag": 1}),
+    ([_round(GOOD + [[START * MS]])], {"bad_row": 1}),
+    ([_round(GOOD + [[START * MS, 3600, 99]])], {"bad_row": 1}),
+    ([_round(GOOD + ["row", None, {"time": 1}])], {"bad_row": 3}),
+    ([_round(GOOD + [["2026-01-01T00:00:00Z", 3600], [None, 3600], [True, 3600]])], {"bad_time": 3}),
+    ([_round(GOOD + [[1e300, 3600], [-1e300, 3600], [0, 3600], [10 ** 400, 3600]])], {"bad_time": 4}),
+    ([_round(GOOD + [[(START + 7200) * MS, 10 ** 400]])], {"not_a_number": 1}),
+    ([_round(GOOD + [[(START + 7200) * MS, "many"], [(START + 3600) * MS, False]])],
+     {"missing_value": 2}),
+]
+COUNTED_IDS = ["integer-tag", "list-tag", "row-too-short", "row-too-long", "rows-not-lists",
+               "time-not-a-number", "time-out-of-range", "value-too-big", "value-not-a-number"]
+
+
+def _counted(series: list[dict]) -> bytes:
+    return json.dumps({"results": [{"statement_id": 0, "series": series}]}).encode()
+
+
+@pytest.mark.parametrize("series,counts", COUNTED, ids=COUNTED_IDS)
+def test_bad_rows_are_counted_rejections(fake, tmp_path, series, counts):
+    fake.answer = _counted(series)
+    cfg = _config(tmp_path, fake.url, "min_agents = 1\nmin_watch_h = 1\n")
+    p = _collector("aggregate", "--config", str(cfg), *WINDOW, "--cache", "off", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    cells = json.loads(p.stdout)
+    assert cells and cells[0]["agent_hours"] == pytest.approx(3.0)    # the good rows still count
+    quality = next(ln for ln in p.stderr.splitlines() if ln.startswith("data quality:"))
+    rejected = quality.split("rejected: ", 1)[1].split(";", 1)[0]
+    assert rejected == ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), quality
+
+
+def test_an_answer_cut_off_is_one_line(fake, tmp_path):
+    fake.answer = "cut"
+    cfg = _config(tmp_path, fake.url)
+    p = _collector("aggregate", "--config", str(cfg), *WINDOW, "--cache", "off")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    [line] = p.stderr.splitlines()
+    assert line.startswith(f"linewatch-collector: {fake.url}: the server's answer to the "
+                           "\"round\" query stopped after "), line
+
+
+def test_a_huge_answer_is_refused_after_the_limit(fake, tmp_path):
+    fake.answer = "huge"
+    cfg = _config(tmp_path, fake.url, "max_answer_mb = 2\n")
+    p = _collector("aggregate", "--config", str(cfg), *WINDOW, "--cache", "off")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    [line] = p.stderr.splitlines()
+    assert line == (f"linewatch-collector: {fake.url}: the server's answer to the \"round\" query "
+                    "is larger than 2 MB (collector.max_answer_mb): narrow the window (--since) "
+                    "or raise the limit"), line
+
+
+def test_a_trickling_answer_is_given_up_after_the_query_timeout(fake, tmp_path):
+    fake.answer = "trickle"
+    cfg = _config(tmp_path, fake.url, "query_timeout_s = 3\n")
+    t0 = time.monotonic()
+    p = _collector("aggregate", "--config", str(cfg), *WINDOW, "--cache", "off", timeout=60)
+    took = time.monotonic() - t0
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    [line] = p.stderr.splitlines()
+    assert line == (f"linewatch-collector: {fake.url}: the server's answer to the \"round\" query "
+                    "did not arrive in full within 3 s (collector.query_timeout_s)"), line
+    assert took < 3 + 2 + 10     # the limit, one socket timeout (influx.timeout_s), start-up
+
+
+def test_a_server_error_with_control_characters_is_one_line(fake, tmp_path):
+    fake.answer = json.dumps({"error": "bad\nthing\x1b[31m" + "x" * 5000}).encode()
+    cfg = _config(tmp_path, fake.url)
+    p = _collector("aggregate", "--config", str(cfg), *WINDOW, "--cache", "off")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    [line] = p.stderr.splitlines()
+    assert "\x1b" not in line and len(line) < 600 and "bad thing" in line, line
+
+
+@pytest.mark.parametrize("answer", [
+    b'{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],'
+    b'"values":[[], [5], [["round"]], "x", null, ["round"]]}]}]}',
+    b'{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],'
+    b'"values":[[{"a":1}]]}]}]}',
+    b'{"results":[{"series":7}]}',
+], ids=["odd-rows", "object-name", "series-number"])
+def test_check_reads_hostile_answers_without_a_traceback(tmp_path, answer):
+    srv = FakeInflux(every_query=True)     # SHOW MEASUREMENTS too
+    srv.answer = answer
+    try:
+        cfg = _config(tmp_path, srv.url)
+        p = _collector("check", "--config", str(cfg))
+    finally:
+        srv.close()
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
+    assert p.returncode in (0, 1), p.stderr
+    assert "influx query" in p.stdout or "influx data" in p.stdout
+
+
+def test_late_hours_is_bounded_by_the_kept_days():
+    """An outage row lasting 10^300 s (finite, so it passes as a number) must not make the
+    search for late rows walk 10^296 hours."""
+    unit = Unit("a1", "PK-PB")
+    ep = Episode(unit, "power", "ac_lost", float(START), 1e300)
+
+    def alarm(*_):
+        raise TimeoutError("late_hours did not return within 5 s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(5)
+    try:
+        late = influxql.late_hours({START}, [], [ep], [])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert late == {("a1", START + h * 3600) for h in range(24)}
+
+
+# -- the parser, fuzzed -----------------------------------------------------------------------
+
+KINDS = ("obs", "ping", "episode", "speed")
+COLUMNS = {"obs": ["time", "observed_s"],
+           "ping": ["time", "p50", "p95", "loss_sum", "rows", "rounds", "rtt_min", "rtt_max"],
+           "episode": ["time", "duration_s"],
+           "speed": ["time", "download_bps", "upload_bps"]}
+FUZZ_WINDOW = (float(START), float(START + 2 * DAY))
+
+numbers = st.one_of(st.integers(), st.integers(min_value=-10 ** 400, max_value=10 ** 400),
+                    st.floats(allow_nan=True, allow_infinity=True),
+                    st.sampled_from([START * MS, (START + 3600) * MS, 0, -1, 2 ** 63, 1e300]))
+scalars = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=8))
+json_ish = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=20)
+
+
+def _maybe(good, bad=json_ish):
+    return st.one_of(good, good, good, bad)
+
+
+def _series():
+    tag = st.one_of(st.sampled_from(["a1", "a2", "", "PK-PB", "x\\ny"]), st.none(), json_ish)
+    tags = st.dictionaries(st.sampled_from(list(TAGS) + ["type", "cause"]), tag, max_size=8)
+    kind = st.sampled_from(KINDS)
+    return kind.flatmap(lambda k: st.fixed_dictionaries({
+        "name": _maybe(st.just("round")),
+        "tags": _maybe(tags),
+        "columns": _maybe(st.just(COLUMNS[k])),
+        "values": _maybe(st.lists(_maybe(st.lists(_maybe(numbers, scalars),
+                                                  min_size=len(COLUMNS[k]) - 1,
+                                                  max_size=len(COLUMNS[k]) + 1)), max_size=6)),
+    }))
+
+
+answers = st.one_of(
+    st.fixed_dictionaries({"results": _maybe(st.lists(_maybe(st.fixed_dictionaries({
+        "statement_id": _maybe(st.just(0)),
+        "series": _maybe(st.lists(_maybe(_series()), max_size=3))})), max_size=2))}),
+    st.fixed_dictionaries({"error": json_ish}),
+    json_ish)
+
+
+def _body(doc, chunks: int) -> bytes:
+    text = json.dumps(doc, allow_nan=True)
+    return ("\n".join([text] * chunks)).encode()
+
+
+_cache_dir = tempfile.TemporaryDirectory(prefix="fuzz-cache-")
+_cache = Cache(Path(_cache_dir.name) / "fuzz.db")
+
+
+def _check_records(recs: list, q: Quality) -> None:
+    for r in recs:
+        assert isinstance(r, (ObsHour, PingDay, Episode, SpeedTest))
+        assert isinstance(r.unit, Unit) and all(isinstance(getattr(r.unit, f), str)
+                                                for f in ("agent", "region", "isp", "city",
+                                                          "access", "site"))
+        assert r.unit.agent
+        t = r.hour if isinstance(r, ObsHour) else r.day if isinstance(r, PingDay) else \
+            r.start if isinstance(r, Episode) else r.time
+        assert FUZZ_WINDOW[0] - 1 <= t <= FUZZ_WINDOW[1] + 1
+        for v in vars(r).values():
+            if isinstance(v, float):
+                assert math.isfinite(v)
+        if isinstance(r, PingDay):
+            assert isinstance(r.rounds, int) and 0 < r.rounds <= 2 ** 53
+    assert all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in q.rejected.items())
+    days = [START, START + DAY]
+    _cache.store(days, [r for r in recs if isinstance(r, ObsHour)],
+                 [r for r in recs if isinstance(r, PingDay)])
+    _cache.load(days)
+    influxql.late_hours(set(days), [], [r for r in recs if isinstance(r, Episode)],
+                        [r for r in recs if isinstance(r, SpeedTest)])
+
+
+def _read(body: bytes) -> None:
+    q = Quality()
+    try:
+        series = list(influxql.parse_answer(body, 'the "round" query'))
+    except SourceError as exc:
+        text = str(exc)
+        assert "\n" not in text and len(text) < 1000
+        return
+    for s in series:
+        for kind in KINDS:
+            _check_records(list(influxql.to_records(kind, s, q, FUZZ_WINDOW)), q)
+
+
+FUZZ = settings(max_examples=400, deadline=2000, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_any_bytes_give_records_or_one_error(body):
+    _read(body)
+
+
+@FUZZ
+@given(answers, st.integers(1, 3))
+def test_any_json_gives_records_rejections_or_one_error(doc, chunks):
+    _read(_body(doc, chunks))
+
+
+@FUZZ
+@given(st.lists(_series(), min_size=1, max_size=3))
+def test_influxdb_shaped_answers_give_records_or_rejections(series):
+    _read(_body({"results": [{"statement_id": 0, "series": series}]}, 1))
