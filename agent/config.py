@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from agent.errors import ConfigError
+from agent.secret import redact_value
 
 # Pakistan's ISO 3166-2 codes; any other well-formed ISO 3166-2 code is accepted too.
 PK_REGIONS: dict[str, str] = {
@@ -133,7 +134,7 @@ def _each(check: Check) -> Check:
         for i, v in enumerate(values):
             problem = check(v)
             if problem:
-                return f"[{i}] {v!r}: {problem}"
+                return f"[{i}] {_show(v)}: {problem}"
         return None
     return run
 
@@ -227,7 +228,7 @@ def region_code(text: str) -> tuple[str, bool]:
         return f"PK-{key[2:].upper()}", False
     if key in _CITY_TO_CODE:
         return _CITY_TO_CODE[key], True
-    raise ValueError(f"{text!r} is not a region linewatch knows: expected a province or territory "
+    raise ValueError(f"{_show(text)} is not a region linewatch knows: expected a province or territory "
                      "(Punjab, Sindh, KPK, Balochistan, Islamabad, GB, AJK) or an ISO 3166-2 code "
                      "(" + ", ".join(sorted(PK_REGIONS)) + ")")
 
@@ -238,7 +239,7 @@ def access_type(text: str) -> str:
     value = text.strip().lower()
     value = _ACCESS_ALIASES.get(value, value)
     if value and value not in ACCESS_TYPES:
-        raise ValueError(f"{text.strip()!r} is not an access type: one of " + ", ".join(ACCESS_TYPES))
+        raise ValueError(f"{_show(text.strip())} is not an access type: one of " + ", ".join(ACCESS_TYPES))
     return value
 
 
@@ -542,8 +543,7 @@ def _section(cls: type, name: str, data: Mapping[str, Any], source: str) -> Any:
             raise ConfigError(source, where, "unknown key; expected one of " + ", ".join(known))
         f = known[key]
         value = _coerce(raw, _default_of(f), source, where)
-        check = f.metadata.get("check")
-        problem = check(value) if check else None
+        problem = _problem(f, value)
         if problem:
             raise ConfigError(source, where, f"{problem}, got {_show(raw)}")
         values[key] = value
@@ -601,21 +601,36 @@ def finish(cfg: Config, env: Mapping[str, str] = os.environ) -> Config:
 
 
 def _show(v: Any) -> str:
+    """A value as a message shows it: a password in a URL (``power.ups``, ``influx.url``, or
+    one typed where it does not belong) masked by :func:`agent.secret.redact_value`."""
     if isinstance(v, str):
-        return repr(v)
+        return repr(redact_value(v))
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, dict):
         return "a table"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
     return repr(v)
+
+
+def _problem(f, value: Any) -> str | None:
+    """What field ``f``'s check says of ``value``, with any echo of the value in it shown as
+    :func:`_show` shows it (the parsers behind the checks quote what they were given)."""
+    check = f.metadata.get("check")
+    problem = check(value) if check else None
+    if not problem:
+        return problem
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, str) and redact_value(v) != v:
+            problem = problem.replace(repr(v), repr(redact_value(v))).replace(v, redact_value(v))
+    return problem
 
 
 def check_value(section: str, key: str, value: Any) -> str | None:
     """What the config file expects of ``section.key`` if ``value`` is wrong, else None (for
     answers checked one by one, as ``init`` does at its prompts)."""
-    f = next(f for f in fields(SECTIONS[section]) if f.name == key)
-    check = f.metadata.get("check")
-    return check(value) if check else None
+    return _problem(next(f for f in fields(SECTIONS[section]) if f.name == key), value)
 
 
 # -- reloading --------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from agent.errors import ConfigError, MethodUnavailable, StoreCorrupt, StoreErro
 from agent.model import Episode, Sample
 from agent.probes.gateway import gateway_mac, site_id
 from agent.round import Prober, Probes, Round
+from agent.secret import redact_value
 from agent.store import MAX_PENDING_SAMPLES, Store, Trouble
 
 log = logging.getLogger("linewatch")
@@ -597,7 +598,7 @@ class Agent:
         if self.forwarder is not None:
             sched.every(self.cfg.influx.push_interval_s, self._guarded(self.push, "push"), "push",
                         first_in_s=2.0)
-            log.info("forwarding to %s (%s)", self.cfg.influx.url, self.cfg.influx.api)
+            log.info("forwarding to %s (%s)", redact_value(self.cfg.influx.url), self.cfg.influx.api)
             if not self.cfg.influx.verify_tls:
                 log.warning("influx.verify_tls is false: the server's certificate is not checked")
         log.info("linewatch agent %s started: every %gs, targets %s, store %s", self.id,
