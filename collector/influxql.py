@@ -21,7 +21,7 @@ answers that are not chunked, so every row arrives.
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlencode
 
 from agent.errors import SourceError
@@ -107,8 +107,10 @@ def queries(start: float, end: float) -> list[tuple[str, str]]:
     return out + raw_queries(start, end)
 
 
-def parse_answer(body: bytes, what: str) -> Iterator[dict]:
-    """The series of a (possibly chunked) /query answer; errors raise SourceError."""
+def parse_answer(body: bytes, what: str,
+                 redact: Callable[[str], str] = lambda text: text) -> Iterator[dict]:
+    """The series of a (possibly chunked) /query answer; errors raise SourceError, their quotes
+    of the answer passed through ``redact`` (the credential out) before any cut."""
     for line in body.splitlines():
         if not line.strip():
             continue
@@ -117,12 +119,13 @@ def parse_answer(body: bytes, what: str) -> Iterator[dict]:
         except ValueError as exc:
             raise SourceError(f"{what}: the server's answer is not JSON ({exc})") from exc
         if not isinstance(doc, dict):
-            raise SourceError(f"{what}: unexpected answer {line[:200]!r}")
+            quoted = redact(line.decode("utf-8", "replace"))[:200]
+            raise SourceError(f"{what}: unexpected answer {quoted!r}")
         if doc.get("error"):
-            raise SourceError(f"{what}: {doc['error']}")
+            raise SourceError(f"{what}: {redact(str(doc['error']))}")
         for res in doc.get("results") or []:
             if res.get("error"):
-                raise SourceError(f"{what}: {res['error']}")
+                raise SourceError(f"{what}: {redact(str(res['error']))}")
             for series in res.get("series") or []:
                 yield series
 
@@ -246,7 +249,7 @@ class Reader:
                               f"{ans.message}")
         if not ans.ok:
             raise SourceError(f"{what}: HTTP {ans.status}: {ans.message}")
-        return list(parse_answer(ans.body, what))
+        return list(parse_answer(ans.body, what, http.redact))
 
     def _run_all(self, todo: list[tuple[str, str]]):
         if self.parallel <= 1 or len(todo) < 2:

@@ -61,6 +61,7 @@ from urllib.parse import quote, unquote
 from agent.clock import Clock
 from agent.errors import ProbeError
 from agent.model import Sample
+from agent.secret import redact
 
 DEFAULT_PORT = 3493
 
@@ -288,12 +289,9 @@ def _split_authority(authority: str) -> tuple[str, int]:
 
 # -- protocol: pure helpers --------------------------------------------------------------------
 
-def _scrub(text: str, secret: str | None) -> str:
-    """``text`` with the password (raw and as quoted on the wire) replaced by ``***``."""
-    if secret:
-        for form in sorted({secret, quote_arg(secret)[1:-1]}, key=len, reverse=True):
-            text = text.replace(form, "***")
-    return text
+def _scrub(text: str, password: str | None) -> str:
+    """``text`` without the password, in any form (raw, as quoted on the wire, ...)."""
+    return redact(text, password)
 
 
 def _excerpt(line: str, secret: str | None = None) -> str:
