@@ -189,24 +189,32 @@ def check_battery(cfg: Config) -> dict:
     return _r("battery", "ok", f"AC adapter watched: {state}{charge}")
 
 
-def check_ups(cfg: Config) -> dict:
+def check_ups(cfg: Config) -> list[dict]:
+    """The UPS server, read once as the agent reads it, after where its password is kept."""
     if not cfg.power.ups:
-        return _r("ups", "ok", "none configured (power.ups)")
-    from agent.probes.ups import NutError, measure, parse_nut_url
+        return [_r("ups", "ok", "none configured (power.ups)")]
+    from agent.errors import ConfigError
+    from agent.probes.ups import PASSWORD_PLACES, NutError, load_url, measure
 
-    url = parse_nut_url(cfg.power.ups)
+    try:
+        url, warnings = load_url(cfg.power, os.environ, cfg.source)
+    except ConfigError as exc:
+        return [_r("ups password", "fail", str(exc),
+                   f"keep the password in {PASSWORD_PLACES}, readable by the agent's user")]
+    rows = [_r("ups password", "warn", w, "chmod 600 the file, or move the password out of the "
+               "config file") for w in warnings]
     try:
         s = measure(url, timeout_s=2.0, clock=SystemClock())
     except NutError as exc:
         fixes = {"unreachable": "start the NUT server (upsd) or correct the host and port in power.ups",
                  "unknown_ups": "list the server's UPS names with `upsc -l HOST` and correct power.ups",
-                 "access_denied": "check the user and password in power.ups against upsd.users",
+                 "access_denied": "check the user in power.ups and its password against upsd.users",
                  "stale": "the NUT driver lost contact with the UPS: check its cable and driver"}
-        return _r("ups", "warn", f"{exc} (the agent keeps measuring without it)",
-                  fixes.get(getattr(exc, "kind", ""), "check power.ups"))
+        return rows + [_r("ups", "warn", f"{exc} (the agent keeps measuring without it)",
+                          fixes.get(getattr(exc, "kind", ""), "check power.ups"))]
     f = s.fields
     charge = f", charge {f['charge_pct']:.0f} %" if "charge_pct" in f else ""
-    return _r("ups", "ok", f"{url}: status {f.get('status')}{charge}")
+    return rows + [_r("ups", "ok", f"{url}: status {f.get('status')}{charge}")]
 
 
 def check_host(cfg: Config) -> dict:

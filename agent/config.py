@@ -157,7 +157,7 @@ def _parses(module: str, func: str, allow_empty: bool = False) -> Check:
 
 _check_target = _parses("agent.probes.target", "parse_target")
 _check_dns_name = _parses("agent.probes.dns", "validate_name")
-_check_ups = _parses("agent.probes.ups", "parse_nut_url", allow_empty=True)
+_check_ups = _parses("agent.probes.ups", "check_nut_url", allow_empty=True)
 _check_tag = _parses("agent.lineproto", "check_tag_value", allow_empty=True)
 _check_influx_url = _parses("agent.influx", "parse_url", allow_empty=True)
 
@@ -315,11 +315,20 @@ class OutageSection:
 class PowerSection:
     battery: str = _opt("auto", '"auto": watch the laptop\'s AC adapter and battery when there is '
                         'one; "off": do not.', _one_of("auto", "off"))
-    ups: str = _opt("", "A UPS through Network UPS Tools: nut://[user:password@]host[:3493]/upsname. "
+    ups: str = _opt("", "A UPS through Network UPS Tools: nut://[user@]host[:3493]/upsname. "
                     "Empty: no UPS. Reading needs no credentials (upsd checks them only for "
                     "commands) and NUT sends them in clear text: leave them out unless your server "
-                    "requires them. The password is never printed.", _check_ups,
+                    "requires them. With a user, keep the password out of this file (which the "
+                    "service's user, and often everyone, can read): in ups_password_file, "
+                    "$LINEWATCH_UPS_PASSWORD or the systemd credential ups-password. "
+                    "nut://user:password@host/ups works too, and `run` and `check` warn while "
+                    "this file is readable by others. The password is never printed.", _check_ups,
                     "nut://localhost/ups")
+    ups_password_file: str = _opt("", "File holding the password of the user power.ups names "
+                                  "(one line; keep it private: chmod 600). The password is read "
+                                  "from $LINEWATCH_UPS_PASSWORD first, then this file, then the "
+                                  "systemd credential ups-password ($CREDENTIALS_DIRECTORY).",
+                                  example="/etc/linewatch/ups-password")
     poll_s: float = _opt(5.0, "Seconds between readings of the AC adapter and the UPS; a power cut "
                          "is recorded within one of these.", _between(0.5, 300))
 
@@ -586,6 +595,18 @@ def _cross_checks(cfg: Config, timeout_set: bool) -> None:
     if timeout_set and p.timeout_s >= p.interval_s:
         raise ConfigError(cfg.source, "probe.timeout_s",
                           f"must be shorter than probe.interval_s ({p.interval_s:g}), got {p.timeout_s:g}")
+    w = cfg.power
+    if w.ups_password_file:
+        # Imported here for cost, as the checks above are: the config stays light.
+        from agent.probes.ups import url_credentials
+
+        user, password = url_credentials(w.ups) if w.ups else (False, False)
+        if not user:
+            raise ConfigError(cfg.source, "power.ups_password_file", "set, but power.ups names no "
+                              "user: nut://user@host/ups")
+        if password:
+            raise ConfigError(cfg.source, "power.ups_password_file", "set, but power.ups holds a "
+                              "password too: keep it in one place (nut://user@host/ups)")
     i = cfg.influx
     if i.url and not (i.bucket or i.database):
         key = "influx.database" if i.api == "v1" else "influx.bucket"

@@ -123,3 +123,10 @@ def test_sysctl_dropin_allows_unprivileged_icmp(tmp_path):
         assert after.returncode == 0 and after.stdout.strip() == "ok", after.stderr
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_the_ups_password_credential_verifies(tmp_path):
+    (f,) = installed(tmp_path, "linewatch-agent.service", dropin="ups-password.conf")
+    assert "LoadCredential=ups-password:" in f.read_text()
+    r = analyze("verify", f.name, cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
