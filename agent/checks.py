@@ -12,6 +12,7 @@ import stat
 
 from agent.clock import SystemClock
 from agent.config import Config
+from agent.secret import redact_value
 from agent.words import plural
 
 
@@ -188,24 +189,32 @@ def check_battery(cfg: Config) -> dict:
     return _r("battery", "ok", f"AC adapter watched: {state}{charge}")
 
 
-def check_ups(cfg: Config) -> dict:
+def check_ups(cfg: Config) -> list[dict]:
+    """The UPS server, read once as the agent reads it, after where its password is kept."""
     if not cfg.power.ups:
-        return _r("ups", "ok", "none configured (power.ups)")
-    from agent.probes.ups import NutError, measure, parse_nut_url
+        return [_r("ups", "ok", "none configured (power.ups)")]
+    from agent.errors import ConfigError
+    from agent.probes.ups import PASSWORD_PLACES, NutError, load_url, measure
 
-    url = parse_nut_url(cfg.power.ups)
+    try:
+        url, warnings = load_url(cfg.power, os.environ, cfg.source)
+    except ConfigError as exc:
+        return [_r("ups password", "fail", str(exc),
+                   f"keep the password in {PASSWORD_PLACES}, readable by the agent's user")]
+    rows = [_r("ups password", "warn", w, "chmod 600 the file, or move the password out of the "
+               "config file") for w in warnings]
     try:
         s = measure(url, timeout_s=2.0, clock=SystemClock())
     except NutError as exc:
         fixes = {"unreachable": "start the NUT server (upsd) or correct the host and port in power.ups",
                  "unknown_ups": "list the server's UPS names with `upsc -l HOST` and correct power.ups",
-                 "access_denied": "check the user and password in power.ups against upsd.users",
+                 "access_denied": "check the user in power.ups and its password against upsd.users",
                  "stale": "the NUT driver lost contact with the UPS: check its cable and driver"}
-        return _r("ups", "warn", f"{exc} (the agent keeps measuring without it)",
-                  fixes.get(getattr(exc, "kind", ""), "check power.ups"))
+        return rows + [_r("ups", "warn", f"{exc} (the agent keeps measuring without it)",
+                          fixes.get(getattr(exc, "kind", ""), "check power.ups"))]
     f = s.fields
     charge = f", charge {f['charge_pct']:.0f} %" if "charge_pct" in f else ""
-    return _r("ups", "ok", f"{url}: status {f.get('status')}{charge}")
+    return rows + [_r("ups", "ok", f"{url}: status {f.get('status')}{charge}")]
 
 
 def check_host(cfg: Config) -> dict:
@@ -244,14 +253,15 @@ def check_influx(cfg: Config) -> list[dict]:
         rows.append(_r("influx tls", "warn", "the token crosses the network unencrypted (http://)",
                        "use https:// for a server on another machine"))
     sink = Sink(i, token)
+    shown = redact_value(sink.url)
     ans, version = sink.ping()
     if ans.status is None:
-        return rows + [_r("influx url", "fail", f"{sink.url}: {ans.message}",
+        return rows + [_r("influx url", "fail", f"{shown}: {ans.message}",
                           "check influx.url (scheme, host, port) and that the server runs")]
     api = i.api if i.api != "auto" else api_for_version(version)
     target = target_for(i, api)
     said = f"version {version}" if version else "no version header"
-    rows.append(_r("influx url", "ok", f"{sink.url} answers ({said}); writing with {target.describe()}"))
+    rows.append(_r("influx url", "ok", f"{shown} answers ({said}); writing with {target.describe()}"))
     path = ("/write?" + _q({"db": target.database, "rp": target.retention_policy, "precision": "ns"})
             if api == "v1" else
             "/api/v2/write?" + _q({"bucket": target.bucket, "org": target.org, "precision": "ns"}))
@@ -277,7 +287,7 @@ def check_influx(cfg: Config) -> list[dict]:
     elif w.status == 404 and "page not found" in msg.lower():
         hint = ('set influx.api = "v1" (InfluxDB 1.x older than 1.8 has no /api/v2/write)'
                 if api == "v2" else "check influx.url and influx.api")
-        rows.append(_r("influx url", "fail", f"{sink.url}{path.split('?')[0]} does not exist (404)", hint))
+        rows.append(_r("influx url", "fail", f"{shown}{path.split('?')[0]} does not exist (404)", hint))
     elif w.status == 404:
         rows.append(_r("influx credentials", "ok", f"accepted ({creds})"))
         thing = "org" if "org" in msg.lower() and "bucket" not in msg.lower() else where
@@ -317,7 +327,7 @@ def check_speedtest(cfg: Config) -> dict:
         body = resp.read(9)
         conn.close()
     except OSError as exc:
-        return _r("speedtest", "fail", f"{st.server_url}: cannot reach the server ({exc})",
+        return _r("speedtest", "fail", f"{redact_value(st.server_url)}: cannot reach the server ({exc})",
                   "check speedtest.server_url and that the server runs")
     if resp.status != 200 or body != b"test=test":
         return _r("speedtest", "fail", f"{u.scheme}://{u.netloc}{path} answered {resp.status}, not "

@@ -20,6 +20,7 @@ import click
 
 from agent import __version__
 from agent.errors import ConfigError, LinewatchError, os_error_line
+from agent.secret import redact_value
 from agent.status import dns_row, episode_json, iso, ping_row
 from agent.words import plural, thin_watch
 
@@ -649,7 +650,7 @@ def _init_answer(key: str, text: str) -> tuple[str, bool]:
     value = config.access_type(text) if key == "access" else text.strip()
     problem = config.check_value("agent", key, value) if value else None
     if problem:
-        raise ValueError(f"{text.strip()!r}: {problem}")
+        raise ValueError(f"{redact_value(text.strip())!r}: {problem}")
     return value, False
 
 

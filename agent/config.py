@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from agent.errors import ConfigError
+from agent.secret import redact_value
 
 # Pakistan's ISO 3166-2 codes; any other well-formed ISO 3166-2 code is accepted too.
 PK_REGIONS: dict[str, str] = {
@@ -133,7 +134,7 @@ def _each(check: Check) -> Check:
         for i, v in enumerate(values):
             problem = check(v)
             if problem:
-                return f"[{i}] {v!r}: {problem}"
+                return f"[{i}] {_show(v)}: {problem}"
         return None
     return run
 
@@ -156,7 +157,7 @@ def _parses(module: str, func: str, allow_empty: bool = False) -> Check:
 
 _check_target = _parses("agent.probes.target", "parse_target")
 _check_dns_name = _parses("agent.probes.dns", "validate_name")
-_check_ups = _parses("agent.probes.ups", "parse_nut_url", allow_empty=True)
+_check_ups = _parses("agent.probes.ups", "check_nut_url", allow_empty=True)
 _check_tag = _parses("agent.lineproto", "check_tag_value", allow_empty=True)
 _check_influx_url = _parses("agent.influx", "parse_url", allow_empty=True)
 
@@ -227,7 +228,7 @@ def region_code(text: str) -> tuple[str, bool]:
         return f"PK-{key[2:].upper()}", False
     if key in _CITY_TO_CODE:
         return _CITY_TO_CODE[key], True
-    raise ValueError(f"{text!r} is not a region linewatch knows: expected a province or territory "
+    raise ValueError(f"{_show(text)} is not a region linewatch knows: expected a province or territory "
                      "(Punjab, Sindh, KPK, Balochistan, Islamabad, GB, AJK) or an ISO 3166-2 code "
                      "(" + ", ".join(sorted(PK_REGIONS)) + ")")
 
@@ -238,7 +239,7 @@ def access_type(text: str) -> str:
     value = text.strip().lower()
     value = _ACCESS_ALIASES.get(value, value)
     if value and value not in ACCESS_TYPES:
-        raise ValueError(f"{text.strip()!r} is not an access type: one of " + ", ".join(ACCESS_TYPES))
+        raise ValueError(f"{_show(text.strip())} is not an access type: one of " + ", ".join(ACCESS_TYPES))
     return value
 
 
@@ -314,11 +315,20 @@ class OutageSection:
 class PowerSection:
     battery: str = _opt("auto", '"auto": watch the laptop\'s AC adapter and battery when there is '
                         'one; "off": do not.', _one_of("auto", "off"))
-    ups: str = _opt("", "A UPS through Network UPS Tools: nut://[user:password@]host[:3493]/upsname. "
+    ups: str = _opt("", "A UPS through Network UPS Tools: nut://[user@]host[:3493]/upsname. "
                     "Empty: no UPS. Reading needs no credentials (upsd checks them only for "
                     "commands) and NUT sends them in clear text: leave them out unless your server "
-                    "requires them. The password is never printed.", _check_ups,
+                    "requires them. With a user, keep the password out of this file (which the "
+                    "service's user, and often everyone, can read): in ups_password_file, "
+                    "$LINEWATCH_UPS_PASSWORD or the systemd credential ups-password. "
+                    "nut://user:password@host/ups works too, and `run` and `check` warn while "
+                    "this file is readable by others. The password is never printed.", _check_ups,
                     "nut://localhost/ups")
+    ups_password_file: str = _opt("", "File holding the password of the user power.ups names "
+                                  "(one line; keep it private: chmod 600). The password is read "
+                                  "from $LINEWATCH_UPS_PASSWORD first, then this file, then the "
+                                  "systemd credential ups-password ($CREDENTIALS_DIRECTORY).",
+                                  example="/etc/linewatch/ups-password")
     poll_s: float = _opt(5.0, "Seconds between readings of the AC adapter and the UPS; a power cut "
                          "is recorded within one of these.", _between(0.5, 300))
 
@@ -542,8 +552,7 @@ def _section(cls: type, name: str, data: Mapping[str, Any], source: str) -> Any:
             raise ConfigError(source, where, "unknown key; expected one of " + ", ".join(known))
         f = known[key]
         value = _coerce(raw, _default_of(f), source, where)
-        check = f.metadata.get("check")
-        problem = check(value) if check else None
+        problem = _problem(f, value)
         if problem:
             raise ConfigError(source, where, f"{problem}, got {_show(raw)}")
         values[key] = value
@@ -586,6 +595,18 @@ def _cross_checks(cfg: Config, timeout_set: bool) -> None:
     if timeout_set and p.timeout_s >= p.interval_s:
         raise ConfigError(cfg.source, "probe.timeout_s",
                           f"must be shorter than probe.interval_s ({p.interval_s:g}), got {p.timeout_s:g}")
+    w = cfg.power
+    if w.ups_password_file:
+        # Imported here for cost, as the checks above are: the config stays light.
+        from agent.probes.ups import url_credentials
+
+        user, password = url_credentials(w.ups) if w.ups else (False, False)
+        if not user:
+            raise ConfigError(cfg.source, "power.ups_password_file", "set, but power.ups names no "
+                              "user: nut://user@host/ups")
+        if password:
+            raise ConfigError(cfg.source, "power.ups_password_file", "set, but power.ups holds a "
+                              "password too: keep it in one place (nut://user@host/ups)")
     i = cfg.influx
     if i.url and not (i.bucket or i.database):
         key = "influx.database" if i.api == "v1" else "influx.bucket"
@@ -601,21 +622,36 @@ def finish(cfg: Config, env: Mapping[str, str] = os.environ) -> Config:
 
 
 def _show(v: Any) -> str:
+    """A value as a message shows it: a password in a URL (``power.ups``, ``influx.url``, or
+    one typed where it does not belong) masked by :func:`agent.secret.redact_value`."""
     if isinstance(v, str):
-        return repr(v)
+        return repr(redact_value(v))
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, dict):
         return "a table"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
     return repr(v)
+
+
+def _problem(f, value: Any) -> str | None:
+    """What field ``f``'s check says of ``value``, with any echo of the value in it shown as
+    :func:`_show` shows it (the parsers behind the checks quote what they were given)."""
+    check = f.metadata.get("check")
+    problem = check(value) if check else None
+    if not problem:
+        return problem
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, str) and redact_value(v) != v:
+            problem = problem.replace(repr(v), repr(redact_value(v))).replace(v, redact_value(v))
+    return problem
 
 
 def check_value(section: str, key: str, value: Any) -> str | None:
     """What the config file expects of ``section.key`` if ``value`` is wrong, else None (for
     answers checked one by one, as ``init`` does at its prompts)."""
-    f = next(f for f in fields(SECTIONS[section]) if f.name == key)
-    check = f.metadata.get("check")
-    return check(value) if check else None
+    return _problem(next(f for f in fields(SECTIONS[section]) if f.name == key), value)
 
 
 # -- reloading --------------------------------------------------------------------------------

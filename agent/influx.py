@@ -15,7 +15,8 @@ of memory, which an agent without a server never pays.
 
 The token never appears on a command line, in a log line, an error or ``status``: it is sent in
 an ``Authorization`` header only, and every message from the server or a library passes through
-:meth:`Sink.redact` before it is stored or printed.
+:func:`agent.secret.redact` (the token in every form it travels in) before it is cut, stored or
+printed: the HTTP client and the v2 writer redact each :class:`Answer` they make.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ import json
 import os
 import re
 import socket
-import stat
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 from urllib.parse import quote, urlsplit
 
 from agent.config import InfluxSection
-from agent.errors import ConfigError
+from agent.secret import Secret, load as load_secret
 
 TOKEN_ENV = "LINEWATCH_INFLUX_TOKEN"
 CREDENTIAL = "influx-token"
@@ -61,16 +60,8 @@ def parse_url(url: str) -> str:
 
 # -- the token --------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Token:
-    """The secret and where it came from. ``repr`` never shows the value."""
-
-    value: str | None
-    source: str            # for messages: "$LINEWATCH_INFLUX_TOKEN", "token_file /path", ...
-    warning: str | None = None
-
-    def __repr__(self) -> str:
-        return f"Token(source={self.source!r}, set={self.value is not None})"
+# The token and where it came from; ``repr`` never shows it, ``redact`` removes it from a text.
+Token = Secret
 
 
 def load_token(section: InfluxSection, env: Mapping[str, str] = os.environ,
@@ -78,35 +69,8 @@ def load_token(section: InfluxSection, env: Mapping[str, str] = os.environ,
     """``$LINEWATCH_INFLUX_TOKEN``, else ``influx.token_file``, else the systemd credential
     ``$CREDENTIALS_DIRECTORY/influx-token``, else no token. A token file others can read is a
     warning; a token file that cannot be read is a ConfigError naming the key."""
-    if env.get(TOKEN_ENV):
-        return Token(env[TOKEN_ENV].strip(), f"${TOKEN_ENV}")
-    if section.token_file:
-        return _read_token(Path(section.token_file).expanduser(), f"token_file {section.token_file}", source,
-                           "influx.token_file")
-    creds = env.get("CREDENTIALS_DIRECTORY")
-    if creds and (Path(creds) / CREDENTIAL).exists():
-        return _read_token(Path(creds) / CREDENTIAL, f"systemd credential {CREDENTIAL}", source,
-                           "influx.token_file")
-    return Token(None, "none")
-
-
-def _read_token(path: Path, label: str, source: str, key: str) -> Token:
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError as exc:
-        raise ConfigError(source, key, f"cannot read {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError:
-        raise ConfigError(source, key, f"{path} is not UTF-8 text") from None
-    if not text:
-        raise ConfigError(source, key, f"{path} is empty")
-    if "\n" in text:
-        raise ConfigError(source, key, f"{path} must hold one line (the token)")
-    warning = None
-    if mode & 0o077:
-        warning = (f"{path} is readable by other users (mode {mode:o}): "
-                   f"chmod 600 {path}")
-    return Token(text, label, warning)
+    return load_secret(env_name=TOKEN_ENV, file=section.token_file, file_key="influx.token_file",
+                       credential=CREDENTIAL, env=env, source=source, what="token")
 
 
 # -- where and how to write -------------------------------------------------------------------
@@ -178,7 +142,10 @@ class Answer:
         return self.status is not None and 200 <= self.status < 300
 
 
-def one_line(text: str, limit: int = 500) -> str:
+MESSAGE_CHARS = 500  # of a server's message kept for the log, status and check
+
+
+def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:
     """A server's words made safe to print: one line (whitespace runs become one space), no
     control characters (a terminal's escape sequences among them), at most ``limit``
     characters."""
@@ -186,23 +153,30 @@ def one_line(text: str, limit: int = 500) -> str:
     return "".join(c if c.isprintable() else "?" for c in flat[:limit])
 
 
-def server_message(body: bytes | str | None, headers: Mapping[str, str] | None = None) -> str:
-    """The useful part of an error answer: v2's ``message``, v1's ``error``, else the text."""
+def server_message(body: bytes | str | None, headers: Mapping[str, str] | None = None,
+                   redact: Callable[[str], str] = lambda text: text) -> str:
+    """The useful part of an error answer: v2's ``message``, v1's ``error``, else the text; one
+    line of at most :data:`MESSAGE_CHARS` characters, cut only after ``redact`` removed the
+    token from all of it (a cut first could leave part of the token where no redaction finds it)."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    return one_line(redact(_message_of(text, headers)))
+
+
+def _message_of(text: str, headers: Mapping[str, str] | None) -> str:
     try:
         data = json.loads(text)
         if isinstance(data, dict):
             for key in ("message", "error"):
                 if isinstance(data.get(key), str):
-                    return one_line(data[key])
+                    return data[key]
     except (ValueError, RecursionError):
         pass
     if not text.strip() and headers:
         for h in ("X-Influxdb-Error", "X-Platform-Error-Code"):
             for k, v in headers.items():
                 if k.lower() == h.lower():
-                    return one_line(str(v))
-    return one_line(text)
+                    return str(v)
+    return text
 
 
 class HTTP:
@@ -210,7 +184,10 @@ class HTTP:
     v1 writes. Errors come back as an :class:`Answer` with status None, never as exceptions."""
 
     def __init__(self, url: str, *, timeout_s: float, verify_tls: bool = True, ca_file: str = "",
-                 auth: str | None = None) -> None:
+                 auth: str | None = None,
+                 redact: Callable[[str], str] = lambda text: text) -> None:
+        """``redact`` removes the credential ``auth`` carries from every message an
+        :class:`Answer` holds (the server's, or a network error's)."""
         parts = urlsplit(parse_url(url))
         self.https = parts.scheme == "https"
         self.host = parts.hostname or ""
@@ -220,6 +197,7 @@ class HTTP:
         self.verify_tls = verify_tls
         self.ca_file = ca_file
         self.auth = auth
+        self.redact = redact
         self._conn = None
 
     def _connection(self):
@@ -286,7 +264,8 @@ class HTTP:
                 got = {k: v for k, v in resp.getheaders()}
                 if cut or resp.getheader("Connection", "").lower() == "close":
                     self.close()   # the rest of a cut answer is never read
-                ans = Answer(resp.status, "" if 200 <= resp.status < 300 else server_message(data, got),
+                ans = Answer(resp.status, "" if 200 <= resp.status < 300
+                             else server_message(data, got, self.redact),
                              resp.getheader("Retry-After"), data, cut)
                 return ans, got
             except (ConnectionResetError, BrokenPipeError) as exc:
@@ -297,12 +276,12 @@ class HTTP:
                     continue
                 if expired.is_set():
                     break
-                return Answer(None, describe_error(exc)), {}
+                return Answer(None, describe_error(exc, self.redact)), {}
             except Exception as exc:  # noqa: BLE001 - every failure becomes an Answer
                 self.close()
                 if expired.is_set():
                     break
-                return Answer(None, describe_error(exc)), {}
+                return Answer(None, describe_error(exc, self.redact)), {}
         return Answer(None, f"no complete answer within {deadline_s:g} s", cut=CUT_TIME), {}
 
     def close(self) -> None:
@@ -340,10 +319,11 @@ def _read_body(resp, max_bytes: int, expired: threading.Event) -> tuple[bytes, s
     return b"".join(parts), ""
 
 
-def describe_error(exc: BaseException) -> str:
-    """A short, token-free description of a network failure."""
+def describe_error(exc: BaseException,
+                   redact: Callable[[str], str] = lambda text: text) -> str:
+    """A short, token-free description of a network failure (``redact`` runs before the cut)."""
     name = type(exc).__name__
-    text = str(exc)
+    text = redact(str(exc))
     if isinstance(exc, TimeoutError) or "timed out" in text.lower() or "Timeout" in name:
         return "no answer within the timeout"
     if isinstance(exc, ConnectionRefusedError) or "refused" in text.lower():
@@ -396,14 +376,15 @@ class V1Writer:
 class V2Writer:
     """influxdb-client's synchronous write API: ``POST /api/v2/write?bucket=..&org=..``."""
 
-    def __init__(self, url: str, target: Target, token: str | None, *, timeout_s: float,
+    def __init__(self, url: str, target: Target, token: Token, *, timeout_s: float,
                  verify_tls: bool, ca_file: str, gzip: bool) -> None:
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.target = target
+        self.redact = token.redact
         # retries=False: the forwarder decides about retries, from the status, with its backoff.
-        self.client = InfluxDBClient(url=url, token=token or None, org=target.org or "-",
+        self.client = InfluxDBClient(url=url, token=token.value or None, org=target.org or "-",
                                      timeout=int(timeout_s * 1000), enable_gzip=gzip,
                                      verify_ssl=verify_tls, ssl_ca_cert=ca_file or None,
                                      retries=False)
@@ -417,12 +398,12 @@ class V2Writer:
                            write_precision="ns")
         except ApiException as exc:
             if not exc.status:  # influxdb-client reports TLS failures as status 0
-                return Answer(None, describe_error(Exception(exc.reason)))
+                return Answer(None, describe_error(Exception(exc.reason), self.redact))
             headers = dict(exc.headers or {})
             retry = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-            return Answer(exc.status, server_message(exc.body, headers), retry)
+            return Answer(exc.status, server_message(exc.body, headers, self.redact), retry)
         except Exception as exc:  # noqa: BLE001 - urllib3's network errors, OSError
-            return Answer(None, describe_error(_root_cause(exc)))
+            return Answer(None, describe_error(_root_cause(exc), self.redact))
         return Answer(204)
 
     def close(self) -> None:
@@ -463,19 +444,15 @@ class Sink:
         self.target: Target | None = None
         self._writer = None
 
-    # The token must never reach a message: scrub it (and its Basic form) wherever it could.
     def redact(self, text: str) -> str:
-        secret = self._token.value
-        if not secret or not text:
-            return text
-        for form in {secret, base64.b64encode(secret.encode()).decode()}:
-            text = text.replace(form, "***")
-        return text
+        """``text`` without the token in any form (the writers and :meth:`http`'s clients
+        already apply it to every message they return)."""
+        return self._token.redact(text)
 
     def http(self, api: str = "v2") -> HTTP:
         s = self.section
         return HTTP(self.url, timeout_s=s.timeout_s, verify_tls=s.verify_tls, ca_file=s.ca_file,
-                    auth=auth_header(self._token.value, api))
+                    auth=auth_header(self._token.value, api), redact=self._token.redact)
 
     def ping(self) -> tuple[Answer, str | None]:
         """``GET /ping``: the answer and the server's version header, if any."""
@@ -485,7 +462,7 @@ class Sink:
         finally:
             h.close()
         version = next((v for k, v in headers.items() if k.lower() == "x-influxdb-version"), None)
-        return Answer(ans.status, self.redact(ans.message), ans.retry_after), version
+        return ans, version
 
     def resolve(self) -> Answer | None:
         """Pick the API (asking /ping when ``auto``); None when done, else the failed answer."""
@@ -504,7 +481,7 @@ class Sink:
         if api == "v1":
             self._writer = V1Writer(self.http("v1"), self.target, s.gzip)
         else:
-            self._writer = V2Writer(self.url, self.target, self._token.value, timeout_s=s.timeout_s,
+            self._writer = V2Writer(self.url, self.target, self._token, timeout_s=s.timeout_s,
                                     verify_tls=s.verify_tls, ca_file=s.ca_file, gzip=s.gzip)
         return None
 
@@ -512,10 +489,7 @@ class Sink:
         failed = self.resolve()
         if failed is not None:
             return failed
-        ans = self._writer.send(body)
-        if ans.message:
-            ans = Answer(ans.status, self.redact(ans.message), ans.retry_after)
-        return ans
+        return self._writer.send(body)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -42,6 +42,7 @@ from agent.errors import ConfigError, MethodUnavailable, StoreCorrupt, StoreErro
 from agent.model import Episode, Sample
 from agent.probes.gateway import gateway_mac, site_id
 from agent.round import Prober, Probes, Round
+from agent.secret import redact_value
 from agent.store import MAX_PENDING_SAMPLES, Store, Trouble
 
 log = logging.getLogger("linewatch")
@@ -165,10 +166,11 @@ class Agent:
         saved = self.store.get_state(STATE_POWER)
         self.power_tracker = power.PowerTracker.from_json(saved) if saved else power.PowerTracker()
         self.ups_url = None
+        self._ups_warnings: list[str] = []  # logged once by run(): power.ups is read only at start
         if cfg.power.ups:
-            from agent.probes.ups import parse_nut_url
+            from agent.probes.ups import load_url
 
-            self.ups_url = parse_nut_url(cfg.power.ups)
+            self.ups_url, self._ups_warnings = load_url(cfg.power, os.environ, cfg.source)
         self.clock_state = power.clock_state(cfg.agent.rundir)
         self._pending: dict | None = None
         # Inputs whose store write failed, oldest first, stepped again with the next one.
@@ -664,9 +666,11 @@ class Agent:
         if self.forwarder is not None:
             sched.every(self.cfg.influx.push_interval_s, self._guarded(self.push, "push"), "push",
                         first_in_s=2.0)
-            log.info("forwarding to %s (%s)", self.cfg.influx.url, self.cfg.influx.api)
+            log.info("forwarding to %s (%s)", redact_value(self.cfg.influx.url), self.cfg.influx.api)
             if not self.cfg.influx.verify_tls:
                 log.warning("influx.verify_tls is false: the server's certificate is not checked")
+        for warning in self._ups_warnings:
+            log.warning("ups password: %s", warning)
         log.info("linewatch agent %s started: every %gs, targets %s, store %s", self.id,
                  self.cfg.probe.interval_s, ", ".join(self.cfg.probe.targets), self.store.path)
         self._say_echo_method()

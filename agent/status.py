@@ -11,6 +11,7 @@ from typing import Iterable
 
 from agent.config import Config
 from agent.model import Episode, Sample
+from agent.secret import redact_value
 from agent.words import THIN_WATCH_H
 
 DAY = timedelta(hours=24)
@@ -134,7 +135,7 @@ def forward_summary(cfg: Config, saved: str | None, backlog_rows: int, oldest: d
     n_q, recent = quarantined
     out = {
         "enabled": bool(cfg.influx.url),
-        "url": cfg.influx.url or None,
+        "url": redact_value(cfg.influx.url) or None,
         "api": cfg.influx.api,
         "server": st.get("server") or None,
         "state": "disabled",
@@ -179,7 +180,7 @@ def speedtest_summary(cfg: Config, tests: list[Sample], next_due: str | None, no
                 **({"server": t.tags["server"]} if "server" in t.tags else {})}
     return {
         "enabled": cfg.speedtest.enabled,
-        "server": cfg.speedtest.server_url or "speedtest.net",
+        "server": redact_value(cfg.speedtest.server_url) or "speedtest.net",
         "last": row(done[-1] if done else None),
         "last_skip": row(skips[-1] if skips else None),
         "next": next_due if cfg.speedtest.enabled else None,

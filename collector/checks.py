@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from agent.errors import ConfigError, SourceError
+from agent.secret import redact_value
 from collector.config import CollectorConfig
 
 
@@ -36,11 +37,12 @@ def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
     if not cfg.influx.verify_tls and cfg.influx.url.startswith("https"):
         rows.append(("WARN", "influx tls", "verify_tls = false: the server's certificate is not checked"))
     sink = Sink(cfg.influx, token)
+    shown = redact_value(sink.url)
     ans, version = sink.ping()
     if not ans.ok:
-        return rows + [("FAIL", "influx url", f"{sink.url}/ping: "
+        return rows + [("FAIL", "influx url", f"{shown}/ping: "
                         + (f"HTTP {ans.status}: {ans.message}" if ans.status else ans.message))]
-    rows.append(("OK", "influx url", f"{sink.url} (version {version or 'not reported'})"))
+    rows.append(("OK", "influx url", f"{shown} (version {version or 'not reported'})"))
     db = cfg.influx.database or cfg.influx.bucket
     reader = Reader(sink.http("v1"), db, cfg.influx.retention_policy,
                     max_answer_mb=cfg.collector.max_answer_mb,

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from agent.errors import ConfigError, LinewatchError, SourceError, os_error_line
+from agent.secret import redact_value
 from collector import config as cconfig
 
 BY_CHOICES = ("region", "isp", "city", "access")
@@ -93,7 +94,7 @@ def collect(cfg: cconfig.CollectorConfig, start: float, end: float, stores: tupl
         quality.merge(q)
         late = (f", {reader.refreshed_days} kept days asked again for rows forwarded late"
                 if reader.refreshed_days else "")
-        read.append(f"InfluxDB {sink.url} ({reader.queries} queries, {reader.bytes} bytes, "
+        read.append(f"InfluxDB {redact_value(sink.url)} ({reader.queries} queries, {reader.bytes} bytes, "
                     f"{reader.cached_days} days from the cache{late})")
     paths = tuple(cfg.collector.stores) + tuple(stores)
     if paths:

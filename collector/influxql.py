@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlencode
 
 from agent.errors import SourceError
@@ -124,14 +124,16 @@ def queries(start: float, end: float) -> list[tuple[str, str]]:
     return out + raw_queries(start, end)
 
 
-def parse_answer(body: bytes, what: str) -> Iterator[dict]:
+def parse_answer(body: bytes, what: str,
+                 redact: Callable[[str], str] = lambda text: text) -> Iterator[dict]:
     """The series of a (possibly chunked: one JSON document a line) /query answer, each checked
     to be InfluxDB's shape and returned as ``{"name": str, "tags": dict, "columns": [str, ...],
     "values": list}`` (tag values and rows are checked by :func:`to_records`, which counts what
     it rejects). ``what`` names the query ("the \"round\" query").
 
     Raises SourceError: "the server's answer to <what> is not InfluxDB's (<where>: <what was
-    found>)" for another shape, "<what>: <message>" for an error the server reports."""
+    found>)" for another shape, "<what>: <message>" for an error the server reports, with the
+    credential taken out of it by ``redact`` before any cut."""
     lines = [ln for ln in body.splitlines() if ln.strip()]
     for n, line in enumerate(lines):
         where = f"chunk {n + 1}: " if len(lines) > 1 else ""
@@ -143,7 +145,7 @@ def parse_answer(body: bytes, what: str) -> Iterator[dict]:
             raise _not_influx(what, f"{where}nested too deeply") from None
         except ValueError as exc:       # UnicodeDecodeError too
             raise _not_influx(what, f"{where}not JSON: {one_line(str(exc), 120)}") from None
-        yield from _series_of(doc, what, where)
+        yield from _series_of(doc, what, where, redact)
 
 
 class _Constant(ValueError):
@@ -184,21 +186,21 @@ def _expect(v, kind: type, where: str, what: str, *, absent=None):
     return v
 
 
-def _server_error(v, where: str, what: str) -> None:
+def _server_error(v, where: str, what: str, redact: Callable[[str], str]) -> None:
     """An error the server reports (a string), or nothing (absent, null, empty)."""
     if not v:
         return
-    raise SourceError(f"{what}: {one_line(_expect(v, str, where, what), 300)}")
+    raise SourceError(f"{what}: {one_line(redact(_expect(v, str, where, what)), 300)}")
 
 
-def _series_of(doc, what: str, where: str) -> Iterator[dict]:
+def _series_of(doc, what: str, where: str, redact: Callable[[str], str]) -> Iterator[dict]:
     if not isinstance(doc, dict):
         raise _not_influx(what, f"{where}{_a(doc)} where an object was expected")
-    _server_error(doc.get("error"), f"{where}error", what)
+    _server_error(doc.get("error"), f"{where}error", what, redact)
     for i, res in enumerate(_expect(doc.get("results"), list, f"{where}results", what, absent=[])):
         at = f"{where}results[{i}]"
         _expect(res, dict, at, what)
-        _server_error(res.get("error"), f"{at}.error", what)
+        _server_error(res.get("error"), f"{at}.error", what, redact)
         for j, series in enumerate(_expect(res.get("series"), list, f"{at}.series", what,
                                            absent=[])):
             yield checked_series(series, f"{at}.series[{j}]", what)
@@ -421,7 +423,7 @@ class Reader:
         if ans.cut == CUT_CLOSED:
             raise SourceError(f"the server's answer to {what} stopped after {len(ans.body):,} "
                               "bytes: the connection closed before its end")
-        return list(parse_answer(ans.body, what))
+        return list(parse_answer(ans.body, what, http.redact))
 
     def _run_all(self, todo: list[tuple[str, str]]):
         if self.parallel <= 1 or len(todo) < 2:

@@ -39,10 +39,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from agent.probes.ups import NutError, NutURL, read_vars
+from agent.probes.ups import NutError, NutURL, quote_arg, read_vars
 
 NUT_BIN = Path("/lib/nut")
 DUMMY_UPS = NUT_BIN / "dummy-ups"
@@ -243,6 +244,18 @@ class NutServer:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
             self._owned_dir = None
 
+    def login(self, password: str, user: str = USER) -> str:
+        """upsd's reply to LOGIN after USERNAME and PASSWORD (quoted by our client's helper):
+        "OK" only for the user's password in upsd.users, the one command upsd compares it for."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            reader = sock.makefile("rb")
+            replies = []
+            for command in (f"USERNAME {quote_arg(user)}", f"PASSWORD {quote_arg(password)}",
+                            f"LOGIN {UPS_NAME}", "LOGOUT"):
+                sock.sendall(command.encode() + b"\n")
+                replies.append(reader.readline().decode().rstrip("\n"))
+            return replies[2]
+
     # -- state ------------------------------------------------------------------------------
     def url(self, *, user: str | None = None, password: str | None = None,
             ups: str = UPS_NAME) -> NutURL:
@@ -299,6 +312,71 @@ class NutServer:
                 raise TimeoutError(f"upsd did not report {want} within {timeout_s} s; "
                                    f"last seen: {last!r}")
             time.sleep(0.05)
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 in front of a NUT server that keeps every line the clients sent.
+
+    upsd 2.8.0 takes any password on a read (it compares one only for LOGIN, SET and INSTCMD) and
+    logs none, so a test that must know which password a client sent reads it here, then asks
+    upsd with LOGIN whether it is the right one. ``with Relay(port) as relay``; ``relay.port``
+    is where clients connect; :meth:`sent` is what they sent, line by line."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sent = bytearray()
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, name=f"nut-relay:{self.port}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            self._socks += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
+        try:
+            while chunk := src.recv(4096):
+                if record:
+                    with self._lock:
+                        self._sent += chunk
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def sent(self) -> list[str]:
+        """Every line the clients sent so far, in order."""
+        with self._lock:
+            return self._sent.decode("utf-8", "replace").splitlines()
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._socks:
+            sock.close()
+
+    def __enter__(self) -> "Relay":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _port_taken(port: int) -> bool:

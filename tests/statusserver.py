@@ -11,7 +11,8 @@ keep-alive, as influxdb-client's urllib3 pool expects).
   queued :class:`Reply` objects one per write in order, else :attr:`StatusServer.responder`
   (a callable) when set, else :attr:`StatusServer.default` (204).
 - Any other POST is recorded too but answered 404 without using the script (a client that posts
-  to the wrong path shows up in the test instead of being answered 204).
+  to the wrong path shows up in the test instead of being answered 204); ``paths`` widens the
+  scripted set (``/query`` for the collector's reader).
 - ``Reply(hang=True)``: the request is read and recorded, then nothing is sent until the server
   closes, so the client must time out. ``close()`` does not wait for such handlers: they run in
   daemon threads, are woken, and every open connection is shut down.
@@ -180,10 +181,13 @@ class StatusServer:
     """A scriptable InfluxDB look-alike on 127.0.0.1:``port`` (chosen by the kernel); it starts
     serving at once. ``close()`` (or ``with``) stops it without waiting for hanging answers."""
 
-    def __init__(self, version: str | None = "2.7.1", tls=None) -> None:
-        """``tls``: an ``ssl.SSLContext`` (server side) to serve HTTPS on ``https://localhost``."""
+    def __init__(self, version: str | None = "2.7.1", tls=None,
+                 paths: tuple[str, ...] = WRITE_PATHS) -> None:
+        """``tls``: an ``ssl.SSLContext`` (server side) to serve HTTPS on ``https://localhost``.
+        ``paths``: the POST paths answered from the script (``/query`` too, for a reader)."""
         self.version = version
         self.tls = tls
+        self.paths = paths
         self.requests: list[Request] = []
         self.default = Reply(204)
         self.responder: Callable[[Request], Reply] | None = None
@@ -229,7 +233,7 @@ class StatusServer:
         with self._cond:
             self.requests.append(req)
             self._cond.notify_all()
-            if req.path not in WRITE_PATHS:
+            if req.path not in self.paths:
                 return Reply.json_error(404, "path not found")
             if self._queue:
                 return self._queue.popleft()

@@ -180,6 +180,21 @@ def test_sighup_with_a_bad_file_keeps_the_running_config(agent):
     assert "Traceback" not in agent.log.read_text()
 
 
+def test_a_reload_refused_for_a_url_never_logs_its_password(agent):
+    agent.write('region = "PK-KP"', timeout="")
+    agent.start()
+    agent.wait_for_rounds(1, region="PK-KP")
+    # the [influx] table ends where [probe] begins: a URL with a password, which the file refuses
+    agent.write('region = "PK-KP"\n[influx]\nurl = "https://writer:S3cretPassw0rd@influx.lan:8086"\n'
+                'bucket = "lw"', timeout="")
+    n = agent.hup()
+    line = agent.wait_for_log("config reload refused", after=n)
+    assert line.endswith(f"ERROR linewatch: config reload refused: {agent.config}: influx.url: must not "
+                         "hold credentials: put them in influx.token_file, got "
+                         "'https://writer:***@influx.lan:8086'; keeping the running config")
+    assert "S3cret" not in agent.log.read_text() and "Passw0rd" not in agent.log.read_text()
+
+
 def test_init_beside_a_running_agent_names_its_pid_and_how_to_reload(tmp_path):
     """`init` writes the config the service reads (state in $STATE_DIRECTORY, as under systemd),
     sees the agent's lock there and says how that very process picks the file up."""

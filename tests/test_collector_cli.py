@@ -485,3 +485,41 @@ def test_rows_written_before_the_region_was_set_are_retagged_not_lost(tmp_path):
     quality = next(line for line in p.stderr.splitlines() if line.startswith("data quality:"))
     assert "clipped: retagged 12" in quality          # 12 hours of v1's rows (hourly records)
     assert "rejected: none" in quality
+
+
+def test_a_token_across_the_cut_never_shows_in_part(tmp_path):
+    """A server that echoes the credential where a message is cut (InfluxDB's error, 500
+    characters; an answer that is not JSON, 200): nothing of it is shown."""
+    import base64
+
+    from tests.statusserver import Reply, StatusServer
+
+    token = "q7Rv2+Lm9/Xe4Tk8Wd3Hz6Pb1Nc5Yf0Ga-Ju8Ks4Ow2Ei7Uo9Ar3St6Ql1Mx5Vy0Bh=="
+    basic = base64.b64encode(f"reader:{token}".encode()).decode()
+    head = ("the query was refused by the gateway in front of the database; " * 10)
+
+    def refused(req):
+        return Reply.json_error(401, head[:480] + basic + " (request id 7f3a)", v1=True)
+
+    def not_json(req):
+        return Reply(200, {"Content-Type": "application/json"},
+                     json.dumps(head[:180] + basic + " (request id 7f3a)"))
+
+    shown = []
+    with StatusServer(version="1.8.10", paths=("/query",)) as srv:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[influx]\nurl = "{srv.url}"\ndatabase = "linewatch"\n'
+                       '[collector]\ncache_dir = "off"\n')
+        env = {"LINEWATCH_INFLUX_TOKEN": f"reader:{token}"}
+        for responder, expected in ((refused, "refused the credentials"), (not_json, "is not InfluxDB's")):
+            srv.responder = responder
+            for args in (("check",), ("aggregate", "--since", "2d")):
+                p = run("linewatch-collector", *args, "--config", str(cfg), env=env, check=False)
+                assert p.returncode == 1 and expected in p.stdout + p.stderr, p.stdout + p.stderr
+                shown += [p.stdout, p.stderr]
+        assert srv.requests and all(r.headers["authorization"] == f"Basic {basic}" for r in srv.requests)
+    every = "\n".join(shown)
+    assert "***" in every
+    for secret in (basic, token):
+        found = sorted({secret[i:i + 8] for i in range(len(secret) - 7)} & {every[i:i + 8] for i in range(len(every) - 7)})
+        assert not found, f"fragments of the credential shown: {found[:5]}"

@@ -5,11 +5,14 @@ local server that answers with the statuses a real InfluxDB sends (tests/statuss
 The forwarder gets a fake clock so that backoffs and Retry-After are checked without waiting;
 the HTTP exchange, gzip, headers and timeouts are real."""
 
+import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -187,9 +190,12 @@ def cli(*args, env_extra=None, cwd=None):
 
 
 def config_file(tmp_path, srv, extra=""):
+    """A config whose checks reach only 127.0.0.1 (no gateway, no DNS, no speed test)."""
     p = tmp_path / "lw.toml"
-    p.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\n[influx]\nurl = "{srv.url}"\n'
-                 f'bucket = "lw"\norg = "ngo"\ntimeout_s = 2\n{extra}')
+    p.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\n'
+                 '[probe]\ngateway = "off"\ntargets = ["127.0.0.1:9"]\ndns_names = []\n'
+                 '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n'
+                 f'[influx]\nurl = "{srv.url}"\nbucket = "lw"\norg = "ngo"\ntimeout_s = 2\n{extra}')
     return p
 
 
@@ -272,3 +278,122 @@ def test_a_refused_token_shows_in_status_and_check_as_stopped(tmp_path):
         human = cli("status", "--config", str(cfg), env_extra=env).stdout
         assert "STOPPED" in human and "linewatch check" in human
         assert TOKEN not in r.stderr + r.stdout + human + json.dumps(s)
+
+
+# -- a token the server echoes across the 500-character cut ----------------------------------
+
+CUT_TOKEN = "q7Rv2+Lm9/Xe4Tk8Wd3Hz6Pb1Nc5Yf0Ga-Ju8Ks4Ow2Ei7Uo9Ar3St6Ql1Mx5Vy0Bh=="
+V1_CREDENTIAL = "writer:" + CUT_TOKEN
+
+
+def echoed_forms() -> list[str]:
+    """What of the credential a server could echo: the token as sent (v2), the Basic form of
+    user:password (v1) and the URL-encoded token."""
+    return [CUT_TOKEN, base64.b64encode(V1_CREDENTIAL.encode()).decode(),
+            urllib.parse.quote(CUT_TOKEN, safe="")]
+
+
+def straddling(echo: str) -> str:
+    """A server message whose echoed credential starts 20 characters before character 500."""
+    head = ("the write was refused by the gateway in front of the database; " * 10)[:480]
+    return f"{head}{echo} (request id 7f3a)"
+
+
+def safe_config(tmp_path, srv, extra=""):
+    """A config whose checks and agent reach only 127.0.0.1 (no gateway, no DNS, no speed test)."""
+    p = tmp_path / "lw.toml"
+    p.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\n'
+                 '[probe]\ninterval_s = 1\ntimeout_s = 0.3\ncount = 1\ngateway = "off"\n'
+                 'targets = ["127.0.0.1:9"]\ndns_names = []\n'
+                 '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n'
+                 f'[influx]\nurl = "{srv.url}"\ntimeout_s = 2\npush_interval_s = 1\n'
+                 + ('database = "lw"\n' if srv.api == "v1" else 'bucket = "lw"\norg = "ngo"\n')
+                 + extra)
+    return p
+
+
+def store_text(tmp_path) -> str:
+    """Everything the store keeps about forwarding: its state rows and quarantined messages."""
+    import sqlite3
+
+    c = sqlite3.connect(f"file:{tmp_path / 'state/linewatch.db'}?mode=ro", uri=True)
+    try:
+        rows = c.execute("SELECT value FROM state").fetchall()
+        rows += c.execute("SELECT message FROM quarantine").fetchall()
+    finally:
+        c.close()
+    return "\n".join(r[0] for r in rows)
+
+
+@pytest.mark.parametrize("api, echo", [("v2", "header"), ("v1", "header"), ("v2", "urlencoded")],
+                         ids=["v2-token", "v1-basic", "v2-urlencoded"])
+def test_a_token_across_the_cut_never_shows_in_part(tmp_path, api, echo):
+    credential = CUT_TOKEN if api == "v2" else V1_CREDENTIAL
+    env = {"LINEWATCH_INFLUX_TOKEN": credential}
+
+    def answer(status):
+        def respond(req):
+            sent = (req.headers.get("authorization", "").split(" ", 1)[-1] if echo == "header"
+                    else urllib.parse.quote(CUT_TOKEN, safe=""))
+            text = straddling(sent)
+            assert text.index(sent) < 500 < text.index(sent) + len(sent)  # the cut runs through it
+            return Reply.json_error(status, text, v1=api == "v1")
+        return respond
+
+    def run(*args):
+        r = cli(*args, "--config", str(cfg), env_extra=env)
+        shown.extend([r.stdout, r.stderr])
+        return r
+
+    shown = []
+    with StatusServer(version=VERSIONS[api]) as srv:
+        srv.api = api
+        cfg = safe_config(tmp_path, srv)
+        st = Store.open(tmp_path / "state")
+        fill(st, 6)
+        st.close()
+        # 503, retrying: the agent's log, then push --json, status, check and the store
+        srv.responder = answer(503)
+        log = tmp_path / "agent.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                                    env={**os.environ, **env}, stdout=out, stderr=out)
+        try:
+            srv.wait_requests(1, timeout=30)
+            deadline = time.monotonic() + 10
+            while "InfluxDB write failed" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        shown.append(log.read_text())
+        assert "InfluxDB write failed (HTTP 503: the write was refused" in shown[-1]
+        assert json.loads(run("push", "--json").stdout)["error"]["status"] == 503
+        assert json.loads(run("status", "--json").stdout)["forward"]["state"] == "retrying"
+        run("status")
+        run("check", "--json")
+        shown.append(store_text(tmp_path))
+        # 400: the rows are quarantined with the message
+        srv.responder = answer(400)
+        assert json.loads(run("push", "--json").stdout)["quarantined"] >= 6
+        run("status")
+        # 401: forwarding stops, and says why
+        st = Store.open(tmp_path / "state")
+        fill(st, 3)
+        st.close()
+        srv.responder = answer(401)
+        assert json.loads(run("push", "--json").stdout)["stopped_reason"]
+        assert json.loads(run("status", "--json").stdout)["forward"]["state"] == "stopped"
+        run("status")
+        run("check", "--json")
+        shown.append(store_text(tmp_path))
+    every = "\n".join(shown)
+    assert "the write was refused by the gateway" in every and "***" in every
+    for form in echoed_forms():
+        assert_no_fragment(every, form)
+
+
+def assert_no_fragment(text: str, secret: str, n: int = 8) -> None:
+    runs = {secret[i:i + n] for i in range(len(secret) - n + 1)}
+    found = sorted(f for f in runs if f in text)
+    assert not found, f"fragments of the credential shown: {found[:5]}"

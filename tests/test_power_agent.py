@@ -20,6 +20,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -295,6 +296,96 @@ def test_ups_trouble_is_a_warning_and_the_agent_keeps_measuring(tmp_path, nut, p
         assert log.count("ups sensor:") == 1          # warned once, not every poll
     finally:
         host.close()
+
+
+# -- the UPS password: where it is kept, what reaches upsd, what is said about it ------------------
+
+def check_rows(host: Host, env: dict | None = None) -> tuple[dict, str]:
+    """`check --json` as rows by name, and everything it printed."""
+    r = subprocess.run([sys.executable, "-m", "agent", "check", "--json", "--config", str(host.config)],
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                       capture_output=True, text=True, timeout=60)
+    rows = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    return rows, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("source", ["file", "env", "credential"])
+def test_ups_password_from_each_source_reaches_upsd(tmp_path, nut, source):
+    """The real upsd takes any password on a read, so a relay records what the agent sent and
+    LOGIN asks upsd whether it is the user's password."""
+    from agent.probes.ups import split_words
+    from tests.nutlab import PASSWORD, USER, Relay
+
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "ups-password").write_text(PASSWORD + "\n")
+    (keep / "ups-password").chmod(0o600)
+    env = {"file": {}, "env": {"LINEWATCH_UPS_PASSWORD": PASSWORD},
+           "credential": {"CREDENTIALS_DIRECTORY": str(keep)}}[source]
+    with Relay(nut.port) as relay:
+        line = f'battery = "off"\nups = "nut://{USER}@127.0.0.1:{relay.port}/dummy"\n'
+        if source == "file":
+            line += f'ups_password_file = "{keep / "ups-password"}"\n'
+        host = Host(tmp_path, power=line)
+        rows, out = check_rows(host, env)
+        sent = relay.sent()
+    assert rows["ups"]["result"] == "ok" and "status OL" in rows["ups"]["detail"], rows["ups"]
+    assert "ups password" not in rows                                  # nothing to warn about
+    assert f"USERNAME \"{USER}\"" in sent
+    (password_line,) = [s for s in sent if s.startswith("PASSWORD ")]
+    assert split_words(password_line)[1] == PASSWORD
+    assert nut.login(PASSWORD) == "OK" and nut.login(PASSWORD + "x").startswith("ERR ACCESS-DENIED")
+    assert PASSWORD not in out and "p@ss w:rd" not in out
+
+
+def test_ups_password_where_others_can_read_it_is_warned_once(tmp_path, nut):
+    from tests.nutlab import PASSWORD, USER
+
+    inline = f"{USER}:{quote(PASSWORD, safe='')}"
+    host = Host(tmp_path, power=f'battery = "off"\nups = "nut://{inline}@127.0.0.1:{nut.port}/dummy"\n')
+    host.config.chmod(0o644)
+    try:
+        rows, out = check_rows(host)
+        assert rows["ups password"]["result"] == "warn" and rows["ups"]["result"] == "ok"
+        assert f"{host.config} holds the UPS password (in power.ups) and is readable by other users " \
+               "(mode 644)" in rows["ups password"]["detail"]
+        host.start()
+        time.sleep(3)
+        assert json.loads(host.cli("status", "--json"))["power"]["state"] == "mains"   # it reads the UPS
+        log = host.stop()
+        assert log.count("ups password:") == 1 and "readable by other users (mode 644)" in log
+        for text in (out, log):
+            assert PASSWORD not in text and quote(PASSWORD, safe="") not in text and "p%40ss" not in text
+        host.config.chmod(0o600)   # private: nothing to say
+        rows, _ = check_rows(host)
+        assert "ups password" not in rows and rows["ups"]["result"] == "ok"
+        # a password file others can read is a warning too
+        pw = tmp_path / "ups-password"
+        pw.write_text(PASSWORD)
+        pw.chmod(0o644)
+        host.config.write_text(host.config.read_text().replace(
+            f"nut://{inline}@", f"nut://{USER}@").replace('battery = "off"\n', f'battery = "off"\n'
+                                                           f'ups_password_file = "{pw}"\n'))
+        rows, out = check_rows(host)
+        assert rows["ups password"]["detail"] == f"{pw} is readable by other users (mode 644): chmod 600 {pw}"
+        assert rows["ups"]["result"] == "ok" and PASSWORD not in out
+    finally:
+        host.close()
+
+
+def test_ups_without_its_password_stops_run_and_fails_check(tmp_path, nut):
+    from tests.nutlab import USER
+
+    host = Host(tmp_path, power=f'battery = "off"\nups = "nut://{USER}@127.0.0.1:{nut.port}/dummy"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("LINEWATCH_UPS_PASSWORD", "CREDENTIALS_DIRECTORY")}
+    rows, _ = check_rows(host)
+    assert rows["ups password"]["result"] == "fail"
+    assert "power.ups: names a user but no password" in rows["ups password"]["detail"]
+    r = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(host.config)], cwd=ROOT,
+                       env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"linewatch: {host.config}: power.ups: names a user but no password: "
+                               "keep the password in the file power.ups_password_file names"), r.stderr
 
 
 def test_a_cut_that_can_never_be_dated_is_reported_not_guessed(tmp_path):

@@ -126,6 +126,109 @@ def test_nuturl_validates_direct_construction(kwargs, message):
     assert SECRET not in str(info.value)
 
 
+# -- where the password is kept: load_url ----------------------------------------------------
+
+def power(text: str, source: str = "lw.toml"):
+    from agent.config import parse
+
+    return parse("[power]\n" + text, source).power
+
+
+def private(path, text: str, mode: int = 0o600):
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_a_user_without_a_password_is_valid_config_but_needs_one_to_run(tmp_path):
+    from agent.errors import ConfigError
+    from agent.probes.ups import load_url
+
+    section = power('ups = "nut://mon@h/ups"')
+    with pytest.raises(ConfigError) as err:
+        load_url(section, {}, "lw.toml")
+    assert err.value.key == "power.ups" and "names a user but no password" in str(err.value)
+    for place in ("power.ups_password_file", "$LINEWATCH_UPS_PASSWORD", "credential ups-password"):
+        assert place in str(err.value)
+    assert "mon" not in str(err.value).split("power.ups:")[1]  # the user may be the password
+
+
+def test_password_sources_in_order(tmp_path):
+    from agent.probes.ups import load_url
+
+    pw_file = private(tmp_path / "pw", "from-file\n")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    private(creds / "ups-password", "from-credential")
+    with_file = power(f'ups = "nut://mon@h/ups"\nups_password_file = "{pw_file}"')
+    env = {"LINEWATCH_UPS_PASSWORD": "from-env", "CREDENTIALS_DIRECTORY": str(creds)}
+    assert load_url(with_file, env)[0].password == "from-env"
+    del env["LINEWATCH_UPS_PASSWORD"]
+    assert load_url(with_file, env) == (NutURL("h", 3493, "ups", "mon", "from-file"), [])
+    assert load_url(power('ups = "nut://mon@h/ups"'), env)[0].password == "from-credential"
+    # a password written in the URL is used as it is; the others are for a user without one
+    inline = power(f'ups = "nut://mon:{SECRET}@h/ups"')
+    assert load_url(inline, {**env, "LINEWATCH_UPS_PASSWORD": "from-env"})[0].password == SECRET
+    assert load_url(power('ups = "nut://h/ups"'), {"LINEWATCH_UPS_PASSWORD": "x"}) == \
+        (NutURL("h", 3493, "ups"), [])
+    assert load_url(power(""), env) == (None, [])
+
+
+def test_password_file_keeps_the_password_exactly(tmp_path, monkeypatch):
+    from agent.probes.ups import load_url
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    private(tmp_path / "pw", f" {nutlab.PASSWORD} \n")   # spaces are the password's own
+    url, warnings = load_url(power('ups = "nut://mon@h/ups"\nups_password_file = "~/pw"'), {})
+    assert url.password == f" {nutlab.PASSWORD} " and warnings == []
+
+
+@pytest.mark.parametrize("content, expected", [(None, "cannot read"), ("", "is empty"),
+                                               ("a\nb\n", "one line (the password)"),
+                                               ("a\tb", "control character")],
+                         ids=["missing", "empty", "two-lines", "tab"])
+def test_a_bad_password_file_names_the_key(tmp_path, content, expected):
+    from agent.errors import ConfigError
+    from agent.probes.ups import load_url
+
+    f = tmp_path / "pw"
+    if content is not None:
+        private(f, content)
+    with pytest.raises(ConfigError) as err:
+        load_url(power(f'ups = "nut://mon@h/ups"\nups_password_file = "{f}"'), {}, "lw.toml")
+    assert err.value.key == "power.ups_password_file" and expected in str(err.value)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('ups_password_file = "/pw"', "power.ups names no user"),
+    ('ups = "nut://h/ups"\nups_password_file = "/pw"', "power.ups names no user"),
+    (f'ups = "nut://mon:{SECRET}@h/ups"\nups_password_file = "/pw"', "keep it in one place"),
+], ids=["no-ups", "no-user", "password-twice"])
+def test_a_password_file_needs_a_user_without_a_password(text, expected):
+    from agent.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        power(text)
+    assert err.value.key == "power.ups_password_file" and expected in str(err.value)
+    assert SECRET not in str(err.value)
+
+
+def test_files_others_can_read_are_warnings_that_never_show_the_password(tmp_path):
+    from agent.probes.ups import load_url
+
+    cfg = private(tmp_path / "lw.toml", f'[power]\nups = "nut://mon:{SECRET}@h/ups"\n', 0o644)
+    url, (warning,) = load_url(power(f'ups = "nut://mon:{SECRET}@h/ups"'), {}, str(cfg))
+    assert url.password == SECRET
+    assert f"{cfg} holds the UPS password (in power.ups) and is readable by other users (mode 644)" \
+        in warning and "ups_password_file" in warning and SECRET not in warning
+    cfg.chmod(0o600)
+    assert load_url(power(f'ups = "nut://mon:{SECRET}@h/ups"'), {}, str(cfg))[1] == []
+    pw = private(tmp_path / "pw", SECRET, 0o640)
+    _, (warning,) = load_url(power(f'ups = "nut://mon@h/ups"\nups_password_file = "{pw}"'), {},
+                             str(cfg))
+    assert warning == f"{pw} is readable by other users (mode 640): chmod 600 {pw}"
+
+
 _PW_SUFFIX = st.text(alphabet=st.characters(blacklist_characters="Z",
                                             blacklist_categories=("Cs",)), max_size=20)
 
@@ -787,26 +890,29 @@ def test_real_upsd_does_not_check_passwords_on_reads(nut):
     assert read_vars(url)["ups.status"] == "OL"
 
 
-def _login(nut, password: str) -> str:
-    """USERNAME/PASSWORD quoted by our helper, then LOGIN: upsd compares the password here."""
-    with socket.create_connection(("127.0.0.1", nut.port), timeout=2) as sock:
-        reader = sock.makefile("rb")
-        replies = []
-        for command in (f"USERNAME {quote_arg(nutlab.USER)}", f"PASSWORD {quote_arg(password)}",
-                        f"LOGIN {nutlab.UPS_NAME}", "LOGOUT"):
-            sock.sendall(command.encode() + b"\n")
-            replies.append(reader.readline().decode().rstrip("\n"))
-        return replies[2]
+def test_real_password_from_a_file_is_what_upsd_reads(nut, tmp_path):
+    """upsd 2.8.0 does not check a password on reads, so the relay shows what the agent's client
+    sent and LOGIN asks upsd whether it is the user's password."""
+    from agent.probes.ups import load_url
+
+    pw = private(tmp_path / "pw", nutlab.PASSWORD + "\n")
+    with nutlab.Relay(nut.port) as relay:
+        url, _ = load_url(power(f'ups = "nut://{nutlab.USER}@127.0.0.1:{relay.port}/dummy"\n'
+                                f'ups_password_file = "{pw}"'), {})
+        assert measure(url, clock=FakeClock(T0)).fields["status"] == "OL"
+        sent = relay.sent()
+    assert sent[:2] == [f"USERNAME {quote_arg(nutlab.USER)}", f"PASSWORD {quote_arg(nutlab.PASSWORD)}"]
+    assert nut.login(split_words(sent[1])[1]) == "OK"
 
 
 def test_real_password_quoting_is_what_upsd_reads(nut):
     # The test user's password has quotes, a backslash and a space: LOGIN succeeds only if upsd
     # decoded our quoting to exactly the password in upsd.users.
-    assert _login(nut, nutlab.PASSWORD) == "OK"
+    assert nut.login(nutlab.PASSWORD) == "OK"
 
 
 def test_real_wrong_password_is_denied_by_login(nut):
-    reply = _login(nut, nutlab.PASSWORD + "x")
+    reply = nut.login(nutlab.PASSWORD + "x")
     err = error_for_reply(reply)
     assert err is not None and (err.kind, err.code) == ("access_denied", "ACCESS-DENIED")
 

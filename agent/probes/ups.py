@@ -20,13 +20,15 @@ Any reply may instead be ``ERR <CODE> [extra]``; :data:`ERR_KINDS` sorts the cod
 
 Pure core: :func:`parse_nut_url`, :func:`split_words`, :func:`quote_arg`, :func:`parse_var_line`,
 :func:`parse_list_var`, :func:`error_for_reply`, :func:`status_flags`, :func:`ups_fields`.
-I/O edge: :func:`read_vars` and :func:`measure` (sockets).
+I/O edge: :func:`read_vars` and :func:`measure` (sockets); :func:`load_url` (the configured URL
+with its password from the environment, a file or a systemd credential).
 
 Credentials: ``upsd`` (checked with 2.8.0) lets anyone read variables and checks a password only
 for privileged commands (LOGIN, SET, INSTCMD). A read-only client therefore cannot tell a wrong
 password from a right one: :func:`read_vars` sends them (``access_denied`` when a server does
 refuse them) but a wrong password goes unnoticed by upsd 2.8.0. They travel in clear text (no
-STARTTLS here), so configure them only when the server requires them.
+STARTTLS here), so configure them only when the server requires them, and then the password
+outside the config file (:func:`load_url`).
 
 Sample ``ups``, tag ``ups`` (the UPS name on the server). Fields:
 
@@ -50,19 +52,28 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 from urllib.parse import quote, unquote
 
 from agent.clock import Clock
-from agent.errors import ProbeError
+from agent.errors import ConfigError, ProbeError
 from agent.model import Sample
+from agent.secret import load as load_secret, open_mode, redact
+
+if TYPE_CHECKING:  # the config imports this module's checks; a type needs no import at run time
+    from agent.config import PowerSection
 
 DEFAULT_PORT = 3493
+PASSWORD_ENV = "LINEWATCH_UPS_PASSWORD"
+CREDENTIAL = "ups-password"
+PASSWORD_PLACES = (f"the file power.ups_password_file names, ${PASSWORD_ENV} or the systemd "
+                   f"credential {CREDENTIAL}")
 
 KINDS = ("unreachable", "unknown_ups", "access_denied", "stale", "protocol")
 
@@ -98,7 +109,7 @@ _MAX_LIST_LINES = 10_000
 _MAX_LIST_BYTES = 1 << 20
 _EXCERPT = 60
 
-_USAGE = "expected nut://[user:password@]host[:port]/upsname"
+_USAGE = "expected nut://[user[:password]@]host[:port]/upsname"
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?\Z")
 # UPS names are ups.conf section names used bare in commands; this set covers what NUT's docs
@@ -153,16 +164,7 @@ class NutURL:
     password: str | None = None
 
     def __post_init__(self) -> None:
-        _check_host(self.host)
-        if isinstance(self.port, bool) or not isinstance(self.port, int) \
-                or not 1 <= self.port <= 65535:
-            raise ValueError("nut URL: port must be a whole number 1..65535")
-        if not isinstance(self.ups, str) or not self.ups:
-            raise ValueError(f"nut URL: no UPS name, {_USAGE}")
-        if not _UPS_NAME.match(self.ups):
-            raise ValueError("nut URL: the UPS name may contain only letters, digits, "
-                             "'.', '_', '-' and '+'")
-        _check_credentials(self.user, self.password)
+        _check_parts(self.host, self.port, self.ups, self.user, self.password)
 
     def __str__(self) -> str:
         host = f"[{self.host.replace('%', '%25')}]" if ":" in self.host else self.host
@@ -195,22 +197,37 @@ def _check_host(host: object) -> None:
             raise ValueError(f"nut URL: {host!r} is not a valid IPv4 address") from None
 
 
-def _check_credentials(user: object, password: object) -> None:
+def _check_parts(host: object, port: object, ups: object, user: object, password: object,
+                 password_elsewhere: bool = False) -> None:
+    """NutURL's checks; with ``password_elsewhere``, a user without a password passes (the
+    config's view: the password is kept in a file, the environment or a credential)."""
+    _check_host(host)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError("nut URL: port must be a whole number 1..65535")
+    if not isinstance(ups, str) or not ups:
+        raise ValueError(f"nut URL: no UPS name, {_USAGE}")
+    if not _UPS_NAME.match(ups):
+        raise ValueError("nut URL: the UPS name may contain only letters, digits, "
+                         "'.', '_', '-' and '+'")
+    _check_credentials(user, password, password_elsewhere)
+
+
+def _check_credentials(user: object, password: object, password_elsewhere: bool = False) -> None:
     # Messages here never echo either value: a user name typed without its ':' may well be the
     # password.
     if user is None and password is None:
         return
-    if user is None or password is None:
-        raise ValueError("nut URL: give both a user and a password (user:password@host) or "
-                         "neither")
-    if not isinstance(user, str) or not isinstance(password, str):
+    if user is None or (password is None and not password_elsewhere):
+        raise ValueError("nut URL: give both a user and a password (user:password@host, or "
+                         f"user@host and the password in {PASSWORD_PLACES}) or neither")
+    if not isinstance(user, str) or not isinstance(password, (str, type(None))):
         raise ValueError("nut URL: user and password must be strings")
     if not user:
         raise ValueError("nut URL: the user name is empty")
-    if not password:
+    if password == "":
         raise ValueError("nut URL: the password is empty")
     # A newline would end the protocol line and let the rest run as another command.
-    if _CONTROL.search(user) or _CONTROL.search(password):
+    if _CONTROL.search(user) or _CONTROL.search(password or ""):
         raise ValueError("nut URL: the user or password contains a control character")
 
 
@@ -221,11 +238,29 @@ def parse_nut_url(text: str) -> NutURL:
     (``nut://[::1]/ups``; a zone is written ``%25``: ``[fe80::1%25eth0]``). User and password are
     percent-decoded; the password may contain ``@``, ``:`` and ``/`` unencoded (the last ``@``
     ends it). Leading and trailing whitespace is ignored. Query strings, fragments and a trailing
-    ``/`` are refused.
+    ``/`` are refused, and so is a user without a password (the config allows one, with the
+    password kept elsewhere: :func:`check_nut_url`, :func:`load_url`).
 
     Raises ValueError with a human message for anything else. The message never contains the
     password, nor any text that could be it in a mistyped URL (it names the host at most).
     """
+    return NutURL(*_split_nut_url(text))
+
+
+def check_nut_url(text: str) -> None:
+    """The config's check of ``power.ups``: :func:`parse_nut_url`'s, except that a user may be
+    named without a password (``nut://user@host/ups``). Raises its ValueError."""
+    _check_parts(*_split_nut_url(text), password_elsewhere=True)
+
+
+def url_credentials(text: str) -> tuple[bool, bool]:
+    """(names a user, holds a password) for a valid ``power.ups`` value."""
+    _, _, _, user, password = _split_nut_url(text)
+    return user is not None, password is not None
+
+
+def _split_nut_url(text: str) -> tuple[str, int, str, str | None, str | None]:
+    """(host, port, ups, user, password) of a URL; only the text's own grammar is checked."""
     if not isinstance(text, str):
         raise ValueError(f"nut URL must be a string, got {type(text).__name__}")
     text = text.strip()
@@ -248,16 +283,13 @@ def parse_nut_url(text: str) -> NutURL:
     user = password = None
     if userinfo is not None:
         raw_user, colon, raw_password = userinfo.partition(":")
-        if not colon:
-            raise ValueError("nut URL: give both a user and a password (user:password@host) or "
-                             "neither")
         try:
             user = unquote(raw_user, errors="strict")
-            password = unquote(raw_password, errors="strict")
+            password = unquote(raw_password, errors="strict") if colon else None
         except UnicodeDecodeError:
             raise ValueError("nut URL: the user or password is not valid percent-encoded "
                              "UTF-8") from None
-    return NutURL(host=host, port=port, ups=ups, user=user, password=password)
+    return host, port, ups, user, password
 
 
 def _split_authority(authority: str) -> tuple[str, int]:
@@ -288,12 +320,9 @@ def _split_authority(authority: str) -> tuple[str, int]:
 
 # -- protocol: pure helpers --------------------------------------------------------------------
 
-def _scrub(text: str, secret: str | None) -> str:
-    """``text`` with the password (raw and as quoted on the wire) replaced by ``***``."""
-    if secret:
-        for form in sorted({secret, quote_arg(secret)[1:-1]}, key=len, reverse=True):
-            text = text.replace(form, "***")
-    return text
+def _scrub(text: str, password: str | None) -> str:
+    """``text`` without the password, in any form (raw, as quoted on the wire, ...)."""
+    return redact(text, password)
 
 
 def _excerpt(line: str, secret: str | None = None) -> str:
@@ -482,6 +511,51 @@ def ups_fields(variables: Mapping[str, str]) -> dict[str, float | bool | str]:
         if value is not None:
             fields[field_name] = value
     return fields
+
+
+# -- the configured UPS and where its password is kept -------------------------------------------
+
+def load_url(section: "PowerSection", env: Mapping[str, str] = os.environ,
+             source: str = "config") -> tuple[NutURL | None, list[str]]:
+    """The UPS ``power.ups`` names (None when empty) with its password, and the warnings to give
+    once, none of which shows the password.
+
+    A password written in ``power.ups`` is used as it is, with a warning when ``source`` (the
+    config file holding it) is readable by other users. For ``nut://user@host/ups`` the password
+    is ``$LINEWATCH_UPS_PASSWORD``, else the file ``power.ups_password_file`` names, else the
+    systemd credential ``ups-password`` (:func:`agent.secret.load`: one line, the line ending
+    dropped; a file others can read is a warning). Raises ConfigError naming ``power.ups`` when
+    none of them holds it, and the key the password came from when it cannot be read or sent.
+    """
+    if not section.ups:
+        return None, []
+    try:
+        host, port, ups, user, in_url = _split_nut_url(section.ups)
+        if user is None or in_url is not None:  # complete as written
+            url = NutURL(host, port, ups, user, in_url)
+    except ValueError as exc:
+        raise ConfigError(source, "power.ups", str(exc)) from None
+    if user is None or in_url is not None:
+        mode = open_mode(source) if in_url is not None else None
+        if mode is None:
+            return url, []
+        return url, [f"{source} holds the UPS password (in power.ups) and is readable by other "
+                     f"users (mode {mode:o}): move the password to {PASSWORD_PLACES}, or "
+                     f"chmod 600 {source}"]
+    password = load_secret(env_name=PASSWORD_ENV, file=section.ups_password_file,
+                           file_key="power.ups_password_file", credential=CREDENTIAL, env=env,
+                           source=source, what="password", strip=False)
+    if password.value is None:
+        # The user is not named: one typed without its ':' may well be the password.
+        raise ConfigError(source, "power.ups", f"names a user but no password: keep the password "
+                          f"in {PASSWORD_PLACES}")
+    try:
+        url = NutURL(host, port, ups, user, password.value)
+    except ValueError as exc:
+        key = "power.ups_password_file" if section.ups_password_file else "power.ups"
+        raise ConfigError(source, key, f"the password from {password.source}: "
+                          f"{str(exc).removeprefix('nut URL: ')}") from None
+    return url, [password.warning] if password.warning else []
 
 
 # -- I/O edge ----------------------------------------------------------------------------------
