@@ -24,8 +24,12 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 # From shared/TESTBED.md. --headless and the profile dir are Playwright's own business (it passes
 # --headless and a fresh temp --user-data-dir itself, and refuses the latter in args).
+# Even with those, Chromium looks up Google's hosts at start (update.googleapis.com,
+# accounts.google.com: seen in a capture of the suite): every name resolves to nothing, so no test
+# run ever sends a query or a connection out; the pages are local files and need no name.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-pings", "--disable-domain-reliability", "--host-resolver-rules=MAP * ~NOTFOUND"]
 REPO = Path(__file__).resolve().parent.parent
 
 # Only ever the system browser: never let Playwright fetch one of its own.
