@@ -176,10 +176,11 @@ def test_power_indices_match_the_truth_computed_independently(fleet):
         if cell["suppressed"]:
             continue
         agents = [a for a in truth["agents"].values() if a["unit"].region == cell["region"]]
-        observed = sum(a["observed_s"] + a["host_down_s"] for a in agents)
-        its = [Interruption(a["unit"].agent, e.duration_s) for a in agents for e in a["power"]]
+        observed = sum(a["power_watched_s"] for a in agents)
+        its = [Interruption(a["unit"].agent, e.duration_s, counted)
+               for a in agents for e, counted in zip(a["power"], a["power_counted_s"])]
         want = ieee1366(its, observed, T)
-        assert cell["agents"] == sum(1 for a in agents if a["observed_s"] + a["host_down_s"] > 0)
+        assert cell["agents"] == sum(1 for a in agents if a["power_watched_s"] > 0)
         for name in ("power_saifi", "power_saidi_min", "power_caidi_min", "power_maifi", "power_asai"):
             assert cell[name] == pytest.approx(getattr(want, name)), (cell["region"], name)
         assert cell["power_saidi_min"] == pytest.approx(cell["power_saifi"] * cell["power_caidi_min"])
