@@ -4,14 +4,18 @@ InfluxQL is the one query language InfluxDB 1.x, 2.x (>= 2.4, through DBRP mappi
 answer. The aggregation the statistics need first is pushed into the queries, so a month of
 10-second rounds never crosses the wire:
 
-* ``round``: observed seconds per agent and UTC hour (``sum(interval_s) GROUP BY time(1h)``);
+* ``round``: observed seconds per agent and UTC hour (``sum(interval_s) GROUP BY time(1h)``) over
+  the rounds whose ``interval_s`` lies in (0, 3600]; the others are counted per hour
+  (``absurd_observed``) by one more query;
 * ``ping``: per agent and UTC day, the median and 95th percentile of ``rtt_avg_ms`` to internet
   targets and the mean loss over rounds in which the target answered at all;
 
 both over whole UTC days, a week per query at most, and kept in a local cache once a day is over
 (:mod:`collector.cache`), so a repeated aggregation asks only for recent days;
 * ``outage`` (power and connectivity) and ``speedtest`` (status ok): the rows themselves, which
-  are few (one per episode or test).
+  are few (one per episode or test);
+* rows dated before 2000-01-01 (a clock never set): counted on every run, one cheap count per
+  measurement (``clock_unset``), and never read.
 
 The query text is built by pure functions (tested); :class:`Reader` is the thin I/O edge.
 Responses are read with ``chunked=true``: InfluxDB's row limit (max-row-limit) applies only to
@@ -26,10 +30,16 @@ from urllib.parse import urlencode
 
 from agent.errors import SourceError
 from agent.lineproto import unescape_tag
-from collector.model import Dataset, Episode, ObsHour, PingDay, Quality, SpeedTest, Unit
+from collector.model import (CLOCK_SET, MAX_INTERVAL_S, Dataset, Episode, ObsHour, PingDay, Quality,
+                             SpeedTest, Unit)
 
 TAGS = ("agent", "region", "isp", "city", "access", "site")
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
+# Answers that are counts of rows, not records: per hour, rounds with a bad interval_s
+# (``absurd_observed``); per measurement, rows from a clock never set (``clock_unset``).
+COUNT_KINDS = {"bad_rounds": "absurd_observed", "unset": "clock_unset"}
+_GOOD_INTERVAL = f'"interval_s" > 0 AND "interval_s" <= {MAX_INTERVAL_S:g}'
+_BAD_INTERVAL = f'("interval_s" <= 0 OR "interval_s" > {MAX_INTERVAL_S:g})'
 
 
 def ident(name: str) -> str:
@@ -66,14 +76,17 @@ def day_runs(days: list[int], size: int = CHUNK_S) -> list[tuple[int, int]]:
 
 
 def grouped_queries(a: int, b: int) -> list[tuple[str, str]]:
-    """The server-aggregated queries for whole UTC days [a, b): observed seconds per agent-hour,
-    latency and loss per agent-day. Loss over the rounds in which the target answered is
+    """The server-aggregated queries for whole UTC days [a, b): observed seconds per agent-hour
+    over the rounds with a good interval_s, the others counted per hour, latency and loss per
+    agent-day. Loss over the rounds in which the target answered is
     (sum(loss_pct) - 100 x unanswered) / answered, with answered = count(rtt_avg_ms) (an RTT is
     written exactly when an echo came back): no field filter, which costs the server a join."""
     t = time_range(a, b)
     return [
         ("obs", f'SELECT sum("interval_s") AS "observed_s" FROM "round" WHERE {t} '
-                f'GROUP BY time(1h), {_by()} fill(none)'),
+                f'AND {_GOOD_INTERVAL} GROUP BY time(1h), {_by()} fill(none)'),
+        ("bad_rounds", f'SELECT count("interval_s") AS "rows" FROM "round" WHERE {t} '
+                       f'AND {_BAD_INTERVAL} GROUP BY time(1h) fill(none)'),
         ("ping", 'SELECT percentile("rtt_avg_ms", 50) AS "p50", percentile("rtt_avg_ms", 95) AS "p95", '
                  'sum("loss_pct") AS "loss_sum", count("loss_pct") AS "rows", '
                  'count("rtt_avg_ms") AS "rounds", min("rtt_avg_ms") AS "rtt_min", '
@@ -85,7 +98,15 @@ def grouped_queries(a: int, b: int) -> list[tuple[str, str]]:
 def raw_queries(start: float, end: float) -> list[tuple[str, str]]:
     """Rows read as they are (one per episode or speed test: few) for [start, end)."""
     t = time_range(start, end)
+    unset = f"time < {CLOCK_SET * 10**9}"
     return [
+        ("unset", f'SELECT count("interval_s") AS "rows" FROM "round" WHERE {unset}'),
+        ("unset", f'SELECT count("loss_pct") AS "rows" FROM "ping" WHERE "role" = \'internet\' '
+                  f'AND {unset}'),
+        ("unset", 'SELECT count("duration_s") AS "rows" FROM "outage" WHERE ("type" = \'power\' '
+                  f'OR "type" = \'connectivity\') AND {unset}'),
+        ("unset", f'SELECT count("download_bps") AS "rows" FROM "speedtest" WHERE "status" = \'ok\' '
+                  f'AND {unset}'),
         ("episode", 'SELECT "duration_s" FROM "outage" WHERE ("type" = \'power\' OR '
                     f'"type" = \'connectivity\') AND {t} GROUP BY {_by("type", "cause")}'),
         ("speed", 'SELECT "download_bps", "upload_bps" FROM "speedtest" WHERE '
@@ -185,6 +206,17 @@ def to_records(kind: str, series: dict, q: Quality) -> Iterator:
             yield SpeedTest(unit, t, down, _num(get("upload_bps")))
 
 
+def to_counts(series: dict) -> Iterator[tuple[int, int]]:
+    """(time in s, rows) of one answered count series (COUNT_KINDS); nothing for a bad row."""
+    cols = series.get("columns") or []
+    ix = {c: i for i, c in enumerate(cols)}
+    for row in series.get("values") or []:
+        get = lambda c: row[ix[c]] if c in ix and ix[c] < len(row) else None  # noqa: E731
+        t, n = _num(get("time")), _num(get("rows"))
+        if t is not None and n is not None and n > 0:
+            yield int(t // 1000), int(n)
+
+
 def late_hours(kept: set[int], obs, episodes, speeds, asked: set = frozenset()) -> set[tuple[str, int]]:
     """(agent, hour) on kept (cached) days at which an agent's rows show it was watching (a speed
     test; an outage or a battery/UPS cut, for every hour it lasted, since the agent probes all
@@ -208,6 +240,11 @@ def late_hours(kept: set[int], obs, episodes, speeds, asked: set = frozenset()) 
             check(e.unit.agent, h)
             h += 3600
     return out
+
+
+def _rejected(counts: list[tuple[int, int]]) -> list[tuple[int, str, int]]:
+    """Per-hour counts of bad rounds as the cache keeps them: (hour, reason, rows)."""
+    return [(h, COUNT_KINDS["bad_rounds"], n) for h, n in counts]
 
 
 class Reader:
@@ -280,40 +317,55 @@ class Reader:
         """The window's records. With a :class:`collector.cache.Cache`, whole UTC days already
         kept are read from it, and days fetched here that are at least ``settle_s`` old are kept."""
         q = Quality()
-        got: dict[str, list] = {"obs": [], "ping": [], "episode": [], "speed": []}
-        days = days_of(start, end)
+        got: dict[str, list] = {"obs": [], "ping": [], "episode": [], "speed": [], "bad_rounds": [],
+                                "unset": []}
+        since = max(start, CLOCK_SET)   # rows before it are counted as clock_unset, never read
+        days = days_of(since, end)
         kept = cache.days() & set(days) if cache is not None else set()
         fetch = [d for d in days if d not in kept]
         texts = [t for a, b in day_runs(fetch) for t in grouped_queries(a, b)]
-        todo = texts + raw_queries(start, end)
+        todo = texts + raw_queries(since, end)
         # Chunked answers split a series over several chunks ("partial": more follows); each
         # chunk's rows are records of their own, so they are simply read in turn, in query order.
         for (kind, _), answer in zip(todo, self._run_all(todo)):
             for series in answer:
-                got[kind].extend(to_records(kind, series, q))
+                got[kind].extend(to_counts(series) if kind in COUNT_KINDS
+                                 else to_records(kind, series, q))
         if cache is not None:
             limit = (now if now is not None else end) - settle_s
-            cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"])
+            cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"],
+                        _rejected(got["bad_rounds"]))
             old_obs, old_pings = cache.load(kept)
+            old_bad = cache.load_rejected(kept)
             late = late_hours(kept, old_obs, got["episode"], got["speed"], cache.asked_again())
             stale = sorted({h - h % DAY for _, h in late})
             if stale:
                 # An agent forwarded rows for a kept day after it was kept (it was offline):
                 # its outages are here but not its watching time. Ask again for those days.
-                fresh: dict[str, list] = {"obs": [], "ping": []}
+                fresh: dict[str, list] = {"obs": [], "ping": [], "bad_rounds": []}
                 texts = [t for a, b in day_runs(stale) for t in grouped_queries(a, b)]
                 for (kind, _), answer in zip(texts, self._run_all(texts)):
                     for series in answer:
-                        fresh[kind].extend(to_records(kind, series, q))
-                cache.store(stale, fresh["obs"], fresh["ping"])
+                        fresh[kind].extend(to_counts(series) if kind in COUNT_KINDS
+                                           else to_records(kind, series, q))
+                cache.store(stale, fresh["obs"], fresh["ping"], _rejected(fresh["bad_rounds"]))
                 cache.mark_asked_again(late)
                 gone = set(stale)
                 old_obs = [o for o in old_obs if o.hour - o.hour % DAY not in gone] + fresh["obs"]
                 old_pings = [p for p in old_pings if p.day not in gone] + fresh["ping"]
+                old_bad = ([r for r in old_bad if r[0] - r[0] % DAY not in gone]
+                           + _rejected(fresh["bad_rounds"]))
             got["obs"] += old_obs
             got["ping"] += old_pings
+            got["bad_rounds"] += [(h, n) for h, _, n in old_bad]
             self.cached_days = len(kept) - len(stale)
             self.refreshed_days = len(stale)
+        # Bad rounds count in the window's hours only (the queries cover whole days).
+        bad = sum(n for h, n in got["bad_rounds"] if since - since % 3600 <= h < end)
+        unset = sum(n for _, n in got["unset"])
+        for reason, n in (("absurd_observed", bad), ("clock_unset", unset)):
+            if n:
+                q.rejected[reason] += n
         ds = Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
                      tuple(got["speed"]))
         return ds, q
