@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
+import collector.clean as clean_module
 from collector.clean import CAUSES, TYPES, by_site, clean
 from collector.model import POWER_JOIN_S, Dataset, Episode, ObsHour, Unit, joins_previous_cut
 from collector.stats import Settings, aggregate, load_shedding
@@ -147,7 +148,16 @@ def test_an_outage_counts_up_to_now_when_the_window_reaches_into_the_future():
     assert r["data_quality"]["clipped"] == {"window_clipped": 1}
 
 
-def test_outage_time_is_scaled_down_where_the_line_was_watched_less():
+@pytest.fixture(params=["dense", "sorted"])
+def cells(request, monkeypatch):
+    """Both ways collector.clean finds a line's watched time per hour: a dense table (few lines
+    and hours) and sorting (many)."""
+    if request.param == "sorted":
+        monkeypatch.setattr("collector.clean._DENSE_CELLS", 0)
+    return request.param
+
+
+def test_outage_time_is_scaled_down_where_the_line_was_watched_less(cells):
     """a's rounds of 10:00-11:00 are half missing (1,800 s). Power: a cut 09:30-11:30 has 3,600 s
     in that hour, scaled to 1,800 s (5,400 s in all). Internet: two outages of 1,200 s there,
     2,400 s > 1,800 s: each scaled by 0.75 to 900 s."""
@@ -175,7 +185,7 @@ def test_outage_time_is_scaled_down_where_the_line_was_watched_less():
     assert r["data_quality"]["clipped"] == {"unwatched_clipped": 3}
 
 
-def test_an_outage_with_no_watched_second_is_rejected():
+def test_an_outage_with_no_watched_second_is_rejected(cells):
     obs = day_of_rounds(A, skip=(12,))
     eps = [Episode(A, "connectivity", "isp", MON + 12 * 3600 + 600, 600.0),
            Episode(A, "power", "ac_lost", MON + 12 * 3600 + 1200, 600.0)]
@@ -319,12 +329,18 @@ def _union(spans) -> float:
     return total
 
 
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sorted"])
 @hsettings(max_examples=60, deadline=None)
-@given(fleet_st)
-def test_property_outage_seconds_never_exceed_watched_seconds(spec):
+@given(spec=fleet_st)
+def test_property_outage_seconds_never_exceed_watched_seconds(dense, spec):
     _, d = _fleet(spec)
     cols, q = clean(d, ["PK-SD"], MON + DAY)
-    line = by_site(cols, q)
+    dense_cells = clean_module._DENSE_CELLS
+    try:
+        clean_module._DENSE_CELLS = dense_cells if dense else 0
+        line = by_site(cols, q)
+    finally:
+        clean_module._DENSE_CELLS = dense_cells
     watched = {}
     for u, h, r, pw in zip(line.obs_unit.tolist(), line.obs_hour.tolist(), line.obs_s.tolist(),
                            line.obs_pw.tolist()):
