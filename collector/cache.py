@@ -9,6 +9,10 @@ an hour the cache holds no watching time for (rows forwarded late); each (agent,
 about once (``asked_again``), so a server that really has no rounds for it (pruned on the agent
 before they were forwarded) is not asked on every run. Other late rows wait for ``--refresh``.
 
+Rows the server's answers counted as rejected for a kept day (rounds with a bad interval_s, per
+hour) are kept with it, so a warm run reports what a cold one does. A file written by an older
+version (``SCHEMA_VERSION``) is emptied: its days were reduced by older rules.
+
 One file per server and database (the name is a hash of both), mode 0600 from its first byte.
 ``cache_dir`` may be set to a folder others can write: the file is made new by the collector
 (never through a link planted at its name; an existing link is refused), and a file that is not
@@ -36,7 +40,11 @@ CREATE TABLE IF NOT EXISTS pings (unit TEXT NOT NULL, day INTEGER NOT NULL, p50 
 CREATE INDEX IF NOT EXISTS pings_day ON pings (day);
 CREATE TABLE IF NOT EXISTS asked_again (agent TEXT NOT NULL, hour INTEGER NOT NULL,
     PRIMARY KEY (agent, hour));
+CREATE TABLE IF NOT EXISTS rejected (hour INTEGER NOT NULL, reason TEXT NOT NULL,
+    rows INTEGER NOT NULL, PRIMARY KEY (hour, reason));
 """
+# 2: observed hours sum only the rounds with a good interval_s; bad ones are counted.
+SCHEMA_VERSION = 2
 
 
 def default_dir(env=os.environ) -> Path:
@@ -67,6 +75,11 @@ class Cache:
             raise SourceError(f"{path}: not a cache this collector can read ({exc}): delete the "
                               "file, or run with --cache off") from exc
         self.conn = conn
+        (version,), = self.conn.execute("PRAGMA user_version")
+        if version < SCHEMA_VERSION:
+            self.clear()
+            with self.conn:
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
 
     @classmethod
     def for_source(cls, directory: Path, url: str, database: str, rp: str) -> "Cache":
@@ -79,7 +92,7 @@ class Cache:
     def clear(self) -> None:
         with self.conn:
             self.conn.executescript("DELETE FROM days; DELETE FROM obs; DELETE FROM pings; "
-                                    "DELETE FROM asked_again;")
+                                    "DELETE FROM asked_again; DELETE FROM rejected;")
 
     def asked_again(self) -> set[tuple[str, int]]:
         """(agent, hour) pairs already asked about once (see the module's note)."""
@@ -113,8 +126,19 @@ class Cache:
             " WHERE day >= ? AND day <= ?", (days[0], days[-1])) if d in wanted]
         return obs, pings
 
-    def store(self, days: Iterable[int], obs: Iterable[ObsHour], pings: Iterable[PingDay]) -> None:
-        """Keep these whole days (their records given), replacing anything kept for them."""
+    def load_rejected(self, days: Iterable[int]) -> list[tuple[int, str, int]]:
+        """(hour, reason, rows) kept for these days."""
+        wanted = set(days)
+        if not wanted:
+            return []
+        return [(h, r, n) for h, r, n in self.conn.execute(
+            "SELECT hour, reason, rows FROM rejected WHERE hour >= ? AND hour < ?",
+            (min(wanted), max(wanted) + 86400)) if h - h % 86400 in wanted]
+
+    def store(self, days: Iterable[int], obs: Iterable[ObsHour], pings: Iterable[PingDay],
+              rejected: Iterable[tuple[int, str, int]] = ()) -> None:
+        """Keep these whole days (their records, and (hour, reason, rows) counted as rejected,
+        given), replacing anything kept for them."""
         days = set(days)
         if not days:
             return
@@ -126,6 +150,7 @@ class Cache:
             for d in days:
                 self.conn.execute("DELETE FROM obs WHERE hour >= ? AND hour < ?", (d, d + 86400))
                 self.conn.execute("DELETE FROM pings WHERE day = ?", (d,))
+                self.conn.execute("DELETE FROM rejected WHERE hour >= ? AND hour < ?", (d, d + 86400))
             self.conn.executemany("INSERT INTO obs VALUES (?, ?, ?)",
                                   ((key(o.unit), o.hour, o.observed_s) for o in obs
                                    if o.hour - o.hour % 86400 in days))
@@ -133,4 +158,6 @@ class Cache:
                                   ((key(p.unit), p.day, p.rtt_p50_ms, p.rtt_p95_ms, p.loss_pct,
                                     p.rounds, p.rtt_min_ms, p.rtt_max_ms) for p in pings
                                    if p.day in days))
+            self.conn.executemany("INSERT OR REPLACE INTO rejected VALUES (?, ?, ?)",
+                                  ((h, r, n) for h, r, n in rejected if h - h % 86400 in days))
             self.conn.executemany("INSERT OR REPLACE INTO days VALUES (?)", ((d,) for d in days))

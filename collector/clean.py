@@ -2,7 +2,10 @@
 
 Volunteers' agents run on machines nobody audits, so every record is checked before it reaches a
 statistic, and each one that is rejected or clipped is counted by reason in :class:`Quality`,
-which every output shows (the data-quality section). Nothing is dropped silently:
+which every output shows (the data-quality section). Nothing is dropped silently. The reasons,
+as docs/collector.md defines them (the sources count some of them themselves: ``clock_unset``
+and ``absurd_observed`` for rows, ``missing_agent`` and ``missing_value``, ``unreadable_store``;
+:mod:`collector.stats` counts ``impossible_share``):
 
 rejected (the record is left out):
   ``unknown_region``     the unit's region is not one of the configured codes (or is empty),
@@ -11,13 +14,19 @@ rejected (the record is left out):
   ``unknown_cause``      an episode cause the agent never writes
   ``not_a_number``       NaN or infinite time or value
   ``negative_duration``  an episode that ends before it starts
+  ``zero_duration``      an episode that ends when it starts (the agent never writes one)
   ``absurd_duration``    an episode longer than 31 days
   ``future_timestamp``   a record dated after the collection's "now" (plus 5 minutes of skew)
-  ``absurd_observed``    negative observed time
+  ``clock_unset``        a record dated before 2000-01-01: a clock that was never set
+  ``absurd_observed``    a round whose interval_s is not a number in (0, 3600] (the sources
+                         leave it out of its hour's sum); here, an hour with negative time
   ``absurd_rtt``         a day of latency with a round below 0 or above 60 s (the whole day)
   ``absurd_loss``        loss outside 0..100 %
   ``absurd_speed``       a speed at or below 0, or above 10 Gbit/s (no consumer line is faster)
-  ``overlap_dropped``    a connectivity episode wholly inside an earlier one of the same agent
+  ``overlap_dropped``    a connectivity episode wholly inside an earlier one of the same agent;
+                         of two starting at the same instant the longer is kept, of equal length
+                         the one whose cause comes first (power, lan, isp, dns, unknown)
+  ``unwatched``          an episode with no second in an hour its line was watched
 clipped (the record is kept, shortened, merged or repaired):
   ``retagged``           a record without a valid region (written before the agent's region was
                          set, or with a code it later corrected) takes the agent's region: the
@@ -28,15 +37,26 @@ clipped (the record is kept, shortened, merged or repaired):
                          takes the site of the agent's latest records that have one
   ``overlap_clipped``    a connectivity episode that began before the previous one ended starts
                          at its end
-  ``power_merged``       a power episode that overlaps the agent's previous one, or a host_down
-                         starting within 60 s of the end of its battery or UPS episode (one cut
-                         seen twice): merged into it, one interruption (not bad data)
+  ``power_merged``       a power episode that overlaps or touches the agent's cut before it, or
+                         a host_down starting within 60 s after the end of an earlier episode
+                         that is not a host_down (a battery ran flat, then the host went down):
+                         merged into it, one interruption (not bad data;
+                         :func:`collector.model.joins_previous_cut`)
+  ``unwatched_clipped``  an episode some of whose seconds fell in hours its line was not
+                         watched: in each hour a line's outage seconds of one type are at most
+                         its watched time there, scaled down in proportion when they are more
   ``observed_clipped``   more than 3,600 observed seconds in one hour (an agent id used twice,
                          or rounds written twice): clipped to the hour
   ``flood_speed_tests``  more than 48 speed tests by one agent in one UTC day: the rest dropped
   ``flood_episodes``     more than 1,440 episodes of one type by one agent in one UTC day
-  ``window_clipped``     an episode still going at the window's end counts up to the end only
-                         (not bad data; counted so the totals add up)
+  ``window_clipped``     an episode still going at the window's end (or at "now", when the
+                         window reaches into the future) counts up to it only; its class still
+                         follows its whole duration (not bad data; counted so the totals add up)
+
+Watched time, per agent (unit) and UTC hour: *round time* is what its rounds covered (at most
+3,600 s); *power-watched time* is round time plus the seconds its ``host_down`` episodes covered
+(their union), at most 3,600 s, taken before any merge: merging decides how many interruptions
+there were, never how long the line was watched.
 """
 
 from __future__ import annotations
@@ -48,12 +68,14 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from collector.model import POWER_JOIN_S, Dataset, Quality, Unit
+from collector.model import CLOCK_SET, MAX_INTERVAL_S, POWER_JOIN_S, Dataset, Quality, Unit
 
 TYPES: tuple[str, ...] = ("power", "connectivity")
 POWER = TYPES.index("power")
-# Every cause the agent records for the two types (docs/metrics.md, outage.cause).
+# Every cause the agent records for the two types (docs/metrics.md, outage.cause). The order of
+# the connectivity causes is the tie-break between two outages of equal start and length.
 CAUSES: tuple[str, ...] = ("ac_lost", "host_down", "power", "lan", "isp", "dns", "unknown")
+HOST_DOWN = CAUSES.index("host_down")
 VALID_CAUSES = {"power": {"ac_lost", "host_down"},
                 "connectivity": {"power", "lan", "isp", "dns", "unknown"}}
 SKEW_S = 300.0
@@ -72,13 +94,15 @@ class Columns:
     end: float
     units: list[Unit]
     obs_unit: np.ndarray
-    obs_hour: np.ndarray
-    obs_s: np.ndarray
+    obs_hour: np.ndarray     # start of the UTC hour, seconds; one row per unit and hour
+    obs_s: np.ndarray        # round time (0 in an hour watched only by being down for power)
+    obs_pw: np.ndarray       # power-watched time: round time + host-down time, at most 3,600 s
     ep_unit: np.ndarray
     ep_type: np.ndarray      # index into TYPES
     ep_cause: np.ndarray     # index into CAUSES
     ep_start: np.ndarray
-    ep_dur: np.ndarray
+    ep_dur: np.ndarray       # seconds from the start to the end, clipped at the window's end
+    ep_whole: np.ndarray     # the whole recorded duration (after merging): decides the class
     pd_unit: np.ndarray
     pd_day: np.ndarray
     pd_p50: np.ndarray       # NaN: not measured that day
@@ -100,6 +124,19 @@ class Columns:
     sp_agent: np.ndarray | None = None
     # Only when some line has several agents: (unit, agent, time) of each watching record.
     watchers: tuple | None = None
+    # Set by by_site(), after outage time was limited to watched time: each episode's counted
+    # seconds, and its pieces, one per UTC hour it covers (episode index, hour start, counted
+    # seconds, and the share of the piece's seconds that was kept).
+    ep_secs: np.ndarray | None = None
+    pc_ep: np.ndarray | None = None
+    pc_hour: np.ndarray | None = None
+    pc_s: np.ndarray | None = None
+    pc_scale: np.ndarray | None = None
+
+    @property
+    def rounds_row(self) -> np.ndarray:
+        """Rows of ``obs_*`` that come from rounds (not only from host-down time)."""
+        return (self.obs_s > 0) | (self.obs_pw <= 0)
 
 
 def _reject(q: Quality, keep: np.ndarray, bad: np.ndarray, reason: str) -> None:
@@ -185,18 +222,21 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     _reject(q, keep, ~np.isfinite(o_s), "not_a_number")
     _reject(q, keep, o_s < 0, "absurd_observed")
     _reject(q, keep, o_hour > horizon, "future_timestamp")
+    _reject(q, keep, o_hour < CLOCK_SET, "clock_unset")
     o_unit, o_hour, o_s = o_unit[keep], o_hour[keep], o_s[keep]
     if o_s.size:
         # Records of the same unit and hour are summed first: an id used twice shows here.
         key = o_unit * (1 << 32) + (o_hour // 3600)
-        uk, inv = np.unique(key, return_inverse=True)
-        if uk.size < key.size:
-            o_s = np.bincount(inv, weights=o_s)
-            o_unit = uk >> 32
-            o_hour = (uk & ((1 << 32) - 1)) * 3600
-        over = o_s > 3600.0
-        q.clipped["observed_clipped"] += int(over.sum())
-        o_s = np.minimum(o_s, 3600.0)
+        if np.any(key[1:] <= key[:-1]):   # not already one row per unit and hour, in order
+            uk, inv = np.unique(key, return_inverse=True)
+            if uk.size < key.size:
+                o_s = np.bincount(inv.reshape(-1), weights=o_s)
+                o_unit = uk >> 32
+                o_hour = (uk & ((1 << 32) - 1)) * 3600
+        over = o_s > MAX_INTERVAL_S
+        if over.any():
+            q.clipped["observed_clipped"] += int(over.sum())
+            o_s = np.minimum(o_s, MAX_INTERVAL_S)
     q.accepted["obs_hours"] += int(o_s.size)
 
     # --- episodes
@@ -215,14 +255,23 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
             "unknown_cause")
     _reject(q, keep, ~np.isfinite(e_start) | ~np.isfinite(e_dur), "not_a_number")
     _reject(q, keep, e_dur < 0, "negative_duration")
+    _reject(q, keep, e_dur == 0, "zero_duration")
     _reject(q, keep, e_dur > MAX_EPISODE_S, "absurd_duration")
     _reject(q, keep, e_start > horizon, "future_timestamp")
+    _reject(q, keep, e_start < CLOCK_SET, "clock_unset")
     e_unit, e_type, e_cause, e_start, e_dur = (a[keep] for a in (e_unit, e_type, e_cause, e_start, e_dur))
+    # Nothing after the window's end, or after "now", can have been measured.
+    stop = min(ds.end, now)
+    # Host-down time is watched time, taken before any merge: a host_down merged into the
+    # battery episode before it stays watched time (docs/collector.md, observed time).
+    hd = (e_type == POWER) & (e_cause == HOST_DOWN)
+    o_unit, o_hour, o_s, o_pw = _power_watched(o_unit, o_hour, o_s, e_unit[hd], e_start[hd],
+                                               np.minimum(e_start[hd] + e_dur[hd], stop))
     e_unit, e_type, e_cause, e_start, e_dur = _overlaps(q, e_unit, e_type, e_cause, e_start, e_dur)
     e_unit, e_type, e_cause, e_start, e_dur = _flood(
         q, "flood_episodes", MAX_EPISODES_PER_DAY, e_unit * 2 + e_type, e_start,
         e_unit, e_type, e_cause, e_start, e_dur)
-    stop = min(ds.end, now)
+    e_whole = e_dur
     late = e_start + e_dur > stop
     if late.any():
         q.clipped["window_clipped"] += int(late.sum())
@@ -242,6 +291,7 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
         _reject(q, keep, (np.fmin(p50, lo) < 0) | (np.fmax(p95, hi) > MAX_RTT_MS), "absurd_rtt")
         _reject(q, keep, (loss < 0) | (loss > 100), "absurd_loss")
     _reject(q, keep, p_day > horizon, "future_timestamp")
+    _reject(q, keep, p_day < CLOCK_SET, "clock_unset")
     p_unit, p_day, p50, p95, loss, rounds = (a[keep] for a in (p_unit, p_day, p50, p95, loss, rounds))
     q.accepted["ping_days"] += int(p_unit.size)
 
@@ -256,6 +306,7 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
         _reject(q, keep, (s_down <= 0) | (s_down > MAX_SPEED_BPS) | (s_up <= 0) | (s_up > MAX_SPEED_BPS),
                 "absurd_speed")
     _reject(q, keep, s_time > horizon, "future_timestamp")
+    _reject(q, keep, s_time < CLOCK_SET, "clock_unset")
     s_unit, s_time, s_down, s_up = (a[keep] for a in (s_unit, s_time, s_down, s_up))
     s_unit, s_time, s_down, s_up = _flood(q, "flood_speed_tests", MAX_TESTS_PER_DAY, s_unit, s_time,
                                           s_unit, s_time, s_down, s_up)
@@ -265,13 +316,84 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
         k = np.lexsort(tuple(reversed((unit,) + others)))
         return (unit[k],) + tuple(a[k] for a in others)
 
-    # Episodes come out of _overlaps sorted by unit, type, start; the rest is sorted here.
-    o_unit, o_hour, o_s = canon(o_unit, o_hour, o_s)
+    # Episodes come out of _overlaps sorted by unit, type, start, and observed hours out of
+    # _power_watched by unit and hour; the rest is sorted here.
     p_unit, p_day, p50, p95, loss, rounds = canon(p_unit, p_day, p50, p95, loss, rounds)
     s_unit, s_time, s_down, s_up = canon(s_unit, s_time, s_down, s_up)
-    cols = Columns(ds.start, ds.end, units, o_unit, o_hour, o_s, e_unit, e_type, e_cause, e_start,
-                   e_dur, p_unit, p_day, p50, p95, loss, rounds, s_unit, s_time, s_down, s_up)
+    cols = Columns(ds.start, ds.end, units, o_unit, o_hour, o_s, o_pw, e_unit, e_type, e_cause,
+                   e_start, e_dur, e_whole, p_unit, p_day, p50, p95, loss, rounds, s_unit, s_time,
+                   s_down, s_up)
     return cols, q
+
+
+def hour_pieces(start: np.ndarray, end: np.ndarray):
+    """Split intervals at UTC hour boundaries: (interval index, hour start, seconds in it), in
+    the order of the intervals, at least one piece each (of 0 s for an empty interval)."""
+    if start.size == 0:
+        z = np.zeros(0)
+        return z.astype(np.int64), z, z
+    h0 = np.floor(start / 3600).astype(np.int64)
+    h1 = np.maximum(np.ceil(end / 3600).astype(np.int64) - 1, h0)
+    n = h1 - h0 + 1
+    if n.max() == 1:   # the usual case: each interval inside one hour
+        return np.arange(start.size), h0 * 3600.0, np.maximum(end - start, 0.0)
+    rep = np.repeat(np.arange(start.size), n)
+    k = np.arange(rep.size) - np.repeat(np.cumsum(n) - n, n)
+    hs = (h0[rep] + k) * 3600.0
+    secs = np.minimum(end[rep], hs + 3600.0) - np.maximum(start[rep], hs)
+    return rep, hs, np.maximum(secs, 0.0)
+
+
+def _running_end(g: np.ndarray, s: np.ndarray, e: np.ndarray):
+    """For intervals [s, e) sorted by group ``g`` and start: the latest end among the earlier
+    ones of the same group (-inf for a group's first) and the latest end up to each (floats:
+    each group lifted onto a range of its own, so one accumulate never crosses groups)."""
+    t0 = float(s.min())
+    rs, re = s - t0, e - t0
+    first = np.r_[True, g[1:] != g[:-1]]
+    lift = (np.cumsum(first) - 1) * (float(re.max()) + 1.0)
+    run = np.maximum.accumulate(re + lift) - lift + t0
+    prev = np.r_[-np.inf, run[:-1]]
+    prev[first] = -np.inf
+    return prev, run
+
+
+def _power_watched(o_unit, o_hour, o_s, h_unit, h_start, h_end):
+    """Observed hours (unit, hour, round seconds; unique per unit and hour) with the host-down
+    intervals [h_start, h_end) of each unit: (unit, hour, round time, power-watched time), one
+    row per unit and hour that has either, sorted by unit and hour. Power-watched time = round
+    time + the seconds of the hour covered by the union of the unit's host-down intervals, at
+    most 3,600 s."""
+    o_key = o_unit * (1 << 32) + o_hour // 3600
+    if np.any(o_key[1:] <= o_key[:-1]):   # unique already (summed): only the order to mend
+        k = np.argsort(o_key, kind="stable")
+        o_unit, o_hour, o_s, o_key = o_unit[k], o_hour[k], o_s[k], o_key[k]
+    ok = h_end > h_start
+    h_unit, h_start, h_end = h_unit[ok], h_start[ok], h_end[ok]
+    if h_unit.size == 0:
+        return o_unit, o_hour, o_s, o_s.copy()
+    if np.any((h_unit[1:] < h_unit[:-1]) | ((h_unit[1:] == h_unit[:-1]) & (h_start[1:] < h_start[:-1]))):
+        order = np.lexsort((h_start, h_unit))
+        h_unit, h_start, h_end = h_unit[order], h_start[order], h_end[order]
+    prev, run = _running_end(h_unit, h_start, h_end)
+    head = h_start > prev
+    heads = np.flatnonzero(head)
+    u_unit, u_start = h_unit[heads], h_start[heads]
+    u_end = run[np.r_[heads[1:] - 1, head.size - 1]]
+    rep, hs, secs = hour_pieces(u_start, u_end)
+    h_key = u_unit[rep] * (1 << 32) + (hs // 3600).astype(np.int64)
+    # Hours with host-down time but no round join the rows, in key order.
+    at = np.minimum(np.searchsorted(o_key, h_key), max(o_key.size - 1, 0))
+    new = (o_key[at] != h_key) if o_key.size else np.ones(h_key.size, dtype=bool)
+    if new.any():
+        extra = np.unique(h_key[new])
+        where = np.searchsorted(o_key, extra)
+        o_key = np.insert(o_key, where, extra)
+        o_s = np.insert(o_s, where, 0.0)
+        at = np.searchsorted(o_key, h_key)
+    down = np.bincount(at, weights=secs, minlength=o_key.size)
+    return (o_key >> 32, (o_key & ((1 << 32) - 1)) * 3600, o_s,
+            np.minimum(o_s + down, MAX_INTERVAL_S))
 
 
 def _retag(q: Quality, known: set, units: list[Unit], uid, unit_cols: list[np.ndarray],
@@ -328,7 +450,8 @@ def _site_unit(u: Unit, inherited: dict[str, str]) -> Unit:
 def _latest_sites(cols: Columns) -> dict[str, str]:
     """Per agent, the site of its latest records that carry a site tag (by their own time)."""
     latest = np.full(len(cols.units), -np.inf)
-    for uc, tc in ((cols.obs_unit, cols.obs_hour), (cols.ep_unit, cols.ep_start),
+    r = cols.rounds_row
+    for uc, tc in ((cols.obs_unit[r], cols.obs_hour[r]), (cols.ep_unit, cols.ep_start),
                    (cols.pd_unit, cols.pd_day), (cols.sp_unit, cols.sp_time)):
         if uc.size:
             np.fmax.at(latest, uc, tc.astype(np.float64))
@@ -348,9 +471,11 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     * a site's unit has the site as its ``agent`` and the agents' tags (agents of one site with
       different tags make one unit per tag set, each in its cell);
     * observed time of a site in an hour = the most any of its agents watched in it (the union
-      of their watching, exact when they watch at the same time, a lower bound otherwise);
+      of their watching, exact when they watch at the same time, a lower bound otherwise), for
+      round time and power-watched time each on its own;
     * episodes of one type of a site's agents that overlap are one (the union of the
       intervals, the cause of the first), counted ``site_merged``;
+    * then outage time only where the line was watched (:func:`_watched_only`);
     * daily latency and speed tests are kept per record: a site's median is over its agents'
       days and tests together.
 
@@ -367,7 +492,8 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     given = np.array([not u.site and u.agent in inherited for u in cols.units], dtype=bool)
     if given.any():
         q.clipped["site_retagged"] += sum(int(given[a].sum()) for a in
-                                          (cols.obs_unit, cols.ep_unit, cols.pd_unit, cols.sp_unit)
+                                          (cols.obs_unit[cols.rounds_row], cols.ep_unit,
+                                           cols.pd_unit, cols.sp_unit)
                                           if a.size)
     to_agent = np.array([a_ix[u.agent] for u in cols.units], dtype=np.int64)
     if not cols.units:
@@ -379,73 +505,156 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     def remap(a: np.ndarray, table: np.ndarray) -> np.ndarray:
         return table[a] if a.size else a.astype(np.int64)
 
-    o_unit, o_hour, o_s = remap(cols.obs_unit, to_site), cols.obs_hour, cols.obs_s
+    o_unit, o_hour = remap(cols.obs_unit, to_site), cols.obs_hour
+    o_s, o_pw = cols.obs_s, cols.obs_pw
     shared = np.array([len(m) > 1 for m in members], dtype=bool)
     watchers = None
     if o_unit.size and shared.any():
-        # Which agents of a shared line watched when (hours), for the cells' agent counts.
-        hd = (cols.ep_type == POWER) & (cols.ep_cause == CAUSES.index("host_down"))
-        watchers = (np.r_[o_unit, remap(cols.ep_unit[hd], to_site)],
-                    np.r_[remap(cols.obs_unit, to_agent), remap(cols.ep_unit[hd], to_agent)],
-                    np.r_[o_hour.astype(np.float64), cols.ep_start[hd]])
+        # Which agents of a shared line watched when (hours, host-down time included), for the
+        # cells' agent counts.
+        watchers = (o_unit, remap(cols.obs_unit, to_agent), o_hour.astype(np.float64))
     if o_unit.size:
         key = o_unit * (1 << 32) + (o_hour // 3600)
-        uk, inv = np.unique(key, return_inverse=True)
-        if uk.size < key.size:
-            top = np.zeros(uk.size)
-            np.maximum.at(top, inv.reshape(-1), o_s)
-            o_unit, o_hour, o_s = uk >> 32, (uk & ((1 << 32) - 1)) * 3600, top
+        if np.any(key[1:] <= key[:-1]):
+            uk, inv = np.unique(key, return_inverse=True)
+            inv = inv.reshape(-1)
+            top_s, top_pw = np.zeros(uk.size), np.zeros(uk.size)
+            np.maximum.at(top_s, inv, o_s)
+            np.maximum.at(top_pw, inv, o_pw)
+            o_unit, o_hour, o_s, o_pw = uk >> 32, (uk & ((1 << 32) - 1)) * 3600, top_s, top_pw
     e_unit = remap(cols.ep_unit, to_site)
     e_agent = remap(cols.ep_unit, to_agent)
-    e_type, e_cause, e_start, e_dur = cols.ep_type, cols.ep_cause, cols.ep_start, cols.ep_dur
+    e_type, e_cause, e_start = cols.ep_type, cols.ep_cause, cols.ep_start
+    e_dur, e_whole = cols.ep_dur, cols.ep_whole
     merged: dict[int, frozenset] = {}
     if e_unit.size and shared.any():
-        keep, e_dur, heads = _merge_site_episodes(np.nonzero(shared[e_unit])[0], e_unit, e_type,
-                                                  e_start, e_dur, e_agent)
+        keep, e_dur, e_whole, heads = _merge_site_episodes(
+            np.nonzero(shared[e_unit])[0], e_unit, e_type, e_start, e_dur, e_whole, e_agent)
         absorbed = int((~keep).sum())
         if absorbed:
             q.clipped["site_merged"] += absorbed
             new_ix = np.cumsum(keep) - 1
             merged = {int(new_ix[h]): a for h, a in heads.items()}
-            e_unit, e_agent, e_type, e_cause, e_start, e_dur = (
-                a[keep] for a in (e_unit, e_agent, e_type, e_cause, e_start, e_dur))
-    return Columns(cols.start, cols.end, sus, o_unit, o_hour, o_s, e_unit, e_type, e_cause,
-                   e_start, e_dur, remap(cols.pd_unit, to_site), cols.pd_day, cols.pd_p50,
-                   cols.pd_p95, cols.pd_loss, cols.pd_rounds, remap(cols.sp_unit, to_site),
-                   cols.sp_time, cols.sp_down, cols.sp_up, agents=agents,
-                   unit_agents=[frozenset(m) for m in members], ep_agent=e_agent,
+            e_unit, e_agent, e_type, e_cause, e_start, e_dur, e_whole = (
+                a[keep] for a in (e_unit, e_agent, e_type, e_cause, e_start, e_dur, e_whole))
+    cols = Columns(cols.start, cols.end, sus, o_unit, o_hour, o_s, o_pw, e_unit, e_type, e_cause,
+                   e_start, e_dur, e_whole, remap(cols.pd_unit, to_site), cols.pd_day,
+                   cols.pd_p50, cols.pd_p95, cols.pd_loss, cols.pd_rounds,
+                   remap(cols.sp_unit, to_site), cols.sp_time, cols.sp_down, cols.sp_up,
+                   agents=agents, unit_agents=[frozenset(m) for m in members], ep_agent=e_agent,
                    ep_merged=merged, pd_agent=remap(cols.pd_unit, to_agent),
                    sp_agent=remap(cols.sp_unit, to_agent), watchers=watchers)
+    return _watched_only(cols, q)
 
 
-def _merge_site_episodes(idx, unit, typ, start, dur, agent):
+def _watched_only(cols: Columns, q: Quality) -> Columns:
+    """Outage time only where the line was watched (docs/collector.md, observed time): each
+    episode split at UTC hours; in each hour the seconds of a line's episodes of one type are at
+    most its watched time there (round time for connectivity, power-watched time for power),
+    each episode's seconds scaled down in proportion when they are more (the episode counted
+    once as ``unwatched_clipped``, when it lost more than a millisecond); an episode left with
+    no second is rejected as ``unwatched``. Sets ``ep_secs`` and the pieces ``pc_*``."""
+    start, dur = cols.ep_start, cols.ep_dur
+    rep, hs, secs = hour_pieces(start, start + dur)
+    scale = np.ones(secs.size)
+    if rep.size:
+        piece_f = _watched_share(cols, rep, (hs // 3600).astype(np.int64), secs)
+        if piece_f is not None:
+            scale = piece_f
+    if scale.size and scale.min() < 1.0:
+        kept_s = secs * scale
+        first_piece = np.flatnonzero(np.r_[True, rep[1:] != rep[:-1]])
+        ep_secs = np.add.reduceat(kept_s, first_piece)
+        lost = np.add.reduceat(secs - kept_s, first_piece)
+    else:   # the usual case: everything watched, each episode counts its seconds in the window
+        kept_s, ep_secs, lost = secs, dur.copy(), np.zeros(dur.size)
+    gone = ep_secs <= 0
+    clipped = int(((lost > 1e-3) & ~gone).sum())
+    if clipped:
+        q.clipped["unwatched_clipped"] += clipped
+    if gone.any():
+        n = int(gone.sum())
+        q.rejected["unwatched"] += n
+        q.accepted["episodes"] -= n
+        keep = ~gone
+        new_ix = np.cumsum(keep) - 1
+        cols.ep_merged = {int(new_ix[k]): v for k, v in (cols.ep_merged or {}).items() if keep[k]}
+        for name in ("ep_unit", "ep_type", "ep_cause", "ep_start", "ep_dur", "ep_whole", "ep_agent"):
+            a = getattr(cols, name)
+            if a is not None:
+                setattr(cols, name, a[keep])
+        ep_secs = ep_secs[keep]
+        k = keep[rep]
+        rep, hs, kept_s, scale = new_ix[rep[k]], hs[k], kept_s[k], scale[k]
+    cols.ep_secs, cols.pc_ep, cols.pc_hour, cols.pc_s, cols.pc_scale = ep_secs, rep, hs, kept_s, scale
+    return cols
+
+
+# A dense table of (line, type, hour) cells costs 8 bytes each: up to this many, no sorting.
+_DENSE_CELLS = 4_000_000
+
+
+def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray, secs: np.ndarray):
+    """For the pieces (episode ``rep``, UTC ``hour`` index, seconds) of the line episodes in
+    ``cols``: the share of each piece's seconds that is kept, or None when all are (in each
+    line, type and hour, the watched time over the pieces' total, when that is more)."""
+    o_h = cols.obs_hour // 3600
+    h0 = int(min(hour.min(), o_h.min())) if o_h.size else int(hour.min())
+    H = int(max(hour.max(), o_h.max()) if o_h.size else hour.max()) - h0 + 1
+    line = cols.ep_unit[rep]
+    cell = (line * 2 + cols.ep_type[rep]) * H + (hour - h0)
+    o_cell = cols.obs_unit * 2 * H + (o_h - h0)
+    n_cells = 2 * len(cols.units) * H
+    if n_cells <= _DENSE_CELLS:
+        total = np.bincount(cell, weights=secs, minlength=n_cells)
+        watched = np.zeros(n_cells)
+        watched[o_cell + POWER * H] = cols.obs_pw
+        watched[o_cell + (1 - POWER) * H] = cols.obs_s
+        over = total > watched
+        if not over.any():
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(over, watched / total, 1.0)[cell]
+    # Many lines over a long window: the cells that have pieces, found by sorting.
+    cells, inv = np.unique(cell, return_inverse=True)
+    inv = inv.reshape(-1)
+    total = np.bincount(inv, weights=secs, minlength=cells.size)
+    power = (cells // H) % 2 == POWER
+    base = cells - np.where(power, POWER, 1 - POWER) * H
+    i = np.minimum(np.searchsorted(o_cell, base), max(o_cell.size - 1, 0))
+    found = (o_cell[i] == base) if o_cell.size else np.zeros(cells.size, dtype=bool)
+    watched = np.zeros(cells.size)
+    if o_cell.size:
+        watched = np.where(found, np.where(power, cols.obs_pw[i], cols.obs_s[i]), 0.0)
+    over = total > watched
+    if not over.any():
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(over, watched / total, 1.0)[inv]
+
+
+def _merge_site_episodes(idx, unit, typ, start, dur, whole, agent):
     """Union of the intervals of the episodes ``idx`` per (unit, type): (which episodes stay,
-    their durations, and for each episode that absorbed others of other agents, its agents).
-    An episode starting at or before the latest end so far in its group (within a microsecond)
-    joins the group's current episode; the first of each run keeps its start and cause."""
+    their durations and whole durations, and for each episode that absorbed others of other
+    agents, its agents). An episode starting at or before the latest end so far in its group
+    (within a microsecond) joins the group's current episode; the first of each run keeps its
+    start and cause, and the latest end of the run's intervals (and of their whole durations)."""
     keep = np.ones(unit.size, dtype=bool)
     if idx.size < 2:
-        return keep, dur, {}
-    dur = dur.copy()
+        return keep, dur, whole, {}
+    dur, whole = dur.copy(), whole.copy()
     idx = idx[np.lexsort((start[idx], typ[idx], unit[idx]))]
     g = unit[idx] * 2 + typ[idx]
     s = start[idx]
-    t0 = float(s.min())
-    rel_s, rel_e = s - t0, s + dur[idx] - t0
-    # Running maximum of the ends within each group: groups lifted onto ranges of their own.
-    first = np.r_[True, g[1:] != g[:-1]]
-    lift = (np.cumsum(first) - 1) * (float(rel_e.max()) + 1.0)
-    run = np.maximum.accumulate(rel_e + lift) - lift
-    prev = np.r_[-np.inf, run[:-1]]
-    prev[first] = -np.inf
-    head = rel_s > prev + 1e-6
+    prev, _ = _running_end(g, s, s + dur[idx])
+    head = s > prev + 1e-6
     if head.all():
-        return keep, dur, {}
+        return keep, dur, whole, {}
     cluster = np.cumsum(head) - 1
     starts = np.flatnonzero(head)
-    end = np.maximum.reduceat(rel_e, starts)
     heads_ix = idx[starts]
-    dur[heads_ix] = end - rel_s[starts]
+    dur[heads_ix] = np.maximum.reduceat(s + dur[idx], starts) - s[starts]
+    whole[heads_ix] = np.maximum.reduceat(s + whole[idx], starts) - s[starts]
     keep[idx[~head]] = False
     sizes = np.bincount(cluster)
     heads = {}
@@ -453,7 +662,7 @@ def _merge_site_episodes(idx, unit, typ, start, dur, agent):
         who = frozenset(agent[idx[starts[c]:starts[c] + sizes[c]]].tolist())
         if len(who) > 1:
             heads[int(heads_ix[c])] = who
-    return keep, dur, heads
+    return keep, dur, whole, heads
 
 
 def _overlaps(q: Quality, unit, typ, cause, start, dur):
@@ -462,10 +671,11 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
     wholly inside an earlier one is dropped.
 
     Power episodes of one unit may belong to one cut: two sensors saw it (a laptop charged from a
-    watched UPS: they overlap), or a battery rode it out until flat and the host went down
-    (host_down, starting within a round interval of the battery's last reading). Those are one
-    interruption (:func:`collector.model.joins_previous_cut`): merged into the first (its cause
-    kept), counted as ``power_merged``."""
+    watched UPS: they overlap or touch), or a battery rode it out until flat and the host went
+    down (host_down, starting within a round interval of the battery's last reading). Those are
+    one interruption (:func:`collector.model.joins_previous_cut`): merged into the first (its
+    cause kept; of two starting at the same instant the longer is the first, then the cause
+    sorting first in CAUSES), counted as ``power_merged``."""
     group = unit * 2 + typ
     if start.size < 2:
         return unit, typ, cause, start, dur
@@ -496,14 +706,17 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
     first = np.ones(start.size, dtype=bool)
     first[1:] = group[1:] != group[:-1]
     prev[first] = np.iinfo(np.int64).min
-    # The rule of collector.model.joins_previous_cut, vectorised.
+    # The rule of collector.model.joins_previous_cut, vectorised: a host_down joins late when it
+    # starts within POWER_JOIN_S after the latest end of the earlier episodes of its agent that
+    # are not host_down (-1: none; ends are >= 0 from t0).
     power = typ == POWER
-    prev_cause = np.empty_like(cause)
-    prev_cause[0] = -1
-    prev_cause[1:] = cause[:-1]
-    prev_cause[first] = -1
-    host_down = CAUSES.index("host_down")
-    late_host = (cause == host_down) & (prev_cause != host_down) & (s_us <= prev + int(round(POWER_JOIN_S * scale)))
+    carried = np.maximum.accumulate(np.where(cause != HOST_DOWN, e_us, -1) + lift) - lift
+    carried_prev = np.empty_like(carried)
+    carried_prev[0] = -1
+    carried_prev[1:] = carried[:-1]
+    carried_prev[first] = -1
+    late_host = ((cause == HOST_DOWN) & (carried_prev >= 0)
+                 & (s_us <= carried_prev + int(round(POWER_JOIN_S * scale))))
     joined = power & ((s_us <= prev) | late_host)
     if joined.any():
         # A run of joined episodes ends where the running maximum stands at its last member.

@@ -14,8 +14,10 @@ With ``E`` = observed agent-seconds over the period, ``T`` = the period's length
 * ``power_maifi``     = momentary interruptions / N
 * ``power_asai``      = 1 - sustained interruption seconds / E
 
-Sustained means longer than ``momentary_max_s`` (IEEE 1366: 5 minutes); momentary ones count
-only in MAIFI. With nothing observed (E = 0) every index is None: no customers, no figure.
+Sustained means longer than ``momentary_max_s`` (IEEE 1366: 5 minutes), by the interruption's
+whole duration, even when only part of it counts (the part in the window and in watched time:
+its minutes in SAIDI and ASAI); momentary ones count only in MAIFI. With nothing observed (E = 0)
+every index is None: no customers, no figure.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ MOMENTARY_MAX_S = 300.0
 
 @dataclass(frozen=True)
 class Interruption:
-    """One interruption seen by one agent: its length in seconds."""
+    """One interruption seen by one agent: its whole length in seconds (its class), and the
+    seconds of it that count in SAIDI and ASAI (None: all of them)."""
 
     agent: str
     duration_s: float
+    counted_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,13 @@ def ieee1366(interruptions: Iterable[Interruption], observed_s: float, period_s:
     sustained = momentary = 0
     sustained_s = 0.0
     for it in interruptions:
-        if it.duration_s < 0:
-            raise ValueError(f"negative interruption for {it.agent}: {it.duration_s}")
+        counted = it.duration_s if it.counted_s is None else it.counted_s
+        if it.duration_s < 0 or not 0 <= counted <= it.duration_s + 1e-6:   # float sums
+            raise ValueError(f"negative or inconsistent interruption for {it.agent}: "
+                             f"{it.duration_s} s, {counted} s counted")
         if it.duration_s > momentary_max_s:
             sustained += 1
-            sustained_s += it.duration_s
+            sustained_s += counted
         else:
             momentary += 1
     return from_sums(sustained, sustained_s, momentary, observed_s, period_s)

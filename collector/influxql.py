@@ -4,14 +4,18 @@ InfluxQL is the one query language InfluxDB 1.x, 2.x (>= 2.4, through DBRP mappi
 answer. The aggregation the statistics need first is pushed into the queries, so a month of
 10-second rounds never crosses the wire:
 
-* ``round``: observed seconds per agent and UTC hour (``sum(interval_s) GROUP BY time(1h)``);
+* ``round``: observed seconds per agent and UTC hour (``sum(interval_s) GROUP BY time(1h)``) over
+  the rounds whose ``interval_s`` lies in (0, 3600]; the others are counted per hour
+  (``absurd_observed``) by one more query;
 * ``ping``: per agent and UTC day, the median and 95th percentile of ``rtt_avg_ms`` to internet
   targets and the mean loss over rounds in which the target answered at all;
 
 both over whole UTC days, a week per query at most, and kept in a local cache once a day is over
 (:mod:`collector.cache`), so a repeated aggregation asks only for recent days;
 * ``outage`` (power and connectivity) and ``speedtest`` (status ok): the rows themselves, which
-  are few (one per episode or test).
+  are few (one per episode or test);
+* rows dated before 2000-01-01 (a clock never set): counted on every run, one cheap count per
+  measurement (``clock_unset``), and never read.
 
 The query text is built by pure functions (tested); :class:`Reader` is the thin I/O edge.
 Responses are read with ``chunked=true``: InfluxDB's row limit (max-row-limit) applies only to
@@ -35,18 +39,25 @@ from urllib.parse import urlencode
 from agent.errors import SourceError
 from agent.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME, one_line
 from agent.lineproto import unescape_tag
-from collector.model import Dataset, Episode, ObsHour, PingDay, Quality, SpeedTest, Unit
+from collector.model import (CLOCK_SET, MAX_INTERVAL_S, Dataset, Episode, ObsHour, PingDay, Quality,
+                             SpeedTest, Unit)
 
 TAGS = ("agent", "region", "isp", "city", "access", "site")
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
 # The measurement each kind of query reads, which names the query in messages.
-MEASUREMENT = {"obs": "round", "ping": "ping", "episode": "outage", "speed": "speedtest"}
+MEASUREMENT = {"obs": "round", "bad_rounds": "round", "ping": "ping", "episode": "outage",
+               "speed": "speedtest"}
 MAX_ANSWER_MB = 256        # defaults of [collector] max_answer_mb and query_timeout_s
 QUERY_TIMEOUT_S = 900.0
 # Times a row may carry when no window is given: 1970 to the end of year 9999 (what a datetime
 # can hold), in seconds.
 T_MIN, T_MAX = 0.0, 253402300799.0
 MAX_COUNT = 2 ** 53        # a count() past this is not a count of rounds (nor an SQLite integer)
+# Answers that are counts of rows, not records: per hour, rounds with a bad interval_s
+# (``absurd_observed``); per measurement, rows from a clock never set (``clock_unset``).
+COUNT_KINDS = {"bad_rounds": "absurd_observed", "unset": "clock_unset"}
+_GOOD_INTERVAL = f'"interval_s" > 0 AND "interval_s" <= {MAX_INTERVAL_S:g}'
+_BAD_INTERVAL = f'("interval_s" <= 0 OR "interval_s" > {MAX_INTERVAL_S:g})'
 
 
 def ident(name: str) -> str:
@@ -83,14 +94,17 @@ def day_runs(days: list[int], size: int = CHUNK_S) -> list[tuple[int, int]]:
 
 
 def grouped_queries(a: int, b: int) -> list[tuple[str, str]]:
-    """The server-aggregated queries for whole UTC days [a, b): observed seconds per agent-hour,
-    latency and loss per agent-day. Loss over the rounds in which the target answered is
+    """The server-aggregated queries for whole UTC days [a, b): observed seconds per agent-hour
+    over the rounds with a good interval_s, the others counted per hour, latency and loss per
+    agent-day. Loss over the rounds in which the target answered is
     (sum(loss_pct) - 100 x unanswered) / answered, with answered = count(rtt_avg_ms) (an RTT is
     written exactly when an echo came back): no field filter, which costs the server a join."""
     t = time_range(a, b)
     return [
         ("obs", f'SELECT sum("interval_s") AS "observed_s" FROM "round" WHERE {t} '
-                f'GROUP BY time(1h), {_by()} fill(none)'),
+                f'AND {_GOOD_INTERVAL} GROUP BY time(1h), {_by()} fill(none)'),
+        ("bad_rounds", f'SELECT count("interval_s") AS "rows" FROM "round" WHERE {t} '
+                       f'AND {_BAD_INTERVAL} GROUP BY time(1h) fill(none)'),
         ("ping", 'SELECT percentile("rtt_avg_ms", 50) AS "p50", percentile("rtt_avg_ms", 95) AS "p95", '
                  'sum("loss_pct") AS "loss_sum", count("loss_pct") AS "rows", '
                  'count("rtt_avg_ms") AS "rounds", min("rtt_avg_ms") AS "rtt_min", '
@@ -102,7 +116,15 @@ def grouped_queries(a: int, b: int) -> list[tuple[str, str]]:
 def raw_queries(start: float, end: float) -> list[tuple[str, str]]:
     """Rows read as they are (one per episode or speed test: few) for [start, end)."""
     t = time_range(start, end)
+    unset = f"time < {CLOCK_SET * 10**9}"
     return [
+        ("unset", f'SELECT count("interval_s") AS "rows" FROM "round" WHERE {unset}'),
+        ("unset", f'SELECT count("loss_pct") AS "rows" FROM "ping" WHERE "role" = \'internet\' '
+                  f'AND {unset}'),
+        ("unset", 'SELECT count("duration_s") AS "rows" FROM "outage" WHERE ("type" = \'power\' '
+                  f'OR "type" = \'connectivity\') AND {unset}'),
+        ("unset", f'SELECT count("download_bps") AS "rows" FROM "speedtest" WHERE "status" = \'ok\' '
+                  f'AND {unset}'),
         ("episode", 'SELECT "duration_s" FROM "outage" WHERE ("type" = \'power\' OR '
                     f'"type" = \'connectivity\') AND {t} GROUP BY {_by("type", "cause")}'),
         ("speed", 'SELECT "download_bps", "upload_bps" FROM "speedtest" WHERE '
@@ -339,6 +361,32 @@ def _record(kind: str, unit: Unit, tags: dict, t: float, get):
     return None
 
 
+def to_counts(kind: str, series: dict, q: Quality,
+              window: tuple[float, float] | None = None) -> Iterator[tuple[int, int]]:
+    """(time in s, rows) of one answered count series (COUNT_KINDS). Per-hour counts
+    (``bad_rounds``) must fall in ``window``; the ``unset`` counts are of rows before 2000 and
+    carry time 0. A malformed row is a counted ``bad_row``/``bad_time``, never an exception."""
+    cols = series["columns"]
+    ix = {c: i for i, c in enumerate(cols)}
+    lo, hi = window if window is not None and kind != "unset" else (T_MIN, T_MAX)
+    for row in series["values"]:
+        if not isinstance(row, list) or len(row) != len(cols):
+            q.rejected["bad_row"] += 1
+            continue
+        get = lambda c: row[ix[c]] if c in ix else None  # noqa: E731
+        t = _time(get("time"), max(lo, T_MIN), min(hi, T_MAX))
+        if t is None:
+            q.rejected["bad_time"] += 1
+            continue
+        try:
+            n = _count(get("rows"))
+        except _Reject as r:
+            q.rejected[r.reason] += 1
+            continue
+        if n > 0:
+            yield int(t), n
+
+
 def late_hours(kept: set[int], obs, episodes, speeds, asked: set = frozenset()) -> set[tuple[str, int]]:
     """(agent, hour) on kept (cached) days at which an agent's rows show it was watching (a speed
     test; an outage or a battery/UPS cut, for every hour it lasted, since the agent probes all
@@ -368,6 +416,11 @@ def late_hours(kept: set[int], obs, episodes, speeds, asked: set = frozenset()) 
             check(e.unit.agent, h)
             h += 3600
     return out
+
+
+def _rejected(counts: list[tuple[int, int]]) -> list[tuple[int, str, int]]:
+    """Per-hour counts of bad rounds as the cache keeps them: (hour, reason, rows)."""
+    return [(h, COUNT_KINDS["bad_rounds"], n) for h, n in counts]
 
 
 class Reader:
@@ -457,47 +510,64 @@ class Reader:
         """The window's records. With a :class:`collector.cache.Cache`, whole UTC days already
         kept are read from it, and days fetched here that are at least ``settle_s`` old are kept."""
         q = Quality()
-        got: dict[str, list] = {"obs": [], "ping": [], "episode": [], "speed": []}
-        days = days_of(start, end)
+        got: dict[str, list] = {"obs": [], "ping": [], "episode": [], "speed": [], "bad_rounds": [],
+                                "unset": []}
+        since = max(start, CLOCK_SET)   # rows before it are counted as clock_unset, never read
+        days = days_of(since, end)
         kept = cache.days() & set(days) if cache is not None else set()
         fetch = [d for d in days if d not in kept]
         todo, windows = _with_windows([(a, b, grouped_queries(a, b)) for a, b in day_runs(fetch)]
-                                      + [(start, end, raw_queries(start, end))])
+                                      + [(since, end, raw_queries(since, end))])
         # Chunked answers split a series over several chunks ("partial": more follows); each
         # chunk's rows are records of their own, so they are simply read in turn, in query order.
         for (kind, _), window, answer in zip(todo, windows, self._run_all(todo)):
             for series in answer:
-                got[kind].extend(to_records(kind, series, q, window))
+                got[kind].extend(to_counts(kind, series, q, window) if kind in COUNT_KINDS
+                                 else to_records(kind, series, q, window))
         if cache is not None:
             limit = (now if now is not None else end) - settle_s
-            cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"])
+            cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"],
+                        _rejected(got["bad_rounds"]))
             old_obs, old_pings = cache.load(kept)
+            old_bad = cache.load_rejected(kept)
             late = late_hours(kept, old_obs, got["episode"], got["speed"], cache.asked_again())
             stale = sorted({h - h % DAY for _, h in late})
             if stale:
                 # An agent forwarded rows for a kept day after it was kept (it was offline):
                 # its outages are here but not its watching time. Ask again for those days.
-                fresh: dict[str, list] = {"obs": [], "ping": []}
+                fresh: dict[str, list] = {"obs": [], "ping": [], "bad_rounds": []}
                 texts, windows = _with_windows([(a, b, grouped_queries(a, b))
                                                 for a, b in day_runs(stale)])
                 for (kind, _), window, answer in zip(texts, windows, self._run_all(texts)):
                     for series in answer:
-                        fresh[kind].extend(to_records(kind, series, q, window))
-                cache.store(stale, fresh["obs"], fresh["ping"])
+                        fresh[kind].extend(to_counts(kind, series, q, window) if kind in COUNT_KINDS
+                                           else to_records(kind, series, q, window))
+                cache.store(stale, fresh["obs"], fresh["ping"], _rejected(fresh["bad_rounds"]))
                 cache.mark_asked_again(late)
                 gone = set(stale)
                 old_obs = [o for o in old_obs if o.hour - o.hour % DAY not in gone] + fresh["obs"]
                 old_pings = [p for p in old_pings if p.day not in gone] + fresh["ping"]
+                old_bad = ([r for r in old_bad if r[0] - r[0] % DAY not in gone]
+                           + _rejected(fresh["bad_rounds"]))
             got["obs"] += old_obs
             got["ping"] += old_pings
+            got["bad_rounds"] += [(h, n) for h, _, n in old_bad]
             self.cached_days = len(kept) - len(stale)
             self.refreshed_days = len(stale)
+        # Bad rounds count in the window's hours only (the queries cover whole days).
+        bad = sum(n for h, n in got["bad_rounds"] if since - since % 3600 <= h < end)
+        unset = sum(n for _, n in got["unset"])
+        for reason, n in (("absurd_observed", bad), ("clock_unset", unset)):
+            if n:
+                q.rejected[reason] += n
         ds = Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
                      tuple(got["speed"]))
         return ds, q
 
 
 def _what(kind: str) -> str:
+    if kind == "unset":
+        return "the query counting rows dated before 2000"
     return f'the "{MEASUREMENT.get(kind, kind)}" query'
 
 

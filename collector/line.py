@@ -427,13 +427,14 @@ def _gaps(rounds, start: float, end: float, explained: list[tuple[float, float]]
 def cut_spans(power: list[dict]) -> list[tuple[float, float]]:
     """The power episodes' time ranges, one per cut: merged by collector.model.joins_previous_cut,
     the rule the regional figures use."""
-    out: list[list] = []
+    out: list[list] = []   # [start, end, latest end of its episodes that are not host_down]
     for e in sorted(power, key=lambda e: (e["_s"], -e["_e"])):
         if out and joins_previous_cut(out[-1][1], out[-1][2], e["_s"], e["cause"]):
             out[-1][1] = max(out[-1][1], e["_e"])
-            out[-1][2] = e["cause"]
         else:
-            out.append([e["_s"], e["_e"], e["cause"]])
+            out.append([e["_s"], e["_e"], None])
+        if e["cause"] != "host_down":
+            out[-1][2] = e["_e"] if out[-1][2] is None else max(out[-1][2], e["_e"])
     return [(a, b) for a, b, _ in out]
 
 

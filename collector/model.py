@@ -26,19 +26,30 @@ CELL_KEYS: tuple[str, ...] = ("region", "isp", "city", "access")
 # Causes of connectivity episodes, as the agent records them (docs/metrics.md, outage.cause).
 INTERNET_CAUSES: tuple[str, ...] = ("power", "lan", "isp", "dns", "unknown")
 # One cut can leave several power episodes of one agent: the battery and a watched UPS both see it
-# (they overlap), or a battery rides it out until it is flat and the host goes down (host_down
-# starts at the last heartbeat, which lies within a round interval of the battery's last
-# reading). Those are one interruption. POWER_JOIN_S covers round intervals up to a minute.
+# (they overlap or touch), or a battery rides it out until it is flat and the host goes down
+# (host_down starts at the last heartbeat, which lies within a round interval of the battery's
+# last reading). Those are one interruption. POWER_JOIN_S covers round intervals up to a minute.
 POWER_JOIN_S = 60.0
+# Rows dated before 2000-01-01 UTC come from a clock that was never set (a Raspberry Pi without
+# a real-time clock before it reached a time server dates them from 1970): no window holds them.
+CLOCK_SET = 946_684_800
+# A round's interval_s is good in (0, MAX_INTERVAL_S]: a round covers at most an hour.
+MAX_INTERVAL_S = 3600.0
 
 
-def joins_previous_cut(prev_end: float, prev_cause: str, start: float, cause: str) -> bool:
-    """Whether a power episode starting at ``start`` belongs to the cut before it (which ends at
-    ``prev_end``): it overlaps it, or it is the host going down (``host_down``) just as a battery
-    or UPS that was riding the cut out stopped reporting. Two separate cuts seen by one sensor
-    never join, however close."""
-    return start <= prev_end or (cause == "host_down" and prev_cause != "host_down"
-                                 and start <= prev_end + POWER_JOIN_S)
+def joins_previous_cut(cut_end: float, carried_end: float | None, start: float, cause: str) -> bool:
+    """Whether a power episode (``cause``, starting at ``start``) belongs to the cut before it, of
+    one agent, its episodes taken in order of start (docs/collector.md, ``power_merged``).
+
+    ``cut_end`` is the latest end of the cut's episodes so far; ``carried_end`` the latest end of
+    those that are not ``host_down`` (a battery or UPS carrying the machine through the cut), None
+    when all of them are. It joins when it overlaps or touches the cut (starts at or before its
+    end), or when it is a ``host_down`` starting within POWER_JOIN_S after ``carried_end``: the
+    battery went flat, then the host went down. Episodes carry no sensor, so any other two are
+    two cuts, however close; in particular a ``host_down`` after a ``host_down`` (the host booted:
+    the power was back) starts a new one. Seconds since 1970."""
+    return start <= cut_end or (cause == "host_down" and carried_end is not None
+                                and start <= carried_end + POWER_JOIN_S)
 
 
 def rank(q: float, n: int) -> int:

@@ -752,20 +752,30 @@ QUALITY_COUNTERS = {
     "unknown_cause": "an episode cause the agent never writes",
     "not_a_number": "a NaN or infinite time or value",
     "negative_duration": "an episode that ends before it starts",
+    "zero_duration": "an episode that ends when it starts (the agent never writes one)",
     "absurd_duration": "an episode longer than 31 days",
     "future_timestamp": "dated after the collection time (plus 5 minutes of clock skew)",
-    "absurd_observed": "negative observed time",
+    "clock_unset": "dated before 2000: a clock that was never set (counted on every run)",
+    "absurd_observed": "a round whose interval is not above 0 s and at most 3,600 s: left out "
+                       "of its hour's observed time",
     "absurd_rtt": "latency below 0 or above 60 s",
     "absurd_loss": "loss outside 0..100 %",
     "absurd_speed": "a speed at or below 0, or above 10 Gbit/s",
-    "overlap_dropped": "an outage wholly inside an earlier one of the same agent",
+    "overlap_dropped": "an outage wholly inside an earlier one of the same agent (of two "
+                       "starting together, the shorter)",
+    "unwatched": "an outage with no second in an hour its line was watched",
+    "impossible_share": "a load-shedding share that came out above 1: left empty, not shown as 1",
     "overlap_clipped": "an outage that began before the previous one ended: starts at its end",
     "power_merged": "power episodes of one cut (battery and UPS, or a flat battery then host down): "
-                    "merged into one interruption, not bad data",
+                    "merged into one interruption, not bad data; host-down time stays watched "
+                    "time",
+    "unwatched_clipped": "an outage partly in hours its line was not watched: only the watched "
+                         "part counts",
     "observed_clipped": "more than 3,600 observed seconds in one hour: clipped to the hour",
     "flood_speed_tests": "more than 48 speed tests by one agent in one day: the rest dropped",
     "flood_episodes": "more than 1,440 episodes of one type by one agent in one day",
-    "window_clipped": "an episode still going at the window's end counts up to the end only",
+    "window_clipped": "an episode still going at the window's end (or now) counts up to it "
+                      "only; its class follows its whole duration",
     "retagged": "written without a valid region (before the agent's region was set, or with a "
                 "code it later corrected): given the agent's region, kept",
     "site_merged": "one outage of a line seen by several of its agents: merged into one, not bad "
@@ -1153,8 +1163,10 @@ def _default_region_method(settings: Mapping, tz_label: str) -> str:
         "Power indices follow IEEE 1366: SAIFI is sustained interruptions per customer, SAIDI "
         "minutes of sustained interruption per customer, CAIDI = SAIDI / SAIFI (minutes per "
         "interruption), MAIFI momentary interruptions per customer and ASAI the share of "
-        f"observed time with power. Sustained means longer than {momentary_txt}; shorter cuts "
-        "count only in MAIFI.",
+        f"observed time with power. Sustained means longer than {momentary_txt}, by the cut's "
+        "whole length; shorter cuts count only in MAIFI. A cut counts in the period it began, "
+        "its minutes up to the end of the report's window and only while its line was watched "
+        "(a computer that was down because the power was cut was watching).",
         "Internet availability is the share of observed time with a working connection. Outages "
         "are split by the cause the agent found: power (the computer was on battery or UPS when "
         "it began), local network (the router or Wi-Fi did not answer), ISP (the local network "

@@ -4,10 +4,13 @@
 whichever tags ``by`` names) with these figures, each defined once here and in docs/collector.md:
 
 * ``agents``: distinct agents observed in the cell; ``agent_hours``: their observed hours.
-  Observed time = the agent's probe rounds (time it was watching) plus the time its host was down
-  for power. A machine its owner switched off is neither observed nor an outage.
+  Observed time (power-watched time) = the agent's probe rounds (time it was watching) plus the
+  time its host was down for power, per UTC hour at most the hour (:mod:`collector.clean`). A
+  machine its owner switched off is neither observed nor an outage. Outage time counts only
+  where the line was watched, in the period the outage began, up to the window's end or "now".
 * Power, IEEE 1366 with one agent as one customer (:mod:`collector.indices`): customers served
-  N = observed agent-seconds / period seconds; sustained = longer than ``momentary_max_s``.
+  N = observed agent-seconds / period seconds; sustained = longer than ``momentary_max_s``, by
+  the interruption's whole recorded duration, even when only part of it is counted.
 * Internet: ``internet_availability`` = 1 - connectivity outage seconds / observed round seconds;
   ``internet_outages_per_agent`` = outages / N; ``internet_outage_min_per_agent`` = minutes / N;
   and both per cause (``_power``, ``_lan``, ``_isp``, ``_dns``, ``_unknown``), N counted over
@@ -15,7 +18,8 @@ whichever tags ``by`` names) with these figures, each defined once here and in d
 * Work hours: outage minutes that fall inside the working hours (local time, working days), per
   customer served: ``work_hours_power_min_per_agent``, ``work_hours_internet_min_per_agent``.
 * Load-shedding profile: share of observed agent-time without mains power, by hour of day and by
-  weekday (local time), and the 7 x 24 heat map.
+  weekday (local time), and the 7 x 24 heat map (:func:`load_shedding`: a share above 1 is left
+  empty and counted as ``impossible_share``, never clamped).
 * Line quality, one agent one vote: each agent's median (and 95th percentile) latency to its
   internet targets, then the median over agents; ``loss_pct`` the mean over agents of their mean
   loss while the target answered at all (outages are counted above, not here); speeds: each
@@ -52,7 +56,6 @@ PK_REGION_NAMES = PK_REGIONS
 PERIODS = ("all", "day", "week", "month")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 POWER, CONNECTIVITY = TYPES.index("power"), TYPES.index("connectivity")
-HOST_DOWN = CAUSES.index("host_down")
 
 
 @dataclass(frozen=True)
@@ -201,21 +204,6 @@ class Bootstrap:
 
 # ---------------------------------------------------------------- the aggregation
 
-def _hour_pieces(start: np.ndarray, end: np.ndarray):
-    """Split intervals at UTC hour boundaries: (interval index, hour start, seconds in it)."""
-    if start.size == 0:
-        z = np.zeros(0)
-        return z.astype(np.int64), z, z
-    h0 = np.floor(start / 3600).astype(np.int64)
-    h1 = np.maximum(np.ceil(end / 3600).astype(np.int64) - 1, h0)
-    n = h1 - h0 + 1
-    rep = np.repeat(np.arange(start.size), n)
-    k = np.arange(rep.size) - np.repeat(np.cumsum(n) - n, n)
-    hs = (h0[rep] + k) * 3600.0
-    secs = np.minimum(end[rep], hs + 3600.0) - np.maximum(start[rep], hs)
-    return rep, hs, np.maximum(secs, 0.0)
-
-
 def _distinct_triples(p: np.ndarray, u: np.ndarray, a: np.ndarray, U: int, A: int) -> np.ndarray:
     """The distinct (period, unit, agent) triples as a 3 x n array (one sort of int64 keys: much
     faster than numpy's unique over rows)."""
@@ -273,50 +261,60 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
         return np.bincount(p[ok] * U + u[ok], weights=None if w is None else w[ok],
                            minlength=P * U).reshape(P, U).astype(np.float64)
 
-    # Observed time: rounds, plus host-down power time (the host was off because the power was).
+    # Observed time: round time for the internet, power-watched time (rounds and host down) for
+    # power, both per unit and UTC hour (collector.clean).
     op = _period_index(cols.obs_hour.astype(np.float64), bounds)
     net_obs = per_unit(op, cols.obs_unit, cols.obs_s)
-    e_end = cols.ep_start + cols.ep_dur
+    pw_obs = per_unit(op, cols.obs_unit, cols.obs_pw)
+    # Each outage in the period it began, with its seconds counted (in the window, where watched);
+    # its class by its whole duration.
     ep = _period_index(cols.ep_start, bounds)
+    secs = cols.ep_secs
     is_power = cols.ep_type == POWER
     is_net = cols.ep_type == CONNECTIVITY
-    host_down = is_power & (cols.ep_cause == HOST_DOWN)
-    pw_obs = net_obs + per_unit(np.where(host_down, ep, -1), cols.ep_unit, cols.ep_dur)
-    sustained = is_power & (cols.ep_dur > s.momentary_max_s)
+    sustained = is_power & (cols.ep_whole > s.momentary_max_s)
     momentary = is_power & ~sustained
     sus_n = per_unit(np.where(sustained, ep, -1), cols.ep_unit)
-    sus_s = per_unit(np.where(sustained, ep, -1), cols.ep_unit, cols.ep_dur)
+    sus_s = per_unit(np.where(sustained, ep, -1), cols.ep_unit, secs)
     mom_n = per_unit(np.where(momentary, ep, -1), cols.ep_unit)
     net_n = per_unit(np.where(is_net, ep, -1), cols.ep_unit)
-    net_s = per_unit(np.where(is_net, ep, -1), cols.ep_unit, cols.ep_dur)
+    net_s = per_unit(np.where(is_net, ep, -1), cols.ep_unit, secs)
     by_cause = {}
     for c in INTERNET_CAUSES:
         m = is_net & (cols.ep_cause == CAUSES.index(c))
         by_cause[c] = (per_unit(np.where(m, ep, -1), cols.ep_unit),
-                       per_unit(np.where(m, ep, -1), cols.ep_unit, cols.ep_dur))
-    # Work-hour overlap, in local time.
+                       per_unit(np.where(m, ep, -1), cols.ep_unit, secs))
+    # Work-hour overlap, in local time (the offset of the hour each began in), less the part of
+    # the pieces that were not watched (scaled down, above; rare).
     loc_start = lt.local(cols.ep_start)
     overlap = (work_seconds_before(loc_start + cols.ep_dur, s) - work_seconds_before(loc_start, s))
+    pc_ep, pc_hour = cols.pc_ep, cols.pc_hour
+    cut = np.flatnonzero(cols.pc_scale < 1.0)
+    if cut.size:
+        e = pc_ep[cut]
+        shift = loc_start[e] - cols.ep_start[e]
+        a = np.maximum(cols.ep_start[e], pc_hour[cut]) + shift
+        b = np.minimum(cols.ep_start[e] + cols.ep_dur[e], pc_hour[cut] + 3600.0) + shift
+        lost = (work_seconds_before(b, s) - work_seconds_before(a, s)) * (1.0 - cols.pc_scale[cut])
+        overlap = overlap - np.bincount(e, weights=lost, minlength=overlap.size)
     wh_pw = per_unit(np.where(is_power, ep, -1), cols.ep_unit, overlap)
     wh_net = per_unit(np.where(is_net, ep, -1), cols.ep_unit, overlap)
 
-    # Load-shedding profile: power-off seconds and observed seconds per hour of the week.
-    pw_i = np.nonzero(is_power)[0]
-    rep, hs, secs = _hour_pieces(cols.ep_start[pw_i], e_end[pw_i])
-    piece_unit = cols.ep_unit[pw_i][rep]
-    piece_p = _period_index(hs, bounds)
-    how_piece = hour_of_week(lt.local(hs))
+    # Load-shedding profile: power-off seconds and power-watched seconds per hour of the week.
+    pw_pc = np.nonzero(is_power[pc_ep])[0]
+    piece_unit = cols.ep_unit[pc_ep[pw_pc]]
+    piece_hour = pc_hour[pw_pc]
+    piece_p = _period_index(piece_hour, bounds)
+    how_piece = hour_of_week(lt.local(piece_hour))
     how_obs = hour_of_week(lt.local(cols.obs_hour.astype(np.float64)))
-    hd_piece = host_down[pw_i][rep]
 
     def per_cell_how(p, u, how, w):
         ok = p >= 0
         idx = (p[ok] * C + unit_cell[u[ok]]) * 168 + how[ok]
         return np.bincount(idx, weights=w[ok], minlength=P * C * 168).reshape(P, C, 168)
 
-    off_how = per_cell_how(piece_p, piece_unit, how_piece, secs)
-    obs_how = (per_cell_how(op, cols.obs_unit, how_obs, cols.obs_s)
-               + per_cell_how(np.where(hd_piece, piece_p, -1), piece_unit, how_piece, secs))
+    off_how = per_cell_how(piece_p, piece_unit, how_piece, cols.pc_s[pw_pc])
+    obs_how = per_cell_how(op, cols.obs_unit, how_obs, cols.obs_pw)
 
     line = _line_quality(cols, bounds, U, s)
     # The agents behind each line, per period: those of its records (only shared lines differ).
@@ -326,7 +324,7 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
         wp = _period_index(wt, bounds)
         ok = wp >= 0
         watch_pua = _distinct_triples(wp[ok], wu[ok], wa[ok], U, len(cols.agents))
-    events, ep_event, events_suppressed = _events(cols, s, lt, unit_site, net_obs, bounds)
+    events, ep_event, events_suppressed = _events(cols, s, lt, unit_site)
     in_event = ep_event >= 0
     ep_cell = unit_cell[cols.ep_unit]
 
@@ -372,7 +370,10 @@ def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...],
             for name, v, den in (("work_hours_power_min_per_agent", g(wh_pw), g(pw_obs)),
                                  ("work_hours_internet_min_per_agent", g(wh_net), g(net_obs))):
                 _ratio(cell, boot, name, v, den, T / 60.0)
-            _fill_profile(cell, off_how[p, c], obs_how[p, c])
+            (cell["load_shedding_by_hour"], cell["load_shedding_by_weekday"],
+             cell["load_shedding_heatmap"], impossible) = load_shedding(off_how[p, c], obs_how[p, c])
+            if impossible:
+                quality.rejected["impossible_share"] += impossible
             _fill_line(cell, boot, line, p, members, site_of)
             cm = np.nonzero((ep_cell == c) & (ep == p))[0]
             cell["regional_events"] = int(np.unique(ep_event[cm][in_event[cm]]).size)
@@ -436,13 +437,34 @@ def _fill_internet(cell, boot, n, secs, obs, T, causes) -> None:
         _ratio(cell, boot, f"internet_outage_min_per_agent_{c}", cs, obs, T / 60.0)
 
 
-def _fill_profile(cell: dict, off: np.ndarray, obs: np.ndarray) -> None:
+def load_shedding(off: np.ndarray, obs: np.ndarray):
+    """The load-shedding profile from seconds without mains power (``off``) and power-watched
+    seconds (``obs``) per hour of the week (168 values, Monday 00:00 first): (by hour of day,
+    by weekday, the 7 x 24 heat map, how many shares were left empty for coming out above 1).
+
+    A share is None where nothing was watched. It cannot exceed 1, since outage time counts only
+    where the line was watched; one that does (a fault in the data or the code) is left empty
+    (None) and counted, never shown as 1. Float rounding (a billionth) is not such a fault."""
+    bad = 0
+
     def share(a, b):
-        return [None if d <= 0 else float(min(1.0, x / d)) for x, d in zip(a, b)]
+        nonlocal bad
+        out = []
+        for x, d in zip(a.tolist(), b.tolist()):
+            if d <= 0:
+                out.append(None)
+            elif x > d * (1 + 1e-9):
+                bad += 1
+                out.append(None)
+            else:
+                out.append(min(x / d, 1.0))
+        return out
+
     grid_off, grid_obs = off.reshape(7, 24), obs.reshape(7, 24)
-    cell["load_shedding_by_hour"] = share(grid_off.sum(0), grid_obs.sum(0))
-    cell["load_shedding_by_weekday"] = share(grid_off.sum(1), grid_obs.sum(1))
-    cell["load_shedding_heatmap"] = [share(a, b) for a, b in zip(grid_off, grid_obs)]
+    by_hour = share(grid_off.sum(0), grid_obs.sum(0))
+    by_weekday = share(grid_off.sum(1), grid_obs.sum(1))
+    heatmap = [share(a, b) for a, b in zip(grid_off, grid_obs)]
+    return by_hour, by_weekday, heatmap, bad
 
 
 def _line_quality(cols: Columns, bounds, U: int, s: Settings) -> dict:
@@ -517,8 +539,8 @@ def _fill_line(cell, boot, line, p, members, site_of) -> None:
         basis(name, src, v)
 
 
-def _events(cols: Columns, s: Settings, lt: LocalTime, unit_site: np.ndarray,
-            net_obs: np.ndarray, bounds) -> tuple[list[dict], np.ndarray, int]:
+def _events(cols: Columns, s: Settings, lt: LocalTime,
+            unit_site: np.ndarray) -> tuple[list[dict], np.ndarray, int]:
     """Regional events, for every episode the number of its event (-1: isolated), and how many
     events were not listed because their region had fewer than ``min_agents`` sites watching.
 
@@ -534,11 +556,11 @@ def _events(cols: Columns, s: Settings, lt: LocalTime, unit_site: np.ndarray,
     regions = sorted({u.region for u in cols.units})
     r_index = {r: i for i, r in enumerate(regions)}
     unit_region = np.array([r_index[u.region] for u in cols.units], dtype=np.int64)
-    # Distinct sites watching, per region and UTC hour (rounds, or host down for power).
-    hd = (cols.ep_type == POWER) & (cols.ep_cause == HOST_DOWN)
-    rep, hs, _ = _hour_pieces(cols.ep_start[hd], cols.ep_start[hd] + cols.ep_dur[hd])
-    w_unit = np.concatenate([cols.obs_unit[cols.obs_s > 0], cols.ep_unit[hd][rep]])
-    w_hour = np.concatenate([cols.obs_hour[cols.obs_s > 0] // 3600, (hs // 3600).astype(np.int64)])
+    # Distinct sites watching, per region and UTC hour (power-watched time: rounds, or host
+    # down for power).
+    w = cols.obs_pw > 0
+    w_unit = cols.obs_unit[w]
+    w_hour = cols.obs_hour[w] // 3600
     h0 = int(w_hour.min()) if w_hour.size else 0
     H = int(w_hour.max()) - h0 + 1 if w_hour.size else 1
     A = int(unit_site.max()) + 1 if unit_site.size else 1

@@ -5,12 +5,14 @@ file holds the same rows the agent forwards, so it reduces to the same records a
 (:mod:`collector.influxql`). The file is opened read-only and never changed or upgraded.
 
 Episodes in the store carry no tags; each is given the unit (agent and tags) of the ``round``
-series that was being written when it began.
+series written nearest before it began, or else of the first one written after it, over the whole
+file. Rows dated before 2000 (a clock never set) are counted as ``clock_unset``, never read; a
+round whose ``interval_s`` is not a number in (0, 3600] is left out of its hour's sum and counted
+as ``absurd_observed`` (docs/collector.md).
 """
 
 from __future__ import annotations
 
-import bisect
 import glob
 import json
 import os
@@ -21,10 +23,15 @@ from typing import Iterable
 from urllib.parse import quote
 
 from agent.errors import SourceError
-from collector.model import Dataset, Episode, ObsHour, PingDay, Quality, SpeedTest, Unit, nearest_rank
+from collector.model import (CLOCK_SET, MAX_INTERVAL_S, Dataset, Episode, ObsHour, PingDay, Quality,
+                             SpeedTest, Unit, nearest_rank)
 
 NS = 1_000_000_000
 TAGS = ("agent", "region", "isp", "city", "access", "site")
+_INTERVAL = "json_extract(fields, '$.interval_s')"
+_GOOD_INTERVAL = (f"json_type(fields, '$.interval_s') IN ('integer', 'real') AND {_INTERVAL} > 0"
+                  f" AND {_INTERVAL} <= {MAX_INTERVAL_S:g}")
+_CLOSED_EPISODES = "end_ns IS NOT NULL AND type IN ('power', 'connectivity')"
 
 
 def expand(patterns: Iterable[str]) -> list[Path]:
@@ -100,43 +107,78 @@ class StoreFile:
 
     def read(self, start: float, end: float) -> tuple[Dataset, Quality]:
         q = Quality()
-        a, b = int(start * NS), int(end * NS)
+        a, b = int(max(start, CLOCK_SET) * NS), int(end * NS)
         obs: list[ObsHour] = []
         rounds = self.series("round")
         for sid, tags in rounds.items():
             unit = unit_of(tags)
             rows = self.query(
-                "SELECT time_ns / 3600000000000, sum(json_extract(fields, '$.interval_s')), count(*)"
+                f"SELECT time_ns / 3600000000000, sum(CASE WHEN {_GOOD_INTERVAL} THEN {_INTERVAL} END),"
+                f" count(*), count(*) - count(CASE WHEN {_GOOD_INTERVAL} THEN 1 END)"
                 " FROM samples WHERE series_id = ? AND time_ns >= ? AND time_ns < ? GROUP BY 1",
                 (sid, a, b))
             if unit is None:
                 q.rejected["missing_agent"] += sum(r[2] for r in rows)
                 continue
-            for hour, secs, _n in rows:
-                if not isinstance(secs, (int, float)):
-                    q.rejected["missing_value"] += 1
-                    continue
-                obs.append(ObsHour(unit, int(hour) * 3600, float(secs)))
-        spans = self.round_spans(start, end)
-        starts = [s[0] for s in spans]
-
-        def unit_at(ns: int) -> Unit | None:
-            if not spans:
-                return None
-            i = max(bisect.bisect_right(starts, ns) - 1, 0)
-            return spans[i][2]
-
+            for hour, secs, _n, bad in rows:
+                if bad:
+                    q.rejected["absurd_observed"] += bad
+                if secs is not None:
+                    obs.append(ObsHour(unit, int(hour) * 3600, float(secs)))
+        owner = self._episode_units(a, b, rounds)
         episodes = []
-        for typ, cause, s_ns, dur in self.query(
-                "SELECT type, cause, start_ns, duration_s FROM episodes WHERE end_ns IS NOT NULL"
-                " AND type IN ('power', 'connectivity') AND start_ns >= ? AND start_ns < ?", (a, b)):
-            unit = unit_at(s_ns)
+        for eid, typ, cause, s_ns, dur in self.query(
+                f"SELECT id, type, cause, start_ns, duration_s FROM episodes WHERE {_CLOSED_EPISODES}"
+                " AND start_ns >= ? AND start_ns < ?", (a, b)):
+            unit = owner.get(eid)
             if unit is None:
                 q.rejected["missing_agent"] += 1
                 continue
             episodes.append(Episode(unit, typ, cause, s_ns / NS, float(dur)))
+        unset = self._clock_unset()
+        if unset:
+            q.rejected["clock_unset"] += unset
         return Dataset(start, end, tuple(obs), tuple(episodes), tuple(self._pings(a, b, q)),
                        tuple(self.speed_tests(a, b, q))), q
+
+    def _episode_units(self, a: int, b: int, rounds: dict[int, dict]) -> dict[str, Unit]:
+        """The unit of each episode starting in [a, b) ns, by its id: that of the round series
+        with a row nearest before (or at) its start, or, with none before, the first row after
+        it, looked up over the whole file."""
+        best: dict[str, tuple] = {}
+        for sid, tags in rounds.items():
+            unit = unit_of(tags)
+            if unit is None:
+                continue
+            for eid, before, after in self.query(
+                    "SELECT e.id, (SELECT max(time_ns) FROM samples WHERE series_id = ? AND"
+                    " time_ns <= e.start_ns), (SELECT min(time_ns) FROM samples WHERE series_id = ?"
+                    f" AND time_ns > e.start_ns) FROM episodes e WHERE {_CLOSED_EPISODES}"
+                    " AND e.start_ns >= ? AND e.start_ns < ?", (sid, sid, a, b)):
+                if before is not None:
+                    rank = (0, -before, sid)
+                elif after is not None:
+                    rank = (1, after, sid)
+                else:
+                    continue
+                if eid not in best or rank < best[eid][0]:
+                    best[eid] = (rank, unit)
+        return {eid: unit for eid, (_, unit) in best.items()}
+
+    def _clock_unset(self) -> int:
+        """Rows of the kinds the collector reads dated before 2000-01-01, anywhere in the file."""
+        cut = CLOCK_SET * NS
+        n = 0
+        for measurement, extra in (("round", ""), ("ping", ""),
+                                   ("speedtest", " AND json_extract(fields, '$.status') = 'ok'")):
+            for sid, tags in self.series(measurement).items():
+                if measurement == "ping" and tags.get("role") != "internet":
+                    continue
+                (k,), = self.query(f"SELECT count(*) FROM samples WHERE series_id = ? AND time_ns < ?{extra}",
+                                   (sid, cut))
+                n += k
+        (k,), = self.query(f"SELECT count(*) FROM episodes WHERE {_CLOSED_EPISODES} AND start_ns < ?", (cut,))
+        return n + k
 
     def _pings(self, a: int, b: int, q: Quality) -> list[PingDay]:
         days: dict[tuple[Unit, int], tuple[list[float], list[float]]] = {}

@@ -577,6 +577,12 @@ class Fleet:
         ``unit``, ``device``, ``join`` (s), ``rounds`` (real rounds, without a flood's copies),
         ``observed_s`` (= rounds x round_s), ``observed_by_hour`` ({UTC hour start (s): s}),
         ``host_down_s`` (a Pi's time down for power cuts: an interruption, not absence),
+        ``power_watched_s`` (docs/collector.md: per UTC hour, round time plus host-down time,
+        at most the hour; a Pi's last round before a cut covers its interval while the host is
+        already down from that heartbeat, so this is less than ``observed_s + host_down_s``),
+        ``power_counted_s`` (for each of ``power``, the seconds the collector counts: in each
+        hour at most the power-watched time, scaled down in proportion; less than the whole
+        when a speed test paused the rounds inside a cut the UPS rode out),
         ``off_s`` (switched off by its owner: absence, never an outage), ``power`` and
         ``connectivity`` (collector.model.Episode, by start), ``degraded`` (episodes, not
         outages), ``speedtests_ok``.
@@ -610,9 +616,31 @@ class Fleet:
             else:
                 (power if ep.type == "power" else conn).append(
                     Episode(unit, ep.type, ep.cause, to_ns(ep.start) / NS, ep.duration_s))
+        power.sort(key=lambda e: e.start)
+        by_hour = self._obs_hours(p)
+        watched = dict(by_hour)
+        for e in power:
+            if e.cause == "host_down":
+                h = int(e.start // 3600 * 3600)
+                while h < e.end:
+                    watched[h] = watched.get(h, 0.0) + min(e.end, h + 3600) - max(e.start, h)
+                    h += 3600
+        pieces: dict[int, list[tuple[int, float]]] = {}
+        for i, e in enumerate(power):
+            h = int(e.start // 3600 * 3600)
+            while h < e.end:
+                pieces.setdefault(h, []).append((i, min(e.end, h + 3600) - max(e.start, h)))
+                h += 3600
+        counted = [0.0] * len(power)
+        for h, ps in pieces.items():
+            total, w = sum(x for _, x in ps), min(3600.0, watched.get(h, 0.0))
+            for i, x in ps:
+                counted[i] += x * (w / total if total > w else 1.0)
         return {"unit": unit, "device": p.spec.device, "join": p.spec.join_ns / NS, "rounds": n_rounds,
-                "observed_s": n_rounds * self.round_s, "observed_by_hour": self._obs_hours(p),
+                "observed_s": n_rounds * self.round_s, "observed_by_hour": by_hour,
                 "host_down_s": p.host_down_s, "off_s": p.off_s,
+                "power_watched_s": sum(min(3600.0, s) for s in watched.values()),
+                "power_counted_s": [min(c, e.duration_s) for c, e in zip(counted, power)],
                 "power": sorted(power, key=lambda e: e.start),
                 "connectivity": sorted(conn, key=lambda e: e.start),
                 "degraded": degraded, "speedtests_ok": len(p.speeds)}

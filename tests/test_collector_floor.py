@@ -203,7 +203,9 @@ def test_property_site_episodes_merge_into_their_union(spec):
     agent = np.array([a for _, _, a, *_ in spec], dtype=np.int64)
     start = np.array([float(s) for *_, s, _ in spec])
     dur = np.array([float(d) for *_, d in spec])
-    keep, new_dur, heads = _merge_site_episodes(np.arange(unit.size), unit, typ, start, dur, agent)
+    whole = dur * 2     # a longer whole duration (clipped at a window's end): merged the same way
+    keep, new_dur, new_whole, heads = _merge_site_episodes(np.arange(unit.size), unit, typ, start, dur,
+                                                           whole, agent)
     for g in {(u, t) for u, t, *_ in spec}:
         mine = [(start[i], start[i] + dur[i]) for i in range(unit.size) if (unit[i], typ[i]) == g]
         union = []
@@ -215,6 +217,10 @@ def test_property_site_episodes_merge_into_their_union(spec):
         got = sorted([start[i], start[i] + new_dur[i]] for i in np.flatnonzero(keep)
                      if (unit[i], typ[i]) == g)
         assert got == union
+        for a, b in union:      # the whole duration: to the latest whole end of the run's members
+            members = [i for i in range(unit.size) if (unit[i], typ[i]) == g and a <= start[i] <= b]
+            (i,) = [i for i in members if keep[i]]
+            assert new_whole[i] == max(start[m] + whole[m] for m in members) - start[i]
     for h, who in heads.items():
         assert keep[h] and len(who) > 1
 

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.request
 from collections import defaultdict
+from datetime import datetime, timezone
 
 import pytest
 
 from agent.errors import SourceError
 from agent.influx import HTTP
+from agent.model import Episode as AgentEpisode
+from agent.model import Sample
+from agent.store import Store
 from collector import influxql
 from collector.indices import Interruption, ieee1366
 from collector.influxql import Reader, ident, literal, parse_answer, queries
-from collector.model import Quality
+from collector.model import Quality, Unit
 from collector.stats import Settings, aggregate
 from collector.storefile import StoreFile, expand, read_stores
 from tests.fleet import Fleet
@@ -49,9 +54,12 @@ def test_queries_push_aggregation_to_the_server():
     ping = next(q for k, q in qs if k == "ping")
     assert "percentile(\"rtt_avg_ms\", 95)" in ping and "GROUP BY time(1d)" in ping
     assert "\"role\" = 'internet'" in ping
-    for _, q in qs:
+    for kind, q in qs:
+        if kind in influxql.COUNT_KINDS:      # counts of rejected rows, not records
+            continue
         assert f"time >= {START * 10**9}" in q or "time >=" in q
         assert '"agent", "region", "isp", "city", "access"' in q
+    assert '"interval_s" > 0 AND "interval_s" <= 3600' in obs
 
 
 def test_grouped_queries_cover_whole_utc_days():
@@ -177,10 +185,11 @@ def test_power_indices_match_the_truth_computed_independently(fleet):
         if cell["suppressed"]:
             continue
         agents = [a for a in truth["agents"].values() if a["unit"].region == cell["region"]]
-        observed = sum(a["observed_s"] + a["host_down_s"] for a in agents)
-        its = [Interruption(a["unit"].agent, e.duration_s) for a in agents for e in a["power"]]
+        observed = sum(a["power_watched_s"] for a in agents)
+        its = [Interruption(a["unit"].agent, e.duration_s, counted)
+               for a in agents for e, counted in zip(a["power"], a["power_counted_s"])]
         want = ieee1366(its, observed, T)
-        assert cell["agents"] == sum(1 for a in agents if a["observed_s"] + a["host_down_s"] > 0)
+        assert cell["agents"] == sum(1 for a in agents if a["power_watched_s"] > 0)
         for name in ("power_saifi", "power_saidi_min", "power_caidi_min", "power_maifi", "power_asai"):
             assert cell[name] == pytest.approx(getattr(want, name)), (cell["region"], name)
         assert cell["power_saidi_min"] == pytest.approx(cell["power_saifi"] * cell["power_caidi_min"])
@@ -283,3 +292,162 @@ def test_sites_travel_through_influx_store_files_and_the_cache(influx, tmp_path)
         assert x["sites"] == y["sites"] == z["sites"] and x["agents"] == y["agents"] == z["agents"]
         for key in ("agent_hours", "internet_outages_per_agent", "power_saifi", "rtt_p50_ms"):
             assert x[key] == pytest.approx(y[key]) and z[key] == pytest.approx(y[key]), key
+
+
+# ---------------------------------------------------------------- rows the rules reject or place
+# (docs/collector.md: bad interval_s, clocks never set, episodes of a store file)
+
+MON = 1_793_559_600          # Monday 2026-11-02 00:00 PKT = 2026-11-01 19:00 UTC
+DAY = 86400
+H10 = MON + 10 * 3600
+A = Unit("a", "PK-SD", "PTCL")
+TAGS = {"agent": "a", "region": "PK-SD", "isp": "PTCL"}
+
+
+def _round_rows(values, start=H10, step=10):
+    return [(start + k * step, v) for k, v in enumerate(values)]
+
+
+def _write_influx(server, lines):
+    req = urllib.request.Request(f"{server.url}/write?db=linewatch&precision=s",
+                                 data="\n".join(lines).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 204
+
+
+def _utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, timezone.utc)
+
+
+def _store(path, rounds=(), tags=TAGS, episodes=(), pings=(), speeds=()):
+    s = Store.open(path)
+    try:
+        samples = [Sample("round", tags, {"status": "up", "online": 1, **({} if v is None else
+                                                                          {"interval_s": v})}, _utc(t))
+                   for t, v in rounds]
+        samples += [Sample("ping", {**tags, "role": "internet", "target": "1.1.1.1"},
+                           {"rtt_avg_ms": 20.0, "loss_pct": 0.0}, _utc(t)) for t in pings]
+        samples += [Sample("speedtest", tags, {"status": "ok", "download_bps": 2e7, "upload_bps": 1e6},
+                           _utc(t)) for t in speeds]
+        eps = [AgentEpisode(f"e{i}", typ, cause, _utc(t), _utc(t + d), d, d > 300)
+               for i, (typ, cause, t, d) in enumerate(episodes)]
+        s.write(samples, episodes=eps)
+    finally:
+        s.close()
+    return path / "linewatch.db"
+
+
+BAD_INTERVALS = {5: -10.0, 6: 0.0, 7: 7200.0}
+
+
+@pytest.mark.parametrize("source", ["store", "influx"])
+def test_a_bad_interval_is_left_out_of_its_hours_sum_and_counted(source, tmp_path, request):
+    """360 rounds of 10 s in 10:00-11:00, three of them with an absurd interval_s: the hour has
+    3,570 s (the 357 good rounds), and the three are counted, one each. An hour with only bad
+    rounds has no observed time."""
+    values = [BAD_INTERVALS.get(k, 10.0) for k in range(360)]
+    rows = _round_rows(values) + _round_rows([-5.0, 9000.0], start=H10 + 3600)
+    if source == "store":
+        d, q = read_stores([_store(tmp_path / "a", rows)], MON, MON + DAY)
+    else:
+        server = request.getfixturevalue("influx")
+        _write_influx(server, [f"round,agent=a,region=PK-SD,isp=PTCL status=\"up\",interval_s={v} {t}"
+                               for t, v in rows])
+        d, q = _read_influx(server, MON, MON + DAY)
+    assert [(o.unit, o.hour, o.observed_s) for o in d.obs] == [(A, H10, 3570.0)]
+    assert dict(q.rejected) == {"absurd_observed": 5}
+
+
+def test_a_store_round_without_a_number_for_its_interval_is_bad(tmp_path):
+    rows = _round_rows([10.0, "ten", None, 10.0])
+    d, q = read_stores([_store(tmp_path / "a", rows)], MON, MON + DAY)
+    assert [o.observed_s for o in d.obs] == [20.0]
+    assert dict(q.rejected) == {"absurd_observed": 2}
+
+
+T1970 = 3600        # 1970-01-01 01:00 UTC: a Raspberry Pi before it reached a time server
+
+
+@pytest.mark.parametrize("source", ["store", "influx"])
+def test_rows_from_a_clock_never_set_are_counted_by_both_sources(source, tmp_path, request):
+    rounds = _round_rows([10.0] * 3, start=T1970) + _round_rows([10.0] * 6)
+    pings, speeds = [T1970 + 5, H10 + 5], [T1970 + 7, H10 + 7]
+    episodes = [("power", "ac_lost", T1970 + 20, 60.0), ("connectivity", "isp", H10 + 20, 30.0)]
+    if source == "store":
+        d, q = read_stores([_store(tmp_path / "a", rounds, episodes=episodes, pings=pings,
+                                   speeds=speeds)], MON, MON + DAY)
+    else:
+        server = request.getfixturevalue("influx")
+        tags = "agent=a,region=PK-SD,isp=PTCL"
+        _write_influx(server, [f"round,{tags} status=\"up\",interval_s={v} {t}" for t, v in rounds]
+                      + [f"ping,{tags},role=internet,target=1.1.1.1 rtt_avg_ms=20,loss_pct=0 {t}"
+                         for t in pings]
+                      + [f"speedtest,{tags} status=\"ok\",download_bps=2e7,upload_bps=1e6 {t}"
+                         for t in speeds]
+                      + [f"outage,{tags},type={ty},cause={c} duration_s={du} {t}"
+                         for ty, c, t, du in episodes])
+        d, q = _read_influx(server, MON, MON + DAY)
+    assert dict(q.rejected) == {"clock_unset": 3 + 1 + 1 + 1}
+    assert [(o.hour, o.observed_s) for o in d.obs] == [(H10, 60.0)]
+    assert [(e.cause, e.start) for e in d.episodes] == [("isp", H10 + 20)]
+    assert len(d.pings) == 1 and len(d.speeds) == 1
+
+
+def test_a_store_window_reaching_back_before_2000_reads_no_such_row(tmp_path):
+    path = _store(tmp_path / "a", _round_rows([10.0] * 3, start=T1970) + _round_rows([10.0] * 6))
+    d, q = read_stores([path], 0, MON + DAY)
+    assert [(o.hour, o.observed_s) for o in d.obs] == [(H10, 60.0)]
+    assert dict(q.rejected) == {"clock_unset": 3}
+
+
+def test_store_episodes_take_the_nearest_round_series_of_the_whole_file(tmp_path):
+    """Rounds tagged PTCL on day 1, Nayatel from day 3 (the agent changed ISP). An episode takes
+    the tags of the round written nearest before it, or the first after it when there is none
+    before, wherever the window is."""
+    later = {**TAGS, "isp": "Nayatel"}
+    path = tmp_path / "a"
+    _store(path, _round_rows([10.0] * 3, start=MON + DAY))
+    _store(path, _round_rows([10.0] * 3, start=MON + 3 * DAY), tags=later,
+           episodes=[("connectivity", "isp", MON + 600, 60.0),              # before any round
+                     ("connectivity", "isp", MON + 2 * DAY, 60.0),          # after day 1's rounds
+                     ("connectivity", "isp", MON + 4 * DAY, 60.0),          # after day 3's
+                     ("power", "ac_lost", MON + 6 * DAY, 60.0)])            # no round in its window
+    d, q = read_stores([path / "linewatch.db"], MON, MON + 7 * DAY)
+    assert sorted((e.start - MON, e.unit.isp) for e in d.episodes) == [
+        (600, "PTCL"), (2 * DAY, "PTCL"), (4 * DAY, "Nayatel"), (6 * DAY, "Nayatel")]
+    d, q = read_stores([path / "linewatch.db"], MON + 5 * DAY, MON + 7 * DAY)
+    assert [(e.unit.agent, e.unit.isp) for e in d.episodes] == [("a", "Nayatel")]
+    assert dict(q.rejected) == {}
+    empty = _store(tmp_path / "b", episodes=[("power", "ac_lost", MON + 600, 60.0)])
+    d, q = read_stores([empty], MON, MON + DAY)
+    assert d.episodes == () and dict(q.rejected) == {"missing_agent": 1}
+
+
+def test_bad_rounds_of_a_kept_day_are_counted_from_the_cache(influx, tmp_path):
+    """The cache keeps a closed day's count of bad rounds with its hours: a warm run reports what
+    a cold one does. A cache written by the older rule (bad rounds summed) is emptied."""
+    import sqlite3 as sq
+
+    from collector.cache import Cache
+
+    rows = _round_rows([BAD_INTERVALS.get(k, 10.0) for k in range(360)])
+    _write_influx(influx, [f"round,agent=a,region=PK-SD,isp=PTCL status=\"up\",interval_s={v} {t}"
+                           for t, v in rows])
+    later = MON + 30 * DAY                      # the window's days are closed and settled
+    cache = Cache(tmp_path / "cache.db")
+    http = HTTP(influx.url, timeout_s=60)
+    try:
+        cold, cold_q = Reader(http, "linewatch").read(MON, MON + DAY, cache, later)
+        reader = Reader(http, "linewatch")
+        warm, warm_q = reader.read(MON, MON + DAY, cache, later)
+    finally:
+        http.close()
+        cache.close()
+    assert reader.cached_days == 2
+    assert dict(cold_q.rejected) == dict(warm_q.rejected) == {"absurd_observed": 3}
+    assert [(o.hour, o.observed_s) for o in warm.obs] == [(o.hour, o.observed_s) for o in cold.obs]
+    with sq.connect(tmp_path / "cache.db") as conn:
+        conn.execute("PRAGMA user_version = 1")
+    old = Cache(tmp_path / "cache.db")
+    assert old.days() == set() and old.load_rejected([MON - MON % DAY]) == []
+    old.close()

@@ -26,6 +26,15 @@ def test_hand_computed_cell():
     assert ix.power_asai == pytest.approx(1 - 12600 / observed)
 
 
+def test_the_class_follows_the_whole_duration_the_minutes_the_counted_part():
+    """A 1,200 s cut of which 180 s lie in the window (or in watched time): one sustained
+    interruption of 3 minutes."""
+    ix = ieee1366([Interruption("a", 1200, 180)], DAY, DAY)
+    assert (ix.sustained, ix.momentary) == (1, 0)
+    assert ix.power_saidi_min == pytest.approx(3.0) and ix.power_caidi_min == pytest.approx(3.0)
+    assert ix.power_asai == pytest.approx(1 - 180 / DAY)
+
+
 def test_nothing_observed_gives_no_figures():
     ix = ieee1366([], 0.0, DAY)
     assert ix.power_saifi is None and ix.power_asai is None and ix.customers == 0
@@ -40,7 +49,8 @@ def test_no_sustained_interruption_has_no_caidi():
     lambda: ieee1366([Interruption("a", -1)], DAY, DAY),
     lambda: ieee1366([], -1, DAY),
     lambda: ieee1366([], DAY, 0),
-], ids=["negative-duration", "negative-observed", "zero-period"])
+    lambda: ieee1366([Interruption("a", 60, 90)], DAY, DAY),
+], ids=["negative-duration", "negative-observed", "zero-period", "counted-beyond-whole"])
 def test_bad_input_is_refused(bad):
     with pytest.raises(ValueError):
         bad()
