@@ -70,8 +70,11 @@ def test_verification_off_works_only_when_asked_and_check_warns(tmp_path, server
     rep = push(tmp_path, server, "verify_tls = false\n")
     assert rep.outcome == "done" and rep.sent == 3
     cfg = tmp_path / "lw.toml"
-    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\n[influx]\nurl = "{server.url}"\n'
-                   'bucket = "b"\ndatabase = "d"\nverify_tls = false\n')
+    # check probes the line too: only 127.0.0.1 (no gateway, no DNS, no speed-test server).
+    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\n'
+                   '[probe]\ngateway = "off"\ntargets = ["127.0.0.1:9"]\ndns_names = []\n'
+                   '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n'
+                   f'[influx]\nurl = "{server.url}"\nbucket = "b"\ndatabase = "d"\nverify_tls = false\n')
     out = subprocess.run([sys.executable, "-m", "agent", "check", "--json", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=60).stdout
     rows = {c["name"]: c for c in json.loads(out)["checks"]}

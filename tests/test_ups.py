@@ -735,7 +735,18 @@ def test_fake_credentials_refused_or_reflected_never_leak(fake, script, kind):
     assert "mon:***@" in str(err)
 
 
-def test_unresolvable_host_is_unreachable():
+def test_unresolvable_host_is_unreachable(monkeypatch):
+    # The system resolver would send the query to the machine's DNS server, off this machine:
+    # the lookup fails here the way glibc fails it for a name no server knows (the only mock in
+    # this module; the rest talks to a real upsd).
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *a, **kw):
+        if host == "no-such-host.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *a, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     url = parse_nut_url("nut://no-such-host.invalid/ups")
     with pytest.raises(NutError) as info:
         read_vars(url, timeout_s=2.0)
