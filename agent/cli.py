@@ -413,7 +413,8 @@ def report(config_path, since, until, out, tz, work_hours):
         data = line.summarise(cfg.state_dir / DB_NAME, start, end, now, tz, work,
                               setup=line.setup_of(cfg))
     except SourceError as exc:
-        _fail(f"{exc} (has the agent run with this config?)")
+        _fail(f"{exc} (has the agent run with this config?)" if "not a linewatch store" in str(exc)
+              else str(exc))
     # The page describes one person's line and working day: readable by its owner only (0600).
     write_atomic(Path(out), page.line_report(data), 0o600)
     avail = data["internet_availability"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from urllib.parse import quote
+
+from agent.store import sqlite_uri
 
 # (table, columns) in the order they are saved.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -34,7 +35,7 @@ def salvage(damaged: Path, dst: sqlite3.Connection) -> dict[str, dict[str, int]]
     # -wal or -shm); with a log (the agent died mid-write), read through it.
     mode = "mode=ro" if Path(f"{damaged}-wal").exists() else "immutable=1"
     try:
-        src = sqlite3.connect(f"file:{quote(str(damaged))}?{mode}", uri=True, timeout=5)
+        src = sqlite3.connect(sqlite_uri(damaged, mode), uri=True, timeout=5)
     except sqlite3.Error:
         return {t: {"kept": 0, "lost": -1} for t, _ in TABLES}
     try:

@@ -101,6 +101,29 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 
+def table_definitions() -> dict[str, str]:
+    """Each table of the schema as SQLite keeps its definition (``sqlite_master.sql``): what a
+    store made by any version of the agent holds (schema 1 had no quarantine table), for a
+    reader that must check a file before it trusts it (collector.storefile)."""
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.executescript(_SCHEMA)
+        return dict(mem.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    finally:
+        mem.close()
+
+
+def sqlite_uri(path: str | os.PathLike, query: str) -> str:
+    """A ``file:`` URI naming exactly ``path``, with ``query`` (``mode=ro``, ``immutable=1``).
+    What a URI reads in a file name is quoted (a file named ``%2e%2e%2fpwn.db`` is that file, not
+    ``../pwn.db``; ``?`` and ``#`` are part of the name), and the path is made absolute behind an
+    empty authority, so a path starting ``//`` is not read as a host name."""
+    p = os.fspath(path)
+    if not os.path.isabs(p):
+        p = os.path.join(os.getcwd(), p)
+    return f"file://{quote(p)}?{query}"
+
+
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         return False  # locked, busy, disk I/O: not a damaged file
@@ -187,7 +210,7 @@ class Store:
         modes = ["mode=ro"] if live or Path(f"{path}-wal").exists() else ["immutable=1", "mode=ro"]
         for i, mode in enumerate(modes):
             try:
-                conn = sqlite3.connect(f"file:{quote(str(path))}?{mode}", uri=True,
+                conn = sqlite3.connect(sqlite_uri(path, mode), uri=True,
                                        check_same_thread=False, timeout=10)
                 conn.execute("SELECT count(*) FROM samples").fetchone()
                 conn.execute("SELECT count(*) FROM episodes").fetchone()

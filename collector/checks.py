@@ -72,7 +72,7 @@ def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
 
 
 def _stores(paths: tuple[str, ...], now: float) -> list[tuple[str, str, str]]:
-    from collector.storefile import StoreFile, expand
+    from collector.storefile import StoreFile, expand, shown
 
     rows = []
     try:
@@ -90,12 +90,20 @@ def _stores(paths: tuple[str, ...], now: float) -> list[tuple[str, str, str]]:
             if not spans:
                 rows.append(("WARN", "store", f"{p}: no probe rounds"))
                 continue
-            agents = sorted({s[2].agent for s in spans})
+            # One file is one agent's (the one with the most rounds); others' rows are refused.
+            owner = f.owner
+            others = sorted({s[2].agent for s in spans} - {owner})
+            spans = [s for s in spans if s[2].agent == owner] or spans
             first = datetime.fromtimestamp(min(s[0] for s in spans) / 1e9, timezone.utc)
             last = datetime.fromtimestamp(max(s[1] for s in spans) / 1e9, timezone.utc)
             regions = sorted({s[2].region or "(no region)" for s in spans})
-            rows.append(("OK", "store", f"{p}: agent {', '.join(agents)}, {', '.join(regions)}, "
-                                        f"{first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC"))
+            detail = (f"{shown(p)}: agent {shown(owner, 60)}, {shown(', '.join(regions), 200)}, "
+                      f"{first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC")
+            if others:
+                rows.append(("WARN", "store", f"{detail}; rows of {len(others)} other agent "
+                                              "id(s) are refused (one agent per file)"))
+                continue
+            rows.append(("OK", "store", detail))
         except SourceError as exc:
             rows.append(("FAIL", "store", str(exc)))
         finally:

@@ -27,6 +27,7 @@ window is listed (``tags_changed``).
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,7 +35,7 @@ from zoneinfo import ZoneInfo
 
 from agent.config import PK_REGIONS, Config
 from collector.model import Quality, Unit, joins_previous_cut, quantile
-from collector.storefile import NS, StoreFile
+from collector.storefile import MAX_CAUSE_CHARS, NS, WINDOW_SQL, StoreFile, number_sql, value_sql
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Outages given their per-round evidence, the longest first: a flapping line over 90 days can
@@ -122,11 +123,17 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
     f = StoreFile.open(path)
     try:
         rounds = _round_times(f, start, end)
+        # Episodes as the agent writes them; a row with a value of another type is left out.
         eps = f.query("SELECT type, cause, start_ns, end_ns, duration_s FROM episodes"
-                   " WHERE start_ns < ? AND (end_ns IS NULL OR end_ns >= ?) ORDER BY start_ns",
-                   (int(end * NS), int(start * NS)))
+                      " WHERE start_ns < ? AND (end_ns IS NULL OR end_ns >= ?)"
+                      " AND typeof(type) = 'text' AND typeof(cause) = 'text'"
+                      f" AND length(cause) <= {MAX_CAUSE_CHARS} AND typeof(start_ns) = 'integer'"
+                      " AND (end_ns IS NULL OR typeof(end_ns) = 'integer')"
+                      " AND typeof(duration_s) IN ('integer', 'real') ORDER BY start_ns",
+                      (int(end * NS), int(start * NS)))
         pings = _pings(f, start, end)
-        speeds = f.speed_tests(int(start * NS), int(end * NS), Quality())  # the page shows no counts
+        # The page shows no counts; the file is the worker's own, every agent id in it counts.
+        speeds = f.speed_tests(int(start * NS), int(end * NS), Quality(), all_agents=True)
         spans = f.round_spans(start, end)
         # agent.runner.STATE_ISP: the name speedtest.net reported (not imported: the runner
         # pulls in the scheduler and the probes, which a report never needs).
@@ -242,7 +249,7 @@ def _state(f: StoreFile, key: str) -> str:
     if not f.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state'"):
         return ""  # a file without the agent's state table (only rows handed over)
     rows = f.query("SELECT value FROM state WHERE key = ?", (key,))
-    return str(rows[0][0]) if rows and rows[0][0] else ""
+    return rows[0][0] if rows and isinstance(rows[0][0], str) else ""
 
 
 @dataclass(frozen=True)
@@ -296,28 +303,28 @@ class Probed:
             return f.query(sql.format(marks=marks), (*sids, a, b))
 
         rounds: dict[str, int] = {}
-        for status, n in group("SELECT json_extract(fields, '$.status'), count(*) FROM samples"
-                               " WHERE series_id IN ({marks}) AND time_ns >= ? AND time_ns < ?"
-                               " GROUP BY 1", self.rounds):
+        for status, n in group(f"SELECT {value_sql('status')}, count(*) FROM"
+                               " samples WHERE series_id IN ({marks}) AND time_ns >= ?"
+                               " AND time_ns < ? GROUP BY 1", self.rounds):
             rounds[str(status)] = rounds.get(str(status), 0) + n
         echoes: dict[str, list[dict]] = {"gateway": [], "internet": []}
         rank = {t: i for i, t in enumerate(order)}
         for (role, target), sids in sorted(self.pings.items(),
                                            key=lambda kv: (rank.get(kv[0][1], len(rank)), kv[0][1])):
+            # total(): a float sum, which no hand-made row can overflow.
             (n, sent, got), = group(
-                "SELECT count(*), sum(json_extract(fields, '$.sent')),"
-                " sum(json_extract(fields, '$.received')) FROM samples"
-                " WHERE series_id IN ({marks}) AND time_ns >= ? AND time_ns < ?", sids)
+                f"SELECT count(*), total({number_sql('sent')}), total({number_sql('received')})"
+                " FROM samples WHERE series_id IN ({marks}) AND time_ns >= ? AND time_ns < ?", sids)
             if n:
-                echoes[role].append({"target": target, "rounds": n, "sent": int(sent or 0),
-                                     "received": int(got or 0)})
+                echoes[role].append({"target": target, "rounds": n, "sent": _whole(sent),
+                                     "received": _whole(got)})
         dns = []
         for name, sids in sorted(self.dns.items()):
             queries, ok, errors = 0, 0, {}
             for success, error, n in group(
-                    "SELECT json_extract(fields, '$.success'), json_extract(fields, '$.error'),"
-                    " count(*) FROM samples WHERE series_id IN ({marks}) AND time_ns >= ?"
-                    " AND time_ns < ? GROUP BY 1, 2", sids):
+                    f"SELECT {value_sql('success')}, {value_sql('error')}, count(*) FROM samples"
+                    " WHERE series_id IN ({marks}) AND time_ns >= ? AND time_ns < ? GROUP BY 1, 2",
+                    sids):
                 queries += n
                 if success:
                     ok += n
@@ -359,6 +366,11 @@ def _all_evidence(f: StoreFile, probed: Probed, eps, rounds: list[tuple[float, f
     return out
 
 
+def _whole(v: float) -> int:
+    """A count summed by SQLite's total() as an int (0 when a hand-made row made it infinite)."""
+    return int(v) if math.isfinite(v) else 0
+
+
 def _probe(setup: Setup | None, seen: dict) -> dict:
     """How the line was watched, for the page's method: the current config's probe settings
     (when known) and what the window's rows show was probed."""
@@ -375,10 +387,9 @@ def _probe(setup: Setup | None, seen: dict) -> dict:
 def _round_times(f: StoreFile, start: float, end: float) -> list[tuple[float, float]]:
     out = []
     for sid in f.series("round"):
-        for t, interval in f.query("SELECT time_ns, json_extract(fields, '$.interval_s') FROM samples"
-                                " WHERE series_id = ? AND time_ns >= ? AND time_ns < ?",
-                                (sid, int(start * NS), int(end * NS))):
-            if isinstance(interval, (int, float)) and interval > 0:
+        for t, interval in f.query(f"SELECT time_ns, {number_sql('interval_s')} FROM samples"
+                                   f" WHERE {WINDOW_SQL}", (sid, int(start * NS), int(end * NS))):
+            if interval is not None and interval > 0:
                 out.append((t / NS, float(interval)))
     return sorted(out)
 
@@ -389,11 +400,10 @@ def _pings(f: StoreFile, start: float, end: float) -> list[tuple[float, float | 
         if tags.get("role") != "internet":
             continue
         for t, rtt, loss in f.query(
-                "SELECT time_ns, json_extract(fields, '$.rtt_avg_ms'), json_extract(fields, '$.loss_pct')"
-                " FROM samples WHERE series_id = ? AND time_ns >= ? AND time_ns < ?",
-                (sid, int(start * NS), int(end * NS))):
-            if isinstance(loss, (int, float)) and loss < 100:
-                out.append((t / NS, float(rtt) if isinstance(rtt, (int, float)) else None, float(loss)))
+                f"SELECT time_ns, {number_sql('rtt_avg_ms')}, {number_sql('loss_pct')} FROM samples"
+                f" WHERE {WINDOW_SQL}", (sid, int(start * NS), int(end * NS))):
+            if loss is not None and loss < 100:
+                out.append((t / NS, float(rtt) if rtt is not None else None, float(loss)))
     return out
 
 

@@ -149,12 +149,14 @@ class Dataset:
 
 @dataclass
 class Quality:
-    """Records accepted, rejected and clipped, by reason (collector.clean lists the reasons)."""
+    """Records accepted, rejected and clipped, by reason (collector.clean lists the reasons;
+    collector.storefile those of store files)."""
 
     accepted: Counter = field(default_factory=Counter)
     rejected: Counter = field(default_factory=Counter)
     clipped: Counter = field(default_factory=Counter)
     unknown_regions: Counter = field(default_factory=Counter)   # code -> records
+    unreadable: list = field(default_factory=list)   # one line per store file refused whole
 
     def as_dict(self) -> dict:
         out = {"accepted": dict(sorted(self.accepted.items())),
@@ -162,6 +164,8 @@ class Quality:
                "clipped": {k: v for k, v in sorted(self.clipped.items()) if v}}
         if self.unknown_regions:
             out["unknown_region_codes"] = dict(sorted(self.unknown_regions.items()))
+        if self.unreadable:
+            out["unreadable_stores"] = list(self.unreadable)
         return out
 
     def merge(self, other: "Quality") -> None:
@@ -169,3 +173,4 @@ class Quality:
                              (self.clipped, other.clipped),
                              (self.unknown_regions, other.unknown_regions)):
             mine.update(theirs)
+        self.unreadable += other.unreadable

@@ -134,6 +134,8 @@ def quality_lines(q: dict) -> list[str]:
     if q.get("unknown_region_codes"):
         out.append("unknown region codes: " + ", ".join(
             f"{k} ({v})" for k, v in q["unknown_region_codes"].items()))
+    if q.get("unreadable_stores"):
+        out.append("unreadable: " + "; ".join(q["unreadable_stores"]))
     return out
 
 

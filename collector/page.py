@@ -782,6 +782,14 @@ QUALITY_COUNTERS = {
                    "data",
     "site_retagged": "written without a site tag (before the agent was upgraded): given the "
                      "agent's site, kept",
+    "missing_agent": "a row without an agent tag",
+    "missing_value": "a row without its value, or with one that is not a number",
+    "unreadable_store": "a store file refused whole: not the agent's schema, damaged, or too "
+                        "large or slow to read (listed below)",
+    "bad_json": "a store row whose fields are not a JSON object",
+    "bad_tags": "a store row whose series' tags are not a JSON object of text",
+    "bad_time": "a store row or episode whose time is not whole nanoseconds",
+    "foreign_agent": "a store row of an agent other than the file's own (one agent per file)",
 }
 
 SETTING_LABELS = {
@@ -1130,6 +1138,10 @@ def _quality_table(dq: Mapping) -> str:
     if codes:
         extra = ("<p>Unknown region codes seen: " + ", ".join(
             f"<code>{esc(k)}</code> ({fmt_int(v)})" for k, v in codes.items()) + ".</p>")
+    unreadable = [str(u) for u in _list(dq.get("unreadable_stores")) if u]
+    if unreadable:
+        extra += ("<p>Store files not read (nothing of them is in the figures):</p><ul>"
+                  + "".join(f"<li><code>{esc(u)}</code></li>" for u in unreadable) + "</ul>")
     return ("<p>Every record is checked before it reaches a figure. Rejected records are left out; "
             "clipped ones are kept, shortened, merged or given their agent's region. Counters "
             "not listed were zero.</p>"
