@@ -1,7 +1,9 @@
-"""Prepared host trees for tests and benchmarks: a laptop's power supplies under a sysfs root."""
+"""Prepared host trees for tests and benchmarks: a laptop's power supplies under a sysfs root,
+and a file system filled to its last block."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -22,3 +24,15 @@ def power_supply(sysfs: Path, online: str | None = "1", capacity: int | None = N
     if online is not None:
         (ac / "online").write_text(online + "\n")
     return ac
+
+
+def fill_file_system(filler: Path) -> None:
+    """Write zeros into ``filler`` until its file system refuses one more block (ENOSPC)."""
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

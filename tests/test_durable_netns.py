@@ -20,6 +20,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tests.hosttree import fill_file_system
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 INTERVAL = 1.0
@@ -46,17 +48,6 @@ def wait_for(log: Path, what: str, proc, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def fill(path: Path) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def test_an_outage_that_closes_on_a_full_disk_is_written_when_space_returns(net, tmp_path, mount_point):
     state = mount_point / "state"
     cfg = write_config(tmp_path, state)
@@ -72,7 +63,7 @@ def test_an_outage_that_closes_on_a_full_disk_is_written_when_space_returns(net,
         net.cut_wan(True)
         wait_for(log, "connectivity episode started", agent)
         time.sleep(2)
-        fill(filler)
+        fill_file_system(filler)
         wait_for(log, "cannot be written since", agent)
         time.sleep(1.5)                                         # outage rounds while full
         t_back = datetime.now(timezone.utc)

@@ -29,6 +29,7 @@ import pytest
 
 from agent.model import Episode, Sample
 from agent.store import DB_NAME, Store
+from tests.hosttree import fill_file_system
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -299,15 +300,7 @@ def test_a_full_disk_while_running_warns_twice_and_loses_no_round(tmp_path, moun
     filler = mount_point / "filler"
     try:
         wait_rounds(cfg, 3)
-        # Fill the file system to the last block.
-        fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
-        try:
-            while True:
-                os.write(fd, b"\0" * 4096)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fill_file_system(filler)
         full_from = datetime.now(timezone.utc)
         agent.wait_for("cannot be written since", timeout=30)
         time.sleep(4)                                             # some rounds while full
