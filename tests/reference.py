@@ -123,14 +123,18 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
 
     # "unknown_region: a region code not in regions ..., from an agent that has no record with
     # a valid code" / "retagged: a record without a valid region ... takes the agent's region:
-    # the region of its latest records, by their own time, that have a valid code."
-    # Reading: "records" are the agent's records that passed the other checks.
+    # the region of its latest records, by their own time, that have a valid code (of equal
+    # times, the code sorting first)." / "The records that pass are then repaired: their region
+    # ..., then their site ... "The agent's records" in those two rules are its records that
+    # passed the checks, and each record repaired is counted once, whether or not a later rule
+    # ... merges, clips or drops it."
     latest_valid = {}
     for rec in kept:
         if rec.unit.region in settings.regions:
             a = rec.unit.agent
-            if a not in latest_valid or rec.time >= latest_valid[a][0]:
-                latest_valid[a] = (rec.time, rec.unit.region)
+            mine = (rec.time, rec.unit.region)
+            if a not in latest_valid or later(mine, latest_valid[a]):
+                latest_valid[a] = mine
     kept2 = []
     for rec in kept:
         if rec.unit.region not in settings.regions:
@@ -145,13 +149,14 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
     kept = kept2
 
     # "site_retagged: a record without a site tag ... from an agent whose later records have one
-    # takes the site of its latest such records"
+    # takes the site of its latest such records (of equal times, the site sorting first)"
     latest_site = {}
     for rec in kept:
         if rec.unit.site:
             a = rec.unit.agent
-            if a not in latest_site or rec.time >= latest_site[a][0]:
-                latest_site[a] = (rec.time, rec.unit.site)
+            mine = (rec.time, rec.unit.site)
+            if a not in latest_site or later(mine, latest_site[a]):
+                latest_site[a] = mine
     for rec in kept:
         if not rec.unit.site and rec.unit.agent in latest_site:
             rec.unit = replace_unit(rec.unit, site=latest_site[rec.unit.agent][1])
@@ -500,7 +505,14 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
 
 def basic_check(rec, w_start, w_end, now, settings):
     """The reason a record is rejected, "outside" for a row of another window, or None.
-    Reading: the checks are taken in this order (a record with two faults counts once)."""
+    "A record is checked on its own first and counted once, under the first reason that
+    applies, in this order: missing_agent, not_a_number, clock_unset, future_timestamp; then, if
+    it lies outside the window, it is left out uncounted (above); then the reasons of its kind
+    (an episode: unknown_type, unknown_cause, negative_duration, zero_duration,
+    absurd_duration; an hour: absurd_observed; a day of latency: missing_value (without its
+    median or 95th percentile), absurd_rtt, absurd_loss; a speed test: missing_value (without
+    its download speed), absurd_speed)."
+    """
     r, kind = rec.r, rec.kind
     # "missing_agent: a row without an agent tag"
     if not r.unit.agent:
@@ -543,8 +555,8 @@ def basic_check(rec, w_start, w_end, now, settings):
             return "absurd_duration"
     elif kind == "obs":
         # "absurd_observed: a round whose interval_s is not a number above 0 and at most
-        # 3,600 s". Reading: at this level a record is an hour's sum, so an hour at or below 0 is
-        # absurd; one above 3,600 s is clipped (observed_clipped) with the hour's other rows.
+        # 3,600 s ...; likewise a record of an hour's observed time that is not above 0". One
+        # above 3,600 s is clipped (observed_clipped) with the hour's other rows.
         if r.observed_s <= 0:
             return "absurd_observed"
     elif kind == "ping":
@@ -560,11 +572,20 @@ def basic_check(rec, w_start, w_end, now, settings):
         if r.loss_pct is not None and not 0 <= r.loss_pct <= 100:
             return "absurd_loss"
     else:
+        # "missing_value: a row ... without its value": a test without its download speed
+        if r.download_bps is None:
+            return "missing_value"
         # "absurd_speed: a speed at or below 0, or above 10 Gbit/s". Reading: the whole test.
         for v in (r.download_bps, r.upload_bps):
             if v is not None and (v <= 0 or v > 10e9):
                 return "absurd_speed"
     return None
+
+
+def later(a, b):
+    """Whether (time, value) ``a`` is the latest: the later time, of equal times the value
+    sorting first."""
+    return a[0] > b[0] or (a[0] == b[0] and a[1] < b[1])
 
 
 def replace_unit(u: Unit, **kw) -> Unit:

@@ -8,11 +8,11 @@ differing figures are printed.
 The 95 % intervals are not recomputed: their soundness is checked instead (low <= high, finite,
 within the figure's natural range, and collapsed to the point when all lines are identical).
 
-The random fleets stay clear of the few cases the page leaves open (each is marked where the
-fleet is built): two agents of one site starting episodes at the same instant with different
-causes, an outage clipped to begin after "now", and repairs of rows that are later merged or
-dropped. Failing fleets are printed whole; set REFERENCE_SHRINK=1 to have hypothesis shrink them
-first (minutes, not seconds).
+The random fleets include the case the page once left open and now decides: repairs of rows
+that are later merged or dropped. They stay clear of two the page leaves open (each is marked
+where the fleet is built): two agents of one site starting episodes at the same instant with
+different causes, and an outage clipped to begin after "now". Failing fleets are printed whole; set
+REFERENCE_SHRINK=1 to have hypothesis shrink them first (minutes, not seconds).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def describe(ds: Dataset, now) -> str:
         lines.append(f"  ping {u(p.unit)} day {rel(p.day)} p50 {p.rtt_p50_ms} p95 {p.rtt_p95_ms} "
                      f"loss {p.loss_pct} rounds {p.rounds} min {p.rtt_min_ms} max {p.rtt_max_ms}")
     for s in ds.speeds:
-        lines.append(f"  speed {u(s.unit)} at {rel(s.time)} down {s.download_bps:g} "
+        lines.append(f"  speed {u(s.unit)} at {rel(s.time)} down {s.download_bps} "
                      f"up {s.upload_bps}")
     return "\n".join(lines)
 
@@ -297,9 +297,9 @@ def fleets(draw, features=ALL):
             d = now - t - 3
             if d <= 0:
                 return
-        # with the agent's final site and region: the page does not say whether rows merged
-        # into one, or dropped, count as repaired (retagged, site_retagged) once or each
-        eps.append(Episode(a.final(t), type_, cause, float(t), float(d)))
+        # with the tags written at t: a row repaired (retagged, site_retagged) may then be
+        # merged or dropped, and counts as repaired all the same
+        eps.append(Episode(a.unit(t), type_, cause, float(t), float(d)))
 
     for a in agents:
         off = set()
@@ -313,9 +313,8 @@ def fleets(draw, features=ALL):
             t = hour(i)
             obs.append(ObsHour(a.unit(t), t, float(draw(st.sampled_from(
                 [3600, 3600, 3600, 3600, 1800, 600, 3590])) if on("partial") else 3600)))
-            # a row written twice (with the agent's final tags: the page does not say whether a
-            # repair of two rows of one hour counts once or twice)
-            if on("twice") and a.unit(t) == a.final(t) and draw(st.integers(0, 30)) == 0:
+            # a row written twice (each repaired, when it needs it, and counted)
+            if on("twice") and draw(st.integers(0, 30)) == 0:
                 obs.append(ObsHour(a.unit(t), t, float(draw(st.sampled_from([600, 3600])))))
 
         for _ in range(draw(st.integers(0, 3)) if on("power") else 0):
@@ -386,11 +385,13 @@ def fleets(draw, features=ALL):
                     st.sampled_from(["isp", "isp", "power", "lan"]))),
                     t, draw(st.sampled_from(CONN_DUR)))
 
-    # bad records, one fault each
+    # bad records, one fault each, with the tags written then or the repaired ones (the checks
+    # come before the repairs: a bad record is rejected for its fault, never repaired)
     a = agents[0]
+    tags = lambda t: draw(st.sampled_from([a.final(t), a.unit(t)]))     # noqa: E731
     for fault in draw(st.lists(st.sampled_from(FAULTS), max_size=6)) if on("faults") else []:
         t = grid()
-        u = a.final(t)
+        u = tags(t)
         if fault == "nan_duration":
             eps.append(Episode(u, "power", "ac_lost", float(t), math.nan))
         elif fault == "inf_obs":
@@ -408,12 +409,12 @@ def fleets(draw, features=ALL):
         elif fault == "absurd_duration":
             eps.append(Episode(u, "power", "ac_lost", float(t), 32.0 * DAY))
         elif fault == "future_episode" and now + 600 < end:
-            eps.append(Episode(a.final(now + 600), "power", "ac_lost", float(now + 600), 100.0))
+            eps.append(Episode(tags(now + 600), "power", "ac_lost", float(now + 600), 100.0))
         elif fault == "future_obs" and (now // HOUR + 2) * HOUR < end:
             h = (now // HOUR + 2) * HOUR
-            obs.append(ObsHour(a.final(h), h, 3600.0))
+            obs.append(ObsHour(tags(h), h, 3600.0))
         elif fault == "future_speed" and now + 900 < end:
-            speeds.append(SpeedTest(a.final(now + 900), float(now + 900), 5e7, 1e7))
+            speeds.append(SpeedTest(tags(now + 900), float(now + 900), 5e7, 1e7))
         elif fault == "unknown_type":
             eps.append(Episode(u, "degraded", "loss", float(t), 100.0))
         elif fault == "unknown_cause":
@@ -421,17 +422,17 @@ def fleets(draw, features=ALL):
         elif fault == "missing_agent":
             eps.append(Episode(Unit("", a.region, a.isp), "power", "ac_lost", float(t), 100.0))
         elif fault == "clock_unset_obs":
-            obs.append(ObsHour(a.final(t), 3600 * 20, 3600.0))
+            obs.append(ObsHour(tags(t), 3600 * 20, 3600.0))
         elif fault == "clock_unset_episode":
-            eps.append(Episode(a.final(t), "power", "host_down", 86400.0 * 3 + 77, 120.0))
+            eps.append(Episode(tags(t), "power", "host_down", 86400.0 * 3 + 77, 120.0))
         elif fault == "negative_obs" and a.watched:
             i = draw(st.sampled_from(sorted(a.watched)))
-            obs.append(ObsHour(a.final(hour(i)), hour(i), -100.0))
+            obs.append(ObsHour(tags(hour(i)), hour(i), -100.0))
         elif fault == "absurd_rtt":
-            pings.append(PingDay(a.final(start), start + (-start % DAY), 30.0, 90.0, 1.0, 100,
+            pings.append(PingDay(tags(start), start + (-start % DAY), 30.0, 90.0, 1.0, 100,
                                  -1.0, 61_000.0))
         elif fault == "absurd_loss":
-            pings.append(PingDay(a.final(start), start + (-start % DAY), 30.0, 90.0, 120.0, 100,
+            pings.append(PingDay(tags(start), start + (-start % DAY), 30.0, 90.0, 120.0, 100,
                                  10.0, 100.0))
         elif fault == "absurd_speed":
             speeds.append(SpeedTest(u, float(t), draw(st.sampled_from([0.0, 2e10])), 1e6))
@@ -821,3 +822,43 @@ def test_floods_keep_the_first_of_the_day():
     expect(ds, {"download_p50_bps": 5e6, "speed_under_threshold_share": 1.0,
                 "internet_outages_per_agent": 1440.0},
            {"flood_speed_tests": 2, "flood_episodes": 2})
+
+
+
+
+def test_each_record_repaired_counts_whatever_happens_to_it_later():
+    # Agent a wrote hours 0-1 and its first episodes before its region and site were set (no
+    # region, no site), then PK-PB and site s. Records repaired: hour 0, hour 1 written twice
+    # (3,600 + 600 s: observed_clipped), an isp outage 00:01:40-00:11:40, another inside it
+    # (overlap_dropped), and two touching cuts 00:16:40-00:21:40-00:26:40 (power_merged): 7
+    # records, each retagged and site_retagged once. One line, 4 h: N = 1; one outage of
+    # 10 min; one sustained cut of 10 min.
+    old, new = unit(region="", site=""), unit(site="s")
+    ds = Dataset(T0, T0 + 4 * HOUR,
+                 watch(old, [0, 1]) + watch(old, [1], 600.0) + watch(new, [2, 3]),
+                 (Episode(old, "connectivity", "isp", T0 + 100.0, 600.0),
+                  Episode(old, "connectivity", "lan", T0 + 200.0, 100.0),
+                  Episode(old, "power", "ac_lost", T0 + 1000.0, 300.0),
+                  Episode(old, "power", "ac_lost", T0 + 1300.0, 300.0)))
+    expect(ds, {"agent_hours": 4.0, "sites": 1, "internet_outages_per_agent": 1.0,
+                "internet_outage_min_per_agent": 10.0, "power_saifi": 1.0,
+                "power_saidi_min": 10.0},
+           {"retagged": 7, "site_retagged": 7, "overlap_dropped": 1, "power_merged": 1,
+            "observed_clipped": 1})
+
+
+def test_values_that_are_missing_or_not_numbers():
+    # One line, 24 h from 00:00 UTC. Latency: a good day (p50 20 ms); a day without its median
+    # (missing_value); a day whose loss is NaN (not_a_number). Speed tests: a good one (5 Mbit/s),
+    # one without its download (missing_value), one whose upload is NaN (not_a_number).
+    u = unit()
+    ds = Dataset(T0, T0 + 24 * HOUR, watch(u, range(24)), (),
+                 (PingDay(u, T0, 20.0, 50.0, 1.0, 100, 5.0, 80.0),
+                  PingDay(unit("b", site="sb"), T0, None, 50.0, 1.0, 100, 5.0, 80.0),
+                  PingDay(unit("c", site="sc"), T0, 30.0, 60.0, math.nan, 100, 5.0, 80.0)),
+                 (SpeedTest(u, T0 + 600.0, 5e6, 1e6),
+                  SpeedTest(u, T0 + 900.0, None, 1e6),
+                  SpeedTest(u, T0 + 1200.0, 9e7, math.nan)))
+    expect(ds, {"rtt_p50_ms": 20.0, "rtt_p50_ms_sites": 1, "loss_pct": 1.0,
+                "download_p50_bps": 5e6, "speed_under_threshold_share": 1.0},
+           {"missing_value": 2, "not_a_number": 2})
