@@ -29,7 +29,8 @@ rejected (the record is left out):
   ``absurd_rtt``         a day of latency with a round below 0 or above 60 s (the whole day)
   ``absurd_loss``        loss outside 0..100 %
   ``absurd_speed``       a speed at or below 0, or above 10 Gbit/s (no consumer line is faster)
-  ``overlap_dropped``    a connectivity episode wholly inside an earlier one of the same agent;
+  ``overlap_dropped``    a connectivity episode wholly inside an earlier one of the same agent
+                         (whatever tags each was written with);
                          of two starting at the same instant the longer is kept, of equal length
                          the one whose cause comes first (power, lan, isp, dns, unknown)
   ``unwatched``          an episode with no second in an hour its line was watched
@@ -58,7 +59,9 @@ clipped (the record is kept, shortened, merged or repaired):
   ``flood_episodes``     more than 1,440 episodes of one type by one agent in one UTC day
   ``window_clipped``     an episode still going at the window's end (or at "now", when the
                          window reaches into the future) counts up to it only; its class still
-                         follows its whole duration (not bad data; counted so the totals add up)
+                         follows its whole duration (not bad data; counted so the totals add
+                         up); one that begins only at or after that point is counted here only
+                         and left out: no second of it can count
 
 Watched time, per agent (unit) and UTC hour: *round time* is what its rounds covered (at most
 3,600 s); *power-watched time* is round time plus the seconds its ``host_down`` episodes covered
@@ -178,7 +181,9 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     days of latency: ``missing_value``, ``absurd_rtt``, ``absurd_loss``; speed tests:
     ``missing_value``, ``absurd_speed``). The records that pass are then repaired
     (``retagged``, or ``unknown_region`` when the agent has no valid region to give; then
-    ``site_retagged``), each counted once, whatever a later rule does with it."""
+    ``site_retagged``), each counted once, whatever a later rule does with it. An agent's
+    episodes then go through floods, overlaps and power merges (:func:`_overlaps`), and the
+    window's end, in that order (docs/collector.md, bad data)."""
     q = Quality()
     known = set(regions)
     index: dict[Unit, int] = {}
@@ -286,6 +291,10 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     remap[order] = np.arange(len(order))
     units = [units[i] for i in order]
     o_unit, e_unit, p_unit, s_unit = (remap[uc[k]] for uc, k in zip(unit_cols, keeps))
+    # Units are sorted by agent first: an agent's index rises with its units'.
+    agent_ids = [u.agent for u in units]
+    unit_agent = np.cumsum([i > 0 and a != agent_ids[i - 1] for i, a in enumerate(agent_ids)],
+                           dtype=np.int64) if units else np.zeros(0, dtype=np.int64)
 
     # --- observed hours
     o_hour, o_s = o_hour[o_keep], o_s[o_keep]
@@ -306,6 +315,9 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
 
     # --- episodes
     e_type, e_cause, e_start, e_dur = (a[e_keep] for a in (e_type, e_cause, e_start, e_dur))
+    e_unit, e_type, e_cause, e_start, e_dur = _flood(
+        q, "flood_episodes", MAX_EPISODES_PER_DAY, unit_agent[e_unit] * 2 + e_type, e_start,
+        e_unit, e_type, e_cause, e_start, e_dur)
     # Nothing after the window's end, or after "now", can have been measured.
     stop = min(ds.end, now)
     # Host-down time is watched time, taken before any merge: a host_down merged into the
@@ -313,15 +325,20 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     hd = (e_type == POWER) & (e_cause == HOST_DOWN)
     o_unit, o_hour, o_s, o_pw = _power_watched(o_unit, o_hour, o_s, e_unit[hd], e_start[hd],
                                                np.minimum(e_start[hd] + e_dur[hd], stop))
-    e_unit, e_type, e_cause, e_start, e_dur = _overlaps(q, e_unit, e_type, e_cause, e_start, e_dur)
-    e_unit, e_type, e_cause, e_start, e_dur = _flood(
-        q, "flood_episodes", MAX_EPISODES_PER_DAY, e_unit * 2 + e_type, e_start,
-        e_unit, e_type, e_cause, e_start, e_dur)
+    e_unit, e_type, e_cause, e_start, e_dur = _overlaps(q, unit_agent, e_unit, e_type, e_cause,
+                                                        e_start, e_dur)
     e_whole = e_dur
     late = e_start + e_dur > stop
     if late.any():
         q.clipped["window_clipped"] += int(late.sum())
-        e_dur = np.where(late, np.maximum(stop - e_start, 0.0), e_dur)
+        e_dur = np.where(late, stop - e_start, e_dur)
+        # One that begins only at or after the end (clipped to start where an earlier outage
+        # ended, or dated within the skew allowed after "now") has no second in this window:
+        # counted as window_clipped only, neither an interruption nor an outage.
+        gone = e_dur <= 0
+        if gone.any():
+            e_unit, e_type, e_cause, e_start, e_dur, e_whole = (
+                a[~gone] for a in (e_unit, e_type, e_cause, e_start, e_dur, e_whole))
     q.accepted["episodes"] += int(e_dur.size)
 
     # --- daily latency
@@ -330,15 +347,15 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
 
     # --- speed tests
     s_time, s_down, s_up = (a[s_keep] for a in (s_time, s_down, s_up))
-    s_unit, s_time, s_down, s_up = _flood(q, "flood_speed_tests", MAX_TESTS_PER_DAY, s_unit, s_time,
-                                          s_unit, s_time, s_down, s_up)
+    s_unit, s_time, s_down, s_up = _flood(q, "flood_speed_tests", MAX_TESTS_PER_DAY,
+                                          unit_agent[s_unit], s_time, s_unit, s_time, s_down, s_up)
     q.accepted["speed_tests"] += int(s_unit.size)
 
     def canon(unit, *others):
         k = np.lexsort(tuple(reversed((unit,) + others)))
         return (unit[k],) + tuple(a[k] for a in others)
 
-    # Episodes come out of _overlaps sorted by unit, type, start, and observed hours out of
+    # Episodes come out of _overlaps sorted by agent, type and start, and observed hours out of
     # _power_watched by unit and hour; the rest is sorted here.
     p_unit, p_day, p50, p95, loss, rounds = canon(p_unit, p_day, p50, p95, loss, rounds)
     s_unit, s_time, s_down, s_up = canon(s_unit, s_time, s_down, s_up)
@@ -698,18 +715,22 @@ def _merge_site_episodes(idx, unit, typ, start, dur, whole, agent):
     return keep, dur, whole, heads
 
 
-def _overlaps(q: Quality, unit, typ, cause, start, dur):
-    """Connectivity episodes of one unit never overlap (the agent's detector guarantees it), so an
-    overlap is bad input: a later episode is clipped to start where the earlier one ended, and one
-    wholly inside an earlier one is dropped.
+def _overlaps(q: Quality, unit_agent, unit, typ, cause, start, dur):
+    """Connectivity episodes of one agent never overlap (the agent's detector guarantees it), so
+    an overlap is bad input: a later episode is clipped to start where the earlier one ended, and
+    one wholly inside an earlier one is dropped.
 
-    Power episodes of one unit may belong to one cut: two sensors saw it (a laptop charged from a
+    Power episodes of one agent may belong to one cut: two sensors saw it (a laptop charged from a
     watched UPS: they overlap or touch), or a battery rode it out until flat and the host went
     down (host_down, starting within a round interval of the battery's last reading). Those are
     one interruption (:func:`collector.model.joins_previous_cut`): merged into the first (its
     cause kept; of two starting at the same instant the longer is the first, then the cause
-    sorting first in CAUSES), counted as ``power_merged``."""
-    group = unit * 2 + typ
+    sorting first in CAUSES), counted as ``power_merged``.
+
+    Both rules take an agent's episodes together (``unit_agent``: each unit's agent), whatever
+    tags each was written with: an agent whose ISP tag changed is still one detector. A kept or
+    clipped episode keeps its own unit (its cell)."""
+    group = unit_agent[unit] * 2 + typ
     if start.size < 2:
         return unit, typ, cause, start, dur
     order = np.lexsort((start, group))
@@ -732,7 +753,12 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
             break
         scale /= 1000
     lift = group.astype(np.int64) << bits
-    run = np.maximum.accumulate(np.maximum(e_us, s_us) + lift) - lift
+    lifted = np.maximum(e_us, s_us) + lift
+    top = np.maximum.accumulate(lifted)
+    run = top - lift
+    # Which episode holds each running maximum, so that a clipped start or a merged end is that
+    # episode's own end, exactly, not one rounded through microseconds.
+    holder = np.maximum.accumulate(np.where(lifted >= top, np.arange(start.size), 0))
     prev = np.empty_like(run)
     prev[0] = -1
     prev[1:] = run[:-1]
@@ -757,17 +783,16 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
         cluster = np.cumsum(head) - 1
         last = np.flatnonzero(np.r_[cluster[1:] != cluster[:-1], True])
         grown = head & (np.bincount(cluster)[cluster] > 1)
-        end = np.where(grown, t0 + run[last][cluster] / scale, end)
+        end = np.where(grown, end[holder[last]][cluster], end)
         dur = np.where(grown, end - start, dur)
         q.clipped["power_merged"] += int(joined.sum())
     inside = ~power & (e_us <= prev)
     clip = ~power & ~inside & (s_us < prev)
-    prev_end = t0 + prev / scale
     if inside.any():
         q.rejected["overlap_dropped"] += int(inside.sum())
     if clip.any():
         q.clipped["overlap_clipped"] += int(clip.sum())
-        new_start = np.where(clip, prev_end, start)
+        new_start = np.where(clip, end[np.r_[0, holder[:-1]]], start)
         dur = end - new_start
         start = new_start
     k = ~inside & ~joined

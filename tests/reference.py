@@ -168,8 +168,10 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
     speeds = [rec for rec in kept if rec.kind == "speed"]
 
     # "flood_speed_tests, flood_episodes: more than 48 tests, or 1,440 episodes of a type, by
-    # one agent in a UTC day". Reading: the first 48 (1,440) by time are kept, each one over
-    # the limit is counted.
+    # one agent in a UTC day"; "The rules on an agent's episodes then follow in this order:
+    # floods, overlaps and power merges, the window's end, then a site's agents merged, then
+    # outage time only where watched." Reading: the first 48 (1,440) by time are kept, each one
+    # over the limit is counted.
     speeds = flood(speeds, lambda rec: (rec.unit.agent, day_of(rec.time)), 48,
                    "flood_speed_tests", clipped)
     episodes = flood(episodes, lambda rec: (rec.unit.agent, rec.r.type, day_of(rec.time)), 1440,
@@ -226,12 +228,15 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
             del round_t[(unit, h)]
 
     # "window_clipped: an episode still going at the window's end counts to the end (or to the
-    # time of collection ...)". Reading: counted per episode of an agent ("A rejected record is
-    # left out; a clipped one is kept, shortened. Each is counted by reason"), before the
-    # episodes of a site's agents are merged.
+    # time of collection ...). An episode that begins only at or after that point ... has no
+    # second to count: it is counted here only, and is neither an interruption nor an outage".
+    # Counted per episode of an agent, before the episodes of a site's agents are merged (the
+    # order of the rules, above); one that begins at or after the cut-off takes no part in it.
     for e in agent_conn + agent_power:
         if e.end > cutoff:
             clipped["window_clipped"] += 1
+    agent_conn = [e for e in agent_conn if e.start < cutoff]
+    agent_power = [e for e in agent_power if e.start < cutoff]
 
     # "a site's observed time in an hour (round time and power-watched time, each on its own) is
     # the most any of its agents watched in that hour"
@@ -306,12 +311,6 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
     kept_eps = []
     for e in line_eps:
         e.seconds = sum(e.pieces.values(), Fraction(0))
-        if e.start >= cutoff:
-            # Reading: an episode that begins only after the window's end or "now" (one
-            # overlap_clipped to start at an earlier episode's end, or one dated within the
-            # 5 minutes allowed after "now") was clipped away whole (window_clipped, above):
-            # it begins in no period of this window and is not an unwatched episode.
-            continue
         if e.seconds == 0:
             rejected["unwatched"] += 1
             continue

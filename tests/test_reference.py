@@ -8,10 +8,10 @@ differing figures are printed.
 The 95 % intervals are not recomputed: their soundness is checked instead (low <= high, finite,
 within the figure's natural range, and collapsed to the point when all lines are identical).
 
-The random fleets include the case the page once left open and now decides: repairs of rows
-that are later merged or dropped. They stay clear of two the page leaves open (each is marked
-where the fleet is built): two agents of one site starting episodes at the same instant with
-different causes, and an outage clipped to begin after "now". Failing fleets are printed whole; set
+The random fleets include the cases the page once left open and now decides: outages clipped to
+begin at or after "now", and repairs of rows that are later merged or dropped. They stay clear of
+one the page leaves open (marked where the fleet is built): two agents of one site starting
+episodes at the same instant with different causes. Failing fleets are printed whole; set
 REFERENCE_SHRINK=1 to have hypothesis shrink them first (minutes, not seconds).
 """
 
@@ -261,9 +261,9 @@ def fleets(draw, features=ALL):
     start = MON + draw(st.integers(0, 6)) * DAY
     end = start + draw(st.integers(1, 2)) * DAY
     back = draw(st.sampled_from([0, 0, 0, 2, 5])) if on("now") else 0
-    # "now" off the 10 s grid the episodes are on, so that none is clipped to begin exactly at
-    # it (the page does not say whether such an episode counts)
-    now = end - back * HOUR - (7 if back else 0)
+    # "now" on the 10 s grid the episodes are on (an outage may be clipped to begin exactly at
+    # it) or off it
+    now = end - back * HOUR - (draw(st.sampled_from([0, 7])) if back else 0)
     n_hours = (now - start) // HOUR
     hour = lambda i: start + i * HOUR                      # noqa: E731
     grid = lambda: start + draw(st.integers(0, n_hours * 360 - 1)) * 10   # noqa: E731
@@ -290,11 +290,8 @@ def fleets(draw, features=ALL):
     def episode(a, type_, cause, t, d):
         if t >= end:
             return                                     # a row of the next window
-        if now < end and t + d > now and (type_ == "connectivity" or cause == "host_down"):
-            # A host is back by the collection. And an outage ends before it here: clipped
-            # behind one running past "now", a later outage would begin after "now", and
-            # the page does not say whether such an outage counts.
-            d = now - t - 3
+        if now < end and t + d > now and cause == "host_down":
+            d = now - t - 3                            # a host is back by the collection
             if d <= 0:
                 return
         # with the tags written at t: a row repaired (retagged, site_retagged) may then be
@@ -823,6 +820,25 @@ def test_floods_keep_the_first_of_the_day():
                 "internet_outages_per_agent": 1440.0},
            {"flood_speed_tests": 2, "flood_episodes": 2})
 
+
+
+def test_an_outage_clipped_to_begin_after_now_is_not_an_outage():
+    # Window 4 h, the collection runs at 03:00; rounds in hours 0-2 (N = 0.75). An isp outage
+    # from 02:58:20 for 600 s counts 100 s (window_clipped). A lan outage from 02:59:10 for
+    # 1,000 s began before it ended: clipped to begin at 03:08:20 (overlap_clipped), after
+    # now: window_clipped only, no outage, not unwatched. A cut dated 100 s after now (within
+    # the 5 minutes allowed): window_clipped only, no interruption.
+    u = unit()
+    now = T0 + 3 * HOUR
+    ds = Dataset(T0, T0 + 4 * HOUR, watch(u, range(3)),
+                 (Episode(u, "connectivity", "isp", now - 100.0, 600.0),
+                  Episode(u, "connectivity", "lan", now - 50.0, 1000.0),
+                  Episode(u, "power", "ac_lost", now + 100.0, 600.0)))
+    expect(ds, {"internet_outages_per_agent": 1 / 0.75,
+                "internet_outages_per_agent_lan": 0.0,
+                "internet_outage_min_per_agent": 100 / 60 / 0.75,
+                "power_saifi": 0.0, "power_maifi": 0.0},
+           {"window_clipped": 3, "overlap_clipped": 1, "unwatched": 0}, now=now)
 
 
 
