@@ -39,8 +39,9 @@ clipped (the record is kept, shortened, merged or repaired):
                          set, or with a code it later corrected) takes the agent's region: the
                          region of its latest records that have a valid one (each record
                          repaired counted once, whatever later rules do with it)
-  ``site_merged``        an episode of one line seen by several of its agents (one site): merged
-                         into one (:func:`by_site`; not bad data, counted so the totals add up)
+  ``site_merged``        an episode of one line that overlaps another of its agents' (one site):
+                         merged into the first (:func:`by_site`; not bad data, counted so the
+                         totals add up)
   ``site_retagged``      a record without a site tag (written before the agent was upgraded)
                          takes the site of the agent's latest records that have one
   ``overlap_clipped``    a connectivity episode that began before the previous one ended starts
@@ -385,13 +386,16 @@ def hour_pieces(start: np.ndarray, end: np.ndarray):
 
 def _running_end(g: np.ndarray, s: np.ndarray, e: np.ndarray):
     """For intervals [s, e) sorted by group ``g`` and start: the latest end among the earlier
-    ones of the same group (-inf for a group's first) and the latest end up to each (floats:
-    each group lifted onto a range of its own, so one accumulate never crosses groups)."""
+    ones of the same group (-inf for a group's first) and the latest end up to each. Each group
+    is lifted onto a range of its own, so one accumulate never crosses groups; the lift only
+    finds which interval holds the latest end, whose own end is then given exactly."""
     t0 = float(s.min())
-    rs, re = s - t0, e - t0
     first = np.r_[True, g[1:] != g[:-1]]
-    lift = (np.cumsum(first) - 1) * (float(re.max()) + 1.0)
-    run = np.maximum.accumulate(re + lift) - lift + t0
+    re = e - t0
+    lifted = re + (np.cumsum(first) - 1) * (float(re.max()) + 1.0)
+    top = np.maximum.accumulate(lifted)
+    holder = np.maximum.accumulate(np.where(lifted >= top, np.arange(g.size), 0))
+    run = e[holder]
     prev = np.r_[-np.inf, run[:-1]]
     prev[first] = -np.inf
     return prev, run
@@ -579,7 +583,8 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     merged: dict[int, frozenset] = {}
     if e_unit.size and shared.any():
         keep, e_dur, e_whole, heads = _merge_site_episodes(
-            np.nonzero(shared[e_unit])[0], e_unit, e_type, e_start, e_dur, e_whole, e_agent)
+            np.nonzero(shared[e_unit])[0], e_unit, e_type, e_start, e_dur, e_whole, e_agent,
+            e_cause)
         absorbed = int((~keep).sum())
         if absorbed:
             q.clipped["site_merged"] += absorbed
@@ -683,21 +688,25 @@ def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray, secs: np.nd
         return np.where(over, watched / total, 1.0)[inv]
 
 
-def _merge_site_episodes(idx, unit, typ, start, dur, whole, agent):
+def _merge_site_episodes(idx, unit, typ, start, dur, whole, agent, cause):
     """Union of the intervals of the episodes ``idx`` per (unit, type): (which episodes stay,
     their durations and whole durations, and for each episode that absorbed others of other
-    agents, its agents). An episode starting at or before the latest end so far in its group
-    (within a microsecond) joins the group's current episode; the first of each run keeps its
-    start and cause, and the latest end of the run's intervals (and of their whole durations)."""
+    agents, its agents). Taken in order of start (equal starts: the longer whole duration
+    first, then the cause sorting first in CAUSES), an episode starting before the latest end
+    so far in its group (by more than a microsecond: overlapping, not touching) joins the
+    group's current episode; the first of each run keeps its start and cause, and the latest
+    end of the run's intervals (and of their whole durations). One agent's own episodes never
+    overlap here (an outage clipped to begin at the previous one's end touches it), so they
+    stay apart, as they do for an agent alone."""
     keep = np.ones(unit.size, dtype=bool)
     if idx.size < 2:
         return keep, dur, whole, {}
     dur, whole = dur.copy(), whole.copy()
-    idx = idx[np.lexsort((start[idx], typ[idx], unit[idx]))]
+    idx = idx[np.lexsort((cause[idx], -whole[idx], start[idx], typ[idx], unit[idx]))]
     g = unit[idx] * 2 + typ[idx]
     s = start[idx]
     prev, _ = _running_end(g, s, s + dur[idx])
-    head = s > prev + 1e-6
+    head = s >= prev - 1e-6
     if head.all():
         return keep, dur, whole, {}
     cluster = np.cumsum(head) - 1

@@ -255,17 +255,20 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
         line_unit.setdefault(line_of(unit), unit)
 
     # ------------------------------------------------------------------ one line's episodes
-    # "episodes of one type ... of a site's agents that overlap are one episode: from the first
-    # start to the last end (the union of their intervals), with the cause of the first. Each
-    # merged episode is counted as site_merged". Reading: "overlap" is strict (sharing time);
-    # the first is the earliest start, ties as for overlap_dropped (longer, then cause order).
+    # "episodes of one type ... of a site's agents that overlap (one starts before the end of
+    # another) are one episode: from the first start to the last end (the union of their
+    # intervals), with the cause of the first. The first is the one that starts first; of equal
+    # starts, the longer (by its whole recorded duration), then the one whose cause comes first
+    # in the order power, lan, isp, dns, unknown (for power, ac_lost before host_down),
+    # whichever agent wrote it. Episodes that only touch ... stay two ... Each merged episode is
+    # counted as site_merged".
     line_eps = []
     for type_, eps in (("connectivity", agent_conn), ("power", agent_power)):
         per_line = defaultdict(list)
         for e in eps:
             per_line[line_of(e.unit)].append(e)
         for line, lst in sorted(per_line.items()):
-            lst.sort(key=lambda e: (e.start, -e.duration, CAUSE_ORDER.get(e.cause, 9)))
+            lst.sort(key=lambda e: (e.start, -e.duration, cause_rank(e.cause)))
             cur = None
             for e in lst:
                 if cur is not None and e.start < cur.end:
@@ -581,6 +584,11 @@ def basic_check(rec, w_start, w_end, now, settings):
     return None
 
 
+def cause_rank(cause):
+    """"the order power, lan, isp, dns, unknown (for power, ac_lost before host_down)"."""
+    return ("ac_lost", "host_down").index(cause) if cause in POWER_CAUSES else CAUSE_ORDER[cause]
+
+
 def later(a, b):
     """Whether (time, value) ``a`` is the latest: the later time, of equal times the value
     sorting first."""
@@ -805,7 +813,7 @@ def regional_events(line_eps, line_round, line_power, line_agents_hour, settings
     for e in line_eps:
         groups[(e.unit.region, e.type)].append(e)
     for (region, type_), eps in sorted(groups.items()):
-        eps.sort(key=lambda e: (e.start, -e.recorded, CAUSE_ORDER.get(e.cause, 9)))
+        eps.sort(key=lambda e: (e.start, -e.recorded, cause_rank(e.cause)))
         watch = line_round if type_ == "connectivity" else line_power
         i = 0
         while i < len(eps):

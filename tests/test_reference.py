@@ -8,11 +8,10 @@ differing figures are printed.
 The 95 % intervals are not recomputed: their soundness is checked instead (low <= high, finite,
 within the figure's natural range, and collapsed to the point when all lines are identical).
 
-The random fleets include the cases the page once left open and now decides: outages clipped to
-begin at or after "now", and repairs of rows that are later merged or dropped. They stay clear of
-one the page leaves open (marked where the fleet is built): two agents of one site starting
-episodes at the same instant with different causes. Failing fleets are printed whole; set
-REFERENCE_SHRINK=1 to have hypothesis shrink them first (minutes, not seconds).
+The random fleets include the cases the page once left open and now decides: agents of one site
+starting episodes at the same instant with different causes, outages clipped to begin at or
+after "now", and repairs of rows that are later merged or dropped. Failing fleets are printed
+whole; set REFERENCE_SHRINK=1 to have hypothesis shrink them first (minutes, not seconds).
 """
 
 from __future__ import annotations
@@ -282,9 +281,9 @@ def fleets(draw, features=ALL):
                 (hour(draw(st.integers(1, n_hours - 1))), draw(st.sampled_from(["", "PK-XX"])))
                 if rare() else None,
                 hour(draw(st.integers(1, n_hours - 1))) if rare() else None))
-            # Agents of one site never start two episodes at the same instant by chance: the
-            # page does not say whose cause a site's merged episode takes then.
-            agents[-1].k = k
+            # Agents of one site start episodes at the same instant now and then (k = 0): the
+            # merged episode takes the cause of the longer, then by the cause order.
+            agents[-1].k = draw(st.sampled_from([0, k]))
     obs, eps, pings, speeds = [], [], [], []
 
     def episode(a, type_, cause, t, d):
@@ -364,8 +363,7 @@ def fleets(draw, features=ALL):
                                     float(draw(st.sampled_from([2e6, 9.99e6, 1e7, 5e7, 1e8]))),
                                     float(draw(st.sampled_from([1e6, 5e6, 2e7])))))
 
-    # cuts and outages that many lines see at once: regional events (one cause a site, so that
-    # two agents of a site starting together never need a tie-break the page does not give)
+    # cuts and outages that many lines see at once: regional events (mostly one cause a site)
     causes = {}
     for _ in range(draw(st.integers(0, 2)) if on("events") else 0):
         type_ = draw(st.sampled_from([t for t in ("power", "connectivity")
@@ -378,9 +376,11 @@ def fleets(draw, features=ALL):
             if type_ == "power":
                 episode(a, "power", "ac_lost", t, draw(st.sampled_from(POWER_DUR)))
             else:
-                episode(a, "connectivity", causes.setdefault(a.site or a.aid, draw(
-                    st.sampled_from(["isp", "isp", "power", "lan"]))),
-                    t, draw(st.sampled_from(CONN_DUR)))
+                cause = causes.setdefault(a.site or a.aid, draw(
+                    st.sampled_from(["isp", "isp", "power", "lan"])))
+                if draw(st.integers(0, 4)) == 0:
+                    cause = draw(st.sampled_from(INTERNET_CAUSES))
+                episode(a, "connectivity", cause, t, draw(st.sampled_from(CONN_DUR)))
 
     # bad records, one fault each, with the tags written then or the repaired ones (the checks
     # come before the repairs: a bad record is rejected for its fault, never repaired)
@@ -840,6 +840,26 @@ def test_an_outage_clipped_to_begin_after_now_is_not_an_outage():
                 "power_saifi": 0.0, "power_maifi": 0.0},
            {"window_clipped": 3, "overlap_clipped": 1, "unwatched": 0}, now=now)
 
+
+def test_equal_starts_behind_one_router_take_the_longer_then_the_cause_order():
+    # Agents a and b share a router (one line, 4 h: N = 1). At 00:16:40 a's isp outage and b's
+    # lan outage, 600 s each: lan comes first in the cause order, whichever agent wrote it. At
+    # 02:30 a's dns outage of 900 s and b's power outage of 300 s: the longer (dns) is the
+    # first. Power: a's host_down and b's ac_lost at 01:23:20, 600 s each: one cut. Three
+    # episodes merged into others: site_merged 3.
+    a, b = unit("a", site="s"), unit("b", site="s")
+    ds = Dataset(T0, T0 + 4 * HOUR, watch(a, range(4)) + watch(b, range(4)),
+                 (Episode(a, "connectivity", "isp", T0 + 1000.0, 600.0),
+                  Episode(b, "connectivity", "lan", T0 + 1000.0, 600.0),
+                  Episode(a, "connectivity", "dns", T0 + 9000.0, 900.0),
+                  Episode(b, "connectivity", "power", T0 + 9000.0, 300.0),
+                  Episode(a, "power", "host_down", T0 + 5000.0, 600.0),
+                  Episode(b, "power", "ac_lost", T0 + 5000.0, 600.0)))
+    expect(ds, {"internet_outages_per_agent": 2.0, "internet_outages_per_agent_lan": 1.0,
+                "internet_outages_per_agent_isp": 0.0, "internet_outages_per_agent_dns": 1.0,
+                "internet_outages_per_agent_power": 0.0, "internet_outage_min_per_agent": 25.0,
+                "power_saifi": 1.0, "power_saidi_min": 10.0},
+           {"site_merged": 3})
 
 
 def test_each_record_repaired_counts_whatever_happens_to_it_later():
