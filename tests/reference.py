@@ -479,9 +479,10 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
         cell.update(lq)
 
         # Regional events: "Each cell gives regional_events and the share of its interruptions
-        # (power_regional_share) and outages (internet_regional_share) that were part of one".
-        # Reading: regional_events is the number of events (listed or not) holding at least one
-        # of the cell's episodes of the period.
+        # (power_regional_share) and outages (internet_regional_share) that were part of one";
+        # of events not listed: "their episodes still count as part of a regional event in the
+        # cells' regional_events and shares". Reading: regional_events is the number of events
+        # holding at least one of the cell's episodes of the period.
         evs = set()
         for e in mine:
             if id(e) in ep_in_event:
@@ -803,11 +804,12 @@ def regional_events(line_eps, line_round, line_power, line_agents_hour, settings
     ... An event begins at an episode when the episodes starting within event_window_s of it come
     from at least event_min_share of the lines (sites) watching in the region in that hour, and
     from at least three lines. ... Its episodes are taken, and the search goes on after them."
-    Reading: "within" is inclusive; "watching" for power is power-watched time, for
-    connectivity round time; "that hour" is the UTC hour of the episode the event begins at;
-    the search goes on at the first episode after the last one taken. Lines are counted as
-    sites here (the agents behind one router), whatever tags their agents wrote: "one line per
-    tag set" is said of cells."""
+    "'That hour' is the UTC hour in which that episode starts; a line watches in it as the
+    figures of the type count watching: by its round time for connectivity events, by its
+    power-watched time for power events."
+    Reading: "within" is inclusive; the search goes on at the first episode after the last one
+    taken. Lines are counted as sites here (the agents behind one router), whatever tags their
+    agents wrote: "one line per tag set" is said of cells."""
     events, member = [], {}
     groups = defaultdict(list)
     for e in line_eps:

@@ -821,6 +821,29 @@ def test_floods_keep_the_first_of_the_day():
            {"flood_speed_tests": 2, "flood_episodes": 2})
 
 
+def test_connectivity_events_count_the_lines_watching_by_their_rounds():
+    # Seven lines, 4 h. Lines 0-3 run rounds all the time. Lines 4-6 are down for power from
+    # 00:50 to 02:00 (host_down, 4,200 s: sustained), so in hour 1 they watch power (host-down
+    # time) but run no rounds. Lines 0-2 lose their ISP at 01:10 (10 s apart, 300 s each): 3 of
+    # the 4 lines running rounds in hour 1 (0.75): a connectivity event; counted against the 7
+    # lines watching power it would be 3 of 7 (0.43), none. The cuts: 3 of 7 lines in hour 0,
+    # no power event. Power-watched time 4 h a line: N = 7, SAIFI 3/7. Round time: lines 4-6
+    # 3,000 + 7,200 s: N = (4 x 14,400 + 3 x 10,200) / 14,400 = 6.125.
+    us = [unit(f"a{i}", site=f"s{i}") for i in range(7)]
+    obs = sum((watch(u, range(4)) for u in us[:4]), ())
+    obs += sum((watch(u, [0], 3000.0) + watch(u, [2, 3]) for u in us[4:]), ())
+    eps = tuple(Episode(u, "power", "host_down", T0 + 3000.0, 4200.0) for u in us[4:])
+    eps += tuple(Episode(u, "connectivity", "isp", T0 + 4200.0 + 10 * i, 300.0)
+                 for i, u in enumerate(us[:3]))
+    ds = Dataset(T0, T0 + 4 * HOUR, obs, eps)
+    expect(ds, {"power_saifi": 3 / 7, "internet_outages_per_agent": 3 / 6.125,
+                "regional_events": 1, "internet_regional_share": 1.0,
+                "power_regional_share": 0.0})
+    got = aggregate(ds, S1, ("region", "isp"), "all", now=ds.end)
+    (e,) = got["events"]
+    assert (e["type"], e["sites_affected"], e["sites_observed"], e["scope"]) == \
+        ("connectivity", 3, 4, "isp")
+
 
 def test_an_outage_clipped_to_begin_after_now_is_not_an_outage():
     # Window 4 h, the collection runs at 03:00; rounds in hours 0-2 (N = 0.75). An isp outage
@@ -898,3 +921,22 @@ def test_values_that_are_missing_or_not_numbers():
     expect(ds, {"rtt_p50_ms": 20.0, "rtt_p50_ms_sites": 1, "loss_pct": 1.0,
                 "download_p50_bps": 5e6, "speed_under_threshold_share": 1.0},
            {"missing_value": 2, "not_a_number": 2})
+
+
+def test_an_event_not_listed_still_counts_in_the_cells():
+    # Five lines, 4 h; lines 3 and 4 do not watch in hour 1. At 01:10 lines 0-2 lose power
+    # (10 s apart, 600 s each): 3 of the 3 lines watching in that hour, an event, but fewer
+    # than min_agents (5) lines watched then: not listed, counted in events_suppressed. The
+    # cell (5 lines, each watching 3 h or more) is published; its 3 interruptions were part
+    # of a regional event: regional_events 1, power_regional_share 1.
+    us = [unit(f"a{i}", site=f"s{i}") for i in range(5)]
+    obs = sum((watch(u, range(4)) for u in us[:3]), ()) + \
+        sum((watch(u, [0, 2, 3]) for u in us[3:]), ())
+    eps = tuple(Episode(u, "power", "ac_lost", T0 + 4200.0 + 10 * i, 600.0)
+                for i, u in enumerate(us[:3]))
+    ds = Dataset(T0, T0 + 4 * HOUR, obs, eps)
+    st5 = Settings(min_agents=5, min_watch_h=1.0, bootstrap=BOOT)
+    expect(ds, {"sites": 5, "regional_events": 1, "power_regional_share": 1.0,
+                "power_saifi": 3 / (18 / 4)}, st_=st5)
+    got = aggregate(ds, st5, ("region", "isp"), "all", now=ds.end)
+    assert got["events"] == [] and got["events_suppressed"] == 1
