@@ -2,16 +2,19 @@
 
 Volunteers' agents run on machines nobody audits, so every record is checked before it reaches a
 statistic, and each one that is rejected or clipped is counted by reason in :class:`Quality`,
-which every output shows (the data-quality section). Nothing is dropped silently. The reasons,
-as docs/collector.md defines them (the sources count some of them themselves: ``clock_unset``
-and ``absurd_observed`` for rows, ``missing_agent`` and ``missing_value``, ``unreadable_store``;
-:mod:`collector.stats` counts ``impossible_share``):
+which every output shows (the data-quality section). Nothing is dropped silently, except a
+record dated outside the window [start, end): it belongs to another window (the order of the
+checks: :func:`clean`). The reasons, as docs/collector.md defines them (the sources count some
+of them themselves, for rows that make no record: ``clock_unset`` and ``absurd_observed``,
+``missing_agent`` and ``missing_value``, ``unreadable_store``; :mod:`collector.stats` counts
+``impossible_share``):
 
 rejected (the record is left out):
   ``unknown_region``     the unit's region is not one of the configured codes (or is empty),
                          and the agent has no record with a valid one to take it from
   ``unknown_type``       an episode that is neither power nor connectivity
   ``unknown_cause``      an episode cause the agent never writes
+  ``missing_agent``      a record whose unit has no agent id
   ``not_a_number``       NaN or infinite time or value
   ``negative_duration``  an episode that ends before it starts
   ``zero_duration``      an episode that ends when it starts (the agent never writes one)
@@ -19,20 +22,26 @@ rejected (the record is left out):
   ``future_timestamp``   a record dated after the collection's "now" (plus 5 minutes of skew)
   ``clock_unset``        a record dated before 2000-01-01: a clock that was never set
   ``absurd_observed``    a round whose interval_s is not a number in (0, 3600] (the sources
-                         leave it out of its hour's sum); here, an hour with negative time
+                         leave it out of its hour's sum); here, an hour whose time is not
+                         above 0
+  ``missing_value``      a day of latency without its median or 95th percentile, a speed test
+                         without its download speed
   ``absurd_rtt``         a day of latency with a round below 0 or above 60 s (the whole day)
   ``absurd_loss``        loss outside 0..100 %
   ``absurd_speed``       a speed at or below 0, or above 10 Gbit/s (no consumer line is faster)
-  ``overlap_dropped``    a connectivity episode wholly inside an earlier one of the same agent;
+  ``overlap_dropped``    a connectivity episode wholly inside an earlier one of the same agent
+                         (whatever tags each was written with);
                          of two starting at the same instant the longer is kept, of equal length
                          the one whose cause comes first (power, lan, isp, dns, unknown)
   ``unwatched``          an episode with no second in an hour its line was watched
 clipped (the record is kept, shortened, merged or repaired):
   ``retagged``           a record without a valid region (written before the agent's region was
                          set, or with a code it later corrected) takes the agent's region: the
-                         region of its latest records that have a valid one
-  ``site_merged``        an episode of one line seen by several of its agents (one site): merged
-                         into one (:func:`by_site`; not bad data, counted so the totals add up)
+                         region of its latest records that have a valid one (each record
+                         repaired counted once, whatever later rules do with it)
+  ``site_merged``        an episode of one line that overlaps another of its agents' (one site):
+                         merged into the first (:func:`by_site`; not bad data, counted so the
+                         totals add up)
   ``site_retagged``      a record without a site tag (written before the agent was upgraded)
                          takes the site of the agent's latest records that have one
   ``overlap_clipped``    a connectivity episode that began before the previous one ended starts
@@ -51,7 +60,9 @@ clipped (the record is kept, shortened, merged or repaired):
   ``flood_episodes``     more than 1,440 episodes of one type by one agent in one UTC day
   ``window_clipped``     an episode still going at the window's end (or at "now", when the
                          window reaches into the future) counts up to it only; its class still
-                         follows its whole duration (not bad data; counted so the totals add up)
+                         follows its whole duration (not bad data; counted so the totals add
+                         up); one that begins only at or after that point is counted here only
+                         and left out: no second of it can count
 
 Watched time, per agent (unit) and UTC hour: *round time* is what its rounds covered (at most
 3,600 s); *power-watched time* is round time plus the seconds its ``host_down`` episodes covered
@@ -105,9 +116,9 @@ class Columns:
     ep_whole: np.ndarray     # the whole recorded duration (after merging): decides the class
     pd_unit: np.ndarray
     pd_day: np.ndarray
-    pd_p50: np.ndarray       # NaN: not measured that day
+    pd_p50: np.ndarray
     pd_p95: np.ndarray
-    pd_loss: np.ndarray
+    pd_loss: np.ndarray      # NaN: no loss figure that day
     pd_rounds: np.ndarray
     sp_unit: np.ndarray
     sp_time: np.ndarray
@@ -133,11 +144,6 @@ class Columns:
     pc_s: np.ndarray | None = None
     pc_scale: np.ndarray | None = None
 
-    @property
-    def rounds_row(self) -> np.ndarray:
-        """Rows of ``obs_*`` that come from rounds (not only from host-down time)."""
-        return (self.obs_s > 0) | (self.obs_pw <= 0)
-
 
 def _reject(q: Quality, keep: np.ndarray, bad: np.ndarray, reason: str) -> None:
     """Count and clear the still-kept records that are ``bad``."""
@@ -148,11 +154,14 @@ def _reject(q: Quality, keep: np.ndarray, bad: np.ndarray, reason: str) -> None:
         keep &= ~bad
 
 
-def _nan(v) -> float:
-    return np.nan if v is None else v
-
-
 _UNIT, _TYPE, _CAUSE = attrgetter("unit"), attrgetter("type"), attrgetter("cause")
+
+
+def _figures(recs: Sequence, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One optional figure of every record: its values (NaN where None) and where it is None."""
+    values = list(map(attrgetter(name), recs))
+    none = np.fromiter((v is None for v in values), bool, len(values))
+    return np.fromiter((np.nan if v is None else v for v in values), np.float64, len(values)), none
 
 
 def _col(recs: Sequence, name: str, dtype, conv=None) -> np.ndarray:
@@ -163,7 +172,19 @@ def _col(recs: Sequence, name: str, dtype, conv=None) -> np.ndarray:
 
 def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Quality]:
     """Check every record of ``ds`` against ``regions`` (the known region codes) and ``now``
-    (seconds since 1970 UTC); return the kept records as columns and the counts."""
+    (seconds since 1970 UTC); return the kept records as columns and the counts.
+
+    Each record is checked on its own first and counted once, under the first reason in this
+    order: ``missing_agent``, ``not_a_number``, ``clock_unset``, ``future_timestamp``; then a
+    record dated outside the window [start, end) is left out uncounted (it belongs to another
+    window); then the reasons of its kind (episodes: ``unknown_type``, ``unknown_cause``,
+    ``negative_duration``, ``zero_duration``, ``absurd_duration``; hours: ``absurd_observed``;
+    days of latency: ``missing_value``, ``absurd_rtt``, ``absurd_loss``; speed tests:
+    ``missing_value``, ``absurd_speed``). The records that pass are then repaired
+    (``retagged``, or ``unknown_region`` when the agent has no valid region to give; then
+    ``site_retagged``), each counted once, whatever a later rule does with it. An agent's
+    episodes then go through floods, overlaps and power merges (:func:`_overlaps`), and the
+    window's end, in that order (docs/collector.md, bad data)."""
     q = Quality()
     known = set(regions)
     index: dict[Unit, int] = {}
@@ -189,41 +210,95 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     horizon = now + SKEW_S
     type_ix = {t: i for i, t in enumerate(TYPES)}
     cause_ix = {c: i for i, c in enumerate(CAUSES)}
-
-    def region_ok(unit_idx: np.ndarray, kind: str, keep: np.ndarray) -> None:
-        bad_units = np.array([u.region not in known for u in units], dtype=bool)
-        if not bad_units.any() or unit_idx.size == 0:
-            return
-        bad = bad_units[unit_idx]
-        per_unit = np.bincount(unit_idx[keep & bad], minlength=len(units))
-        for u in np.nonzero(per_unit)[0].tolist():
-            q.unknown_regions[units[u].region or "(none)"] += int(per_unit[u])
-        _reject(q, keep, bad, "unknown_region")
-
     obs, eps, pds, sps = ds.obs, ds.episodes, ds.pings, ds.speeds
-    cols_u = [unit_col(recs) for recs in (obs, eps, pds, sps)]
+    o_unit, e_unit, p_unit, s_unit = (unit_col(recs) for recs in (obs, eps, pds, sps))
+    no_agent = np.array([not u.agent for u in units], dtype=bool)
+
+    def checked(unit: np.ndarray, time: np.ndarray, nan: np.ndarray, own) -> np.ndarray:
+        """The records that pass the checks common to all kinds, then their kind's ``own``
+        (reason, bad) pairs; a record outside the window is left out uncounted."""
+        keep = np.ones(unit.size, dtype=bool)
+        if unit.size == 0:
+            return keep
+        _reject(q, keep, no_agent[unit], "missing_agent")
+        _reject(q, keep, nan, "not_a_number")
+        with np.errstate(invalid="ignore"):
+            _reject(q, keep, time < CLOCK_SET, "clock_unset")
+            _reject(q, keep, time > horizon, "future_timestamp")
+            keep &= (time >= ds.start) & (time < ds.end)
+            for reason, bad in own():
+                _reject(q, keep, bad, reason)
+        return keep
+
+    # --- each record on its own
     o_hour = _col(obs, "hour", np.int64)
+    o_s = _col(obs, "observed_s", np.float64)
+    o_keep = checked(o_unit, o_hour, ~np.isfinite(o_s),
+                     lambda: [("absurd_observed", o_s <= 0)])
+
+    n = len(eps)
     e_start = _col(eps, "start", np.float64)
+    e_dur = _col(eps, "duration_s", np.float64)
+    e_type = np.fromiter(map(type_ix.get, map(_TYPE, eps), repeat(-1)), np.int64, n)
+    e_cause = np.fromiter(map(cause_ix.get, map(_CAUSE, eps), repeat(-1)), np.int64, n)
+    valid = np.zeros((len(TYPES), len(CAUSES)), dtype=bool)
+    for t, cs in VALID_CAUSES.items():
+        for c in cs:
+            valid[type_ix[t], cause_ix[c]] = True
+    e_keep = checked(e_unit, e_start, ~np.isfinite(e_start) | ~np.isfinite(e_dur), lambda: [
+        ("unknown_type", e_type < 0),
+        ("unknown_cause", (e_cause < 0) | ~valid[np.maximum(e_type, 0), np.maximum(e_cause, 0)]),
+        ("negative_duration", e_dur < 0),
+        ("zero_duration", e_dur == 0),
+        ("absurd_duration", e_dur > MAX_EPISODE_S)])
+
     p_day = _col(pds, "day", np.int64)
+    # A figure the record does not have (None: the loss of a day, its extremes) is NaN in its
+    # column; a NaN or infinite value the record has is not a number.
+    (p50, p50_none), (p95, p95_none), (loss, loss_none), (lo, lo_none), (hi, hi_none) = (
+        _figures(pds, a) for a in ("rtt_p50_ms", "rtt_p95_ms", "loss_pct", "rtt_min_ms", "rtt_max_ms"))
+    rounds = _col(pds, "rounds", np.int64)
+    p_keep = checked(p_unit, p_day, (~np.isfinite(p50) & ~p50_none) | (~np.isfinite(p95) & ~p95_none)
+                     | (~np.isfinite(loss) & ~loss_none) | (~np.isfinite(lo) & ~lo_none)
+                     | (~np.isfinite(hi) & ~hi_none), lambda: [
+        ("missing_value", p50_none | p95_none),      # a day of latency without its latency
+        # The day's median hides one absurd round; its minimum and maximum do not.
+        ("absurd_rtt", (np.fmin(p50, lo) < 0) | (np.fmax(p95, hi) > MAX_RTT_MS)),
+        ("absurd_loss", (loss < 0) | (loss > 100))])
+
     s_time = _col(sps, "time", np.float64)
-    cols_u = _retag(q, known, units, uid, cols_u, (o_hour, e_start, p_day, s_time), horizon)
-    # Canonical order (units sorted, records by unit and time), so the figures and the bootstrap's
-    # draws never depend on the order the source returned rows in.
-    order = sorted(range(len(units)), key=units.__getitem__)
-    remap = np.empty(len(units), dtype=np.int64)
-    remap[order] = np.arange(len(units))
-    units[:] = [units[i] for i in order]
-    o_unit, e_unit, p_unit, s_unit = (remap[c] if c.size else c for c in cols_u)
+    s_down, s_down_none = _figures(sps, "download_bps")
+    s_up, s_up_none = _figures(sps, "upload_bps")
+    s_keep = checked(s_unit, s_time, ~np.isfinite(s_time) | (~np.isfinite(s_down) & ~s_down_none)
+                     | (~np.isfinite(s_up) & ~s_up_none), lambda: [
+        ("missing_value", s_down_none),
+        ("absurd_speed", (s_down <= 0) | (s_down > MAX_SPEED_BPS) | (s_up <= 0)
+         | (s_up > MAX_SPEED_BPS))])
+
+    # --- repairs, on the records that passed
+    unit_cols = [o_unit, e_unit, p_unit, s_unit]
+    keeps = [o_keep, e_keep, p_keep, s_keep]
+    times = [o_hour, e_start, p_day, s_time]
+    unit_cols = _retag(q, known, units, uid, unit_cols, keeps, times)
+    unit_cols = _resite(q, units, uid, unit_cols, keeps, times)
+
+    # Canonical order (the units that kept a record, sorted; records by unit and time), so the
+    # figures and the bootstrap's draws never depend on the order the source returned rows in.
+    used = np.zeros(len(units), dtype=bool)
+    for uc, k in zip(unit_cols, keeps):
+        used[uc[k]] = True
+    order = sorted(np.flatnonzero(used).tolist(), key=units.__getitem__)
+    remap = np.full(len(units), -1, dtype=np.int64)
+    remap[order] = np.arange(len(order))
+    units = [units[i] for i in order]
+    o_unit, e_unit, p_unit, s_unit = (remap[uc[k]] for uc, k in zip(unit_cols, keeps))
+    # Units are sorted by agent first: an agent's index rises with its units'.
+    agent_ids = [u.agent for u in units]
+    unit_agent = np.cumsum([i > 0 and a != agent_ids[i - 1] for i, a in enumerate(agent_ids)],
+                           dtype=np.int64) if units else np.zeros(0, dtype=np.int64)
 
     # --- observed hours
-    o_s = _col(obs, "observed_s", np.float64)
-    keep = np.ones(len(obs), dtype=bool)
-    region_ok(o_unit, "obs", keep)
-    _reject(q, keep, ~np.isfinite(o_s), "not_a_number")
-    _reject(q, keep, o_s < 0, "absurd_observed")
-    _reject(q, keep, o_hour > horizon, "future_timestamp")
-    _reject(q, keep, o_hour < CLOCK_SET, "clock_unset")
-    o_unit, o_hour, o_s = o_unit[keep], o_hour[keep], o_s[keep]
+    o_hour, o_s = o_hour[o_keep], o_s[o_keep]
     if o_s.size:
         # Records of the same unit and hour are summed first: an id used twice shows here.
         key = o_unit * (1 << 32) + (o_hour // 3600)
@@ -240,26 +315,10 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     q.accepted["obs_hours"] += int(o_s.size)
 
     # --- episodes
-    n = len(eps)
-    e_type = np.fromiter(map(type_ix.get, map(_TYPE, eps), repeat(-1)), np.int64, n)
-    e_cause = np.fromiter(map(cause_ix.get, map(_CAUSE, eps), repeat(-1)), np.int64, n)
-    e_dur = _col(eps, "duration_s", np.float64)
-    keep = np.ones(n, dtype=bool)
-    region_ok(e_unit, "episode", keep)
-    _reject(q, keep, e_type < 0, "unknown_type")
-    valid = np.zeros((len(TYPES), len(CAUSES)), dtype=bool)
-    for t, cs in VALID_CAUSES.items():
-        for c in cs:
-            valid[type_ix[t], cause_ix[c]] = True
-    _reject(q, keep, (e_cause < 0) | ~valid[np.maximum(e_type, 0), np.maximum(e_cause, 0)],
-            "unknown_cause")
-    _reject(q, keep, ~np.isfinite(e_start) | ~np.isfinite(e_dur), "not_a_number")
-    _reject(q, keep, e_dur < 0, "negative_duration")
-    _reject(q, keep, e_dur == 0, "zero_duration")
-    _reject(q, keep, e_dur > MAX_EPISODE_S, "absurd_duration")
-    _reject(q, keep, e_start > horizon, "future_timestamp")
-    _reject(q, keep, e_start < CLOCK_SET, "clock_unset")
-    e_unit, e_type, e_cause, e_start, e_dur = (a[keep] for a in (e_unit, e_type, e_cause, e_start, e_dur))
+    e_type, e_cause, e_start, e_dur = (a[e_keep] for a in (e_type, e_cause, e_start, e_dur))
+    e_unit, e_type, e_cause, e_start, e_dur = _flood(
+        q, "flood_episodes", MAX_EPISODES_PER_DAY, unit_agent[e_unit] * 2 + e_type, e_start,
+        e_unit, e_type, e_cause, e_start, e_dur)
     # Nothing after the window's end, or after "now", can have been measured.
     stop = min(ds.end, now)
     # Host-down time is watched time, taken before any merge: a host_down merged into the
@@ -267,56 +326,37 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     hd = (e_type == POWER) & (e_cause == HOST_DOWN)
     o_unit, o_hour, o_s, o_pw = _power_watched(o_unit, o_hour, o_s, e_unit[hd], e_start[hd],
                                                np.minimum(e_start[hd] + e_dur[hd], stop))
-    e_unit, e_type, e_cause, e_start, e_dur = _overlaps(q, e_unit, e_type, e_cause, e_start, e_dur)
-    e_unit, e_type, e_cause, e_start, e_dur = _flood(
-        q, "flood_episodes", MAX_EPISODES_PER_DAY, e_unit * 2 + e_type, e_start,
-        e_unit, e_type, e_cause, e_start, e_dur)
+    e_unit, e_type, e_cause, e_start, e_dur = _overlaps(q, unit_agent, e_unit, e_type, e_cause,
+                                                        e_start, e_dur)
     e_whole = e_dur
     late = e_start + e_dur > stop
     if late.any():
         q.clipped["window_clipped"] += int(late.sum())
-        e_dur = np.where(late, np.maximum(stop - e_start, 0.0), e_dur)
+        e_dur = np.where(late, stop - e_start, e_dur)
+        # One that begins only at or after the end (clipped to start where an earlier outage
+        # ended, or dated within the skew allowed after "now") has no second in this window:
+        # counted as window_clipped only, neither an interruption nor an outage.
+        gone = e_dur <= 0
+        if gone.any():
+            e_unit, e_type, e_cause, e_start, e_dur, e_whole = (
+                a[~gone] for a in (e_unit, e_type, e_cause, e_start, e_dur, e_whole))
     q.accepted["episodes"] += int(e_dur.size)
 
     # --- daily latency
-    n = len(pds)
-    p50, p95, loss, lo, hi = (_col(pds, a, np.float64, _nan) for a in
-                              ("rtt_p50_ms", "rtt_p95_ms", "loss_pct", "rtt_min_ms", "rtt_max_ms"))
-    rounds = _col(pds, "rounds", np.int64)
-    keep = np.ones(n, dtype=bool)
-    region_ok(p_unit, "ping", keep)
-    _reject(q, keep, np.isinf(p50) | np.isinf(p95) | np.isinf(loss), "not_a_number")
-    with np.errstate(invalid="ignore"):
-        # The day's median hides one absurd round; its minimum and maximum do not.
-        _reject(q, keep, (np.fmin(p50, lo) < 0) | (np.fmax(p95, hi) > MAX_RTT_MS), "absurd_rtt")
-        _reject(q, keep, (loss < 0) | (loss > 100), "absurd_loss")
-    _reject(q, keep, p_day > horizon, "future_timestamp")
-    _reject(q, keep, p_day < CLOCK_SET, "clock_unset")
-    p_unit, p_day, p50, p95, loss, rounds = (a[keep] for a in (p_unit, p_day, p50, p95, loss, rounds))
+    p_day, p50, p95, loss, rounds = (a[p_keep] for a in (p_day, p50, p95, loss, rounds))
     q.accepted["ping_days"] += int(p_unit.size)
 
     # --- speed tests
-    n = len(sps)
-    s_down = _col(sps, "download_bps", np.float64, _nan)
-    s_up = _col(sps, "upload_bps", np.float64, _nan)
-    keep = np.ones(n, dtype=bool)
-    region_ok(s_unit, "speed", keep)
-    _reject(q, keep, ~np.isfinite(s_time) | ~np.isfinite(s_down) | np.isinf(s_up), "not_a_number")
-    with np.errstate(invalid="ignore"):
-        _reject(q, keep, (s_down <= 0) | (s_down > MAX_SPEED_BPS) | (s_up <= 0) | (s_up > MAX_SPEED_BPS),
-                "absurd_speed")
-    _reject(q, keep, s_time > horizon, "future_timestamp")
-    _reject(q, keep, s_time < CLOCK_SET, "clock_unset")
-    s_unit, s_time, s_down, s_up = (a[keep] for a in (s_unit, s_time, s_down, s_up))
-    s_unit, s_time, s_down, s_up = _flood(q, "flood_speed_tests", MAX_TESTS_PER_DAY, s_unit, s_time,
-                                          s_unit, s_time, s_down, s_up)
+    s_time, s_down, s_up = (a[s_keep] for a in (s_time, s_down, s_up))
+    s_unit, s_time, s_down, s_up = _flood(q, "flood_speed_tests", MAX_TESTS_PER_DAY,
+                                          unit_agent[s_unit], s_time, s_unit, s_time, s_down, s_up)
     q.accepted["speed_tests"] += int(s_unit.size)
 
     def canon(unit, *others):
         k = np.lexsort(tuple(reversed((unit,) + others)))
         return (unit[k],) + tuple(a[k] for a in others)
 
-    # Episodes come out of _overlaps sorted by unit, type, start, and observed hours out of
+    # Episodes come out of _overlaps sorted by agent, type and start, and observed hours out of
     # _power_watched by unit and hour; the rest is sorted here.
     p_unit, p_day, p50, p95, loss, rounds = canon(p_unit, p_day, p50, p95, loss, rounds)
     s_unit, s_time, s_down, s_up = canon(s_unit, s_time, s_down, s_up)
@@ -346,13 +386,16 @@ def hour_pieces(start: np.ndarray, end: np.ndarray):
 
 def _running_end(g: np.ndarray, s: np.ndarray, e: np.ndarray):
     """For intervals [s, e) sorted by group ``g`` and start: the latest end among the earlier
-    ones of the same group (-inf for a group's first) and the latest end up to each (floats:
-    each group lifted onto a range of its own, so one accumulate never crosses groups)."""
+    ones of the same group (-inf for a group's first) and the latest end up to each. Each group
+    is lifted onto a range of its own, so one accumulate never crosses groups; the lift only
+    finds which interval holds the latest end, whose own end is then given exactly."""
     t0 = float(s.min())
-    rs, re = s - t0, e - t0
     first = np.r_[True, g[1:] != g[:-1]]
-    lift = (np.cumsum(first) - 1) * (float(re.max()) + 1.0)
-    run = np.maximum.accumulate(re + lift) - lift + t0
+    re = e - t0
+    lifted = re + (np.cumsum(first) - 1) * (float(re.max()) + 1.0)
+    top = np.maximum.accumulate(lifted)
+    holder = np.maximum.accumulate(np.where(lifted >= top, np.arange(g.size), 0))
+    run = e[holder]
     prev = np.r_[-np.inf, run[:-1]]
     prev[first] = -np.inf
     return prev, run
@@ -396,72 +439,91 @@ def _power_watched(o_unit, o_hour, o_s, h_unit, h_start, h_end):
             np.minimum(o_s + down, MAX_INTERVAL_S))
 
 
-def _retag(q: Quality, known: set, units: list[Unit], uid, unit_cols: list[np.ndarray],
-           time_cols: tuple, horizon: float) -> list[np.ndarray]:
-    """Records whose unit has no valid region take their agent's region, counted ``retagged``.
-
-    An agent's region is the region of its latest records that have a valid one (by the time
-    of the record: hour, episode start, day, test time; equal times go to the code sorting
-    first). Rows written before the region was set (no tag) or with a code later corrected
-    (PK-XX, then PK-PB) are the agent's, not noise. A record with a valid region is never
-    changed: an agent that moved from one region to another counts in each. Units (their
-    index in ``units``, made with ``uid``) with no valid region in any record stay as they are
-    and are rejected later as ``unknown_region``. Records dated after ``horizon`` (rejected
-    later as future) do not decide."""
-    bad = np.array([u.region not in known for u in units], dtype=bool)
-    if not bad.any():
-        return unit_cols
+def _latest_by_agent(units: list[Unit], unit_cols, keeps, times, gives: np.ndarray,
+                     value) -> dict[str, str]:
+    """Per agent, ``value(unit)`` of its latest kept records among the units that ``gives``
+    (by the records' own time: hour, episode start, day, test time; on equal times the value
+    sorting first, so the source's order never decides)."""
     latest = np.full(len(units), -np.inf)
-    for uc, tc in zip(unit_cols, time_cols):
+    for uc, k, tc in zip(unit_cols, keeps, times):
         if uc.size:
-            t = np.asarray(tc, dtype=np.float64)
-            np.fmax.at(latest, uc, np.where(t <= horizon, t, -np.inf))
+            m = k & gives[uc]
+            if m.any():
+                np.fmax.at(latest, uc[m], np.asarray(tc, dtype=np.float64)[m])
     best: dict[str, tuple[float, str]] = {}
-    for i, u in enumerate(units):
-        if bad[i] or latest[i] == -np.inf:
-            continue
+    for i in np.flatnonzero(latest > -np.inf).tolist():
+        u, v = units[i], value(units[i])
         cur = best.get(u.agent)
-        # Latest wins; on equal times the code sorting first, so the source's order never decides.
-        if cur is None or latest[i] > cur[0] or (latest[i] == cur[0] and u.region < cur[1]):
-            best[u.agent] = (float(latest[i]), u.region)
-    targets = {i: best[u.agent][1] for i, u in enumerate(units) if bad[i] and u.agent in best}
-    if not targets:
-        return unit_cols
-    remap = list(range(len(units)))
-    for i, region in targets.items():
-        remap[i] = uid(replace(units[i], region=region))
-    remap_a = np.array(remap, dtype=np.int64)
-    moved = np.zeros(len(remap), dtype=bool)
-    moved[list(targets)] = True
+        if cur is None or latest[i] > cur[0] or (latest[i] == cur[0] and v < cur[1]):
+            best[u.agent] = (float(latest[i]), v)
+    return {a: v for a, (_, v) in best.items()}
+
+
+def _repaired(q: Quality, reason: str, units: list[Unit], uid, unit_cols, keeps,
+              lacks: np.ndarray, fixed: dict[int, Unit]) -> list[np.ndarray]:
+    """The unit columns with every unit in ``fixed`` (index -> repaired unit) replaced, each
+    kept record of one counted once as ``reason``; ``lacks`` marks the units needing it."""
+    remap = np.arange(len(units), dtype=np.int64)
+    done = np.zeros(len(units), dtype=bool)
+    for i, u in fixed.items():
+        remap[i] = uid(u)
+        done[i] = True
     out = []
-    for uc in unit_cols:
-        if uc.size:
-            q.clipped["retagged"] += int(moved[uc].sum())
-            uc = remap_a[uc]
+    for uc, k in zip(unit_cols, keeps):
+        if uc.size and lacks.any():
+            n = int((k & done[uc]).sum())
+            if n:
+                q.clipped[reason] += n
+            uc = remap[uc]
         out.append(uc)
     return out
 
 
-def _site_unit(u: Unit, inherited: dict[str, str]) -> Unit:
-    site = u.site or inherited.get(u.agent) or u.agent
-    return Unit(site, u.region, u.isp, u.city, u.access, site)
+def _retag(q: Quality, known: set, units: list[Unit], uid, unit_cols, keeps, times):
+    """Records whose unit has no valid region take their agent's region, counted ``retagged``.
 
-
-def _latest_sites(cols: Columns) -> dict[str, str]:
-    """Per agent, the site of its latest records that carry a site tag (by their own time)."""
-    latest = np.full(len(cols.units), -np.inf)
-    r = cols.rounds_row
-    for uc, tc in ((cols.obs_unit[r], cols.obs_hour[r]), (cols.ep_unit, cols.ep_start),
-                   (cols.pd_unit, cols.pd_day), (cols.sp_unit, cols.sp_time)):
+    An agent's region is the region of its latest kept records that have a valid one
+    (:func:`_latest_by_agent`). Rows written before the region was set (no tag) or with a
+    code later corrected (PK-XX, then PK-PB) are the agent's, not noise. A record with a valid
+    region is never changed: an agent that moved from one region to another counts in each.
+    Records of an agent with no valid region in any kept record are rejected (cleared in
+    ``keeps``) as ``unknown_region``, their codes counted."""
+    bad = np.array([u.region not in known for u in units], dtype=bool)
+    if not bad.any():
+        return unit_cols
+    best = _latest_by_agent(units, unit_cols, keeps, times, ~bad, attrgetter("region"))
+    fixed = {i: replace(units[i], region=best[units[i].agent])
+             for i in np.flatnonzero(bad).tolist() if units[i].agent in best}
+    lost = bad.copy()
+    lost[list(fixed)] = False
+    for uc, k in zip(unit_cols, keeps):
         if uc.size:
-            np.fmax.at(latest, uc, tc.astype(np.float64))
-    best: dict[str, tuple[float, str]] = {}
-    for i, u in enumerate(cols.units):
-        if u.site and latest[i] > -np.inf:
-            cur = best.get(u.agent)
-            if cur is None or (latest[i], u.site) > cur:
-                best[u.agent] = (float(latest[i]), u.site)
-    return {a: site for a, (_, site) in best.items()}
+            hit = k & lost[uc]
+            if hit.any():
+                per_unit = np.bincount(uc[hit], minlength=len(units))
+                for u in np.flatnonzero(per_unit).tolist():
+                    q.unknown_regions[units[u].region or "(none)"] += int(per_unit[u])
+                _reject(q, k, hit, "unknown_region")
+    return _repaired(q, "retagged", units, uid, unit_cols, keeps, bad, fixed)
+
+
+def _resite(q: Quality, units: list[Unit], uid, unit_cols, keeps, times):
+    """Records without a ``site`` tag (written before the agent was upgraded) from an agent
+    whose kept records have one take the site of its latest such records, counted
+    ``site_retagged``: otherwise an upgraded agent would be two lines, its old self and its
+    site. An agent with no site tag at all is its own site (:func:`by_site`)."""
+    has = np.array([bool(u.site) for u in units], dtype=bool)
+    if has.all() or not has.any():
+        return unit_cols
+    best = _latest_by_agent(units, unit_cols, keeps, times, has, attrgetter("site"))
+    fixed = {i: replace(units[i], site=best[units[i].agent])
+             for i in np.flatnonzero(~has).tolist() if units[i].agent in best}
+    return _repaired(q, "site_retagged", units, uid, unit_cols, keeps, ~has, fixed)
+
+
+def _site_unit(u: Unit) -> Unit:
+    site = u.site or u.agent
+    return Unit(site, u.region, u.isp, u.city, u.access, site)
 
 
 def by_site(cols: Columns, q: Quality) -> Columns:
@@ -479,22 +541,14 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     * daily latency and speed tests are kept per record: a site's median is over its agents'
       days and tests together.
 
-    Records without a ``site`` tag (written before the agent was upgraded) take the site of the
-    agent's latest records that have one, counted ``site_retagged``: otherwise an upgraded agent
-    would be two lines, its old self and its site. Agents with no site tag at all are each their
-    own site, so data of older agents gives the same figures as before."""
+    Records without a ``site`` tag took the site of their agent's latest records that have one
+    in :func:`clean` (``site_retagged``); an agent with no site tag at all is its own site, so
+    data of older agents gives the same figures as before."""
     agents = sorted({u.agent for u in cols.units})
     a_ix = {a: i for i, a in enumerate(agents)}
-    inherited = _latest_sites(cols) if any(u.site for u in cols.units) else {}
-    sus = sorted({_site_unit(u, inherited) for u in cols.units})
+    sus = sorted({_site_unit(u) for u in cols.units})
     s_ix = {u: i for i, u in enumerate(sus)}
-    to_site = np.array([s_ix[_site_unit(u, inherited)] for u in cols.units], dtype=np.int64)
-    given = np.array([not u.site and u.agent in inherited for u in cols.units], dtype=bool)
-    if given.any():
-        q.clipped["site_retagged"] += sum(int(given[a].sum()) for a in
-                                          (cols.obs_unit[cols.rounds_row], cols.ep_unit,
-                                           cols.pd_unit, cols.sp_unit)
-                                          if a.size)
+    to_site = np.array([s_ix[_site_unit(u)] for u in cols.units], dtype=np.int64)
     to_agent = np.array([a_ix[u.agent] for u in cols.units], dtype=np.int64)
     if not cols.units:
         to_site = to_agent = np.zeros(0, dtype=np.int64)
@@ -529,7 +583,8 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     merged: dict[int, frozenset] = {}
     if e_unit.size and shared.any():
         keep, e_dur, e_whole, heads = _merge_site_episodes(
-            np.nonzero(shared[e_unit])[0], e_unit, e_type, e_start, e_dur, e_whole, e_agent)
+            np.nonzero(shared[e_unit])[0], e_unit, e_type, e_start, e_dur, e_whole, e_agent,
+            e_cause)
         absorbed = int((~keep).sum())
         if absorbed:
             q.clipped["site_merged"] += absorbed
@@ -633,21 +688,25 @@ def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray, secs: np.nd
         return np.where(over, watched / total, 1.0)[inv]
 
 
-def _merge_site_episodes(idx, unit, typ, start, dur, whole, agent):
+def _merge_site_episodes(idx, unit, typ, start, dur, whole, agent, cause):
     """Union of the intervals of the episodes ``idx`` per (unit, type): (which episodes stay,
     their durations and whole durations, and for each episode that absorbed others of other
-    agents, its agents). An episode starting at or before the latest end so far in its group
-    (within a microsecond) joins the group's current episode; the first of each run keeps its
-    start and cause, and the latest end of the run's intervals (and of their whole durations)."""
+    agents, its agents). Taken in order of start (equal starts: the longer whole duration
+    first, then the cause sorting first in CAUSES), an episode starting before the latest end
+    so far in its group (by more than a microsecond: overlapping, not touching) joins the
+    group's current episode; the first of each run keeps its start and cause, and the latest
+    end of the run's intervals (and of their whole durations). One agent's own episodes never
+    overlap here (an outage clipped to begin at the previous one's end touches it), so they
+    stay apart, as they do for an agent alone."""
     keep = np.ones(unit.size, dtype=bool)
     if idx.size < 2:
         return keep, dur, whole, {}
     dur, whole = dur.copy(), whole.copy()
-    idx = idx[np.lexsort((start[idx], typ[idx], unit[idx]))]
+    idx = idx[np.lexsort((cause[idx], -whole[idx], start[idx], typ[idx], unit[idx]))]
     g = unit[idx] * 2 + typ[idx]
     s = start[idx]
     prev, _ = _running_end(g, s, s + dur[idx])
-    head = s > prev + 1e-6
+    head = s >= prev - 1e-6
     if head.all():
         return keep, dur, whole, {}
     cluster = np.cumsum(head) - 1
@@ -665,18 +724,22 @@ def _merge_site_episodes(idx, unit, typ, start, dur, whole, agent):
     return keep, dur, whole, heads
 
 
-def _overlaps(q: Quality, unit, typ, cause, start, dur):
-    """Connectivity episodes of one unit never overlap (the agent's detector guarantees it), so an
-    overlap is bad input: a later episode is clipped to start where the earlier one ended, and one
-    wholly inside an earlier one is dropped.
+def _overlaps(q: Quality, unit_agent, unit, typ, cause, start, dur):
+    """Connectivity episodes of one agent never overlap (the agent's detector guarantees it), so
+    an overlap is bad input: a later episode is clipped to start where the earlier one ended, and
+    one wholly inside an earlier one is dropped.
 
-    Power episodes of one unit may belong to one cut: two sensors saw it (a laptop charged from a
+    Power episodes of one agent may belong to one cut: two sensors saw it (a laptop charged from a
     watched UPS: they overlap or touch), or a battery rode it out until flat and the host went
     down (host_down, starting within a round interval of the battery's last reading). Those are
     one interruption (:func:`collector.model.joins_previous_cut`): merged into the first (its
     cause kept; of two starting at the same instant the longer is the first, then the cause
-    sorting first in CAUSES), counted as ``power_merged``."""
-    group = unit * 2 + typ
+    sorting first in CAUSES), counted as ``power_merged``.
+
+    Both rules take an agent's episodes together (``unit_agent``: each unit's agent), whatever
+    tags each was written with: an agent whose ISP tag changed is still one detector. A kept or
+    clipped episode keeps its own unit (its cell)."""
+    group = unit_agent[unit] * 2 + typ
     if start.size < 2:
         return unit, typ, cause, start, dur
     order = np.lexsort((start, group))
@@ -699,7 +762,12 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
             break
         scale /= 1000
     lift = group.astype(np.int64) << bits
-    run = np.maximum.accumulate(np.maximum(e_us, s_us) + lift) - lift
+    lifted = np.maximum(e_us, s_us) + lift
+    top = np.maximum.accumulate(lifted)
+    run = top - lift
+    # Which episode holds each running maximum, so that a clipped start or a merged end is that
+    # episode's own end, exactly, not one rounded through microseconds.
+    holder = np.maximum.accumulate(np.where(lifted >= top, np.arange(start.size), 0))
     prev = np.empty_like(run)
     prev[0] = -1
     prev[1:] = run[:-1]
@@ -724,17 +792,16 @@ def _overlaps(q: Quality, unit, typ, cause, start, dur):
         cluster = np.cumsum(head) - 1
         last = np.flatnonzero(np.r_[cluster[1:] != cluster[:-1], True])
         grown = head & (np.bincount(cluster)[cluster] > 1)
-        end = np.where(grown, t0 + run[last][cluster] / scale, end)
+        end = np.where(grown, end[holder[last]][cluster], end)
         dur = np.where(grown, end - start, dur)
         q.clipped["power_merged"] += int(joined.sum())
     inside = ~power & (e_us <= prev)
     clip = ~power & ~inside & (s_us < prev)
-    prev_end = t0 + prev / scale
     if inside.any():
         q.rejected["overlap_dropped"] += int(inside.sum())
     if clip.any():
         q.clipped["overlap_clipped"] += int(clip.sum())
-        new_start = np.where(clip, prev_end, start)
+        new_start = np.where(clip, end[np.r_[0, holder[:-1]]], start)
         dur = end - new_start
         start = new_start
     k = ~inside & ~joined

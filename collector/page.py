@@ -775,7 +775,8 @@ QUALITY_COUNTERS = {
     "flood_speed_tests": "more than 48 speed tests by one agent in one day: the rest dropped",
     "flood_episodes": "more than 1,440 episodes of one type by one agent in one day",
     "window_clipped": "an episode still going at the window's end (or now) counts up to it "
-                      "only; its class follows its whole duration",
+                      "only; its class follows its whole duration; one beginning only after it "
+                      "is not counted",
     "retagged": "written without a valid region (before the agent's region was set, or with a "
                 "code it later corrected): given the agent's region, kept",
     "site_merged": "one outage of a line seen by several of its agents: merged into one, not bad "

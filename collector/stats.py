@@ -30,8 +30,9 @@ whichever tags ``by`` names) with these figures, each defined once here and in d
   one agent's outages are not independent of each other).
 * Publication floor: a cell with fewer than ``min_agents`` distinct agents is ``suppressed``:
   only its identity keys are given, no figures.
-* Regional events: episodes of one type starting within ``event_window_s`` of each other at a
-  ``event_min_share`` or larger share of the agents observed in the region at that hour.
+* Regional events: episodes of one type starting within ``event_window_s`` of each other on a
+  ``event_min_share`` or larger share of the lines (sites) watching in the region at that hour
+  (round time for connectivity, power-watched time for power).
 
 Quantiles are "inverted CDF": the smallest value whose cumulative weight reaches q (the lower
 median for an even count), the same definition for the figure and its bootstrap.
@@ -541,14 +542,16 @@ def _fill_line(cell, boot, line, p, members, site_of) -> None:
 
 def _events(cols: Columns, s: Settings, lt: LocalTime,
             unit_site: np.ndarray) -> tuple[list[dict], np.ndarray, int]:
-    """Regional events, for every episode the number of its event (-1: isolated), and how many
-    events were not listed because their region had fewer than ``min_agents`` sites watching.
+    """Regional events, for every episode the number of its event (-1: isolated; listed or
+    not), and how many events were not listed because their region had fewer than
+    ``min_agents`` sites watching in their hour.
 
     Sites (lines) are counted, not agents: six agents behind one router are one line, and one
     cut of that line is one episode (by_site merged them). Episodes of one type in one region,
     sorted by start: an event begins at an episode when the episodes starting within
     ``event_window_s`` of it come from at least ``event_min_share`` of the sites watching in
-    the region in that hour (and at least ``event_min_agents`` sites); its
+    the region in that hour (by round time for connectivity, power-watched time for power,
+    as the figures of each type count watching) and at least ``event_min_agents`` sites; its
     episodes are then taken, and the search goes on after them. The count of episodes in each
     window is an upper bound on its distinct agents, so only windows that pass it are checked
     one by one."""
@@ -556,38 +559,42 @@ def _events(cols: Columns, s: Settings, lt: LocalTime,
     regions = sorted({u.region for u in cols.units})
     r_index = {r: i for i, r in enumerate(regions)}
     unit_region = np.array([r_index[u.region] for u in cols.units], dtype=np.int64)
-    # Distinct sites watching, per region and UTC hour (power-watched time: rounds, or host
-    # down for power).
-    w = cols.obs_pw > 0
-    w_unit = cols.obs_unit[w]
-    w_hour = cols.obs_hour[w] // 3600
-    h0 = int(w_hour.min()) if w_hour.size else 0
-    H = int(w_hour.max()) - h0 + 1 if w_hour.size else 1
+    # Distinct sites watching, per type, region and UTC hour: power-watched time (rounds, or
+    # host down) for power, round time for connectivity, as the figures of each type count it;
+    # and the agents behind them (a site's agents, for the event's description only).
+    ep_hour = (cols.ep_start // 3600).astype(np.int64)
+    o_hour = cols.obs_hour // 3600
+    hours = np.r_[o_hour, ep_hour]
+    h0 = int(hours.min()) if hours.size else 0
+    H = int(hours.max()) - h0 + 1 if hours.size else 1
     A = int(unit_site.max()) + 1 if unit_site.size else 1
     R = max(len(regions), 1)
-    watching = np.zeros((R, H), dtype=np.int64)
-    # Agents behind the sites watching (a site's agents, for the event's description only).
     n_agents = np.array([len(a) for a in cols.unit_agents], dtype=np.int64)
-    agents_watching = np.zeros((R, H), dtype=np.int64)
-    if w_unit.size:
-        key = (unit_region[w_unit] * H + (w_hour - h0)) * A + unit_site[w_unit]
+    watching = np.zeros((len(TYPES), R, H), dtype=np.int64)
+    agents_watching = np.zeros((len(TYPES), R, H), dtype=np.int64)
+    for t in range(len(TYPES)):
+        w = (cols.obs_pw if t == POWER else cols.obs_s) > 0
+        w_unit = cols.obs_unit[w]
+        if not w_unit.size:
+            continue
+        key = (unit_region[w_unit] * H + (o_hour[w] - h0)) * A + unit_site[w_unit]
         if R * H * A <= 200_000_000:   # a presence bitmap: much faster than sorting the keys
             seen = np.zeros(R * H * A, dtype=bool)
             seen[key] = True
-            watching = seen.reshape(R * H, A).sum(axis=1).reshape(R, H)
+            watching[t] = seen.reshape(R * H, A).sum(axis=1).reshape(R, H)
         else:
-            watching = np.bincount(np.unique(key) // A, minlength=R * H).reshape(R, H)
+            watching[t] = np.bincount(np.unique(key) // A, minlength=R * H).reshape(R, H)
         if n_agents.size and n_agents.max() > 1:
             # Per region, hour and site the most agents of one of its units (tag sets).
             uk, inv = np.unique(key, return_inverse=True)
             most = np.zeros(uk.size, dtype=np.int64)
             np.maximum.at(most, inv.reshape(-1), n_agents[w_unit])
-            agents_watching = np.bincount(uk // A, weights=most, minlength=R * H).reshape(R, H)
-            agents_watching = agents_watching.astype(np.int64)
+            agents_watching[t] = np.bincount(uk // A, weights=most,
+                                             minlength=R * H).reshape(R, H).astype(np.int64)
         else:
-            agents_watching = watching
+            agents_watching[t] = watching[t]
     events: list[dict] = []
-    suppressed = 0
+    suppressed = found = 0
     merged = cols.ep_merged or {}
     ep_agent = cols.ep_agent if cols.ep_agent is not None else cols.ep_unit
     isps = [u.isp for u in cols.units]
@@ -600,9 +607,10 @@ def _events(cols: Columns, s: Settings, lt: LocalTime,
             idx = idx[np.argsort(cols.ep_start[idx], kind="stable")]
             st = cols.ep_start[idx]
             reach = np.searchsorted(st, st + s.event_window_s, side="right")
-            hour = np.clip((st // 3600).astype(np.int64) - h0, 0, H - 1)
-            seen_at = watching[r, hour]
-            need = np.maximum(s.event_min_agents, np.ceil(s.event_min_share * seen_at))
+            hour = ep_hour[idx] - h0
+            seen_at = watching[t, r, hour]
+            # Rounded first, so 0.1 x 30 lines asks for 3 and not 4 (3.0000000000000004).
+            need = np.maximum(s.event_min_agents, np.ceil(np.round(s.event_min_share * seen_at, 9)))
             candidates = np.nonzero(reach - np.arange(st.size) >= need)[0]
             nxt = 0
             for i in candidates.tolist():
@@ -614,11 +622,14 @@ def _events(cols: Columns, s: Settings, lt: LocalTime,
                 if len(sites) < need[i]:
                     continue
                 nxt = j
+                # A held-back event is still one: its episodes count as regional in the cells
+                # (which have a floor of their own); only its listing is held back.
+                ep_event[members] = found
+                found += 1
                 seen = int(seen_at[i])
                 if seen < s.min_agents:
                     suppressed += 1
                     continue
-                ep_event[members] = len(events)
                 agents = set()
                 for m in members.tolist():
                     agents |= merged.get(m) or {int(ep_agent[m])}
@@ -634,7 +645,7 @@ def _events(cols: Columns, s: Settings, lt: LocalTime,
                     "start": lt.iso(float(st[i])),
                     "end": lt.iso(float((cols.ep_start[members] + cols.ep_dur[members]).max())),
                     "agents_affected": len(agents),
-                    "agents_observed": int(agents_watching[r, hour[i]]),
+                    "agents_observed": int(agents_watching[t, r, hour[i]]),
                     "sites_affected": len(sites), "sites_observed": seen,
                     "share": round(len(sites) / seen, 4) if seen else None,
                     "median_duration_min": float(np.median(cols.ep_dur[members]) / 60.0),

@@ -123,14 +123,18 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
 
     # "unknown_region: a region code not in regions ..., from an agent that has no record with
     # a valid code" / "retagged: a record without a valid region ... takes the agent's region:
-    # the region of its latest records, by their own time, that have a valid code."
-    # Reading: "records" are the agent's records that passed the other checks.
+    # the region of its latest records, by their own time, that have a valid code (of equal
+    # times, the code sorting first)." / "The records that pass are then repaired: their region
+    # ..., then their site ... "The agent's records" in those two rules are its records that
+    # passed the checks, and each record repaired is counted once, whether or not a later rule
+    # ... merges, clips or drops it."
     latest_valid = {}
     for rec in kept:
         if rec.unit.region in settings.regions:
             a = rec.unit.agent
-            if a not in latest_valid or rec.time >= latest_valid[a][0]:
-                latest_valid[a] = (rec.time, rec.unit.region)
+            mine = (rec.time, rec.unit.region)
+            if a not in latest_valid or later(mine, latest_valid[a]):
+                latest_valid[a] = mine
     kept2 = []
     for rec in kept:
         if rec.unit.region not in settings.regions:
@@ -145,13 +149,14 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
     kept = kept2
 
     # "site_retagged: a record without a site tag ... from an agent whose later records have one
-    # takes the site of its latest such records"
+    # takes the site of its latest such records (of equal times, the site sorting first)"
     latest_site = {}
     for rec in kept:
         if rec.unit.site:
             a = rec.unit.agent
-            if a not in latest_site or rec.time >= latest_site[a][0]:
-                latest_site[a] = (rec.time, rec.unit.site)
+            mine = (rec.time, rec.unit.site)
+            if a not in latest_site or later(mine, latest_site[a]):
+                latest_site[a] = mine
     for rec in kept:
         if not rec.unit.site and rec.unit.agent in latest_site:
             rec.unit = replace_unit(rec.unit, site=latest_site[rec.unit.agent][1])
@@ -163,8 +168,10 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
     speeds = [rec for rec in kept if rec.kind == "speed"]
 
     # "flood_speed_tests, flood_episodes: more than 48 tests, or 1,440 episodes of a type, by
-    # one agent in a UTC day". Reading: the first 48 (1,440) by time are kept, each one over
-    # the limit is counted.
+    # one agent in a UTC day"; "The rules on an agent's episodes then follow in this order:
+    # floods, overlaps and power merges, the window's end, then a site's agents merged, then
+    # outage time only where watched." Reading: the first 48 (1,440) by time are kept, each one
+    # over the limit is counted.
     speeds = flood(speeds, lambda rec: (rec.unit.agent, day_of(rec.time)), 48,
                    "flood_speed_tests", clipped)
     episodes = flood(episodes, lambda rec: (rec.unit.agent, rec.r.type, day_of(rec.time)), 1440,
@@ -221,12 +228,15 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
             del round_t[(unit, h)]
 
     # "window_clipped: an episode still going at the window's end counts to the end (or to the
-    # time of collection ...)". Reading: counted per episode of an agent ("A rejected record is
-    # left out; a clipped one is kept, shortened. Each is counted by reason"), before the
-    # episodes of a site's agents are merged.
+    # time of collection ...). An episode that begins only at or after that point ... has no
+    # second to count: it is counted here only, and is neither an interruption nor an outage".
+    # Counted per episode of an agent, before the episodes of a site's agents are merged (the
+    # order of the rules, above); one that begins at or after the cut-off takes no part in it.
     for e in agent_conn + agent_power:
         if e.end > cutoff:
             clipped["window_clipped"] += 1
+    agent_conn = [e for e in agent_conn if e.start < cutoff]
+    agent_power = [e for e in agent_power if e.start < cutoff]
 
     # "a site's observed time in an hour (round time and power-watched time, each on its own) is
     # the most any of its agents watched in that hour"
@@ -245,17 +255,20 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
         line_unit.setdefault(line_of(unit), unit)
 
     # ------------------------------------------------------------------ one line's episodes
-    # "episodes of one type ... of a site's agents that overlap are one episode: from the first
-    # start to the last end (the union of their intervals), with the cause of the first. Each
-    # merged episode is counted as site_merged". Reading: "overlap" is strict (sharing time);
-    # the first is the earliest start, ties as for overlap_dropped (longer, then cause order).
+    # "episodes of one type ... of a site's agents that overlap (one starts before the end of
+    # another) are one episode: from the first start to the last end (the union of their
+    # intervals), with the cause of the first. The first is the one that starts first; of equal
+    # starts, the longer (by its whole recorded duration), then the one whose cause comes first
+    # in the order power, lan, isp, dns, unknown (for power, ac_lost before host_down),
+    # whichever agent wrote it. Episodes that only touch ... stay two ... Each merged episode is
+    # counted as site_merged".
     line_eps = []
     for type_, eps in (("connectivity", agent_conn), ("power", agent_power)):
         per_line = defaultdict(list)
         for e in eps:
             per_line[line_of(e.unit)].append(e)
         for line, lst in sorted(per_line.items()):
-            lst.sort(key=lambda e: (e.start, -e.duration, CAUSE_ORDER.get(e.cause, 9)))
+            lst.sort(key=lambda e: (e.start, -e.duration, cause_rank(e.cause)))
             cur = None
             for e in lst:
                 if cur is not None and e.start < cur.end:
@@ -301,12 +314,6 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
     kept_eps = []
     for e in line_eps:
         e.seconds = sum(e.pieces.values(), Fraction(0))
-        if e.start >= cutoff:
-            # Reading: an episode that begins only after the window's end or "now" (one
-            # overlap_clipped to start at an earlier episode's end, or one dated within the
-            # 5 minutes allowed after "now") was clipped away whole (window_clipped, above):
-            # it begins in no period of this window and is not an unwatched episode.
-            continue
         if e.seconds == 0:
             rejected["unwatched"] += 1
             continue
@@ -472,9 +479,10 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
         cell.update(lq)
 
         # Regional events: "Each cell gives regional_events and the share of its interruptions
-        # (power_regional_share) and outages (internet_regional_share) that were part of one".
-        # Reading: regional_events is the number of events (listed or not) holding at least one
-        # of the cell's episodes of the period.
+        # (power_regional_share) and outages (internet_regional_share) that were part of one";
+        # of events not listed: "their episodes still count as part of a regional event in the
+        # cells' regional_events and shares". Reading: regional_events is the number of events
+        # holding at least one of the cell's episodes of the period.
         evs = set()
         for e in mine:
             if id(e) in ep_in_event:
@@ -500,7 +508,14 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
 
 def basic_check(rec, w_start, w_end, now, settings):
     """The reason a record is rejected, "outside" for a row of another window, or None.
-    Reading: the checks are taken in this order (a record with two faults counts once)."""
+    "A record is checked on its own first and counted once, under the first reason that
+    applies, in this order: missing_agent, not_a_number, clock_unset, future_timestamp; then, if
+    it lies outside the window, it is left out uncounted (above); then the reasons of its kind
+    (an episode: unknown_type, unknown_cause, negative_duration, zero_duration,
+    absurd_duration; an hour: absurd_observed; a day of latency: missing_value (without its
+    median or 95th percentile), absurd_rtt, absurd_loss; a speed test: missing_value (without
+    its download speed), absurd_speed)."
+    """
     r, kind = rec.r, rec.kind
     # "missing_agent: a row without an agent tag"
     if not r.unit.agent:
@@ -543,8 +558,8 @@ def basic_check(rec, w_start, w_end, now, settings):
             return "absurd_duration"
     elif kind == "obs":
         # "absurd_observed: a round whose interval_s is not a number above 0 and at most
-        # 3,600 s". Reading: at this level a record is an hour's sum, so an hour at or below 0 is
-        # absurd; one above 3,600 s is clipped (observed_clipped) with the hour's other rows.
+        # 3,600 s ...; likewise a record of an hour's observed time that is not above 0". One
+        # above 3,600 s is clipped (observed_clipped) with the hour's other rows.
         if r.observed_s <= 0:
             return "absurd_observed"
     elif kind == "ping":
@@ -560,11 +575,25 @@ def basic_check(rec, w_start, w_end, now, settings):
         if r.loss_pct is not None and not 0 <= r.loss_pct <= 100:
             return "absurd_loss"
     else:
+        # "missing_value: a row ... without its value": a test without its download speed
+        if r.download_bps is None:
+            return "missing_value"
         # "absurd_speed: a speed at or below 0, or above 10 Gbit/s". Reading: the whole test.
         for v in (r.download_bps, r.upload_bps):
             if v is not None and (v <= 0 or v > 10e9):
                 return "absurd_speed"
     return None
+
+
+def cause_rank(cause):
+    """"the order power, lan, isp, dns, unknown (for power, ac_lost before host_down)"."""
+    return ("ac_lost", "host_down").index(cause) if cause in POWER_CAUSES else CAUSE_ORDER[cause]
+
+
+def later(a, b):
+    """Whether (time, value) ``a`` is the latest: the later time, of equal times the value
+    sorting first."""
+    return a[0] > b[0] or (a[0] == b[0] and a[1] < b[1])
 
 
 def replace_unit(u: Unit, **kw) -> Unit:
@@ -775,17 +804,18 @@ def regional_events(line_eps, line_round, line_power, line_agents_hour, settings
     ... An event begins at an episode when the episodes starting within event_window_s of it come
     from at least event_min_share of the lines (sites) watching in the region in that hour, and
     from at least three lines. ... Its episodes are taken, and the search goes on after them."
-    Reading: "within" is inclusive; "watching" for power is power-watched time, for
-    connectivity round time; "that hour" is the UTC hour of the episode the event begins at;
-    the search goes on at the first episode after the last one taken. Lines are counted as
-    sites here (the agents behind one router), whatever tags their agents wrote: "one line per
-    tag set" is said of cells."""
+    "'That hour' is the UTC hour in which that episode starts; a line watches in it as the
+    figures of the type count watching: by its round time for connectivity events, by its
+    power-watched time for power events."
+    Reading: "within" is inclusive; the search goes on at the first episode after the last one
+    taken. Lines are counted as sites here (the agents behind one router), whatever tags their
+    agents wrote: "one line per tag set" is said of cells."""
     events, member = [], {}
     groups = defaultdict(list)
     for e in line_eps:
         groups[(e.unit.region, e.type)].append(e)
     for (region, type_), eps in sorted(groups.items()):
-        eps.sort(key=lambda e: (e.start, -e.recorded, CAUSE_ORDER.get(e.cause, 9)))
+        eps.sort(key=lambda e: (e.start, -e.recorded, cause_rank(e.cause)))
         watch = line_round if type_ == "connectivity" else line_power
         i = 0
         while i < len(eps):

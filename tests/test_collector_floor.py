@@ -194,32 +194,40 @@ def test_agents_without_a_site_tag_give_the_same_figures_as_before():
 
 @hsettings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1), st.integers(0, 3),
-                          st.integers(0, 200), st.integers(0, 60)), min_size=1, max_size=40))
+                          st.integers(0, 200), st.integers(0, 60), st.integers(0, 6)),
+                min_size=1, max_size=40))
 def test_property_site_episodes_merge_into_their_union(spec):
     """Per (line, type) the merged episodes never overlap and cover exactly the union of the
-    agents' episodes; each keeps the start of the first it absorbed."""
+    agents' episodes, where only overlapping ones join (one starting at another's end does
+    not); each keeps the start and cause of the first it absorbed (by start, then the longer,
+    then the cause order)."""
     unit = np.array([u for u, *_ in spec], dtype=np.int64)
     typ = np.array([t for _, t, *_ in spec], dtype=np.int64)
     agent = np.array([a for _, _, a, *_ in spec], dtype=np.int64)
-    start = np.array([float(s) for *_, s, _ in spec])
-    dur = np.array([float(d) for *_, d in spec])
+    start = np.array([float(s) for *_, s, _, _ in spec])
+    dur = np.array([float(d) for *_, d, _ in spec])
+    cause = np.array([c for *_, c in spec], dtype=np.int64)
     whole = dur * 2     # a longer whole duration (clipped at a window's end): merged the same way
     keep, new_dur, new_whole, heads = _merge_site_episodes(np.arange(unit.size), unit, typ, start, dur,
-                                                           whole, agent)
+                                                           whole, agent, cause)
     for g in {(u, t) for u, t, *_ in spec}:
-        mine = [(start[i], start[i] + dur[i]) for i in range(unit.size) if (unit[i], typ[i]) == g]
-        union = []
-        for a, b in sorted(mine):
-            if union and a <= union[-1][1]:
-                union[-1][1] = max(union[-1][1], b)
+        mine = sorted(((start[i], -whole[i], cause[i], i) for i in range(unit.size)
+                       if (unit[i], typ[i]) == g))
+        runs = []
+        for a, _, _, i in mine:
+            b = start[i] + dur[i]
+            if runs and a < runs[-1][1]:
+                runs[-1][1] = max(runs[-1][1], b)
+                runs[-1][2].append(i)
             else:
-                union.append([a, b])
-        got = sorted([start[i], start[i] + new_dur[i]] for i in np.flatnonzero(keep)
-                     if (unit[i], typ[i]) == g)
-        assert got == union
-        for a, b in union:      # the whole duration: to the latest whole end of the run's members
-            members = [i for i in range(unit.size) if (unit[i], typ[i]) == g and a <= start[i] <= b]
-            (i,) = [i for i in members if keep[i]]
+                runs.append([a, b, [i]])
+        got = [(start[i], start[i] + new_dur[i], i) for _, _, _, i in
+               sorted((start[i], -whole[i], cause[i], i) for i in np.flatnonzero(keep)
+                      if (unit[i], typ[i]) == g)]
+        assert [(a, b) for a, b, _ in got] == [(a, b) for a, b, _ in runs]
+        for (_, _, i), (_, _, members) in zip(got, runs):
+            assert i == members[0]      # the first: its start and cause
+            # the whole duration: to the latest whole end of the run's members
             assert new_whole[i] == max(start[m] + whole[m] for m in members) - start[i]
     for h, who in heads.items():
         assert keep[h] and len(who) > 1

@@ -8,11 +8,10 @@ differing figures are printed.
 The 95 % intervals are not recomputed: their soundness is checked instead (low <= high, finite,
 within the figure's natural range, and collapsed to the point when all lines are identical).
 
-The random fleets stay clear of the few cases the page leaves open (each is marked where the
-fleet is built): two agents of one site starting episodes at the same instant with different
-causes, an outage clipped to begin after "now", and repairs of rows that are later merged or
-dropped. Failing fleets are printed whole; set REFERENCE_SHRINK=1 to have hypothesis shrink them
-first (minutes, not seconds).
+The random fleets include the cases the page once left open and now decides: agents of one site
+starting episodes at the same instant with different causes, outages clipped to begin at or
+after "now", and repairs of rows that are later merged or dropped. Failing fleets are printed
+whole; set REFERENCE_SHRINK=1 to have hypothesis shrink them first (minutes, not seconds).
 """
 
 from __future__ import annotations
@@ -110,7 +109,7 @@ def describe(ds: Dataset, now) -> str:
         lines.append(f"  ping {u(p.unit)} day {rel(p.day)} p50 {p.rtt_p50_ms} p95 {p.rtt_p95_ms} "
                      f"loss {p.loss_pct} rounds {p.rounds} min {p.rtt_min_ms} max {p.rtt_max_ms}")
     for s in ds.speeds:
-        lines.append(f"  speed {u(s.unit)} at {rel(s.time)} down {s.download_bps:g} "
+        lines.append(f"  speed {u(s.unit)} at {rel(s.time)} down {s.download_bps} "
                      f"up {s.upload_bps}")
     return "\n".join(lines)
 
@@ -261,9 +260,9 @@ def fleets(draw, features=ALL):
     start = MON + draw(st.integers(0, 6)) * DAY
     end = start + draw(st.integers(1, 2)) * DAY
     back = draw(st.sampled_from([0, 0, 0, 2, 5])) if on("now") else 0
-    # "now" off the 10 s grid the episodes are on, so that none is clipped to begin exactly at
-    # it (the page does not say whether such an episode counts)
-    now = end - back * HOUR - (7 if back else 0)
+    # "now" on the 10 s grid the episodes are on (an outage may be clipped to begin exactly at
+    # it) or off it
+    now = end - back * HOUR - (draw(st.sampled_from([0, 7])) if back else 0)
     n_hours = (now - start) // HOUR
     hour = lambda i: start + i * HOUR                      # noqa: E731
     grid = lambda: start + draw(st.integers(0, n_hours * 360 - 1)) * 10   # noqa: E731
@@ -282,24 +281,21 @@ def fleets(draw, features=ALL):
                 (hour(draw(st.integers(1, n_hours - 1))), draw(st.sampled_from(["", "PK-XX"])))
                 if rare() else None,
                 hour(draw(st.integers(1, n_hours - 1))) if rare() else None))
-            # Agents of one site never start two episodes at the same instant by chance: the
-            # page does not say whose cause a site's merged episode takes then.
-            agents[-1].k = k
+            # Agents of one site start episodes at the same instant now and then (k = 0): the
+            # merged episode takes the cause of the longer, then by the cause order.
+            agents[-1].k = draw(st.sampled_from([0, k]))
     obs, eps, pings, speeds = [], [], [], []
 
     def episode(a, type_, cause, t, d):
         if t >= end:
             return                                     # a row of the next window
-        if now < end and t + d > now and (type_ == "connectivity" or cause == "host_down"):
-            # A host is back by the collection. And an outage ends before it here: clipped
-            # behind one running past "now", a later outage would begin after "now", and
-            # the page does not say whether such an outage counts.
-            d = now - t - 3
+        if now < end and t + d > now and cause == "host_down":
+            d = now - t - 3                            # a host is back by the collection
             if d <= 0:
                 return
-        # with the agent's final site and region: the page does not say whether rows merged
-        # into one, or dropped, count as repaired (retagged, site_retagged) once or each
-        eps.append(Episode(a.final(t), type_, cause, float(t), float(d)))
+        # with the tags written at t: a row repaired (retagged, site_retagged) may then be
+        # merged or dropped, and counts as repaired all the same
+        eps.append(Episode(a.unit(t), type_, cause, float(t), float(d)))
 
     for a in agents:
         off = set()
@@ -313,9 +309,8 @@ def fleets(draw, features=ALL):
             t = hour(i)
             obs.append(ObsHour(a.unit(t), t, float(draw(st.sampled_from(
                 [3600, 3600, 3600, 3600, 1800, 600, 3590])) if on("partial") else 3600)))
-            # a row written twice (with the agent's final tags: the page does not say whether a
-            # repair of two rows of one hour counts once or twice)
-            if on("twice") and a.unit(t) == a.final(t) and draw(st.integers(0, 30)) == 0:
+            # a row written twice (each repaired, when it needs it, and counted)
+            if on("twice") and draw(st.integers(0, 30)) == 0:
                 obs.append(ObsHour(a.unit(t), t, float(draw(st.sampled_from([600, 3600])))))
 
         for _ in range(draw(st.integers(0, 3)) if on("power") else 0):
@@ -368,8 +363,7 @@ def fleets(draw, features=ALL):
                                     float(draw(st.sampled_from([2e6, 9.99e6, 1e7, 5e7, 1e8]))),
                                     float(draw(st.sampled_from([1e6, 5e6, 2e7])))))
 
-    # cuts and outages that many lines see at once: regional events (one cause a site, so that
-    # two agents of a site starting together never need a tie-break the page does not give)
+    # cuts and outages that many lines see at once: regional events (mostly one cause a site)
     causes = {}
     for _ in range(draw(st.integers(0, 2)) if on("events") else 0):
         type_ = draw(st.sampled_from([t for t in ("power", "connectivity")
@@ -382,15 +376,19 @@ def fleets(draw, features=ALL):
             if type_ == "power":
                 episode(a, "power", "ac_lost", t, draw(st.sampled_from(POWER_DUR)))
             else:
-                episode(a, "connectivity", causes.setdefault(a.site or a.aid, draw(
-                    st.sampled_from(["isp", "isp", "power", "lan"]))),
-                    t, draw(st.sampled_from(CONN_DUR)))
+                cause = causes.setdefault(a.site or a.aid, draw(
+                    st.sampled_from(["isp", "isp", "power", "lan"])))
+                if draw(st.integers(0, 4)) == 0:
+                    cause = draw(st.sampled_from(INTERNET_CAUSES))
+                episode(a, "connectivity", cause, t, draw(st.sampled_from(CONN_DUR)))
 
-    # bad records, one fault each
+    # bad records, one fault each, with the tags written then or the repaired ones (the checks
+    # come before the repairs: a bad record is rejected for its fault, never repaired)
     a = agents[0]
+    tags = lambda t: draw(st.sampled_from([a.final(t), a.unit(t)]))     # noqa: E731
     for fault in draw(st.lists(st.sampled_from(FAULTS), max_size=6)) if on("faults") else []:
         t = grid()
-        u = a.final(t)
+        u = tags(t)
         if fault == "nan_duration":
             eps.append(Episode(u, "power", "ac_lost", float(t), math.nan))
         elif fault == "inf_obs":
@@ -408,12 +406,12 @@ def fleets(draw, features=ALL):
         elif fault == "absurd_duration":
             eps.append(Episode(u, "power", "ac_lost", float(t), 32.0 * DAY))
         elif fault == "future_episode" and now + 600 < end:
-            eps.append(Episode(a.final(now + 600), "power", "ac_lost", float(now + 600), 100.0))
+            eps.append(Episode(tags(now + 600), "power", "ac_lost", float(now + 600), 100.0))
         elif fault == "future_obs" and (now // HOUR + 2) * HOUR < end:
             h = (now // HOUR + 2) * HOUR
-            obs.append(ObsHour(a.final(h), h, 3600.0))
+            obs.append(ObsHour(tags(h), h, 3600.0))
         elif fault == "future_speed" and now + 900 < end:
-            speeds.append(SpeedTest(a.final(now + 900), float(now + 900), 5e7, 1e7))
+            speeds.append(SpeedTest(tags(now + 900), float(now + 900), 5e7, 1e7))
         elif fault == "unknown_type":
             eps.append(Episode(u, "degraded", "loss", float(t), 100.0))
         elif fault == "unknown_cause":
@@ -421,17 +419,17 @@ def fleets(draw, features=ALL):
         elif fault == "missing_agent":
             eps.append(Episode(Unit("", a.region, a.isp), "power", "ac_lost", float(t), 100.0))
         elif fault == "clock_unset_obs":
-            obs.append(ObsHour(a.final(t), 3600 * 20, 3600.0))
+            obs.append(ObsHour(tags(t), 3600 * 20, 3600.0))
         elif fault == "clock_unset_episode":
-            eps.append(Episode(a.final(t), "power", "host_down", 86400.0 * 3 + 77, 120.0))
+            eps.append(Episode(tags(t), "power", "host_down", 86400.0 * 3 + 77, 120.0))
         elif fault == "negative_obs" and a.watched:
             i = draw(st.sampled_from(sorted(a.watched)))
-            obs.append(ObsHour(a.final(hour(i)), hour(i), -100.0))
+            obs.append(ObsHour(tags(hour(i)), hour(i), -100.0))
         elif fault == "absurd_rtt":
-            pings.append(PingDay(a.final(start), start + (-start % DAY), 30.0, 90.0, 1.0, 100,
+            pings.append(PingDay(tags(start), start + (-start % DAY), 30.0, 90.0, 1.0, 100,
                                  -1.0, 61_000.0))
         elif fault == "absurd_loss":
-            pings.append(PingDay(a.final(start), start + (-start % DAY), 30.0, 90.0, 120.0, 100,
+            pings.append(PingDay(tags(start), start + (-start % DAY), 30.0, 90.0, 120.0, 100,
                                  10.0, 100.0))
         elif fault == "absurd_speed":
             speeds.append(SpeedTest(u, float(t), draw(st.sampled_from([0.0, 2e10])), 1e6))
@@ -821,3 +819,124 @@ def test_floods_keep_the_first_of_the_day():
     expect(ds, {"download_p50_bps": 5e6, "speed_under_threshold_share": 1.0,
                 "internet_outages_per_agent": 1440.0},
            {"flood_speed_tests": 2, "flood_episodes": 2})
+
+
+def test_connectivity_events_count_the_lines_watching_by_their_rounds():
+    # Seven lines, 4 h. Lines 0-3 run rounds all the time. Lines 4-6 are down for power from
+    # 00:50 to 02:00 (host_down, 4,200 s: sustained), so in hour 1 they watch power (host-down
+    # time) but run no rounds. Lines 0-2 lose their ISP at 01:10 (10 s apart, 300 s each): 3 of
+    # the 4 lines running rounds in hour 1 (0.75): a connectivity event; counted against the 7
+    # lines watching power it would be 3 of 7 (0.43), none. The cuts: 3 of 7 lines in hour 0,
+    # no power event. Power-watched time 4 h a line: N = 7, SAIFI 3/7. Round time: lines 4-6
+    # 3,000 + 7,200 s: N = (4 x 14,400 + 3 x 10,200) / 14,400 = 6.125.
+    us = [unit(f"a{i}", site=f"s{i}") for i in range(7)]
+    obs = sum((watch(u, range(4)) for u in us[:4]), ())
+    obs += sum((watch(u, [0], 3000.0) + watch(u, [2, 3]) for u in us[4:]), ())
+    eps = tuple(Episode(u, "power", "host_down", T0 + 3000.0, 4200.0) for u in us[4:])
+    eps += tuple(Episode(u, "connectivity", "isp", T0 + 4200.0 + 10 * i, 300.0)
+                 for i, u in enumerate(us[:3]))
+    ds = Dataset(T0, T0 + 4 * HOUR, obs, eps)
+    expect(ds, {"power_saifi": 3 / 7, "internet_outages_per_agent": 3 / 6.125,
+                "regional_events": 1, "internet_regional_share": 1.0,
+                "power_regional_share": 0.0})
+    got = aggregate(ds, S1, ("region", "isp"), "all", now=ds.end)
+    (e,) = got["events"]
+    assert (e["type"], e["sites_affected"], e["sites_observed"], e["scope"]) == \
+        ("connectivity", 3, 4, "isp")
+
+
+def test_an_outage_clipped_to_begin_after_now_is_not_an_outage():
+    # Window 4 h, the collection runs at 03:00; rounds in hours 0-2 (N = 0.75). An isp outage
+    # from 02:58:20 for 600 s counts 100 s (window_clipped). A lan outage from 02:59:10 for
+    # 1,000 s began before it ended: clipped to begin at 03:08:20 (overlap_clipped), after
+    # now: window_clipped only, no outage, not unwatched. A cut dated 100 s after now (within
+    # the 5 minutes allowed): window_clipped only, no interruption.
+    u = unit()
+    now = T0 + 3 * HOUR
+    ds = Dataset(T0, T0 + 4 * HOUR, watch(u, range(3)),
+                 (Episode(u, "connectivity", "isp", now - 100.0, 600.0),
+                  Episode(u, "connectivity", "lan", now - 50.0, 1000.0),
+                  Episode(u, "power", "ac_lost", now + 100.0, 600.0)))
+    expect(ds, {"internet_outages_per_agent": 1 / 0.75,
+                "internet_outages_per_agent_lan": 0.0,
+                "internet_outage_min_per_agent": 100 / 60 / 0.75,
+                "power_saifi": 0.0, "power_maifi": 0.0},
+           {"window_clipped": 3, "overlap_clipped": 1, "unwatched": 0}, now=now)
+
+
+def test_equal_starts_behind_one_router_take_the_longer_then_the_cause_order():
+    # Agents a and b share a router (one line, 4 h: N = 1). At 00:16:40 a's isp outage and b's
+    # lan outage, 600 s each: lan comes first in the cause order, whichever agent wrote it. At
+    # 02:30 a's dns outage of 900 s and b's power outage of 300 s: the longer (dns) is the
+    # first. Power: a's host_down and b's ac_lost at 01:23:20, 600 s each: one cut. Three
+    # episodes merged into others: site_merged 3.
+    a, b = unit("a", site="s"), unit("b", site="s")
+    ds = Dataset(T0, T0 + 4 * HOUR, watch(a, range(4)) + watch(b, range(4)),
+                 (Episode(a, "connectivity", "isp", T0 + 1000.0, 600.0),
+                  Episode(b, "connectivity", "lan", T0 + 1000.0, 600.0),
+                  Episode(a, "connectivity", "dns", T0 + 9000.0, 900.0),
+                  Episode(b, "connectivity", "power", T0 + 9000.0, 300.0),
+                  Episode(a, "power", "host_down", T0 + 5000.0, 600.0),
+                  Episode(b, "power", "ac_lost", T0 + 5000.0, 600.0)))
+    expect(ds, {"internet_outages_per_agent": 2.0, "internet_outages_per_agent_lan": 1.0,
+                "internet_outages_per_agent_isp": 0.0, "internet_outages_per_agent_dns": 1.0,
+                "internet_outages_per_agent_power": 0.0, "internet_outage_min_per_agent": 25.0,
+                "power_saifi": 1.0, "power_saidi_min": 10.0},
+           {"site_merged": 3})
+
+
+def test_each_record_repaired_counts_whatever_happens_to_it_later():
+    # Agent a wrote hours 0-1 and its first episodes before its region and site were set (no
+    # region, no site), then PK-PB and site s. Records repaired: hour 0, hour 1 written twice
+    # (3,600 + 600 s: observed_clipped), an isp outage 00:01:40-00:11:40, another inside it
+    # (overlap_dropped), and two touching cuts 00:16:40-00:21:40-00:26:40 (power_merged): 7
+    # records, each retagged and site_retagged once. One line, 4 h: N = 1; one outage of
+    # 10 min; one sustained cut of 10 min.
+    old, new = unit(region="", site=""), unit(site="s")
+    ds = Dataset(T0, T0 + 4 * HOUR,
+                 watch(old, [0, 1]) + watch(old, [1], 600.0) + watch(new, [2, 3]),
+                 (Episode(old, "connectivity", "isp", T0 + 100.0, 600.0),
+                  Episode(old, "connectivity", "lan", T0 + 200.0, 100.0),
+                  Episode(old, "power", "ac_lost", T0 + 1000.0, 300.0),
+                  Episode(old, "power", "ac_lost", T0 + 1300.0, 300.0)))
+    expect(ds, {"agent_hours": 4.0, "sites": 1, "internet_outages_per_agent": 1.0,
+                "internet_outage_min_per_agent": 10.0, "power_saifi": 1.0,
+                "power_saidi_min": 10.0},
+           {"retagged": 7, "site_retagged": 7, "overlap_dropped": 1, "power_merged": 1,
+            "observed_clipped": 1})
+
+
+def test_values_that_are_missing_or_not_numbers():
+    # One line, 24 h from 00:00 UTC. Latency: a good day (p50 20 ms); a day without its median
+    # (missing_value); a day whose loss is NaN (not_a_number). Speed tests: a good one (5 Mbit/s),
+    # one without its download (missing_value), one whose upload is NaN (not_a_number).
+    u = unit()
+    ds = Dataset(T0, T0 + 24 * HOUR, watch(u, range(24)), (),
+                 (PingDay(u, T0, 20.0, 50.0, 1.0, 100, 5.0, 80.0),
+                  PingDay(unit("b", site="sb"), T0, None, 50.0, 1.0, 100, 5.0, 80.0),
+                  PingDay(unit("c", site="sc"), T0, 30.0, 60.0, math.nan, 100, 5.0, 80.0)),
+                 (SpeedTest(u, T0 + 600.0, 5e6, 1e6),
+                  SpeedTest(u, T0 + 900.0, None, 1e6),
+                  SpeedTest(u, T0 + 1200.0, 9e7, math.nan)))
+    expect(ds, {"rtt_p50_ms": 20.0, "rtt_p50_ms_sites": 1, "loss_pct": 1.0,
+                "download_p50_bps": 5e6, "speed_under_threshold_share": 1.0},
+           {"missing_value": 2, "not_a_number": 2})
+
+
+def test_an_event_not_listed_still_counts_in_the_cells():
+    # Five lines, 4 h; lines 3 and 4 do not watch in hour 1. At 01:10 lines 0-2 lose power
+    # (10 s apart, 600 s each): 3 of the 3 lines watching in that hour, an event, but fewer
+    # than min_agents (5) lines watched then: not listed, counted in events_suppressed. The
+    # cell (5 lines, each watching 3 h or more) is published; its 3 interruptions were part
+    # of a regional event: regional_events 1, power_regional_share 1.
+    us = [unit(f"a{i}", site=f"s{i}") for i in range(5)]
+    obs = sum((watch(u, range(4)) for u in us[:3]), ()) + \
+        sum((watch(u, [0, 2, 3]) for u in us[3:]), ())
+    eps = tuple(Episode(u, "power", "ac_lost", T0 + 4200.0 + 10 * i, 600.0)
+                for i, u in enumerate(us[:3]))
+    ds = Dataset(T0, T0 + 4 * HOUR, obs, eps)
+    st5 = Settings(min_agents=5, min_watch_h=1.0, bootstrap=BOOT)
+    expect(ds, {"sites": 5, "regional_events": 1, "power_regional_share": 1.0,
+                "power_saifi": 3 / (18 / 4)}, st_=st5)
+    got = aggregate(ds, st5, ("region", "isp"), "all", now=ds.end)
+    assert got["events"] == [] and got["events_suppressed"] == 1
