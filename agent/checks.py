@@ -12,8 +12,8 @@ import stat
 
 from agent.clock import SystemClock
 from agent.config import Config
-from agent.secret import redact_value
-from agent.words import plural
+from kit.secret import redact_value
+from kit.words import plural
 
 
 def _r(name: str, result: str, detail: str, fix: str = "") -> dict:
@@ -112,7 +112,7 @@ def check_store(cfg: Config) -> list[dict]:
     import json
 
     from agent import lock
-    from agent.errors import StoreCorrupt, StoreError, StoreMissing, os_error_line
+    from kit.errors import StoreCorrupt, StoreError, StoreMissing, os_error_line
     from agent.store import STATE_RECOVERED, Store
 
     held = lock.holder(cfg.state_dir)
@@ -193,7 +193,7 @@ def check_ups(cfg: Config) -> list[dict]:
     """The UPS server, read once as the agent reads it, after where its password is kept."""
     if not cfg.power.ups:
         return [_r("ups", "ok", "none configured (power.ups)")]
-    from agent.errors import ConfigError
+    from kit.errors import ConfigError
     from agent.probes.ups import PASSWORD_PLACES, NutError, load_url, measure
 
     try:
@@ -233,8 +233,8 @@ def check_influx(cfg: Config) -> list[dict]:
     """The server: URL (``/ping``), credentials and bucket/database (an empty write, which the
     server authorises and routes like a real one but which stores nothing), each its own row, so
     the one that is wrong is named; then the agent's forwarding state from the store."""
-    from agent.errors import ConfigError
-    from agent.influx import Sink, api_for_version, auth_header, load_token, target_for
+    from kit.errors import ConfigError
+    from kit.influx import Sink, api_for_version, auth_header, load_token, target_for
 
     i = cfg.influx
     if not i.url:
@@ -338,7 +338,7 @@ def check_speedtest(cfg: Config) -> dict:
 def _forward_state(cfg: Config) -> dict:
     import json
 
-    from agent.errors import StoreError
+    from kit.errors import StoreError
     from agent.store import Store
 
     try:

@@ -19,10 +19,11 @@ from pathlib import Path
 import click
 
 from agent import __version__
-from agent.errors import ConfigError, LinewatchError, os_error_line
-from agent.secret import redact_value
+from kit import definitions
+from kit.errors import ConfigError, LinewatchError, os_error_line
+from kit.secret import redact_value
 from agent.status import dns_row, episode_json, iso, ping_row
-from agent.words import plural, thin_watch
+from kit.words import plural, thin_watch
 
 config_option = click.option(
     "--config", "config_path", metavar="PATH", envvar=None,
@@ -381,24 +382,26 @@ def report(config_path, since, until, out, tz, work_hours):
     to attach to a complaint to your ISP. Made from the local store; nothing is sent anywhere."""
     import time
 
-    from agent.errors import SourceError
-    from agent.files import write_atomic
+    from kit.errors import SourceError
+    from kit.files import write_atomic
     from agent.store import DB_NAME
-    from collector import config as cconfig, line, page
+    from agent.report import line
+    from collector import page
+    from kit import configkit
 
     cfg = _load(config_path)
     now = time.time()
     try:
-        end = cconfig.parse_when(until, now) if until else now
-        start = cconfig.parse_when(since, end)
+        end = configkit.parse_when(until, now) if until else now
+        start = configkit.parse_when(since, end)
     except ValueError as exc:
         _fail(str(exc), 2)
     try:
-        work = cconfig.parse_work_hours(work_hours, overnight=True)
+        work = configkit.parse_work_hours(work_hours, overnight=True)
     except ValueError as exc:
         _fail(f"--work-hours {work_hours}: {exc}", 2)
     try:
-        cconfig.check_zone(tz)
+        configkit.check_zone(tz)
     except ValueError as exc:
         _fail(f"--timezone {tz}: {exc}", 2)
     if start >= end:
@@ -502,7 +505,7 @@ def outages(config_path, since, types, as_json, as_csv):
     except ValueError as exc:
         _fail(f"--since: {exc}", 2)
     from agent import lock
-    from agent.errors import StoreMissing
+    from kit.errors import StoreMissing
     from agent.store import Store
 
     try:
@@ -594,7 +597,7 @@ def check(config_path, as_json):
 def init(config_path, region, city, isp, access, force):
     """Write a commented config file; asks for region, city, ISP and access type."""
     from agent import config
-    from agent.files import write_atomic
+    from kit.files import write_atomic
 
     path, _ = config.resolve_path(config_path)
     if path.exists() and not force:
@@ -637,7 +640,7 @@ def _init_label(key: str) -> str:
         "region": "Region (a name such as Punjab or KPK, or a code; Enter to skip)",
         "city": "City (Enter to skip)",
         "isp": 'Internet provider ("auto": the name speed tests report; Enter to skip)',
-        "access": "Access type (" + ", ".join(config.ACCESS_TYPES) + "; Enter to skip)",
+        "access": "Access type (" + ", ".join(definitions.ACCESS_TYPES) + "; Enter to skip)",
     }[key]
 
 
@@ -647,8 +650,8 @@ def _init_answer(key: str, text: str) -> tuple[str, bool]:
     from agent import config
 
     if key == "region":
-        return config.region_code(text)
-    value = config.access_type(text) if key == "access" else text.strip()
+        return definitions.region_code(text)
+    value = definitions.access_type(text) if key == "access" else text.strip()
     problem = config.check_value("agent", key, value) if value else None
     if problem:
         raise ValueError(f"{redact_value(text.strip())!r}: {problem}")
@@ -661,7 +664,7 @@ def _init_flag(key: str, text: str) -> str:
 
     value, confirm = _init_answer(key, text)
     if confirm:
-        name = config.PK_REGIONS[value]
+        name = definitions.PK_REGIONS[value]
         raise ValueError(f"{text.strip()} is a city, not a region; if it is the one in {name}, "
                          f"use --region {value} (or {name})")
     return value
@@ -675,7 +678,7 @@ def _init_ask(keys: list[str]) -> dict[str, str]:
     city = ""  # a city typed as the region is offered as the city
     for key in keys:
         if key == "region":
-            click.echo("Regions: " + ", ".join(f"{k} {v}" for k, v in config.PK_REGIONS.items()))
+            click.echo("Regions: " + ", ".join(f"{k} {v}" for k, v in definitions.PK_REGIONS.items()))
         offered = city if key == "city" else ""
         label = "City" if offered else _init_label(key)
         while True:
@@ -686,7 +689,7 @@ def _init_ask(keys: list[str]) -> dict[str, str]:
                 click.echo(f"  {exc}")
                 continue
             if confirm:
-                name = config.PK_REGIONS[value]
+                name = definitions.PK_REGIONS[value]
                 if not click.confirm(f"  {text.strip()} is in {name} ({value}). Use {value}?",
                                      default=True):
                     continue

@@ -22,55 +22,19 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from agent.errors import ConfigError
-from agent.secret import redact_value
+from kit.configkit import (Check, all_of, at_least, between, default_of, each, max_len, one_of, opt,
+                           parses, problem_of, sections_of, show, toml_value, wrap)
+from kit.definitions import ACCESS_TYPES, PK_REGIONS, REGION_RE, access_type, pk_codes_named, region_code
+from kit.errors import ConfigError
+from kit.influx import InfluxSection
 
-# Pakistan's ISO 3166-2 codes; any other well-formed ISO 3166-2 code is accepted too.
-PK_REGIONS: dict[str, str] = {
-    "PK-PB": "Punjab",
-    "PK-SD": "Sindh",
-    "PK-KP": "Khyber Pakhtunkhwa",
-    "PK-BA": "Balochistan",
-    "PK-IS": "Islamabad Capital Territory",
-    "PK-GB": "Gilgit-Baltistan",
-    "PK-JK": "Azad Jammu and Kashmir",
-}
-ACCESS_TYPES: tuple[str, ...] = (
-    "fibre", "dsl", "cable", "mobile", "hotspot", "wireless", "satellite", "other",
-)
 ECHO_METHODS: tuple[str, ...] = ("auto", "icmp_dgram", "icmp_raw", "tcp")
 
-_REGION_RE = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-Check = Callable[[Any], str | None]  # returns what was expected when the value is wrong
-
-
-def _opt(default: Any, doc: str, check: Check | None = None, example: Any = None) -> Any:
-    """A config field: its default, its one-paragraph doc and an optional value check."""
-    meta = {"doc": doc, "check": check, "example": example}
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda d=tuple(default): d, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 # -- value checks: each returns None when fine, else what was expected -----------------------
-
-def _at_least(lo: float) -> Check:
-    return lambda v: None if v >= lo else f"must be >= {lo:g}"
-
-
-def _between(lo: float, hi: float) -> Check:
-    return lambda v: None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}"
-
-
-def _one_of(*choices: str) -> Check:
-    return lambda v: None if v in choices else "must be one of " + ", ".join(f'"{c}"' for c in choices)
-
-
-def _max_len(n: int) -> Check:
-    return lambda v: None if len(v) <= n and "\n" not in v else f"must be one line of at most {n} characters"
-
 
 def _check_id(v: str) -> str | None:
     if v == "" or _ID_RE.match(v):
@@ -90,8 +54,8 @@ def _check_region(v: str) -> str | None:
     if v == "" or v in PK_REGIONS:
         return None
     if v.startswith("PK-"):
-        return "must be one of Pakistan's ISO 3166-2 codes (" + _pk_codes_named() + ")"
-    if _REGION_RE.match(v):
+        return "must be one of Pakistan's ISO 3166-2 codes (" + pk_codes_named() + ")"
+    if REGION_RE.match(v):
         return None
     try:
         code, _ = region_code(v)
@@ -99,10 +63,6 @@ def _check_region(v: str) -> str | None:
         return ("must be an ISO 3166-2 code such as PK-PB (Punjab); Pakistan's are "
                 + ", ".join(sorted(PK_REGIONS)))
     return f'must be an ISO 3166-2 code: "{code}" for {PK_REGIONS.get(code, code)}'
-
-
-def _pk_codes_named() -> str:
-    return ", ".join(f"{c} {PK_REGIONS[c]}" for c in sorted(PK_REGIONS))
 
 
 def _check_access(v: str) -> str | None:
@@ -129,193 +89,85 @@ def _check_gateway(v: str) -> str | None:
     return None if _check_ip(v) is None else 'must be "auto", "off" or an IP address'
 
 
-def _each(check: Check) -> Check:
-    def run(values: tuple) -> str | None:
-        for i, v in enumerate(values):
-            problem = check(v)
-            if problem:
-                return f"[{i}] {_show(v)}: {problem}"
-        return None
-    return run
-
-
-def _parses(module: str, func: str, allow_empty: bool = False) -> Check:
-    """A check that runs ``module.func(value)`` (imported on first use, so the config stays
-    light) and reports the ValueError it raises."""
-    def check(v: str) -> str | None:
-        if allow_empty and v == "":
-            return None
-        import importlib
-
-        try:
-            getattr(importlib.import_module(module), func)(v)
-        except ValueError as exc:
-            return str(exc)
-        return None
-    return check
-
-
-_check_target = _parses("agent.probes.target", "parse_target")
-_check_dns_name = _parses("agent.probes.dns", "validate_name")
-_check_ups = _parses("agent.probes.ups", "check_nut_url", allow_empty=True)
-_check_tag = _parses("agent.lineproto", "check_tag_value", allow_empty=True)
-_check_influx_url = _parses("agent.influx", "parse_url", allow_empty=True)
-
-
-def _all(*checks: Check) -> Check:
-    def run(v: Any) -> str | None:
-        for c in checks:
-            problem = c(v)
-            if problem:
-                return problem
-        return None
-    return run
-
-
-# -- regions and access types as people type them -------------------------------------------
-
-# What people type for a region, compared without case, spaces or punctuation ("Khyber-Pakhtunkhwa"
-# = "khyber pakhtunkhwa"): names, old names, abbreviations, the code without "PK-", Urdu names.
-_PK_NAMES: dict[str, tuple[str, ...]] = {
-    "PK-PB": ("punjab", "pb", "پنجاب"),
-    "PK-SD": ("sindh", "sind", "sd", "سندھ"),
-    "PK-KP": ("khyberpakhtunkhwa", "khyberpakhtoonkhwa", "pakhtunkhwa", "kpk", "kp", "nwfp",
-              "northwestfrontierprovince", "خیبرپختونخوا"),
-    "PK-BA": ("balochistan", "baluchistan", "ba", "بلوچستان"),
-    "PK-IS": ("islamabad", "islamabadcapitalterritory", "ict", "isb", "is", "اسلامآباد"),
-    "PK-GB": ("gilgitbaltistan", "gb", "northernareas", "گلگتبلتستان"),
-    "PK-JK": ("azadjammuandkashmir", "azadjammukashmir", "azadkashmir", "ajk", "jk", "آزادکشمیر"),
-}
-# Cities name their province only with the user's yes: a Hyderabad may be in India.
-_PK_CITIES: dict[str, tuple[str, ...]] = {
-    "PK-SD": ("karachi", "hyderabad", "sukkur", "larkana", "کراچی", "حیدرآباد"),
-    "PK-PB": ("lahore", "faisalabad", "rawalpindi", "multan", "gujranwala", "sialkot", "bahawalpur",
-              "sargodha", "لاہور", "فیصلآباد", "راولپنڈی", "ملتان"),
-    "PK-KP": ("peshawar", "mardan", "abbottabad", "پشاور"),
-    "PK-BA": ("quetta", "کوئٹہ"),
-    "PK-GB": ("gilgit", "skardu"),
-    "PK-JK": ("muzaffarabad", "mirpur"),
-}
-_NAME_TO_CODE = {n: c for c, names in _PK_NAMES.items() for n in names}
-_CITY_TO_CODE = {n: c for c, names in _PK_CITIES.items() for n in names}
-_ACCESS_ALIASES = {"fiber": "fibre", "ftth": "fibre", "adsl": "dsl", "vdsl": "dsl"}
-
-
-def _name_key(text: str) -> str:
-    return re.sub(r"[\W_]+", "", text.casefold())
-
-
-def region_code(text: str) -> tuple[str, bool]:
-    """The ISO 3166-2 code for a region as people type it, and whether to ask before using it.
-
-    ``"PK-PB"``, ``"pk-pb"``, ``"Punjab"``, ``"KPK"``, ``"Islamabad"``: the code, no question.
-    A major city (``"Karachi"``) gives its province's code with ``True``: the caller confirms.
-    Another country's well-formed code is taken as it is. ``""`` gives ``("", False)``.
-    Raises ValueError (a sentence for the user) for anything else, and for a ``PK-`` code that is
-    not in ISO 3166-2:PK."""
-    text = text.strip()
-    if not text:
-        return "", False
-    upper = text.upper()
-    if _REGION_RE.match(upper):
-        if upper.startswith("PK-") and upper not in PK_REGIONS:
-            raise ValueError(f"{text} is not one of Pakistan's ISO 3166-2 codes ({_pk_codes_named()})")
-        return upper, False
-    key = _name_key(text)
-    if key in _NAME_TO_CODE:
-        return _NAME_TO_CODE[key], False
-    if key.startswith("pk") and f"PK-{key[2:].upper()}" in PK_REGIONS:  # "PK PB", "pkpb"
-        return f"PK-{key[2:].upper()}", False
-    if key in _CITY_TO_CODE:
-        return _CITY_TO_CODE[key], True
-    raise ValueError(f"{_show(text)} is not a region linewatch knows: expected a province or territory "
-                     "(Punjab, Sindh, KPK, Balochistan, Islamabad, GB, AJK) or an ISO 3166-2 code "
-                     "(" + ", ".join(sorted(PK_REGIONS)) + ")")
-
-
-def access_type(text: str) -> str:
-    """One of ACCESS_TYPES for an access type typed in any case (``"DSL"``, ``"Fiber"``);
-    ``""`` stays empty. Raises ValueError (a sentence for the user) for anything else."""
-    value = text.strip().lower()
-    value = _ACCESS_ALIASES.get(value, value)
-    if value and value not in ACCESS_TYPES:
-        raise ValueError(f"{_show(text.strip())} is not an access type: one of " + ", ".join(ACCESS_TYPES))
-    return value
+_check_target = parses("agent.probes.target", "parse_target")
+_check_dns_name = parses("agent.probes.dns", "validate_name")
+_check_ups = parses("agent.probes.ups", "check_nut_url", allow_empty=True)
+_check_tag = parses("kit.lineproto", "check_tag_value", allow_empty=True)
 
 
 # -- the tree ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class AgentSection:
-    id: str = _opt("", "This agent's id, sent as the `agent` tag. Empty: a random id, made once "
+    id: str = opt("", "This agent's id, sent as the `agent` tag. Empty: a random id, made once "
                    "and kept in the state dir. Never the hostname.", _check_id)
-    region: str = _opt("", "ISO 3166-2 region code: PK-PB Punjab, PK-SD Sindh, PK-KP Khyber "
+    region: str = opt("", "ISO 3166-2 region code: PK-PB Punjab, PK-SD Sindh, PK-KP Khyber "
                        "Pakhtunkhwa, PK-BA Balochistan, PK-IS Islamabad, PK-GB Gilgit-Baltistan, "
                        "PK-JK Azad Jammu and Kashmir (another country's code is taken by its "
                        "shape). `linewatch init` also takes names: Punjab, KPK, Islamabad.",
                        _check_region, "PK-PB")
-    city: str = _opt("", "City or town, free text (any script).", _all(_max_len(64), _check_tag),
+    city: str = opt("", "City or town, free text (any script).", all_of(max_len(64), _check_tag),
                      "Lahore")
-    isp: str = _opt("", "Internet provider's name, free text; \"auto\": the name speedtest.net "
+    isp: str = opt("", "Internet provider's name, free text; \"auto\": the name speedtest.net "
                     "reports for this line (after the first speed test).",
-                    _all(_max_len(64), _check_tag), "PTCL")
-    access: str = _opt("", "Access type: " + ", ".join(ACCESS_TYPES) + ".", _check_access, "fibre")
-    site: str = _opt("", "The line this agent watches, sent as the `site` tag: agents with one "
+                    all_of(max_len(64), _check_tag), "PTCL")
+    access: str = opt("", "Access type: " + ", ".join(ACCESS_TYPES) + ".", _check_access, "fibre")
+    site: str = opt("", "The line this agent watches, sent as the `site` tag: agents with one "
                      "site count once in regional figures. Empty: a one-way hash of the "
                      "gateway's hardware address (the address itself is never stored or sent), "
                      "or the agent's id when that address cannot be seen (no gateway, a VPN, "
                      "not Linux). Letters, digits, '.', '_', '-'.", _check_site)
-    state_dir: str = _opt("", "Where the local store lives. Empty: $STATE_DIRECTORY when systemd "
+    state_dir: str = opt("", "Where the local store lives. Empty: $STATE_DIRECTORY when systemd "
                           "sets it, else the platform's user data dir.")
-    procfs: str = _opt("/proc", "Root of the proc filesystem the agent reads the host from.")
-    sysfs: str = _opt("/sys", "Root of the sys filesystem the agent reads the host from.")
-    rundir: str = _opt("/run", "Root of the runtime dir where time-sync services leave their flags "
+    procfs: str = opt("/proc", "Root of the proc filesystem the agent reads the host from.")
+    sysfs: str = opt("/sys", "Root of the sys filesystem the agent reads the host from.")
+    rundir: str = opt("/run", "Root of the runtime dir where time-sync services leave their flags "
                        "(systemd-timesyncd's timesync/synchronized).")
 
 
 @dataclass(frozen=True)
 class ProbeSection:
-    interval_s: float = _opt(10.0, "Seconds between probe rounds.", _at_least(1))
-    timeout_s: float = _opt(2.0, "Seconds to wait for each echo reply and each DNS answer. "
+    interval_s: float = opt(10.0, "Seconds between probe rounds.", at_least(1))
+    timeout_s: float = opt(2.0, "Seconds to wait for each echo reply and each DNS answer. "
                             "Unset: 2, or half of interval_s when that is shorter. A value set "
-                            "here must be shorter than interval_s.", _between(0.05, 60))
-    count: int = _opt(3, "Echoes per target per round (loss and jitter need several). Each echo "
+                            "here must be shorter than interval_s.", between(0.05, 60))
+    count: int = opt(3, "Echoes per target per round (loss and jitter need several). Each echo "
                       "is under 100 bytes; at the defaults the internet targets cost about 150 MB "
-                      "a month, so lower this on a metered line.", _between(1, 100))
-    gateway: str = _opt("auto", '"auto" (the default route\'s gateway), "off", or an address.',
+                      "a month, so lower this on a metered line.", between(1, 100))
+    gateway: str = opt("auto", '"auto" (the default route\'s gateway), "off", or an address.',
                         _check_gateway)
-    targets: tuple[str, ...] = _opt(("1.1.1.1", "8.8.8.8"), "Internet targets: IP addresses "
+    targets: tuple[str, ...] = opt(("1.1.1.1", "8.8.8.8"), "Internet targets: IP addresses "
                                     "(echo) or address:port (always TCP connect). IPv6 as "
-                                    "[addr]:port.", _each(_check_target))
-    dns_names: tuple[str, ...] = _opt(("google.com",), "Names resolved every round.",
-                                      _each(_check_dns_name))
-    dns_servers: tuple[str, ...] = _opt((), "DNS servers to ask. Empty: the system's (from "
-                                        "/etc/resolv.conf).", _each(_check_ip))
-    method: str = _opt("auto", 'Echo method: "auto" picks unprivileged ICMP, then raw ICMP, then '
-                       "TCP connect; or force icmp_dgram, icmp_raw or tcp.", _one_of(*ECHO_METHODS))
-    tcp_port: int = _opt(443, "Port for TCP-connect timing when ICMP is not permitted.",
-                         _between(1, 65535))
-    netio_interval_s: float = _opt(60.0, "Seconds between interface byte-counter readings.",
-                                   _at_least(5))
+                                    "[addr]:port.", each(_check_target))
+    dns_names: tuple[str, ...] = opt(("google.com",), "Names resolved every round.",
+                                      each(_check_dns_name))
+    dns_servers: tuple[str, ...] = opt((), "DNS servers to ask. Empty: the system's (from "
+                                        "/etc/resolv.conf).", each(_check_ip))
+    method: str = opt("auto", 'Echo method: "auto" picks unprivileged ICMP, then raw ICMP, then '
+                       "TCP connect; or force icmp_dgram, icmp_raw or tcp.", one_of(*ECHO_METHODS))
+    tcp_port: int = opt(443, "Port for TCP-connect timing when ICMP is not permitted.",
+                         between(1, 65535))
+    netio_interval_s: float = opt(60.0, "Seconds between interface byte-counter readings.",
+                                   at_least(5))
 
 
 @dataclass(frozen=True)
 class OutageSection:
-    open_after: int = _opt(3, "Consecutive failed rounds that open an outage episode.", _between(1, 1000))
-    close_after: int = _opt(2, "Consecutive good rounds that close it.", _between(1, 1000))
-    momentary_max_s: float = _opt(300.0, "Episodes this long or shorter are momentary, longer ones "
-                                  "sustained (IEEE 1366).", _at_least(0))
-    degraded_loss_pct: float = _opt(20.0, "A round is degraded when even the best internet target "
-                                    "lost at least this share of echoes.", _between(0, 100))
-    degraded_rtt_ms: float = _opt(500.0, "... or when even the best target's average RTT is at "
-                                  "least this.", _at_least(1))
+    open_after: int = opt(3, "Consecutive failed rounds that open an outage episode.", between(1, 1000))
+    close_after: int = opt(2, "Consecutive good rounds that close it.", between(1, 1000))
+    momentary_max_s: float = opt(300.0, "Episodes this long or shorter are momentary, longer ones "
+                                  "sustained (IEEE 1366).", at_least(0))
+    degraded_loss_pct: float = opt(20.0, "A round is degraded when even the best internet target "
+                                    "lost at least this share of echoes.", between(0, 100))
+    degraded_rtt_ms: float = opt(500.0, "... or when even the best target's average RTT is at "
+                                  "least this.", at_least(1))
 
 
 @dataclass(frozen=True)
 class PowerSection:
-    battery: str = _opt("auto", '"auto": watch the laptop\'s AC adapter and battery when there is '
-                        'one; "off": do not.', _one_of("auto", "off"))
-    ups: str = _opt("", "A UPS through Network UPS Tools: nut://[user@]host[:3493]/upsname. "
+    battery: str = opt("auto", '"auto": watch the laptop\'s AC adapter and battery when there is '
+                        'one; "off": do not.', one_of("auto", "off"))
+    ups: str = opt("", "A UPS through Network UPS Tools: nut://[user@]host[:3493]/upsname. "
                     "Empty: no UPS. Reading needs no credentials (upsd checks them only for "
                     "commands) and NUT sends them in clear text: leave them out unless your server "
                     "requires them. With a user, keep the password out of this file (which the "
@@ -324,93 +176,55 @@ class PowerSection:
                     "nut://user:password@host/ups works too, and `run` and `check` warn while "
                     "this file is readable by others. The password is never printed.", _check_ups,
                     "nut://localhost/ups")
-    ups_password_file: str = _opt("", "File holding the password of the user power.ups names "
+    ups_password_file: str = opt("", "File holding the password of the user power.ups names "
                                   "(one line; keep it private: chmod 600). The password is read "
                                   "from $LINEWATCH_UPS_PASSWORD first, then this file, then the "
                                   "systemd credential ups-password ($CREDENTIALS_DIRECTORY).",
                                   example="/etc/linewatch/ups-password")
-    poll_s: float = _opt(5.0, "Seconds between readings of the AC adapter and the UPS; a power cut "
-                         "is recorded within one of these.", _between(0.5, 300))
+    poll_s: float = opt(5.0, "Seconds between readings of the AC adapter and the UPS; a power cut "
+                         "is recorded within one of these.", between(0.5, 300))
 
 
 @dataclass(frozen=True)
 class StoreSection:
-    retention_days: float = _opt(90.0, "Raw rounds older than this are deleted; episodes are kept "
-                                 "forever.", _at_least(1))
-    max_size_mb: float = _opt(1024.0, "Size cap of the local store; past it the oldest raw rounds "
-                              "go first (counted in the agent's self-metrics).", _at_least(10))
-
-
-@dataclass(frozen=True)
-class InfluxSection:
-    url: str = _opt("", "InfluxDB to forward to: http(s)://host:port, e.g. http://localhost:8086 "
-                    "or an InfluxDB Cloud URL. Empty: nothing is forwarded and the local store "
-                    "keeps everything (it is the outbox either way: rows recorded while the server "
-                    "was unreachable go out later, oldest first).", _check_influx_url,
-                    "http://localhost:8086")
-    api: str = _opt("auto", '"auto" asks the server\'s /ping for its version: InfluxDB 1.x older '
-                    'than 1.8 gets the v1 /write endpoint, everything else (1.8+, 2.x, 3.x, Cloud) '
-                    '/api/v2/write. "v2" or "v1" forces one.', _one_of("auto", "v2", "v1"))
-    org: str = _opt("", "Organisation (InfluxDB 2.x and Cloud; ignored by 1.8 and 3.x).",
-                    _max_len(256), "my-org")
-    bucket: str = _opt("", "Bucket for /api/v2/write (InfluxDB 2.x, Cloud; the database on 3.x). "
-                       "Empty with a database set: database/retention_policy, as InfluxDB 1.8+ "
-                       "expects.", _max_len(256), "linewatch")
-    database: str = _opt("", "Database for InfluxDB 1.x (the v1 /write endpoint).", _max_len(256),
-                         "linewatch")
-    retention_policy: str = _opt("", "Retention policy for InfluxDB 1.x; empty: the database's "
-                                 "default.", _max_len(256))
-    token_file: str = _opt("", "File holding the token (InfluxDB 2.x/3.x/Cloud) or user:password "
-                           "(InfluxDB 1.x). The token is read from $LINEWATCH_INFLUX_TOKEN first, "
-                           "then this file, then the systemd credential influx-token "
-                           "($CREDENTIALS_DIRECTORY). It is never taken from the command line and "
-                           "never printed; keep the file private (chmod 600).",
-                           example="/etc/linewatch/influx-token")
-    verify_tls: bool = _opt(True, "Verify the server's TLS certificate. Set false only for a "
-                            "server you trust on a network you trust: the token crosses it.")
-    ca_file: str = _opt("", "PEM file with the CA that signed the server's certificate (a private "
-                        "CA): better than turning verify_tls off.")
-    timeout_s: float = _opt(10.0, "Seconds to wait for the server's answer to one write.",
-                            _between(1, 300))
-    batch_size: int = _opt(5000, "Lines per write request (the backlog after an outage goes out "
-                           "in batches of this size).", _between(1, 100_000))
-    gzip: bool = _opt(True, "Compress write requests (about 10x less data on the line).")
-    push_interval_s: float = _opt(10.0, "Seconds between forwarding attempts while the server "
-                                  "answers (after errors the agent backs off).", _between(1, 3600))
+    retention_days: float = opt(90.0, "Raw rounds older than this are deleted; episodes are kept "
+                                 "forever.", at_least(1))
+    max_size_mb: float = opt(1024.0, "Size cap of the local store; past it the oldest raw rounds "
+                              "go first (counted in the agent's self-metrics).", at_least(10))
 
 
 def _check_server_id(v: str) -> str | None:
     return None if v.isdigit() and len(v) <= 9 else "must be a speedtest.net server id (digits)"
 
 
-_check_cron = _parses("agent.speedplan", "check_cron", allow_empty=True)
-_check_speed_url = _parses("agent.probes.speedtest", "parse_server_url", allow_empty=True)
+_check_cron = parses("agent.speedplan", "check_cron", allow_empty=True)
+_check_speed_url = parses("agent.probes.speedtest", "parse_server_url", allow_empty=True)
 
 
 @dataclass(frozen=True)
 class SpeedtestSection:
-    enabled: bool = _opt(True, "Run speed tests on a schedule (each moves tens of MB, about 1 GB "
+    enabled: bool = opt(True, "Run speed tests on a schedule (each moves tens of MB, about 1 GB "
                          "on a gigabit line; the monthly budget below caps the total).")
-    server_ids: tuple[str, ...] = _opt((), "speedtest.net server ids to choose from (the one "
+    server_ids: tuple[str, ...] = opt((), "speedtest.net server ids to choose from (the one "
                                        "with the lowest latency is used). Empty: the nearest.",
-                                       _each(_check_server_id))
-    exclude_ids: tuple[str, ...] = _opt((), "speedtest.net server ids never to use.",
-                                        _each(_check_server_id))
-    server_url: str = _opt("", "Your own speed-test server instead of speedtest.net: the URL of "
+                                       each(_check_server_id))
+    exclude_ids: tuple[str, ...] = opt((), "speedtest.net server ids never to use.",
+                                        each(_check_server_id))
+    server_url: str = opt("", "Your own speed-test server instead of speedtest.net: the URL of "
                            "its upload endpoint, as in speedtest.net server lists "
                            "(http://host:port/speedtest/upload.php); latency.txt and the "
                            "randomNxN.jpg files sit beside it. Nothing then goes to speedtest.net.",
                            _check_speed_url, "http://speed.example.org:8080/speedtest/upload.php")
-    mean_interval_h: float = _opt(6.0, "Mean hours between tests, drawn from an exponential "
+    mean_interval_h: float = opt(6.0, "Mean hours between tests, drawn from an exponential "
                                   "distribution and clamped to 36 minutes .. 15 hours (M-Lab's "
-                                  "guidance: tests spread evenly over the day).", _between(1, 168))
-    cron: str = _opt("", "Fixed times instead, as a crontab line in the machine's local time, "
+                                  "guidance: tests spread evenly over the day).", between(1, 168))
+    cron: str = opt("", "Fixed times instead, as a crontab line in the machine's local time, "
                      "e.g. \"0 9,21 * * *\" (09:00 and 21:00).", _check_cron, "0 9,21 * * *")
-    monthly_budget_mb: float = _opt(2000.0, "Data the tests may use per calendar month (UTC), "
+    monthly_budget_mb: float = opt(2000.0, "Data the tests may use per calendar month (UTC), "
                                     "counted from the bytes each test really moved. A test that "
                                     "would cross it is skipped, and the skip recorded.",
-                                    _at_least(0))
-    only_on_ac: bool = _opt(False, "Skip tests while the machine runs on battery.")
+                                    at_least(0))
+    only_on_ac: bool = opt(False, "Skip tests while the machine runs on battery.")
 
 
 def _check_plan_speed(v: float) -> str | None:
@@ -419,14 +233,14 @@ def _check_plan_speed(v: float) -> str | None:
 
 @dataclass(frozen=True)
 class ReportSection:
-    account: str = _opt("", "Your customer account or line reference with the ISP (as on the bill), "
+    account: str = opt("", "Your customer account or line reference with the ISP (as on the bill), "
                         "printed on the page `linewatch report` writes so the ISP can find the "
                         "line. It stays on this machine: never a tag, never forwarded.",
-                        _max_len(64), "1234567890")
-    plan_download_mbps: float = _opt(0.0, "The download speed your plan is sold at (paid), Mbit/s; "
+                        max_len(64), "1234567890")
+    plan_download_mbps: float = opt(0.0, "The download speed your plan is sold at (paid), Mbit/s; "
                                      "the report sets the measured speeds against it. 0: not set.",
                                      _check_plan_speed, 20)
-    plan_upload_mbps: float = _opt(0.0, "The plan's paid upload speed, Mbit/s. 0: not set.",
+    plan_upload_mbps: float = opt(0.0, "The plan's paid upload speed, Mbit/s. 0: not set.",
                                    _check_plan_speed, 5)
 
 
@@ -514,18 +328,6 @@ def parse(text: str, source: str = "config.toml") -> Config:
     return from_dict(data, source)
 
 
-def sections_of(data: Mapping[str, Any], tables: Mapping[str, type], source: str) -> dict:
-    """Each TOML table of ``data`` validated into its section dataclass (also the collector's)."""
-    sections = {}
-    for name, value in data.items():
-        if name not in tables:
-            raise ConfigError(source, name, "unknown section; expected one of " + ", ".join(tables))
-        if not isinstance(value, dict):
-            raise ConfigError(source, name, f"must be a table ([{name}]), got {_show(value)}")
-        sections[name] = _section(tables[name], name, value, source)
-    return sections
-
-
 def from_dict(data: Mapping[str, Any], source: str = "config.toml") -> Config:
     sections = sections_of(data, SECTIONS, source)
     timeout_set = "timeout_s" in data.get("probe", {})
@@ -541,53 +343,6 @@ def default_timeout_s(interval_s: float) -> float:
     """probe.timeout_s when the file leaves it out: 2 s, or half the interval when that is
     shorter, so that an interval alone (``interval_s = 2``) is always a valid config."""
     return min(2.0, interval_s / 2)
-
-
-def _section(cls: type, name: str, data: Mapping[str, Any], source: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    values = {}
-    for key, raw in data.items():
-        where = f"{name}.{key}"
-        if key not in known:
-            raise ConfigError(source, where, "unknown key; expected one of " + ", ".join(known))
-        f = known[key]
-        value = _coerce(raw, _default_of(f), source, where)
-        problem = _problem(f, value)
-        if problem:
-            raise ConfigError(source, where, f"{problem}, got {_show(raw)}")
-        values[key] = value
-    return cls(**values)
-
-
-def _default_of(f) -> Any:
-    return f.default if f.default is not MISSING else f.default_factory()
-
-
-def _coerce(raw: Any, default: Any, source: str, where: str) -> Any:
-    """Check ``raw`` has the type of ``default``; ints are accepted where floats are expected."""
-    if isinstance(default, bool):
-        if isinstance(raw, bool):
-            return raw
-        raise ConfigError(source, where, f"must be true or false, got {_show(raw)}")
-    if isinstance(default, int):
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
-        raise ConfigError(source, where, f"must be an integer, got {_show(raw)}")
-    if isinstance(default, float):
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            if raw != raw or raw in (float("inf"), float("-inf")):
-                raise ConfigError(source, where, f"must be a finite number, got {_show(raw)}")
-            return float(raw)
-        raise ConfigError(source, where, f"must be a number, got {_show(raw)}")
-    if isinstance(default, str):
-        if isinstance(raw, str):
-            return raw.strip()
-        raise ConfigError(source, where, f"must be a string, got {_show(raw)}")
-    if isinstance(default, tuple):
-        if isinstance(raw, list) and all(isinstance(v, str) for v in raw):
-            return tuple(v.strip() for v in raw)
-        raise ConfigError(source, where, f"must be a list of strings, got {_show(raw)}")
-    raise AssertionError(f"unsupported config type at {where}")  # a bug in the tree above
 
 
 def _cross_checks(cfg: Config, timeout_set: bool) -> None:
@@ -621,37 +376,10 @@ def finish(cfg: Config, env: Mapping[str, str] = os.environ) -> Config:
     return cfg
 
 
-def _show(v: Any) -> str:
-    """A value as a message shows it: a password in a URL (``power.ups``, ``influx.url``, or
-    one typed where it does not belong) masked by :func:`agent.secret.redact_value`."""
-    if isinstance(v, str):
-        return repr(redact_value(v))
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict):
-        return "a table"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_show(x) for x in v) + "]"
-    return repr(v)
-
-
-def _problem(f, value: Any) -> str | None:
-    """What field ``f``'s check says of ``value``, with any echo of the value in it shown as
-    :func:`_show` shows it (the parsers behind the checks quote what they were given)."""
-    check = f.metadata.get("check")
-    problem = check(value) if check else None
-    if not problem:
-        return problem
-    for v in value if isinstance(value, tuple) else (value,):
-        if isinstance(v, str) and redact_value(v) != v:
-            problem = problem.replace(repr(v), repr(redact_value(v))).replace(v, redact_value(v))
-    return problem
-
-
 def check_value(section: str, key: str, value: Any) -> str | None:
     """What the config file expects of ``section.key`` if ``value`` is wrong, else None (for
     answers checked one by one, as ``init`` does at its prompts)."""
-    return _problem(next(f for f in fields(SECTIONS[section]) if f.name == key), value)
+    return problem_of(next(f for f in fields(SECTIONS[section]) if f.name == key), value)
 
 
 # -- reloading --------------------------------------------------------------------------------
@@ -686,18 +414,6 @@ def reloaded(running: Config, new: Config) -> tuple[Config, list[str], list[str]
 
 # -- the example config -----------------------------------------------------------------------
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:g}" if v != int(v) else str(int(v))
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def example_toml(values: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The commented config file: every key with its doc; keys in ``values`` are set, the rest
     are shown commented out at their defaults."""
@@ -714,22 +430,11 @@ def example_toml(values: Mapping[str, Mapping[str, Any]] | None = None) -> str:
         for i, f in enumerate(fields(cls)):
             if i:
                 out.append("")
-            for line in _wrap(f.metadata["doc"]):
+            for line in wrap(f.metadata["doc"]):
                 out.append(f"# {line}")
             chosen = values.get(name, {})
             if f.name in chosen:
-                out.append(f"{f.name} = {_toml_value(chosen[f.name])}")
+                out.append(f"{f.name} = {toml_value(chosen[f.name])}")
             else:
-                out.append(f"# {f.name} = {_toml_value(_default_of(f))}")
+                out.append(f"# {f.name} = {toml_value(default_of(f))}")
     return "\n".join(out) + "\n"
-
-
-def _wrap(text: str, width: int = 96) -> list[str]:
-    lines, cur = [], ""
-    for word in text.split():
-        if cur and len(cur) + 1 + len(word) > width:
-            lines.append(cur)
-            cur = word
-        else:
-            cur = f"{cur} {word}" if cur else word
-    return lines + ([cur] if cur else [])

@@ -40,8 +40,8 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Callable, Protocol
 
-from agent.influx import Answer
-from agent.lineproto import Encoder, LineError
+from kit.influx import Answer
+from kit.lineproto import Encoder, LineError
 
 log = logging.getLogger("linewatch.forward")
 
@@ -488,7 +488,7 @@ def make_forwarder(cfg, store, clock, env=None, **kw) -> Forwarder | None:
     that cannot be read is a ConfigError naming ``influx.token_file``."""
     import os
 
-    from agent.influx import Sink, load_token
+    from kit.influx import Sink, load_token
 
     if not cfg.influx.url:
         return None

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from agent.clock import Clock
 from agent.config import Config
-from agent.errors import ProbeError
+from kit.errors import ProbeError
 from agent.model import Sample
 from agent.outage import DEGRADED, DOWN, ERROR, UP
 

@@ -38,11 +38,11 @@ from typing import Callable
 from agent import outage, power
 from agent.clock import Clock, SystemClock
 from agent.config import Config
-from agent.errors import ConfigError, MethodUnavailable, StoreCorrupt, StoreError
+from kit.errors import ConfigError, MethodUnavailable, StoreCorrupt, StoreError
 from agent.model import Episode, Sample
 from agent.probes.gateway import gateway_mac, site_id
 from agent.round import Prober, Probes, Round
-from agent.secret import redact_value
+from kit.secret import redact_value
 from agent.store import MAX_PENDING_SAMPLES, Store, Trouble
 
 log = logging.getLogger("linewatch")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from agent.store import sqlite_uri
+from kit.storeschema import sqlite_uri
 
 # (table, columns) in the order they are saved.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (

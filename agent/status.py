@@ -11,8 +11,8 @@ from typing import Iterable
 
 from agent.config import Config
 from agent.model import Episode, Sample
-from agent.secret import redact_value
-from agent.words import THIN_WATCH_H
+from kit.secret import redact_value
+from kit.words import THIN_WATCH_H
 
 DAY = timedelta(hours=24)
 
@@ -46,7 +46,7 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
     Raises StoreCorrupt (one line with what to do) for a damaged store; a missing store is an
     empty status, not an error."""
     from agent import lock
-    from agent.errors import StoreMissing
+    from kit.errors import StoreMissing
     from agent.runner import STATE_HEARTBEAT, STATE_PENDING, STATE_POWER_SENSORS
     from agent.store import STATE_RECOVERED, Store
 
@@ -100,7 +100,7 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
             "power": power_summary(sensors, pending),
             "availability_24h_pct": None if av is None else round(av, 3),
             "watched_h_24h": round(watched_h, 2),
-            "thin_data": watched_h < THIN_WATCH_H,  # agent.words: one threshold with the report
+            "thin_data": watched_h < THIN_WATCH_H,  # kit.words: one threshold with the report
             "rounds_24h": n,
             "outage_s_24h": round(overlap_s([e for e in eps if e.type == "connectivity"],
                                             now - DAY, now), 1),

@@ -43,13 +43,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
-from urllib.parse import quote
 
-from agent.errors import StoreCorrupt, StoreError, StoreMissing, StoreUnwritable
+from kit.errors import StoreCorrupt, StoreError, StoreMissing, StoreUnwritable
 from agent.model import Episode, Sample, from_ns, to_ns
+from kit.storeschema import DB_NAME, SCHEMA, SCHEMA_VERSION, sqlite_uri
 
-SCHEMA_VERSION = 2  # 2: quarantine table, outbox index by time
-DB_NAME = "linewatch.db"
 # Measurements kept forever: retention and the size cap drop only raw rounds.
 KEEP_FOREVER = frozenset({"outage"})
 # Samples kept in memory while the store cannot be written: about 11 h of rounds at the
@@ -59,70 +57,6 @@ STATE_RECOVERED = "store_recovered"
 # SQLite's names for a write that failed but may work later (the file itself is fine).
 _UNWRITABLE = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_BUSY", "SQLITE_LOCKED",
                "SQLITE_CANTOPEN", "SQLITE_PERM")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS series (
-    id INTEGER PRIMARY KEY,
-    measurement TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    UNIQUE (measurement, tags)
-);
-CREATE TABLE IF NOT EXISTS samples (
-    id INTEGER PRIMARY KEY,
-    time_ns INTEGER NOT NULL,
-    series_id INTEGER NOT NULL REFERENCES series(id),
-    fields TEXT NOT NULL,
-    sent INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS samples_outbox ON samples (time_ns, id) WHERE sent = 0;
-CREATE INDEX IF NOT EXISTS samples_series_time ON samples (series_id, time_ns);
-CREATE TABLE IF NOT EXISTS episodes (
-    id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    cause TEXT NOT NULL,
-    start_ns INTEGER NOT NULL,
-    end_ns INTEGER,
-    duration_s REAL NOT NULL,
-    sustained INTEGER NOT NULL,
-    details TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS episodes_start ON episodes (start_ns);
-CREATE TABLE IF NOT EXISTS quarantine (
-    sample_id INTEGER PRIMARY KEY,
-    time_ns INTEGER NOT NULL,
-    status INTEGER,
-    message TEXT NOT NULL,
-    line TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS state (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
-
-def table_definitions() -> dict[str, str]:
-    """Each table of the schema as SQLite keeps its definition (``sqlite_master.sql``): what a
-    store made by any version of the agent holds (schema 1 had no quarantine table), for a
-    reader that must check a file before it trusts it (collector.storefile)."""
-    mem = sqlite3.connect(":memory:")
-    try:
-        mem.executescript(_SCHEMA)
-        return dict(mem.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
-    finally:
-        mem.close()
-
-
-def sqlite_uri(path: str | os.PathLike, query: str) -> str:
-    """A ``file:`` URI naming exactly ``path``, with ``query`` (``mode=ro``, ``immutable=1``).
-    What a URI reads in a file name is quoted (a file named ``%2e%2e%2fpwn.db`` is that file, not
-    ``../pwn.db``; ``?`` and ``#`` are part of the name), and the path is made absolute behind an
-    empty authority, so a path starting ``//`` is not read as a host name."""
-    p = os.fspath(path)
-    if not os.path.isabs(p):
-        p = os.path.join(os.getcwd(), p)
-    return f"file://{quote(p)}?{query}"
-
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
@@ -568,7 +502,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             conn.close()
             raise StoreError(f"{path}: made by a newer linewatch (schema {version}, this one knows "
                              f"{SCHEMA_VERSION}); upgrade linewatch or use another state_dir")
-        conn.executescript(_SCHEMA)
+        conn.executescript(SCHEMA)
         if version < SCHEMA_VERSION:
             # 1 -> 2: the outbox index is by time now; the quarantine table came with the schema.
             conn.execute("DROP INDEX IF EXISTS samples_unsent")

@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.lineproto import Encoder  # noqa: E402
+from kit.lineproto import Encoder  # noqa: E402
 from agent.model import Sample  # noqa: E402
 from agent.store import DB_NAME, Store  # noqa: E402
 from tests.influxlab import VictoriaMetrics, vm_unavailable  # noqa: E402

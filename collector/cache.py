@@ -28,8 +28,9 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable
 
-from agent.errors import SourceError
-from collector.model import ObsHour, PingDay, Unit
+from kit.errors import SourceError
+from kit.records import ObsHour, PingDay
+from kit.definitions import Unit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY);

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from agent.errors import ConfigError, SourceError
-from agent.secret import redact_value
+from kit.errors import ConfigError, SourceError
+from kit.secret import redact_value
 from collector.config import CollectorConfig
 
 
@@ -24,7 +24,7 @@ def run_checks(cfg: CollectorConfig, stores: tuple[str, ...], now: float) -> lis
 
 
 def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
-    from agent.influx import Sink, load_token
+    from kit.influx import Sink, load_token
     from collector.influxql import Reader
 
     rows = []
@@ -72,7 +72,8 @@ def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
 
 
 def _stores(paths: tuple[str, ...], now: float) -> list[tuple[str, str, str]]:
-    from collector.storefile import StoreFile, expand, shown
+    from kit.storefile import StoreFile, shown
+    from collector.storefile import expand
 
     rows = []
     try:

@@ -50,7 +50,7 @@ clipped (the record is kept, shortened, merged or repaired):
                          a host_down starting within 60 s after the end of an earlier episode
                          that is not a host_down (a battery ran flat, then the host went down):
                          merged into it, one interruption (not bad data;
-                         :func:`collector.model.joins_previous_cut`)
+                         :func:`kit.definitions.joins_previous_cut`)
   ``unwatched_clipped``  an episode some of whose seconds fell in hours its line was not
                          watched: in each hour a line's outage seconds of one type are at most
                          its watched time there, scaled down in proportion when they are more
@@ -79,7 +79,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from collector.model import CLOCK_SET, MAX_INTERVAL_S, POWER_JOIN_S, Dataset, Quality, Unit
+from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, POWER_JOIN_S, Quality, Unit
+from kit.records import Dataset
 
 TYPES: tuple[str, ...] = ("power", "connectivity")
 POWER = TYPES.index("power")
@@ -732,7 +733,7 @@ def _overlaps(q: Quality, unit_agent, unit, typ, cause, start, dur):
     Power episodes of one agent may belong to one cut: two sensors saw it (a laptop charged from a
     watched UPS: they overlap or touch), or a battery rode it out until flat and the host went
     down (host_down, starting within a round interval of the battery's last reading). Those are
-    one interruption (:func:`collector.model.joins_previous_cut`): merged into the first (its
+    one interruption (:func:`kit.definitions.joins_previous_cut`): merged into the first (its
     cause kept; of two starting at the same instant the longer is the first, then the cause
     sorting first in CAUSES), counted as ``power_merged``.
 
@@ -774,7 +775,7 @@ def _overlaps(q: Quality, unit_agent, unit, typ, cause, start, dur):
     first = np.ones(start.size, dtype=bool)
     first[1:] = group[1:] != group[:-1]
     prev[first] = np.iinfo(np.int64).min
-    # The rule of collector.model.joins_previous_cut, vectorised: a host_down joins late when it
+    # The rule of kit.definitions.joins_previous_cut, vectorised: a host_down joins late when it
     # starts within POWER_JOIN_S after the latest end of the earlier episodes of its agent that
     # are not host_down (-1: none; ends are >= 0 from t0).
     power = typ == POWER

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import click
 
-from agent.errors import ConfigError, LinewatchError, SourceError, os_error_line
-from agent.secret import redact_value
+from kit import configkit
+from kit.errors import ConfigError, LinewatchError, SourceError, os_error_line
+from kit.secret import redact_value
 from collector import config as cconfig
 
 BY_CHOICES = ("region", "isp", "city", "access")
@@ -56,8 +57,8 @@ def _by(value: str) -> tuple[str, ...]:
 
 def _window(since: str, until: str | None, now: float) -> tuple[float, float]:
     try:
-        end = cconfig.parse_when(until, now) if until else now
-        start = cconfig.parse_when(since, end)
+        end = configkit.parse_when(until, now) if until else now
+        start = configkit.parse_when(since, end)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since/--until") from exc
     start = float(int(start // 3600) * 3600)  # whole hours: the sources group by hour
@@ -73,7 +74,7 @@ def collect(cfg: cconfig.CollectorConfig, start: float, end: float, stores: tupl
     """Read every configured source for [start, end): (Dataset, Quality, what was read).
     ``cache``: "use", "refresh" (forget what is kept, then keep anew) or "off"."""
     from collector import storefile
-    from collector.model import Quality
+    from kit.definitions import Quality
 
     parts, quality, read = [], Quality(), []
     if cfg.influx.url:
@@ -121,7 +122,7 @@ def _cache(cfg: cconfig.CollectorConfig, url: str):
 
 
 def _reader(cfg: cconfig.CollectorConfig):
-    from agent.influx import Sink, load_token
+    from kit.influx import Sink, load_token
     from collector.influxql import Reader
 
     token = load_token(cfg.influx, source=cfg.source)
@@ -212,7 +213,7 @@ def aggregate_cmd(ctx, cache, config_path, stores, period, by, until, since, fmt
 @click.pass_context
 def report_cmd(ctx, cache, config_path, stores, period, by, until, since, out, title):
     """One self-contained HTML page to publish: tables, charts, events, method."""
-    from agent.files import write_atomic
+    from kit.files import write_atomic
     from collector import page
 
     cfg = _config(ctx, config_path)
@@ -273,8 +274,8 @@ def _now_dt():
 
 def write_back(cfg: cconfig.CollectorConfig, now: float | None = None) -> int:
     """One scheduled run: aggregate and write the regional_* points; returns the points written."""
-    from agent.influx import Sink, load_token
-    from agent.lineproto import line
+    from kit.influx import Sink, load_token
+    from kit.lineproto import line
     from collector.output import regional_points
 
     c = cfg.collector

@@ -4,152 +4,83 @@ and a ``[collector]`` table, validated once into frozen dataclasses; errors name
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
-from agent.config import (InfluxSection, PK_REGIONS, _REGION_RE, _at_least, _between,
-                          _default_of, _each, _one_of, _opt, _toml_value, _wrap, sections_of)
-from agent.errors import ConfigError
-
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)$")
-_UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def parse_work_hours(v: str, overnight: bool = False) -> tuple[int, int]:
-    """"09:00-18:00" -> (540, 1080) minutes after midnight; the end must follow the start.
-
-    With ``overnight``, an end before the start is a shift that crosses midnight:
-    "20:00-05:00" -> (1200, 300), from 20:00 to 05:00 the next morning."""
-    m = _HHMM.match(v.strip())
-    if not m:
-        raise ValueError('must be "HH:MM-HH:MM", such as "09:00-18:00"'
-                         + (' or "20:00-05:00"' if overnight else ""))
-    a = int(m[1]) * 60 + int(m[2])
-    b = int(m[3]) * 60 + int(m[4])
-    if b > 24 * 60:
-        raise ValueError("the end must be 24:00 at the latest")
-    if not overnight and b <= a:
-        raise ValueError("the end must be after the start, on the same day")
-    if b == a:
-        raise ValueError("the start and the end must differ")
-    return a, b
-
-
-def parse_duration(v: str) -> float:
-    """"30d", "12h", "90min", "2w" -> seconds (> 0)."""
-    m = _DURATION.match(v.strip())
-    if not m or float(m[1]) <= 0:
-        raise ValueError('must be a duration such as "30d", "12h", "90min" or "2w"')
-    return float(m[1]) * _UNIT_S[m[2]]
-
-
-def parse_when(v: str, now: float) -> float:
-    """A start or end of the window: a duration back from ``now`` ("30d"), or an ISO date or
-    time ("2026-11-01", "2026-11-01T09:00+05:00"; a date or time without zone is UTC)."""
-    try:
-        return now - parse_duration(v)
-    except ValueError:
-        pass
-    try:
-        t = datetime.fromisoformat(v.strip())
-    except ValueError:
-        raise ValueError(f'{v!r}: expected a duration such as "30d" or a date such as '
-                         '"2026-11-01"') from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return t.timestamp()
-
-
-def _check(func) -> Any:
-    def run(v: Any) -> str | None:
-        try:
-            func(v)
-        except ValueError as exc:
-            return str(exc)
-        return None
-    return run
-
-
-def check_zone(v: str) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(v)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError("must be an IANA time zone such as Asia/Karachi") from None
+from kit.configkit import (at_least, between, check_zone, checked, default_of, each, one_of, opt,
+                           parse_duration, parse_work_hours, sections_of, toml_value, wrap)
+from kit.definitions import PK_REGIONS, REGION_RE, WEEKDAYS, WORK_DAYS
+from kit.errors import ConfigError
+from kit.influx import InfluxSection
 
 
 def _region_code(v: str) -> None:
-    if not _REGION_RE.match(v):
+    if not REGION_RE.match(v):
         raise ValueError("must be an ISO 3166-2 code such as PK-PB")
 
 
 @dataclass(frozen=True)
 class CollectorSection:
-    min_agents: int = _opt(5, "Publication floor: a cell (region x ISP x period) with fewer "
+    min_agents: int = opt(5, "Publication floor: a cell (region x ISP x period) with fewer "
                            "agents is suppressed in every output, with no figures. It protects "
                            "volunteers (a small cell points at a person) and keeps figures with "
                            "no statistical power out of print. Counts lines (sites: agents "
                            "behind one router count once) that watched at least min_watch_h. "
-                           "Below 5 the collector warns at start.", _at_least(1))
-    min_watch_h: float = _opt(24.0, "Publication floor, watching: a line counts towards "
+                           "Below 5 the collector warns at start.", at_least(1))
+    min_watch_h: float = opt(24.0, "Publication floor, watching: a line counts towards "
                               "min_agents only when it watched at least this many hours in the "
                               "cell's period (at most half the period: 12 h for a day cell), so "
                               "no figure is extrapolated from minutes of watching.",
-                              _between(0, 8760))
-    momentary_max_s: float = _opt(300.0, "Interruptions up to this long are momentary (MAIFI "
+                              between(0, 8760))
+    momentary_max_s: float = opt(300.0, "Interruptions up to this long are momentary (MAIFI "
                                   "only); longer ones are sustained (IEEE 1366: 5 minutes).",
-                                  _between(1, 86400))
-    work_hours: str = _opt("09:00-18:00", "Working hours in the local time zone, for the minutes "
-                           "lost within working hours.", _check(parse_work_hours))
-    work_days: tuple = _opt(("mon", "tue", "wed", "thu", "fri"), "Working days.",
-                            _each(_one_of(*WEEKDAYS)))
-    timezone: str = _opt("Asia/Karachi", "Time zone of the hour-of-day profiles, working hours "
-                         "and day/week/month periods (Pakistan: Asia/Karachi, UTC+5).", _check(check_zone))
-    stores: tuple = _opt((), "Agents' local store files (linewatch.db) to read as a second "
+                                  between(1, 86400))
+    work_hours: str = opt("09:00-18:00", "Working hours in the local time zone, for the minutes "
+                           "lost within working hours.", checked(parse_work_hours))
+    work_days: tuple = opt(WORK_DAYS, "Working days.",
+                            each(one_of(*WEEKDAYS)))
+    timezone: str = opt("Asia/Karachi", "Time zone of the hour-of-day profiles, working hours "
+                         "and day/week/month periods (Pakistan: Asia/Karachi, UTC+5).", checked(check_zone))
+    stores: tuple = opt((), "Agents' local store files (linewatch.db) to read as a second "
                          "source, or directories holding them, or glob patterns: a volunteer's "
                          "file handed over, or a line with no server.",
                          example=("/srv/volunteers/*.db",))
-    regions: tuple = _opt((), "Region codes a cell may have; data from any other code is "
+    regions: tuple = opt((), "Region codes a cell may have; data from any other code is "
                           "rejected and counted. Empty: Pakistan's (PK-PB, PK-SD, PK-KP, "
-                          "PK-BA, PK-IS, PK-GB, PK-JK).", _each(_check(_region_code)))
-    speed_threshold_mbps: float = _opt(10.0, "Speed tests below this download speed count in "
-                                       "speed_under_threshold_share.", _between(0.001, 100_000))
-    event_window_s: float = _opt(300.0, "Outages beginning within this many seconds of each "
-                                 "other may form one regional event.", _between(10, 86400))
-    event_min_share: float = _opt(0.5, "A regional event needs at least this share of the "
+                          "PK-BA, PK-IS, PK-GB, PK-JK).", each(checked(_region_code)))
+    speed_threshold_mbps: float = opt(10.0, "Speed tests below this download speed count in "
+                                       "speed_under_threshold_share.", between(0.001, 100_000))
+    event_window_s: float = opt(300.0, "Outages beginning within this many seconds of each "
+                                 "other may form one regional event.", between(10, 86400))
+    event_min_share: float = opt(0.5, "A regional event needs at least this share of the "
                                   "region's agents watching at the time (and at least 3).",
-                                  _between(0.01, 1))
-    bootstrap: int = _opt(1000, "Bootstrap resamples for the 95 % intervals.",
-                          _between(100, 100_000))
-    cache_dir: str = _opt("", "Where the closed days of InfluxDB's aggregated answers are kept, "
+                                  between(0.01, 1))
+    bootstrap: int = opt(1000, "Bootstrap resamples for the 95 % intervals.",
+                          between(100, 100_000))
+    cache_dir: str = opt("", "Where the closed days of InfluxDB's aggregated answers are kept, "
                           "so a repeated aggregation asks the server only for recent days. "
                           "Empty: $XDG_CACHE_HOME/linewatch-collector (~/.cache/...); \"off\": "
                           "no cache.")
-    cache_settle_days: float = _opt(3.0, "A day is kept in the cache once it is this many days "
+    cache_settle_days: float = opt(3.0, "A day is kept in the cache once it is this many days "
                                     "old; rows agents forward later than that (a long-offline "
-                                    "backlog) are read only with --refresh.", _between(0.5, 365))
-    parallel_queries: int = _opt(2, "Queries sent to InfluxDB at once (InfluxDB 1.x works each "
-                                 "on one core).", _between(1, 16))
-    max_answer_mb: int = _opt(256, "Largest answer one InfluxDB query may send, in MB (2^20 "
+                                    "backlog) are read only with --refresh.", between(0.5, 365))
+    parallel_queries: int = opt(2, "Queries sent to InfluxDB at once (InfluxDB 1.x works each "
+                                 "on one core).", between(1, 16))
+    max_answer_mb: int = opt(256, "Largest answer one InfluxDB query may send, in MB (2^20 "
                               "bytes): a larger one is refused, naming the query. A week of "
-                              "1,000 agents' hourly rows is a few MB.", _between(1, 4096))
-    query_timeout_s: float = _opt(900.0, "Longest time one InfluxDB query may take, from sending "
+                              "1,000 agents' hourly rows is a few MB.", between(1, 4096))
+    query_timeout_s: float = opt(900.0, "Longest time one InfluxDB query may take, from sending "
                                   "it to the last byte of its answer (influx.timeout_s bounds "
-                                  "each silence within it).", _between(1, 86400))
-    run_every_min: int = _opt(60, "linewatch-collector run: minutes between aggregations.",
-                              _between(1, 10_080))
-    run_since: str = _opt("35d", "linewatch-collector run: how far back each run looks (daily "
+                                  "each silence within it).", between(1, 86400))
+    run_every_min: int = opt(60, "linewatch-collector run: minutes between aggregations.",
+                              between(1, 10_080))
+    run_since: str = opt("35d", "linewatch-collector run: how far back each run looks (daily "
                           "cells of the last days are rewritten as late data arrives).",
-                          _check(parse_duration))
-    run_period: str = _opt("day", "linewatch-collector run: the period of the cells it writes.",
-                           _one_of("day", "week", "month"))
+                          checked(parse_duration))
+    run_period: str = opt("day", "linewatch-collector run: the period of the cells it writes.",
+                           one_of("day", "week", "month"))
 
 
 @dataclass(frozen=True)
@@ -235,9 +166,9 @@ def example_toml() -> str:
         for i, f in enumerate(fields(cls)):
             if i:
                 out.append("")
-            out += [f"# {line}" for line in _wrap(f.metadata["doc"])]
+            out += [f"# {line}" for line in wrap(f.metadata["doc"])]
             shown = f.metadata.get("example")
-            value = shown if shown is not None else _default_of(f)
-            out.append(f"# {f.name} = {_toml_value(value)}")
+            value = shown if shown is not None else default_of(f)
+            out.append(f"# {f.name} = {toml_value(value)}")
     return "\n".join(out) + "\n"
 

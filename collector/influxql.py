@@ -36,11 +36,11 @@ import math
 from typing import Callable, Iterator
 from urllib.parse import urlencode
 
-from agent.errors import SourceError
-from agent.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME, one_line
-from agent.lineproto import unescape_tag
-from collector.model import (CLOCK_SET, MAX_INTERVAL_S, Dataset, Episode, ObsHour, PingDay, Quality,
-                             SpeedTest, Unit)
+from kit.errors import SourceError
+from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME, one_line
+from kit.lineproto import unescape_tag
+from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
+from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
 
 TAGS = ("agent", "region", "isp", "city", "access", "site")
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
@@ -424,7 +424,7 @@ def _rejected(counts: list[tuple[int, int]]) -> list[tuple[int, str, int]]:
 
 
 class Reader:
-    """Runs the queries against one server. ``http`` is an agent.influx.HTTP (injected)."""
+    """Runs the queries against one server. ``http`` is an kit.influx.HTTP (injected)."""
 
     def __init__(self, http, database: str, retention_policy: str = "", connect=None,
                  parallel: int = 1, max_answer_mb: int = MAX_ANSWER_MB,

@@ -8,7 +8,7 @@ import json
 import math
 from datetime import datetime
 
-from collector.model import INTERNET_CAUSES
+from kit.definitions import INTERNET_CAUSES
 
 IDENTITY = ("region", "region_name", "isp", "city", "access", "period_start", "period_end",
             "suppressed")

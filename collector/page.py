@@ -29,8 +29,8 @@ from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent.words import plural, thin_watch
-from collector.model import INTERNET_CAUSES
+from kit.words import plural, thin_watch
+from kit.definitions import INTERNET_CAUSES
 
 DASH = "\u2013"          # the en dash shown for "no figure"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

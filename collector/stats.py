@@ -48,10 +48,11 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from agent.config import PK_REGIONS
+from kit.definitions import PK_REGIONS
 from collector.clean import CAUSES, TYPES, Columns, Quality, by_site, clean
 from collector.indices import MOMENTARY_MAX_S, from_sums
-from collector.model import CELL_KEYS, INTERNET_CAUSES, Dataset, rank
+from kit.definitions import CELL_KEYS, INTERNET_CAUSES, rank
+from kit.records import Dataset
 
 PK_REGION_NAMES = PK_REGIONS
 PERIODS = ("all", "day", "week", "month")

@@ -30,8 +30,8 @@ rounds, starts at the first and ends at the first of 2 good rounds (so at a 300 
 shorter than about 10 minutes becomes an episode, and that is the agent's behaviour, not a bug
 here); a round that lost one or two of its 3 echoes is ``degraded`` (loss >= 20 %), and three in a
 row make a ``degraded`` episode (not an outage). Lines are encoded with the agent's own
-:mod:`agent.lineproto` functions; a test checks them byte for byte against
-:class:`agent.lineproto.Encoder` run over :meth:`Fleet.samples` stored as the store keeps them.
+:mod:`kit.lineproto` functions; a test checks them byte for byte against
+:class:`kit.lineproto.Encoder` run over :meth:`Fleet.samples` stored as the store keeps them.
 Ping values come from per-agent pools made with the agent's :func:`agent.probes.stats.echo_stats`
 (128 distinct answers per agent, drawn at random each round): cheap enough for 1,000 agents x 30
 days, and still random from one round to the next.
@@ -70,14 +70,14 @@ kind in :data:`BAD_KINDS`, each on its own agent where the fleet has enough):
 API::
 
     f = Fleet(agents=20, days=3, start=utc_midnight(t), round_s=10, seed=1, bad=False)
-    f.units()                  # [collector.model.Unit]
+    f.units()                  # [kit.definitions.Unit]
     f.samples(i)               # agent i's rows (agent.model.Sample), in the order it writes them
     f.episodes(i)              # its agent.model.Episode objects (for a store)
     f.lines(agents=None, chunk=20_000, workers=1)   # line protocol, bytes chunks
     f.write_influx(url, database, threads=2, workers=1)
     f.write_store(i, state_dir)                      # one volunteer's store file
     f.truth()                  # observed time, episodes, regional events, bad records
-    f.dataset(start, end)      # collector.model.Dataset straight from the truth
+    f.dataset(start, end)      # kit.records.Dataset straight from the truth
     Fleet.episode_dataset(1_000_000)                 # a big Dataset for the statistics alone
 """
 
@@ -98,13 +98,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from agent import lineproto
+from kit import lineproto
 from agent.model import Episode as AgentEpisode
 from agent.model import Sample, from_ns, to_ns
 from agent.probes.stats import echo_stats
 from agent.runner import episode_sample
 from agent.speedplan import next_interval_s
-from collector.model import Dataset, Episode, ObsHour, PingDay, SpeedTest, Unit
+from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
+from kit.definitions import Unit
 
 NS = 1_000_000_000
 HOUR_NS = 3600 * NS
@@ -584,7 +585,7 @@ class Fleet:
         hour at most the power-watched time, scaled down in proportion; less than the whole
         when a speed test paused the rounds inside a cut the UPS rode out),
         ``off_s`` (switched off by its owner: absence, never an outage), ``power`` and
-        ``connectivity`` (collector.model.Episode, by start), ``degraded`` (episodes, not
+        ``connectivity`` (kit.records.Episode, by start), ``degraded`` (episodes, not
         outages), ``speedtests_ok``.
 
         Fleet-wide: ``rows`` per measurement as written (bad rows included), the regional events

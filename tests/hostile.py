@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from agent.store import _SCHEMA
+from kit.storeschema import SCHEMA as _SCHEMA
 
 NS = 1_000_000_000
 # The payload of the store that once took 77 s and 7.3 GB: every read of samples.fields builds a

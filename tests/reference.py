@@ -1,7 +1,7 @@
 """A second, naive reading of docs/collector.md: the regional figures recomputed from the page.
 
 This module is written from the documentation only (docs/collector.md, the IEEE 1366 notes it
-follows, and the record types of collector/model.py). It does not import the collector's
+follows, and the record types of kit/records.py). It does not import the collector's
 cleaning or statistics code: tests/test_reference.py feeds the same Dataset to both and compares,
 so the two can only agree where both follow the page.
 
@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
-from collector.model import INTERNET_CAUSES, Dataset, Unit
+from kit.definitions import INTERNET_CAUSES, Unit
+from kit.records import Dataset
 
 HOUR = 3600
 DAY = 86400

@@ -25,10 +25,11 @@ from urllib.parse import parse_qs
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from agent.errors import SourceError
+from kit.errors import SourceError
 from collector import influxql
 from collector.cache import Cache
-from collector.model import Episode, ObsHour, PingDay, Quality, SpeedTest, Unit
+from kit.records import Episode, ObsHour, PingDay, SpeedTest
+from kit.definitions import Quality, Unit
 
 BIN = Path(sys.executable).parent
 DAY = 86400

@@ -235,7 +235,7 @@ def test_agent_line_report_shows_an_agent_crash_as_not_watching(tmp_path, chromi
 
     from agent.model import Episode, Sample
     from agent.store import Store
-    from collector.line import summarise
+    from agent.report.line import summarise
 
     t0 = datetime(2026, 11, 2, 6, 0, tzinfo=timezone.utc)
     crash, back = t0 + timedelta(minutes=20), t0 + timedelta(minutes=50)
@@ -269,7 +269,7 @@ def test_agent_line_report_counts_one_cut_seen_twice_once(tmp_path):
 
     from agent.model import Episode, Sample
     from agent.store import Store
-    from collector.line import summarise
+    from agent.report.line import summarise
 
     t0 = datetime(2026, 11, 2, 6, 0, tzinfo=timezone.utc)
 

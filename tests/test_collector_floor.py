@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from collector.clean import _merge_site_episodes
-from collector.model import Episode, ObsHour, PingDay, SpeedTest, Unit
+from kit.records import Episode, ObsHour, PingDay, SpeedTest
+from kit.definitions import Unit
 from collector.output import to_table
 from collector.stats import Settings, aggregate
 from tests.test_collector_stats import DAY, MON, ds_of, units, watch

@@ -12,7 +12,8 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 import collector.clean as clean_module
 from collector.clean import CAUSES, TYPES, by_site, clean
-from collector.model import POWER_JOIN_S, Dataset, Episode, ObsHour, Unit, joins_previous_cut
+from kit.definitions import POWER_JOIN_S, Unit, joins_previous_cut
+from kit.records import Dataset, Episode, ObsHour
 from collector.stats import Settings, aggregate, load_shedding
 
 MON = 1_793_559_600          # Monday 2026-11-02 00:00 PKT = 2026-11-01 19:00 UTC
@@ -275,7 +276,7 @@ JOINS = {
 
 
 def _fold(eps):
-    """Interruptions by collector.model.joins_previous_cut, one episode at a time, in order of
+    """Interruptions by kit.definitions.joins_previous_cut, one episode at a time, in order of
     start (equal starts: the longer first, then the cause sorting first in CAUSES)."""
     out = []
     for cause, s, d in sorted(eps, key=lambda e: (e[1], -e[2], CAUSES.index(e[0]))):
@@ -380,7 +381,7 @@ def test_property_shares_in_0_1_and_saidi_is_saifi_times_caidi(spec):
 def test_property_a_merged_cut_is_the_union_of_its_episodes(spec):
     """One agent's power episodes, merged: apart from each other, each one the union of its
     episodes plus, where a host_down joined late, the gap (at most 60 s) before it; the same
-    interruptions as collector.model.joins_previous_cut taken one episode at a time (equal
+    interruptions as kit.definitions.joins_previous_cut taken one episode at a time (equal
     starts: the longer first, then ac_lost)."""
     eps = [Episode(A, "power", c, MON + s, d) for c, s, d in spec]
     cols, q = clean(ds(MON, MON + DAY, eps=eps), ["PK-SD"], MON + DAY)

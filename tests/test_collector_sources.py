@@ -15,17 +15,18 @@ from datetime import datetime, timezone
 
 import pytest
 
-from agent.errors import SourceError
-from agent.influx import HTTP
+from kit.errors import SourceError
+from kit.influx import HTTP
 from agent.model import Episode as AgentEpisode
 from agent.model import Sample
 from agent.store import Store
 from collector import influxql
 from collector.indices import Interruption, ieee1366
 from collector.influxql import Reader, ident, literal, parse_answer, queries
-from collector.model import Quality, Unit
+from kit.definitions import Quality, Unit
 from collector.stats import Settings, aggregate
-from collector.storefile import StoreFile, expand, read_stores
+from kit.storefile import StoreFile
+from collector.storefile import expand, read_stores
 from tests.fleet import Fleet
 
 START = 1_793_232_000          # 2026-10-29 00:00 UTC

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from collector.clean import clean
-from collector.model import Dataset, Episode, ObsHour, PingDay, SpeedTest, Unit
+from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
+from kit.definitions import Unit
 from collector.stats import (Bootstrap, Settings, aggregate, hour_of_week, periods,
                              work_seconds_before)
 
@@ -312,7 +313,7 @@ def test_property_saidi_equals_saifi_times_caidi(eps_spec, n):
     ("host_down", "host_down", 5.0, 0),    # two host-down cuts: two interruptions
 ])
 def test_power_episodes_join_only_as_one_cut(second, cause, gap_s, merged):
-    from collector.model import joins_previous_cut
+    from kit.definitions import joins_previous_cut
 
     u = units(1)[0]
     eps = [Episode(u, "power", second, MON + 3600, 600.0), Episode(u, "power", cause, MON + 4200 + gap_s, 300.0)]

@@ -1,4 +1,4 @@
-"""A volunteer's store file is untrusted: collector/storefile.py against files made by hand.
+"""A volunteer's store file is untrusted: kit/storefile.py against files made by hand.
 
 Real SQLite files crafted here (tests/hostile.py), read by the StoreFile reader and by the real
 ``linewatch-collector aggregate`` and ``report`` commands. A file is either refused whole (counted
@@ -24,12 +24,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from agent.errors import SourceError
+from kit.errors import SourceError
 from agent.store import DB_NAME, Store
-from collector import line as cline
-from collector.model import Dataset, Episode, ObsHour, PingDay, SpeedTest
+from agent.report import line as cline
+from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
 from collector.stats import Settings, aggregate
-from collector.storefile import StoreFile, read_stores
+from kit.storefile import StoreFile
+from collector.storefile import read_stores
 from tests import hostile
 from tests.fleet import fleet_start
 from tests.hostile import NS, combine, craft, line, tags
@@ -208,7 +209,7 @@ def test_reading_one_file_is_bounded_in_time(tmp_path):
 
 
 def test_a_file_larger_than_the_cap_is_refused(tmp_path, monkeypatch):
-    from collector import storefile
+    from kit import storefile
 
     f = craft(tmp_path / "large.db", **line("large", START, 2))
     monkeypatch.setattr(storefile, "MAX_STORE_BYTES", 1000)

@@ -7,7 +7,8 @@ from hypothesis import given, strategies as st
 
 from agent import config
 from agent.config import Config, parse
-from agent.errors import ConfigError
+from kit import definitions
+from kit.errors import ConfigError
 
 
 def test_zero_config_is_valid_and_has_documented_defaults():
@@ -211,7 +212,7 @@ def test_an_unset_timeout_follows_the_interval(text, timeout):
     ("", "", False),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_region_code_as_people_type_it(text, code, confirm):
-    assert config.region_code(text) == (code, confirm)
+    assert definitions.region_code(text) == (code, confirm)
     assert parse(f'[agent]\nregion = "{code}"').agent.region == code  # what it gives is valid
 
 
@@ -224,7 +225,7 @@ def test_region_code_as_people_type_it(text, code, confirm):
 ], ids=["unknown-pk-code", "long-pk-code", "unknown-name", "country"])
 def test_region_code_rejects(text, message):
     with pytest.raises(ValueError) as err:
-        config.region_code(text)
+        definitions.region_code(text)
     assert str(err.value).startswith(message)
 
 
@@ -233,7 +234,7 @@ def test_region_code_rejects(text, message):
 def test_region_code_gives_a_valid_code_or_one_sentence(text):
     """Whatever is typed: a code the config file accepts, or one line saying what is wrong."""
     try:
-        code, _ = config.region_code(text)
+        code, _ = definitions.region_code(text)
     except ValueError as exc:
         assert str(exc) and "\n" not in str(exc)
     else:
@@ -243,7 +244,7 @@ def test_region_code_gives_a_valid_code_or_one_sentence(text):
 @given(st.text(max_size=12))
 def test_access_type_gives_a_valid_type_or_one_sentence(text):
     try:
-        value = config.access_type(text)
+        value = definitions.access_type(text)
     except ValueError as exc:
         assert "\n" not in str(exc)
     else:
@@ -255,12 +256,12 @@ def test_access_type_gives_a_valid_type_or_one_sentence(text):
     (" Mobile ", "mobile"), ("", ""),
 ])
 def test_access_type_in_any_case(text, value):
-    assert config.access_type(text) == value
+    assert definitions.access_type(text) == value
 
 
 def test_access_type_rejects_with_the_choices():
     with pytest.raises(ValueError, match="'4G' is not an access type: one of fibre, dsl, cable"):
-        config.access_type("4G")
+        definitions.access_type("4G")
 
 
 def test_check_value_runs_the_field_check():

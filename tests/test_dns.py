@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from agent.clock import FakeClock, SystemClock
-from agent.errors import ProbeError
+from kit.errors import ProbeError
 from agent.probes import dns
 from agent.probes.dns import Answer, DnsFormatError, build_query, parse_response
 from tests import netlab

@@ -15,7 +15,7 @@ import pytest
 
 from agent.clock import FakeClock
 from agent.config import parse
-from agent.errors import StoreCorrupt, StoreError, StoreUnwritable
+from kit.errors import StoreCorrupt, StoreError, StoreUnwritable
 from agent.runner import Agent
 from tests.hosttree import power_supply
 from tests.test_round import FakeNet, make_agent

@@ -202,7 +202,7 @@ def test_a_crash_mid_write_leaves_the_previous_report(command, tmp_path):
 # -- the helper itself -----------------------------------------------------------------------
 
 def test_write_atomic_sets_the_mode_whatever_the_umask(tmp_path):
-    from agent.files import write_atomic
+    from kit.files import write_atomic
 
     old = os.umask(0o077)
     try:
@@ -216,7 +216,7 @@ def test_write_atomic_sets_the_mode_whatever_the_umask(tmp_path):
 
 
 def test_write_atomic_names_the_target_when_the_directory_is_missing(tmp_path):
-    from agent.files import write_atomic
+    from kit.files import write_atomic
 
     with pytest.raises(FileNotFoundError) as err:
         write_atomic(tmp_path / "no" / "such" / "dir.html", "x", 0o644)
@@ -224,7 +224,7 @@ def test_write_atomic_names_the_target_when_the_directory_is_missing(tmp_path):
 
 
 def test_write_atomic_leaves_nothing_when_the_rename_fails(tmp_path):
-    from agent.files import write_atomic
+    from kit.files import write_atomic
 
     (tmp_path / "out.html").mkdir()            # a directory in the way: the rename fails
     with pytest.raises(OSError) as err:

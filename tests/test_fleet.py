@@ -1,7 +1,7 @@
 """The synthetic fleet (tests/fleet.py) writes what agents write, and its truth is what it wrote.
 
 The strongest checks run the agent's own code over the fleet's rows: the line encoder
-(agent.lineproto.Encoder, over the rows as the store keeps them) must give the same bytes, and the
+(kit.lineproto.Encoder, over the rows as the store keeps them) must give the same bytes, and the
 outage tracker (agent.outage.step, fed every round) must find the same episodes.
 """
 
@@ -14,10 +14,10 @@ from collections import Counter, defaultdict
 import pytest
 
 from agent import outage
-from agent.lineproto import Encoder
+from kit.lineproto import Encoder
 from agent.model import from_ns, to_ns
 from agent.store import Store
-from collector.model import Dataset, Episode, ObsHour
+from kit.records import Dataset, Episode, ObsHour
 from tests.fleet import BAD_KINDS, NS, REGIONS, Fleet
 from tests.test_catalog import assert_listed
 
@@ -91,7 +91,7 @@ def test_rows_use_only_the_catalogue(bad_fleet):
 
 @pytest.mark.parametrize("which", ["fleet", "bad_fleet", "ten_seconds"])
 def test_lines_are_the_agent_encoders_bytes(which, request):
-    """Samples stored as the store keeps them (JSON) and encoded by agent.lineproto.Encoder give
+    """Samples stored as the store keeps them (JSON) and encoded by kit.lineproto.Encoder give
     exactly the fleet's fast lines."""
     f = Fleet(3, 1, START, round_s=10, seed=9) if which == "ten_seconds" else request.getfixturevalue(which)
     enc = Encoder()

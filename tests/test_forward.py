@@ -16,7 +16,7 @@ from agent.clock import FakeClock
 from agent.forward import (BAD_DATA, HALT, HALT_RETRY_S, MAX_DELAY_S, MAX_REFUSED_ALONE, OK, RETRY,
                            TOO_LARGE, Forwarder, State, classify, culprits, parse_retry_after,
                            retry_delay)
-from agent.influx import Answer
+from kit.influx import Answer
 from agent.model import Sample
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)

@@ -131,7 +131,7 @@ _PROBE = """
 import json, socket, sys, time
 from datetime import datetime
 from agent.clock import FakeClock
-from agent.errors import LinewatchError
+from kit.errors import LinewatchError
 from agent.probes import icmp
 from agent.probes.target import parse_target
 req = json.loads(sys.argv[1])

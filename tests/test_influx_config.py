@@ -5,8 +5,8 @@ import os
 import pytest
 
 from agent.config import parse
-from agent.errors import ConfigError
-from agent.influx import (Token, api_for_version, auth_header, load_token, parse_url, server_message,
+from kit.errors import ConfigError
+from kit.influx import (Token, api_for_version, auth_header, load_token, parse_url, server_message,
                           target_for)
 
 

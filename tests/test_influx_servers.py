@@ -19,8 +19,8 @@ import pytest
 from agent.clock import SystemClock
 from agent.config import parse
 from agent.forward import Forwarder
-from agent.influx import Sink, Token
-from agent.lineproto import unescape_tag
+from kit.influx import Sink, Token
+from kit.lineproto import unescape_tag
 from agent.model import Sample
 from agent.store import Store
 from tests.influxlab import InfluxV1, VictoriaMetrics, influx_unavailable

@@ -14,7 +14,7 @@ import pytest
 from agent.clock import FakeClock
 from agent.config import parse
 from agent.forward import Forwarder
-from agent.influx import Sink, Token
+from kit.influx import Sink, Token
 from agent.model import Sample
 from agent.store import Store
 from tests.statusserver import StatusServer

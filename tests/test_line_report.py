@@ -27,9 +27,9 @@ from agent.config import parse
 from agent.model import Sample
 from agent.round import Probes
 from agent.runner import Agent
-from collector import config as cconfig
-from collector.line import Setup, identity, setup_of, work_overlap
-from collector.model import Unit
+from kit import configkit
+from agent.report.line import Setup, identity, setup_of, work_overlap
+from kit.definitions import Unit
 from collector.page import evidence_text, speed_against_plan
 
 BIN = Path(sys.executable).parent
@@ -364,7 +364,7 @@ def test_work_overlap_with_night_shifts(start, end, work, expected_min):
     ("00:00-24:00", (0, 1440)),
 ], ids=["day", "night", "minutes", "whole-day"])
 def test_work_hours_parse_overnight(text, expected):
-    assert cconfig.parse_work_hours(text, overnight=True) == expected
+    assert configkit.parse_work_hours(text, overnight=True) == expected
 
 
 @pytest.mark.parametrize("text, overnight, message", [
@@ -375,7 +375,7 @@ def test_work_hours_parse_overnight(text, expected):
 ], ids=["collector-day-only", "empty", "past-midnight", "shape"])
 def test_work_hours_refused(text, overnight, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        cconfig.parse_work_hours(text, overnight=overnight)
+        configkit.parse_work_hours(text, overnight=overnight)
 
 
 def test_cli_refuses_a_bad_work_hours_in_one_line(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.lineproto import (Encoder, LineError, check_tag_value, field_set, field_value, line,
+from kit.lineproto import (Encoder, LineError, check_tag_value, field_set, field_value, line,
                              series_key, unescape_tag)
 
 URDU_CITY = "ڈیرہ اسماعیل خان"  # Dera Ismail Khan

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from agent.clock import FakeClock, SystemClock
-from agent.errors import ProbeError
+from kit.errors import ProbeError
 from agent.probes.netio import Counters, LinkState, NetIO, deltas
 
 ROOT = Path(__file__).resolve().parents[1]

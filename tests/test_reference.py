@@ -25,7 +25,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings as hsettings, strategies as st
 
-from collector.model import INTERNET_CAUSES, Dataset, Episode, ObsHour, PingDay, SpeedTest, Unit
+from kit.definitions import INTERNET_CAUSES, Unit
+from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
 from collector.stats import Settings, aggregate
 from tests.reference import reference
 

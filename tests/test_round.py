@@ -58,7 +58,7 @@ class FakeNet:
 
     def echo(self, target, *, count, timeout_s, clock):
         if self.state == "no_probe":
-            from agent.errors import ProbeError
+            from kit.errors import ProbeError
             raise ProbeError("no socket")
         gateway = str(target) == "192.168.1.1"
         ok = self.state in ("up", "dns") or (self.state == "isp" and gateway)
@@ -171,7 +171,7 @@ def test_no_gateway_blames_the_lan_only_where_routes_can_be_read(tmp_path, route
 
 
 def test_probe_error_is_counted_not_fatal(tmp_path):
-    from agent.errors import ProbeError
+    from kit.errors import ProbeError
 
     clock, net = FakeClock(), FakeNet()
 
@@ -188,7 +188,7 @@ def test_probe_error_is_counted_not_fatal(tmp_path):
 
 
 def test_store_damaged_while_running_is_moved_aside_and_the_episode_kept(tmp_path):
-    from agent.errors import StoreCorrupt
+    from kit.errors import StoreCorrupt
 
     clock, net = FakeClock(), FakeNet()
     agent = make_agent(tmp_path, net, clock)

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from agent import config
-from agent.errors import ConfigError
-from agent.secret import MASK, redact, redact_value
+from kit.errors import ConfigError
+from kit.secret import MASK, redact, redact_value
 from collector import config as cconfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -139,7 +139,7 @@ def test_damaged_pages_detected(tmp_path):
     try:
         # either noticed at open (moved aside) or on first use (StoreCorrupt)
         if s2.recovered_from is None:
-            from agent.errors import StoreCorrupt
+            from kit.errors import StoreCorrupt
             with pytest.raises(StoreCorrupt):
                 list(s2.unsent(limit=5000))
     finally:
@@ -164,7 +164,7 @@ def test_newer_schema_refused(tmp_path):
     c.execute("PRAGMA user_version=99")
     c.commit()
     c.close()
-    from agent.errors import StoreError
+    from kit.errors import StoreError
     with pytest.raises(StoreError, match="newer linewatch"):
         Store.open(d)
 

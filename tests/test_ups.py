@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from agent.clock import FakeClock
-from agent.errors import ProbeError
+from kit.errors import ProbeError
 from agent.probes.ups import (KINDS, NutError, NutURL, error_for_reply, measure, parse_list_var,
                               parse_nut_url, parse_var_line, quote_arg, read_vars, split_words,
                               ups_fields)
@@ -141,7 +141,7 @@ def private(path, text: str, mode: int = 0o600):
 
 
 def test_a_user_without_a_password_is_valid_config_but_needs_one_to_run(tmp_path):
-    from agent.errors import ConfigError
+    from kit.errors import ConfigError
     from agent.probes.ups import load_url
 
     section = power('ups = "nut://mon@h/ups"')
@@ -188,7 +188,7 @@ def test_password_file_keeps_the_password_exactly(tmp_path, monkeypatch):
                                                ("a\tb", "control character")],
                          ids=["missing", "empty", "two-lines", "tab"])
 def test_a_bad_password_file_names_the_key(tmp_path, content, expected):
-    from agent.errors import ConfigError
+    from kit.errors import ConfigError
     from agent.probes.ups import load_url
 
     f = tmp_path / "pw"
@@ -205,7 +205,7 @@ def test_a_bad_password_file_names_the_key(tmp_path, content, expected):
     (f'ups = "nut://mon:{SECRET}@h/ups"\nups_password_file = "/pw"', "keep it in one place"),
 ], ids=["no-ups", "no-user", "password-twice"])
 def test_a_password_file_needs_a_user_without_a_password(text, expected):
-    from agent.errors import ConfigError
+    from kit.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         power(text)

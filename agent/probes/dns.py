@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from agent.clock import Clock
-from agent.errors import ProbeError
+from kit.errors import ProbeError
 from agent.model import Sample
 
 QTYPES = {"A": 1, "AAAA": 28}

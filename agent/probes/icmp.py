@@ -21,7 +21,7 @@ clock stepped in between (or the kernel gave no timestamp).
 
 Everything that goes wrong with one echo is a lost echo, never an exception: an unreachable host,
 an ICMP error, a link that is down (``sendto`` fails with ENETUNREACH). Only a socket the system
-refuses to open raises :class:`~agent.errors.MethodUnavailable`.
+refuses to open raises :class:`~kit.errors.MethodUnavailable`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import sys
 import time
 
 from agent.clock import Clock
-from agent.errors import MethodUnavailable, ProbeError
+from kit.errors import MethodUnavailable, ProbeError
 from agent.model import Sample
 from agent.probes.stats import echo_stats
 from agent.probes.target import Target

@@ -31,7 +31,7 @@ from typing import Callable, Collection, Mapping
 import psutil
 
 from agent.clock import Clock
-from agent.errors import ProbeError
+from kit.errors import ProbeError
 from agent.model import Sample
 
 

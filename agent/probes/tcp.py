@@ -24,7 +24,7 @@ import struct
 import time
 
 from agent.clock import Clock
-from agent.errors import ProbeError
+from kit.errors import ProbeError
 from agent.model import Sample
 from agent.probes.stats import echo_stats
 from agent.probes.target import Target

@@ -62,9 +62,9 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from urllib.parse import quote, unquote
 
 from agent.clock import Clock
-from agent.errors import ConfigError, ProbeError
+from kit.errors import ConfigError, ProbeError
 from agent.model import Sample
-from agent.secret import load as load_secret, open_mode, redact
+from kit.secret import load as load_secret, open_mode, redact
 
 if TYPE_CHECKING:  # the config imports this module's checks; a type needs no import at run time
     from agent.config import PowerSection
@@ -523,7 +523,7 @@ def load_url(section: "PowerSection", env: Mapping[str, str] = os.environ,
     A password written in ``power.ups`` is used as it is, with a warning when ``source`` (the
     config file holding it) is readable by other users. For ``nut://user@host/ups`` the password
     is ``$LINEWATCH_UPS_PASSWORD``, else the file ``power.ups_password_file`` names, else the
-    systemd credential ``ups-password`` (:func:`agent.secret.load`: one line, the line ending
+    systemd credential ``ups-password`` (:func:`kit.secret.load`: one line, the line ending
     dropped; a file others can read is a warning). Raises ConfigError naming ``power.ups`` when
     none of them holds it, and the key the password came from when it cannot be read or sent.
     """

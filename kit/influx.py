@@ -15,7 +15,7 @@ of memory, which an agent without a server never pays.
 
 The token never appears on a command line, in a log line, an error or ``status``: it is sent in
 an ``Authorization`` header only, and every message from the server or a library passes through
-:func:`agent.secret.redact` (the token in every form it travels in) before it is cut, stored or
+:func:`kit.secret.redact` (the token in every form it travels in) before it is cut, stored or
 printed: the HTTP client and the v2 writer redact each :class:`Answer` they make.
 """
 
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 from urllib.parse import quote, urlsplit
 
-from agent.config import InfluxSection
-from agent.secret import Secret, load as load_secret
+from kit.configkit import between, max_len, one_of, opt, parses
+from kit.secret import Secret, load as load_secret
 
 TOKEN_ENV = "LINEWATCH_INFLUX_TOKEN"
 CREDENTIAL = "influx-token"
@@ -62,6 +62,45 @@ def parse_url(url: str) -> str:
 
 # The token and where it came from; ``repr`` never shows it, ``redact`` removes it from a text.
 Token = Secret
+
+
+# The [influx] section, shared by the agent (forwarding) and the collector (reading).
+@dataclass(frozen=True)
+class InfluxSection:
+    url: str = opt("", "InfluxDB to forward to: http(s)://host:port, e.g. http://localhost:8086 "
+                    "or an InfluxDB Cloud URL. Empty: nothing is forwarded and the local store "
+                    "keeps everything (it is the outbox either way: rows recorded while the server "
+                    "was unreachable go out later, oldest first).", parses("kit.influx", "parse_url", allow_empty=True),
+                    "http://localhost:8086")
+    api: str = opt("auto", '"auto" asks the server\'s /ping for its version: InfluxDB 1.x older '
+                    'than 1.8 gets the v1 /write endpoint, everything else (1.8+, 2.x, 3.x, Cloud) '
+                    '/api/v2/write. "v2" or "v1" forces one.', one_of("auto", "v2", "v1"))
+    org: str = opt("", "Organisation (InfluxDB 2.x and Cloud; ignored by 1.8 and 3.x).",
+                    max_len(256), "my-org")
+    bucket: str = opt("", "Bucket for /api/v2/write (InfluxDB 2.x, Cloud; the database on 3.x). "
+                       "Empty with a database set: database/retention_policy, as InfluxDB 1.8+ "
+                       "expects.", max_len(256), "linewatch")
+    database: str = opt("", "Database for InfluxDB 1.x (the v1 /write endpoint).", max_len(256),
+                         "linewatch")
+    retention_policy: str = opt("", "Retention policy for InfluxDB 1.x; empty: the database's "
+                                 "default.", max_len(256))
+    token_file: str = opt("", "File holding the token (InfluxDB 2.x/3.x/Cloud) or user:password "
+                           "(InfluxDB 1.x). The token is read from $LINEWATCH_INFLUX_TOKEN first, "
+                           "then this file, then the systemd credential influx-token "
+                           "($CREDENTIALS_DIRECTORY). It is never taken from the command line and "
+                           "never printed; keep the file private (chmod 600).",
+                           example="/etc/linewatch/influx-token")
+    verify_tls: bool = opt(True, "Verify the server's TLS certificate. Set false only for a "
+                            "server you trust on a network you trust: the token crosses it.")
+    ca_file: str = opt("", "PEM file with the CA that signed the server's certificate (a private "
+                        "CA): better than turning verify_tls off.")
+    timeout_s: float = opt(10.0, "Seconds to wait for the server's answer to one write.",
+                            between(1, 300))
+    batch_size: int = opt(5000, "Lines per write request (the backlog after an outage goes out "
+                           "in batches of this size).", between(1, 100_000))
+    gzip: bool = opt(True, "Compress write requests (about 10x less data on the line).")
+    push_interval_s: float = opt(10.0, "Seconds between forwarding attempts while the server "
+                                  "answers (after errors the agent backs off).", between(1, 3600))
 
 
 def load_token(section: InfluxSection, env: Mapping[str, str] = os.environ,

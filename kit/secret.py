@@ -2,7 +2,7 @@
 
 Two secrets exist. The InfluxDB token (or ``user:password`` for InfluxDB 1.x) comes from
 ``$LINEWATCH_INFLUX_TOKEN``, ``influx.token_file`` or the systemd credential ``influx-token``
-(:func:`agent.influx.load_token`). The NUT password comes from ``$LINEWATCH_UPS_PASSWORD``,
+(:func:`kit.influx.load_token`). The NUT password comes from ``$LINEWATCH_UPS_PASSWORD``,
 ``power.ups_password_file`` or the systemd credential ``ups-password``, or from ``power.ups``
 itself (:func:`agent.probes.ups.load_url`). Both are read by :func:`load`.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import quote, quote_plus
 
-from agent.errors import ConfigError
+from kit.errors import ConfigError
 
 MASK = "***"
 # A piece of a secret this long or longer, left at the start or end of a text cut by someone

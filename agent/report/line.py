@@ -6,7 +6,7 @@ The same definitions as the regional statistics, for a single agent:
 * observed hours: the agent's probe rounds (time it was watching);
 * ``internet_availability`` = 1 - connectivity outage seconds / observed seconds;
 * power cuts: power episodes (mains lost while on battery or UPS, or the host went down), merged
-  by the regional figures' rule (collector.model.joins_previous_cut): one cut seen by the battery
+  by the regional figures' rule (kit.definitions.joins_previous_cut): one cut seen by the battery
   and the UPS, or a battery that ran flat and took the host down, is one cut, its time counted
   once (the list keeps each episode);
 * work-hours minutes: the part of each outage inside the working hours (local time, working
@@ -33,11 +33,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from agent.config import PK_REGIONS, Config
-from collector.model import Quality, Unit, joins_previous_cut, quantile
-from collector.storefile import MAX_CAUSE_CHARS, NS, WINDOW_SQL, StoreFile, number_sql, value_sql
+from agent.config import Config
+from kit.definitions import PK_REGIONS, WEEKDAYS, WORK_DAYS, Quality, Unit, joins_previous_cut, quantile
+from kit.storefile import MAX_CAUSE_CHARS, NS, WINDOW_SQL, StoreFile, number_sql, value_sql
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Outages given their per-round evidence, the longest first: a flapping line over 90 days can
 # have thousands, and each costs a few indexed queries.
 MAX_EVIDENCE = 1000
@@ -111,7 +110,7 @@ def work_overlap(start: float, end: float, zone: ZoneInfo, work: tuple[int, int]
 
 def summarise(path: str | Path, start: float, end: float, now: float, tz: str = "Asia/Karachi",
               work: tuple[int, int] = (540, 1080),
-              work_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri"),
+              work_days: tuple[str, ...] = WORK_DAYS,
               setup: Setup | None = None) -> dict:
     """The line page's dict (collector.page.line_report) for the store at ``path``, [start, end).
 
@@ -435,7 +434,7 @@ def _gaps(rounds, start: float, end: float, explained: list[tuple[float, float]]
 
 
 def cut_spans(power: list[dict]) -> list[tuple[float, float]]:
-    """The power episodes' time ranges, one per cut: merged by collector.model.joins_previous_cut,
+    """The power episodes' time ranges, one per cut: merged by kit.definitions.joins_previous_cut,
     the rule the regional figures use."""
     out: list[list] = []   # [start, end, latest end of its episodes that are not host_down]
     for e in sorted(power, key=lambda e: (e["_s"], -e["_e"])):

@@ -1,0 +1,74 @@
+"""The records a store file or an InfluxDB answer reduces to, which the collector's statistics and
+the line report consume (pure data, no I/O).
+
+Both sources (InfluxDB through InfluxQL, and agents' local store files) reduce what agents wrote to
+these few shapes, already aggregated where the source can do it (hourly observed time, daily
+latency percentiles), so a month of 10-second rounds never crosses the wire:
+
+* :class:`~kit.definitions.Unit` - one agent in one place (its id, the tags that place it in a
+                     cell, its site), defined with the vocabularies.
+* :class:`ObsHour`  - how long a unit was watching during one UTC hour (from its probe rounds).
+* :class:`Episode`  - one finished outage episode (power or connectivity) of a unit.
+* :class:`PingDay`  - a unit's latency and loss over one UTC day (internet targets only).
+* :class:`SpeedTest` - one successful speed test of a unit.
+
+Times are seconds since 1970 UTC (floats); durations in seconds. Every record carries its unit, so
+an agent whose tags changed (it moved, or its ISP changed) counts in each cell it was in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kit.definitions import Unit
+
+@dataclass(frozen=True)
+class ObsHour:
+    unit: Unit
+    hour: int            # start of the UTC hour, seconds since 1970 (a multiple of 3600)
+    observed_s: float    # seconds the agent was watching within that hour (sum of round intervals)
+
+
+@dataclass(frozen=True)
+class Episode:
+    unit: Unit
+    type: str            # "power" or "connectivity"
+    cause: str           # as recorded: power ac_lost/host_down; connectivity lan/isp/dns/power/unknown
+    start: float         # seconds since 1970 UTC
+    duration_s: float
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration_s
+
+
+@dataclass(frozen=True)
+class PingDay:
+    unit: Unit
+    day: int             # start of the UTC day, seconds since 1970
+    rtt_p50_ms: float | None
+    rtt_p95_ms: float | None
+    loss_pct: float | None   # mean loss over rounds in which the target answered at all
+    rounds: int
+    rtt_min_ms: float | None = None   # the day's extremes: one absurd round rejects the day
+    rtt_max_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class SpeedTest:
+    unit: Unit
+    time: float
+    download_bps: float
+    upload_bps: float | None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Everything one collection produced, for the window [start, end)."""
+
+    start: float
+    end: float
+    obs: tuple[ObsHour, ...] = ()
+    episodes: tuple[Episode, ...] = ()
+    pings: tuple[PingDay, ...] = ()
+    speeds: tuple[SpeedTest, ...] = ()

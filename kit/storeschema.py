@@ -1,0 +1,81 @@
+"""The store file's format: what the agent writes (agent/store.py) and what every reader of a
+store file checks before it trusts one (kit/storefile.py: the collector, the line report).
+
+* ``series``     one row per (measurement, tags): tags stored once, not with every sample.
+* ``samples``    one row per measurement (``fields`` a JSON object), ``sent`` = forwarded.
+* ``episodes``   outage and power episodes, open (``end_ns`` NULL) or closed.
+* ``quarantine`` rows the server refused, with its answer.
+* ``state``      the agent's small durable facts (heartbeat, forward state, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from urllib.parse import quote
+
+SCHEMA_VERSION = 2  # 2: quarantine table, outbox index by time
+DB_NAME = "linewatch.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    measurement TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    UNIQUE (measurement, tags)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY,
+    time_ns INTEGER NOT NULL,
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    fields TEXT NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS samples_outbox ON samples (time_ns, id) WHERE sent = 0;
+CREATE INDEX IF NOT EXISTS samples_series_time ON samples (series_id, time_ns);
+CREATE TABLE IF NOT EXISTS episodes (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER,
+    duration_s REAL NOT NULL,
+    sustained INTEGER NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS episodes_start ON episodes (start_ns);
+CREATE TABLE IF NOT EXISTS quarantine (
+    sample_id INTEGER PRIMARY KEY,
+    time_ns INTEGER NOT NULL,
+    status INTEGER,
+    message TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+def table_definitions() -> dict[str, str]:
+    """Each table of the schema as SQLite keeps its definition (``sqlite_master.sql``): what a
+    store made by any version of the agent holds (schema 1 had no quarantine table), for a
+    reader that must check a file before it trusts it (kit.storefile)."""
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.executescript(SCHEMA)
+        return dict(mem.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    finally:
+        mem.close()
+
+
+def sqlite_uri(path: str | os.PathLike, query: str) -> str:
+    """A ``file:`` URI naming exactly ``path``, with ``query`` (``mode=ro``, ``immutable=1``).
+    What a URI reads in a file name is quoted (a file named ``%2e%2e%2fpwn.db`` is that file, not
+    ``../pwn.db``; ``?`` and ``#`` are part of the name), and the path is made absolute behind an
+    empty authority, so a path starting ``//`` is not read as a host name."""
+    p = os.fspath(path)
+    if not os.path.isabs(p):
+        p = os.path.join(os.getcwd(), p)
+    return f"file://{quote(p)}?{query}"

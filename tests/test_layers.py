@@ -1,0 +1,52 @@
+"""The house's one direction of imports (docs/architecture.md): kit <- agent <- collector.
+
+The shared kit imports neither the agent nor the collector, and the agent never imports the
+collector, at module level or inside a function. Read from the source with ast, so an import
+that only runs in one command is caught as well as one at the top.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("kit", "agent", "collector")
+# What each package may import of the project: itself and the floors below it.
+MAY_IMPORT = {"kit": {"kit"}, "agent": {"kit", "agent"}, "collector": {"kit", "agent", "collector"}}
+
+
+def project_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level package) of every import of a project package in the file."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        out += [(node.lineno, n.split(".")[0]) for n in names if n.split(".")[0] in PACKAGES]
+    return out
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_run_one_way(package):
+    files = modules(package)
+    assert files, f"no modules found under {package}/"
+    wrong = [f"{p.relative_to(ROOT)}:{line} imports {target}"
+             for p in files for line, target in project_imports(p)
+             if target not in MAY_IMPORT[package]]
+    assert wrong == [], "imports against the direction kit <- agent <- collector:\n" + "\n".join(wrong)
+
+
+def test_the_check_sees_imports_inside_functions(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def report():\n    from collector import stats\n    import agent.store\n")
+    assert project_imports(bad) == [(2, "collector"), (3, "agent")]
