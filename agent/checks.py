@@ -26,7 +26,7 @@ def check_config(cfg: Config) -> dict:
 
 def check_icmp(cfg: Config) -> dict:
     from agent.probes import icmp
-    from agent.runner import method_permitted
+    from agent.probes.registry import method_permitted
 
     if cfg.probe.method == "tcp":
         return _r("echo method", "ok", f"TCP connect to port {cfg.probe.tcp_port} (forced in config)")
@@ -48,7 +48,7 @@ def check_icmp(cfg: Config) -> dict:
 def check_gateway(cfg: Config) -> dict:
     from agent.probes import gateway
     from agent.probes.target import parse_target
-    from agent.runner import EchoDispatch
+    from agent.probes.registry import EchoDispatch
 
     g = cfg.probe.gateway
     if g == "off":
@@ -71,7 +71,7 @@ def check_gateway(cfg: Config) -> dict:
 
 def check_targets(cfg: Config) -> dict:
     from agent.probes.target import parse_target
-    from agent.runner import EchoDispatch
+    from agent.probes.registry import EchoDispatch
 
     echo = EchoDispatch(cfg.probe.method, cfg.probe.tcp_port)
     up, down = [], []
@@ -219,7 +219,7 @@ def check_ups(cfg: Config) -> list[dict]:
 
 def check_host(cfg: Config) -> dict:
     from agent import power
-    from agent.runner import boot_id
+    from agent.probes.registry import boot_id
 
     bid, bt = boot_id(cfg.agent.procfs), power.boot_time(cfg.agent.procfs)
     if not bid or bt is None:

@@ -86,7 +86,8 @@ def run(config_path, log_level):
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.umask(0o077)  # everything the agent writes is private to its user
-    from agent.runner import Agent, check_method_available
+    from agent.probes.registry import check_method_available
+    from agent.runner import Agent
 
     import psutil
 
@@ -121,7 +122,8 @@ def probe(config_path, as_json):
     cfg = _load(config_path)
     from agent.clock import SystemClock
     from agent.round import Prober
-    from agent.runner import base_tags, real_probes
+    from agent.probes.registry import real_probes
+    from agent.runner import base_tags
 
     prober = Prober(cfg, real_probes(cfg), SystemClock(), base_tags(cfg, cfg.agent.id or "-"))
     try:

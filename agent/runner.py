@@ -38,16 +38,16 @@ from typing import Callable
 from agent import outage, power
 from agent.clock import Clock, SystemClock
 from agent.config import Config
-from kit.errors import ConfigError, MethodUnavailable, StoreCorrupt, StoreError
+from kit.errors import ConfigError, StoreCorrupt, StoreError
 from agent.model import Episode, Sample
 from agent.probes.gateway import gateway_mac, site_id
+from agent.probes.registry import EchoDispatch, boot_id, real_probes
 from agent.round import Prober, Probes, Round
 from kit.secret import redact_value
 from agent.store import MAX_PENDING_SAMPLES, Store, Trouble
 
 log = logging.getLogger("linewatch")
 
-SPACING_S = 0.25  # between the echoes of one target in a round
 HOUSEKEEPING_S = 3600.0
 STATE_TRACKER, STATE_HEARTBEAT, STATE_CLEAN_EXIT = "outage_tracker", "heartbeat", "clean_exit"
 STATE_POWER, STATE_POWER_SENSORS, STATE_PENDING = "power_tracker", "power_sensors", "pending_host_down"
@@ -90,54 +90,6 @@ def base_tags(cfg: Config, ident: str, isp_auto: str | None = None,
         if value:
             tags[key] = value
     return tags
-
-
-def boot_id(procfs: str) -> str:
-    try:
-        return Path(procfs, "sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-class EchoDispatch:
-    """Chooses the echo method per target: TCP for address:port targets, else ICMP by the
-    configured method (``auto``: unprivileged ICMP, then raw, then TCP connect)."""
-
-    def __init__(self, method: str, tcp_port: int) -> None:
-        self.method = method
-        self.tcp_port = tcp_port
-        self._resolved: dict[int, str] = {}
-
-    def method_for(self, family: int) -> str:
-        if self.method != "auto":
-            return self.method
-        if family not in self._resolved:
-            from agent.probes import icmp
-
-            self._resolved[family] = icmp.available_method(family) or "tcp"
-        return self._resolved[family]
-
-    def __call__(self, target, *, count: int, timeout_s: float, clock: Clock) -> Sample:
-        from agent.probes import icmp, tcp
-
-        method = "tcp" if target.port is not None else self.method_for(target.family)
-        if method == "tcp":
-            return tcp.measure(target, port=self.tcp_port, count=count, timeout_s=timeout_s,
-                               spacing_s=SPACING_S, clock=clock)
-        return icmp.measure(target, count=count, timeout_s=timeout_s, spacing_s=SPACING_S,
-                            method=method, clock=clock)
-
-
-def real_probes(cfg: Config) -> Probes:
-    from agent.probes import dns, gateway
-
-    return Probes(
-        echo=EchoDispatch(cfg.probe.method, cfg.probe.tcp_port),
-        dns=dns.measure,
-        gateway=lambda: gateway.default_gateway(cfg.agent.procfs),
-        dns_servers=dns.system_servers,
-        routes_known=lambda: gateway.routes_readable(cfg.agent.procfs),
-    )
 
 
 class Agent:
@@ -901,27 +853,3 @@ def _log_change(ch: outage.Change) -> None:
     else:
         log.warning("%s episode ended: %s .. %s, %.0f s, cause %s", ep.type, ep.start.isoformat(),
                     ep.end.isoformat() if ep.end else "?", ep.duration_s, ep.cause)
-
-
-_ICMP_SOCKET_TYPES = {"icmp_dgram": socket.SOCK_DGRAM, "icmp_raw": socket.SOCK_RAW}
-
-
-def method_permitted(method: str, family: int = socket.AF_INET) -> bool:
-    """Whether this process may open the socket an ICMP method needs (TCP is always allowed)."""
-    if method not in _ICMP_SOCKET_TYPES:
-        return True
-    proto = socket.IPPROTO_ICMP if family == socket.AF_INET else socket.IPPROTO_ICMPV6
-    try:
-        socket.socket(family, _ICMP_SOCKET_TYPES[method], proto).close()
-    except OSError:
-        return False
-    return True
-
-
-def check_method_available(cfg: Config) -> None:
-    """Fail before starting when a forced ICMP method is refused (``auto`` always finds one)."""
-    if not method_permitted(cfg.probe.method):
-        from agent.probes import icmp
-
-        raise MethodUnavailable(
-            f'probe.method = "{cfg.probe.method}" is not permitted here. {icmp.how_to_enable()}')
