@@ -387,8 +387,7 @@ def report(config_path, since, until, out, tz, work_hours):
     from kit.errors import SourceError
     from kit.files import write_atomic
     from agent.store import DB_NAME
-    from agent.report import line
-    from collector import page
+    from agent.report import line, page
     from kit import configkit
 
     cfg = _load(config_path)

@@ -213,8 +213,8 @@ def aggregate_cmd(ctx, cache, config_path, stores, period, by, until, since, fmt
 @click.pass_context
 def report_cmd(ctx, cache, config_path, stores, period, by, until, since, out, title):
     """One self-contained HTML page to publish: tables, charts, events, method."""
+    from collector import regional_page
     from kit.files import write_atomic
-    from collector import page
 
     cfg = _config(ctx, config_path)
     _need_numpy()
@@ -222,7 +222,7 @@ def report_cmd(ctx, cache, config_path, stores, period, by, until, since, out, t
     if title:
         result["title"] = title
     # The published page: readable by all (0644), written whole through a file of a random name.
-    _run(lambda: write_atomic(Path(out), page.region_report(result), 0o644))
+    _run(lambda: write_atomic(Path(out), regional_page.region_report(result), 0o644))
     shown = sum(1 for c in result["cells"] if not c["suppressed"])
     click.echo(f"wrote {out}: {shown} cell(s) shown, "
                f"{len(result['cells']) - shown} suppressed, {len(result['events'])} regional event(s)")

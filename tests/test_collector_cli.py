@@ -254,7 +254,7 @@ def test_agent_line_report_shows_an_agent_crash_as_not_watching(tmp_path, chromi
     assert [(e["type"], round(e["duration_min"])) for e in line["episodes"]] == [("agent_gap", 30)]
     assert line["outages"] == 0 and line["internet_availability"] == 1.0
     assert line["observed_h"] == pytest.approx(0.5)
-    from collector.page import line_report
+    from agent.report.page import line_report
 
     out = tmp_path / "line.html"
     out.write_text(line_report(line), encoding="utf-8")

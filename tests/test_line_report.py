@@ -29,8 +29,8 @@ from agent.round import Probes
 from agent.runner import Agent
 from kit import configkit
 from agent.report.line import Setup, identity, setup_of, work_overlap
+from agent.report.sections import evidence_text, speed_against_plan
 from kit.definitions import Unit
-from collector.page import evidence_text, speed_against_plan
 
 BIN = Path(sys.executable).parent
 KARACHI = ZoneInfo("Asia/Karachi")

@@ -1,5 +1,6 @@
-"""The HTML reports (collector/page.py): escaping, self-containment, sections, empty inputs, and a
-real render in headless Chromium (tests/browser.py) with zero console errors and requests."""
+"""The HTML reports (collector/regional_page.py, agent/report/page.py, the kit in kit/html):
+escaping, self-containment, sections, empty inputs, and a real render in headless Chromium
+(tests/browser.py) with zero console errors and requests."""
 
 import copy
 import re
@@ -9,7 +10,11 @@ from html.parser import HTMLParser
 
 import pytest
 
-from collector import page
+from agent.report.page import line_report
+from agent.report.sections import TIMELINE_LANES
+from collector.regional_page import HOURS, region_report
+from kit.html.fmt import WEEKDAYS, fmt_ci, fmt_freq, fmt_int, fmt_mbit, fmt_min, fmt_pct, parse_time
+from kit.html.svg import Bar, Span, _ticks, svg_hbar, svg_heatmap, svg_timeline
 
 HOSTILE = '<script>alert(1)</script> & "Q"'
 HOSTILE_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;Q&quot;"
@@ -213,17 +218,17 @@ def section(doc, sid):
 # --- unit tests ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fn,value,expected", [
-    (page.fmt_pct, 0.99812, "99.812 %"),
-    (page.fmt_pct, 1, "100.000 %"),
-    (page.fmt_pct, None, "–"),
-    (page.fmt_mbit, 2.1e7, "21.0 Mbit/s"),
-    (page.fmt_mbit, 5.5e5, "0.55 Mbit/s"),
-    (page.fmt_min, 3120.46, "3,120.5"),
-    (page.fmt_min, -0.01, "0.0"),
-    (page.fmt_min, float("nan"), "–"),
-    (page.fmt_min, "garbage", "–"),
-    (page.fmt_freq, 0.5, "0.50"),
-    (page.fmt_int, 12.0, "12"),
+    (fmt_pct, 0.99812, "99.812 %"),
+    (fmt_pct, 1, "100.000 %"),
+    (fmt_pct, None, "–"),
+    (fmt_mbit, 2.1e7, "21.0 Mbit/s"),
+    (fmt_mbit, 5.5e5, "0.55 Mbit/s"),
+    (fmt_min, 3120.46, "3,120.5"),
+    (fmt_min, -0.01, "0.0"),
+    (fmt_min, float("nan"), "–"),
+    (fmt_min, "garbage", "–"),
+    (fmt_freq, 0.5, "0.50"),
+    (fmt_int, 12.0, "12"),
 ], ids=["pct", "pct-1", "pct-none", "mbit", "mbit-small", "min", "no-minus-zero", "nan",
         "not-a-number", "freq", "int"])
 def test_number_formats(fn, value, expected):
@@ -231,14 +236,14 @@ def test_number_formats(fn, value, expected):
 
 
 def test_ci_is_shown_only_with_both_ends():
-    assert "[2,980.0–3,260.3]" in page.fmt_ci([2980.0, 3260.3], page.fmt_min)
-    assert page.fmt_ci([1.0, None], page.fmt_min) == ""
-    assert page.fmt_ci(None, page.fmt_min) == ""
+    assert "[2,980.0–3,260.3]" in fmt_ci([2980.0, 3260.3], fmt_min)
+    assert fmt_ci([1.0, None], fmt_min) == ""
+    assert fmt_ci(None, fmt_min) == ""
 
 
 @pytest.mark.parametrize("render", [
-    lambda: page.region_report(region_sample()),
-    lambda: page.line_report(line_sample(isp=HOSTILE)),
+    lambda: region_report(region_sample()),
+    lambda: line_report(line_sample(isp=HOSTILE)),
 ], ids=["region", "line"])
 def test_hostile_names_are_escaped(render):
     doc = render()
@@ -254,7 +259,7 @@ def _poison(value, key=None):
         return {k: _poison(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return value if key == "by" else [_poison(v, key) for v in value]
-    if isinstance(value, str) and page.parse_time(value) is None:
+    if isinstance(value, str) and parse_time(value) is None:
         return HOSTILE
     return value
 
@@ -277,12 +282,12 @@ def _line_with_evidence(text):
 
 
 @pytest.mark.parametrize("render", [
-    lambda: page.region_report(_poison(region_sample())
+    lambda: region_report(_poison(region_sample())
                                | {"data_quality": {"rejected": {HOSTILE: 1}}}),
-    lambda: page.line_report(_poison(line_sample())
+    lambda: line_report(_poison(line_sample())
                              | {"daily": [{"day": HOSTILE}],
                                 "episodes": [{"type": "power", "start": HOSTILE}]}),
-    lambda: page.line_report(_line_with_evidence(HOSTILE)),
+    lambda: line_report(_line_with_evidence(HOSTILE)),
 ], ids=["region", "line", "line-evidence"])
 def test_every_data_string_is_escaped_once(render):
     doc = render()
@@ -294,16 +299,16 @@ def test_every_data_string_is_escaped_once(render):
 
 def test_report_additions_escape_every_spot():
     """Each place the account, tags, probe settings or evidence appear holds the escaped text."""
-    plain = page.line_report(_line_with_evidence("QQQ")).count("QQQ")
+    plain = line_report(_line_with_evidence("QQQ")).count("QQQ")
     assert plain >= 12
-    assert page.line_report(_line_with_evidence(HOSTILE)).count(HOSTILE_ESCAPED) == plain
+    assert line_report(_line_with_evidence(HOSTILE)).count(HOSTILE_ESCAPED) == plain
 
 
 def test_urdu_text_is_kept_and_isolated():
-    doc = page.line_report(line_sample())
+    doc = line_report(line_sample())
     assert '<meta charset="utf-8">' in doc and '<html lang="en">' in doc
     assert f'<bdi lang="ur">{URDU_CITY}</bdi>' in doc
-    region = page.region_report(region_sample())
+    region = region_report(region_sample())
     assert '<bdi lang="ur">سندھ</bdi>' in region
 
 
@@ -312,7 +317,7 @@ def test_suppressed_cell_shows_no_figures():
     # Even if a collector bug left figures in a suppressed cell, the page must not show them.
     result["cells"][-1].update({"agents": 3, "power_saidi_min": 987.6,
                                 "internet_availability": 0.1234})
-    doc = page.region_report(result)
+    doc = region_report(result)
     headline = tables(section(doc, "headline")).tables[0]
     gb = [row for row in headline if any("PK-GB" in c for c in row)]
     assert len(gb) == 1
@@ -329,7 +334,7 @@ def test_suppression_says_which_floor_and_figures_what_they_rest_on():
     result["cells"][-1]["suppressed_reason"] = "min_watch_h"
     ptcl = next(c for c in result["cells"] if c["isp"] == "PTCL")
     ptcl.update(sites=6, download_p50_bps_sites=1, rtt_p50_ms_sites=6)
-    doc = page.region_report(result)
+    doc = region_report(result)
     headline = tables(section(doc, "headline")).tables[0]
     gb = next(row for row in headline if any("PK-GB" in c for c in row))
     assert gb[-1] == "suppressed: fewer than 5 lines watched 24 h or more"
@@ -343,7 +348,7 @@ def test_periods_get_their_own_column():
     result = region_sample()
     result["period"] = "week"
     result["cells"][0]["period_start"] = "2026-11-15T19:00:00Z"    # Monday 00:00 in Karachi
-    doc = page.region_report(result)
+    doc = region_report(result)
     rows = tables(section(doc, "headline")).tables[0]
     assert rows[0][:3] == ["Region", "ISP", "Period"]
     assert rows[1][2] == "week of 2026-11-16"
@@ -351,7 +356,7 @@ def test_periods_get_their_own_column():
 
 
 def test_headline_figures_and_intervals():
-    doc = page.region_report(region_sample())
+    doc = region_report(region_sample())
     rows = tables(section(doc, "headline")).tables[0]
     assert rows[0][:5] == ["Region", "ISP", "Agents", "Lines", "Agent-hours"]   # no period column
     ptcl = next(r for r in rows if r[1] == "PTCL")
@@ -366,8 +371,8 @@ def test_headline_figures_and_intervals():
 
 @pytest.mark.parametrize("kind", ["region", "line"])
 def test_no_external_references(kind):
-    doc = page.region_report(region_sample()) if kind == "region" else \
-        page.line_report(line_sample())
+    doc = region_report(region_sample()) if kind == "region" else \
+        line_report(line_sample())
     assert "http://" not in doc and "https://" not in doc
     assert "url(" not in doc and "@import" not in doc
     refs = re.findall(r'\b(?:src|href|xlink:href|action)\s*=\s*"([^"]*)"', doc)
@@ -378,8 +383,8 @@ def test_no_external_references(kind):
 @pytest.mark.parametrize("kind,headings", [("region", REGION_SECTIONS), ("line", LINE_SECTIONS)],
                          ids=["region", "line"])
 def test_every_section_heading_present(kind, headings):
-    doc = page.region_report(region_sample()) if kind == "region" else \
-        page.line_report(line_sample())
+    doc = region_report(region_sample()) if kind == "region" else \
+        line_report(line_sample())
     found = re.findall(r"<h2[^>]*>([^<]+)</h2>", doc)
     assert found == headings
     assert "<title>" in doc and "@media print" in doc
@@ -418,7 +423,7 @@ EMPTY_REGIONS = {
 
 @pytest.mark.parametrize("result", EMPTY_REGIONS.values(), ids=EMPTY_REGIONS.keys())
 def test_empty_region_inputs_render(result):
-    doc = page.region_report(copy.deepcopy(result))
+    doc = region_report(copy.deepcopy(result))
     assert_whole_page(doc, REGION_SECTIONS)
     assert "nan" not in doc.lower().replace("nayatel", "")
 
@@ -432,7 +437,7 @@ def assert_whole_page(doc: str, sections: list[str]) -> None:
 
 
 def test_null_profiles_say_so():
-    doc = page.region_report(_null_profiles())
+    doc = region_report(_null_profiles())
     assert "No load-shedding profile for this cell" in section(doc, "load-shedding")
     assert "<svg" not in section(doc, "load-shedding")
 
@@ -451,13 +456,13 @@ EMPTY_LINES = {
 
 @pytest.mark.parametrize("line", EMPTY_LINES.values(), ids=EMPTY_LINES.keys())
 def test_empty_line_inputs_render(line):
-    assert_whole_page(page.line_report(copy.deepcopy(line)), LINE_SECTIONS)
+    assert_whole_page(line_report(copy.deepcopy(line)), LINE_SECTIONS)
 
 
 @pytest.mark.parametrize("kind", ["region", "line"])
 def test_markup_nests(kind):
-    doc = page.region_report(region_sample()) if kind == "region" else \
-        page.line_report(line_sample())
+    doc = region_report(region_sample()) if kind == "region" else \
+        line_report(line_sample())
     p = tables(doc)
     assert not p.errors and p.stack == []
 
@@ -466,7 +471,7 @@ def test_line_times_are_local_and_overnight_outages_split():
     line = line_sample()
     line["episodes"].append({"type": "connectivity", "cause": "dns",
                              "start": "2026-11-21T05:00:00Z", "end": "2026-11-21T05:06:00Z"})
-    doc = page.line_report(line)
+    doc = line_report(line)
     eps = tables(section(doc, "episodes")).tables[0]
     dns = next(r for r in eps if r[2] == "DNS")
     assert dns[3:] == ["2026-11-21 10:00", "10:06", "6.0"]    # UTC 05:00 is 10:00 in Karachi
@@ -481,7 +486,7 @@ def test_line_times_are_local_and_overnight_outages_split():
 
 
 def test_summary_and_isp_note():
-    doc = page.line_report(line_sample())
+    doc = line_report(line_sample())
     summary = section(doc, "summary")
     for figure in ("97.310 %", "260.0 min lost", "840.0 min without power", "160.5 h",
                    "ISP 120.0", "Within work hours (09:00-18:00)"):
@@ -492,24 +497,24 @@ def test_summary_and_isp_note():
 
 
 def test_timeline_minutes_per_day():
-    spans = [page.Span(0, 0.0, 0.5, "connectivity", "a"), page.Span(1, 0.25, 0.5, "power", "b")]
-    svg = page.svg_timeline(["d0", "d1"], spans, lanes=page.TIMELINE_LANES, title="t",
-                            notes=[("720.0", "0.0"), ("0.0", "360.0")], note_heads=("i", "p"))
+    spans = [Span(0, 0.0, 0.5, "connectivity", "a"), Span(1, 0.25, 0.5, "power", "b")]
+    svg = svg_timeline(["d0", "d1"], spans, lanes=TIMELINE_LANES, title="t",
+                       notes=[("720.0", "0.0"), ("0.0", "360.0")], note_heads=("i", "p"))
     assert svg.count("<rect") == 2 + 3 + 2        # 2 row frames, 3 legend swatches, 2 spans
     assert ">720.0<" in svg and ">360.0<" in svg
 
 
 def test_hbar_prints_values_and_whiskers():
-    bars = [page.Bar("A <b>", (("x", 10.0),), (8.0, 12.5)), page.Bar("B", (("x", None),))]
-    svg = page.svg_hbar(bars, title="t", colors={"x": "#E69F00"})
+    bars = [Bar("A <b>", (("x", 10.0),), (8.0, 12.5)), Bar("B", (("x", None),))]
+    svg = svg_hbar(bars, title="t", colors={"x": "#E69F00"})
     assert ">10.0<" in svg and "95 % interval 8.0–12.5" in svg and ">–<" in svg
     assert "A &lt;b&gt;" in svg and "<b>" not in svg
 
 
 def test_heatmap_labels_every_cell():
     grid = [[h / 24 for h in range(24)] for _ in range(6)] + [[None] * 24]
-    svg = page.svg_heatmap(grid, page.WEEKDAYS, page.HOURS, title="t",
-                           tip=lambda i, j, v: f"{i}/{j}")
+    svg = svg_heatmap(grid, WEEKDAYS, HOURS, title="t",
+                      tip=lambda i, j, v: f"{i}/{j}")
     assert svg.count("<title>") == 1 + 7 * 24 + 10        # chart, cells, legend blocks
     assert svg.count(">–<") == 24
     assert ">96<" in svg                                    # 23/24 printed as a percentage
@@ -517,7 +522,7 @@ def test_heatmap_labels_every_cell():
 
 @pytest.mark.parametrize("vmax", [0, 0.004, 1, 7.3, 99.9, 3120.5, 1e6])
 def test_ticks_cover_the_maximum(vmax):
-    ticks = page._ticks(vmax)
+    ticks = _ticks(vmax)
     assert ticks[0] == 0 and ticks[-1] >= vmax and 2 <= len(ticks) <= 7
 
 
@@ -532,8 +537,8 @@ def test_large_inputs_are_fast():
                          "duration_min": 7.0} for i in range(2000)]
     # CPU time, not wall time: a busy CI machine must not fail this.
     start = time.process_time()
-    region = page.region_report({**region_sample(), "cells": cells})
-    line_doc = page.line_report(line)
+    region = region_report({**region_sample(), "cells": cells})
+    line_doc = line_report(line)
     elapsed = time.process_time() - start
     assert elapsed < 6.0, elapsed
     assert len(region) < 25_000_000 and len(line_doc) < 3_000_000
@@ -554,7 +559,7 @@ def _render(chromium, tmp_path, name, doc):
 
 
 def test_region_report_in_chromium(chromium, tmp_path):
-    r = _render(chromium, tmp_path, "region-report", page.region_report(region_sample()))
+    r = _render(chromium, tmp_path, "region-report", region_report(region_sample()))
     for text in ("Punjab", "PTCL", "3,120.5", "98.120 %", "99.812 %", "[2,980.0–3,260.3]",
                  "suppressed: fewer than 5 lines", HOSTILE, "سندھ", "ac_lost" if False else
                  "mains lost", "unknown_region", "Method and limits"):
@@ -562,7 +567,7 @@ def test_region_report_in_chromium(chromium, tmp_path):
 
 
 def test_line_report_in_chromium(chromium, tmp_path):
-    r = _render(chromium, tmp_path, "line-report", page.line_report(line_sample()))
+    r = _render(chromium, tmp_path, "line-report", line_report(line_sample()))
     for text in ("97.310 %", URDU_CITY, "Punjab", "160.5", "What this shows",
                  "2026-11-19 23:30", "Every episode"):
         assert text in r.text, text
@@ -570,10 +575,10 @@ def test_line_report_in_chromium(chromium, tmp_path):
 
 def test_hostile_line_report_in_chromium(chromium, tmp_path):
     r = _render(chromium, tmp_path, "line-report-hostile",
-                page.line_report(line_sample(isp=HOSTILE)))
+                line_report(line_sample(isp=HOSTILE)))
     assert HOSTILE in r.text
 
 
 @pytest.mark.parametrize("name", ["all-suppressed", "null-profiles"])
 def test_empty_region_report_in_chromium(chromium, tmp_path, name):
-    _render(chromium, tmp_path, f"region-{name}", page.region_report(EMPTY_REGIONS[name]))
+    _render(chromium, tmp_path, f"region-{name}", region_report(EMPTY_REGIONS[name]))

@@ -112,7 +112,7 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
               work: tuple[int, int] = (540, 1080),
               work_days: tuple[str, ...] = WORK_DAYS,
               setup: Setup | None = None) -> dict:
-    """The line page's dict (collector.page.line_report) for the store at ``path``, [start, end).
+    """The line page's dict (agent.report.page.line_report) for the store at ``path``, [start, end).
 
     With ``setup`` (the current config), the identity, the method and the plan come from it;
     without, the identity is the tags of the window's latest rows (a volunteer's file read by the
