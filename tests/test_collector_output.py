@@ -13,7 +13,7 @@ from agent.model import Sample, from_ns
 from collector.output import regional_points, to_csv, to_json, to_table
 from collector.stats import Settings, aggregate
 from tests.fleet import Fleet
-from tests.test_catalog import assert_listed
+from tests.catalog import assert_listed
 
 START = 1_793_232_000
 
