@@ -281,14 +281,6 @@ class Store:
         return n, [{"id": i, "time": from_ns(t), "status": st, "message": m, "line": ln}
                    for i, t, st, m, ln in rows]
 
-    def unsent(self, limit: int = 5000, after_id: int = 0) -> list[tuple[int, Sample]]:
-        """Up to ``limit`` unsent samples with id > ``after_id``, oldest first."""
-        rows = self._query(
-            "SELECT s.id, s.time_ns, r.measurement, r.tags, s.fields FROM samples s"
-            " JOIN series r ON r.id = s.series_id WHERE s.sent = 0 AND s.id > ? ORDER BY s.id LIMIT ?",
-            (after_id, limit))
-        return [(i, _sample(m, t, f, ns)) for i, ns, m, t, f in rows]
-
     def mark_sent(self, ids: Iterable[int]) -> None:
         # One statement over a JSON array: half the time of executemany for a 5000-row batch
         # (SQLite without its JSON functions, before 3.38 and built without JSON1: row by row).
