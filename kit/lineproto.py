@@ -133,14 +133,6 @@ class Encoder:
         self._keys: dict[int, str | LineError] = {}
         self._max = max_series
 
-    def encode(self, series_id: int, measurement: str, tags_json: str, fields_json: str,
-               time_ns: int) -> str:
-        """One row as a line; raises LineError for a row the protocol cannot carry."""
-        (_, res), = self.encode_rows([(0, series_id, measurement, tags_json, fields_json, time_ns)])
-        if isinstance(res, LineError):
-            raise res
-        return res
-
     def encode_rows(self, rows) -> list[tuple[int, str | LineError]]:
         """Outbox rows ``(id, series_id, measurement, tags_json, fields_json, time_ns)`` as
         ``(id, line)``, or ``(id, LineError)`` for a row the protocol cannot carry. The fields of
