@@ -120,11 +120,6 @@ def line(measurement: str, tags: Mapping[str, str], fields: Mapping, time_ns: in
     return f"{series_key(measurement, tags)} {field_set(fields)} {time_ns}"
 
 
-def sample_line(sample) -> str:
-    """The line for a :class:`~agent.model.Sample`."""
-    return line(sample.measurement, sample.tags, sample.fields, sample.time_ns)
-
-
 class Encoder:
     """Lines for the store's outbox rows: each series' key is escaped once and cached (a 72-hour
     backlog has a few hundred series and a hundred thousand rows)."""
