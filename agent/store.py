@@ -72,7 +72,6 @@ class Trouble:
     since: datetime
     reason: str
     pending_samples: int = 0
-    dropped_samples: int = 0
 
 
 @dataclass
@@ -208,7 +207,6 @@ class Store:
                 if self.trouble is None:
                     self.trouble = Trouble(datetime.now(timezone.utc), exc.reason or str(exc))
                 self.trouble.pending_samples = len(p.samples)
-                self.trouble.dropped_samples = self.dropped_pending
                 return
             self._pending = _Pending()
             self.trouble = None
