@@ -229,7 +229,7 @@ def test_bad_data_is_rejected_or_clipped_and_counted():
 
 def test_output_is_plain_json():
     r = aggregate(hand_cell(), S)
-    json.dumps(r, allow_nan=False)
+    assert json.loads(json.dumps(r, allow_nan=False)) == r   # no NaN, tuple or non-string key
 
 
 def test_bootstrap_quantile_matches_the_point_definition():
