@@ -72,7 +72,6 @@ class Trouble:
     since: datetime
     reason: str
     pending_samples: int = 0
-    dropped_samples: int = 0
 
 
 @dataclass
@@ -208,7 +207,6 @@ class Store:
                 if self.trouble is None:
                     self.trouble = Trouble(datetime.now(timezone.utc), exc.reason or str(exc))
                 self.trouble.pending_samples = len(p.samples)
-                self.trouble.dropped_samples = self.dropped_pending
                 return
             self._pending = _Pending()
             self.trouble = None
@@ -280,14 +278,6 @@ class Store:
                            " ORDER BY time_ns DESC, sample_id DESC LIMIT ?", (limit,))
         return n, [{"id": i, "time": from_ns(t), "status": st, "message": m, "line": ln}
                    for i, t, st, m, ln in rows]
-
-    def unsent(self, limit: int = 5000, after_id: int = 0) -> list[tuple[int, Sample]]:
-        """Up to ``limit`` unsent samples with id > ``after_id``, oldest first."""
-        rows = self._query(
-            "SELECT s.id, s.time_ns, r.measurement, r.tags, s.fields FROM samples s"
-            " JOIN series r ON r.id = s.series_id WHERE s.sent = 0 AND s.id > ? ORDER BY s.id LIMIT ?",
-            (after_id, limit))
-        return [(i, _sample(m, t, f, ns)) for i, ns, m, t, f in rows]
 
     def mark_sent(self, ids: Iterable[int]) -> None:
         # One statement over a JSON array: half the time of executemany for a 5000-row batch

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.clock import FakeClock  # noqa: E402
 from agent.config import parse  # noqa: E402
-from agent.model import Sample  # noqa: E402
+from agent.model import Sample, from_ns  # noqa: E402
 from agent.probes.stats import echo_stats  # noqa: E402
 from agent.round import Probes  # noqa: E402
 from agent.runner import Agent  # noqa: E402
@@ -68,7 +68,8 @@ def one(days: float, seed: int) -> dict:
     cpu = time.process_time() - cpu0
     agent.store._query("PRAGMA wal_checkpoint(TRUNCATE)")
     used = agent.store.size_bytes()
-    lp = sum(line_bytes(s) for _, s in agent.store.unsent(limit=10**9))
+    lp = sum(line_bytes(Sample(m, json.loads(t), json.loads(f), from_ns(ns)))
+             for _, _, m, t, f, ns in agent.store.outbox(limit=10**9))
     agent.store.close()
     return {"store_mb_per_day": used / days / 1e6, "line_protocol_mb_per_day": lp / days / 1e6,
             "cpu_ms_per_round": 1000 * cpu / rounds}

@@ -120,11 +120,6 @@ def line(measurement: str, tags: Mapping[str, str], fields: Mapping, time_ns: in
     return f"{series_key(measurement, tags)} {field_set(fields)} {time_ns}"
 
 
-def sample_line(sample) -> str:
-    """The line for a :class:`~agent.model.Sample`."""
-    return line(sample.measurement, sample.tags, sample.fields, sample.time_ns)
-
-
 class Encoder:
     """Lines for the store's outbox rows: each series' key is escaped once and cached (a 72-hour
     backlog has a few hundred series and a hundred thousand rows)."""
@@ -132,14 +127,6 @@ class Encoder:
     def __init__(self, max_series: int = 20_000) -> None:
         self._keys: dict[int, str | LineError] = {}
         self._max = max_series
-
-    def encode(self, series_id: int, measurement: str, tags_json: str, fields_json: str,
-               time_ns: int) -> str:
-        """One row as a line; raises LineError for a row the protocol cannot carry."""
-        (_, res), = self.encode_rows([(0, series_id, measurement, tags_json, fields_json, time_ns)])
-        if isinstance(res, LineError):
-            raise res
-        return res
 
     def encode_rows(self, rows) -> list[tuple[int, str | LineError]]:
         """Outbox rows ``(id, series_id, measurement, tags_json, fields_json, time_ns)`` as

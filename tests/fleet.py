@@ -1019,7 +1019,8 @@ class Fleet:
             yield "".join(out), n
 
     def _emit_line(self, p: _Plan, ev: tuple) -> str:
-        return lineproto.sample_line(self._emit_sample(p, ev)) + "\n"
+        s = self._emit_sample(p, ev)
+        return lineproto.line(s.measurement, s.tags, s.fields, s.time_ns) + "\n"
 
     def _obs_hours(self, p: _Plan) -> dict[int, float]:
         out: dict[int, float] = {}

@@ -15,11 +15,17 @@ the gateway's side, as when the router loses power) is a LAN outage.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
+import sys
+import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+
+RESPONDER = Path(__file__).resolve().parent / "responder.py"
 
 
 def netns_unavailable() -> str | None:
@@ -142,8 +148,6 @@ def start_dnsmasq(net: Standard, *options: str) -> subprocess.Popen:
     """A real DNS server on the internet host (198.51.100.53) with its records given as dnsmasq
     options (default: example.test -> 198.51.100.1); waits until it listens. With --no-resolv,
     dnsmasq 2.90 answers REFUSED for names it does not know."""
-    import time
-
     args = [DNSMASQ, "-C", "/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts",
             f"--listen-address={net.dns_ip}", "--bind-interfaces", "--pid-file=", "--port=53",
             "--log-facility=/dev/null",
@@ -157,3 +161,20 @@ def start_dnsmasq(net: Standard, *options: str) -> subprocess.Popen:
             return proc
         time.sleep(0.05)
     raise RuntimeError("dnsmasq did not start listening")
+
+
+def start_responder(lab: Lab, ns: str, *args: str) -> subprocess.Popen:
+    """Start tests/responder.py in ``ns`` and wait for its "ready" (the Lab kills it on close)."""
+    p = lab.popen(ns, sys.executable, str(RESPONDER), *args, text=True)
+    ready, _, _ = select.select([p.stdout], [], [], 15)
+    line = p.stdout.readline() if ready else ""
+    if line.strip() != "ready":
+        p.kill()
+        raise RuntimeError(f"responder did not start: {p.stderr.read()}")
+    return p
+
+
+def responder(net: Standard, *args: str) -> subprocess.Popen:
+    """The internet host's kernel echo switched off and tests/responder.py answering instead."""
+    net.lab.sysctl(net.inet, "net.ipv4.icmp_echo_ignore_all", "1")
+    return start_responder(net.lab, net.inet, *args)

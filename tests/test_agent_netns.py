@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.hosttree import power_supply
-from tests.netlab import DNSMASQ, start_dnsmasq
+from tests.netlab import DNSMASQ, responder, start_dnsmasq
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVAL = 1.0
@@ -215,8 +215,6 @@ def test_episode_survives_agent_restart(net, dns_server, tmp_path, how):
 def test_loss_without_outage_is_a_degraded_period(net, dns_server, tmp_path):
     """Half of the echoes to the internet host are lost (a responder with a known drop pattern
     replaces the kernel's echo): the line is degraded, not down."""
-    from tests.test_icmp import responder
-
     cfg = write_config(tmp_path, net)
     agent = start_agent(net, cfg)
     try:

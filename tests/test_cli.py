@@ -19,7 +19,7 @@ from agent.cli import main, parse_since
 from agent.clock import FakeClock
 from agent.config import parse
 from agent.runner import Agent
-from tests.test_round import FakeNet, tick
+from tests.fakenet import FakeNet, tick
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)

@@ -1,9 +1,9 @@
 """Hostile or broken InfluxDB answers: the collector reads them into records or counted rejections,
 or refuses the answer as a whole in one line, never with a traceback.
 
-A real HTTP server on 127.0.0.1 plays InfluxDB (``/ping`` and ``/query``) and answers the
-``round`` query with each bad shape; the real ``linewatch-collector`` commands read it. The parser
-itself (``parse_answer`` and ``to_records``) is fuzzed with hypothesis: any bytes and any JSON-ish
+A real HTTP server on 127.0.0.1 (tests/fakeinflux.py) plays InfluxDB (``/ping`` and ``/query``)
+and answers the ``round`` query with each bad shape; the real ``linewatch-collector`` commands read
+it. The parser itself (``parse_answer`` and ``to_records``) is fuzzed with hypothesis: any bytes and any JSON-ish
 structure give records, counted rejections or a SourceError, within a bounded time.
 """
 
@@ -16,11 +16,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -30,12 +27,10 @@ from collector import influxql
 from collector.cache import Cache
 from kit.records import Episode, ObsHour, PingDay, SpeedTest
 from kit.definitions import Quality, Unit
+from tests.fakeinflux import START, WINDOW, FakeInflux
 
 BIN = Path(sys.executable).parent
 DAY = 86400
-START = (int(time.time()) // DAY - 5) * DAY        # a closed UTC day, five days back
-WINDOW = ["--since", time.strftime("%Y-%m-%d", time.gmtime(START)),
-          "--until", time.strftime("%Y-%m-%d", time.gmtime(START + 2 * DAY))]
 TAGS = {"agent": "a1", "region": "PK-PB", "isp": "PTCL", "city": "", "access": "", "site": ""}
 MS = 1000
 
@@ -50,86 +45,6 @@ def _round(values, tags=None, columns=("time", "observed_s")) -> dict:
 
 
 GOOD = [[(START + h * 3600) * MS, 3600] for h in range(3)]
-EMPTY = b'{"results":[{"statement_id":0}]}\n'
-
-
-# -- a server that plays InfluxDB --------------------------------------------------------------
-
-class FakeInflux:
-    """``GET /ping``: 204 with a version header. ``POST /query``: the ``round`` query (with
-    ``every_query``, every query) gets ``self.answer`` (bytes, or "cut", "huge", "trickle"),
-    every other query an empty answer."""
-
-    def __init__(self, every_query: bool = False) -> None:
-        self.answer: bytes | str = EMPTY
-        self.every_query = every_query
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self.send_response(204)
-                self.send_header("X-Influxdb-Version", "1.8.10")
-                self.end_headers()
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                q = parse_qs(body.decode()).get("q", [""])[0]
-                what = (owner.answer if owner.every_query or 'SELECT sum("interval_s")' in q else EMPTY)
-                try:
-                    owner.send(self, what)
-                except OSError:       # the collector stopped reading: that is the point
-                    self.close_connection = True
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request, client_address) -> None:
-                pass
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    @staticmethod
-    def send(h: BaseHTTPRequestHandler, what: bytes | str) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("X-Influxdb-Version", "1.8.10")
-        mb = b" " * (1 << 20)
-        if what == "cut":            # promises 100 MB, sends 1 MB, hangs up
-            h.send_header("Content-Length", str(100 << 20))
-            h.end_headers()
-            h.wfile.write(b'{"results":[' + mb)
-            h.close_connection = True
-        elif what == "huge":         # 100 MB of answer, no length given
-            h.send_header("Connection", "close")
-            h.end_headers()
-            h.wfile.write(b'{"results":[{"statement_id":0,"series":[')
-            for _ in range(100):
-                h.wfile.write(mb)
-            h.close_connection = True
-        elif what == "trickle":      # a byte at a time, never silent long enough to time out
-            h.send_header("Connection", "close")
-            h.end_headers()
-            for _ in range(600):
-                h.wfile.write(b" ")
-                h.wfile.flush()
-                time.sleep(0.1)
-            h.close_connection = True
-        else:
-            h.send_header("Content-Length", str(len(what)))
-            h.end_headers()
-            h.wfile.write(what)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

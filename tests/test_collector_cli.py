@@ -185,11 +185,17 @@ def test_run_once_writes_regional_measurements_idempotently(server):
     before = influx.count("regional_power", "power_saifi")
     run("linewatch-collector", "run", "--once", "--config", str(cfg))
     assert influx.count("regional_power", "power_saifi") == before > 0
-    supp = influx.series('SELECT count("suppressed") FROM "regional_coverage" WHERE "suppressed" = true')
-    figures = influx.series('SELECT * FROM "regional_power" WHERE "region" = \'PK-GB\'')
-    assert supp  # small cells are written as suppressed, without figures
-    for s in figures:
-        assert s["values"], "a published cell has figures"
+
+    def points(q: str) -> list[dict]:
+        return [dict(zip(s["columns"], v)) for s in influx.series(q) for v in s["values"]]
+
+    hidden = points('SELECT * FROM "regional_coverage" WHERE "suppressed" = true')
+    shown = points('SELECT * FROM "regional_coverage" WHERE "suppressed" = false')
+    assert hidden and shown
+    # Small cells are written as suppressed, without figures; each published cell has its figures.
+    assert all(p["agents"] is None and p["agent_hours"] is None for p in hidden)
+    cell = lambda p: (p["time"], p["region"], p["isp"], p["period"])  # noqa: E731
+    assert {cell(p) for p in points('SELECT * FROM "regional_power"')} == {cell(p) for p in shown}
 
 
 def test_run_without_a_server_is_refused(tmp_path):
@@ -305,6 +311,7 @@ def test_agent_report_never_imports_numpy(fleet, tmp_path):
             "assert 'numpy' not in sys.modules, 'numpy was imported'\nprint('light')\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "light" in p.stdout, p.stderr
+    assert "Internet line report" in (tmp_path / "l.html").read_text(encoding="utf-8")  # it ran whole
 
 
 def test_agent_report_without_a_store_says_so(tmp_path):

@@ -14,7 +14,7 @@ from kit.records import Episode, ObsHour, PingDay, SpeedTest
 from kit.definitions import Unit
 from collector.output import to_table
 from collector.stats import Settings, aggregate
-from tests.test_collector_stats import DAY, MON, ds_of, units, watch
+from tests.cells import DAY, MON, ds_of, units, watch
 
 S = Settings(bootstrap=200)
 

@@ -1,5 +1,5 @@
 """The result's renderings: JSON contract, CSV columns, the table, and the regional_* points,
-every one of which must be in docs/metrics.md with its type."""
+every one of which must be in docs/metrics.md with its type (and every one catalogued emitted)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from agent.model import Sample, from_ns
 from collector.output import regional_points, to_csv, to_json, to_table
 from collector.stats import Settings, aggregate
 from tests.fleet import Fleet
-from tests.test_catalog import assert_listed
+from tests.catalog import assert_listed, catalogued
 
 START = 1_793_232_000
 
@@ -52,7 +52,8 @@ def test_every_regional_point_is_in_the_catalog(result):
     assert kinds == {"regional_coverage", "regional_power", "regional_internet", "regional_line",
                      "regional_load_shedding", "regional_events"}
     seen = assert_listed(Sample(m, t, f, from_ns(ns)) for m, t, f, ns in points)
-    assert ("regional_power", "power_saidi_min_ci_high") in seen
+    rows, tags = catalogued("collector")                  # and the other way: none left unemitted
+    assert sorted(rows - seen) == [] and sorted(tags - {(m, k) for m, t, _, _ in points for k in t}) == []
     for m, tags, fields, _ in points:
         if m == "regional_coverage" and fields["suppressed"]:
             assert fields == {"suppressed": True}     # no figure of a small cell leaves

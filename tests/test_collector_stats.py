@@ -9,30 +9,16 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from collector.clean import clean
-from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
+from kit.records import Episode, ObsHour, PingDay, SpeedTest
 from kit.definitions import Unit
 from collector.stats import (Bootstrap, Settings, aggregate, hour_of_week, periods,
                              work_seconds_before)
 
 import numpy as np
 
-# Monday 2026-11-02 00:00 PKT = 2026-11-01 19:00 UTC.
-MON = 1_793_559_600
-assert MON % 3600 == 0
-DAY = 86400.0
+from tests.cells import DAY, MON, ds_of, units, watch
+
 S = Settings(bootstrap=200)
-
-
-def units(n, region="PK-SD", isp="PTCL", prefix="a"):
-    return [Unit(f"{prefix}{i}", region, isp) for i in range(n)]
-
-
-def watch(u, start, hours, per_hour=3600.0):
-    return [ObsHour(u, int(start + h * 3600), per_hour) for h in range(hours)]
-
-
-def ds_of(start, end, obs=(), eps=(), pings=(), speeds=()):
-    return Dataset(start, end, tuple(obs), tuple(eps), tuple(pings), tuple(speeds))
 
 
 def hand_cell():
@@ -243,7 +229,7 @@ def test_bad_data_is_rejected_or_clipped_and_counted():
 
 def test_output_is_plain_json():
     r = aggregate(hand_cell(), S)
-    json.dumps(r, allow_nan=False)
+    assert json.loads(json.dumps(r, allow_nan=False)) == r   # no NaN, tuple or non-string key
 
 
 def test_bootstrap_quantile_matches_the_point_definition():

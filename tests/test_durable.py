@@ -1,7 +1,7 @@
 """State changes become durable before they are kept: one failed store write loses no episode.
 
-In process, with the fakes of test_round (probes passed by constructor, a fake clock) and the real
-store: the write of the round that closes an outage (or ends a power cut) fails in each way SQLite
+In process, with the fakes of tests/fakenet.py (probes passed by constructor, a fake clock) and the
+real store: the write of the round that closes an outage (or ends a power cut) fails in each way SQLite
 can fail it, and the episode must still close at the instant the line came back, exactly once,
 with its ``outage`` row in the outbox. The failures are injected into the real store's one write
 path (``Store._write_now``), which is the only mock here: a full disk at exactly the closing round
@@ -18,7 +18,7 @@ from agent.config import parse
 from kit.errors import StoreCorrupt, StoreError, StoreUnwritable
 from agent.runner import Agent
 from tests.hosttree import power_supply
-from tests.test_round import FakeNet, make_agent
+from tests.fakenet import FakeNet, make_agent
 
 FAILURES = {
     "disk-full": lambda: StoreUnwritable("linewatch.db: database or disk is full",
@@ -67,7 +67,7 @@ def tick(agent, clock, n, fail=None, kind=None):
 
 
 def outage_rows(agent):
-    return [s for _, s in agent.store.unsent(100000) if s.measurement == "outage"]
+    return list(agent.store.samples("outage"))
 
 
 @pytest.mark.parametrize("kind", list(FAILURES))
@@ -97,7 +97,7 @@ def test_a_failed_write_on_the_closing_rounds_loses_no_episode(tmp_path, kind, w
     assert (ep.cause, ep.start, ep.end, ep.duration_s) == ("isp", t_cut, t_back, 100.0)
     (row,) = outage_rows(agent)
     assert row.fields["duration_s"] == 100.0 and row.tags["cause"] == "isp"
-    rounds = [s for _, s in agent.store.unsent(100000) if s.measurement == "round"]
+    rounds = list(agent.store.samples("round"))
     if kind != "damaged":  # a damaged file's rows are salvaged, the failed round's among them
         assert len(rounds) == 3 + 10 + 4  # every round is written, the failed one later
 
@@ -175,8 +175,7 @@ def test_a_failed_write_when_mains_return_loses_no_power_cut(tmp_path, kind):
     poll(agent, clock, 3)
     eps = [e for e in agent.store.episodes() if e.type == "power"]
     assert [(e.cause, e.start, e.end) for e in eps] == [("ac_lost", t_cut, t_back)], eps
-    rows = [s for _, s in agent.store.unsent(100000)
-            if s.measurement == "outage" and s.tags.get("type") == "power"]
+    rows = [s for s in agent.store.samples("outage") if s.tags.get("type") == "power"]
     assert len(rows) == 1
 
 
@@ -256,7 +255,7 @@ def test_a_host_down_is_recorded_once_when_the_agent_stops_before_its_first_roun
     c.recover()
     (ep,) = [e for e in c.store.episodes() if e.type == "power"]
     assert ep.cause == power.HOST_DOWN
-    rows = [s for _, s in c.store.unsent(100000) if s.measurement == "outage"]
+    rows = list(c.store.samples("outage"))
     assert len(rows) == 1, rows
     assert json.loads(c.store.get_state("pending_host_down") or '""') == ""
 

@@ -4,12 +4,13 @@ is never written through, and a crash mid-write leaves the previous report as it
 
 The real commands write the pages: ``linewatch-collector report`` (the published regional page,
 0644) from a volunteer's store file, and ``linewatch report`` (a worker's own line, 0600) from a
-store the agent's round job wrote (as in tests/test_line_report.py). We run as root, so "another
-user" is nobody (os.chown).
+store the agent's round job wrote (tests/linestore.py, as in tests/test_line_report.py). We run
+as root, so "another user" is nobody (os.chown).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import resource
@@ -24,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from tests.fleet import Fleet
-from tests.test_line_report import MONDAY, Watch
+from tests.fakeinflux import WINDOW, FakeInflux
+from tests.linestore import MONDAY, Watch
 
 BIN = Path(sys.executable).parent
 DAY = 86400
@@ -250,10 +252,6 @@ def test_init_does_not_write_through_a_planted_symlink(tmp_path):
 # -- the collector's cache of closed days ------------------------------------------------------
 
 def _cache_case(tmp_path: Path):
-    import hashlib
-
-    from tests.test_collector_answers import WINDOW, FakeInflux
-
     srv = FakeInflux()
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()

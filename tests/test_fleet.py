@@ -19,7 +19,7 @@ from agent.model import from_ns, to_ns
 from agent.store import Store
 from kit.records import Dataset, Episode, ObsHour
 from tests.fleet import BAD_KINDS, NS, REGIONS, Fleet
-from tests.test_catalog import assert_listed
+from tests.catalog import assert_listed
 
 START = 1_790_812_800  # 2026-10-01T00:00:00Z
 

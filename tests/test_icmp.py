@@ -7,7 +7,6 @@ tests/responder.py in a namespace whose kernel echo is switched off.
 
 import json
 import os
-import select
 import socket
 import struct
 import sys
@@ -18,9 +17,9 @@ import pytest
 
 from agent.probes import icmp
 from agent.probes.target import parse_target
+from tests.netlab import responder, start_responder
 
 REPO = Path(__file__).resolve().parents[1]
-RESPONDER = REPO / "tests" / "responder.py"
 METHODS = pytest.mark.parametrize("method", icmp.METHODS)
 ALL_GIDS = "0 2147483647"
 TARGET = "198.51.100.1"  # in the "internet" namespace, behind the gateway
@@ -170,22 +169,6 @@ def ping(net, target=TARGET, method=icmp.RAW, ns=None, **kw):
 
 def allow_dgram(net, ns=None):
     net.lab.sysctl(ns or net.agent, "net.ipv4.ping_group_range", ALL_GIDS)
-
-
-def start_responder(lab, ns, *args):
-    """Start tests/responder.py in ``ns`` and wait for its "ready" (the Lab kills it on close)."""
-    p = lab.popen(ns, sys.executable, str(RESPONDER), *args, text=True)
-    ready, _, _ = select.select([p.stdout], [], [], 15)
-    line = p.stdout.readline() if ready else ""
-    if line.strip() != "ready":
-        p.kill()
-        raise RuntimeError(f"responder did not start: {p.stderr.read()}")
-    return p
-
-
-def responder(net, *args):
-    net.lab.sysctl(net.inet, "net.ipv4.icmp_echo_ignore_all", "1")
-    return start_responder(net.lab, net.inet, *args)
 
 
 def add_v6_lan(net):

@@ -50,3 +50,22 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def report():\n    from collector import stats\n    import agent.store\n")
     assert project_imports(bad) == [(2, "collector"), (3, "agent")]
+
+
+def test_test_modules_import_helpers_not_each_other():
+    """Shared test code lives in conftest.py (fixtures) or a helper module (tests/fakenet.py,
+    tests/catalog.py, ...): a test module importing another runs its tests' imports and couples
+    two files that change for different reasons."""
+    wrong = []
+    for p in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = ([f"tests.{a.name}" for a in node.names] if node.module == "tests"
+                         else [node.module])
+            else:
+                continue
+            wrong += [f"{p.name}:{node.lineno} imports {n}" for n in names
+                      if n.removeprefix("tests.").startswith("test_")]
+    assert wrong == [], "test modules importing test modules:\n" + "\n".join(wrong)

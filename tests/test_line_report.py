@@ -15,119 +15,19 @@ import os
 import re
 import subprocess
 import sys
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.clock import FakeClock
 from agent.config import parse
-from agent.model import Sample
-from agent.round import Probes
-from agent.runner import Agent
 from kit import configkit
 from agent.report.line import Setup, identity, setup_of, work_overlap
 from agent.report.sections import evidence_text, speed_against_plan
 from kit.definitions import Unit
+from tests.linestore import KARACHI, MONDAY, Watch, config_text
 
 BIN = Path(sys.executable).parent
-KARACHI = ZoneInfo("Asia/Karachi")
-GATEWAY = "192.168.1.1"
-TARGETS = ("192.0.2.1", "198.51.100.1")          # documentation addresses: the probes are fakes
-DNS_SERVER = "192.0.2.53"
-
-
-def _recent_monday(now: float) -> datetime:
-    """Local (Karachi) midnight of a Monday 7 to 13 days before ``now``, so the whole scenario is
-    in the past and on the weekdays the assertions expect, whatever today's date."""
-    d = datetime.fromtimestamp(now, KARACHI).date() - timedelta(days=7)
-    d -= timedelta(days=d.weekday())
-    return datetime(d.year, d.month, d.day, tzinfo=KARACHI)
-
-
-MONDAY = _recent_monday(time.time())
-
-
-class Line:
-    """The line as the injected probes see it: ``state`` up, isp (router answers, internet does
-    not), lan (nothing answers) or dns (names do not resolve); ``gateway_loses`` echoes lost by the
-    router in the next rounds (one per round, while it lasts)."""
-
-    def __init__(self) -> None:
-        self.state = "up"
-        self.gateway_loses = 0
-
-    def echo(self, target, *, count, timeout_s, clock):
-        addr = str(target)
-        if addr == GATEWAY:
-            got = count if self.state != "lan" else 0
-            if got and self.gateway_loses:
-                self.gateway_loses -= 1
-                got -= 1
-        else:
-            got = count if self.state in ("up", "dns") else 0
-        f = {"sent": count, "received": got, "loss_pct": 100.0 * (count - got) / count}
-        if got:
-            f["rtt_avg_ms"] = 4.0 if addr == GATEWAY else 38.0
-        return Sample("ping", {"target": addr, "method": "icmp_dgram"}, f, clock.now())
-
-    def dns(self, name, *, servers, timeout_s, clock):
-        ok = self.state == "up"
-        f = {"success": ok, "answers": 1 if ok else 0}
-        if not ok:
-            f["error"] = "timeout"
-        return Sample("dns", {"name": name, "server": servers[0]}, f, clock.now())
-
-    def probes(self) -> Probes:
-        return Probes(echo=self.echo, dns=self.dns, gateway=lambda: GATEWAY)
-
-
-def config_text(state: Path, *, region="PK-PB", city="Lahore", isp="PTCL", access="fibre",
-                report: str = "") -> str:
-    return (f'[agent]\nid = "lw-test-1"\nstate_dir = "{state}"\nregion = "{region}"\ncity = "{city}"\n'
-            f'isp = "{isp}"\naccess = "{access}"\n\n'
-            f'[probe]\ninterval_s = 10\ncount = 3\ntargets = {list(TARGETS)!r}\n'
-            f'dns_names = ["example.com"]\ndns_servers = ["{DNS_SERVER}"]\n'.replace("'", '"')
-            + (f"\n[report]\n{report}" if report else ""))
-
-
-class Watch:
-    """The agent's round job on a fake clock, writing the store in ``state``."""
-
-    def __init__(self, tmp_path: Path, start: datetime, **cfg) -> None:
-        self.tmp_path, self.state = tmp_path, tmp_path / "state"
-        self.clock = FakeClock(start.astimezone(timezone.utc))
-        self.line = Line()
-        self.agent: Agent | None = None
-        self.configure(**cfg)
-
-    def configure(self, **cfg) -> Path:
-        """(Re)start the agent with a new config, as after `linewatch init`; returns its path."""
-        if self.agent is not None:
-            self.agent.store.close()
-        path = self.tmp_path / "config.toml"
-        path.write_text(config_text(self.state, **cfg), encoding="utf-8")
-        self.agent = Agent(parse(path.read_text(encoding="utf-8"), str(path)), clock=self.clock,
-                           probes=self.line.probes())
-        return path
-
-    def rounds(self, n: int, state: str = "up") -> None:
-        self.line.state = state
-        for _ in range(n):
-            self.agent.round()
-            self.clock.advance(10)
-
-    def speedtest(self, down_mbps: float, up_mbps: float) -> None:
-        self.agent.store.write([Sample("speedtest", {**self.agent.tags, "source": "speedtest.net",
-                                                     "server": "1234"},
-                                       {"status": "ok", "download_bps": down_mbps * 1e6,
-                                        "upload_bps": up_mbps * 1e6}, self.clock.now())])
-        self.clock.advance(60)
-
-    def close(self) -> None:
-        self.agent.store.close()
 
 
 def report(cfg: Path, out: Path, since: datetime, until: datetime, *extra: str, check=True):

@@ -80,13 +80,14 @@ def test_full_line():
 
 def test_encoder_caches_series_and_errors():
     enc = Encoder()
-    a = enc.encode(1, "ping", json.dumps({"target": "x"}), json.dumps({"v": 1}), 5)
-    b = enc.encode(1, "IGNORED", json.dumps({"target": "IGNORED"}), json.dumps({"v": 2}), 6)
+    (_, a), (_, b) = enc.encode_rows([
+        (1, 1, "ping", json.dumps({"target": "x"}), json.dumps({"v": 1}), 5),
+        (2, 1, "IGNORED", json.dumps({"target": "IGNORED"}), json.dumps({"v": 2}), 6)])
     assert a == "ping,target=x v=1i 5" and b == "ping,target=x v=2i 6"
-    with pytest.raises(LineError):
-        enc.encode(2, "m", json.dumps({"k": "bad\\"}), json.dumps({"v": 1}), 1)
-    with pytest.raises(LineError):  # the error is cached with the series
-        enc.encode(2, "m", "{}", json.dumps({"v": 1}), 1)
+    [(_, bad)] = enc.encode_rows([(3, 2, "m", json.dumps({"k": "bad\\"}), json.dumps({"v": 1}), 1)])
+    assert isinstance(bad, LineError)
+    [(_, again)] = enc.encode_rows([(4, 2, "m", "{}", json.dumps({"v": 1}), 1)])
+    assert again is bad  # the error is cached with the series
 
 
 def test_check_tag_value_for_config():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent.clock import FakeClock
 from agent.notify import Notifier
-from tests.test_round import FakeNet, make_agent
+from tests.fakenet import FakeNet, make_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -579,6 +579,10 @@ def test_hostile_line_report_in_chromium(chromium, tmp_path):
     assert HOSTILE in r.text
 
 
-@pytest.mark.parametrize("name", ["all-suppressed", "null-profiles"])
-def test_empty_region_report_in_chromium(chromium, tmp_path, name):
-    _render(chromium, tmp_path, f"region-{name}", region_report(EMPTY_REGIONS[name]))
+@pytest.mark.parametrize("name, says", [
+    ("all-suppressed", "No cell above the publication floor: nothing to chart."),
+    ("null-profiles", "No load-shedding profile for this cell (no power observations)."),
+])
+def test_empty_region_report_in_chromium(chromium, tmp_path, name, says):
+    r = _render(chromium, tmp_path, f"region-{name}", region_report(EMPTY_REGIONS[name]))
+    assert says in r.text

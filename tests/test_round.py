@@ -1,6 +1,6 @@
 """Round classification (pure) and the agent's round job with injected probes and a fake clock.
 
-The probes here are fakes passed by constructor (the real ones are tested against namespaces in
+The probes here are fakes passed by constructor (tests/fakenet.py; the real ones are tested against namespaces in
 test_icmp/test_dns and end to end in test_agent_netns); this file checks the wiring: verdicts,
 episodes in the store, and a restart in the middle of an episode.
 """
@@ -12,8 +12,9 @@ import pytest
 from agent.clock import FakeClock
 from agent.config import parse
 from agent.model import Sample
-from agent.round import Probes, Thresholds, classify
+from agent.round import Thresholds, classify
 from agent.runner import Agent
+from tests.fakenet import FakeNet, make_agent, tick
 
 TH = Thresholds(degraded_loss_pct=20, degraded_rtt_ms=500)
 
@@ -49,45 +50,6 @@ def test_classify(gw, routed, usually, internet, names, expected):
     assert classify(gw, routed, usually, internet, names, TH) == expected
 
 
-class FakeNet:
-    """A line whose state the test sets: 'up', 'isp', 'lan' or 'dns' ('no_probe': echo can't run)."""
-
-    def __init__(self):
-        self.state = "up"
-        self.fail_cost_s = 0.0  # how long a failing DNS lookup takes (a timeout) on the fake clock
-
-    def echo(self, target, *, count, timeout_s, clock):
-        if self.state == "no_probe":
-            from kit.errors import ProbeError
-            raise ProbeError("no socket")
-        gateway = str(target) == "192.168.1.1"
-        ok = self.state in ("up", "dns") or (self.state == "isp" and gateway)
-        f = {"sent": count, "received": count if ok else 0, "loss_pct": 0.0 if ok else 100.0}
-        if ok:
-            f["rtt_avg_ms"] = 5.0
-        return Sample("ping", {"target": str(target), "method": "icmp_dgram"}, f, clock.now())
-
-    def dns(self, name, *, servers, timeout_s, clock):
-        if self.state != "up":
-            clock.advance(self.fail_cost_s)
-        return Sample("dns", {"name": name, "server": servers[0]}, {"success": self.state == "up"}, clock.now())
-
-    def probes(self):
-        return Probes(echo=self.echo, dns=self.dns, gateway=lambda: "192.168.1.1",
-                      dns_servers=lambda: ["192.168.1.1"])
-
-
-def make_agent(tmp_path, net, clock):
-    cfg = parse(f'[agent]\nstate_dir = "{tmp_path}"\nregion = "PK-PB"\n[probe]\ninterval_s = 10\n')
-    return Agent(cfg, clock=clock, probes=net.probes())
-
-
-def tick(agent, clock, n):
-    for _ in range(n):
-        agent.round()
-        clock.advance(10)
-
-
 @pytest.mark.parametrize("state, cause", [("isp", "isp"), ("lan", "lan"), ("dns", "dns")])
 def test_agent_records_episode_with_cause(tmp_path, state, cause):
     clock, net = FakeClock(), FakeNet()
@@ -102,7 +64,7 @@ def test_agent_records_episode_with_cause(tmp_path, state, cause):
     (ep,) = agent.store.episodes()
     assert (ep.type, ep.cause, ep.start, ep.end) == ("connectivity", cause, t_cut, t_back)
     assert ep.duration_s == 400 and ep.sustained
-    outage_rows = [s for _, s in agent.store.unsent(10000) if s.measurement == "outage"]
+    outage_rows = list(agent.store.samples("outage"))
     assert len(outage_rows) == 1 and outage_rows[0].tags["cause"] == cause
     assert outage_rows[0].tags["region"] == "PK-PB"
 
@@ -125,7 +87,7 @@ def test_restart_in_the_middle_of_an_episode(tmp_path):
     eps = a2.store.episodes()
     assert len(eps) == 1
     assert (eps[0].start, eps[0].end) == (t_cut, t_back)
-    outages = [s for _, s in a2.store.unsent(10000) if s.measurement == "outage"]
+    outages = list(a2.store.samples("outage"))
     assert len(outages) == 1                                   # closed exactly once
 
 
@@ -134,10 +96,10 @@ def test_every_round_is_stored_even_when_everything_fails(tmp_path):
     agent = make_agent(tmp_path, net, clock)
     net.state = "lan"
     tick(agent, clock, 5)
-    pings = [s for _, s in agent.store.unsent(10000) if s.measurement == "ping"]
+    pings = list(agent.store.samples("ping"))
     assert len(pings) == 5 * 3                                  # gateway + 2 targets, every round
     assert all(s.fields["loss_pct"] == 100.0 for s in pings)    # recorded as loss, not missing
-    rounds = [s for _, s in agent.store.unsent(10000) if s.measurement == "round"]
+    rounds = list(agent.store.samples("round"))
     assert [r.fields["status"] for r in rounds] == ["down"] * 5
 
 
@@ -149,7 +111,7 @@ def test_online_field_gives_availability_over_watched_rounds(tmp_path):
     tick(agent, clock, 1)                       # down
     net.state = "no_probe"                      # no probe can run: a round without a verdict
     tick(agent, clock, 1)
-    rounds = [s for _, s in agent.store.unsent(10000) if s.measurement == "round"]
+    rounds = list(agent.store.samples("round"))
     assert [r.fields["status"] for r in rounds] == ["up"] * 3 + ["down", "error"]
     assert [r.fields.get("online") for r in rounds] == [1, 1, 1, 0, None]
     watched = [r.fields["online"] for r in rounds if "online" in r.fields]

@@ -1,4 +1,4 @@
-"""The agent's site tag with the fake line of tests/test_round.py and a prepared neighbour table
+"""The agent's site tag with the fake line of tests/fakenet.py and a prepared neighbour table
 (``<procfs>/net/arp``): derived from the gateway's hardware address, kept when the table empties
 and across restarts, changed by another router, overridden by ``agent.site``."""
 
@@ -9,7 +9,7 @@ import hashlib
 from agent.clock import FakeClock
 from agent.config import parse
 from agent.runner import Agent
-from tests.test_round import FakeNet, tick
+from tests.fakenet import FakeNet, tick, written
 
 HEAD = "IP address       HW type     Flags       HW address            Mask     Device\n"
 ROUTER_A, ROUTER_B = "02:11:22:33:44:55", "02:66:77:88:99:aa"
@@ -32,7 +32,7 @@ def agent(tmp_path, procfs, extra: str = "") -> Agent:
 
 
 def sites(a: Agent) -> list[str]:
-    return [s.tags["site"] for _, s in a.store.unsent(100_000) if s.measurement == "round"]
+    return [s.tags["site"] for s in written(a.store, "round")]
 
 
 def test_site_follows_the_router_and_survives_an_empty_table_and_a_restart(tmp_path):
@@ -52,7 +52,7 @@ def test_site_follows_the_router_and_survives_an_empty_table_and_a_restart(tmp_p
     tick(b, b.clock, 1)
     assert sites(b)[-1] == site_of(ROUTER_B)
     # Every row the agent writes carries the site it had then, the address never.
-    rows = [s for _, s in b.store.unsent(100_000)]
+    rows = written(b.store)
     assert all("site" in s.tags for s in rows)
     blob = repr([(s.tags, s.fields) for s in rows]).lower()
     for mac in (ROUTER_A, ROUTER_B):
@@ -79,5 +79,5 @@ def test_a_config_reload_keeps_the_derived_site(tmp_path):
     neighbours(procfs, None)               # and the table is empty when the reload comes
     a.reload_config(lambda: new)
     tick(a, a.clock, 1)
-    last = [s for _, s in a.store.unsent(100_000) if s.measurement == "round"][-1]
+    last = written(a.store, "round")[-1]
     assert last.tags["site"] == site_of(ROUTER_A) and last.tags["region"] == "PK-SD"

@@ -11,6 +11,7 @@ import pytest
 
 from agent.model import Episode, Sample
 from agent.store import DB_NAME, Store
+from tests.fakenet import outbox
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -36,22 +37,22 @@ def test_wal_mode(store):
 def test_samples_round_trip_in_order(store):
     written = [ping(i, target=t) for i in range(50) for t in ("1.1.1.1", "8.8.8.8")]
     store.write(written)
-    got = store.unsent(limit=1000)
+    got = outbox(store, 1000)
     assert [s for _, s in got] == written
     assert [i for i, _ in got] == sorted(i for i, _ in got)
 
 
 def test_outbox_marks_sent_and_pages(store):
     store.write([ping(i) for i in range(25)])
-    first = store.unsent(limit=10)
+    first = outbox(store, 10)
     assert len(first) == 10
     store.mark_sent(i for i, _ in first)
     rows, oldest = store.backlog()
     assert rows == 15 and oldest == T0 + timedelta(seconds=100)
-    rest = store.unsent(limit=100)
+    rest = outbox(store, 100)
     assert [s.time for _, s in rest] == [T0 + timedelta(seconds=10 * i) for i in range(10, 25)]
-    # paging with after_id, without marking
-    page = store.unsent(limit=5, after_id=rest[4][0])
+    # paging after the last row of the previous page, without marking
+    page = store.outbox(limit=5, after=(rest[4][1].time_ns, rest[4][0]))
     assert page[0][0] == rest[5][0]
 
 
@@ -88,14 +89,14 @@ def test_retention_keeps_episode_samples_and_counts_unsent_drops(store):
     outage = Sample("outage", {"type": "connectivity"}, {"duration_s": 400.0}, T0 - timedelta(days=100))
     old += [ping(i, t=T0 - timedelta(days=99) + timedelta(seconds=i)) for i in range(3)]
     store.write(old + [outage] + [ping(i) for i in range(5)])
-    ids = [i for i, s in store.unsent() if s.time > T0 - timedelta(days=99, seconds=1)
+    ids = [i for i, s in outbox(store) if s.time > T0 - timedelta(days=99, seconds=1)
            and s.measurement == "ping" and s.time < T0]
     store.mark_sent(ids[:2])                                          # sent: dropping them loses nothing
     store.quarantine([(ids[2], 400, "bad row", "ping x=1")], T0)      # refused: dropping it does
     res = store.prune(T0 + timedelta(hours=1), retention_s=90 * 86400, max_bytes=10**9)
     assert res["expired"] == 13 and res["dropped_unsent"] == 11
     assert store.get_state("dropped_unsent") == "11"
-    assert [s.measurement for _, s in store.unsent()] == ["outage"] + ["ping"] * 5
+    assert [s.measurement for _, s in outbox(store)] == ["outage"] + ["ping"] * 5
 
 
 def test_size_cap_drops_oldest_raw_rows_first(store):
@@ -105,7 +106,7 @@ def test_size_cap_drops_oldest_raw_rows_first(store):
     res = store.prune(T0 + timedelta(days=21), retention_s=365 * 86400, max_bytes=before // 2)
     assert res["over_size"] > 0
     assert store.size_bytes() <= before // 2
-    remaining = [s.time for _, s in store.unsent(limit=100000)]
+    remaining = [s.time for _, s in outbox(store)]
     assert min(remaining) > T0 + timedelta(days=5)   # the oldest went first
     assert max(remaining) >= T0 + timedelta(days=19)  # the newest stayed
 
@@ -141,7 +142,7 @@ def test_damaged_pages_detected(tmp_path):
         if s2.recovered_from is None:
             from kit.errors import StoreCorrupt
             with pytest.raises(StoreCorrupt):
-                list(s2.unsent(limit=5000))
+                s2.outbox(limit=5000)
     finally:
         s2.close()
 
