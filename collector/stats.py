@@ -48,15 +48,15 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from kit.definitions import PK_REGIONS
-from collector.clean import CAUSES, TYPES, Columns, Quality, by_site, clean
-from collector.indices import MOMENTARY_MAX_S, from_sums
-from kit.definitions import CELL_KEYS, INTERNET_CAUSES, rank
+from kit.definitions import (CELL_KEYS, INTERNET_CAUSES, PK_REGIONS, WEEKDAYS, WORK_DAYS,
+                             availability, rank)
 from kit.records import Dataset
+from collector import figures
+from collector.clean import CAUSES, TYPES, Columns, Quality, by_site, clean
+from collector.figures import BASIS_ROWS
+from collector.indices import MOMENTARY_MAX_S, from_sums
 
-PK_REGION_NAMES = PK_REGIONS
 PERIODS = ("all", "day", "week", "month")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 POWER, CONNECTIVITY = TYPES.index("power"), TYPES.index("connectivity")
 
 
@@ -69,11 +69,11 @@ class Settings:
     momentary_max_s: float = MOMENTARY_MAX_S
     work_start_min: int = 9 * 60          # minutes after local midnight
     work_end_min: int = 18 * 60
-    work_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")
+    work_days: tuple[str, ...] = WORK_DAYS
     timezone: str = "Asia/Karachi"
     speed_threshold_bps: float = 10e6
-    regions: tuple[str, ...] = tuple(PK_REGION_NAMES)
-    region_names: dict = field(default_factory=lambda: dict(PK_REGION_NAMES), hash=False, compare=False)
+    regions: tuple[str, ...] = tuple(PK_REGIONS)
+    region_names: dict = field(default_factory=lambda: dict(PK_REGIONS), hash=False, compare=False)
     event_window_s: float = 300.0
     event_min_share: float = 0.5
     event_min_agents: int = 3
@@ -182,15 +182,22 @@ class Bootstrap:
         lo, hi = np.quantile(est, self.q)
         return [float(lo), float(hi)]
 
-    def ratio(self, num: np.ndarray, den: np.ndarray, scale: float = 1.0,
-              complement: bool = False) -> list[float] | None:
+    def ratios(self, num: np.ndarray, den: np.ndarray, scale: float = 1.0,
+               complement: bool = False) -> np.ndarray:
+        """Each resample's sum(num) / sum(den) x scale (NaN where its sum(den) is 0). With
+        ``complement``, 1 minus that: for outage and watched seconds the vectorised
+        :func:`kit.definitions.availability` before its floor at 0, which the callers put on
+        the interval's ends (tests/test_collector_stats.py checks they agree)."""
         a = self.counts @ num
         b = self.counts @ den
         with np.errstate(divide="ignore", invalid="ignore"):
             r = np.where(b > 0, a / b * scale, np.nan)
-        if complement:
-            r = 1.0 - r
-        return self._interval(r)
+        return 1.0 - r if complement else r
+
+    def ratio(self, num: np.ndarray, den: np.ndarray, scale: float = 1.0,
+              complement: bool = False) -> list[float] | None:
+        """The interval of :meth:`ratios`."""
+        return self._interval(self.ratios(num, den, scale, complement))
 
     def quantile(self, values: np.ndarray, q: float) -> list[float] | None:
         m = ~np.isnan(values)
@@ -427,11 +434,10 @@ def _fill_power(cell, boot, sus_n, sus_s, mom_n, obs, T) -> None:
 
 
 def _fill_internet(cell, boot, n, secs, obs, T, causes) -> None:
-    _ratio(cell, boot, "internet_availability", secs, obs, 1.0, complement=True)
-    if cell["internet_availability"] is not None:
-        cell["internet_availability"] = max(0.0, cell["internet_availability"])
-        if cell["internet_availability_ci"]:
-            cell["internet_availability_ci"] = sorted(max(0.0, x) for x in cell["internet_availability_ci"])
+    avail = availability(float(secs.sum()), float(obs.sum()))
+    ci = boot.ratio(secs, obs, complement=True) if avail is not None else None
+    cell["internet_availability"] = avail
+    cell["internet_availability_ci"] = sorted(max(0.0, x) for x in ci) if ci else ci
     _ratio(cell, boot, "internet_outages_per_agent", n, obs, T)
     _ratio(cell, boot, "internet_outage_min_per_agent", secs, obs, T / 60.0)
     for c, (cn, cs) in causes.items():
@@ -515,17 +521,14 @@ def _line_quality(cols: Columns, bounds, U: int, s: Settings) -> dict:
     return out
 
 
-LINE_BASIS = {"rtt_p50": "ping_agents", "rtt_p95": "ping_agents", "loss": "ping_agents",
-              "down": "speed_agents", "up": "speed_agents", "under": "speed_agents"}
-
-
 def _fill_line(cell, boot, line, p, members, site_of) -> None:
     """The line-quality figures, each with the lines (``<name>_sites``) and agents
     (``<name>_agents``) it rests on: a cell's lines need not all have run a speed test."""
     def basis(name: str, src: str, v: np.ndarray) -> None:
         has = ~np.isnan(v)
         cell[name + "_sites"] = len(set(site_of[has].tolist()))
-        cell[name + "_agents"] = int(line[LINE_BASIS[src]][p, members][has].sum())
+        agents = line[BASIS_ROWS[figures.BY_NAME[name].basis]]
+        cell[name + "_agents"] = int(agents[p, members][has].sum())
 
     for name, src, q in (("rtt_p50_ms", "rtt_p50", 0.5), ("rtt_p95_ms", "rtt_p95", 0.5),
                          ("download_p50_bps", "down", 0.5), ("download_p10_bps", "down", 0.1),

@@ -10,7 +10,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from collector.clean import clean
 from kit.records import Episode, ObsHour, PingDay, SpeedTest
-from kit.definitions import Unit
+from kit.definitions import Unit, availability
 from collector.stats import (Bootstrap, Settings, aggregate, hour_of_week, periods,
                              work_seconds_before)
 
@@ -238,6 +238,21 @@ def test_bootstrap_quantile_matches_the_point_definition():
     v = np.array([4.0, 1.0, 3.0, 2.0])
     assert boot.quantile(v, 0.5) == [2.0, 2.0]   # lower median, as wquantile
     assert boot.quantile(v, 0.1) == [1.0, 1.0]
+
+
+def test_bootstrap_availability_is_the_definition_per_resample():
+    """The vectorised availability of the intervals is kit.definitions.availability, resample
+    by resample (before the floor at 0, which goes on the interval's ends)."""
+    boot = Bootstrap(6, replace(S, bootstrap=300), "avail")
+    outage = np.array([600.0, 0.0, 86400.0, 30.0, 0.0, 7200.0])
+    watched = np.array([86400.0, 43200.0, 86400.0, 0.0, 3600.0, 86400.0])
+    r = boot.ratios(outage, watched, complement=True)
+    want = [availability(float(a), float(b))
+            for a, b in zip(boot.counts @ outage, boot.counts @ watched)]
+    for got, w in zip(r.tolist(), want):
+        assert (w is None and np.isnan(got)) or max(0.0, got) == pytest.approx(w, rel=1e-12)
+    c = aggregate(hand_cell(), S)["cells"][0]
+    assert c["internet_availability"] == availability(660.0, 4 * 86400 + 43200 - 1800)
 
 
 # ---------------------------------------------------------------- properties
