@@ -247,12 +247,12 @@ def _row(name: str, type_: str, unit: str, meaning: str) -> str:
 def catalog_table(measurement: str) -> str:
     """docs/metrics.md's table of ``measurement``'s fields: each figure with its interval's ends,
     then the lines each line figure rests on."""
+    if measurement in (LOAD_SHEDDING, EVENTS):
+        fields = LOAD_SHEDDING_FIELDS if measurement == LOAD_SHEDDING else EVENT_FIELDS
+        return _HEAD + "".join(_row(f.name, f.type, f.unit, f.meaning) for f in fields)
     rows = []
     if measurement == COVERAGE:
         rows.append(_row(SUPPRESSED.name, SUPPRESSED.type, SUPPRESSED.unit, SUPPRESSED.meaning))
-    if measurement == LOAD_SHEDDING or measurement == EVENTS:
-        fields = LOAD_SHEDDING_FIELDS if measurement == LOAD_SHEDDING else EVENT_FIELDS
-        return _HEAD + "".join(_row(f.name, f.type, f.unit, f.meaning) for f in fields)
     figures = written_to(measurement)
     for f in figures:
         rows.append(_row(f.name, f.type, f.unit, f.meaning))
@@ -277,7 +277,8 @@ def with_catalog(text: str) -> str:
     for m in MEASUREMENTS:
         pattern = re.compile(rf"(^## {m}\n(?:(?!## |\| field ).*\n)*)(\| field \|.*\n(?:\|.*\n)*)",
                              re.MULTILINE)
-        text, n = pattern.subn(lambda mo: mo.group(1) + catalog_table(m), text, count=1)
+        table = catalog_table(m)
+        text, n = pattern.subn(lambda mo, t=table: mo.group(1) + t, text, count=1)
         if n != 1:
             raise ValueError(f"docs/metrics.md: no table under ## {m}")
     return text

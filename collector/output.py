@@ -65,7 +65,8 @@ def to_table(result: dict) -> str:
             rows.append(ident + [suppressed_text(c, s)])
             continue
         rows.append(ident + [
-            str(c["agents"]), str(c.get("sites", c["agents"])), _fmt(c["power_saifi"]), _fmt(c["power_saidi_min"], 1),
+            str(c["agents"]), str(c.get("sites", c["agents"])), _fmt(c["power_saifi"]),
+            _fmt(c["power_saidi_min"], 1),
             _fmt(c["power_caidi_min"], 1), _fmt(c["power_maifi"]), _fmt(c["power_asai"], 4),
             _fmt(c["internet_availability"], 3, 100), _fmt(c["internet_outages_per_agent"]),
             _fmt(c["internet_outage_min_per_agent"], 1), _fmt(c["rtt_p50_ms"], 1),

@@ -11,8 +11,9 @@ from hypothesis import given, settings as hsettings, strategies as st
 from collector.clean import clean
 from kit.records import Episode, ObsHour, PingDay, SpeedTest
 from kit.definitions import Unit, availability
-from collector.stats import (Bootstrap, Settings, aggregate, hour_of_week, periods,
-                             work_seconds_before)
+from collector.bootstrap import Bootstrap
+from collector.localtime import hour_of_week, periods, work_seconds_before
+from collector.stats import Settings, aggregate
 
 import numpy as np
 
