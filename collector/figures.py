@@ -119,7 +119,7 @@ FIGURES: tuple[Figure, ...] = (
            ("headline", "ASAI", "share of observed time with power", "pct")),
     _power("work_hours_power_min_per_agent", "min", "power-cut minutes inside working hours per "
            "customer served", "minutes of every power interruption inside the working hours / N "
-           "(collector.stats.work_seconds_before)",
+           "(collector.localtime.work_seconds_before)",
            ("quality", "Work-hours power min / agent", "minutes without power inside work hours, "
             "per agent", "min")),
     _internet("internet_availability", "0..1", "share of observed time the internet answered",
@@ -139,7 +139,7 @@ FIGURES: tuple[Figure, ...] = (
                 "(collector.stats._fill_internet)") for c in INTERNET_CAUSES),
     _internet("work_hours_internet_min_per_agent", "min", "outage minutes inside working hours "
               "per customer served", "minutes of every connectivity outage inside the working "
-              "hours / N (collector.stats.work_seconds_before)",
+              "hours / N (collector.localtime.work_seconds_before)",
               ("quality", "Work-hours internet min / agent", "internet outage minutes inside work "
                "hours, per agent", "min")),
     _line("rtt_p50_ms", "ms", "median over agents of each agent's median of daily median "
@@ -173,15 +173,15 @@ FIGURES: tuple[Figure, ...] = (
            "pct1")),
     Figure("regional_events", "integer", "events", "regional events that touched the cell's "
            "agents", "regional events with an episode of the cell's lines that began in the "
-           "period (collector.stats._events)", interval=False, measurement=COVERAGE,
+           "period (collector.events.regional_events)", interval=False, measurement=COVERAGE,
            page=("quality", "Regional events", "region-wide events the cell took part in",
                  "int")),
     Figure("power_regional_share", "float", "0..1", "share of the cell's power interruptions that "
            "were part of a regional event", "interruptions in a regional event / interruptions "
-           "(collector.stats._events)", interval=False, measurement=POWER),
+           "(collector.events.regional_events)", interval=False, measurement=POWER),
     Figure("internet_regional_share", "float", "0..1", "share of the cell's outages that were "
            "part of a regional event", "outages in a regional event / outages "
-           "(collector.stats._events)", interval=False, measurement=INTERNET),
+           "(collector.events.regional_events)", interval=False, measurement=INTERNET),
 )
 BY_NAME: dict[str, Figure] = {f.name: f for f in FIGURES}
 

@@ -1,7 +1,8 @@
 """Regional reliability statistics over a Dataset (pure: no I/O, no clock; numpy).
 
 :func:`aggregate` turns the checked records of many agents into cells (region x ISP x period, or
-whichever tags ``by`` names) with these figures, each defined once here and in docs/collector.md:
+whichever tags ``by`` names) with these figures, each declared once in :mod:`collector.figures`
+(name, unit, meaning, interval) and defined in docs/collector.md:
 
 * ``agents``: distinct agents observed in the cell; ``agent_hours``: their observed hours.
   Observed time (power-watched time) = the agent's probe rounds (time it was watching) plus the
@@ -30,12 +31,14 @@ whichever tags ``by`` names) with these figures, each defined once here and in d
   one agent's outages are not independent of each other).
 * Publication floor: a cell with fewer than ``min_agents`` distinct agents is ``suppressed``:
   only its identity keys are given, no figures.
-* Regional events: episodes of one type starting within ``event_window_s`` of each other on a
-  ``event_min_share`` or larger share of the lines (sites) watching in the region at that hour
-  (round time for connectivity, power-watched time for power).
+* Regional events (:mod:`collector.events`): episodes of one type starting within
+  ``event_window_s`` of each other on a ``event_min_share`` or larger share of the lines (sites)
+  watching in the region at that hour (round time for connectivity, power-watched time for
+  power).
 
-Quantiles are "inverted CDF": the smallest value whose cumulative weight reaches q (the lower
-median for an even count), the same definition for the figure and its bootstrap.
+Quantiles are :func:`kit.definitions.quantile` ("inverted CDF": the smallest value whose
+cumulative weight reaches q, the lower median for an even count), the same definition for the
+figure and its bootstrap (:mod:`collector.bootstrap`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ the CSV, the write-back and the metric catalog all follow the declarations."""
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import re
 from dataclasses import replace
@@ -130,3 +131,12 @@ def test_page_columns_are_complete():
         assert cols and all(fmt in figures.PAGE_FORMATS and label and expl
                             for _, label, expl, fmt in cols)
     assert [c[0] for c in figures.page_columns("headline")][:3] == ["agents", "sites", "agent_hours"]
+
+
+def test_how_names_functions_that_exist():
+    for f in figures.FIGURES:
+        names = re.findall(r"\b((?:collector|kit)\.[\w.]+)", f.how)
+        assert names, f.name
+        for dotted in names:
+            module, _, attr = dotted.rpartition(".")
+            assert callable(getattr(importlib.import_module(module), attr)), dotted
