@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from collector.settings import Settings
+from collector.settings import PERIODS, Settings
 from kit.configkit import (
     at_least,
     between,
@@ -94,7 +94,7 @@ class CollectorSection:
                           "cells of the last days are rewritten as late data arrives).",
                           checked(parse_duration))
     run_period: str = opt("day", "linewatch-collector run: the period of the cells it writes.",
-                           one_of("day", "week", "month"))
+                           one_of(*(p for p in PERIODS if p != "all")))
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from collector.settings import Settings
+from collector.settings import PERIODS, Settings
 from kit.definitions import WEEKDAYS
-
-PERIODS = ("all", "day", "week", "month")
 
 
 class LocalTime:

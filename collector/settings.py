@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from collector.indices import MOMENTARY_MAX_S
 from kit.definitions import PK_REGIONS, WORK_DAYS
 
+# How a window is cut into cells' periods: whole, or at local midnights, Mondays, month starts.
+PERIODS: tuple[str, ...] = ("all", "day", "week", "month")
+
 
 @dataclass(frozen=True)
 class Settings:
