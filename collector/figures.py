@@ -5,15 +5,18 @@ shows it.
 From :data:`FIGURES` come the CSV columns and their order (:func:`csv_columns`, used by
 :mod:`collector.output`), the ``regional_*`` points that ``linewatch-collector run`` writes
 back (:func:`written_to`), which figures carry an interval (:attr:`Figure.interval`), the
-regional page's figure columns (:func:`page_columns`) and the collector part of the metric
-catalog, docs/metrics.md (:func:`catalog_table`; tests/test_figures.py holds the file to it,
-and :func:`write_catalog` rewrites its tables). The figures are computed by
-:mod:`collector.stats` (the function each ``how`` names, from per-line sums); a test checks that
-a published cell holds exactly the figures declared here, with intervals exactly where declared.
+regional page's figure columns (:func:`page_columns`, shown by :mod:`collector.regional_page`)
+and the collector part of the metric catalog, docs/metrics.md (:func:`catalog_table`;
+tests/test_collector_figures.py holds the file to it, and :func:`write_catalog` rewrites its
+tables). The figures are computed by :mod:`collector.stats` (the function each ``how`` names,
+from per-line sums); a test checks that a published cell holds exactly the figures declared
+here, with intervals exactly where declared.
 
-The order of :data:`FIGURES` is the order of the CSV columns, of the fields of each
-``regional_*`` point and of the page's columns: scripts read CSV columns by position, so a new
-figure is declared with ``appended=True`` (its column then follows all the others) or at the end.
+The order of :data:`FIGURES` is the order of the fields of each ``regional_*`` point and of the
+page's columns, and of the CSV columns within each of its groups: the figures published first,
+then the ``appended`` ones, then what each line figure rests on. Scripts read CSV columns by
+position, so a new figure must not move a column before it: its column goes at the end of the
+row (today's :func:`csv_columns` cannot say that yet; extend it when one comes).
 
 Pure and stdlib-only.
 """
@@ -31,8 +34,9 @@ COVERAGE, POWER, INTERNET, LINE = ("regional_coverage", "regional_power", "regio
 LOAD_SHEDDING, EVENTS = "regional_load_shedding", "regional_events"
 # What a line figure rests on, by the rows it comes from: the agents counted in stats.
 BASIS_ROWS = {"latency rows": "ping_agents", "speed tests": "speed_agents"}
-# The page's formats, by name: collector's regional page maps each to a formatter.
-PAGE_FORMATS = ("int", "freq", "min", "pct", "pct1", "num2", "mbit")
+# How the regional page writes a figure (collector.regional_page.FORMATS): a whole number, one or
+# two decimals, a share as a percentage with three or one decimals, bit/s as Mbit/s.
+PAGE_FORMATS = ("int", "num1", "num2", "pct", "pct1", "mbit")
 
 
 @dataclass(frozen=True)
@@ -96,23 +100,23 @@ FIGURES: tuple[Figure, ...] = (
            "counted once)", "power-watched seconds of the cell's lines / 3,600 "
            "(collector.stats.summarise)", interval=False, measurement=COVERAGE,
            page=("headline", "Agent-hours", "hours of observation summed over lines (a line's "
-                 "agents counted once)", "min")),
+                 "agents counted once)", "num1")),
     Figure("sites_watched_min_h", "integer", "sites", "lines that watched `collector.min_watch_h` "
            "hours or more (at most half the period): what the publication floor counts",
            "lines whose power-watched time reaches min_watch_h, at most half the period "
            "(collector.stats.summarise)", interval=False, appended=True),
     _power("power_saifi", "interruptions", "sustained power interruptions per customer served "
            "(IEEE 1366 SAIFI)", "sustained interruptions / N (collector.indices.from_sums)",
-           ("headline", "SAIFI", "sustained power cuts per customer", "freq")),
+           ("headline", "SAIFI", "sustained power cuts per customer", "num2")),
     _power("power_saidi_min", "min", "sustained interruption minutes per customer served (SAIDI)",
            "sustained interruption minutes / N (collector.indices.from_sums)",
-           ("headline", "SAIDI min", "minutes without power per customer", "min")),
+           ("headline", "SAIDI min", "minutes without power per customer", "num1")),
     _power("power_caidi_min", "min", "minutes per sustained interruption (CAIDI = SAIDI / SAIFI)",
            "SAIDI / SAIFI, none without a sustained interruption (collector.indices.from_sums)",
-           ("headline", "CAIDI min", "average minutes per sustained power cut", "min")),
+           ("headline", "CAIDI min", "average minutes per sustained power cut", "num1")),
     _power("power_maifi", "interruptions", "momentary interruptions per customer served (MAIFI)",
            "momentary interruptions / N (collector.indices.from_sums)",
-           ("headline", "MAIFI", "momentary power cuts per customer", "freq")),
+           ("headline", "MAIFI", "momentary power cuts per customer", "num2")),
     _power("power_asai", "0..1", "share of observed agent-time with power (ASAI)",
            "1 - sustained interruption seconds / power-watched seconds, at least 0 "
            "(collector.indices.from_sums)",
@@ -121,16 +125,16 @@ FIGURES: tuple[Figure, ...] = (
            "customer served", "minutes of every power interruption inside the working hours / N "
            "(collector.localtime.work_seconds_before)",
            ("quality", "Work-hours power min / agent", "minutes without power inside work hours, "
-            "per agent", "min")),
+            "per agent", "num1")),
     _internet("internet_availability", "0..1", "share of observed time the internet answered",
               "1 - connectivity outage seconds / round seconds (kit.definitions.availability)",
               ("headline", "Internet avail.", "share of observed time with internet", "pct")),
     _internet("internet_outages_per_agent", "outages", "connectivity outages per customer served",
               "outages / N, N over round time (collector.stats._fill_internet)",
-              ("headline", "Outages / agent", "internet outages per agent", "freq")),
+              ("headline", "Outages / agent", "internet outages per agent", "num2")),
     _internet("internet_outage_min_per_agent", "min", "connectivity outage minutes per customer "
               "served", "outage minutes / N, N over round time (collector.stats._fill_internet)",
-              ("headline", "Outage min / agent", "internet outage minutes per agent", "min")),
+              ("headline", "Outage min / agent", "internet outage minutes per agent", "num1")),
     *(_internet(f"internet_outages_per_agent_{c}", "outages", f"outages with cause {c} per "
                 "customer served", f"outages with cause {c} / N (collector.stats._fill_internet)")
       for c in INTERNET_CAUSES),
@@ -141,15 +145,15 @@ FIGURES: tuple[Figure, ...] = (
               "per customer served", "minutes of every connectivity outage inside the working "
               "hours / N (collector.localtime.work_seconds_before)",
               ("quality", "Work-hours internet min / agent", "internet outage minutes inside work "
-               "hours, per agent", "min")),
+               "hours, per agent", "num1")),
     _line("rtt_p50_ms", "ms", "median over agents of each agent's median of daily median "
           "round-trip times to internet targets", "median over lines of each line's median daily "
           "median (kit.definitions.quantile; collector.stats._fill_line)", "latency rows",
-          ("headline", "RTT p50 ms", "median round-trip time to internet targets", "min")),
+          ("headline", "RTT p50 ms", "median round-trip time to internet targets", "num1")),
     _line("rtt_p95_ms", "ms", "median over agents of each agent's median of daily 95th "
           "percentile round-trip times", "median over lines of each line's median daily 95th "
           "percentile (kit.definitions.quantile; collector.stats._fill_line)", "latency rows",
-          ("quality", "RTT p95 ms", "95th percentile round-trip time", "min")),
+          ("quality", "RTT p95 ms", "95th percentile round-trip time", "num1")),
     _line("loss_pct", "percent", "mean over agents of their loss while the target answered",
           "mean over lines of their loss over rounds in which the target answered "
           "(collector.stats._fill_line)", "latency rows",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from collector import figures
+from collector import figures, regional_page
 from collector.output import regional_points, to_csv
 from collector.stats import Settings, aggregate
 from kit.definitions import INTERNET_CAUSES
@@ -140,3 +140,10 @@ def test_how_names_functions_that_exist():
         for dotted in names:
             module, _, attr = dotted.rpartition(".")
             assert callable(getattr(importlib.import_module(module), attr)), dotted
+
+
+def test_the_regional_page_shows_the_declared_columns():
+    assert set(regional_page.FORMATS) == set(figures.PAGE_FORMATS)
+    for table, cols in (("headline", regional_page.HEADLINE),
+                        ("quality", regional_page.QUALITY_COLUMNS)):
+        assert [c[:3] for c in cols] == [c[:3] for c in figures.page_columns(table)]
