@@ -39,10 +39,11 @@ from urllib.parse import urlencode
 from kit.errors import SourceError
 from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME, one_line
 from kit.lineproto import unescape_tag
-from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
+from kit.definitions import CLOCK_SET, LOCATION_TAGS, MAX_INTERVAL_S, Quality, Unit
 from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
 
-TAGS = ("agent", "region", "isp", "city", "access", "site")
+# The tags the queries group by, in the order of Unit's fields (the agent first).
+TAGS = LOCATION_TAGS
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
 # The measurement each kind of query reads, which names the query in messages.
 MEASUREMENT = {"obs": "round", "bad_rounds": "round", "ping": "ping", "episode": "outage",

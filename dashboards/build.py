@@ -13,9 +13,15 @@ provision one named ``linewatch`` (dashboards/provisioning/).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:     # run as `python dashboards/build.py` from a checkout
+    sys.path.insert(0, str(HERE.parent))
+
+from kit.definitions import WEEKDAY_LABELS  # noqa: E402  (once the checkout is on the path)
+
 DS = {"type": "influxdb", "uid": "${DS_INFLUXDB}"}
 AGENT = '"agent" =~ /^$agent$/'
 CELL = '"region" =~ /^$region$/ AND "isp" =~ /^$isp$/ AND "period" = \'$period\''
@@ -227,9 +233,6 @@ def my_line() -> dict:
     return dashboard("linewatch-my-line", "linewatch: my line", panels, [agent_var], annotations)
 
 
-WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
 def regional() -> dict:
     def cell(meas: str, field: str) -> str:
         return (f'SELECT last("{field}") FROM "{meas}" WHERE {CELL} AND $timeFilter '
@@ -285,7 +288,7 @@ def regional() -> dict:
               defaults={**share, "custom": {"cellOptions": {"type": "color-background", "mode": "gradient"},
                                             "align": "center"}},
               overrides=[by_name("weekday\\hour", **{
-                  "mappings": value_text({str(i): (d, "") for i, d in enumerate(WEEKDAYS)}),
+                  "mappings": value_text({str(i): (d, "") for i, d in enumerate(WEEKDAY_LABELS)}),
                   "custom.cellOptions": {"type": "auto"}, "custom.align": "left", "displayName": "day"})],
               transformations=[{"id": "groupingToMatrix",
                                 "options": {"columnField": "hour", "rowField": "weekday",
