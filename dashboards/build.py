@@ -62,6 +62,19 @@ CUSTOM = {
     "state-timeline": {"fillOpacity": 80, "lineWidth": 0},
     "barchart": {"fillOpacity": 80, "lineWidth": 1, "gradientMode": "none"},
 }
+# The raw-data dashboards cannot show linewatch's internet availability (kit.definitions
+# .availability: 1 - connectivity outage seconds / seconds watched): the outage seconds are the
+# outage rows' duration_s and the seconds watched the round rows' interval_s, and InfluxQL never
+# combines two measurements in one figure (a query's aggregates come out one series per
+# measurement; there is no join). Grafana could divide two queries' results in a transformation,
+# but the outage query returns no series at all when the range holds no outage, the commonest
+# case, so the figure would vanish exactly when it should read 100 %. They show the share of
+# rounds answered instead, under that name; docs/methodology.md says so.
+NOT_AVAILABILITY = ("Not linewatch's internet availability (1 - outage seconds / seconds watched, "
+                    "as linewatch status, the line report and the regional figures give it): "
+                    "InfluxQL cannot divide the outage rows' duration by the rounds' interval, "
+                    "two measurements (docs/methodology.md, Availability). Single failed rounds "
+                    "that never became an outage count here.")
 # Availability: red below 95 %, amber below 99 %, green from 99 %.
 AVAILABILITY = {"mode": "absolute", "steps": [{"color": "red", "value": None},
                                               {"color": "orange", "value": 0.95},
@@ -173,9 +186,9 @@ def my_line() -> dict:
     online = value_text({"0": ("down", "red"), "1": ("online", "green")})
     battery = value_text({"false": ("mains", "green"), "true": ("on battery", "orange")})  # max() of a boolean
     panels = [
-        panel(1, "Internet availability", "stat", [target(q["availability"])], (0, 0, 6, 4),
-              "percentunit", "Share of watched probe rounds in which the internet answered "
-              "(up or degraded). Time the agent was not running is not counted either way.",
+        panel(1, "Rounds answered", "stat", [target(q["availability"])], (0, 0, 6, 4),
+              "percentunit", "Share of the watched probe rounds in which the internet answered "
+              "(up or degraded): mean(online). " + NOT_AVAILABILITY,
               defaults={"decimals": 2, "thresholds": AVAILABILITY, "min": 0, "max": 1}),
         panel(2, "Internet outages", "stat", [target(q["outages"])], (6, 0, 6, 4), "short",
               "Connectivity outages that began in the time range and have ended.",
@@ -276,7 +289,9 @@ def regional() -> dict:
               "Interruptions of 5 minutes or less.",
               defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0, "decimals": 1}),
         panel(5, "Internet availability", "bargauge", [target(q["avail"], alias=by)],
-              (16, 8, 8, 8), "percentunit", "Share of observed agent-time the internet answered.",
+              (16, 8, 8, 8), "percentunit", "The collector's internet_availability: 1 - "
+              "connectivity outage seconds / seconds watched, over the cell's lines "
+              "(docs/methodology.md, Availability).",
               defaults={"thresholds": AVAILABILITY, "color": {"mode": "thresholds"}, "min": 0.9,
                         "max": 1, "decimals": 2}),
         panel(6, "SAIDI over time", "timeseries", [target(q["saidi_t"], alias=by)], (0, 16, 24, 8), "m",
@@ -345,8 +360,9 @@ def all_lines() -> dict:
               (0, 0, 24, 10), "", "Down in an interval if any round in it was down; blank: the agent "
               "was not watching (stopped, machine off, or not yet forwarded).", interval="1m",
               defaults={"mappings": online}),
-        panel(2, "Internet availability per agent", "bargauge", [target(q["availability"], alias="$tag_agent")],
-              (0, 10, 8, 10), "percentunit", "Share of watched rounds in which the internet answered.",
+        panel(2, "Rounds answered per agent", "bargauge", [target(q["availability"], alias="$tag_agent")],
+              (0, 10, 8, 10), "percentunit", "Share of each agent's watched rounds in which the "
+              "internet answered: mean(online). " + NOT_AVAILABILITY,
               defaults={"thresholds": AVAILABILITY, "color": {"mode": "thresholds"}, "min": 0.9, "max": 1,
                         "decimals": 2}),
         panel(3, "Internet outage minutes per agent", "bargauge",

@@ -204,3 +204,18 @@ def test_dashboard_structure(name):
     used = set(re.findall(r"\$(\w+)", json.dumps(d["panels"] + d["annotations"]["list"])))
     assert used - {"timeFilter", "__interval", "tag_status", "tag_target", "tag_name", "tag_source", "tag_agent",
                    "tag_region", "tag_isp", "DS_INFLUXDB"} <= set(names)
+
+
+def test_influxql_keeps_outage_and_round_apart(loaded):
+    """Why the raw-data dashboards show rounds answered, not the availability (build.py,
+    NOT_AVAILABILITY): InfluxQL gives one series per measurement even through a subquery, so the
+    outage rows' duration_s never meets the rounds' interval_s in one figure; and a range with
+    no outage gives no series at all."""
+    q = substitute('SELECT 1 - sum("o") / sum("w") FROM (SELECT "duration_s" AS "o" FROM "outage" '
+                   'WHERE "type" = \'connectivity\' AND $timeFilter), (SELECT "interval_s" AS "w" '
+                   'FROM "round" WHERE $timeFilter)', VALUES)
+    (res,) = run_query(loaded, q)["results"]
+    assert sorted(s["name"] for s in res["series"]) == ["outage", "round"]
+    assert all(v is None for s in res["series"] for _, v in s["values"])
+    none = run_query(loaded, 'SELECT sum("duration_s") FROM "outage" WHERE "agent" = \'nobody\'')
+    assert "series" not in none["results"][0]
