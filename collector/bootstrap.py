@@ -61,9 +61,9 @@ class Bootstrap:
         return self._interval(self.ratios(num, den, scale, complement))
 
     def quantile(self, values: np.ndarray, q: float) -> list[float] | None:
-        """The interval of the q-quantile of the non-NaN ``values``: in each resample the first
-        value (sorted) whose cumulative count of draws reaches q x the draws, the rule of
-        :func:`kit.definitions.rank` with each line counted as often as it was drawn."""
+        """The interval of the q-quantile of the non-NaN ``values``: in each resample
+        :func:`kit.definitions.quantile` of the values, each line's counted as often as it was
+        drawn."""
         m = ~np.isnan(values)
         if not m.any():
             return None
@@ -71,5 +71,8 @@ class Bootstrap:
         v = values[m][order]
         cum = np.cumsum(self.counts[:, m][:, order], axis=1)
         total = cum[:, -1]
-        idx = (cum >= (q * total - 1e-9)[:, None]).argmax(axis=1)
+        # kit.definitions.rank over the draws: the value at 1-based position ceil(q x draws),
+        # q x draws rounded first as there, and at least the first drawn value.
+        need = np.maximum(np.ceil(np.round(q * total, 9)), 1.0)
+        idx = (cum >= need[:, None]).argmax(axis=1)
         return self._interval(np.where(total > 0, v[idx], np.nan))
