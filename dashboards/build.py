@@ -184,7 +184,8 @@ def my_line() -> dict:
                    'GROUP BY time($__interval) fill(null)',
     }
     online = value_text({"0": ("down", "red"), "1": ("online", "green")})
-    battery = value_text({"false": ("mains", "green"), "true": ("on battery", "orange")})  # max() of a boolean
+    # max() of a boolean
+    battery = value_text({"false": ("mains", "green"), "true": ("on battery", "orange")})
     panels = [
         panel(1, "Rounds answered", "stat", [target(q["availability"])], (0, 0, 6, 4),
               "percentunit", "Share of the watched probe rounds in which the internet answered "
@@ -201,7 +202,8 @@ def my_line() -> dict:
               "seen by two sensors shows in both (the line report and the collector count it once).",
               defaults={"noValue": "0"}),
         panel(5, "Line and power", "state-timeline",
-              [target(q["online"], alias="internet"), target(q["on_battery"], "B", alias="power ($tag_source)")],
+              [target(q["online"], alias="internet"),
+               target(q["on_battery"], "B", alias="power ($tag_source)")],
               (0, 4, 24, 5), "", "Internet: down in an interval if any round in it was down. "
               "Power: on battery if the battery or UPS reported it in the interval.", interval="1m",
               overrides=[by_name("internet", mappings=online),
@@ -332,7 +334,8 @@ def regional() -> dict:
         {"name": "period", "label": "Period", "type": "custom", "query": "day,week,month,all",
          "current": {"text": "day", "value": "day", "selected": True}, "multi": False,
          "includeAll": False,
-         "options": [{"text": v, "value": v, "selected": v == "day"} for v in ("day", "week", "month", "all")]},
+         "options": [{"text": v, "value": v, "selected": v == "day"}
+                     for v in ("day", "week", "month", "all")]},
     ]
     return dashboard("linewatch-regional", "linewatch: regional reliability", panels, variables)
 
@@ -349,9 +352,12 @@ def all_lines() -> dict:
                       "'connectivity' GROUP BY \"agent\"",
         "power_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {where} AND "type" = '
                      "'power' GROUP BY \"agent\", \"source\"",
-        "last_round": f'SELECT last("interval_s") AS "interval_s" FROM "round" WHERE {where} GROUP BY "agent"',
+        "last_round": f'SELECT last("interval_s") AS "interval_s" FROM "round" WHERE {where} '
+                      'GROUP BY "agent"',
         "backlog": f'SELECT last("backlog_rows") FROM "agent" WHERE {where} GROUP BY "agent"',
-        "rtt": f'SELECT median("rtt_avg_ms") FROM "ping" WHERE {where} AND "role" = \'internet\' '
+        # percentile(50), not median(): InfluxQL's median averages the two middle values, its
+        # percentile is the lower one, as kit.definitions.quantile and the collector's daily p50.
+        "rtt": f'SELECT percentile("rtt_avg_ms", 50) FROM "ping" WHERE {where} AND "role" = \'internet\' '
                'GROUP BY time($__interval), "agent" fill(null)',
     }
     online = value_text({"0": ("down", "red"), "1": ("online", "green")})

@@ -21,7 +21,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
+from kit.definitions import nearest_rank, quantile
 from tests.fleet import Fleet, utc_midnight
 from tests.hosttree import power_supply
 from tests.influxlab import InfluxV1, influx_unavailable
@@ -219,3 +221,11 @@ def test_influxql_keeps_outage_and_round_apart(loaded):
     assert all(v is None for s in res["series"] for _, v in s["values"])
     none = run_query(loaded, 'SELECT sum("duration_s") FROM "outage" WHERE "agent" = \'nobody\'')
     assert "series" not in none["results"][0]
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=50))
+def test_the_median_panels_percentile_is_the_definitions_median(values):
+    """all-lines' median RTT is InfluxQL's percentile(50) (nearest rank), which is the lower
+    median of kit.definitions.quantile; InfluxQL's median() would average the middle two."""
+    assert nearest_rank(values, 50) == quantile(values, 0.5)
