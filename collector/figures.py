@@ -13,10 +13,9 @@ from per-line sums); a test checks that a published cell holds exactly the figur
 here, with intervals exactly where declared.
 
 The order of :data:`FIGURES` is the order of the fields of each ``regional_*`` point and of the
-page's columns, and of the CSV columns within each of its groups: the figures published first,
-then the ``appended`` ones, then what each line figure rests on. Scripts read CSV columns by
-position, so a new figure must not move a column before it: its column goes at the end of the
-row (today's :func:`csv_columns` cannot say that yet; extend it when one comes).
+page's columns, and of the CSV columns within each generation of the CSV (``csv``): scripts read
+CSV columns by position, so a new figure takes the next generation and its columns go at the end
+of the row (:func:`csv_columns`).
 
 Pure and stdlib-only.
 """
@@ -64,8 +63,9 @@ class Figure:
     basis: str = ""             # line figures: the rows a line's value comes from (BASIS_ROWS);
     #                             cell[name + "_sites"] and [name + "_agents"] say how many
     #                             lines and agents the figure rests on
-    appended: bool = False      # added to the CSV after the others were published: its column
-    #                             follows them all
+    csv: int = 0                # the CSV generation that added its column: 0 the first; 1 the
+    #                             lines (sites), with what each line figure rests on and why a
+    #                             cell is suppressed; a new figure takes the next
     page: tuple[str, str, str, str] | None = None   # (table, heading, its expansion, format)
 
     @property
@@ -93,7 +93,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("sites", "integer", "sites", "distinct lines (sites) among them: agents behind one "
            "router count once; the customers of the indices", "distinct sites of the cell with "
            "watched time in the period (collector.stats.summarise)", interval=False,
-           measurement=COVERAGE, appended=True,
+           measurement=COVERAGE, csv=1,
            page=("headline", "Lines", "distinct lines (sites) in the cell: agents behind one "
                  "router count once", "int")),
     Figure("agent_hours", "float", "h", "observed hours of the cell's lines (a site's hours "
@@ -104,7 +104,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("sites_watched_min_h", "integer", "sites", "lines that watched `collector.min_watch_h` "
            "hours or more (at most half the period): what the publication floor counts",
            "lines whose power-watched time reaches min_watch_h, at most half the period "
-           "(collector.stats.summarise)", interval=False, appended=True),
+           "(collector.stats.summarise)", interval=False, csv=1),
     _power("power_saifi", "interruptions", "sustained power interruptions per customer served "
            "(IEEE 1366 SAIFI)", "sustained interruptions / N (collector.indices.from_sums)",
            ("headline", "SAIFI", "sustained power cuts per customer", "num2")),
@@ -215,15 +215,21 @@ EVENT_FIELDS: tuple[Field, ...] = (
 
 
 def csv_columns() -> list[str]:
-    """The figure columns of a CSV row, in order: each figure, then its ``_ci_low`` and
-    ``_ci_high`` when it has an interval; the appended figures after them, likewise; then what
-    each line figure rests on (``_sites``, ``_agents``)."""
+    """The columns of a CSV row after the cell's identity, generation by generation (so a column
+    never moves): each figure of the generation, with its ``_ci_low`` and ``_ci_high`` when it
+    has an interval; in generation 1, then what each line figure rests on (``_sites``,
+    ``_agents``) and ``suppressed_reason``; in a later one, each new line figure's own."""
     out: list[str] = []
-    for appended in (False, True):
+    for gen in range(max(f.csv for f in FIGURES) + 1):
         for f in FIGURES:
-            if f.appended == appended:
+            if f.csv == gen:
                 out += [f.name] + ([f.name + "_ci_low", f.name + "_ci_high"] if f.interval else [])
-    return out + [c for f in FIGURES for c in f.basis_columns]
+                if gen > 1:
+                    out += f.basis_columns
+        if gen == 1:
+            out += [c for f in FIGURES if f.csv <= 1 for c in f.basis_columns]
+            out.append("suppressed_reason")
+    return out
 
 
 def written_to(measurement: str) -> tuple[Figure, ...]:

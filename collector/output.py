@@ -11,8 +11,7 @@ from datetime import datetime
 from collector import figures
 
 # The identity columns of a CSV row; `region_name` comes with `region`. The figures follow
-# (collector.figures.csv_columns), then why a cell is suppressed (added later: scripts that read
-# columns by position keep working).
+# (collector.figures.csv_columns).
 IDENTITY = ("region", "region_name", "isp", "city", "access", "period_start", "period_end",
             "suppressed")
 
@@ -28,7 +27,6 @@ def to_csv(result: dict) -> str:
     by = [k for k in IDENTITY if k not in ("period_start", "period_end", "suppressed")
           and k in result.get("by", []) + (["region_name"] if "region" in result.get("by", []) else [])]
     cols = by + ["period_start", "period_end", "suppressed"] + figures.csv_columns()
-    cols.append("suppressed_reason")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)

@@ -62,15 +62,25 @@ def test_a_suppressed_cell_holds_no_figure(result):
 def test_csv_columns_follow_the_declarations(result):
     header = next(csv.reader(io.StringIO(to_csv(result))))
     i = header.index("suppressed")
-    assert header[i + 1:] == figures.csv_columns() + ["suppressed_reason"]
-    # Scripts read columns by position: the appended figures, then the line figures' basis,
-    # come after every other figure.
+    assert header[i + 1:] == figures.csv_columns()
+    # Scripts read columns by position: the first generation's figures, then those added with
+    # the lines, what the line figures rest on and why a cell is suppressed.
     pos = {c: k for k, c in enumerate(header)}
-    first = [pos[f.name] for f in figures.FIGURES if not f.appended]
-    later = [pos[f.name] for f in figures.FIGURES if f.appended]
+    first = [pos[f.name] for f in figures.FIGURES if f.csv == 0]
+    later = [pos[f.name] for f in figures.FIGURES if f.csv == 1]
     basis = [pos[c] for f in figures.FIGURES for c in f.basis_columns]
-    assert max(first) < min(later) and max(later) < min(basis)
-    assert header[i + 1:i + 3] == ["agents", "agent_hours"]
+    assert max(first) < min(later) and max(later) < min(basis) < max(basis) < pos["suppressed_reason"]
+    assert header[i + 1:i + 3] == ["agents", "agent_hours"] and header[-1] == "suppressed_reason"
+
+
+def test_a_new_figure_goes_at_the_end_of_the_row(monkeypatch):
+    today = figures.csv_columns()
+    new = figures.Figure("x_per_agent", "float", "x", "an x per customer served", "x / N",
+                         measurement=figures.LINE, basis="speed tests", csv=2)
+    monkeypatch.setattr(figures, "FIGURES", figures.FIGURES + (new,))
+    assert figures.csv_columns() == today + ["x_per_agent", "x_per_agent_ci_low",
+                                             "x_per_agent_ci_high", "x_per_agent_sites",
+                                             "x_per_agent_agents"]
 
 
 def test_every_written_figure_is_emitted_and_every_emitted_field_declared(result):
