@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from kit.errors import ConfigError, SourceError
-from kit.secret import redact_value
 from collector.config import CollectorConfig
+from collector.influxql import Reader
+from collector.storefile import expand
+from kit.errors import ConfigError, SourceError
+from kit.influx import Sink, load_token
+from kit.secret import redact_value
+from kit.storefile import StoreFile, shown
 
 
 def run_checks(cfg: CollectorConfig, stores: tuple[str, ...], now: float) -> list[tuple[str, str, str]]:
@@ -24,9 +28,6 @@ def run_checks(cfg: CollectorConfig, stores: tuple[str, ...], now: float) -> lis
 
 
 def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
-    from kit.influx import Sink, load_token
-    from collector.influxql import Reader
-
     rows = []
     try:
         token = load_token(cfg.influx, source=cfg.source)
@@ -72,9 +73,6 @@ def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
 
 
 def _stores(paths: tuple[str, ...], now: float) -> list[tuple[str, str, str]]:
-    from kit.storefile import StoreFile, shown
-    from collector.storefile import expand
-
     rows = []
     try:
         files = expand(paths)

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 from urllib.parse import urlencode
 
@@ -484,9 +486,6 @@ class Reader:
             for kind, text in todo:
                 yield self.query(text, _what(kind))
             return
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
-
         local = threading.local()
         extra: list = []
         lock = threading.Lock()
