@@ -3,7 +3,7 @@ detail), status OK / WARN / FAIL; FAIL makes the command exit 1."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from collector.config import CollectorConfig
 from collector.influxql import Reader
@@ -93,8 +93,8 @@ def _stores(paths: tuple[str, ...], now: float) -> list[tuple[str, str, str]]:
             owner = f.owner
             others = sorted({s[2].agent for s in spans} - {owner})
             spans = [s for s in spans if s[2].agent == owner] or spans
-            first = datetime.fromtimestamp(min(s[0] for s in spans) / 1e9, timezone.utc)
-            last = datetime.fromtimestamp(max(s[1] for s in spans) / 1e9, timezone.utc)
+            first = datetime.fromtimestamp(min(s[0] for s in spans) / 1e9, UTC)
+            last = datetime.fromtimestamp(max(s[1] for s in spans) / 1e9, UTC)
             regions = sorted({s[2].region or "(no region)" for s in spans})
             detail = (f"{shown(p)}: agent {shown(owner, 60)}, {shown(', '.join(regions), 200)}, "
                       f"{first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC")

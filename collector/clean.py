@@ -76,6 +76,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from itertools import repeat
 from operator import attrgetter
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +84,11 @@ from collector.columns import CAUSES, HOST_DOWN, POWER, TYPES, Columns
 from collector.episodes import flood, overlaps, power_watched
 from kit.definitions import CAUSES_BY_TYPE, CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
 from kit.records import Dataset
+
+# The records of one kind (kit.records: ObsHour, Episode, PingDay, SpeedTest), and the parallel
+# arrays of the four kinds (hours, episodes, days of latency, speed tests).
+Records = Sequence[Any]
+Arrays = list[np.ndarray]
 
 SKEW_S = 300.0
 MAX_EPISODE_S = 31 * 86400.0
@@ -104,17 +110,17 @@ def _reject(q: Quality, keep: np.ndarray, bad: np.ndarray, reason: str) -> None:
 _UNIT, _TYPE, _CAUSE = attrgetter("unit"), attrgetter("type"), attrgetter("cause")
 
 
-def _figures(recs: Sequence, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _figures(recs: Records, name: str) -> tuple[np.ndarray, np.ndarray]:
     """One optional figure of every record: its values (NaN where None) and where it is None."""
     values = list(map(attrgetter(name), recs))
     none = np.fromiter((v is None for v in values), bool, len(values))
     return np.fromiter((np.nan if v is None else v for v in values), np.float64, len(values)), none
 
 
-def _col(recs: Sequence, name: str, dtype, conv=None) -> np.ndarray:
+def _col(recs: Records, name: str, dtype: type) -> np.ndarray:
     """One attribute of every record as an array (map and attrgetter: no Python loop)."""
     it = map(attrgetter(name), recs)
-    return np.fromiter(map(conv, it) if conv else it, dtype, len(recs))
+    return np.fromiter(it, dtype, len(recs))
 
 
 def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Quality]:
@@ -186,7 +192,7 @@ class _Units:
             self.units.append(u)
         return i
 
-    def column(self, recs: Sequence) -> np.ndarray:
+    def column(self, recs: Records) -> np.ndarray:
         """Each record's unit index. Records of one series share one Unit object, so units are
         told apart by identity first (fast), then by value (a source may repeat equal Units)."""
         if not recs:
@@ -224,7 +230,7 @@ class _Checks:
         return keep
 
 
-def _hours(check: _Checks, obs: Sequence, unit: np.ndarray):
+def _hours(check: _Checks, obs: Records, unit: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """Observed hours: (hour, observed seconds) and which pass."""
     o_hour = _col(obs, "hour", np.int64)
     o_s = _col(obs, "observed_s", np.float64)
@@ -241,7 +247,8 @@ for _t, _cs in CAUSES_BY_TYPE.items():
         _VALID[_TYPE_IX[_t], _CAUSE_IX[_c]] = True
 
 
-def _episodes(check: _Checks, eps: Sequence, unit: np.ndarray):
+def _episodes(check: _Checks, eps: Records,
+              unit: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """Episodes: (start, duration, type index, cause index; -1 for an unknown one) and which
     pass."""
     n = len(eps)
@@ -258,7 +265,7 @@ def _episodes(check: _Checks, eps: Sequence, unit: np.ndarray):
     return (e_start, e_dur, e_type, e_cause), keep
 
 
-def _pings(check: _Checks, pds: Sequence, unit: np.ndarray):
+def _pings(check: _Checks, pds: Records, unit: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """Days of latency: (day, p50, p95, loss, rounds) and which pass."""
     p_day = _col(pds, "day", np.int64)
     # A figure the record does not have (None: the loss of a day, its extremes) is NaN in its
@@ -276,7 +283,7 @@ def _pings(check: _Checks, pds: Sequence, unit: np.ndarray):
     return (p_day, p50, p95, loss, rounds), keep
 
 
-def _speeds(check: _Checks, sps: Sequence, unit: np.ndarray):
+def _speeds(check: _Checks, sps: Records, unit: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """Speed tests: (time, download, upload) and which pass."""
     s_time = _col(sps, "time", np.float64)
     s_down, s_down_none = _figures(sps, "download_bps")
@@ -289,7 +296,8 @@ def _speeds(check: _Checks, sps: Sequence, unit: np.ndarray):
     return (s_time, s_down, s_up), keep
 
 
-def _canonical(units: list[Unit], unit_cols: list[np.ndarray], keeps: list[np.ndarray]):
+def _canonical(units: list[Unit], unit_cols: list[np.ndarray],
+               keeps: list[np.ndarray]) -> tuple[list[Unit], list[np.ndarray], np.ndarray]:
     """The units that kept a record, sorted, and the kept records' unit columns in their
     numbering, so the figures and the bootstrap's draws never depend on the order the source
     returned rows in; with each unit's agent index (units are sorted by agent first: an agent's
@@ -307,7 +315,8 @@ def _canonical(units: list[Unit], unit_cols: list[np.ndarray], keeps: list[np.nd
     return units, [remap[uc[k]] for uc, k in zip(unit_cols, keeps)], unit_agent
 
 
-def _summed_hours(q: Quality, o_unit: np.ndarray, o_hour: np.ndarray, o_s: np.ndarray):
+def _summed_hours(q: Quality, o_unit: np.ndarray, o_hour: np.ndarray,
+                  o_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One row per unit and hour: records of the same unit and hour summed (an id used twice
     shows here), at most the hour (``observed_clipped``)."""
     if o_s.size:
@@ -326,7 +335,9 @@ def _summed_hours(q: Quality, o_unit: np.ndarray, o_hour: np.ndarray, o_s: np.nd
     return o_unit, o_hour, o_s
 
 
-def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: tuple, eps: tuple, stop: float):
+def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: tuple[np.ndarray, ...],
+                    eps: tuple[np.ndarray, ...], stop: float
+                    ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """The kept episodes (unit, type, cause, start, duration) through floods, host-down time as
     watched time, overlaps and power merges, and the end ``stop`` (the window's, or "now":
     nothing after it can have been measured). Returns the observed hours with power-watched
@@ -339,7 +350,8 @@ def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: tuple, eps: tuple
     # Host-down time is watched time, taken before any merge: a host_down merged into the
     # battery episode before it stays watched time (docs/collector.md, observed time).
     hd = (e_type == POWER) & (e_cause == HOST_DOWN)
-    watched = power_watched(*hours, e_unit[hd], e_start[hd],
+    o_unit, o_hour, o_s = hours
+    watched = power_watched(o_unit, o_hour, o_s, e_unit[hd], e_start[hd],
                             np.minimum(e_start[hd] + e_dur[hd], stop))
     e_unit, e_type, e_cause, e_start, e_dur = overlaps(q, unit_agent, e_unit, e_type, e_cause,
                                                        e_start, e_dur)
@@ -365,8 +377,8 @@ def _by_unit(unit: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
     return (unit[k],) + tuple(a[k] for a in others)
 
 
-def _latest_by_agent(units: list[Unit], unit_cols, keeps, times, gives: np.ndarray,
-                     value) -> dict[str, str]:
+def _latest_by_agent(units: list[Unit], unit_cols: Arrays, keeps: Arrays, times: Arrays,
+                     gives: np.ndarray, value: Callable[[Unit], str]) -> dict[str, str]:
     """Per agent, ``value(unit)`` of its latest kept records among the units that ``gives``
     (by the records' own time: hour, episode start, day, test time; on equal times the value
     sorting first, so the source's order never decides)."""
@@ -385,8 +397,9 @@ def _latest_by_agent(units: list[Unit], unit_cols, keeps, times, gives: np.ndarr
     return {a: v for a, (_, v) in best.items()}
 
 
-def _repaired(q: Quality, reason: str, units: list[Unit], uid, unit_cols, keeps,
-              lacks: np.ndarray, fixed: dict[int, Unit]) -> list[np.ndarray]:
+def _repaired(q: Quality, reason: str, units: list[Unit], uid: Callable[[Unit], int],
+              unit_cols: Arrays, keeps: Arrays, lacks: np.ndarray,
+              fixed: dict[int, Unit]) -> Arrays:
     """The unit columns with every unit in ``fixed`` (index -> repaired unit) replaced, each
     kept record of one counted once as ``reason``; ``lacks`` marks the units needing it."""
     remap = np.arange(len(units), dtype=np.int64)
@@ -405,7 +418,8 @@ def _repaired(q: Quality, reason: str, units: list[Unit], uid, unit_cols, keeps,
     return out
 
 
-def _retag(q: Quality, known: set, units: list[Unit], uid, unit_cols, keeps, times):
+def _retag(q: Quality, known: set[str], units: list[Unit], uid: Callable[[Unit], int],
+           unit_cols: Arrays, keeps: Arrays, times: Arrays) -> Arrays:
     """Records whose unit has no valid region take their agent's region, counted ``retagged``.
 
     An agent's region is the region of its latest kept records that have a valid one
@@ -433,7 +447,8 @@ def _retag(q: Quality, known: set, units: list[Unit], uid, unit_cols, keeps, tim
     return _repaired(q, "retagged", units, uid, unit_cols, keeps, bad, fixed)
 
 
-def _resite(q: Quality, units: list[Unit], uid, unit_cols, keeps, times):
+def _resite(q: Quality, units: list[Unit], uid: Callable[[Unit], int], unit_cols: Arrays,
+            keeps: Arrays, times: Arrays) -> Arrays:
     """Records without a ``site`` tag (written before the agent was upgraded) from an agent
     whose kept records have one take the site of its latest such records, counted
     ``site_retagged``: otherwise an upgraded agent would be two lines, its old self and its

@@ -49,13 +49,13 @@ class Columns:
     # unit's agents (indices into ``agents``), each record's own agent, and the agents of the
     # episodes merged from several.
     agents: list[str] | None = None
-    unit_agents: list[frozenset] | None = None
+    unit_agents: list[frozenset[int]] | None = None
     ep_agent: np.ndarray | None = None
-    ep_merged: dict | None = None
+    ep_merged: dict[int, frozenset[int]] | None = None
     pd_agent: np.ndarray | None = None
     sp_agent: np.ndarray | None = None
     # Only when some line has several agents: (unit, agent, time) of each watching record.
-    watchers: tuple | None = None
+    watchers: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     # Set by by_site(), after outage time was limited to watched time: each episode's counted
     # seconds, and its pieces, one per UTC hour it covers (episode index, hour start, counted
     # seconds, and the share of the piece's seconds that was kept).
@@ -64,3 +64,22 @@ class Columns:
     pc_hour: np.ndarray | None = None
     pc_s: np.ndarray | None = None
     pc_scale: np.ndarray | None = None
+
+    def counted_s(self) -> np.ndarray:
+        """Each episode's counted seconds (in the window, where its line watched)."""
+        if self.ep_secs is None:
+            raise ValueError("outage time is not yet limited to watched time (collector.sites)")
+        return self.ep_secs
+
+    def pieces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The episodes' pieces, one per UTC hour each covers: (episode index, hour start,
+        counted seconds, share of the piece's seconds kept)."""
+        if self.pc_ep is None or self.pc_hour is None or self.pc_s is None or self.pc_scale is None:
+            raise ValueError("outage time is not yet limited to watched time (collector.sites)")
+        return self.pc_ep, self.pc_hour, self.pc_s, self.pc_scale
+
+    def line_agents(self) -> tuple[list[str], list[frozenset[int]]]:
+        """The agents' ids, and each line's agents (indices into them)."""
+        if self.agents is None or self.unit_agents is None:
+            raise ValueError("the columns are per agent, not per line (collector.sites.by_site)")
+        return self.agents, self.unit_agents

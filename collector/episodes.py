@@ -18,7 +18,7 @@ from collector.columns import HOST_DOWN, POWER
 from kit.definitions import MAX_INTERVAL_S, POWER_JOIN_S, Quality
 
 
-def hour_pieces(start: np.ndarray, end: np.ndarray):
+def hour_pieces(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split intervals at UTC hour boundaries: (interval index, hour start, seconds in it), in
     the order of the intervals, at least one piece each (of 0 s for an empty interval)."""
     if start.size == 0:
@@ -36,7 +36,7 @@ def hour_pieces(start: np.ndarray, end: np.ndarray):
     return rep, hs, np.maximum(secs, 0.0)
 
 
-def running_end(g: np.ndarray, s: np.ndarray, e: np.ndarray):
+def running_end(g: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For intervals [s, e) sorted by group ``g`` and start: the latest end among the earlier
     ones of the same group (-inf for a group's first) and the latest end up to each. Each group
     is lifted onto a range of its own, so one accumulate never crosses groups; the lift only
@@ -53,7 +53,8 @@ def running_end(g: np.ndarray, s: np.ndarray, e: np.ndarray):
     return prev, run
 
 
-def power_watched(o_unit, o_hour, o_s, h_unit, h_start, h_end):
+def power_watched(o_unit: np.ndarray, o_hour: np.ndarray, o_s: np.ndarray, h_unit: np.ndarray,
+                  h_start: np.ndarray, h_end: np.ndarray) -> tuple[np.ndarray, ...]:
     """Observed hours (unit, hour, round seconds; unique per unit and hour) with the host-down
     intervals [h_start, h_end) of each unit: (unit, hour, round time, power-watched time), one
     row per unit and hour that has either, sorted by unit and hour. Power-watched time = round
@@ -91,7 +92,8 @@ def power_watched(o_unit, o_hour, o_s, h_unit, h_start, h_end):
             np.minimum(o_s + down, MAX_INTERVAL_S))
 
 
-def overlaps(q: Quality, unit_agent, unit, typ, cause, start, dur):
+def overlaps(q: Quality, unit_agent: np.ndarray, unit: np.ndarray, typ: np.ndarray,
+             cause: np.ndarray, start: np.ndarray, dur: np.ndarray) -> tuple[np.ndarray, ...]:
     """Connectivity episodes of one agent never overlap (the agent's detector guarantees it), so
     an overlap is bad input: a later episode is clipped to start where the earlier one ended, and
     one wholly inside an earlier one is dropped.
@@ -186,11 +188,13 @@ def _joins_late(run: _Running, cause: np.ndarray) -> np.ndarray:
     carried_prev[0] = -1
     carried_prev[1:] = carried[:-1]
     carried_prev[run.first] = -1
-    return ((cause == HOST_DOWN) & (carried_prev >= 0)
-            & (run.s_us <= carried_prev + int(round(POWER_JOIN_S * run.scale))))
+    late: np.ndarray = ((cause == HOST_DOWN) & (carried_prev >= 0)
+                        & (run.s_us <= carried_prev + int(round(POWER_JOIN_S * run.scale))))
+    return late
 
 
-def flood(q: Quality, reason: str, limit: int, group, time, *arrays):
+def flood(q: Quality, reason: str, limit: int, group: np.ndarray, time: np.ndarray,
+          *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     """Keep at most ``limit`` records per group and UTC day (the first ones); count the rest."""
     if time.size == 0:
         return arrays

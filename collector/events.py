@@ -13,9 +13,11 @@ bound on its distinct sites, so only windows that pass it are checked one by one
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from collector.clean import CAUSES, POWER, TYPES, Columns
+from collector.columns import CAUSES, POWER, TYPES, Columns
 from collector.localtime import LocalTime
 from collector.settings import Settings
 
@@ -25,7 +27,7 @@ _BITMAP_CELLS = 200_000_000
 
 
 def regional_events(cols: Columns, s: Settings, lt: LocalTime,
-                    unit_site: np.ndarray) -> tuple[list[dict], np.ndarray, int]:
+                    unit_site: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray, int]:
     """Regional events in ``cols`` (site columns; ``unit_site``: each unit's site index), listed
     by time; for every episode the number of its event (-1: isolated; listed or not); and how
     many events were not listed because their region had fewer than ``min_agents`` sites
@@ -41,7 +43,7 @@ def _watching(cols: Columns, unit_region: np.ndarray, unit_site: np.ndarray, R: 
     description only)."""
     A = int(unit_site.max()) + 1 if unit_site.size else 1
     o_hour = cols.obs_hour // 3600
-    n_agents = np.array([len(a) for a in cols.unit_agents], dtype=np.int64)
+    n_agents = np.array([len(a) for a in cols.unit_agents or ()], dtype=np.int64)
     watching = np.zeros((len(TYPES), R, H), dtype=np.int64)
     agents_watching = np.zeros((len(TYPES), R, H), dtype=np.int64)
     for t in range(len(TYPES)):
@@ -84,13 +86,13 @@ class _Search:
         self.watching, self.agents_watching = _watching(cols, unit_region, unit_site,
                                                         max(len(self.regions), 1), self.h0, H)
         self.ep_event = np.full(cols.ep_start.size, -1, dtype=np.int64)
-        self.events: list[dict] = []
+        self.events: list[dict[str, Any]] = []
         self.found = self.suppressed = 0
         self.merged = cols.ep_merged or {}
         self.ep_agent = cols.ep_agent if cols.ep_agent is not None else cols.ep_unit
         self.isps = [u.isp for u in cols.units]
 
-    def run(self) -> tuple[list[dict], np.ndarray, int]:
+    def run(self) -> tuple[list[dict[str, Any]], np.ndarray, int]:
         for t in range(len(TYPES)):
             for r in range(len(self.regions)):
                 self._in_region(t, r)
@@ -133,9 +135,9 @@ class _Search:
                                               int(self.agents_watching[t, r, hour[i]])))
 
     def _describe(self, t: int, r: int, members: np.ndarray, sites: int, seen: int,
-                  agents_seen: int) -> dict:
+                  agents_seen: int) -> dict[str, Any]:
         cols, tname, region = self.cols, TYPES[t], self.regions[r]
-        agents: set = set()
+        agents: set[int] = set()
         for m in members.tolist():
             agents |= self.merged.get(m) or {int(self.ep_agent[m])}
         causes = [CAUSES[c] for c in cols.ep_cause[members].tolist()]

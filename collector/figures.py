@@ -73,15 +73,18 @@ class Figure:
         return (self.name + "_sites", self.name + "_agents") if self.basis else ()
 
 
-def _power(name, unit, meaning, how, page=None):
+_Page = tuple[str, str, str, str]
+
+
+def _power(name: str, unit: str, meaning: str, how: str, page: _Page | None = None) -> Figure:
     return Figure(name, "float", unit, meaning, how, measurement=POWER, page=page)
 
 
-def _internet(name, unit, meaning, how, page=None):
+def _internet(name: str, unit: str, meaning: str, how: str, page: _Page | None = None) -> Figure:
     return Figure(name, "float", unit, meaning, how, measurement=INTERNET, page=page)
 
 
-def _line(name, unit, meaning, how, basis, page):
+def _line(name: str, unit: str, meaning: str, how: str, basis: str, page: _Page) -> Figure:
     return Figure(name, "float", unit, meaning, how, measurement=LINE, basis=basis, page=page)
 
 
@@ -288,7 +291,11 @@ def with_catalog(text: str) -> str:
         pattern = re.compile(rf"(^## {m}\n(?:(?!## |\| field ).*\n)*)(\| field \|.*\n(?:\|.*\n)*)",
                              re.MULTILINE)
         table = catalog_table(m)
-        text, n = pattern.subn(lambda mo, t=table: mo.group(1) + t, text, count=1)
+
+        def with_table(mo: re.Match[str], table: str = table) -> str:
+            return mo.group(1) + table
+
+        text, n = pattern.subn(with_table, text, count=1)
         if n != 1:
             raise ValueError(f"docs/metrics.md: no table under ## {m}")
     return text

@@ -21,9 +21,12 @@ class LocalTime:
         self.zone = ZoneInfo(tz)
         self.h0 = int(math.floor(start / 3600)) - 48
         h1 = int(math.ceil(end / 3600)) + 48
-        self.offsets = np.array([
-            self.zone.utcoffset(datetime.fromtimestamp(h * 3600, UTC).replace(tzinfo=None))
-            .total_seconds() for h in range(self.h0, h1 + 1)], dtype=np.float64)
+        self.offsets = np.array([self._offset_s(h * 3600) for h in range(self.h0, h1 + 1)],
+                                dtype=np.float64)
+
+    def _offset_s(self, t: int) -> float:
+        offset = self.zone.utcoffset(datetime.fromtimestamp(t, UTC).replace(tzinfo=None))
+        return offset.total_seconds() if offset is not None else 0.0
 
     def local(self, t: np.ndarray) -> np.ndarray:
         i = np.clip(np.floor(t / 3600).astype(np.int64) - self.h0, 0, self.offsets.size - 1)
@@ -50,7 +53,8 @@ def work_seconds_before(local: np.ndarray, s: Settings) -> np.ndarray:
     weeks = (day + 3) // 7
     tod = local - day * 86400.0
     inside = np.clip(tod - s.work_start_min * 60.0, 0.0, per_day)
-    return weeks * (mask.sum() * per_day) + before[weekday] + mask[weekday] * inside
+    out: np.ndarray = weeks * (mask.sum() * per_day) + before[weekday] + mask[weekday] * inside
+    return out
 
 
 def periods(start: float, end: float, kind: str, tz: str) -> list[tuple[float, float]]:

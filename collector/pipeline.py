@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from collector import config as cconfig, storefile
 from collector.cache import Cache, default_dir
@@ -107,7 +108,7 @@ def _reader(cfg: cconfig.CollectorConfig) -> tuple[Reader, Sink]:
 
 def aggregate(cfg: cconfig.CollectorConfig, start: float, end: float, by: tuple[str, ...],
               period: str, stores: tuple[str, ...] = (), now: float | None = None,
-              cache: str = "use", warn: Callable[[str], None] = lambda m: None) -> dict:
+              cache: str = "use", warn: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """The cells of [start, end) from every configured source (collector.stats.aggregate's
     result), with ``sources``: what was read."""
     # deferred: the statistics load numpy, which `check` does not need and the agent's install

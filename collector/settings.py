@@ -26,7 +26,7 @@ class Settings:
     timezone: str = "Asia/Karachi"
     speed_threshold_bps: float = 10e6
     regions: tuple[str, ...] = tuple(PK_REGIONS)
-    region_names: dict = field(default_factory=lambda: dict(PK_REGIONS), hash=False, compare=False)
+    region_names: dict[str, str] = field(default_factory=lambda: dict(PK_REGIONS), hash=False, compare=False)
     event_window_s: float = 300.0
     event_min_share: float = 0.5
     event_min_agents: int = 3
@@ -36,5 +36,8 @@ class Settings:
 
     @property
     def work_hours(self) -> str:
-        f = lambda m: f"{m // 60:02d}:{m % 60:02d}"  # noqa: E731
-        return f"{f(self.work_start_min)}-{f(self.work_end_min)}"
+        return f"{_hhmm(self.work_start_min)}-{_hhmm(self.work_end_min)}"
+
+
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"

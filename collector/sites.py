@@ -42,7 +42,7 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     to_agent = np.array([a_ix[u.agent] for u in cols.units], dtype=np.int64)
     if not cols.units:
         to_site = to_agent = np.zeros(0, dtype=np.int64)
-    members: list[set] = [set() for _ in sus]
+    members: list[set[int]] = [set() for _ in sus]
     for unit, site in zip(cols.units, to_site.tolist()):
         members[site].add(a_ix[unit.agent])
     shared = np.array([len(m) > 1 for m in members], dtype=bool)
@@ -69,7 +69,8 @@ def _remap(a: np.ndarray, table: np.ndarray) -> np.ndarray:
     return table[a] if a.size else a.astype(np.int64)
 
 
-def _site_hours(o_unit: np.ndarray, o_hour: np.ndarray, o_s: np.ndarray, o_pw: np.ndarray):
+def _site_hours(o_unit: np.ndarray, o_hour: np.ndarray, o_s: np.ndarray,
+                o_pw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One row per site and hour: the most any of its agents watched (round time and
     power-watched time each on its own)."""
     if o_unit.size:
@@ -85,13 +86,13 @@ def _site_hours(o_unit: np.ndarray, o_hour: np.ndarray, o_s: np.ndarray, o_pw: n
 
 
 def _site_episodes(q: Quality, cols: Columns, e_unit: np.ndarray, e_agent: np.ndarray,
-                   shared: np.ndarray):
+                   shared: np.ndarray) -> tuple[tuple[np.ndarray, ...], dict[int, frozenset[int]]]:
     """The episodes (site, agent, type, cause, start, duration, whole duration) with those of a
     shared line's agents that overlap merged (``site_merged``), and the agents of each episode
     merged from several (by its new index)."""
     eps = (e_unit, e_agent, cols.ep_type, cols.ep_cause, cols.ep_start, cols.ep_dur,
            cols.ep_whole)
-    merged: dict[int, frozenset] = {}
+    merged: dict[int, frozenset[int]] = {}
     if e_unit.size and shared.any():
         keep, e_dur, e_whole, heads = _merge_site_episodes(
             np.nonzero(shared[e_unit])[0], e_unit, cols.ep_type, cols.ep_start, cols.ep_dur,
@@ -152,7 +153,8 @@ def _watched_only(cols: Columns, q: Quality) -> Columns:
 _DENSE_CELLS = 4_000_000
 
 
-def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray, secs: np.ndarray):
+def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray,
+                   secs: np.ndarray) -> np.ndarray | None:
     """For the pieces (episode ``rep``, UTC ``hour`` index, seconds) of the line episodes in
     ``cols``: the share of each piece's seconds that is kept, or None when all are (in each
     line, type and hour, the watched time over the pieces' total, when that is more)."""
@@ -172,7 +174,8 @@ def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray, secs: np.nd
         if not over.any():
             return None
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(over, watched / total, 1.0)[cell]
+            share: np.ndarray = np.where(over, watched / total, 1.0)[cell]
+        return share
     # Many lines over a long window: the cells that have pieces, found by sorting.
     cells, inv = np.unique(cell, return_inverse=True)
     inv = inv.reshape(-1)
@@ -191,7 +194,9 @@ def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray, secs: np.nd
         return np.where(over, watched / total, 1.0)[inv]
 
 
-def _merge_site_episodes(idx, unit, typ, start, dur, whole, agent, cause):
+def _merge_site_episodes(idx: np.ndarray, unit: np.ndarray, typ: np.ndarray, start: np.ndarray,
+                         dur: np.ndarray, whole: np.ndarray, agent: np.ndarray, cause: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, frozenset[int]]]:
     """Union of the intervals of the episodes ``idx`` per (unit, type): (which episodes stay,
     their durations and whole durations, and for each episode that absorbed others of other
     agents, its agents). Taken in order of start (equal starts: the longer whole duration

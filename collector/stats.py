@@ -43,6 +43,8 @@ figure and its bootstrap (:mod:`collector.bootstrap`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from collector import figures
@@ -59,6 +61,8 @@ from kit.definitions import CELL_KEYS, INTERNET_CAUSES, Quality, availability
 from kit.records import Dataset
 
 POWER, CONNECTIVITY = TYPES.index("power"), TYPES.index("connectivity")
+# A cell of the result: its identity and figures (collector.figures), as JSON gives them.
+Cell = dict[str, Any]
 
 
 def _distinct_triples(p: np.ndarray, u: np.ndarray, a: np.ndarray, U: int, A: int) -> np.ndarray:
@@ -83,7 +87,7 @@ _DEFAULTS = Settings()
 
 def aggregate(ds: Dataset, settings: Settings = _DEFAULTS, by: tuple[str, ...] = ("region", "isp"),
               period: str = "all", now: float | None = None,
-              source_quality: Quality | None = None) -> dict:
+              source_quality: Quality | None = None) -> dict[str, Any]:
     """Cells, regional events and data quality for ``ds``. ``now`` (seconds since 1970 UTC)
     dates future records; it defaults to the window's end. ``source_quality``: what the
     source already rejected, reported with the rest. Returns the dict the JSON output,
@@ -99,7 +103,7 @@ def aggregate(ds: Dataset, settings: Settings = _DEFAULTS, by: tuple[str, ...] =
 
 
 def summarise(cols: Columns, quality: Quality, s: Settings, by: tuple[str, ...], period: str,
-              now: float) -> dict:
+              now: float) -> dict[str, Any]:
     """The result for checked columns; per-agent columns are first made per line (by_site):
     every count of customers below is a count of sites."""
     if cols.unit_agents is None:
@@ -151,7 +155,7 @@ class _Sums:
         # Each outage in the period it began, with its seconds counted (in the window, where
         # watched); its class by its whole duration.
         ep = self.ep = _period_index(cols.ep_start, bounds)
-        secs = cols.ep_secs
+        secs = cols.counted_s()
         is_power = self.is_power = cols.ep_type == POWER
         is_net = self.is_net = cols.ep_type == CONNECTIVITY
         sustained = is_power & (cols.ep_whole > s.momentary_max_s)
@@ -177,16 +181,17 @@ def _work_overlap(cols: Columns, lt: LocalTime, s: Settings) -> np.ndarray:
     collector.sites; rare)."""
     loc_start = lt.local(cols.ep_start)
     overlap = (work_seconds_before(loc_start + cols.ep_dur, s) - work_seconds_before(loc_start, s))
-    pc_ep, pc_hour = cols.pc_ep, cols.pc_hour
-    cut = np.flatnonzero(cols.pc_scale < 1.0)
+    pc_ep, pc_hour, _, pc_scale = cols.pieces()
+    cut = np.flatnonzero(pc_scale < 1.0)
     if cut.size:
         e = pc_ep[cut]
         shift = loc_start[e] - cols.ep_start[e]
         a = np.maximum(cols.ep_start[e], pc_hour[cut]) + shift
         b = np.minimum(cols.ep_start[e] + cols.ep_dur[e], pc_hour[cut] + 3600.0) + shift
-        lost = (work_seconds_before(b, s) - work_seconds_before(a, s)) * (1.0 - cols.pc_scale[cut])
+        lost = (work_seconds_before(b, s) - work_seconds_before(a, s)) * (1.0 - pc_scale[cut])
         overlap = overlap - np.bincount(e, weights=lost, minlength=overlap.size)
-    return overlap
+    out: np.ndarray = overlap
+    return out
 
 
 def _shedding_sums(cols: Columns, lt: LocalTime, bounds: list[tuple[float, float]],
@@ -194,7 +199,7 @@ def _shedding_sums(cols: Columns, lt: LocalTime, bounds: list[tuple[float, float
     """The load-shedding profile's sums: power-off seconds and power-watched seconds per period,
     cell and hour of the week (P x C x 168)."""
     P = len(bounds)
-    pc_ep, pc_hour = cols.pc_ep, cols.pc_hour
+    pc_ep, pc_hour, pc_s, _ = cols.pieces()
     pw_pc = np.nonzero(sums.is_power[pc_ep])[0]
     piece_unit = cols.ep_unit[pc_ep[pw_pc]]
     piece_hour = pc_hour[pw_pc]
@@ -202,12 +207,13 @@ def _shedding_sums(cols: Columns, lt: LocalTime, bounds: list[tuple[float, float
     how_piece = hour_of_week(lt.local(piece_hour))
     how_obs = hour_of_week(lt.local(cols.obs_hour.astype(np.float64)))
 
-    def per_cell_how(p, u, how, w):
+    def per_cell_how(p: np.ndarray, u: np.ndarray, how: np.ndarray, w: np.ndarray) -> np.ndarray:
         ok = p >= 0
         idx = (p[ok] * C + unit_cell[u[ok]]) * 168 + how[ok]
-        return np.bincount(idx, weights=w[ok], minlength=P * C * 168).reshape(P, C, 168)
+        out: np.ndarray = np.bincount(idx, weights=w[ok], minlength=P * C * 168).reshape(P, C, 168)
+        return out
 
-    return (per_cell_how(piece_p, piece_unit, how_piece, cols.pc_s[pw_pc]),
+    return (per_cell_how(piece_p, piece_unit, how_piece, pc_s[pw_pc]),
             per_cell_how(sums.obs_period, cols.obs_unit, how_obs, cols.obs_pw))
 
 
@@ -220,7 +226,7 @@ class _Parts:
                  lt: LocalTime, bounds: list[tuple[float, float]]) -> None:
         self.cols, self.quality, self.s, self.by, self.lt = cols, quality, s, by, lt
         U = len(cols.units)
-        cell_keys: dict[tuple, int] = {}
+        cell_keys: dict[tuple[str, ...], int] = {}
         self.unit_cell = np.array([cell_keys.setdefault(u.key(by), len(cell_keys))
                                    for u in cols.units], dtype=np.int64)
         self.cell_list = sorted(cell_keys.items(), key=lambda kv: kv[0])
@@ -239,12 +245,13 @@ class _Parts:
             wu, wa, wt = cols.watchers
             wp = _period_index(wt, bounds)
             ok = wp >= 0
-            self.watch_pua = _distinct_triples(wp[ok], wu[ok], wa[ok], U, len(cols.agents))
+            self.watch_pua = _distinct_triples(wp[ok], wu[ok], wa[ok], U,
+                                               len(cols.line_agents()[0]))
         self.events, self.ep_event, self.events_suppressed = regional_events(cols, s, lt,
                                                                              self.unit_site)
         self.ep_cell = self.unit_cell[cols.ep_unit]
 
-    def cell(self, p: int, ps: float, pe: float, key: tuple, c: int) -> dict | None:
+    def cell(self, p: int, ps: float, pe: float, key: tuple[str, ...], c: int) -> Cell | None:
         """Cell ``c`` (its tags ``key``) in period ``p`` [ps, pe): None when no line of it
         watched; only its identity and why when it is below the publication floor."""
         s, pw_obs = self.s, self.sums.pw_obs
@@ -277,17 +284,22 @@ class _Parts:
         """Distinct agents behind the cell's lines ``members`` in period ``p``."""
         cols = self.cols
         if self.watch_pua is None:
-            return len(frozenset().union(*(cols.unit_agents[m] for m in members.tolist())))
+            unit_agents = cols.line_agents()[1]
+            return len(frozenset().union(*(unit_agents[m] for m in members.tolist())))
         in_cell = np.zeros(len(cols.units), dtype=bool)
         in_cell[members] = True
         hit = (self.watch_pua[0] == p) & in_cell[self.watch_pua[1]]
         return int(np.unique(self.watch_pua[2][hit]).size)
 
-    def _figures(self, cell: dict, p: int, c: int, members: np.ndarray, site_of: np.ndarray,
+    def _figures(self, cell: Cell, p: int, c: int, members: np.ndarray, site_of: np.ndarray,
                  T: float, boot: Bootstrap) -> None:
         """A published cell's figures (collector.figures), in the order of its JSON keys."""
         sums = self.sums
-        g = lambda a: a[p, members]  # noqa: E731
+
+        def g(a: np.ndarray) -> np.ndarray:   # the cell's lines in period p
+            out: np.ndarray = a[p, members]
+            return out
+
         _fill_power(cell, boot, g(sums.sus_n), g(sums.sus_s), g(sums.mom_n), g(sums.pw_obs), T)
         _fill_internet(cell, boot, g(sums.net_n), g(sums.net_s), g(sums.net_obs), T,
                        {c_: (g(n_), g(s_)) for c_, (n_, s_) in sums.by_cause.items()})
@@ -310,7 +322,7 @@ class _Parts:
             cell[name] = float((m[cm] & in_event).sum() / tot) if tot else None
 
 
-def _ratio(cell: dict, boot: Bootstrap, name: str, num: np.ndarray, den: np.ndarray,
+def _ratio(cell: Cell, boot: Bootstrap, name: str, num: np.ndarray, den: np.ndarray,
            scale: float = 1.0, complement: bool = False) -> None:
     d = float(den.sum())
     if d <= 0:
@@ -322,7 +334,8 @@ def _ratio(cell: dict, boot: Bootstrap, name: str, num: np.ndarray, den: np.ndar
     cell[name + "_ci"] = boot.ratio(num, den, scale, complement)
 
 
-def _fill_power(cell, boot, sus_n, sus_s, mom_n, obs, T) -> None:
+def _fill_power(cell: Cell, boot: Bootstrap, sus_n: np.ndarray, sus_s: np.ndarray,
+                mom_n: np.ndarray, obs: np.ndarray, T: float) -> None:
     ind = from_sums(int(sus_n.sum()), float(sus_s.sum()), int(mom_n.sum()), float(obs.sum()), T)
     cell.update(power_saifi=ind.power_saifi, power_saidi_min=ind.power_saidi_min,
                 power_caidi_min=ind.power_caidi_min, power_maifi=ind.power_maifi,
@@ -336,7 +349,8 @@ def _fill_power(cell, boot, sus_n, sus_s, mom_n, obs, T) -> None:
         cell["power_asai_ci"] = sorted(max(0.0, x) for x in cell["power_asai_ci"])
 
 
-def _fill_internet(cell, boot, n, secs, obs, T, causes) -> None:
+def _fill_internet(cell: Cell, boot: Bootstrap, n: np.ndarray, secs: np.ndarray, obs: np.ndarray,
+                   T: float, causes: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     avail = availability(float(secs.sum()), float(obs.sum()))
     ci = boot.ratio(secs, obs, complement=True) if avail is not None else None
     cell["internet_availability"] = avail
@@ -348,7 +362,8 @@ def _fill_internet(cell, boot, n, secs, obs, T, causes) -> None:
         _ratio(cell, boot, f"internet_outage_min_per_agent_{c}", cs, obs, T / 60.0)
 
 
-def load_shedding(off: np.ndarray, obs: np.ndarray):
+def load_shedding(off: np.ndarray, obs: np.ndarray
+                  ) -> tuple[list[float | None], list[float | None], list[list[float | None]], int]:
     """The load-shedding profile from seconds without mains power (``off``) and power-watched
     seconds (``obs``) per hour of the week (168 values, Monday 00:00 first): (by hour of day,
     by weekday, the 7 x 24 heat map, how many shares were left empty for coming out above 1).
@@ -358,9 +373,9 @@ def load_shedding(off: np.ndarray, obs: np.ndarray):
     (None) and counted, never shown as 1. Float rounding (a billionth) is not such a fault."""
     bad = 0
 
-    def share(a, b):
+    def share(a: np.ndarray, b: np.ndarray) -> list[float | None]:
         nonlocal bad
-        out = []
+        out: list[float | None] = []
         for x, d in zip(a.tolist(), b.tolist()):
             if d <= 0:
                 out.append(None)
@@ -378,7 +393,8 @@ def load_shedding(off: np.ndarray, obs: np.ndarray):
     return by_hour, by_weekday, heatmap, bad
 
 
-def _line_quality(cols: Columns, bounds, U: int, s: Settings) -> dict:
+def _line_quality(cols: Columns, bounds: list[tuple[float, float]], U: int,
+                  s: Settings) -> dict[str, np.ndarray]:
     """Per period and unit: median daily p50/p95, mean loss (weighted by rounds), speed medians."""
     P = len(bounds)
     out = {k: np.full((P, U), np.nan) for k in
@@ -390,7 +406,7 @@ def _line_quality(cols: Columns, bounds, U: int, s: Settings) -> dict:
         if agent is not None and unit.size:
             pi = _period_index(t.astype(np.float64), bounds)
             ok = pi >= 0
-            trip = _distinct_triples(pi[ok], unit[ok], agent[ok], U, len(cols.agents))
+            trip = _distinct_triples(pi[ok], unit[ok], agent[ok], U, len(cols.line_agents()[0]))
             np.add.at(n, (trip[0], trip[1]), 1.0)
         out[name] = n
     pp = _period_index(cols.pd_day.astype(np.float64), bounds)
@@ -424,7 +440,8 @@ def _line_quality(cols: Columns, bounds, U: int, s: Settings) -> dict:
     return out
 
 
-def _fill_line(cell, boot, line, p, members, site_of) -> None:
+def _fill_line(cell: Cell, boot: Bootstrap, line: dict[str, np.ndarray], p: int,
+               members: np.ndarray, site_of: np.ndarray) -> None:
     """The line-quality figures, each with the lines (``<name>_sites``) and agents
     (``<name>_agents``) it rests on: a cell's lines need not all have run a speed test."""
     def basis(name: str, src: str, v: np.ndarray) -> None:
