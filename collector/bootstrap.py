@@ -11,6 +11,7 @@ the resamples' figures, the usual percentile bootstrap.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -76,3 +77,17 @@ class Bootstrap:
         need = np.maximum(np.ceil(np.round(q * total, 9)), 1.0)
         idx = (cum >= need[:, None]).argmax(axis=1)
         return self._interval(np.where(total > 0, v[idx], np.nan))
+
+
+def ratio_figure(cell: dict[str, Any], boot: Bootstrap, name: str, num: np.ndarray,
+                 den: np.ndarray, scale: float = 1.0, complement: bool = False) -> None:
+    """``cell[name]`` = sum(num) / sum(den) x scale (1 minus that with ``complement``), None
+    when sum(den) is not above 0, and its interval ``cell[name + "_ci"]``."""
+    d = float(den.sum())
+    if d <= 0:
+        cell[name] = None
+        cell[name + "_ci"] = None
+        return
+    v = float(num.sum()) / d * scale
+    cell[name] = 1.0 - v if complement else v
+    cell[name + "_ci"] = boot.ratio(num, den, scale, complement)

@@ -73,7 +73,6 @@ there were, never how long the line was watched.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
@@ -82,13 +81,12 @@ import numpy as np
 
 from collector.columns import CAUSES, HOST_DOWN, POWER, TYPES, Columns
 from collector.episodes import flood, overlaps, power_watched
+from collector.repairs import reject, resite, retag
 from kit.definitions import CAUSES_BY_TYPE, CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
 from kit.records import Dataset
 
-# The records of one kind (kit.records: ObsHour, Episode, PingDay, SpeedTest), and the parallel
-# arrays of the four kinds (hours, episodes, days of latency, speed tests).
+# The records of one kind (kit.records: ObsHour, Episode, PingDay, SpeedTest).
 Records = Sequence[Any]
-Arrays = list[np.ndarray]
 
 SKEW_S = 300.0
 MAX_EPISODE_S = 31 * 86400.0
@@ -96,15 +94,6 @@ MAX_RTT_MS = 60_000.0
 MAX_SPEED_BPS = 10e9
 MAX_TESTS_PER_DAY = 48
 MAX_EPISODES_PER_DAY = 1440
-
-
-def _reject(q: Quality, keep: np.ndarray, bad: np.ndarray, reason: str) -> None:
-    """Count and clear the still-kept records that are ``bad``."""
-    hit = keep & bad
-    n = int(hit.sum())
-    if n:
-        q.rejected[reason] += n
-        keep &= ~bad
 
 
 _UNIT, _TYPE, _CAUSE = attrgetter("unit"), attrgetter("type"), attrgetter("cause")
@@ -153,8 +142,8 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     unit_cols = [o_unit, e_unit, p_unit, s_unit]
     keeps = [o_keep, e_keep, p_keep, s_keep]
     times = [o_hour, e_start, p_day, s_time]
-    unit_cols = _retag(q, set(regions), met.units, met.uid, unit_cols, keeps, times)
-    unit_cols = _resite(q, met.units, met.uid, unit_cols, keeps, times)
+    unit_cols = retag(q, set(regions), met.units, met.uid, unit_cols, keeps, times)
+    unit_cols = resite(q, met.units, met.uid, unit_cols, keeps, times)
     units, (o_unit, e_unit, p_unit, s_unit), unit_agent = _canonical(met.units, unit_cols, keeps)
     # --- observed hours, episodes, daily latency, speed tests
     o_unit, o_hour, o_s = _summed_hours(q, o_unit, o_hour[o_keep], o_s[o_keep])
@@ -219,14 +208,14 @@ class _Checks:
         keep = np.ones(unit.size, dtype=bool)
         if unit.size == 0:
             return keep
-        _reject(q, keep, self.no_agent[unit], "missing_agent")
-        _reject(q, keep, nan, "not_a_number")
+        reject(q, keep, self.no_agent[unit], "missing_agent")
+        reject(q, keep, nan, "not_a_number")
         with np.errstate(invalid="ignore"):
-            _reject(q, keep, time < CLOCK_SET, "clock_unset")
-            _reject(q, keep, time > self.horizon, "future_timestamp")
+            reject(q, keep, time < CLOCK_SET, "clock_unset")
+            reject(q, keep, time > self.horizon, "future_timestamp")
             keep &= (time >= self.start) & (time < self.end)
             for reason, bad in own():
-                _reject(q, keep, bad, reason)
+                reject(q, keep, bad, reason)
         return keep
 
 
@@ -375,90 +364,3 @@ def _by_unit(unit: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
     """The records sorted by unit, then by each of ``others`` in turn."""
     k = np.lexsort(tuple(reversed((unit,) + others)))
     return (unit[k],) + tuple(a[k] for a in others)
-
-
-def _latest_by_agent(units: list[Unit], unit_cols: Arrays, keeps: Arrays, times: Arrays,
-                     gives: np.ndarray, value: Callable[[Unit], str]) -> dict[str, str]:
-    """Per agent, ``value(unit)`` of its latest kept records among the units that ``gives``
-    (by the records' own time: hour, episode start, day, test time; on equal times the value
-    sorting first, so the source's order never decides)."""
-    latest = np.full(len(units), -np.inf)
-    for uc, k, tc in zip(unit_cols, keeps, times):
-        if uc.size:
-            m = k & gives[uc]
-            if m.any():
-                np.fmax.at(latest, uc[m], np.asarray(tc, dtype=np.float64)[m])
-    best: dict[str, tuple[float, str]] = {}
-    for i in np.flatnonzero(latest > -np.inf).tolist():
-        u, v = units[i], value(units[i])
-        cur = best.get(u.agent)
-        if cur is None or latest[i] > cur[0] or (latest[i] == cur[0] and v < cur[1]):
-            best[u.agent] = (float(latest[i]), v)
-    return {a: v for a, (_, v) in best.items()}
-
-
-def _repaired(q: Quality, reason: str, units: list[Unit], uid: Callable[[Unit], int],
-              unit_cols: Arrays, keeps: Arrays, lacks: np.ndarray,
-              fixed: dict[int, Unit]) -> Arrays:
-    """The unit columns with every unit in ``fixed`` (index -> repaired unit) replaced, each
-    kept record of one counted once as ``reason``; ``lacks`` marks the units needing it."""
-    remap = np.arange(len(units), dtype=np.int64)
-    done = np.zeros(len(units), dtype=bool)
-    for i, u in fixed.items():
-        remap[i] = uid(u)
-        done[i] = True
-    out = []
-    for uc, k in zip(unit_cols, keeps):
-        if uc.size and lacks.any():
-            n = int((k & done[uc]).sum())
-            if n:
-                q.clipped[reason] += n
-            uc = remap[uc]
-        out.append(uc)
-    return out
-
-
-def _retag(q: Quality, known: set[str], units: list[Unit], uid: Callable[[Unit], int],
-           unit_cols: Arrays, keeps: Arrays, times: Arrays) -> Arrays:
-    """Records whose unit has no valid region take their agent's region, counted ``retagged``.
-
-    An agent's region is the region of its latest kept records that have a valid one
-    (:func:`_latest_by_agent`). Rows written before the region was set (no tag) or with a
-    code later corrected (PK-XX, then PK-PB) are the agent's, not noise. A record with a valid
-    region is never changed: an agent that moved from one region to another counts in each.
-    Records of an agent with no valid region in any kept record are rejected (cleared in
-    ``keeps``) as ``unknown_region``, their codes counted."""
-    bad = np.array([u.region not in known for u in units], dtype=bool)
-    if not bad.any():
-        return unit_cols
-    best = _latest_by_agent(units, unit_cols, keeps, times, ~bad, attrgetter("region"))
-    fixed = {i: replace(units[i], region=best[units[i].agent])
-             for i in np.flatnonzero(bad).tolist() if units[i].agent in best}
-    lost = bad.copy()
-    lost[list(fixed)] = False
-    for uc, k in zip(unit_cols, keeps):
-        if uc.size:
-            hit = k & lost[uc]
-            if hit.any():
-                per_unit = np.bincount(uc[hit], minlength=len(units))
-                for u in np.flatnonzero(per_unit).tolist():
-                    q.unknown_regions[units[u].region or "(none)"] += int(per_unit[u])
-                _reject(q, k, hit, "unknown_region")
-    return _repaired(q, "retagged", units, uid, unit_cols, keeps, bad, fixed)
-
-
-def _resite(q: Quality, units: list[Unit], uid: Callable[[Unit], int], unit_cols: Arrays,
-            keeps: Arrays, times: Arrays) -> Arrays:
-    """Records without a ``site`` tag (written before the agent was upgraded) from an agent
-    whose kept records have one take the site of its latest such records, counted
-    ``site_retagged``: otherwise an upgraded agent would be two lines, its old self and its
-    site. An agent with no site tag at all is its own site (:func:`collector.sites.by_site`)."""
-    has = np.array([bool(u.site) for u in units], dtype=bool)
-    if has.all() or not has.any():
-        return unit_cols
-    best = _latest_by_agent(units, unit_cols, keeps, times, has, attrgetter("site"))
-    fixed = {i: replace(units[i], site=best[units[i].agent])
-             for i in np.flatnonzero(~has).tolist() if units[i].agent in best}
-    return _repaired(q, "site_retagged", units, uid, unit_cols, keeps, ~has, fixed)
-
-

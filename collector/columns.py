@@ -18,6 +18,14 @@ CAUSES: tuple[str, ...] = POWER_CAUSES + INTERNET_CAUSES
 HOST_DOWN = CAUSES.index("host_down")
 
 
+def distinct_triples(p: np.ndarray, u: np.ndarray, a: np.ndarray, U: int, A: int) -> np.ndarray:
+    """The distinct (period, unit, agent) triples as a 3 x n array (one sort of int64 keys: much
+    faster than numpy's unique over rows)."""
+    A = max(A, 1)
+    k = np.unique((p.astype(np.int64) * U + u) * A + a)
+    return np.stack([k // (U * A), (k // A) % U, k % A])
+
+
 @dataclass
 class Columns:
     """The checked dataset as parallel arrays; ``units`` indexes every ``*_unit`` array."""

@@ -151,31 +151,31 @@ FIGURES: tuple[Figure, ...] = (
                "hours, per agent", "num1")),
     _line("rtt_p50_ms", "ms", "median over agents of each agent's median of daily median "
           "round-trip times to internet targets", "median over lines of each line's median daily "
-          "median (kit.definitions.quantile; collector.stats._fill_line)", "latency rows",
+          "median (kit.definitions.quantile; collector.linequality.fill)", "latency rows",
           ("headline", "RTT p50 ms", "median round-trip time to internet targets", "num1")),
     _line("rtt_p95_ms", "ms", "median over agents of each agent's median of daily 95th "
           "percentile round-trip times", "median over lines of each line's median daily 95th "
-          "percentile (kit.definitions.quantile; collector.stats._fill_line)", "latency rows",
+          "percentile (kit.definitions.quantile; collector.linequality.fill)", "latency rows",
           ("quality", "RTT p95 ms", "95th percentile round-trip time", "num1")),
     _line("loss_pct", "percent", "mean over agents of their loss while the target answered",
           "mean over lines of their loss over rounds in which the target answered "
-          "(collector.stats._fill_line)", "latency rows",
+          "(collector.linequality.fill)", "latency rows",
           ("quality", "Loss %", "mean packet loss", "num2")),
     _line("download_p50_bps", "bit/s", "median over agents of each agent's median download",
           "median over lines of each line's median speed test (kit.definitions.quantile; "
-          "collector.stats._fill_line)", "speed tests",
+          "collector.linequality.fill)", "speed tests",
           ("headline", "Download p50 Mbit/s", "median download speed", "mbit")),
     _line("download_p10_bps", "bit/s", "10th percentile over agents of each agent's median "
           "download", "10th percentile over lines of each line's median download "
-          "(kit.definitions.quantile; collector.stats._fill_line)", "speed tests",
+          "(kit.definitions.quantile; collector.linequality.fill)", "speed tests",
           ("quality", "Download p10 Mbit/s", "10th percentile download speed", "mbit")),
     _line("upload_p50_bps", "bit/s", "median over agents of each agent's median upload",
           "median over lines of each line's median upload (kit.definitions.quantile; "
-          "collector.stats._fill_line)", "speed tests",
+          "collector.linequality.fill)", "speed tests",
           ("quality", "Upload p50 Mbit/s", "median upload speed", "mbit")),
     _line("speed_under_threshold_share", "0..1", "mean over agents of the share of their speed "
           "tests below the threshold", "mean over lines of the share of their tests below "
-          "speed_threshold_mbps (collector.stats._fill_line)", "speed tests",
+          "speed_threshold_mbps (collector.linequality.fill)", "speed tests",
           ("quality", "Tests under threshold", "share of speed tests below the speed threshold",
            "pct1")),
     Figure("regional_events", "integer", "events", "regional events that touched the cell's "

@@ -81,3 +81,12 @@ def periods(start: float, end: float, kind: str, tz: str) -> list[tuple[float, f
         out.append((max(start, t.timestamp()), min(end, nxt.timestamp())))
         t = nxt
     return [p for p in out if p[1] > p[0]]
+
+
+def period_index(t: np.ndarray, bounds: list[tuple[float, float]]) -> np.ndarray:
+    """Index of the period holding each time, -1 outside all of them."""
+    starts = np.array([b[0] for b in bounds])
+    ends = np.array([b[1] for b in bounds])
+    p = np.searchsorted(starts, t, side="right") - 1
+    ok = (p >= 0) & (t < ends[np.clip(p, 0, None)])
+    return np.where(ok, p, -1)

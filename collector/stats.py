@@ -21,12 +21,12 @@ whichever tags ``by`` names) with these figures, each declared once in :mod:`col
 * Load-shedding profile: share of observed agent-time without mains power, by hour of day and by
   weekday (local time), and the 7 x 24 heat map (:func:`load_shedding`: a share above 1 is left
   empty and counted as ``impossible_share``, never clamped).
-* Line quality, one agent one vote: each agent's median (and 95th percentile) latency to its
-  internet targets, then the median over agents; ``loss_pct`` the mean over agents of their mean
-  loss while the target answered at all (outages are counted above, not here); speeds: each
-  agent's median, then the median (``_p50``) or 10th percentile (``download_p10_bps``) over
-  agents; ``speed_under_threshold_share`` the mean over agents of the share of their tests below
-  the threshold.
+* Line quality, one agent one vote (:mod:`collector.linequality`): each agent's median (and
+  95th percentile) latency to its internet targets, then the median over agents; ``loss_pct``
+  the mean over agents of their mean loss while the target answered at all (outages are counted
+  above, not here); speeds: each agent's median, then the median (``_p50``) or 10th percentile
+  (``download_p10_bps``) over agents; ``speed_under_threshold_share`` the mean over agents of
+  the share of their tests below the threshold.
 * 95 % intervals ``<name>_ci``: percentile bootstrap over agents (resampling whole agents, since
   one agent's outages are not independent of each other).
 * Publication floor: a cell with fewer than ``min_agents`` distinct agents is ``suppressed``:
@@ -47,14 +47,13 @@ from typing import Any
 
 import numpy as np
 
-from collector import figures
-from collector.bootstrap import Bootstrap, wquantile
+from collector import linequality
+from collector.bootstrap import Bootstrap, ratio_figure
 from collector.clean import clean
-from collector.columns import CAUSES, TYPES, Columns
+from collector.columns import CAUSES, TYPES, Columns, distinct_triples
 from collector.events import regional_events
-from collector.figures import BASIS_ROWS
 from collector.indices import from_sums
-from collector.localtime import LocalTime, hour_of_week, periods, work_seconds_before
+from collector.localtime import LocalTime, hour_of_week, period_index, periods, work_seconds_before
 from collector.settings import Settings
 from collector.sites import by_site
 from kit.definitions import CELL_KEYS, INTERNET_CAUSES, Quality, availability
@@ -63,23 +62,6 @@ from kit.records import Dataset
 POWER, CONNECTIVITY = TYPES.index("power"), TYPES.index("connectivity")
 # A cell of the result: its identity and figures (collector.figures), as JSON gives them.
 Cell = dict[str, Any]
-
-
-def _distinct_triples(p: np.ndarray, u: np.ndarray, a: np.ndarray, U: int, A: int) -> np.ndarray:
-    """The distinct (period, unit, agent) triples as a 3 x n array (one sort of int64 keys: much
-    faster than numpy's unique over rows)."""
-    A = max(A, 1)
-    k = np.unique((p.astype(np.int64) * U + u) * A + a)
-    return np.stack([k // (U * A), (k // A) % U, k % A])
-
-
-def _period_index(t: np.ndarray, bounds: list[tuple[float, float]]) -> np.ndarray:
-    """Index of the period holding each time, -1 outside all of them."""
-    starts = np.array([b[0] for b in bounds])
-    ends = np.array([b[1] for b in bounds])
-    p = np.searchsorted(starts, t, side="right") - 1
-    ok = (p >= 0) & (t < ends[np.clip(p, 0, None)])
-    return np.where(ok, p, -1)
 
 
 _DEFAULTS = Settings()
@@ -149,12 +131,12 @@ class _Sums:
 
         # Observed time: round time for the internet, power-watched time (rounds and host down)
         # for power, both per unit and UTC hour (collector.clean).
-        self.obs_period = _period_index(cols.obs_hour.astype(np.float64), bounds)
+        self.obs_period = period_index(cols.obs_hour.astype(np.float64), bounds)
         self.net_obs = per_unit(self.obs_period, cols.obs_unit, cols.obs_s)
         self.pw_obs = per_unit(self.obs_period, cols.obs_unit, cols.obs_pw)
         # Each outage in the period it began, with its seconds counted (in the window, where
         # watched); its class by its whole duration.
-        ep = self.ep = _period_index(cols.ep_start, bounds)
+        ep = self.ep = period_index(cols.ep_start, bounds)
         secs = cols.counted_s()
         is_power = self.is_power = cols.ep_type == POWER
         is_net = self.is_net = cols.ep_type == CONNECTIVITY
@@ -203,7 +185,7 @@ def _shedding_sums(cols: Columns, lt: LocalTime, bounds: list[tuple[float, float
     pw_pc = np.nonzero(sums.is_power[pc_ep])[0]
     piece_unit = cols.ep_unit[pc_ep[pw_pc]]
     piece_hour = pc_hour[pw_pc]
-    piece_p = _period_index(piece_hour, bounds)
+    piece_p = period_index(piece_hour, bounds)
     how_piece = hour_of_week(lt.local(piece_hour))
     how_obs = hour_of_week(lt.local(cols.obs_hour.astype(np.float64)))
 
@@ -237,15 +219,15 @@ class _Parts:
         self.sums = _Sums(cols, s, lt, bounds)
         self.off_how, self.obs_how = _shedding_sums(cols, lt, bounds, self.unit_cell,
                                                     len(cell_keys), self.sums)
-        self.line = _line_quality(cols, bounds, U, s)
+        self.line = linequality.per_line(cols, bounds, U, s)
         # The agents behind each line, per period: those of its records (only shared lines
         # differ).
         self.watch_pua = None
         if cols.watchers is not None:
             wu, wa, wt = cols.watchers
-            wp = _period_index(wt, bounds)
+            wp = period_index(wt, bounds)
             ok = wp >= 0
-            self.watch_pua = _distinct_triples(wp[ok], wu[ok], wa[ok], U,
+            self.watch_pua = distinct_triples(wp[ok], wu[ok], wa[ok], U,
                                                len(cols.line_agents()[0]))
         self.events, self.ep_event, self.events_suppressed = regional_events(cols, s, lt,
                                                                              self.unit_site)
@@ -306,13 +288,13 @@ class _Parts:
         for name, v, den in (("work_hours_power_min_per_agent", g(sums.wh_pw), g(sums.pw_obs)),
                              ("work_hours_internet_min_per_agent", g(sums.wh_net),
                               g(sums.net_obs))):
-            _ratio(cell, boot, name, v, den, T / 60.0)
+            ratio_figure(cell, boot, name, v, den, T / 60.0)
         (cell["load_shedding_by_hour"], cell["load_shedding_by_weekday"],
          cell["load_shedding_heatmap"], impossible) = load_shedding(self.off_how[p, c],
                                                                      self.obs_how[p, c])
         if impossible:
             self.quality.rejected["impossible_share"] += impossible
-        _fill_line(cell, boot, self.line, p, members, site_of)
+        linequality.fill(cell, boot, self.line, p, members, site_of)
         cm = np.nonzero((self.ep_cell == c) & (sums.ep == p))[0]
         in_event = self.ep_event[cm] >= 0
         cell["regional_events"] = int(np.unique(self.ep_event[cm][in_event]).size)
@@ -320,18 +302,6 @@ class _Parts:
                         ("internet_regional_share", sums.is_net)):
             tot = int(m[cm].sum())
             cell[name] = float((m[cm] & in_event).sum() / tot) if tot else None
-
-
-def _ratio(cell: Cell, boot: Bootstrap, name: str, num: np.ndarray, den: np.ndarray,
-           scale: float = 1.0, complement: bool = False) -> None:
-    d = float(den.sum())
-    if d <= 0:
-        cell[name] = None
-        cell[name + "_ci"] = None
-        return
-    v = float(num.sum()) / d * scale
-    cell[name] = 1.0 - v if complement else v
-    cell[name + "_ci"] = boot.ratio(num, den, scale, complement)
 
 
 def _fill_power(cell: Cell, boot: Bootstrap, sus_n: np.ndarray, sus_s: np.ndarray,
@@ -355,11 +325,11 @@ def _fill_internet(cell: Cell, boot: Bootstrap, n: np.ndarray, secs: np.ndarray,
     ci = boot.ratio(secs, obs, complement=True) if avail is not None else None
     cell["internet_availability"] = avail
     cell["internet_availability_ci"] = sorted(max(0.0, x) for x in ci) if ci else ci
-    _ratio(cell, boot, "internet_outages_per_agent", n, obs, T)
-    _ratio(cell, boot, "internet_outage_min_per_agent", secs, obs, T / 60.0)
+    ratio_figure(cell, boot, "internet_outages_per_agent", n, obs, T)
+    ratio_figure(cell, boot, "internet_outage_min_per_agent", secs, obs, T / 60.0)
     for c, (cn, cs) in causes.items():
-        _ratio(cell, boot, f"internet_outages_per_agent_{c}", cn, obs, T)
-        _ratio(cell, boot, f"internet_outage_min_per_agent_{c}", cs, obs, T / 60.0)
+        ratio_figure(cell, boot, f"internet_outages_per_agent_{c}", cn, obs, T)
+        ratio_figure(cell, boot, f"internet_outage_min_per_agent_{c}", cs, obs, T / 60.0)
 
 
 def load_shedding(off: np.ndarray, obs: np.ndarray
@@ -391,76 +361,3 @@ def load_shedding(off: np.ndarray, obs: np.ndarray
     by_weekday = share(grid_off.sum(1), grid_obs.sum(1))
     heatmap = [share(a, b) for a, b in zip(grid_off, grid_obs)]
     return by_hour, by_weekday, heatmap, bad
-
-
-def _line_quality(cols: Columns, bounds: list[tuple[float, float]], U: int,
-                  s: Settings) -> dict[str, np.ndarray]:
-    """Per period and unit: median daily p50/p95, mean loss (weighted by rounds), speed medians."""
-    P = len(bounds)
-    out = {k: np.full((P, U), np.nan) for k in
-           ("rtt_p50", "rtt_p95", "loss", "down", "up", "under")}
-    # How many agents each unit's figures rest on (several, when the unit is a shared line).
-    for name, unit, agent, t in (("ping_agents", cols.pd_unit, cols.pd_agent, cols.pd_day),
-                                 ("speed_agents", cols.sp_unit, cols.sp_agent, cols.sp_time)):
-        n = np.zeros((P, U))
-        if agent is not None and unit.size:
-            pi = _period_index(t.astype(np.float64), bounds)
-            ok = pi >= 0
-            trip = _distinct_triples(pi[ok], unit[ok], agent[ok], U, len(cols.line_agents()[0]))
-            np.add.at(n, (trip[0], trip[1]), 1.0)
-        out[name] = n
-    pp = _period_index(cols.pd_day.astype(np.float64), bounds)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (p, u) in enumerate(zip(pp.tolist(), cols.pd_unit.tolist())):
-        if p >= 0:
-            groups.setdefault((p, u), []).append(i)
-    for (p, u), idx in groups.items():
-        ix = np.array(idx)
-        for name, arr in (("rtt_p50", cols.pd_p50), ("rtt_p95", cols.pd_p95)):
-            v = wquantile(arr[ix], 0.5)
-            if v is not None:
-                out[name][p, u] = v
-        w = cols.pd_rounds[ix].astype(np.float64)
-        lv = cols.pd_loss[ix]
-        m = ~np.isnan(lv) & (w > 0)
-        if m.any():
-            out["loss"][p, u] = float((lv[m] * w[m]).sum() / w[m].sum())
-    sp = _period_index(cols.sp_time, bounds)
-    groups = {}
-    for i, (p, u) in enumerate(zip(sp.tolist(), cols.sp_unit.tolist())):
-        if p >= 0:
-            groups.setdefault((p, u), []).append(i)
-    for (p, u), idx in groups.items():
-        ix = np.array(idx)
-        d = cols.sp_down[ix]
-        out["down"][p, u] = wquantile(d, 0.5)
-        up = wquantile(cols.sp_up[ix], 0.5)
-        out["up"][p, u] = np.nan if up is None else up
-        out["under"][p, u] = float((d < s.speed_threshold_bps).mean())
-    return out
-
-
-def _fill_line(cell: Cell, boot: Bootstrap, line: dict[str, np.ndarray], p: int,
-               members: np.ndarray, site_of: np.ndarray) -> None:
-    """The line-quality figures, each with the lines (``<name>_sites``) and agents
-    (``<name>_agents``) it rests on: a cell's lines need not all have run a speed test."""
-    def basis(name: str, src: str, v: np.ndarray) -> None:
-        has = ~np.isnan(v)
-        cell[name + "_sites"] = len(set(site_of[has].tolist()))
-        agents = line[BASIS_ROWS[figures.BY_NAME[name].basis]]
-        cell[name + "_agents"] = int(agents[p, members][has].sum())
-
-    for name, src, q in (("rtt_p50_ms", "rtt_p50", 0.5), ("rtt_p95_ms", "rtt_p95", 0.5),
-                         ("download_p50_bps", "down", 0.5), ("download_p10_bps", "down", 0.1),
-                         ("upload_p50_bps", "up", 0.5)):
-        v = line[src][p, members]
-        cell[name] = wquantile(v, q)
-        cell[name + "_ci"] = boot.quantile(v, q) if cell[name] is not None else None
-        basis(name, src, v)
-    for name, src in (("loss_pct", "loss"), ("speed_under_threshold_share", "under")):
-        v = line[src][p, members]
-        has = ~np.isnan(v)
-        _ratio(cell, boot, name, np.where(has, v, 0.0), has.astype(np.float64))
-        basis(name, src, v)
-
-
