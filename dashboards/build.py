@@ -153,6 +153,8 @@ def dashboard(uid: str, title: str, panels: list[dict], variables: list[dict],
 
 
 def my_line() -> dict:
+    # Long on purpose: the dashboard's queries, then its panels in the order Grafana lays them
+    # out, read best as one list (as do regional() and all_lines()).
     q = {
         "availability": f'SELECT mean("online") FROM "round" WHERE {AGENT} AND $timeFilter',
         "outage_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {AGENT} AND "type" = '
@@ -249,6 +251,7 @@ def my_line() -> dict:
 
 
 def regional() -> dict:
+    # Long on purpose, as my_line().
     def cell(meas: str, field: str) -> str:
         return (f'SELECT last("{field}") FROM "{meas}" WHERE {CELL} AND $timeFilter '
                 'GROUP BY "region", "isp"')
