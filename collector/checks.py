@@ -3,11 +3,15 @@ detail), status OK / WARN / FAIL; FAIL makes the command exit 1."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from kit.errors import ConfigError, SourceError
-from kit.secret import redact_value
 from collector.config import CollectorConfig
+from collector.influxql import Reader
+from collector.storefile import expand
+from kit.errors import ConfigError, SourceError
+from kit.influx import Sink, load_token
+from kit.secret import redact_value
+from kit.storefile import StoreFile, shown
 
 
 def run_checks(cfg: CollectorConfig, stores: tuple[str, ...], now: float) -> list[tuple[str, str, str]]:
@@ -24,9 +28,6 @@ def run_checks(cfg: CollectorConfig, stores: tuple[str, ...], now: float) -> lis
 
 
 def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
-    from kit.influx import Sink, load_token
-    from collector.influxql import Reader
-
     rows = []
     try:
         token = load_token(cfg.influx, source=cfg.source)
@@ -72,9 +73,6 @@ def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
 
 
 def _stores(paths: tuple[str, ...], now: float) -> list[tuple[str, str, str]]:
-    from kit.storefile import StoreFile, shown
-    from collector.storefile import expand
-
     rows = []
     try:
         files = expand(paths)
@@ -95,8 +93,8 @@ def _stores(paths: tuple[str, ...], now: float) -> list[tuple[str, str, str]]:
             owner = f.owner
             others = sorted({s[2].agent for s in spans} - {owner})
             spans = [s for s in spans if s[2].agent == owner] or spans
-            first = datetime.fromtimestamp(min(s[0] for s in spans) / 1e9, timezone.utc)
-            last = datetime.fromtimestamp(max(s[1] for s in spans) / 1e9, timezone.utc)
+            first = datetime.fromtimestamp(min(s[0] for s in spans) / 1e9, UTC)
+            last = datetime.fromtimestamp(max(s[1] for s in spans) / 1e9, UTC)
             regions = sorted({s[2].region or "(no region)" for s in spans})
             detail = (f"{shown(p)}: agent {shown(owner, 60)}, {shown(', '.join(regions), 200)}, "
                       f"{first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC")

@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
 
-from kit.configkit import (at_least, between, check_zone, checked, default_of, each, one_of, opt,
-                           parse_duration, parse_work_hours, sections_of, toml_value, wrap)
+from collector.settings import PERIODS, Settings
+from kit.configkit import (
+    at_least,
+    between,
+    check_zone,
+    checked,
+    default_of,
+    each,
+    one_of,
+    opt,
+    parse_duration,
+    parse_work_hours,
+    sections_of,
+    toml_value,
+    wrap,
+)
 from kit.definitions import PK_REGIONS, REGION_RE, WEEKDAYS, WORK_DAYS
 from kit.errors import ConfigError
 from kit.influx import InfluxSection
@@ -80,7 +94,7 @@ class CollectorSection:
                           "cells of the last days are rewritten as late data arrives).",
                           checked(parse_duration))
     run_period: str = opt("day", "linewatch-collector run: the period of the cells it writes.",
-                           one_of("day", "week", "month"))
+                           one_of(*(p for p in PERIODS if p != "all")))
 
 
 @dataclass(frozen=True)
@@ -140,10 +154,8 @@ def warnings(cfg: CollectorConfig) -> list[str]:
     return out
 
 
-def settings(cfg: CollectorConfig):
-    """The statistics' Settings for this config (imports numpy's side lazily)."""
-    from collector.stats import Settings
-
+def settings(cfg: CollectorConfig) -> Settings:
+    """The statistics' Settings for this config."""
     c = cfg.collector
     start, end = parse_work_hours(c.work_hours)
     regions = c.regions or tuple(PK_REGIONS)

@@ -33,16 +33,19 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 from urllib.parse import urlencode
 
 from kit.errors import SourceError
 from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME, one_line
 from kit.lineproto import unescape_tag
-from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
+from kit.definitions import CLOCK_SET, LOCATION_TAGS, MAX_INTERVAL_S, Quality, Unit
 from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
 
-TAGS = ("agent", "region", "isp", "city", "access", "site")
+# The tags the queries group by, in the order of Unit's fields (the agent first).
+TAGS = LOCATION_TAGS
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
 # The measurement each kind of query reads, which names the query in messages.
 MEASUREMENT = {"obs": "round", "bad_rounds": "round", "ping": "ping", "episode": "outage",
@@ -483,9 +486,6 @@ class Reader:
             for kind, text in todo:
                 yield self.query(text, _what(kind))
             return
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
-
         local = threading.local()
         extra: list = []
         lock = threading.Lock()

@@ -8,24 +8,12 @@ import json
 import math
 from datetime import datetime
 
-from kit.definitions import INTERNET_CAUSES
+from collector import figures
 
+# The identity columns of a CSV row; `region_name` comes with `region`. The figures follow
+# (collector.figures.csv_columns).
 IDENTITY = ("region", "region_name", "isp", "city", "access", "period_start", "period_end",
             "suppressed")
-# Every scalar figure of a cell, in the order CSV columns and the write-back use.
-POWER = ("power_saifi", "power_saidi_min", "power_caidi_min", "power_maifi", "power_asai")
-INTERNET = (("internet_availability", "internet_outages_per_agent", "internet_outage_min_per_agent")
-            + tuple(f"internet_outages_per_agent_{c}" for c in INTERNET_CAUSES)
-            + tuple(f"internet_outage_min_per_agent_{c}" for c in INTERNET_CAUSES)
-            + ("work_hours_internet_min_per_agent",))
-LINE = ("rtt_p50_ms", "rtt_p95_ms", "loss_pct", "download_p50_bps", "download_p10_bps",
-        "upload_p50_bps", "speed_under_threshold_share")
-FIGURES = (("agents", "agent_hours") + POWER + ("work_hours_power_min_per_agent",) + INTERNET
-           + LINE + ("regional_events", "power_regional_share", "internet_regional_share"))
-# Added later, so at the end of a CSV row (scripts that read columns by position keep working):
-# the lines a cell rests on, what each line-quality figure rests on, why a cell is suppressed.
-BASIS = (("sites", "sites_watched_min_h") + tuple(f"{f}_{n}" for f in LINE for n in ("sites", "agents"))
-         + ("suppressed_reason",))
 
 
 def to_json(result: dict) -> str:
@@ -38,13 +26,7 @@ def to_csv(result: dict) -> str:
     (by hour, by weekday, heat map) are in the JSON and the report only."""
     by = [k for k in IDENTITY if k not in ("period_start", "period_end", "suppressed")
           and k in result.get("by", []) + (["region_name"] if "region" in result.get("by", []) else [])]
-    cols = by + ["period_start", "period_end", "suppressed"]
-    for f in FIGURES:
-        cols.append(f)
-        if f not in ("agents", "agent_hours", "regional_events", "power_regional_share",
-                     "internet_regional_share"):
-            cols += [f + "_ci_low", f + "_ci_high"]
-    cols += BASIS
+    cols = by + ["period_start", "period_end", "suppressed"] + figures.csv_columns()
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -81,7 +63,8 @@ def to_table(result: dict) -> str:
             rows.append(ident + [suppressed_text(c, s)])
             continue
         rows.append(ident + [
-            str(c["agents"]), str(c.get("sites", c["agents"])), _fmt(c["power_saifi"]), _fmt(c["power_saidi_min"], 1),
+            str(c["agents"]), str(c.get("sites", c["agents"])), _fmt(c["power_saifi"]),
+            _fmt(c["power_saidi_min"], 1),
             _fmt(c["power_caidi_min"], 1), _fmt(c["power_maifi"]), _fmt(c["power_asai"], 4),
             _fmt(c["internet_availability"], 3, 100), _fmt(c["internet_outages_per_agent"]),
             _fmt(c["internet_outage_min_per_agent"], 1), _fmt(c["rtt_p50_ms"], 1),
@@ -143,6 +126,24 @@ def _epoch_ns(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp()) * 1_000_000_000
 
 
+def _fields(cell: dict, declared) -> dict:
+    """The fields of one ``regional_*`` point: each ``declared`` figure the cell has (None and
+    NaN left out) as its type, with its interval's ends when it has both, and for a line figure
+    the lines it rests on."""
+    fields: dict = {}
+    for f in declared:
+        v = cell.get(f.name)
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            continue
+        fields[f.name] = int(v) if f.type == "integer" else float(v)
+        ci = cell.get(f.name + "_ci") if f.interval else None
+        if ci and None not in ci:
+            fields[f.name + "_ci_low"], fields[f.name + "_ci_high"] = float(ci[0]), float(ci[1])
+        if f.basis and cell.get(f.name + "_sites") is not None:
+            fields[f.name + "_sites"] = int(cell[f.name + "_sites"])
+    return fields
+
+
 def regional_points(result: dict) -> list[tuple[str, dict, dict, int]]:
     """(measurement, tags, fields, time_ns) for dashboards, time = the period's start:
     ``regional_power``, ``regional_internet``, ``regional_line`` (figures with ``_ci_low`` and
@@ -157,38 +158,24 @@ def regional_points(result: dict) -> list[tuple[str, dict, dict, int]]:
         tags["period"] = period
         t = _epoch_ns(c["period_start"])
         if c["suppressed"]:
-            out.append(("regional_coverage", tags, {"suppressed": True}, t))
+            out.append((figures.COVERAGE, tags, {"suppressed": True}, t))
             continue
-        out.append(("regional_coverage", tags, {"suppressed": False, "agents": c["agents"],
-                                                "sites": c["sites"],
-                                                "agent_hours": c["agent_hours"],
-                                                "regional_events": c["regional_events"]}, t))
-        for meas, names in (("regional_power", POWER + ("work_hours_power_min_per_agent",
-                                                        "power_regional_share")),
-                            ("regional_internet", INTERNET + ("internet_regional_share",)),
-                            ("regional_line", LINE)):
-            fields = {}
-            for n in names:
-                v = c.get(n)
-                if v is None or (isinstance(v, float) and not math.isfinite(v)):
-                    continue
-                fields[n] = float(v)
-                ci = c.get(n + "_ci")
-                if ci and None not in ci:
-                    fields[n + "_ci_low"], fields[n + "_ci_high"] = float(ci[0]), float(ci[1])
-                if meas == "regional_line" and c.get(n + "_sites") is not None:
-                    fields[n + "_sites"] = int(c[n + "_sites"])
+        out.append((figures.COVERAGE, tags, {"suppressed": False,
+                                              **_fields(c, figures.written_to(figures.COVERAGE))},
+                    t))
+        for meas in (figures.POWER, figures.INTERNET, figures.LINE):
+            fields = _fields(c, figures.written_to(meas))
             if fields:
                 out.append((meas, tags, fields, t))
         for wd, row in enumerate(c.get("load_shedding_heatmap") or []):
             for hour, share in enumerate(row):
                 if share is not None:
-                    out.append(("regional_load_shedding", {**tags, "weekday": str(wd),
-                                                           "hour": f"{hour:02d}"},
+                    out.append((figures.LOAD_SHEDDING, {**tags, "weekday": str(wd),
+                                                        "hour": f"{hour:02d}"},
                                 {"share": float(share)}, t))
     for e in result["events"]:
-        out.append(("regional_events", {"region": e["region"], "type": e["type"],
-                                        "scope": e["scope"]},
+        out.append((figures.EVENTS, {"region": e["region"], "type": e["type"],
+                                     "scope": e["scope"]},
                     {"agents_affected": e["agents_affected"], "agents_observed": e["agents_observed"],
                      "sites_affected": e["sites_affected"], "sites_observed": e["sites_observed"],
                      "share": float(e["share"] or 0.0), "cause": e["cause"],

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import Callable, Mapping, Sequence
 
+from collector import figures
 from collector.regional_text import QUALITY_COUNTERS, default_method
 from kit.definitions import INTERNET_CAUSES
 from kit.html import frame
@@ -20,44 +21,23 @@ from kit.html.fmt import (CAUSE_LABELS, DASH, EPISODE_KINDS, WEEKDAYS, as_dict, 
                           utc_offset, zone)
 from kit.html.svg import CAUSE_COLORS, POWER_AMBER, Bar, svg_columns, svg_hbar, svg_heatmap
 
-# (key, column heading, expansion for <abbr>, formatter): the headline table, left to right.
-HEADLINE: tuple[tuple[str, str, str, Callable[[object], str]], ...] = (
-    ("agents", "Agents", "agents reporting in the cell", fmt_int),
-    ("sites", "Lines", "distinct lines (sites) in the cell: agents behind one router count once",
-     fmt_int),
-    ("agent_hours", "Agent-hours", "hours of observation summed over lines (a line's agents "
-     "counted once)", fmt_min),
-    ("power_saifi", "SAIFI", "sustained power cuts per customer", fmt_freq),
-    ("power_saidi_min", "SAIDI min", "minutes without power per customer", fmt_min),
-    ("power_caidi_min", "CAIDI min", "average minutes per sustained power cut", fmt_min),
-    ("power_maifi", "MAIFI", "momentary power cuts per customer", fmt_freq),
-    ("power_asai", "ASAI", "share of observed time with power", fmt_pct),
-    ("internet_availability", "Internet avail.", "share of observed time with internet",
-     fmt_pct),
-    ("internet_outages_per_agent", "Outages / agent", "internet outages per agent", fmt_freq),
-    ("internet_outage_min_per_agent", "Outage min / agent", "internet outage minutes per agent",
-     fmt_min),
-    ("rtt_p50_ms", "RTT p50 ms", "median round-trip time to internet targets", fmt_min),
-    ("download_p50_bps", "Download p50 Mbit/s", "median download speed",
-     lambda v: fmt_mbit(v, unit=False)),
-)
+# How the page writes each format of collector.figures.PAGE_FORMATS.
+FORMATS: dict[str, Callable[[object], str]] = {
+    "int": fmt_int, "num1": fmt_min, "num2": fmt_freq, "pct": fmt_pct,
+    "pct1": lambda v: fmt_pct(v, 1), "mbit": lambda v: fmt_mbit(v, unit=False),
+}
 
-# The second table: work hours and line quality, same layout.
-QUALITY_COLUMNS: tuple[tuple[str, str, str, Callable[[object], str]], ...] = (
-    ("work_hours_power_min_per_agent", "Work-hours power min / agent",
-     "minutes without power inside work hours, per agent", fmt_min),
-    ("work_hours_internet_min_per_agent", "Work-hours internet min / agent",
-     "internet outage minutes inside work hours, per agent", fmt_min),
-    ("rtt_p95_ms", "RTT p95 ms", "95th percentile round-trip time", fmt_min),
-    ("loss_pct", "Loss %", "mean packet loss", lambda v: fmt_num(v, 2)),
-    ("download_p10_bps", "Download p10 Mbit/s", "10th percentile download speed",
-     lambda v: fmt_mbit(v, unit=False)),
-    ("upload_p50_bps", "Upload p50 Mbit/s", "median upload speed",
-     lambda v: fmt_mbit(v, unit=False)),
-    ("speed_under_threshold_share", "Tests under threshold",
-     "share of speed tests below the speed threshold", lambda v: fmt_pct(v, 1)),
-    ("regional_events", "Regional events", "region-wide events the cell took part in", fmt_int),
-)
+
+def _columns(table: str) -> tuple[tuple[str, str, str, Callable[[object], str]], ...]:
+    """(key, column heading, expansion for <abbr>, formatter) of a figures table, left to right,
+    as collector/figures.py declares them."""
+    return tuple((key, label, expl, FORMATS[fmt]) for key, label, expl, fmt
+                 in figures.page_columns(table))
+
+
+# The headline table, and the second one: work hours and line quality, same layout.
+HEADLINE = _columns("headline")
+QUALITY_COLUMNS = _columns("quality")
 
 SETTING_LABELS = {
     "min_agents": ("Publication floor", lambda v: f"{fmt_int(v)} lines per cell"),

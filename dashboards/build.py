@@ -13,9 +13,15 @@ provision one named ``linewatch`` (dashboards/provisioning/).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:     # run as `python dashboards/build.py` from a checkout
+    sys.path.insert(0, str(HERE.parent))
+
+from kit.definitions import WEEKDAY_LABELS  # noqa: E402  (once the checkout is on the path)
+
 DS = {"type": "influxdb", "uid": "${DS_INFLUXDB}"}
 AGENT = '"agent" =~ /^$agent$/'
 CELL = '"region" =~ /^$region$/ AND "isp" =~ /^$isp$/ AND "period" = \'$period\''
@@ -56,6 +62,19 @@ CUSTOM = {
     "state-timeline": {"fillOpacity": 80, "lineWidth": 0},
     "barchart": {"fillOpacity": 80, "lineWidth": 1, "gradientMode": "none"},
 }
+# The raw-data dashboards cannot show linewatch's internet availability (kit.definitions
+# .availability: 1 - connectivity outage seconds / seconds watched): the outage seconds are the
+# outage rows' duration_s and the seconds watched the round rows' interval_s, and InfluxQL never
+# combines two measurements in one figure (a query's aggregates come out one series per
+# measurement; there is no join). Grafana could divide two queries' results in a transformation,
+# but the outage query returns no series at all when the range holds no outage, the commonest
+# case, so the figure would vanish exactly when it should read 100 %. They show the share of
+# rounds answered instead, under that name; docs/methodology.md says so.
+NOT_AVAILABILITY = ("Not linewatch's internet availability (1 - outage seconds / seconds watched, "
+                    "as linewatch status, the line report and the regional figures give it): "
+                    "InfluxQL cannot divide the outage rows' duration by the rounds' interval, "
+                    "two measurements (docs/methodology.md, Availability). Single failed rounds "
+                    "that never became an outage count here.")
 # Availability: red below 95 %, amber below 99 %, green from 99 %.
 AVAILABILITY = {"mode": "absolute", "steps": [{"color": "red", "value": None},
                                               {"color": "orange", "value": 0.95},
@@ -134,6 +153,8 @@ def dashboard(uid: str, title: str, panels: list[dict], variables: list[dict],
 
 
 def my_line() -> dict:
+    # Long on purpose: the dashboard's queries, then its panels in the order Grafana lays them
+    # out, read best as one list (as do regional() and all_lines()).
     q = {
         "availability": f'SELECT mean("online") FROM "round" WHERE {AGENT} AND $timeFilter',
         "outage_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {AGENT} AND "type" = '
@@ -165,11 +186,12 @@ def my_line() -> dict:
                    'GROUP BY time($__interval) fill(null)',
     }
     online = value_text({"0": ("down", "red"), "1": ("online", "green")})
-    battery = value_text({"false": ("mains", "green"), "true": ("on battery", "orange")})  # max() of a boolean
+    # max() of a boolean
+    battery = value_text({"false": ("mains", "green"), "true": ("on battery", "orange")})
     panels = [
-        panel(1, "Internet availability", "stat", [target(q["availability"])], (0, 0, 6, 4),
-              "percentunit", "Share of watched probe rounds in which the internet answered "
-              "(up or degraded). Time the agent was not running is not counted either way.",
+        panel(1, "Rounds answered", "stat", [target(q["availability"])], (0, 0, 6, 4),
+              "percentunit", "Share of the watched probe rounds in which the internet answered "
+              "(up or degraded): mean(online). " + NOT_AVAILABILITY,
               defaults={"decimals": 2, "thresholds": AVAILABILITY, "min": 0, "max": 1}),
         panel(2, "Internet outages", "stat", [target(q["outages"])], (6, 0, 6, 4), "short",
               "Connectivity outages that began in the time range and have ended.",
@@ -182,7 +204,8 @@ def my_line() -> dict:
               "seen by two sensors shows in both (the line report and the collector count it once).",
               defaults={"noValue": "0"}),
         panel(5, "Line and power", "state-timeline",
-              [target(q["online"], alias="internet"), target(q["on_battery"], "B", alias="power ($tag_source)")],
+              [target(q["online"], alias="internet"),
+               target(q["on_battery"], "B", alias="power ($tag_source)")],
               (0, 4, 24, 5), "", "Internet: down in an interval if any round in it was down. "
               "Power: on battery if the battery or UPS reported it in the interval.", interval="1m",
               overrides=[by_name("internet", mappings=online),
@@ -227,10 +250,8 @@ def my_line() -> dict:
     return dashboard("linewatch-my-line", "linewatch: my line", panels, [agent_var], annotations)
 
 
-WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
 def regional() -> dict:
+    # Long on purpose, as my_line().
     def cell(meas: str, field: str) -> str:
         return (f'SELECT last("{field}") FROM "{meas}" WHERE {CELL} AND $timeFilter '
                 'GROUP BY "region", "isp"')
@@ -273,7 +294,9 @@ def regional() -> dict:
               "Interruptions of 5 minutes or less.",
               defaults={"color": {"mode": "continuous-GrYlRd"}, "min": 0, "decimals": 1}),
         panel(5, "Internet availability", "bargauge", [target(q["avail"], alias=by)],
-              (16, 8, 8, 8), "percentunit", "Share of observed agent-time the internet answered.",
+              (16, 8, 8, 8), "percentunit", "The collector's internet_availability: 1 - "
+              "connectivity outage seconds / seconds watched, over the cell's lines "
+              "(docs/methodology.md, Availability).",
               defaults={"thresholds": AVAILABILITY, "color": {"mode": "thresholds"}, "min": 0.9,
                         "max": 1, "decimals": 2}),
         panel(6, "SAIDI over time", "timeseries", [target(q["saidi_t"], alias=by)], (0, 16, 24, 8), "m",
@@ -285,7 +308,7 @@ def regional() -> dict:
               defaults={**share, "custom": {"cellOptions": {"type": "color-background", "mode": "gradient"},
                                             "align": "center"}},
               overrides=[by_name("weekday\\hour", **{
-                  "mappings": value_text({str(i): (d, "") for i, d in enumerate(WEEKDAYS)}),
+                  "mappings": value_text({str(i): (d, "") for i, d in enumerate(WEEKDAY_LABELS)}),
                   "custom.cellOptions": {"type": "auto"}, "custom.align": "left", "displayName": "day"})],
               transformations=[{"id": "groupingToMatrix",
                                 "options": {"columnField": "hour", "rowField": "weekday",
@@ -314,7 +337,8 @@ def regional() -> dict:
         {"name": "period", "label": "Period", "type": "custom", "query": "day,week,month,all",
          "current": {"text": "day", "value": "day", "selected": True}, "multi": False,
          "includeAll": False,
-         "options": [{"text": v, "value": v, "selected": v == "day"} for v in ("day", "week", "month", "all")]},
+         "options": [{"text": v, "value": v, "selected": v == "day"}
+                     for v in ("day", "week", "month", "all")]},
     ]
     return dashboard("linewatch-regional", "linewatch: regional reliability", panels, variables)
 
@@ -331,9 +355,12 @@ def all_lines() -> dict:
                       "'connectivity' GROUP BY \"agent\"",
         "power_min": f'SELECT sum("duration_s") / 60 FROM "outage" WHERE {where} AND "type" = '
                      "'power' GROUP BY \"agent\", \"source\"",
-        "last_round": f'SELECT last("interval_s") AS "interval_s" FROM "round" WHERE {where} GROUP BY "agent"',
+        "last_round": f'SELECT last("interval_s") AS "interval_s" FROM "round" WHERE {where} '
+                      'GROUP BY "agent"',
         "backlog": f'SELECT last("backlog_rows") FROM "agent" WHERE {where} GROUP BY "agent"',
-        "rtt": f'SELECT median("rtt_avg_ms") FROM "ping" WHERE {where} AND "role" = \'internet\' '
+        # percentile(50), not median(): InfluxQL's median averages the two middle values, its
+        # percentile is the lower one, as kit.definitions.quantile and the collector's daily p50.
+        "rtt": f'SELECT percentile("rtt_avg_ms", 50) FROM "ping" WHERE {where} AND "role" = \'internet\' '
                'GROUP BY time($__interval), "agent" fill(null)',
     }
     online = value_text({"0": ("down", "red"), "1": ("online", "green")})
@@ -342,8 +369,9 @@ def all_lines() -> dict:
               (0, 0, 24, 10), "", "Down in an interval if any round in it was down; blank: the agent "
               "was not watching (stopped, machine off, or not yet forwarded).", interval="1m",
               defaults={"mappings": online}),
-        panel(2, "Internet availability per agent", "bargauge", [target(q["availability"], alias="$tag_agent")],
-              (0, 10, 8, 10), "percentunit", "Share of watched rounds in which the internet answered.",
+        panel(2, "Rounds answered per agent", "bargauge", [target(q["availability"], alias="$tag_agent")],
+              (0, 10, 8, 10), "percentunit", "Share of each agent's watched rounds in which the "
+              "internet answered: mean(online). " + NOT_AVAILABILITY,
               defaults={"thresholds": AVAILABILITY, "color": {"mode": "thresholds"}, "min": 0.9, "max": 1,
                         "decimals": 2}),
         panel(3, "Internet outage minutes per agent", "bargauge",

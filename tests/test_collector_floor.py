@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from collector.clean import _merge_site_episodes
+from collector.sites import _merge_site_episodes
 from kit.records import Episode, ObsHour, PingDay, SpeedTest
 from kit.definitions import Unit
 from collector.output import to_table

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-import collector.clean as clean_module
-from collector.clean import CAUSES, TYPES, by_site, clean
+import collector.sites as sites_module
+from collector.clean import clean
+from collector.columns import CAUSES, TYPES
+from collector.sites import by_site
 from kit.definitions import POWER_JOIN_S, Unit, joins_previous_cut
 from kit.records import Dataset, Episode, ObsHour
 from collector.stats import Settings, aggregate, load_shedding
@@ -154,7 +156,7 @@ def cells(request, monkeypatch):
     """Both ways collector.clean finds a line's watched time per hour: a dense table (few lines
     and hours) and sorting (many)."""
     if request.param == "sorted":
-        monkeypatch.setattr("collector.clean._DENSE_CELLS", 0)
+        monkeypatch.setattr("collector.sites._DENSE_CELLS", 0)
     return request.param
 
 
@@ -336,12 +338,12 @@ def _union(spans) -> float:
 def test_property_outage_seconds_never_exceed_watched_seconds(dense, spec):
     _, d = _fleet(spec)
     cols, q = clean(d, ["PK-SD"], MON + DAY)
-    dense_cells = clean_module._DENSE_CELLS
+    dense_cells = sites_module._DENSE_CELLS
     try:
-        clean_module._DENSE_CELLS = dense_cells if dense else 0
+        sites_module._DENSE_CELLS = dense_cells if dense else 0
         line = by_site(cols, q)
     finally:
-        clean_module._DENSE_CELLS = dense_cells
+        sites_module._DENSE_CELLS = dense_cells
     watched = {}
     for u, h, r, pw in zip(line.obs_unit.tolist(), line.obs_hour.tolist(), line.obs_s.tolist(),
                            line.obs_pw.tolist()):

@@ -10,9 +10,10 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from collector.clean import clean
 from kit.records import Episode, ObsHour, PingDay, SpeedTest
-from kit.definitions import Unit
-from collector.stats import (Bootstrap, Settings, aggregate, hour_of_week, periods,
-                             work_seconds_before)
+from kit.definitions import Unit, availability, quantile
+from collector.bootstrap import Bootstrap, wquantile
+from collector.localtime import hour_of_week, periods, work_seconds_before
+from collector.stats import Settings, aggregate
 
 import numpy as np
 
@@ -238,6 +239,44 @@ def test_bootstrap_quantile_matches_the_point_definition():
     v = np.array([4.0, 1.0, 3.0, 2.0])
     assert boot.quantile(v, 0.5) == [2.0, 2.0]   # lower median, as wquantile
     assert boot.quantile(v, 0.1) == [1.0, 1.0]
+
+
+QS = st.sampled_from([0.0, 0.05, 0.1, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0])
+VALUES = st.lists(st.floats(-1e6, 1e6, allow_nan=False), max_size=40)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(VALUES, QS)
+def test_wquantile_is_the_definition(values, q):
+    """The figures' quantile is kit.definitions.quantile, over an array with NaN for no value."""
+    assert wquantile(np.array(values + [np.nan, np.nan]), q) == quantile(values, q)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(-1e6, 1e6, allow_nan=False), st.integers(0, 3)), min_size=1,
+                max_size=30), QS)
+def test_bootstrap_quantile_is_the_definition_over_the_draws(drawn, q):
+    """A resample's quantile is kit.definitions.quantile of the values as often as drawn."""
+    boot = Bootstrap(len(drawn), replace(S, bootstrap=1), "q")
+    boot.counts = np.array([[float(c) for _, c in drawn]])
+    want = quantile([v for v, c in drawn for _ in range(c)], q)
+    got = boot.quantile(np.array([v for v, _ in drawn]), q)
+    assert got == (None if want is None else [want, want])
+
+
+def test_bootstrap_availability_is_the_definition_per_resample():
+    """The vectorised availability of the intervals is kit.definitions.availability, resample
+    by resample (before the floor at 0, which goes on the interval's ends)."""
+    boot = Bootstrap(6, replace(S, bootstrap=300), "avail")
+    outage = np.array([600.0, 0.0, 86400.0, 30.0, 0.0, 7200.0])
+    watched = np.array([86400.0, 43200.0, 86400.0, 0.0, 3600.0, 86400.0])
+    r = boot.ratios(outage, watched, complement=True)
+    want = [availability(float(a), float(b))
+            for a, b in zip(boot.counts @ outage, boot.counts @ watched)]
+    for got, w in zip(r.tolist(), want):
+        assert (w is None and np.isnan(got)) or max(0.0, got) == pytest.approx(w, rel=1e-12)
+    c = aggregate(hand_cell(), S)["cells"][0]
+    assert c["internet_availability"] == availability(660.0, 4 * 86400 + 43200 - 1800)
 
 
 # ---------------------------------------------------------------- properties

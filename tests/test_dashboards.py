@@ -21,7 +21,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
+from kit.definitions import nearest_rank, quantile
 from tests.fleet import Fleet, utc_midnight
 from tests.hosttree import power_supply
 from tests.influxlab import InfluxV1, influx_unavailable
@@ -204,3 +206,26 @@ def test_dashboard_structure(name):
     used = set(re.findall(r"\$(\w+)", json.dumps(d["panels"] + d["annotations"]["list"])))
     assert used - {"timeFilter", "__interval", "tag_status", "tag_target", "tag_name", "tag_source", "tag_agent",
                    "tag_region", "tag_isp", "DS_INFLUXDB"} <= set(names)
+
+
+def test_influxql_keeps_outage_and_round_apart(loaded):
+    """Why the raw-data dashboards show rounds answered, not the availability (build.py,
+    NOT_AVAILABILITY): InfluxQL gives one series per measurement even through a subquery, so the
+    outage rows' duration_s never meets the rounds' interval_s in one figure; and a range with
+    no outage gives no series at all."""
+    q = substitute('SELECT 1 - sum("o") / sum("w") FROM (SELECT "duration_s" AS "o" FROM "outage" '
+                   'WHERE "type" = \'connectivity\' AND $timeFilter), (SELECT "interval_s" AS "w" '
+                   'FROM "round" WHERE $timeFilter)', VALUES)
+    (res,) = run_query(loaded, q)["results"]
+    assert sorted(s["name"] for s in res["series"]) == ["outage", "round"]
+    assert all(v is None for s in res["series"] for _, v in s["values"])
+    none = run_query(loaded, 'SELECT sum("duration_s") FROM "outage" WHERE "agent" = \'nobody\'')
+    assert "series" not in none["results"][0]
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=50))
+def test_the_median_panels_percentile_is_the_definitions_median(values):
+    """all-lines' median RTT is InfluxQL's percentile(50) (nearest rank), which is the lower
+    median of kit.definitions.quantile; InfluxQL's median() would average the middle two."""
+    assert nearest_rank(values, 50) == quantile(values, 0.5)

@@ -34,7 +34,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent.config import Config
-from kit.definitions import PK_REGIONS, WEEKDAYS, WORK_DAYS, Quality, Unit, joins_previous_cut, quantile
+from kit.definitions import (PK_REGIONS, WEEKDAYS, WORK_DAYS, Quality, Unit, availability,
+                             joins_previous_cut, quantile)
 from kit.storefile import MAX_CAUSE_CHARS, NS, WINDOW_SQL, StoreFile, number_sql, value_sql
 
 # Outages given their per-round evidence, the longest first: a flapping line over 90 days can
@@ -119,50 +120,14 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
     collector)."""
     zone = ZoneInfo(tz)
     end = min(end, now)
-    f = StoreFile.open(path)
-    try:
-        rounds = _round_times(f, start, end)
-        # Episodes as the agent writes them; a row with a value of another type is left out.
-        eps = f.query("SELECT type, cause, start_ns, end_ns, duration_s FROM episodes"
-                      " WHERE start_ns < ? AND (end_ns IS NULL OR end_ns >= ?)"
-                      " AND typeof(type) = 'text' AND typeof(cause) = 'text'"
-                      f" AND length(cause) <= {MAX_CAUSE_CHARS} AND typeof(start_ns) = 'integer'"
-                      " AND (end_ns IS NULL OR typeof(end_ns) = 'integer')"
-                      " AND typeof(duration_s) IN ('integer', 'real') ORDER BY start_ns",
-                      (int(end * NS), int(start * NS)))
-        pings = _pings(f, start, end)
-        # The page shows no counts; the file is the worker's own, every agent id in it counts.
-        speeds = f.speed_tests(int(start * NS), int(end * NS), Quality(), all_agents=True)
-        spans = f.round_spans(start, end)
-        # agent.runner.STATE_ISP: the name speedtest.net reported (not imported: the runner
-        # pulls in the scheduler and the probes, which a report never needs).
-        isp_auto = _state(f, "isp_auto") if setup and setup.isp == "auto" else ""
-        probed = Probed.of(f)
-        seen = probed.seen(f, start, end)
-        evidence = _all_evidence(f, probed, eps, rounds, start, end, now, setup)
-    finally:
-        f.close()
-    unit, changed = identity(spans, setup, isp_auto)
+    rows = _Rows.read(path, start, end, now, setup)
+    unit, changed = identity(rows.spans, setup, rows.isp_auto)
 
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, zone).isoformat(timespec="seconds")
 
-    episodes, cut = [], []
-    for typ, cause, s_ns, e_ns, dur in eps:
-        s = max(start, s_ns / NS)
-        e = min(end, (e_ns / NS) if e_ns is not None else now)
-        if e <= s or typ not in ("power", "connectivity", "agent_gap"):
-            continue
-        item = {"type": typ, "cause": cause, "start": iso(s), "end": iso(e),
-                "duration_min": (e - s) / 60.0, "_s": s, "_e": e}
-        if e_ns is None:
-            item["ongoing"] = True
-        if (s_ns, typ) in evidence:
-            item["evidence"] = evidence[(s_ns, typ)]
-        if typ == "agent_gap":
-            cut.append((s, e))
-        episodes.append(item)
-    observed_s = sum(interval for _, interval in rounds)
+    episodes, cut = _episodes(rows, start, end, now, iso)
+    observed_s = sum(interval for _, interval in rows.rounds)
     net = [e for e in episodes if e["type"] == "connectivity"]
     power = [e for e in episodes if e["type"] == "power"]
     net_s = sum(e["_e"] - e["_s"] for e in net)
@@ -171,9 +136,8 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
         by_cause[e["cause"]] = by_cause.get(e["cause"], 0.0) + (e["_e"] - e["_s"]) / 60.0
     cuts = cut_spans(power)
     host_down = [(e["_s"], e["_e"]) for e in power if e["cause"] == "host_down"]
-    gaps = _gaps(rounds, start, end, host_down + cut)
-
-    n_net = sum(1 for typ, *_ in eps if typ == "connectivity")
+    gaps = _gaps(rows.rounds, start, end, host_down + cut)
+    n_net = sum(1 for typ, *_ in rows.eps if typ == "connectivity")
     line = {
         "generated_at": iso(now), "timezone": tz,
         "agent": unit.agent if unit else "", "region": unit.region if unit else "",
@@ -183,7 +147,7 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
         "tags_changed": [{"start": iso(a / NS), "end": iso(b / NS), **_tags(u)} for a, b, u in changed],
         "window": {"start": iso(start), "end": iso(end)},
         "observed_h": observed_s / 3600.0,
-        "internet_availability": (max(0.0, 1.0 - net_s / observed_s) if observed_s else None),
+        "internet_availability": availability(net_s, observed_s),
         "outages": len(net), "outage_min": net_s / 60.0,
         "outage_min_by_cause": dict(sorted(by_cause.items())),
         "power_cuts": len(cuts), "power_cut_min": sum(b - a for a, b in cuts) / 60.0,
@@ -193,10 +157,10 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
         "work_hours": f"{work[0] // 60:02d}:{work[0] % 60:02d}-{work[1] // 60:02d}:{work[1] % 60:02d}",
         "episodes": [{k: v for k, v in e.items() if not k.startswith("_")} for e in episodes],
         "gaps": [{"start": iso(a), "end": iso(b)} for a, b in gaps],
-        "daily": _daily(rounds, episodes, cuts, pings, start, end, zone),
+        "daily": _daily(rows.rounds, episodes, cuts, rows.pings, start, end, zone),
         "speedtests": [{"time": iso(s.time), "download_bps": s.download_bps,
-                        "upload_bps": s.upload_bps} for s in sorted(speeds, key=lambda s: s.time)],
-        "probe": _probe(setup, seen),
+                        "upload_bps": s.upload_bps} for s in sorted(rows.speeds, key=lambda s: s.time)],
+        "probe": _probe(setup, rows.seen),
     }
     if n_net > MAX_EVIDENCE:
         line["evidence_limit"] = MAX_EVIDENCE
@@ -208,6 +172,67 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
         if plan:
             line["plan"] = plan
     return line
+
+
+@dataclass
+class _Rows:
+    """What :func:`summarise` reads from the store file for [start, end)."""
+
+    rounds: list
+    eps: list          # (type, cause, start_ns, end_ns or None, duration_s), by start
+    pings: list
+    speeds: list
+    spans: list
+    isp_auto: str
+    seen: dict
+    evidence: dict
+
+    @classmethod
+    def read(cls, path: str | Path, start: float, end: float, now: float,
+             setup: Setup | None) -> _Rows:
+        f = StoreFile.open(path)
+        try:
+            rounds = _round_times(f, start, end)
+            # Episodes as the agent writes them; a row with a value of another type is left out.
+            eps = f.query("SELECT type, cause, start_ns, end_ns, duration_s FROM episodes"
+                          " WHERE start_ns < ? AND (end_ns IS NULL OR end_ns >= ?)"
+                          " AND typeof(type) = 'text' AND typeof(cause) = 'text'"
+                          f" AND length(cause) <= {MAX_CAUSE_CHARS} AND typeof(start_ns) = 'integer'"
+                          " AND (end_ns IS NULL OR typeof(end_ns) = 'integer')"
+                          " AND typeof(duration_s) IN ('integer', 'real') ORDER BY start_ns",
+                          (int(end * NS), int(start * NS)))
+            # The page shows no counts; the file is the worker's own, every agent id in it counts.
+            speeds = f.speed_tests(int(start * NS), int(end * NS), Quality(), all_agents=True)
+            # agent.runner.STATE_ISP: the name speedtest.net reported (not imported: the runner
+            # pulls in the scheduler and the probes, which a report never needs).
+            isp_auto = _state(f, "isp_auto") if setup and setup.isp == "auto" else ""
+            probed = Probed.of(f)
+            return cls(rounds, eps, _pings(f, start, end), speeds, f.round_spans(start, end),
+                       isp_auto, probed.seen(f, start, end),
+                       _all_evidence(f, probed, eps, rounds, start, end, now, setup))
+        finally:
+            f.close()
+
+
+def _episodes(rows: _Rows, start: float, end: float, now: float, iso) -> tuple[list[dict], list]:
+    """The window's power, connectivity and agent_gap episodes cut to it (one in progress up to
+    now), each with ``_s`` and ``_e`` (its seconds) and its evidence; and the agent gaps' spans."""
+    episodes, cut = [], []
+    for typ, cause, s_ns, e_ns, _ in rows.eps:
+        s = max(start, s_ns / NS)
+        e = min(end, (e_ns / NS) if e_ns is not None else now)
+        if e <= s or typ not in ("power", "connectivity", "agent_gap"):
+            continue
+        item = {"type": typ, "cause": cause, "start": iso(s), "end": iso(e),
+                "duration_min": (e - s) / 60.0, "_s": s, "_e": e}
+        if e_ns is None:
+            item["ongoing"] = True
+        if (s_ns, typ) in rows.evidence:
+            item["evidence"] = rows.evidence[(s_ns, typ)]
+        if typ == "agent_gap":
+            cut.append((s, e))
+        episodes.append(item)
+    return episodes, cut
 
 
 def _tags(u: Unit) -> dict:

@@ -1,0 +1,160 @@
+"""Regional events: cuts or outages that began together on many lines of a region (pure, numpy).
+
+Sites (lines) are counted, not agents: six agents behind one router are one line, and one cut of
+that line is one episode (collector.sites.by_site merged them). Episodes of one type in one
+region, sorted by start: an event begins at an episode when the episodes starting within
+``event_window_s`` of it come from at least ``event_min_share`` of the sites watching in the
+region in that hour (by round time for connectivity, power-watched time for power, as the
+figures of each type count watching) and at least ``event_min_agents`` sites; its episodes are
+then taken, and the search goes on after them. The count of episodes in each window is an upper
+bound on its distinct sites, so only windows that pass it are checked one by one
+(docs/collector.md, "Regional events").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from collector.columns import CAUSES, POWER, TYPES, Columns
+from collector.localtime import LocalTime
+from collector.settings import Settings
+
+# Up to this many (region, hour, site) cells, distinct sites are counted with a presence bitmap
+# (one byte each), much faster than sorting the keys.
+_BITMAP_CELLS = 200_000_000
+
+
+def regional_events(cols: Columns, s: Settings, lt: LocalTime,
+                    unit_site: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray, int]:
+    """Regional events in ``cols`` (site columns; ``unit_site``: each unit's site index), listed
+    by time; for every episode the number of its event (-1: isolated; listed or not); and how
+    many events were not listed because their region had fewer than ``min_agents`` sites
+    watching in their hour."""
+    return _Search(cols, s, lt, unit_site).run()
+
+
+def _watching(cols: Columns, unit_region: np.ndarray, unit_site: np.ndarray, R: int, h0: int,
+              H: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct sites watching, per type, region and UTC hour (index from ``h0``):
+    power-watched time (rounds, or host down) for power, round time for connectivity, as the
+    figures of each type count it; and the agents behind them (a site's agents, for the event's
+    description only)."""
+    A = int(unit_site.max()) + 1 if unit_site.size else 1
+    o_hour = cols.obs_hour // 3600
+    n_agents = np.array([len(a) for a in cols.unit_agents or ()], dtype=np.int64)
+    watching = np.zeros((len(TYPES), R, H), dtype=np.int64)
+    agents_watching = np.zeros((len(TYPES), R, H), dtype=np.int64)
+    for t in range(len(TYPES)):
+        w = (cols.obs_pw if t == POWER else cols.obs_s) > 0
+        w_unit = cols.obs_unit[w]
+        if not w_unit.size:
+            continue
+        key = (unit_region[w_unit] * H + (o_hour[w] - h0)) * A + unit_site[w_unit]
+        if R * H * A <= _BITMAP_CELLS:
+            seen = np.zeros(R * H * A, dtype=bool)
+            seen[key] = True
+            watching[t] = seen.reshape(R * H, A).sum(axis=1).reshape(R, H)
+        else:
+            watching[t] = np.bincount(np.unique(key) // A, minlength=R * H).reshape(R, H)
+        if n_agents.size and n_agents.max() > 1:
+            # Per region, hour and site the most agents of one of its units (tag sets).
+            uk, inv = np.unique(key, return_inverse=True)
+            most = np.zeros(uk.size, dtype=np.int64)
+            np.maximum.at(most, inv.reshape(-1), n_agents[w_unit])
+            agents_watching[t] = np.bincount(uk // A, weights=most,
+                                             minlength=R * H).reshape(R, H).astype(np.int64)
+        else:
+            agents_watching[t] = watching[t]
+    return watching, agents_watching
+
+
+class _Search:
+    """One search over all types and regions; ``found`` numbers the events as they are found."""
+
+    def __init__(self, cols: Columns, s: Settings, lt: LocalTime, unit_site: np.ndarray) -> None:
+        self.cols, self.s, self.lt, self.unit_site = cols, s, lt, unit_site
+        self.regions = sorted({u.region for u in cols.units})
+        r_index = {r: i for i, r in enumerate(self.regions)}
+        unit_region = np.array([r_index[u.region] for u in cols.units], dtype=np.int64)
+        self.ep_region = unit_region[cols.ep_unit]
+        self.ep_hour = (cols.ep_start // 3600).astype(np.int64)
+        hours = np.r_[cols.obs_hour // 3600, self.ep_hour]
+        self.h0 = int(hours.min()) if hours.size else 0
+        H = int(hours.max()) - self.h0 + 1 if hours.size else 1
+        self.watching, self.agents_watching = _watching(cols, unit_region, unit_site,
+                                                        max(len(self.regions), 1), self.h0, H)
+        self.ep_event = np.full(cols.ep_start.size, -1, dtype=np.int64)
+        self.events: list[dict[str, Any]] = []
+        self.found = self.suppressed = 0
+        self.merged = cols.ep_merged or {}
+        self.ep_agent = cols.ep_agent if cols.ep_agent is not None else cols.ep_unit
+        self.isps = [u.isp for u in cols.units]
+
+    def run(self) -> tuple[list[dict[str, Any]], np.ndarray, int]:
+        for t in range(len(TYPES)):
+            for r in range(len(self.regions)):
+                self._in_region(t, r)
+        # Listed by time; ep_event keeps creation numbers, which only tell events apart.
+        self.events.sort(key=lambda e: e["start"])
+        return self.events, self.ep_event, self.suppressed
+
+    def _in_region(self, t: int, r: int) -> None:
+        cols, s = self.cols, self.s
+        idx = np.nonzero((cols.ep_type == t) & (self.ep_region == r))[0]
+        if idx.size < s.event_min_agents:
+            return
+        idx = idx[np.argsort(cols.ep_start[idx], kind="stable")]
+        st = cols.ep_start[idx]
+        reach = np.searchsorted(st, st + s.event_window_s, side="right")
+        hour = self.ep_hour[idx] - self.h0
+        seen_at = self.watching[t, r, hour]
+        # Rounded first, so 0.1 x 30 lines asks for 3 and not 4 (3.0000000000000004).
+        need = np.maximum(s.event_min_agents, np.ceil(np.round(s.event_min_share * seen_at, 9)))
+        candidates = np.nonzero(reach - np.arange(st.size) >= need)[0]
+        nxt = 0
+        for i in candidates.tolist():
+            if i < nxt:
+                continue
+            j = int(reach[i])
+            members = idx[i:j]
+            sites = set(self.unit_site[cols.ep_unit[members]].tolist())
+            if len(sites) < need[i]:
+                continue
+            nxt = j
+            # A held-back event is still one: its episodes count as regional in the cells
+            # (which have a floor of their own); only its listing is held back.
+            self.ep_event[members] = self.found
+            self.found += 1
+            seen = int(seen_at[i])
+            if seen < s.min_agents:
+                self.suppressed += 1
+                continue
+            self.events.append(self._describe(t, r, members, len(sites), seen,
+                                              int(self.agents_watching[t, r, hour[i]])))
+
+    def _describe(self, t: int, r: int, members: np.ndarray, sites: int, seen: int,
+                  agents_seen: int) -> dict[str, Any]:
+        cols, tname, region = self.cols, TYPES[t], self.regions[r]
+        agents: set[int] = set()
+        for m in members.tolist():
+            agents |= self.merged.get(m) or {int(self.ep_agent[m])}
+        causes = [CAUSES[c] for c in cols.ep_cause[members].tolist()]
+        hit_isps = [self.isps[u] for u in cols.ep_unit[members].tolist()]
+        top_isp = max(set(hit_isps), key=hit_isps.count)
+        single = tname == "connectivity" and hit_isps.count(top_isp) >= 0.8 * len(hit_isps)
+        return {
+            "region": region, "region_name": self.s.region_names.get(region, region),
+            "type": tname, "cause": max(set(causes), key=causes.count),
+            # A connectivity event nearly all on one ISP reads as that ISP's failure.
+            "scope": "isp" if single else "region",
+            "start": self.lt.iso(float(cols.ep_start[members[0]])),
+            "end": self.lt.iso(float((cols.ep_start[members] + cols.ep_dur[members]).max())),
+            "agents_affected": len(agents),
+            "agents_observed": agents_seen,
+            "sites_affected": sites, "sites_observed": seen,
+            "share": round(sites / seen, 4) if seen else None,
+            "median_duration_min": float(np.median(cols.ep_dur[members]) / 60.0),
+            "isps": sorted(set(hit_isps)),
+        }

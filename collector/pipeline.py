@@ -1,0 +1,143 @@
+"""The collector's pipeline: read every configured source for a window, aggregate it into cells,
+and write the cells back as ``regional_*`` points. The commands (collector.cli) parse, call these
+and print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from collector import config as cconfig, storefile
+from collector.cache import Cache, default_dir
+from collector.influxql import Reader
+from collector.output import regional_points
+from kit import configkit
+from kit.definitions import Quality
+from kit.errors import SourceError
+from kit.influx import Sink, load_token
+from kit.lineproto import line
+from kit.records import Dataset
+from kit.secret import redact_value
+
+WRITE_BATCH = 5000   # regional points per write request
+
+
+class EmptyWindow(ValueError):
+    """--since is not before --until."""
+
+
+def window(since: str, until: str | None, now: float) -> tuple[float, float]:
+    """[start, end) for ``since`` and ``until`` (a duration back from now or a date; ``until``
+    None: now), the start taken back to a whole hour (the sources group by hour). Raises
+    ValueError for text that is neither, EmptyWindow for an empty window."""
+    end = configkit.parse_when(until, now) if until else now
+    start = configkit.parse_when(since, end)
+    start = float(int(start // 3600) * 3600)
+    if start >= end:
+        raise EmptyWindow("the window is empty (--since is not before --until)")
+    return start, end
+
+
+def collect(cfg: cconfig.CollectorConfig, start: float, end: float, stores: tuple[str, ...] = (),
+            warn: Callable[[str], None] = lambda m: None, cache: str = "use",
+            now: float | None = None) -> tuple[Dataset, Quality, list[str]]:
+    """Read every configured source for [start, end): (Dataset, Quality, what was read).
+    ``cache``: "use", "refresh" (forget what is kept, then keep anew) or "off"; ``warn`` is
+    told of each store file that cannot be read."""
+    parts, quality, read = [], Quality(), []
+    if cfg.influx.url:
+        ds, q, said = _read_influx(cfg, start, end, cache, now)
+        parts.append(ds)
+        quality.merge(q)
+        read.append(said)
+    paths = tuple(cfg.collector.stores) + tuple(stores)
+    if paths:
+        files = storefile.expand(paths)
+        ds, q = storefile.read_stores(files, start, end, on_error=lambda e: warn(str(e)))
+        parts.append(ds)
+        quality.merge(q)
+        read.append(f"{len(files)} store file(s)")
+    if not read:
+        raise SourceError("no source: set [influx] url and database, or [collector] stores, "
+                          "or pass --store FILE")
+    return storefile.merge(start, end, parts), quality, read
+
+
+def _read_influx(cfg: cconfig.CollectorConfig, start: float, end: float, cache: str,
+                 now: float | None) -> tuple[Dataset, Quality, str]:
+    """InfluxDB's records for [start, end), through the cache of closed days, and a line on
+    what was read."""
+    reader, sink = _reader(cfg)
+    kept = _cache(cfg, sink.url) if cache != "off" else None
+    if kept is not None and cache == "refresh":
+        kept.clear()
+    try:
+        ds, q = reader.read(start, end, kept, now, settle_s=cfg.collector.cache_settle_days * 86400)
+    except SourceError as exc:
+        raise SourceError(f"{sink.url}: {sink.redact(str(exc))}") from None
+    finally:
+        reader.http.close()
+        if kept is not None:
+            kept.close()
+    late = (f", {reader.refreshed_days} kept days asked again for rows forwarded late"
+            if reader.refreshed_days else "")
+    return ds, q, (f"InfluxDB {redact_value(sink.url)} ({reader.queries} queries, {reader.bytes} "
+                   f"bytes, {reader.cached_days} days from the cache{late})")
+
+
+def _cache(cfg: cconfig.CollectorConfig, url: str) -> Cache | None:
+    where = cfg.collector.cache_dir
+    if where == "off":
+        return None
+    i = cfg.influx
+    return Cache.for_source(Path(where) if where else default_dir(), url,
+                            i.database or i.bucket, i.retention_policy)
+
+
+def _reader(cfg: cconfig.CollectorConfig) -> tuple[Reader, Sink]:
+    token = load_token(cfg.influx, source=cfg.source)
+    sink = Sink(cfg.influx, token)
+    c = cfg.collector
+    return Reader(sink.http("v1"), cfg.influx.database or cfg.influx.bucket,
+                  cfg.influx.retention_policy, connect=lambda: sink.http("v1"),
+                  parallel=c.parallel_queries, max_answer_mb=c.max_answer_mb,
+                  query_timeout_s=c.query_timeout_s), sink
+
+
+def aggregate(cfg: cconfig.CollectorConfig, start: float, end: float, by: tuple[str, ...],
+              period: str, stores: tuple[str, ...] = (), now: float | None = None,
+              cache: str = "use", warn: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """The cells of [start, end) from every configured source (collector.stats.aggregate's
+    result), with ``sources``: what was read."""
+    # deferred: the statistics load numpy, which `check` does not need and the agent's install
+    # leaves out (the commands say how to install it before they get here)
+    from collector import stats
+
+    ds, quality, read = collect(cfg, start, end, stores, warn=warn, cache=cache, now=now)
+    result = stats.aggregate(ds, cconfig.settings(cfg), by=by, period=period, now=now,
+                             source_quality=quality)
+    result["sources"] = read
+    return result
+
+
+def write_back(cfg: cconfig.CollectorConfig, now: float,
+               warn: Callable[[str], None] = lambda m: None) -> int:
+    """One scheduled run: aggregate the last ``run_since`` into ``run_period`` cells of region x
+    ISP and write their ``regional_*`` points; returns the points written. Raises SourceError
+    when the server refuses a batch."""
+    c = cfg.collector
+    start, end = window(c.run_since, None, now)
+    result = aggregate(cfg, start, end, ("region", "isp"), c.run_period, (), now, warn=warn)
+    points = regional_points(result)
+    sink = Sink(cfg.influx, load_token(cfg.influx, source=cfg.source))
+    try:
+        for i in range(0, len(points), WRITE_BATCH):
+            body = "\n".join(line(m, t, f, ns) for m, t, f, ns in points[i:i + WRITE_BATCH]).encode()
+            ans = sink.send(body)
+            if not ans.ok:
+                raise SourceError(f"writing regional points: HTTP {ans.status}: {ans.message}")
+    finally:
+        sink.close()
+    return len(points)
