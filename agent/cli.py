@@ -123,7 +123,7 @@ def probe(config_path, as_json):
     from agent.clock import SystemClock
     from agent.round import Prober
     from agent.probes.registry import real_probes
-    from agent.runner import base_tags
+    from agent.jobs.context import base_tags
 
     prober = Prober(cfg, real_probes(cfg), SystemClock(), base_tags(cfg, cfg.agent.id or "-"))
     try:
@@ -194,7 +194,7 @@ def status(config_path, as_json):
                    f"{trouble['reason']} (rounds wait in memory; free some space)")
     rec = st["store_recovered"]
     if rec:
-        from agent.runner import salvage_summary
+        from agent.salvage import salvage_summary
 
         click.echo(f"the store was damaged and replaced on {_when(rec['time'])}: the old file is "
                    f"{rec['moved_to']}; {salvage_summary(rec.get('tables') or {})[0]}")
@@ -450,7 +450,7 @@ def speedtest_cmd(config_path, as_json, force):
     except LinewatchError as exc:
         _fail(str(exc))
     if force:
-        used, est = agent.speedtest_budget(agent.clock.now())
+        used, est = agent.speedtests.budget(agent.clock.now())
         budget = cfg.speedtest.monthly_budget_mb * 1e6
         if used + est > budget:
             click.echo(f"warning: --force: this test may take the month past its data budget "
@@ -464,7 +464,7 @@ def speedtest_cmd(config_path, as_json, force):
     if show:
         click.echo("measuring (about 30 s) ...", err=True)
     try:
-        s = agent.run_speedtest(force=force, progress=progress)
+        s = agent.speedtests.measure(force=force, progress=progress)
     finally:
         agent.store.close()
     if show:

@@ -47,7 +47,7 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
     empty status, not an error."""
     from agent import lock
     from kit.errors import StoreMissing
-    from agent.runner import STATE_HEARTBEAT, STATE_PENDING, STATE_POWER_SENSORS
+    from agent.statekeys import STATE_HEARTBEAT, STATE_PENDING, STATE_POWER_SENSORS
     from agent.store import STATE_RECOVERED, Store
 
     now = now or datetime.now(timezone.utc)
