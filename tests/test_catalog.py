@@ -8,7 +8,8 @@ Each path is driven for real, in process, with fakes only where the suite fakes 
 * power: the power job polling a laptop's AC adapter and battery through a cut;
 * restarts: recovery after the agent stopped without a clean exit (an agent gap) and after the
   host went down (a host-down power cut);
-* minute: the interface counters (psutil) and the agent's own metrics, twice;
+* minute: the interface counters (psutil) and the agent's own metrics (with the minute job's
+  duration and failures), twice, as the scheduler runs the job;
 * netio: the minute job again, its interface sampler reading a link whose driver reports a speed;
 * probes: the real TCP, DNS and ICMP probes on loopback (a DNS server that answers, one that
   says NXDOMAIN, a closed port);
@@ -117,11 +118,13 @@ def restarts(tmp: Path) -> list[Sample]:
 
 @path
 def minute(tmp: Path) -> list[Sample]:
+    """Run as the scheduler runs it (through the guard), so the second sample carries the
+    job's own duration and failures."""
     clock = FakeClock()
     agent = Agent(agent_cfg(tmp), clock=clock, probes=FakeNet().probes())
     tick(agent, clock, 1)
     for _ in range(2):
-        agent.selfmetrics.run()
+        agent.guarded(agent.selfmetrics.run, agent.selfmetrics.name)()
         clock.advance(60)
     return written(agent.store)
 
@@ -133,8 +136,8 @@ def netio(tmp: Path) -> list[Sample]:
     clock = FakeClock()
     counters = {"eth0": Counters(rx_bytes=1000, tx_bytes=500, rx_packets=10, tx_packets=5)}
     agent = Agent(agent_cfg(tmp), clock=clock, probes=FakeNet().probes())
-    agent.selfmetrics._netio = NetIO(clock, read_counters=lambda: counters,   # no constructor seam for it yet
-                         read_links=lambda: {"eth0": LinkState(up=True, speed_mbps=1000)})
+    agent.selfmetrics._netio = NetIO(clock, read_counters=lambda: counters,   # no constructor seam
+                                      read_links=lambda: {"eth0": LinkState(up=True, speed_mbps=1000)})
     agent.selfmetrics.run()
     clock.advance(60)
     counters["eth0"] = Counters(rx_bytes=9000, tx_bytes=700, rx_packets=20, tx_packets=8)
