@@ -243,6 +243,14 @@ def check_influx(cfg: Config) -> list[dict]:
     target = target_for(i, api)
     said = f"version {version}" if version else "no version header"
     rows.append(_r("influx url", "ok", f"{shown} answers ({said}); writing with {target.describe()}"))
+    rows += _empty_write(sink, api, target, token, shown)
+    rows.append(_forward_state(cfg))
+    return rows
+
+
+def _empty_write(sink: Sink, api: str, target, token, shown: str) -> list[dict]:
+    """The rows for the credentials and the bucket/database, from an empty write: the server
+    authorises and routes it like a real one, but it stores nothing."""
     path = ("/write?" + _q({"db": target.database, "rp": target.retention_policy, "precision": "ns"})
             if api == "v1" else
             "/api/v2/write?" + _q({"bucket": target.bucket, "org": target.org, "precision": "ns"}))
@@ -254,35 +262,35 @@ def check_influx(cfg: Config) -> list[dict]:
     msg = sink.redact(w.message)
     where = f"database {target.database}" if api == "v1" else f"bucket {target.bucket}"
     creds = "no token" if not token.value else f"token from {token.source}"
+    out: list[dict] = []
     empty_ok = w.ok or (w.status == 400 and "point" in msg.lower())
     if w.status is None:
-        rows.append(_r("influx credentials", "fail", f"the write endpoint did not answer: {msg}",
-                       "check influx.url"))
+        out.append(_r("influx credentials", "fail", f"the write endpoint did not answer: {msg}",
+                      "check influx.url"))
     elif w.status == 401:
-        rows.append(_r("influx credentials", "fail", f"the server refused the {creds} (401): {msg}",
-                       "put a valid token in $LINEWATCH_INFLUX_TOKEN, influx.token_file or the "
-                       "influx-token credential (InfluxDB 1.x: user:password)"))
+        out.append(_r("influx credentials", "fail", f"the server refused the {creds} (401): {msg}",
+                      "put a valid token in $LINEWATCH_INFLUX_TOKEN, influx.token_file or the "
+                      "influx-token credential (InfluxDB 1.x: user:password)"))
     elif w.status == 403:
-        rows.append(_r("influx credentials", "fail", f"the {creds} may not write to {where} (403): {msg}",
-                       "give the token write permission on it"))
+        out.append(_r("influx credentials", "fail", f"the {creds} may not write to {where} (403): {msg}",
+                      "give the token write permission on it"))
     elif w.status == 404 and "page not found" in msg.lower():
         hint = ('set influx.api = "v1" (InfluxDB 1.x older than 1.8 has no /api/v2/write)'
                 if api == "v2" else "check influx.url and influx.api")
-        rows.append(_r("influx url", "fail", f"{shown}{path.split('?')[0]} does not exist (404)", hint))
+        out.append(_r("influx url", "fail", f"{shown}{path.split('?')[0]} does not exist (404)", hint))
     elif w.status == 404:
-        rows.append(_r("influx credentials", "ok", f"accepted ({creds})"))
+        out.append(_r("influx credentials", "ok", f"accepted ({creds})"))
         thing = "org" if "org" in msg.lower() and "bucket" not in msg.lower() else where
-        rows.append(_r("influx bucket", "fail", f"{thing} not found: {msg}",
-                       "create it, or correct influx.bucket / influx.org / influx.database"))
+        out.append(_r("influx bucket", "fail", f"{thing} not found: {msg}",
+                      "create it, or correct influx.bucket / influx.org / influx.database"))
     elif empty_ok:
-        rows.append(_r("influx credentials", "ok", f"accepted ({creds})" if token.value else
-                       "the server asks for none"))
-        rows.append(_r("influx bucket", "ok", f"{where} accepts writes"))
+        out.append(_r("influx credentials", "ok", f"accepted ({creds})" if token.value else
+                      "the server asks for none"))
+        out.append(_r("influx bucket", "ok", f"{where} accepts writes"))
     else:
-        rows.append(_r("influx credentials", "fail", f"a test write was refused ({w.status}): {msg}",
-                       "check influx.* against the server"))
-    rows.append(_forward_state(cfg))
-    return rows
+        out.append(_r("influx credentials", "fail", f"a test write was refused ({w.status}): {msg}",
+                      "check influx.* against the server"))
+    return out
 
 
 def check_speedtest(cfg: Config) -> dict:
