@@ -29,7 +29,6 @@ from agent.clock import SystemClock
 from agent.status import dns_row, iso, ping_row
 from kit import definitions
 from kit.errors import ConfigError, LinewatchError, os_error_line
-from kit.files import write_atomic
 from kit.secret import redact_value
 from kit.words import plural, thin_watch
 
@@ -389,6 +388,9 @@ def check(config_path, as_json):
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(config_path, region, city, isp, access, force):
     """Write a commented config file; asks for region, city, ISP and access type."""
+    # deferred: tempfile pulls in shutil, bz2 and lzma (0.6 MB), which the other commands never need
+    from kit.files import write_atomic
+
     path, _ = config.resolve_path(config_path)
     if path.exists() and not force:
         _fail(f"{path} exists; use --force to overwrite it", 1)

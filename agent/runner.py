@@ -45,7 +45,6 @@ from agent.jobs.context import Context, Job, agent_id, base_tags
 from agent.jobs.guard import Guard
 from agent.jobs.housekeeping import HOUSEKEEPING_S, Housekeeping, Watchdog, open_store
 from agent.jobs.powerjob import PowerJob
-from agent.jobs.push import make_push
 from agent.jobs.rounds import Rounds
 from agent.jobs.selfmetrics import SelfMetrics
 from agent.jobs.speedtests import CHECK_S as SPEEDTEST_CHECK_S
@@ -84,7 +83,12 @@ class Agent:
         self.power = PowerJob(ctx)
         self.speedtests = SpeedTests(ctx, outage_open=self.rounds.outage_open,
                                      on_battery=self.power.on_battery, running=testing)
-        self.push = make_push(ctx)
+        self.push = None
+        if cfg.influx.url:
+            # deferred: the forwarder and the InfluxDB edge (1.4 MB) load only when forwarding
+            from agent.jobs.push import make_push
+
+            self.push = make_push(ctx)
         if self.push is not None:
             self.rounds.line_back = self.push.wake
         self.housekeeping = Housekeeping(ctx, lock)
