@@ -85,7 +85,7 @@ class Agent:
                                      on_battery=self.power.on_battery, running=testing)
         self.push = None
         if cfg.influx.url:
-            # deferred: the forwarder and the InfluxDB edge (1.4 MB) load only when forwarding
+            # deferred: the forwarder (about 0.7 MB) loads only when forwarding
             from agent.jobs.push import make_push
 
             self.push = make_push(ctx)

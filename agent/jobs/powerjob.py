@@ -38,7 +38,7 @@ class PowerJob(Job):
         self.ups_url = None
         self.ups_warnings: list[str] = []  # logged once at start: power.ups is read only then
         if cfg.power.ups:
-            # deferred: the NUT client is loaded only when a UPS is configured
+            # deferred: the NUT client (about 0.7 MB) loads only when a UPS is configured
             from agent.probes.ups import load_url
 
             self.ups_url, self.ups_warnings = load_url(cfg.power, os.environ, cfg.source)
