@@ -6,12 +6,24 @@ is reported as failed, never crashes the command.
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
+import json
 import os
 import socket
 import stat
+from urllib.parse import urlencode, urlsplit
 
+from agent import lock, power
 from agent.clock import SystemClock
 from agent.config import Config
+from agent.probes import dns, gateway, icmp, ups
+from agent.probes.registry import EchoDispatch, boot_id, method_permitted
+from agent.probes.target import parse_target
+from agent.statekeys import STATE_FORWARD
+from agent.store import STATE_RECOVERED, Store
+from kit.errors import ConfigError, StoreCorrupt, StoreError, StoreMissing, os_error_line
+from kit.influx import Sink, api_for_version, load_token, target_for
 from kit.secret import redact_value
 from kit.words import plural
 
@@ -25,9 +37,6 @@ def check_config(cfg: Config) -> dict:
 
 
 def check_icmp(cfg: Config) -> dict:
-    from agent.probes import icmp
-    from agent.probes.registry import method_permitted
-
     if cfg.probe.method == "tcp":
         return _r("echo method", "ok", f"TCP connect to port {cfg.probe.tcp_port} (forced in config)")
     if cfg.probe.method != "auto":
@@ -46,10 +55,6 @@ def check_icmp(cfg: Config) -> dict:
 
 
 def check_gateway(cfg: Config) -> dict:
-    from agent.probes import gateway
-    from agent.probes.target import parse_target
-    from agent.probes.registry import EchoDispatch
-
     g = cfg.probe.gateway
     if g == "off":
         return _r("gateway", "ok", "not probed (probe.gateway = \"off\"): LAN and ISP outages look alike")
@@ -70,9 +75,6 @@ def check_gateway(cfg: Config) -> dict:
 
 
 def check_targets(cfg: Config) -> dict:
-    from agent.probes.target import parse_target
-    from agent.probes.registry import EchoDispatch
-
     echo = EchoDispatch(cfg.probe.method, cfg.probe.tcp_port)
     up, down = [], []
     for t in cfg.probe.targets:
@@ -88,8 +90,6 @@ def check_targets(cfg: Config) -> dict:
 
 
 def check_dns(cfg: Config) -> dict:
-    from agent.probes import dns
-
     servers = list(cfg.probe.dns_servers) or dns.system_servers()
     bad = []
     for name in cfg.probe.dns_names:
@@ -109,12 +109,6 @@ def check_dns(cfg: Config) -> dict:
 def check_store(cfg: Config) -> list[dict]:
     """The store, read-only (a check never creates, moves or changes it), and whether an agent
     runs on it (by its lock, :mod:`agent.lock`)."""
-    import json
-
-    from agent import lock
-    from kit.errors import StoreCorrupt, StoreError, StoreMissing, os_error_line
-    from agent.store import STATE_RECOVERED, Store
-
     held = lock.holder(cfg.state_dir)
     if held.running:
         rec = held.record or {}
@@ -162,8 +156,6 @@ def check_store(cfg: Config) -> list[dict]:
 
 
 def check_clock(cfg: Config) -> dict:
-    from agent import power
-
     state = power.clock_state(cfg.agent.rundir)
     if state == power.SYNCED:
         return _r("clock", "ok", "synchronised by a time-sync service")
@@ -176,8 +168,6 @@ def check_clock(cfg: Config) -> dict:
 
 
 def check_battery(cfg: Config) -> dict:
-    from agent import power
-
     if cfg.power.battery == "off":
         return _r("battery", "ok", "not watched (power.battery = \"off\")")
     r = power.read_battery(cfg.agent.sysfs)
@@ -193,19 +183,16 @@ def check_ups(cfg: Config) -> list[dict]:
     """The UPS server, read once as the agent reads it, after where its password is kept."""
     if not cfg.power.ups:
         return [_r("ups", "ok", "none configured (power.ups)")]
-    from kit.errors import ConfigError
-    from agent.probes.ups import PASSWORD_PLACES, NutError, load_url, measure
-
     try:
-        url, warnings = load_url(cfg.power, os.environ, cfg.source)
+        url, warnings = ups.load_url(cfg.power, os.environ, cfg.source)
     except ConfigError as exc:
         return [_r("ups password", "fail", str(exc),
-                   f"keep the password in {PASSWORD_PLACES}, readable by the agent's user")]
+                   f"keep the password in {ups.PASSWORD_PLACES}, readable by the agent's user")]
     rows = [_r("ups password", "warn", w, "chmod 600 the file, or move the password out of the "
                "config file") for w in warnings]
     try:
-        s = measure(url, timeout_s=2.0, clock=SystemClock())
-    except NutError as exc:
+        s = ups.measure(url, timeout_s=2.0, clock=SystemClock())
+    except ups.NutError as exc:
         fixes = {"unreachable": "start the NUT server (upsd) or correct the host and port in power.ups",
                  "unknown_ups": "list the server's UPS names with `upsc -l HOST` and correct power.ups",
                  "access_denied": "check the user in power.ups and its password against upsd.users",
@@ -218,9 +205,6 @@ def check_ups(cfg: Config) -> list[dict]:
 
 
 def check_host(cfg: Config) -> dict:
-    from agent import power
-    from agent.probes.registry import boot_id
-
     bid, bt = boot_id(cfg.agent.procfs), power.boot_time(cfg.agent.procfs)
     if not bid or bt is None:
         return _r("host", "warn", f"cannot read the boot id or boot time under {cfg.agent.procfs}: "
@@ -233,9 +217,6 @@ def check_influx(cfg: Config) -> list[dict]:
     """The server: URL (``/ping``), credentials and bucket/database (an empty write, which the
     server authorises and routes like a real one but which stores nothing), each its own row, so
     the one that is wrong is named; then the agent's forwarding state from the store."""
-    from kit.errors import ConfigError
-    from kit.influx import Sink, api_for_version, auth_header, load_token, target_for
-
     i = cfg.influx
     if not i.url:
         return [_r("influx", "ok", "not configured (influx.url): the local store keeps everything")]
@@ -262,6 +243,14 @@ def check_influx(cfg: Config) -> list[dict]:
     target = target_for(i, api)
     said = f"version {version}" if version else "no version header"
     rows.append(_r("influx url", "ok", f"{shown} answers ({said}); writing with {target.describe()}"))
+    rows += _empty_write(sink, api, target, token, shown)
+    rows.append(_forward_state(cfg))
+    return rows
+
+
+def _empty_write(sink: Sink, api: str, target, token, shown: str) -> list[dict]:
+    """The rows for the credentials and the bucket/database, from an empty write: the server
+    authorises and routes it like a real one, but it stores nothing."""
     path = ("/write?" + _q({"db": target.database, "rp": target.retention_policy, "precision": "ns"})
             if api == "v1" else
             "/api/v2/write?" + _q({"bucket": target.bucket, "org": target.org, "precision": "ns"}))
@@ -273,35 +262,35 @@ def check_influx(cfg: Config) -> list[dict]:
     msg = sink.redact(w.message)
     where = f"database {target.database}" if api == "v1" else f"bucket {target.bucket}"
     creds = "no token" if not token.value else f"token from {token.source}"
+    out: list[dict] = []
     empty_ok = w.ok or (w.status == 400 and "point" in msg.lower())
     if w.status is None:
-        rows.append(_r("influx credentials", "fail", f"the write endpoint did not answer: {msg}",
-                       "check influx.url"))
+        out.append(_r("influx credentials", "fail", f"the write endpoint did not answer: {msg}",
+                      "check influx.url"))
     elif w.status == 401:
-        rows.append(_r("influx credentials", "fail", f"the server refused the {creds} (401): {msg}",
-                       "put a valid token in $LINEWATCH_INFLUX_TOKEN, influx.token_file or the "
-                       "influx-token credential (InfluxDB 1.x: user:password)"))
+        out.append(_r("influx credentials", "fail", f"the server refused the {creds} (401): {msg}",
+                      "put a valid token in $LINEWATCH_INFLUX_TOKEN, influx.token_file or the "
+                      "influx-token credential (InfluxDB 1.x: user:password)"))
     elif w.status == 403:
-        rows.append(_r("influx credentials", "fail", f"the {creds} may not write to {where} (403): {msg}",
-                       "give the token write permission on it"))
+        out.append(_r("influx credentials", "fail", f"the {creds} may not write to {where} (403): {msg}",
+                      "give the token write permission on it"))
     elif w.status == 404 and "page not found" in msg.lower():
         hint = ('set influx.api = "v1" (InfluxDB 1.x older than 1.8 has no /api/v2/write)'
                 if api == "v2" else "check influx.url and influx.api")
-        rows.append(_r("influx url", "fail", f"{shown}{path.split('?')[0]} does not exist (404)", hint))
+        out.append(_r("influx url", "fail", f"{shown}{path.split('?')[0]} does not exist (404)", hint))
     elif w.status == 404:
-        rows.append(_r("influx credentials", "ok", f"accepted ({creds})"))
+        out.append(_r("influx credentials", "ok", f"accepted ({creds})"))
         thing = "org" if "org" in msg.lower() and "bucket" not in msg.lower() else where
-        rows.append(_r("influx bucket", "fail", f"{thing} not found: {msg}",
-                       "create it, or correct influx.bucket / influx.org / influx.database"))
+        out.append(_r("influx bucket", "fail", f"{thing} not found: {msg}",
+                      "create it, or correct influx.bucket / influx.org / influx.database"))
     elif empty_ok:
-        rows.append(_r("influx credentials", "ok", f"accepted ({creds})" if token.value else
-                       "the server asks for none"))
-        rows.append(_r("influx bucket", "ok", f"{where} accepts writes"))
+        out.append(_r("influx credentials", "ok", f"accepted ({creds})" if token.value else
+                      "the server asks for none"))
+        out.append(_r("influx bucket", "ok", f"{where} accepts writes"))
     else:
-        rows.append(_r("influx credentials", "fail", f"a test write was refused ({w.status}): {msg}",
-                       "check influx.* against the server"))
-    rows.append(_forward_state(cfg))
-    return rows
+        out.append(_r("influx credentials", "fail", f"a test write was refused ({w.status}): {msg}",
+                      "check influx.* against the server"))
+    return out
 
 
 def check_speedtest(cfg: Config) -> dict:
@@ -314,9 +303,6 @@ def check_speedtest(cfg: Config) -> dict:
     budget = f"{plan}, budget {st.monthly_budget_mb:g} MB a month"
     if not st.server_url:
         return _r("speedtest", "ok", f"speedtest.net, {budget}")
-    import http.client
-    from urllib.parse import urlsplit
-
     u = urlsplit(st.server_url)
     path = u.path.rsplit("/", 1)[0] + "/latency.txt"
     conn_cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
@@ -336,17 +322,12 @@ def check_speedtest(cfg: Config) -> dict:
 
 
 def _forward_state(cfg: Config) -> dict:
-    import json
-
-    from kit.errors import StoreError
-    from agent.store import Store
-
     try:
         store = Store.open_readonly(cfg.state_dir)
     except StoreError as exc:
         return _r("influx forwarding", "warn", f"no forwarding state: {str(exc).split('; ', 1)[0]}")
     try:
-        st = json.loads(store.get_state("forward") or "{}") or {}
+        st = json.loads(store.get_state(STATE_FORWARD) or "{}") or {}
         backlog, _ = store.backlog()
         nq, _ = store.quarantined(0)
     finally:
@@ -363,15 +344,10 @@ def _forward_state(cfg: Config) -> dict:
 
 
 def _q(params: dict) -> str:
-    from urllib.parse import urlencode
-
     return urlencode({k: v for k, v in params.items() if v})
 
 
 def _loopback(url: str) -> bool:
-    import ipaddress
-    from urllib.parse import urlsplit
-
     host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True
@@ -393,4 +369,15 @@ def run_checks(cfg: Config) -> list[dict]:
             out.extend(got if isinstance(got, list) else [got])
         except Exception as exc:  # a broken check is a failed check, not a crash
             out.append(_r(check.__name__.removeprefix("check_"), "fail", f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def worst(results: list[dict]) -> str:
+    """The overall result: fail if any check failed, else warn if any warned, else ok."""
+    out = "ok"
+    for r in results:
+        if r["result"] == "fail":
+            out = "fail"
+        elif r["result"] == "warn" and out == "ok":
+            out = "warn"
     return out

@@ -1,7 +1,11 @@
 """The ``linewatch`` command line. Commands stay thin: parse, call, print.
 
-Human output is a table; ``--json`` output is stable for scripts (field names are a contract).
-Exit codes: 0 fine, 1 a check or command failed, 2 bad configuration or usage.
+Human output is a table (:mod:`agent.show`); ``--json`` output is stable for scripts (field names
+are a contract). Exit codes: 0 fine, 1 a check or command failed, 2 bad configuration or usage.
+
+The commands that only read the store (``status``, ``outages``, ``init``) load no probe, no job
+and no HTTP client: those imports are deferred to the commands that measure or send, each with a
+comment saying so.
 """
 
 from __future__ import annotations
@@ -13,16 +17,19 @@ import logging
 import os
 import re
 import sys
+import traceback
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
 
-from agent import __version__
+from agent import __version__, config, lock, show
+from agent import status as status_mod
+from agent.clock import SystemClock
+from agent.status import dns_row, iso, ping_row
 from kit import definitions
 from kit.errors import ConfigError, LinewatchError, os_error_line
 from kit.secret import redact_value
-from agent.status import dns_row, episode_json, iso, ping_row
 from kit.words import plural, thin_watch
 
 config_option = click.option(
@@ -32,8 +39,6 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 
 def _load(config_path):
-    from agent import config
-
     try:
         return config.load(config_path)
     except ConfigError as exc:
@@ -59,8 +64,6 @@ class _Group(click.Group):
             ctx.exit(1)
         except (OSError, LinewatchError) as exc:
             if ctx.params.get("debug"):
-                import traceback
-
                 traceback.print_exc()
             text = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
             click.echo(f"linewatch: {text}", err=True)
@@ -86,30 +89,27 @@ def run(config_path, log_level):
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.umask(0o077)  # everything the agent writes is private to its user
+    # deferred: the jobs, the probes and psutil (about 1.7 MB, 50 ms) load for the agent only
+    import psutil
+
     from agent.probes.registry import check_method_available
     from agent.runner import Agent
 
-    import psutil
-
     psutil.PROCFS_PATH = cfg.agent.procfs  # the host root the agent reads (as --path.procfs)
-    from agent.lock import AgentLock, AgentRunning
-
     try:
-        lock = AgentLock(cfg.state_dir).acquire()
-    except AgentRunning as exc:
+        held = lock.AgentLock(cfg.state_dir).acquire()
+    except lock.AgentRunning as exc:
         _fail(str(exc))
     try:
         check_method_available(cfg)
-        agent = Agent(cfg, lock=lock)
+        agent = Agent(cfg, lock=held)
     except LinewatchError as exc:
-        lock.release()
+        held.release()
         _fail(str(exc))
-    from agent import config
-
     try:
         agent.run(load_config=lambda: config.load(config_path))  # SIGHUP reads the same file again
     finally:
-        lock.release()
+        held.release()
 
 
 # -- probe --------------------------------------------------------------------------------------
@@ -120,10 +120,10 @@ def run(config_path, log_level):
 def probe(config_path, as_json):
     """Run one probe round now and print it (nothing is stored)."""
     cfg = _load(config_path)
-    from agent.clock import SystemClock
-    from agent.round import Prober
+    # deferred: the prober and the probes (about 0.5 MB) load for the commands that measure
+    from agent.jobs.context import base_tags
     from agent.probes.registry import real_probes
-    from agent.runner import base_tags
+    from agent.round import Prober
 
     prober = Prober(cfg, real_probes(cfg), SystemClock(), base_tags(cfg, cfg.agent.id or "-"))
     try:
@@ -138,24 +138,8 @@ def probe(config_path, as_json):
     }
     if as_json:
         click.echo(json.dumps(out, indent=2))
-        return
-    click.echo(f"line: {rnd.status}" + (f" ({rnd.cause})" if rnd.cause else "")
-               + f"   round took {rnd.duration_s:.2f} s")
-    _print_targets(out["targets"], out["dns"])
-    for e in rnd.errors:
-        click.echo(f"error: {e}")
-
-
-def _print_targets(targets, dns) -> None:
-    rows = [[t["role"] or "", t["target"], t["method"], f"{t['received']}/{t['sent']}",
-             _num(t["loss_pct"], "%"), _num(t["rtt_avg_ms"], " ms"), _num(t["jitter_ms"], " ms")]
-            for t in targets]
-    _table(["role", "target", "method", "replies", "loss", "rtt avg", "jitter"], rows)
-    if dns:
-        click.echo("")
-        _table(["name", "server", "resolved", "time", "error"],
-               [[d["name"], d["server"] or "", "yes" if d["success"] else "NO", _num(d["rtt_ms"], " ms"),
-                 d["error"] or ""] for d in dns])
+    else:
+        show.probe({**out, "duration_s": rnd.duration_s})
 
 
 # -- status -------------------------------------------------------------------------------------
@@ -166,125 +150,14 @@ def _print_targets(targets, dns) -> None:
 def status(config_path, as_json):
     """What the agent sees now: targets, the episode in progress, 24 h availability, the store."""
     cfg = _load(config_path)
-    from agent.status import collect
-
     try:
-        st = collect(cfg)
+        st = status_mod.collect(cfg)
     except LinewatchError as exc:
         _fail(str(exc))
     if as_json:
         click.echo(json.dumps(st, indent=2, ensure_ascii=False))
-        return
-    a = st["agent"]
-    click.echo(f"agent {a['id'] or '(no id yet)'}  {a.get('region') or ''} {a.get('city') or ''} "
-               f"{a.get('isp') or ''}".rstrip())
-    running = {True: f"agent running (pid {st['pid']})" if st["pid"] else "agent running",
-               False: "agent NOT running",
-               None: "agent state unknown (cannot read its lock file)"}[st["running"]]
-    lr = st["last_round"]
-    if lr is None:
-        click.echo(f"{running}; no round recorded yet"
-                   + ("" if st["running"] else ": start it with `linewatch run`"))
     else:
-        click.echo(f"{running}; last round {lr['age_s']:.0f} s ago: line {lr['status']}"
-                   + (f" ({lr['cause']})" if lr.get("cause") else ""))
-    trouble = st["store_trouble"]
-    if trouble:
-        click.echo(f"WARNING: store cannot be written since {_when(trouble['since'])}: "
-                   f"{trouble['reason']} (rounds wait in memory; free some space)")
-    rec = st["store_recovered"]
-    if rec:
-        from agent.runner import salvage_summary
-
-        click.echo(f"the store was damaged and replaced on {_when(rec['time'])}: the old file is "
-                   f"{rec['moved_to']}; {salvage_summary(rec.get('tables') or {})[0]}")
-    if st["targets"] or st["dns"]:
-        click.echo("")
-        _print_targets(st["targets"], st["dns"])
-    pw = st["power"]
-    parts = []
-    for r in pw["sensors"]:
-        charge = f" {r['charge_pct']:.0f} %" if r.get("charge_pct") is not None else ""
-        parts.append(f"{r['source']}{charge}")
-    label = {"mains": "mains", "battery": "ON BATTERY", "ups": "ON UPS BATTERY",
-             "unknown": "no power sensor"}[pw["state"]]
-    click.echo(f"power: {label}" + (f" ({', '.join(parts)})" if parts else ""))
-    for source, message in pw["warnings"].items():
-        click.echo(f"WARNING: {source} sensor: {message}")
-    if pw["host_down_pending_time_sync"]:
-        click.echo("the host rebooted without a clean exit: the power cut is recorded once the clock syncs")
-    click.echo("")
-    if st["episodes_in_progress"]:
-        for ep in st["episodes_in_progress"]:
-            click.echo(f"IN PROGRESS: {ep['type']} episode, cause {ep['cause']}, since {ep['start']}"
-                       f" ({_dur(ep['duration_s'])})")
-    else:
-        click.echo("no outage in progress")
-    av = st["availability_24h_pct"]
-    warn = thin_watch(st["watched_h_24h"]) if av is not None else None
-    thin = f"; {warn}" if warn else ""
-    click.echo(f"availability, last 24 h: {'n/a' if av is None else f'{av:.2f} %'}"
-               f"  ({plural(st['rounds_24h'], 'round')}, {_dur(st['outage_s_24h'])} in outages{thin})")
-    s = st["store"]
-    if s is None:
-        click.echo(f"store: none yet in {cfg.state_dir}")
-    else:
-        fw = (f"{s['backlog_rows']} not yet forwarded" if st["forward"]["enabled"]
-              else "forwarding off")
-        click.echo(f"store: {s['path']}  {s['bytes'] / 1e6:.1f} MB, {plural(s['rows'], 'row')}, {fw}")
-    _print_forward(st["forward"])
-    _print_speedtest(st["speedtest"])
-
-
-def _print_speedtest(sp: dict) -> None:
-    if not sp["enabled"]:
-        click.echo("speed tests: off (speedtest.enabled = false)")
-        return
-    last = sp["last"]
-    if last is None:
-        click.echo("speed tests: none yet")
-    elif last["status"] == "ok":
-        click.echo(f"last speed test {last['time'][:16].replace('T', ' ')} UTC: down "
-                   f"{last['download_bps'] / 1e6:.1f} Mbit/s, up {last['upload_bps'] / 1e6:.1f} Mbit/s, "
-                   f"ping {_num(last.get('ping_ms'), ' ms')} ({last.get('server_name') or sp['server']})")
-    else:
-        click.echo(f"last speed test {last['time'][:16].replace('T', ' ')} UTC FAILED: {last.get('error')}")
-    nxt = f"next test {_when(sp['next'])}" if sp["next"] else "next test not planned yet (the agent plans it)"
-    click.echo(f"  {nxt}; data used this month {sp['month_used_mb']:.0f} of "
-               f"{sp['monthly_budget_mb']:.0f} MB")
-    skip = sp["last_skip"]
-    if skip and (last is None or skip["time"] > last["time"]):
-        click.echo(f"  last skipped {skip['time'][:16].replace('T', ' ')} UTC: {skip.get('error_detail')}")
-
-
-def _print_forward(fw: dict) -> None:
-    if not fw["enabled"]:
-        click.echo("forwarding: off (influx.url is not set; the local store keeps everything)")
-        return
-    server = fw.get("server") or {}
-    where = fw["url"] + (f" ({server['target']}, version {server.get('version') or 'not given'})"
-                         if server.get("target") else "")
-    label = {"ok": "ok", "idle": "not tried yet", "retrying": "RETRYING", "stopped": "STOPPED"}[fw["state"]]
-    click.echo(f"forwarding to {where}: {label}")
-    age = fw["oldest_unsent_age_s"]
-    click.echo(f"  backlog: {fw['backlog_rows']} rows" + (f", oldest {_dur(age)} old" if age else "")
-               + (f"; last success {fw['last_success'][:19].replace('T', ' ')} UTC"
-                  if fw.get("last_success") else ""))
-    if fw["stopped_reason"]:
-        click.echo(f"  stopped: {fw['stopped_reason']}")
-        click.echo("  fix the token, bucket or URL (`linewatch check` says which), then restart the "
-                   "agent or run `linewatch push`")
-    err = fw.get("last_error")
-    if err and fw["state"] != "ok":
-        code = f"HTTP {err['status']}" if err.get("status") else "no answer"
-        click.echo(f"  last error {err['time'][:19].replace('T', ' ')} UTC: {code}: {err['message']}")
-        if fw.get("next_try"):
-            click.echo(f"  next try {fw['next_try'][:19].replace('T', ' ')} UTC")
-    if fw["quarantined_rows"]:
-        click.echo(f"  {fw['quarantined_rows']} row(s) refused by the server and set aside"
-                   " (`linewatch push --requeue` sends them again):")
-        for q in fw["quarantined"][:3]:
-            click.echo(f"    {q['time'][:19].replace('T', ' ')}  {q['status'] or 'local'}: {q['message']}")
+        show.status(st, cfg.state_dir)
 
 
 # -- push ---------------------------------------------------------------------------------------
@@ -296,77 +169,31 @@ def _print_forward(fw: dict) -> None:
               help="Send the rows the server refused earlier (quarantined) again.")
 def push(config_path, as_json, requeue):
     """Forward the backlog to InfluxDB now, with a progress bar."""
-    import time
-
     cfg = _load(config_path)
     if not cfg.influx.url:
         _fail("influx.url is not set: nothing to forward to", 2)
-    from agent.clock import SystemClock
-    from agent.forward import PushLock, describe, make_forwarder
-    from agent.store import Store
+    # deferred: the forwarder (about 0.7 MB, 40 ms) loads only to push
+    from agent.jobs.push import push_now
+
+    def bar(rows: int):
+        return click.progressbar(length=rows, label="forwarding", file=sys.stderr, show_pos=True)
+
+    def waiting() -> None:
+        click.echo("the running agent is forwarding; waiting for it to finish its batch", err=True)
 
     try:
-        store = Store.open(cfg.state_dir, repair=False)  # only `run` repairs a damaged store
-    except LinewatchError as exc:
-        _fail(str(exc))
-    lock = PushLock(cfg.state_dir)
-    try:
-        if not lock.acquire(wait=False):
-            click.echo("the running agent is forwarding; waiting for it to finish its batch", err=True)
-            lock.acquire(wait=True)
-        requeued = store.requeue_quarantined() if requeue else 0
-        try:
-            fw = make_forwarder(cfg, store, SystemClock())
-        except ConfigError as exc:
-            _fail(str(exc), 2)
-        rows, _ = store.backlog()
-        t0 = time.monotonic()
-        show = not as_json and sys.stderr.isatty()
-        if show:
-            with click.progressbar(length=rows, label="forwarding", file=sys.stderr,
-                                   show_pos=True) as bar:
-                rep = fw.push(progress=bar.update)
-        else:
-            rep = fw.push()
-        secs = time.monotonic() - t0
-        fw.sink.close()
-        left, oldest = store.backlog()
-        state = fw.state
-    finally:
-        lock.release()
-        store.close()
-    out = {"outcome": rep.outcome, "sent": rep.sent, "quarantined": rep.quarantined,
-           "requeued": requeued, "requests": rep.requests, "seconds": round(secs, 3),
-           "rows_per_s": round(rep.sent / secs) if secs > 0 and rep.sent else None,
-           "backlog_rows": left, "oldest_unsent": iso(oldest) if oldest else None,
-           "server": state.server or None,
-           "error": None if rep.outcome in ("done", "empty") or rep.answer is None else {
-               "status": rep.answer.status, "message": rep.answer.message},
-           "stopped_reason": state.halted}
+        done = push_now(cfg, requeue=requeue, waiting=waiting,
+                        bar=bar if not as_json and sys.stderr.isatty() else None)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
     if as_json:
-        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(done.to_json(), indent=2, ensure_ascii=False))
     else:
-        if requeued:
-            click.echo(f"requeued {plural(requeued, 'quarantined row')}")
-        if rep.outcome == "empty":
-            click.echo("nothing to forward: the backlog is empty")
-        else:
-            rate = f" ({out['rows_per_s']} rows/s)" if out["rows_per_s"] else ""
-            click.echo(f"sent {plural(rep.sent, 'row')} in {secs:.1f} s{rate} with "
-                       f"{plural(rep.requests, 'request')}")
-        if rep.quarantined:
-            click.echo(f"{plural(rep.quarantined, 'row')} refused by the server and set aside "
-                       "(see `linewatch status`)")
-        if rep.outcome == "retry":
-            click.echo(f"stopped: {describe(rep.answer)}; {plural(left, 'row')} "
-                       f"{'stays' if left == 1 else 'stay'} in the store and the agent keeps trying",
-                       err=True)
-        elif rep.outcome == "halt":
-            click.echo(f"stopped: {state.halted}", err=True)
-    sys.exit(0 if rep.outcome in ("done", "empty") else 1)
+        show.pushed(done)
+    sys.exit(0 if done.report.outcome in ("done", "empty") else 1)
 
 
-# -- speedtest ----------------------------------------------------------------------------------
+# -- report -------------------------------------------------------------------------------------
 
 @main.command()
 @config_option
@@ -432,6 +259,8 @@ def report(config_path, since, until, out, tz, work_hours):
                    "configured now and lists the tags the rows carried")
 
 
+# -- speedtest ----------------------------------------------------------------------------------
+
 @main.command(name="speedtest")
 @config_option
 @json_option
@@ -441,48 +270,32 @@ def speedtest_cmd(config_path, as_json, force):
     cfg = _load(config_path)
     logging.basicConfig(level="WARNING", stream=sys.stderr, format="linewatch: %(message)s")
     os.umask(0o077)
-    from agent.runner import Agent
-    from agent.store import Store
+    # deferred: the speed-test job (about 0.3 MB) loads only to run a test
+    from agent.jobs.speedtests import standalone
 
     try:
-        # Beside a running agent, as a second writer; only `run` repairs a damaged store.
-        agent = Agent(cfg, store=Store.open(cfg.state_dir, repair=False))
+        job = standalone(cfg)  # beside a running agent, as a second writer
     except LinewatchError as exc:
         _fail(str(exc))
-    if force:
-        used, est = agent.speedtest_budget(agent.clock.now())
-        budget = cfg.speedtest.monthly_budget_mb * 1e6
-        if used + est > budget:
-            click.echo(f"warning: --force: this test may take the month past its data budget "
-                       f"({used / 1e6:.0f} MB used of {budget / 1e6:.0f} MB, a test moves about "
-                       f"{est / 1e6:.0f} MB)", err=True)
-    show = not as_json and sys.stderr.isatty()
-
-    def progress(phase, done, total):
-        if show:
-            click.echo(f"\r{phase}: {done}/{total} requests   ", nl=False, err=True)
-    if show:
-        click.echo("measuring (about 30 s) ...", err=True)
     try:
-        s = agent.run_speedtest(force=force, progress=progress)
+        if force and (warning := job.over_budget(job.clock.now())):
+            click.echo(f"warning: --force: {warning}", err=True)
+        shown = not as_json and sys.stderr.isatty()
+
+        def progress(phase, done, total):
+            if shown:
+                click.echo(f"\r{phase}: {done}/{total} requests   ", nl=False, err=True)
+        if shown:
+            click.echo("measuring (about 30 s) ...", err=True)
+        s = job.measure(force=force, progress=progress)
     finally:
-        agent.store.close()
-    if show:
+        job.store.close()
+    if shown:
         click.echo("", err=True)
-    out = {"time": iso(s.time), **s.tags, **s.fields}
     if as_json:
-        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        click.echo(json.dumps({"time": iso(s.time), **s.tags, **s.fields}, indent=2, ensure_ascii=False))
     else:
-        f = s.fields
-        if f["status"] == "ok":
-            click.echo(f"download {f['download_bps'] / 1e6:.2f} Mbit/s   upload {f['upload_bps'] / 1e6:.2f} Mbit/s"
-                       f"   ping {_num(f.get('ping_ms'), ' ms')}")
-            click.echo(f"server: {f.get('server_name')} ({f.get('server_sponsor')})   moved "
-                       f"{(f['bytes_received'] + f['bytes_sent']) / 1e6:.1f} MB in {f['duration_s']:.1f} s")
-        elif f["status"] == "skipped":
-            click.echo(f"skipped: {f.get('error_detail')}")
-        else:
-            click.echo(f"failed: {f['error']}: {f.get('error_detail', '')}")
+        show.speedtest(s.fields)
     sys.exit(0 if s.fields["status"] == "ok" else 1)
 
 
@@ -505,21 +318,8 @@ def outages(config_path, since, types, as_json, as_csv):
         since_t = parse_since(since, datetime.now(timezone.utc))
     except ValueError as exc:
         _fail(f"--since: {exc}", 2)
-    from agent import lock
-    from kit.errors import StoreMissing
-    from agent.store import Store
-
-    try:
-        store = Store.open_readonly(cfg.state_dir, live=lock.holder(cfg.state_dir).running is not False)
-    except StoreMissing:
-        eps = []  # nothing recorded yet: an empty list, like a quiet week
-    else:
-        try:
-            eps = store.episodes(since=since_t)
-        finally:
-            store.close()
     wanted = {"all": None, None: {"connectivity", "power"}}.get(types, {types})
-    rows = [episode_json(e) for e in eps if wanted is None or e.type in wanted]
+    rows = status_mod.episodes_since(cfg, since_t, wanted)
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -534,11 +334,11 @@ def outages(config_path, since, types, as_json, as_csv):
     if not rows:
         click.echo(f"no episodes since {iso(since_t)}")
         return
-    _table(["type", "cause", "start (UTC)", "end (UTC)", "duration", "kind"],
-           [[r["type"], r["cause"] + (f" ({r['source']})" if r.get("source") else ""),
-             r["start"][:19].replace("T", " "),
-             (r["end"] or "in progress")[:19].replace("T", " "), _dur(r["duration_s"]),
-             "sustained" if r["sustained"] else "momentary"] for r in rows])
+    show.table(["type", "cause", "start (UTC)", "end (UTC)", "duration", "kind"],
+               [[r["type"], r["cause"] + (f" ({r['source']})" if r.get("source") else ""),
+                 r["start"][:19].replace("T", " "),
+                 (r["end"] or "in progress")[:19].replace("T", " "), show.dur(r["duration_s"]),
+                 "sustained" if r["sustained"] else "momentary"] for r in rows])
 
 
 _SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -565,25 +365,16 @@ def parse_since(text: str, now: datetime) -> datetime:
 def check(config_path, as_json):
     """What works and what does not, each failure with its fix."""
     cfg = _load(config_path)
-    from agent.checks import run_checks
+    # deferred: the checks pull in every probe and the TLS stack (about 6.5 MB), for check only
+    from agent.checks import run_checks, worst
 
     results = run_checks(cfg)
-    worst = "ok"
-    for r in results:
-        if r["result"] == "fail":
-            worst = "fail"
-        elif r["result"] == "warn" and worst == "ok":
-            worst = "warn"
+    result = worst(results)
     if as_json:
-        click.echo(json.dumps({"result": worst, "checks": results}, indent=2, ensure_ascii=False))
+        click.echo(json.dumps({"result": result, "checks": results}, indent=2, ensure_ascii=False))
     else:
-        for r in results:
-            mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[r["result"]]
-            click.echo(f"[{mark}] {r['name']}: {r['detail']}")
-            if r.get("fix"):
-                for line in r["fix"].splitlines():
-                    click.echo(f"         fix: {line}")
-    sys.exit(1 if worst == "fail" else 0)
+        show.checks(results)
+    sys.exit(1 if result == "fail" else 0)
 
 
 # -- init ---------------------------------------------------------------------------------------
@@ -597,7 +388,7 @@ def check(config_path, as_json):
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(config_path, region, city, isp, access, force):
     """Write a commented config file; asks for region, city, ISP and access type."""
-    from agent import config
+    # deferred: tempfile pulls in shutil, bz2 and lzma (0.6 MB), which the other commands never need
     from kit.files import write_atomic
 
     path, _ = config.resolve_path(config_path)
@@ -623,8 +414,6 @@ def init(config_path, region, city, isp, access, force):
     write_atomic(path, text, 0o600)  # a link planted at its name is replaced, never written through
     click.echo(f"wrote {path}")
     if sys.platform != "win32":  # no SIGHUP there
-        from agent import lock
-
         held = lock.holder(config.finish(config.parse(text, str(path))).state_dir)
         if held.running and held.pid:
             click.echo(f"the agent running now (pid {held.pid}) picks it up with `systemctl reload "
@@ -635,8 +424,6 @@ def init(config_path, region, city, isp, access, force):
 
 
 def _init_label(key: str) -> str:
-    from agent import config
-
     return {
         "region": "Region (a name such as Punjab or KPK, or a code; Enter to skip)",
         "city": "City (Enter to skip)",
@@ -648,8 +435,6 @@ def _init_label(key: str) -> str:
 def _init_answer(key: str, text: str) -> tuple[str, bool]:
     """(the value for ``agent.<key>``, whether to confirm it) from what was typed; ValueError
     says what is wrong, as a sentence for the user."""
-    from agent import config
-
     if key == "region":
         return definitions.region_code(text)
     value = definitions.access_type(text) if key == "access" else text.strip()
@@ -661,8 +446,6 @@ def _init_answer(key: str, text: str) -> tuple[str, bool]:
 
 def _init_flag(key: str, text: str) -> str:
     """A flag's value; a city given as the region is refused, since a script cannot confirm it."""
-    from agent import config
-
     value, confirm = _init_answer(key, text)
     if confirm:
         name = definitions.PK_REGIONS[value]
@@ -673,8 +456,6 @@ def _init_flag(key: str, text: str) -> str:
 
 def _init_ask(keys: list[str]) -> dict[str, str]:
     """Ask for each key at its own prompt and ask again until the answer is valid (Enter skips)."""
-    from agent import config
-
     out: dict[str, str] = {}
     city = ""  # a city typed as the region is offered as the city
     for key in keys:
@@ -698,42 +479,6 @@ def _init_ask(keys: list[str]) -> dict[str, str]:
             out[key] = value
             break
     return out
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-def _num(v, unit: str) -> str:
-    """A number for a table: sub-10 values (LAN RTTs are often 0.05 ms) keep two decimals."""
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.2f}{unit}" if abs(v) < 10 else f"{v:.1f}{unit}"
-    return f"{v}{unit}"
-
-
-def _when(t: str | None) -> str:
-    """An ISO time as "2026-11-23 10:02 UTC"."""
-    return (t or "")[:16].replace("T", " ") + " UTC" if t else "?"
-
-
-def _dur(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = int(round(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def _table(headers: list[str], rows: list[list]) -> None:
-    cells = [headers] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for i, r in enumerate(cells):
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if i == 0:
-            click.echo("  ".join("-" * w for w in widths))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,14 +32,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Callable, Protocol
 
+from agent.statekeys import STATE_FORWARD
+from kit import influx
 from kit.influx import Answer
 from kit.lineproto import Encoder, LineError
 
@@ -52,7 +56,7 @@ MAX_RETRY_AFTER_S = 3600.0
 HALT_RETRY_S = 1800.0
 READ_CHUNK = 1000  # rows read and encoded at a time while a batch is assembled
 MAX_REFUSED_ALONE = 16  # single rows refused in a row, none accepted: the server refuses all
-STATE_KEY = "forward"
+STATE_KEY = STATE_FORWARD
 
 
 def classify(status: int | None) -> str:
@@ -420,8 +424,6 @@ class Forwarder:
 
     def _schedule(self, wait_s: float) -> None:
         self.state.next_try = self.clock.monotonic() + wait_s
-        from datetime import timedelta
-
         self.state.next_try_time = (self.clock.now() + timedelta(seconds=wait_s)).isoformat()
 
     def _save(self) -> None:
@@ -454,16 +456,12 @@ class PushLock:
     harmless, only wasteful."""
 
     def __init__(self, state_dir) -> None:
-        from pathlib import Path
-
         self.path = Path(state_dir) / "push.lock"
         self._fd: int | None = None
 
     def acquire(self, wait: bool = False) -> bool:
-        import os
-
         try:
-            import fcntl
+            import fcntl  # not on Windows
         except ImportError:  # pragma: no cover - Windows
             return True
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
@@ -476,8 +474,6 @@ class PushLock:
         return True
 
     def release(self) -> None:
-        import os
-
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
@@ -486,14 +482,10 @@ class PushLock:
 def make_forwarder(cfg, store, clock, env=None, **kw) -> Forwarder | None:
     """The forwarder for ``cfg`` (None when ``influx.url`` is empty). Reads the token; a token
     that cannot be read is a ConfigError naming ``influx.token_file``."""
-    import os
-
-    from kit.influx import Sink, load_token
-
     if not cfg.influx.url:
         return None
-    token = load_token(cfg.influx, os.environ if env is None else env, cfg.source)
+    token = influx.load_token(cfg.influx, os.environ if env is None else env, cfg.source)
     if token.warning:
         log.warning("influx token: %s", token.warning)
-    sink = Sink(cfg.influx, token)
+    sink = influx.Sink(cfg.influx, token)
     return Forwarder(store, sink, clock, batch_size=cfg.influx.batch_size, **kw)

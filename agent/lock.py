@@ -17,6 +17,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 LOCK_NAME = "agent.lock"
@@ -44,7 +45,7 @@ class Holder:
 
 def _fcntl():
     try:
-        import fcntl
+        import fcntl  # not on Windows
     except ImportError:  # pragma: no cover - Windows: no advisory locks; run is not guarded
         return None
     return fcntl
@@ -134,6 +135,4 @@ def _read_record(fd: int) -> dict | None:
 
 
 def _now_iso() -> str:
-    from datetime import datetime, timezone
-
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -119,3 +119,16 @@ def _one_by_one(src, table, cols, last):
         rows.append(r[0])
         last = r[0][0]
     return rows or None
+
+
+def salvage_summary(tables: dict) -> tuple[str, int, int]:
+    """("kept 12 episodes, 3400 samples, ...; lost about 200 samples", kept, lost) from
+    :func:`salvage`'s counts; -1 (a table unreadable) shows as "all"."""
+    kept = sum(t["kept"] for t in tables.values())
+    lost = sum(max(t["lost"], 0) for t in tables.values())
+    parts = [f"{t['kept']} {name}" for name, t in tables.items() if name in ("episodes", "samples")]
+    gone = [("all " if t["lost"] < 0 else f"at most {t['lost']} ") + name
+            for name, t in tables.items() if t["lost"]]
+    text = "kept " + ", ".join(parts) + f" ({kept} rows in all); "
+    text += ("lost " + ", ".join(gone)) if gone else "nothing lost"
+    return text, kept, lost

@@ -35,6 +35,8 @@ def check_cron(expr: str) -> None:
     """Raise ValueError when ``expr`` is not a five-field crontab expression (for the config)."""
     if len(expr.split()) != 5:
         raise ValueError("must have five fields: minute hour day month weekday, e.g. '0 9,21 * * *'")
+    # deferred: APScheduler's cron trigger pulls in asyncio and ssl (about 7 MB resident),
+    # loaded only when speedtest.cron is set
     from apscheduler.triggers.cron import CronTrigger
 
     try:
@@ -46,7 +48,8 @@ def check_cron(expr: str) -> None:
 def next_cron(expr: str, after: datetime, tz=None) -> datetime:
     """The first time after ``after`` that ``expr`` names, in ``tz`` (default: the machine's
     local time zone), as UTC."""
-    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.cron import CronTrigger  # deferred: see check_cron
+
 
     if tz is None:
         tz = datetime.now().astimezone().tzinfo

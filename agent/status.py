@@ -1,6 +1,8 @@
-"""What ``linewatch status`` reports, read from the store (the running agent keeps it current).
+"""What ``linewatch status`` and ``linewatch outages`` report, read from the store (the running
+agent keeps it current). Read-only: nothing here creates, moves or changes a file.
 
-:func:`availability` is pure: the share of observed rounds in which the line was not down.
+The 24-hour availability is :func:`kit.definitions.availability`, the one definition the line
+report and the collector use too: 1 - connectivity outage seconds / watched seconds.
 """
 
 from __future__ import annotations
@@ -9,24 +11,19 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
+from agent import lock, speedplan
 from agent.config import Config
 from agent.model import Episode, Sample
+from agent.statekeys import (STATE_FORWARD, STATE_HEARTBEAT, STATE_PENDING, STATE_POWER_SENSORS,
+                             STATE_SPEED_NEXT)
+from agent.store import STATE_RECOVERED, Store
+from kit import definitions
+from kit.errors import StoreMissing
 from kit.secret import redact_value
 from kit.words import THIN_WATCH_H
 
 DAY = timedelta(hours=24)
-
-
-def availability(statuses: Iterable[str]) -> tuple[float | None, int]:
-    """(percent of rounds that were up or degraded, rounds counted); error rounds are not
-    observations. None when nothing was observed."""
-    seen = up = 0
-    for s in statuses:
-        if s == "error":
-            continue
-        seen += 1
-        up += s != "down"
-    return (100.0 * up / seen if seen else None), seen
+SPEEDTEST_WINDOW = timedelta(days=62)  # the tests read back for this month's data
 
 
 def overlap_s(episodes: Iterable[Episode], start: datetime, end: datetime) -> float:
@@ -39,30 +36,31 @@ def overlap_s(episodes: Iterable[Episode], start: datetime, end: datetime) -> fl
     return total
 
 
+def open_store(cfg: Config, running: bool | None) -> Store:
+    """The store, read-only; ``running`` is whether an agent holds the state dir's lock (None:
+    cannot tell). Raises StoreMissing when there is none, StoreCorrupt when it is damaged."""
+    return Store.open_readonly(cfg.state_dir, live=running is not False)
+
+
 def collect(cfg: Config, now: datetime | None = None) -> dict:
     """Everything ``status`` shows. Reads the store read-only (never creates, moves or changes
     it); an agent runs when it holds the state dir's lock (:mod:`agent.lock`).
 
     Raises StoreCorrupt (one line with what to do) for a damaged store; a missing store is an
     empty status, not an error."""
-    from agent import lock
-    from kit.errors import StoreMissing
-    from agent.runner import STATE_HEARTBEAT, STATE_PENDING, STATE_POWER_SENSORS
-    from agent.store import STATE_RECOVERED, Store
-
     now = now or datetime.now(timezone.utc)
     held = lock.holder(cfg.state_dir)
     record = held.record or {}
     base = {
         "agent": {"id": read_agent_id(cfg), **{k: getattr(cfg.agent, k) or None
-                                               for k in ("region", "city", "isp", "access")}},
+                                               for k in definitions.PLACE_TAGS}},
         "running": held.running,
         "pid": held.pid if held.running else None,
         "store_trouble": ({"reason": record["store_error"], "since": record.get("store_error_since")}
                           if held.running and record.get("store_error") else None),
     }
     try:
-        store = Store.open_readonly(cfg.state_dir, live=held.running is not False)
+        store = open_store(cfg, held.running)
     except StoreMissing:
         return {**base, "last_round": None, "heartbeat": None, "targets": [], "dns": [],
                 "episodes_in_progress": [], "power": power_summary(None), "availability_24h_pct": None,
@@ -71,49 +69,64 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
                 "forward": forward_summary(cfg, None, 0, None, (0, []), now),
                 "speedtest": speedtest_summary(cfg, [], None, now)}
     try:
-        rounds = list(store.samples("round", since=now - DAY))
-        last = rounds[-1] if rounds else _latest(store.latest("round"))
-        targets, dns = [], []
-        if last is not None:
-            # The probes of the last round start at or just after its timestamp.
-            targets = [ping_row(s) for s in store.latest("ping") if s.time >= last.time]
-            dns = [dns_row(s) for s in store.latest("dns") if s.time >= last.time]
-        eps = store.episodes(since=now - DAY)
-        av, n = availability(str(r.fields.get("status")) for r in rounds)
-        watched_h = sum(float(r.fields.get("interval_s") or cfg.probe.interval_s) for r in rounds
-                        if r.fields.get("status") != "error") / 3600
-        rows, oldest = store.backlog()
-        hb = json.loads(store.get_state(STATE_HEARTBEAT) or "null")
-        sensors = json.loads(store.get_state(STATE_POWER_SENSORS) or "null")
-        pending = bool(store.get_state(STATE_PENDING))
-        recovered = json.loads(store.get_state(STATE_RECOVERED) or "null")
-        age = (now - last.time).total_seconds() if last else None
-        return {
-            **base,
-            "last_round": None if last is None else {
-                "time": iso(last.time), "age_s": round(age, 1), "status": last.fields.get("status"),
-                "cause": last.fields.get("cause"), "duration_s": last.fields.get("duration_s")},
-            "heartbeat": hb,
-            "targets": sorted(targets, key=lambda t: (t["role"] != "gateway", t["target"] or "")),
-            "dns": dns,
-            "episodes_in_progress": [episode_json(e) for e in eps if e.end is None],
-            "power": power_summary(sensors, pending),
-            "availability_24h_pct": None if av is None else round(av, 3),
-            "watched_h_24h": round(watched_h, 2),
-            "thin_data": watched_h < THIN_WATCH_H,  # kit.words: one threshold with the report
-            "rounds_24h": n,
-            "outage_s_24h": round(overlap_s([e for e in eps if e.type == "connectivity"],
-                                            now - DAY, now), 1),
-            "store": {"path": str(store.path), "bytes": store.file_bytes(), "rows": store.count(),
-                      "backlog_rows": rows, "oldest_unsent": iso(oldest) if oldest else None},
-            "store_recovered": recovered,
-            "forward": forward_summary(cfg, store.get_state("forward"), rows, oldest,
-                                       store.quarantined(5), now),
-            "speedtest": speedtest_summary(cfg, list(store.samples("speedtest", since=now - timedelta(days=62))),
-                                           store.get_state("speedtest_next"), now),
-        }
+        return {**base, **_from_store(cfg, store, now)}
     finally:
         store.close()
+
+
+def _from_store(cfg: Config, store: Store, now: datetime) -> dict:
+    """The part of ``status`` that the store holds."""
+    rounds = list(store.samples("round", since=now - DAY))
+    last = rounds[-1] if rounds else _latest(store.latest("round"))
+    targets, dns = [], []
+    if last is not None:
+        # The probes of the last round start at or just after its timestamp.
+        targets = [ping_row(s) for s in store.latest("ping") if s.time >= last.time]
+        dns = [dns_row(s) for s in store.latest("dns") if s.time >= last.time]
+    eps = store.episodes(since=now - DAY)
+    watched = [r for r in rounds if r.fields.get("status") != "error"]  # error rounds saw nothing
+    watched_s = sum(float(r.fields.get("interval_s") or cfg.probe.interval_s) for r in watched)
+    outage_s = overlap_s([e for e in eps if e.type == "connectivity"], now - DAY, now)
+    av = definitions.availability(outage_s, watched_s)
+    rows, oldest = store.backlog()
+    age = (now - last.time).total_seconds() if last else None
+    return {
+        "last_round": None if last is None else {
+            "time": iso(last.time), "age_s": round(age, 1), "status": last.fields.get("status"),
+            "cause": last.fields.get("cause"), "duration_s": last.fields.get("duration_s")},
+        "heartbeat": json.loads(store.get_state(STATE_HEARTBEAT) or "null"),
+        "targets": sorted(targets, key=lambda t: (t["role"] != "gateway", t["target"] or "")),
+        "dns": dns,
+        "episodes_in_progress": [episode_json(e) for e in eps if e.end is None],
+        "power": power_summary(json.loads(store.get_state(STATE_POWER_SENSORS) or "null"),
+                               bool(store.get_state(STATE_PENDING))),
+        "availability_24h_pct": None if av is None else round(100 * av, 3),
+        "watched_h_24h": round(watched_s / 3600, 2),
+        "thin_data": watched_s / 3600 < THIN_WATCH_H,  # kit.words: one threshold with the report
+        "rounds_24h": len(watched),
+        "outage_s_24h": round(outage_s, 1),
+        "store": {"path": str(store.path), "bytes": store.file_bytes(), "rows": store.count(),
+                  "backlog_rows": rows, "oldest_unsent": iso(oldest) if oldest else None},
+        "store_recovered": json.loads(store.get_state(STATE_RECOVERED) or "null"),
+        "forward": forward_summary(cfg, store.get_state(STATE_FORWARD), rows, oldest,
+                                   store.quarantined(5), now),
+        "speedtest": speedtest_summary(cfg, list(store.samples("speedtest", since=now - SPEEDTEST_WINDOW)),
+                                       store.get_state(STATE_SPEED_NEXT), now),
+    }
+
+
+def episodes_since(cfg: Config, since: datetime, types: set[str] | None) -> list[dict]:
+    """The episodes since ``since`` as ``outages`` prints them, of the ``types`` (None: all);
+    none when there is no store yet (a quiet week looks the same)."""
+    try:
+        store = open_store(cfg, lock.holder(cfg.state_dir).running)
+    except StoreMissing:
+        return []
+    try:
+        eps = store.episodes(since=since)
+    finally:
+        store.close()
+    return [episode_json(e) for e in eps if types is None or e.type in types]
 
 
 def read_agent_id(cfg: Config) -> str | None:
@@ -166,8 +179,6 @@ def forward_summary(cfg: Config, saved: str | None, backlog_rows: int, oldest: d
 def speedtest_summary(cfg: Config, tests: list[Sample], next_due: str | None, now: datetime) -> dict:
     """Speed tests for ``status``: the last result (or failure), the last skip, the next test and
     the data used this month against the budget."""
-    from agent import speedplan
-
     done = [t for t in tests if t.fields.get("status") in ("ok", "failed")]
     skips = [t for t in tests if t.fields.get("status") == "skipped"]
     used = speedplan.used_bytes(((t.time, int(t.fields.get("bytes_sent", 0) or 0)

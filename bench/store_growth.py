@@ -2,7 +2,7 @@
 """Local store growth per day at the default cadence, and the agent's CPU time per round spent
 outside the network (classification, outage tracking, the SQLite transaction).
 
-Writes simulated days of rounds through the real agent code (Agent.round and Agent.minute, the real
+Writes simulated days of rounds through the real agent code (the round and self-metrics jobs, the real
 store, echo statistics from agent.probes.stats) with a fake clock and fake probes that return
 realistic RTTs, so a day takes seconds instead of 24 hours. Reference in the same run: the same
 samples as compact line protocol text (what the InfluxDB sink will send), to show the store's
@@ -61,10 +61,10 @@ def one(days: float, seed: int) -> dict:
     rounds = int(days * 86400 / cfg.probe.interval_s)
     cpu0 = time.process_time()
     for i in range(rounds):
-        agent.round()
+        agent.rounds.run()
         clock.advance(cfg.probe.interval_s)
         if i % 6 == 0:
-            agent.minute()
+            agent.selfmetrics.run()
     cpu = time.process_time() - cpu0
     agent.store._query("PRAGMA wal_checkpoint(TRUNCATE)")
     used = agent.store.size_bytes()

@@ -51,7 +51,7 @@ def make_agent(tmp_path, net, clock):
 
 def tick(agent, clock, n):
     for _ in range(n):
-        agent.round()
+        agent.rounds.run()
         clock.advance(10)
 
 

@@ -102,7 +102,7 @@ from kit import lineproto
 from agent.model import Episode as AgentEpisode
 from agent.model import Sample, from_ns, to_ns
 from agent.probes.stats import echo_stats
-from agent.runner import episode_sample
+from agent.jobs.context import episode_sample
 from agent.speedplan import next_interval_s
 from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
 from kit.definitions import Unit

@@ -103,7 +103,7 @@ class Watch:
     def rounds(self, n: int, state: str = "up") -> None:
         self.line.state = state
         for _ in range(n):
-            self.agent.round()
+            self.agent.rounds.run()
             self.clock.advance(10)
 
     def speedtest(self, down_mbps: float, up_mbps: float) -> None:

@@ -8,7 +8,8 @@ Each path is driven for real, in process, with fakes only where the suite fakes 
 * power: the power job polling a laptop's AC adapter and battery through a cut;
 * restarts: recovery after the agent stopped without a clean exit (an agent gap) and after the
   host went down (a host-down power cut);
-* minute: the interface counters (psutil) and the agent's own metrics, twice;
+* minute: the interface counters (psutil) and the agent's own metrics (with the minute job's
+  duration and failures), twice, as the scheduler runs the job;
 * netio: the minute job again, its interface sampler reading a link whose driver reports a speed;
 * probes: the real TCP, DNS and ICMP probes on loopback (a DNS server that answers, one that
   says NXDOMAIN, a closed port);
@@ -82,7 +83,7 @@ def power(tmp: Path) -> list[Sample]:
     agent = Agent(agent_cfg(tmp, f'sysfs = "{sysfs}"\n'), clock=clock, probes=FakeNet().probes())
     for online in ("1", "0", "0", "1"):
         (ac / "online").write_text(online + "\n")
-        agent.power_poll()
+        agent.power.run()
         clock.advance(5)
     rows = written(agent.store)
     assert [s.tags["cause"] for s in rows if s.measurement == "outage"] == ["ac_lost"]
@@ -98,7 +99,7 @@ def restarts(tmp: Path) -> list[Sample]:
 
     def start() -> Agent:
         a = Agent(cfg, clock=clock, probes=FakeNet().probes())
-        a.recover()
+        a.power.recover()
         return a
 
     for away_s in (120, 1800):
@@ -117,11 +118,13 @@ def restarts(tmp: Path) -> list[Sample]:
 
 @path
 def minute(tmp: Path) -> list[Sample]:
+    """Run as the scheduler runs it (through the guard), so the second sample carries the
+    job's own duration and failures."""
     clock = FakeClock()
     agent = Agent(agent_cfg(tmp), clock=clock, probes=FakeNet().probes())
     tick(agent, clock, 1)
     for _ in range(2):
-        agent.minute()
+        agent.guarded(agent.selfmetrics.run, agent.selfmetrics.name)()
         clock.advance(60)
     return written(agent.store)
 
@@ -133,12 +136,12 @@ def netio(tmp: Path) -> list[Sample]:
     clock = FakeClock()
     counters = {"eth0": Counters(rx_bytes=1000, tx_bytes=500, rx_packets=10, tx_packets=5)}
     agent = Agent(agent_cfg(tmp), clock=clock, probes=FakeNet().probes())
-    agent._netio = NetIO(clock, read_counters=lambda: counters,   # no constructor seam for it yet
-                         read_links=lambda: {"eth0": LinkState(up=True, speed_mbps=1000)})
-    agent.minute()
+    agent.selfmetrics._netio = NetIO(clock, read_counters=lambda: counters,   # no constructor seam
+                                      read_links=lambda: {"eth0": LinkState(up=True, speed_mbps=1000)})
+    agent.selfmetrics.run()
     clock.advance(60)
     counters["eth0"] = Counters(rx_bytes=9000, tx_bytes=700, rx_packets=20, tx_packets=8)
-    agent.minute()
+    agent.selfmetrics.run()
     rows = written(agent.store, "netio")
     assert [s.fields.get("rx_bytes_delta") for s in rows] == [None, 8000]
     return rows
@@ -175,7 +178,7 @@ def ups(tmp: Path) -> list[Sample]:
                           load=41) as nut:
         cfg = agent_cfg(tmp, sections=f'[power]\nbattery = "off"\nups = "{nut.url()}"\n')
         agent = Agent(cfg, clock=FakeClock(), probes=FakeNet().probes())
-        readings, samples = agent.read_power_sensors(FakeClock().now())
+        readings, samples = agent.power.read_power_sensors(FakeClock().now())
     assert readings[0].on_battery is True and readings[0].charge_pct == 12
     return samples
 
@@ -187,14 +190,14 @@ def speed_tests(tmp: Path) -> list[Sample]:
         try:
             a = Agent(agent_cfg(tmp / "a", sections="[speedtest]\nmonthly_budget_mb = 0.001\n"),
                       clock=SystemClock(), probes=FakeNet().probes())
-            a.speedtest_module = module_via(stand_in.base)
-            skipped, ok = a.run_speedtest(), a.run_speedtest(force=True)
+            a.speedtests.module = module_via(stand_in.base)
+            skipped, ok = a.speedtests.measure(), a.speedtests.measure(force=True)
         finally:
             stand_in.close()
     down = f"http://127.0.0.1:{free_port()}/speedtest/upload.php"
     b = Agent(agent_cfg(tmp / "b", sections=f'[speedtest]\nserver_url = "{down}"\n'),
               clock=SystemClock(), probes=FakeNet().probes())
-    failed = b.run_speedtest()
+    failed = b.speedtests.measure()
     got = [(s.fields["status"], s.fields.get("skip_reason") or s.fields.get("error"))
            for s in (skipped, ok, failed)]
     assert got == [("skipped", "budget"), ("ok", None), ("failed", "server_unreachable")]

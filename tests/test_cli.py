@@ -257,11 +257,33 @@ def test_status_human_and_json(filled_store):
     assert [e["cause"] for e in st["episodes_in_progress"]] == ["dns"]
     assert st["last_round"]["status"] == "down"
     assert st["rounds_24h"] == 63
-    assert st["availability_24h_pct"] == pytest.approx(100 * (63 - 50) / 63, abs=0.01)
+    # kit.definitions.availability: the dns outage is still open and runs to now, about 2 h
+    # after the last of 63 rounds (630 s watched), so none of the watched time was available.
+    assert st["availability_24h_pct"] == 0.0
     assert {t["role"] for t in st["targets"]} == {"gateway", "internet"}
     r = CliRunner().invoke(main, ["status", "--config", str(filled_store)])
     assert "IN PROGRESS: connectivity episode, cause dns" in r.output
     assert "availability, last 24 h:" in r.output
+
+
+def test_status_availability_is_outage_time_over_watched_time(tmp_path):
+    """The 24 h availability is the one definition the report and the collector use
+    (kit.definitions.availability): 1 - connectivity outage seconds / watched seconds. Two down
+    rounds that never open an episode (open_after = 3) cost nothing; a 60 s outage in 200 s
+    watched costs 30 %. (Counting rounds, 8 of 20 were down: 60 %.)"""
+    clock = FakeClock(start=datetime.now(timezone.utc) - timedelta(hours=1))
+    net = FakeNet()
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\n')
+    agent = Agent(config.load(str(cfg_path)), clock=clock, probes=net.probes())
+    for state, n in (("up", 3), ("isp", 2), ("up", 5), ("isp", 6), ("up", 4)):
+        net.state = state
+        tick(agent, clock, n)
+    agent.store.close()
+    st = json.loads(CliRunner().invoke(main, ["status", "--json", "--config", str(cfg_path)]).output)
+    assert (st["rounds_24h"], st["watched_h_24h"], st["outage_s_24h"]) == (20, 0.06, 60.0)
+    assert st["availability_24h_pct"] == 70.0
+    assert st["episodes_in_progress"] == []
 
 
 def test_status_says_when_the_figure_rests_on_little_watching(filled_store):

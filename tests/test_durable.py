@@ -54,7 +54,7 @@ class FailingWrites:
 
 def job(agent: Agent, fn, name: str) -> None:
     """What the scheduler runs: the job inside the agent's guard (errors logged, counted)."""
-    agent._guarded(fn, name)()
+    agent.guarded(fn, name)()
 
 
 def tick(agent, clock, n, fail=None, kind=None):
@@ -62,7 +62,7 @@ def tick(agent, clock, n, fail=None, kind=None):
         if fail is not None and kind is not None:
             fail.arm(kind)
             kind = None
-        job(agent, agent.round, "round")
+        job(agent, agent.rounds.run, "round")
         clock.advance(10)
 
 
@@ -153,7 +153,7 @@ def power_agent(tmp_path, clock):
 
 def poll(agent, clock, n):
     for _ in range(n):
-        job(agent, agent.power_poll, "power")
+        job(agent, agent.power.run, "power")
         clock.advance(5)
 
 
@@ -200,14 +200,14 @@ def test_a_speed_test_whose_write_fails_is_written_with_the_next_round(tmp_path,
     tick(agent, clock, 1)
     fail.arm("other-error")
     with pytest.raises(StoreError):
-        agent.run_speedtest(force=True)
+        agent.speedtests.measure(force=True)
     assert agent.tags.get("isp") is None                     # not kept: the store does not hold it
     tick(agent, clock, 1)                                    # the round's write carries the result
     (st,) = list(agent.store.samples("speedtest"))
     assert st.fields["bytes_received"] == 40_000_000 and st.tags["isp"] == "Nayatel"
-    assert agent.speedtest_budget(clock.now())[0] == 50_000_000
+    assert agent.speedtests.budget(clock.now())[0] == 50_000_000
     assert agent.store.get_state("isp_auto") is None         # the state key is the next test's to set
-    agent.run_speedtest(force=True)
+    agent.speedtests.measure(force=True)
     assert agent.tags["isp"] == "Nayatel" and agent.store.get_state("isp_auto") == "Nayatel"
 
 
@@ -216,7 +216,7 @@ def test_self_metrics_whose_write_fails_are_not_lost(tmp_path):
     agent = make_agent(tmp_path, net, clock)
     fail = FailingWrites(agent)
     fail.arm("other-error")
-    job(agent, agent.minute, "minute")
+    job(agent, agent.selfmetrics.run, "minute")
     assert agent.counters["job_failures"] == 1 and list(agent.store.samples("agent")) == []
     tick(agent, clock, 1)
     assert len(list(agent.store.samples("agent"))) == 1
@@ -240,7 +240,7 @@ def test_a_host_down_is_recorded_once_when_the_agent_stops_before_its_first_roun
     text = (f'[agent]\nstate_dir = "{tmp_path / "state"}"\nprocfs = "{procfs}"\nrundir = "{run}"\n'
             '[power]\nbattery = "off"\n')
     a = Agent(parse(text), clock=clock, probes=FakeNet().probes())
-    a.recover()
+    a.power.recover()
     tick(a, clock, 3)
     a.store.close()                                     # the host dies: no clean exit
     clock.advance(1800)
@@ -248,11 +248,11 @@ def test_a_host_down_is_recorded_once_when_the_agent_stops_before_its_first_roun
     (procfs / "stat").write_text(f"btime {int(clock.now().timestamp()) - 60}\n")
     for _ in range(2):                                  # started twice, stopped before a round
         b = Agent(parse(text), clock=clock, probes=FakeNet().probes())
-        b.recover()
+        b.power.recover()
         b.store.close()
         clock.advance(5)
     c = Agent(parse(text), clock=clock, probes=FakeNet().probes())
-    c.recover()
+    c.power.recover()
     (ep,) = [e for e in c.store.episodes() if e.type == "power"]
     assert ep.cause == power.HOST_DOWN
     rows = list(c.store.samples("outage"))

@@ -102,11 +102,11 @@ class Recorder:
 def test_watchdog_pings_stop_when_rounds_stop(tmp_path):
     clock = FakeClock()
     agent = make_agent(tmp_path, FakeNet(), clock)
-    agent.notifier = rec = Recorder()
-    agent._last_round_end = clock.monotonic()
-    agent.round()
-    agent.keepalive()
+    agent.watchdog.notifier = rec = Recorder()
+    agent.watchdog.last_round_end = clock.monotonic()
+    agent.rounds.run()
+    agent.watchdog.run()
     assert rec.sent[-1][0] == "WATCHDOG"
     clock.advance(40)        # no round for 40 s at a 10 s cadence (watchdog 30 s): hung
-    agent.keepalive()
+    agent.watchdog.run()
     assert rec.sent[-1] == ("STATUS", "no probe round for 40 s")

@@ -129,7 +129,7 @@ def test_no_gateway_blames_the_lan_only_where_routes_can_be_read(tmp_path, route
     probes.routes_known = lambda: routes_known
     cfg = parse(f'[agent]\nstate_dir = "{tmp_path}"\n')
     agent = Agent(cfg, clock=clock, probes=probes)
-    assert (agent.round().status, agent.round().cause) == ("down", cause)
+    assert (agent.rounds.run().status, agent.rounds.run().cause) == ("down", cause)
 
 
 def test_probe_error_is_counted_not_fatal(tmp_path):
@@ -144,7 +144,7 @@ def test_probe_error_is_counted_not_fatal(tmp_path):
     probes.dns = broken_dns
     cfg = parse(f'[agent]\nstate_dir = "{tmp_path}"\n')
     agent = Agent(cfg, clock=clock, probes=probes)
-    rnd = agent.round()
+    rnd = agent.rounds.run()
     assert rnd.status == "up" and rnd.errors
     assert agent.counters["probe_errors"] == 1
 
@@ -160,7 +160,7 @@ def test_store_damaged_while_running_is_moved_aside_and_the_episode_kept(tmp_pat
     def damaged():
         raise StoreCorrupt("database disk image is malformed")
 
-    agent._guarded(damaged, "round")()                       # what the scheduler would run
+    agent.guarded(damaged, "round")()                       # what the scheduler would run
     assert len(list(tmp_path.glob("linewatch.db.corrupt-*"))) == 1
     assert agent.counters["job_failures"] == 1
     tick(agent, clock, 2)
@@ -179,7 +179,7 @@ def test_slow_failed_rounds_do_not_skew_the_episode(tmp_path):
     tick(agent, clock, 2)
     net.state = "isp"
     t_first_fail = clock.now()
-    agent.round()
+    agent.rounds.run()
     opened = agent.store.episodes()
     clock.advance(10)
     tick(agent, clock, 5)

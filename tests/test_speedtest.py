@@ -127,19 +127,19 @@ def agent_for(tmp_path, speed_url, extra="", clock=None, agent_extra=""):
 
 def test_agent_records_a_test_and_counts_it_against_the_budget(tmp_path, speed):
     a = agent_for(tmp_path, speed.url, "monthly_budget_mb = 2000\n", clock=SystemClock())
-    s = a.run_speedtest()
+    s = a.speedtests.measure()
     assert s.fields["status"] == "ok" and s.tags["agent"] == a.id
-    used, est = a.speedtest_budget(a.clock.now())
+    used, est = a.speedtests.budget(a.clock.now())
     moved = s.fields["bytes_sent"] + s.fields["bytes_received"]
     assert used == moved and est == moved
     stored = list(a.store.samples("speedtest"))
     assert len(stored) == 1 and stored[0].fields["download_bps"] == s.fields["download_bps"]
     # The budget now leaves less than one more test: the next one is skipped and recorded.
     a2 = agent_for(tmp_path, speed.url, f"monthly_budget_mb = {moved * 1.5 / 1e6}\n", clock=SystemClock())
-    s2 = a2.run_speedtest()
+    s2 = a2.speedtests.measure()
     assert s2.fields["status"] == "skipped" and s2.fields["skip_reason"] == "budget"
     assert speed.stats["download"]["requests"] == 40  # the skipped test sent nothing
-    s3 = a2.run_speedtest(force=True)
+    s3 = a2.speedtests.measure(force=True)
     assert s3.fields["status"] == "ok"
     assert [x.fields["status"] for x in a2.store.samples("speedtest")] == ["ok", "skipped", "ok"]
 
@@ -155,17 +155,17 @@ def test_no_test_during_an_outage_or_on_battery_when_asked(tmp_path, speed):
     a.prober.probes = net.probes()
     net.state = "isp"
     for _ in range(4):
-        a.round()
+        a.rounds.run()
         clock.advance(10)
-    s = a.run_speedtest()
+    s = a.speedtests.measure()
     assert (s.fields["status"], s.fields["skip_reason"]) == ("skipped", "outage")
     net.state = "up"
     for _ in range(3):
-        a.round()
+        a.rounds.run()
         clock.advance(10)
     (ac / "online").write_text("0\n")  # the mains goes: the laptop runs on battery
-    a.power_poll()
-    s = a.run_speedtest()
+    a.power.run()
+    s = a.speedtests.measure()
     assert (s.fields["status"], s.fields["skip_reason"]) == ("skipped", "on_battery")
     assert speed.stats["download"]["requests"] == 0
     assert [x.fields["skip_reason"] for x in a.store.samples("speedtest")] == ["outage", "on_battery"]
@@ -179,19 +179,19 @@ def test_schedule_and_isp_auto(tmp_path, speed):
     try:
         cfg = parse(f'[agent]\nstate_dir = "{tmp_path}/state"\nisp = "auto"\n')
         a = Agent(cfg, clock=clock, probes=FakeNet().probes())
-        a.speedtest_module = module_via(net.base)
+        a.speedtests.module = module_via(net.base)
         assert "isp" not in a.tags
-        a.speedtest_tick()  # plans the first test; none is due yet
-        due = a.speedtest_next_due(clock.now())
+        a.speedtests.run()  # plans the first test; none is due yet
+        due = a.speedtests.next_due(clock.now())
         wait = (due - clock.now()).total_seconds()
         assert 36 * 60 <= wait <= 15 * 3600
         assert list(a.store.samples("speedtest")) == []
         clock.advance(wait + 1)
-        a.speedtest_tick()
+        a.speedtests.run()
         [s] = list(a.store.samples("speedtest"))
         assert s.fields["status"] == "ok" and s.tags["isp"] == "Nayatel"
-        assert a.speedtest_next_due(clock.now()) > clock.now()
-        a.round()
+        assert a.speedtests.next_due(clock.now()) > clock.now()
+        a.rounds.run()
         assert all(x.tags.get("isp") == "Nayatel" for x in a.store.samples("round"))
         a.store.close()
         b = Agent(cfg, clock=clock, probes=FakeNet().probes())
@@ -242,17 +242,17 @@ def test_rounds_pause_while_a_test_fills_the_line(tmp_path, speed):
     clock = SystemClock()
     a = agent_for(tmp_path, speed.url, clock=clock)
     results = []
-    t = threading.Thread(target=lambda: results.append(a.run_speedtest()))
+    t = threading.Thread(target=lambda: results.append(a.speedtests.measure()))
     t.start()
     try:
-        while not a._speedtest_running.is_set() and t.is_alive():
+        while not a.speedtests.running.is_set() and t.is_alive():
             pass
-        assert a.round() is None  # no probing during the test
+        assert a.rounds.run() is None  # no probing during the test
     finally:
         t.join(60)
     assert results[0].fields["status"] == "ok"
-    assert a.counters["rounds_paused"] == 1 and a.self_sample().fields["rounds_paused"] == 1
-    assert a.round() is not None
+    assert a.counters["rounds_paused"] == 1 and a.selfmetrics.sample().fields["rounds_paused"] == 1
+    assert a.rounds.run() is not None
 
 
 def test_check_reports_the_self_hosted_server(tmp_path, speed):
@@ -269,11 +269,11 @@ def test_check_reports_the_self_hosted_server(tmp_path, speed):
 def test_a_test_cut_short_by_the_agent_stopping_is_not_a_result(tmp_path, speed):
     a = agent_for(tmp_path, speed.url, clock=SystemClock())
     results = []
-    t = threading.Thread(target=lambda: results.append(a.run_speedtest()))
+    t = threading.Thread(target=lambda: results.append(a.speedtests.measure()))
     t.start()
     while speed.stats["download"]["requests"] == 0 and t.is_alive():
         pass
-    a._stop.set()  # SIGTERM while the download runs
+    a.ctx.stop.set()  # SIGTERM while the download runs
     t.join(30)
     f = results[0].fields
     assert (f["status"], f["error"]) == ("failed", "interrupted")

@@ -34,6 +34,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent.config import Config
+from agent.statekeys import STATE_ISP
 from kit.definitions import (PK_REGIONS, WEEKDAYS, WORK_DAYS, Quality, Unit, availability,
                              joins_previous_cut, quantile)
 from kit.storefile import MAX_CAUSE_CHARS, NS, WINDOW_SQL, StoreFile, number_sql, value_sql
@@ -203,9 +204,8 @@ class _Rows:
                           (int(end * NS), int(start * NS)))
             # The page shows no counts; the file is the worker's own, every agent id in it counts.
             speeds = f.speed_tests(int(start * NS), int(end * NS), Quality(), all_agents=True)
-            # agent.runner.STATE_ISP: the name speedtest.net reported (not imported: the runner
-            # pulls in the scheduler and the probes, which a report never needs).
-            isp_auto = _state(f, "isp_auto") if setup and setup.isp == "auto" else ""
+            # The name speedtest.net reported, kept by the speed-test job.
+            isp_auto = _state(f, STATE_ISP) if setup and setup.isp == "auto" else ""
             probed = Probed.of(f)
             return cls(rounds, eps, _pings(f, start, end), speeds, f.round_spans(start, end),
                        isp_auto, probed.seen(f, start, end),
