@@ -17,7 +17,7 @@ from urllib.parse import urlencode, urlsplit
 from agent import lock, power
 from agent.clock import SystemClock
 from agent.config import Config
-from agent.probes import dns, gateway, icmp, ups
+from agent.probes import dns, gateway, icmp, nut_protocol, nut_url, ups
 from agent.probes.registry import EchoDispatch, boot_id, method_permitted
 from agent.probes.target import parse_target
 from agent.statekeys import STATE_FORWARD
@@ -184,15 +184,15 @@ def check_ups(cfg: Config) -> list[dict]:
     if not cfg.power.ups:
         return [_r("ups", "ok", "none configured (power.ups)")]
     try:
-        url, warnings = ups.load_url(cfg.power, os.environ, cfg.source)
+        url, warnings = nut_url.load_url(cfg.power, os.environ, cfg.source)
     except ConfigError as exc:
         return [_r("ups password", "fail", str(exc),
-                   f"keep the password in {ups.PASSWORD_PLACES}, readable by the agent's user")]
+                   f"keep the password in {nut_url.PASSWORD_PLACES}, readable by the agent's user")]
     rows = [_r("ups password", "warn", w, "chmod 600 the file, or move the password out of the "
                "config file") for w in warnings]
     try:
         s = ups.measure(url, timeout_s=2.0, clock=SystemClock())
-    except ups.NutError as exc:
+    except nut_protocol.NutError as exc:
         fixes = {"unreachable": "start the NUT server (upsd) or correct the host and port in power.ups",
                  "unknown_ups": "list the server's UPS names with `upsc -l HOST` and correct power.ups",
                  "access_denied": "check the user in power.ups and its password against upsd.users",

@@ -39,7 +39,7 @@ class PowerJob(Job):
         self.ups_warnings: list[str] = []  # logged once at start: power.ups is read only then
         if cfg.power.ups:
             # deferred: the NUT client (about 0.7 MB) loads only when a UPS is configured
-            from agent.probes.ups import load_url
+            from agent.probes.nut_url import load_url
 
             self.ups_url, self.ups_warnings = load_url(cfg.power, os.environ, cfg.source)
         self.clock_state = power.clock_state(cfg.agent.rundir)
@@ -197,7 +197,8 @@ class PowerJob(Job):
                 if fields:
                     samples.append(Sample("power", {**self.tags, "source": power.BATTERY}, fields, t))
         if self.ups_url is not None:
-            from agent.probes.ups import NutError, mains_lost, measure
+            from agent.probes.nut_protocol import NutError, mains_lost
+            from agent.probes.ups import measure
 
             try:
                 s = measure(self.ups_url, timeout_s=min(2.0, self.cfg.power.poll_s), clock=self.clock)
