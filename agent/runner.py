@@ -50,7 +50,7 @@ from agent.jobs.selfmetrics import SelfMetrics
 from agent.jobs.speedtests import CHECK_S as SPEEDTEST_CHECK_S
 from agent.jobs.speedtests import SpeedTests
 from agent.notify import Notifier
-from agent.probes.registry import EchoDispatch, boot_id, real_probes
+from agent.probes.registry import EchoDispatch, platform_for, real_probes
 from agent.round import Prober, Probes
 from agent.schedule import Ticker
 from agent.statekeys import STATE_CLEAN_EXIT, STATE_ISP, STATE_SITE, STATE_TRACKER
@@ -75,12 +75,13 @@ class Agent:
         store = store or open_store(cfg, clock)
         self.id = agent_id(cfg)
         tags = base_tags(cfg, self.id, store.get_state(STATE_ISP), store.get_state(STATE_SITE))
-        self.ctx = ctx = Context(cfg, clock, store, tags, boot=boot_id(cfg.agent.procfs))
-        self.prober = Prober(cfg, probes or real_probes(cfg), clock, tags)
+        host = platform_for(cfg)
+        self.ctx = ctx = Context(cfg, clock, store, tags, boot=host.boot_id())
+        self.prober = Prober(cfg, probes or real_probes(cfg, host), clock, tags)
         testing = threading.Event()  # set while a speed test fills the line: no round then
-        self.rounds = Rounds(ctx, self.prober, on_battery=lambda: self.power.on_battery(),
+        self.rounds = Rounds(ctx, self.prober, host, on_battery=lambda: self.power.on_battery(),
                              clock_trusted=lambda: self.power.clock_trusted(), paused=testing)
-        self.power = PowerJob(ctx)
+        self.power = PowerJob(ctx, host)
         self.speedtests = SpeedTests(ctx, outage_open=self.rounds.outage_open,
                                      on_battery=self.power.on_battery, running=testing)
         self.push = None

@@ -20,6 +20,7 @@ from agent import outage, power
 from agent.jobs.context import (MAX_UNWRITTEN, Context, Job, episode_sample, keep_last, log_change,
                                 saved_power_tracker)
 from agent.model import Sample
+from agent.platform import Platform
 from agent.statekeys import (STATE_CLEAN_EXIT, STATE_DROPPED_HOST_DOWN, STATE_HEARTBEAT, STATE_JUDGED,
                              STATE_PENDING, STATE_POWER, STATE_POWER_SENSORS)
 
@@ -31,9 +32,10 @@ class PowerJob(Job):
 
     name = "power"
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, platform: Platform) -> None:
         super().__init__(ctx)
         cfg = ctx.cfg
+        self.platform = platform  # the AC adapter, the clock's sync state, the boot time
         self.tracker = saved_power_tracker(ctx.store)
         self.ups_url = None
         self.ups_warnings: list[str] = []  # logged once at start: power.ups is read only then
@@ -42,7 +44,7 @@ class PowerJob(Job):
             from agent.probes.nut_url import load_url
 
             self.ups_url, self.ups_warnings = load_url(cfg.power, os.environ, cfg.source)
-        self.clock_state = power.clock_state(cfg.agent.rundir)
+        self.clock_state = platform.clock_state()
         self._pending: dict | None = None
         # Polls whose store write failed, oldest first, stepped again with the next one.
         self._unwritten_polls: list[tuple] = []
@@ -119,7 +121,7 @@ class PowerJob(Job):
             log.warning("the previous run's heartbeat cannot be read (%s: %s): how it ended is not "
                         "judged", type(exc).__name__, exc)
             return power.Decision("none", "the previous heartbeat could not be read")
-        d = power.host_down(hb, prev["clean"], self.ctx.boot, power.boot_time(self.cfg.agent.procfs),
+        d = power.host_down(hb, prev["clean"], self.ctx.boot, self.platform.boot_time(),
                             self.clock.now(), self.clock.monotonic(),
                             power.clock_trusted(self.clock_state), self.cfg.outage.momentary_max_s)
         if d.kind == "defer":
@@ -139,7 +141,7 @@ class PowerJob(Job):
         Sensors are read every ``power.poll_s`` so a cut is seen within one poll, but the store
         is written only when something changed, while an episode is open (its length grows), or
         once a minute for the samples: a laptop on mains does not commit every 5 s."""
-        self.clock_state = power.clock_state(self.cfg.agent.rundir)
+        self.clock_state = self.platform.clock_state()
         if self._pending and power.clock_trusted(self.clock_state):
             self._settle_pending()
         t, mono = self.clock.now(), self.clock.monotonic()
@@ -189,7 +191,7 @@ class PowerJob(Job):
         (logged when it starts and stops failing, shown in status), never fatal."""
         readings, samples = [], []
         if self.cfg.power.battery == "auto":
-            r = power.read_battery(self.cfg.agent.sysfs)
+            r = self.platform.ac_power()
             if r is not None:
                 readings.append(r)
                 fields = {k: v for k, v in (("on_battery", r.on_battery), ("charge_pct", r.charge_pct),

@@ -2,30 +2,28 @@
 
 * :func:`real_probes` - the round's probes for a config (echo, DNS, the default gateway).
 * :class:`EchoDispatch` - which echo method a target gets (ICMP kinds, or TCP connect).
-* :func:`method_permitted`, :func:`check_method_available` - whether this process may open the
-  sockets an ICMP method needs.
-* :func:`boot_id` - this boot's id (the host-down detector compares it across runs).
+* :func:`check_method_available` - a forced ICMP method that this process may not use fails the
+  start.
+* :func:`platform_for` - the host's platform with the config's roots (:mod:`agent.platform`).
 """
 
 from __future__ import annotations
 
-import socket
-from pathlib import Path
-
+from agent import platform
 from agent.clock import Clock
 from agent.config import Config
 from agent.model import Sample
+from agent.platform import Platform
+from agent.probes import icmp
 from agent.round import Probes
 from kit.errors import MethodUnavailable
 
 SPACING_S = 0.25  # between the echoes of one target in a round
 
 
-def boot_id(procfs: str) -> str:
-    try:
-        return Path(procfs, "sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
+def platform_for(cfg: Config) -> Platform:
+    """This host's platform, read through ``agent.procfs``, ``agent.sysfs`` and ``agent.rundir``."""
+    return platform.local(cfg.agent.procfs, cfg.agent.sysfs, cfg.agent.rundir)
 
 
 class EchoDispatch:
@@ -41,8 +39,6 @@ class EchoDispatch:
         if self.method != "auto":
             return self.method
         if family not in self._resolved:
-            from agent.probes import icmp
-
             self._resolved[family] = icmp.available_method(family) or "tcp"
         return self._resolved[family]
 
@@ -57,37 +53,21 @@ class EchoDispatch:
                             method=method, clock=clock)
 
 
-def real_probes(cfg: Config) -> Probes:
-    from agent.probes import dns, gateway
+def real_probes(cfg: Config, host: Platform | None = None) -> Probes:
+    from agent.probes import dns
 
+    host = host or platform_for(cfg)
     return Probes(
         echo=EchoDispatch(cfg.probe.method, cfg.probe.tcp_port),
         dns=dns.measure,
-        gateway=lambda: gateway.default_gateway(cfg.agent.procfs),
+        gateway=host.default_gateway,
         dns_servers=dns.system_servers,
-        routes_known=lambda: gateway.routes_readable(cfg.agent.procfs),
+        routes_known=host.routes_known,
     )
-
-
-_ICMP_SOCKET_TYPES = {"icmp_dgram": socket.SOCK_DGRAM, "icmp_raw": socket.SOCK_RAW}
-
-
-def method_permitted(method: str, family: int = socket.AF_INET) -> bool:
-    """Whether this process may open the socket an ICMP method needs (TCP is always allowed)."""
-    if method not in _ICMP_SOCKET_TYPES:
-        return True
-    proto = socket.IPPROTO_ICMP if family == socket.AF_INET else socket.IPPROTO_ICMPV6
-    try:
-        socket.socket(family, _ICMP_SOCKET_TYPES[method], proto).close()
-    except OSError:
-        return False
-    return True
 
 
 def check_method_available(cfg: Config) -> None:
     """Fail before starting when a forced ICMP method is refused (``auto`` always finds one)."""
-    if not method_permitted(cfg.probe.method):
-        from agent.probes import icmp
-
-        raise MethodUnavailable(
-            f'probe.method = "{cfg.probe.method}" is not permitted here. {icmp.how_to_enable()}')
+    if not icmp.permitted(cfg.probe.method):
+        raise MethodUnavailable(f'probe.method = "{cfg.probe.method}" is not permitted here. '
+                                f"{platform_for(cfg).icmp_help()}")
