@@ -18,7 +18,8 @@ from agent import lock, power
 from agent.clock import SystemClock
 from agent.config import Config
 from agent.probes import dns, icmp, nut_protocol, nut_url, ups
-from agent.probes.registry import EchoDispatch, platform_for
+from agent.probes.echo import EchoDispatch
+from agent.probes.registry import host_sensor, platform_for
 from agent.probes.target import parse_target
 from agent.statekeys import STATE_FORWARD
 from agent.store import STATE_RECOVERED, Store
@@ -206,8 +207,8 @@ def check_ups(cfg: Config) -> list[dict]:
 
 
 def check_host(cfg: Config) -> dict:
-    host = platform_for(cfg)
-    bid, bt = host.boot_id(), host.boot_time()
+    boot = host_sensor(platform_for(cfg)).measure()
+    bid, bt = boot.boot_id, boot.boot_time
     if not bid or bt is None:
         return _r("host", "warn", f"cannot read the boot id or boot time under {cfg.agent.procfs}: "
                   "power cuts that take the host down will not be recorded", "check agent.procfs")

@@ -6,7 +6,8 @@ times each reply with the injected monotonic clock and never waits longer than i
 
 Pure core: :func:`build_query`, :func:`parse_response`, :func:`validate_name`,
 :func:`parse_resolv_conf`. I/O edge: :func:`system_servers` (reads a file) and :func:`measure`
-(sockets).
+(sockets). :class:`DnsProbe` is one name of the round (the probe contract,
+:mod:`agent.probes.contract`).
 
 Sample ``dns``, tags ``name``, ``server`` (the server that answered; the first configured server
 when none did). Fields:
@@ -39,11 +40,12 @@ import re
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from agent.clock import Clock
-from kit.errors import ProbeError
 from agent.model import Sample
+from agent.probes.contract import DNS, DnsFn
+from kit.errors import ProbeError
 
 QTYPES = {"A": 1, "AAAA": 28}
 
@@ -488,3 +490,20 @@ def _choose(outcomes: list[tuple[str, _Outcome]]) -> tuple[str, _Outcome] | None
         if outcome.answer.rcode in (RCODE_NOERROR, RCODE_NXDOMAIN):
             return server, outcome
     return replies[0] if replies else None
+
+
+class DnsProbe:
+    """One name resolved every round: a ``dns`` row. ``servers`` gives the servers to ask, read
+    at each measurement (the system's may change while the agent runs)."""
+
+    name = "dns"
+    role = DNS
+
+    def __init__(self, query: str, resolve: DnsFn, servers: Callable[[], Sequence[str]], *,
+                 timeout_s: float, clock: Clock) -> None:
+        self.query, self.resolve, self.servers = query, resolve, servers
+        self.timeout_s, self.clock = timeout_s, clock
+
+    def measure(self) -> Sequence[Sample]:
+        return [self.resolve(self.query, servers=self.servers(), timeout_s=self.timeout_s,
+                             clock=self.clock)]

@@ -1,13 +1,64 @@
-"""The site id: which line the agent is on, from the gateway's hardware address.
+"""The gateway: the round's echo of the router, and the site id from its hardware address.
 
 Knowing the gateway lets the agent ping the router separately from internet targets, which is how
-an outage is blamed on the LAN (router down) or on the ISP; the platform finds it
-(:meth:`agent.platform.Platform.default_gateway`). The gateway's hardware (MAC) address tells
-which line the agent is on: agents behind one router see the same one. It is never stored or sent;
-only :func:`site_id`, a one-way hash of it, is (the ``site`` tag).
+an outage is blamed on the LAN (router down) or on the ISP. :class:`GatewayProbe` finds it each
+round through the platform (``probe.gateway = "auto"``: the default route's gateway) or echoes the
+configured address, and remembers the last one it knew: with no default route (the link is down)
+it echoes that one, which records the loss against the right address.
+
+The gateway's hardware (MAC) address tells which line the agent is on: agents behind one router
+see the same one. It is never stored or sent; only :func:`site_id`, a one-way hash of it, is (the
+``site`` tag).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
+
+from agent.clock import Clock
+from agent.model import Sample
+from agent.probes.contract import GATEWAY, Network
+from agent.probes.target import parse_target
+
+
+class GatewayProbe:
+    """The echo of the gateway: ``setting`` is "auto" or an address (the config's
+    ``probe.gateway``; "off" builds no probe at all).
+
+    After :meth:`measure`, ``routed`` says whether a route to the gateway existed (False only when
+    the routing table is readable and has no default route: the link is down) and ``last`` is the
+    last address found. :meth:`measure` returns no row when there is no address to echo at all.
+    """
+
+    name = "ping"
+    role = GATEWAY
+
+    def __init__(self, setting: str, net: Network, *, count: int, timeout_s: float,
+                 clock: Clock) -> None:
+        self.setting, self.net = setting, net
+        self.count, self.timeout_s, self.clock = count, timeout_s, clock
+        self.last: str | None = None
+        self.routed = True
+
+    def locate(self) -> tuple[str | None, bool]:
+        """(address to echo, whether a route to it exists now)."""
+        if self.setting != "auto":
+            return self.setting, True
+        found = self.net.gateway()
+        if found:
+            self.last = found
+            return found, True
+        if not self.net.routes_known():
+            return self.last, True
+        return self.last, False
+
+    def measure(self) -> Sequence[Sample]:
+        address, self.routed = self.locate()
+        if not address:
+            return []
+        s = self.net.echo(parse_target(address), count=self.count, timeout_s=self.timeout_s,
+                          clock=self.clock)
+        return [s.with_tags({"role": GATEWAY})]
 
 
 SITE_SALT = b"linewatch-site:"

@@ -17,7 +17,8 @@ client's public IP address and location: only the ISP's name is taken from it (f
 ``agent.isp = "auto"``); the address is never stored or sent.
 
 The speedtest module is injected (``module=``) so that tests can hand in a module whose replies
-they control; the agent uses the real one, imported on first use.
+they control; the agent uses the real one, imported on first use. :class:`SpeedTest` is the
+configured test as a probe (:mod:`agent.probes.contract`).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def measure(*, server_url: str = "", server_ids: tuple[str, ...] = (), exclude_i
     step = "config"
     isp = None
     st = None
-    tags = {"source": "self_hosted" if server_url else "speedtest.net"}
+    tags = {"source": source_tag(server_url)}
     try:
         st_mod = module or _speedtest()
         if server_url:
@@ -142,6 +143,34 @@ def measure(*, server_url: str = "", server_ids: tuple[str, ...] = (), exclude_i
             fields["bytes_sent"] = int(getattr(r, "bytes_sent", 0) or 0)
     fields["duration_s"] = round(clock.monotonic() - mono0, 3)
     return Outcome(Sample("speedtest", tags, fields, t0), isp)
+
+
+def source_tag(server_url: str) -> str:
+    """The ``source`` tag of a test's rows: ``self_hosted`` or ``speedtest.net``."""
+    return "self_hosted" if server_url else "speedtest.net"
+
+
+class SpeedTest:
+    """One speed test as configured: :meth:`measure` runs it (arguments as for :func:`measure`)."""
+
+    name = "speedtest"
+
+    def __init__(self, *, server_url: str = "", server_ids: tuple[str, ...] = (),
+                 exclude_ids: tuple[str, ...] = (), clock, module=None,
+                 progress: Callable[[str, int, int], None] | None = None,
+                 shutdown_event=None) -> None:
+        self.server_url, self.server_ids, self.exclude_ids = server_url, server_ids, exclude_ids
+        self.clock, self.module = clock, module
+        self.progress, self.shutdown_event = progress, shutdown_event
+
+    @property
+    def source(self) -> str:
+        return source_tag(self.server_url)
+
+    def measure(self) -> Outcome:
+        return measure(server_url=self.server_url, server_ids=self.server_ids,
+                       exclude_ids=self.exclude_ids, clock=self.clock, module=self.module,
+                       progress=self.progress, shutdown_event=self.shutdown_event)
 
 
 class _Shutdown:

@@ -4,8 +4,8 @@ reading.
 A co-working site's UPS is usually watched by NUT's ``upsd`` (TCP port 3493). The agent asks it for
 every variable of one UPS and turns the few that matter for a power-cut timeline into a sample.
 The URL is parsed by :mod:`agent.probes.nut_url`, the protocol by :mod:`agent.probes.nut_protocol`
-(both pure); this module is the socket client (:func:`read_vars`) and the sample
-(:func:`measure`).
+(both pure); this module is the socket client (:func:`read_vars`), the sample (:func:`measure`)
+and the sensor (:class:`UpsSensor`).
 
 Credentials: ``upsd`` (checked with 2.8.0) lets anyone read variables and checks a password only
 for privileged commands (LOGIN, SET, INSTCMD). A read-only client therefore cannot tell a wrong
@@ -41,8 +41,10 @@ import time
 
 from agent.clock import Clock
 from agent.model import Sample
+from agent.power import UPS, Reading
 from agent.probes.nut_protocol import (NutError, check_list_header, error_for_reply, excerpt,
-                                       parse_list_var, parse_var_line, quote_arg, ups_fields)
+                                       mains_lost, parse_list_var, parse_var_line, quote_arg,
+                                       ups_fields)
 from agent.probes.nut_url import NutURL
 
 # upsd caps a value at 256 bytes and names at a few dozen; escaping at most doubles them. Longer
@@ -232,3 +234,21 @@ def measure(url: NutURL, *, timeout_s: float = 2.0, clock: Clock) -> Sample:
     except NutError as exc:
         raise exc.at(url) from None
     return Sample("ups", {"ups": url.ups}, fields, start)
+
+
+class UpsSensor:
+    """The probe contract for a UPS: :meth:`measure` gives its reading now, with the ``power``
+    row (tags ``source`` = ``ups`` and ``ups``; the fields of :func:`measure`). On battery means
+    the mains is gone (:func:`~agent.probes.nut_protocol.mains_lost`). Raises NutError when the
+    server gives no usable answer."""
+
+    name = UPS
+
+    def __init__(self, url: NutURL, *, timeout_s: float, clock: Clock) -> None:
+        self.url, self.timeout_s, self.clock = url, timeout_s, clock
+
+    def measure(self) -> Reading:
+        s = measure(self.url, timeout_s=self.timeout_s, clock=self.clock)
+        f = s.fields
+        row = Sample("power", {"source": UPS, "ups": s.tags["ups"]}, f, s.time)
+        return Reading(UPS, mains_lost(f), f.get("charge_pct"), f.get("status"), row)
