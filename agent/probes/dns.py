@@ -255,6 +255,12 @@ def parse_response(data: bytes, qid: int, name: str, qtype: int | None = None) -
             raise DnsFormatError(f"question mismatch: {shown!r}")
         if (qtype is not None and rtype != qtype) or rclass != CLASS_IN:
             raise DnsFormatError(f"question mismatch: type {rtype} class {rclass}")
+    addresses = _addresses(data, pos, ancount, truncated)
+    return Answer(rcode=rcode, truncated=truncated, addresses=addresses)
+
+
+def _addresses(data: bytes, pos: int, ancount: int, truncated: bool) -> tuple[str, ...]:
+    """The A/AAAA addresses of the ``ancount`` answer records from ``pos`` on."""
     addresses: list[str] = []
     for _ in range(ancount):
         try:
@@ -281,7 +287,7 @@ def parse_response(data: bytes, qid: int, name: str, qtype: int | None = None) -
             if rdlength != 16:
                 raise DnsFormatError(f"AAAA record with {rdlength} bytes of data")
             addresses.append(str(ipaddress.IPv6Address(rdata)))
-    return Answer(rcode=rcode, truncated=truncated, addresses=tuple(addresses))
+    return tuple(addresses)
 
 
 def parse_resolv_conf(text: str) -> list[str]:

@@ -117,24 +117,8 @@ def measure(*, server_url: str = "", server_ids: tuple[str, ...] = (), exclude_i
             raise _Failed("interrupted", "the agent was stopped during the test")
         if not st.results.bytes_sent:
             raise _Failed("upload_failed", "no byte was accepted (the upload requests all failed)")
-        r = st.results
-        srv = r.server or {}
-        fields = {
-            "status": "ok",
-            "download_bps": float(r.download),
-            "upload_bps": float(r.upload),
-            "bytes_received": int(r.bytes_received),
-            "bytes_sent": int(r.bytes_sent),
-            "server_name": str(srv.get("name", ""))[:100],
-            "server_sponsor": str(srv.get("sponsor", ""))[:100],
-        }
-        # speedtest-cli divides the sum of its three latency.txt times by 6: half their mean.
-        # One failed try counts 3600 s in that sum; then the latency is unknown and left out.
-        if r.ping < ONE_TRY_FAILED_MS:
-            fields["ping_ms"] = round(2 * float(r.ping), 3)
-        if srv.get("d") is not None and not server_url:
-            fields["server_distance_km"] = float(srv["d"])
-        tags["server"] = str(srv.get("id", "self"))
+        fields = _ok_fields(st.results, self_hosted=bool(server_url))
+        tags["server"] = str((st.results.server or {}).get("id", "self"))
     except Exception as exc:  # noqa: BLE001 - speedtest-cli raises many kinds; all are a failed test
         fields = {"status": "failed", "error": _kind(exc, step), "error_detail": _detail(exc)}
         r = getattr(st, "results", None)
@@ -143,6 +127,27 @@ def measure(*, server_url: str = "", server_ids: tuple[str, ...] = (), exclude_i
             fields["bytes_sent"] = int(getattr(r, "bytes_sent", 0) or 0)
     fields["duration_s"] = round(clock.monotonic() - mono0, 3)
     return Outcome(Sample("speedtest", tags, fields, t0), isp)
+
+
+def _ok_fields(r, *, self_hosted: bool) -> dict:
+    """The fields of a test that went through, from speedtest-cli's results ``r``."""
+    srv = r.server or {}
+    fields = {
+        "status": "ok",
+        "download_bps": float(r.download),
+        "upload_bps": float(r.upload),
+        "bytes_received": int(r.bytes_received),
+        "bytes_sent": int(r.bytes_sent),
+        "server_name": str(srv.get("name", ""))[:100],
+        "server_sponsor": str(srv.get("sponsor", ""))[:100],
+    }
+    # speedtest-cli divides the sum of its three latency.txt times by 6: half their mean.
+    # One failed try counts 3600 s in that sum; then the latency is unknown and left out.
+    if r.ping < ONE_TRY_FAILED_MS:
+        fields["ping_ms"] = round(2 * float(r.ping), 3)
+    if srv.get("d") is not None and not self_hosted:
+        fields["server_distance_km"] = float(srv["d"])
+    return fields
 
 
 def source_tag(server_url: str) -> str:
