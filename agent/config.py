@@ -90,7 +90,7 @@ def _check_gateway(v: str) -> str | None:
 
 
 _check_target = parses("agent.probes.target", "parse_target")
-_check_dns_name = parses("agent.probes.dns", "validate_name")
+_check_dns_name = parses("agent.probes.dns_wire", "validate_name")
 _check_ups = parses("agent.probes.nut_url", "check_nut_url", allow_empty=True)
 _check_tag = parses("kit.lineproto", "check_tag_value", allow_empty=True)
 
