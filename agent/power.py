@@ -22,7 +22,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
-from agent.model import Episode, Sample, from_ns, to_ns
+from agent.model import Episode, FieldValue, Sample, from_ns, to_ns
 
 BATTERY, UPS, HOST = "battery", "ups", "host"
 AC_LOST, HOST_DOWN = "ac_lost", "host_down"
@@ -86,7 +86,8 @@ class PowerTracker:
 
 
 def step(state: PowerTracker, readings: list[Reading], time: datetime, mono: float, *,
-         momentary_max_s: float, max_gap_s: float, boot: str = "") -> tuple[PowerTracker, list[tuple[str, Episode]]]:
+         momentary_max_s: float, max_gap_s: float,
+         boot: str = "") -> tuple[PowerTracker, list[tuple[str, Episode]]]:
     """Advance by one poll. Returns the new state and ("opened" | "closed", episode) changes.
 
     A source opens an episode at the first poll that reads on battery and closes it at the first
@@ -98,8 +99,9 @@ def step(state: PowerTracker, readings: list[Reading], time: datetime, mono: flo
     changes: list[tuple[str, Episode]] = []
     opened = dict(state.open)
     charges = dict(state.last_charge)
-    if state.last_mono is not None and (mono < state.last_mono or mono - state.last_mono > max_gap_s
-                                        or (state.boot and boot and boot != state.boot)):
+    if state.last_ns is not None and state.last_mono is not None and (
+            mono < state.last_mono or mono - state.last_mono > max_gap_s
+            or (state.boot and boot and boot != state.boot)):
         for source, o in opened.items():
             ep = _episode(source, o, state.last_ns, state.last_mono, charges.get(source), momentary_max_s)
             changes.append(("closed", replace(ep, details={**ep.details, "end_observed": False})))
@@ -123,6 +125,8 @@ def step(state: PowerTracker, readings: list[Reading], time: datetime, mono: flo
 
 def in_progress(state: PowerTracker, momentary_max_s: float) -> list[Episode]:
     """Power episodes open at the last poll, with their length so far and the latest charge."""
+    if state.last_ns is None or state.last_mono is None:
+        return []  # never polled: nothing can be open
     charges = dict(state.last_charge)
     return [_episode(s, o, state.last_ns, state.last_mono, charges.get(s), momentary_max_s, end=False)
             for s, o in state.open]
@@ -136,7 +140,7 @@ def _episode(source: str, o: Open, at_ns: int, at_mono: float, charge_end: float
              momentary_max_s: float, end: bool = True) -> Episode:
     duration = round(max(0.0, at_mono - o.start_mono), 3)  # rounded once: see outage._episode
     at = from_ns(at_ns)
-    details: dict = {"source": source}
+    details: dict[str, FieldValue] = {"source": source}
     if o.charge_start is not None:
         details["charge_start_pct"] = o.charge_start
     if charge_end is not None:
@@ -208,7 +212,7 @@ def host_down(prev: Heartbeat | None, clean_exit: bool, boot_now: str, boot_time
     if boot_time is None:
         return Decision("defer", "the host rebooted but its boot time cannot be read")
     start = prev.time
-    details: dict = {"source": HOST, "boot_id": boot_now}
+    details: dict[str, FieldValue] = {"source": HOST, "boot_id": boot_now}
     end = boot_time
     if end < start:
         end = start

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from agent.clock import Clock
 from agent.config import Config
-from agent.model import Sample
+from agent.model import FieldValue, Sample
 from agent.outage import DEGRADED, DOWN, ERROR, UP
 from agent.probes.contract import DNS, GATEWAY, INTERNET, RoundProbe
 from agent.probes.gateway import GatewayProbe
@@ -67,8 +67,8 @@ def classify(gateway: Sample | None, gateway_routed: bool, gateway_usually_answe
     """
     if not internet:
         return ERROR, None
-    if not any(s.fields.get("received", 0) > 0 for s in internet):
-        gw_up = gateway is not None and gateway.fields.get("received", 0) > 0
+    if not any(_number(s, "received", 0) > 0 for s in internet):
+        gw_up = gateway is not None and _number(gateway, "received", 0) > 0
         if gw_up:
             return DOWN, "isp"
         if not gateway_routed:
@@ -78,13 +78,19 @@ def classify(gateway: Sample | None, gateway_routed: bool, gateway_usually_answe
         return DOWN, "unknown"
     if dns and not any(s.fields.get("success") for s in dns):
         return DOWN, "dns"
-    best_loss = min(s.fields.get("loss_pct", 100.0) for s in internet)
-    rtts = [s.fields["rtt_avg_ms"] for s in internet if "rtt_avg_ms" in s.fields]
+    best_loss = min(_number(s, "loss_pct", 100.0) for s in internet)
+    rtts = [_number(s, "rtt_avg_ms", 0.0) for s in internet if "rtt_avg_ms" in s.fields]
     if best_loss >= th.degraded_loss_pct and best_loss > 0:
         return DEGRADED, "loss"
     if rtts and min(rtts) >= th.degraded_rtt_ms:
         return DEGRADED, "latency"
     return UP, None
+
+
+def _number(s: Sample, key: str, default: float) -> float:
+    """A numeric field of ``s``, ``default`` when it is missing (echo fields are never text)."""
+    v = s.fields.get(key, default)
+    return v if isinstance(v, (int, float)) else default
 
 
 class Prober:
@@ -132,14 +138,14 @@ class Prober:
             by_role.setdefault(probe.role, []).extend(got)
             samples += [s.with_tags(self.base_tags) for s in got]
         gateway = by_role[GATEWAY][0] if by_role[GATEWAY] else None
-        if gateway is not None and gateway.fields.get("received", 0) > 0:
+        if gateway is not None and _number(gateway, "received", 0) > 0:
             self.gateway_answered = True
         gw = self.gateway
         routed = gw.routed if gw is not None else True
         status, cause = classify(gateway, routed, self.gateway_answered, by_role[INTERNET],
                                  by_role[DNS], self.th)
         duration = max(0.0, self.clock.monotonic() - t0)
-        fields: dict = {"status": status, "duration_s": round(duration, 4),
+        fields: dict[str, FieldValue] = {"status": status, "duration_s": round(duration, 4),
                         "interval_s": self.cfg.probe.interval_s, "probe_errors": len(errors)}
         if status in ONLINE:
             fields["online"] = ONLINE[status]

@@ -149,7 +149,8 @@ def parse_power_supply(supplies: Mapping[str, Mapping[str, str]]) -> Reading | N
         status = b.get("status")
         charge = _num(b.get("capacity"))
         if charge is None:
-            now, full = _num(b.get("energy_now") or b.get("charge_now")), _num(b.get("energy_full") or b.get("charge_full"))
+            now = _num(b.get("energy_now") or b.get("charge_now"))
+            full = _num(b.get("energy_full") or b.get("charge_full"))
             if now is not None and full:
                 charge = round(100.0 * now / full, 1)
     if mains:

@@ -76,7 +76,7 @@ class _Outcome:
     """One server's result: an Answer with its RTT, or an error word."""
 
     answer: Answer | None = None
-    rtt_ms: float | None = None
+    rtt_ms: float = 0.0  # with an answer only
     error: str | None = None
 
 
@@ -231,10 +231,10 @@ def measure(name: str, *, servers: Sequence[str], timeout_s: float = 2.0, qtype:
 
 def _choose(outcomes: list[tuple[str, _Outcome]]) -> tuple[str, _Outcome] | None:
     """The reply to report: the final one (NOERROR/NXDOMAIN) if any, else the first reply."""
-    replies = [(s, o) for s, o in outcomes if o.answer is not None]
-    for server, outcome in replies:
-        if outcome.answer.rcode in (RCODE_NOERROR, RCODE_NXDOMAIN):
+    for server, outcome in outcomes:
+        if outcome.answer is not None and outcome.answer.rcode in (RCODE_NOERROR, RCODE_NXDOMAIN):
             return server, outcome
+    replies = [(s, o) for s, o in outcomes if o.answer is not None]
     return replies[0] if replies else None
 
 

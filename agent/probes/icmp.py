@@ -46,9 +46,9 @@ METHODS = (DGRAM, RAW)
 
 PAYLOAD_BYTES = 16  # a random nonce per measurement; small on purpose (metered mobile data)
 
-_ECHO_REQUEST = {socket.AF_INET: 8, socket.AF_INET6: 128}
-_ECHO_REPLY = {socket.AF_INET: 0, socket.AF_INET6: 129}
-_PROTO = {socket.AF_INET: socket.IPPROTO_ICMP, socket.AF_INET6: socket.IPPROTO_ICMPV6}
+_ECHO_REQUEST: dict[int, int] = {socket.AF_INET: 8, socket.AF_INET6: 128}
+_ECHO_REPLY: dict[int, int] = {socket.AF_INET: 0, socket.AF_INET6: 129}
+_PROTO: dict[int, int] = {socket.AF_INET: socket.IPPROTO_ICMP, socket.AF_INET6: socket.IPPROTO_ICMPV6}
 _HEADER = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
 
 # Linux socket options that Python 3.11 does not name.
@@ -143,8 +143,8 @@ def open_socket(method: str, family: int = socket.AF_INET) -> socket.socket:
     """A new, non-blocking ICMP socket for ``method`` and ``family``.
 
     Raises MethodUnavailable when the system refuses it (no permission, no kernel support; a
-    one-line message, :meth:`agent.platform.Platform.icmp_help` has the fixes), ProbeError for anything else (e.g. out
-    of file descriptors), ValueError for an unknown method.
+    one-line message, :meth:`agent.platform.Platform.icmp_help` has the fixes), ProbeError for
+    anything else (e.g. out of file descriptors), ValueError for an unknown method.
     """
     if method not in METHODS:
         raise ValueError(f"unknown ICMP method {method!r}; expected one of {', '.join(METHODS)}")

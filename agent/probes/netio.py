@@ -107,9 +107,10 @@ class NetIO:
 
     ``exclude`` names interfaces never reported, even when also in ``include`` (default: "lo").
     ``include``, when given, limits the report to those names; without it every interface is
-    reported except those flagged as loopback by the kernel, whatever their name. ``read_counters`` and ``read_links`` are the I/O edge (psutil by
-    default); tests pass fakes. Not thread-safe: one scheduler job owns an instance. A probe of
-    :mod:`agent.probes.contract`: :meth:`measure` returns its rows.
+    reported except those flagged as loopback by the kernel, whatever their name.
+    ``read_counters`` and ``read_links`` are the I/O edge (psutil by default); tests pass fakes.
+    Not thread-safe: one scheduler job owns an instance. A probe of :mod:`agent.probes.contract`:
+    :meth:`measure` returns its rows.
     """
 
     name = "netio"

@@ -280,7 +280,7 @@ def ups_fields(variables: Mapping[str, str]) -> dict[str, float | bool | str]:
     return fields
 
 
-def mains_lost(fields: dict) -> bool:
+def mains_lost(fields: Mapping[str, object]) -> bool:
     """Whether a UPS reading means the mains is gone: the OB flag, or LB without OL (a driver that
     reports only LB while discharging). "OL LB" is a UPS back on mains, recharging a low battery:
     the cut is over."""

@@ -41,7 +41,7 @@ from agent.probes.target import parse_target
 from agent.power import Reading
 from kit.errors import MethodUnavailable
 
-Sensor = Probe["Reading | None"]
+Sensor = Probe[Reading | None]
 
 
 def platform_for(cfg: Config) -> Platform:

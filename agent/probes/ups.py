@@ -38,6 +38,7 @@ import ipaddress
 import socket
 import threading
 import time
+from typing import Any
 
 from agent.clock import Clock
 from agent.model import Sample
@@ -69,7 +70,7 @@ def _resolve(url: NutURL, deadline: float) -> list[tuple[int, tuple]]:
     if ip is not None:
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         return [(family, (url.host, url.port))]
-    box: dict[str, object] = {}
+    box: dict[str, Any] = {}
 
     def lookup() -> None:
         try:
@@ -196,7 +197,7 @@ def read_vars(url: NutURL, *, timeout_s: float = 2.0) -> dict[str, str]:
     try:
         lines = _Lines(sock, deadline)
         try:
-            if url.user is not None:
+            if url.user is not None and url.password is not None:  # both or neither
                 lines.send(f"USERNAME {quote_arg(url.user)}")
                 _expect_ok(lines, secret, "USERNAME")
                 lines.send(f"PASSWORD {quote_arg(url.password)}")
@@ -250,5 +251,7 @@ class UpsSensor:
     def measure(self) -> Reading:
         s = measure(self.url, timeout_s=self.timeout_s, clock=self.clock)
         f = s.fields
+        charge, status = f.get("charge_pct"), f.get("status")
         row = Sample("power", {"source": UPS, "ups": s.tags["ups"]}, f, s.time)
-        return Reading(UPS, mains_lost(f), f.get("charge_pct"), f.get("status"), row)
+        return Reading(UPS, mains_lost(f), None if charge is None else float(charge),
+                       None if status is None else str(status), row)
