@@ -31,9 +31,10 @@ I/O edge a round touches, so tests hand the round a fake network by constructor.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, TypeVar
+from typing import Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 from agent.model import Sample
+from agent.power import Reading
 
 R_co = TypeVar("R_co", covariant=True)
 
@@ -42,6 +43,7 @@ R_co = TypeVar("R_co", covariant=True)
 GATEWAY, INTERNET, DNS = "gateway", "internet", "dns"
 
 
+@runtime_checkable
 class Probe(Protocol[R_co]):
     """Something the agent measures: ``name`` says what, :meth:`measure` measures it once."""
 
@@ -49,6 +51,10 @@ class Probe(Protocol[R_co]):
 
     def measure(self) -> R_co:
         """One measurement now; ProbeError when it cannot be made at all."""
+
+
+# A power sensor: its reading now, None when it does not apply to this machine (no battery).
+Sensor = Probe[Reading | None]
 
 
 class RoundProbe(Probe[Sequence[Sample]], Protocol):

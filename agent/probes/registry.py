@@ -33,15 +33,12 @@ from agent.config import Config
 from agent.platform import Platform
 from agent.probes import dns, icmp
 from agent.probes.battery import BatterySensor
-from agent.probes.contract import Network, Probe, RoundProbe
+from agent.probes.contract import Network, RoundProbe, Sensor
 from agent.probes.echo import EchoDispatch, EchoProbe
 from agent.probes.gateway import GatewayProbe
 from agent.probes.host import HostSensor
 from agent.probes.target import parse_target
-from agent.power import Reading
 from kit.errors import MethodUnavailable
-
-Sensor = Probe[Reading | None]
 
 
 def platform_for(cfg: Config) -> Platform:
@@ -50,8 +47,8 @@ def platform_for(cfg: Config) -> Platform:
 
 
 def network(cfg: Config, host: Platform | None = None) -> Network:
-    """The real edge of a round: echoes by ``probe.method``, our own DNS client, the gateway and
-    the system's DNS servers as the platform finds them."""
+    """The real edge of a round: echoes by ``probe.method``, our own DNS client, the gateway as
+    the platform finds it, the system's DNS servers from ``/etc/resolv.conf``."""
     host = host or platform_for(cfg)
     return Network(echo=EchoDispatch(cfg.probe.method, cfg.probe.tcp_port), dns=dns.measure,
                    gateway=host.default_gateway, dns_servers=dns.system_servers,
