@@ -28,8 +28,8 @@ from agent.power import Reading
 
 
 class Platform(Protocol):
-    """The operating system as the agent reads it. Every method answers, never raises: what
-    cannot be read is None (or "", or False for :meth:`routes_known`)."""
+    """The operating system as the agent reads it. What cannot be read is an answer, not an
+    error: None (or "", or False for :meth:`routes_known`)."""
 
     name: str
 
