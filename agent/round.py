@@ -145,8 +145,9 @@ class Prober:
         status, cause = classify(gateway, routed, self.gateway_answered, by_role[INTERNET],
                                  by_role[DNS], self.th)
         duration = max(0.0, self.clock.monotonic() - t0)
-        fields: dict[str, FieldValue] = {"status": status, "duration_s": round(duration, 4),
-                        "interval_s": self.cfg.probe.interval_s, "probe_errors": len(errors)}
+        fields: dict[str, FieldValue] = {
+            "status": status, "duration_s": round(duration, 4),
+            "interval_s": self.cfg.probe.interval_s, "probe_errors": len(errors)}
         if status in ONLINE:
             fields["online"] = ONLINE[status]
         if cause:
