@@ -17,8 +17,9 @@ from urllib.parse import urlencode, urlsplit
 from agent import lock, power
 from agent.clock import SystemClock
 from agent.config import Config
-from agent.probes import dns, gateway, icmp, ups
-from agent.probes.registry import EchoDispatch, boot_id, method_permitted
+from agent.probes import dns, icmp, nut_protocol, nut_url, ups
+from agent.probes.echo import EchoDispatch
+from agent.probes.registry import host_sensor, platform_for
 from agent.probes.target import parse_target
 from agent.statekeys import STATE_FORWARD
 from agent.store import STATE_RECOVERED, Store
@@ -40,10 +41,10 @@ def check_icmp(cfg: Config) -> dict:
     if cfg.probe.method == "tcp":
         return _r("echo method", "ok", f"TCP connect to port {cfg.probe.tcp_port} (forced in config)")
     if cfg.probe.method != "auto":
-        if method_permitted(cfg.probe.method):
+        if icmp.permitted(cfg.probe.method):
             return _r("echo method", "ok", f"{cfg.probe.method} (forced in config)")
         return _r("echo method", "fail", f"{cfg.probe.method} is forced in config but not permitted",
-                  icmp.how_to_enable())
+                  platform_for(cfg).icmp_help())
     method = icmp.available_method(socket.AF_INET)
     if method == "icmp_dgram":
         return _r("echo method", "ok", "ICMP through an unprivileged datagram socket")
@@ -51,15 +52,16 @@ def check_icmp(cfg: Config) -> dict:
         return _r("echo method", "ok", "ICMP through a raw socket (the process has CAP_NET_RAW)")
     return _r("echo method", "warn",
               f"ICMP is refused; falling back to TCP connect timing on port {cfg.probe.tcp_port} "
-              "(routers that drop that port look unreachable)", icmp.how_to_enable())
+              "(routers that drop that port look unreachable)", platform_for(cfg).icmp_help())
 
 
 def check_gateway(cfg: Config) -> dict:
     g = cfg.probe.gateway
     if g == "off":
         return _r("gateway", "ok", "not probed (probe.gateway = \"off\"): LAN and ISP outages look alike")
-    addr = g if g != "auto" else gateway.default_gateway(cfg.agent.procfs)
-    if not addr and g == "auto" and not gateway.routes_readable(cfg.agent.procfs):
+    host = platform_for(cfg)
+    addr = g if g != "auto" else host.default_gateway()
+    if not addr and g == "auto" and not host.routes_known():
         return _r("gateway", "warn", "cannot read the routing table on this system: the gateway is "
                   "not probed and LAN outages are reported with cause \"unknown\"",
                   "set probe.gateway to the router's address (e.g. 192.168.1.1)")
@@ -156,7 +158,7 @@ def check_store(cfg: Config) -> list[dict]:
 
 
 def check_clock(cfg: Config) -> dict:
-    state = power.clock_state(cfg.agent.rundir)
+    state = platform_for(cfg).clock_state()
     if state == power.SYNCED:
         return _r("clock", "ok", "synchronised by a time-sync service")
     if state == power.NO_SYNC_SERVICE:
@@ -170,7 +172,7 @@ def check_clock(cfg: Config) -> dict:
 def check_battery(cfg: Config) -> dict:
     if cfg.power.battery == "off":
         return _r("battery", "ok", "not watched (power.battery = \"off\")")
-    r = power.read_battery(cfg.agent.sysfs)
+    r = platform_for(cfg).ac_power()
     if r is None:
         return _r("battery", "ok", "no battery or AC adapter found: power cuts are seen through the UPS "
                   "or, without one, as host-down episodes after the next boot")
@@ -184,15 +186,15 @@ def check_ups(cfg: Config) -> list[dict]:
     if not cfg.power.ups:
         return [_r("ups", "ok", "none configured (power.ups)")]
     try:
-        url, warnings = ups.load_url(cfg.power, os.environ, cfg.source)
+        url, warnings = nut_url.load_url(cfg.power, os.environ, cfg.source)
     except ConfigError as exc:
         return [_r("ups password", "fail", str(exc),
-                   f"keep the password in {ups.PASSWORD_PLACES}, readable by the agent's user")]
+                   f"keep the password in {nut_url.PASSWORD_PLACES}, readable by the agent's user")]
     rows = [_r("ups password", "warn", w, "chmod 600 the file, or move the password out of the "
                "config file") for w in warnings]
     try:
         s = ups.measure(url, timeout_s=2.0, clock=SystemClock())
-    except ups.NutError as exc:
+    except nut_protocol.NutError as exc:
         fixes = {"unreachable": "start the NUT server (upsd) or correct the host and port in power.ups",
                  "unknown_ups": "list the server's UPS names with `upsc -l HOST` and correct power.ups",
                  "access_denied": "check the user in power.ups and its password against upsd.users",
@@ -205,7 +207,8 @@ def check_ups(cfg: Config) -> list[dict]:
 
 
 def check_host(cfg: Config) -> dict:
-    bid, bt = boot_id(cfg.agent.procfs), power.boot_time(cfg.agent.procfs)
+    boot = host_sensor(platform_for(cfg)).measure()
+    bid, bt = boot.boot_id, boot.boot_time
     if not bid or bt is None:
         return _r("host", "warn", f"cannot read the boot id or boot time under {cfg.agent.procfs}: "
                   "power cuts that take the host down will not be recorded", "check agent.procfs")

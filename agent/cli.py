@@ -122,10 +122,11 @@ def probe(config_path, as_json):
     cfg = _load(config_path)
     # deferred: the prober and the probes (about 0.5 MB) load for the commands that measure
     from agent.jobs.context import base_tags
-    from agent.probes.registry import real_probes
+    from agent.probes.registry import round_probes
     from agent.round import Prober
 
-    prober = Prober(cfg, real_probes(cfg), SystemClock(), base_tags(cfg, cfg.agent.id or "-"))
+    clock = SystemClock()
+    prober = Prober(cfg, round_probes(cfg, clock), clock, base_tags(cfg, cfg.agent.id or "-"))
     try:
         rnd = prober.run()
     finally:

@@ -90,8 +90,8 @@ def _check_gateway(v: str) -> str | None:
 
 
 _check_target = parses("agent.probes.target", "parse_target")
-_check_dns_name = parses("agent.probes.dns", "validate_name")
-_check_ups = parses("agent.probes.ups", "check_nut_url", allow_empty=True)
+_check_dns_name = parses("agent.probes.dns_wire", "validate_name")
+_check_ups = parses("agent.probes.nut_url", "check_nut_url", allow_empty=True)
 _check_tag = parses("kit.lineproto", "check_tag_value", allow_empty=True)
 
 
@@ -353,7 +353,7 @@ def _cross_checks(cfg: Config, timeout_set: bool) -> None:
     w = cfg.power
     if w.ups_password_file:
         # Imported here for cost, as the checks above are: the config stays light.
-        from agent.probes.ups import url_credentials
+        from agent.probes.nut_url import url_credentials
 
         user, password = url_credentials(w.ups) if w.ups else (False, False)
         if not user:

@@ -1,164 +1,56 @@
-"""Power: is the machine on mains, and when did the mains go away?
+"""Power: is the machine on mains, and when did the mains go away? The pure logic only.
 
-Three sensors, each optional:
-
-* **battery** — a laptop's AC adapter, read from ``<sysfs>/class/power_supply`` (psutil cannot be
-  pointed at a prepared tree; it is the fallback where there is no sysfs, e.g. Windows, macOS).
-  AC lost means on battery, the best local sign of a cut: the router most likely lost power too.
-* **ups** — a UPS through Network UPS Tools (:mod:`agent.probes.ups`): OB or LB is on battery.
-* **host** — a desktop or Raspberry Pi without either simply dies. :func:`host_down` decides, at the
-  next start, from the last heartbeat, the clean-exit marker, the boot id and the boot time.
-
-Pure cores: :func:`parse_power_supply` (a sysfs snapshot to a reading), :func:`step` (readings in,
-power episodes out, the same restart-safe way as :mod:`agent.outage`), :func:`host_down`.
+Three sensors feed it, each optional and each its own module: **battery** (a laptop's AC adapter,
+:mod:`agent.probes.battery`), **ups** (a UPS through Network UPS Tools, :mod:`agent.probes.ups`)
+and **host** (:mod:`agent.probes.host`: a desktop or Raspberry Pi without either simply dies; its
+boot id and boot time tell, at the next start, that it did). The first two give :class:`Reading`
+objects every poll; :func:`step` turns them into power episodes, the same restart-safe way as
+:mod:`agent.outage`. :func:`host_down` decides, at the next start, from the last heartbeat, the
+clean-exit marker, the boot id and the boot time.
 
 Clocks. A Raspberry Pi without an RTC boots with a stale clock until NTP syncs, so a host-down
-episode is only computed from a trusted clock (:func:`clock_state`): synced, or a machine with no
-time-sync service at all (its clock comes from an RTC). Until then the decision is deferred and
-kept in the store, so a second restart does not lose it. Episodes never have a negative length
-and never start before the heartbeat that preceded them.
+episode is only computed from a trusted clock (:func:`clock_trusted`; the platform reads the state,
+:meth:`agent.platform.Platform.clock_state`): synced, or a machine with no time-sync service at all
+(its clock comes from an RTC). Until then the decision is deferred and kept in the store, so a
+second restart does not lose it. Episodes never have a negative length and never start before the
+heartbeat that preceded them.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 
-from agent.model import Episode, from_ns, to_ns
+from agent.model import Episode, FieldValue, Sample, from_ns, to_ns
 
 BATTERY, UPS, HOST = "battery", "ups", "host"
 AC_LOST, HOST_DOWN = "ac_lost", "host_down"
 
 
-# -- the battery sensor -------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class Reading:
-    """One sensor's view at one poll. ``on_battery`` None: the sensor could not tell."""
+    """One sensor's view at one poll. ``on_battery`` None: the sensor could not tell.
+
+    ``sample`` is the row the reading is recorded as (measurement ``power``, tags ``source`` and
+    the sensor's own), or None when there is nothing to record; it takes no part in comparisons.
+    """
 
     source: str
     on_battery: bool | None
     charge_pct: float | None = None
     status: str | None = None
-
-
-def parse_power_supply(supplies: Mapping[str, Mapping[str, str]]) -> Reading | None:
-    """A reading from a snapshot of ``class/power_supply``: {device: {attribute: text}}.
-
-    Mains (``type`` Mains or USB) ``online`` = 1 anywhere means on mains; mains devices that all say
-    0 mean on battery. Without a mains device, a battery whose ``status`` is Discharging means on
-    battery. None when the machine has neither (a desktop, a Pi): the sensor does not apply.
-    The charge is the first battery's ``capacity`` (or energy_now / energy_full).
-    """
-    mains = [d for d in supplies.values() if d.get("type") in ("Mains", "USB") and "online" in d]
-    batteries = [d for d in supplies.values() if d.get("type") == "Battery"
-                 and d.get("present", "1") != "0"]
-    if not mains and not batteries:
-        return None
-    charge = status = None
-    if batteries:
-        b = batteries[0]
-        status = b.get("status")
-        charge = _num(b.get("capacity"))
-        if charge is None:
-            now, full = _num(b.get("energy_now") or b.get("charge_now")), _num(b.get("energy_full") or b.get("charge_full"))
-            if now is not None and full:
-                charge = round(100.0 * now / full, 1)
-    if mains:
-        on_battery = not any(d.get("online") == "1" for d in mains)
-    elif status in ("Discharging",):
-        on_battery = True
-    elif status in ("Charging", "Full", "Not charging"):
-        on_battery = False
-    else:
-        on_battery = None
-    return Reading(BATTERY, on_battery, charge, status)
-
-
-def read_power_supply(sysfs: str) -> dict[str, dict[str, str]]:
-    """Snapshot of ``<sysfs>/class/power_supply``: the few attributes we use, per device."""
-    root = Path(sysfs, "class", "power_supply")
-    out: dict[str, dict[str, str]] = {}
-    try:
-        devices = sorted(os.listdir(root))
-    except OSError:
-        return out
-    for dev in devices:
-        attrs = {}
-        for name in ("type", "online", "present", "status", "capacity", "energy_now", "energy_full",
-                     "charge_now", "charge_full"):
-            try:
-                attrs[name] = (root / dev / name).read_text().strip()
-            except OSError:
-                pass
-        out[dev] = attrs
-    return out
-
-
-def read_battery(sysfs: str) -> Reading | None:
-    """The battery sensor now: sysfs where there is one, else psutil (Windows, macOS)."""
-    if Path(sysfs, "class", "power_supply").is_dir():
-        return parse_power_supply(read_power_supply(sysfs))
-    if sysfs != "/sys":
-        return None  # a prepared tree without power supplies: no battery
-    try:
-        import psutil
-
-        b = psutil.sensors_battery()
-    except (AttributeError, NotImplementedError, OSError):
-        return None
-    if b is None:
-        return None
-    return Reading(BATTERY, None if b.power_plugged is None else not b.power_plugged, float(b.percent))
-
-
-def _num(text: str | None) -> float | None:
-    try:
-        return float(text) if text not in (None, "") else None
-    except ValueError:
-        return None
+    sample: Sample | None = field(default=None, compare=False, repr=False)
 
 
 # -- is the wall clock trustworthy? -------------------------------------------------------------
 
 SYNCED, UNSYNCED, NO_SYNC_SERVICE = "synced", "unsynced", "no_sync_service"
-
-
-def clock_state(rundir: str) -> str:
-    """``synced``: systemd-timesyncd says so (``<rundir>/systemd/timesync/synchronized``) or the
-    kernel's NTP state is synchronised; ``unsynced``: a time-sync service runs but has not synced;
-    ``no_sync_service``: nothing would ever correct the clock, so it comes from the RTC and is
-    trusted as is."""
-    run = Path(rundir)
-    if (run / "systemd" / "timesync" / "synchronized").exists():
-        return SYNCED
-    services = [run / "systemd" / "timesync", run / "chrony", run / "chronyd.pid", run / "ntpd.pid",
-                run / "ntp.pid", run / "openntpd.pid"]
-    if not any(p.exists() for p in services):
-        return NO_SYNC_SERVICE
-    if rundir == "/run" and _kernel_clock_synced():
-        return SYNCED  # chrony and ntpd leave no flag file, but they clear the kernel's STA_UNSYNC
-    return UNSYNCED
+CLOCK_STATES = (SYNCED, UNSYNCED, NO_SYNC_SERVICE)
 
 
 def clock_trusted(state: str) -> bool:
     return state in (SYNCED, NO_SYNC_SERVICE)
-
-
-def _kernel_clock_synced() -> bool:
-    """adjtimex(2) returns TIME_ERROR (5) while the kernel's clock is marked unsynchronised."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        buf = ctypes.create_string_buffer(512)  # struct timex is 208 bytes on 64-bit Linux
-        return libc.adjtimex(buf) not in (-1, 5)
-    except (OSError, AttributeError):
-        return False
 
 
 # -- power episodes from readings (pure) --------------------------------------------------------
@@ -194,7 +86,8 @@ class PowerTracker:
 
 
 def step(state: PowerTracker, readings: list[Reading], time: datetime, mono: float, *,
-         momentary_max_s: float, max_gap_s: float, boot: str = "") -> tuple[PowerTracker, list[tuple[str, Episode]]]:
+         momentary_max_s: float, max_gap_s: float,
+         boot: str = "") -> tuple[PowerTracker, list[tuple[str, Episode]]]:
     """Advance by one poll. Returns the new state and ("opened" | "closed", episode) changes.
 
     A source opens an episode at the first poll that reads on battery and closes it at the first
@@ -206,8 +99,9 @@ def step(state: PowerTracker, readings: list[Reading], time: datetime, mono: flo
     changes: list[tuple[str, Episode]] = []
     opened = dict(state.open)
     charges = dict(state.last_charge)
-    if state.last_mono is not None and (mono < state.last_mono or mono - state.last_mono > max_gap_s
-                                        or (state.boot and boot and boot != state.boot)):
+    if state.last_ns is not None and state.last_mono is not None and (
+            mono < state.last_mono or mono - state.last_mono > max_gap_s
+            or (state.boot and boot and boot != state.boot)):
         for source, o in opened.items():
             ep = _episode(source, o, state.last_ns, state.last_mono, charges.get(source), momentary_max_s)
             changes.append(("closed", replace(ep, details={**ep.details, "end_observed": False})))
@@ -231,6 +125,8 @@ def step(state: PowerTracker, readings: list[Reading], time: datetime, mono: flo
 
 def in_progress(state: PowerTracker, momentary_max_s: float) -> list[Episode]:
     """Power episodes open at the last poll, with their length so far and the latest charge."""
+    if state.last_ns is None or state.last_mono is None:
+        return []  # never polled: nothing can be open
     charges = dict(state.last_charge)
     return [_episode(s, o, state.last_ns, state.last_mono, charges.get(s), momentary_max_s, end=False)
             for s, o in state.open]
@@ -244,7 +140,7 @@ def _episode(source: str, o: Open, at_ns: int, at_mono: float, charge_end: float
              momentary_max_s: float, end: bool = True) -> Episode:
     duration = round(max(0.0, at_mono - o.start_mono), 3)  # rounded once: see outage._episode
     at = from_ns(at_ns)
-    details: dict = {"source": source}
+    details: dict[str, FieldValue] = {"source": source}
     if o.charge_start is not None:
         details["charge_start_pct"] = o.charge_start
     if charge_end is not None:
@@ -316,7 +212,7 @@ def host_down(prev: Heartbeat | None, clean_exit: bool, boot_now: str, boot_time
     if boot_time is None:
         return Decision("defer", "the host rebooted but its boot time cannot be read")
     start = prev.time
-    details: dict = {"source": HOST, "boot_id": boot_now}
+    details: dict[str, FieldValue] = {"source": HOST, "boot_id": boot_now}
     end = boot_time
     if end < start:
         end = start
@@ -328,14 +224,3 @@ def host_down(prev: Heartbeat | None, clean_exit: bool, boot_now: str, boot_time
                  duration_s=duration, sustained=duration > momentary_max_s, details=details)
     return Decision("host_down", "the host went down without a clean exit (power cut)", ep)
 
-
-def boot_time(procfs: str) -> datetime | None:
-    """``btime`` from ``<procfs>/stat``: when this boot started, as the kernel now computes it
-    (it follows clock corrections, so read it after time sync)."""
-    try:
-        for line in Path(procfs, "stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return datetime.fromtimestamp(int(line.split()[1]), tz=timezone.utc)
-    except (OSError, ValueError):
-        return None
-    return None

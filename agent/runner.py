@@ -50,8 +50,10 @@ from agent.jobs.selfmetrics import SelfMetrics
 from agent.jobs.speedtests import CHECK_S as SPEEDTEST_CHECK_S
 from agent.jobs.speedtests import SpeedTests
 from agent.notify import Notifier
-from agent.probes.registry import EchoDispatch, boot_id, real_probes
-from agent.round import Prober, Probes
+from agent.probes.contract import Network
+from agent.probes.echo import EchoDispatch
+from agent.probes.registry import host_sensor, network, platform_for, round_probes
+from agent.round import Prober
 from agent.schedule import Ticker
 from agent.statekeys import STATE_CLEAN_EXIT, STATE_ISP, STATE_SITE, STATE_TRACKER
 from agent.store import Store
@@ -69,18 +71,20 @@ class Agent:
     ``selfmetrics``. Tests pass the clock, the probes and the store; ``linewatch run`` passes the
     lock it holds."""
 
-    def __init__(self, cfg: Config, *, clock: Clock | None = None, probes: Probes | None = None,
+    def __init__(self, cfg: Config, *, clock: Clock | None = None, probes: Network | None = None,
                  store: Store | None = None, notifier=None, lock=None) -> None:
         clock = clock or SystemClock()
         store = store or open_store(cfg, clock)
         self.id = agent_id(cfg)
         tags = base_tags(cfg, self.id, store.get_state(STATE_ISP), store.get_state(STATE_SITE))
-        self.ctx = ctx = Context(cfg, clock, store, tags, boot=boot_id(cfg.agent.procfs))
-        self.prober = Prober(cfg, probes or real_probes(cfg), clock, tags)
+        host = platform_for(cfg)
+        self.ctx = ctx = Context(cfg, clock, store, tags, boot=host_sensor(host).measure().boot_id)
+        self.network = probes or network(cfg, host)
+        self.prober = Prober(cfg, round_probes(cfg, clock, self.network), clock, tags)
         testing = threading.Event()  # set while a speed test fills the line: no round then
-        self.rounds = Rounds(ctx, self.prober, on_battery=lambda: self.power.on_battery(),
+        self.rounds = Rounds(ctx, self.prober, host, on_battery=lambda: self.power.on_battery(),
                              clock_trusted=lambda: self.power.clock_trusted(), paused=testing)
-        self.power = PowerJob(ctx)
+        self.power = PowerJob(ctx, host)
         self.speedtests = SpeedTests(ctx, outage_open=self.rounds.outage_open,
                                      on_battery=self.power.on_battery, running=testing)
         self.push = None
@@ -198,7 +202,7 @@ class Agent:
 
     def _say_echo_method(self) -> None:
         """Once at start: which echo method the targets get, and the fix when ICMP is refused."""
-        prober_echo = getattr(self.prober.probes, "echo", None)
+        prober_echo = getattr(self.network, "echo", None)
         if self.cfg.probe.method != "auto" or not isinstance(prober_echo, EchoDispatch):
             return
         if prober_echo.method_for(socket.AF_INET) == "tcp":

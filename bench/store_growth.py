@@ -29,11 +29,11 @@ from agent.clock import FakeClock  # noqa: E402
 from agent.config import parse  # noqa: E402
 from agent.model import Sample, from_ns  # noqa: E402
 from agent.probes.stats import echo_stats  # noqa: E402
-from agent.round import Probes  # noqa: E402
+from agent.probes.contract import Network  # noqa: E402
 from agent.runner import Agent  # noqa: E402
 
 
-def fake_probes(rng: random.Random) -> Probes:
+def fake_probes(rng: random.Random) -> Network:
     def echo(target, *, count, timeout_s, clock):
         base = 2.0 if str(target).startswith("192.168.") else 35.0
         rtts = [None if rng.random() < 0.01 else base + rng.expovariate(1 / 4.0) for _ in range(count)]
@@ -44,7 +44,7 @@ def fake_probes(rng: random.Random) -> Probes:
                       {"success": True, "rtt_ms": 20 + rng.expovariate(1 / 10.0), "rcode": 0, "answers": 4},
                       clock.now())
 
-    return Probes(echo=echo, dns=dns, gateway=lambda: "192.168.1.1", dns_servers=lambda: ["192.168.1.1"])
+    return Network(echo=echo, dns=dns, gateway=lambda: "192.168.1.1", dns_servers=lambda: ["192.168.1.1"])
 
 
 def line_bytes(s: Sample) -> int:

@@ -4,7 +4,7 @@ Two secrets exist. The InfluxDB token (or ``user:password`` for InfluxDB 1.x) co
 ``$LINEWATCH_INFLUX_TOKEN``, ``influx.token_file`` or the systemd credential ``influx-token``
 (:func:`kit.influx.load_token`). The NUT password comes from ``$LINEWATCH_UPS_PASSWORD``,
 ``power.ups_password_file`` or the systemd credential ``ups-password``, or from ``power.ups``
-itself (:func:`agent.probes.ups.load_url`). Both are read by :func:`load`.
+itself (:func:`agent.probes.nut_url.load_url`). Both are read by :func:`load`.
 
 What is shown passes through one of two functions here, and nowhere else:
 

@@ -11,7 +11,7 @@ import json
 
 from agent.config import parse
 from agent.model import Sample, from_ns
-from agent.round import Probes
+from agent.probes.contract import Network
 from agent.runner import Agent
 from agent.store import Store
 from kit.errors import ProbeError
@@ -40,7 +40,7 @@ class FakeNet:
         return Sample("dns", {"name": name, "server": servers[0]}, {"success": self.state == "up"}, clock.now())
 
     def probes(self):
-        return Probes(echo=self.echo, dns=self.dns, gateway=lambda: "192.168.1.1",
+        return Network(echo=self.echo, dns=self.dns, gateway=lambda: "192.168.1.1",
                       dns_servers=lambda: ["192.168.1.1"])
 
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from agent.clock import FakeClock
 from agent.config import parse
 from agent.model import Sample
-from agent.round import Probes
+from agent.probes.contract import Network
 from agent.runner import Agent
 
 KARACHI = ZoneInfo("Asia/Karachi")
@@ -67,8 +67,8 @@ class Line:
             f["error"] = "timeout"
         return Sample("dns", {"name": name, "server": servers[0]}, f, clock.now())
 
-    def probes(self) -> Probes:
-        return Probes(echo=self.echo, dns=self.dns, gateway=lambda: GATEWAY)
+    def probes(self) -> Network:
+        return Network(echo=self.echo, dns=self.dns, gateway=lambda: GATEWAY)
 
 
 def config_text(state: Path, *, region="PK-PB", city="Lahore", isp="PTCL", access="fibre",

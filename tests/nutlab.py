@@ -43,7 +43,9 @@ import threading
 import time
 from pathlib import Path
 
-from agent.probes.ups import NutError, NutURL, quote_arg, read_vars
+from agent.probes.nut_protocol import NutError, quote_arg
+from agent.probes.nut_url import NutURL
+from agent.probes.ups import read_vars
 
 NUT_BIN = Path("/lib/nut")
 DUMMY_UPS = NUT_BIN / "dummy-ups"

@@ -178,7 +178,7 @@ def ups(tmp: Path) -> list[Sample]:
                           load=41) as nut:
         cfg = agent_cfg(tmp, sections=f'[power]\nbattery = "off"\nups = "{nut.url()}"\n')
         agent = Agent(cfg, clock=FakeClock(), probes=FakeNet().probes())
-        readings, samples = agent.power.read_power_sensors(FakeClock().now())
+        readings, samples = agent.power.read_power_sensors()
     assert readings[0].on_battery is True and readings[0].charge_pct == 12
     return samples
 

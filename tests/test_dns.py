@@ -15,8 +15,8 @@ from hypothesis import given, settings, strategies as st
 
 from agent.clock import FakeClock, SystemClock
 from kit.errors import ProbeError
-from agent.probes import dns
-from agent.probes.dns import Answer, DnsFormatError, build_query, parse_response
+from agent.probes import dns, dns_wire
+from agent.probes.dns_wire import Answer, DnsFormatError, build_query, parse_response
 from tests import netlab
 from tests.dnsserver import FakeServer, answer_to_query, reply, rr_a, rr_aaaa, rr_cname, wire_name
 
@@ -46,7 +46,7 @@ def test_build_query_wire(name, qtype, qid, question):
         "slash", "tab", "semicolon", "idna-too-long"])
 def test_invalid_names_raise_value_error(name):
     with pytest.raises(ValueError):
-        dns.validate_name(name)
+        dns_wire.validate_name(name)
     with pytest.raises(ValueError):
         build_query(name, 1, 1)
 
@@ -56,14 +56,14 @@ def test_invalid_names_raise_value_error(name):
     "münchen.de", "xn--mnchen-3ya.de", "1.2.3.4", "_sip._udp.example.org",
 ], ids=["plain", "fqdn", "label-63", "name-253", "idna", "punycode", "numeric", "service"])
 def test_valid_names(name):
-    assert dns.validate_name(name) is None
+    assert dns_wire.validate_name(name) is None
 
 
 def test_validate_name_message_names_the_problem():
     with pytest.raises(ValueError, match="at most 63"):
-        dns.validate_name("x" * 64 + ".com")
+        dns_wire.validate_name("x" * 64 + ".com")
     with pytest.raises(ValueError, match="at most 253"):
-        dns.validate_name(".".join(["a" * 63] * 4))
+        dns_wire.validate_name(".".join(["a" * 63] * 4))
 
 
 @pytest.mark.parametrize("qid", [-1, 65536])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from agent.probes.gateway import default_gateway, parse_ipv6_route, parse_route
+from agent.platform.linux import Linux, parse_ipv6_route, parse_route
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,20 +144,20 @@ V6_DEFAULT = v6("::", 0, "2001:db8::1", 1024, 0x3, "eth0")
     (None, None, None),
 ], ids=["ipv4-wins", "ipv6-fallback", "no-ipv4-file", "neither", "no-ipv6-file", "no-files"])
 def test_default_gateway_on_fixture_tree(sys_byteorder_little, tmp_path, route, ipv6, expected):
-    assert default_gateway(_procfs(tmp_path, route, ipv6)) == expected
+    assert Linux(_procfs(tmp_path, route, ipv6)).default_gateway() == expected
 
 
 def test_default_gateway_missing_procfs(tmp_path):
-    assert default_gateway(str(tmp_path / "nowhere")) is None
+    assert Linux(str(tmp_path / "nowhere")).default_gateway() is None
 
 
 def test_default_gateway_unreadable_file(tmp_path):
     procfs = _procfs(tmp_path, None, None)
     (tmp_path / "net" / "route").mkdir()  # a directory: open() fails with IsADirectoryError
-    assert default_gateway(procfs) is None
+    assert Linux(procfs).default_gateway() is None
 
 
-CODE = "from agent.probes.gateway import default_gateway; print(default_gateway())"
+CODE = "from agent.platform.linux import Linux; print(Linux().default_gateway())"
 
 
 @pytest.mark.netns
@@ -178,13 +178,11 @@ def test_agent_namespace_gateway(net):
 
 
 def test_routes_readable_only_where_the_kernel_tables_exist(tmp_path):
-    from agent.probes.gateway import routes_readable
-
-    assert not routes_readable(str(tmp_path))                  # no /proc/net: not Linux
+    assert not Linux(str(tmp_path)).routes_known()         # no /proc/net: not Linux
     (tmp_path / "net").mkdir()
     (tmp_path / "net" / "ipv6_route").write_text("")
-    assert routes_readable(str(tmp_path))
-    assert routes_readable("/proc")                            # this machine (Linux)
+    assert Linux(str(tmp_path)).routes_known()
+    assert Linux("/proc").routes_known()                   # this machine (Linux)
 
 
 # --------------------------------------------------------------- the gateway's hardware address
@@ -211,20 +209,18 @@ def arp(ip: str, mac: str, flags: int = 0x2, dev: str = "eth0") -> str:
 ], ids=["found", "among-others", "incomplete", "not-complete-flag", "zero-address",
         "other-address-only", "short-address", "not-hex", "empty-table", "no-header"])
 def test_parse_arp(text, address, expected):
-    from agent.probes.gateway import parse_arp
+    from agent.platform.linux import parse_arp
 
     assert parse_arp(text, address) == expected
 
 
 def test_gateway_mac_on_fixture_tree(tmp_path):
-    from agent.probes.gateway import gateway_mac
-
     (tmp_path / "net").mkdir()
     (tmp_path / "net" / "arp").write_text(ARP_HEAD + arp("192.0.2.1", "02:fc:00:00:00:05"))
-    assert gateway_mac("192.0.2.1", str(tmp_path)) == "02:fc:00:00:00:05"
-    assert gateway_mac("fe80::1%eth0", str(tmp_path)) is None    # IPv6: not in that table
-    assert gateway_mac(None, str(tmp_path)) is None
-    assert gateway_mac("192.0.2.1", str(tmp_path / "nothere")) is None   # not Linux
+    assert Linux(str(tmp_path)).gateway_mac("192.0.2.1") == "02:fc:00:00:00:05"
+    assert Linux(str(tmp_path)).gateway_mac("fe80::1%eth0") is None       # IPv6: not in that table
+    assert Linux(str(tmp_path)).gateway_mac(None) is None
+    assert Linux(str(tmp_path / "nothere")).gateway_mac("192.0.2.1") is None  # not Linux
 
 
 def test_site_id_is_a_salted_hash_of_the_address_bytes():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.platform.linux import Linux
 from agent.probes import icmp
 from agent.probes.target import parse_target
 from tests.netlab import responder, start_responder
@@ -117,7 +118,7 @@ def test_unknown_method():
 
 
 def test_how_to_enable_names_the_fixes():
-    text = icmp.how_to_enable()
+    text = Linux().icmp_help()
     for fragment in ("net.ipv4.ping_group_range", "/etc/sysctl.d", "cap_net_raw+ep",
                      "AmbientCapabilities=CAP_NET_RAW", "root"):
         assert fragment in text
@@ -131,6 +132,7 @@ import json, socket, sys, time
 from datetime import datetime
 from agent.clock import FakeClock
 from kit.errors import LinewatchError
+from agent.platform.linux import Linux
 from agent.probes import icmp
 from agent.probes.target import parse_target
 req = json.loads(sys.argv[1])
@@ -277,6 +279,7 @@ def test_concurrent_raw_probes_keep_their_own_replies(net):
     responder(net, "--delay-ms", "10")
     code = """
 import json, sys, threading
+from agent.platform.linux import Linux
 from agent.probes import icmp
 from agent.probes.target import parse_target
 out = [None, None]

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import power
-from agent.power import Heartbeat, PowerTracker, Reading, host_down, parse_power_supply
+from agent.platform.linux import Linux, parse_power_supply
+from agent.power import Heartbeat, PowerTracker, Reading, host_down
 from tests.hosttree import power_supply
 
 T0 = datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
@@ -33,8 +34,8 @@ def test_parse_power_supply(supplies, expected):
 
 def test_read_power_supply_from_a_prepared_tree(tmp_path):
     power_supply(tmp_path, online="0", capacity=42, status="Discharging")
-    assert power.read_battery(str(tmp_path)) == Reading("battery", True, 42.0, "Discharging")
-    assert power.read_battery(str(tmp_path / "nothing")) is None
+    assert Linux(sysfs=str(tmp_path)).ac_power() == Reading("battery", True, 42.0, "Discharging")
+    assert Linux(sysfs=str(tmp_path / "nothing")).ac_power() is None
 
 
 @pytest.mark.parametrize("files, expected", [
@@ -52,7 +53,7 @@ def test_clock_state(tmp_path, files, expected):
         else:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text("")
-    assert power.clock_state(str(tmp_path)) == expected
+    assert Linux(rundir=str(tmp_path)).clock_state() == expected
     assert power.clock_trusted(expected) == (expected != power.UNSYNCED)
 
 
@@ -190,8 +191,8 @@ def test_host_down_never_negative_nor_before_heartbeat(boot_offset_s, mono_now, 
 def test_heartbeat_round_trip_and_boot_time(tmp_path):
     assert Heartbeat.from_json(HB.to_json()) == HB
     (tmp_path / "stat").write_text("cpu  1 2 3\nbtime 1793512800\nprocesses 7\n")
-    assert power.boot_time(str(tmp_path)) == datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
-    assert power.boot_time(str(tmp_path / "missing")) is None
+    assert Linux(procfs=str(tmp_path)).boot_time() == datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
+    assert Linux(procfs=str(tmp_path / "missing")).boot_time() is None
 
 
 def test_power_sustained_follows_the_published_duration():

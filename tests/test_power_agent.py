@@ -313,7 +313,7 @@ def check_rows(host: Host, env: dict | None = None) -> tuple[dict, str]:
 def test_ups_password_from_each_source_reaches_upsd(tmp_path, nut, source):
     """The real upsd takes any password on a read, so a relay records what the agent sent and
     LOGIN asks upsd whether it is the user's password."""
-    from agent.probes.ups import split_words
+    from agent.probes.nut_protocol import split_words
     from tests.nutlab import PASSWORD, USER, Relay
 
     keep = tmp_path / "keep"

@@ -23,6 +23,7 @@ import pytest
 
 from agent.clock import FakeClock, SystemClock
 from agent.config import parse
+from agent.probes.registry import round_probes
 from agent.probes.speedtest import measure
 from agent.runner import Agent
 from tests.catalog import assert_listed, assert_no_addresses_but_the_configured
@@ -152,7 +153,7 @@ def test_no_test_during_an_outage_or_on_battery_when_asked(tmp_path, speed):
     ac = power_supply(sysfs, online="1", capacity=90, status="Charging")
     a = agent_for(tmp_path, speed.url, "only_on_ac = true\n", clock=clock, agent_extra=f'sysfs = "{sysfs}"\n')
     net = FakeNet()
-    a.prober.probes = net.probes()
+    a.prober.probes = round_probes(a.cfg, clock, net.probes())
     net.state = "isp"
     for _ in range(4):
         a.rounds.run()

@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from agent.clock import FakeClock
 from kit.errors import ProbeError
-from agent.probes.ups import (KINDS, NutError, NutURL, error_for_reply, measure, parse_list_var,
-                              parse_nut_url, parse_var_line, quote_arg, read_vars, split_words,
-                              ups_fields)
+from agent.probes.nut_protocol import (KINDS, NutError, error_for_reply, parse_list_var,
+                                       parse_var_line, quote_arg, split_words, ups_fields)
+from agent.probes.nut_url import NutURL, parse_nut_url
+from agent.probes.ups import measure, read_vars
 from tests import nutlab
 
 SECRET = "Zs3cr3t-pw"
@@ -142,7 +143,7 @@ def private(path, text: str, mode: int = 0o600):
 
 def test_a_user_without_a_password_is_valid_config_but_needs_one_to_run(tmp_path):
     from kit.errors import ConfigError
-    from agent.probes.ups import load_url
+    from agent.probes.nut_url import load_url
 
     section = power('ups = "nut://mon@h/ups"')
     with pytest.raises(ConfigError) as err:
@@ -154,7 +155,7 @@ def test_a_user_without_a_password_is_valid_config_but_needs_one_to_run(tmp_path
 
 
 def test_password_sources_in_order(tmp_path):
-    from agent.probes.ups import load_url
+    from agent.probes.nut_url import load_url
 
     pw_file = private(tmp_path / "pw", "from-file\n")
     creds = tmp_path / "creds"
@@ -175,7 +176,7 @@ def test_password_sources_in_order(tmp_path):
 
 
 def test_password_file_keeps_the_password_exactly(tmp_path, monkeypatch):
-    from agent.probes.ups import load_url
+    from agent.probes.nut_url import load_url
 
     monkeypatch.setenv("HOME", str(tmp_path))
     private(tmp_path / "pw", f" {nutlab.PASSWORD} \n")   # spaces are the password's own
@@ -189,7 +190,7 @@ def test_password_file_keeps_the_password_exactly(tmp_path, monkeypatch):
                          ids=["missing", "empty", "two-lines", "tab"])
 def test_a_bad_password_file_names_the_key(tmp_path, content, expected):
     from kit.errors import ConfigError
-    from agent.probes.ups import load_url
+    from agent.probes.nut_url import load_url
 
     f = tmp_path / "pw"
     if content is not None:
@@ -214,7 +215,7 @@ def test_a_password_file_needs_a_user_without_a_password(text, expected):
 
 
 def test_files_others_can_read_are_warnings_that_never_show_the_password(tmp_path):
-    from agent.probes.ups import load_url
+    from agent.probes.nut_url import load_url
 
     cfg = private(tmp_path / "lw.toml", f'[power]\nups = "nut://mon:{SECRET}@h/ups"\n', 0o644)
     url, (warning,) = load_url(power(f'ups = "nut://mon:{SECRET}@h/ups"'), {}, str(cfg))
@@ -904,7 +905,7 @@ def test_real_upsd_does_not_check_passwords_on_reads(nut):
 def test_real_password_from_a_file_is_what_upsd_reads(nut, tmp_path):
     """upsd 2.8.0 does not check a password on reads, so the relay shows what the agent's client
     sent and LOGIN asks upsd whether it is the user's password."""
-    from agent.probes.ups import load_url
+    from agent.probes.nut_url import load_url
 
     pw = private(tmp_path / "pw", nutlab.PASSWORD + "\n")
     with nutlab.Relay(nut.port) as relay:
@@ -931,7 +932,7 @@ def test_real_wrong_password_is_denied_by_login(nut):
 @pytest.mark.parametrize("status, lost", [("OL", False), ("OB", True), ("OB LB", True),
                                           ("OL CHRG LB", False), ("LB", True), ("OL CHRG", False)])
 def test_mains_lost_follows_ob_and_lb_without_ol(status, lost):
-    from agent.probes.ups import mains_lost
+    from agent.probes.nut_protocol import mains_lost
 
     flags = status.split()
     assert mains_lost({"status": status, "on_battery": "OB" in flags, "low_battery": "LB" in flags}) is lost

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 from agent import outage, power
 from agent.jobs.context import (MAX_UNWRITTEN, Context, Job, episode_sample, keep_last, log_change,
                                 saved_power_tracker)
 from agent.model import Sample
+from agent.platform import Platform
+from agent.probes.registry import host_sensor, power_sensors
+from kit.errors import ProbeError
 from agent.statekeys import (STATE_CLEAN_EXIT, STATE_DROPPED_HOST_DOWN, STATE_HEARTBEAT, STATE_JUDGED,
                              STATE_PENDING, STATE_POWER, STATE_POWER_SENSORS)
 
@@ -31,18 +33,15 @@ class PowerJob(Job):
 
     name = "power"
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, platform: Platform) -> None:
         super().__init__(ctx)
-        cfg = ctx.cfg
+        self.platform = platform  # the clock's sync state
+        self.host = host_sensor(platform)  # the boot time, for the host-down decision
         self.tracker = saved_power_tracker(ctx.store)
-        self.ups_url = None
-        self.ups_warnings: list[str] = []  # logged once at start: power.ups is read only then
-        if cfg.power.ups:
-            # deferred: the NUT client (about 0.7 MB) loads only when a UPS is configured
-            from agent.probes.ups import load_url
-
-            self.ups_url, self.ups_warnings = load_url(cfg.power, os.environ, cfg.source)
-        self.clock_state = power.clock_state(cfg.agent.rundir)
+        # The sensors power.battery and power.ups ask for; the warnings about where the UPS
+        # password is kept are logged once at start (power.ups is read only then).
+        self.sensors, self.ups_warnings = power_sensors(ctx.cfg, platform, ctx.clock)
+        self.clock_state = platform.clock_state()
         self._pending: dict | None = None
         # Polls whose store write failed, oldest first, stepped again with the next one.
         self._unwritten_polls: list[tuple] = []
@@ -119,7 +118,7 @@ class PowerJob(Job):
             log.warning("the previous run's heartbeat cannot be read (%s: %s): how it ended is not "
                         "judged", type(exc).__name__, exc)
             return power.Decision("none", "the previous heartbeat could not be read")
-        d = power.host_down(hb, prev["clean"], self.ctx.boot, power.boot_time(self.cfg.agent.procfs),
+        d = power.host_down(hb, prev["clean"], self.ctx.boot, self.host.measure().boot_time,
                             self.clock.now(), self.clock.monotonic(),
                             power.clock_trusted(self.clock_state), self.cfg.outage.momentary_max_s)
         if d.kind == "defer":
@@ -139,11 +138,11 @@ class PowerJob(Job):
         Sensors are read every ``power.poll_s`` so a cut is seen within one poll, but the store
         is written only when something changed, while an episode is open (its length grows), or
         once a minute for the samples: a laptop on mains does not commit every 5 s."""
-        self.clock_state = power.clock_state(self.cfg.agent.rundir)
+        self.clock_state = self.platform.clock_state()
         if self._pending and power.clock_trusted(self.clock_state):
             self._settle_pending()
         t, mono = self.clock.now(), self.clock.monotonic()
-        readings, fresh = self.read_power_sensors(t)
+        readings, fresh = self.read_power_sensors()
         sensors = {"clock": self.clock_state, "readings": [
             {"source": r.source, "on_battery": r.on_battery, "charge_pct": r.charge_pct, "status": r.status}
             for r in readings], "errors": dict(self._sensor_errors)}
@@ -184,33 +183,24 @@ class PowerJob(Job):
         if due or changed:
             self._power_written = mono
 
-    def read_power_sensors(self, t) -> tuple[list[power.Reading], list[Sample]]:
-        """Readings of the configured sensors and their samples; a failing sensor is a warning
-        (logged when it starts and stops failing, shown in status), never fatal."""
+    def read_power_sensors(self) -> tuple[list[power.Reading], list[Sample]]:
+        """Readings of the configured sensors and their samples (each stamped by its sensor when
+        read); a failing sensor is a warning (logged when it starts and stops failing, shown in
+        status), never fatal."""
         readings, samples = [], []
-        if self.cfg.power.battery == "auto":
-            r = power.read_battery(self.cfg.agent.sysfs)
-            if r is not None:
-                readings.append(r)
-                fields = {k: v for k, v in (("on_battery", r.on_battery), ("charge_pct", r.charge_pct),
-                                            ("status", r.status)) if v is not None}
-                if fields:
-                    samples.append(Sample("power", {**self.tags, "source": power.BATTERY}, fields, t))
-        if self.ups_url is not None:
-            from agent.probes.ups import NutError, mains_lost, measure
-
+        for sensor in self.sensors:
             try:
-                s = measure(self.ups_url, timeout_s=min(2.0, self.cfg.power.poll_s), clock=self.clock)
-            except NutError as exc:
-                self._sensor_failed(power.UPS, str(exc))
-                readings.append(power.Reading(power.UPS, None))
-            else:
-                self._sensor_ok(power.UPS)
-                f = s.fields
-                readings.append(power.Reading(power.UPS, mains_lost(f), f.get("charge_pct"),
-                                              f.get("status")))
-                samples.append(Sample("power", {**self.tags, "source": power.UPS, "ups": s.tags["ups"]},
-                                      f, s.time))
+                r = sensor.measure()
+            except ProbeError as exc:
+                self._sensor_failed(sensor.name, str(exc))
+                readings.append(power.Reading(sensor.name, None))
+                continue
+            self._sensor_ok(sensor.name)
+            if r is None:
+                continue
+            readings.append(r)
+            if r.sample is not None:
+                samples.append(r.sample.with_tags(self.tags))
         return readings, samples
 
     def _sensor_failed(self, source: str, message: str) -> None:

@@ -23,7 +23,8 @@ from agent import outage, power
 from agent.jobs.context import (MAX_UNWRITTEN, Context, Job, connectivity_open, episode_sample,
                                 keep_last, log_change, outage_params, saved_tracker)
 from agent.model import Sample
-from agent.probes.gateway import gateway_mac, site_id
+from agent.platform import Platform
+from agent.probes.gateway import site_id
 from agent.round import Prober, Round
 from agent.statekeys import STATE_HEARTBEAT, STATE_SITE, STATE_TRACKER
 
@@ -40,9 +41,11 @@ class Rounds(Job):
 
     name = "round"
 
-    def __init__(self, ctx: Context, prober: Prober, *, on_battery: Callable[[], bool],
-                 clock_trusted: Callable[[], bool], paused: threading.Event) -> None:
+    def __init__(self, ctx: Context, prober: Prober, platform: Platform, *,
+                 on_battery: Callable[[], bool], clock_trusted: Callable[[], bool],
+                 paused: threading.Event) -> None:
         super().__init__(ctx)
+        self.platform = platform  # reads the gateway's hardware address for the site tag
         self.prober = prober
         self.on_battery = on_battery
         self.clock_trusted = clock_trusted
@@ -118,8 +121,8 @@ class Rounds(Job):
         if self.cfg.agent.site:
             return rnd
         g = self.cfg.probe.gateway
-        mac = gateway_mac(self.prober.last_gateway if g == "auto" else None if g == "off" else g,
-                          self.cfg.agent.procfs)
+        mac = self.platform.gateway_mac(
+            self.prober.last_gateway if g == "auto" else None if g == "off" else g)
         site = site_id(mac) if mac else None
         if site and site != self.tags["site"]:
             self.store.write([], state={STATE_SITE: site})   # durable first, then kept

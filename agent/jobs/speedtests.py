@@ -102,22 +102,22 @@ class SpeedTests(Job):
         """One speed test now, if the line, the power and (unless ``force``) the budget allow;
         the result, a failure or the skip is stored and returned."""
         st = self.cfg.speedtest
+        test = speedtest.SpeedTest(server_url=st.server_url, server_ids=st.server_ids,
+                                   exclude_ids=st.exclude_ids, clock=self.clock, progress=progress,
+                                   shutdown_event=self.ctx.stop, module=self.module)
         now = self.clock.now()
         used, estimate = self.budget(now)
         d = speedplan.decide(used=used, estimate=estimate, budget_bytes=int(st.monthly_budget_mb * 1e6),
                              outage_in_progress=self.outage_open(), on_battery=self.on_battery(),
                              only_on_ac=st.only_on_ac, force=force)
-        source = "self_hosted" if st.server_url else "speedtest.net"
         if not d.run:
             log.info("speed test skipped: %s", d.detail)
-            sample = speedtest.skipped(d.reason or "", d.detail, now, source).with_tags(self.tags)
+            sample = speedtest.skipped(d.reason or "", d.detail, now, test.source).with_tags(self.tags)
             self.ctx.write_samples([sample])
             return sample
         self.running.set()
         try:
-            out = speedtest.measure(server_url=st.server_url, server_ids=st.server_ids,
-                                    exclude_ids=st.exclude_ids, clock=self.clock, progress=progress,
-                                    shutdown_event=self.ctx.stop, module=self.module)
+            out = test.measure()
         finally:
             self.running.clear()
         state, tags = {}, self.tags

@@ -1,158 +1,67 @@
-"""The default gateway, read from the kernel's routing tables under ``<procfs>/net``.
+"""The gateway: the round's echo of the router, and the site id from its hardware address.
 
 Knowing the gateway lets the agent ping the router separately from internet targets, which is how
-an outage is blamed on the LAN (router down) or on the ISP. Reading procfs needs no subprocess and
-no privileges, and tests hand the pure parsers fixture text.
+an outage is blamed on the LAN (router down) or on the ISP. :class:`GatewayProbe` finds it each
+round through the platform (``probe.gateway = "auto"``: the default route's gateway) or echoes the
+configured address, and remembers the last one it knew: with no default route (the link is down)
+it echoes that one, which records the loss against the right address.
 
-``/proc/net/route`` (IPv4) prints each address as the kernel's 32-bit word in host byte order
-(little-endian hex on x86 and ARM); ``/proc/net/ipv6_route`` prints addresses as 32 hex digits in
-network order. Only routes that are up and go via a gateway (RTF_UP | RTF_GATEWAY) count; blackhole,
-unreachable and on-link default routes have no gateway to ping and are skipped.
-
-The gateway's hardware (MAC) address, from the neighbour table ``/proc/net/arp``, tells which
-line the agent is on: agents behind one router see the same one. It is never stored or sent;
-only :func:`site_id`, a one-way hash of it, is (the ``site`` tag).
+The gateway's hardware (MAC) address tells which line the agent is on: agents behind one router
+see the same one. It is never stored or sent; only :func:`site_id`, a one-way hash of it, is (the
+``site`` tag).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import struct
-import sys
+from typing import Sequence
 
-RTF_UP = 0x0001
-RTF_GATEWAY = 0x0002
-_WANTED = RTF_UP | RTF_GATEWAY
+from agent.clock import Clock
+from agent.model import Sample
+from agent.probes.contract import GATEWAY, Network
+from agent.probes.target import parse_target
 
 
-def parse_route(text: str, byteorder: str = sys.byteorder) -> str | None:
-    """The IPv4 default gateway in a ``/proc/net/route`` text, or None when there is none.
+class GatewayProbe:
+    """The echo of the gateway: ``setting`` is "auto" or an address (the config's
+    ``probe.gateway``; "off" builds no probe at all).
 
-    Among up default routes via a gateway (destination and mask 0) the lowest metric wins; on a tie
-    the first listed (the kernel's preference) wins. ``byteorder`` is how the kernel that wrote the
-    text prints its words ("little" or "big"; the running machine's by default). Lines that do not
-    parse are skipped.
+    After :meth:`measure`, ``routed`` says whether a route to the gateway existed (False only when
+    the routing table is readable and has no default route: the link is down) and ``last`` is the
+    last address found. :meth:`measure` returns no row when there is no address to echo at all.
     """
-    fmt = "<I" if byteorder == "little" else ">I"
-    best: tuple[int, str] | None = None
-    for line in text.splitlines()[1:]:  # first line is the column header
-        cols = line.split()
-        if len(cols) < 8:
-            continue
-        try:
-            # Addresses and flags are hex, the metric is decimal (the kernel's format string).
-            dest, gateway, flags, mask = (int(cols[i], 16) for i in (1, 2, 3, 7))
-            metric = int(cols[6])
-        except ValueError:
-            continue
-        if dest != 0 or mask != 0 or flags & _WANTED != _WANTED or gateway == 0:
-            continue
-        if not 0 <= gateway <= 0xFFFFFFFF:
-            continue
-        addr = str(ipaddress.IPv4Address(struct.pack(fmt, gateway)))
-        if best is None or metric < best[0]:
-            best = (metric, addr)
-    return best[1] if best else None
+
+    name = "ping"
+    role = GATEWAY
+
+    def __init__(self, setting: str, net: Network, *, count: int, timeout_s: float,
+                 clock: Clock) -> None:
+        self.setting, self.net = setting, net
+        self.count, self.timeout_s, self.clock = count, timeout_s, clock
+        self.last: str | None = None
+        self.routed = True
+
+    def locate(self) -> tuple[str | None, bool]:
+        """(address to echo, whether a route to it exists now)."""
+        if self.setting != "auto":
+            return self.setting, True
+        found = self.net.gateway()
+        if found:
+            self.last = found
+            return found, True
+        if not self.net.routes_known():
+            return self.last, True
+        return self.last, False
+
+    def measure(self) -> Sequence[Sample]:
+        address, self.routed = self.locate()
+        if not address:
+            return []
+        s = self.net.echo(parse_target(address), count=self.count, timeout_s=self.timeout_s,
+                          clock=self.clock)
+        return [s.with_tags({"role": GATEWAY})]
 
 
-def parse_ipv6_route(text: str) -> str | None:
-    """The IPv6 default gateway in a ``/proc/net/ipv6_route`` text, or None when there is none.
-
-    Columns: destination, prefix length, source, source prefix length, next hop, metric, refcount,
-    use, flags, interface (all hex). Among up ``::/0`` routes via a gateway the lowest metric wins.
-    A link-local next hop (the usual case: routers advertise fe80::...) is only usable with its
-    interface, so it is returned with a zone, ``fe80::1%eth0``, which sockets and ping accept.
-    """
-    best: tuple[int, str] | None = None
-    for line in text.splitlines():
-        cols = line.split()
-        if len(cols) < 10:
-            continue
-        try:
-            dest, plen, nexthop = int(cols[0], 16), int(cols[1], 16), int(cols[4], 16)
-            metric, flags = int(cols[5], 16), int(cols[8], 16)
-        except ValueError:
-            continue
-        if dest != 0 or plen != 0 or flags & _WANTED != _WANTED or nexthop == 0:
-            continue
-        if len(cols[4]) != 32:
-            continue
-        addr = ipaddress.IPv6Address(nexthop)
-        text_addr = f"{addr}%{cols[9]}" if addr.is_link_local else str(addr)
-        if best is None or metric < best[0]:
-            best = (metric, text_addr)
-    return best[1] if best else None
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def routes_readable(procfs: str = "/proc") -> bool:
-    """Whether this system has the kernel routing tables to read (Linux). Elsewhere a missing
-    gateway proves nothing about the link."""
-    return any(os.access(os.path.join(procfs, "net", name), os.R_OK) for name in ("route", "ipv6_route"))
-
-
-def default_gateway(procfs: str = "/proc") -> str | None:
-    """The default gateway's address: IPv4 from ``<procfs>/net/route``, else IPv6 from
-    ``<procfs>/net/ipv6_route``; None when neither has one or the files cannot be read.
-
-    The tables are those of the reading process's network namespace.
-    """
-    text = _read(os.path.join(procfs, "net", "route"))
-    gateway = parse_route(text) if text is not None else None
-    if gateway is None:
-        text6 = _read(os.path.join(procfs, "net", "ipv6_route"))
-        gateway = parse_ipv6_route(text6) if text6 is not None else None
-    return gateway
-
-
-ATF_COM = 0x02  # the neighbour entry is complete: its hardware address is known
 SITE_SALT = b"linewatch-site:"
-
-
-def parse_arp(text: str, address: str) -> str | None:
-    """The hardware address ``/proc/net/arp`` lists for the IPv4 ``address`` ("aa:bb:cc:dd:ee:ff",
-    lower case), or None: no entry, an incomplete one, or one without a 6-byte address.
-
-    Columns: IP address, HW type, Flags (hex), HW address, Mask, Device; a header line first.
-    """
-    for line in text.splitlines()[1:]:
-        cols = line.split()
-        if len(cols) < 4 or cols[0] != address:
-            continue
-        try:
-            flags = int(cols[2], 16)
-        except ValueError:
-            continue
-        mac = cols[3].lower()
-        parts = mac.split(":")
-        if not flags & ATF_COM or len(parts) != 6 or any(len(p) != 2 for p in parts):
-            continue
-        try:
-            raw = bytes.fromhex("".join(parts))
-        except ValueError:
-            continue
-        if raw == bytes(6):
-            continue
-        return mac
-    return None
-
-
-def gateway_mac(address: str | None, procfs: str = "/proc") -> str | None:
-    """The hardware address of the gateway ``address`` in the kernel's neighbour table, or None
-    (no gateway, an IPv6 one: not in that table, a point-to-point or VPN link with no neighbour
-    entry, the table unreadable: not Linux)."""
-    if not address:
-        return None
-    text = _read(os.path.join(procfs, "net", "arp"))
-    return parse_arp(text, address) if text is not None else None
 
 
 def site_id(mac: str) -> str:

@@ -32,7 +32,6 @@ import random
 import select
 import socket
 import struct
-import sys
 import time
 
 from agent.clock import Clock
@@ -47,9 +46,9 @@ METHODS = (DGRAM, RAW)
 
 PAYLOAD_BYTES = 16  # a random nonce per measurement; small on purpose (metered mobile data)
 
-_ECHO_REQUEST = {socket.AF_INET: 8, socket.AF_INET6: 128}
-_ECHO_REPLY = {socket.AF_INET: 0, socket.AF_INET6: 129}
-_PROTO = {socket.AF_INET: socket.IPPROTO_ICMP, socket.AF_INET6: socket.IPPROTO_ICMPV6}
+_ECHO_REQUEST: dict[int, int] = {socket.AF_INET: 8, socket.AF_INET6: 128}
+_ECHO_REPLY: dict[int, int] = {socket.AF_INET: 0, socket.AF_INET6: 129}
+_PROTO: dict[int, int] = {socket.AF_INET: socket.IPPROTO_ICMP, socket.AF_INET6: socket.IPPROTO_ICMPV6}
 _HEADER = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
 
 # Linux socket options that Python 3.11 does not name.
@@ -144,8 +143,8 @@ def open_socket(method: str, family: int = socket.AF_INET) -> socket.socket:
     """A new, non-blocking ICMP socket for ``method`` and ``family``.
 
     Raises MethodUnavailable when the system refuses it (no permission, no kernel support; a
-    one-line message, :func:`how_to_enable` has the fixes), ProbeError for anything else (e.g. out
-    of file descriptors), ValueError for an unknown method.
+    one-line message, :meth:`agent.platform.Platform.icmp_help` has the fixes), ProbeError for
+    anything else (e.g. out of file descriptors), ValueError for an unknown method.
     """
     if method not in METHODS:
         raise ValueError(f"unknown ICMP method {method!r}; expected one of {', '.join(METHODS)}")
@@ -164,32 +163,26 @@ def open_socket(method: str, family: int = socket.AF_INET) -> socket.socket:
     return sock
 
 
+def permitted(method: str, family: int = socket.AF_INET) -> bool:
+    """Whether this process may open the socket ``method`` needs for ``family``: the one test of
+    ICMP permission (opening the socket is how every system answers it). Methods that are not
+    ICMP ("tcp", "auto") need no permission."""
+    if method not in METHODS:
+        return True
+    try:
+        open_socket(method, family).close()
+    except ProbeError:
+        return False
+    return True
+
+
 def available_method(family: int = socket.AF_INET) -> str | None:
-    """The first ICMP method this process may use for ``family`` (dgram, then raw), or None."""
+    """The first ICMP method this process may use for ``family`` (dgram, then raw), or None.
+    How to allow one: :meth:`agent.platform.Platform.icmp_help`."""
     for method in METHODS:
-        try:
-            open_socket(method, family).close()
-        except ProbeError:
-            continue
-        return method
+        if permitted(method, family):
+            return method
     return None
-
-
-def how_to_enable() -> str:
-    """What an administrator can do to let linewatch send ICMP echoes (for ``linewatch check``)."""
-    gid = os.getgid()
-    python = os.path.realpath(sys.executable)
-    return (
-        "To allow ICMP echo, do one of:\n"
-        f"  - allow unprivileged ping sockets for this group (gid {gid}):\n"
-        f'      sysctl -w net.ipv4.ping_group_range="{gid} {gid}"   (or "0 2147483647" for all)\n'
-        f"    and keep it across reboots in /etc/sysctl.d/60-linewatch.conf:\n"
-        f"      net.ipv4.ping_group_range = {gid} {gid}\n"
-        "  - give raw-socket capability: AmbientCapabilities=CAP_NET_RAW in the systemd unit, or\n"
-        f"      setcap cap_net_raw+ep {python}   (affects every script run by this binary)\n"
-        "  - run the agent as root\n"
-        "  - or probe with TCP connects instead (method \"tcp\", needs no privileges)"
-    )
 
 
 def echo_rtts(target: Target, *, count: int = 3, timeout_s: float = 2.0, spacing_s: float = 0.25,

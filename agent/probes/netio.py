@@ -107,9 +107,13 @@ class NetIO:
 
     ``exclude`` names interfaces never reported, even when also in ``include`` (default: "lo").
     ``include``, when given, limits the report to those names; without it every interface is
-    reported except those flagged as loopback by the kernel, whatever their name. ``read_counters`` and ``read_links`` are the I/O edge (psutil by
-    default); tests pass fakes. Not thread-safe: one scheduler job owns an instance.
+    reported except those flagged as loopback by the kernel, whatever their name.
+    ``read_counters`` and ``read_links`` are the I/O edge (psutil by default); tests pass fakes.
+    Not thread-safe: one scheduler job owns an instance. A probe of :mod:`agent.probes.contract`:
+    :meth:`measure` returns its rows.
     """
+
+    name = "netio"
 
     def __init__(self, clock: Clock, exclude: Collection[str] = ("lo",),
                  include: Collection[str] | None = None, *,

@@ -17,7 +17,8 @@ client's public IP address and location: only the ISP's name is taken from it (f
 ``agent.isp = "auto"``); the address is never stored or sent.
 
 The speedtest module is injected (``module=``) so that tests can hand in a module whose replies
-they control; the agent uses the real one, imported on first use.
+they control; the agent uses the real one, imported on first use. :class:`SpeedTest` is the
+configured test as a probe (:mod:`agent.probes.contract`).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def measure(*, server_url: str = "", server_ids: tuple[str, ...] = (), exclude_i
     step = "config"
     isp = None
     st = None
-    tags = {"source": "self_hosted" if server_url else "speedtest.net"}
+    tags = {"source": source_tag(server_url)}
     try:
         st_mod = module or _speedtest()
         if server_url:
@@ -116,24 +117,8 @@ def measure(*, server_url: str = "", server_ids: tuple[str, ...] = (), exclude_i
             raise _Failed("interrupted", "the agent was stopped during the test")
         if not st.results.bytes_sent:
             raise _Failed("upload_failed", "no byte was accepted (the upload requests all failed)")
-        r = st.results
-        srv = r.server or {}
-        fields = {
-            "status": "ok",
-            "download_bps": float(r.download),
-            "upload_bps": float(r.upload),
-            "bytes_received": int(r.bytes_received),
-            "bytes_sent": int(r.bytes_sent),
-            "server_name": str(srv.get("name", ""))[:100],
-            "server_sponsor": str(srv.get("sponsor", ""))[:100],
-        }
-        # speedtest-cli divides the sum of its three latency.txt times by 6: half their mean.
-        # One failed try counts 3600 s in that sum; then the latency is unknown and left out.
-        if r.ping < ONE_TRY_FAILED_MS:
-            fields["ping_ms"] = round(2 * float(r.ping), 3)
-        if srv.get("d") is not None and not server_url:
-            fields["server_distance_km"] = float(srv["d"])
-        tags["server"] = str(srv.get("id", "self"))
+        fields = _ok_fields(st.results, self_hosted=bool(server_url))
+        tags["server"] = str((st.results.server or {}).get("id", "self"))
     except Exception as exc:  # noqa: BLE001 - speedtest-cli raises many kinds; all are a failed test
         fields = {"status": "failed", "error": _kind(exc, step), "error_detail": _detail(exc)}
         r = getattr(st, "results", None)
@@ -142,6 +127,55 @@ def measure(*, server_url: str = "", server_ids: tuple[str, ...] = (), exclude_i
             fields["bytes_sent"] = int(getattr(r, "bytes_sent", 0) or 0)
     fields["duration_s"] = round(clock.monotonic() - mono0, 3)
     return Outcome(Sample("speedtest", tags, fields, t0), isp)
+
+
+def _ok_fields(r, *, self_hosted: bool) -> dict:
+    """The fields of a test that went through, from speedtest-cli's results ``r``."""
+    srv = r.server or {}
+    fields = {
+        "status": "ok",
+        "download_bps": float(r.download),
+        "upload_bps": float(r.upload),
+        "bytes_received": int(r.bytes_received),
+        "bytes_sent": int(r.bytes_sent),
+        "server_name": str(srv.get("name", ""))[:100],
+        "server_sponsor": str(srv.get("sponsor", ""))[:100],
+    }
+    # speedtest-cli divides the sum of its three latency.txt times by 6: half their mean.
+    # One failed try counts 3600 s in that sum; then the latency is unknown and left out.
+    if r.ping < ONE_TRY_FAILED_MS:
+        fields["ping_ms"] = round(2 * float(r.ping), 3)
+    if srv.get("d") is not None and not self_hosted:
+        fields["server_distance_km"] = float(srv["d"])
+    return fields
+
+
+def source_tag(server_url: str) -> str:
+    """The ``source`` tag of a test's rows: ``self_hosted`` or ``speedtest.net``."""
+    return "self_hosted" if server_url else "speedtest.net"
+
+
+class SpeedTest:
+    """One speed test as configured: :meth:`measure` runs it (arguments as for :func:`measure`)."""
+
+    name = "speedtest"
+
+    def __init__(self, *, server_url: str = "", server_ids: tuple[str, ...] = (),
+                 exclude_ids: tuple[str, ...] = (), clock, module=None,
+                 progress: Callable[[str, int, int], None] | None = None,
+                 shutdown_event=None) -> None:
+        self.server_url, self.server_ids, self.exclude_ids = server_url, server_ids, exclude_ids
+        self.clock, self.module = clock, module
+        self.progress, self.shutdown_event = progress, shutdown_event
+
+    @property
+    def source(self) -> str:
+        return source_tag(self.server_url)
+
+    def measure(self) -> Outcome:
+        return measure(server_url=self.server_url, server_ids=self.server_ids,
+                       exclude_ids=self.exclude_ids, clock=self.clock, module=self.module,
+                       progress=self.progress, shutdown_event=self.shutdown_event)
 
 
 class _Shutdown:
