@@ -94,7 +94,7 @@ class Agent:
 
             self.push = make_push(ctx)
         if self.push is not None:
-            self.rounds.line_back = self.push.wake
+            ctx.listeners.append(self.push.on_episode)
         self.housekeeping = Housekeeping(ctx, lock)
         self.watchdog = Watchdog(ctx, forwarding=self.push is not None, notifier=notifier)
         self.guard = Guard(clock, ctx.counters, repair_store=self._repair_store,

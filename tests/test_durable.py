@@ -307,3 +307,34 @@ def test_retention_counts_the_unsent_rows_it_deletes_in_the_same_transaction(tmp
     assert out["expired"] == 30
     assert s.get_state("dropped_unsent") == "30"
     s.close()
+
+
+def test_episode_changes_reach_the_hook_once_written_and_a_failing_listener_breaks_nothing(tmp_path):
+    """The one episode hook (Context.announce): a listener hears each change once, after the
+    store write that recorded it (never for a write that failed); a listener that raises is
+    counted and neither the round nor the other listeners notice."""
+    clock, net = FakeClock(), FakeNet()
+    agent = make_agent(tmp_path, net, clock)
+    fail = FailingWrites(agent)
+    heard = []
+
+    def listener(change):
+        stored = {e.id: e for e in agent.store.episodes()}[change.episode.id]
+        heard.append((change.kind, change.episode.type, change.episode.cause,
+                      stored.end is not None))
+
+    def broken(change):
+        raise RuntimeError("a listener that fails")
+
+    agent.ctx.listeners[:0] = [broken, listener]
+    tick(agent, clock, 2)
+    net.state = "isp"
+    tick(agent, clock, 2)
+    tick(agent, clock, 1, fail, "other-error")      # the round that opens it cannot be written
+    assert heard == []
+    tick(agent, clock, 2)
+    net.state = "up"
+    tick(agent, clock, 4)
+    assert heard == [("opened", "connectivity", "isp", False), ("closed", "connectivity", "isp", True)]
+    # the failed round and the two changes the broken listener could not take
+    assert agent.counters["round_failures"] == 1 and agent.counters["job_failures"] == 1 + 2

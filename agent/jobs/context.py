@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from agent import outage, power
@@ -52,6 +53,23 @@ class Context:
     # Samples of other jobs (speed tests, self-metrics) whose write raised: they go with the
     # next round's write.
     carried: list[Sample] = field(default_factory=list)
+    # The episode hook: every episode change, once it is in the store, goes to each of these
+    # (the push job's wake-up today; notification channels later). See :meth:`announce`.
+    listeners: list[Callable[[outage.Change], None]] = field(default_factory=list)
+
+    def announce(self, changes: Iterable[outage.Change]) -> None:
+        """Tell the log and every listener of episode changes that are durable (called by a
+        job after the store write that recorded them, never before). A listener runs on the
+        job's thread, so it must return quickly; one that raises is logged and counted in
+        ``job_failures``, and the others still hear of the change."""
+        for change in changes:
+            log_change(change)
+            for listener in self.listeners:
+                try:
+                    listener(change)
+                except Exception:  # noqa: BLE001 - a listener never breaks the job that recorded the change
+                    self.counters["job_failures"] += 1
+                    log.exception("an episode listener failed on %s %s", change.kind, change.episode.type)
 
     def write_samples(self, samples: list[Sample], state: dict[str, str] | None = None) -> None:
         """Write samples of a job other than the round; when the write raises, keep them for

@@ -16,7 +16,7 @@ import json
 import logging
 
 from agent import outage, power
-from agent.jobs.context import (MAX_UNWRITTEN, Context, Job, episode_sample, keep_last, log_change,
+from agent.jobs.context import (MAX_UNWRITTEN, Context, Job, episode_sample, keep_last,
                                 saved_power_tracker)
 from agent.model import Sample
 from agent.platform import Platform
@@ -177,8 +177,7 @@ class PowerJob(Job):
                                               "dropped_unwritten_polls")
             raise
         self.tracker, self._unwritten_polls = tracker, []
-        for c in changes:
-            log_change(c)
+        self.ctx.announce(changes)
         self._power_sensors_written = sensors
         if due or changed:
             self._power_written = mono

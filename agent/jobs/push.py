@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
+from agent import outage
 from agent.clock import Clock, SystemClock
 from agent.config import Config
 from agent.forward import Forwarder, PushLock, Report, State, describe, make_forwarder
@@ -46,6 +47,12 @@ class Push(Job):
         self.counters["pushed_rows"] += rep.sent
         if rep.outcome in ("retry", "halt"):
             self.counters["push_errors"] += 1
+
+    def on_episode(self, change: outage.Change) -> None:
+        """The episode hook's listener: a connectivity outage that closes means the line is
+        back, so the backlog can go at once."""
+        if change.kind == "closed" and change.episode.type == "connectivity":
+            self.wake()
 
     def wake(self) -> None:
         """The line is back: try now instead of at the end of the backoff."""

@@ -21,7 +21,7 @@ from typing import Callable
 
 from agent import outage, power
 from agent.jobs.context import (MAX_UNWRITTEN, Context, Job, connectivity_open, episode_sample,
-                                keep_last, log_change, outage_params, saved_tracker)
+                                keep_last, outage_params, saved_tracker)
 from agent.model import Sample
 from agent.platform import Platform
 from agent.probes.gateway import site_id
@@ -36,8 +36,8 @@ class Rounds(Job):
 
     ``on_battery()`` and ``clock_trusted()`` come from the power job (its tracker, and the
     time-sync state for the heartbeat); while ``paused`` is set (a speed test fills the line)
-    no round runs; ``line_back()``, when set, is called when a connectivity outage closes (the
-    push job sends the backlog at once)."""
+    no round runs. Episode changes go out through the context's hook
+    (:meth:`~agent.jobs.context.Context.announce`) once they are written."""
 
     name = "round"
 
@@ -50,7 +50,6 @@ class Rounds(Job):
         self.on_battery = on_battery
         self.clock_trusted = clock_trusted
         self.paused = paused
-        self.line_back: Callable[[], None] | None = None
         self.params = outage_params(ctx.cfg)
         self.tracker = saved_tracker(ctx.store)
         # Rounds whose store write failed, oldest first, stepped again with the next one.
@@ -104,10 +103,7 @@ class Rounds(Job):
                 raise
             self.tracker, self._unwritten = tracker, []
             del self.ctx.carried[:len(carried)]
-            for c in changes:
-                log_change(c)
-                if c.kind == "closed" and c.episode.type == "connectivity" and self.line_back is not None:
-                    self.line_back()  # the line is back: the backlog can go now
+            self.ctx.announce(changes)
             self.counters["rounds"] += len(todo)
             self.counters["probe_errors"] += len(rnd.errors)
             return rnd
