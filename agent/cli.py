@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import sys
+import time
 import traceback
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -27,8 +28,8 @@ from agent import __version__, config, lock, show
 from agent import status as status_mod
 from agent.clock import SystemClock
 from agent.status import dns_row, iso, ping_row
-from kit import definitions
-from kit.errors import ConfigError, LinewatchError, os_error_line
+from kit import configkit, definitions
+from kit.errors import ConfigError, LinewatchError, SourceError, os_error_line
 from kit.secret import redact_value
 from kit.words import plural, thin_watch
 
@@ -210,13 +211,11 @@ def push(config_path, as_json, requeue):
 def report(config_path, since, until, out, tz, work_hours):
     """Write one self-contained HTML page about this line (outages, power cuts, latency, speed)
     to attach to a complaint to your ISP. Made from the local store; nothing is sent anywhere."""
-    import time
-
-    from kit.errors import SourceError
-    from kit.files import write_atomic
-    from agent.store import DB_NAME
+    # deferred: the line report (its figures, its page, the store-file reader) and kit.files
+    # (tempfile, bz2, lzma) load for this command only
     from agent.report import line, page
-    from kit import configkit
+    from agent.store import DB_NAME, Store
+    from kit.files import write_atomic
 
     cfg = _load(config_path)
     now = time.time()
@@ -235,9 +234,6 @@ def report(config_path, since, until, out, tz, work_hours):
         _fail(f"--timezone {tz}: {exc}", 2)
     if start >= end:
         _fail("the window is empty (--since is not before --until)", 2)
-    from agent import lock
-    from agent.store import Store
-
     # The store is checked the way every read-only command checks it: a damaged one is named
     # with what to do, and nothing beside it is created or changed.
     Store.open_readonly(cfg.state_dir, live=lock.holder(cfg.state_dir).running is not False).close()

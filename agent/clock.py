@@ -8,7 +8,7 @@ gets its real length and a wall-clock/monotonic offset does not jump on resume.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
@@ -49,13 +49,9 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         """Time passes: both clocks move forward by ``seconds``."""
-        from datetime import timedelta
-
         self._mono += seconds
         self._wall += timedelta(seconds=seconds)
 
     def step_wall(self, seconds: float) -> None:
         """The wall clock is set (NTP step, manual change): only ``now()`` moves."""
-        from datetime import timedelta
-
         self._wall += timedelta(seconds=seconds)

@@ -352,7 +352,7 @@ def _cross_checks(cfg: Config, timeout_set: bool) -> None:
                           f"must be shorter than probe.interval_s ({p.interval_s:g}), got {p.timeout_s:g}")
     w = cfg.power
     if w.ups_password_file:
-        # Imported here for cost, as the checks above are: the config stays light.
+        # deferred: the UPS URL parser loads only when a UPS password file is set (the config stays light)
         from agent.probes.nut_url import url_credentials
 
         user, password = url_credentials(w.ups) if w.ups else (False, False)

@@ -461,7 +461,7 @@ class PushLock:
 
     def acquire(self, wait: bool = False) -> bool:
         try:
-            import fcntl  # not on Windows
+            import fcntl  # deferred: not on Windows
         except ImportError:  # pragma: no cover - Windows
             return True
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)

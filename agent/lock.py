@@ -45,7 +45,7 @@ class Holder:
 
 def _fcntl():
     try:
-        import fcntl  # not on Windows
+        import fcntl  # deferred: not on Windows
     except ImportError:  # pragma: no cover - Windows: no advisory locks; run is not guarded
         return None
     return fcntl

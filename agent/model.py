@@ -8,7 +8,7 @@ measurement, tag and field is listed in docs/metrics.md; a test enforces it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Mapping, Union
 
@@ -27,8 +27,6 @@ def to_ns(t: datetime) -> int:
 
 def from_ns(ns: int) -> datetime:
     """Aware UTC datetime for nanoseconds since the epoch (microsecond precision)."""
-    from datetime import timedelta
-
     return _EPOCH + timedelta(microseconds=ns // 1_000)
 
 
@@ -91,7 +89,5 @@ class Episode:
 
     def end_ms(self) -> int:
         """The end (for an episode in progress: start + duration so far) in ms since the epoch."""
-        from datetime import timedelta
-
         end = self.end or self.start + timedelta(seconds=self.duration_s)
         return to_ns(end) // 1_000_000

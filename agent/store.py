@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from kit.errors import StoreCorrupt, StoreError, StoreMissing, StoreUnwritable
+from agent import lock
 from agent.model import Episode, Sample, from_ns, to_ns
 from kit.storeschema import DB_NAME, SCHEMA, SCHEMA_VERSION, sqlite_uri
 
@@ -152,9 +153,7 @@ class Store:
                 # An immutable reader racing an agent that just started may see torn pages:
                 # if an agent runs now, ask once more through the locking reader.
                 if i + 1 < len(modes):
-                    from agent.lock import holder
-
-                    if holder(path.parent).running:
+                    if lock.holder(path.parent).running:
                         continue
                 err = _convert(exc, path)
                 if isinstance(err, StoreCorrupt):
@@ -163,7 +162,7 @@ class Store:
         raise AssertionError("unreachable")
 
     def _salvage(self, aside: Path, now: datetime, reason: str) -> None:
-        from agent.salvage import salvage
+        from agent.salvage import salvage  # deferred: only a damaged store needs it
 
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")

@@ -74,7 +74,7 @@ class SourceError(LinewatchError):
 
 def os_error_line(exc: OSError) -> str:
     """One line for an OS error: the path (or paths) and the cause in words, with the usual fix."""
-    import errno
+    import errno  # deferred: read only when an OSError is put in words
 
     where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
     cause = exc.strerror or str(exc)

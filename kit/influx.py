@@ -240,11 +240,11 @@ class HTTP:
         self._conn = None
 
     def _connection(self):
-        import http.client
+        import http.client  # deferred: the HTTP client loads with the first request
 
         if self._conn is None:
             if self.https:
-                import ssl
+                import ssl  # deferred: ssl loads OpenSSL (about 4 MB), for https only
 
                 ctx = ssl.create_default_context(cafile=self.ca_file or None)
                 if not self.verify_tls:
@@ -332,7 +332,7 @@ class HTTP:
 def _read_body(resp, max_bytes: int, expired: threading.Event) -> tuple[bytes, str]:
     """The body, read a piece at a time (``read1``: at most one read from the socket each, so
     a deadline stops a server that trickles), and why it is cut short ("" when whole)."""
-    import http.client
+    import http.client  # deferred: as in _connection
 
     parts: list[bytes] = []
     n = 0
@@ -417,6 +417,7 @@ class V2Writer:
 
     def __init__(self, url: str, target: Target, token: Token, *, timeout_s: float,
                  verify_tls: bool, ca_file: str, gzip: bool) -> None:
+        # deferred: influxdb-client costs about 24 MB, paid only by a v2 writer
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
@@ -430,7 +431,7 @@ class V2Writer:
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
 
     def send(self, body: bytes) -> Answer:
-        from influxdb_client.rest import ApiException
+        from influxdb_client.rest import ApiException  # deferred: loaded by __init__ already
 
         try:
             self.api.write(bucket=self.target.bucket, org=self.target.org or "-", record=body,

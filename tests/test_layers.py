@@ -69,3 +69,39 @@ def test_test_modules_import_helpers_not_each_other():
             wrong += [f"{p.name}:{node.lineno} imports {n}" for n in names
                       if n.removeprefix("tests.").startswith("test_")]
     assert wrong == [], "test modules importing test modules:\n" + "\n".join(wrong)
+
+
+def imports_inside_functions(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of each import statement inside a function body."""
+    src = path.read_text()
+    out = []
+    for fn in ast.walk(ast.parse(src, str(path))):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out += [(node.lineno, ast.get_source_segment(src, node) or "")
+                    for node in ast.walk(fn) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return sorted(set(out))
+
+
+def says_why(lines: list[str], lineno: int) -> bool:
+    """An import inside a function is deferred for cost, and says so: "deferred" on its line
+    or in the comment block just above it (up to six lines, imports of the same block between)."""
+    return any("deferred" in line.lower() for line in lines[max(0, lineno - 7):lineno])
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_inside_functions_say_why(package):
+    """STYLE rule 15: an import inside a function is for cost (a heavy module loaded when a command
+    needs it), never to hide a cycle; it says which in a comment with the word "deferred"."""
+    silent = []
+    for p in modules(package):
+        lines = p.read_text().split("\n")
+        silent += [f"{p.relative_to(ROOT)}:{n}: {text}" for n, text in imports_inside_functions(p)
+                   if not says_why(lines, n)]
+    assert silent == [], "imports inside functions that do not say why they are deferred:\n" + "\n".join(silent)
+
+
+def test_the_inner_import_check_needs_the_reason(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def a():\n    import json\n\n\ndef b():\n    # deferred: costs 4 MB\n    import ssl\n")
+    lines = f.read_text().split("\n")
+    assert [(n, says_why(lines, n)) for n, _ in imports_inside_functions(f)] == [(2, False), (7, True)]

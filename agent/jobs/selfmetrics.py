@@ -87,13 +87,13 @@ def own_usage() -> tuple[float, int]:
     """(CPU seconds, resident bytes) of this process. Read from the process itself, not through
     psutil, whose procfs root points at the host being watched (a prepared tree in tests)."""
     try:
-        import resource  # not on Windows
+        import resource  # deferred: not on Windows
 
         ru = resource.getrusage(resource.RUSAGE_SELF)
         pages = int(Path("/proc/self/statm").read_text().split()[1])
         return ru.ru_utime + ru.ru_stime, pages * os.sysconf("SC_PAGE_SIZE")
     except (ImportError, OSError, ValueError, IndexError):
-        import psutil  # Windows (no resource module), macOS and BSD (no /proc)
+        import psutil  # deferred: Windows (no resource module), macOS and BSD (no /proc)
 
         proc = psutil.Process()
         cpu = proc.cpu_times()

@@ -82,11 +82,12 @@ def site_id(mac: str) -> str:
 def _sha256():
     """CPython's own SHA-256, not hashlib's: importing hashlib loads OpenSSL (about 4 MB
     resident, measured) for one hash a round. Imported here, at the first use, for that cost."""
+    # deferred: hashlib would load OpenSSL (see above)
     try:
         from _sha256 import sha256          # CPython 3.11
     except ImportError:
         try:
             from _sha2 import sha256        # CPython 3.12+
         except ImportError:                 # another Python
-            from hashlib import sha256
+            from hashlib import sha256  # deferred, as above
     return sha256
