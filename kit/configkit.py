@@ -17,7 +17,6 @@ import re
 from dataclasses import MISSING, field, fields
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kit.errors import ConfigError
 from kit.secret import redact_value
@@ -253,6 +252,9 @@ def checked(func) -> Any:
 
 
 def check_zone(v: str) -> None:
+    # deferred: zoneinfo loads sysconfig (about 0.5 MB), which the agent never needs
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         ZoneInfo(v)
     except (ZoneInfoNotFoundError, ValueError):

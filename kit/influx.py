@@ -22,7 +22,6 @@ printed: the HTTP client and the v2 writer redact each :class:`Answer` they make
 from __future__ import annotations
 
 import base64
-import gzip as gzip_mod
 import json
 import os
 import re
@@ -403,7 +402,9 @@ class V1Writer:
     def send(self, body: bytes) -> Answer:
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self.gzip:
-            body = gzip_mod.compress(body, compresslevel=1)
+            import gzip  # deferred: the agent imports this module for [influx] alone (no server)
+
+            body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
         ans, _ = self.http.request("POST", self.path, body, headers)
         return ans
