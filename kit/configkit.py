@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, field, fields
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kit.errors import ConfigError
@@ -238,7 +239,7 @@ def parse_when(v: str, now: float) -> float:
         raise ValueError(f'{v!r}: expected a duration such as "30d" or a date such as '
                          '"2026-11-01"') from None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
+        t = t.replace(tzinfo=UTC)
     return t.timestamp()
 
 
