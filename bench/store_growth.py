@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from agent.clock import FakeClock  # noqa: E402
 from agent.config import parse  # noqa: E402
 from agent.model import Sample, from_ns  # noqa: E402
-from agent.probes.stats import echo_stats  # noqa: E402
 from agent.probes.contract import Network  # noqa: E402
+from agent.probes.stats import echo_stats  # noqa: E402
 from agent.runner import Agent  # noqa: E402
 
 
