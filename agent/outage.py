@@ -18,8 +18,8 @@ Rules (``open_after``/``close_after`` from ``[outage]``):
   unknown), except ``power`` when the machine was on battery at the episode's first round.
 * A degraded period is the same hysteresis over ``degraded`` rounds; it is not an outage.
 * A gap in the rounds longer than ``max_gap_s`` (agent stopped, machine off or suspended), a
-  monotonic clock that went backwards or a new boot id (reboot) ends the watch: an open episode is closed at the last
-  round that was seen, with ``end_observed`` false, and counting starts afresh.
+  monotonic clock that went backwards or a new boot id (reboot) ends the watch: an open episode is
+  closed at the last round that was seen, with ``end_observed`` false, and counting starts afresh.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from agent.model import Episode, from_ns, to_ns
+from agent.model import Episode, FieldValue, from_ns, to_ns
 
 CAUSE_ORDER = ("lan", "isp", "dns", "unknown")  # tie-break, most local first
 UP, DOWN, DEGRADED, ERROR = "up", "down", "degraded", "error"
@@ -93,13 +94,13 @@ class Tracker:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Tracker":
+    def from_json(cls, text: str) -> Tracker:
         d = json.loads(text)
 
-        def mark(m):
+        def mark(m: dict[str, Any] | None) -> Mark | None:
             return Mark(**m) if m else None
 
-        def streak(s):
+        def streak(s: dict[str, Any]) -> Streak:
             s = dict(s)
             for k in ("bad_start", "good_start", "open_start"):
                 s[k] = mark(s.get(k))
@@ -152,6 +153,7 @@ def _advance(s: Streak, kind: str, is_bad: bool, is_good: bool, rnd: RoundResult
             s = replace(s, bad_start=now, power_at_start=rnd.on_battery)
         s = replace(s, bad=s.bad + 1, causes=causes, good=0, good_start=None)
         if s.open_id is None and s.bad >= params.open_after:
+            assert s.bad_start is not None  # set at the first bad round, above
             s = replace(s, open_id=f"{kind}:{s.bad_start.time_ns}", open_start=s.bad_start,
                         open_power=s.power_at_start)
             return s, [Change("opened", _episode(kind, s, now, None, params))]
@@ -163,6 +165,7 @@ def _advance(s: Streak, kind: str, is_bad: bool, is_good: bool, rnd: RoundResult
             s = replace(s, good_start=now)
         s = replace(s, good=s.good + 1, bad=0)
         if s.good >= params.close_after:
+            assert s.good_start is not None  # set at the first good round, above
             closed = _episode(kind, s, s.good_start, s.good_start, params)
             return Streak(), [Change("closed", closed)]
         return s, []
@@ -174,6 +177,7 @@ def _end_watch(state: Tracker, params: Params) -> tuple[Tracker, list[Change]]:
     changes = []
     for kind, s in (("connectivity", state.outage), ("degraded", state.degraded)):
         if s.open_id:
+            assert state.last is not None  # an episode opens at a round, which sets last
             ep = _episode(kind, s, state.last, state.last, params)
             ep = replace(ep, details={**ep.details, "end_observed": False})
             changes.append(Change("closed", ep))
@@ -184,10 +188,11 @@ def _episode(kind: str, s: Streak, at: Mark, end: Mark | None, params: Params) -
     """The episode of streak ``s`` as seen at ``at``; closed at ``end`` when given."""
     # Rounded once, here: start, duration_s and sustained all follow from the published value, so
     # an episode of 300.0004 s is never "300.0 s, sustained".
+    assert s.open_id is not None and s.open_start is not None  # called for open streaks only
     duration = round(max(0.0, at.mono - s.open_start.mono), 3)
     start = from_ns(at.time_ns) - timedelta(seconds=duration)
     cause = _cause(s)
-    details: dict = {"failed_rounds": sum(n for _, n in s.causes)}
+    details: dict[str, FieldValue] = {"failed_rounds": sum(n for _, n in s.causes)}
     return Episode(
         id=s.open_id,
         type=kind,

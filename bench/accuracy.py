@@ -39,7 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,7 +229,7 @@ def main() -> int:
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {"kernel": platform.release(), "machine": platform.machine(),
                  "python": platform.python_version(), "fping": fping_version},
         "config": {"echoes": args.echoes, "runs": args.runs, "batch": 10, "scenarios": scenarios,

@@ -41,7 +41,7 @@ import time
 import traceback
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,8 @@ def time_generation(fleet: Fleet, workers: int) -> dict:
         points += chunk.count(b"\n")
         size += len(chunk)
     dt = time.perf_counter() - t0
-    return {"workers": workers, "seconds": dt, "points": points, "mb": size / 1e6, "points_per_s": points / dt}
+    return {"workers": workers, "seconds": dt, "points": points, "mb": size / 1e6,
+            "points_per_s": points / dt}
 
 
 # -- 2./3. writing ----------------------------------------------------------------------------------
@@ -123,24 +124,24 @@ def run_collector(cfg: Path, timeout_s: float, cache: str, cache_home: Path) -> 
     argv = [str(COLLECTOR), "--config", str(cfg), "aggregate", "--since", "30d", "--by", "region,isp",
             "--format", "json", "--cache", cache]
     t0 = time.perf_counter()
-    out_f = tempfile.TemporaryFile()
-    err_f = tempfile.TemporaryFile()
-    p = subprocess.Popen(argv, stdout=out_f, stderr=err_f, cwd=str(ROOT),
-                         env={**os.environ, "XDG_CACHE_HOME": str(cache_home)})
-    hwm = 0
-    deadline = t0 + timeout_s
-    while p.poll() is None:
-        hwm = max(hwm, vm_hwm(p.pid))
-        if time.perf_counter() > deadline:
-            p.kill()
-            p.wait()
-            break
-        time.sleep(0.005)
-    wall = time.perf_counter() - t0
-    out_f.seek(0)
-    err_f.seek(0)
-    out, err = out_f.read().decode(errors="replace"), err_f.read().decode(errors="replace")
-    res = {"wall_s": wall, "peak_rss_mb": hwm / 2**20, "returncode": p.returncode, "stderr_tail": err[-3000:]}
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        p = subprocess.Popen(argv, stdout=out_f, stderr=err_f, cwd=str(ROOT),
+                             env={**os.environ, "XDG_CACHE_HOME": str(cache_home)})
+        hwm = 0
+        deadline = t0 + timeout_s
+        while p.poll() is None:
+            hwm = max(hwm, vm_hwm(p.pid))
+            if time.perf_counter() > deadline:
+                p.kill()
+                p.wait()
+                break
+            time.sleep(0.005)
+        wall = time.perf_counter() - t0
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read().decode(errors="replace"), err_f.read().decode(errors="replace")
+    res = {"wall_s": wall, "peak_rss_mb": hwm / 2**20, "returncode": p.returncode,
+           "stderr_tail": err[-3000:]}
     if p.returncode != 0:
         res["error"] = f"exit {p.returncode}" if wall < timeout_s else f"killed after {timeout_s:.0f} s"
         return res
@@ -151,7 +152,8 @@ def run_collector(cfg: Path, timeout_s: float, cache: str, cache_home: Path) -> 
         return res
     cells = doc if isinstance(doc, list) else doc.get("cells") if isinstance(doc, dict) else None
     res["json_shape"] = ("list" if isinstance(doc, list) else
-                         "object with keys " + ", ".join(sorted(doc)) if isinstance(doc, dict) else type(doc).__name__)
+                         "object with keys " + ", ".join(sorted(doc)) if isinstance(doc, dict)
+                         else type(doc).__name__)
     if isinstance(cells, list):
         res["cells"] = len(cells)
         res["cells_suppressed"] = sum(1 for c in cells if isinstance(c, dict) and c.get("suppressed"))
@@ -272,7 +274,7 @@ def main() -> None:
     if reason:
         sys.exit(reason)
 
-    report: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    report: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                     "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                                 "kernel": platform.release(), "load_at_start": os.getloadavg()},
                     "args": vars(args)}
@@ -281,8 +283,8 @@ def main() -> None:
     try:
         # 2. cadence
         if args.round_s == "auto":
-            print(f"calibrating influxd's ingest rate on {args.calibrate} agents x {args.days} days at 300 s ...",
-                  flush=True)
+            print(f"calibrating influxd's ingest rate on {args.calibrate} agents x {args.days} days "
+                  "at 300 s ...", flush=True)
             cal = calibrate(args, start, tmp)
             report["calibration"] = cal
             fits = [c for c in CADENCES if cal["estimates"][str(c)]["write_s"] <= args.write_budget_s]
@@ -290,8 +292,8 @@ def main() -> None:
             print(f"  {cal['points_per_s']:,.0f} points/s; estimated write of the whole fleet:", flush=True)
             for c in CADENCES:
                 e = cal["estimates"][str(c)]
-                print(f"    {c:5.0f} s rounds: {e['points'] / 1e6:7.1f} M points, {e['write_s'] / 60:6.1f} min"
-                      f"{'   <- chosen' if c == round_s else ''}", flush=True)
+                print(f"    {c:5.0f} s rounds: {e['points'] / 1e6:7.1f} M points, "
+                      f"{e['write_s'] / 60:6.1f} min{'   <- chosen' if c == round_s else ''}", flush=True)
             report["cadence_choice"] = (f"finest of {list(CADENCES)} whose estimated write fits "
                                         f"{args.write_budget_s:.0f} s at the measured rate")
         else:
@@ -353,8 +355,10 @@ def main() -> None:
                     r["reference"] = ref
                     e2e.append(r)
                     srv = ref.get("collector_queries_s")
-                    print(f"  run {i + 1}: cold (no cache) {r['wall_s']:.1f} s, peak {r['peak_rss_mb']:.0f} MB, "
-                          f"cells {r.get('cells')}, agents {r.get('agents_total')}; server alone: its queries "
+                    print(f"  run {i + 1}: cold (no cache) {r['wall_s']:.1f} s, "
+                          f"peak {r['peak_rss_mb']:.0f} MB, "
+                          f"cells {r.get('cells')}, agents {r.get('agents_total')}; "
+                          "server alone: its queries "
                           f"{srv if srv is None else round(srv, 1)} s, count by agent "
                           f"{ref['count_by_agent']['seconds']:.2f} s; "
                           f"{r.get('cells_suppressed')} cells suppressed"
@@ -365,8 +369,8 @@ def main() -> None:
                     w = run_collector(cfg, args.collector_timeout_s, "use", cache_home)
                     warm.append(w)
                     print(f"  run {i + 1}: warm (closed days from the cache) {w['wall_s']:.1f} s, "
-                          f"peak {w['peak_rss_mb']:.0f} MB" + (f"  ERROR {w['error']}" if "error" in w else ""),
-                          flush=True)
+                          f"peak {w['peak_rss_mb']:.0f} MB"
+                          + (f"  ERROR {w['error']}" if "error" in w else ""), flush=True)
                 report["end_to_end_warm"] = warm
             report["end_to_end"] = e2e
             report["server_size_after_runs"] = {"data_dir_bytes": dir_bytes(server.dir / "data"),
@@ -387,7 +391,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         out = ROOT / "bench" / "results"
         out.mkdir(exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = out / f"collector-{stamp}.json"
         path.write_text(json.dumps(report, indent=2, default=str))
         print(f"\nresults: {path}")
@@ -404,8 +408,8 @@ def summarise(report: dict) -> None:
         report["summary"] = {"collector_wall_s": wall, "collector_peak_rss_mb": rss, "count_by_agent_s": cnt}
         rows.append(("aggregate, cold (--cache off), wall", f"{wall['median']:.1f} s",
                      f"{wall['min']:.1f}-{wall['max']:.1f}", f"<= {TARGET_WALL_S:.0f} s"))
-        rows.append(("aggregate, cold, peak RSS", f"{rss['median']:.0f} MB", f"{rss['min']:.0f}-{rss['max']:.0f}",
-                     f"<= {TARGET_RSS_MB:.0f} MB"))
+        rows.append(("aggregate, cold, peak RSS", f"{rss['median']:.0f} MB",
+                     f"{rss['min']:.0f}-{rss['max']:.0f}", f"<= {TARGET_RSS_MB:.0f} MB"))
         warm = [r for r in report.get("end_to_end_warm", []) if "error" not in r]
         if warm:
             ww, wr = med([r["wall_s"] for r in warm]), med([r["peak_rss_mb"] for r in warm])
@@ -423,15 +427,18 @@ def summarise(report: dict) -> None:
                 v = [r["reference"]["collector_queries"].get(kind, {}).get("seconds", 0.0) for r in ok]
                 m = med(v)
                 report["summary"][f"server_{kind}_queries_s"] = m
-                rows.append((f"    of which {kind} queries", f"{m['median']:.1f} s", f"{m['min']:.1f}-{m['max']:.1f}", ""))
+                rows.append((f"    of which {kind} queries", f"{m['median']:.1f} s",
+                             f"{m['min']:.1f}-{m['max']:.1f}", ""))
             v = med([r["reference"]["ping_queries_without_percentile_s"] for r in ok])
             report["summary"]["server_ping_without_percentile_s"] = v
             rows.append(("    ping queries, mean/max for percentile()", f"{v['median']:.1f} s",
                          f"{v['min']:.1f}-{v['max']:.1f}", ""))
-        rows.append(("  reference: count by agent", f"{cnt['median']:.2f} s", f"{cnt['min']:.2f}-{cnt['max']:.2f}", ""))
+        rows.append(("  reference: count by agent", f"{cnt['median']:.2f} s",
+                     f"{cnt['min']:.2f}-{cnt['max']:.2f}", ""))
         rows.append(("cells (suppressed) / agents in published cells",
                      f"{ok[0].get('cells')} ({ok[0].get('cells_suppressed')}) / {ok[0].get('agents_total')}",
-                     "", f"{report['fleet']['expected_cells']} region x ISP pairs / {report['fleet']['agents']}"))
+                     "",
+                     f"{report['fleet']['expected_cells']} region x ISP pairs / {report['fleet']['agents']}"))
     st = report.get("stats")
     if st:
         a, r = st["aggregate_s"], st["reference_s"]

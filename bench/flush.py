@@ -32,7 +32,6 @@ import argparse
 import gzip
 import http.client
 import json
-import os
 import shutil
 import sqlite3
 import statistics
@@ -40,15 +39,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kit.lineproto import Encoder  # noqa: E402
 from agent.model import Sample  # noqa: E402
 from agent.store import DB_NAME, Store  # noqa: E402
+from kit.lineproto import Encoder  # noqa: E402
 from tests.influxlab import VictoriaMetrics, vm_unavailable  # noqa: E402
 
 HOURS = 72
@@ -68,7 +67,8 @@ def build_backlog(state_dir: Path, end: datetime) -> int:
             f = {"sent": 3, "received": 2 if lossy else 3, "loss_pct": 33.333 if lossy else 0.0,
                  "rtt_min_ms": 9.812 + i % 7, "rtt_avg_ms": 11.403 + i % 11, "rtt_max_ms": 14.227 + i % 13,
                  "jitter_ms": 0.731 + (i % 5) / 10}
-            chunk.append(Sample("ping", {**TAGS, "target": target, "method": "icmp_dgram", "role": role}, f, t))
+            tags = {**TAGS, "target": target, "method": "icmp_dgram", "role": role}
+            chunk.append(Sample("ping", tags, f, t))
         chunk.append(Sample("dns", {**TAGS, "name": "google.com", "server": "192.168.1.1"},
                             {"success": True, "rtt_ms": 21.604 + i % 9, "rcode": 0, "answers": 1}, t))
         chunk.append(Sample("round", TAGS, {"status": "degraded" if lossy else "up", "duration_s": 0.612,
@@ -255,9 +255,10 @@ def main() -> None:
         print("building the 72-hour backlog ...", flush=True)
         pristine = tmp / "pristine"
         t0 = time.perf_counter()
-        rows = build_backlog(pristine, datetime.now(timezone.utc))
+        rows = build_backlog(pristine, datetime.now(UTC))
         size = (pristine / DB_NAME).stat().st_size
-        print(f"  {rows} rows, {size / 1e6:.1f} MB store, built in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"  {rows} rows, {size / 1e6:.1f} MB store, built in {time.perf_counter() - t0:.0f} s",
+              flush=True)
         print("making a clean venv ...", flush=True)
         python = make_venv(tmp)
         results = []
@@ -268,15 +269,18 @@ def main() -> None:
             results.append(r)
             print(f"run {i + 1}: push {r['push']['points_per_s']:.0f} pts/s "
                   f"(wall {r['push']['wall_points_per_s']:.0f}), peak {r['push']['peak_rss_mb']:.1f} MB; "
-                  f"agent flush {r['agent']['flush_s']:.2f} s ({r['agent']['points_per_s']:.0f} pts/s), peak {r['agent']['peak_rss_mb']:.1f} MB, "
-                  f"after {r['agent']['rss_after_mb']:.1f} MB; reference {r['reference']['points_per_s']:.0f} "
+                  f"agent flush {r['agent']['flush_s']:.2f} s ({r['agent']['points_per_s']:.0f} pts/s), "
+                  f"peak {r['agent']['peak_rss_mb']:.1f} MB, "
+                  f"after {r['agent']['rss_after_mb']:.1f} MB; "
+                  f"reference {r['reference']['points_per_s']:.0f} "
                   f"pts/s; ratio {r['ratio']:.2f}", flush=True)
 
         def med(path):
             vals = [r[path[0]][path[1]] if len(path) == 2 else r[path[0]] for r in results]
             return statistics.median(vals), vals
         summary = {k: med(p) for k, p in {
-            "push_points_per_s": ("push", "points_per_s"), "push_wall_points_per_s": ("push", "wall_points_per_s"),
+            "push_points_per_s": ("push", "points_per_s"),
+            "push_wall_points_per_s": ("push", "wall_points_per_s"),
             "push_peak_rss_mb": ("push", "peak_rss_mb"), "agent_flush_s": ("agent", "flush_s"),
             "agent_points_per_s": ("agent", "points_per_s"), "agent_peak_rss_mb": ("agent", "peak_rss_mb"),
             "agent_rss_after_mb": ("agent", "rss_after_mb"),

@@ -118,7 +118,7 @@ def one_run(python: Path, minutes: float, out: dict, idx: int) -> None:
             "steady_window_s": span,
             "store_bytes": sum(p.stat().st_size for p in (tmp / "state").glob("linewatch.db*")),
         }
-    except Exception as exc:  # reported, not hidden
+    except Exception as exc:  # noqa: BLE001 (reported in the results, not hidden)
         out[idx] = {"error": repr(exc)}
     finally:
         lab.close()
@@ -148,18 +148,22 @@ def main() -> None:
     med["rss_ratio_vs_bare_python"] = med["agent_rss_mb"] / med["bare_python_rss_mb"]
     med["cpu_ratio_vs_fping"] = med["agent_cpu_pct"] / med["fping_cpu_pct"] if med["fping_cpu_pct"] else None
     med["store_bytes_per_hour"] = statistics.median(r["store_bytes"] for r in runs) / (args.minutes / 60)
-    print(f"footprint: {args.runs} runs x {args.minutes:g} min, default cadence (10 s, 3 echoes x 3 targets, 1 name)")
-    print(f"{'run':>4} {'RSS MB':>8} {'max MB':>8} {'bare py MB':>10} {'agent CPU %':>12} {'fping CPU %':>12}")
+    print(f"footprint: {args.runs} runs x {args.minutes:g} min, "
+          "default cadence (10 s, 3 echoes x 3 targets, 1 name)")
+    print(f"{'run':>4} {'RSS MB':>8} {'max MB':>8} {'bare py MB':>10} {'agent CPU %':>12} "
+          f"{'fping CPU %':>12}")
     for i, r in enumerate(runs):
         print(f"{i:>4} {r['agent_rss_mb']:8.1f} {r['agent_rss_max_mb']:8.1f} {r['bare_python_rss_mb']:10.1f}"
               f" {r['agent_cpu_pct']:12.3f} {r['fping_cpu_pct']:12.3f}")
-    print(f"median: RSS {med['agent_rss_mb']:.1f} MB (target <= 30; {med['rss_ratio_vs_bare_python']:.2f}x a bare"
+    print(f"median: RSS {med['agent_rss_mb']:.1f} MB "
+          f"(target <= 30; {med['rss_ratio_vs_bare_python']:.2f}x a bare"
           f" interpreter), CPU {med['agent_cpu_pct']:.3f} % of one core (target <= 0.2;"
           f" fping doing the same echoes: {med['fping_cpu_pct']:.3f} %)")
     print(f"store growth: {med['store_bytes_per_hour'] / 1e6:.2f} MB/hour")
     res = ROOT / "bench" / "results"
     res.mkdir(exist_ok=True)
-    (res / "footprint.json").write_text(json.dumps({"runs": runs, "median": med, "minutes": args.minutes}, indent=2))
+    (res / "footprint.json").write_text(
+        json.dumps({"runs": runs, "median": med, "minutes": args.minutes}, indent=2))
 
 
 if __name__ == "__main__":

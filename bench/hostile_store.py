@@ -30,8 +30,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +118,7 @@ def main() -> None:
                           flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (out / f"hostile-{stamp}.json").write_text(json.dumps(results, indent=1))
     print(f"\n{'code':<7} {'command':<10} {'file':<9} {'wall s (median; runs)':<34} "
           f"{'peak RSS MB (median; runs)':<34} exit")

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,18 +42,20 @@ POLL_S = 5.0
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def run_agent(config: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config), "--log-level", "warning"],
+    return subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config),
+                             "--log-level", "warning"],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def episodes(config: Path) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "agent", "outages", "--type", "power", "--json", "--since", "1d",
-                          "--config", str(config)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    out = subprocess.run([sys.executable, "-m", "agent", "outages", "--type", "power", "--json",
+                          "--since", "1d", "--config", str(config)],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)
 
@@ -134,7 +136,8 @@ def ups(flips: int, rng: random.Random, served: list) -> list[tuple[float, float
 
 def summary(name: str, lat: list[tuple[float, float]]) -> dict:
     starts, ends = [a for a, _ in lat], [b for _, b in lat]
-    d = {"source": name, "flips": len(lat), "start_median_s": statistics.median(starts), "start_max_s": max(starts),
+    d = {"source": name, "flips": len(lat), "start_median_s": statistics.median(starts),
+         "start_max_s": max(starts),
          "end_median_s": statistics.median(ends), "end_max_s": max(ends), "poll_s": POLL_S}
     d["within_one_poll"] = max(starts + ends) <= POLL_S
     return d
@@ -155,10 +158,12 @@ def main() -> None:
         results.append(summary("ups, from upsd serving it", served))
         results.append(summary("ups, from the file write", u))
     print(f"power detection latency, poll_s = {POLL_S:g} (reference: one poll interval)")
-    print(f"{'source':28} {'flips':>5} {'start med':>10} {'start max':>10} {'end med':>8} {'end max':>8}  within one poll")
+    print(f"{'source':28} {'flips':>5} {'start med':>10} {'start max':>10} {'end med':>8} {'end max':>8}"
+          "  within one poll")
     for r in results:
         print(f"{r['source']:28} {r['flips']:>5} {r['start_median_s']:>9.2f}s {r['start_max_s']:>9.2f}s"
-              f" {r['end_median_s']:>7.2f}s {r['end_max_s']:>7.2f}s  {'yes' if r['within_one_poll'] else 'NO'}")
+              f" {r['end_median_s']:>7.2f}s {r['end_max_s']:>7.2f}s"
+              f"  {'yes' if r['within_one_poll'] else 'NO'}")
     res = ROOT / "bench" / "results"
     res.mkdir(exist_ok=True)
     (res / "power_latency.json").write_text(json.dumps(results, indent=2))

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from agent.clock import FakeClock  # noqa: E402
 from agent.config import parse  # noqa: E402
 from agent.model import Sample, from_ns  # noqa: E402
-from agent.probes.stats import echo_stats  # noqa: E402
 from agent.probes.contract import Network  # noqa: E402
+from agent.probes.stats import echo_stats  # noqa: E402
 from agent.runner import Agent  # noqa: E402
 
 
@@ -37,7 +37,8 @@ def fake_probes(rng: random.Random) -> Network:
     def echo(target, *, count, timeout_s, clock):
         base = 2.0 if str(target).startswith("192.168.") else 35.0
         rtts = [None if rng.random() < 0.01 else base + rng.expovariate(1 / 4.0) for _ in range(count)]
-        return Sample("ping", {"target": str(target), "method": "icmp_dgram"}, echo_stats(count, rtts), clock.now())
+        return Sample("ping", {"target": str(target), "method": "icmp_dgram"}, echo_stats(count, rtts),
+                      clock.now())
 
     def dns(name, *, servers, timeout_s, clock):
         return Sample("dns", {"name": name, "server": servers[0]},
@@ -55,7 +56,8 @@ def line_bytes(s: Sample) -> int:
 
 def one(days: float, seed: int) -> dict:
     d = tempfile.mkdtemp(prefix="lwgrowth")
-    cfg = parse(f'[agent]\nstate_dir = "{d}"\nregion = "PK-PB"\ncity = "Lahore"\nisp = "PTCL"\naccess = "dsl"\n')
+    cfg = parse(f'[agent]\nstate_dir = "{d}"\n'
+                'region = "PK-PB"\ncity = "Lahore"\nisp = "PTCL"\naccess = "dsl"\n')
     clock = FakeClock()
     agent = Agent(cfg, clock=clock, probes=fake_probes(random.Random(seed)))
     rounds = int(days * 86400 / cfg.probe.interval_s)
@@ -85,11 +87,14 @@ def main() -> None:
     cap_days = 1024 / med["store_mb_per_day"]
     print(f"store growth: {args.runs} runs x {args.days:g} simulated day(s) at the default cadence")
     for i, r in enumerate(runs):
-        print(f"  run {i}: store {r['store_mb_per_day']:.2f} MB/day, line protocol {r['line_protocol_mb_per_day']:.2f}"
+        print(f"  run {i}: store {r['store_mb_per_day']:.2f} MB/day, "
+              f"line protocol {r['line_protocol_mb_per_day']:.2f}"
               f" MB/day, {r['cpu_ms_per_round']:.2f} ms CPU per round (store + logic)")
-    print(f"median: {med['store_mb_per_day']:.2f} MB/day in the store ({med['store_mb_per_day'] / med['line_protocol_mb_per_day']:.2f}x"
+    ratio = med["store_mb_per_day"] / med["line_protocol_mb_per_day"]
+    print(f"median: {med['store_mb_per_day']:.2f} MB/day in the store ({ratio:.2f}x"
           f" the same data as line protocol); 90 days = {90 * med['store_mb_per_day']:.0f} MB;"
-          f" the default 1024 MB cap holds {cap_days:.0f} days; {med['cpu_ms_per_round']:.2f} ms CPU per round")
+          f" the default 1024 MB cap holds {cap_days:.0f} days; "
+          f"{med['cpu_ms_per_round']:.2f} ms CPU per round")
     res = ROOT / "bench" / "results"
     res.mkdir(exist_ok=True)
     (res / "store_growth.json").write_text(json.dumps({"runs": runs, "median": med}, indent=2))

@@ -22,8 +22,8 @@ every index is None: no customers, no figure.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 MOMENTARY_MAX_S = 300.0
 

@@ -369,7 +369,8 @@ def all_lines() -> dict:
               (0, 0, 24, 10), "", "Down in an interval if any round in it was down; blank: the agent "
               "was not watching (stopped, machine off, or not yet forwarded).", interval="1m",
               defaults={"mappings": online}),
-        panel(2, "Rounds answered per agent", "bargauge", [target(q["availability"], alias="$tag_agent")],
+        panel(2, "Rounds answered per agent", "bargauge",
+              [target(q["availability"], alias="$tag_agent")],
               (0, 10, 8, 10), "percentunit", "Share of each agent's watched rounds in which the "
               "internet answered: mean(online). " + NOT_AVAILABILITY,
               defaults={"thresholds": AVAILABILITY, "color": {"mode": "thresholds"}, "min": 0.9, "max": 1,

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import MISSING, field, fields
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, field, fields
+from datetime import UTC, datetime
+from typing import Any
 
 from kit.errors import ConfigError
 from kit.secret import redact_value
@@ -28,7 +29,8 @@ def opt(default: Any, doc: str, check: Check | None = None, example: Any = None)
     """A config field: its default, its one-paragraph doc and an optional value check."""
     meta = {"doc": doc, "check": check, "example": example}
     if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda d=tuple(default): d, metadata=meta)
+        frozen = tuple(default)
+        return field(default_factory=lambda: frozen, metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -50,7 +52,7 @@ def max_len(n: int) -> Check:
     return lambda v: None if len(v) <= n and "\n" not in v else f"must be one line of at most {n} characters"
 
 def each(check: Check) -> Check:
-    def run(values: tuple) -> str | None:
+    def run(values: tuple[Any, ...]) -> str | None:
         for i, v in enumerate(values):
             problem = check(v)
             if problem:
@@ -84,7 +86,7 @@ def all_of(*checks: Check) -> Check:
 
 # -- a TOML table into a section --------------------------------------------------------------
 
-def sections_of(data: Mapping[str, Any], tables: Mapping[str, type], source: str) -> dict:
+def sections_of(data: Mapping[str, Any], tables: Mapping[str, type], source: str) -> dict[str, Any]:
     """Each TOML table of ``data`` validated into its section dataclass (also the collector's)."""
     sections = {}
     for name, value in data.items():
@@ -111,8 +113,12 @@ def section(cls: type, name: str, data: Mapping[str, Any], source: str) -> Any:
     return cls(**values)
 
 
-def default_of(f) -> Any:
-    return f.default if f.default is not MISSING else f.default_factory()
+def default_of(f: Field[Any]) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    factory = f.default_factory
+    assert callable(factory)  # opt() gives every field a default or a factory
+    return factory()
 
 
 def coerce(raw: Any, default: Any, source: str, where: str) -> Any:
@@ -155,11 +161,11 @@ def show(v: Any) -> str:
     return repr(v)
 
 
-def problem_of(f, value: Any) -> str | None:
+def problem_of(f: Field[Any], value: Any) -> str | None:
     """What field ``f``'s check says of ``value``, with any echo of the value in it shown as
     :func:`show` shows it (the parsers behind the checks quote what they were given)."""
     check = f.metadata.get("check")
-    problem = check(value) if check else None
+    problem: str | None = check(value) if check else None
     if not problem:
         return problem
     for v in value if isinstance(value, tuple) else (value,):
@@ -237,11 +243,11 @@ def parse_when(v: str, now: float) -> float:
         raise ValueError(f'{v!r}: expected a duration such as "30d" or a date such as '
                          '"2026-11-01"') from None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
+        t = t.replace(tzinfo=UTC)
     return t.timestamp()
 
 
-def checked(func) -> Any:
+def checked(func: Callable[[Any], object]) -> Check:
     def run(v: Any) -> str | None:
         try:
             func(v)

@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kit.configkit import show
 
@@ -190,7 +192,7 @@ def rank(q: float, n: int) -> int:
     return min(max(math.ceil(round(q * n, 9)) - 1, 0), n - 1)
 
 
-def nearest_rank(values, pct: float) -> float | None:
+def nearest_rank(values: Iterable[float], pct: float) -> float | None:
     """InfluxQL's PERCENTILE(field, pct): the value at index floor(n x pct / 100 + 0.5) - 1 of
     the sorted values (None when that index falls outside). A store file's daily latency uses it
     too, so a file and the server give the same figure."""
@@ -199,7 +201,7 @@ def nearest_rank(values, pct: float) -> float | None:
     return v[i] if 0 <= i < len(v) else None
 
 
-def quantile(values, q: float) -> float | None:
+def quantile(values: Iterable[float], q: float) -> float | None:
     """The q-quantile of ``values`` by :func:`rank` (None when there are none)."""
     v = sorted(values)
     return v[rank(q, len(v))] if v else None
@@ -231,14 +233,14 @@ class Quality:
     """Records accepted, rejected and clipped, by reason (collector.clean lists the reasons;
     kit.storefile those of store files)."""
 
-    accepted: Counter = field(default_factory=Counter)
-    rejected: Counter = field(default_factory=Counter)
-    clipped: Counter = field(default_factory=Counter)
-    unknown_regions: Counter = field(default_factory=Counter)   # code -> records
-    unreadable: list = field(default_factory=list)   # one line per store file refused whole
+    accepted: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    clipped: Counter[str] = field(default_factory=Counter)
+    unknown_regions: Counter[str] = field(default_factory=Counter)   # code -> records
+    unreadable: list[str] = field(default_factory=list)   # one line per store file refused whole
 
-    def as_dict(self) -> dict:
-        out = {"accepted": dict(sorted(self.accepted.items())),
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"accepted": dict(sorted(self.accepted.items())),
                "rejected": {k: v for k, v in sorted(self.rejected.items()) if v},
                "clipped": {k: v for k, v in sorted(self.clipped.items()) if v}}
         if self.unknown_regions:
@@ -247,7 +249,7 @@ class Quality:
             out["unreadable_stores"] = list(self.unreadable)
         return out
 
-    def merge(self, other: "Quality") -> None:
+    def merge(self, other: Quality) -> None:
         for mine, theirs in ((self.accepted, other.accepted), (self.rejected, other.rejected),
                              (self.clipped, other.clipped),
                              (self.unknown_regions, other.unknown_regions)):

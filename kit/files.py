@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int) -> None:
+def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int) -> None:
     """Replace ``path`` with ``data`` (str: written as UTF-8), mode exactly ``mode`` whatever
     the umask. An OSError names ``path`` (not the temporary file), which is removed again."""
     path = Path(path)
@@ -52,7 +52,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int) -> None:
     sync_dir(directory)
 
 
-def sync_dir(directory: str | os.PathLike) -> None:
+def sync_dir(directory: str | os.PathLike[str]) -> None:
     """Make a rename in ``directory`` durable (fsync of the directory). Best effort: some file
     systems refuse to sync a directory, and the rename has happened either way."""
     try:

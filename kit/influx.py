@@ -27,8 +27,8 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 from urllib.parse import quote, urlsplit
 
 from kit.configkit import between, max_len, one_of, opt, parses
@@ -51,7 +51,7 @@ def parse_url(url: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or fragment")
     try:
-        parts.port
+        _ = parts.port  # reading it checks it
     except ValueError:
         raise ValueError("has an invalid port") from None
     return url.rstrip("/")
@@ -69,8 +69,8 @@ class InfluxSection:
     url: str = opt("", "InfluxDB to forward to: http(s)://host:port, e.g. http://localhost:8086 "
                     "or an InfluxDB Cloud URL. Empty: nothing is forwarded and the local store "
                     "keeps everything (it is the outbox either way: rows recorded while the server "
-                    "was unreachable go out later, oldest first).", parses("kit.influx", "parse_url", allow_empty=True),
-                    "http://localhost:8086")
+                    "was unreachable go out later, oldest first).",
+                    parses("kit.influx", "parse_url", allow_empty=True), "http://localhost:8086")
     api: str = opt("auto", '"auto" asks the server\'s /ping for its version: InfluxDB 1.x older '
                     'than 1.8 gets the v1 /write endpoint, everything else (1.8+, 2.x, 3.x, Cloud) '
                     '/api/v2/write. "v2" or "v1" forces one.', one_of("auto", "v2", "v1"))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 63 - 1
 

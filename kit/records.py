@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from kit.definitions import Unit
 
+
 @dataclass(frozen=True)
 class ObsHour:
     unit: Unit

@@ -26,9 +26,9 @@ import base64
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import quote, quote_plus
 
 from kit.errors import ConfigError

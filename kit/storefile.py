@@ -10,10 +10,10 @@ the whole file. Rows dated before 2000 (a clock never set) are counted as ``cloc
 read; a round whose ``interval_s`` is not a number in (0, 3600] is left out of its hour's sum and
 counted as ``absurd_observed`` (docs/collector.md).
 
-A file is untrusted (docs/collector.md, "Store files are untrusted"). Before any row is read its schema must be
-the agent's own: SQLite runs what a schema says on every read (a generated column, a view, a
-trigger, a virtual table, an expression index), so anything else refuses the whole file. Values
-are bounded (:data:`MAX_VALUE_BYTES`), the file's size too (:data:`MAX_STORE_BYTES`), and so is
+A file is untrusted (docs/collector.md, "Store files are untrusted"). Before any row is read its
+schema must be the agent's own: SQLite runs what a schema says on every read (a generated column,
+a view, a trigger, a virtual table, an expression index), so anything else refuses the whole file.
+Values are bounded (:data:`MAX_VALUE_BYTES`), the file's size too (:data:`MAX_STORE_BYTES`), and so is
 the time spent on one file (:data:`TIME_LIMIT_S`, through SQLite's progress handler). Past that,
 each row becomes a record or a counted rejection; a file that fails anywhere is refused whole
 (:exc:`SourceError` naming it), which the collector's :func:`collector.storefile.read_stores`
@@ -31,10 +31,10 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Callable, Iterable
 
 from kit.definitions import CLOCK_SET, LOCATION_TAGS as TAGS, MAX_INTERVAL_S, Quality, Unit, nearest_rank
 from kit.errors import SourceError
@@ -108,7 +108,7 @@ class StoreFile:
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, time_limit_s: float = TIME_LIMIT_S,
-             clock: Callable[[], float] = time.monotonic) -> "StoreFile":
+             clock: Callable[[], float] = time.monotonic) -> StoreFile:
         """Open a store read-only and check it is the agent's: SourceError naming the file when
         it is missing, too large, not SQLite, or its schema is not the agent's. ``time_limit_s``
         bounds everything read from it, from now on."""

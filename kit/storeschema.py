@@ -70,7 +70,7 @@ def table_definitions() -> dict[str, str]:
         mem.close()
 
 
-def sqlite_uri(path: str | os.PathLike, query: str) -> str:
+def sqlite_uri(path: str | os.PathLike[str], query: str) -> str:
     """A ``file:`` URI naming exactly ``path``, with ``query`` (``mode=ro``, ``immutable=1``).
     What a URI reads in a file name is quoted (a file named ``%2e%2e%2fpwn.db`` is that file, not
     ``../pwn.db``; ``?`` and ``#`` are part of the name), and the path is made absolute behind an

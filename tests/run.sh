@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs and runs it. Used as is by .ci/run.
+# Installs everything the test suite needs, lints (ruff) and type-checks (mypy) the tree, then runs
+# the suite with coverage. Fails when any of them fails. Used as is by .ci/run.
 #   Debian packages: network test hosts (iproute2), reference tools (fping, ping), a DNS server
 #   (dnsmasq), a UPS server (Network UPS Tools), InfluxDB 1.6.7 and VictoriaMetrics (the v1 and v2
 #   write paths), iperf3 (the throughput reference), chromium (renders the HTML reports; Playwright
@@ -30,6 +31,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
 
+# The linter and the type checker first: they take seconds and fail before the long suite starts.
+# ruff lints the whole tree (rules in pyproject.toml, [tool.ruff]); mypy checks the pure cores
+# strictly (the files in [tool.mypy]).
+echo "lint: ruff check"
+.venv/bin/python -m ruff check --quiet --output-format=concise .
+echo "type check: mypy"
+.venv/bin/python -m mypy
+
 # Node.js and the pinned TypeScript compiler and Grafana schema (tests/grafana/package-lock.json),
 # which type-check the dashboards against Grafana's own models.
 if ! command -v npm >/dev/null; then
@@ -46,9 +55,14 @@ npm ci --prefix tests/grafana --no-audit --no-fund --ignore-scripts --loglevel=e
 # and nothing a test sends can leave this machine, whatever its config says. Without root or
 # unshare (the namespace tests skip then anyway) it runs as it is.
 # pytest exits 5 when it collected no tests: exec passes that on as a failure too.
+# Coverage of kit, agent and collector is reported at the end ([tool.coverage] in pyproject.toml),
+# counting the Python processes the tests start as well (`linewatch run` in a namespace, the CLIs).
+# A bare --cov takes its sources from pyproject.toml; it must not be followed by a path (it would
+# take it as its source), hence the report option after it.
+COV=(--cov --cov-report=term-missing:skip-covered)
 if [ "$(id -u)" -eq 0 ] && unshare -n true 2>/dev/null; then
     echo "running the tests in a network namespace of their own (nothing they send leaves this machine)"
     exec unshare -n bash -c 'ip link set lo up && ip link add lwtest0 type veth peer name lwtest1 \
-        && ip link set lwtest0 up && ip link set lwtest1 up && exec "$@"' _ .venv/bin/python -m pytest "$@"
+        && ip link set lwtest0 up && ip link set lwtest1 up && exec "$@"' _ .venv/bin/python -m pytest "${COV[@]}" "$@"
 fi
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest "${COV[@]}" "$@"

@@ -4,6 +4,7 @@ real routing table of the agent namespace."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 import sys
 from pathlib import Path
@@ -242,6 +243,9 @@ def test_site_id_does_not_load_openssl():
 
     code = ("import sys\nimport agent.runner\nfrom agent.probes.gateway import site_id\n"
             "site_id('02:fc:00:00:00:05')\nprint(sorted({'hashlib', '_hashlib'} & set(sys.modules)))\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    # Unmeasured: coverage, when the test command measures the processes tests start, loads hashlib.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env=env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
