@@ -19,13 +19,12 @@ import re
 import sys
 import time
 import traceback
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from agent import __version__, config, lock, show
-from agent import status as status_mod
+from agent import __version__, config, lock, show, status as status_mod
 from agent.clock import SystemClock
 from agent.status import dns_row, iso, ping_row
 from kit import configkit, definitions
@@ -312,7 +311,7 @@ def outages(config_path, since, types, as_json, as_csv):
         _fail("choose one of --json and --csv", 2)
     cfg = _load(config_path)
     try:
-        since_t = parse_since(since, datetime.now(timezone.utc))
+        since_t = parse_since(since, datetime.now(UTC))
     except ValueError as exc:
         _fail(f"--since: {exc}", 2)
     wanted = {"all": None, None: {"connectivity", "power"}}.get(types, {types})
@@ -351,7 +350,7 @@ def parse_since(text: str, now: datetime) -> datetime:
         t = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"expected a span such as 30m, 12h, 7d, 4w or an ISO date, got {text!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 # -- check --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ gets its real length and a wall-clock/monotonic offset does not jump on resume.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
@@ -31,14 +31,14 @@ class SystemClock:
         return time.monotonic()
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class FakeClock:
     """A clock for tests: advance both clocks together, or step the wall clock alone."""
 
     def __init__(self, start: datetime | None = None, mono: float = 1000.0) -> None:
-        self._wall = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self._wall = start or datetime(2026, 1, 1, tzinfo=UTC)
         self._mono = mono
 
     def monotonic(self) -> float:

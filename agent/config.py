@@ -18,12 +18,26 @@ import os
 import re
 import sys
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from kit.configkit import (Check, all_of, at_least, between, default_of, each, max_len, one_of, opt,
-                           parses, problem_of, sections_of, show, toml_value, wrap)
+from kit.configkit import (
+    all_of,
+    at_least,
+    between,
+    default_of,
+    each,
+    max_len,
+    one_of,
+    opt,
+    parses,
+    problem_of,
+    sections_of,
+    toml_value,
+    wrap,
+)
 from kit.definitions import ACCESS_TYPES, PK_REGIONS, REGION_RE, access_type, pk_codes_named, region_code
 from kit.errors import ConfigError
 from kit.influx import InfluxSection

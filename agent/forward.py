@@ -36,11 +36,12 @@ import os
 import random
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from agent.statekeys import STATE_FORWARD
 from kit import influx
@@ -99,7 +100,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
 
 
@@ -182,7 +183,7 @@ class State:
         return json.dumps(self.__dict__, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | None) -> "State":
+    def from_json(cls, text: str | None) -> State:
         try:
             data = json.loads(text or "{}")
             known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}

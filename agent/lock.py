@@ -17,7 +17,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 LOCK_NAME = "agent.lock"
@@ -60,7 +60,7 @@ class AgentLock:
         self._fd: int | None = None
         self._record: dict = {}
 
-    def acquire(self, *, attempts: int = 20, pause_s: float = 0.05) -> "AgentLock":
+    def acquire(self, *, attempts: int = 20, pause_s: float = 0.05) -> AgentLock:
         fcntl = _fcntl()
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
@@ -135,4 +135,4 @@ def _read_record(fd: int) -> dict | None:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")

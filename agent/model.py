@@ -7,14 +7,15 @@ measurement, tag and field is listed in docs/metrics.md; a test enforces it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Mapping, Union
+from typing import Union
 
 FieldValue = Union[float, int, bool, str]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_ns(t: datetime) -> int:
@@ -57,7 +58,7 @@ class Sample:
     def time_ns(self) -> int:
         return to_ns(self.time)
 
-    def with_tags(self, extra: Mapping[str, str]) -> "Sample":
+    def with_tags(self, extra: Mapping[str, str]) -> Sample:
         """The same sample with ``extra`` tags added (existing keys win: probes know best)."""
         merged = dict(extra)
         merged.update(self.tags)

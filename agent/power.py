@@ -78,7 +78,7 @@ class PowerTracker:
         return json.dumps(d, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "PowerTracker":
+    def from_json(cls, text: str) -> PowerTracker:
         d = json.loads(text)
         return cls(open=tuple((s, Open(**o)) for s, o in d["open"]), last_ns=d["last_ns"],
                    last_mono=d["last_mono"], boot=d.get("boot", ""),
@@ -166,7 +166,7 @@ class Heartbeat:
                            "clock_ok": self.clock_ok})
 
     @classmethod
-    def from_json(cls, text: str) -> "Heartbeat":
+    def from_json(cls, text: str) -> Heartbeat:
         d = json.loads(text)
         return cls(datetime.fromisoformat(d["time"]), float(d["mono"]), d.get("boot_id", ""),
                    bool(d.get("clock_ok", True)))

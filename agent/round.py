@@ -11,10 +11,10 @@ it fakes by constructor.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
 
 from agent.clock import Clock
 from agent.config import Config

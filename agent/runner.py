@@ -37,7 +37,7 @@ import os
 import signal
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from agent.clock import Clock, SystemClock
 from agent.config import Config, reloaded
@@ -47,8 +47,7 @@ from agent.jobs.housekeeping import HOUSEKEEPING_S, Housekeeping, Watchdog, open
 from agent.jobs.powerjob import PowerJob
 from agent.jobs.rounds import Rounds
 from agent.jobs.selfmetrics import SelfMetrics
-from agent.jobs.speedtests import CHECK_S as SPEEDTEST_CHECK_S
-from agent.jobs.speedtests import SpeedTests
+from agent.jobs.speedtests import CHECK_S as SPEEDTEST_CHECK_S, SpeedTests
 from agent.notify import Notifier
 from agent.probes.contract import Network
 from agent.probes.echo import EchoDispatch

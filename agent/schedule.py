@@ -18,7 +18,7 @@ whether the next due time, a wall-clock time kept in the store, has passed
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from agent.clock import Clock
 

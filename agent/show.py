@@ -12,7 +12,6 @@ import click
 from agent.salvage import salvage_summary
 from kit.words import plural, thin_watch
 
-
 # -- probe and status -------------------------------------------------------------------------
 
 def targets(rows: list[dict], dns: list[dict]) -> None:

@@ -14,9 +14,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from datetime import UTC, datetime, timedelta
 
 MIN_INTERVAL_S = 36 * 60.0
 MAX_INTERVAL_S = 15 * 3600.0
@@ -40,7 +40,7 @@ def check_cron(expr: str) -> None:
     from apscheduler.triggers.cron import CronTrigger
 
     try:
-        CronTrigger.from_crontab(expr, timezone=timezone.utc)
+        CronTrigger.from_crontab(expr, timezone=UTC)
     except ValueError as exc:
         raise ValueError(f"not a valid cron expression: {exc}") from None
 
@@ -55,12 +55,12 @@ def next_cron(expr: str, after: datetime, tz=None) -> datetime:
         tz = datetime.now().astimezone().tzinfo
     trig = CronTrigger.from_crontab(expr, timezone=tz)
     nxt = trig.get_next_fire_time(None, after.astimezone(tz) + timedelta(seconds=1))
-    return nxt.astimezone(timezone.utc)
+    return nxt.astimezone(UTC)
 
 
 def month_start(t: datetime) -> datetime:
-    t = t.astimezone(timezone.utc)
-    return datetime(t.year, t.month, 1, tzinfo=timezone.utc)
+    t = t.astimezone(UTC)
+    return datetime(t.year, t.month, 1, tzinfo=UTC)
 
 
 def used_bytes(tests: Iterable[tuple[datetime, int]], now: datetime) -> int:

@@ -8,14 +8,19 @@ report and the collector use too: 1 - connectivity outage seconds / watched seco
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 
 from agent import lock, speedplan
 from agent.config import Config
 from agent.model import Episode, Sample
-from agent.statekeys import (STATE_FORWARD, STATE_HEARTBEAT, STATE_PENDING, STATE_POWER_SENSORS,
-                             STATE_SPEED_NEXT)
+from agent.statekeys import (
+    STATE_FORWARD,
+    STATE_HEARTBEAT,
+    STATE_PENDING,
+    STATE_POWER_SENSORS,
+    STATE_SPEED_NEXT,
+)
 from agent.store import STATE_RECOVERED, Store
 from kit import definitions
 from kit.errors import StoreMissing
@@ -48,7 +53,7 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
 
     Raises StoreCorrupt (one line with what to do) for a damaged store; a missing store is an
     empty status, not an error."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     held = lock.holder(cfg.state_dir)
     record = held.record or {}
     base = {
@@ -202,7 +207,7 @@ def speedtest_summary(cfg: Config, tests: list[Sample], next_due: str | None, no
 
 def iso(t: datetime) -> str:
     """ISO 8601 in UTC with a Z."""
-    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def ping_row(s: Sample) -> dict:

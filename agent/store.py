@@ -39,14 +39,14 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
-from kit.errors import StoreCorrupt, StoreError, StoreMissing, StoreUnwritable
 from agent import lock
 from agent.model import Episode, Sample, from_ns, to_ns
+from kit.errors import StoreCorrupt, StoreError, StoreMissing, StoreUnwritable
 from kit.storeschema import DB_NAME, SCHEMA, SCHEMA_VERSION, sqlite_uri
 
 # Measurements kept forever: retention and the size cap drop only raw rounds.
@@ -109,7 +109,7 @@ class Store:
     # -- opening ----------------------------------------------------------------------------
     @classmethod
     def open(cls, state_dir: str | os.PathLike, *, now: datetime | None = None,
-             repair: bool = True) -> "Store":
+             repair: bool = True) -> Store:
         """Open (or create) the store in ``state_dir``. A damaged file is moved aside and what
         it still holds is copied into the new store (:mod:`agent.salvage`); with ``repair``
         false (every writer but ``linewatch run``) it is left alone and StoreCorrupt says so."""
@@ -124,14 +124,14 @@ class Store:
         except StoreCorrupt as exc:
             if not repair:
                 raise StoreCorrupt(damaged_message(path, exc.__cause__ or exc)) from exc
-            now = now or datetime.now(timezone.utc)
+            now = now or datetime.now(UTC)
             aside = move_aside(path, now)
             store = cls(_connect(path), path, aside)
             store._salvage(aside, now, str(exc.__cause__ or exc))
             return store
 
     @classmethod
-    def open_readonly(cls, state_dir: str | os.PathLike, *, live: bool = True) -> "Store":
+    def open_readonly(cls, state_dir: str | os.PathLike, *, live: bool = True) -> Store:
         """Open the store for reading only: nothing is created, moved or changed. ``live``: an
         agent may be writing (the lock says so); otherwise, when no write-ahead log exists,
         the file is opened as immutable, which creates no -wal or -shm file either.
@@ -152,9 +152,8 @@ class Store:
             except sqlite3.DatabaseError as exc:
                 # An immutable reader racing an agent that just started may see torn pages:
                 # if an agent runs now, ask once more through the locking reader.
-                if i + 1 < len(modes):
-                    if lock.holder(path.parent).running:
-                        continue
+                if i + 1 < len(modes) and lock.holder(path.parent).running:
+                    continue
                 err = _convert(exc, path)
                 if isinstance(err, StoreCorrupt):
                     raise StoreCorrupt(damaged_message(path, exc)) from exc
@@ -204,7 +203,7 @@ class Store:
                 if over > 0:
                     self.dropped_pending += _drop_oldest_raw(p.samples, over)
                 if self.trouble is None:
-                    self.trouble = Trouble(datetime.now(timezone.utc), exc.reason or str(exc))
+                    self.trouble = Trouble(datetime.now(UTC), exc.reason or str(exc))
                 self.trouble.pending_samples = len(p.samples)
                 return
             self._pending = _Pending()

@@ -25,12 +25,12 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
+from kit.definitions import Unit
 from kit.errors import SourceError
 from kit.records import ObsHour, PingDay
-from kit.definitions import Unit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY);
@@ -83,7 +83,7 @@ class Cache:
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
 
     @classmethod
-    def for_source(cls, directory: Path, url: str, database: str, rp: str) -> "Cache":
+    def for_source(cls, directory: Path, url: str, database: str, rp: str) -> Cache:
         key = hashlib.sha256(f"{url}\n{database}\n{rp}".encode()).hexdigest()[:20]
         return cls(Path(directory) / f"{key}.db")
 

@@ -34,14 +34,14 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
 from urllib.parse import urlencode
 
+from kit.definitions import CLOCK_SET, LOCATION_TAGS, MAX_INTERVAL_S, Quality, Unit
 from kit.errors import SourceError
 from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME, one_line
 from kit.lineproto import unescape_tag
-from kit.definitions import CLOCK_SET, LOCATION_TAGS, MAX_INTERVAL_S, Quality, Unit
 from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
 
 # The tags the queries group by, in the order of Unit's fields (the agent first).

@@ -7,18 +7,38 @@ data-quality counters and the default method are worded in :mod:`collector.regio
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
-from typing import Callable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
 
 from collector import figures
 from collector.regional_text import QUALITY_COUNTERS, default_method
 from kit.definitions import INTERNET_CAUSES
 from kit.html import frame
-from kit.html.fmt import (CAUSE_LABELS, DASH, EPISODE_KINDS, WEEKDAYS, as_dict, as_list, esc,
-                          fmt_ci, fmt_freq, fmt_int, fmt_mbit, fmt_min, fmt_num, fmt_pct,
-                          fmt_range, fmt_time, name_html, num, parse_time, region_html,
-                          utc_offset, zone)
+from kit.html.fmt import (
+    CAUSE_LABELS,
+    DASH,
+    EPISODE_KINDS,
+    WEEKDAYS,
+    as_dict,
+    as_list,
+    esc,
+    fmt_ci,
+    fmt_freq,
+    fmt_int,
+    fmt_mbit,
+    fmt_min,
+    fmt_num,
+    fmt_pct,
+    fmt_range,
+    fmt_time,
+    name_html,
+    num,
+    parse_time,
+    region_html,
+    utc_offset,
+    zone,
+)
 from kit.html.svg import CAUSE_COLORS, POWER_AMBER, Bar, svg_columns, svg_hbar, svg_heatmap
 
 # How the page writes each format of collector.figures.PAGE_FORMATS.
@@ -327,7 +347,7 @@ def _events_table(events: Sequence[object], ctx: _RegionCtx) -> str:
     events = [e for e in events if isinstance(e, dict)]
     if not events:
         return '<p class="muted">No regional event in this window.</p>'
-    never = datetime.min.replace(tzinfo=timezone.utc)
+    never = datetime.min.replace(tzinfo=UTC)
     events.sort(key=lambda e: parse_time(e.get("start")) or never)
     rows = []
     for e in events:

@@ -3,7 +3,7 @@ written from the settings when the result brings no methodology of its own."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from kit.html import frame
 from kit.html.fmt import fmt_int, fmt_mbit, fmt_num, num

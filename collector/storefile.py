@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from kit.definitions import Quality
 from kit.errors import SourceError

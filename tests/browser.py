@@ -84,7 +84,7 @@ class Browser:
         self.width, self.height = width, height
         self._pw = self._browser = None
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         from playwright.sync_api import sync_playwright
         self._pw = sync_playwright().start()
         try:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 CATALOG = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 # The top headings of docs/metrics.md and the part of linewatch each one lists.

@@ -90,7 +90,7 @@ class FakeServer:
         while not self._stop.is_set():
             try:
                 query, peer = self.udp.recvfrom(2048)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -105,7 +105,7 @@ class FakeServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self.tcp.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -93,19 +93,18 @@ import time
 import urllib.parse
 from array import array
 from bisect import bisect_right
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from kit import lineproto
-from agent.model import Episode as AgentEpisode
-from agent.model import Sample, from_ns, to_ns
-from agent.probes.stats import echo_stats
 from agent.jobs.context import episode_sample
+from agent.model import Episode as AgentEpisode, Sample, from_ns, to_ns
+from agent.probes.stats import echo_stats
 from agent.speedplan import next_interval_s
-from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
+from kit import lineproto
 from kit.definitions import Unit
+from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
 
 NS = 1_000_000_000
 HOUR_NS = 3600 * NS
@@ -780,10 +779,7 @@ class Fleet:
         off_s = sum(b - a for a, b in off) / NS
 
         def inside(ka: int, kb: int) -> bool:
-            for k0, k1 in ranges:
-                if k0 + MARGIN_ROUNDS <= ka and kb + MARGIN_ROUNDS <= k1:
-                    return True
-            return False
+            return any(k0 + MARGIN_ROUNDS <= ka and kb + MARGIN_ROUNDS <= k1 for k0, k1 in ranges)
 
         # 3. Power episodes (laptop: battery, ups: UPS), polled every 5 s.
         pbase = self.start_ns + rng.randrange(5000) * 1_000_000
@@ -928,7 +924,7 @@ class Fleet:
 
         def entry(fields: dict) -> tuple:
             return (fields, lineproto.field_set(fields), fields.get("rtt_avg_ms"), fields["loss_pct"],
-                    fields["received"] if "received" in fields else None)
+                    fields.get("received"))
 
         up = [entry(echo_stats(3, [rtt(), rtt(), rtt()])) for _ in range(128)]
         lossy = []
@@ -1133,7 +1129,7 @@ class Fleet:
 _WORKER_FLEET: list = []
 
 
-def _worker_init(fleet: "Fleet") -> None:
+def _worker_init(fleet: Fleet) -> None:
     _WORKER_FLEET[:] = [fleet]
 
 
@@ -1213,7 +1209,7 @@ def _track(special: dict[int, str], base: int, R: int, battery: list[tuple[int, 
 
 
 class _Streak:
-    __slots__ = ("bad", "bad_start", "causes", "power_at_start", "good", "good_start", "open", "open_power")
+    __slots__ = ("bad", "bad_start", "causes", "good", "good_start", "open", "open_power", "power_at_start")
 
     def __init__(self) -> None:
         self.bad, self.bad_start, self.causes, self.power_at_start = 0, None, {}, False
@@ -1240,4 +1236,4 @@ def fleet_start(days: int, now: float | None = None) -> int:
     return utc_midnight(now) - days * 86400
 
 
-__all__ = ["Fleet", "AgentSpec", "PowerEvent", "IspEvent", "REGIONS", "BAD_KINDS", "fleet_start", "utc_midnight"]
+__all__ = ["BAD_KINDS", "REGIONS", "AgentSpec", "Fleet", "IspEvent", "PowerEvent", "fleet_start", "utc_midnight"]

@@ -14,8 +14,8 @@ import json
 import os
 import re
 import sqlite3
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from kit.storeschema import SCHEMA as _SCHEMA
 

@@ -302,7 +302,7 @@ class InfluxV1(_Child):
 
     @classmethod
     def create(cls, root: Path | None = None, database: str = "linewatch", auth: bool = False,
-               timeout_s: float = 20.0) -> "InfluxV1":
+               timeout_s: float = 20.0) -> InfluxV1:
         """Configure and start a server in ``root`` (a new temp dir when None), then create
         ``database`` (and, with ``auth``, the users). Raises RuntimeError with the log's last
         lines when influxd does not answer /ping within ``timeout_s``."""
@@ -445,7 +445,7 @@ class VictoriaMetrics(_Child):
 
     @classmethod
     def create(cls, root: Path | None = None, dedup: bool = True,
-               retention: str | None = "100y", timeout_s: float = 20.0) -> "VictoriaMetrics":
+               retention: str | None = "100y", timeout_s: float = 20.0) -> VictoriaMetrics:
         """Start a server with its data in ``root`` (a new temp dir when None).
 
         ``dedup``: ``-dedup.minScrapeInterval=1ms``, so a re-sent point counts once (as with
@@ -508,7 +508,7 @@ class VictoriaMetrics(_Child):
 
     def count(self, name: str) -> int:
         """How many samples all series named ``name`` (``measurement_field``) hold together."""
-        return sum(len(s["values"]) for s in self.export("{__name__=%s}" % json.dumps(name)))
+        return sum(len(s["values"]) for s in self.export(f"{{__name__={json.dumps(name)}}}"))
 
     def wait_count(self, name: str, expected: int, timeout_s: float = 15.0) -> int:
         """:meth:`count` until it reaches ``expected`` (or ``timeout_s`` passes); the last count.

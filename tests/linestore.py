@@ -10,7 +10,7 @@ scenarios are in the past and on known weekdays whatever today's date.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -85,7 +85,7 @@ class Watch:
 
     def __init__(self, tmp_path: Path, start: datetime, **cfg) -> None:
         self.tmp_path, self.state = tmp_path, tmp_path / "state"
-        self.clock = FakeClock(start.astimezone(timezone.utc))
+        self.clock = FakeClock(start.astimezone(UTC))
         self.line = Line()
         self.agent: Agent | None = None
         self.configure(**cfg)

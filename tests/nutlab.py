@@ -107,7 +107,7 @@ class NutServer:
     # -- life cycle -------------------------------------------------------------------------
     @classmethod
     def create(cls, root: Path | None = None, *, maxage_s: int = 15,
-               **initial: object) -> "NutServer":
+               **initial: object) -> NutServer:
         """Configure and start a server in ``root`` (a new temp dir when None) and wait until upsd
         reports the initial state (:data:`DEFAULTS` updated with ``initial``). Raises
         RuntimeError with the daemons' logs when something does not start."""
@@ -128,7 +128,7 @@ class NutServer:
             raise
         return server
 
-    def __enter__(self) -> "NutServer":
+    def __enter__(self) -> NutServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -374,7 +374,7 @@ class Relay:
         for sock in self._socks:
             sock.close()
 
-    def __enter__(self) -> "Relay":
+    def __enter__(self) -> Relay:
         return self
 
     def __exit__(self, *exc: object) -> None:

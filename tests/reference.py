@@ -200,7 +200,7 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
 
     agent_conn, agent_power = [], []
     host_down = []
-    for (agent, type_), eps in sorted(by_agent.items(), key=lambda kv: kv[0]):
+    for (_agent, type_), eps in sorted(by_agent.items(), key=lambda kv: kv[0]):
         if type_ == "connectivity":
             agent_conn += agent_connectivity(eps, rejected, clipped)
         else:

@@ -148,7 +148,7 @@ class ShapedLink:
 
     # -- building ---------------------------------------------------------------------------------
     @classmethod
-    def create(cls, lab: Lab, rate_mbit: float) -> "ShapedLink":
+    def create(cls, lab: Lab, rate_mbit: float) -> ShapedLink:
         """Namespaces ``client`` (10.232.1.2/24) and ``server`` (10.232.1.1/24), shaped to
         ``rate_mbit`` in both directions."""
         client, server = lab.ns("client"), lab.ns("server")

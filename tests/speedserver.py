@@ -105,7 +105,7 @@ _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutE
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
         pass
@@ -220,7 +220,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 128
-    owner: "SpeedServer"
+    owner: SpeedServer
 
     def handle_error(self, request, client_address) -> None:
         # Clients of a speed test drop connections mid-transfer by design: nothing to report.
@@ -282,7 +282,7 @@ class SpeedServer:
         """Block until the process ends (the program mode)."""
         self._thread.join()
 
-    def __enter__(self) -> "SpeedServer":
+    def __enter__(self) -> SpeedServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

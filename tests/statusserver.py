@@ -38,9 +38,9 @@ import threading
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 WRITE_PATHS = ("/write", "/api/v2/write")
 
@@ -61,7 +61,7 @@ class Reply:
 
     @classmethod
     def json_error(cls, status: int, message: str, *, v1: bool = False,
-                   headers: dict[str, str] | None = None) -> "Reply":
+                   headers: dict[str, str] | None = None) -> Reply:
         """An InfluxDB error answer: ``{"code": ..., "message": message}`` (2.x) or, with
         ``v1``, ``{"error": message}`` plus an ``X-Influxdb-Error`` header (1.x)."""
         hdrs = {"Content-Type": "application/json; charset=utf-8"}
@@ -89,7 +89,7 @@ class Request:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
         pass
@@ -170,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
-    owner: "StatusServer"
+    owner: StatusServer
 
     def handle_error(self, request, client_address) -> None:
         # A client that timed out or a connection shut by close(): nothing a test needs to see.
@@ -212,7 +212,7 @@ class StatusServer:
             return f"https://localhost:{self.port}"
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "StatusServer":
+    def __enter__(self) -> StatusServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -25,9 +25,9 @@ of fields, ``job_<name>_duration_s``, is one row: tests/catalog.py).
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

@@ -8,7 +8,7 @@ import stat
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,12 +17,11 @@ from click.testing import CliRunner
 from agent import config
 from agent.cli import main, parse_since
 from agent.clock import FakeClock
-from agent.config import parse
 from agent.runner import Agent
 from tests.fakenet import FakeNet, tick
 
 ROOT = Path(__file__).resolve().parents[1]
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -31,8 +30,8 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
     ("30m", NOW - timedelta(minutes=30)),
     ("2w", NOW - timedelta(weeks=2)),
     ("1.5h", NOW - timedelta(minutes=90)),
-    ("2026-11-01", datetime(2026, 11, 1, tzinfo=timezone.utc)),
-    ("2026-11-01T05:00:00+05:00", datetime(2026, 11, 1, tzinfo=timezone.utc)),
+    ("2026-11-01", datetime(2026, 11, 1, tzinfo=UTC)),
+    ("2026-11-01T05:00:00+05:00", datetime(2026, 11, 1, tzinfo=UTC)),
 ], ids=["days", "hours", "minutes", "weeks", "fraction", "date", "pkt-time"])
 def test_parse_since(text, expected):
     assert parse_since(text, NOW) == expected
@@ -202,7 +201,7 @@ def test_init_at_a_terminal_takes_names_and_skips_with_enter(tmp_path):
 @pytest.fixture
 def filled_store(tmp_path):
     """A store with two episodes and a degraded period, written by the real agent code."""
-    clock = FakeClock(start=datetime.now(timezone.utc) - timedelta(hours=2))
+    clock = FakeClock(start=datetime.now(UTC) - timedelta(hours=2))
     net = FakeNet()
     cfg_path = tmp_path / "config.toml"
     cfg_path.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\nregion = "PK-PB"\n')
@@ -271,7 +270,7 @@ def test_status_availability_is_outage_time_over_watched_time(tmp_path):
     (kit.definitions.availability): 1 - connectivity outage seconds / watched seconds. Two down
     rounds that never open an episode (open_after = 3) cost nothing; a 60 s outage in 200 s
     watched costs 30 %. (Counting rounds, 8 of 20 were down: 60 %.)"""
-    clock = FakeClock(start=datetime.now(timezone.utc) - timedelta(hours=1))
+    clock = FakeClock(start=datetime.now(UTC) - timedelta(hours=1))
     net = FakeNet()
     cfg_path = tmp_path / "config.toml"
     cfg_path.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\n')

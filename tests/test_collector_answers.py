@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from kit.errors import SourceError
 from collector import influxql
 from collector.cache import Cache
-from kit.records import Episode, ObsHour, PingDay, SpeedTest
 from kit.definitions import Quality, Unit
+from kit.errors import SourceError
+from kit.records import Episode, ObsHour, PingDay, SpeedTest
 from tests.fakeinflux import START, WINDOW, FakeInflux
 
 BIN = Path(sys.executable).parent

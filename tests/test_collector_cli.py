@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ def _recent_thursday(now: float) -> int:
 
 START = _recent_thursday(time.time())
 FLEET = dict(agents=16, days=3, start=START, round_s=60, seed=5)
-DAYS = [datetime.fromtimestamp(START + k * 86400, timezone.utc).strftime("%Y-%m-%d") for k in range(4)]
+DAYS = [datetime.fromtimestamp(START + k * 86400, UTC).strftime("%Y-%m-%d") for k in range(4)]
 # The window as the CLI takes it: the fleet's three days, given as dates.
 WINDOW = ["--since", DAYS[0], "--until", DAYS[3]]
 
@@ -237,13 +237,13 @@ def test_agent_line_report_from_its_store(fleet, tmp_path, chromium):
 def test_agent_line_report_shows_an_agent_crash_as_not_watching(tmp_path, chromium):
     """An agent_gap (the agent died, the host stayed up) is time not watched: grey on the
     timeline and listed, never an outage and never silently left out."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from agent.model import Episode, Sample
-    from agent.store import Store
     from agent.report.line import summarise
+    from agent.store import Store
 
-    t0 = datetime(2026, 11, 2, 6, 0, tzinfo=timezone.utc)
+    t0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
     crash, back = t0 + timedelta(minutes=20), t0 + timedelta(minutes=50)
     rounds = [Sample("round", {"agent": "c0ffee", "region": "PK-SD"},
                      {"status": "up", "online": 1, "interval_s": 10.0}, t)
@@ -271,13 +271,13 @@ def test_agent_line_report_shows_an_agent_crash_as_not_watching(tmp_path, chromi
 def test_agent_line_report_counts_one_cut_seen_twice_once(tmp_path):
     """A laptop charged from a UPS sees one cut twice (battery and UPS), and a battery that runs
     flat turns it into host_down: one cut, its minutes counted once."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from agent.model import Episode, Sample
-    from agent.store import Store
     from agent.report.line import summarise
+    from agent.store import Store
 
-    t0 = datetime(2026, 11, 2, 6, 0, tzinfo=timezone.utc)
+    t0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 
     def ep(n, cause, a, b):
         return Episode(f"power:{n}", "power", cause, t0 + timedelta(minutes=a), t0 + timedelta(minutes=b),
@@ -341,7 +341,7 @@ def test_run_on_its_schedule_writes_at_start_and_stops_on_interrupt(server):
 
 
 def test_cache_keeps_closed_days_and_gives_the_same_cells(server, tmp_path):
-    influx, cfg = server
+    _influx, cfg = server
     args = ("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
     cold = run(*args, "--cache", "off")
     first = run(*args)
@@ -469,7 +469,7 @@ def test_rows_written_before_the_region_was_set_are_retagged_not_lost(tmp_path):
     from agent.model import Sample
     from agent.store import Store
 
-    t0 = datetime.fromtimestamp(START, timezone.utc)
+    t0 = datetime.fromtimestamp(START, UTC)
     for name in ("v1", "v2"):
         st = Store.open(tmp_path / name)
         rows = []

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from collector.sites import _merge_site_episodes
-from kit.records import Episode, ObsHour, PingDay, SpeedTest
-from kit.definitions import Unit
 from collector.output import to_table
+from collector.sites import _merge_site_episodes
 from collector.stats import Settings, aggregate
+from kit.definitions import Unit
+from kit.records import Episode, ObsHour, PingDay, SpeedTest
 from tests.cells import DAY, MON, ds_of, units, watch
 
 S = Settings(bootstrap=200)
@@ -212,8 +212,8 @@ def test_property_site_episodes_merge_into_their_union(spec):
     keep, new_dur, new_whole, heads = _merge_site_episodes(np.arange(unit.size), unit, typ, start, dur,
                                                            whole, agent, cause)
     for g in {(u, t) for u, t, *_ in spec}:
-        mine = sorted(((start[i], -whole[i], cause[i], i) for i in range(unit.size)
-                       if (unit[i], typ[i]) == g))
+        mine = sorted((start[i], -whole[i], cause[i], i) for i in range(unit.size)
+                       if (unit[i], typ[i]) == g)
         runs = []
         for a, _, _, i in mine:
             b = start[i] + dur[i]

@@ -12,8 +12,8 @@ import pytest
 from agent.model import Sample, from_ns
 from collector.output import regional_points, to_csv, to_json, to_table
 from collector.stats import Settings, aggregate
-from tests.fleet import Fleet
 from tests.catalog import assert_listed, catalogued
+from tests.fleet import Fleet
 
 START = 1_793_232_000
 

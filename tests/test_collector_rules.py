@@ -5,7 +5,6 @@ What the sources do with bad rounds, unset clocks and untagged episodes: test_co
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
@@ -14,9 +13,9 @@ import collector.sites as sites_module
 from collector.clean import clean
 from collector.columns import CAUSES, TYPES
 from collector.sites import by_site
+from collector.stats import Settings, aggregate, load_shedding
 from kit.definitions import POWER_JOIN_S, Unit, joins_previous_cut
 from kit.records import Dataset, Episode, ObsHour
-from collector.stats import Settings, aggregate, load_shedding
 
 MON = 1_793_559_600          # Monday 2026-11-02 00:00 PKT = 2026-11-01 19:00 UTC
 DAY = 86400
@@ -408,7 +407,7 @@ def test_property_observed_hours_are_the_agents_power_watched_hours(spec):
     """Single-agent sites: agent_hours is the sum over agents and hours of round time plus the
     union of host-down time, at most an hour each."""
     agents, _ = spec
-    units, d = _fleet(spec)
+    _units, d = _fleet(spec)
     want = 0.0
     for hours, es in agents:
         hd = [(MON + s, min(MON + s + du, MON + DAY)) for (t, c), s, du in es if c == "host_down"]

@@ -11,22 +11,21 @@ import json
 import sqlite3
 import urllib.request
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from kit.errors import SourceError
-from kit.influx import HTTP
-from agent.model import Episode as AgentEpisode
-from agent.model import Sample
+from agent.model import Episode as AgentEpisode, Sample
 from agent.store import Store
 from collector import influxql
 from collector.indices import Interruption, ieee1366
 from collector.influxql import Reader, ident, literal, parse_answer, queries
-from kit.definitions import Quality, Unit
 from collector.stats import Settings, aggregate
-from kit.storefile import StoreFile
 from collector.storefile import expand, read_stores
+from kit.definitions import Quality, Unit
+from kit.errors import SourceError
+from kit.influx import HTTP
+from kit.storefile import StoreFile
 from tests.fleet import Fleet
 
 START = 1_793_232_000          # 2026-10-29 00:00 UTC
@@ -317,7 +316,7 @@ def _write_influx(server, lines):
 
 
 def _utc(t: float) -> datetime:
-    return datetime.fromtimestamp(t, timezone.utc)
+    return datetime.fromtimestamp(t, UTC)
 
 
 def _store(path, rounds=(), tags=TAGS, episodes=(), pings=(), speeds=()):

@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from collector.clean import clean
-from kit.records import Episode, ObsHour, PingDay, SpeedTest
-from kit.definitions import Unit, availability, quantile
 from collector.bootstrap import Bootstrap, wquantile
+from collector.clean import clean
 from collector.localtime import hour_of_week, periods, work_seconds_before
 from collector.stats import Settings, aggregate
-
-import numpy as np
-
+from kit.definitions import Unit, availability, quantile
+from kit.records import Episode, ObsHour, PingDay, SpeedTest
 from tests.cells import DAY, MON, ds_of, units, watch
 
 S = Settings(bootstrap=200)
@@ -295,7 +293,7 @@ episodes_st = st.lists(st.tuples(st.floats(0, DAY - 7200), st.floats(1, 7000)), 
 @hsettings(max_examples=40, deadline=None)
 @given(episodes_st, st.integers(5, 9), st.randoms(use_true_random=False))
 def test_property_indices_do_not_depend_on_input_order(eps_spec, n, rnd):
-    us, obs, eps = fleet(eps_spec, n)
+    _us, obs, eps = fleet(eps_spec, n)
     a = aggregate(ds_of(MON, MON + DAY, obs, eps), S)
     obs2, eps2 = list(obs), list(eps)
     rnd.shuffle(obs2)
@@ -307,7 +305,7 @@ def test_property_indices_do_not_depend_on_input_order(eps_spec, n, rnd):
 @hsettings(max_examples=40, deadline=None)
 @given(episodes_st, st.integers(5, 9))
 def test_property_a_quiet_agent_never_raises_saifi(eps_spec, n):
-    us, obs, eps = fleet(eps_spec, n)
+    _us, obs, eps = fleet(eps_spec, n)
     (a,) = aggregate(ds_of(MON, MON + DAY, obs, eps), S)["cells"]
     quiet = watch(Unit("quiet", "PK-SD", "PTCL"), MON, 24)
     (b,) = aggregate(ds_of(MON, MON + DAY, obs + quiet, eps), S)["cells"]
@@ -319,7 +317,7 @@ def test_property_a_quiet_agent_never_raises_saifi(eps_spec, n):
 @hsettings(max_examples=40, deadline=None)
 @given(episodes_st, st.integers(5, 9))
 def test_property_saidi_equals_saifi_times_caidi(eps_spec, n):
-    us, obs, eps = fleet(eps_spec, n)
+    _us, obs, eps = fleet(eps_spec, n)
     (c,) = aggregate(ds_of(MON, MON + DAY, obs, eps), S)["cells"]
     if c["power_caidi_min"] is None:
         assert c["power_saifi"] == 0

@@ -18,19 +18,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from kit.errors import SourceError
-from agent.store import DB_NAME, Store
 from agent.report import line as cline
-from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
+from agent.store import DB_NAME, Store
 from collector.stats import Settings, aggregate
-from kit.storefile import StoreFile
 from collector.storefile import read_stores
+from kit.errors import SourceError
+from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
+from kit.storefile import StoreFile
 from tests import hostile
 from tests.fleet import fleet_start
 from tests.hostile import NS, combine, craft, line, tags
@@ -38,7 +38,7 @@ from tests.hostile import NS, combine, craft, line, tags
 BIN = Path(sys.executable).parent
 START = fleet_start(3)
 END = START + 2 * 86400
-DAY = [datetime.fromtimestamp(START + k * 86400, timezone.utc).strftime("%Y-%m-%d") for k in range(3)]
+DAY = [datetime.fromtimestamp(START + k * 86400, UTC).strftime("%Y-%m-%d") for k in range(3)]
 WINDOW = ["--since", DAY[0], "--until", DAY[2]]
 
 
@@ -104,7 +104,7 @@ def test_the_agents_own_store_is_read(tmp_path):
     from agent.model import Sample
 
     st_ = Store.open(tmp_path / "state")
-    t0 = datetime.fromtimestamp(START, timezone.utc)
+    t0 = datetime.fromtimestamp(START, UTC)
     st_.write([Sample("round", tags("a1"), {"status": "up", "online": 1, "interval_s": 60.0},
                       t0 + timedelta(minutes=k)) for k in range(120)])
     st_.close()
@@ -204,7 +204,7 @@ def test_reading_one_file_is_bounded_in_time(tmp_path):
     with pytest.raises(SourceError, match=r"store .*big.db: reading took longer than 0.05 s"):
         StoreFile.open(big, time_limit_s=0.05).read(START, END)
     t0 = time.monotonic()
-    _, q, errors = _read(big)
+    _, _q, errors = _read(big)
     assert errors == [] and time.monotonic() - t0 < 10
 
 
@@ -221,7 +221,7 @@ def test_names_from_the_file_are_shown_harmless(tmp_path):
     """A refusal quotes what the file calls things; control characters never reach a terminal."""
     schema = hostile.agent_schema() + 'CREATE TABLE "x\x1b[2J\x07" (a);\n'
     f = craft(tmp_path / "esc.db", schema=schema)
-    _, q, errors = _read(f)
+    _, _q, errors = _read(f)
     assert "\x1b" not in str(errors[0]) and "\\x1b[2J" in str(errors[0])
 
 
@@ -374,7 +374,7 @@ def test_the_line_report_refuses_the_bomb_in_one_line(tmp_path):
     hostile.bomb(state / DB_NAME, START)
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f'[agent]\nid = "evil"\nstate_dir = "{state}"\n')
-    rc, out, err, wall, rss = run_measured("linewatch", "report", "--config", cfg, "--since",
+    rc, _out, err, wall, rss = run_measured("linewatch", "report", "--config", cfg, "--since",
                                            DAY[0], "--until", DAY[2], "--out", tmp_path / "l.html")
     assert rc == 1 and wall < 20 and rss < 300, (rc, wall, rss, err)
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
@@ -403,7 +403,7 @@ def test_a_store_path_is_never_read_as_a_uri(tmp_path, name):
     craft(tmp_path / "pwn.db", **line("pwned", START, 2))
     craft(tmp_path / "sub" / "pwn.db", **line("pwned", START, 2))
     mine = craft(sub / name, **line("mine", START, 3))
-    ds, q, errors = _read(mine)
+    ds, _q, errors = _read(mine)
     assert errors == [] and {o.unit.agent for o in ds.obs} == {"mine"}
     # The agent's own commands open the store of a state dir with such a name.
     state = tmp_path / name.replace(".db", "")
@@ -420,7 +420,7 @@ def test_paths_with_two_leading_slashes_open(tmp_path):
     """POSIX keeps a leading ``//``; as a URI it would be read as a host name."""
     craft(tmp_path / "state" / DB_NAME, **line("slashes", START, 2))
     twice = "/" + str(tmp_path / "state")
-    _, q, errors = _read(Path(twice) / DB_NAME)
+    _, _q, errors = _read(Path(twice) / DB_NAME)
     assert errors == []
     Store.open_readonly(twice, live=False).close()
     from agent.salvage import salvage

@@ -7,16 +7,16 @@ import json
 import struct
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from agent.clock import FakeClock, SystemClock
-from kit.errors import ProbeError
 from agent.probes import dns, dns_wire
 from agent.probes.dns_wire import Answer, DnsFormatError, build_query, parse_response
+from kit.errors import ProbeError
 from tests import netlab
 from tests.dnsserver import FakeServer, answer_to_query, reply, rr_a, rr_aaaa, rr_cname, wire_name
 
@@ -317,7 +317,7 @@ def test_rcodes(fake_server, rcode, error):
 
 def test_success_fields_and_time(fake_server):
     srv = fake_server(lambda q: [answer_to_query(q, [A1, rr_a("192.0.2.2")])])
-    start = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    start = datetime(2026, 3, 1, 12, tzinfo=UTC)
     sample = dns.measure("example.test", servers=["127.0.0.1"], clock=FakeClock(start),
                          port=srv.port)
     assert sample.measurement == "dns"

@@ -11,14 +11,16 @@ test_durable_netns.py.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 
 from agent.clock import FakeClock
 from agent.config import parse
-from kit.errors import StoreCorrupt, StoreError, StoreUnwritable
 from agent.runner import Agent
-from tests.hosttree import power_supply
+from kit.errors import StoreCorrupt, StoreError, StoreUnwritable
 from tests.fakenet import FakeNet, make_agent
+from tests.hosttree import power_supply
 
 FAILURES = {
     "disk-full": lambda: StoreUnwritable("linewatch.db: database or disk is full",
@@ -185,8 +187,8 @@ def test_a_speed_test_whose_write_fails_is_written_with_the_next_round(tmp_path,
     """The result of a test (tens of MB moved: the budget counts it) survives a failed write,
     and the ISP it names tags rows only once the store holds it (durable first, then kept).
     The speed test itself is replaced by its outcome (no speedtest.net here); the store is real."""
-    from agent.probes import speedtest
     from agent.model import Sample
+    from agent.probes import speedtest
 
     clock, net = FakeClock(), FakeNet()
     cfg = parse(f'[agent]\nstate_dir = "{tmp_path}"\nregion = "PK-PB"\nisp = "auto"\n'
@@ -264,7 +266,7 @@ def test_a_long_full_disk_drops_raw_rows_never_an_outage_row(tmp_path):
     """The in-memory queue of a store that cannot be written is bounded; when it overflows,
     raw samples go first and a closed outage's row stays (it is what the collector and InfluxDB
     count). The full disk is the injected failure here (see the module's docstring)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from agent import store as store_mod
     from agent.model import Sample
@@ -274,7 +276,7 @@ def test_a_long_full_disk_drops_raw_rows_never_an_outage_row(tmp_path):
     real = s._write_now
     s._write_now = lambda *a, **kw: (_ for _ in ()).throw(
         StoreUnwritable("linewatch.db: database or disk is full", "database or disk is full"))
-    t0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
     cap = store_mod.MAX_PENDING_SAMPLES
     s.write([Sample("outage", {"type": "connectivity"}, {"duration_s": 60.0}, t0)])
     for i in range(cap + 50):
@@ -290,13 +292,13 @@ def test_a_long_full_disk_drops_raw_rows_never_an_outage_row(tmp_path):
 def test_retention_counts_the_unsent_rows_it_deletes_in_the_same_transaction(tmp_path, monkeypatch):
     """Before, the count of unsent rows removed by retention was a second write after the
     deleting one: when that write failed, the rows were gone and uncounted."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from agent.model import Sample
     from agent.store import Store
 
     s = Store.open(tmp_path)
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     s.write([Sample("round", {}, {"interval_s": 10.0}, t0 + timedelta(seconds=i)) for i in range(30)])
 
     def refused(*a, **kw):

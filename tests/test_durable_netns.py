@@ -17,7 +17,7 @@ import signal
 import sqlite3
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.hosttree import fill_file_system
@@ -59,14 +59,14 @@ def test_an_outage_that_closes_on_a_full_disk_is_written_when_space_returns(net,
     try:
         wait_for(log, "started", agent)
         time.sleep(3)                                           # rounds up, written
-        t_cut = datetime.now(timezone.utc)
+        t_cut = datetime.now(UTC)
         net.cut_wan(True)
         wait_for(log, "connectivity episode started", agent)
         time.sleep(2)
         fill_file_system(filler)
         wait_for(log, "cannot be written since", agent)
         time.sleep(1.5)                                         # outage rounds while full
-        t_back = datetime.now(timezone.utc)
+        t_back = datetime.now(UTC)
         net.cut_wan(False)
         wait_for(log, "connectivity episode ended", agent)      # closed while nothing can be written
         time.sleep(2)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet import Fleet
 from tests.fakeinflux import WINDOW, FakeInflux
+from tests.fleet import Fleet
 from tests.linestore import MONDAY, Watch
 
 BIN = Path(sys.executable).parent

@@ -14,12 +14,12 @@ from collections import Counter, defaultdict
 import pytest
 
 from agent import outage
-from kit.lineproto import Encoder
 from agent.model import from_ns, to_ns
 from agent.store import Store
+from kit.lineproto import Encoder
 from kit.records import Dataset, Episode, ObsHour
-from tests.fleet import BAD_KINDS, NS, REGIONS, Fleet
 from tests.catalog import assert_listed
+from tests.fleet import BAD_KINDS, NS, REGIONS, Fleet
 
 START = 1_790_812_800  # 2026-10-01T00:00:00Z
 

@@ -8,18 +8,31 @@ are in tests/test_influx_statuses.py, and real servers in tests/test_influx_serv
 import json
 import math
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from agent.clock import FakeClock
-from agent.forward import (BAD_DATA, HALT, HALT_RETRY_S, MAX_DELAY_S, MAX_REFUSED_ALONE, OK, RETRY,
-                           TOO_LARGE, Forwarder, State, classify, culprits, parse_retry_after,
-                           retry_delay)
-from kit.influx import Answer
+from agent.forward import (
+    BAD_DATA,
+    HALT,
+    HALT_RETRY_S,
+    MAX_DELAY_S,
+    MAX_REFUSED_ALONE,
+    OK,
+    RETRY,
+    TOO_LARGE,
+    Forwarder,
+    State,
+    classify,
+    culprits,
+    parse_retry_after,
+    retry_delay,
+)
 from agent.model import Sample
+from kit.influx import Answer
 
-T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 20, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("status, kind", [

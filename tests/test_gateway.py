@@ -23,7 +23,7 @@ HEAD = ("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\t
 def v4(iface: str, dest: str, gw: str, flags: int, metric: int = 0, mask: str = "0.0.0.0") -> str:
     """One /proc/net/route line as a little-endian kernel prints it."""
     def word(addr: str) -> str:
-        return "%08X" % struct.unpack("<I", ipaddress.IPv4Address(addr).packed)[0]
+        return "{:08X}".format(struct.unpack("<I", ipaddress.IPv4Address(addr).packed)[0])
     return (f"{iface}\t{word(dest)}\t{word(gw)}\t{flags:04X}\t0\t0\t{metric}\t{word(mask)}"
             "\t0\t0\t0\n")
 

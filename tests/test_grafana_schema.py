@@ -7,7 +7,9 @@ A second test feeds the same check deliberate mistakes, to show it is not vacuou
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import operator
 import re
 import shutil
 import subprocess
@@ -50,7 +52,7 @@ def test_dashboards_are_valid_by_grafanas_models(tmp_path):
     assert [p.name for p in DASHBOARDS] == ["all-lines.json", "my-line.json", "regional.json"]
     files = {p.stem.replace("-", "_"): json.loads(p.read_text(encoding="utf-8")) for p in DASHBOARDS}
     errors = tsc(tmp_path, files)
-    assert not errors, "\n".join(sum(errors.values(), []))
+    assert not errors, "\n".join(functools.reduce(operator.iadd, errors.values(), []))
 
 
 def _panel(d: dict, kind: str) -> dict:

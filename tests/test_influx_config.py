@@ -6,8 +6,7 @@ import pytest
 
 from agent.config import parse
 from kit.errors import ConfigError
-from kit.influx import (Token, api_for_version, auth_header, load_token, parse_url, server_message,
-                          target_for)
+from kit.influx import Token, api_for_version, auth_header, load_token, parse_url, server_message, target_for
 
 
 @pytest.mark.parametrize("text, key, expected", [

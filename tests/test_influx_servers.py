@@ -12,20 +12,20 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from agent.clock import SystemClock
 from agent.config import parse
 from agent.forward import Forwarder
-from kit.influx import Sink, Token
-from kit.lineproto import unescape_tag
 from agent.model import Sample
 from agent.store import Store
+from kit.influx import Sink, Token
+from kit.lineproto import unescape_tag
 from tests.influxlab import InfluxV1, VictoriaMetrics, influx_unavailable
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 TAGS = {"agent": "3f9a0c1d2e4b", "region": "PK-KP", "city": "ڈیرہ اسماعیل خان",
         "isp": 'Nayatel, "Fibre" = 1 Gbps', "access": "fibre"}
 AWKWARD = {  # every character class the issue names, in tag values
@@ -92,7 +92,7 @@ def vm_counts(srv: VictoriaMetrics, field_of: dict[str, str], expect: Counter | 
             srv.wait_count(f"{meas}_{field}", sum(n for (m, _), n in expect.items() if m == meas))
     c = Counter()
     for meas, field in field_of.items():
-        for s in srv.export('{__name__="%s_%s"}' % (meas, field)):
+        for s in srv.export(f'{{__name__="{meas}_{field}"}}'):
             tags = tuple(sorted((k, unescape_tag(v)) for k, v in s["metric"].items() if k != "__name__"))
             c[(meas, tags)] += len(s["timestamps"])
     return c

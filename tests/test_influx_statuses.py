@@ -13,21 +13,21 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from agent.clock import FakeClock
 from agent.config import parse
 from agent.forward import HALT_RETRY_S, Forwarder
-from kit.influx import Sink, Token
 from agent.model import Sample
 from agent.store import Store
+from kit.influx import Sink, Token
 from tests.statusserver import Reply, StatusServer
 
 TOKEN = "s3cr3t-T0ken-never-shown"
 VERSIONS = {"v2": "2.7.1", "v1": "1.6.7~rc0"}
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture(params=["v2", "v1"])

@@ -7,19 +7,19 @@ import shutil
 import ssl
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from agent.clock import FakeClock
 from agent.config import parse
 from agent.forward import Forwarder
-from kit.influx import Sink, Token
 from agent.model import Sample
 from agent.store import Store
+from kit.influx import Sink, Token
 from tests.statusserver import StatusServer
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ def test_influx_auth_refuses_anonymous_and_accepts_writer(influx_auth):
     url = f"{db.url}/write?db={db.database}&precision=ns"
     line = f"ping rtt_avg_ms=3.5 {time.time_ns()}"
 
-    status, headers, body = post(url, line)
+    status, _headers, body = post(url, line)
     assert status == 401
     assert "error" in json.loads(body)
     assert post(url, line, basic(db.writer[0], "wrong"))[0] == 401

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse
-from kit import configkit
 from agent.report.line import Setup, identity, setup_of, work_overlap
 from agent.report.sections import evidence_text, speed_against_plan
+from kit import configkit
 from kit.definitions import Unit
 from tests.linestore import KARACHI, MONDAY, Watch, config_text
 

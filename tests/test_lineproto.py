@@ -6,11 +6,18 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from kit.lineproto import (Encoder, LineError, check_tag_value, field_set, field_value, line,
-                             series_key, unescape_tag)
+from kit.lineproto import (
+    Encoder,
+    LineError,
+    check_tag_value,
+    field_set,
+    field_value,
+    line,
+    series_key,
+    unescape_tag,
+)
 
 URDU_CITY = "ڈیرہ اسماعیل خان"  # Dera Ismail Khan
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from agent.clock import FakeClock, SystemClock
-from kit.errors import ProbeError
 from agent.probes.netio import Counters, LinkState, NetIO, deltas
+from kit.errors import ProbeError
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [f.name for f in dc_fields(Counters)]

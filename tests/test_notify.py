@@ -51,7 +51,7 @@ class Sink:
         while time.monotonic() < deadline:
             try:
                 data = self.sock.recv(4096).decode()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             self.messages.append(dict(line.split("=", 1) for line in data.splitlines() if "=" in line))
             if until(self.messages):

@@ -1,15 +1,14 @@
 """The outage state machine: tables for the rules, properties for the invariants."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from agent import outage
 from agent.outage import Params, RoundResult, Tracker, step
 
-T0 = datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
 P = Params(open_after=3, close_after=2, momentary_max_s=300, max_gap_s=60)
 
 

@@ -1,17 +1,16 @@
 """Power sensing, pure parts: sysfs parsing, power episodes, the host-down decision, clock trust."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from agent import power
 from agent.platform.linux import Linux, parse_power_supply
 from agent.power import Heartbeat, PowerTracker, Reading, host_down
 from tests.hosttree import power_supply
 
-T0 = datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("supplies, expected", [
@@ -115,7 +114,7 @@ def test_two_sources_are_independent():
 
 def test_gap_closes_at_last_poll_seen():
     ps = polls("mbbb")
-    r, t, m = polls("m")[0]
+    r, _t, _m = polls("m")[0]
     ps.append((r, ps[-1][1] + timedelta(hours=1), ps[-1][2] + 3600))
     _, changes = run(ps)
     (ep,) = closed(changes)
@@ -191,7 +190,7 @@ def test_host_down_never_negative_nor_before_heartbeat(boot_offset_s, mono_now, 
 def test_heartbeat_round_trip_and_boot_time(tmp_path):
     assert Heartbeat.from_json(HB.to_json()) == HB
     (tmp_path / "stat").write_text("cpu  1 2 3\nbtime 1793512800\nprocesses 7\n")
-    assert Linux(procfs=str(tmp_path)).boot_time() == datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
+    assert Linux(procfs=str(tmp_path)).boot_time() == datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
     assert Linux(procfs=str(tmp_path / "missing")).boot_time() is None
 
 
@@ -200,5 +199,5 @@ def test_power_sustained_follows_the_published_duration():
     state, _ = power.step(state, [Reading("battery", True, 90)], T0, 1000.0, momentary_max_s=5, max_gap_s=60)
     state, ch = power.step(state, [Reading("battery", False, 89)], T0 + timedelta(seconds=5.0004), 1005.0004,
                            momentary_max_s=5, max_gap_s=60)
-    (kind, ep), = ch
+    (_kind, ep), = ch
     assert ep.duration_s == 5.0 and ep.sustained is False

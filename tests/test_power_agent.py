@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -43,7 +43,7 @@ class Host:
             (self.rundir / "systemd/timesync").mkdir(parents=True)
             if synced:
                 (self.rundir / "systemd/timesync/synchronized").write_text("")
-        self.boot("boot-1", datetime.now(timezone.utc) - timedelta(hours=3))
+        self.boot("boot-1", datetime.now(UTC) - timedelta(hours=3))
         self.config = tmp / "config.toml"
         self.config.write_text(
             f'[agent]\nstate_dir = "{tmp / "state"}"\nprocfs = "{self.procfs}"\nsysfs = "{self.sysfs}"\n'
@@ -113,14 +113,14 @@ def test_ac_adapter_flips_make_one_power_episode(host):
     time.sleep(3)
     st = json.loads(host.cli("status", "--json"))
     assert st["power"]["state"] == "mains" and st["power"]["sensors"][0]["charge_pct"] == 90
-    t_lost = datetime.now(timezone.utc)
+    t_lost = datetime.now(UTC)
     host.battery("0", 88)
     time.sleep(4)
     st = json.loads(host.cli("status", "--json"))
     assert st["power"]["state"] == "battery"
     assert [(e["type"], e["cause"]) for e in st["episodes_in_progress"]] == [("power", "ac_lost")]
     assert "power: ON BATTERY (battery 88 %)" in host.cli("status")
-    t_back = datetime.now(timezone.utc)
+    t_back = datetime.now(UTC)
     host.battery("1", 85)
     time.sleep(3)
     host.stop()
@@ -159,7 +159,7 @@ def test_clean_shutdown_is_not_a_cut(host):
     host.start()
     time.sleep(2.5)
     host.stop(signal.SIGTERM)
-    host.boot("boot-2", datetime.now(timezone.utc) + timedelta(minutes=5))
+    host.boot("boot-2", datetime.now(UTC) + timedelta(minutes=5))
     host.start()
     time.sleep(2.5)
     assert "the host was shut down cleanly" in host.stop()
@@ -187,7 +187,7 @@ def test_host_down_waits_for_time_sync(tmp_path):
         time.sleep(2.5)
         host.stop(signal.SIGKILL)
         last_hb = host.heartbeat()
-        stale = datetime(2026, 1, 1, tzinfo=timezone.utc)   # a Pi booting with a stale clock
+        stale = datetime(2026, 1, 1, tzinfo=UTC)   # a Pi booting with a stale clock
         host.boot("boot-2", stale)
         host.start()
         time.sleep(2.5)
@@ -245,13 +245,13 @@ def test_ups_on_battery_episode_with_charges(tmp_path, nut):
         host.start()
         time.sleep(3)
         assert json.loads(host.cli("status", "--json"))["power"]["state"] == "mains"
-        t_lost = datetime.now(timezone.utc)
+        t_lost = datetime.now(UTC)
         nut.set(status="OB DISCHRG", charge=80, runtime=1500, voltage=0)
         time.sleep(5)
         st = json.loads(host.cli("status", "--json"))
         assert st["power"]["state"] == "ups", st["power"]
         assert [(e["cause"], e["source"]) for e in st["episodes_in_progress"]] == [("ac_lost", "ups")]
-        t_back = datetime.now(timezone.utc)
+        t_back = datetime.now(UTC)
         nut.set(status="OL CHRG LB", charge=75, runtime=1400, voltage=229.5)   # back, battery still low
         time.sleep(5)
         host.stop()
@@ -396,12 +396,12 @@ def test_a_cut_that_can_never_be_dated_is_reported_not_guessed(tmp_path):
         host.start()
         time.sleep(2.5)
         host.stop(signal.SIGKILL)
-        host.boot("boot-2", datetime(2026, 1, 1, tzinfo=timezone.utc))     # stale clock
+        host.boot("boot-2", datetime(2026, 1, 1, tzinfo=UTC))     # stale clock
         host.start()
         time.sleep(2.5)
         host.stop(signal.SIGKILL)                                          # cut again, still unsynced
         hb2 = host.heartbeat()
-        host.boot("boot-3", datetime(2026, 1, 1, 0, 5, tzinfo=timezone.utc))
+        host.boot("boot-3", datetime(2026, 1, 1, 0, 5, tzinfo=UTC))
         host.start()
         time.sleep(2.5)
         real_boot3 = hb2 + timedelta(minutes=9)

@@ -25,9 +25,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings as hsettings, strategies as st
 
+from collector.stats import Settings, aggregate
 from kit.definitions import INTERNET_CAUSES, Unit
 from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
-from collector.stats import Settings, aggregate
 from tests.reference import reference
 
 TZ = ZoneInfo("Asia/Karachi")
@@ -651,7 +651,7 @@ def test_a_full_hour_without_power_is_a_share_of_one():
                  (Episode(u, "power", "ac_lost", h + 0.0, 1000.0),
                   Episode(u, "power", "ac_lost", h + 1100.0, 1200.0),
                   Episode(u, "power", "ac_lost", h + 2400.0, 800.0)))
-    g, r, got, ref = one_cell(ds)
+    g, r, got, _ref = one_cell(ds)
     assert r["load_shedding_heatmap"][2][6] == 1
     assert g["load_shedding_heatmap"][2][6] == pytest.approx(1.0), g["load_shedding_heatmap"][2]
     assert g["load_shedding_by_hour"][6] == pytest.approx(1.0)
@@ -703,7 +703,7 @@ def test_intervals_of_identical_lines_collapse_to_the_point():
         speeds += [SpeedTest(u, T0 + 7000.0, 5e6, 1e6), SpeedTest(u, T0 + 9000.0, 2e7, 4e6)]
     ds = Dataset(T0, T0 + 30 * HOUR, obs, tuple(eps), tuple(pings), tuple(speeds))
     st5 = Settings(min_watch_h=24.0, bootstrap=200)
-    g, r, got, ref = one_cell(ds, st5)
+    g, _r, _got, _ref = one_cell(ds, st5)
     assert not g["suppressed"]
     n = 0
     for name, ci in g.items():

@@ -10,8 +10,8 @@ import pytest
 
 from agent.clock import FakeClock
 from agent.config import parse
-from agent.probes import registry
 from agent.model import Sample
+from agent.probes import registry
 from agent.probes.contract import DNS, GATEWAY, INTERNET, Network, Probe
 from agent.probes.gateway import GatewayProbe
 from agent.probes.netio import NetIO

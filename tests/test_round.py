@@ -5,7 +5,6 @@ test_icmp/test_dns and end to end in test_agent_netns); this file checks the wir
 episodes in the store, and a restart in the middle of an episode.
 """
 
-from datetime import timedelta
 
 import pytest
 

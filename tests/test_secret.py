@@ -18,7 +18,6 @@ from hypothesis import given, strategies as st
 from agent import config
 from kit.errors import ConfigError
 from kit.secret import MASK, redact, redact_value
-from collector import config as cconfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

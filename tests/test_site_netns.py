@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -129,7 +129,7 @@ def test_agents_behind_one_router_are_one_line(lab, tmp_path):
 
     since = int(t0 // 3600 * 3600)
     until = int(time.time()) + 60
-    iso = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat()  # noqa: E731
+    iso = lambda t: datetime.fromtimestamp(t, UTC).isoformat()  # noqa: E731
     cfg = tmp_path / "collector.toml"
     cfg.write_text("[collector]\nmin_agents = 1\nmin_watch_h = 0\nbootstrap = 100\n")
     stores = [a for n in names for a in ("--store", str(tmp_path / n / "linewatch.db"))]

@@ -4,14 +4,24 @@ and the skip rules, as pure table-driven tests (no clock, no network)."""
 import math
 import random
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from agent.speedplan import (DEFAULT_ESTIMATE_BYTES, MAX_INTERVAL_S, MIN_INTERVAL_S, check_cron, decide,
-                             estimate_bytes, month_start, next_cron, next_interval_s, used_bytes)
+from agent.speedplan import (
+    DEFAULT_ESTIMATE_BYTES,
+    MAX_INTERVAL_S,
+    MIN_INTERVAL_S,
+    check_cron,
+    decide,
+    estimate_bytes,
+    month_start,
+    next_cron,
+    next_interval_s,
+    used_bytes,
+)
 
-UTC = timezone.utc
+UTC = UTC
 MB = 1_000_000
 
 

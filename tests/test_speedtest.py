@@ -13,11 +13,10 @@ Throughput accuracy over a shaped link is in tests/test_speedtest_shaped.py.
 """
 
 import json
-import os
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -122,7 +121,7 @@ def test_bad_speedtest_net_replies_are_recorded_failures(speed, case, error):
 def agent_for(tmp_path, speed_url, extra="", clock=None, agent_extra=""):
     cfg = parse(f'[agent]\nstate_dir = "{tmp_path}/state"\n{agent_extra}[speedtest]\n'
                 f'server_url = "{speed_url}"\n{extra}')
-    a = Agent(cfg, clock=clock or FakeClock(datetime.now(timezone.utc)), probes=FakeNet().probes())
+    a = Agent(cfg, clock=clock or FakeClock(datetime.now(UTC)), probes=FakeNet().probes())
     return a
 
 
@@ -148,7 +147,7 @@ def test_agent_records_a_test_and_counts_it_against_the_budget(tmp_path, speed):
 def test_no_test_during_an_outage_or_on_battery_when_asked(tmp_path, speed):
     from tests.hosttree import power_supply
 
-    clock = FakeClock(datetime.now(timezone.utc))
+    clock = FakeClock(datetime.now(UTC))
     sysfs = tmp_path / "sys"
     ac = power_supply(sysfs, online="1", capacity=90, status="Charging")
     a = agent_for(tmp_path, speed.url, "only_on_ac = true\n", clock=clock, agent_extra=f'sysfs = "{sysfs}"\n')
@@ -176,7 +175,7 @@ def test_schedule_and_isp_auto(tmp_path, speed):
     """The tick runs a test only when due, then draws the next time; isp = "auto" takes the name
     speedtest.net reported and keeps it across restarts."""
     net = FakeSpeedtestNet(speed.url)
-    clock = FakeClock(datetime.now(timezone.utc))
+    clock = FakeClock(datetime.now(UTC))
     try:
         cfg = parse(f'[agent]\nstate_dir = "{tmp_path}/state"\nisp = "auto"\n')
         a = Agent(cfg, clock=clock, probes=FakeNet().probes())

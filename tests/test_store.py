@@ -5,7 +5,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,7 +13,7 @@ from agent.model import Episode, Sample
 from agent.store import DB_NAME, Store
 from tests.fakenet import outbox
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def ping(i: int, target="1.1.1.1", t=None) -> Sample:

@@ -22,7 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -157,7 +157,7 @@ def test_a_second_agent_is_refused_and_kill_9_leaves_no_stale_lock(tmp_path):
 
 # -- a damaged store --------------------------------------------------------------------------
 
-T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=6)
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
 
 
 def _evidence(state: Path, samples: int = 6000) -> list[Episode]:
@@ -301,7 +301,7 @@ def test_a_full_disk_while_running_warns_twice_and_loses_no_round(tmp_path, moun
     try:
         wait_rounds(cfg, 3)
         fill_file_system(filler)
-        full_from = datetime.now(timezone.utc)
+        full_from = datetime.now(UTC)
         agent.wait_for("cannot be written since", timeout=30)
         time.sleep(4)                                             # some rounds while full
         st = cli(cfg, "status")
@@ -309,7 +309,7 @@ def test_a_full_disk_while_running_warns_twice_and_loses_no_round(tmp_path, moun
         assert "store cannot be written since" in st.stdout
         chk = cli(cfg, "check")
         assert "[FAIL] agent" in chk.stdout and "cannot be written" in chk.stdout
-        full_to = datetime.now(timezone.utc)
+        full_to = datetime.now(UTC)
         filler.unlink()
         agent.wait_for("can be written again", timeout=30)
         time.sleep(1.5)

@@ -4,8 +4,7 @@ import ipaddress
 import socket
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from agent.probes.target import Target, parse_target
 

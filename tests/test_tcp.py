@@ -185,7 +185,7 @@ def test_reply_to_retransmitted_syn_is_lost(net):
     assert p.stdout.readline().strip() == "go"
     time.sleep(0.3)
     net.lab.run(net.inet, "ip", "addr", "add", f"{SILENT}/32", "dev", "lo")
-    out, err = p.communicate(timeout=10)
+    out, _err = p.communicate(timeout=10)
     result = json.loads(out.strip().splitlines()[-1])
     assert_total_loss(result, 1)
     assert result["elapsed_s"] < 2.0  # ended by the late SYN-ACK, not by the 3 s timeout

@@ -8,17 +8,25 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from agent.clock import FakeClock
-from kit.errors import ProbeError
-from agent.probes.nut_protocol import (KINDS, NutError, error_for_reply, parse_list_var,
-                                       parse_var_line, quote_arg, split_words, ups_fields)
+from agent.probes.nut_protocol import (
+    KINDS,
+    NutError,
+    error_for_reply,
+    parse_list_var,
+    parse_var_line,
+    quote_arg,
+    split_words,
+    ups_fields,
+)
 from agent.probes.nut_url import NutURL, parse_nut_url
 from agent.probes.ups import measure, read_vars
+from kit.errors import ProbeError
 from tests import nutlab
 
 SECRET = "Zs3cr3t-pw"
@@ -142,8 +150,8 @@ def private(path, text: str, mode: int = 0o600):
 
 
 def test_a_user_without_a_password_is_valid_config_but_needs_one_to_run(tmp_path):
-    from kit.errors import ConfigError
     from agent.probes.nut_url import load_url
+    from kit.errors import ConfigError
 
     section = power('ups = "nut://mon@h/ups"')
     with pytest.raises(ConfigError) as err:
@@ -189,8 +197,8 @@ def test_password_file_keeps_the_password_exactly(tmp_path, monkeypatch):
                                                ("a\tb", "control character")],
                          ids=["missing", "empty", "two-lines", "tab"])
 def test_a_bad_password_file_names_the_key(tmp_path, content, expected):
-    from kit.errors import ConfigError
     from agent.probes.nut_url import load_url
+    from kit.errors import ConfigError
 
     f = tmp_path / "pw"
     if content is not None:
@@ -790,7 +798,7 @@ def nut(nut_server):
     return nut_server
 
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def test_real_on_line(nut):

@@ -8,8 +8,8 @@ failures are kept (:class:`JobStats`) and reported by the self-metrics as
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from agent.clock import Clock
 from kit.errors import StoreCorrupt, StoreError

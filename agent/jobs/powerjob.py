@@ -16,14 +16,20 @@ import json
 import logging
 
 from agent import outage, power
-from agent.jobs.context import (MAX_UNWRITTEN, Context, Job, episode_sample, keep_last,
-                                saved_power_tracker)
+from agent.jobs.context import MAX_UNWRITTEN, Context, Job, episode_sample, keep_last, saved_power_tracker
 from agent.model import Sample
 from agent.platform import Platform
 from agent.probes.registry import host_sensor, power_sensors
+from agent.statekeys import (
+    STATE_CLEAN_EXIT,
+    STATE_DROPPED_HOST_DOWN,
+    STATE_HEARTBEAT,
+    STATE_JUDGED,
+    STATE_PENDING,
+    STATE_POWER,
+    STATE_POWER_SENSORS,
+)
 from kit.errors import ProbeError
-from agent.statekeys import (STATE_CLEAN_EXIT, STATE_DROPPED_HOST_DOWN, STATE_HEARTBEAT, STATE_JUDGED,
-                             STATE_PENDING, STATE_POWER, STATE_POWER_SENSORS)
 
 log = logging.getLogger("linewatch")
 

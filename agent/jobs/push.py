@@ -10,10 +10,10 @@ at once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 
 from agent import outage
 from agent.clock import Clock, SystemClock

@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from agent import outage, power
-from agent.jobs.context import (MAX_UNWRITTEN, Context, Job, connectivity_open, episode_sample,
-                                keep_last, outage_params, saved_tracker)
+from agent.jobs.context import (
+    MAX_UNWRITTEN,
+    Context,
+    Job,
+    connectivity_open,
+    episode_sample,
+    keep_last,
+    outage_params,
+    saved_tracker,
+)
 from agent.model import Sample
 from agent.platform import Platform
 from agent.probes.gateway import site_id

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from agent.jobs.context import Context, Job
 from agent.jobs.guard import JobStats
@@ -61,7 +61,7 @@ class SelfMetrics(Job):
         """The ``agent`` sample (untagged: the caller adds the agent's tags)."""
         cpu_s, rss = own_usage()
         store = self.store
-        rows, oldest = store.backlog()
+        rows, _oldest = store.backlog()
         fields = {
             "uptime_s": round(self.clock.monotonic() - self.started_mono, 3),
             "rss_bytes": rss,

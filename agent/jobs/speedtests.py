@@ -11,14 +11,22 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 from agent import power, speedplan
 from agent.clock import Clock, SystemClock
 from agent.config import Config
-from agent.jobs.context import (Context, Job, agent_id, base_tags, connectivity_open, outage_params,
-                                saved_power_tracker, saved_tracker)
+from agent.jobs.context import (
+    Context,
+    Job,
+    agent_id,
+    base_tags,
+    connectivity_open,
+    outage_params,
+    saved_power_tracker,
+    saved_tracker,
+)
 from agent.model import Sample
 from agent.probes import speedtest
 from agent.statekeys import STATE_ISP, STATE_SITE, STATE_SPEED_NEXT

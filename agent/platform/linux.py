@@ -25,9 +25,9 @@ import ipaddress
 import os
 import struct
 import sys
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Mapping
 
 from agent.power import BATTERY, NO_SYNC_SERVICE, SYNCED, UNSYNCED, Reading
 
@@ -176,7 +176,7 @@ def parse_btime(text: str) -> datetime | None:
     for line in text.splitlines():
         if line.startswith("btime "):
             try:
-                return datetime.fromtimestamp(int(line.split()[1]), tz=timezone.utc)
+                return datetime.fromtimestamp(int(line.split()[1]), tz=UTC)
             except (ValueError, IndexError):
                 return None
     return None

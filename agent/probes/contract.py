@@ -30,8 +30,9 @@ I/O edge a round touches, so tests hand the round a fake network by constructor.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from agent.model import Sample
 from agent.power import Reading

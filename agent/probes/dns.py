@@ -37,15 +37,24 @@ import ipaddress
 import os
 import socket
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from agent.clock import Clock
 from agent.model import Sample
 from agent.probes.contract import DNS, DnsFn
-from agent.probes.dns_wire import (RCODE_NOERROR, RCODE_NXDOMAIN, Answer, DnsFormatError,
-                                   build_query, error_word, parse_resolv_conf, parse_response,
-                                   qtype_code, validate_name)
+from agent.probes.dns_wire import (
+    RCODE_NOERROR,
+    RCODE_NXDOMAIN,
+    Answer,
+    DnsFormatError,
+    build_query,
+    error_word,
+    parse_resolv_conf,
+    parse_response,
+    qtype_code,
+    validate_name,
+)
 
 PORT = 53
 ERRORS = ("timeout", "nxdomain", "servfail", "refused", "no_answer", "malformed", "network",

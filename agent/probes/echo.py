@@ -8,7 +8,7 @@ of the round. The gateway's echo is :class:`agent.probes.gateway.GatewayProbe`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from agent.clock import Clock
 from agent.model import Sample

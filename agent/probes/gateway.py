@@ -13,7 +13,7 @@ see the same one. It is never stored or sent; only :func:`site_id`, a one-way ha
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from agent.clock import Clock
 from agent.model import Sample
@@ -84,10 +84,10 @@ def _sha256():
     resident, measured) for one hash a round. Imported here, at the first use, for that cost."""
     # deferred: hashlib would load OpenSSL (see above)
     try:
-        from _sha256 import sha256          # CPython 3.11
+        from _sha256 import sha256  # CPython 3.11
     except ImportError:
         try:
-            from _sha2 import sha256        # CPython 3.12+
+            from _sha2 import sha256  # CPython 3.12+
         except ImportError:                 # another Python
             from hashlib import sha256  # deferred, as above
     return sha256

@@ -35,10 +35,10 @@ import struct
 import time
 
 from agent.clock import Clock
-from kit.errors import MethodUnavailable, ProbeError
 from agent.model import Sample
 from agent.probes.stats import echo_stats
 from agent.probes.target import Target
+from kit.errors import MethodUnavailable, ProbeError
 
 DGRAM = "icmp_dgram"
 RAW = "icmp_raw"

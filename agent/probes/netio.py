@@ -25,14 +25,14 @@ a negative one.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields as dc_fields
-from typing import Callable, Collection, Mapping
 
 import psutil
 
 from agent.clock import Clock
-from kit.errors import ProbeError
 from agent.model import Sample
+from kit.errors import ProbeError
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from agent.probes.nut_url import CONTROL, NutURL
 from kit.errors import ProbeError

@@ -11,8 +11,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 from kit.errors import ConfigError
@@ -210,7 +211,7 @@ def _split_authority(authority: str) -> tuple[str, int]:
 
 # -- the configured UPS and where its password is kept -------------------------------------------
 
-def load_url(section: "PowerSection", env: Mapping[str, str] = os.environ,
+def load_url(section: PowerSection, env: Mapping[str, str] = os.environ,
              source: str = "config") -> tuple[NutURL | None, list[str]]:
     """The UPS ``power.ups`` names (None when empty) with its password, and the warnings to give
     once, none of which shows the password.

@@ -25,7 +25,7 @@ Adding a probe to the round is a new module with a class that has ``name``, ``ro
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from agent import platform
 from agent.clock import Clock

@@ -24,8 +24,8 @@ configured test as a probe (:mod:`agent.probes.contract`).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlsplit
 
 from agent.model import Sample

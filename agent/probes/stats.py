@@ -8,7 +8,7 @@ truth, ``loss_pct = 100.0``, so an outage is a point on the graph rather than a 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def echo_stats(sent: int, rtts_ms: Sequence[float | None]) -> dict[str, int | float]:

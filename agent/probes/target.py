@@ -47,7 +47,7 @@ class Target:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
 
-    def with_port(self, port: int | None) -> "Target":
+    def with_port(self, port: int | None) -> Target:
         """The same host with ``port`` (None for none)."""
         return Target(self.host, port, self.family)
 

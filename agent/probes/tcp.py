@@ -24,10 +24,10 @@ import struct
 import time
 
 from agent.clock import Clock
-from kit.errors import ProbeError
 from agent.model import Sample
 from agent.probes.stats import echo_stats
 from agent.probes.target import Target
+from kit.errors import ProbeError
 
 METHOD = "tcp"
 _ANSWERED = {0, errno.ECONNREFUSED}  # SO_ERROR values that prove the host answered

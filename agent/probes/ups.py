@@ -43,9 +43,17 @@ from typing import Any
 from agent.clock import Clock
 from agent.model import Sample
 from agent.power import UPS, Reading
-from agent.probes.nut_protocol import (NutError, check_list_header, error_for_reply, excerpt,
-                                       mains_lost, parse_list_var, parse_var_line, quote_arg,
-                                       ups_fields)
+from agent.probes.nut_protocol import (
+    NutError,
+    check_list_header,
+    error_for_reply,
+    excerpt,
+    mains_lost,
+    parse_list_var,
+    parse_var_line,
+    quote_arg,
+    ups_fields,
+)
 from agent.probes.nut_url import NutURL
 
 # upsd caps a value at 256 bytes and names at a few dozen; escaping at most doubles them. Longer

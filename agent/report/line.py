@@ -35,8 +35,16 @@ from zoneinfo import ZoneInfo
 
 from agent.config import Config
 from agent.statekeys import STATE_ISP
-from kit.definitions import (PK_REGIONS, WEEKDAYS, WORK_DAYS, Quality, Unit, availability,
-                             joins_previous_cut, quantile)
+from kit.definitions import (
+    PK_REGIONS,
+    WEEKDAYS,
+    WORK_DAYS,
+    Quality,
+    Unit,
+    availability,
+    joins_previous_cut,
+    quantile,
+)
 from kit.storefile import MAX_CAUSE_CHARS, NS, WINDOW_SQL, StoreFile, number_sql, value_sql
 
 # Outages given their per-round evidence, the longest first: a flapping line over 90 days can
@@ -287,7 +295,7 @@ class Probed:
     rounds: tuple[int, ...]
 
     @classmethod
-    def of(cls, f: StoreFile) -> "Probed":
+    def of(cls, f: StoreFile) -> Probed:
         pings: dict[tuple[str, str], list[int]] = {}
         methods = {}
         for sid, tags in f.series("ping").items():

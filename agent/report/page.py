@@ -8,15 +8,37 @@ the line was watched. The timeline, daily, speed and episode sections are in
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import tzinfo
-from typing import Mapping, Sequence
 
-from agent.report.sections import (PageEpisode, daily_section, episodes_section,
-                                   speed_against_plan, speed_section, timeline_section)
+from agent.report.sections import (
+    PageEpisode,
+    daily_section,
+    episodes_section,
+    speed_against_plan,
+    speed_section,
+    timeline_section,
+)
 from kit.html import frame
-from kit.html.fmt import (CAUSE_LABELS, DASH, as_dict, as_list, esc, fmt_int, fmt_min, fmt_num,
-                          fmt_pct, fmt_range, fmt_time, name_html, num, parse_time, region_html,
-                          utc_offset, zone)
+from kit.html.fmt import (
+    CAUSE_LABELS,
+    DASH,
+    as_dict,
+    as_list,
+    esc,
+    fmt_int,
+    fmt_min,
+    fmt_num,
+    fmt_pct,
+    fmt_range,
+    fmt_time,
+    name_html,
+    num,
+    parse_time,
+    region_html,
+    utc_offset,
+    zone,
+)
 from kit.words import plural, thin_watch
 
 

@@ -7,14 +7,32 @@ gaps arrive as :class:`PageEpisode` records with parsed times.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import Mapping, Sequence
 
 from kit.html import frame
-from kit.html.fmt import (CAUSE_LABELS, DASH, EPISODE_KINDS, WEEKDAYS, as_dict, as_list, esc,
-                          day_start, day_ticks, fmt_int, fmt_mbit, fmt_min, fmt_num, fmt_pct,
-                          fmt_time, local_days, num, parse_day, parse_time)
+from kit.html.fmt import (
+    CAUSE_LABELS,
+    DASH,
+    EPISODE_KINDS,
+    WEEKDAYS,
+    as_dict,
+    as_list,
+    day_start,
+    day_ticks,
+    esc,
+    fmt_int,
+    fmt_mbit,
+    fmt_min,
+    fmt_num,
+    fmt_pct,
+    fmt_time,
+    local_days,
+    num,
+    parse_day,
+    parse_time,
+)
 from kit.html.svg import GAP_GREY, OUTAGE_RED, POWER_AMBER, Series, Span, svg_timeline, svg_xy
 from kit.words import plural
 
@@ -33,7 +51,7 @@ class PageEpisode:
     evidence: object = None
 
     @staticmethod
-    def of(e: Mapping) -> "PageEpisode":
+    def of(e: Mapping) -> PageEpisode:
         s, en = parse_time(e.get("start")), parse_time(e.get("end"))
         start = s.timestamp() if s else None
         minutes = num(e.get("duration_min"))

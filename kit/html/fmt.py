@@ -12,8 +12,8 @@ from __future__ import annotations
 import html
 import math
 import re
-from datetime import date, datetime, timedelta, timezone, tzinfo
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DASH = "\u2013"          # the en dash shown for "no figure"
@@ -144,7 +144,7 @@ def parse_time(value: object) -> datetime | None:
             return None
     else:
         return None
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
 def zone(name: object, fallback: object = None) -> tuple[tzinfo, str]:
@@ -156,7 +156,7 @@ def zone(name: object, fallback: object = None) -> tuple[tzinfo, str]:
         except (ZoneInfoNotFoundError, ValueError):
             pass
     ref = parse_time(fallback)
-    tz = ref.tzinfo if ref is not None else timezone.utc
+    tz = ref.tzinfo if ref is not None else UTC
     label = ref.strftime("UTC%z") if ref is not None else "UTC"
     if isinstance(name, str) and name:
         label += f" ({name} unknown here)"
@@ -182,7 +182,7 @@ def fmt_range(start: object, end: object, tz: tzinfo) -> str:
 
 def utc_offset(tz: tzinfo, at: datetime | None) -> str:
     """The zone's offset at ``at`` (now when None) as "UTC+05:00"; "UTC" for a zone without one."""
-    at = (at or datetime.now(timezone.utc)).astimezone(tz)
+    at = (at or datetime.now(UTC)).astimezone(tz)
     s = at.strftime("%z")
     return f"UTC{s[:3]}:{s[3:]}" if s else "UTC"
 

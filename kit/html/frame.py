@@ -6,7 +6,7 @@ The document's Content-Security-Policy forbids every fetch and every script (see
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from kit.html.fmt import esc
 

@@ -9,8 +9,8 @@ parser puts <svg> in the SVG namespace by itself, and the page then holds no "ht
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 
 from kit.html.fmt import DASH, esc, fmt_min, num
 
