@@ -40,7 +40,7 @@ from kit.configkit import (
 )
 from kit.definitions import ACCESS_TYPES, PK_REGIONS, REGION_RE, access_type, pk_codes_named, region_code
 from kit.errors import ConfigError
-from kit.influx import InfluxSection
+from kit.influxconfig import InfluxSection
 
 ECHO_METHODS: tuple[str, ...] = ("auto", "icmp_dgram", "icmp_raw", "tcp")
 

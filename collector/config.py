@@ -27,7 +27,7 @@ from kit.configkit import (
 )
 from kit.definitions import PK_REGIONS, REGION_RE, WEEKDAYS, WORK_DAYS
 from kit.errors import ConfigError
-from kit.influx import InfluxSection
+from kit.influxconfig import InfluxSection
 
 
 def _region_code(v: str) -> None:

@@ -6,7 +6,8 @@ import pytest
 
 from agent.config import parse
 from kit.errors import ConfigError
-from kit.influx import Token, api_for_version, auth_header, load_token, parse_url, server_message, target_for
+from kit.influx import Token, api_for_version, auth_header, load_token, server_message, target_for
+from kit.influxconfig import parse_url
 
 
 @pytest.mark.parametrize("text, key, expected", [

@@ -23,7 +23,6 @@ from datetime import datetime
 from typing import Protocol
 
 from agent.platform.linux import Linux
-from agent.platform.other import Other
 from agent.power import Reading
 
 
@@ -62,4 +61,6 @@ def local(procfs: str = "/proc", sysfs: str = "/sys", rundir: str = "/run") -> P
     """The platform this process runs on, reading the host through the given roots."""
     if sys.platform.startswith("linux"):
         return Linux(procfs, sysfs, rundir)
+    from agent.platform.other import Other  # deferred: Linux never needs it
+
     return Other(procfs, sysfs, rundir)
