@@ -31,6 +31,9 @@ held too long: :class:`StoreUnwritable`) is kept in memory and tried again with 
 to :data:`MAX_PENDING_SAMPLES` samples (the oldest raw samples beyond that are dropped and
 counted; an ``outage`` row never is);
 :attr:`Store.trouble` says since when the store cannot be written.
+
+Longer than the house's 400 lines: the one connection and every transaction on it (writes, the
+outbox, retention, repair) share one lock and one trouble state.
 """
 
 from __future__ import annotations

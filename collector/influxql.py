@@ -27,6 +27,9 @@ that is not InfluxDB's shape (not JSON, ``NaN`` or ``Infinity``, which JSON has 
 beyond reason, ``series`` that is not a list of objects with a string ``name``, ``columns`` that
 are not strings...) is refused as a whole: one SourceError naming the query and where the shape
 broke. Rows that are bad one by one are rejected and counted (:func:`to_records`).
+
+Longer than the house's 400 lines: one reader, the queries and the checks of their answers side by
+side (each query's columns are read back by the code beside it).
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@ self-contained HTML page, :func:`region_report` (built on the HTML kit, kit/html
 
 The identity columns follow the result's ``by``; a suppressed cell shows why and no figure; the
 data-quality counters and the default method are worded in :mod:`collector.regional_text`.
+
+Just over the house's 400 lines: the page's sections in reading order (its prose is in
+regional_text.py).
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ counts as ``unreadable_store``.
 
 One file is one agent's: the agent with the most probe rounds in it. Rows of any other agent id
 (``foreign_agent``) are refused, so one file cannot fill a cell with invented lines.
+
+Longer than the house's 400 lines on purpose: every check a hostile file must pass (schema, sizes,
+time) sits with the reads it guards, so no read can go around them.
 """
 
 from __future__ import annotations

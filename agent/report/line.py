@@ -22,6 +22,9 @@ The same definitions as the regional statistics, for a single agent:
 Who and where the line is (the page's title, line and place) comes from the current config
 (:class:`Setup`), not from the rows: the rows' tags are compared with it, and a change inside the
 window is listed (``tags_changed``).
+
+Longer than the house's 400 lines: the report's figures come from one store file in one pass, each
+section's read beside the figure it makes.
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
               work_days: tuple[str, ...] = WORK_DAYS,
               setup: Setup | None = None) -> dict:
     """The line page's dict (agent.report.page.line_report) for the store at ``path``, [start, end).
+    (Over 60 lines: most of it is the dict itself, one key a line, the contract of the page.)
 
     With ``setup`` (the current config), the identity, the method and the plan come from it;
     without, the identity is the tags of the window's latest rows (a volunteer's file read by the

@@ -4,6 +4,8 @@
 Each chart carries a <title> for screen readers, <title> tooltips on its marks, and prints its
 values as text, so no meaning rests on colour alone. SVGs have no xmlns attribute: the HTML
 parser puts <svg> in the SVG namespace by itself, and the page then holds no "http://" at all.
+
+Just over the house's 400 lines: five chart kinds over the same drawing helpers.
 """
 
 from __future__ import annotations
