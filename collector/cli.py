@@ -7,6 +7,7 @@ Commands: ``aggregate`` (table, CSV or JSON), ``report`` (one self-contained HTM
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -184,6 +185,10 @@ def run_cmd(ctx, config_path, once):
     # deferred: APScheduler costs its import only to the long-running `run`
     from apscheduler.schedulers.blocking import BlockingScheduler
 
+    # Ctrl-C stops it even when a shell started it in the background (which ignores SIGINT in
+    # its children), and SIGTERM (systemd's stop) stops it the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop)
     sched = BlockingScheduler(timezone="UTC")
     sched.add_job(job, "interval", minutes=cfg.collector.run_every_min, coalesce=True,
                   max_instances=1, misfire_grace_time=300, next_run_time=datetime.now(UTC))
@@ -193,6 +198,10 @@ def run_cmd(ctx, config_path, once):
         sched.start()
     except (KeyboardInterrupt, SystemExit):
         pass
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @main.command("check")
