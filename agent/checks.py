@@ -128,7 +128,8 @@ def check_store(cfg: Config) -> list[dict]:
     try:
         store = Store.open_readonly(cfg.state_dir, live=held.running is not False)
     except StoreMissing:
-        return [agent, _r("store", "ok", f"none yet in {cfg.state_dir}: the agent creates it at its first start")]
+        return [agent, _r("store", "ok",
+                          f"none yet in {cfg.state_dir}: the agent creates it at its first start")]
     except StoreCorrupt as exc:
         return [agent, _r("store", "fail", str(exc).split("; ", 1)[0],
                           "start the agent (`linewatch run`): it moves the damaged file aside and keeps "
@@ -370,7 +371,7 @@ def run_checks(cfg: Config) -> list[dict]:
         try:
             got = check(cfg)
             out.extend(got if isinstance(got, list) else [got])
-        except Exception as exc:  # a broken check is a failed check, not a crash
+        except Exception as exc:  # noqa: BLE001 - a broken check is a failed check, not a crash
             out.append(_r(check.__name__.removeprefix("check_"), "fail", f"{type(exc).__name__}: {exc}"))
     return out
 

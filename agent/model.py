@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Union
 
-FieldValue = Union[float, int, bool, str]
+FieldValue = float | int | bool | str
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -183,7 +183,8 @@ def pushed(done) -> None:
 def speedtest(f: dict) -> None:
     """One speed test's fields."""
     if f["status"] == "ok":
-        click.echo(f"download {f['download_bps'] / 1e6:.2f} Mbit/s   upload {f['upload_bps'] / 1e6:.2f} Mbit/s"
+        click.echo(f"download {f['download_bps'] / 1e6:.2f} Mbit/s"
+                   f"   upload {f['upload_bps'] / 1e6:.2f} Mbit/s"
                    f"   ping {num(f.get('ping_ms'), ' ms')}")
         click.echo(f"server: {f.get('server_name')} ({f.get('server_sponsor')})   moved "
                    f"{(f['bytes_received'] + f['bytes_sent']) / 1e6:.1f} MB in {f['duration_s']:.1f} s")

@@ -143,7 +143,8 @@ class Store:
         path, SQLite's words and what to do) when it is damaged."""
         path = Path(state_dir) / DB_NAME
         if not path.exists():
-            raise StoreMissing(f"{path}: no such file: no store yet (has `linewatch run` run with this config?)")
+            raise StoreMissing(f"{path}: no such file: no store yet "
+                               "(has `linewatch run` run with this config?)")
         modes = ["mode=ro"] if live or Path(f"{path}-wal").exists() else ["immutable=1", "mode=ro"]
         for i, mode in enumerate(modes):
             try:

@@ -324,7 +324,7 @@ def to_records(kind: str, series: dict, q: Quality,
         if not isinstance(row, list) or len(row) != len(cols):
             q.rejected["bad_row"] += 1
             continue
-        get = lambda c: row[ix[c]] if c in ix else None  # noqa: E731
+        get = lambda c, row=row: row[ix[c]] if c in ix else None  # noqa: E731
         t = _time(get("time"), lo, hi)
         if t is None:
             q.rejected["bad_time"] += 1
@@ -379,7 +379,7 @@ def to_counts(kind: str, series: dict, q: Quality,
         if not isinstance(row, list) or len(row) != len(cols):
             q.rejected["bad_row"] += 1
             continue
-        get = lambda c: row[ix[c]] if c in ix else None  # noqa: E731
+        get = lambda c, row=row: row[ix[c]] if c in ix else None  # noqa: E731
         t = _time(get("time"), max(lo, T_MIN), min(hi, T_MAX))
         if t is None:
             q.rejected["bad_time"] += 1

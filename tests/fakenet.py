@@ -37,7 +37,8 @@ class FakeNet:
     def dns(self, name, *, servers, timeout_s, clock):
         if self.state != "up":
             clock.advance(self.fail_cost_s)
-        return Sample("dns", {"name": name, "server": servers[0]}, {"success": self.state == "up"}, clock.now())
+        return Sample("dns", {"name": name, "server": servers[0]}, {"success": self.state == "up"},
+                      clock.now())
 
     def probes(self):
         return Network(echo=self.echo, dns=self.dns, gateway=lambda: "192.168.1.1",

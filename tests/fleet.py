@@ -121,8 +121,10 @@ FLOOD_COPIES = 10
 # region: (weight, cities (canonical, spellings...), ISPs with weights, cuts per day (min, max),
 #          cut length in minutes, PKT start hours the feeders' slots come from, P(feeder skips a day))
 REGIONS: dict[str, dict] = {
-    "PK-PB": dict(weight=40, cities=[("Lahore", "لاہور"), ("Faisalabad",), ("Rawalpindi",), ("Multan", "ملتان")],
-                  isps={"PTCL": 35, "StormFiber": 15, "Nayatel": 10, "Jazz": 15, "Zong": 15, "Wateen Telecom": 10},
+    "PK-PB": dict(weight=40,
+                  cities=[("Lahore", "لاہور"), ("Faisalabad",), ("Rawalpindi",), ("Multan", "ملتان")],
+                  isps={"PTCL": 35, "StormFiber": 15, "Nayatel": 10, "Jazz": 15, "Zong": 15,
+                        "Wateen Telecom": 10},
                   cuts=(1, 2), minutes=60, hours=(8, 11, 14, 17, 20, 23), skip=0.2),
     "PK-SD": dict(weight=25, cities=[("Karachi", "کراچی"), ("Hyderabad",), ("Sukkur",)],
                   isps={"PTCL": 30, "StormFiber": 20, "Cyber Net, Karachi": 15, "Jazz": 15, "Zong": 10,
@@ -321,7 +323,7 @@ class Fleet:
         rng = self._rng
         codes = list(REGIONS)
         raw = []
-        for i in range(self.n):
+        for _i in range(self.n):
             region = rng.choices(codes, weights=[REGIONS[c]["weight"] for c in codes])[0]
             spellings = rng.choice(REGIONS[region]["cities"])
             city = spellings[1] if len(spellings) > 1 and rng.random() < 0.3 else spellings[0]
@@ -330,7 +332,8 @@ class Fleet:
             device = _pick(rng, DEVICES)
             late = rng.random() < 0.12 and self.days >= 2
             join_day = rng.randrange(1, min(self.days, 4)) if late and self.days > 1 else 0
-            join_ns = self.start_ns + join_day * DAY_NS + (rng.randrange(6, 20) * HOUR_NS + rng.randrange(3600) * NS
+            join_ns = self.start_ns + join_day * DAY_NS + (rng.randrange(6, 20) * HOUR_NS
+                                                           + rng.randrange(3600) * NS
                                                            if join_day else 0)
             raw.append((region, city, spellings[0], isp, access, device, join_ns, rng.random() < 0.2))
         # Feeders: agents of one city in groups of about 10, in order of index.
@@ -346,7 +349,8 @@ class Fleet:
                 n_feeders += 1
         self.n_feeders = n_feeders
         self._feeder_region = {feeder_of[i]: raw[i][0] for i in range(self.n)}
-        return [AgentSpec(i, f"a{i + 1:04d}", r[0], r[0], r[1], r[2], r[3], r[4], r[5], feeder_of[i], r[6], r[7])
+        return [AgentSpec(i, f"a{i + 1:04d}", r[0], r[0], r[1], r[2], r[3], r[4], r[5], feeder_of[i], r[6],
+                          r[7])
                 for i, r in enumerate(raw)]
 
     def _make_power_events(self) -> list[PowerEvent]:
@@ -452,7 +456,8 @@ class Fleet:
         else:
             import multiprocessing
 
-            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(self,))
+            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init,
+                                                            initargs=(self,))
             parts = pool.imap(_worker_chunks, [(i, chunk) for i in order], chunksize=1)
         buf: list[bytes] = []
         n = 0
@@ -699,10 +704,12 @@ class Fleet:
                 slot = period / m
                 host = u.agent[-1] in "02468"
                 for j in range(m):
-                    d = rng.uniform(5, 290) if rng.random() < 0.3 else rng.uniform(301, min(7200.0, slot * 0.9))
+                    d = (rng.uniform(5, 290) if rng.random() < 0.3
+                         else rng.uniform(301, min(7200.0, slot * 0.9)))
                     d = min(d, slot * 0.9)
                     t0 = start + j * slot + rng.uniform(0, slot - d)
-                    cause = ("host_down" if host else "ac_lost") if typ == "power" else causes[rng.randrange(4)]
+                    cause = (("host_down" if host else "ac_lost") if typ == "power"
+                             else causes[rng.randrange(4)])
                     eps.append(Episode(u, typ, cause, round(t0, 3), round(d, 3)))
         return Dataset(start=float(start), end=float(start + period), obs=tuple(obs), episodes=tuple(eps))
 
@@ -735,7 +742,8 @@ class Fleet:
         if spec.switches_off:
             for d in range(self.days):
                 if rng.random() < 0.6:
-                    a = self.start_ns + d * DAY_NS - PKT_NS + DAY_NS + rng.randrange(0, 150) * 60 * NS  # 00:00-02:30 PKT
+                    # 00:00-02:30 PKT
+                    a = self.start_ns + d * DAY_NS - PKT_NS + DAY_NS + rng.randrange(0, 150) * 60 * NS
                     b = a + rng.randrange(4 * 60, 8 * 60) * 60 * NS
                     off.append((a, b + rng.randrange(20, 90) * NS))   # + boot and agent start
         off = [(a, min(b, self.end_ns)) for a, b in off if a < self.end_ns]
@@ -743,8 +751,9 @@ class Fleet:
         for ev in self._by_feeder.get(spec.feeder, ()):
             jit = 90 if ev.kind == "scheduled" else 2
             a = ev.start_ns + rng.randrange(-jit * 1000, jit * 1000 + 1) * 1_000_000
-            b = a + int(ev.duration_s * NS) + rng.randrange(-60_000 if ev.kind == "scheduled" else -2000,
-                                                            60_001 if ev.kind == "scheduled" else 2001) * 1_000_000
+            b = (a + int(ev.duration_s * NS)
+                 + rng.randrange(-60_000 if ev.kind == "scheduled" else -2000,
+                                 60_001 if ev.kind == "scheduled" else 2001) * 1_000_000)
             b = max(b, a + 1_000_000_000)
             tail = rng.randrange(45, 150) * NS      # router reboot (laptop) / boot + agent start (Pi)
             lo, hi = a - margin_ns - POLL_NS, b + tail + margin_ns + POLL_NS
@@ -760,7 +769,7 @@ class Fleet:
         episodes: list[AgentEpisode] = []
         emit: list[tuple[int, str, object]] = []
         if spec.device == "pi":
-            for a, b, tail, ev, _ in cuts:
+            for a, b, tail, _ev, _ in cuts:
                 k_last = self._k_at(base, a) - 1          # its last round before the cut
                 hb = base + k_last * R
                 boot = (b // NS + rng.randrange(2, 6)) * NS  # btime: whole seconds
@@ -787,7 +796,7 @@ class Fleet:
         down: list[tuple[int, int, str]] = []      # connectivity troubles, ns, with the rounds' cause
         if spec.device in ("laptop", "ups"):
             source = "battery" if spec.device == "laptop" else "ups"
-            for a, b, tail, ev, _ in cuts:
+            for a, b, tail, _ev, _ in cuts:
                 if spec.device == "laptop":
                     ka, kb = self._k_at(base, a), self._k_at(base, b + tail)
                     if not inside(ka, kb):
@@ -803,7 +812,8 @@ class Fleet:
                 details = {"source": source, "charge_start_pct": charge0,
                            "charge_end_pct": round(max(3.0, charge0 - drain), 1)}
                 ep = AgentEpisode(id=f"power:{source}:{p0}", type="power", cause="ac_lost", start=from_ns(p0),
-                                  end=from_ns(p1), duration_s=dur, sustained=dur > MOMENTARY_MAX_S, details=details)
+                                  end=from_ns(p1), duration_s=dur, sustained=dur > MOMENTARY_MAX_S,
+                                  details=details)
                 battery.append((p0, p1))
                 episodes.append(ep)
                 emit.append((p1, "outage", ep))
@@ -818,7 +828,8 @@ class Fleet:
         for ev in self._isp_by_pair.get((spec.home, spec.isp), ()):
             if rng.random() < 0.85:
                 a = ev.start_ns + rng.randrange(120_000) * 1_000_000
-                down.append((a, a + int(ev.duration_s * NS) + rng.randrange(-60_000, 60_001) * 1_000_000, "isp"))
+                down.append((a, a + int(ev.duration_s * NS) + rng.randrange(-60_000, 60_001) * 1_000_000,
+                             "isp"))
         kept = []
         for a, b, cause in down:
             ka, kb = self._k_at(base, a), self._k_at(base, b)
@@ -832,7 +843,8 @@ class Fleet:
             kt, kd = self._k_at(base, t), self._k_at(base, t + int(dur_s * NS))
             if inside(kt, kd):
                 near = any(ka - 2 <= kd and kt <= kb + 2 for ka, kb, _ in kept)
-                tests.append((t, dur_s, "near" if near else ("failed" if rng.random() < 0.02 else "ok"), kt, kd))
+                tests.append((t, dur_s, "near" if near else ("failed" if rng.random() < 0.02 else "ok"),
+                              kt, kd))
             t += int(next_interval_s(rng.random(), 6.0) * NS)
         pauses = [(kt, kd) for _, _, status, kt, kd in tests if status != "near" and kd > kt]
         ranges = _subtract(ranges, pauses)
@@ -879,7 +891,7 @@ class Fleet:
         plan_mbps = (rng.choice(line["plans"]) if line["plans"] else rng.lognormvariate(math.log(15), 0.5))
         up_share = rng.uniform(*line["up"])
         rtt_med = pools["rtt_median"]
-        for t, dur_s, status, kt, kd in tests:
+        for t, dur_s, status, _kt, _kd in tests:
             start = from_ns(t)
             if status == "near" and not any(a <= t < b for a, b in conn_eps):
                 continue                           # next to a blip: this test is left out
@@ -1066,7 +1078,8 @@ class Fleet:
                                   details={"failed_rounds": 3})
                 p.emit.append((t + 60 * NS, "outage", ep))
                 p.bad_ids.add(ep.id)
-                p.bad.append({"kind": kind, "count": 1, "agent": agent, "episode_id": ep.id, "duration_s": -120.0})
+                p.bad.append({"kind": kind, "count": 1, "agent": agent, "episode_id": ep.id,
+                              "duration_s": -120.0})
             elif kind == "future_start":
                 t = self.end_ns + 2 * DAY_NS + 3 * HOUR_NS
                 ep = AgentEpisode(id=f"connectivity:{t}", type="connectivity", cause="isp", start=from_ns(t),
@@ -1083,14 +1096,16 @@ class Fleet:
                 else:  # nothing seen by this agent: the pair is made up whole
                     k0, k1 = p.ranges[0]
                     t = p.base + (k0 + k1) // 2 * self.R
-                    ref = AgentEpisode(id=f"power:battery:{t}", type="power", cause="ac_lost", start=from_ns(t),
+                    ref = AgentEpisode(id=f"power:battery:{t}", type="power", cause="ac_lost",
+                                       start=from_ns(t),
                                        end=from_ns(t + 1800 * NS), duration_s=1800.0, sustained=True,
                                        details={"source": "battery"})
                     p.emit.append((t + 1800 * NS, "outage", ref))
                     p.bad_ids.add(ref.id)
                 s_ns = to_ns(ref.start) + int(ref.duration_s * NS) // 2 // 1000 * 1000
                 dur = round(ref.duration_s, 3)
-                ep = AgentEpisode(id=f"power:battery:{s_ns}", type="power", cause="ac_lost", start=from_ns(s_ns),
+                ep = AgentEpisode(id=f"power:battery:{s_ns}", type="power", cause="ac_lost",
+                                  start=from_ns(s_ns),
                                   end=from_ns(s_ns + int(dur * NS)), duration_s=dur,
                                   sustained=dur > MOMENTARY_MAX_S, details={"source": "battery"})
                 p.emit.append((s_ns + int(dur * NS), "outage", ep))
@@ -1104,26 +1119,30 @@ class Fleet:
                 fields["rtt_avg_ms"] = -5.0
                 p.pools["bad_ping"] = (fields, lineproto.field_set(fields), -5.0, fields["loss_pct"], 3)
                 p.special[k] = "badping"
-                p.bad.append({"kind": kind, "count": 1, "agent": agent, "time": (p.base + k * self.R + p.ping_off) / NS})
+                p.bad.append({"kind": kind, "count": 1, "agent": agent,
+                              "time": (p.base + k * self.R + p.ping_off) / NS})
             elif kind == "huge_download":
                 for j, (t, kind2, s) in enumerate(p.emit):
                     if kind2 == "speedtest" and s.fields["status"] == "ok":
-                        p.emit[j] = (t, kind2, Sample(s.measurement, s.tags, {**s.fields, "download_bps": 1e13},
-                                                      s.time))
+                        p.emit[j] = (t, kind2, Sample(s.measurement, s.tags,
+                                                      {**s.fields, "download_bps": 1e13}, s.time))
                         p.speeds = [x for x in p.speeds if x[0] != to_ns(s.time)]
                         p.bad.append({"kind": kind, "count": 1, "agent": agent, "time": s.time.timestamp(),
                                       "download_bps": 1e13})
                         break
                 else:
-                    raise RuntimeError(f"{agent}: no successful speed test to spoil (a longer fleet is needed)")
+                    raise RuntimeError(f"{agent}: no successful speed test to spoil "
+                                       "(a longer fleet is needed)")
             elif kind == "unknown_region":
-                p.bad.append({"kind": kind, "count": 1, "agent": agent, "region": "PK-XX", "home": p.spec.home})
+                p.bad.append({"kind": kind, "count": 1, "agent": agent, "region": "PK-XX",
+                              "home": p.spec.home})
             elif kind == "flooding":
                 p.flood = True
                 n = sum(k1 - k0 for k0, k1 in p.ranges)
                 p.bad.append({"kind": kind, "count": 1, "agent": agent, "copies": FLOOD_COPIES,
                               "extra_round_rows": n * (FLOOD_COPIES - 1),
-                              "observed_s": n * self.round_s, "apparent_observed_s": n * self.round_s * FLOOD_COPIES})
+                              "observed_s": n * self.round_s,
+                              "apparent_observed_s": n * self.round_s * FLOOD_COPIES})
 
 
 _WORKER_FLEET: list = []
@@ -1236,4 +1255,5 @@ def fleet_start(days: int, now: float | None = None) -> int:
     return utc_midnight(now) - days * 86400
 
 
-__all__ = ["BAD_KINDS", "REGIONS", "AgentSpec", "Fleet", "IspEvent", "PowerEvent", "fleet_start", "utc_midnight"]
+__all__ = ["BAD_KINDS", "REGIONS", "AgentSpec", "Fleet", "IspEvent", "PowerEvent", "fleet_start",
+           "utc_midnight"]

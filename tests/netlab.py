@@ -75,7 +75,8 @@ class Lab:
         self.run(ns, "ip", "link", "set", ifname, "up" if up else "down")
 
     # -- running --------------------------------------------------------------------------
-    def run(self, ns: str, *cmd: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    def run(self, ns: str, *cmd: str, check: bool = True, timeout: float = 60,
+            **kw) -> subprocess.CompletedProcess:
         r = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
                            timeout=timeout, **kw)
         if check and r.returncode != 0:

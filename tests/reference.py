@@ -252,7 +252,7 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
         if t > 0:
             line_agents_hour[k].add(unit.agent)
     line_unit = {}
-    for unit, h in list(round_t) + list(power_t):
+    for unit, _h in list(round_t) + list(power_t):
         line_unit.setdefault(line_of(unit), unit)
 
     # ------------------------------------------------------------------ one line's episodes
@@ -264,11 +264,11 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
     # whichever agent wrote it. Episodes that only touch ... stay two ... Each merged episode is
     # counted as site_merged".
     line_eps = []
-    for type_, eps in (("connectivity", agent_conn), ("power", agent_power)):
+    for _type, eps in (("connectivity", agent_conn), ("power", agent_power)):
         per_line = defaultdict(list)
         for e in eps:
             per_line[line_of(e.unit)].append(e)
-        for line, lst in sorted(per_line.items()):
+        for _line, lst in sorted(per_line.items()):
             lst.sort(key=lambda e: (e.start, -e.duration, cause_rank(e.cause)))
             cur = None
             for e in lst:
@@ -368,7 +368,7 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
     out_cells = {}
     for (key, (p_start, p_end)), c in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         period_s = p_end - p_start
-        in_p = lambda t: p_start <= t < p_end        # noqa: E731
+        in_p = lambda t, p_start=p_start, p_end=p_end: p_start <= t < p_end        # noqa: E731
         lines = c["lines"]
         cell = {"agents": len(c["agents"]), "sites": len(lines)}
         power_s = {ln: sum((t for (l2, h), t in line_power.items() if l2 == ln and in_p(h)),

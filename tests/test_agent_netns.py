@@ -152,7 +152,8 @@ def test_unprivileged_agent_picks_a_method_and_check_explains(net, dns_server, t
     net.lab.sysctl(net.agent, "net.ipv4.ping_group_range", group_range)
     # A listener on the internet host so TCP connect timing has something to reach on one target.
     net.lab.popen(net.inet, sys.executable, "-c",
-                  "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
+                  "import socket,time; s=socket.socket(); "
+                  "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
                   "s.bind(('198.51.100.1', 443)); s.listen(); time.sleep(60)")
     time.sleep(0.3)
     cfg = write_config(tmp_path, net)
@@ -254,4 +255,5 @@ def test_outage_while_on_battery_has_cause_power(net, dns_server, tmp_path):
     finally:
         assert stop_agent(agent) == 0
     eps = json.loads(linewatch(net, net.agent, "outages", "--json", "--config", str(cfg)).stdout)
-    assert sorted((e["type"], e["cause"]) for e in eps) == [("connectivity", "power"), ("power", "ac_lost")], eps
+    assert sorted((e["type"], e["cause"]) for e in eps) == [("connectivity", "power"),
+                                                            ("power", "ac_lost")], eps

@@ -172,7 +172,8 @@ def test_sighup_with_a_bad_file_keeps_the_running_config(agent):
     agent.write('region = "PK-BA"', timeout="")   # fixed: applied
     n = agent.hup()
     line = agent.wait_for_log("config reload", after=n)
-    assert line.endswith(f'INFO linewatch: config reloaded from {agent.config}: applied agent.region = "PK-BA"')
+    assert line.endswith(f"INFO linewatch: config reloaded from {agent.config}: "
+                         'applied agent.region = "PK-BA"')
     agent.wait_for_rounds(1, region="PK-BA")
     n = agent.hup()
     line = agent.wait_for_log("config reload", after=n)
@@ -205,7 +206,8 @@ def test_init_beside_a_running_agent_names_its_pid_and_how_to_reload(tmp_path):
     try:
         out = subprocess.run([sys.executable, "-m", "agent", "init", "--config", str(tmp_path / "new.toml"),
                               "--region", "Sindh", "--city", "", "--isp", "", "--access", ""],
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "STATE_DIRECTORY": str(state)},
+                             cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT), "STATE_DIRECTORY": str(state)},
                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert out.returncode == 0, out.stderr
         assert f"the agent running now (pid {a.proc.pid})" in out.stdout

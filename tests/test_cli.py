@@ -293,7 +293,8 @@ def test_status_says_when_the_figure_rests_on_little_watching(filled_store):
     assert st["running"] is False and st["pid"] is None          # no agent holds the lock
     out = CliRunner().invoke(main, ["status", "--config", str(filled_store)]).output
     line = next(ln for ln in out.splitlines() if ln.startswith("availability, last 24 h:"))
-    assert "63 rounds" in line and "only 10 min of watching, less than a day: too little to judge the line by" in line
+    assert "63 rounds" in line and ("only 10 min of watching, less than a day: "
+                                    "too little to judge the line by") in line
     assert "agent NOT running; last round" in out
     store = next(ln for ln in out.splitlines() if ln.startswith("store:"))
     assert store.endswith("forwarding off") and "not yet forwarded" not in store

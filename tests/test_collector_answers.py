@@ -3,8 +3,8 @@ or refuses the answer as a whole in one line, never with a traceback.
 
 A real HTTP server on 127.0.0.1 (tests/fakeinflux.py) plays InfluxDB (``/ping`` and ``/query``)
 and answers the ``round`` query with each bad shape; the real ``linewatch-collector`` commands read
-it. The parser itself (``parse_answer`` and ``to_records``) is fuzzed with hypothesis: any bytes and any JSON-ish
-structure give records, counted rejections or a SourceError, within a bounded time.
+it. The parser itself (``parse_answer`` and ``to_records``) is fuzzed with hypothesis: any bytes
+and any JSON-ish structure give records, counted rejections or a SourceError, within a bounded time.
 """
 
 from __future__ import annotations

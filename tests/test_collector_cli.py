@@ -255,7 +255,8 @@ def test_agent_line_report_shows_an_agent_crash_as_not_watching(tmp_path, chromi
         store.write(rounds, episodes=[gap])
     finally:
         store.close()
-    line = summarise(tmp_path / "state" / "linewatch.db", t0.timestamp(), (t0 + timedelta(hours=1)).timestamp(),
+    line = summarise(tmp_path / "state" / "linewatch.db", t0.timestamp(),
+                     (t0 + timedelta(hours=1)).timestamp(),
                      now=(t0 + timedelta(hours=2)).timestamp())
     assert [(e["type"], round(e["duration_min"])) for e in line["episodes"]] == [("agent_gap", 30)]
     assert line["outages"] == 0 and line["internet_availability"] == 1.0
@@ -292,7 +293,8 @@ def test_agent_line_report_counts_one_cut_seen_twice_once(tmp_path):
         store.write(rounds, episodes=eps)
     finally:
         store.close()
-    line = summarise(tmp_path / "state" / "linewatch.db", t0.timestamp(), (t0 + timedelta(hours=2)).timestamp(),
+    line = summarise(tmp_path / "state" / "linewatch.db", t0.timestamp(),
+                     (t0 + timedelta(hours=2)).timestamp(),
                      now=(t0 + timedelta(hours=3)).timestamp())
     assert (line["power_cuts"], round(line["power_cut_min"], 6)) == (3, 45.75)
     assert len([e for e in line["episodes"] if e["type"] == "power"]) == 5     # each still listed
@@ -528,5 +530,6 @@ def test_a_token_across_the_cut_never_shows_in_part(tmp_path):
     every = "\n".join(shown)
     assert "***" in every
     for secret in (basic, token):
-        found = sorted({secret[i:i + 8] for i in range(len(secret) - 7)} & {every[i:i + 8] for i in range(len(every) - 7)})
+        found = sorted({secret[i:i + 8] for i in range(len(secret) - 7)}
+                       & {every[i:i + 8] for i in range(len(every) - 7)})
         assert not found, f"fragments of the credential shown: {found[:5]}"

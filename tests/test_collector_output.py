@@ -54,6 +54,6 @@ def test_every_regional_point_is_in_the_catalog(result):
     seen = assert_listed(Sample(m, t, f, from_ns(ns)) for m, t, f, ns in points)
     rows, tags = catalogued("collector")                  # and the other way: none left unemitted
     assert sorted(rows - seen) == [] and sorted(tags - {(m, k) for m, t, _, _ in points for k in t}) == []
-    for m, tags, fields, _ in points:
+    for m, _tags, fields, _ in points:
         if m == "regional_coverage" and fields["suppressed"]:
             assert fields == {"suppressed": True}     # no figure of a small cell leaves

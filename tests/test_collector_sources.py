@@ -229,7 +229,7 @@ def test_bad_rows_through_influx_are_rejected_and_counted(influx):
 def test_store_source_refuses_files_that_are_not_stores(tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not sqlite at all" * 100)
-    with pytest.raises(SourceError, match="junk.db"):
+    with pytest.raises(SourceError, match=r"junk\.db"):
         StoreFile.open(junk)
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).execute("CREATE TABLE t (x)").connection.close()

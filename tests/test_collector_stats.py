@@ -96,7 +96,8 @@ def test_an_agent_switched_off_is_not_an_outage():
     """Same power cut, but a0 was off the second half of the day: fewer customers served, and
     the missing hours add no interruption."""
     ds = hand_cell()
-    off = replace(ds, obs=tuple(o for o in ds.obs if not (o.unit.agent == "a3" and o.hour >= MON + 12 * 3600)))
+    off = replace(ds, obs=tuple(o for o in ds.obs
+                                if not (o.unit.agent == "a3" and o.hour >= MON + 12 * 3600)))
     a = aggregate(ds, S)["cells"][0]
     b = aggregate(off, S)["cells"][0]
     assert b["power_saifi"] == pytest.approx(2 / 4.0) and a["power_saifi"] == pytest.approx(2 / 4.5)
@@ -339,7 +340,8 @@ def test_power_episodes_join_only_as_one_cut(second, cause, gap_s, merged):
     from kit.definitions import joins_previous_cut
 
     u = units(1)[0]
-    eps = [Episode(u, "power", second, MON + 3600, 600.0), Episode(u, "power", cause, MON + 4200 + gap_s, 300.0)]
+    eps = [Episode(u, "power", second, MON + 3600, 600.0),
+           Episode(u, "power", cause, MON + 4200 + gap_s, 300.0)]
     cols, q = clean(ds_of(MON, MON + DAY, eps=eps), ["PK-SD"], MON + DAY)
     assert q.clipped["power_merged"] == merged and cols.ep_start.size == 2 - merged
     carried = None if second == "host_down" else MON + 4200     # the battery's end, if any

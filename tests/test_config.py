@@ -62,10 +62,13 @@ BAD = [
     ("[probe]\ntargets = [\"one.one.one.one\"]", "config.toml: probe.targets: [0] 'one.one.one.one'"),
     ("[probe]\ntargets = [\"1.1.1.1:0\"]", "config.toml: probe.targets: [0] '1.1.1.1:0'"),
     ("[probe]\ntargets = \"1.1.1.1\"", "config.toml: probe.targets: must be a list of strings"),
-    ("[probe]\ngateway = \"router\"", "config.toml: probe.gateway: must be \"auto\", \"off\" or an IP address"),
-    ("[probe]\ndns_servers = [\"dns.google\"]", "config.toml: probe.dns_servers: [0] 'dns.google': must be an IP address"),
+    ("[probe]\ngateway = \"router\"",
+     "config.toml: probe.gateway: must be \"auto\", \"off\" or an IP address"),
+    ("[probe]\ndns_servers = [\"dns.google\"]",
+     "config.toml: probe.dns_servers: [0] 'dns.google': must be an IP address"),
     ("[probe]\ndns_names = [\"bad..name\"]", "config.toml: probe.dns_names: [0] 'bad..name'"),
-    ("[probe]\ntimeout_s = 10", "config.toml: probe.timeout_s: must be shorter than probe.interval_s (10), got 10"),
+    ("[probe]\ntimeout_s = 10",
+     "config.toml: probe.timeout_s: must be shorter than probe.interval_s (10), got 10"),
     ("[probe]\ninterval_s = 2\ntimeout_s = 2",
      "config.toml: probe.timeout_s: must be shorter than probe.interval_s (2), got 2"),
     ("[probe]\nmethod = \"udp\"", "config.toml: probe.method: must be one of"),
@@ -82,10 +85,12 @@ BAD = [
      "hotspot, wireless, satellite, other (\"dsl\"?), got 'DSL'"),
     ("[agent]\naccess = \"4g\"", "config.toml: agent.access: must be one of fibre"),
     ("[agent]\nid = \"has space\"", "config.toml: agent.id: must be 1-64 letters"),
-    ("[agent]\nsite = \"our flat\"", "config.toml: agent.site: must be 1-64 letters, digits, '.', '_' or '-' (or empty: derived from the gateway), got 'our flat'"),
+    ("[agent]\nsite = \"our flat\"", "config.toml: agent.site: must be 1-64 letters, digits, '.', '_' or '-' "
+     "(or empty: derived from the gateway), got 'our flat'"),
     ("[outage]\nopen_after = 0", "config.toml: outage.open_after: must be between 1 and 1000, got 0"),
     ("[outage]\nmomentary_max_s = -1", "config.toml: outage.momentary_max_s: must be >= 0, got -1"),
-    ("[report]\naccount = \"a\\nb\"", "config.toml: report.account: must be one line of at most 64 characters"),
+    ("[report]\naccount = \"a\\nb\"",
+     "config.toml: report.account: must be one line of at most 64 characters"),
     ("[report]\nplan_download_mbps = -5", "config.toml: report.plan_download_mbps: must be the paid "
      "speed in Mbit/s (> 0), or 0 for not set, got -5"),
     ("[report]\nplan_upload_mbps = \"fast\"", "config.toml: report.plan_upload_mbps: must be a number"),
@@ -94,7 +99,8 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("text, message", BAD, ids=[m.split(": ")[1] + f"-{i}" for i, (_, m) in enumerate(BAD)])
+@pytest.mark.parametrize("text, message", BAD,
+                         ids=[m.split(": ")[1] + f"-{i}" for i, (_, m) in enumerate(BAD)])
 def test_bad_config_names_file_key_and_expectation(text, message):
     with pytest.raises(ConfigError) as err:
         parse(text, "config.toml")
@@ -130,7 +136,7 @@ def test_load_order(tmp_path, monkeypatch):
 
 
 def test_explicit_missing_file_is_an_error(tmp_path):
-    with pytest.raises(ConfigError, match="nope.toml: file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.toml: file not found"):
         config.load(str(tmp_path / "nope.toml"), {"HOME": str(tmp_path)})
 
 
@@ -156,7 +162,8 @@ def test_example_config_documents_every_key_and_parses():
 def test_shipped_example_is_current():
     shipped = Path(__file__).parents[1] / "docs" / "example-config.toml"
     assert shipped.read_text(encoding="utf-8") == config.example_toml(), \
-        "regenerate: python -c 'from agent.config import example_toml; print(example_toml(), end=\"\")' > docs/example-config.toml"
+        ("regenerate: python -c 'from agent.config import example_toml; print(example_toml(), end=\"\")'"
+         " > docs/example-config.toml")
 
 
 @pytest.mark.parametrize("text, timeout", [

@@ -169,7 +169,8 @@ def test_every_panel_query_returns_series(loaded, query, columns):
     m = re.search(r'FROM "(\w+)"', q)
     grouped = re.search(r"GROUP BY (.*?)(?: fill\(|$)", q)
     if m and grouped:
-        names = {g.strip().strip('"') for g in grouped.group(1).split(",") if not g.strip().startswith("time(")}
+        names = {g.strip().strip('"') for g in grouped.group(1).split(",")
+                 if not g.strip().startswith("time(")}
         keys = {v[0] for s in run_query(loaded, f'SHOW TAG KEYS FROM "{m.group(1)}"')["results"][0]["series"]
                 for v in s["values"]}
         assert names <= keys, (names - keys, q)
@@ -203,8 +204,8 @@ def test_dashboard_structure(name):
     names = [v["name"] for v in d["templating"]["list"]]
     assert "DS_INFLUXDB" in names
     used = set(re.findall(r"\$(\w+)", json.dumps(d["panels"] + d["annotations"]["list"])))
-    assert used - {"timeFilter", "__interval", "tag_status", "tag_target", "tag_name", "tag_source", "tag_agent",
-                   "tag_region", "tag_isp", "DS_INFLUXDB"} <= set(names)
+    assert used - {"timeFilter", "__interval", "tag_status", "tag_target", "tag_name", "tag_source",
+                   "tag_agent", "tag_region", "tag_isp", "DS_INFLUXDB"} <= set(names)
 
 
 def test_influxql_keeps_outage_and_round_apart(loaded):

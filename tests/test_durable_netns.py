@@ -52,34 +52,33 @@ def test_an_outage_that_closes_on_a_full_disk_is_written_when_space_returns(net,
     state = mount_point / "state"
     cfg = write_config(tmp_path, state)
     log = tmp_path / "agent.log"
-    out = open(log, "w")
-    agent = net.lab.popen(net.agent, sys.executable, "-m", "agent", "run", "--config", str(cfg),
-                          cwd=ROOT, env=ENV, stdout=out, stderr=out)
-    filler = mount_point / "filler"
-    try:
-        wait_for(log, "started", agent)
-        time.sleep(3)                                           # rounds up, written
-        t_cut = datetime.now(UTC)
-        net.cut_wan(True)
-        wait_for(log, "connectivity episode started", agent)
-        time.sleep(2)
-        fill_file_system(filler)
-        wait_for(log, "cannot be written since", agent)
-        time.sleep(1.5)                                         # outage rounds while full
-        t_back = datetime.now(UTC)
-        net.cut_wan(False)
-        wait_for(log, "connectivity episode ended", agent)      # closed while nothing can be written
-        time.sleep(2)
-        assert "can be written again" not in log.read_text()    # the disk really was full throughout
-        filler.unlink()
-        wait_for(log, "can be written again", agent)
-        time.sleep(1.5)
-    finally:
-        if filler.exists():
+    with open(log, "w") as out:
+        agent = net.lab.popen(net.agent, sys.executable, "-m", "agent", "run", "--config", str(cfg),
+                              cwd=ROOT, env=ENV, stdout=out, stderr=out)
+        filler = mount_point / "filler"
+        try:
+            wait_for(log, "started", agent)
+            time.sleep(3)                                           # rounds up, written
+            t_cut = datetime.now(UTC)
+            net.cut_wan(True)
+            wait_for(log, "connectivity episode started", agent)
+            time.sleep(2)
+            fill_file_system(filler)
+            wait_for(log, "cannot be written since", agent)
+            time.sleep(1.5)                                         # outage rounds while full
+            t_back = datetime.now(UTC)
+            net.cut_wan(False)
+            wait_for(log, "connectivity episode ended", agent)      # closed while nothing can be written
+            time.sleep(2)
+            assert "can be written again" not in log.read_text()    # the disk really was full throughout
             filler.unlink()
-        os.killpg(agent.pid, signal.SIGTERM)
-        code = agent.wait(timeout=20)
-        out.close()
+            wait_for(log, "can be written again", agent)
+            time.sleep(1.5)
+        finally:
+            if filler.exists():
+                filler.unlink()
+            os.killpg(agent.pid, signal.SIGTERM)
+            code = agent.wait(timeout=20)
     text = log.read_text()
     assert code == 0, text
     assert "Traceback" not in text, text

@@ -284,7 +284,8 @@ def test_dataset_is_the_truth(fleet):
     truth = fleet.truth()
     ds = fleet.dataset()
     assert isinstance(ds, Dataset) and ds.start == fleet.start and ds.end == fleet.end
-    assert sum(o.observed_s for o in ds.obs) == pytest.approx(sum(a["observed_s"] for a in truth["agents"].values()))
+    assert sum(o.observed_s for o in ds.obs) == pytest.approx(
+        sum(a["observed_s"] for a in truth["agents"].values()))
     assert len(ds.episodes) == sum(len(a["power"]) + len(a["connectivity"]) for a in truth["agents"].values())
     answered = sum(1 for i in range(fleet.n) for s in fleet.samples(i)
                    if s.measurement == "ping" and s.fields["received"] > 0)
@@ -340,17 +341,21 @@ def test_written_to_influxdb_1_6_7(influx, bad_fleet):
     # InfluxDB's own aggregates agree with the truth's (percentile() is nearest rank).
     window = f"time >= {bad_fleet.start_ns} AND time < {bad_fleet.end_ns}"
     got = {}
-    for s in influx.series('SELECT percentile("rtt_avg_ms", 50), percentile("rtt_avg_ms", 95), mean("loss_pct"), '
+    for s in influx.series('SELECT percentile("rtt_avg_ms", 50), percentile("rtt_avg_ms", 95), '
+                           'mean("loss_pct"), '
                            f'count("loss_pct") FROM "ping" WHERE "loss_pct" < 100 AND {window} '
                            'GROUP BY time(1d), "agent" fill(none)', epoch="s"):
         for t, p50, p95, loss, n in s["values"]:
             got[(s["tags"]["agent"], t)] = (p50, p95, pytest.approx(loss), n)
-    want = {(d.unit.agent, d.day): (d.rtt_p50_ms, d.rtt_p95_ms, d.loss_pct, d.rounds) for d in bad_fleet.dataset().pings}
+    want = {(d.unit.agent, d.day): (d.rtt_p50_ms, d.rtt_p95_ms, d.loss_pct, d.rounds)
+            for d in bad_fleet.dataset().pings}
     assert got == want
     flood = truth["bad"]["flooding"]["agent"]
     obs = {}
-    for s in influx.series(f'SELECT sum("interval_s") FROM "round" WHERE {window} GROUP BY time(1h), "agent" fill(none)',
+    for s in influx.series(f'SELECT sum("interval_s") FROM "round" WHERE {window} '
+                           'GROUP BY time(1h), "agent" fill(none)',
                            epoch="s"):
         for t, v in s["values"]:
             obs[(s["tags"]["agent"], t)] = v / (10 if s["tags"]["agent"] == flood else 1)
-    assert obs == pytest.approx({(a, h): v for a, t in truth["agents"].items() for h, v in t["observed_by_hour"].items()})
+    assert obs == pytest.approx({(a, h): v for a, t in truth["agents"].items()
+                                 for h, v in t["observed_by_hour"].items()})

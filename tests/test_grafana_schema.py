@@ -33,7 +33,8 @@ def tsc(tmp: Path, files: dict[str, dict]) -> dict[str, list[str]]:
         shutil.copy(KIT / name, tmp / name)
     for stem, doc in files.items():
         (tmp / f"{stem}.ts").write_text("import type { DashboardFile } from './model';\n\n"
-                                        f"export const dashboard: DashboardFile = {json.dumps(doc, indent=1)};\n",
+                                        "export const dashboard: DashboardFile = "
+                                        f"{json.dumps(doc, indent=1)};\n",
                                         encoding="utf-8")
     r = subprocess.run([node, str(TSC), "-p", str(tmp), "--pretty", "false"], capture_output=True,
                        text=True, timeout=300)
@@ -82,10 +83,12 @@ REGIONAL_MISTAKES = {
     "unknown_transformation": lambda d: _panel(d, "barchart")["transformations"][0].update(id="organise"),
     "transformation_option_typo": lambda d: _panel(d, "barchart")["transformations"][0]["options"]
     .update(excludeByNme={"Time": True}),
-    "matrix_without_value_field": lambda d: _panel(d, "table")["transformations"][0]["options"].pop("valueField"),
-    "matcher_typo": lambda d: _panel(d, "table")["fieldConfig"]["overrides"][0]["matcher"].update(id="byNmae"),
-    "table_cell_type_unknown": lambda d: _panel(d, "table")["fieldConfig"]["defaults"]["custom"]["cellOptions"]
-    .update(type="colour-background"),
+    "matrix_without_value_field": lambda d: _panel(d, "table")["transformations"][0]["options"]
+    .pop("valueField"),
+    "matcher_typo": lambda d: _panel(d, "table")["fieldConfig"]["overrides"][0]["matcher"]
+    .update(id="byNmae"),
+    "table_cell_type_unknown": lambda d: _panel(d, "table")["fieldConfig"]["defaults"]["custom"]
+    ["cellOptions"].update(type="colour-background"),
     "barchart_custom_typo": lambda d: _panel(d, "barchart")["fieldConfig"]["defaults"]["custom"]
     .update(fillOpacty=80),
     "bargauge_display_mode_unknown": lambda d: _panel(d, "bargauge")["options"].update(displayMode="bars"),

@@ -230,7 +230,8 @@ def test_wrong_password_and_missing_database_stop_forwarding(tmp_path, store):
         assert store.backlog()[0] == store.count()
         fw = forwarder(store, srv.url, token=":".join(srv.writer), database="nope")
         rep = fw.push()
-        assert rep.outcome == "halt" and "(404)" in fw.state.halted and "database not found" in fw.state.halted
+        assert (rep.outcome == "halt" and "(404)" in fw.state.halted
+                and "database not found" in fw.state.halted)
         fw = forwarder(store, srv.url, token=":".join(srv.writer), database=srv.database)
         assert fw.push().sent == store.count()
         assert srv.count("round", "duration_s") == 10
@@ -243,7 +244,8 @@ def _agent_config(tmp_path, url, extra=""):
     p.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\nregion = "PK-SD"\ncity = "کراچی"\n'
                  f'[probe]\ninterval_s = 1\ntimeout_s = 0.5\ngateway = "off"\n'
                  f'targets = ["127.0.0.1:{url.rsplit(":", 1)[1]}"]\ndns_names = []\nnetio_interval_s = 5\n'
-                 f'[power]\nbattery = "off"\n[speedtest]\nenabled = false\n[influx]\nurl = "{url}"\n{extra}push_interval_s = 1\n')
+                 f'[power]\nbattery = "off"\n[speedtest]\nenabled = false\n'
+                 f'[influx]\nurl = "{url}"\n{extra}push_interval_s = 1\n')
     return p
 
 

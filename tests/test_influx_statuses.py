@@ -43,7 +43,8 @@ def fill(store, n):
 
 
 def forwarder(store, srv, clock=None, token=TOKEN, **kw):
-    extra = 'database = "lw"\nretention_policy = "autogen"\n' if srv.api == "v1" else 'org = "ngo"\nbucket = "lw"\n'
+    extra = ('database = "lw"\nretention_policy = "autogen"\n' if srv.api == "v1"
+             else 'org = "ngo"\nbucket = "lw"\n')
     cfg = parse(f'[influx]\nurl = "{srv.url}"\n{extra}timeout_s = 1\n'
                 + "".join(f"{k} = {v}\n" for k, v in kw.items()))
     sink = Sink(cfg.influx, Token(token, "test"))
@@ -207,7 +208,8 @@ def test_check_names_the_wrong_part_and_never_prints_the_token(tmp_path):
         r = cli("check", "--json", "--config", str(cfg), env_extra=env)
         rows = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
         assert rows["influx url"]["result"] == "ok"
-        assert rows["influx credentials"]["result"] == "fail" and "401" in rows["influx credentials"]["detail"]
+        assert (rows["influx credentials"]["result"] == "fail"
+                and "401" in rows["influx credentials"]["detail"])
         srv.default = Reply.json_error(404, 'bucket "lw" not found')
         rows = {c["name"]: c for c in json.loads(cli("check", "--json", "--config", str(cfg),
                                                      env_extra=env).stdout)["checks"]}

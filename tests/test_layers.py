@@ -97,7 +97,8 @@ def test_imports_inside_functions_say_why(package):
         lines = p.read_text().split("\n")
         silent += [f"{p.relative_to(ROOT)}:{n}: {text}" for n, text in imports_inside_functions(p)
                    if not says_why(lines, n)]
-    assert silent == [], "imports inside functions that do not say why they are deferred:\n" + "\n".join(silent)
+    assert silent == [], ("imports inside functions that do not say why they are deferred:\n"
+                          + "\n".join(silent))
 
 
 def test_the_inner_import_check_needs_the_reason(tmp_path):

@@ -82,7 +82,8 @@ def test_field_set_needs_a_field():
 
 def test_full_line():
     assert line("ping", {"target": "1.1.1.1", "agent": "a1"}, {"rtt_avg_ms": 12.5, "sent": 3},
-                1795441876000000000) == "ping,agent=a1,target=1.1.1.1 rtt_avg_ms=12.5,sent=3i 1795441876000000000"
+                1795441876000000000) == ("ping,agent=a1,target=1.1.1.1 rtt_avg_ms=12.5,sent=3i "
+                                         "1795441876000000000")
 
 
 def test_encoder_caches_series_and_errors():

@@ -27,7 +27,8 @@ def test_without_systemd_nothing_is_sent():
 def test_environment_is_read_as_systemd_sets_it():
     n = Notifier(env={"NOTIFY_SOCKET": "@linewatch-test", "WATCHDOG_USEC": "30000000"}, pid=42)
     assert n.address == "\0linewatch-test" and n.watchdog_s == 30.0
-    other = Notifier(env={"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "7"}, pid=42)
+    other = Notifier(env={"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "7"},
+                     pid=42)
     assert other.watchdog_s is None   # the watchdog is another process's
 
 

@@ -73,7 +73,8 @@ def test_opened_once_and_closed_once():
     (["unknown", "unknown", "isp"], "unknown"),
 ], ids=["lan-majority", "isp-majority", "dns", "tie", "unknown"])
 def test_cause_is_majority_of_failed_rounds(causes, expected):
-    rs = [RoundResult(T0 + timedelta(seconds=10 * i), 1000.0 + 10 * i, "down", c) for i, c in enumerate(causes)]
+    rs = [RoundResult(T0 + timedelta(seconds=10 * i), 1000.0 + 10 * i, "down", c)
+          for i, c in enumerate(causes)]
     n = len(rs)
     rs += [RoundResult(T0 + timedelta(seconds=10 * (n + i)), 1000.0 + 10 * (n + i), "up") for i in range(2)]
     _, changes = run(rs)
@@ -88,7 +89,8 @@ def test_power_cause_when_on_battery_at_start():
     assert closed(changes)[0].cause == "power"
 
 
-@pytest.mark.parametrize("down_rounds, sustained", [(30, False), (31, True)], ids=["300s-momentary", "310s-sustained"])
+@pytest.mark.parametrize("down_rounds, sustained", [(30, False), (31, True)],
+                         ids=["300s-momentary", "310s-sustained"])
 def test_momentary_sustained_split(down_rounds, sustained):
     _, changes = run(rounds("u" + "d" * down_rounds + "uu"))
     ep = closed(changes)[0]
@@ -125,7 +127,8 @@ def test_gap_closes_open_episode_at_last_round_seen():
 
 
 def test_reboot_detected_by_boot_id_closes_episode():
-    rs = [RoundResult(T0 + timedelta(seconds=10 * i), 100.0 + 10 * i, "down", "lan", boot="A") for i in range(4)]
+    rs = [RoundResult(T0 + timedelta(seconds=10 * i), 100.0 + 10 * i, "down", "lan", boot="A")
+          for i in range(4)]
     after = RoundResult(T0 + timedelta(seconds=50), 140.0 + 5, "up", boot="B")  # mono looks continuous
     _, changes = run(rs + [after])
     assert len(closed(changes)) == 1
@@ -157,7 +160,8 @@ params = st.builds(Params, open_after=st.integers(1, 5), close_after=st.integers
 
 
 @settings(max_examples=300, deadline=None)
-@given(patterns, params, st.dictionaries(st.integers(0, 119), st.sampled_from([-7200.0, -5.0, 3.0, 86400.0]), max_size=3))
+@given(patterns, params, st.dictionaries(st.integers(0, 119), st.sampled_from([-7200.0, -5.0, 3.0, 86400.0]),
+                                         max_size=3))
 def test_episodes_never_overlap_and_durations_non_negative(pattern, prm, wall_steps):
     _, changes = run(rounds(pattern, wall_steps=wall_steps), prm)
     for kind in ("connectivity", "degraded"):

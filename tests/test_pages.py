@@ -162,9 +162,9 @@ def line_sample(isp="PTCL", city=URDU_CITY):
 class _Tables(HTMLParser):
     """Tables as lists of rows of cell texts, and a check that non-void tags nest properly."""
 
-    VOID = {"meta", "link", "br", "img", "input", "hr", "col", "wbr",
-            # SVG elements written self-closing:
-            "rect", "line", "circle", "polyline", "path"}
+    VOID = frozenset({"meta", "link", "br", "img", "input", "hr", "col", "wbr",
+                      # SVG elements written self-closing:
+                      "rect", "line", "circle", "polyline", "path"})
 
     def __init__(self):
         super().__init__()

@@ -15,17 +15,21 @@ T0 = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
 
 @pytest.mark.parametrize("supplies, expected", [
     ({}, None),
-    ({"AC": {"type": "Mains", "online": "1"}, "BAT0": {"type": "Battery", "capacity": "87", "status": "Charging"}},
+    ({"AC": {"type": "Mains", "online": "1"},
+      "BAT0": {"type": "Battery", "capacity": "87", "status": "Charging"}},
      Reading("battery", False, 87.0, "Charging")),
-    ({"AC": {"type": "Mains", "online": "0"}, "BAT0": {"type": "Battery", "capacity": "64", "status": "Discharging"}},
+    ({"AC": {"type": "Mains", "online": "0"},
+      "BAT0": {"type": "Battery", "capacity": "64", "status": "Discharging"}},
      Reading("battery", True, 64.0, "Discharging")),
     ({"ADP1": {"type": "Mains", "online": "0"}, "ucsi": {"type": "USB", "online": "1"},
-      "BAT1": {"type": "Battery", "capacity": "50"}}, Reading("battery", False, 50.0, None)),     # USB-C charging
-    ({"BAT0": {"type": "Battery", "status": "Discharging", "energy_now": "30000000", "energy_full": "40000000"}},
-     Reading("battery", True, 75.0, "Discharging")),                                                # no AC device
+      "BAT1": {"type": "Battery", "capacity": "50"}},
+     Reading("battery", False, 50.0, None)),                                                # USB-C charging
+    ({"BAT0": {"type": "Battery", "status": "Discharging",
+               "energy_now": "30000000", "energy_full": "40000000"}},
+     Reading("battery", True, 75.0, "Discharging")),                                        # no AC device
     ({"BAT0": {"type": "Battery", "status": "Unknown"}}, Reading("battery", None, None, "Unknown")),
     ({"BAT0": {"type": "Battery", "present": "0"}, "hidpp": {"type": "Battery", "present": "0"}}, None),
-    ({"AC": {"type": "Mains", "online": "0"}}, Reading("battery", True, None, None)),              # UPS-less desktop PSU
+    ({"AC": {"type": "Mains", "online": "0"}}, Reading("battery", True, None, None)),  # UPS-less desktop PSU
 ], ids=["none", "on-mains", "on-battery", "usb-c", "energy-only", "unknown", "absent", "mains-only"])
 def test_parse_power_supply(supplies, expected):
     assert parse_power_supply(supplies) == expected
@@ -64,7 +68,8 @@ def polls(pattern, interval=5.0, charge0=100.0, wall_steps=None, source="battery
         if ch == "b":
             charge -= 1
         on = {"m": False, "b": True, "?": None}[ch]
-        out.append((Reading(source, on, charge), T0 + timedelta(seconds=i * interval + wall), 1000.0 + i * interval))
+        out.append((Reading(source, on, charge), T0 + timedelta(seconds=i * interval + wall),
+                    1000.0 + i * interval))
     return out
 
 
@@ -105,7 +110,8 @@ def test_two_sources_are_independent():
            ([Reading("battery", False, 90), Reading("ups", False, 98)], 15)]
     changes = []
     for readings, s in seq:
-        state, ch = power.step(state, readings, T0 + timedelta(seconds=s), 1000.0 + s, momentary_max_s=300, max_gap_s=60)
+        state, ch = power.step(state, readings, T0 + timedelta(seconds=s), 1000.0 + s, momentary_max_s=300,
+                               max_gap_s=60)
         changes += ch
     eps = {e.details["source"]: e for e in closed(changes)}
     assert eps["battery"].duration_s == 10 and eps["ups"].duration_s == 10
@@ -131,7 +137,8 @@ def test_state_round_trips():
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="mmbb?", max_size=80),
-       st.dictionaries(st.integers(0, 79), st.sampled_from([-3600.0, -2.0, 7.0, 86400.0 * 365 * 56]), max_size=3),
+       st.dictionaries(st.integers(0, 79), st.sampled_from([-3600.0, -2.0, 7.0, 86400.0 * 365 * 56]),
+                       max_size=3),
        st.integers(0, 80))
 def test_power_episodes_under_clock_steps_and_restarts(pattern, steps, cut):
     ps = polls(pattern, wall_steps=steps)

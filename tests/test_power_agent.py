@@ -131,7 +131,8 @@ def test_ac_adapter_flips_make_one_power_episode(host):
     poll = 1.0
     assert 0 <= (start - t_lost).total_seconds() <= poll + 1.0, (ep, t_lost)
     assert 0 <= (end - t_back).total_seconds() <= poll + 1.0, (ep, t_back)
-    assert (ep["cause"], ep["source"], ep["charge_start_pct"], ep["charge_end_pct"]) == ("ac_lost", "battery", 88.0, 85.0)
+    assert (ep["cause"], ep["source"], ep["charge_start_pct"], ep["charge_end_pct"]) == ("ac_lost", "battery",
+                                                                                        88.0, 85.0)
     assert ep["duration_s"] == pytest.approx((end - start).total_seconds(), abs=0.01)
     assert ep["sustained"] is (ep["duration_s"] > 5)   # momentary_max_s = 5 in this config
 
@@ -151,7 +152,8 @@ def test_power_cut_takes_the_host_down(host):
     assert [(e["type"], e["cause"], e["source"]) for e in eps] == [("power", "host_down", "host")], eps
     ep = eps[0]
     assert parse(ep["start"]) == last_hb and parse(ep["end"]) == boot.replace(microsecond=0)
-    assert ep["duration_s"] == pytest.approx((boot.replace(microsecond=0) - last_hb).total_seconds(), abs=0.001)
+    assert ep["duration_s"] == pytest.approx((boot.replace(microsecond=0) - last_hb).total_seconds(),
+                                             abs=0.001)
     assert ep["sustained"] is True
 
 
@@ -217,7 +219,8 @@ def test_no_time_sync_service_trusts_the_rtc(tmp_path):
     host = Host(tmp_path, synced=None)
     try:
         out = subprocess.run([sys.executable, "-m", "agent", "check", "--config", str(host.config)], cwd=ROOT,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True).stdout
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                             text=True).stdout
         assert "[ok  ] clock: no time-sync service runs: the clock comes from the hardware clock (RTC)" in out
         assert "[ok  ] host: booted" in out
         assert "[ok  ] battery: no battery or AC adapter found" in out
@@ -265,7 +268,8 @@ def test_ups_on_battery_episode_with_charges(tmp_path, nut):
 
         c = sqlite3.connect(tmp_path / "state/linewatch.db")
         rows = [json.loads(f) for (f,) in c.execute(
-            "SELECT s.fields FROM samples s JOIN series r ON r.id = s.series_id WHERE r.measurement = 'power'")]
+            "SELECT s.fields FROM samples s JOIN series r ON r.id = s.series_id"
+            " WHERE r.measurement = 'power'")]
         c.close()
         on_batt = [r for r in rows if r["on_battery"]]
         assert on_batt and on_batt[0]["runtime_s"] == 1500 and on_batt[0]["input_voltage_v"] == 0
@@ -288,7 +292,8 @@ def test_ups_trouble_is_a_warning_and_the_agent_keeps_measuring(tmp_path, nut, p
         st = json.loads(host.cli("status", "--json"))
         assert st["last_round"]["status"] == "up" and st["rounds_24h"] >= 2   # still measuring
         chk = subprocess.run([sys.executable, "-m", "agent", "check", "--config", str(host.config)], cwd=ROOT,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True).stdout
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                             text=True).stdout
         assert "[WARN] ups:" in chk
         fix = "start the NUT server" if problem == "server-down" else "upsc -l"
         assert fix in chk
@@ -377,7 +382,8 @@ def test_ups_without_its_password_stops_run_and_fails_check(tmp_path, nut):
     from tests.nutlab import USER
 
     host = Host(tmp_path, power=f'battery = "off"\nups = "nut://{USER}@127.0.0.1:{nut.port}/dummy"\n')
-    env = {k: v for k, v in os.environ.items() if k not in ("LINEWATCH_UPS_PASSWORD", "CREDENTIALS_DIRECTORY")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LINEWATCH_UPS_PASSWORD", "CREDENTIALS_DIRECTORY")}
     rows, _ = check_rows(host)
     assert rows["ups password"]["result"] == "fail"
     assert "power.ups: names a user but no password" in rows["ups password"]["detail"]

@@ -1,7 +1,7 @@
 """Round classification (pure) and the agent's round job with injected probes and a fake clock.
 
-The probes here are fakes passed by constructor (tests/fakenet.py; the real ones are tested against namespaces in
-test_icmp/test_dns and end to end in test_agent_netns); this file checks the wiring: verdicts,
+The probes here are fakes passed by constructor (tests/fakenet.py; the real ones are tested against
+namespaces in test_icmp/test_dns and end to end in test_agent_netns); this file checks the wiring: verdicts,
 episodes in the store, and a restart in the middle of an episode.
 """
 
@@ -39,7 +39,8 @@ def dns(ok):
     (ping(3), True, True, [ping(3), ping(0)], [dns(False)], ("down", "dns")),
     (ping(3), True, True, [ping(3)], [dns(False), dns(True)], ("up", None)),        # one name is enough
     (ping(3), True, True, [ping(3)], [], ("up", None)),                             # no names configured
-    (ping(3), True, True, [ping(3), ping(0)], [dns(True)], ("up", None)),           # one dead target is not degradation
+    # one dead target is not degradation:
+    (ping(3), True, True, [ping(3), ping(0)], [dns(True)], ("up", None)),
     (ping(3), True, True, [ping(2), ping(2)], [dns(True)], ("degraded", "loss")),
     (ping(3), True, True, [ping(3, rtt=900), ping(3, rtt=600)], [dns(True)], ("degraded", "latency")),
     (ping(3), True, True, [], [dns(True)], ("error", None)),

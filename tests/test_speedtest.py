@@ -3,10 +3,10 @@
 * Self-hosted: tests/speedserver.py serves the classic endpoints on loopback; speedtest-cli runs
   unmodified, configured without speedtest.net.
 * speedtest.net cannot be reached from here. Its part (configuration and server list, over HTTPS)
-  is played by a local HTTP server (tests/speedtestnet.py): speedtest-cli's own opener gets one extra urllib handler that
-  sends requests for www.speedtest.net and c.speedtest.net there instead. Everything else is
-  speedtest-cli's real code: parsing, server choice, latency, download, upload. That is how a
-  corrupt or absent reply is tested.
+  is played by a local HTTP server (tests/speedtestnet.py): speedtest-cli's own opener gets one
+  extra urllib handler that sends requests for www.speedtest.net and c.speedtest.net there instead.
+  Everything else is speedtest-cli's real code: parsing, server choice, latency, download, upload.
+  That is how a corrupt or absent reply is tested.
 * The agent's scheduling and budget with a fake clock; the CLI end to end.
 
 Throughput accuracy over a shaped link is in tests/test_speedtest_shaped.py.
@@ -235,7 +235,8 @@ def test_cli_speedtest_status_and_forwarding_to_influxdb(tmp_path, speed):
         cols, vals = rows[0]["columns"], rows[0]["values"]
         got = dict(zip(cols, vals[0]))
         assert len(vals) == 1 and got["download_bps"] == res["download_bps"]
-        assert got["bytes_received"] == res["bytes_received"] and got["status"] == "ok" and got["server"] == "self"
+        assert (got["bytes_received"] == res["bytes_received"] and got["status"] == "ok"
+                and got["server"] == "self")
 
 
 def test_rounds_pause_while_a_test_fills_the_line(tmp_path, speed):

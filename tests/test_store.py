@@ -71,7 +71,7 @@ def test_episode_in_progress_is_updated_in_place_then_closed(store):
 
 
 def test_round_transaction_is_atomic(store):
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):
         store.write([ping(0), Sample("ping", {}, {"bad": object()}, T0)])  # not JSON-serialisable
     assert store.count() == 0
     store.write([ping(1)], state={"k": "v"})
@@ -152,7 +152,8 @@ def test_concurrent_reader_process_sees_committed_rounds(tmp_path):
     s = Store.open(d)
     s.write([ping(i) for i in range(3)])
     out = subprocess.run([sys.executable, "-c",
-                          "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('select count(*) from samples').fetchone()[0])",
+                          "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+                          "print(c.execute('select count(*) from samples').fetchone()[0])",
                           str(d / DB_NAME)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "3"
     s.close()

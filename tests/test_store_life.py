@@ -66,7 +66,7 @@ class Agent:
         cmd = [sys.executable, "-m", "agent", "run", "--config", str(cfg)]
         if unprivileged:
             cmd = NO_CAPS + cmd
-        self._out = open(log, "w")
+        self._out = open(log, "w")  # noqa: SIM115 - held while the agent runs, closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=self._out, stderr=subprocess.STDOUT)
 
     def text(self) -> str:
@@ -219,7 +219,8 @@ def test_read_only_commands_on_a_damaged_store_change_nothing_and_say_so(tmp_pat
     # `push` writes, but only `run` repairs: it says so and leaves the file alone too.
     from tests.nutlab import free_port
 
-    pcfg = config(tmp_path, state, extra=f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\ndatabase = "linewatch"\n')
+    pcfg = config(tmp_path, state,
+                  extra=f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\ndatabase = "linewatch"\n')
     r = cli(pcfg, "push")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "damaged" in r.stderr, r.stderr
     assert snapshot(state) == before

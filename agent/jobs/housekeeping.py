@@ -61,7 +61,7 @@ class Housekeeping(Job):
         old = self.store
         try:
             old.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a damaged file may fail to close in any way
             pass  # a damaged file may fail to close cleanly; it is moved aside either way
         now = self.clock.now()
         aside = move_aside(old.path, now)

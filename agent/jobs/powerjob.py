@@ -87,7 +87,8 @@ class PowerJob(Job):
             self._pending = pending
             decision = self._settle_pending()
         prev = self.store.get_state(STATE_HEARTBEAT)
-        if not prev or (pending and prev == pending["heartbeat"]) or prev == self.store.get_state(STATE_JUDGED):
+        if (not prev or (pending and prev == pending["heartbeat"])
+                or prev == self.store.get_state(STATE_JUDGED)):
             return decision
         clean = json.loads(self.store.get_state(STATE_CLEAN_EXIT) or "null") or {}
         current = {"heartbeat": prev, "clean": bool(clean.get("clean")), "boot": boot}

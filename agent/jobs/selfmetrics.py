@@ -47,7 +47,7 @@ class SelfMetrics(Job):
         samples = []
         try:
             samples += self._netio_sampler().measure()
-        except Exception as exc:  # psutil or procfs trouble must not stop self-metrics
+        except Exception as exc:  # noqa: BLE001 - psutil or procfs trouble must not stop self-metrics
             log.warning("interface counters failed: %s", exc)
         samples.append(self.sample())
         self.ctx.write_samples([s.with_tags(self.tags) for s in samples])

@@ -443,7 +443,8 @@ def _pings(f: StoreFile, start: float, end: float) -> list[tuple[float, float | 
     return out
 
 
-def _gaps(rounds, start: float, end: float, explained: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def _gaps(rounds, start: float, end: float,
+          explained: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Stretches longer than three round intervals with no round, less the parts a power cut
     (host down) explains: the agent was not watching."""
     raw = []
@@ -495,7 +496,8 @@ def _daily(rounds, episodes, cuts, pings, start, end, zone) -> list[dict]:
     for d, a, b in days:
         obs = sum(i for ts, i in rounds if a <= ts < b)
 
-        net = sum(max(0.0, min(b, e["_e"]) - max(a, e["_s"])) for e in episodes if e["type"] == "connectivity")
+        net = sum(max(0.0, min(b, e["_e"]) - max(a, e["_s"]))
+                  for e in episodes if e["type"] == "connectivity")
         pw = sum(max(0.0, min(b, e) - max(a, s)) for s, e in cuts)
         rtts = [r for ts, r, _ in pings if a <= ts < b and r is not None]
         losses = [lo for ts, _, lo in pings if a <= ts < b]
