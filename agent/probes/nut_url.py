@@ -13,14 +13,22 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import quote, unquote
 
 from kit.errors import ConfigError
 from kit.secret import load as load_secret, open_mode
 
-if TYPE_CHECKING:  # the config imports this module's checks; a type needs no import at run time
-    from agent.config import PowerSection
+
+class UpsSettings(Protocol):
+    """What :func:`load_url` reads of the config's ``[power]`` section (agent.config.PowerSection
+    has it; the config imports this module's checks, so this module does not import the config)."""
+
+    @property
+    def ups(self) -> str: ...
+    @property
+    def ups_password_file(self) -> str: ...
+
 
 DEFAULT_PORT = 3493
 PASSWORD_ENV = "LINEWATCH_UPS_PASSWORD"
@@ -211,7 +219,7 @@ def _split_authority(authority: str) -> tuple[str, int]:
 
 # -- the configured UPS and where its password is kept -------------------------------------------
 
-def load_url(section: PowerSection, env: Mapping[str, str] = os.environ,
+def load_url(section: UpsSettings, env: Mapping[str, str] = os.environ,
              source: str = "config") -> tuple[NutURL | None, list[str]]:
     """The UPS ``power.ups`` names (None when empty) with its password, and the warnings to give
     once, none of which shows the password.
