@@ -89,8 +89,10 @@ def _from_store(cfg: Config, store: Store, now: datetime) -> dict:
         targets = [ping_row(s) for s in store.latest("ping") if s.time >= last.time]
         dns = [dns_row(s) for s in store.latest("dns") if s.time >= last.time]
     eps = store.episodes(since=now - DAY)
-    watched = [r for r in rounds if r.fields.get("status") != "error"]  # error rounds saw nothing
-    watched_s = sum(float(r.fields.get("interval_s") or cfg.probe.interval_s) for r in watched)
+    watched = [r for r in rounds if r.fields.get("status") != "error"]  # rounds with a verdict
+    # Seconds watched as the line report and the collector count them (docs/methodology.md,
+    # "Availability"): every round's interval, an `error` round's too (the agent was watching).
+    watched_s = sum(float(r.fields.get("interval_s") or cfg.probe.interval_s) for r in rounds)
     outage_s = overlap_s([e for e in eps if e.type == "connectivity"], now - DAY, now)
     av = definitions.availability(outage_s, watched_s)
     rows, oldest = store.backlog()

@@ -285,6 +285,23 @@ def test_status_availability_is_outage_time_over_watched_time(tmp_path):
     assert st["episodes_in_progress"] == []
 
 
+def test_status_counts_error_rounds_as_watched_time(tmp_path):
+    """Rounds in which no probe could run (`error`) were still watched: their seconds count in
+    the 24 h figure, as in the line report and the collector; they are not rounds with a verdict."""
+    clock = FakeClock(start=datetime.now(UTC) - timedelta(hours=1))
+    net = FakeNet()
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\n')
+    agent = Agent(config.load(str(cfg_path)), clock=clock, probes=net.probes())
+    for state, n in (("up", 10), ("no_probe", 10)):
+        net.state = state
+        tick(agent, clock, n)
+    agent.store.close()
+    st = json.loads(CliRunner().invoke(main, ["status", "--json", "--config", str(cfg_path)]).output)
+    assert st["last_round"]["status"] == "error"
+    assert (st["rounds_24h"], st["watched_h_24h"], st["availability_24h_pct"]) == (10, 0.06, 100.0)
+
+
 def test_status_says_when_the_figure_rests_on_little_watching(filled_store):
     """63 rounds of 10 s are 0.2 h: the availability is shown with a warning beside it, and the
     small lines read as a person writes them."""
