@@ -16,8 +16,10 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from kit.definitions import WEEKDAY_LABELS
+
 DASH = "\u2013"          # the en dash shown for "no figure"
-WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+WEEKDAYS = WEEKDAY_LABELS  # as the pages show them (kit.definitions: one list of weekdays)
 
 # The words the pages show for the stores' cause and episode codes.
 CAUSE_LABELS = {"power": "power", "lan": "local network", "isp": "ISP", "dns": "DNS",
