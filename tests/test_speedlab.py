@@ -168,16 +168,28 @@ def test_classic_config_is_what_get_config_makes(monkeypatch):
     assert LabSpeedtest().config == CLASSIC_CONFIG
 
 
-def test_speedtest_cli_against_the_server(srv):
+def test_speedtest_cli_against_the_server(srv, monkeypatch):
     small = {"sizes": {"download": [350, 1000], "upload": [524288]},
              "counts": {"download": 2, "upload": 4}, "upload_max": 4,
              "length": {"download": 5, "upload": 5}}
+    # speedtest-cli prints why a latency.txt try failed only in debug mode: on a failure
+    # below, the captured output says whether it was a transport error or a wrong answer.
+    monkeypatch.setattr(speedtest, "DEBUG", True)
     st = LabSpeedtest(config=small)
-    best = st.use_server(srv.url)
+    tries = 0
+    while True:
+        tries += 1
+        best = st.use_server(srv.url)
+        # A wrong latency.txt answer fails every try (3600 s each); a try lost to a starved
+        # CI machine (the client's 10 s timeout) is transport, not the server: try again.
+        if 0 < st.results.ping < 1000 or tries == 3:
+            break
     assert best["url"] == srv.url and best["host"] == f"127.0.0.1:{srv.port}"
-    assert 0 < st.results.ping < 1000  # 3600 would mean a wrong latency.txt answer
+    assert 0 < st.results.ping < 1000, f"latency.txt failed {tries} times running"
     # The server counts a request after its answer is sent: the client can be quicker.
-    assert _wait(lambda: srv.stats["latency"]["completed"] == 3)
+    assert _wait(lambda: srv.stats["latency"]["completed"] >= 3)
+    lat = srv.stats["latency"]
+    assert lat["bytes"] == lat["completed"] * len(b"test=test")  # every answer was test=test
     down = st.download()
     assert st.results.bytes_received == 2 * (245_388 + 1_986_284)
     assert _wait(lambda: srv.stats["download"]["completed"] == 4)
