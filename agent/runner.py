@@ -11,6 +11,8 @@ Jobs, by the name they run under:
 * ``minute`` every ``probe.netio_interval_s``: interface counters and the agent's own metrics
   (:mod:`agent.jobs.selfmetrics`).
 * ``housekeeping`` hourly: retention and the size cap (:mod:`agent.jobs.housekeeping`).
+* ``summaries`` every minute: the hourly summary rows, the hour in progress rewritten as it
+  grows, closed hours again when a late episode changes them (:mod:`agent.jobs.summaries`).
 * ``speedtest`` every 30 s: runs a speed test when the schedule says one is due
   (:mod:`agent.speedplan`) and the budget, the line and the power allow it; a skip is recorded
   (:mod:`agent.jobs.speedtests`).
@@ -48,6 +50,7 @@ from agent.jobs.powerjob import PowerJob
 from agent.jobs.rounds import Rounds
 from agent.jobs.selfmetrics import SelfMetrics
 from agent.jobs.speedtests import CHECK_S as SPEEDTEST_CHECK_S, SpeedTests
+from agent.jobs.summaries import FORWARDED_WITH_SUMMARIES, SUMMARIES_S, Summaries
 from agent.notify import Notifier
 from agent.probes.contract import Network
 from agent.probes.echo import EchoDispatch
@@ -86,6 +89,10 @@ class Agent:
         self.power = PowerJob(ctx, host)
         self.speedtests = SpeedTests(ctx, outage_open=self.rounds.outage_open,
                                      on_battery=self.power.on_battery, running=testing)
+        metered = bool(cfg.influx.url) and cfg.influx.send == "summaries"
+        self.summaries = Summaries(ctx, metered=metered)
+        ctx.listeners.append(self.summaries.heard)
+        self._send_only(store)
         self.push = None
         if cfg.influx.url:
             # deferred: the forwarder (about 0.7 MB) loads only when forwarding
@@ -111,8 +118,17 @@ class Agent:
         """``fn`` as the scheduler runs it: timed, failures logged and counted, never raised."""
         return self.guard.wrap(fn, name)
 
+    def _send_only(self, store: Store) -> None:
+        """With ``influx.send = "summaries"``, the raw rows are written as kept here only."""
+        if self.cfg.influx.url and self.cfg.influx.send == "summaries":
+            n = store.forward_only(FORWARDED_WITH_SUMMARIES)
+            if n:
+                log.info("influx.send is \"summaries\": %d raw rows waiting to be sent are kept "
+                         "in the local store only", n)
+
     def _repair_store(self) -> None:
         store = self.housekeeping.repair(keep={STATE_TRACKER: self.rounds.tracker.to_json()})
+        self._send_only(store)
         if self.push is not None:
             self.push.forwarder.store = store
 
@@ -165,6 +181,7 @@ class Agent:
             self._every(sched, every, self.watchdog, first_in_s=every)
         self._every(sched, cfg.probe.netio_interval_s, self.selfmetrics, first_in_s=1.0)
         self._every(sched, HOUSEKEEPING_S, self.housekeeping, first_in_s=30.0)
+        self._every(sched, SUMMARIES_S, self.summaries, first_in_s=5.0)
         if load_config is not None:
             def reload_job() -> None:
                 if reload_asked.is_set():
@@ -186,6 +203,7 @@ class Agent:
         """After the scheduler stopped: close the probes and the sink, write the clean exit."""
         notifier.stopping()
         self.prober.close()
+        self.guarded(self.summaries.run, self.summaries.name)()  # the hour as it stands
         if self.push is not None:
             self.push.forwarder.sink.close()
         self.store.write(state={STATE_CLEAN_EXIT: json.dumps(

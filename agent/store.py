@@ -50,14 +50,22 @@ from pathlib import Path
 from agent import lock
 from agent.model import Episode, Sample, from_ns, to_ns
 from kit.errors import StoreCorrupt, StoreError, StoreMissing, StoreUnwritable
+from kit.hourly import MEASUREMENT as HOURLY
 from kit.storeschema import DB_NAME, SCHEMA, SCHEMA_VERSION, sqlite_uri
 
-# Measurements kept forever: retention and the size cap drop only raw rounds.
-KEEP_FOREVER = frozenset({"outage"})
+# Measurements kept forever: retention and the size cap drop only raw rounds. The hourly
+# summaries (kit.hourly) are kept too: a year of them is about 13 MB, and they are what the line
+# report reads for long windows and what a volunteer's file gives the collector.
+KEEP_FOREVER = frozenset({"outage", "hourly"})
+# ``samples.sent``: 0 waiting in the outbox, 1 sent, 2 set aside (the server refused it),
+# 3 kept here only (``influx.send = "summaries"``: raw rows are not forwarded), 4 a version of
+# an hourly summary held back until the next forwarded one (a growing hour on a metered line).
+SENT, QUARANTINED, LOCAL_ONLY, HELD = 1, 2, 3, 4
 # Samples kept in memory while the store cannot be written: about 11 h of rounds at the
 # default 10 s cadence (five samples a round), a few MB.
 MAX_PENDING_SAMPLES = 20_000
 STATE_RECOVERED = "store_recovered"
+STATE_PRUNED = "raw_pruned_through"  # the newest raw row retention or the size cap deleted (ns)
 # SQLite's names for a write that failed but may work later (the file itself is fine).
 _UNWRITABLE = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_BUSY", "SQLITE_LOCKED",
                "SQLITE_CANTOPEN", "SQLITE_PERM")
@@ -108,6 +116,10 @@ class Store:
         self.readonly = readonly
         self.trouble: Trouble | None = None
         self.dropped_pending = 0  # samples dropped from the full in-memory queue, ever
+        # The measurements that go to the outbox, None for all: the others are written as kept
+        # here only (sent = 3), as the raw rows when only the summaries are forwarded (set by
+        # the wiring: :meth:`forward_only`).
+        self.forwarded: frozenset[str] | None = None
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -215,8 +227,12 @@ class Store:
 
     def _write_now(self, samples, episodes, state) -> None:
         with self._tx() as c:
-            rows = [(s.time_ns, self._series_id(c, s), _dumps(s.fields)) for s in samples]
-            c.executemany("INSERT INTO samples (time_ns, series_id, fields) VALUES (?, ?, ?)", rows)
+            fw = self.forwarded
+            rows = [(s.time_ns, self._series_id(c, s), _dumps(s.fields),
+                     LOCAL_ONLY if fw is not None and s.measurement not in fw else 0)
+                    for s in samples]
+            c.executemany("INSERT INTO samples (time_ns, series_id, fields, sent) VALUES (?, ?, ?, ?)",
+                          rows)
             for ep in episodes:
                 c.execute(
                     "INSERT INTO episodes (id, type, cause, start_ns, end_ns, duration_s, sustained, details)"
@@ -230,6 +246,73 @@ class Store:
             for k, v in (state or {}).items():
                 c.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
                           " SET value = excluded.value", (k, v))
+
+    def put_summaries(self, samples: Iterable[Sample], *, hour_ns: int, forward: bool) -> None:
+        """Make ``samples`` the ``hourly`` rows of the hour starting at ``hour_ns``, in one
+        transaction: each replaces the row of its series at that time (rewritten in place, as
+        InfluxDB overwrites a point of the same series and time), and rows of the hour under
+        other tags (written before the tags changed) are rewritten too or removed. A row goes to
+        the outbox when ``forward`` is true, when it is new, or when its previous version was
+        still waiting; else (the hour in progress between two forwarded versions) it is held
+        here (``sent`` = 4) until the next forwarded version. A row whose fields did not change
+        is left as it is (a held one released when ``forward``). Each new version is inserted
+        before the old one is deleted, so it never takes the id of a version being sent."""
+        samples = list(samples)
+        with self._tx() as c:
+            old: dict[int, list[tuple[int, int, str]]] = {}
+            for i, sid, sent, fields in c.execute(
+                    "SELECT s.id, s.series_id, s.sent, s.fields FROM samples s JOIN series r ON"
+                    " r.id = s.series_id WHERE r.measurement = ? AND s.time_ns = ?",
+                    (HOURLY, hour_ns)):
+                old.setdefault(sid, []).append((i, sent, fields))
+            drop = [i for versions in old.values() for i, _, _ in versions]
+            for s in samples:
+                sid = self._series_id(c, s)
+                text = _dumps(s.fields)
+                before = old.get(sid, [])
+                if len(before) == 1 and before[0][2] == text:
+                    drop.remove(before[0][0])  # unchanged: the row stays, released if held
+                    if forward and before[0][1] == HELD:
+                        c.execute("UPDATE samples SET sent = 0 WHERE id = ?", (before[0][0],))
+                    continue
+                waiting = not before or any(v[1] == 0 for v in before)
+                sent = 0 if forward or waiting else HELD
+                c.execute("INSERT INTO samples (time_ns, series_id, fields, sent) VALUES (?, ?, ?, ?)",
+                          (hour_ns, sid, text, sent))
+            if drop:
+                qs = ",".join("?" * len(drop))
+                c.execute(f"DELETE FROM samples WHERE id IN ({qs})", drop)
+
+    def forward_only(self, measurements: Iterable[str]) -> int:
+        """From now on send only rows of ``measurements``; the others are written as kept here
+        only, and those of them waiting in the outbox (the config switched to sending summaries
+        only) are marked so too. Returns how many were waiting."""
+        keep = tuple(sorted(set(measurements)))
+        self.forwarded = frozenset(keep)
+        marks = ",".join("?" * len(keep))
+        with self._tx() as c:
+            return c.execute(
+                f"UPDATE samples SET sent = {LOCAL_ONLY} WHERE sent = 0 AND series_id IN (SELECT id"
+                f" FROM series WHERE measurement NOT IN ({marks}))", keep).rowcount
+
+    def rows_between(self, measurements: Iterable[str], start_ns: int, end_ns: int
+                     ) -> list[tuple[str, dict, dict, int]]:
+        """``(measurement, tags, fields, time_ns)`` of the rows of ``measurements`` dated in
+        [start_ns, end_ns), oldest first."""
+        ms = tuple(measurements)
+        marks = ",".join("?" * len(ms))
+        rows = self._query(
+            "SELECT r.measurement, r.tags, s.fields, s.time_ns FROM samples s JOIN series r ON"
+            f" r.id = s.series_id WHERE r.measurement IN ({marks}) AND s.time_ns >= ?"
+            " AND s.time_ns < ? ORDER BY s.time_ns, s.id", (*ms, start_ns, end_ns))
+        return [(m, json.loads(t), json.loads(f), ns) for m, t, f, ns in rows]
+
+    def first_time(self, measurement: str) -> int | None:
+        """The time (ns) of the oldest row of ``measurement``, None without any."""
+        (ns,), = self._query(
+            "SELECT min(s.time_ns) FROM samples s WHERE s.series_id IN (SELECT id FROM series"
+            " WHERE measurement = ?)", (measurement,))
+        return ns
 
     def _series_id(self, c: sqlite3.Connection, s: Sample) -> int:
         key = (s.measurement, _dumps(dict(sorted(s.tags.items()))))
@@ -359,9 +442,12 @@ class Store:
         cutoff = to_ns(now) - int(retention_s * 1e9)
         out = {"expired": 0, "over_size": 0, "dropped_unsent": 0}
         with self._tx() as c:
+            (newest,) = c.execute(f"SELECT max(time_ns) FROM samples WHERE time_ns < ? AND {raw}",
+                                  (cutoff, *keep)).fetchone()
             n = c.execute(
-                f"SELECT count(*) FROM samples WHERE sent != 1 AND time_ns < ? AND {raw}", (cutoff, *keep)
-            ).fetchone()[0]
+                f"SELECT count(*) FROM samples WHERE sent IN (0, 2) AND time_ns < ? AND {raw}",
+                (cutoff, *keep)).fetchone()[0]
+            self._note_pruned(c, newest)
             out["expired"] = c.execute(f"DELETE FROM samples WHERE time_ns < ? AND {raw}",
                                        (cutoff, *keep)).rowcount
             c.execute("DELETE FROM quarantine WHERE time_ns < ?", (cutoff,))
@@ -370,17 +456,29 @@ class Store:
         batch = max(500, self.count() // 100)  # small steps: stop close to the cap, not far below
         while self.size_bytes() > max_bytes:
             with self._tx() as c:
-                ids = [r[0] for r in c.execute(
-                    f"SELECT id FROM samples WHERE {raw} ORDER BY time_ns LIMIT ?", (*keep, batch))]
-                if not ids:
+                got = c.execute(f"SELECT id, time_ns FROM samples WHERE {raw} ORDER BY time_ns"
+                                " LIMIT ?", (*keep, batch)).fetchall()
+                if not got:
                     break
+                ids = [r[0] for r in got]
+                self._note_pruned(c, got[-1][1])
                 qs = ",".join("?" * len(ids))
                 n = c.execute(
-                    f"SELECT count(*) FROM samples WHERE sent != 1 AND id IN ({qs})", ids).fetchone()[0]
+                    f"SELECT count(*) FROM samples WHERE sent IN (0, 2) AND id IN ({qs})", ids).fetchone()[0]
                 out["over_size"] += c.execute(f"DELETE FROM samples WHERE id IN ({qs})", ids).rowcount
                 self._count_dropped(c, n)
                 out["dropped_unsent"] += n
         return out
+
+    def _note_pruned(self, c: sqlite3.Connection, newest_ns: int | None) -> None:
+        """Keep (state ``raw_pruned_through``) the time of the newest raw row ever deleted: an
+        hour up to it may have lost rows, so its summary is no longer recomputed from them."""
+        if newest_ns is None:
+            return
+        row = c.execute("SELECT value FROM state WHERE key = ?", (STATE_PRUNED,)).fetchone()
+        if row is None or int(row[0]) < newest_ns:
+            c.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                      " SET value = excluded.value", (STATE_PRUNED, str(newest_ns)))
 
     def _count_dropped(self, c: sqlite3.Connection, n: int) -> None:
         """Add ``n`` to the state counter ``dropped_unsent`` inside the open transaction ``c``

@@ -64,3 +64,8 @@ class InfluxSection:
     gzip: bool = opt(True, "Compress write requests (about 10x less data on the line).")
     push_interval_s: float = opt(10.0, "Seconds between forwarding attempts while the server "
                                   "answers (after errors the agent backs off).", between(1, 3600))
+    send: str = opt("all", 'What is forwarded. "all": every raw row (rounds, echoes, DNS, power, '
+                     'counters) with the hourly summaries, episodes and speed tests, for an '
+                     'operator\'s Grafana. "summaries": only the hourly summaries, episodes and speed '
+                     'tests (about 3 MB a month instead of about 30: for a volunteer on a metered '
+                     'line); the raw rows stay in the local store.', one_of("all", "summaries"))

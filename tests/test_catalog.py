@@ -4,7 +4,8 @@ is catalogued with its type, and every one catalogued is emitted by one of the p
 Each path is driven for real, in process, with fakes only where the suite fakes them everywhere
 (the probes' network in the round job, the clock, host trees under procfs/sysfs/run roots):
 
-* rounds: the round job through ISP, LAN and DNS outages (ping, dns, round and outage rows);
+* rounds: the round job through ISP, LAN and DNS outages (ping, dns, round and outage rows),
+  then the summaries job (the hour's ``hourly`` row);
 * power: the power job polling a laptop's AC adapter and battery through a cut;
 * restarts: recovery after the agent stopped without a clean exit (an agent gap) and after the
   host went down (a host-down power cut);
@@ -71,8 +72,10 @@ def rounds(tmp: Path) -> list[Sample]:
     for state in ("up", "isp", "up", "lan", "up", "dns", "up"):
         net.state = state
         tick(agent, clock, 5)
+    agent.summaries.run()
     rows = written(agent.store)
     assert [s.tags["cause"] for s in rows if s.measurement == "outage"] == ["isp", "lan", "dns"]
+    assert [s.measurement for s in rows].count("hourly") == 1
     return rows
 
 
@@ -219,7 +222,8 @@ def emitted(tmp_path_factory) -> dict[str, list[Sample] | Unavailable]:
 def test_catalog_parses():
     cat = load_catalog()
     agent = {m for m, e in cat.items() if e["part"] == "agent"}
-    assert agent == {"ping", "dns", "round", "outage", "power", "netio", "agent", "speedtest"}
+    assert agent == {"ping", "dns", "round", "outage", "power", "netio", "agent", "speedtest",
+                     "hourly"}
     assert {m for m in cat if m not in agent} == {
         "regional_coverage", "regional_power", "regional_internet", "regional_line",
         "regional_load_shedding", "regional_events"}

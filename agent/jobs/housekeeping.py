@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from agent.clock import Clock
 from agent.config import Config
@@ -47,6 +48,9 @@ class Housekeeping(Job):
         self.lock = lock
         self._store_trouble: Trouble | None = None
         self._dropped_reported = 0
+        # watch() runs after every job, on the job's thread: two jobs ending together must not
+        # both say that the store stopped taking writes.
+        self._watching = threading.Lock()
 
     def run(self) -> None:
         res = self.store.prune(self.clock.now(), self.cfg.store.retention_days * 86400,
@@ -74,6 +78,10 @@ class Housekeeping(Job):
     def watch(self) -> None:
         """Say once when the store stops taking writes and once when it takes them again; keep
         the lock file's record (readable by ``status`` while the disk is full) in step."""
+        with self._watching:
+            self._watch()
+
+    def _watch(self) -> None:
         t = self.store.trouble
         was = self._store_trouble
         if t is not None and was is None:
