@@ -114,15 +114,19 @@ class Histogram:
         (index floor(n x pct / 100 + 0.5) - 1 of the sorted values): the value of the bucket
         holding that sample. None when the index falls outside (no samples)."""
         n = self.total
-        k = math.floor(n * pct / 100.0 + 0.5) - 1
-        if not 0 <= k < n:
+        return self.at(math.floor(n * pct / 100.0 + 0.5) - 1)
+
+    def at(self, k: int) -> float | None:
+        """The value of the bucket holding the ``k``-th smallest sample (from 0), None outside
+        (for another rank rule, as :func:`kit.definitions.rank` is the line report's)."""
+        if not 0 <= k < self.total:
             return None
         seen = 0
         for i in sorted(self.counts):
             seen += self.counts[i]
             if seen > k:
                 return bucket_value(i)
-        return None  # unreachable: k < n
+        return None  # unreachable: k < total
 
     def fields(self) -> dict[str, int]:
         return {field_name(i): n for i, n in sorted(self.counts.items()) if n > 0}

@@ -19,6 +19,12 @@ The same definitions as the regional statistics, for a single agent:
   each target's echoes sent and answered, each name's lookups and their errors), counted in SQL
   over the outage's span, never loaded row by row.
 
+A window longer than :data:`LONG_WINDOW_S` (and any window older than the raw rows, which
+retention drops after 90 days) is read from the agent's hourly summaries (kit.hourly), which are
+kept for ever: observed time per hour, daily latency from the merged RTT histograms (within 2 %
+of the exact figures), and gaps to the hour (an hour not watched at all). Episodes, speed tests
+and the per-outage evidence are read as for a short window.
+
 Who and where the line is (the page's title, line and place) comes from the current config
 (:class:`Setup`), not from the rows: the rows' tags are compared with it, and a change inside the
 window is listed (``tags_changed``).
@@ -30,6 +36,7 @@ section's read beside the figure it makes.
 from __future__ import annotations
 
 import bisect
+import json
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -38,7 +45,9 @@ from zoneinfo import ZoneInfo
 
 from agent.config import Config
 from agent.statekeys import STATE_ISP
+from kit import hourly
 from kit.definitions import (
+    MAX_INTERVAL_S,
     PK_REGIONS,
     WEEKDAYS,
     WORK_DAYS,
@@ -47,12 +56,15 @@ from kit.definitions import (
     availability,
     joins_previous_cut,
     quantile,
+    rank,
 )
 from kit.storefile import MAX_CAUSE_CHARS, NS, WINDOW_SQL, StoreFile, number_sql, value_sql
 
 # Outages given their per-round evidence, the longest first: a flapping line over 90 days can
 # have thousands, and each costs a few indexed queries.
 MAX_EVIDENCE = 1000
+# Windows longer than this are read from the hourly summaries (a year in well under a second).
+LONG_WINDOW_S = 31 * 86400
 
 
 @dataclass(frozen=True)
@@ -149,7 +161,8 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
         by_cause[e["cause"]] = by_cause.get(e["cause"], 0.0) + (e["_e"] - e["_s"]) / 60.0
     cuts = cut_spans(power)
     host_down = [(e["_s"], e["_e"]) for e in power if e["cause"] == "host_down"]
-    gaps = _gaps(rows.rounds, start, end, host_down + cut)
+    gaps = (_gaps(rows.rounds, start, end, host_down + cut) if rows.hours is None
+            else _hour_gaps(rows.rounds, start, end, host_down + cut))
     n_net = sum(1 for typ, *_ in rows.eps if typ == "connectivity")
     line = {
         "generated_at": iso(now), "timezone": tz,
@@ -170,13 +183,15 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
         "work_hours": f"{work[0] // 60:02d}:{work[0] % 60:02d}-{work[1] // 60:02d}:{work[1] % 60:02d}",
         "episodes": [{k: v for k, v in e.items() if not k.startswith("_")} for e in episodes],
         "gaps": [{"start": iso(a), "end": iso(b)} for a, b in gaps],
-        "daily": _daily(rows.rounds, episodes, cuts, rows.pings, start, end, zone),
+        "daily": _daily(rows.rounds, episodes, cuts, rows.pings, start, end, zone, rows.hours),
         "speedtests": [{"time": iso(s.time), "download_bps": s.download_bps,
                         "upload_bps": s.upload_bps} for s in sorted(rows.speeds, key=lambda s: s.time)],
         "probe": _probe(setup, rows.seen),
     }
     if n_net > MAX_EVIDENCE:
         line["evidence_limit"] = MAX_EVIDENCE
+    if rows.hours is not None:
+        line["read_from"] = "hourly"   # observed time, latency and gaps from the summaries
     if setup is not None:
         if setup.account:
             line["account"] = setup.account
@@ -199,13 +214,16 @@ class _Rows:
     isp_auto: str
     seen: dict
     evidence: dict
+    hours: list | None = None   # (hour, Histogram, loss_pct_sum, ping_rounds): the summary path
 
     @classmethod
     def read(cls, path: str | Path, start: float, end: float, now: float,
              setup: Setup | None) -> _Rows:
         f = StoreFile.open(path)
         try:
-            rounds = _round_times(f, start, end)
+            hours = _summaries(f, start, end) if _long(f, start, end) else None
+            rounds = _round_times(f, start, end) if hours is None else \
+                [(h, obs) for h, obs, *_ in hours if obs > 0]
             # Episodes as the agent writes them; a row with a value of another type is left out.
             eps = f.query("SELECT type, cause, start_ns, end_ns, duration_s FROM episodes"
                           " WHERE start_ns < ? AND (end_ns IS NULL OR end_ns >= ?)"
@@ -219,9 +237,13 @@ class _Rows:
             # The name speedtest.net reported, kept by the speed-test job.
             isp_auto = _state(f, STATE_ISP) if setup and setup.isp == "auto" else ""
             probed = Probed.of(f)
-            return cls(rounds, eps, _pings(f, start, end), speeds, f.round_spans(start, end),
+            pings = _pings(f, start, end) if hours is None else []
+            return cls(rounds, eps, pings, speeds, f.round_spans(start, end),
                        isp_auto, probed.seen(f, start, end),
-                       _all_evidence(f, probed, eps, rounds, start, end, now, setup))
+                       _all_evidence(f, probed, eps, rounds if hours is None else [], start, end,
+                                     now, setup),
+                       [(h, hist, ls, n) for h, _, hist, ls, n in hours] if hours is not None
+                       else None)
         finally:
             f.close()
 
@@ -443,6 +465,51 @@ def _pings(f: StoreFile, start: float, end: float) -> list[tuple[float, float | 
     return out
 
 
+def _long(f: StoreFile, start: float, end: float) -> bool:
+    """Whether the window is read from the hourly summaries: longer than LONG_WINDOW_S, or
+    starting before the file's first round, when the file holds summaries at all."""
+    if not f.series(hourly.MEASUREMENT):
+        return False
+    if end - start > LONG_WINDOW_S:
+        return True
+    firsts = [f.query("SELECT min(time_ns) FROM samples WHERE series_id = ? AND"
+                      " typeof(time_ns) = 'integer'", (sid,))[0][0] for sid in f.series("round")]
+    first = min((t for t in firsts if t is not None), default=None)
+    return first is None or first / NS > start + 3600
+
+
+def _summaries(f: StoreFile, start: float, end: float) -> list[tuple]:
+    """``(hour, observed_s, Histogram, loss_pct_sum, ping_rounds)`` of every hourly row dated in
+    [start, end), oldest first; rows of one hour under several tag sets are added up. A row
+    whose fields are not an object of numbers is left out (the file is untrusted)."""
+    by_hour: dict[int, list] = {}
+    for sid in f.series(hourly.MEASUREMENT):
+        for t, text in f.query(f"SELECT time_ns, fields FROM samples WHERE {WINDOW_SQL}",
+                               (sid, int(start * NS), int(end * NS))):
+            try:
+                fields = json.loads(text)
+            except (TypeError, ValueError, RecursionError):
+                continue
+            if not isinstance(fields, dict):
+                continue
+            obs, ls, n = (_number(fields.get(k)) for k in ("observed_s", "loss_pct_sum", "ping_rounds"))
+            if obs is None or not 0 <= obs <= MAX_INTERVAL_S:
+                continue
+            h = int(t // NS // 3600 * 3600)
+            acc = by_hour.setdefault(h, [h, 0.0, hourly.Histogram(), 0.0, 0])
+            acc[1] += obs
+            acc[2].merge(hourly.Histogram.from_fields(fields))
+            acc[3] += ls or 0.0
+            acc[4] += int(n or 0)
+    return [tuple(v) for _, v in sorted(by_hour.items())]
+
+
+def _number(v: object) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
 def _gaps(rounds, start: float, end: float,
           explained: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Stretches longer than three round intervals with no round, less the parts a power cut
@@ -453,6 +520,29 @@ def _gaps(rounds, start: float, end: float,
         if t - prev > 3 * max(interval, 1.0) or (t == end and end - prev > 3 * 60):
             raw.append((prev, t))
         prev = max(prev, t + interval)
+    return _unexplained(raw, explained)
+
+
+def _hour_gaps(hours: list[tuple[float, float]], start: float, end: float,
+               explained: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The summary path's gaps, to the hour: the window's hours with no time watched (no
+    summary, or one under a minute), joined, less the parts a power cut explains."""
+    watched = {int(h) for h, obs in hours if obs >= 60}
+    raw: list[tuple[float, float]] = []
+    h = int(start // 3600 * 3600)
+    while h < end:
+        if h not in watched:
+            a, b = max(start, h), min(end, h + 3600)
+            if raw and raw[-1][1] == a:
+                raw[-1] = (raw[-1][0], b)
+            else:
+                raw.append((a, b))
+        h += 3600
+    return _unexplained(raw, explained)
+
+
+def _unexplained(raw: list[tuple[float, float]],
+                 explained: list[tuple[float, float]]) -> list[tuple[float, float]]:
     out = []
     for a, b in raw:
         pieces = [(a, b)]
@@ -485,7 +575,7 @@ def cut_spans(power: list[dict]) -> list[tuple[float, float]]:
     return [(a, b) for a, b, _ in out]
 
 
-def _daily(rounds, episodes, cuts, pings, start, end, zone) -> list[dict]:
+def _daily(rounds, episodes, cuts, pings, start, end, zone, hours=None) -> list[dict]:
     days = []
     t = datetime.fromtimestamp(start, zone).replace(hour=0, minute=0, second=0, microsecond=0)
     while t.timestamp() < end:
@@ -499,13 +589,28 @@ def _daily(rounds, episodes, cuts, pings, start, end, zone) -> list[dict]:
         net = sum(max(0.0, min(b, e["_e"]) - max(a, e["_s"]))
                   for e in episodes if e["type"] == "connectivity")
         pw = sum(max(0.0, min(b, e) - max(a, s)) for s, e in cuts)
-        rtts = [r for ts, r, _ in pings if a <= ts < b and r is not None]
-        losses = [lo for ts, _, lo in pings if a <= ts < b]
+        if hours is None:
+            rtts = [r for ts, r, _ in pings if a <= ts < b and r is not None]
+            losses = [lo for ts, _, lo in pings if a <= ts < b]
+            p50, p95 = quantile(rtts, 0.5), quantile(rtts, 0.95)
+            loss = sum(losses) / len(losses) if losses else None
+        else:
+            # The day's hours merged (a day in a zone a whole number of hours from UTC is whole
+            # hours; elsewhere an hour counts in the day it starts in).
+            hist, loss_sum, n = hourly.Histogram(), 0.0, 0
+            for h, hh, ls, k in hours:
+                if a <= h < b:
+                    hist.merge(hh)
+                    loss_sum += ls
+                    n += k
+            total = hist.total
+            p50 = hist.at(rank(0.5, total)) if total else None
+            p95 = hist.at(rank(0.95, total)) if total else None
+            loss = loss_sum / n if n else None
         out.append({"day": d.date().isoformat(),
                     "observed_h": obs / 3600.0,
                     "availability": max(0.0, 1.0 - net / obs) if obs else None,
                     "outage_min": net / 60.0, "power_min": pw / 60.0,
-                    "rtt_p50_ms": quantile(rtts, 0.5), "rtt_p95_ms": quantile(rtts, 0.95),
-                    "loss_pct": sum(losses) / len(losses) if losses else None})
+                    "rtt_p50_ms": p50, "rtt_p95_ms": p95, "loss_pct": loss})
     return out
 
