@@ -35,8 +35,8 @@ def check_client(client: str) -> None:
     import importlib.util  # deferred: read only when influxdb-client is chosen
 
     if client == "influxdb-client" and importlib.util.find_spec("influxdb_client") is None:
-        raise ValueError('influxdb-client is not installed (pip install influxdb-client), '
-                         'or use "builtin"')
+        raise ValueError("influxdb-client is not installed (pip install '.[influxdb-client]' "
+                         'in linewatch\'s source, or pip install influxdb-client), or use "builtin"')
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,11 @@ class InfluxSection:
                     '/api/v2/write. "v2" or "v1" forces one.', one_of("auto", "v2", "v1"))
     client: str = opt("builtin", 'What writes to /api/v2/write: "builtin", a small client on '
                        "Python's standard library (keep-alive, gzip, the TLS settings below), or "
-                       '"influxdb-client", the InfluxData library (installed separately; it adds '
-                       "about 24 MB of memory and writes more slowly). Both give the same answers "
-                       "to the forwarder; the v1 /write endpoint is always written by the builtin "
-                       "client.", all_of(one_of(*CLIENTS), parses("kit.influxconfig", "check_client")))
+                       '"influxdb-client", InfluxData\'s library (install it with linewatch\'s '
+                       "influxdb-client extra: pip install '.[influxdb-client]'; it adds about "
+                       "24 MB of memory). Both give the forwarder the same answers; the v1 /write "
+                       "endpoint is always written by the builtin client.",
+                       all_of(one_of(*CLIENTS), parses("kit.influxconfig", "check_client")))
     org: str = opt("", "Organisation (InfluxDB 2.x and Cloud; ignored by 1.8 and 3.x).",
                     max_len(256), "my-org")
     bucket: str = opt("", "Bucket for /api/v2/write (InfluxDB 2.x, Cloud; the database on 3.x). "
