@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Flushing a 72-hour backlog to VictoriaMetrics (the v2 write path, influxdb-client): points per
-second and the agent's peak memory while it flushes.
+"""Flushing a 72-hour backlog to VictoriaMetrics (the v2 write path): points per second and the
+agent's memory while it flushes, through each of the two clients for /api/v2/write
+(``influx.client``: ``builtin``, the standard-library writer, and ``influxdb-client``).
 
 The backlog: 72 hours at the default cadence, written through the real store with the agent's
 real row shapes: every 10 s a round (gateway and two internet targets with all ping fields, one
@@ -8,22 +9,25 @@ DNS name, the round verdict), every minute two interfaces' counters and the agen
 all with the five common tags. 25,920 rounds, about 147,000 rows. One pristine copy is made and
 each run starts from a copy of it.
 
-Per run, each against a fresh VictoriaMetrics (Debian's 1.79.5) in a temp dir:
+Per run and client, each against a fresh VictoriaMetrics (Debian's 1.79.5) in a temp dir:
 
 * ``push``: ``linewatch push --json`` from a clean venv (linewatch and its dependencies only, as
-  the README installs it). Points per second as it reports them (the push loop), the wall time of
-  the whole command, and its peak RSS (``ru_maxrss`` from wait4).
+  the README installs it, with the influxdb-client extra for that client; bench/cleanvenv.py).
+  Points per second as it reports them (the push loop), the wall time of the whole command, and
+  its peak RSS (VmHWM, polled).
 * ``agent``: ``linewatch run`` (probing loopback) with the same backlog: its push job flushes it
   at start while rounds go on. Time until the backlog is down to the rows of the last seconds,
   and the agent's peak RSS (VmHWM) during the flush, and its RSS afterwards.
-* reference: the same lines, in the same batches of 5,000, gzip-compressed as influxdb-client
-  does, posted by a minimal standard-library client; the encoding is done before the clock starts.
-  This is what the server and HTTP allow; linewatch's share of it is the ratio.
+* reference (once per run): the same lines, in the same batches of 5,000, gzip-compressed (level 9,
+  as influxdb-client does), posted by a minimal standard-library client; the encoding is done
+  before the clock starts. This is what the server and HTTP allow; linewatch's share of it is the
+  ratio, ``push`` over the reference of the same run.
 
 Every run checks that VictoriaMetrics holds exactly as many round points as the store.
-Targets (issue #4): >= 50,000 points/s, peak RSS during the flush <= 60 MB.
+Targets (issue #4): >= 50,000 points/s, peak RSS during the flush <= 60 MB; (issue 16, the builtin
+client) ratio >= 0.8, RSS during the flush <= 30 MB.
 
-    python3 bench/flush.py --runs 5
+    python3 bench/flush.py --runs 5 [--clients builtin,influxdb-client]
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.model import Sample  # noqa: E402
 from agent.store import DB_NAME, Store  # noqa: E402
+from bench import cleanvenv  # noqa: E402
 from kit.lineproto import Encoder  # noqa: E402
 from tests.influxlab import VictoriaMetrics, vm_unavailable  # noqa: E402
 
@@ -96,12 +101,12 @@ def build_backlog(state_dir: Path, end: datetime) -> int:
     return n
 
 
-def make_venv(tmp: Path) -> Path:
-    venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    str(ROOT)], check=True)
-    return venv / "bin" / "python"
+CLIENTS = ("builtin", "influxdb-client")
+
+
+def make_venv(tmp: Path, client: str) -> Path:
+    extras = ("influxdb-client",) if client == "influxdb-client" else ()
+    return cleanvenv.make(tmp / f"venv-{client}", extras)
 
 
 def store_rows(state: Path, measurement: str) -> int:
@@ -121,19 +126,20 @@ def backlog(state: Path) -> int:
         c.close()
 
 
-def config(tmp: Path, state: Path, vm: VictoriaMetrics) -> Path:
+def config(tmp: Path, state: Path, vm: VictoriaMetrics, client: str) -> Path:
     p = tmp / "lw.toml"
     p.write_text(f'[agent]\nstate_dir = "{state}"\n[probe]\ngateway = "off"\n'
                  f'targets = ["127.0.0.1:{vm.port}"]\ndns_names = []\n[power]\nbattery = "off"\n'
-                 f'[influx]\nurl = "{vm.url}"\nbucket = "linewatch"\norg = "bench"\n')
+                 f'[speedtest]\nenabled = false\n'
+                 f'[influx]\nurl = "{vm.url}"\nbucket = "linewatch"\norg = "bench"\nclient = "{client}"\n')
     return p
 
 
-def run_push(python: Path, pristine: Path, tmp: Path) -> dict:
+def run_push(python: Path, pristine: Path, tmp: Path, client: str) -> dict:
     state = tmp / "state-push"
     shutil.copytree(pristine, state)
     with VictoriaMetrics.create(tmp / "vm-push") as vm:
-        cfg = config(tmp, state, vm)
+        cfg = config(tmp, state, vm, client)
         t0 = time.perf_counter()
         p = subprocess.Popen([str(python), "-m", "agent", "push", "--json", "--config", str(cfg)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -170,11 +176,11 @@ def vm_status(pid: int) -> dict[str, int]:
     return out
 
 
-def run_agent(python: Path, pristine: Path, tmp: Path, rows: int) -> dict:
+def run_agent(python: Path, pristine: Path, tmp: Path, rows: int, client: str) -> dict:
     state = tmp / "state-agent"
     shutil.copytree(pristine, state)
     with VictoriaMetrics.create(tmp / "vm-agent") as vm:
-        cfg = config(tmp, state, vm)
+        cfg = config(tmp, state, vm, client)
         t0 = time.perf_counter()
         p = subprocess.Popen([str(python), "-m", "agent", "run", "--config", str(cfg)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -246,6 +252,8 @@ def run_reference(pristine: Path, tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--clients", type=lambda v: tuple(v.split(",")), default=CLIENTS,
+                    help="influx.client values to measure, comma-separated (default: both)")
     args = ap.parse_args()
     reason = vm_unavailable()
     if reason:
@@ -259,35 +267,45 @@ def main() -> None:
         size = (pristine / DB_NAME).stat().st_size
         print(f"  {rows} rows, {size / 1e6:.1f} MB store, built in {time.perf_counter() - t0:.0f} s",
               flush=True)
-        print("making a clean venv ...", flush=True)
-        python = make_venv(tmp)
+        print("making the clean venvs ...", flush=True)
+        pythons = {c: make_venv(tmp, c) for c in args.clients}
         results = []
         for i in range(args.runs):
-            r = {"push": run_push(python, pristine, tmp), "reference": run_reference(pristine, tmp),
-                 "agent": run_agent(python, pristine, tmp, rows)}
-            r["ratio"] = r["push"]["points_per_s"] / r["reference"]["points_per_s"]
+            r: dict = {"reference": run_reference(pristine, tmp)}
+            ref = r["reference"]["points_per_s"]
+            for c in args.clients:
+                push = run_push(pythons[c], pristine, tmp, c)
+                agent = run_agent(pythons[c], pristine, tmp, rows, c)
+                r[c] = {"push": push, "agent": agent, "ratio": push["points_per_s"] / ref,
+                        "agent_ratio": agent["points_per_s"] / ref}
+                print(f"run {i + 1} {c}: push {push['points_per_s']:.0f} pts/s "
+                      f"(wall {push['wall_points_per_s']:.0f}), peak {push['peak_rss_mb']:.1f} MB; "
+                      f"agent flush {agent['flush_s']:.2f} s ({agent['points_per_s']:.0f} pts/s), "
+                      f"peak {agent['peak_rss_mb']:.1f} MB, after {agent['rss_after_mb']:.1f} MB; "
+                      f"reference {ref:.0f} pts/s; ratio {r[c]['ratio']:.2f}", flush=True)
             results.append(r)
-            print(f"run {i + 1}: push {r['push']['points_per_s']:.0f} pts/s "
-                  f"(wall {r['push']['wall_points_per_s']:.0f}), peak {r['push']['peak_rss_mb']:.1f} MB; "
-                  f"agent flush {r['agent']['flush_s']:.2f} s ({r['agent']['points_per_s']:.0f} pts/s), "
-                  f"peak {r['agent']['peak_rss_mb']:.1f} MB, "
-                  f"after {r['agent']['rss_after_mb']:.1f} MB; "
-                  f"reference {r['reference']['points_per_s']:.0f} "
-                  f"pts/s; ratio {r['ratio']:.2f}", flush=True)
 
         def med(path):
-            vals = [r[path[0]][path[1]] if len(path) == 2 else r[path[0]] for r in results]
+            vals = []
+            for r in results:
+                v = r
+                for k in path:
+                    v = v[k]
+                vals.append(v)
             return statistics.median(vals), vals
-        summary = {k: med(p) for k, p in {
+        figures = {
             "push_points_per_s": ("push", "points_per_s"),
             "push_wall_points_per_s": ("push", "wall_points_per_s"),
             "push_peak_rss_mb": ("push", "peak_rss_mb"), "agent_flush_s": ("agent", "flush_s"),
             "agent_points_per_s": ("agent", "points_per_s"), "agent_peak_rss_mb": ("agent", "peak_rss_mb"),
-            "agent_rss_after_mb": ("agent", "rss_after_mb"),
-            "reference_points_per_s": ("reference", "points_per_s"), "ratio": ("ratio",)}.items()}
+            "agent_rss_after_mb": ("agent", "rss_after_mb"), "ratio": ("ratio",),
+            "agent_ratio": ("agent_ratio",)}
+        summary = {"reference_points_per_s": med(("reference", "points_per_s"))}
+        for c in args.clients:
+            summary.update({f"{c} {k}": med((c, *p)) for k, p in figures.items()})
         print("\nmedians of", args.runs, "runs:")
         for k, (m, vals) in summary.items():
-            print(f"  {k:26s} {m:12.2f}   ({' / '.join(f'{v:.2f}' for v in vals)})")
+            print(f"  {k:40s} {m:12.2f}   ({' / '.join(f'{v:.2f}' for v in vals)})")
         out = ROOT / "bench" / "results"
         out.mkdir(exist_ok=True)
         (out / "flush.json").write_text(json.dumps({"rows": rows, "store_mb": size / 1e6, "runs": results,

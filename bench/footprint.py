@@ -14,12 +14,19 @@ README's Quick start installs it (a Python with many packages installed costs mo
 some libraries scan every installed distribution's metadata). The bare interpreter is that
 venv's Python too.
 
+``--forward builtin,influxdb-client``: the same, once per value of ``influx.client``, with the
+agent forwarding every round (``influx.push_interval_s`` 10 s, its default) to a VictoriaMetrics
+(Debian's) on the agent host's loopback, in the lab; each client runs from a clean venv holding
+what it needs (bench/cleanvenv.py: linewatch, with the influxdb-client extra for that client).
+``none`` is the agent without a server.
+
 Samples /proc/<pid>/status (VmRSS) and /proc/<pid>/stat (utime+stime, children included for the
 fping loop) every 5 s. Steady state = the second half of the run. Several runs go in parallel,
 each in its own lab (CPU time is per process, so runs sharing cores do not inflate it).
-Targets (issue #2): RSS <= 30 MB, CPU <= 0.2 % of one core.
+Targets (issue #2): RSS <= 30 MB, CPU <= 0.2 % of one core; (issue 16) RSS while forwarding
+<= 30 MB.
 
-    python3 bench/footprint.py --minutes 10 --runs 3
+    python3 bench/footprint.py --minutes 10 --runs 3 [--forward none,builtin,influxdb-client]
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import cleanvenv  # noqa: E402
 from tests import netlab  # noqa: E402
+from tests.influxlab import VICTORIA_METRICS  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -61,25 +70,44 @@ def cpu_s(pid: int, children: bool = False) -> float:
 
 
 
-def make_venv() -> Path:
+def make_venv(client: str) -> Path:
     venv = Path(tempfile.mkdtemp(prefix="lwbench-venv"))
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    str(ROOT)], check=True)
-    return venv / "bin" / "python"
+    return cleanvenv.make(venv / "venv", ("influxdb-client",) if client == "influxdb-client" else ())
 
 
-def one_run(python: Path, minutes: float, out: dict, idx: int) -> None:
+VM_PORT = 8428
+
+
+def start_vm(lab: netlab.Lab, ns: str, python: Path, tmp: Path) -> None:
+    """VictoriaMetrics on the agent host's loopback (127.0.0.1:8428); returns once it answers."""
+    lab.popen(ns, str(VICTORIA_METRICS), "-storageDataPath", str(tmp / "vm"),
+              "-httpListenAddr", f"127.0.0.1:{VM_PORT}", "-retentionPeriod=100y", "-loggerLevel=WARN",
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        if lab.run(ns, str(python), "-c", "import urllib.request as u; "
+                   f"u.urlopen('http://127.0.0.1:{VM_PORT}/health', timeout=1)", check=False).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("VictoriaMetrics did not start in the lab")
+
+
+def one_run(python: Path, minutes: float, out: dict, idx: int, client: str = "none") -> None:
     lab = netlab.Lab()
     try:
         net = netlab.standard(lab)
         netlab.start_dnsmasq(net)
         tmp = Path(tempfile.mkdtemp(prefix="lwbench"))
         cfg = tmp / "config.toml"
+        influx = ""
+        if client != "none":
+            start_vm(lab, net.agent, python, tmp)
+            influx = (f'[influx]\nurl = "http://127.0.0.1:{VM_PORT}"\nbucket = "linewatch"\n'
+                      f'client = "{client}"\n')
         cfg.write_text(
             f'[agent]\nstate_dir = "{tmp / "state"}"\n'
             '[probe]\ntargets = ["198.51.100.1", "198.51.100.2"]\n'
-            'dns_names = ["example.test"]\ndns_servers = ["198.51.100.53"]\n')
+            'dns_names = ["example.test"]\ndns_servers = ["198.51.100.53"]\n'
+            '[speedtest]\nenabled = false\n' + influx)
         agent = lab.popen(net.agent, str(python), "-m", "agent", "run", "--config", str(cfg),
                           "--log-level", "warning", cwd=tmp,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -109,7 +137,15 @@ def one_run(python: Path, minutes: float, out: dict, idx: int) -> None:
         def share(key):
             return 100.0 * (series[key][-1] - series[key][half]) / span
 
+        backlog = None
+        if client != "none":
+            import sqlite3  # deferred: only the forwarding runs read the store
+
+            c = sqlite3.connect(f"file:{tmp / 'state' / 'linewatch.db'}?mode=ro", uri=True)
+            backlog = c.execute("SELECT count(*) FROM samples WHERE sent = 0").fetchone()[0]
+            c.close()
         out[idx] = {
+            "client": client, "unsent_rows_at_end": backlog,
             "agent_rss_mb": statistics.median(series["agent_rss"][half:]) / 1e6,
             "agent_rss_max_mb": max(series["agent_rss"]) / 1e6,
             "bare_python_rss_mb": statistics.median(series["bare_rss"][half:]) / 1e6,
@@ -128,13 +164,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--forward", type=lambda v: tuple(v.split(",")), default=("none",),
+                    help="influx.client values to run with a server (none: without one), comma-separated")
     args = ap.parse_args()
     if netlab.netns_unavailable():
         sys.exit(f"cannot run: {netlab.netns_unavailable()}")
-    python = make_venv()
+    pythons = {c: make_venv(c) for c in args.forward}
     results: dict[int, dict] = {}
-    threads = [threading.Thread(target=one_run, args=(python, args.minutes, results, i))
-               for i in range(args.runs)]
+    jobs = [(c, i) for c in args.forward for i in range(args.runs)]
+    threads = [threading.Thread(target=one_run, args=(pythons[c], args.minutes, results, n, c))
+               for n, (c, i) in enumerate(jobs)]
     for t in threads:
         t.start()
     for t in threads:
@@ -144,26 +183,32 @@ def main() -> None:
     if errors:
         sys.exit(f"runs failed: {errors}")
     keys = ["agent_rss_mb", "agent_rss_max_mb", "bare_python_rss_mb", "agent_cpu_pct", "fping_cpu_pct"]
-    med = {k: statistics.median(r[k] for r in runs) for k in keys}
-    med["rss_ratio_vs_bare_python"] = med["agent_rss_mb"] / med["bare_python_rss_mb"]
-    med["cpu_ratio_vs_fping"] = med["agent_cpu_pct"] / med["fping_cpu_pct"] if med["fping_cpu_pct"] else None
-    med["store_bytes_per_hour"] = statistics.median(r["store_bytes"] for r in runs) / (args.minutes / 60)
-    print(f"footprint: {args.runs} runs x {args.minutes:g} min, "
+    print(f"footprint: {args.runs} runs x {args.minutes:g} min each of {', '.join(args.forward)}, "
           "default cadence (10 s, 3 echoes x 3 targets, 1 name)")
-    print(f"{'run':>4} {'RSS MB':>8} {'max MB':>8} {'bare py MB':>10} {'agent CPU %':>12} "
-          f"{'fping CPU %':>12}")
-    for i, r in enumerate(runs):
-        print(f"{i:>4} {r['agent_rss_mb']:8.1f} {r['agent_rss_max_mb']:8.1f} {r['bare_python_rss_mb']:10.1f}"
-              f" {r['agent_cpu_pct']:12.3f} {r['fping_cpu_pct']:12.3f}")
-    print(f"median: RSS {med['agent_rss_mb']:.1f} MB "
-          f"(target <= 30; {med['rss_ratio_vs_bare_python']:.2f}x a bare"
-          f" interpreter), CPU {med['agent_cpu_pct']:.3f} % of one core (target <= 0.2;"
-          f" fping doing the same echoes: {med['fping_cpu_pct']:.3f} %)")
-    print(f"store growth: {med['store_bytes_per_hour'] / 1e6:.2f} MB/hour")
+    print(f"{'client':>16} {'RSS MB':>8} {'max MB':>8} {'bare py MB':>10} {'agent CPU %':>12} "
+          f"{'fping CPU %':>12} {'unsent':>7}")
+    for r in runs:
+        print(f"{r['client']:>16} {r['agent_rss_mb']:8.1f} {r['agent_rss_max_mb']:8.1f}"
+              f" {r['bare_python_rss_mb']:10.1f} {r['agent_cpu_pct']:12.3f} {r['fping_cpu_pct']:12.3f}"
+              f" {r['unsent_rows_at_end'] if r['unsent_rows_at_end'] is not None else '-':>7}")
+    medians = {}
+    for client in args.forward:
+        mine = [r for r in runs if r["client"] == client]
+        med = {k: statistics.median(r[k] for r in mine) for k in keys}
+        med["rss_ratio_vs_bare_python"] = med["agent_rss_mb"] / med["bare_python_rss_mb"]
+        med["cpu_ratio_vs_fping"] = (med["agent_cpu_pct"] / med["fping_cpu_pct"]
+                                     if med["fping_cpu_pct"] else None)
+        med["store_bytes_per_hour"] = statistics.median(r["store_bytes"] for r in mine) / (args.minutes / 60)
+        medians[client] = med
+        print(f"{client}: median RSS {med['agent_rss_mb']:.1f} MB "
+              f"(target <= 30; {med['rss_ratio_vs_bare_python']:.2f}x a bare"
+              f" interpreter), CPU {med['agent_cpu_pct']:.3f} % of one core (target <= 0.2;"
+              f" fping doing the same echoes: {med['fping_cpu_pct']:.3f} %);"
+              f" store growth {med['store_bytes_per_hour'] / 1e6:.2f} MB/hour")
     res = ROOT / "bench" / "results"
     res.mkdir(exist_ok=True)
     (res / "footprint.json").write_text(
-        json.dumps({"runs": runs, "median": med, "minutes": args.minutes}, indent=2))
+        json.dumps({"runs": runs, "median": medians, "minutes": args.minutes}, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from kit.configkit import between, max_len, one_of, opt, parses
+from kit.configkit import all_of, between, max_len, one_of, opt, parses
+
+CLIENTS = ("builtin", "influxdb-client")
 
 
 def parse_url(url: str) -> str:
@@ -28,6 +30,15 @@ def parse_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def check_client(client: str) -> None:
+    """``influxdb-client`` must be importable; looked up without importing it (about 24 MB)."""
+    import importlib.util  # deferred: read only when influxdb-client is chosen
+
+    if client == "influxdb-client" and importlib.util.find_spec("influxdb_client") is None:
+        raise ValueError("influxdb-client is not installed (pip install '.[influxdb-client]' "
+                         'in linewatch\'s source, or pip install influxdb-client), or use "builtin"')
+
+
 @dataclass(frozen=True)
 class InfluxSection:
     url: str = opt("", "InfluxDB to forward to: http(s)://host:port, e.g. http://localhost:8086 "
@@ -38,6 +49,13 @@ class InfluxSection:
     api: str = opt("auto", '"auto" asks the server\'s /ping for its version: InfluxDB 1.x older '
                     'than 1.8 gets the v1 /write endpoint, everything else (1.8+, 2.x, 3.x, Cloud) '
                     '/api/v2/write. "v2" or "v1" forces one.', one_of("auto", "v2", "v1"))
+    client: str = opt("builtin", 'What writes to /api/v2/write: "builtin", a small client on '
+                       "Python's standard library (keep-alive, gzip, the TLS settings below), or "
+                       '"influxdb-client", InfluxData\'s library (install it with linewatch\'s '
+                       "influxdb-client extra: pip install '.[influxdb-client]'; the agent takes "
+                       "about 19 MB more memory with it). Both give the forwarder the same "
+                       "answers; the v1 /write endpoint is always written by the builtin client.",
+                       all_of(one_of(*CLIENTS), parses("kit.influxconfig", "check_client")))
     org: str = opt("", "Organisation (InfluxDB 2.x and Cloud; ignored by 1.8 and 3.x).",
                     max_len(256), "my-org")
     bucket: str = opt("", "Bucket for /api/v2/write (InfluxDB 2.x, Cloud; the database on 3.x). "

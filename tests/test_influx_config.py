@@ -22,8 +22,10 @@ from kit.influxconfig import parse_url
     ('batch_size = 0', "influx.batch_size", "between 1 and 100000"),
     ('timeout_s = 0.1', "influx.timeout_s", "between 1 and 300"),
     ('token = "abc"', "influx.token", "unknown key"),
+    ('client = "requests"', "influx.client", 'one of "builtin", "influxdb-client"'),
+    ('client = "influxdb_client"', "influx.client", 'one of "builtin", "influxdb-client"'),
 ], ids=["scheme", "userinfo", "port", "query", "no-bucket", "v1-no-db", "api", "tls-type", "batch",
-        "timeout", "token-in-config"])
+        "timeout", "token-in-config", "client", "client-module-name"])
 def test_bad_influx_config_names_the_key(text, key, expected):
     with pytest.raises(ConfigError) as err:
         parse("[influx]\n" + text, "lw.toml")
@@ -37,6 +39,7 @@ def test_defaults_and_a_good_section():
                 'bucket = "linewatch"\n')
     i = cfg.influx
     assert i.verify_tls is True and i.api == "auto" and i.gzip is True and i.batch_size == 5000
+    assert i.client == "builtin"
     assert parse_url(i.url) == "https://eu-central-1-1.aws.cloud2.influxdata.com"
     assert parse("").influx.url == ""
 

@@ -1,8 +1,8 @@
-"""Forwarding to real servers (shared/TESTBED.md): the v2 path (influxdb-client) into Debian's
-VictoriaMetrics, the v1 path into Debian's InfluxDB 1.6.7 read back with InfluxQL; a server killed
-in the middle of a backlog flush; tag escaping round trips; real refusals (a field type conflict,
-a wrong password, a missing database); and the running agent forwarding after the server comes
-back."""
+"""Forwarding to real servers (shared/TESTBED.md): the v2 path (through the builtin client and
+through influxdb-client) into Debian's VictoriaMetrics, the v1 path into Debian's InfluxDB 1.6.7
+read back with InfluxQL; a server killed in the middle of a backlog flush; tag escaping round
+trips; real refusals (a field type conflict, a wrong password, a missing database); and the
+running agent forwarding after the server comes back."""
 
 import json
 import os
@@ -99,6 +99,8 @@ def vm_counts(srv: VictoriaMetrics, field_of: dict[str, str], expect: Counter | 
 
 
 FIELD_OF = {"ping": "rtt_avg_ms", "dns": "rtt_ms", "round": "duration_s", "agent": "uptime_s"}
+# The two clients for /api/v2/write (influx.client); the v1 /write path has one.
+CLIENTS = pytest.mark.parametrize("client", ["builtin", "influxdb-client"])
 
 
 # -- the two write paths ------------------------------------------------------------------------
@@ -118,9 +120,10 @@ def test_v1_path_into_influxdb_1_6_7(influx, store):
     assert kinds["sent"] == "integer" and kinds["rtt_avg_ms"] == "float"
 
 
-def test_v2_path_into_victoriametrics(vm, store):
+@CLIENTS
+def test_v2_path_into_victoriametrics(vm, store, client):
     store.write(backlog_samples(600))
-    fw = forwarder(store, vm.url, bucket="linewatch", org="ngo", batch_size=1000)
+    fw = forwarder(store, vm.url, bucket="linewatch", org="ngo", batch_size=1000, client=client)
     rep = fw.push()
     assert rep.outcome == "done" and rep.sent == store.count()
     assert fw.sink.server.api == "v2"  # VictoriaMetrics gives no version: the modern API
@@ -151,9 +154,10 @@ def test_tag_escaping_round_trips_through_influxdb_1_6_7(influx, store):
     assert unescape_tag(first["city"]) == TAGS["city"] and unescape_tag(first["isp"]) == TAGS["isp"]
 
 
-def test_tag_escaping_round_trips_through_victoriametrics(vm, store):
+@CLIENTS
+def test_tag_escaping_round_trips_through_victoriametrics(vm, store, client):
     store.write(awkward_samples())
-    assert forwarder(store, vm.url, bucket="b").push().sent == len(AWKWARD)
+    assert forwarder(store, vm.url, bucket="b", client=client).push().sent == len(AWKWARD)
     series = vm.export('{__name__="ping_rtt_avg_ms"}')
     assert {unescape_tag(s["metric"]["note"]) for s in series} == set(AWKWARD.values())
     assert all(unescape_tag(s["metric"]["city"]) == TAGS["city"] for s in series)
@@ -193,12 +197,13 @@ def test_influxdb_killed_mid_flush_every_row_arrives_exactly_once(influx, store)
     assert influx_counts(influx, FIELD_OF) == store_counts(store)
 
 
-def test_victoriametrics_stopped_mid_flush_every_row_arrives_exactly_once(vm, store):
+@CLIENTS
+def test_victoriametrics_stopped_mid_flush_every_row_arrives_exactly_once(vm, store, client):
     # SIGTERM, not SIGKILL: VictoriaMetrics acknowledges a write before it is on disk and flushes
     # its buffers on a graceful stop only (a kill loses its last second, whoever the client).
     store.write(backlog_samples(3000))
     rep1, rep2 = _flush_with_a_kill(
-        store, vm, vm.stop, lambda: forwarder(store, vm.url, bucket="b", batch_size=500))
+        store, vm, vm.stop, lambda: forwarder(store, vm.url, bucket="b", batch_size=500, client=client))
     assert rep1.sent + rep2.sent == store.count()
     assert vm_counts(vm, FIELD_OF, store_counts(store)) == store_counts(store)
 

@@ -1,6 +1,7 @@
-"""How forwarding handles each kind of answer, over real HTTP, through both real writers
-(influxdb-client's synchronous API on /api/v2/write, and the v1 /write client), against a small
-local server that answers with the statuses a real InfluxDB sends (tests/statusserver.py).
+"""How forwarding handles each kind of answer, over real HTTP, through every real writer (the
+builtin client and influxdb-client's synchronous API on /api/v2/write, the builtin client on v1
+/write), against a small local server that answers with the statuses a real InfluxDB sends
+(tests/statusserver.py).
 
 The forwarder gets a fake clock so that backoffs and Retry-After are checked without waiting;
 the HTTP exchange, gzip, headers and timeouts are real."""
@@ -30,10 +31,12 @@ VERSIONS = {"v2": "2.7.1", "v1": "1.6.7~rc0"}
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-@pytest.fixture(params=["v2", "v1"])
+@pytest.fixture(params=[("v2", "builtin"), ("v2", "influxdb-client"), ("v1", "builtin")],
+                ids=["v2", "v2-influxdb-client", "v1"])
 def server(request):
-    with StatusServer(version=VERSIONS[request.param]) as srv:
-        srv.api = request.param
+    api, client = request.param
+    with StatusServer(version=VERSIONS[api]) as srv:
+        srv.api, srv.client = api, client
         yield srv
 
 
@@ -45,6 +48,7 @@ def fill(store, n):
 def forwarder(store, srv, clock=None, token=TOKEN, **kw):
     extra = ('database = "lw"\nretention_policy = "autogen"\n' if srv.api == "v1"
              else 'org = "ngo"\nbucket = "lw"\n')
+    extra += f'client = "{getattr(srv, "client", "builtin")}"\n'
     cfg = parse(f'[influx]\nurl = "{srv.url}"\n{extra}timeout_s = 1\n'
                 + "".join(f"{k} = {v}\n" for k, v in kw.items()))
     sink = Sink(cfg.influx, Token(token, "test"))
@@ -327,9 +331,11 @@ def store_text(tmp_path) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-@pytest.mark.parametrize("api, echo", [("v2", "header"), ("v1", "header"), ("v2", "urlencoded")],
-                         ids=["v2-token", "v1-basic", "v2-urlencoded"])
-def test_a_token_across_the_cut_never_shows_in_part(tmp_path, api, echo):
+@pytest.mark.parametrize("api, echo, client", [
+    ("v2", "header", "builtin"), ("v1", "header", "builtin"), ("v2", "urlencoded", "builtin"),
+    ("v2", "header", "influxdb-client"),
+], ids=["v2-token", "v1-basic", "v2-urlencoded", "v2-token-influxdb-client"])
+def test_a_token_across_the_cut_never_shows_in_part(tmp_path, api, echo, client):
     credential = CUT_TOKEN if api == "v2" else V1_CREDENTIAL
     env = {"LINEWATCH_INFLUX_TOKEN": credential}
 
@@ -350,7 +356,7 @@ def test_a_token_across_the_cut_never_shows_in_part(tmp_path, api, echo):
     shown = []
     with StatusServer(version=VERSIONS[api]) as srv:
         srv.api = api
-        cfg = safe_config(tmp_path, srv)
+        cfg = safe_config(tmp_path, srv, f'client = "{client}"\n')
         st = Store.open(tmp_path / "state")
         fill(st, 6)
         st.close()

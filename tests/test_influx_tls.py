@@ -1,6 +1,7 @@
 """TLS towards the server: verification is on unless turned off explicitly, a private CA is
-trusted through influx.ca_file, and both writers (influxdb-client for v2, the standard library
-for v1) behave the same. A real HTTPS server on loopback with a certificate made by openssl."""
+trusted through influx.ca_file, and every writer (the builtin client for v2 and v1,
+influxdb-client for v2 when chosen) behaves the same. A real HTTPS server on loopback with a
+certificate made by openssl."""
 
 import json
 import shutil
@@ -34,11 +35,14 @@ def cert(tmp_path_factory):
     return d / "cert.pem", d / "key.pem"
 
 
-@pytest.fixture(params=["2.7.1", "1.6.7"], ids=["v2", "v1"])
+@pytest.fixture(params=[("2.7.1", "builtin"), ("2.7.1", "influxdb-client"), ("1.6.7", "builtin")],
+                ids=["v2", "v2-influxdb-client", "v1"])
 def server(request, cert):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(*map(str, cert))
-    with StatusServer(version=request.param, tls=ctx) as srv:
+    version, client = request.param
+    with StatusServer(version=version, tls=ctx) as srv:
+        srv.client = client
         yield srv
 
 
@@ -47,7 +51,8 @@ def push(tmp_path, srv, extra=""):
     try:
         store.write([Sample("round", {"agent": "a1"}, {"duration_s": 0.5}, NOW - timedelta(seconds=i))
                      for i in range(3)])
-        cfg = parse(f'[influx]\nurl = "{srv.url}"\nbucket = "b"\ndatabase = "d"\ntimeout_s = 3\n{extra}')
+        cfg = parse(f'[influx]\nurl = "{srv.url}"\nbucket = "b"\ndatabase = "d"\ntimeout_s = 3\n'
+                    f'client = "{srv.client}"\n{extra}')
         return Forwarder(store, Sink(cfg.influx, Token("tok", "test")), FakeClock(NOW)).push()
     finally:
         store.close()
@@ -64,6 +69,7 @@ def test_a_private_ca_is_trusted_through_ca_file(tmp_path, server, cert):
     rep = push(tmp_path, server, f'ca_file = "{cert[0]}"\n')
     assert rep.outcome == "done" and rep.sent == 3
     assert server.requests[-1].headers["authorization"] == "Token tok"
+    assert server.requests[-1].path == ("/write" if server.version.startswith("1.") else "/api/v2/write")
 
 
 def test_verification_off_works_only_when_asked_and_check_warns(tmp_path, server):
