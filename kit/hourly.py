@@ -136,11 +136,17 @@ class Histogram:
         """The histogram in a row's fields (other fields ignored; a count that is not a
         non-negative whole number is skipped)."""
         h = cls()
+        counts = h.counts
         for name, v in fields.items():
-            i = bucket_of_field(name)
-            if i is not None and isinstance(v, (int, float)) and not isinstance(v, bool) \
-                    and v >= 0 and v == int(v):
-                h.counts[i] = h.counts.get(i, 0) + int(v)
+            # bucket_of_field, inlined: a year of rows is 700,000 fields
+            if not name.startswith(PREFIX):
+                continue
+            digits = name[len(PREFIX):]
+            if not (digits.isdigit() and digits.isascii() and len(digits) <= 4):
+                continue
+            i = int(digits)
+            if i <= LAST and type(v) in (int, float) and v >= 0 and v == int(v):
+                counts[i] = counts.get(i, 0) + int(v)
         return h
 
 

@@ -481,7 +481,8 @@ def _long(f: StoreFile, start: float, end: float) -> bool:
 def _summaries(f: StoreFile, start: float, end: float) -> list[tuple]:
     """``(hour, observed_s, Histogram, loss_pct_sum, ping_rounds)`` of every hourly row dated in
     [start, end), oldest first; rows of one hour under several tag sets are added up. A row
-    whose fields are not an object of numbers is left out (the file is untrusted)."""
+    whose fields are not a JSON object, or whose observed_s is not a number in [0, 3600], is left
+    out, and so is a histogram count that is not a whole number >= 0 (the file is untrusted)."""
     by_hour: dict[int, list] = {}
     for sid in f.series(hourly.MEASUREMENT):
         for t, text in f.query(f"SELECT time_ns, fields FROM samples WHERE {WINDOW_SQL}",
@@ -496,11 +497,15 @@ def _summaries(f: StoreFile, start: float, end: float) -> list[tuple]:
             if obs is None or not 0 <= obs <= MAX_INTERVAL_S:
                 continue
             h = int(t // NS // 3600 * 3600)
-            acc = by_hour.setdefault(h, [h, 0.0, hourly.Histogram(), 0.0, 0])
+            hist = hourly.Histogram.from_fields(fields)
+            acc = by_hour.get(h)
+            if acc is None:
+                acc = by_hour[h] = [h, 0.0, hist, 0.0, 0]
+            else:
+                acc[2].merge(hist)   # the hour under another tag set
             acc[1] += obs
-            acc[2].merge(hourly.Histogram.from_fields(fields))
             acc[3] += ls or 0.0
-            acc[4] += int(n or 0)
+            acc[4] += int(n) if n is not None and n >= 0 else 0
     return [tuple(v) for _, v in sorted(by_hour.items())]
 
 
@@ -583,8 +588,10 @@ def _daily(rounds, episodes, cuts, pings, start, end, zone, hours=None) -> list[
         days.append((t, max(start, t.timestamp()), min(end, nxt.timestamp())))
         t = nxt
     out = []
+    times = [ts for ts, _ in rounds]          # sorted: each day's rounds by bisection
+    hour_times = [h for h, *_ in hours] if hours is not None else []
     for d, a, b in days:
-        obs = sum(i for ts, i in rounds if a <= ts < b)
+        obs = sum(i for _, i in rounds[bisect.bisect_left(times, a):bisect.bisect_left(times, b)])
 
         net = sum(max(0.0, min(b, e["_e"]) - max(a, e["_s"]))
                   for e in episodes if e["type"] == "connectivity")
@@ -598,11 +605,11 @@ def _daily(rounds, episodes, cuts, pings, start, end, zone, hours=None) -> list[
             # The day's hours merged (a day in a zone a whole number of hours from UTC is whole
             # hours; elsewhere an hour counts in the day it starts in).
             hist, loss_sum, n = hourly.Histogram(), 0.0, 0
-            for h, hh, ls, k in hours:
-                if a <= h < b:
-                    hist.merge(hh)
-                    loss_sum += ls
-                    n += k
+            for _, hh, ls, k in hours[bisect.bisect_left(hour_times, a):
+                                      bisect.bisect_left(hour_times, b)]:
+                hist.merge(hh)
+                loss_sum += ls
+                n += k
             total = hist.total
             p50 = hist.at(rank(0.5, total)) if total else None
             p95 = hist.at(rank(0.95, total)) if total else None
