@@ -49,6 +49,7 @@ from typing import Protocol
 from agent.statekeys import STATE_FORWARD
 from kit import influx
 from kit.influx import Answer
+from kit.influxconfig import SENT_WITH_SUMMARIES
 from kit.lineproto import Encoder, LineError
 
 log = logging.getLogger("linewatch.forward")
@@ -491,5 +492,8 @@ def make_forwarder(cfg, store, clock, env=None, **kw) -> Forwarder | None:
     token = influx.load_token(cfg.influx, os.environ if env is None else env, cfg.source)
     if token.warning:
         log.warning("influx token: %s", token.warning)
+    if cfg.influx.send == "summaries" and store.forwarded is None:
+        # `linewatch push` too sends only the summaries (rows waiting from before are kept here)
+        store.forward_only(SENT_WITH_SUMMARIES)
     sink = influx.Sink(cfg.influx, token)
     return Forwarder(store, sink, clock, batch_size=cfg.influx.batch_size, **kw)

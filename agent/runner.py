@@ -50,7 +50,7 @@ from agent.jobs.powerjob import PowerJob
 from agent.jobs.rounds import Rounds
 from agent.jobs.selfmetrics import SelfMetrics
 from agent.jobs.speedtests import CHECK_S as SPEEDTEST_CHECK_S, SpeedTests
-from agent.jobs.summaries import FORWARDED_WITH_SUMMARIES, SUMMARIES_S, Summaries
+from agent.jobs.summaries import SUMMARIES_S, Summaries
 from agent.notify import Notifier
 from agent.probes.contract import Network
 from agent.probes.echo import EchoDispatch
@@ -60,6 +60,7 @@ from agent.schedule import Ticker
 from agent.statekeys import STATE_CLEAN_EXIT, STATE_ISP, STATE_SITE, STATE_TRACKER
 from agent.store import Store
 from kit.errors import ConfigError
+from kit.influxconfig import SENT_WITH_SUMMARIES
 from kit.secret import redact_value
 
 log = logging.getLogger("linewatch")
@@ -121,7 +122,7 @@ class Agent:
     def _send_only(self, store: Store) -> None:
         """With ``influx.send = "summaries"``, the raw rows are written as kept here only."""
         if self.cfg.influx.url and self.cfg.influx.send == "summaries":
-            n = store.forward_only(FORWARDED_WITH_SUMMARIES)
+            n = store.forward_only(SENT_WITH_SUMMARIES)
             if n:
                 log.info("influx.send is \"summaries\": %d raw rows waiting to be sent are kept "
                          "in the local store only", n)

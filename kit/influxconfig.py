@@ -12,6 +12,11 @@ from kit.configkit import all_of, between, max_len, one_of, opt, parses
 CLIENTS = ("builtin", "influxdb-client")
 
 
+# influx.send = "summaries": the measurements still sent (the hourly summaries, the episodes and
+# the speed tests); the agent keeps every other row in its local store only.
+SENT_WITH_SUMMARIES = frozenset({"hourly", "outage", "speedtest"})
+
+
 def parse_url(url: str) -> str:
     """Validate an InfluxDB base URL and return it without a trailing slash."""
     parts = urlsplit(url)

@@ -48,8 +48,6 @@ STATE_THROUGH = "summary_through"   # the last closed hour written for good (its
 STATE_CHECKED = "summary_checked"   # when the job last ran (s since 1970)
 NS = 1_000_000_000
 RAW = ("round", "ping", "dns")
-# influx.send = "summaries": what still goes to the server.
-FORWARDED_WITH_SUMMARIES = frozenset({hourly.MEASUREMENT, "outage", "speedtest"})
 
 
 def place(tags: dict) -> tuple[tuple[str, str], ...]:
