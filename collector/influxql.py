@@ -621,14 +621,14 @@ class Reader:
         queries) groups, asked alongside), by kind: ``obs``, ``ping``, ``bad_rounds``, and the
         kinds of ``extra``.
 
-        Two rounds of queries. First every week's summaries: the agents that wrote any, and the
-        hour of each one's first row in the week. Then raw rows, only of the others: the week's
-        raw queries leave the summary agents out by a tag condition (the server never scans
-        their rows), and an agent whose summaries begin after the week's start (it was upgraded
-        then) is asked for its raw rows up to the end of the UTC day of its first summary,
-        with agents upgraded on the same day in one query. Of those, its observed hours before
-        its first summary are kept, and its raw latency days replace the summaries' (a raw day
-        is the whole day)."""
+        Two rounds of queries. First every week's summaries: the agents that wrote any, and the hour
+        of each one's first row in the week. Then raw rows, only of the others: the week's raw
+        queries leave the summary agents out by a tag condition (the server never scans their rows),
+        and an agent whose summaries begin after the week's start (it was upgraded then) is asked
+        for its raw rows up to the end of the UTC day of its first summary (its start, when that is
+        a midnight), with agents upgraded on the same day in one query. Of those, its observed hours
+        before its first summary are kept, and its raw latency days replace the summaries' (a raw
+        day is the whole day)."""
         got: dict[str, list] = defaultdict(list)
         runs = day_runs(days)
         todo, windows = _with_windows([(a, b, summary_queries(a, b)) for a, b in runs]
@@ -651,7 +651,7 @@ class Reader:
             by_day: dict[float, list[str]] = defaultdict(list)
             for agent, f in agents.items():
                 if f > a:
-                    by_day[min(b, f - f % DAY + DAY)].append(agent)
+                    by_day[min(b, -(-f // DAY) * DAY)].append(agent)
             for until, some in sorted(by_day.items()):
                 todo += grouped_queries(int(a), int(until), agents_condition(some, exclude=False))
                 windows += [(a, until)] * len(RAW_KINDS)

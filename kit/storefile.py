@@ -336,8 +336,9 @@ class StoreFile:
         s_obs, s_days, first = self._summaries(summaries, a, b, q)
         # Raw rows only where no summary is: rounds before the first summary, pings up to the
         # end of its UTC day. An empty window asks nothing of them.
+        day_ns = 86400 * NS
         rb = min(b, first) if first is not None else b
-        pb = min(b, first - first % (86400 * NS) + 86400 * NS) if first is not None else b
+        pb = min(b, -(-first // day_ns) * day_ns) if first is not None and first > a else rb
         obs: list[ObsHour] = list(s_obs)
         rounds = self._units("round", a, rb, q)
         good = f"v > 0 AND v <= {MAX_INTERVAL_S:g}"
@@ -407,11 +408,10 @@ class StoreFile:
                 first = t if first is None else min(first, t)
                 try:
                     secs = observed(fields.get("observed_s"))
+                    if secs is not None:
+                        obs.append(ObsHour(unit, t // NS, secs, "hourly"))
                 except Rejected as r:
-                    q.rejected[r.reason] += 1
-                    continue
-                if secs is not None:
-                    obs.append(ObsHour(unit, t // NS, secs, "hourly"))
+                    q.rejected[r.reason] += 1   # its latency is still read, as from InfluxDB
                 try:
                     lat = latency(fields)
                 except Rejected as r:

@@ -15,7 +15,8 @@ nobody audits, a server's answer, a volunteer's file) and reduces them to the re
 
 The reasons a row is refused (``kit.definitions.Quality.rejected``):
 
-* ``bad_summary``   an hourly row whose ``observed_s`` is not a number in [0, 3600];
+* ``bad_summary``   an hourly row whose ``observed_s`` is not a number in [0, 3600] (its
+  latency is judged on its own: InfluxDB sums a day's latency on the server);
 * ``bad_histogram`` a row's (or an agent-day's) latency figures that cannot be true: an RTT
   histogram count that is not a whole number from 0 to 2^53, counts that do not add up to
   ``rtt_count``, ``ping_rounds`` that is not such a count, a loss sum or an extreme that is not
