@@ -1,13 +1,14 @@
 """Closed days of the server-aggregated queries, kept locally (stdlib sqlite).
 
-The expensive part of an aggregation is the server scanning a month of rounds and pings; a day
-that is over does not change, except for rows that agents forward late (after an outage, a backlog
-goes out oldest first). So a day's hourly observed time and daily latency are kept here once the
-day is ``settle_s`` old (default 3 days), and later aggregations ask the server only for the days
-not kept. A kept day is asked again when an agent's outage or speed test shows it was watching at
-an hour the cache holds no watching time for (rows forwarded late); each (agent, hour) is asked
-about once (``asked_again``), so a server that really has no rounds for it (pruned on the agent
-before they were forwarded) is not asked on every run. Other late rows wait for ``--refresh``.
+The expensive part of an aggregation is the server scanning a month of summaries (or, for agents
+without them, of rounds and pings); a day that is over does not change, except for rows that agents
+forward late (after an outage, a backlog goes out oldest first). So a day's hourly observed time
+and daily latency are kept here once the day is ``settle_s`` old (default 3 days), and later
+aggregations ask the server only for the days not kept. A kept day is asked again when an agent's
+outage or speed test shows it was watching at an hour the cache holds no watching time for (rows
+forwarded late); each (agent, hour) is asked about once (``asked_again``), so a server that really
+has no rounds for it (pruned on the agent before they were forwarded) is not asked on every run.
+Other late rows wait for ``--refresh``.
 
 Rows the server's answers counted as rejected for a kept day (rounds with a bad interval_s, per
 hour) are kept with it, so a warm run reports what a cold one does. A file written by an older
@@ -34,7 +35,8 @@ from kit.records import ObsHour, PingDay
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS obs (unit TEXT NOT NULL, hour INTEGER NOT NULL, observed_s REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS obs (unit TEXT NOT NULL, hour INTEGER NOT NULL, observed_s REAL NOT NULL,
+    source TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS obs_hour ON obs (hour);
 CREATE TABLE IF NOT EXISTS pings (unit TEXT NOT NULL, day INTEGER NOT NULL, p50 REAL, p95 REAL,
     loss REAL, rounds INTEGER NOT NULL, rtt_min REAL, rtt_max REAL);
@@ -45,7 +47,10 @@ CREATE TABLE IF NOT EXISTS rejected (hour INTEGER NOT NULL, reason TEXT NOT NULL
     rows INTEGER NOT NULL, PRIMARY KEY (hour, reason));
 """
 # 2: observed hours sum only the rounds with a good interval_s; bad ones are counted.
-SCHEMA_VERSION = 2
+# 3: hours and days come from the agents' hourly summaries where they wrote them (latency
+#    through the summaries' histogram), each hour with where it came from (ObsHour.source).
+SCHEMA_VERSION = 3
+_TABLES = ("days", "obs", "pings", "asked_again", "rejected")
 
 
 def default_dir(env=os.environ) -> Path:
@@ -78,7 +83,11 @@ class Cache:
         self.conn = conn
         (version,), = self.conn.execute("PRAGMA user_version")
         if version < SCHEMA_VERSION:
-            self.clear()
+            # Kept by older rules (and tables of another shape): made anew.
+            with self.conn:
+                for table in _TABLES:
+                    self.conn.execute(f"DROP TABLE IF EXISTS {table}")
+            self.conn.executescript(_SCHEMA)
             with self.conn:
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
 
@@ -119,8 +128,8 @@ class Cache:
             return u
 
         wanted = set(days)
-        obs = [ObsHour(unit(u), h, s) for u, h, s in self.conn.execute(
-            "SELECT unit, hour, observed_s FROM obs WHERE hour >= ? AND hour < ?",
+        obs = [ObsHour(unit(u), h, s, src) for u, h, s, src in self.conn.execute(
+            "SELECT unit, hour, observed_s, source FROM obs WHERE hour >= ? AND hour < ?",
             (days[0], days[-1] + 86400)) if h - h % 86400 in wanted]
         pings = [PingDay(unit(u), d, *rest) for u, d, *rest in self.conn.execute(
             "SELECT unit, day, p50, p95, loss, rounds, rtt_min, rtt_max FROM pings"
@@ -152,8 +161,8 @@ class Cache:
                 self.conn.execute("DELETE FROM obs WHERE hour >= ? AND hour < ?", (d, d + 86400))
                 self.conn.execute("DELETE FROM pings WHERE day = ?", (d,))
                 self.conn.execute("DELETE FROM rejected WHERE hour >= ? AND hour < ?", (d, d + 86400))
-            self.conn.executemany("INSERT INTO obs VALUES (?, ?, ?)",
-                                  ((key(o.unit), o.hour, o.observed_s) for o in obs
+            self.conn.executemany("INSERT INTO obs VALUES (?, ?, ?, ?)",
+                                  ((key(o.unit), o.hour, o.observed_s, o.source) for o in obs
                                    if o.hour - o.hour % 86400 in days))
             self.conn.executemany("INSERT INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                   ((key(p.unit), p.day, p.rtt_p50_ms, p.rtt_p95_ms, p.loss_pct,

@@ -129,6 +129,7 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     (:func:`collector.episodes.overlaps`), and the window's end, in that order
     (docs/collector.md, bad data)."""
     q = Quality()
+    _count_paths(q, ds)
     met = _Units()
     o_unit, e_unit, p_unit, s_unit = (met.column(recs)
                                       for recs in (ds.obs, ds.episodes, ds.pings, ds.speeds))
@@ -165,6 +166,20 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
                    e_start, e_dur, e_whole, p_unit, p_day, p50, p95, loss, rounds, s_unit, s_time,
                    s_down, s_up)
     return cols, q
+
+
+def _count_paths(q: Quality, ds: Dataset) -> None:
+    """The ``read`` counters: agents and agent-hours in the window read from hourly summaries
+    and from raw rows (an agent read both ways, before and after its upgrade, counts in both)."""
+    agents: dict[str, set[str]] = {"hourly": set(), "raw": set()}
+    hours = {"hourly": 0, "raw": 0}
+    for o in ds.obs:
+        if o.source in agents and ds.start <= o.hour < ds.end:
+            agents[o.source].add(o.unit.agent)
+            hours[o.source] += 1
+    for source, name in (("hourly", "summaries"), ("raw", "raw_rows")):
+        q.read[f"agents_from_{name}"] += len(agents[source])
+        q.read[f"agent_hours_from_{name}"] += hours[source]
 
 
 class _Units:

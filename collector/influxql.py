@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
@@ -46,13 +47,17 @@ from kit.errors import SourceError
 from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME, one_line
 from kit.lineproto import unescape_tag
 from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
+from kit.summaries import Rejected, hour_start, latency, observed
 
 # The tags the queries group by, in the order of Unit's fields (the agent first).
 TAGS = LOCATION_TAGS
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
 # The measurement each kind of query reads, which names the query in messages.
 MEASUREMENT = {"obs": "round", "bad_rounds": "round", "ping": "ping", "episode": "outage",
-               "speed": "speedtest"}
+               "speed": "speedtest", "hobs": "hourly", "hping": "hourly"}
+# The grouped kinds: summaries first (every agent that writes them), then raw rows for the rest.
+SUMMARY_KINDS = ("hobs", "hping")
+RAW_KINDS = ("obs", "bad_rounds", "ping")
 MAX_ANSWER_MB = 256        # defaults of [collector] max_answer_mb and query_timeout_s
 QUERY_TIMEOUT_S = 900.0
 # Times a row may carry when no window is given: 1970 to the end of year 9999 (what a datetime
@@ -99,13 +104,51 @@ def day_runs(days: list[int], size: int = CHUNK_S) -> list[tuple[int, int]]:
     return out
 
 
-def grouped_queries(a: int, b: int) -> list[tuple[str, str]]:
-    """The server-aggregated queries for whole UTC days [a, b): observed seconds per agent-hour
-    over the rounds with a good interval_s, the others counted per hour, latency and loss per
-    agent-day. Loss over the rounds in which the target answered is
-    (sum(loss_pct) - 100 x unanswered) / answered, with answered = count(rtt_avg_ms) (an RTT is
-    written exactly when an echo came back): no field filter, which costs the server a join."""
+_REGEX_META = set("\\.+*?()|[]{}^$")
+
+
+def regex_literal(values) -> str:
+    """An InfluxQL regex matching exactly these strings: /^(?:a|b)$/, each one's RE2
+    metacharacters escaped and ``/`` written ``\\/`` (the one escape InfluxQL's scanner takes
+    out; every other backslash reaches RE2 as it is)."""
+    def quoted(v: str) -> str:
+        return "".join("\\/" if c == "/" else "\\" + c if c in _REGEX_META
+                       else c if c.isprintable() else f"\\x{{{ord(c):x}}}" for c in v)
+    return "/^(?:" + "|".join(quoted(v) for v in sorted(values)) + ")$/"
+
+
+def agents_condition(agents, *, exclude: bool) -> str:
+    """`` AND "agent" !~ /.../`` (``exclude``) or ``=~``: a tag condition the server answers from
+    its index, so the excluded agents' rows are never scanned. Empty for no agent to exclude."""
+    if not agents:
+        return ""
+    return f' AND "agent" {"!~" if exclude else "=~"} {regex_literal(agents)}'
+
+
+def summary_queries(a: int, b: int) -> list[tuple[str, str]]:
+    """The queries over the agents' ``hourly`` summary rows for whole UTC days [a, b): each
+    row's observed seconds (the row is the agent-hour: nothing to add up), and per agent-day the
+    sums of the RTT histogram's buckets (``sum(/^rtt_h/)``, columns ``sum_rtt_h<NNN>``), of
+    the answered rounds and their loss, with the day's extremes. Summing on the server was as
+    fast as reading the rows and its answers are 20 times smaller (docs/collector.md)."""
     t = time_range(a, b)
+    return [
+        ("hobs", f'SELECT "observed_s" FROM "hourly" WHERE {t} GROUP BY {_by()}'),
+        ("hping", 'SELECT sum(/^rtt_h/), sum("rtt_count") AS "rtt_count", sum("ping_rounds") AS '
+                  '"ping_rounds", sum("loss_pct_sum") AS "loss_pct_sum", min("rtt_min_ms") AS '
+                  f'"rtt_min_ms", max("rtt_max_ms") AS "rtt_max_ms" FROM "hourly" WHERE {t} '
+                  f'GROUP BY time(1d), {_by()} fill(none)'),
+    ]
+
+
+def grouped_queries(a: int, b: int, agents: str = "") -> list[tuple[str, str]]:
+    """The server-aggregated queries over raw rows for whole UTC days [a, b): observed seconds
+    per agent-hour over the rounds with a good interval_s, the others counted per hour, latency
+    and loss per agent-day. Loss over the rounds in which the target answered is
+    (sum(loss_pct) - 100 x unanswered) / answered, with answered = count(rtt_avg_ms) (an RTT is
+    written exactly when an echo came back): no field filter, which costs the server a join.
+    ``agents``: a condition on the agent tag (:func:`agents_condition`), or none."""
+    t = time_range(a, b) + agents
     return [
         ("obs", f'SELECT sum("interval_s") AS "observed_s" FROM "round" WHERE {t} '
                 f'AND {_GOOD_INTERVAL} GROUP BY time(1h), {_by()} fill(none)'),
@@ -124,6 +167,7 @@ def raw_queries(start: float, end: float) -> list[tuple[str, str]]:
     t = time_range(start, end)
     unset = f"time < {CLOCK_SET * 10**9}"
     return [
+        ("unset", f'SELECT count("observed_s") AS "rows" FROM "hourly" WHERE {unset}'),
         ("unset", f'SELECT count("interval_s") AS "rows" FROM "round" WHERE {unset}'),
         ("unset", f'SELECT count("loss_pct") AS "rows" FROM "ping" WHERE "role" = \'internet\' '
                   f'AND {unset}'),
@@ -145,10 +189,11 @@ def days_of(start: float, end: float) -> list[int]:
 
 
 def queries(start: float, end: float) -> list[tuple[str, str]]:
-    """Every query for the window, with nothing cached: (kind, InfluxQL)."""
+    """Every query for the window, with nothing cached and no agent writing summaries: (kind,
+    InfluxQL). (With summaries, the raw queries leave out the agents that wrote them.)"""
     out = []
     for a, b in day_runs(days_of(start, end)):
-        out += grouped_queries(a, b)
+        out += summary_queries(a, b) + grouped_queries(a, b)
     return out + raw_queries(start, end)
 
 
@@ -305,8 +350,10 @@ def to_records(kind: str, series: dict, q: Quality,
     whose tag values are not all strings; null is an empty tag), ``missing_agent`` (no agent
     tag), ``bad_row`` (not a list as long as ``columns``; a count that is negative or past
     2^53), ``bad_time`` (a time that is not a number within the window, or
-    within 1970..9999 without one), ``not_a_number`` (a value past a float's range), and
-    ``missing_value`` (the row's value absent or not a number)."""
+    within 1970..9999 without one; an hourly row not at an hour's start, a day's sums not at
+    midnight), ``not_a_number`` (a value past a float's range), ``missing_value`` (the row's
+    value absent or not a number), and for summaries ``bad_summary`` and ``bad_histogram``
+    (:mod:`kit.summaries`)."""
     series = checked_series(series)
     tags, cols, rows = series["tags"], series["columns"], series["values"]
     if any(v is not None and not isinstance(v, str) for v in tags.values()):
@@ -330,7 +377,7 @@ def to_records(kind: str, series: dict, q: Quality,
             q.rejected["bad_time"] += 1
             continue
         try:
-            rec = _record(kind, unit, tags, t, get)
+            rec = _record(kind, unit, tags, t, get, cols)
         except _Reject as r:
             q.rejected[r.reason] += 1
             continue
@@ -338,14 +385,31 @@ def to_records(kind: str, series: dict, q: Quality,
             yield rec
 
 
-def _record(kind: str, unit: Unit, tags: dict, t: float, get):
+def _record(kind: str, unit: Unit, tags: dict, t: float, get, cols: list):
     """One row's record; None for a row that makes none (a day on which the target never
     answered); _Reject for a bad one."""
     if kind == "obs":
         v = _num(get("observed_s"))
         if v is None:
             raise _Reject("missing_value")
-        return ObsHour(unit, int(t), v)
+        return ObsHour(unit, int(t), v, "raw")
+    if kind == "hobs":
+        if not hour_start(t):
+            raise _Reject("bad_time")
+        try:
+            secs = observed(get("observed_s"))
+        except Rejected as r:
+            raise _Reject(r.reason) from None
+        return ObsHour(unit, int(t), secs, "hourly") if secs is not None else None
+    if kind == "hping":
+        if t % DAY:
+            raise _Reject("bad_time")
+        # the server's names back to the row's: sum_rtt_h042 -> rtt_h042
+        sums = {c[4:] if c.startswith("sum_rtt_h") else c: get(c) for c in cols}
+        try:
+            return latency(sums).ping_day(unit, int(t))
+        except Rejected as r:
+            raise _Reject(r.reason) from None
     if kind == "ping":
         answered = _count(get("rounds"))
         if not answered:
@@ -513,20 +577,11 @@ class Reader:
         """The window's records. With a :class:`collector.cache.Cache`, whole UTC days already
         kept are read from it, and days fetched here that are at least ``settle_s`` old are kept."""
         q = Quality()
-        got: dict[str, list] = {"obs": [], "ping": [], "episode": [], "speed": [], "bad_rounds": [],
-                                "unset": []}
         since = max(start, CLOCK_SET)   # rows before it are counted as clock_unset, never read
         days = days_of(since, end)
         kept = cache.days() & set(days) if cache is not None else set()
         fetch = [d for d in days if d not in kept]
-        todo, windows = _with_windows([(a, b, grouped_queries(a, b)) for a, b in day_runs(fetch)]
-                                      + [(since, end, raw_queries(since, end))])
-        # Chunked answers split a series over several chunks ("partial": more follows); each
-        # chunk's rows are records of their own, so they are simply read in turn, in query order.
-        for (kind, _), window, answer in zip(todo, windows, self._run_all(todo)):
-            for series in answer:
-                got[kind].extend(to_counts(kind, series, q, window) if kind in COUNT_KINDS
-                                 else to_records(kind, series, q, window))
+        got = self._days(fetch, q, [(since, end, raw_queries(since, end))])
         if cache is not None:
             limit = (now if now is not None else end) - settle_s
             cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"],
@@ -538,13 +593,7 @@ class Reader:
             if stale:
                 # An agent forwarded rows for a kept day after it was kept (it was offline):
                 # its outages are here but not its watching time. Ask again for those days.
-                fresh: dict[str, list] = {"obs": [], "ping": [], "bad_rounds": []}
-                texts, windows = _with_windows([(a, b, grouped_queries(a, b))
-                                                for a, b in day_runs(stale)])
-                for (kind, _), window, answer in zip(texts, windows, self._run_all(texts)):
-                    for series in answer:
-                        fresh[kind].extend(to_counts(kind, series, q, window) if kind in COUNT_KINDS
-                                           else to_records(kind, series, q, window))
+                fresh = self._days(stale, q)
                 cache.store(stale, fresh["obs"], fresh["ping"], _rejected(fresh["bad_rounds"]))
                 cache.mark_asked_again(late)
                 gone = set(stale)
@@ -566,6 +615,82 @@ class Reader:
         ds = Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
                      tuple(got["speed"]))
         return ds, q
+
+    def _days(self, days: list[int], q: Quality, extra=()) -> dict[str, list]:
+        """The grouped records of whole UTC days (and the answers to the ``extra`` (start, end,
+        queries) groups, asked alongside), by kind: ``obs``, ``ping``, ``bad_rounds``, and the
+        kinds of ``extra``.
+
+        Two rounds of queries. First every week's summaries: the agents that wrote any, and the hour
+        of each one's first row in the week. Then raw rows, only of the others: the week's raw
+        queries leave the summary agents out by a tag condition (the server never scans their rows),
+        and an agent whose summaries begin after the week's start (it was upgraded then) is asked
+        for its raw rows up to the end of the UTC day of its first summary (its start, when that is
+        a midnight), with agents upgraded on the same day in one query. Of those, its observed hours
+        before its first summary are kept, and its raw latency days replace the summaries' (a raw
+        day is the whole day)."""
+        got: dict[str, list] = defaultdict(list)
+        runs = day_runs(days)
+        todo, windows = _with_windows([(a, b, summary_queries(a, b)) for a, b in runs]
+                                      + list(extra))
+        first: dict[tuple[float, float], dict[str, float]] = {(float(a), float(b)): {}
+                                                              for a, b in runs}
+        summary: dict[str, list] = defaultdict(list)
+        for (kind, _), window, answer in zip(todo, windows, self._run_all(todo)):
+            for series in answer:
+                if kind == "hobs":
+                    _first_rows(series, window, first[window])
+                recs = (to_counts(kind, series, q, window) if kind in COUNT_KINDS
+                        else to_records(kind, series, q, window))
+                (summary if kind in SUMMARY_KINDS else got)[kind].extend(recs)
+        todo, windows, upgraded = [], [], []
+        for (a, b), agents in first.items():
+            todo += grouped_queries(int(a), int(b), agents_condition(agents, exclude=True))
+            windows += [(a, b)] * len(RAW_KINDS)
+            upgraded += [None] * len(RAW_KINDS)
+            by_day: dict[float, list[str]] = defaultdict(list)
+            for agent, f in agents.items():
+                if f > a:
+                    by_day[min(b, -(-f // DAY) * DAY)].append(agent)
+            for until, some in sorted(by_day.items()):
+                todo += grouped_queries(int(a), int(until), agents_condition(some, exclude=False))
+                windows += [(a, until)] * len(RAW_KINDS)
+                upgraded += [agents] * len(RAW_KINDS)
+        raw_days: set[tuple[str, int]] = set()
+        for (kind, _), window, since, answer in zip(todo, windows, upgraded, self._run_all(todo)):
+            for series in answer:
+                if kind in COUNT_KINDS:
+                    got[kind].extend(to_counts(kind, series, q, window))
+                    continue
+                for rec in to_records(kind, series, q, window):
+                    if since is not None and kind == "ping":
+                        raw_days.add((rec.unit.agent, rec.day))
+                    elif since is not None and rec.hour >= since.get(rec.unit.agent, math.inf):
+                        continue     # an hour its summary covers
+                    got[kind].append(rec)
+        got["obs"] += summary["hobs"]
+        got["ping"] += [p for p in summary["hping"] if (p.unit.agent, p.day) not in raw_days]
+        return got
+
+
+def _first_rows(series: dict, window: tuple[float, float], first: dict[str, float]) -> None:
+    """Note in ``first`` (agent -> seconds) the time of each agent's first summary row in the
+    series (rows whose time is bad are left to :func:`to_records` to count)."""
+    series = checked_series(series)
+    tags = series["tags"]
+    if any(v is not None and not isinstance(v, str) for v in tags.values()):
+        return
+    unit = _unit({k: v or "" for k, v in tags.items()})
+    if unit is None:
+        return
+    i = series["columns"].index("time") if "time" in series["columns"] else None
+    if i is None:
+        return
+    for row in series["values"]:
+        if isinstance(row, list) and len(row) > i:
+            t = _time(row[i], *window)
+            if t is not None:
+                first[unit.agent] = min(first.get(unit.agent, math.inf), t)
 
 
 def _what(kind: str) -> str:

@@ -114,6 +114,12 @@ def quality_lines(q: dict) -> list[str]:
     for kind in ("rejected", "clipped"):
         items = q.get(kind) or {}
         out.append(f"{kind}: " + (", ".join(f"{k} {v}" for k, v in items.items()) or "none"))
+    read = q.get("read") or {}
+    if read:
+        out.append(f"read: {read.get('agents_from_summaries', 0)} agents from hourly summaries "
+                   f"({read.get('agent_hours_from_summaries', 0)} agent-hours), "
+                   f"{read.get('agents_from_raw_rows', 0)} agents from raw rows, no hourly "
+                   f"summaries ({read.get('agent_hours_from_raw_rows', 0)} agent-hours)")
     if q.get("unknown_region_codes"):
         out.append("unknown region codes: " + ", ".join(
             f"{k} ({v})" for k, v in q["unknown_region_codes"].items()))

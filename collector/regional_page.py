@@ -386,8 +386,10 @@ def _events_table(events: Sequence[object], ctx: _RegionCtx) -> str:
 def _quality_table(dq: Mapping) -> str:
     rows = []
     for group, label in (("accepted", "accepted"), ("rejected", "rejected"),
-                         ("clipped", "clipped")):
+                         ("clipped", "clipped"), ("read", "read from")):
         counters = as_dict(dq.get(group))
+        if not counters and group == "read":
+            continue    # a result of an older version, or made without a source
         if not counters:
             rows.append(f'<tr><th scope="row">{label}</th><td colspan="3" class="muted">'
                         f"none</td></tr>")
@@ -408,7 +410,9 @@ def _quality_table(dq: Mapping) -> str:
                   + "".join(f"<li><code>{esc(u)}</code></li>" for u in unreadable) + "</ul>")
     return ("<p>Every record is checked before it reaches a figure. Rejected records are left out; "
             "clipped ones are kept, shortened, merged or given their agent's region. Counters "
-            "not listed were zero.</p>"
+            "not listed were zero. <em>Read from</em> says how many agents and agent-hours were "
+            "read from the agents' hourly summaries, and how many from raw rows (agents of an "
+            "older version, or the hours before an agent's first summary).</p>"
             '<table><caption>Records accepted, rejected and clipped</caption><thead><tr>'
             '<th scope="col">Group</th><th scope="col">Counter</th>'
             '<th scope="col" class="n">Count</th><th scope="col">Meaning</th></tr></thead>'

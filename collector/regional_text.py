@@ -58,6 +58,15 @@ QUALITY_COUNTERS = {
     "bad_tags": "a store row whose series' tags are not a JSON object of text",
     "bad_time": "a store row or episode whose time is not whole nanoseconds",
     "foreign_agent": "a store row of an agent other than the file's own (one agent per file)",
+    "bad_summary": "an hourly summary row whose observed time is not a number from 0 to 3,600 s",
+    "bad_histogram": "an hourly summary's latency (a store row, or an agent-day InfluxDB summed) "
+                     "that cannot be true: a histogram count that is not a whole number, counts "
+                     "that do not add up; its observed time is kept",
+    "agents_from_summaries": "agents whose observed hours were read from their hourly summaries",
+    "agent_hours_from_summaries": "agent-hours of observation read from hourly summaries",
+    "agents_from_raw_rows": "agents read from raw rows (no hourly summaries: an older agent, or "
+                            "the hours before its first summary)",
+    "agent_hours_from_raw_rows": "agent-hours of observation read from raw rows",
 }
 
 

@@ -228,6 +228,13 @@ class Unit:
         return tuple(getattr(self, k) for k in by)
 
 
+# The data quality's ``read`` counters: how many agents (and agent-hours of observed time, in the
+# window) were read from ``hourly`` summary rows, and how many from raw rows because the agent
+# wrote no summaries (an older version) or not yet (the hours before its first summary).
+READ_COUNTERS: tuple[str, ...] = ("agents_from_summaries", "agent_hours_from_summaries",
+                                  "agents_from_raw_rows", "agent_hours_from_raw_rows")
+
+
 @dataclass
 class Quality:
     """Records accepted, rejected and clipped, by reason (collector.clean lists the reasons;
@@ -238,6 +245,8 @@ class Quality:
     clipped: Counter[str] = field(default_factory=Counter)
     unknown_regions: Counter[str] = field(default_factory=Counter)   # code -> records
     unreadable: list[str] = field(default_factory=list)   # one line per store file refused whole
+    # Which path the observed hours came from (READ_COUNTERS): summaries or raw rows.
+    read: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"accepted": dict(sorted(self.accepted.items())),
@@ -247,11 +256,13 @@ class Quality:
             out["unknown_region_codes"] = dict(sorted(self.unknown_regions.items()))
         if self.unreadable:
             out["unreadable_stores"] = list(self.unreadable)
+        if any(self.read.values()):
+            out["read"] = {k: self.read[k] for k in READ_COUNTERS}
         return out
 
     def merge(self, other: Quality) -> None:
         for mine, theirs in ((self.accepted, other.accepted), (self.rejected, other.rejected),
-                             (self.clipped, other.clipped),
+                             (self.clipped, other.clipped), (self.read, other.read),
                              (self.unknown_regions, other.unknown_regions)):
             mine.update(theirs)
         self.unreadable += other.unreadable

@@ -7,7 +7,8 @@ latency percentiles), so a month of 10-second rounds never crosses the wire:
 
 * :class:`~kit.definitions.Unit` - one agent in one place (its id, the tags that place it in a
                      cell, its site), defined with the vocabularies.
-* :class:`ObsHour`  - how long a unit was watching during one UTC hour (from its probe rounds).
+* :class:`ObsHour`  - how long a unit was watching during one UTC hour (from its probe rounds,
+                     or the ``hourly`` summary row the agent made of them).
 * :class:`Episode`  - one finished outage episode (power or connectivity) of a unit.
 * :class:`PingDay`  - a unit's latency and loss over one UTC day (internet targets only).
 * :class:`SpeedTest` - one successful speed test of a unit.
@@ -28,6 +29,9 @@ class ObsHour:
     unit: Unit
     hour: int            # start of the UTC hour, seconds since 1970 (a multiple of 3600)
     observed_s: float    # seconds the agent was watching within that hour (sum of round intervals)
+    # Where it was read from: "hourly" (the agent's summary row), "raw" (its round rows: an agent
+    # without summaries), "" (made otherwise: a test's truth). The data quality counts both.
+    source: str = ""
 
 
 @dataclass(frozen=True)

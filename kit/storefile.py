@@ -43,6 +43,7 @@ from kit.definitions import CLOCK_SET, LOCATION_TAGS as TAGS, MAX_INTERVAL_S, Qu
 from kit.errors import SourceError
 from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
 from kit.storeschema import sqlite_uri, table_definitions
+from kit.summaries import Latency, Rejected, latency, observed
 
 NS = 1_000_000_000
 
@@ -255,9 +256,13 @@ class StoreFile:
     @cached_property
     def owner(self) -> str | None:
         """The agent this file belongs to: the one with the most probe rounds in the whole file
-        (whatever the window read), the latest rounds deciding a tie. None without rounds."""
+        (whatever the window read), the latest rounds deciding a tie; in a file without rounds,
+        the same over its hourly summaries. None without either."""
+        return self._most_rows("round") or self._most_rows("hourly")
+
+    def _most_rows(self, measurement: str) -> str | None:
         rounds: dict[str, list[int]] = {}
-        for sid, tags in self.series("round").items():
+        for sid, tags in self.series(measurement).items():
             agent = tags.get("agent")
             if not agent:
                 continue
@@ -318,25 +323,38 @@ class StoreFile:
         return n
 
     def read(self, start: float, end: float) -> tuple[Dataset, Quality]:
-        """The file's records for [start, end) (seconds since 1970) and what was refused."""
+        """The file's records for [start, end) (seconds since 1970) and what was refused.
+
+        The agent's ``hourly`` summary rows come first: its observed hours and latency days from
+        its first summary row in the window on are read from them, and its raw rows only before
+        that (the hours before the agent was upgraded; a file of an older agent: all of them).
+        Latency of the UTC day of the first summary comes from the raw rows, which cover it
+        whole."""
         q = Quality()
         a, b = int(max(start, CLOCK_SET) * NS), int(end * NS)
-        obs: list[ObsHour] = []
-        rounds = self._units("round", a, b, q)
+        summaries = self._units("hourly", a, b, q)
+        s_obs, s_days, first = self._summaries(summaries, a, b, q)
+        # Raw rows only where no summary is: rounds before the first summary, pings up to the
+        # end of its UTC day. An empty window asks nothing of them.
+        day_ns = 86400 * NS
+        rb = min(b, first) if first is not None else b
+        pb = min(b, -(-first // day_ns) * day_ns) if first is not None and first > a else rb
+        obs: list[ObsHour] = list(s_obs)
+        rounds = self._units("round", a, rb, q)
         good = f"v > 0 AND v <= {MAX_INTERVAL_S:g}"
-        for sid, unit in rounds.items():
+        for sid, unit in rounds.items() if rb > a else ():
             # Materialised: each row's fields are looked at once, not once per use below.
             for hour, secs, n_good, n_json, n_bad in self.query(
                     f"WITH r AS MATERIALIZED (SELECT time_ns / 3600000000000 AS h, {FIELDS_OK_SQL}"
                     f" AS ok, {number_sql('interval_s')} AS v FROM samples WHERE {WINDOW_SQL})"
                     f" SELECT h, total(CASE WHEN {good} THEN v END), count(CASE WHEN {good} THEN 1"
                     f" END), count(*) - sum(ok), sum(ok AND NOT coalesce({good}, 0))"
-                    " FROM r GROUP BY h", (sid, a, b)):
+                    " FROM r GROUP BY h", (sid, a, rb)):
                 _count(q, "bad_json", n_json)
                 _count(q, "absurd_observed", n_bad)
                 if n_good:
-                    obs.append(ObsHour(unit, int(hour) * 3600, float(secs)))
-        owner = self._episode_units(a, b, rounds)
+                    obs.append(ObsHour(unit, int(hour) * 3600, float(secs), "raw"))
+        owner = self._episode_units(a, b, {**rounds, **summaries})
         episodes = []
         (n,), = self.query(f"SELECT count(*) FROM episodes WHERE {_CLOSED_EPISODES}"
                            " AND typeof(start_ns) IN ('null', 'text', 'blob')")
@@ -357,8 +375,53 @@ class StoreFile:
                 continue
             episodes.append(Episode(unit, typ, cause, s_ns / NS, float(dur)))
         _count(q, "clock_unset", self._clock_unset())
-        return Dataset(start, end, tuple(obs), tuple(episodes), tuple(self._pings(a, b, q)),
+        raw_days = self._pings(a, pb, q) if pb > a else []
+        taken = {p.day for p in raw_days}
+        pings = raw_days + [p for p in s_days if p.day not in taken]
+        return Dataset(start, end, tuple(obs), tuple(episodes), tuple(pings),
                        tuple(self.speed_tests(a, b, q))), q
+
+    def _summaries(self, series: dict[int, Unit], a: int, b: int, q: Quality
+                   ) -> tuple[list[ObsHour], list[PingDay], int | None]:
+        """The observed hours and latency days of the file's agent's ``hourly`` rows in [a, b)
+        ns (kit.summaries checks each row: ``bad_summary``, ``bad_histogram``; a row not at an
+        hour's start is a ``bad_time``, fields that are not a JSON object ``bad_json``), and the
+        time (ns) of the first row, None without one. An hour written more than once (rewritten
+        while in progress) counts as its last row."""
+        obs: list[ObsHour] = []
+        days: dict[tuple[Unit, int], Latency] = {}
+        first = None
+        for sid, unit in series.items():
+            rows: dict[int, str | None] = {}
+            for t, text in self.query(f"SELECT time_ns, CASE WHEN {FIELDS_OK_SQL} THEN fields END"
+                                      f" FROM samples WHERE {WINDOW_SQL} ORDER BY time_ns, id",
+                                      (sid, a, b)):
+                rows[t] = text
+            for t, text in rows.items():
+                fields = _fields(text)
+                if fields is None:
+                    q.rejected["bad_json"] += 1
+                    continue
+                if t % (3600 * NS):
+                    q.rejected["bad_time"] += 1
+                    continue
+                first = t if first is None else min(first, t)
+                try:
+                    secs = observed(fields.get("observed_s"))
+                    if secs is not None:
+                        obs.append(ObsHour(unit, t // NS, secs, "hourly"))
+                except Rejected as r:
+                    q.rejected[r.reason] += 1   # its latency is still read, as from InfluxDB
+                try:
+                    lat = latency(fields)
+                except Rejected as r:
+                    q.rejected[r.reason] += 1
+                    continue
+                day = t // NS - t // NS % 86400
+                days.setdefault((unit, day), Latency()).merge(lat)
+        pings = [p for (u, d), lat in sorted(days.items(), key=lambda kv: kv[0])
+                 if (p := lat.ping_day(u, d)) is not None]
+        return obs, pings, first
 
     def _episode_units(self, a: int, b: int, rounds: dict[int, Unit]) -> dict:
         """The unit of each episode starting in [a, b) ns, by its id: that of the file's agent's
@@ -388,7 +451,7 @@ class StoreFile:
         anywhere in the file, and its closed episodes starting then."""
         cut = CLOCK_SET * NS
         n = 0
-        for measurement, extra in (("round", ""), ("ping", ""),
+        for measurement, extra in (("round", ""), ("ping", ""), ("hourly", ""),
                                    ("speedtest", f" AND {value_sql('status')} = 'ok'")):
             for sid, tags in self.series(measurement).items():
                 unit = unit_of(tags)
@@ -497,6 +560,17 @@ def _tags(text: str | None) -> dict | None:
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
         return None
     return tags
+
+
+def _fields(text: str | None) -> dict | None:
+    """A row's fields as the agent writes them (a JSON object), else None."""
+    if text is None:
+        return None
+    try:
+        fields = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return fields if isinstance(fields, dict) else None
 
 
 def unit_of(tags: dict) -> Unit | None:

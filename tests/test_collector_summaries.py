@@ -1,0 +1,327 @@
+"""The collector reads the agents' hourly summaries (kit.hourly), from a real InfluxDB 1.6.7 and
+from real store files, and falls back to raw rows only for agents (or hours) without them.
+
+The summaries are made with kit.hourly.summarise from the very raw rows the synthetic fleet
+writes (tests/hourlyfleet.py), so both paths must give the same records: observed hours and
+episodes exactly, daily latency within the histogram's 2 %, loss equal.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+
+import pytest
+
+from agent.model import Sample
+from agent.store import Store
+from collector.cache import Cache
+from collector.influxql import Reader, agents_condition, regex_literal
+from collector.stats import Settings, aggregate
+from collector.storefile import read_stores
+from kit.influx import HTTP
+from kit.lineproto import line
+from tests import hourlyfleet
+from tests.fleet import Fleet
+
+START = 1_793_232_000          # 2026-10-29 00:00 UTC
+DAY = 86400
+S = Settings(bootstrap=100, min_agents=1, min_watch_h=0)
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return Fleet(agents=8, days=3, start=START, round_s=120, seed=21)
+
+
+def _read(server, db, start, end, cache=None, now=None):
+    http = HTTP(server.url, timeout_s=60)
+    try:
+        reader = Reader(http, db)
+        ds, q = reader.read(start, end, cache, now)
+        return ds, q, reader
+    finally:
+        http.close()
+
+
+def _db(server, name):
+    server.query(f'CREATE DATABASE "{name}"', db="")
+    return name
+
+
+def _obs(ds):
+    out = defaultdict(float)
+    for o in ds.obs:
+        out[(o.unit, o.hour)] += o.observed_s
+    return dict(out)
+
+
+def _episodes(ds):
+    return sorted((e.unit, e.type, e.cause, e.start, e.duration_s) for e in ds.episodes)
+
+
+def _assert_same(raw, summ):
+    """Observed hours and episodes exactly, latency within 2 %, loss and rounds equal."""
+    a, b = _obs(raw), _obs(summ)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert b[k] == pytest.approx(a[k], rel=1e-12), k
+    assert _episodes(raw) == _episodes(summ)
+    pa = {(p.unit, p.day): p for p in raw.pings}
+    pb = {(p.unit, p.day): p for p in summ.pings}
+    assert pa.keys() == pb.keys() and pa
+    for k, p in pa.items():
+        s = pb[k]
+        assert s.rtt_p50_ms == pytest.approx(p.rtt_p50_ms, rel=0.02), k
+        assert s.rtt_p95_ms == pytest.approx(p.rtt_p95_ms, rel=0.02), k
+        assert s.loss_pct == pytest.approx(p.loss_pct, rel=1e-9, abs=1e-9), k
+        assert (s.rounds, s.rtt_min_ms, s.rtt_max_ms) == (p.rounds, p.rtt_min_ms, p.rtt_max_ms)
+
+
+def _summaries(fleet, agents=None, from_hour=None):
+    out = []
+    for i in range(fleet.n) if agents is None else agents:
+        out += hourlyfleet.hourly_samples(fleet, i, (from_hour or {}).get(i, 0.0))
+    return out
+
+
+def _store(fleet, i, path, from_hour=0.0, summaries=True):
+    fleet.write_store(i, path)
+    if summaries:
+        s = Store.open(path)
+        try:
+            s.write(hourlyfleet.hourly_samples(fleet, i, from_hour))
+        finally:
+            s.close()
+    return path / "linewatch.db"
+
+
+# ---------------------------------------------------------------- the query text (pure)
+
+def test_agent_regex_matches_exactly_the_names_given():
+    assert regex_literal(["a.b", "c/d", "e"]) == r"/^(?:a\.b|c\/d|e)$/"
+    assert agents_condition([], exclude=True) == ""
+    assert agents_condition(["x"], exclude=True) == ' AND "agent" !~ /^(?:x)$/'
+
+
+# ---------------------------------------------------------------- (a) same fleet, both ways
+
+def test_influx_summaries_give_what_raw_rows_give(influx, fleet):
+    fleet.write_influx(influx.url, "linewatch")
+    both = _db(influx, "both")
+    fleet.write_influx(influx.url, both)
+    hourlyfleet.write_influx(influx.url, both, hourlyfleet.lines(_summaries(fleet)))
+    raw, rq, _ = _read(influx, "linewatch", fleet.start, fleet.end)
+    summ, sq, _ = _read(influx, both, fleet.start, fleet.end)
+    assert dict(rq.rejected) == dict(sq.rejected) == {}
+    _assert_same(raw, summ)
+    assert {o.source for o in raw.obs} == {"raw"} and {o.source for o in summ.obs} == {"hourly"}
+    # every agent wrote summaries: no raw query reads any agent's rows
+    r = aggregate(summ, S, now=fleet.end, source_quality=sq)
+    assert r["data_quality"]["read"] == {
+        "agents_from_summaries": fleet.n, "agent_hours_from_summaries": len(_obs(summ)),
+        "agents_from_raw_rows": 0, "agent_hours_from_raw_rows": 0}
+
+
+def test_store_summaries_give_what_raw_rows_give(fleet, tmp_path):
+    raw_files = [_store(fleet, i, tmp_path / f"raw{i}", summaries=False) for i in range(fleet.n)]
+    files = [_store(fleet, i, tmp_path / f"both{i}") for i in range(fleet.n)]
+    raw, rq = read_stores(raw_files, fleet.start, fleet.end)
+    summ, sq = read_stores(files, fleet.start, fleet.end)
+    assert dict(rq.rejected) == dict(sq.rejected) == {}
+    _assert_same(raw, summ)
+    assert {o.source for o in summ.obs} == {"hourly"}
+
+
+# ---------------------------------------------------------------- (b) a mixed fleet
+
+OLD = (0, 1, 2)                 # agents of an older version: raw rows only
+UPGRADED = {4: START + DAY + 7 * 3600}   # summaries from day 2, 07:00 UTC on
+
+
+def _mixed(fleet):
+    new = [i for i in range(fleet.n) if i not in OLD]
+    return _summaries(fleet, new, UPGRADED)
+
+
+def _check_mixed(raw, mixed, q, fleet):
+    _assert_same(raw, mixed)
+    old = {fleet.specs[i].agent for i in OLD}
+    up = {fleet.specs[i].agent for i in UPGRADED}
+    by_source = defaultdict(set)
+    for o in mixed.obs:
+        by_source[o.source].add(o.unit.agent)
+        if o.unit.agent in up:
+            assert (o.source == "raw") == (o.hour < UPGRADED[4]), o
+    assert by_source["raw"] == old | up
+    assert by_source["hourly"] == {s.agent for s in fleet.specs} - old
+    r = aggregate(mixed, S, now=fleet.end, source_quality=q)
+    raw_hours = sum(1 for o in mixed.obs if o.source == "raw")
+    assert r["data_quality"]["read"] == {
+        "agents_from_summaries": fleet.n - len(old), "agent_hours_from_summaries":
+            len(mixed.obs) - raw_hours,
+        "agents_from_raw_rows": len(old | up), "agent_hours_from_raw_rows": raw_hours}
+    return r
+
+
+def test_influx_mixed_fleet_reads_old_agents_from_raw_rows(influx, fleet):
+    fleet.write_influx(influx.url, "linewatch")
+    mixed = _db(influx, "mixed")
+    fleet.write_influx(influx.url, mixed)
+    hourlyfleet.write_influx(influx.url, mixed, hourlyfleet.lines(_mixed(fleet)))
+    raw, _, _ = _read(influx, "linewatch", fleet.start, fleet.end)
+    got, q, _ = _read(influx, mixed, fleet.start, fleet.end)
+    assert dict(q.rejected) == {}
+    _check_mixed(raw, got, q, fleet)
+
+
+def test_store_mixed_fleet_reads_old_agents_from_raw_rows(fleet, tmp_path):
+    raw_files = [_store(fleet, i, tmp_path / f"raw{i}", summaries=False) for i in range(fleet.n)]
+    files = [_store(fleet, i, tmp_path / f"m{i}", UPGRADED.get(i, 0.0), summaries=i not in OLD)
+             for i in range(fleet.n)]
+    raw, _ = read_stores(raw_files, fleet.start, fleet.end)
+    got, q = read_stores(files, fleet.start, fleet.end)
+    assert dict(q.rejected) == {}
+    r = _check_mixed(raw, got, q, fleet)
+    from collector.output import quality_lines
+    assert any("agents from raw rows" in line for line in quality_lines(r["data_quality"]))
+
+
+# ---------------------------------------------------------------- (c) raw rows of a summary agent
+
+def _corrupt_lines(fleet, i):
+    """Round and ping rows of agent i that would change its figures if they were read."""
+    tags = fleet.specs[i].tags
+    ping = {**tags, "role": "internet", "target": "9.9.9.9"}
+    out = []
+    for h in range(0, 3 * 24, 5):
+        t = (fleet.start + h * 3600 + 1801) * 10**9
+        out.append(line("round", tags, {"status": "up", "interval_s": 9000.0}, t))
+        out.append(line("round", tags, {"status": "up", "interval_s": 3599.0}, t + 10**9))
+        out.append(line("ping", ping, {"rtt_avg_ms": 59999.0, "loss_pct": 50.0}, t))
+    return ("\n".join(out) + "\n").encode()
+
+
+def test_influx_never_reads_a_summary_agents_raw_rows(influx, fleet):
+    db = _db(influx, "c")
+    fleet.write_influx(influx.url, db)
+    hourlyfleet.write_influx(influx.url, db, hourlyfleet.lines(_summaries(fleet)))
+    before, q0, r0 = _read(influx, db, fleet.start, fleet.end)
+    hourlyfleet.write_influx(influx.url, db, _corrupt_lines(fleet, 4))
+    after, q1, r1 = _read(influx, db, fleet.start, fleet.end)
+    assert dict(q1.rejected) == dict(q0.rejected) == {}
+    assert _obs(after) == _obs(before)
+    assert sorted(map(repr, after.pings)) == sorted(map(repr, before.pings))
+    assert r1.queries == r0.queries
+    # the same rows of an agent without summaries are read, and counted
+    db2 = _db(influx, "c2")
+    fleet.write_influx(influx.url, db2, agents=[4])
+    hourlyfleet.write_influx(influx.url, db2, _corrupt_lines(fleet, 4))
+    _, q2, _ = _read(influx, db2, fleet.start, fleet.end)
+    assert q2.rejected["absurd_observed"] > 0
+
+
+def test_store_never_reads_a_summary_agents_raw_rows(fleet, tmp_path):
+    path = _store(fleet, 4, tmp_path / "a")
+    before, q0 = read_stores([path], fleet.start, fleet.end)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE samples SET fields = '{\"interval_s\": 9000, \"rtt_avg_ms\": 59999,"
+                     " \"loss_pct\": 50}' WHERE series_id IN (SELECT id FROM series WHERE"
+                     " measurement IN ('round', 'ping'))")
+    conn.close()
+    after, q1 = read_stores([path], fleet.start, fleet.end)
+    assert dict(q1.rejected) == dict(q0.rejected) == {}
+    assert _obs(after) == _obs(before) and after.pings == before.pings
+
+
+# ---------------------------------------------------------------- (d) hostile summaries
+
+TAGS = {"agent": "h", "region": "PK-SD", "isp": "PTCL"}
+H = START + 10 * 3600
+
+
+def _good(**extra):
+    f = {"observed_s": 3600.0, "rounds": 360, "ping_rounds": 3, "loss_pct_sum": 0.0,
+         "rtt_min_ms": 20.0, "rtt_max_ms": 20.0, "rtt_count": 3, "rtt_h200": 3,
+         "summary_version": 1}
+    f.update(extra)
+    return f
+
+
+HOSTILE = [  # (hour offset, fields, reason)
+    (1, _good(observed_s=-5.0), "bad_summary"),
+    (2, _good(observed_s=7200.0), "bad_summary"),
+    (3, _good(rtt_h202=2.5), "bad_histogram"),                 # not a whole count
+    (4, _good(rtt_h203=-3, rtt_count=0), "bad_histogram"),
+    (5, _good(rtt_count=7), "bad_histogram"),
+    (6, _good(rtt_h201=5, rtt_count=8), "bad_histogram"),      # more RTTs than answered rounds
+]
+
+
+def test_hostile_summary_rows_in_influx_are_counted(influx):
+    lines = [hourlyfleet.lines([Sample("hourly", TAGS, f, _dt(H + k * 86400))])
+             for k, f, _ in HOSTILE]
+    lines.append(hourlyfleet.lines([Sample("hourly", TAGS, _good(), _dt(H))]))
+    lines.append(f"hourly,agent=h,region=PK-SD observed_s=60 {(H + 30) * 10**9}\n".encode())
+    hourlyfleet.write_influx(influx.url, "linewatch", b"".join(lines))
+    ds, q, _ = _read(influx, "linewatch", START, START + 8 * DAY)
+    # InfluxDB sums a day's histogram on the server: a bad row rejects its agent-day's latency
+    assert dict(q.rejected) == {"bad_summary": 2, "bad_histogram": 4, "bad_time": 1}
+    assert sorted(o.hour for o in ds.obs) == [H + k * 86400 for k in (0, 3, 4, 5, 6)]
+    assert [(p.day, p.rounds) for p in ds.pings] == [(START + k * DAY, 3) for k in range(3)]
+
+
+def test_hostile_summary_rows_in_a_store_are_counted(tmp_path):
+    rows = [Sample("hourly", TAGS, f, _dt(H + k * 3600)) for k, f, _ in HOSTILE]
+    rows += [Sample("hourly", TAGS, _good(), _dt(H)), Sample("hourly", TAGS, _good(), _dt(H + 30)),
+             Sample("round", TAGS, {"status": "up", "interval_s": 10.0}, _dt(H - 7200))]
+    s = Store.open(tmp_path / "a")
+    try:
+        s.write(rows)
+    finally:
+        s.close()
+    path = tmp_path / "a" / "linewatch.db"
+    conn = sqlite3.connect(path)
+    with conn:
+        sid, = conn.execute("SELECT id FROM series WHERE measurement = 'hourly'").fetchone()
+        for k, text in enumerate(["not json", "[1, 2]", json.dumps(_good(observed_s="x")),
+                                  "[" * 5000 + "]" * 5000]):
+            conn.execute("INSERT INTO samples (time_ns, series_id, fields) VALUES (?, ?, ?)",
+                         ((H + (10 + k) * 3600) * 10**9, sid, text))
+    conn.close()
+    ds, q = read_stores([path], START, START + DAY)
+    assert dict(q.rejected) == {"bad_summary": 3, "bad_histogram": 4, "bad_time": 1,
+                                "bad_json": 3}
+    assert sorted(o.hour for o in ds.obs if o.source == "hourly") == [H + k * 3600
+                                                                      for k in (0, 3, 4, 5, 6)]
+    assert [(p.day, p.rounds) for p in ds.pings] == [(START, 12)]   # rows 0-2 and "x"
+    # the raw round before the first summary is read from the raw rows
+    assert [(o.hour, o.source) for o in ds.obs if o.source == "raw"] == [(H - 7200, "raw")]
+
+
+def _dt(t):
+    from datetime import UTC, datetime
+    return datetime.fromtimestamp(t, UTC)
+
+
+# ---------------------------------------------------------------- (e) the cache
+
+def test_a_warm_run_gives_what_a_cold_one_gives(influx, fleet, tmp_path):
+    fleet.write_influx(influx.url, "linewatch")
+    hourlyfleet.write_influx(influx.url, "linewatch", hourlyfleet.lines(_mixed(fleet)))
+    later = fleet.end + 10 * DAY
+    cache = Cache(tmp_path / "cache.db")
+    try:
+        cold, cq, _ = _read(influx, "linewatch", fleet.start, fleet.end, cache, later)
+        warm, wq, reader = _read(influx, "linewatch", fleet.start, fleet.end, cache, later)
+    finally:
+        cache.close()
+    assert reader.cached_days == 3
+    assert sorted(map(repr, cold.obs)) == sorted(map(repr, warm.obs))
+    assert sorted(map(repr, cold.pings)) == sorted(map(repr, warm.pings))
+    a = aggregate(cold, S, now=later, source_quality=cq)
+    b = aggregate(warm, S, now=later, source_quality=wq)
+    assert a["data_quality"] == b["data_quality"] and a["data_quality"]["read"]["agents_from_raw_rows"]
+    assert json.dumps(a["cells"], sort_keys=True) == json.dumps(b["cells"], sort_keys=True)
