@@ -1,10 +1,14 @@
 """Every panel query of the Grafana dashboards, with Grafana's macros and variables substituted,
-runs against a real InfluxDB 1.6.7 holding data written by the real agent (its own rows, power
-from a prepared sysfs battery, DNS against a real dnsmasq), by the synthetic fleet (outage and
-speed-test history under the same agent id) and by the real collector (`run --once`), and
-returns series. Grafana itself is not installable here: tests/test_grafana_schema.py checks the
-files against Grafana's own models, and this file checks what those types cannot (unique ids, a
-grid without overlaps, every variable used being defined, the columns panels name)."""
+runs against a real InfluxDB 1.6.7 holding data written by the real agent (its own rows and
+hourly summaries, power from a prepared sysfs battery, DNS against a real dnsmasq), by the
+synthetic fleet (outage and speed-test history under the same agent id, and the hourly rows the
+agent's summaries job makes of each fleet agent's rows), by an agent that sends summaries only
+(influx.send = "summaries": hourly, outage and speedtest rows) and by the real collector
+(`run --once`), and returns series. The availability panels' one query is checked to give
+exactly kit.definitions.availability on known hourly rows. Grafana itself is not installable
+here: tests/test_grafana_schema.py checks the files against Grafana's own models, and this file
+checks what those types cannot (unique ids, a grid without overlaps, every variable used being
+defined, the columns panels name)."""
 
 from __future__ import annotations
 
@@ -17,12 +21,16 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from kit.definitions import nearest_rank, quantile
+from agent.jobs import summaries
+from agent.model import Sample, from_ns, to_ns
+from kit import hourly, lineproto
+from kit.definitions import INTERNET_CAUSES, availability, nearest_rank, quantile
 from tests.fleet import Fleet, utc_midnight
 from tests.hosttree import power_supply
 from tests.influxlab import InfluxV1, influx_unavailable
@@ -33,6 +41,8 @@ sys.path.insert(0, str(ROOT / "dashboards"))
 import build  # noqa: E402  (dashboards/build.py)
 
 AGENT_ID = "a0001"          # the real agent takes the id of the fleet's first agent
+SUMMARIES_ID = "s0001"      # sends summaries only: a fleet agent's hourly, outage, speedtest rows
+NS = 1_000_000_000
 DNS_IP = "127.0.0.77"   # not .53/.54: systemd-resolved listens there where it runs
 DNSMASQ = "/usr/sbin/dnsmasq"
 
@@ -44,6 +54,43 @@ def wait_for(cond, timeout_s: float) -> bool:
             return True
         time.sleep(0.5)
     return False
+
+
+def write(url: str, samples, db: str = "linewatch") -> None:
+    body = "\n".join(lineproto.line(m.measurement, m.tags, m.fields, to_ns(m.time)) for m in samples)
+    urllib.request.urlopen(urllib.request.Request(f"{url}/write?db={db}&precision=ns", data=body.encode(),
+                                                  method="POST"), timeout=60).close()
+
+
+def fleet_hourly(fleet: Fleet, i: int) -> list[Sample]:
+    """The hourly rows fleet agent ``i``'s summaries job would write from its rows and episodes
+    (agent.jobs.summaries.hour_rows, over kit.hourly.summarise), for the fleet's hours."""
+    rows = defaultdict(list)
+    for s in fleet.samples(i):
+        if s.measurement in summaries.RAW:
+            ns = to_ns(s.time)
+            rows[ns // NS // hourly.HOUR_S * hourly.HOUR_S].append((s.measurement, dict(s.tags),
+                                                                    dict(s.fields), ns))
+    spans = summaries.spans_of(fleet.episodes(i))
+    hours = range(fleet.start, fleet.end, hourly.HOUR_S)
+    out = []
+    for h in hours:
+        out += summaries.hour_rows(h, rows.get(h, []), spans, fleet.end, fleet.specs[i].tags)
+    return out
+
+
+def summaries_only(fleet: Fleet) -> list[Sample]:
+    """What an agent with influx.send = "summaries" sends, as SUMMARIES_ID: the hourly, outage and
+    speedtest rows of the first fleet agent that had an internet outage, a power cut and a speed
+    test."""
+    for i in range(fleet.n):
+        sent = [s for s in fleet.samples(i) if s.measurement in summaries.FORWARDED_WITH_SUMMARIES]
+        kinds = {s.tags.get("type") for s in sent if s.measurement == "outage"}
+        if {"connectivity", "power"} <= kinds and any(s.fields.get("status") == "ok" for s in sent
+                                                      if s.measurement == "speedtest"):
+            return [Sample(s.measurement, {**s.tags, "agent": SUMMARIES_ID}, s.fields, s.time)
+                    for s in sent + fleet_hourly(fleet, i)]
+    raise AssertionError("no fleet agent had an outage, a power cut and a speed test")
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +134,15 @@ def loaded(tmp_path_factory):
             assert wait_for(lambda: srv.series('SELECT count("on_battery") FROM "power" '
                                                'WHERE "on_battery" = true'), 30)
             assert wait_for(lambda: srv.count("dns", "rtt_ms") > 0, 30)
+            assert wait_for(lambda: srv.count("hourly", "observed_s") > 0, 30)   # its own summaries
         finally:
             agent.send_signal(signal.SIGTERM)
             agent.wait(timeout=30)
             dns.terminate()
             dns.wait(timeout=10)
+        for i in range(fleet.n):
+            write(srv.url, fleet_hourly(fleet, i))
+        write(srv.url, summaries_only(fleet))
         col = tmp / "collector.toml"
         col.write_text(f'[influx]\nurl = "{srv.url}"\ndatabase = "linewatch"\n'
                        f'[collector]\nmin_agents = 2\nbootstrap = 100\nrun_since = "7d"\n'
@@ -126,6 +177,9 @@ def needed_columns(p: dict) -> set[str]:
             need |= {o["columnField"], o["rowField"], o["valueField"]}
     if p["type"] == "barchart":
         need.add(p["options"]["xField"])
+    if p["type"] == "table" and not need:   # a table's columns, unless a matrix makes new ones
+        need |= {o["matcher"]["options"] for o in p["fieldConfig"]["overrides"]
+                 if o["matcher"]["id"] == "byName"} - {"Time"}
     return need
 
 
@@ -165,15 +219,16 @@ def test_every_panel_query_returns_series(loaded, query, columns):
         assert columns <= set(s["columns"]) | set(s.get("tags") or {}), (columns, s["columns"], q)
     # GROUP BY on a field instead of a tag is no error in InfluxQL: it returns one series with an
     # empty tag, and a per-tag legend or override silently never matches. Every name grouped by
-    # must be a tag key of the measurement.
-    m = re.search(r'FROM "(\w+)"', q)
-    grouped = re.search(r"GROUP BY (.*?)(?: fill\(|$)", q)
-    if m and grouped:
-        names = {g.strip().strip('"') for g in grouped.group(1).split(",")
-                 if not g.strip().startswith("time(")}
-        keys = {v[0] for s in run_query(loaded, f'SHOW TAG KEYS FROM "{m.group(1)}"')["results"][0]["series"]
+    # (in the query and its subquery) must be a tag key of the measurement.
+    names = {g.strip('"') for clause in re.findall(rf"GROUP BY ({GROUPING}(?:, {GROUPING})*)", q)
+             for g in clause.split(", ") if not g.startswith("time(")}
+    for m in set(re.findall(r'FROM "(\w+)"', q)) if names else ():
+        keys = {v[0] for s in run_query(loaded, f'SHOW TAG KEYS FROM "{m}"')["results"][0]["series"]
                 for v in s["values"]}
         assert names <= keys, (names - keys, q)
+
+
+GROUPING = r'(?:time\([^)]*\)|"\w+")'
 
 
 def test_dashboard_files_are_the_build_output():
@@ -204,15 +259,15 @@ def test_dashboard_structure(name):
     names = [v["name"] for v in d["templating"]["list"]]
     assert "DS_INFLUXDB" in names
     used = set(re.findall(r"\$(\w+)", json.dumps(d["panels"] + d["annotations"]["list"])))
-    assert used - {"timeFilter", "__interval", "tag_status", "tag_target", "tag_name", "tag_source",
+    assert used - {"timeFilter", "__interval", "col", "tag_status", "tag_target", "tag_name", "tag_source",
                    "tag_agent", "tag_region", "tag_isp", "DS_INFLUXDB"} <= set(names)
 
 
 def test_influxql_keeps_outage_and_round_apart(loaded):
-    """Why the raw-data dashboards show rounds answered, not the availability (build.py,
-    NOT_AVAILABILITY): InfluxQL gives one series per measurement even through a subquery, so the
-    outage rows' duration_s never meets the rounds' interval_s in one figure; and a range with
-    no outage gives no series at all."""
+    """Why the availability panels read the hourly rows, not the raw ones: InfluxQL gives one
+    series per measurement even through a subquery, so the outage rows' duration_s never meets
+    the rounds' interval_s in one figure; and a range with no outage gives no series at all. An
+    hourly row holds both (build.availability)."""
     q = substitute('SELECT 1 - sum("o") / sum("w") FROM (SELECT "duration_s" AS "o" FROM "outage" '
                    'WHERE "type" = \'connectivity\' AND $timeFilter), (SELECT "interval_s" AS "w" '
                    'FROM "round" WHERE $timeFilter)', VALUES)
@@ -229,3 +284,97 @@ def test_the_median_panels_percentile_is_the_definitions_median(values):
     """all-lines' median RTT is InfluxQL's percentile(50) (nearest rank), which is the lower
     median of kit.definitions.quantile; InfluxQL's median() would average the middle two."""
     assert nearest_rank(values, 50) == quantile(values, 0.5)
+
+
+# -- the availability panels' one query ------------------------------------------------------------
+
+def hour_row(agent: str, region: str, isp: str, hour: int, observed_s: float,
+             outage_s: dict[str, float]) -> Sample:
+    fields = {**dict.fromkeys(hourly.SECONDS_FIELDS, 0.0), "rounds": int(observed_s // 60),
+              "observed_s": observed_s, "online_s": observed_s}
+    fields.update({f"outage_{c}_s": v for c, v in outage_s.items()})
+    return Sample(hourly.MEASUREMENT, {"agent": agent, "region": region, "isp": isp}, fields,
+                  from_ns(hour * NS))
+
+
+def test_the_availability_query_is_one_minus_outage_over_observed(tmp_path):
+    """On known hourly rows, every availability panel (my-line's, over the range and per hour;
+    all-lines' per agent and, live, per region and ISP) gives exactly
+    kit.definitions.availability(outage seconds of every cause, seconds watched) over the hours in
+    the range; a group that watched nothing gives no figure (not the 100 % InfluxQL's x / 0 = 0
+    would make of it); an hour outside the range does not count."""
+    if influx_unavailable():
+        pytest.skip(influx_unavailable())
+    h0 = int(time.time()) // hourly.HOUR_S * hourly.HOUR_S - 48 * hourly.HOUR_S
+    rows = [  # (agent, region, isp, hours after h0, observed_s, outage seconds by cause)
+        ("x1", "PK-SD", "NetA", 0, 3600.0, {"isp": 120.0}),
+        ("x1", "PK-SD", "NetA", 1, 1800.0, {"lan": 60.0, "dns": 30.5}),
+        ("x1", "PK-SD", "NetA", 2, 0.0, {"unknown": 50.0}),   # an episode while nothing watched
+        ("x1", "PK-SD", "NetA", 3, 3600.0, {}),
+        ("x1", "PK-SD", "NetA", -24 * 9, 3600.0, {"isp": 3600.0}),   # nine days ago: outside
+        ("x2", "PK-SD", "NetA", 1, 3600.0, {"power": 600.0, "isp": 1.25}),
+        ("x2", "PK-SD", "NetA", 2, 2400.0, {}),
+        ("x3", "PK-SD", "NetB", 0, 0.0, {"lan": 100.0}),      # nothing watched at all
+    ]
+    in_range = [r for r in rows if r[3] >= 0]
+
+    def expect(keep) -> float | None:
+        chosen = [r for r in in_range if keep(r)]
+        return availability(sum(sum(r[5].values()) for r in chosen), sum(r[4] for r in chosen))
+
+    def figures(query: str, values: dict, key) -> dict:
+        (res,) = run_query(srv, substitute(query, {**VALUES, **values}))["results"]
+        assert "error" not in res, res
+        return {key(s.get("tags") or {}, row[0]): row[1] for s in res.get("series") or []
+                for row in s["values"]}
+
+    with InfluxV1.create(tmp_path / "influx") as srv:
+        write(srv.url, [hour_row(a, r, i, h0 + k * hourly.HOUR_S, w, o) for a, r, i, k, w, o in rows])
+        mine, _ = (p["targets"][0]["query"] for p in build.my_line()["panels"]
+                   if p["title"].startswith("Internet availability"))
+        mine_t = next(p["targets"][0]["query"] for p in build.my_line()["panels"]
+                      if p["title"] == "Internet availability over time")
+        all_lines = {p["title"]: p["targets"][0]["query"] for p in build.all_lines()["panels"]}
+        per_agent = all_lines["Internet availability per agent"]
+        per_cell = all_lines["Live: internet availability per region and ISP"]
+        for agent in ("x1", "x2", "x3"):
+            want = expect(lambda r, a=agent: r[0] == a)
+            got = figures(mine, {"agent": agent}, lambda tags, t: "range")
+            assert got == ({"range": want} if want is not None else {}), agent
+            per_hour = figures(mine_t, {"agent": agent}, lambda tags, t: t // 1000)
+            assert per_hour == {h0 + r[3] * hourly.HOUR_S: expect(lambda x, r=r: x is r)
+                                for r in in_range if r[0] == agent and r[4] > 0}, agent
+        assert figures(per_agent, {"region": "PK-SD", "isp": ".*"}, lambda tags, t: tags["agent"]) == {
+            a: expect(lambda r, a=a: r[0] == a) for a in ("x1", "x2")}
+        assert figures(per_cell, {"region": "PK-SD", "isp": ".*"},
+                       lambda tags, t: (tags["region"], tags["isp"])) == {
+            ("PK-SD", "NetA"): expect(lambda r: r[2] == "NetA")}
+    assert 0 < expect(lambda r: r[2] == "NetA") < 1
+    assert set(INTERNET_CAUSES) == {"lan", "isp", "dns", "power", "unknown"}   # every cause above
+
+
+def test_an_agent_sending_summaries_only_fills_the_panels_that_say_so(loaded):
+    """An agent with influx.send = "summaries" sends hourly, outage and speedtest rows only. Each
+    my-line panel, annotation and the agent variable either fills from those, or says in its
+    description that it needs the raw rows (build.NEEDS_ALL) and then is indeed empty."""
+    d = build.my_line()
+    values = {**VALUES, "agent": SUMMARIES_ID}
+
+    def filled(query: str) -> bool:
+        (res,) = run_query(loaded, substitute(query, values))["results"]
+        assert "error" not in res, res
+        return any(s.get("values") for s in res.get("series") or [])
+
+    seen = {}
+    for p in d["panels"]:
+        needs_all = build.NEEDS_ALL in p.get("description", "")
+        for t in p["targets"]:
+            seen[f"{p['title']} {t['refId']}"] = (filled(t["query"]), needs_all)
+    for a in d["annotations"]["list"][1:]:
+        seen[a["name"]] = (filled(a["target"]["query"]), False)
+    wrong = {k: v for k, v in seen.items() if v[0] == v[1]}
+    assert not wrong, wrong     # (filled, needs_all): filled and claimed empty, or the reverse
+    assert sum(not n for _, n in seen.values()) >= 12   # most of the page works on summaries
+    (agents,) = (v for v in d["templating"]["list"] if v["name"] == "agent")
+    (res,) = run_query(loaded, agents["query"])["results"]
+    assert [SUMMARIES_ID] in [row[1:] for s in res["series"] for row in s["values"]]
