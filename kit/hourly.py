@@ -145,7 +145,8 @@ class Histogram:
             if not (digits.isdigit() and digits.isascii() and len(digits) <= 4):
                 continue
             i = int(digits)
-            if i <= LAST and type(v) in (int, float) and v >= 0 and v == int(v):
+            if i <= LAST and isinstance(v, (int, float)) and not isinstance(v, bool) \
+                    and v >= 0 and v == int(v):
                 counts[i] = counts.get(i, 0) + int(v)
         return h
 
