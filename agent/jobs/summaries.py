@@ -30,10 +30,12 @@ import json
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import cast
 
 from agent import outage
 from agent.jobs.context import Context, Job
-from agent.model import Sample, from_ns, to_ns
+from agent.model import Episode, FieldValue, Sample, from_ns, to_ns
 from agent.store import STATE_PRUNED
 from kit import hourly
 from kit.definitions import LOCATION_TAGS
@@ -50,23 +52,28 @@ NS = 1_000_000_000
 RAW = ("round", "ping", "dns")
 
 
-def place(tags: dict) -> tuple[tuple[str, str], ...]:
+Row = tuple[str, dict[str, object], dict[str, object], int]   # measurement, tags, fields, ns
+Place = tuple[tuple[str, str], ...]
+
+
+def place(tags: Mapping[str, object]) -> Place:
     """The tags that place a row: the location tags it has, sorted."""
     return tuple(sorted((k, str(tags[k])) for k in LOCATION_TAGS if k in tags))
 
 
-def spans_of(episodes) -> list[hourly.Span]:
+def spans_of(episodes: Iterable[Episode]) -> list[hourly.Span]:
     return [hourly.Span(e.type, e.cause, str(e.details.get("source", "")), to_ns(e.start) / NS,
                         to_ns(e.end) / NS if e.end is not None else None) for e in episodes]
 
 
-def hour_rows(hour: int, rows, spans: list[hourly.Span], now: float,
+def hour_rows(hour: int, rows: Iterable[Row], spans: list[hourly.Span], now: float,
               default_tags: dict[str, str]) -> list[Sample]:
     """The ``hourly`` samples of one hour from its raw ``rows`` ((measurement, tags, fields,
     time_ns), oldest first) and the episodes touching it: one per tag set, the episodes with
     the last one's (pure)."""
-    groups: dict[tuple, dict[str, list]] = defaultdict(lambda: {"round": [], "ping": [], "dns": []})
-    last = None
+    groups: dict[Place, dict[str, list[Mapping[str, object]]]] = defaultdict(
+        lambda: {"round": [], "ping": [], "dns": []})
+    last: Place | None = None
     for measurement, tags, fields, _ in rows:
         key = place(tags)
         if measurement == "ping" and tags.get("role") != "internet":
@@ -85,13 +92,13 @@ def hour_rows(hour: int, rows, spans: list[hourly.Span], now: float,
     out = []
     for key in sorted(set(groups) | {last}):
         g = groups[key]
-        fields = hourly.summarise(hour, rounds=g["round"], pings=g["ping"], dns=g["dns"],
-                                  spans=touching if key == last else (), now=now)
-        out.append(Sample(hourly.MEASUREMENT, dict(key), fields, from_ns(hour * NS)))
+        summary = hourly.summarise(hour, rounds=g["round"], pings=g["ping"], dns=g["dns"],
+                                   spans=touching if key == last else (), now=now)
+        out.append(Sample(hourly.MEASUREMENT, dict(key), summary, from_ns(hour * NS)))
     return out
 
 
-def patched(old: list[tuple[str, dict, dict, int]], hour: int, spans: list[hourly.Span],
+def patched(old: list[Row], hour: int, spans: list[hourly.Span],
             now: float) -> list[Sample]:
     """An hour whose raw rows are gone: its rows as written, with the episode seconds
     recomputed on the row that held them (the one with the most observed time)."""
@@ -101,10 +108,11 @@ def patched(old: list[tuple[str, dict, dict, int]], hour: int, spans: list[hourl
     best = max(range(len(old)), key=lambda i: (old[i][2].get("observed_s", 0), i))
     out = []
     for i, (_, tags, fields, _) in enumerate(old):
-        f = dict(fields)
+        # the row as this agent wrote it (read back from its own store): its own types
+        f = cast(dict[str, FieldValue], dict(fields))
         for name in (*hourly.OUTAGE_FIELDS, *hourly.POWER_FIELDS, "agent_gap_s"):
             f[name] = fresh[name] if i == best else 0.0
-        out.append(Sample(hourly.MEASUREMENT, tags, f, from_ns(hour * NS)))
+        out.append(Sample(hourly.MEASUREMENT, cast(dict[str, str], tags), f, from_ns(hour * NS)))
     return out
 
 
