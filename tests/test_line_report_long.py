@@ -87,6 +87,10 @@ def test_long_window_figures_equal_the_raw_ones(store_path, monkeypatch):
     off = [g for g in summary["gaps"] if g["start"].startswith("2026-01-13T05:00")]
     assert off and off[0]["end"].startswith("2026-01-14T05:00")
     assert len(summary["gaps"]) == len(raw["gaps"])
+    # the page says where its figures came from
+    from agent.report.page import line_report
+    assert "hourly summaries" in line_report(summary)
+    assert "hourly summaries" not in line_report(raw)
 
 
 def test_a_window_older_than_the_raw_rows_is_read_from_the_summaries(store_path, tmp_path):

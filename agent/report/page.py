@@ -201,6 +201,11 @@ def _line_summary(line: Mapping, episodes: Sequence[PageEpisode]) -> str:
                 "</strong> The figures below describe the time the agent happened to watch, not "
                 "how the line usually behaves. Leave linewatch running and make the report again "
                 "after a few days.</p></div>")
+    if line.get("read_from") == "hourly":
+        warn += ('<div class="note" role="note"><p>Read from the agent\'s hourly summaries (a '
+                 "long window, or one older than the raw rounds the store keeps): time not watched "
+                 "is shown to the hour, and each day's latency is within 2 % of the exact "
+                 "figure.</p></div>")
     return warn + f'<div class="cards">{"".join(cards)}</div>'
 
 
