@@ -298,14 +298,16 @@ class Store:
     def rows_between(self, measurements: Iterable[str], start_ns: int, end_ns: int
                      ) -> list[tuple[str, dict, dict, int]]:
         """``(measurement, tags, fields, time_ns)`` of the rows of ``measurements`` dated in
-        [start_ns, end_ns), oldest first."""
+        [start_ns, end_ns), oldest first (rows of one series share one tags dict: read only)."""
         ms = tuple(measurements)
         marks = ",".join("?" * len(ms))
         rows = self._query(
-            "SELECT r.measurement, r.tags, s.fields, s.time_ns FROM samples s JOIN series r ON"
-            f" r.id = s.series_id WHERE r.measurement IN ({marks}) AND s.time_ns >= ?"
+            "SELECT r.measurement, s.series_id, r.tags, s.fields, s.time_ns FROM samples s JOIN"
+            f" series r ON r.id = s.series_id WHERE r.measurement IN ({marks}) AND s.time_ns >= ?"
             " AND s.time_ns < ? ORDER BY s.time_ns, s.id", (*ms, start_ns, end_ns))
-        return [(m, json.loads(t), json.loads(f), ns) for m, t, f, ns in rows]
+        tags: dict[int, dict] = {}   # each series' tags parsed once (shared: read only)
+        return [(m, tags[sid] if sid in tags else tags.setdefault(sid, json.loads(t)),
+                 json.loads(f), ns) for m, sid, t, f, ns in rows]
 
     def first_time(self, measurement: str) -> int | None:
         """The time (ns) of the oldest row of ``measurement``, None without any."""

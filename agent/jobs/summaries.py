@@ -74,8 +74,11 @@ def hour_rows(hour: int, rows: Iterable[Row], spans: list[hourly.Span], now: flo
     groups: dict[Place, dict[str, list[Mapping[str, object]]]] = defaultdict(
         lambda: {"round": [], "ping": [], "dns": []})
     last: Place | None = None
+    places: dict[int, Place] = {}   # by the tags dict's id: a series' rows share one
     for measurement, tags, fields, _ in rows:
-        key = place(tags)
+        key = places.get(id(tags))
+        if key is None:
+            key = places[id(tags)] = place(tags)
         if measurement == "ping" and tags.get("role") != "internet":
             continue
         groups[key][measurement].append(fields)
