@@ -341,8 +341,8 @@ class Store:
                     ) -> list[tuple[int, int, str, int]]:
         """:meth:`outbox` without the series' measurement and tags: ``(id, series_id,
         fields_json, time_ns)``, for a reader that keeps each series' key (the forwarder's
-        encoder; :meth:`series_text` for one it has not seen). A tenth of the reading time and
-        two strings less per row."""
+        encoder; :meth:`series_text` for one it has not seen). About half the reading time on a
+        72-hour backlog (no join), and two strings less per row."""
         sql = ("SELECT s.id, s.series_id, s.fields, s.time_ns FROM samples s"
                " INDEXED BY samples_outbox WHERE s.sent = 0")
         if after is None:
