@@ -50,7 +50,7 @@ from agent.statekeys import STATE_FORWARD
 from kit import influx
 from kit.influx import Answer
 from kit.influxconfig import SENT_WITH_SUMMARIES
-from kit.lineproto import Encoder, LineError
+from kit.lineproto import Encoder
 
 log = logging.getLogger("linewatch.forward")
 
@@ -298,22 +298,19 @@ class Forwarder:
         n = 0
         limit = self._limit()
         while n < limit:
-            rows = self.store.outbox(min(READ_CHUNK, limit - n), after)
+            rows = self.store.outbox_lean(min(READ_CHUNK, limit - n), after)
             if not rows:
                 break
             n += len(rows)
-            after = (rows[-1][5], rows[-1][0])
-            lines = []
-            for (i, res), (_, _, meas, tags, fields, ns) in zip(self.encoder.encode_rows(rows), rows):
-                if isinstance(res, LineError):
-                    bad.append((i, None, f"not sent: {res}", f"{meas} {tags} {fields} {ns}"))
-                else:
-                    ids.append(i)
-                    lines.append(res)
+            after = (rows[-1][3], rows[-1][0])
+            chunk_ids, lines, chunk_bad = self.encoder.encode_lean(rows, self.store.series_text)
+            ids += chunk_ids
+            for i, exc, (meas, tags, fields, ns) in chunk_bad:
+                bad.append((i, None, f"not sent: {exc}", f"{meas} {tags} {fields} {ns}"))
             if lines:
                 pieces.append("\n".join(lines) + "\n")
             dry = len(rows) < min(READ_CHUNK, limit - n + len(rows))
-            del rows, lines
+            del rows, lines, chunk_ids
             if dry:
                 break  # the outbox ran dry
         if not n:

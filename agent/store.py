@@ -339,6 +339,24 @@ class Store:
         return self._query(sql + " AND (s.time_ns, s.id) > (?, ?) ORDER BY s.time_ns, s.id LIMIT ?",
                            (*after, limit))
 
+    def outbox_lean(self, limit: int = 5000, after: tuple[int, int] | None = None
+                    ) -> list[tuple[int, int, str, int]]:
+        """:meth:`outbox` without the series' measurement and tags: ``(id, series_id,
+        fields_json, time_ns)``, for a reader that keeps each series' key (the forwarder's
+        encoder; :meth:`series_text` for one it has not seen). About half the reading time on a
+        72-hour backlog (no join), and two strings less per row."""
+        sql = ("SELECT s.id, s.series_id, s.fields, s.time_ns FROM samples s"
+               " INDEXED BY samples_outbox WHERE s.sent = 0")
+        if after is None:
+            return self._query(sql + " ORDER BY s.time_ns, s.id LIMIT ?", (limit,))
+        return self._query(sql + " AND (s.time_ns, s.id) > (?, ?) ORDER BY s.time_ns, s.id LIMIT ?",
+                           (*after, limit))
+
+    def series_text(self, series_id: int) -> tuple[str, str] | None:
+        """``(measurement, tags_json)`` of a series as stored, None when there is no such series."""
+        rows = self._query("SELECT measurement, tags FROM series WHERE id = ?", (series_id,))
+        return rows[0] if rows else None
+
     def quarantine(self, rows: Iterable[tuple[int, int | None, str, str]], now: datetime) -> int:
         """Set rows aside that the server refused: ``(id, status, message, line)``. They are kept
         (with the message) but never sent again. Returns how many were unsent until now."""

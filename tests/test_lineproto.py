@@ -179,3 +179,25 @@ def test_encode_rows_isolates_a_damaged_row():
     assert "damaged fields" in str(got[2]) and "damaged tags" in str(got[4])
     first, third = enc.encode_rows([rows[0], rows[2]])  # the batch parse itself succeeds here
     assert first == (1, "m,k=a v=1i 10") and isinstance(third[1], LineError)
+
+
+def test_encoder_lean_rows_give_the_same_lines_and_errors():
+    series = {1: ("ping", json.dumps({"target": "x"})), 2: ("m", json.dumps({"k": "bad\\"}))}
+    rows = [(1, 1, "ping", series[1][1], json.dumps({"v": 1.5, "ok": True, "s": "a"}), 5),
+            (2, 2, "m", series[2][1], json.dumps({"v": 1}), 6),
+            (3, 1, "ping", series[1][1], "{damaged", 7),
+            (4, 1, "ping", series[1][1], json.dumps({"v": math.nan}), 8),
+            (5, 1, "ping", series[1][1], json.dumps({"n": 7}), 9)]
+    old = Encoder().encode_rows(rows)
+    asked = []
+    ids, lines, bad = Encoder().encode_lean([(i, sid, f, ns) for i, sid, _, _, f, ns in rows],
+                                            lambda sid: asked.append(sid) or series.get(sid))
+    assert ids == [1, 5] and lines == ['ping,target=x v=1.5,ok=true,s="a" 5', "ping,target=x n=7i 9"]
+    assert [(i, line) for i, line in old if isinstance(line, str)] == list(zip(ids, lines))
+    assert [(i, str(exc)) for i, exc, _ in bad] == [
+        (i, str(e)) for i, e in old if isinstance(e, LineError)]
+    assert (bad[0][0], bad[0][2]) == (2, ("m", series[2][1], '{"v": 1}', 6))
+    # each series read once for its key, and again for each refused row's message
+    assert sorted(asked) == [1, 1, 1, 2, 2]
+    _, _, [(_, exc, text)] = Encoder().encode_lean([(9, 3, '{"v":1}', 1)], lambda sid: None)
+    assert "no series 3" in str(exc) and text == ("?", "?", '{"v":1}', 1)

@@ -56,6 +56,16 @@ def test_outbox_marks_sent_and_pages(store):
     assert page[0][0] == rest[5][0]
 
 
+def test_lean_outbox_is_the_outbox_without_the_series_text(store):
+    store.write([ping(i, target=f"10.0.0.{i % 3}") for i in range(12)])
+    full = store.outbox(100)
+    assert store.outbox_lean(100) == [(i, sid, f, ns) for i, sid, _, _, f, ns in full]
+    assert store.outbox_lean(4, after=(full[5][5], full[5][0])) == [
+        (i, sid, f, ns) for i, sid, _, _, f, ns in full[6:10]]
+    assert {store.series_text(sid) for _, sid, *_ in full} == {(m, t) for _, _, m, t, _, _ in full}
+    assert store.series_text(10_000) is None
+
+
 def test_episode_in_progress_is_updated_in_place_then_closed(store):
     ep = Episode("connectivity:1", "connectivity", "isp", T0, None, 30.0, False, {"failed_rounds": 3})
     store.write(episodes=[ep])
