@@ -86,8 +86,9 @@ class CollectorSection:
                               "bytes): a larger one is refused, naming the query. A week of "
                               "1,000 agents' hourly rows is a few MB.", between(1, 4096))
     query_timeout_s: float = opt(900.0, "Longest time one InfluxDB query may take, from sending "
-                                  "it to the last byte of its answer (influx.timeout_s bounds "
-                                  "each silence within it).", between(1, 86400))
+                                  "it to the last byte of its answer (the server may think "
+                                  "that long before its first byte: influx.timeout_s bounds "
+                                  "the checks' and writes' answers only).", between(1, 86400))
     run_every_min: int = opt(60, "linewatch-collector run: minutes between aggregations.",
                               between(1, 10_080))
     run_since: str = opt("35d", "linewatch-collector run: how far back each run looks (daily "

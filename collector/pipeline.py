@@ -100,8 +100,11 @@ def _reader(cfg: cconfig.CollectorConfig) -> tuple[Reader, Sink]:
     token = load_token(cfg.influx, source=cfg.source)
     sink = Sink(cfg.influx, token)
     c = cfg.collector
-    return Reader(sink.http("v1"), cfg.influx.database or cfg.influx.bucket,
-                  cfg.influx.retention_policy, connect=lambda: sink.http("v1"),
+    # A query may aggregate for a long while before its first byte: its silences are bounded
+    # by the query's own deadline, not by influx.timeout_s (the writes').
+    silence = max(cfg.influx.timeout_s, c.query_timeout_s)
+    return Reader(sink.http("v1", silence), cfg.influx.database or cfg.influx.bucket,
+                  cfg.influx.retention_policy, connect=lambda: sink.http("v1", silence),
                   parallel=c.parallel_queries, max_answer_mb=c.max_answer_mb,
                   query_timeout_s=c.query_timeout_s), sink
 

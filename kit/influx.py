@@ -459,10 +459,13 @@ class Sink:
         already apply it to every message they return)."""
         return self._token.redact(text)
 
-    def http(self, api: str = "v2") -> HTTP:
+    def http(self, api: str = "v2", timeout_s: float | None = None) -> HTTP:
+        """A client for the server; ``timeout_s`` bounds each silence (default
+        ``influx.timeout_s``, the write's: a query that aggregates for minutes says so)."""
         s = self.section
-        return HTTP(self.url, timeout_s=s.timeout_s, verify_tls=s.verify_tls, ca_file=s.ca_file,
-                    auth=auth_header(self._token.value, api), redact=self._token.redact)
+        return HTTP(self.url, timeout_s=timeout_s or s.timeout_s, verify_tls=s.verify_tls,
+                    ca_file=s.ca_file, auth=auth_header(self._token.value, api),
+                    redact=self._token.redact)
 
     def ping(self) -> tuple[Answer, str | None]:
         """``GET /ping``: the answer and the server's version header, if any."""

@@ -31,6 +31,7 @@ from agent.jobs import summaries
 from agent.model import Sample, from_ns, to_ns
 from kit import hourly, lineproto
 from kit.definitions import INTERNET_CAUSES, availability, nearest_rank, quantile
+from kit.influxconfig import SENT_WITH_SUMMARIES
 from tests.fleet import Fleet, utc_midnight
 from tests.hosttree import power_supply
 from tests.influxlab import InfluxV1, influx_unavailable
@@ -84,7 +85,7 @@ def summaries_only(fleet: Fleet) -> list[Sample]:
     speedtest rows of the first fleet agent that had an internet outage, a power cut and a speed
     test."""
     for i in range(fleet.n):
-        sent = [s for s in fleet.samples(i) if s.measurement in summaries.FORWARDED_WITH_SUMMARIES]
+        sent = [s for s in fleet.samples(i) if s.measurement in SENT_WITH_SUMMARIES]
         kinds = {s.tags.get("type") for s in sent if s.measurement == "outage"}
         if {"connectivity", "power"} <= kinds and any(s.fields.get("status") == "ok" for s in sent
                                                       if s.measurement == "speedtest"):
