@@ -374,7 +374,11 @@ def main() -> None:
 
             # 4. end to end
             cfg = tmp / "collector.toml"
-            cfg.write_text(f'[influx]\nurl = "{server.url}"\ndatabase = "{server.database}"\n\n[collector]\n')
+            # influx.timeout_s (default 10 s, the write timeout) is also the query connection's
+            # socket timeout: a weekly hourly query that takes longer to its first byte failed a
+            # cold run (2026-12-06); the bench raises it so the runs measure time, not that limit.
+            cfg.write_text(f'[influx]\nurl = "{server.url}"\ndatabase = "{server.database}"\n'
+                           f'timeout_s = {args.collector_timeout_s:g}\n\n[collector]\n')
             e2e = []
             days, summ = fleet.days, args.summaries
             cache_home = tmp / "cache"
