@@ -82,7 +82,7 @@ def aggregate(cfg: Path, since: str, until: str, by: str, period: str) -> list[d
 
 
 def cell_key(c: dict, by: str) -> tuple:
-    return tuple(str(c.get(k)) for k in by.split(",")) + (str(c.get("period") or c.get("start") or ""),)
+    return tuple(str(c.get(k)) for k in by.split(",")) + (str(c.get("period_start") or ""),)
 
 
 def value(v):
