@@ -16,11 +16,20 @@ same run):
    Reference in the same run: the collector's own InfluxQL queries (collector.influxql.queries,
    sent as its Reader sends them) timed against the server alone, so the report can tell server
    time from collector time; and a plain ``SELECT count(...) ... GROUP BY agent``.
-5. Statistics alone, ``--runs`` times: ``collector.stats.aggregate`` over
+5. Statistics alone (not with ``--summaries``), ``--runs`` times: ``collector.stats.aggregate`` over
    ``Fleet.episode_dataset(--episodes)``; reference: a plain Python loop summing the same
    episodes' durations per region.
 
     python bench/collector.py [--runs 5] [--agents 1000] [--days 30] [--round-s 300|auto]
+    python bench/collector.py --summaries [--runs 3] [--agents 1000] [--days 30]
+
+``--summaries``: the fleet as agents with ``influx.send = "summaries"`` write it at the default
+10 s cadence (bench/summaryfleet.py: one ``hourly`` row per agent-hour, the ``outage`` and
+``speedtest`` rows; checked first against tests/hourlyfleet.py on ``--check-agents`` agents), no
+calibration, no statistics-alone step; the targets are issue 16's.
+
+The collector runs as ``python -m collector.cli`` of this tree (``sys.executable``, PYTHONPATH
+this tree), so a worktree measures its own code.
 
 Results: bench/results/collector-<UTC timestamp>.json and a summary table on stdout.
 """
@@ -47,12 +56,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from summaryfleet import SummaryFleet, check  # noqa: E402  (bench/, the script's own directory)
+
 from tests.fleet import Fleet, fleet_start  # noqa: E402
 from tests.influxlab import InfluxV1, influx_unavailable  # noqa: E402
 
-COLLECTOR = ROOT / ".venv" / "bin" / "linewatch-collector"
+COLLECTOR = [sys.executable, "-m", "collector.cli"]
 CADENCES = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TARGET_WALL_S, TARGET_RSS_MB, TARGET_STATS_S = 30.0, 500.0, 2.0
+# issue 16, on summaries: 1,000 x 30 days cold <= 10 s, warm <= 3 s; 10,000 x 90 days cold <= 60 s,
+# peak RSS <= 1 GB
+SUMMARY_COLD_S, SUMMARY_COLD_BIG_S, SUMMARY_WARM_S, SUMMARY_RSS_MB = 10.0, 60.0, 3.0, 1024.0
 
 
 def med(values: list[float]) -> dict:
@@ -118,15 +132,16 @@ def calibrate(args, start: int, tmp: Path) -> dict:
 
 
 # -- 4. end to end --------------------------------------------------------------------------------
-def run_collector(cfg: Path, timeout_s: float, cache: str, cache_home: Path) -> dict:
+def run_collector(cfg: Path, timeout_s: float, cache: str, cache_home: Path, days: int = 30) -> dict:
     """One ``aggregate``. ``cache``: "off" (cold: every query goes to the server) or "use" (warm:
     closed days come from the collector's cache, filled by an earlier run)."""
-    argv = [str(COLLECTOR), "--config", str(cfg), "aggregate", "--since", "30d", "--by", "region,isp",
+    argv = [*COLLECTOR, "--config", str(cfg), "aggregate", "--since", f"{days}d", "--by", "region,isp",
             "--format", "json", "--cache", cache]
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
         p = subprocess.Popen(argv, stdout=out_f, stderr=err_f, cwd=str(ROOT),
-                             env={**os.environ, "XDG_CACHE_HOME": str(cache_home)})
+                             env={**os.environ, "XDG_CACHE_HOME": str(cache_home),
+                                  "PYTHONPATH": str(ROOT)})
         hwm = 0
         deadline = t0 + timeout_s
         while p.poll() is None:
@@ -187,12 +202,14 @@ def post_query(server: InfluxV1, q: str, params: dict) -> tuple[float, int, int]
     return dt, len(data), series
 
 
-def reference_queries(server: InfluxV1, now: float) -> dict:
+def reference_queries(server: InfluxV1, now: float, days: int = 30, summaries: bool = False) -> dict:
     """The server alone: the collector's own queries as its Reader sends them (when importable),
-    and a plain count grouped by agent."""
-    start = now - 30 * 86400
+    and a plain count grouped by agent (of ``hourly`` rows with ``summaries``)."""
+    start = now - days * 86400
     out: dict = {}
-    plain = ('SELECT count("interval_s") FROM "round" WHERE time > now() - 30d GROUP BY "agent"')
+    field, meas = ("observed_s", "hourly") if summaries else ("interval_s", "round")
+    plain = f'SELECT count("{field}") FROM "{meas}" WHERE time > now() - {days}d GROUP BY "agent"'
+
     dt, size, series = post_query(server, plain, {"db": server.database, "epoch": "s"})
     out["count_by_agent"] = {"seconds": dt, "bytes": size, "series": series}
     try:
@@ -269,6 +286,11 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=1_000_000)
     ap.add_argument("--collector-timeout-s", type=float, default=600.0)
     ap.add_argument("--skip-generation", action="store_true", help="do not time generation alone")
+    ap.add_argument("--summaries", action="store_true",
+                    help='the fleet as agents with influx.send = "summaries" write it (10 s rounds)')
+    ap.add_argument("--check-agents", type=int, default=3,
+                    help="with --summaries: agents whose fast hourly rows are checked against "
+                         "tests/hourlyfleet.py first")
     args = ap.parse_args()
     reason = influx_unavailable()
     if reason:
@@ -282,7 +304,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lwbench-collector"))
     try:
         # 2. cadence
-        if args.round_s == "auto":
+        if args.summaries:
+            round_s = 10.0 if args.round_s == "auto" else float(args.round_s)
+            report["cadence_choice"] = "summaries: the agent's default 10 s, no calibration"
+        elif args.round_s == "auto":
             print(f"calibrating influxd's ingest rate on {args.calibrate} agents x {args.days} days "
                   "at 300 s ...", flush=True)
             cal = calibrate(args, start, tmp)
@@ -300,11 +325,25 @@ def main() -> None:
             round_s = float(args.round_s)
             report["cadence_choice"] = "given on the command line"
         report["round_s"] = round_s
-        fleet = Fleet(args.agents, args.days, start, round_s=round_s, seed=args.seed, bad=args.bad)
+        if args.summaries:
+            fleet = SummaryFleet(args.agents, args.days, start, round_s=round_s, seed=args.seed)
+            if args.check_agents:
+                t0 = time.perf_counter()
+                chk = check(fleet, args.check_agents)
+                chk["seconds"] = time.perf_counter() - t0
+                report["summary_rows_check"] = chk
+                print(f"hourly rows of {chk['agents']} agents against tests/hourlyfleet.py: "
+                      f"{chk['rows']:,} rows, {chk['n_mismatches']} mismatches", flush=True)
+                if chk["n_mismatches"]:
+                    print("\n".join(chk["mismatches"]), flush=True)
+                    sys.exit("the fast hourly rows are not summarise's")
+        else:
+            fleet = Fleet(args.agents, args.days, start, round_s=round_s, seed=args.seed, bad=args.bad)
         units = fleet.units()
         expected_cells = len({(u.region, u.isp) for u in units})
         report["fleet"] = {"agents": fleet.n, "days": fleet.days, "start": fleet.start, "end": fleet.end,
-                           "round_s": round_s, "expected_cells": expected_cells}
+                           "round_s": round_s, "expected_cells": expected_cells,
+                           "send": "summaries" if args.summaries else "all"}
 
         # 1. generation alone
         if not args.skip_generation:
@@ -324,64 +363,71 @@ def main() -> None:
             w["data_dir_bytes"] = dir_bytes(server.dir / "data")
             w["wal_dir_bytes"] = dir_bytes(server.dir / "wal")
             w["load_after"] = os.getloadavg()
+            agent_months = fleet.n * fleet.days / 30
+            w["bytes_per_agent_month"] = (w["data_dir_bytes"] + w["wal_dir_bytes"]) / agent_months
             report["write"] = w
             print(f"  {w['points']:,} points in {w['seconds']:.1f} s = {w['points_per_s']:,.0f} points/s "
                   f"(generation inside: {w['generate_s']:.1f} s); data {w['data_dir_bytes'] / 1e6:,.0f} MB, "
-                  f"WAL {w['wal_dir_bytes'] / 1e6:,.0f} MB; {w['gzip_bytes'] / 1e6:,.0f} MB sent gzipped",
+                  f"WAL {w['wal_dir_bytes'] / 1e6:,.0f} MB ({w['bytes_per_agent_month'] / 1e3:,.0f} kB "
+                  f"per agent-month); {w['gzip_bytes'] / 1e6:,.0f} MB sent gzipped",
                   flush=True)
 
             # 4. end to end
             cfg = tmp / "collector.toml"
-            cfg.write_text(f'[influx]\nurl = "{server.url}"\ndatabase = "{server.database}"\n\n[collector]\n')
+            # influx.timeout_s (default 10 s, the write timeout) is also the query connection's
+            # socket timeout: a weekly hourly query that takes longer to its first byte failed a
+            # cold run (2026-12-06); the bench raises it to the most the key allows (300 s).
+            cfg.write_text(f'[influx]\nurl = "{server.url}"\ndatabase = "{server.database}"\n'
+                           f'timeout_s = {min(300.0, args.collector_timeout_s):g}\n\n[collector]\n')
             e2e = []
-            if not COLLECTOR.exists():
-                report["collector_error"] = f"{COLLECTOR} does not exist"
-                print("  " + report["collector_error"], flush=True)
-            else:
-                cache_home = tmp / "cache"
-                warm = []
-                first = run_collector(cfg, args.collector_timeout_s, "use", cache_home)
-                report["first_run_filling_cache"] = first
-                print(f"  first run (fills the cache): {first['wall_s']:.1f} s, "
-                      f"peak {first['peak_rss_mb']:.0f} MB", flush=True)
-                for i in range(args.runs):
-                    # alternate which goes first, so neither always meets a warm server cache
-                    if i % 2 == 0:
-                        ref = reference_queries(server, time.time())
-                        r = run_collector(cfg, args.collector_timeout_s, "off", cache_home)
-                    else:
-                        r = run_collector(cfg, args.collector_timeout_s, "off", cache_home)
-                        ref = reference_queries(server, time.time())
-                    r["reference"] = ref
-                    e2e.append(r)
-                    srv = ref.get("collector_queries_s")
-                    print(f"  run {i + 1}: cold (no cache) {r['wall_s']:.1f} s, "
-                          f"peak {r['peak_rss_mb']:.0f} MB, "
-                          f"cells {r.get('cells')}, agents {r.get('agents_total')}; "
-                          "server alone: its queries "
-                          f"{srv if srv is None else round(srv, 1)} s, count by agent "
-                          f"{ref['count_by_agent']['seconds']:.2f} s; "
-                          f"{r.get('cells_suppressed')} cells suppressed"
-                          + (f"  ERROR {r['error']}" if "error" in r else ""), flush=True)
-                    if "error" in r:
-                        print(r["stderr_tail"], flush=True)
-                        break
-                    w = run_collector(cfg, args.collector_timeout_s, "use", cache_home)
-                    warm.append(w)
-                    print(f"  run {i + 1}: warm (closed days from the cache) {w['wall_s']:.1f} s, "
-                          f"peak {w['peak_rss_mb']:.0f} MB"
-                          + (f"  ERROR {w['error']}" if "error" in w else ""), flush=True)
-                report["end_to_end_warm"] = warm
+            days, summ = fleet.days, args.summaries
+            cache_home = tmp / "cache"
+            warm = []
+            first = run_collector(cfg, args.collector_timeout_s, "use", cache_home, days)
+            report["first_run_filling_cache"] = first
+            print(f"  first run (fills the cache): {first['wall_s']:.1f} s, "
+                  f"peak {first['peak_rss_mb']:.0f} MB", flush=True)
+            for i in range(args.runs):
+                # alternate which goes first, so neither always meets a warm server cache
+                if i % 2 == 0:
+                    ref = reference_queries(server, time.time(), days, summ)
+                    r = run_collector(cfg, args.collector_timeout_s, "off", cache_home, days)
+                else:
+                    r = run_collector(cfg, args.collector_timeout_s, "off", cache_home, days)
+                    ref = reference_queries(server, time.time(), days, summ)
+                r["reference"] = ref
+                e2e.append(r)
+                srv = ref.get("collector_queries_s")
+                print(f"  run {i + 1}: cold (no cache) {r['wall_s']:.1f} s, "
+                      f"peak {r['peak_rss_mb']:.0f} MB, "
+                      f"cells {r.get('cells')}, agents {r.get('agents_total')}; "
+                      "server alone: its queries "
+                      f"{srv if srv is None else round(srv, 1)} s, count by agent "
+                      f"{ref['count_by_agent']['seconds']:.2f} s; "
+                      f"{r.get('cells_suppressed')} cells suppressed"
+                      + (f"  ERROR {r['error']}" if "error" in r else ""), flush=True)
+                if "error" in r:
+                    print(r["stderr_tail"], flush=True)
+                    break
+                w = run_collector(cfg, args.collector_timeout_s, "use", cache_home, days)
+                warm.append(w)
+                print(f"  run {i + 1}: warm (closed days from the cache) {w['wall_s']:.1f} s, "
+                      f"peak {w['peak_rss_mb']:.0f} MB"
+                      + (f"  ERROR {w['error']}" if "error" in w else ""), flush=True)
+            report["end_to_end_warm"] = warm
             report["end_to_end"] = e2e
-            report["server_size_after_runs"] = {"data_dir_bytes": dir_bytes(server.dir / "data"),
-                                                "wal_dir_bytes": dir_bytes(server.dir / "wal")}
+            after = {"data_dir_bytes": dir_bytes(server.dir / "data"),
+                     "wal_dir_bytes": dir_bytes(server.dir / "wal")}
+            after["bytes_per_agent_month"] = sum(after.values()) / agent_months
+            report["server_size_after_runs"] = after
         finally:
             server.close()
 
-        # 5. statistics alone
+        # 5. statistics alone (not with summaries: the same step as without)
         try:
-            print(f"statistics alone: {args.episodes:,} episodes ...", flush=True)
-            report["stats"] = stats_runs(args)
+            if not args.summaries:
+                print(f"statistics alone: {args.episodes:,} episodes ...", flush=True)
+                report["stats"] = stats_runs(args)
         except Exception:  # noqa: BLE001 - another engineer's module: report, do not hide
             report["stats_error"] = traceback.format_exc()
             print(report["stats_error"], flush=True)
@@ -400,6 +446,11 @@ def main() -> None:
 def summarise(report: dict) -> None:
     ok = [r for r in report.get("end_to_end", []) if "error" not in r]
     rows = []
+    cold_t, warm_t, rss_t = TARGET_WALL_S, TARGET_WALL_S, TARGET_RSS_MB
+    if report["fleet"].get("send") == "summaries":
+        big = report["fleet"]["agents"] > 1000 or report["fleet"]["days"] > 30
+        cold_t = SUMMARY_COLD_BIG_S if big else SUMMARY_COLD_S
+        warm_t, rss_t = SUMMARY_WARM_S, SUMMARY_RSS_MB
     if ok:
         wall = med([r["wall_s"] for r in ok])
         rss = med([r["peak_rss_mb"] for r in ok])
@@ -407,23 +458,23 @@ def summarise(report: dict) -> None:
         cnt = med([r["reference"]["count_by_agent"]["seconds"] for r in ok])
         report["summary"] = {"collector_wall_s": wall, "collector_peak_rss_mb": rss, "count_by_agent_s": cnt}
         rows.append(("aggregate, cold (--cache off), wall", f"{wall['median']:.1f} s",
-                     f"{wall['min']:.1f}-{wall['max']:.1f}", f"<= {TARGET_WALL_S:.0f} s"))
+                     f"{wall['min']:.1f}-{wall['max']:.1f}", f"<= {cold_t:.0f} s"))
         rows.append(("aggregate, cold, peak RSS", f"{rss['median']:.0f} MB",
-                     f"{rss['min']:.0f}-{rss['max']:.0f}", f"<= {TARGET_RSS_MB:.0f} MB"))
+                     f"{rss['min']:.0f}-{rss['max']:.0f}", f"<= {rss_t:.0f} MB"))
         warm = [r for r in report.get("end_to_end_warm", []) if "error" not in r]
         if warm:
             ww, wr = med([r["wall_s"] for r in warm]), med([r["peak_rss_mb"] for r in warm])
             report["summary"]["warm_wall_s"], report["summary"]["warm_peak_rss_mb"] = ww, wr
             rows.append(("aggregate, warm (closed days cached), wall", f"{ww['median']:.1f} s",
-                         f"{ww['min']:.1f}-{ww['max']:.1f}", f"<= {TARGET_WALL_S:.0f} s"))
+                         f"{ww['min']:.1f}-{ww['max']:.1f}", f"<= {warm_t:.0f} s"))
             rows.append(("aggregate, warm, peak RSS", f"{wr['median']:.0f} MB",
-                         f"{wr['min']:.0f}-{wr['max']:.0f}", f"<= {TARGET_RSS_MB:.0f} MB"))
+                         f"{wr['min']:.0f}-{wr['max']:.0f}", f"<= {rss_t:.0f} MB"))
         if None not in srv:
             s = med(srv)
             report["summary"]["server_queries_s"] = s
             rows.append(("  reference: its queries, server alone", f"{s['median']:.1f} s",
                          f"{s['min']:.1f}-{s['max']:.1f}", ""))
-            for kind in ("obs", "ping", "episode", "speed"):
+            for kind in ("hobs", "hping", "obs", "ping", "episode", "speed"):
                 v = [r["reference"]["collector_queries"].get(kind, {}).get("seconds", 0.0) for r in ok]
                 m = med(v)
                 report["summary"][f"server_{kind}_queries_s"] = m
@@ -452,7 +503,8 @@ def summarise(report: dict) -> None:
     if w:
         print(f"  write: {w['points']:,} points at {report['round_s']:g} s rounds in {w['seconds']:.0f} s "
               f"({w['points_per_s']:,.0f} points/s); influxd data {w['data_dir_bytes'] / 1e6:,.0f} MB + WAL "
-              f"{w['wal_dir_bytes'] / 1e6:,.0f} MB")
+              f"{w['wal_dir_bytes'] / 1e6:,.0f} MB = {w['bytes_per_agent_month'] / 1e3:,.0f} kB per "
+              "agent-month")
     for name, m, rng, tgt in rows:
         print(f"  {name:44s} {m:>14s}  {rng:>13s}  {tgt}")
 
