@@ -50,6 +50,7 @@ def test_bucket_edges_and_names():
     assert hourly.bucket(1e9) == hourly.LAST
     assert hourly.bucket_of_field(hourly.field_name(42)) == 42
     assert hourly.bucket_of_field("rtt_h9999") is None
+    assert hourly.bucket_of_field("rtt_h42") is None and hourly.bucket_of_field("rtt_h419") is None
     assert hourly.bucket_of_field("rtt_p50_ms") is None
     for i in range(hourly.LAST + 1):
         lo, hi = hourly.GAMMA ** (i - 1 - hourly.OFFSET), hourly.GAMMA ** (i - hourly.OFFSET)
@@ -60,8 +61,9 @@ def test_bucket_edges_and_names():
 
 def test_from_fields_skips_what_is_not_a_count():
     h = Histogram.from_fields({"rtt_h010": 3, "rtt_h011": -1, "rtt_h012": 1.5, "rtt_h013": True,
-                               "rtt_h014": "7", "observed_s": 3600.0})
-    assert h.counts == {10: 3}
+                               "rtt_h014": "7", "observed_s": 3600.0, "rtt_h015": 2.0,
+                               "rtt_h016": float("nan"), "rtt_h017": float("inf")})
+    assert h.counts == {10: 3, 15: 2}
 
 
 # -- one hour -----------------------------------------------------------------------------------
