@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS rejected (hour INTEGER NOT NULL, reason TEXT NOT NULL
 #    through the summaries' histogram), each hour with where it came from (ObsHour.source).
 SCHEMA_VERSION = 3
 _TABLES = ("days", "obs", "pings", "asked_again", "rejected")
+_LOAD_CACHE_KB = 65536   # SQLite's page cache while loading (it grows only as pages are read)
 
 
 def default_dir(env=os.environ) -> Path:
@@ -128,6 +129,11 @@ class Cache:
             return u
 
         wanted = set(days)
+        # The read walks the hour index over most of the table: a page cache larger than
+        # SQLite's default 2 MB keeps it from reading the same table pages again and again
+        # (a file kept before rows were stored in hour order: 1.9 s -> 0.9 s for 27 days of
+        # 1,000 agents).
+        self.conn.execute(f"PRAGMA cache_size = {-_LOAD_CACHE_KB:d}")
         obs = [ObsHour(unit(u), h, s, src) for u, h, s, src in self.conn.execute(
             "SELECT unit, hour, observed_s, source FROM obs WHERE hour >= ? AND hour < ?",
             (days[0], days[-1] + 86400)) if h - h % 86400 in wanted]
@@ -161,9 +167,12 @@ class Cache:
                 self.conn.execute("DELETE FROM obs WHERE hour >= ? AND hour < ?", (d, d + 86400))
                 self.conn.execute("DELETE FROM pings WHERE day = ?", (d,))
                 self.conn.execute("DELETE FROM rejected WHERE hour >= ? AND hour < ?", (d, d + 86400))
+            # In hour order, so that an hour's rows lie together and load's read along the
+            # hour index follows the table (the answers come agent by agent).
             self.conn.executemany("INSERT INTO obs VALUES (?, ?, ?, ?)",
-                                  ((key(o.unit), o.hour, o.observed_s, o.source) for o in obs
-                                   if o.hour - o.hour % 86400 in days))
+                                  sorted(((key(o.unit), o.hour, o.observed_s, o.source) for o in obs
+                                          if o.hour - o.hour % 86400 in days),
+                                         key=lambda r: (r[1], r[0])))
             self.conn.executemany("INSERT INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                   ((key(p.unit), p.day, p.rtt_p50_ms, p.rtt_p95_ms, p.loss_pct,
                                     p.rounds, p.rtt_min_ms, p.rtt_max_ms) for p in pings
