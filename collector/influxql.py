@@ -54,9 +54,10 @@ TAGS = LOCATION_TAGS
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
 # The measurement each kind of query reads, which names the query in messages.
 MEASUREMENT = {"obs": "round", "bad_rounds": "round", "ping": "ping", "episode": "outage",
-               "speed": "speedtest", "hobs": "hourly", "hping": "hourly"}
-# The grouped kinds: summaries first (every agent that writes them), then raw rows for the rest.
-SUMMARY_KINDS = ("hobs", "hping")
+               "speed": "speedtest", "hobs": "hourly", "dping": "daily", "hping": "hourly"}
+# The grouped kinds: summaries first (every agent that writes them), then raw rows for the rest
+# (and ``hping``, the server's day sums of hourly rows, for agent-days without a daily row).
+SUMMARY_KINDS = ("hobs", "dping", "hping")
 RAW_KINDS = ("obs", "bad_rounds", "ping")
 MAX_ANSWER_MB = 256        # defaults of [collector] max_answer_mb and query_timeout_s
 QUERY_TIMEOUT_S = 900.0
@@ -126,19 +127,31 @@ def agents_condition(agents, *, exclude: bool) -> str:
 
 
 def summary_queries(a: int, b: int) -> list[tuple[str, str]]:
-    """The queries over the agents' ``hourly`` summary rows for whole UTC days [a, b): each
-    row's observed seconds (the row is the agent-hour: nothing to add up), and per agent-day the
-    sums of the RTT histogram's buckets (``sum(/^rtt_h/)``, columns ``sum_rtt_h<NNN>``), of
-    the answered rounds and their loss, with the day's extremes. Summing on the server was as
-    fast as reading the rows and its answers are 20 times smaller (docs/collector.md)."""
+    """The queries over the agents' summary rows for whole UTC days [a, b): each ``hourly``
+    row's observed seconds (the row is the agent-hour: nothing to add up), and each ``daily``
+    row's latency figures as they are (the row is the agent-day, merged by the agent: the RTT
+    histogram ``rtt_h<NNN>``, the answered rounds and their loss, the day's extremes). Reading
+    one row per agent-day took 1.0-1.2 s for 1,000 agents x 30 days where the server's sums of
+    hourly rows per agent-day (:func:`hourly_latency_query`) took 19-21 s (bench/README.md)."""
     t = time_range(a, b)
     return [
         ("hobs", f'SELECT "observed_s" FROM "hourly" WHERE {t} GROUP BY {_by()}'),
-        ("hping", 'SELECT sum(/^rtt_h/), sum("rtt_count") AS "rtt_count", sum("ping_rounds") AS '
-                  '"ping_rounds", sum("loss_pct_sum") AS "loss_pct_sum", min("rtt_min_ms") AS '
-                  f'"rtt_min_ms", max("rtt_max_ms") AS "rtt_max_ms" FROM "hourly" WHERE {t} '
-                  f'GROUP BY time(1d), {_by()} fill(none)'),
+        ("dping", 'SELECT /^rtt_h/, "rtt_count", "ping_rounds", "loss_pct_sum", "rtt_min_ms", '
+                  f'"rtt_max_ms" FROM "daily" WHERE {t} GROUP BY {_by()}'),
     ]
+
+
+def hourly_latency_query(a: int, b: int, agents: str = "") -> tuple[str, str]:
+    """Per agent-day, the server's sums of the ``hourly`` rows' RTT histogram buckets
+    (``sum(/^rtt_h/)``, columns ``sum_rtt_h<NNN>``), of the answered rounds and their loss, with
+    the day's extremes: for the agent-days with hourly rows and no ``daily`` row (an agent of a
+    version that wrote none), ``agents`` (:func:`agents_condition`) naming them. InfluxDB 1.x
+    pays this per bucket field and series: 19-21 s for 1,000 agents x 30 days."""
+    t = time_range(a, b) + agents
+    return ("hping", 'SELECT sum(/^rtt_h/), sum("rtt_count") AS "rtt_count", sum("ping_rounds") AS '
+                     '"ping_rounds", sum("loss_pct_sum") AS "loss_pct_sum", min("rtt_min_ms") AS '
+                     f'"rtt_min_ms", max("rtt_max_ms") AS "rtt_max_ms" FROM "hourly" WHERE {t} '
+                     f'GROUP BY time(1d), {_by()} fill(none)')
 
 
 def grouped_queries(a: int, b: int, agents: str = "") -> list[tuple[str, str]]:
@@ -350,7 +363,7 @@ def to_records(kind: str, series: dict, q: Quality,
     whose tag values are not all strings; null is an empty tag), ``missing_agent`` (no agent
     tag), ``bad_row`` (not a list as long as ``columns``; a count that is negative or past
     2^53), ``bad_time`` (a time that is not a number within the window, or
-    within 1970..9999 without one; an hourly row not at an hour's start, a day's sums not at
+    within 1970..9999 without one; an hourly row not at an hour's start, a day's sums or a daily row not at
     midnight), ``not_a_number`` (a value past a float's range), ``missing_value`` (the row's
     value absent or not a number), and for summaries ``bad_summary`` and ``bad_histogram``
     (:mod:`kit.summaries`)."""
@@ -408,6 +421,13 @@ def _record(kind: str, unit: Unit, tags: dict, t: float, get, cols: list):
         sums = {c[4:] if c.startswith("sum_rtt_h") else c: get(c) for c in cols}
         try:
             return latency(sums).ping_day(unit, int(t))
+        except Rejected as r:
+            raise _Reject(r.reason) from None
+    if kind == "dping":
+        if t % DAY:
+            raise _Reject("bad_time")
+        try:
+            return latency({c: get(c) for c in cols}).ping_day(unit, int(t))
         except Rejected as r:
             raise _Reject(r.reason) from None
     if kind == "ping":
@@ -621,33 +641,47 @@ class Reader:
         queries) groups, asked alongside), by kind: ``obs``, ``ping``, ``bad_rounds``, and the
         kinds of ``extra``.
 
-        Two rounds of queries. First every week's summaries: the agents that wrote any, and the hour
-        of each one's first row in the week. Then raw rows, only of the others: the week's raw
-        queries leave the summary agents out by a tag condition (the server never scans their rows),
-        and an agent whose summaries begin after the week's start (it was upgraded then) is asked
-        for its raw rows up to the end of the UTC day of its first summary (its start, when that is
-        a midnight), with agents upgraded on the same day in one query. Of those, its observed hours
-        before its first summary are kept, and its raw latency days replace the summaries' (a raw
-        day is the whole day)."""
+        Two rounds of queries. First every week's summaries: the agents that wrote any ``hourly``
+        rows, the hour of each one's first row in the week, and the agent-days with a ``daily``
+        row. Then raw rows, only of the others: the week's raw queries leave the summary agents
+        out by a tag condition (the server never scans their rows), and an agent whose summaries
+        begin after the week's start (it was upgraded then) is asked for its raw rows up to the
+        end of the UTC day of its first summary (its start, when that is a midnight), with agents
+        upgraded on the same day in one query. Of those, its observed hours before its first
+        summary are kept, and its raw latency days replace the summaries' (a raw day is the whole
+        day). Alongside the raw queries, the agents with hourly rows on a day without a daily row
+        (a version that wrote none) are asked for the server's sums of those days' hourly rows
+        (:func:`hourly_latency_query`), one query a week, of those agent-days only."""
         got: dict[str, list] = defaultdict(list)
         runs = day_runs(days)
         todo, windows = _with_windows([(a, b, summary_queries(a, b)) for a, b in runs]
                                       + list(extra))
         first: dict[tuple[float, float], dict[str, float]] = {(float(a), float(b)): {}
                                                               for a, b in runs}
+        hour_days: dict[tuple[float, float], set[tuple[str, int]]] = defaultdict(set)
+        day_rows: set[tuple[str, int]] = set()
         summary: dict[str, list] = defaultdict(list)
         for (kind, _), window, answer in zip(todo, windows, self._run_all(todo)):
             for series in answer:
                 if kind == "hobs":
-                    _first_rows(series, window, first[window])
+                    for agent, t in _row_times(series, window):
+                        first[window][agent] = min(first[window].get(agent, math.inf), t)
+                        if window[0] <= t < window[1]:
+                            hour_days[window].add((agent, int(t - t % DAY)))
+                elif kind == "dping":
+                    day_rows.update((agent, int(t)) for agent, t in _row_times(series, window)
+                                    if t % DAY == 0)
                 recs = (to_counts(kind, series, q, window) if kind in COUNT_KINDS
                         else to_records(kind, series, q, window))
                 (summary if kind in SUMMARY_KINDS else got)[kind].extend(recs)
-        todo, windows, upgraded = [], [], []
+        # per query of the second round: None (raw rows of agents without summaries), the week's
+        # first summary hours (raw rows of upgraded agents), or the agent-days to sum hourly rows of
+        role: list[dict[str, float] | set[tuple[str, int]] | None] = []
+        todo, windows = [], []
         for (a, b), agents in first.items():
             todo += grouped_queries(int(a), int(b), agents_condition(agents, exclude=True))
             windows += [(a, b)] * len(RAW_KINDS)
-            upgraded += [None] * len(RAW_KINDS)
+            role += [None] * len(RAW_KINDS)
             by_day: dict[float, list[str]] = defaultdict(list)
             for agent, f in agents.items():
                 if f > a:
@@ -655,27 +689,38 @@ class Reader:
             for until, some in sorted(by_day.items()):
                 todo += grouped_queries(int(a), int(until), agents_condition(some, exclude=False))
                 windows += [(a, until)] * len(RAW_KINDS)
-                upgraded += [agents] * len(RAW_KINDS)
+                role += [agents] * len(RAW_KINDS)
+            missing = hour_days[(a, b)] - day_rows
+            if missing:
+                lo, hi = min(d for _, d in missing), max(d for _, d in missing) + DAY
+                todo.append(hourly_latency_query(
+                    lo, hi, agents_condition({agent for agent, _ in missing}, exclude=False)))
+                windows.append((float(lo), float(hi)))
+                role.append(missing)
         raw_days: set[tuple[str, int]] = set()
-        for (kind, _), window, since, answer in zip(todo, windows, upgraded, self._run_all(todo)):
+        for (kind, _), window, how, answer in zip(todo, windows, role, self._run_all(todo)):
             for series in answer:
                 if kind in COUNT_KINDS:
                     got[kind].extend(to_counts(kind, series, q, window))
                     continue
                 for rec in to_records(kind, series, q, window):
-                    if since is not None and kind == "ping":
+                    if kind == "hping":
+                        if (rec.unit.agent, rec.day) in how:
+                            summary["dping"].append(rec)
+                        continue     # a day its daily row covers
+                    if isinstance(how, dict) and kind == "ping":
                         raw_days.add((rec.unit.agent, rec.day))
-                    elif since is not None and rec.hour >= since.get(rec.unit.agent, math.inf):
+                    elif isinstance(how, dict) and rec.hour >= how.get(rec.unit.agent, math.inf):
                         continue     # an hour its summary covers
                     got[kind].append(rec)
         got["obs"] += summary["hobs"]
-        got["ping"] += [p for p in summary["hping"] if (p.unit.agent, p.day) not in raw_days]
+        got["ping"] += [p for p in summary["dping"] if (p.unit.agent, p.day) not in raw_days]
         return got
 
 
-def _first_rows(series: dict, window: tuple[float, float], first: dict[str, float]) -> None:
-    """Note in ``first`` (agent -> seconds) the time of each agent's first summary row in the
-    series (rows whose time is bad are left to :func:`to_records` to count)."""
+def _row_times(series: dict, window: tuple[float, float]) -> Iterator[tuple[str, float]]:
+    """(agent, time in seconds) of each row of a summary series whose time lies in ``window``
+    (rows whose time or tags are bad are left to :func:`to_records` to count)."""
     series = checked_series(series)
     tags = series["tags"]
     if any(v is not None and not isinstance(v, str) for v in tags.values()):
@@ -690,7 +735,7 @@ def _first_rows(series: dict, window: tuple[float, float], first: dict[str, floa
         if isinstance(row, list) and len(row) > i:
             t = _time(row[i], *window)
             if t is not None:
-                first[unit.agent] = min(first.get(unit.agent, math.inf), t)
+                yield unit.agent, t
 
 
 def _what(kind: str) -> str:

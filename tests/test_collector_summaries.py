@@ -325,3 +325,123 @@ def test_a_warm_run_gives_what_a_cold_one_gives(influx, fleet, tmp_path):
     b = aggregate(warm, S, now=later, source_quality=wq)
     assert a["data_quality"] == b["data_quality"] and a["data_quality"]["read"]["agents_from_raw_rows"]
     assert json.dumps(a["cells"], sort_keys=True) == json.dumps(b["cells"], sort_keys=True)
+
+
+# ---------------------------------------------------------------- (f) daily rows
+
+def _daily(samples):
+    return samples + hourlyfleet.daily_samples(samples)
+
+
+def _pings(ds):
+    return {(p.unit, p.day): p for p in ds.pings}
+
+
+def _assert_same_pings(a, b):
+    """The same PingDay: the histogram is the same, so p50, p95, rounds and extremes exactly;
+    the loss sum is added in another order (the agent's merge against the server's sum)."""
+    pa, pb = _pings(a), _pings(b)
+    assert pa.keys() == pb.keys() and pa
+    for k, p in pa.items():
+        s = pb[k]
+        assert (s.rtt_p50_ms, s.rtt_p95_ms, s.rounds, s.rtt_min_ms, s.rtt_max_ms) == (
+            p.rtt_p50_ms, p.rtt_p95_ms, p.rounds, p.rtt_min_ms, p.rtt_max_ms), k
+        assert s.loss_pct == pytest.approx(p.loss_pct, rel=1e-12, abs=1e-12), k
+
+
+def test_influx_daily_rows_give_what_hourly_sums_give(influx, fleet):
+    fleet.write_influx(influx.url, "linewatch")
+    hourly_only, daily = _db(influx, "h"), _db(influx, "d")
+    fleet.write_influx(influx.url, hourly_only)
+    fleet.write_influx(influx.url, daily)
+    summaries = _summaries(fleet)
+    hourlyfleet.write_influx(influx.url, hourly_only, hourlyfleet.lines(summaries))
+    hourlyfleet.write_influx(influx.url, daily, hourlyfleet.lines(_daily(summaries)))
+    raw, _, _ = _read(influx, "linewatch", fleet.start, fleet.end)
+    h, hq, hr = _read(influx, hourly_only, fleet.start, fleet.end)
+    d, dq, dr = _read(influx, daily, fleet.start, fleet.end)
+    assert dict(hq.rejected) == dict(dq.rejected) == {}
+    _assert_same_pings(h, d)
+    assert _obs(h) == _obs(d)
+    _assert_same(raw, d)
+    # with a daily row for every agent-day, the server's hourly sums are never asked for
+    assert dr.queries == hr.queries - 1
+
+
+def test_influx_agent_days_without_daily_rows_fall_back_to_hourly_sums(influx, fleet):
+    """Agents 0-2 wrote no daily rows, agent 3 none for its second day: their latency comes from
+    the server's sums of their hourly rows, the others' from their daily rows (agent 5's are
+    made different, to tell which was read)."""
+    summaries = _summaries(fleet)
+    days = hourlyfleet.daily_samples(summaries)
+    agents = [s.agent for s in fleet.specs]
+    no_daily = set(agents[:3])
+    keep = [s for s in days if s.tags["agent"] not in no_daily
+            and not (s.tags["agent"] == agents[3] and s.time.timestamp() == START + DAY)]
+    marked = [Sample(s.measurement, s.tags, {**s.fields, "loss_pct_sum": 0.0}, s.time)
+              if s.tags["agent"] == agents[5] else s for s in keep]
+    full, part = _db(influx, "full"), _db(influx, "part")
+    hourlyfleet.write_influx(influx.url, full, hourlyfleet.lines(summaries + days))
+    hourlyfleet.write_influx(influx.url, part, hourlyfleet.lines(summaries + marked))
+    a, aq, _ = _read(influx, full, fleet.start, fleet.end)
+    b, bq, _ = _read(influx, part, fleet.start, fleet.end)
+    assert dict(aq.rejected) == dict(bq.rejected) == {}
+    pa, pb = _pings(a), _pings(b)
+    assert pa.keys() == pb.keys()
+    fives = [k for k in pb if k[0].agent == agents[5]]
+    assert fives and all(pb[k].loss_pct == 0.0 for k in fives)
+    assert any(pa[k].loss_pct for k in fives)
+    for k in fives:
+        del pa[k], pb[k]
+    for k, p in pa.items():
+        s = pb[k]
+        assert (s.rtt_p50_ms, s.rtt_p95_ms, s.rounds, s.rtt_min_ms, s.rtt_max_ms) == (
+            p.rtt_p50_ms, p.rtt_p95_ms, p.rounds, p.rtt_min_ms, p.rtt_max_ms), k
+        assert s.loss_pct == pytest.approx(p.loss_pct, rel=1e-12, abs=1e-12), k
+    assert _obs(a) == _obs(b)
+
+
+def test_influx_mixed_fleet_with_daily_rows(influx, fleet):
+    """Old agents (raw rows), an agent upgraded mid-day (raw rows up to the end of that day),
+    the others with hourly and daily rows: the same records as raw rows give."""
+    fleet.write_influx(influx.url, "linewatch")
+    mixed = _db(influx, "mixedd")
+    fleet.write_influx(influx.url, mixed)
+    hourlyfleet.write_influx(influx.url, mixed, hourlyfleet.lines(_daily(_mixed(fleet))))
+    raw, _, _ = _read(influx, "linewatch", fleet.start, fleet.end)
+    got, q, _ = _read(influx, mixed, fleet.start, fleet.end)
+    assert dict(q.rejected) == {}
+    _check_mixed(raw, got, q, fleet)
+
+
+def _day(**extra):
+    f = {"observed_s": 86400.0, "hours": 24, "rtt_count": 3, "ping_rounds": 3,
+         "loss_pct_sum": 0.0, "rtt_min_ms": 20.0, "rtt_max_ms": 20.0, "rtt_h200": 3,
+         "summary_version": 1}
+    f.update(extra)
+    return f
+
+
+HOSTILE_DAYS = [  # (day offset, fields, reason)
+    (1, _day(rtt_h202=2.5), "bad_histogram"),                 # not a whole count
+    (2, _day(rtt_h203=-3, rtt_count=0), "bad_histogram"),
+    (3, _day(rtt_count=7), "bad_histogram"),
+    (4, _day(rtt_h201=5, rtt_count=8), "bad_histogram"),      # more RTTs than answered rounds
+    (5, _day(ping_rounds=-1, rtt_count=0, rtt_h200=0), "bad_histogram"),
+]
+
+
+def test_hostile_daily_rows_in_influx_are_counted(influx):
+    """A daily row that cannot be true is a counted rejection (its day gives no latency, and
+    the server's hourly sums are not asked for instead); one not at midnight is a bad_time, and
+    its day's hourly rows are summed instead."""
+    rows = [Sample("daily", TAGS, f, _dt(START + k * DAY)) for k, f, _ in HOSTILE_DAYS]
+    rows += [Sample("daily", TAGS, _day(), _dt(START))]
+    rows += [Sample("hourly", TAGS, _good(), _dt(H + k * DAY)) for k in range(7)]
+    # day 6: a daily row at 01:00, not at midnight; its hourly row gives the latency
+    rows += [Sample("daily", TAGS, _day(ping_rounds=9), _dt(START + 6 * DAY + 3600))]
+    hourlyfleet.write_influx(influx.url, "linewatch", hourlyfleet.lines(rows))
+    ds, q, _ = _read(influx, "linewatch", START, START + 8 * DAY)
+    assert dict(q.rejected) == {"bad_histogram": 5, "bad_time": 1}
+    assert sorted(o.hour for o in ds.obs) == [H + k * DAY for k in range(7)]
+    assert [(p.day, p.rounds) for p in ds.pings] == [(START, 3), (START + 6 * DAY, 3)]
