@@ -228,6 +228,15 @@ def reference_queries(server: InfluxV1, now: float, days: int = 30, summaries: b
         k["queries"] += 1
     out["collector_queries"] = per_kind
     out["collector_queries_s"] = sum(k["seconds"] for k in per_kind.values())
+    if summaries:
+        # The latency as read before daily rows: the server's sums of the hourly rows per
+        # agent-day, every agent, one query a week (now asked only for agent-days without one).
+        from collector.influxql import day_runs, days_of, hourly_latency_query
+        t = b = 0
+        for a, z in day_runs(days_of(start, now)):
+            dt, size, _ = post_query(server, hourly_latency_query(a, z)[1], params)
+            t, b = t + dt, b + size
+        out["hourly_sums_reference"] = {"seconds": t, "bytes": b}
     # Where the server's time goes: the same ping queries with mean/max instead of percentile().
     t = 0.0
     for kind, q in queries(start, now):
@@ -474,11 +483,16 @@ def summarise(report: dict) -> None:
             report["summary"]["server_queries_s"] = s
             rows.append(("  reference: its queries, server alone", f"{s['median']:.1f} s",
                          f"{s['min']:.1f}-{s['max']:.1f}", ""))
-            for kind in ("hobs", "hping", "obs", "ping", "episode", "speed"):
+            for kind in ("hobs", "dping", "hping", "obs", "ping", "episode", "speed"):
                 v = [r["reference"]["collector_queries"].get(kind, {}).get("seconds", 0.0) for r in ok]
                 m = med(v)
                 report["summary"][f"server_{kind}_queries_s"] = m
                 rows.append((f"    of which {kind} queries", f"{m['median']:.1f} s",
+                             f"{m['min']:.1f}-{m['max']:.1f}", ""))
+            if all("hourly_sums_reference" in r["reference"] for r in ok):
+                m = med([r["reference"]["hourly_sums_reference"]["seconds"] for r in ok])
+                report["summary"]["server_hourly_sums_reference_s"] = m
+                rows.append(("  reference: the old hourly sums per agent-day", f"{m['median']:.1f} s",
                              f"{m['min']:.1f}-{m['max']:.1f}", ""))
             v = med([r["reference"]["ping_queries_without_percentile_s"] for r in ok])
             report["summary"]["server_ping_without_percentile_s"] = v

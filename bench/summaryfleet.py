@@ -13,6 +13,11 @@ hours' edges by :func:`kit.hourly.overlap`. The row has exactly summarise's fiel
 the values are summarise's too except for the order of float additions in ``loss_pct_sum``
 (:func:`check` compares both on a few agents).
 
+Beside them, one ``daily`` row per agent and UTC day (time: the day's start), the merge of that
+day's hourly rows as the agent writes it (``observed_s``, ``hours``, the latency sums, the day's
+extremes, the histogram; :meth:`SummaryFleet.daily_rows`), checked by :func:`check` against
+tests/hourlyfleet.py's merge (``kit.hourly.day_fields`` once it lands) of summarise's rows.
+
     SummaryFleet(agents, days, start, round_s=10, seed=1)   # a tests.fleet.Fleet whose lines()
                                                              # and write_influx() send summaries
 """
@@ -27,6 +32,8 @@ from kit import hourly, lineproto
 from kit.hourly import HOUR_S, Span
 from tests.fleet import HOUR_NS, NS, Fleet
 
+DAY_S = 86400
+DAILY = "daily"
 _BUCKET_OF = np.vectorize(hourly.bucket, otypes=[np.int64])
 
 
@@ -138,12 +145,43 @@ class SummaryFleet(Fleet):
             out.append((h, f))
         return out
 
+    @staticmethod
+    def daily_rows(rows: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+        """The ``daily`` rows of one agent's hourly ``rows`` (sorted by hour): (day start in s,
+        fields), the fields in the contract's order."""
+        out: list[tuple[int, dict]] = []
+        for h, f in rows:
+            day = h - h % DAY_S
+            if not out or out[-1][0] != day:
+                out.append((day, {"observed_s": 0.0, "hours": 0, "rtt_count": 0, "ping_rounds": 0,
+                                  "loss_pct_sum": 0.0, "hist": {}}))
+            d = out[-1][1]
+            d["hours"] += 1
+            for k in ("observed_s", "rtt_count", "ping_rounds", "loss_pct_sum"):
+                d[k] += f[k]
+            if f["rtt_count"]:
+                d["rtt_min_ms"] = min(d.get("rtt_min_ms", math.inf), f["rtt_min_ms"])
+                d["rtt_max_ms"] = max(d.get("rtt_max_ms", -math.inf), f["rtt_max_ms"])
+            hist = d["hist"]
+            for k, v in f.items():
+                if k.startswith(hourly.PREFIX):
+                    hist[k] = hist.get(k, 0) + v
+        for _, d in out:
+            hist = d.pop("hist")
+            d.update(sorted(hist.items()))
+            d["summary_version"] = hourly.VERSION
+        return out
+
     def _agent_chunks(self, i: int, chunk: int) -> list[tuple[bytes, int]]:
-        """Agent ``i``'s lines as a summaries agent sends them: its hourly rows, then its
-        outage and speedtest rows (Fleet.lines and Fleet.write_influx go through here)."""
+        """Agent ``i``'s lines as a summaries agent sends them: its hourly rows, its daily
+        rows, then its outage and speedtest rows (Fleet.lines and Fleet.write_influx go through
+        here)."""
         p = self._plan(i)
         key = lineproto.series_key(hourly.MEASUREMENT, p.spec.tags) + " "
-        lines = [f"{key}{lineproto.field_set(f)} {h * NS}\n" for h, f in self.summary_rows(i)]
+        rows = self.summary_rows(i)
+        lines = [f"{key}{lineproto.field_set(f)} {h * NS}\n" for h, f in rows]
+        key = lineproto.series_key(DAILY, p.spec.tags) + " "
+        lines += [f"{key}{lineproto.field_set(f)} {d * NS}\n" for d, f in self.daily_rows(rows)]
         lines += [self._emit_line(p, ev) for ev in p.emit]
         out = []
         for k in range(0, len(lines), chunk):
@@ -155,26 +193,41 @@ class SummaryFleet(Fleet):
 def check(fleet: SummaryFleet, agents: int = 3) -> dict:
     """Compare :meth:`SummaryFleet.summary_rows` with tests/hourlyfleet.py (summarise over every
     raw row) on the first ``agents`` agents: same hours, same fields, same values (floats within
-    1e-9 relative). Returns {"agents", "rows", "mismatches": [...]} (at most 20 listed)."""
-    from tests.hourlyfleet import hourly_samples
+    1e-9 relative); and the daily rows (:meth:`SummaryFleet.daily_rows`) with the merge of
+    summarise's rows by ``kit.hourly.day_fields`` (tests/hourlyfleet.day_fields until it is
+    there). Returns {"agents", "rows", "daily_rows", "merge", "mismatches": [...]} (at most 20
+    listed)."""
+    from tests.hourlyfleet import day_fields as test_merge, hourly_samples
 
+    merge = getattr(hourly, "day_fields", None) or test_merge
     bad: list[str] = []
-    rows = 0
-    for i in range(min(agents, fleet.n)):
-        fast = dict(fleet.summary_rows(i))
-        slow = {int(s.time.timestamp()): s.fields for s in hourly_samples(fleet, i)}
-        rows += len(slow)
+    rows = days = 0
+
+    def compare(what: str, fast: dict, slow: dict) -> None:
         if set(fast) != set(slow):
-            bad.append(f"agent {i}: hours differ: {sorted(set(fast) ^ set(slow))[:5]}")
+            bad.append(f"{what}: times differ: {sorted(set(fast) ^ set(slow))[:5]}")
         for h in sorted(set(fast) & set(slow)):
             a, b = fast[h], slow[h]
             if list(a) != list(b):
-                bad.append(f"agent {i} hour {h}: fields {list(a)} != {list(b)}")
+                bad.append(f"{what} at {h}: fields {list(a)} != {list(b)}")
                 continue
             for k in a:
                 x, y = a[k], b[k]
                 if type(x) is not type(y) or not math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9):
-                    bad.append(f"agent {i} hour {h}: {k} {x!r} != {y!r}")
-    return {"agents": min(agents, fleet.n), "rows": rows, "mismatches": bad[:20],
+                    bad.append(f"{what} at {h}: {k} {x!r} != {y!r}")
+
+    for i in range(min(agents, fleet.n)):
+        hours = fleet.summary_rows(i)
+        slow = {int(s.time.timestamp()): s.fields for s in hourly_samples(fleet, i)}
+        rows += len(slow)
+        compare(f"agent {i} hourly", dict(hours), slow)
+        by_day: dict[int, list] = {}
+        for h in sorted(slow):
+            by_day.setdefault(h - h % DAY_S, []).append(slow[h])
+        days += len(by_day)
+        compare(f"agent {i} daily", dict(fleet.daily_rows(hours)),
+                {d: merge(fs) for d, fs in by_day.items()})
+    return {"agents": min(agents, fleet.n), "rows": rows, "daily_rows": days,
+            "merge": f"{merge.__module__}.{merge.__name__}", "mismatches": bad[:20],
             "n_mismatches": len(bad)}
 
