@@ -8,7 +8,7 @@ raw (``--agents`` x ``--days``, 40 x 14 by default), into two databases of one i
                without summaries, which the collector reads from raw rows;
 ``summaries``  what agents with ``influx.send = "summaries"`` send: the ``hourly`` rows made by
                :func:`kit.hourly.summarise` from those very raw rows (tests/hourlyfleet.py), the
-               ``outage`` and ``speedtest`` rows.
+               ``daily`` rows merged from them, the ``outage`` and ``speedtest`` rows.
 
 ``python -m collector.cli aggregate`` of this tree runs on each (``--cache off``, the fleet's
 whole days as the window, ``collector.min_agents = 1`` so no cell is suppressed), for several
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from agent.jobs.context import episode_sample  # noqa: E402
 from kit import lineproto  # noqa: E402
 from tests.fleet import Fleet, fleet_start  # noqa: E402
-from tests.hourlyfleet import hourly_samples, lines, write_influx  # noqa: E402
+from tests.hourlyfleet import daily_samples, hourly_samples, lines, write_influx  # noqa: E402
 from tests.influxlab import InfluxV1, influx_unavailable  # noqa: E402
 
 EXACT = ("internet_availability", "internet_outage_min_per_agent", "power_saidi_min", "power_saifi",
@@ -54,11 +54,13 @@ SPLITS = {"region,isp/all": ("region,isp", "all"), "region/day": ("region", "day
 
 def summary_lines(fleet: Fleet) -> tuple[bytes, dict]:
     """What the fleet's agents send with influx.send = "summaries", and the row counts."""
-    out, n = [], {"hourly": 0, "outage": 0, "speedtest": 0}
+    out, n = [], {"hourly": 0, "daily": 0, "outage": 0, "speedtest": 0}
     for i in range(fleet.n):
         hs = hourly_samples(fleet, i)
+        ds = daily_samples(hs)
         n["hourly"] += len(hs)
-        out.append(lines(hs))
+        n["daily"] += len(ds)
+        out.append(lines(hs + ds))
         tags = fleet.specs[i].tags
         extra = [episode_sample(e, tags) for e in fleet.episodes(i)]
         extra += [s for s in fleet.samples(i) if s.measurement == "speedtest"]

@@ -6,8 +6,8 @@ nobody audits, a server's answer, a volunteer's file) and reduces them to the re
 :mod:`kit.records`:
 
 * :func:`observed` - an hour's ``observed_s`` as watched seconds, or a counted rejection;
-* :func:`latency` - the latency part of a row (or of a day's sums of rows: InfluxDB adds the
-  buckets on the server), as a :class:`Latency`, or a counted rejection;
+* :func:`latency` - the latency part of a row (an hourly or a daily one, or a day's sums of
+  hourly rows, added by InfluxDB), as a :class:`Latency`, or a counted rejection;
 * :class:`Latency` merges by adding, and :meth:`Latency.ping_day` gives the day's
   :class:`~kit.records.PingDay`: p50 and p95 from the merged histogram
   (:meth:`kit.hourly.Histogram.quantile`, within 2 % of the exact nearest rank), the mean loss
