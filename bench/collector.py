@@ -341,8 +341,9 @@ def main() -> None:
                 chk = check(fleet, args.check_agents)
                 chk["seconds"] = time.perf_counter() - t0
                 report["summary_rows_check"] = chk
-                print(f"hourly rows of {chk['agents']} agents against tests/hourlyfleet.py: "
-                      f"{chk['rows']:,} rows, {chk['n_mismatches']} mismatches", flush=True)
+                print(f"hourly and daily rows of {chk['agents']} agents against tests/hourlyfleet.py: "
+                      f"{chk['rows']:,} hourly and {chk['daily_rows']:,} daily rows, "
+                      f"{chk['n_mismatches']} mismatches", flush=True)
                 if chk["n_mismatches"]:
                     print("\n".join(chk["mismatches"]), flush=True)
                     sys.exit("the fast hourly rows are not summarise's")
