@@ -12,9 +12,9 @@ from kit.configkit import all_of, between, max_len, one_of, opt, parses
 CLIENTS = ("builtin", "influxdb-client")
 
 
-# influx.send = "summaries": the measurements still sent (the hourly summaries, the episodes and
+# influx.send = "summaries": the measurements still sent (the hourly and daily summaries, the episodes and
 # the speed tests); the agent keeps every other row in its local store only.
-SENT_WITH_SUMMARIES = frozenset({"hourly", "outage", "speedtest"})
+SENT_WITH_SUMMARIES = frozenset({"hourly", "daily", "outage", "speedtest"})
 
 
 def parse_url(url: str) -> str:
