@@ -54,9 +54,9 @@ from kit.hourly import MEASUREMENT as HOURLY
 from kit.storeschema import DB_NAME, SCHEMA, SCHEMA_VERSION, sqlite_uri
 
 # Measurements kept forever: retention and the size cap drop only raw rounds. The hourly
-# summaries (kit.hourly) are kept too: a year of them is about 13 MB, and they are what the line
+# and daily summaries (kit.hourly) are kept too: a year of them is about 15 MB, and they are what the line
 # report reads for long windows and what a volunteer's file gives the collector.
-KEEP_FOREVER = frozenset({"outage", "hourly"})
+KEEP_FOREVER = frozenset({"outage", "hourly", "daily"})
 # ``samples.sent``: 0 waiting in the outbox, 1 sent, 2 set aside (the server refused it),
 # 3 kept here only (``influx.send = "summaries"``: raw rows are not forwarded), 4 a version of
 # an hourly summary held back until the next forwarded one (a growing hour on a metered line).
@@ -247,8 +247,10 @@ class Store:
                 c.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
                           " SET value = excluded.value", (k, v))
 
-    def put_summaries(self, samples: Iterable[Sample], *, hour_ns: int, forward: bool) -> None:
-        """Make ``samples`` the ``hourly`` rows of the hour starting at ``hour_ns``, in one
+    def put_summaries(self, samples: Iterable[Sample], *, hour_ns: int, forward: bool,
+                      measurement: str = HOURLY) -> None:
+        """Make ``samples`` the ``measurement`` rows (``hourly``, or ``daily`` with ``hour_ns``
+        the day's start) of the hour starting at ``hour_ns``, in one
         transaction: each replaces the row of its series at that time (rewritten in place, as
         InfluxDB overwrites a point of the same series and time), and rows of the hour under
         other tags (written before the tags changed) are rewritten too or removed. A row goes to
@@ -263,7 +265,7 @@ class Store:
             for i, sid, sent, fields in c.execute(
                     "SELECT s.id, s.series_id, s.sent, s.fields FROM samples s JOIN series r ON"
                     " r.id = s.series_id WHERE r.measurement = ? AND s.time_ns = ?",
-                    (HOURLY, hour_ns)):
+                    (measurement, hour_ns)):
                 old.setdefault(sid, []).append((i, sent, fields))
             drop = [i for versions in old.values() for i, _, _ in versions]
             for s in samples:

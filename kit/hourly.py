@@ -254,3 +254,40 @@ def summarise(hour: int, *, rounds: Iterable[Mapping[str, object]] = (),
         out.update(hist.fields())
     out["summary_version"] = VERSION
     return out
+
+
+# -- the day's latency row ----------------------------------------------------------------------
+
+DAILY = "daily"
+DAY_S = 86400
+
+
+def day_fields(rows: Iterable[Mapping[str, object]]) -> dict[str, float | int]:
+    """The fields of the ``daily`` row of one UTC day and tag set from the fields of its hourly
+    rows: what the collector's daily latency needs, summed so that the server need not sum 24
+    hours of histogram buckets per agent-day (InfluxDB pays per bucket field and output row).
+    ``observed_s``, ``loss_pct_sum`` (sums), ``hours``, ``rtt_count``, ``ping_rounds``
+    (counts), ``rtt_min_ms``/``rtt_max_ms`` (extremes, when there were RTTs), the merged
+    histogram and ``summary_version``."""
+    out: dict[str, float | int] = {"observed_s": 0.0, "hours": 0, "rtt_count": 0, "ping_rounds": 0,
+                                   "loss_pct_sum": 0.0}
+    hist = Histogram()
+    lo: float | None = None
+    hi: float | None = None
+    for f in rows:
+        out["hours"] += 1
+        out["observed_s"] += _num(f.get("observed_s")) or 0.0
+        out["ping_rounds"] += int(_num(f.get("ping_rounds")) or 0)
+        out["loss_pct_sum"] += _num(f.get("loss_pct_sum")) or 0.0
+        hist.merge(Histogram.from_fields(f))
+        a, b = _num(f.get("rtt_min_ms")), _num(f.get("rtt_max_ms"))
+        if a is not None:
+            lo = a if lo is None else min(lo, a)
+        if b is not None:
+            hi = b if hi is None else max(hi, b)
+    out["rtt_count"] = hist.total
+    if hist.total and lo is not None and hi is not None:
+        out["rtt_min_ms"], out["rtt_max_ms"] = lo, hi
+    out.update(hist.fields())
+    out["summary_version"] = VERSION
+    return out

@@ -5,7 +5,7 @@ Each path is driven for real, in process, with fakes only where the suite fakes 
 (the probes' network in the round job, the clock, host trees under procfs/sysfs/run roots):
 
 * rounds: the round job through ISP, LAN and DNS outages (ping, dns, round and outage rows),
-  then the summaries job (the hour's ``hourly`` row);
+  then the summaries job (the hour's ``hourly`` row and the day's ``daily`` row);
 * power: the power job polling a laptop's AC adapter and battery through a cut;
 * restarts: recovery after the agent stopped without a clean exit (an agent gap) and after the
   host went down (a host-down power cut);
@@ -76,6 +76,7 @@ def rounds(tmp: Path) -> list[Sample]:
     rows = written(agent.store)
     assert [s.tags["cause"] for s in rows if s.measurement == "outage"] == ["isp", "lan", "dns"]
     assert [s.measurement for s in rows].count("hourly") == 1
+    assert [s.measurement for s in rows].count("daily") == 1
     return rows
 
 
@@ -223,7 +224,7 @@ def test_catalog_parses():
     cat = load_catalog()
     agent = {m for m, e in cat.items() if e["part"] == "agent"}
     assert agent == {"ping", "dns", "round", "outage", "power", "netio", "agent", "speedtest",
-                     "hourly"}
+                     "hourly", "daily"}
     assert {m for m in cat if m not in agent} == {
         "regional_coverage", "regional_power", "regional_internet", "regional_line",
         "regional_load_shedding", "regional_events"}

@@ -124,3 +124,21 @@ def test_hours_of():
     assert list(hourly.hours_of(H, H)) == [H]
     assert list(hourly.hours_of(H + 10, H + 3600)) == [H]
     assert list(hourly.hours_of(H - 1, H + 1)) == [H - 3600, H]
+
+
+def test_a_day_row_is_the_merge_of_its_hours():
+    hours = [summarise(H + k * 3600, rounds=[{"status": "up", "interval_s": 10.0}] * 360,
+                       pings=[{"sent": 3, "received": 3, "loss_pct": float(k % 3),
+                               "rtt_avg_ms": 20.0 + k + i % 9} for i in range(720)],
+                       now=H + 86400) for k in range(24)]
+    hours.append(summarise(H, spans=[Span("power", "host_down", "host", H, H + 60)], now=H))
+    d = hourly.day_fields(hours)
+    assert d["hours"] == 25 and d["observed_s"] == 24 * 3600.0
+    assert d["rtt_count"] == d["ping_rounds"] == 24 * 720
+    assert d["loss_pct_sum"] == sum(h["loss_pct_sum"] for h in hours)
+    assert d["rtt_min_ms"] == 20.0 and d["rtt_max_ms"] == 20.0 + 23 + 8
+    merged = Histogram()
+    for h in hours:
+        merged.merge(Histogram.from_fields(h))
+    assert Histogram.from_fields(d).counts == merged.counts
+    assert "rtt_min_ms" not in hourly.day_fields([hours[-1]])

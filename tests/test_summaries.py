@@ -152,7 +152,7 @@ def test_send_summaries_keeps_raw_rows_local(tmp_path):
     run(agent, clock, net, [("up", 30), ("isp", 12), ("up", 60)])
     agent.summaries.run()
     sent = {s.measurement for _, s in outbox(agent.store)}
-    assert sent == {"hourly", "outage"}
+    assert sent == {"hourly", "daily", "outage"}
     assert all(r[3] == LOCAL_ONLY for r in rows(agent, "round"))  # old and new raw rows
 
 
@@ -222,3 +222,18 @@ def test_property_observed_and_outage_seconds_add_up(tmp_path_factory, plan, off
     assert math.isclose(sum(f["observed_s"] for _, _, f, _ in hrs), watched_s(agent))
     open_s = sum(e.duration_s for e in agent.store.episodes(type="connectivity"))
     assert math.isclose(sum(outage_s(f) for _, _, f, _ in hrs), open_s, abs_tol=1e-6)
+
+
+def test_each_day_has_a_daily_row_merging_its_hours(tmp_path):
+    clock, net = FakeClock(datetime(2026, 3, 1, 22, 50, tzinfo=UTC)), FakeNet()
+    agent = agent_for(tmp_path, clock, net)
+    run(agent, clock, net, [("up", 200), ("isp", 30), ("up", 200)])   # across midnight
+    agent.summaries.run()
+    days = rows(agent, "daily")
+    assert [ns // NS % 86400 for ns, *_ in days] == [0, 0] and len({ns for ns, *_ in days}) == 2
+    for ns, tags, f, _ in days:
+        hours = [h for h in rows(agent) if ns <= h[0] < ns + 86400 * NS]
+        assert tags == hours[0][1]
+        assert f == hourly.day_fields([h[2] for h in hours])
+        assert f["hours"] == len(hours)
+    assert math.isclose(sum(f["observed_s"] for _, _, f, _ in days), watched_s(agent))
