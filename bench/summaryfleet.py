@@ -16,7 +16,7 @@ the values are summarise's too except for the order of float additions in ``loss
 Beside them, one ``daily`` row per agent and UTC day (time: the day's start), the merge of that
 day's hourly rows as the agent writes it (``observed_s``, ``hours``, the latency sums, the day's
 extremes, the histogram; :meth:`SummaryFleet.daily_rows`), checked by :func:`check` against
-tests/hourlyfleet.py's merge (``kit.hourly.day_fields`` once it lands) of summarise's rows.
+the agent's merge (``kit.hourly.day_fields``) of summarise's rows.
 
     SummaryFleet(agents, days, start, round_s=10, seed=1)   # a tests.fleet.Fleet whose lines()
                                                              # and write_influx() send summaries
@@ -32,8 +32,7 @@ from kit import hourly, lineproto
 from kit.hourly import HOUR_S, Span
 from tests.fleet import HOUR_NS, NS, Fleet
 
-DAY_S = 86400
-DAILY = "daily"
+DAY_S, DAILY = hourly.DAY_S, hourly.DAILY
 _BUCKET_OF = np.vectorize(hourly.bucket, otypes=[np.int64])
 
 
@@ -194,12 +193,11 @@ def check(fleet: SummaryFleet, agents: int = 3) -> dict:
     """Compare :meth:`SummaryFleet.summary_rows` with tests/hourlyfleet.py (summarise over every
     raw row) on the first ``agents`` agents: same hours, same fields, same values (floats within
     1e-9 relative); and the daily rows (:meth:`SummaryFleet.daily_rows`) with the merge of
-    summarise's rows by ``kit.hourly.day_fields`` (tests/hourlyfleet.day_fields until it is
-    there). Returns {"agents", "rows", "daily_rows", "merge", "mismatches": [...]} (at most 20
-    listed)."""
-    from tests.hourlyfleet import day_fields as test_merge, hourly_samples
+    summarise's rows by the agent's ``kit.hourly.day_fields``. Returns {"agents", "rows",
+    "daily_rows", "merge", "mismatches": [...]} (at most 20 listed)."""
+    from tests.hourlyfleet import hourly_samples
 
-    merge = getattr(hourly, "day_fields", None) or test_merge
+    merge = hourly.day_fields
     bad: list[str] = []
     rows = days = 0
 

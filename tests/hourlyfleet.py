@@ -7,7 +7,8 @@ tags), computed with :func:`kit.hourly.summarise` from ``fleet.samples(i)`` and
 ``fleet.episodes(i)``; ``from_hour`` leaves out the hours before it (an agent upgraded then).
 
 ``daily_samples(hourly)`` gives the ``daily`` rows of those hourly rows: one per tag set and UTC
-day (time = the day's start), the fields :func:`day_fields` of that day's hourly rows.
+day (time = the day's start), the fields :func:`kit.hourly.day_fields` of that day's hourly rows
+(the agent's own merge).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import gzip
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from agent.model import Sample
@@ -23,8 +24,6 @@ from kit import hourly, lineproto
 from kit.hourly import HOUR_S, Span
 
 NS = 1_000_000_000
-DAY = 86400
-DAILY = "daily"
 
 
 def _s(t: datetime) -> float:
@@ -61,42 +60,16 @@ def hourly_samples(fleet, i: int, from_hour: float = 0.0) -> list[Sample]:
     return out
 
 
-def day_fields(rows: Iterable[Mapping]) -> dict[str, float | int]:
-    """The ``daily`` row's fields from its day's ``hourly`` field dicts, by the contract of the
-    row: ``observed_s`` (sum), ``hours`` (rows merged), ``rtt_count``, ``ping_rounds`` and
-    ``loss_pct_sum`` (sums), ``rtt_min_ms``/``rtt_max_ms`` (min/max, only when ``rtt_count`` >=
-    1), the histogram's non-empty buckets (sums), ``summary_version``. Written here for the tests
-    and the benches; the agent's own is ``kit.hourly.day_fields`` once it lands."""
-    out: dict[str, float | int] = {"observed_s": 0.0, "hours": 0, "rtt_count": 0, "ping_rounds": 0,
-                                   "loss_pct_sum": 0.0}
-    lo = hi = None
-    hist = hourly.Histogram()
-    for f in rows:
-        out["hours"] += 1
-        out["observed_s"] += f.get("observed_s", 0.0)
-        out["rtt_count"] += f.get("rtt_count", 0)
-        out["ping_rounds"] += f.get("ping_rounds", 0)
-        out["loss_pct_sum"] += f.get("loss_pct_sum", 0.0)
-        if f.get("rtt_count", 0) >= 1:
-            lo = f["rtt_min_ms"] if lo is None else min(lo, f["rtt_min_ms"])
-            hi = f["rtt_max_ms"] if hi is None else max(hi, f["rtt_max_ms"])
-        hist.merge(hourly.Histogram.from_fields(f))
-    if out["rtt_count"] >= 1:
-        out["rtt_min_ms"], out["rtt_max_ms"] = lo, hi
-    out.update(hist.fields())
-    out["summary_version"] = hourly.VERSION
-    return out
-
-
 def daily_samples(samples: Iterable[Sample]) -> list[Sample]:
     """The ``daily`` rows of these ``hourly`` rows (see the module's note)."""
     days: dict[tuple, list] = defaultdict(list)
     tags_of: dict[tuple, dict] = {}
     for s in samples:
-        key = (tuple(sorted(s.tags.items())), int(_s(s.time) // DAY) * DAY)
+        key = (tuple(sorted(s.tags.items())), int(_s(s.time) // hourly.DAY_S) * hourly.DAY_S)
         days[key].append(s.fields)
         tags_of[key] = s.tags
-    return [Sample(DAILY, tags_of[k], day_fields(rows), datetime.fromtimestamp(k[1], UTC))
+    return [Sample(hourly.DAILY, tags_of[k], hourly.day_fields(rows),
+                   datetime.fromtimestamp(k[1], UTC))
             for k, rows in sorted(days.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
 
 
