@@ -60,6 +60,8 @@ def status(st: dict, state_dir: Path) -> None:
     else:
         fw = (f"{s['backlog_rows']} not yet forwarded" if st["forward"]["enabled"]
               else "forwarding off")
+        if s.get("kept_local_rows"):
+            fw += f", {s['kept_local_rows']} kept here only (influx.send = \"summaries\")"
         click.echo(f"store: {s['path']}  {s['bytes'] / 1e6:.1f} MB, {plural(s['rows'], 'row')}, {fw}")
     _forward(st["forward"])
     _speedtests(st["speedtest"])

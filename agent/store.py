@@ -398,6 +398,11 @@ class Store:
                 c.executemany("UPDATE samples SET sent = 1 WHERE id = ? AND sent = 0",
                               ((i,) for i in ids))
 
+    def kept_local(self) -> int:
+        """Rows kept here only (``influx.send = "summaries"``: the raw rows, never sent)."""
+        (n,), = self._query(f"SELECT count(*) FROM samples WHERE sent = {LOCAL_ONLY}")
+        return n
+
     def backlog(self) -> tuple[int, datetime | None]:
         """Unsent rows and the time of the oldest of them."""
         n, oldest = self._query("SELECT count(*), min(time_ns) FROM samples WHERE sent = 0")[0]

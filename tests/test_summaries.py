@@ -141,7 +141,7 @@ def test_an_episode_closing_hours_later_rewrites_the_closed_hours(tmp_path):
         assert f == want
 
 
-def test_send_summaries_keeps_raw_rows_local(tmp_path):
+def test_send_summaries_keeps_raw_rows_local(tmp_path, capsys):
     clock, net = FakeClock(START), FakeNet()
     first = agent_for(tmp_path, clock, net)          # send = all: raw rows wait in the outbox
     run(first, clock, net, [("up", 12)])
@@ -154,6 +154,13 @@ def test_send_summaries_keeps_raw_rows_local(tmp_path):
     sent = {s.measurement for _, s in outbox(agent.store)}
     assert sent == {"hourly", "daily", "outage"}
     assert all(r[3] == LOCAL_ONLY for r in rows(agent, "round"))  # old and new raw rows
+    # status says what stays on the machine
+    from agent import show, status
+    st = status.collect(agent.cfg, now=clock.now())
+    kept = st["store"]["kept_local_rows"]
+    assert kept == sum(1 for m in ("round", "ping", "dns") for r in rows(agent, m)) > 0
+    show.status(st, tmp_path)
+    assert f'{kept} kept here only (influx.send = "summaries")' in capsys.readouterr().out
 
 
 def test_a_metered_line_forwards_a_growing_hour_every_quarter(tmp_path):
