@@ -187,10 +187,16 @@ def hours_of(start: float, end: float) -> range:
     return range(first, max(first, last) + HOUR_S, HOUR_S)
 
 
-def _num(v: object) -> float | None:
+def finite(v: object) -> float | None:
+    """``v`` as a finite float, None for anything else (absent, text, a boolean, NaN, inf):
+    how every reader of a row's fields takes a number it may do without."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    return float(v) if math.isfinite(v) else None
+    try:
+        f = float(v)
+    except OverflowError:   # an integer past any float (a hostile file's 400-digit count)
+        return None
+    return f if math.isfinite(f) else None
 
 
 def summarise(hour: int, *, rounds: Iterable[Mapping[str, object]] = (),
@@ -208,7 +214,7 @@ def summarise(hour: int, *, rounds: Iterable[Mapping[str, object]] = (),
         status = f.get("status")
         if status == "error":
             out["error_rounds"] += 1
-        v = _num(f.get("interval_s"))
+        v = finite(f.get("interval_s"))
         if v is None or not 0 < v <= MAX_INTERVAL_S:
             continue
         out["observed_s"] += v
@@ -221,15 +227,15 @@ def summarise(hour: int, *, rounds: Iterable[Mapping[str, object]] = (),
     loss_sum = 0.0
     lo = hi = None
     for f in pings:
-        sent, received = _num(f.get("sent")), _num(f.get("received"))
+        sent, received = finite(f.get("sent")), finite(f.get("received"))
         out["echoes_sent"] += int(sent or 0)
         out["echoes_received"] += int(received or 0)
-        loss = _num(f.get("loss_pct"))
+        loss = finite(f.get("loss_pct"))
         if loss is None or loss >= 100:
             continue  # the target did not answer: an outage, counted by the episodes
         out["ping_rounds"] += 1
         loss_sum += loss
-        rtt = _num(f.get("rtt_avg_ms"))
+        rtt = finite(f.get("rtt_avg_ms"))
         if rtt is not None and rtt >= 0:
             hist.add(rtt)
             rtts.append(rtt)
@@ -276,11 +282,11 @@ def day_fields(rows: Iterable[Mapping[str, object]]) -> dict[str, float | int]:
     hi: float | None = None
     for f in rows:
         out["hours"] += 1
-        out["observed_s"] += _num(f.get("observed_s")) or 0.0
-        out["ping_rounds"] += int(_num(f.get("ping_rounds")) or 0)
-        out["loss_pct_sum"] += _num(f.get("loss_pct_sum")) or 0.0
+        out["observed_s"] += finite(f.get("observed_s")) or 0.0
+        out["ping_rounds"] += int(finite(f.get("ping_rounds")) or 0)
+        out["loss_pct_sum"] += finite(f.get("loss_pct_sum")) or 0.0
         hist.merge(Histogram.from_fields(f))
-        a, b = _num(f.get("rtt_min_ms")), _num(f.get("rtt_max_ms"))
+        a, b = finite(f.get("rtt_min_ms")), finite(f.get("rtt_max_ms"))
         if a is not None:
             lo = a if lo is None else min(lo, a)
         if b is not None:

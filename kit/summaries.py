@@ -50,15 +50,20 @@ def _number(v: object) -> float | None:
     """A finite number, None when absent; Rejected(BAD_LATENCY) for anything else."""
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise Rejected(BAD_LATENCY)
-    try:
-        f = float(v)
-    except OverflowError:
-        raise Rejected(BAD_LATENCY) from None
+    f = _float(v, BAD_LATENCY)
     if not math.isfinite(f):
         raise Rejected(BAD_LATENCY)
     return f
+
+
+def _float(v: object, reason: str) -> float:
+    """``v`` as a float; Rejected(``reason``) for a boolean, a non-number or an int too large."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise Rejected(reason)
+    try:
+        return float(v)
+    except OverflowError:
+        raise Rejected(reason) from None
 
 
 def _count(v: object) -> int:
@@ -74,12 +79,7 @@ def observed(v: object) -> float | None:
     """The watched seconds of an hourly row's ``observed_s``: None for 0 (an hour only an
     episode touched: no watching, as no round), Rejected(``bad_summary``) for anything that is
     not a number in [0, 3600]."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise Rejected(BAD_ROW)
-    try:
-        f = float(v)
-    except OverflowError:
-        raise Rejected(BAD_ROW) from None
+    f = _float(v, BAD_ROW)
     if not 0 <= f <= MAX_INTERVAL_S:      # NaN fails this too
         raise Rejected(BAD_ROW)
     return f or None

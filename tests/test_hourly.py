@@ -142,3 +142,9 @@ def test_a_day_row_is_the_merge_of_its_hours():
         merged.merge(Histogram.from_fields(h))
     assert Histogram.from_fields(d).counts == merged.counts
     assert "rtt_min_ms" not in hourly.day_fields([hours[-1]])
+
+
+def test_finite_takes_only_finite_numbers():
+    assert hourly.finite(3) == 3.0 and hourly.finite(2.5) == 2.5
+    for bad in (None, "7", True, float("nan"), float("inf"), 10 ** 400, [1]):
+        assert hourly.finite(bad) is None

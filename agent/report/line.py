@@ -493,7 +493,8 @@ def _summaries(f: StoreFile, start: float, end: float) -> list[tuple]:
                 continue
             if not isinstance(fields, dict):
                 continue
-            obs, ls, n = (_number(fields.get(k)) for k in ("observed_s", "loss_pct_sum", "ping_rounds"))
+            obs, ls, n = (hourly.finite(fields.get(k)) for k in ("observed_s", "loss_pct_sum",
+                                                               "ping_rounds"))
             if obs is None or not 0 <= obs <= MAX_INTERVAL_S:
                 continue
             h = int(t // NS // 3600 * 3600)
@@ -507,12 +508,6 @@ def _summaries(f: StoreFile, start: float, end: float) -> list[tuple]:
             acc[3] += ls or 0.0
             acc[4] += int(n) if n is not None and n >= 0 else 0
     return [tuple(v) for _, v in sorted(by_hour.items())]
-
-
-def _number(v: object) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
 
 
 def _gaps(rounds, start: float, end: float,
