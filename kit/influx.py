@@ -1,6 +1,6 @@
 """The InfluxDB edge: the token, the server's API version, and the two ways of writing.
 
-* :class:`HTTPWriter` POSTs line protocol with the standard library's HTTP client (:class:`HTTP`:
+* :class:`HTTPWriter` POSTs line protocol over :class:`HTTP` (the standard library alone:
   keep-alive, gzip at level 1, the TLS settings) to ``/api/v2/write`` (InfluxDB 1.8+, 2.x, 3.x,
   Cloud, VictoriaMetrics) or to the v1 ``/write`` endpoint of InfluxDB 1.x older than 1.8, which
   has no ``/api/v2/write``. It is the default (``influx.client = "builtin"``) and the only writer
@@ -190,11 +190,11 @@ class HTTP:
         self._conn = None
 
     def _connection(self):
-        import http.client  # deferred: the HTTP client loads with the first request
-
         if self._conn is None:
             if self.https:
-                import ssl  # deferred: ssl loads OpenSSL (about 4 MB), for https only
+                # deferred, https only: http.client imports ssl, which loads OpenSSL (about 4 MB)
+                import http.client
+                import ssl
 
                 ctx = ssl.create_default_context(cafile=self.ca_file or None)
                 if not self.verify_tls:
@@ -203,7 +203,9 @@ class HTTP:
                 self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s,
                                                          context=ctx)
             else:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+                from kit.http1 import Connection  # plain HTTP: neither OpenSSL nor email loaded
+
+                self._conn = Connection(self.host, self.port, timeout=self.timeout_s)
         return self._conn
 
     def request(self, method: str, path: str, body: bytes | None = None,
@@ -282,8 +284,6 @@ class HTTP:
 def _read_body(resp, max_bytes: int, expired: threading.Event) -> tuple[bytes, str]:
     """The body, read a piece at a time (``read1``: at most one read from the socket each, so
     a deadline stops a server that trickles), and why it is cut short ("" when whole)."""
-    import http.client  # deferred: as in _connection
-
     parts: list[bytes] = []
     n = 0
     while True:
@@ -291,8 +291,11 @@ def _read_body(resp, max_bytes: int, expired: threading.Event) -> tuple[bytes, s
             return b"".join(parts), CUT_TIME
         try:
             piece = resp.read1(min(1 << 16, max_bytes + 1 - n))
-        except http.client.IncompleteRead as exc:
-            parts.append(exc.partial)
+        except Exception as exc:
+            # a chunked body cut short: IncompleteRead of http.client (https) or of kit.http1
+            if type(exc).__name__ != "IncompleteRead":
+                raise
+            parts.append(exc.partial)  # type: ignore[attr-defined]
             return b"".join(parts), CUT_CLOSED
         if not piece:
             break
