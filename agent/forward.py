@@ -50,7 +50,7 @@ from agent.statekeys import STATE_FORWARD
 from kit import influx
 from kit.influx import Answer
 from kit.influxconfig import SENT_WITH_SUMMARIES
-from kit.lineproto import Encoder
+from kit.lineproto import Encoder, field_set_or_none
 
 log = logging.getLogger("linewatch.forward")
 
@@ -492,5 +492,9 @@ def make_forwarder(cfg, store, clock, env=None, **kw) -> Forwarder | None:
     if cfg.influx.send == "summaries" and store.forwarded is None:
         # `linewatch push` too sends only the summaries (rows waiting from before are kept here)
         store.forward_only(SENT_WITH_SUMMARIES)
+    # Each row bound for the server gets its line-protocol field set as it is written: a flush
+    # after a long outage then sends without encoding them (bench/flush.py), and never holds a
+    # batch of parsed rows in memory.
+    store.field_set = field_set_or_none
     sink = influx.Sink(cfg.influx, token)
     return Forwarder(store, sink, clock, batch_size=cfg.influx.batch_size, **kw)

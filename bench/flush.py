@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from agent.model import Sample  # noqa: E402
 from agent.store import DB_NAME, Store  # noqa: E402
 from bench import cleanvenv  # noqa: E402
-from kit.lineproto import Encoder  # noqa: E402
+from kit.lineproto import Encoder, field_set_or_none  # noqa: E402
 from tests.influxlab import VictoriaMetrics, vm_unavailable  # noqa: E402
 
 HOURS = 72
@@ -60,8 +60,10 @@ TAGS = {"agent": "3f9a0c1d2e4b", "region": "PK-PB", "city": "Lahore", "isp": "PT
 
 
 def build_backlog(state_dir: Path, end: datetime) -> int:
-    """72 hours of the agent's rows, ending at ``end``. Returns the row count."""
+    """72 hours of the agent's rows, ending at ``end``, written as an agent with a server
+    configured writes them (each row's field set beside it). Returns the row count."""
     store = Store.open(state_dir)
+    store.field_set = field_set_or_none
     rounds = HOURS * 360
     chunk: list[Sample] = []
     rx = tx = 0

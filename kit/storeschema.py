@@ -5,6 +5,11 @@ store file checks before it trusts one (kit/storefile.py: the collector, the lin
 * ``samples``    one row per measurement (``fields`` a JSON object), ``sent`` = forwarded.
 * ``episodes``   outage and power episodes, open (``end_ns`` NULL) or closed.
 * ``quarantine`` rows the server refused, with its answer.
+* ``outbox_lines`` the line-protocol field set of an unsent row, made when the row was written
+  (only while a server is configured), so a flush after a long outage sends without encoding;
+  a row without one is encoded when it is sent. Dropped once the row is sent. A line counts
+  only for the row of its id, series and time (a row deleted and its id used again never
+  takes a stale line). Optional: stores made before it have none.
 * ``state``      the agent's small durable facts (heartbeat, forward state, ...).
 """
 
@@ -50,6 +55,12 @@ CREATE TABLE IF NOT EXISTS quarantine (
     status INTEGER,
     message TEXT NOT NULL,
     line TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox_lines (
+    sample_id INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    time_ns INTEGER NOT NULL,
+    field_set TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,

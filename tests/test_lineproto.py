@@ -190,7 +190,7 @@ def test_encoder_lean_rows_give_the_same_lines_and_errors():
             (5, 1, "ping", series[1][1], json.dumps({"n": 7}), 9)]
     old = Encoder().encode_rows(rows)
     asked = []
-    ids, lines, bad = Encoder().encode_lean([(i, sid, f, ns) for i, sid, _, _, f, ns in rows],
+    ids, lines, bad = Encoder().encode_lean([(i, sid, f, ns, None) for i, sid, _, _, f, ns in rows],
                                             lambda sid: asked.append(sid) or series.get(sid))
     assert ids == [1, 5] and lines == ['ping,target=x v=1.5,ok=true,s="a" 5', "ping,target=x n=7i 9"]
     assert [(i, line) for i, line in old if isinstance(line, str)] == list(zip(ids, lines))
@@ -199,5 +199,5 @@ def test_encoder_lean_rows_give_the_same_lines_and_errors():
     assert (bad[0][0], bad[0][2]) == (2, ("m", series[2][1], '{"v": 1}', 6))
     # each series read once for its key, and again for each refused row's message
     assert sorted(asked) == [1, 1, 1, 2, 2]
-    _, _, [(_, exc, text)] = Encoder().encode_lean([(9, 3, '{"v":1}', 1)], lambda sid: None)
+    _, _, [(_, exc, text)] = Encoder().encode_lean([(9, 3, '{"v":1}', 1, None)], lambda sid: None)
     assert "no series 3" in str(exc) and text == ("?", "?", '{"v":1}', 1)

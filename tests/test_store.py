@@ -59,9 +59,9 @@ def test_outbox_marks_sent_and_pages(store):
 def test_lean_outbox_is_the_outbox_without_the_series_text(store):
     store.write([ping(i, target=f"10.0.0.{i % 3}") for i in range(12)])
     full = store.outbox(100)
-    assert store.outbox_lean(100) == [(i, sid, f, ns) for i, sid, _, _, f, ns in full]
+    assert store.outbox_lean(100) == [(i, sid, f, ns, None) for i, sid, _, _, f, ns in full]
     assert store.outbox_lean(4, after=(full[5][5], full[5][0])) == [
-        (i, sid, f, ns) for i, sid, _, _, f, ns in full[6:10]]
+        (i, sid, f, ns, None) for i, sid, _, _, f, ns in full[6:10]]
     assert {store.series_text(sid) for _, sid, *_ in full} == {(m, t) for _, _, m, t, _, _ in full}
     assert store.series_text(10_000) is None
 
@@ -218,3 +218,47 @@ def test_quarantine_and_requeue(store):
     assert store._query("SELECT sent FROM samples WHERE id = ?", (ids[1],))[0][0] == 2
     assert store.requeue_quarantined() == 1 and store.quarantined()[0] == 0
     assert [r[0] for r in store.outbox(10)] == [ids[1], ids[2], ids[3]]
+
+
+def test_field_sets_made_at_write_time_are_what_encoding_at_send_time_makes(store):
+    from kit.lineproto import Encoder, field_set_or_none
+
+    plain = [ping(i, target=f"10.0.0.{i % 3}") for i in range(6)]
+    odd = [Sample("dns", {"name": "x"}, {"success": True, "rcode": 0, "note": 'a "b"\\c'}, T0),
+           Sample("ping", {"target": "nan"}, {"rtt_avg_ms": float("nan")}, T0)]
+    store.write(plain[:3])                     # before a server was configured: no field sets
+    store.field_set = field_set_or_none
+    store.write(plain[3:] + odd)
+    lean = store.outbox_lean(100)
+    made = [r for r in lean if r[4] is not None]
+    assert len(made) == 4 and all(r[2] is None for r in made)  # the NaN row has none
+    assert 'success=true,rcode=0i,note="a \\"b\\"\\\\c"' in [r[4] for r in made]
+    ids, lines, bad = Encoder().encode_lean(lean, store.series_text)
+    old = Encoder().encode_rows(store.outbox(100))
+    assert list(zip(ids, lines)) == [(i, ln) for i, ln in old if isinstance(ln, str)]
+    assert len(bad) == 1 and "not a finite number" in str(bad[0][1])
+    # sent: the field sets go with the rows
+    store.mark_sent(ids)
+    (n,), = store._query("SELECT count(*) FROM outbox_lines")
+    assert n == 0 and store.outbox_lean(100) == [r for r in lean if r[0] == bad[0][0]]
+
+
+def test_a_field_set_counts_only_for_its_own_row(store):
+    from kit.lineproto import field_set_or_none
+
+    store.field_set = field_set_or_none
+    store.write([ping(1)])
+    [(_, _, _, _, fs)] = store.outbox_lean()
+    assert fs is not None
+    # a line left behind (an older agent deleted the row, the id was used again) never applies
+    with store._tx() as c:
+        c.execute("UPDATE outbox_lines SET time_ns = time_ns + 1")
+    [(_, _, fields, _, fs)] = store.outbox_lean()
+    assert fs is None and fields is not None
+    # and housekeeping drops lines of rows no longer waiting
+    with store._tx() as c:
+        c.execute("UPDATE outbox_lines SET time_ns = time_ns - 1")
+        c.execute("UPDATE samples SET sent = 2")
+    store.prune(T0 + timedelta(days=1), retention_s=10 * 86400, max_bytes=1 << 30)
+    (n,), = store._query("SELECT count(*) FROM outbox_lines")
+    assert n == 0
