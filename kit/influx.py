@@ -203,7 +203,8 @@ class HTTP:
                 self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s,
                                                          context=ctx)
             else:
-                from kit.http1 import Connection  # plain HTTP: neither OpenSSL nor email loaded
+                # deferred like http.client: plain HTTP loads neither OpenSSL nor email
+                from kit.http1 import Connection
 
                 self._conn = Connection(self.host, self.port, timeout=self.timeout_s)
         return self._conn
