@@ -233,12 +233,15 @@ class Forwarder:
         """Send batches until the outbox is empty, an error stops us, ``max_batches`` were sent
         or ``stop`` (a threading.Event: the agent is shutting down) is set.
 
-        While a full batch is on its way (the server's answer takes as long as encoding the next
-        one), the next batch is read and encoded; it is sent only after the answer was OK and
-        its predecessor marked, so one request at most is in flight and the order holds."""
+        While a full batch is on its way, the rows of the batch before it (acknowledged) are
+        marked sent and the next batch is read; the next one is sent only after this one's
+        answer was OK, so one request at most is in flight and the order holds. Rows are
+        marked after their answer came, before the push returns (a crash in between sends them
+        again, which only overwrites the same points)."""
         rep = Report()
         batches = 0
         ahead = None
+        acked: list[int] | None = None   # acknowledged, not yet marked sent
         try:
             while True:
                 if stop is not None and stop.is_set():
@@ -247,8 +250,11 @@ class Forwarder:
                 if max_batches is not None and batches >= max_batches:
                     rep.outcome = "limit"
                     break
-                batch = ahead if ahead is not None else self._prepare(None, rep)
-                ahead = None
+                if ahead is None:
+                    acked = self._mark(acked)  # read from the start: nothing acknowledged again
+                    batch = self._prepare(None, rep)
+                else:
+                    batch, ahead = ahead, None
                 if batch is None:
                     rep.outcome = "done" if rep.requests or rep.quarantined else "empty"
                     break
@@ -260,15 +266,17 @@ class Forwarder:
                     body = "".join(pieces).encode("utf-8")
                     del pieces[:]
                     if n_rows < self._limit():
+                        acked = self._mark(acked)
                         ans = self.sink.send(body)  # the last batch: nothing to read ahead
                     else:
                         call = _Background(self.sink.send, body)
+                        acked = self._mark(acked)
                         ahead = self._prepare(last, rep)
                         ans = call.result()
                     rep.requests += 1
                     rep.answer = ans
                     if classify(ans.status) == OK:
-                        self.store.mark_sent(ids)
+                        acked = ids
                         rep.sent += len(ids)
                         self._succeeded()
                         del body
@@ -280,11 +288,18 @@ class Forwarder:
                 if progress:
                     progress(rep.sent + rep.quarantined - before)
         finally:
+            self._mark(acked)
             self.state.sent_total += rep.sent
             self.state.quarantined_total += rep.quarantined
             if rep.requests or rep.quarantined:  # an empty outbox costs no write (no fsync)
                 self._save()
         return rep
+
+    def _mark(self, ids: list[int] | None) -> None:
+        """Mark acknowledged rows sent (None: none waiting); returns None (none waiting now)."""
+        if ids:
+            self.store.mark_sent(ids)
+        return None
 
     def _limit(self) -> int:
         return self.state.batch_limit or self.batch_size
