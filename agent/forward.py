@@ -201,7 +201,7 @@ class State:
 class Forwarder:
     """Empties the store's outbox into a :class:`Sink`."""
 
-    def __init__(self, store, sink: Sink, clock, *, batch_size: int = 5000,
+    def __init__(self, store, sink: Sink, clock, *, batch_size: int = 2000,
                  rand: Callable[[], float] = random.random, persist: bool = True) -> None:
         self.store = store
         self.sink = sink

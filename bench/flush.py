@@ -4,10 +4,12 @@ agent's memory while it flushes, through each of the two clients for /api/v2/wri
 (``influx.client``: ``builtin``, the standard-library writer, and ``influxdb-client``).
 
 The backlog: 72 hours at the default cadence, written through the real store with the agent's
-real row shapes: every 10 s a round (gateway and two internet targets with all ping fields, one
+real row shapes, as an agent with a server configured writes them (each row's line-protocol field
+set beside it): every 10 s a round (gateway and two internet targets with all ping fields, one
 DNS name, the round verdict), every minute two interfaces' counters and the agent's own metrics,
-all with the five common tags. 25,920 rounds, about 147,000 rows. One pristine copy is made and
-each run starts from a copy of it.
+all with the five common tags; 25,920 rounds, 142,560 rows; then the ``hourly`` and ``daily``
+rows the agent's summaries job wrote meanwhile (it runs while the server is away). One pristine
+copy is made and each run starts from a copy of it.
 
 Per run and client, each against a fresh VictoriaMetrics (Debian's 1.79.5) in a temp dir:
 
@@ -18,7 +20,7 @@ Per run and client, each against a fresh VictoriaMetrics (Debian's 1.79.5) in a 
 * ``agent``: ``linewatch run`` (probing loopback) with the same backlog: its push job flushes it
   at start while rounds go on. Time until the backlog is down to the rows of the last seconds,
   and the agent's peak RSS (VmHWM) during the flush, and its RSS afterwards.
-* reference (once per run): the same lines, in the same batches of 5,000, gzip-compressed (level 9,
+* reference (once per run): the same lines, in batches of 5,000, gzip-compressed (level 9,
   as influxdb-client does), posted by a minimal standard-library client; the encoding is done
   before the clock starts. This is what the server and HTTP allow; linewatch's share of it is the
   ratio, ``push`` over the reference of the same run.
@@ -49,9 +51,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.clock import FakeClock  # noqa: E402
+from agent.config import parse  # noqa: E402
+from agent.jobs.context import Context  # noqa: E402
+from agent.jobs.summaries import Summaries  # noqa: E402
 from agent.model import Sample  # noqa: E402
 from agent.store import DB_NAME, Store  # noqa: E402
 from bench import cleanvenv  # noqa: E402
+from kit.influxconfig import InfluxSection  # noqa: E402
 from kit.lineproto import Encoder, field_set_or_none  # noqa: E402
 from tests.influxlab import VictoriaMetrics, vm_unavailable  # noqa: E402
 
@@ -98,9 +105,23 @@ def build_backlog(state_dir: Path, end: datetime) -> int:
             store.write(chunk)
             chunk = []
     store.write(chunk)
+    summarise(store, end)
     n = store.count()
     store.close()
     return n
+
+
+def summarise(store: Store, end: datetime) -> int:
+    """The ``hourly`` and ``daily`` rows the agent's summaries job wrote while the backlog grew
+    (it runs whether or not the server answers), so the agent started on the backlog flushes it
+    as it would after an outage instead of first summarising the hours: the job run at ``end``
+    until it has caught up (a day per run). Returns the summary rows written."""
+    ctx = Context(cfg=parse(""), clock=FakeClock(end), store=store, tags=dict(TAGS))
+    job = Summaries(ctx)
+    written = 0
+    for _ in range(HOURS // 24 + 2):
+        written += job.run()
+    return written
 
 
 CLIENTS = ("builtin", "influxdb-client")
@@ -219,10 +240,10 @@ def run_agent(python: Path, pristine: Path, tmp: Path, rows: int, client: str) -
         arrived = vm.wait_count("round_duration_s", store_rows(state, "round"))
     shutil.rmtree(state)
     # From the first batch marked to the backlog flushed: the first batch's own time is not in it,
-    # so the rate is over the rows after it (rows - one batch).
+    # so the rate is over the rows after it (rows - one batch of the default size).
     flush_s = flushed_at - started_at
     return {"flush_s_incl_start": flushed_at, "flush_s": flush_s,
-            "points_per_s": (rows - 5000) / flush_s,
+            "points_per_s": (rows - InfluxSection().batch_size) / flush_s,
             "peak_rss_mb": max(hwm, st["VmHWM"]) / 2**20, "rss_after_mb": st["VmRSS"] / 2**20,
             "round_points_arrived": arrived}
 
@@ -280,8 +301,9 @@ def main() -> None:
         print("making the clean venvs ...", flush=True)
         pythons = {c: make_venv(tmp, c) for c in args.clients}
         results = []
+        made = field_sets(pristine)
         for i in range(args.runs):
-            if field_sets(pristine) != rows:  # what an agent with a server writes, every run
+            if field_sets(pristine) != made:  # what an agent with a server writes, every run
                 raise RuntimeError("the pristine backlog lost the rows' field sets")
             r: dict = {"reference": run_reference(pristine, tmp)}
             ref = r["reference"]["points_per_s"]

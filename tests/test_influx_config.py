@@ -38,7 +38,7 @@ def test_defaults_and_a_good_section():
     cfg = parse('[influx]\nurl = "https://eu-central-1-1.aws.cloud2.influxdata.com/"\norg = "ngo"\n'
                 'bucket = "linewatch"\n')
     i = cfg.influx
-    assert i.verify_tls is True and i.api == "auto" and i.gzip is True and i.batch_size == 5000
+    assert i.verify_tls is True and i.api == "auto" and i.gzip is True and i.batch_size == 2000
     assert i.client == "builtin"
     assert parse_url(i.url) == "https://eu-central-1-1.aws.cloud2.influxdata.com"
     assert parse("").influx.url == ""
