@@ -31,7 +31,7 @@ from pathlib import Path
 
 from kit.definitions import Unit
 from kit.errors import SourceError
-from kit.records import ObsHour, PingDay
+from kit.records import Episode, ObsHour, PingDay, SpeedTest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY);
@@ -45,12 +45,23 @@ CREATE TABLE IF NOT EXISTS asked_again (agent TEXT NOT NULL, hour INTEGER NOT NU
     PRIMARY KEY (agent, hour));
 CREATE TABLE IF NOT EXISTS rejected (hour INTEGER NOT NULL, reason TEXT NOT NULL,
     rows INTEGER NOT NULL, PRIMARY KEY (hour, reason));
+CREATE TABLE IF NOT EXISTS episodes (unit TEXT NOT NULL, day INTEGER NOT NULL, type TEXT NOT NULL,
+    cause TEXT NOT NULL, start REAL NOT NULL, duration_s REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS episodes_day ON episodes (day);
+CREATE TABLE IF NOT EXISTS speeds (unit TEXT NOT NULL, day INTEGER NOT NULL, time REAL NOT NULL,
+    download_bps REAL NOT NULL, upload_bps REAL);
+CREATE INDEX IF NOT EXISTS speeds_day ON speeds (day);
+CREATE TABLE IF NOT EXISTS row_counts (day INTEGER PRIMARY KEY, episodes INTEGER NOT NULL,
+    speeds INTEGER NOT NULL);
 """
 # 2: observed hours sum only the rounds with a good interval_s; bad ones are counted.
 # 3: hours and days come from the agents' hourly summaries where they wrote them (latency
 #    through the summaries' histogram), each hour with where it came from (ObsHour.source).
-SCHEMA_VERSION = 3
-_TABLES = ("days", "obs", "pings", "asked_again", "rejected")
+# 4: a kept day's episodes and speed tests too, with how many rows of each the server held when
+#    they were read (row_counts): a later run asks for the counts only, and reads a day's rows
+#    again when they changed.
+SCHEMA_VERSION = 4
+_TABLES = ("days", "obs", "pings", "asked_again", "rejected", "episodes", "speeds", "row_counts")
 _LOAD_CACHE_KB = 65536   # SQLite's page cache while loading (it grows only as pages are read)
 
 
@@ -102,8 +113,7 @@ class Cache:
 
     def clear(self) -> None:
         with self.conn:
-            self.conn.executescript("DELETE FROM days; DELETE FROM obs; DELETE FROM pings; "
-                                    "DELETE FROM asked_again; DELETE FROM rejected;")
+            self.conn.executescript("".join(f"DELETE FROM {t};" for t in _TABLES))
 
     def asked_again(self) -> set[tuple[str, int]]:
         """(agent, hour) pairs already asked about once (see the module's note)."""
@@ -142,6 +152,54 @@ class Cache:
             " WHERE day >= ? AND day <= ?", (days[0], days[-1])) if d in wanted]
         return obs, pings
 
+    def row_counts(self) -> dict[int, tuple[int, int]]:
+        """Per kept day: (episode rows, speed-test rows) the server held when they were read."""
+        return {d: (e, s) for d, e, s in self.conn.execute("SELECT day, episodes, speeds FROM row_counts")}
+
+    def load_rows(self, days: Iterable[int]) -> tuple[list[Episode], list[SpeedTest]]:
+        """The episodes and speed tests kept for ``days`` (by the UTC day of their time)."""
+        days = sorted(days)
+        if not days:
+            return [], []
+        units: dict[str, Unit] = {}
+
+        def unit(text: str) -> Unit:
+            u = units.get(text)
+            if u is None:
+                u = units[text] = Unit(*json.loads(text))
+            return u
+
+        wanted = set(days)
+        lo, hi = days[0], days[-1]
+        eps = [Episode(unit(u), t, c, st, d) for u, day, t, c, st, d in self.conn.execute(
+            "SELECT unit, day, type, cause, start, duration_s FROM episodes WHERE day >= ? AND"
+            " day <= ? ORDER BY rowid", (lo, hi)) if day in wanted]
+        speeds = [SpeedTest(unit(u), t, dn, up) for u, day, t, dn, up in self.conn.execute(
+            "SELECT unit, day, time, download_bps, upload_bps FROM speeds WHERE day >= ? AND"
+            " day <= ? ORDER BY rowid", (lo, hi)) if day in wanted]
+        return eps, speeds
+
+    def store_rows(self, counts: dict[int, tuple[int, int]], episodes: Iterable[Episode],
+                   speeds: Iterable[SpeedTest]) -> None:
+        """Keep the episodes and speed tests of the days in ``counts`` ({day: (episode rows,
+        speed-test rows) the server held, counted before these were read}), replacing what was
+        kept for them."""
+        days = set(counts)
+        if not days:
+            return
+        with self.conn:
+            for d in days:
+                self.conn.execute("DELETE FROM episodes WHERE day = ?", (d,))
+                self.conn.execute("DELETE FROM speeds WHERE day = ?", (d,))
+            self.conn.executemany("INSERT INTO episodes VALUES (?, ?, ?, ?, ?, ?)",
+                                  ((_key(e.unit), d, e.type, e.cause, e.start, e.duration_s)
+                                   for e in episodes if (d := _day(e.start)) in days))
+            self.conn.executemany("INSERT INTO speeds VALUES (?, ?, ?, ?, ?)",
+                                  ((_key(t.unit), d, t.time, t.download_bps, t.upload_bps)
+                                   for t in speeds if (d := _day(t.time)) in days))
+            self.conn.executemany("INSERT OR REPLACE INTO row_counts VALUES (?, ?, ?)",
+                                  ((d, e, n) for d, (e, n) in counts.items()))
+
     def load_rejected(self, days: Iterable[int]) -> list[tuple[int, str, int]]:
         """(hour, reason, rows) kept for these days."""
         wanted = set(days)
@@ -159,9 +217,6 @@ class Cache:
         if not days:
             return
 
-        def key(u: Unit) -> str:
-            return json.dumps([u.agent, u.region, u.isp, u.city, u.access, u.site], ensure_ascii=False)
-
         with self.conn:
             for d in days:
                 self.conn.execute("DELETE FROM obs WHERE hour >= ? AND hour < ?", (d, d + 86400))
@@ -170,13 +225,25 @@ class Cache:
             # In hour order, so that an hour's rows lie together and load's read along the
             # hour index follows the table (the answers come agent by agent).
             self.conn.executemany("INSERT INTO obs VALUES (?, ?, ?, ?)",
-                                  sorted(((key(o.unit), o.hour, o.observed_s, o.source) for o in obs
+                                  sorted(((_key(o.unit), o.hour, o.observed_s, o.source) for o in obs
                                           if o.hour - o.hour % 86400 in days),
                                          key=lambda r: (r[1], r[0])))
             self.conn.executemany("INSERT INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                  ((key(p.unit), p.day, p.rtt_p50_ms, p.rtt_p95_ms, p.loss_pct,
+                                  ((_key(p.unit), p.day, p.rtt_p50_ms, p.rtt_p95_ms, p.loss_pct,
                                     p.rounds, p.rtt_min_ms, p.rtt_max_ms) for p in pings
                                    if p.day in days))
             self.conn.executemany("INSERT OR REPLACE INTO rejected VALUES (?, ?, ?)",
                                   ((h, r, n) for h, r, n in rejected if h - h % 86400 in days))
             self.conn.executemany("INSERT OR REPLACE INTO days VALUES (?)", ((d,) for d in days))
+
+
+def _key(u: Unit) -> str:
+    return json.dumps([u.agent, u.region, u.isp, u.city, u.access, u.site], ensure_ascii=False)
+
+
+def _day(t: float) -> int:
+    """The UTC day of a time in seconds (a NaN or infinite time: no day, never kept)."""
+    try:
+        return int(t - t % 86400)
+    except (ValueError, OverflowError):
+        return -1

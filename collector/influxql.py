@@ -67,7 +67,8 @@ T_MIN, T_MAX = 0.0, 253402300799.0
 MAX_COUNT = 2 ** 53        # a count() past this is not a count of rounds (nor an SQLite integer)
 # Answers that are counts of rows, not records: per hour, rounds with a bad interval_s
 # (``absurd_observed``); per measurement, rows from a clock never set (``clock_unset``).
-COUNT_KINDS = {"bad_rounds": "absurd_observed", "unset": "clock_unset"}
+COUNT_KINDS = {"bad_rounds": "absurd_observed", "unset": "clock_unset", "episode_days": "",
+               "speed_days": ""}
 _GOOD_INTERVAL = f'"interval_s" > 0 AND "interval_s" <= {MAX_INTERVAL_S:g}'
 _BAD_INTERVAL = f'("interval_s" <= 0 OR "interval_s" > {MAX_INTERVAL_S:g})'
 
@@ -175,9 +176,39 @@ def grouped_queries(a: int, b: int, agents: str = "") -> list[tuple[str, str]]:
     ]
 
 
+_EPISODE_ROWS = '"outage" WHERE ("type" = \'power\' OR "type" = \'connectivity\')'
+_SPEED_ROWS = '"speedtest" WHERE "status" = \'ok\''
+
+
 def raw_queries(start: float, end: float) -> list[tuple[str, str]]:
-    """Rows read as they are (one per episode or speed test: few) for [start, end)."""
+    """Rows read as they are (one per episode or speed test: few) for [start, end), and the
+    counts of rows dated before the clock was set."""
+    return unset_queries() + row_queries(start, end)
+
+
+def row_queries(start: float, end: float) -> list[tuple[str, str]]:
+    """The episodes and speed tests of [start, end), read as they are."""
     t = time_range(start, end)
+    return [
+        ("episode", f'SELECT "duration_s" FROM {_EPISODE_ROWS} AND {t} GROUP BY {_by("type", "cause")}'),
+        ("speed", f'SELECT "download_bps", "upload_bps" FROM {_SPEED_ROWS} AND {t} GROUP BY {_by()}'),
+    ]
+
+
+def row_count_queries(start: float, end: float) -> list[tuple[str, str]]:
+    """How many episode and speed-test rows each UTC day of [start, end) holds (what the cache
+    compares with the counts it kept, to read a kept day's rows again only when they changed)."""
+    t = time_range(start, end)
+    return [
+        ("episode_days", f'SELECT count("duration_s") AS "rows" FROM {_EPISODE_ROWS} AND {t} '
+                         'GROUP BY time(1d)'),
+        ("speed_days", f'SELECT count("download_bps") AS "rows" FROM {_SPEED_ROWS} AND {t} '
+                       'GROUP BY time(1d)'),
+    ]
+
+
+def unset_queries() -> list[tuple[str, str]]:
+    """Counts of rows dated before the clock was set (:data:`CLOCK_SET`), never read."""
     unset = f"time < {CLOCK_SET * 10**9}"
     return [
         ("unset", f'SELECT count("observed_s") AS "rows" FROM "hourly" WHERE {unset}'),
@@ -188,10 +219,6 @@ def raw_queries(start: float, end: float) -> list[tuple[str, str]]:
                   f'OR "type" = \'connectivity\') AND {unset}'),
         ("unset", f'SELECT count("download_bps") AS "rows" FROM "speedtest" WHERE "status" = \'ok\' '
                   f'AND {unset}'),
-        ("episode", 'SELECT "duration_s" FROM "outage" WHERE ("type" = \'power\' OR '
-                    f'"type" = \'connectivity\') AND {t} GROUP BY {_by("type", "cause")}'),
-        ("speed", 'SELECT "download_bps", "upload_bps" FROM "speedtest" WHERE '
-                  f'"status" = \'ok\' AND {t} GROUP BY {_by()}'),
     ]
 
 
@@ -595,46 +622,82 @@ class Reader:
     def read(self, start: float, end: float, cache=None, now: float | None = None,
              settle_s: float = 3 * 86400) -> tuple[Dataset, Quality]:
         """The window's records. With a :class:`collector.cache.Cache`, whole UTC days already
-        kept are read from it, and days fetched here that are at least ``settle_s`` old are kept."""
+        kept are read from it, and days fetched here that are at least ``settle_s`` old are kept.
+        A kept day's episodes and speed tests are read again only when the server's count of
+        them changed (rows forwarded late); its hours and latency, when those rows show an agent
+        was watching at an hour the cache holds no watching time for (:func:`late_hours`)."""
         q = Quality()
         since = max(start, CLOCK_SET)   # rows before it are counted as clock_unset, never read
         days = days_of(since, end)
-        kept = cache.days() & set(days) if cache is not None else set()
+        if cache is None:
+            got = self._days(days, q, [(since, end, raw_queries(since, end))])
+            return self._dataset(start, end, since, got, q), q
+        kept = cache.days() & set(days)
         fetch = [d for d in days if d not in kept]
-        got = self._days(fetch, q, [(since, end, raw_queries(since, end))])
-        if cache is not None:
-            limit = (now if now is not None else end) - settle_s
-            cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"],
-                        _rejected(got["bad_rounds"]))
-            old_obs, old_pings = cache.load(kept)
-            old_bad = cache.load_rejected(kept)
-            late = late_hours(kept, old_obs, got["episode"], got["speed"], cache.asked_again())
-            stale = sorted({h - h % DAY for _, h in late})
-            if stale:
-                # An agent forwarded rows for a kept day after it was kept (it was offline):
-                # its outages are here but not its watching time. Ask again for those days.
-                fresh = self._days(stale, q)
-                cache.store(stale, fresh["obs"], fresh["ping"], _rejected(fresh["bad_rounds"]))
-                cache.mark_asked_again(late)
-                gone = set(stale)
-                old_obs = [o for o in old_obs if o.hour - o.hour % DAY not in gone] + fresh["obs"]
-                old_pings = [p for p in old_pings if p.day not in gone] + fresh["ping"]
-                old_bad = ([r for r in old_bad if r[0] - r[0] % DAY not in gone]
-                           + _rejected(fresh["bad_rounds"]))
-            got["obs"] += old_obs
-            got["ping"] += old_pings
-            got["bad_rounds"] += [(h, n) for h, _, n in old_bad]
-            self.cached_days = len(kept) - len(stale)
-            self.refreshed_days = len(stale)
+        limit = (now if now is not None else end) - settle_s
+        # Counted before any row is read: a row arriving in between makes the next run read the
+        # day again (counted after, it could be kept as read when it was not).
+        counts = self._day_counts(days[0], days[-1] + DAY) if days else {}
+        held = cache.row_counts()
+        recheck = {d for d in kept if held.get(d) != counts.get(d, (0, 0))}
+        row_days = sorted(set(fetch) | recheck)
+        extra = [(since, end, unset_queries())]
+        extra += [(a, min(b, end), row_queries(a, min(b, end))) for a, b in day_runs(row_days)
+                  if a < end]
+        got = self._days(fetch, q, extra)
+        cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"],
+                    _rejected(got["bad_rounds"]))
+        # Whole days only: the last day's rows were read up to the window's end.
+        whole = min(limit, end)
+        cache.store_rows({d: counts.get(d, (0, 0)) for d in row_days if d + DAY <= whole},
+                         got["episode"], got["speed"])
+        old_eps, old_speeds = cache.load_rows(kept - recheck)
+        got["episode"] += old_eps
+        got["speed"] += old_speeds
+        old_obs, old_pings = cache.load(kept)
+        old_bad = cache.load_rejected(kept)
+        late = late_hours(kept, old_obs, got["episode"], got["speed"], cache.asked_again())
+        stale = sorted({h - h % DAY for _, h in late})
+        if stale:
+            # An agent forwarded rows for a kept day after it was kept (it was offline):
+            # its outages are here but not its watching time. Ask again for those days.
+            fresh = self._days(stale, q)
+            cache.store(stale, fresh["obs"], fresh["ping"], _rejected(fresh["bad_rounds"]))
+            cache.mark_asked_again(late)
+            gone = set(stale)
+            old_obs = [o for o in old_obs if o.hour - o.hour % DAY not in gone] + fresh["obs"]
+            old_pings = [p for p in old_pings if p.day not in gone] + fresh["ping"]
+            old_bad = ([r for r in old_bad if r[0] - r[0] % DAY not in gone]
+                       + _rejected(fresh["bad_rounds"]))
+        got["obs"] += old_obs
+        got["ping"] += old_pings
+        got["bad_rounds"] += [(h, n) for h, _, n in old_bad]
+        self.cached_days = len(kept) - len(stale)
+        self.refreshed_days = len(stale)
+        return self._dataset(start, end, since, got, q), q
+
+    def _dataset(self, start: float, end: float, since: float, got: dict[str, list],
+                 q: Quality) -> Dataset:
         # Bad rounds count in the window's hours only (the queries cover whole days).
         bad = sum(n for h, n in got["bad_rounds"] if since - since % 3600 <= h < end)
         unset = sum(n for _, n in got["unset"])
         for reason, n in (("absurd_observed", bad), ("clock_unset", unset)):
             if n:
                 q.rejected[reason] += n
-        ds = Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
-                     tuple(got["speed"]))
-        return ds, q
+        return Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
+                       tuple(got["speed"]))
+
+    def _day_counts(self, start: int, end: int) -> dict[int, tuple[int, int]]:
+        """Per UTC day of [start, end): (episode rows, speed-test rows) on the server. A count
+        the server answers oddly counts as none (the day is then read again, never skipped)."""
+        todo = row_count_queries(start, end)
+        out: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        scratch = Quality()   # these answers are about the cache, not the data: nothing counted
+        for (kind, _), answer in zip(todo, self._run_all(todo)):
+            for series in answer:
+                for t, n in to_counts(kind, series, scratch, (float(start), float(end))):
+                    out[t - t % DAY][0 if kind == "episode_days" else 1] += n
+        return {d: (v[0], v[1]) for d, v in out.items()}
 
     def _days(self, days: list[int], q: Quality, extra=()) -> dict[str, list]:
         """The grouped records of whole UTC days (and the answers to the ``extra`` (start, end,

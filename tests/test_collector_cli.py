@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -396,6 +397,42 @@ def test_rows_forwarded_late_for_kept_days_are_not_missed(server, tmp_path):
            f"duration_s=600,sustained=true {t0 + 7200}"])    # its rounds never reached the server
     assert "1 kept days asked again" in run(*args).stderr
     assert "asked again" not in run(*args).stderr            # asked once, not on every run
+
+
+def test_kept_days_rows_come_from_the_cache_until_the_server_holds_more(server, fleet, tmp_path):
+    """A warm run asks the server how many episode and speed-test rows each kept day holds, not
+    for the rows: a speed test forwarded late for a kept day (at an hour whose watching time is
+    kept, so no hour is asked again) changes the count, that day's rows are read again, and the
+    cells are what a cold run gives."""
+    import urllib.request
+
+    influx, cfg = server
+    args = ("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
+    fill = run(*args)
+    warm = run(*args)
+    assert json.loads(warm.stdout) == json.loads(fill.stdout)
+
+    def answered(p) -> int:   # bytes of the server's answers, from the run's line about them
+        return int(p.stderr.split(" queries, ")[1].split(" bytes")[0])
+
+    # what the kept days' episodes and speed tests weigh when read: the warm run does not read them
+    rows = run(*args, "--cache", "off")
+    assert answered(warm) < answered(rows) / 10
+    cells = Counter((sp.region, sp.isp) for sp in fleet.specs)
+    spec = next(sp for sp in fleet.specs if cells[(sp.region, sp.isp)] >= 3)  # a published cell
+    t = START + 86400 + 12 * 3600                            # noon of a kept day
+    tags = ",".join(f"{k}={v}" for k, v in sorted(spec.tags.items()))
+    req = urllib.request.Request(   # slow tests, enough of them to move the agent's median
+        f"{influx.url}/write?db=linewatch&precision=s", method="POST",
+        data="\n".join(f"speedtest,{tags},source=speedtest.net status=\"ok\",download_bps=1234.0,"
+                       f"upload_bps=234.0 {t + k}" for k in range(20)).encode())
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 204
+    cold = run(*args, "--cache", "off")
+    assert json.loads(cold.stdout) != json.loads(rows.stdout)   # the late test counts
+    warm = run(*args)
+    assert "asked again" not in warm.stderr
+    assert json.loads(warm.stdout) == json.loads(cold.stdout)
 
 
 def test_a_dead_server_is_named_not_a_traceback(tmp_path):
