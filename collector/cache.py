@@ -2,13 +2,15 @@
 
 The expensive part of an aggregation is the server scanning a month of summaries (or, for agents
 without them, of rounds and pings); a day that is over does not change, except for rows that agents
-forward late (after an outage, a backlog goes out oldest first). So a day's hourly observed time
-and daily latency are kept here once the day is ``settle_s`` old (default 3 days), and later
-aggregations ask the server only for the days not kept. A kept day is asked again when an agent's
-outage or speed test shows it was watching at an hour the cache holds no watching time for (rows
-forwarded late); each (agent, hour) is asked about once (``asked_again``), so a server that really
-has no rounds for it (pruned on the agent before they were forwarded) is not asked on every run.
-Other late rows wait for ``--refresh``.
+forward late (after an outage, a backlog goes out oldest first). So a day's hourly observed time,
+daily latency, episodes and speed tests are kept here once the day is ``settle_s`` old (default 3
+days), with how many episode and speed-test rows the server held for it (``row_counts``), and
+later aggregations ask the server only for the days not kept and for those counts. A kept day
+whose counts changed has its episodes and speed tests read again; its hours and latency are asked
+again when an agent's outage or speed test shows it was watching at an hour the cache holds no
+watching time for (rows forwarded late); each (agent, hour) is asked about once (``asked_again``),
+so a server that really has no rounds for it (pruned on the agent before they were forwarded) is
+not asked on every run. Other late rows wait for ``--refresh``.
 
 Rows the server's answers counted as rejected for a kept day (rounds with a bad interval_s, per
 hour) are kept with it, so a warm run reports what a cold one does. A file written by an older
