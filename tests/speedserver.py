@@ -294,7 +294,12 @@ class SpeedServer:
         if self._closed:
             return
         self._closed = True
-        self._server.shutdown()
+        if self._thread.is_alive():
+            # shutdown() waits for the serving loop to notice; bounded, so a loop that died or
+            # stalls on a starved machine cannot hold the caller (a test's teardown) forever
+            stopper = threading.Thread(target=self._server.shutdown, daemon=True)
+            stopper.start()
+            stopper.join(timeout=10)
         self._server.server_close()
         self._thread.join(timeout=1)
 

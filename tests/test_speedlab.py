@@ -203,9 +203,17 @@ def test_speedtest_cli_against_the_server(srv, monkeypatch):
 
 
 def test_set_mini_server_finds_the_upload_script(srv):
-    st = LabSpeedtest()
-    [server] = st.set_mini_server(srv.base + "/")
+    # A request lost to a starved CI machine (speedtest-cli's 10 s timeout) fails a try; a server
+    # that answers wrongly fails every one. Three tries.
+    for tries in (1, 2, 3):
+        try:
+            [server] = LabSpeedtest().set_mini_server(srv.base + "/")
+            break
+        except (speedtest.SpeedtestMiniConnectFailure, speedtest.InvalidSpeedtestMiniServer):
+            if tries == 3:
+                raise
     assert server["url"] == srv.url
+    assert srv.stats["other"]["requests"] >= 1   # it read the page that names the extension
 
 
 # -- the shaped link -------------------------------------------------------------------------------
