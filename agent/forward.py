@@ -61,6 +61,7 @@ MAX_RETRY_AFTER_S = 3600.0
 HALT_RETRY_S = 1800.0
 READ_CHUNK = 1000  # rows read and encoded at a time while a batch is assembled
 MAX_REFUSED_ALONE = 16  # single rows refused in a row, none accepted: the server refuses all
+MAX_LISTED_BYTES = 1 << 20  # an answer listing refused lines is read up to this size
 STATE_KEY = STATE_FORWARD
 
 
@@ -112,10 +113,13 @@ _DROPPED = re.compile(r"dropped=(\d+)")
 _QUOTED = re.compile(r"unable to parse '(.*?)': ", re.S)
 
 
-def culprits(message: str, lines: list[str]) -> list[int] | None:
-    """Which lines of a refused batch the server's message points at: the indexes of the lines
-    it quotes (``unable to parse '<line>': ...``), all of them when it says it dropped as many
-    points as the batch holds (``dropped=N``), or None when it does not say."""
+def culprits(message: str, lines: list[str], body: bytes = b"") -> list[int] | None:
+    """Which lines of a refused batch the server's answer points at: the indexes of the lines
+    it quotes (``unable to parse '<line>': ...``: InfluxDB 1.x and 2.x), of those an InfluxDB 3
+    partial write lists in its body (``{"error": "partial write of line protocol occurred",
+    "data": [{"line_number": N, "original_line": ...}]}``, N counted from 1), all of them when it
+    says it dropped as many points as the batch holds (``dropped=N``), or None when it does not
+    say."""
     m = _DROPPED.search(message)
     if m and int(m.group(1)) == len(lines):
         return list(range(len(lines)))
@@ -124,7 +128,31 @@ def culprits(message: str, lines: list[str]) -> list[int] | None:
         idx = [i for i, ln in enumerate(lines) if ln in quoted]
         if idx:
             return idx
-    return None
+    return _listed(body, lines)
+
+
+def _listed(body: bytes, lines: list[str]) -> list[int] | None:
+    """The lines an InfluxDB 3 partial-write answer lists, by number when the number names a
+    line of the batch whose text it quotes too (or quotes nothing), else by the quoted text."""
+    if not body or len(body) > MAX_LISTED_BYTES:
+        return None
+    try:
+        data = json.loads(body).get("data")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    if not isinstance(data, list):
+        return None
+    found: set[int] = set()
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        n, text = item.get("line_number"), item.get("original_line")
+        if type(n) is int and 1 <= n <= len(lines) and (not isinstance(text, str)
+                                                         or lines[n - 1] == text):
+            found.add(n - 1)
+        elif isinstance(text, str):
+            found.update(i for i, ln in enumerate(lines) if ln == text)
+    return sorted(found) or None
 
 
 class _Background(threading.Thread):
@@ -373,7 +401,7 @@ class Forwarder:
                 continue
             # BAD_DATA: quarantine the rows the server names, re-send the rest; when it names
             # none, halve until the bad row is alone (re-sending good rows only overwrites them).
-            named = culprits(ans.message, clines) if len(cids) > 1 else None
+            named = culprits(ans.message, clines, ans.body) if len(cids) > 1 else None
             if named:
                 rep.quarantined += self._quarantine([(cids[k], clines[k]) for k in named], ans)
                 gone = set(named)
