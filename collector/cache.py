@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS speeds (unit TEXT NOT NULL, day INTEGER NOT NULL, tim
 CREATE INDEX IF NOT EXISTS speeds_day ON speeds (day);
 CREATE TABLE IF NOT EXISTS row_counts (day INTEGER PRIMARY KEY, episodes INTEGER NOT NULL,
     speeds INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS recent (day INTEGER PRIMARY KEY, mark TEXT NOT NULL);
 """
 # 2: observed hours sum only the rounds with a good interval_s; bad ones are counted.
 # 3: hours and days come from the agents' hourly summaries where they wrote them (latency
@@ -63,7 +64,8 @@ CREATE TABLE IF NOT EXISTS row_counts (day INTEGER PRIMARY KEY, episodes INTEGER
 #    they were read (row_counts): a later run asks for the counts only, and reads a day's rows
 #    again when they changed.
 SCHEMA_VERSION = 4
-_TABLES = ("days", "obs", "pings", "asked_again", "rejected", "episodes", "speeds", "row_counts")
+_TABLES = ("days", "obs", "pings", "asked_again", "rejected", "episodes", "speeds", "row_counts",
+           "recent")
 _LOAD_CACHE_KB = 65536   # SQLite's page cache while loading (it grows only as pages are read)
 
 
@@ -126,7 +128,20 @@ class Cache:
             self.conn.executemany("INSERT OR IGNORE INTO asked_again VALUES (?, ?)", pairs)
 
     def days(self) -> set[int]:
+        """The kept days: old enough (``settle_s``) to be trusted without asking again."""
         return {d for (d,) in self.conn.execute("SELECT day FROM days")}
+
+    def recent(self) -> dict[int, str]:
+        """Days held while still recent, each with the mark of what the server held for it
+        then (the caller's; a day is used only while the server's mark is the same)."""
+        return dict(self.conn.execute("SELECT day, mark FROM recent"))
+
+    def promote(self, days: Iterable[int]) -> None:
+        """Recent days whose mark still held once they were old enough: kept from now on."""
+        with self.conn:
+            for d in days:
+                self.conn.execute("DELETE FROM recent WHERE day = ?", (d,))
+                self.conn.execute("INSERT OR REPLACE INTO days VALUES (?)", (d,))
 
     def load(self, days: Iterable[int]) -> tuple[list[ObsHour], list[PingDay]]:
         days = sorted(days)
@@ -212,15 +227,21 @@ class Cache:
             (min(wanted), max(wanted) + 86400)) if h - h % 86400 in wanted]
 
     def store(self, days: Iterable[int], obs: Iterable[ObsHour], pings: Iterable[PingDay],
-              rejected: Iterable[tuple[int, str, int]] = ()) -> None:
+              rejected: Iterable[tuple[int, str, int]] = (),
+              marks: dict[int, str] | None = None) -> None:
         """Keep these whole days (their records, and (hour, reason, rows) counted as rejected,
-        given), replacing anything kept for them."""
+        given), replacing anything kept for them. With ``marks`` ({day: mark}, every day of
+        ``days``) they are held as recent (:meth:`recent`) instead of kept."""
         days = set(days)
         if not days:
             return
-
-        with self.conn:
+        with self.conn:   # one transaction: a day's mark never stands beside another's records
             for d in days:
+                if marks is None:
+                    self.conn.execute("DELETE FROM recent WHERE day = ?", (d,))
+                else:
+                    self.conn.execute("DELETE FROM days WHERE day = ?", (d,))
+                    self.conn.execute("INSERT OR REPLACE INTO recent VALUES (?, ?)", (d, marks[d]))
                 self.conn.execute("DELETE FROM obs WHERE hour >= ? AND hour < ?", (d, d + 86400))
                 self.conn.execute("DELETE FROM pings WHERE day = ?", (d,))
                 self.conn.execute("DELETE FROM rejected WHERE hour >= ? AND hour < ?", (d, d + 86400))
@@ -236,7 +257,8 @@ class Cache:
                                    if p.day in days))
             self.conn.executemany("INSERT OR REPLACE INTO rejected VALUES (?, ?, ?)",
                                   ((h, r, n) for h, r, n in rejected if h - h % 86400 in days))
-            self.conn.executemany("INSERT OR REPLACE INTO days VALUES (?)", ((d,) for d in days))
+            if marks is None:
+                self.conn.executemany("INSERT OR REPLACE INTO days VALUES (?)", ((d,) for d in days))
 
 
 def _key(u: Unit) -> str:

@@ -207,6 +207,25 @@ def row_count_queries(start: float, end: float) -> list[tuple[str, str]]:
     ]
 
 
+def mark_queries(start: float, end: float) -> list[tuple[str, str]]:
+    """What each UTC day of [start, end) holds, in a few numbers per measurement (rows, and sums
+    that grow as an hour or a day is rewritten): a recent day is read from the cache while these
+    are what they were when it was read (:meth:`Reader.read`)."""
+    t = time_range(start, end)
+    return [
+        ("mark", 'SELECT count("observed_s") AS "rows", sum("observed_s") AS "observed", '
+                 f'sum("ping_rounds") AS "pings" FROM "hourly" WHERE {t} GROUP BY time(1d)'),
+        ("mark", 'SELECT count("hours") AS "rows", sum("hours") AS "hours", sum("ping_rounds") AS '
+                 f'"pings" FROM "daily" WHERE {t} GROUP BY time(1d)'),
+        ("mark", f'SELECT count("interval_s") AS "rows" FROM "round" WHERE {t} GROUP BY time(1d)'),
+        ("mark", 'SELECT count("loss_pct") AS "rows" FROM "ping" WHERE "role" = \'internet\' AND '
+                 f'{t} GROUP BY time(1d)'),
+        ("mark", f'SELECT count("duration_s") AS "rows" FROM {_EPISODE_ROWS} AND {t} GROUP BY time(1d)'),
+        ("mark", f'SELECT count("download_bps") AS "rows" FROM {_SPEED_ROWS} AND {t} '
+                 'GROUP BY time(1d)'),
+    ]
+
+
 def unset_queries() -> list[tuple[str, str]]:
     """Counts of rows dated before the clock was set (:data:`CLOCK_SET`), never read."""
     unset = f"time < {CLOCK_SET * 10**9}"
@@ -633,13 +652,20 @@ class Reader:
             got = self._days(days, q, [(since, end, raw_queries(since, end))])
             return self._dataset(start, end, since, got, q), q
         kept = cache.days() & set(days)
-        fetch = [d for d in days if d not in kept]
         limit = (now if now is not None else end) - settle_s
-        # Counted before any row is read: a row arriving in between makes the next run read the
-        # day again (counted after, it could be kept as read when it was not).
+        # Recent whole days (not yet settled) are held too, each with its mark (mark_queries):
+        # one whose mark is unchanged is read from the cache; once settled, it is kept.
+        held = cache.recent()
+        mark_days = [d for d in days if d not in kept and d + DAY <= end
+                     and (d + DAY > limit or d in held)]
+        # Counted and marked before any row is read: a row arriving in between makes the next
+        # run read the day again (counted after, it could be kept as read when it was not).
+        marks = self._marks(mark_days[0], mark_days[-1] + DAY) if mark_days else {}
+        good = {d for d in mark_days if d in held and held[d] == marks.get(d, "")}
+        fetch = [d for d in days if d not in kept and d not in good]
         counts = self._day_counts(days[0], days[-1] + DAY) if days else {}
-        held = cache.row_counts()
-        recheck = {d for d in kept if held.get(d) != counts.get(d, (0, 0))}
+        held_counts = cache.row_counts()
+        recheck = {d for d in kept if held_counts.get(d) != counts.get(d, (0, 0))}
         row_days = sorted(set(fetch) | recheck)
         extra = [(since, end, unset_queries())]
         extra += [(a, min(b, end), row_queries(a, min(b, end))) for a, b in day_runs(row_days)
@@ -647,15 +673,19 @@ class Reader:
         got = self._days(fetch, q, extra)
         cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"],
                     _rejected(got["bad_rounds"]))
-        # Whole days only: the last day's rows were read up to the window's end.
-        whole = min(limit, end)
-        cache.store_rows({d: counts.get(d, (0, 0)) for d in row_days if d + DAY <= whole},
+        # Whole days only: the last day's rows were read up to the window's end. A recent day's
+        # mark is written last, with its records, so it never stands beside older ones.
+        cache.store_rows({d: counts.get(d, (0, 0)) for d in row_days if d + DAY <= end},
                          got["episode"], got["speed"])
-        old_eps, old_speeds = cache.load_rows(kept - recheck)
+        recent = [d for d in fetch if limit < d + DAY <= end]
+        cache.store(recent, got["obs"], got["ping"], _rejected(got["bad_rounds"]),
+                    marks={d: marks.get(d, "") for d in recent})
+        cache.promote(d for d in good if d + DAY <= limit)
+        old_eps, old_speeds = cache.load_rows((kept - recheck) | good)
         got["episode"] += old_eps
         got["speed"] += old_speeds
-        old_obs, old_pings = cache.load(kept)
-        old_bad = cache.load_rejected(kept)
+        old_obs, old_pings = cache.load(kept | good)
+        old_bad = cache.load_rejected(kept | good)
         late = late_hours(kept, old_obs, got["episode"], got["speed"], cache.asked_again())
         stale = sorted({h - h % DAY for _, h in late})
         if stale:
@@ -672,7 +702,7 @@ class Reader:
         got["obs"] += old_obs
         got["ping"] += old_pings
         got["bad_rounds"] += [(h, n) for h, _, n in old_bad]
-        self.cached_days = len(kept) - len(stale)
+        self.cached_days = len(kept) - len(stale) + len(good)
         self.refreshed_days = len(stale)
         return self._dataset(start, end, since, got, q), q
 
@@ -686,6 +716,20 @@ class Reader:
                 q.rejected[reason] += n
         return Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
                        tuple(got["speed"]))
+
+    def _marks(self, start: int, end: int) -> dict[int, str]:
+        """Per UTC day of [start, end): what :func:`mark_queries` answered for it, as one text."""
+        todo = mark_queries(start, end)
+        parts: dict[int, list] = defaultdict(lambda: [None] * len(todo))
+        for k, answer in enumerate(self._run_all(todo)):
+            for series in answer:
+                for row in series["values"]:
+                    t = row[0] if isinstance(row, list) and row else None
+                    if type(t) is not int:
+                        continue
+                    s = t // 1000
+                    parts[s - s % DAY][k] = row[1:]
+        return {d: json.dumps(v, separators=(",", ":")) for d, v in parts.items()}
 
     def _day_counts(self, start: int, end: int) -> dict[int, tuple[int, int]]:
         """Per UTC day of [start, end): (episode rows, speed-test rows) on the server. A count

@@ -435,6 +435,34 @@ def test_kept_days_rows_come_from_the_cache_until_the_server_holds_more(server, 
     assert json.loads(warm.stdout) == json.loads(cold.stdout)
 
 
+def test_recent_days_come_from_the_cache_while_the_server_holds_the_same(server, fleet, tmp_path):
+    """Days too recent to keep (cache_settle_days) are held with a mark of what the server held
+    for them (rows and sums per measurement and day): a warm run reads them from the cache while
+    the marks are the same, and reads a day again when rows came for it (a round forwarded late,
+    which no outage or speed test points at). The cells are what a cold run gives each time."""
+    import urllib.request
+
+    influx, cfg = server
+    cfg.write_text(cfg.read_text() + "cache_settle_days = 60\n")   # every day of the window is recent
+    args = ("linewatch-collector", "aggregate", "--config", str(cfg), *WINDOW, "--format", "json")
+    fill = run(*args)
+    assert "0 days from the cache" in fill.stderr
+    warm = run(*args)
+    assert "3 days from the cache" in warm.stderr
+    assert json.loads(warm.stdout) == json.loads(fill.stdout)
+    spec = fleet.specs[0]
+    tags = ",".join(f"{k}={v}" for k, v in sorted(spec.tags.items()))
+    t = START + 86400 + 3 * 3600 + 5                        # a round the server did not have
+    req = urllib.request.Request(f"{influx.url}/write?db=linewatch&precision=s", method="POST",
+                                 data=f'round,{tags} status="up",online=1i,interval_s=60 {t}'.encode())
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 204
+    warm = run(*args)
+    assert "2 days from the cache" in warm.stderr          # the day with the late round is read
+    assert json.loads(warm.stdout) == json.loads(run(*args, "--cache", "off").stdout)
+    assert "3 days from the cache" in run(*args).stderr     # and held again with its new mark
+
+
 def test_a_dead_server_is_named_not_a_traceback(tmp_path):
     from tests.nutlab import free_port
 
