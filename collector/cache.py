@@ -10,7 +10,10 @@ whose counts changed has its episodes and speed tests read again; its hours and 
 again when an agent's outage or speed test shows it was watching at an hour the cache holds no
 watching time for (rows forwarded late); each (agent, hour) is asked about once (``asked_again``),
 so a server that really has no rounds for it (pruned on the agent before they were forwarded) is
-not asked on every run. Other late rows wait for ``--refresh``.
+not asked on every run. Other late rows wait for ``--refresh``. Whole days not yet ``settle_s``
+old are held as ``recent``, each with a mark the caller computed of what the server held for it
+(:func:`collector.influxql.mark_queries`): used while the server's mark is the same, kept for
+good (:meth:`Cache.promote`) once they are old enough.
 
 Rows the server's answers counted as rejected for a kept day (rounds with a bad interval_s, per
 hour) are kept with it, so a warm run reports what a cold one does. A file written by an older
