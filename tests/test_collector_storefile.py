@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, example, given, settings, strategies as st
 
 from agent.report import line as cline
 from agent.store import DB_NAME, Store
@@ -531,9 +531,24 @@ def _typed(ds: Dataset) -> None:
 FIGURES = Settings(bootstrap=100, min_agents=1, min_watch_h=0)
 
 
+def _absurd_interval(interval_s: float) -> dict:
+    """A file hypothesis found breaking the line report: one round whose interval_s is absurd,
+    beside an open connectivity outage (its evidence is read half a round earlier)."""
+    tags = {"agent": "a1", "region": "PK-PB", "isp": "PTCL", "site": "s0"}
+    t = 1_796_256_000_000_000_000
+    return dict(schema=None, state=[],
+                series=[(None, "round", tags), (2, "ping", {**tags, "role": "internet"}),
+                        (3, "speedtest", tags)],
+                samples=[(t, 1, {"status": "up", "interval_s": interval_s})],
+                episodes=[("0", "power", "ac_lost", t, None, 0.0),
+                          ("00", "connectivity", "ac_lost", t, None, 0.0)])
+
+
 @settings(max_examples=400, deadline=5000, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(store_files())
+@example(_absurd_interval(3.595386269724632e+299))
+@example(_absurd_interval(22039256074.0))
 def test_any_file_gives_records_or_counted_rejections(spec):
     with tempfile.TemporaryDirectory() as d:
         try:

@@ -418,6 +418,9 @@ def _all_evidence(f: StoreFile, probed: Probed, eps, rounds: list[tuple[float, f
     for _len, s_ns, s, e in clipped[:MAX_EVIDENCE]:
         i = bisect.bisect_left(times, s)
         near = rounds[min(i, len(rounds) - 1)][1] if rounds else (setup.interval_s if setup else 10.0)
+        if not isinstance(near, (int, float)) or not 0 < near <= MAX_INTERVAL_S:
+            # a hand-made row's interval (absurd, or none): the agent's default
+            near = 10.0
         half = near / 2
         out[(s_ns, "connectivity")] = probed.evidence(f, int((s - half) * NS), int((e - half) * NS),
                                                       order)
