@@ -74,7 +74,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, eq
 from typing import Any
 
 import numpy as np
@@ -129,10 +129,10 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     (:func:`collector.episodes.overlaps`), and the window's end, in that order
     (docs/collector.md, bad data)."""
     q = Quality()
-    _count_paths(q, ds)
     met = _Units()
     o_unit, e_unit, p_unit, s_unit = (met.column(recs)
                                       for recs in (ds.obs, ds.episodes, ds.pings, ds.speeds))
+    _count_paths(q, ds, o_unit, met.units)
     check = _Checks(q, ds, now, np.array([not u.agent for u in met.units], dtype=bool))
     # --- each record on its own
     (o_hour, o_s), o_keep = _hours(check, ds.obs, o_unit)
@@ -168,18 +168,19 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     return cols, q
 
 
-def _count_paths(q: Quality, ds: Dataset) -> None:
+def _count_paths(q: Quality, ds: Dataset, o_unit: np.ndarray, units: list[Unit]) -> None:
     """The ``read`` counters: agents and agent-hours in the window read from hourly summaries
-    and from raw rows (an agent read both ways, before and after its upgrade, counts in both)."""
-    agents: dict[str, set[str]] = {"hourly": set(), "raw": set()}
-    hours = {"hourly": 0, "raw": 0}
-    for o in ds.obs:
-        if o.source in agents and ds.start <= o.hour < ds.end:
-            agents[o.source].add(o.unit.agent)
-            hours[o.source] += 1
+    and from raw rows (an agent read both ways, before and after its upgrade, counts in both).
+    ``o_unit``: each observed hour's index into ``units``."""
+    n = len(ds.obs)
+    hour = _col(ds.obs, "hour", np.int64)
+    window = (hour >= ds.start) & (hour < ds.end)
+    sources = list(map(attrgetter("source"), ds.obs))
     for source, name in (("hourly", "summaries"), ("raw", "raw_rows")):
-        q.read[f"agents_from_{name}"] += len(agents[source])
-        q.read[f"agent_hours_from_{name}"] += hours[source]
+        mine = window & np.fromiter(map(eq, sources, repeat(source)), bool, n)
+        agents = {units[i].agent for i in np.unique(o_unit[mine]).tolist()}
+        q.read[f"agents_from_{name}"] += len(agents)
+        q.read[f"agent_hours_from_{name}"] += int(mine.sum())
 
 
 class _Units:
