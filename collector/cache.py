@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,25 +41,26 @@ from kit.records import Episode, ObsHour, PingDay, SpeedTest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS obs (unit TEXT NOT NULL, hour INTEGER NOT NULL, observed_s REAL NOT NULL,
+CREATE TABLE IF NOT EXISTS obs (unit INTEGER NOT NULL, hour INTEGER NOT NULL, observed_s REAL NOT NULL,
     source TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS obs_hour ON obs (hour);
-CREATE TABLE IF NOT EXISTS pings (unit TEXT NOT NULL, day INTEGER NOT NULL, p50 REAL, p95 REAL,
+CREATE TABLE IF NOT EXISTS pings (unit INTEGER NOT NULL, day INTEGER NOT NULL, p50 REAL, p95 REAL,
     loss REAL, rounds INTEGER NOT NULL, rtt_min REAL, rtt_max REAL);
 CREATE INDEX IF NOT EXISTS pings_day ON pings (day);
 CREATE TABLE IF NOT EXISTS asked_again (agent TEXT NOT NULL, hour INTEGER NOT NULL,
     PRIMARY KEY (agent, hour));
 CREATE TABLE IF NOT EXISTS rejected (hour INTEGER NOT NULL, reason TEXT NOT NULL,
     rows INTEGER NOT NULL, PRIMARY KEY (hour, reason));
-CREATE TABLE IF NOT EXISTS episodes (unit TEXT NOT NULL, day INTEGER NOT NULL, type TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS episodes (unit INTEGER NOT NULL, day INTEGER NOT NULL, type TEXT NOT NULL,
     cause TEXT NOT NULL, start REAL NOT NULL, duration_s REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS episodes_day ON episodes (day);
-CREATE TABLE IF NOT EXISTS speeds (unit TEXT NOT NULL, day INTEGER NOT NULL, time REAL NOT NULL,
+CREATE TABLE IF NOT EXISTS speeds (unit INTEGER NOT NULL, day INTEGER NOT NULL, time REAL NOT NULL,
     download_bps REAL NOT NULL, upload_bps REAL);
 CREATE INDEX IF NOT EXISTS speeds_day ON speeds (day);
 CREATE TABLE IF NOT EXISTS row_counts (day INTEGER PRIMARY KEY, episodes INTEGER NOT NULL,
     speeds INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS recent (day INTEGER PRIMARY KEY, mark TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS units (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
 """
 # 2: observed hours sum only the rounds with a good interval_s; bad ones are counted.
 # 3: hours and days come from the agents' hourly summaries where they wrote them (latency
@@ -67,9 +68,10 @@ CREATE TABLE IF NOT EXISTS recent (day INTEGER PRIMARY KEY, mark TEXT NOT NULL);
 # 4: a kept day's episodes and speed tests too, with how many rows of each the server held when
 #    they were read (row_counts): a later run asks for the counts only, and reads a day's rows
 #    again when they changed.
-SCHEMA_VERSION = 4
+# 5: each record's unit as the id of one row of ``units`` (its JSON text), not the text itself.
+SCHEMA_VERSION = 5
 _TABLES = ("days", "obs", "pings", "asked_again", "rejected", "episodes", "speeds", "row_counts",
-           "recent")
+           "recent", "units")
 _LOAD_CACHE_KB = 65536   # SQLite's page cache while loading (it grows only as pages are read)
 
 
@@ -151,14 +153,7 @@ class Cache:
         days = sorted(days)
         if not days:
             return [], []
-        units: dict[str, Unit] = {}
-
-        def unit(text: str) -> Unit:
-            u = units.get(text)
-            if u is None:
-                u = units[text] = Unit(*json.loads(text))
-            return u
-
+        units = self._units()
         wanted = set(days)
         # The read walks the hour index over most of the table: a page cache larger than
         # SQLite's default 2 MB keeps it from reading the same table pages again and again
@@ -168,18 +163,32 @@ class Cache:
         rows = self.conn.execute(
             "SELECT unit, hour, observed_s, source FROM obs WHERE hour >= ? AND hour < ?",
             (days[0], days[-1] + 86400)).fetchall()
-        # Each unit's text made a Unit once; the per-row work is then a dict lookup and the
-        # record (a contiguous run of days, the usual case, needs no per-row day check).
-        for text in {r[0] for r in rows}:
-            unit(text)
+        # A contiguous run of days (the usual case) needs no per-row day check.
         if len(days) < (days[-1] - days[0]) // 86400 + 1:
             rows = [r for r in rows if r[1] - r[1] % 86400 in wanted]
         obs = [ObsHour(units[u], h, s, src) for u, h, s, src in rows]
         del rows
-        pings = [PingDay(unit(u), d, *rest) for u, d, *rest in self.conn.execute(
+        pings = [PingDay(units[u], d, *rest) for u, d, *rest in self.conn.execute(
             "SELECT unit, day, p50, p95, loss, rounds, rtt_min, rtt_max FROM pings"
             " WHERE day >= ? AND day <= ?", (days[0], days[-1])) if d in wanted]
         return obs, pings
+
+    def _units(self) -> dict[int, Unit]:
+        """Every unit kept, by id, each made once."""
+        return {i: Unit(*json.loads(text)) for i, text in self.conn.execute("SELECT id, text FROM units")}
+
+    def _unit_ids(self) -> Callable[[Unit], int]:
+        """Within an open transaction: a unit's id, a new row of ``units`` the first time."""
+        ids = dict((text, i) for i, text in self.conn.execute("SELECT id, text FROM units"))
+
+        def uid(u: Unit) -> int:
+            text = _key(u)
+            i = ids.get(text)
+            if i is None:
+                i = ids[text] = self.conn.execute("INSERT INTO units (text) VALUES (?)",
+                                                  (text,)).lastrowid or 0
+            return i
+        return uid
 
     def row_counts(self) -> dict[int, tuple[int, int]]:
         """Per kept day: (episode rows, speed-test rows) the server held when they were read."""
@@ -190,20 +199,13 @@ class Cache:
         days = sorted(days)
         if not days:
             return [], []
-        units: dict[str, Unit] = {}
-
-        def unit(text: str) -> Unit:
-            u = units.get(text)
-            if u is None:
-                u = units[text] = Unit(*json.loads(text))
-            return u
-
+        units = self._units()
         wanted = set(days)
         lo, hi = days[0], days[-1]
-        eps = [Episode(unit(u), t, c, st, d) for u, day, t, c, st, d in self.conn.execute(
+        eps = [Episode(units[u], t, c, st, d) for u, day, t, c, st, d in self.conn.execute(
             "SELECT unit, day, type, cause, start, duration_s FROM episodes WHERE day >= ? AND"
             " day <= ? ORDER BY rowid", (lo, hi)) if day in wanted]
-        speeds = [SpeedTest(unit(u), t, dn, up) for u, day, t, dn, up in self.conn.execute(
+        speeds = [SpeedTest(units[u], t, dn, up) for u, day, t, dn, up in self.conn.execute(
             "SELECT unit, day, time, download_bps, upload_bps FROM speeds WHERE day >= ? AND"
             " day <= ? ORDER BY rowid", (lo, hi)) if day in wanted]
         return eps, speeds
@@ -217,15 +219,17 @@ class Cache:
         if not days:
             return
         with self.conn:
+            uid = self._unit_ids()
             for d in days:
                 self.conn.execute("DELETE FROM episodes WHERE day = ?", (d,))
                 self.conn.execute("DELETE FROM speeds WHERE day = ?", (d,))
+            # Lists, not generators: a new unit's row is inserted while they are made.
             self.conn.executemany("INSERT INTO episodes VALUES (?, ?, ?, ?, ?, ?)",
-                                  ((_key(e.unit), d, e.type, e.cause, e.start, e.duration_s)
-                                   for e in episodes if (d := _day(e.start)) in days))
+                                  [(uid(e.unit), d, e.type, e.cause, e.start, e.duration_s)
+                                   for e in episodes if (d := _day(e.start)) in days])
             self.conn.executemany("INSERT INTO speeds VALUES (?, ?, ?, ?, ?)",
-                                  ((_key(t.unit), d, t.time, t.download_bps, t.upload_bps)
-                                   for t in speeds if (d := _day(t.time)) in days))
+                                  [(uid(t.unit), d, t.time, t.download_bps, t.upload_bps)
+                                   for t in speeds if (d := _day(t.time)) in days])
             self.conn.executemany("INSERT OR REPLACE INTO row_counts VALUES (?, ?, ?)",
                                   ((d, e, n) for d, (e, n) in counts.items()))
 
@@ -248,6 +252,7 @@ class Cache:
         if not days:
             return
         with self.conn:   # one transaction: a day's mark never stands beside another's records
+            uid = self._unit_ids()
             for d in days:
                 if marks is None:
                     self.conn.execute("DELETE FROM recent WHERE day = ?", (d,))
@@ -260,13 +265,13 @@ class Cache:
             # In hour order, so that an hour's rows lie together and load's read along the
             # hour index follows the table (the answers come agent by agent).
             self.conn.executemany("INSERT INTO obs VALUES (?, ?, ?, ?)",
-                                  sorted(((_key(o.unit), o.hour, o.observed_s, o.source) for o in obs
+                                  sorted(((uid(o.unit), o.hour, o.observed_s, o.source) for o in obs
                                           if o.hour - o.hour % 86400 in days),
                                          key=lambda r: (r[1], r[0])))
             self.conn.executemany("INSERT INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                  ((_key(p.unit), p.day, p.rtt_p50_ms, p.rtt_p95_ms, p.loss_pct,
+                                  [(uid(p.unit), p.day, p.rtt_p50_ms, p.rtt_p95_ms, p.loss_pct,
                                     p.rounds, p.rtt_min_ms, p.rtt_max_ms) for p in pings
-                                   if p.day in days))
+                                   if p.day in days])
             self.conn.executemany("INSERT OR REPLACE INTO rejected VALUES (?, ?, ?)",
                                   ((h, r, n) for h, r, n in rejected if h - h % 86400 in days))
             if marks is None:
