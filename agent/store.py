@@ -53,7 +53,7 @@ from pathlib import Path
 from agent import lock
 from agent.model import Episode, Sample, from_ns, to_ns
 from kit.errors import StoreCorrupt, StoreError, StoreMissing, StoreUnwritable
-from kit.hourly import MEASUREMENT as HOURLY
+from kit.hourly import DAILY, MEASUREMENT as HOURLY
 from kit.storeschema import DB_NAME, SCHEMA, SCHEMA_VERSION, sqlite_uri
 
 # Measurements kept forever: retention and the size cap drop only raw rounds. The hourly
@@ -428,8 +428,16 @@ class Store:
         return n
 
     def backlog(self) -> tuple[int, datetime | None]:
-        """Unsent rows and the time of the oldest of them."""
-        n, oldest = self._query("SELECT count(*), min(time_ns) FROM samples WHERE sent = 0")[0]
+        """Unsent rows and how far back they go: the time of the oldest raw row waiting, else
+        of the oldest hourly summary, else of any row. A ``daily`` row is dated at its day's
+        start however recent its hours are: an agent that started a minute ago would seem to
+        have waited since midnight."""
+        n, raw, hours, any_ = self._query(
+            "SELECT count(*), min(CASE WHEN r.measurement NOT IN (?, ?) THEN s.time_ns END),"
+            " min(CASE WHEN r.measurement = ? THEN s.time_ns END), min(s.time_ns) FROM samples s"
+            " INDEXED BY samples_outbox JOIN series r ON r.id = s.series_id WHERE s.sent = 0",
+            (HOURLY, DAILY, HOURLY))[0]
+        oldest = next((t for t in (raw, hours, any_) if t is not None), None)
         return n, (from_ns(oldest) if oldest is not None else None)
 
     # -- reading ----------------------------------------------------------------------------

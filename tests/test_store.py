@@ -262,3 +262,16 @@ def test_a_field_set_counts_only_for_its_own_row(store):
     store.prune(T0 + timedelta(days=1), retention_s=10 * 86400, max_bytes=1 << 30)
     (n,), = store._query("SELECT count(*) FROM outbox_lines")
     assert n == 0
+
+
+def test_backlog_goes_back_to_the_oldest_raw_row_not_to_a_daily_rows_midnight(store):
+    noon = T0 + timedelta(hours=12)
+    store.put_summaries([Sample("daily", {"agent": "a1"}, {"hours": 1}, T0)],
+                        hour_ns=int(T0.timestamp()) * 10**9, forward=True, measurement="daily")
+    assert store.backlog() == (1, T0)               # only the day's row waits: its own time
+    hour = noon.replace(minute=0)
+    store.put_summaries([Sample("hourly", {"agent": "a1"}, {"observed_s": 60.0}, hour)],
+                        hour_ns=int(hour.timestamp()) * 10**9, forward=True)
+    assert store.backlog() == (2, hour)             # the hour the waiting summaries go back to
+    store.write([ping(0, t=noon + timedelta(minutes=5))])
+    assert store.backlog() == (3, noon + timedelta(minutes=5))
