@@ -279,7 +279,8 @@ class Forwarder:
                     rep.outcome = "limit"
                     break
                 if ahead is None:
-                    acked = self._mark(acked)  # read from the start: nothing acknowledged again
+                    self._mark(acked)  # read from the start: nothing acknowledged read again
+                    acked = None
                     batch = self._prepare(None, rep)
                 else:
                     batch, ahead = ahead, None
@@ -294,11 +295,13 @@ class Forwarder:
                     body = "".join(pieces).encode("utf-8")
                     del pieces[:]
                     if n_rows < self._limit():
-                        acked = self._mark(acked)
+                        self._mark(acked)
+                        acked = None
                         ans = self.sink.send(body)  # the last batch: nothing to read ahead
                     else:
                         call = _Background(self.sink.send, body)
-                        acked = self._mark(acked)
+                        self._mark(acked)
+                        acked = None
                         ahead = self._prepare(last, rep)
                         ans = call.result()
                     rep.requests += 1
@@ -324,10 +327,9 @@ class Forwarder:
         return rep
 
     def _mark(self, ids: list[int] | None) -> None:
-        """Mark acknowledged rows sent (None: none waiting); returns None (none waiting now)."""
+        """Mark acknowledged rows sent (None: none waiting)."""
         if ids:
             self.store.mark_sent(ids)
-        return None
 
     def _limit(self) -> int:
         return self.state.batch_limit or self.batch_size

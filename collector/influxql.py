@@ -67,8 +67,7 @@ T_MIN, T_MAX = 0.0, 253402300799.0
 MAX_COUNT = 2 ** 53        # a count() past this is not a count of rounds (nor an SQLite integer)
 # Answers that are counts of rows, not records: per hour, rounds with a bad interval_s
 # (``absurd_observed``); per measurement, rows from a clock never set (``clock_unset``).
-COUNT_KINDS = {"bad_rounds": "absurd_observed", "unset": "clock_unset", "episode_days": "",
-               "speed_days": ""}
+COUNT_KINDS = {"bad_rounds": "absurd_observed", "unset": "clock_unset"}
 _GOOD_INTERVAL = f'"interval_s" > 0 AND "interval_s" <= {MAX_INTERVAL_S:g}'
 _BAD_INTERVAL = f'("interval_s" <= 0 OR "interval_s" > {MAX_INTERVAL_S:g})'
 
@@ -220,10 +219,7 @@ def mark_queries(start: float, end: float) -> list[tuple[str, str]]:
         ("mark", f'SELECT count("interval_s") AS "rows" FROM "round" WHERE {t} GROUP BY time(1d)'),
         ("mark", 'SELECT count("loss_pct") AS "rows" FROM "ping" WHERE "role" = \'internet\' AND '
                  f'{t} GROUP BY time(1d)'),
-        ("mark", f'SELECT count("duration_s") AS "rows" FROM {_EPISODE_ROWS} AND {t} GROUP BY time(1d)'),
-        ("mark", f'SELECT count("download_bps") AS "rows" FROM {_SPEED_ROWS} AND {t} '
-                 'GROUP BY time(1d)'),
-    ]
+    ] + [("mark", text) for _, text in row_count_queries(start, end)]
 
 
 def unset_queries() -> list[tuple[str, str]]:
@@ -732,8 +728,8 @@ class Reader:
         return {d: json.dumps(v, separators=(",", ":")) for d, v in parts.items()}
 
     def _day_counts(self, start: int, end: int) -> dict[int, tuple[int, int]]:
-        """Per UTC day of [start, end): (episode rows, speed-test rows) on the server. A count
-        the server answers oddly counts as none (the day is then read again, never skipped)."""
+        """Per UTC day of [start, end): (episode rows, speed-test rows) on the server (a count
+        the server answers oddly counts as none)."""
         todo = row_count_queries(start, end)
         out: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         scratch = Quality()   # these answers are about the cache, not the data: nothing counted
