@@ -109,6 +109,8 @@ def test_truncated_upload_is_counted_and_quiet(srv, capfd):
 
 def test_stats_endpoint_and_reset(srv):
     _get(srv, "/speedtest/latency.txt").read()
+    # The server counts a request after its answer is sent: the client can be quicker.
+    assert _wait(lambda: srv.stats["latency"]["completed"] == 1)
     with _get(srv, "/stats") as r:
         assert json.loads(r.read()) == srv.stats
     urllib.request.urlopen(urllib.request.Request(srv.base + "/stats/reset", data=b""),
