@@ -31,19 +31,19 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 
 from kit.definitions import Unit
 from kit.errors import SourceError
-from kit.records import Episode, ObsHour, PingDay, SpeedTest
+from kit.records import Episode, HourColumns, ObsHour, PingDay, SpeedTest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS obs (unit INTEGER NOT NULL, hour INTEGER NOT NULL, observed_s REAL NOT NULL,
-    source TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS obs_hour ON obs (hour);
+CREATE TABLE IF NOT EXISTS obs_days (day INTEGER NOT NULL, source TEXT NOT NULL, units BLOB NOT NULL,
+    hours BLOB NOT NULL, observed_s BLOB NOT NULL, PRIMARY KEY (day, source));
 CREATE TABLE IF NOT EXISTS pings (unit INTEGER NOT NULL, day INTEGER NOT NULL, p50 REAL, p95 REAL,
     loss REAL, rounds INTEGER NOT NULL, rtt_min REAL, rtt_max REAL);
 CREATE INDEX IF NOT EXISTS pings_day ON pings (day);
@@ -69,10 +69,12 @@ CREATE TABLE IF NOT EXISTS units (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNI
 #    they were read (row_counts): a later run asks for the counts only, and reads a day's rows
 #    again when they changed.
 # 5: each record's unit as the id of one row of ``units`` (its JSON text), not the text itself.
-SCHEMA_VERSION = 5
-_TABLES = ("days", "obs", "pings", "asked_again", "rejected", "episodes", "speeds", "row_counts",
+# 6: a day's observed hours as one row per source (obs_days: columns packed as little-endian
+#    int32 unit ids, int64 hours, float64 seconds), loaded as kit.records.HourColumns.
+SCHEMA_VERSION = 6
+_TABLES = ("days", "obs_days", "pings", "asked_again", "rejected", "episodes", "speeds", "row_counts",
            "recent", "units")
-_LOAD_CACHE_KB = 65536   # SQLite's page cache while loading (it grows only as pages are read)
+_OLD_TABLES = ("obs",)   # tables of older schemas, dropped when a file is made anew
 
 
 def default_dir(env=os.environ) -> Path:
@@ -107,7 +109,7 @@ class Cache:
         if version < SCHEMA_VERSION:
             # Kept by older rules (and tables of another shape): made anew.
             with self.conn:
-                for table in _TABLES:
+                for table in _TABLES + _OLD_TABLES:
                     self.conn.execute(f"DROP TABLE IF EXISTS {table}")
             self.conn.executescript(_SCHEMA)
             with self.conn:
@@ -149,29 +151,40 @@ class Cache:
                 self.conn.execute("DELETE FROM recent WHERE day = ?", (d,))
                 self.conn.execute("INSERT OR REPLACE INTO days VALUES (?)", (d,))
 
-    def load(self, days: Iterable[int]) -> tuple[list[ObsHour], list[PingDay]]:
+    def load(self, days: Iterable[int]) -> tuple[list[HourColumns], list[PingDay]]:
+        """The observed hours (one block per day and source, every block sharing one units
+        tuple) and the days of latency kept for ``days``."""
         days = sorted(days)
         if not days:
             return [], []
+        import numpy as np  # deferred: the collector's CLI says how to install it (_need_numpy)
+
         units = self._units()
         wanted = set(days)
-        # The read walks the hour index over most of the table: a page cache larger than
-        # SQLite's default 2 MB keeps it from reading the same table pages again and again
-        # (a file kept before rows were stored in hour order: 1.9 s -> 0.9 s for 27 days of
-        # 1,000 agents).
-        self.conn.execute(f"PRAGMA cache_size = {-_LOAD_CACHE_KB:d}")
-        rows = self.conn.execute(
-            "SELECT unit, hour, observed_s, source FROM obs WHERE hour >= ? AND hour < ?",
-            (days[0], days[-1] + 86400)).fetchall()
-        # A contiguous run of days (the usual case) needs no per-row day check.
-        if len(days) < (days[-1] - days[0]) // 86400 + 1:
-            rows = [r for r in rows if r[1] - r[1] % 86400 in wanted]
-        obs = [ObsHour(units[u], h, s, src) for u, h, s, src in rows]
-        del rows
+        order = sorted(units)
+        shared = tuple(units[i] for i in order)
+        position = np.zeros(max(order, default=0) + 1, dtype=np.int32)
+        position[order] = np.arange(len(order), dtype=np.int32)
+        blocks = []
+        for d, source, u, h, s in self.conn.execute(
+                "SELECT day, source, units, hours, observed_s FROM obs_days WHERE day >= ? AND"
+                " day <= ? ORDER BY day, source", (days[0], days[-1])):
+            if d not in wanted:
+                continue
+            try:
+                ids = np.frombuffer(u, dtype="<i4")
+                hour = np.frombuffer(h, dtype="<i8")
+                secs = np.frombuffer(s, dtype="<f8")
+                if not len(ids) == len(hour) == len(secs) or ids.min() < 0 or ids.max() >= len(position):
+                    raise ValueError("columns of different lengths or unknown units")
+            except (TypeError, ValueError) as exc:
+                raise SourceError(f"{self.path}: the hours kept for day {d} are damaged ({exc}):"
+                                  " run with --cache refresh, or delete the file") from None
+            blocks.append(HourColumns(shared, position[ids], hour, secs, source))
         pings = [PingDay(units[u], d, *rest) for u, d, *rest in self.conn.execute(
             "SELECT unit, day, p50, p95, loss, rounds, rtt_min, rtt_max FROM pings"
             " WHERE day >= ? AND day <= ?", (days[0], days[-1])) if d in wanted]
-        return obs, pings
+        return blocks, pings
 
     def _units(self) -> dict[int, Unit]:
         """Every unit kept, by id, each made once."""
@@ -251,6 +264,8 @@ class Cache:
         days = set(days)
         if not days:
             return
+        import numpy as np  # deferred, as in load
+
         with self.conn:   # one transaction: a day's mark never stands beside another's records
             uid = self._unit_ids()
             for d in days:
@@ -259,15 +274,19 @@ class Cache:
                 else:
                     self.conn.execute("DELETE FROM days WHERE day = ?", (d,))
                     self.conn.execute("INSERT OR REPLACE INTO recent VALUES (?, ?)", (d, marks[d]))
-                self.conn.execute("DELETE FROM obs WHERE hour >= ? AND hour < ?", (d, d + 86400))
+                self.conn.execute("DELETE FROM obs_days WHERE day = ?", (d,))
                 self.conn.execute("DELETE FROM pings WHERE day = ?", (d,))
                 self.conn.execute("DELETE FROM rejected WHERE hour >= ? AND hour < ?", (d, d + 86400))
-            # In hour order, so that an hour's rows lie together and load's read along the
-            # hour index follows the table (the answers come agent by agent).
-            self.conn.executemany("INSERT INTO obs VALUES (?, ?, ?, ?)",
-                                  sorted(((uid(o.unit), o.hour, o.observed_s, o.source) for o in obs
-                                          if o.hour - o.hour % 86400 in days),
-                                         key=lambda r: (r[1], r[0])))
+            by_day: dict[tuple[int, str], list[tuple[int, int, float]]] = defaultdict(list)
+            for o in obs:
+                d = o.hour - o.hour % 86400
+                if d in days:
+                    by_day[(d, o.source)].append((uid(o.unit), o.hour, o.observed_s))
+            self.conn.executemany("INSERT INTO obs_days VALUES (?, ?, ?, ?, ?)", [
+                (d, source, np.array([r[0] for r in rows], dtype="<i4").tobytes(),
+                 np.array([r[1] for r in rows], dtype="<i8").tobytes(),
+                 np.array([r[2] for r in rows], dtype="<f8").tobytes())
+                for (d, source), rows in sorted(by_day.items())])
             self.conn.executemany("INSERT INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                   [(uid(p.unit), p.day, p.rtt_p50_ms, p.rtt_p95_ms, p.loss_pct,
                                     p.rounds, p.rtt_min_ms, p.rtt_max_ms) for p in pings

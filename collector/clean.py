@@ -74,12 +74,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
-from operator import attrgetter, eq
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
-from collector.columns import CAUSES, HOST_DOWN, POWER, TYPES, Columns
+from collector.columns import CAUSES, HOST_DOWN, POWER, TYPES, Columns, distinct
 from collector.episodes import flood, overlaps, power_watched
 from collector.repairs import reject, resite, retag
 from kit.definitions import CAUSES_BY_TYPE, CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
@@ -130,12 +130,12 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     (docs/collector.md, bad data)."""
     q = Quality()
     met = _Units()
-    o_unit, e_unit, p_unit, s_unit = (met.column(recs)
-                                      for recs in (ds.obs, ds.episodes, ds.pings, ds.speeds))
-    _count_paths(q, ds, o_unit, met.units)
+    o_unit, o_hour, o_s, o_src = _observed(ds, met)
+    e_unit, p_unit, s_unit = (met.column(recs) for recs in (ds.episodes, ds.pings, ds.speeds))
+    _count_paths(q, ds, o_unit, o_hour, o_src, met.units)
     check = _Checks(q, ds, now, np.array([not u.agent for u in met.units], dtype=bool))
     # --- each record on its own
-    (o_hour, o_s), o_keep = _hours(check, ds.obs, o_unit)
+    o_keep = check(o_unit, o_hour, ~np.isfinite(o_s), lambda: [("absurd_observed", o_s <= 0)])
     (e_start, e_dur, e_type, e_cause), e_keep = _episodes(check, ds.episodes, e_unit)
     (p_day, p50, p95, loss, rounds), p_keep = _pings(check, ds.pings, p_unit)
     (s_time, s_down, s_up), s_keep = _speeds(check, ds.speeds, s_unit)
@@ -168,17 +168,46 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     return cols, q
 
 
-def _count_paths(q: Quality, ds: Dataset, o_unit: np.ndarray, units: list[Unit]) -> None:
+_SOURCES = {"hourly": 1, "raw": 2}   # ObsHour.source as a code (0: any other)
+
+
+def _observed(ds: Dataset, met: _Units) -> tuple[np.ndarray, ...]:
+    """Every observed hour of ``ds`` (its records, then its columns) as columns: unit index,
+    hour, observed seconds, source code (:data:`_SOURCES`)."""
+    obs = ds.obs
+    units = [met.column(obs)]
+    hours = [_col(obs, "hour", np.int64)]
+    secs = [_col(obs, "observed_s", np.float64)]
+    srcs = [np.fromiter(map(_SOURCES.get, map(attrgetter("source"), obs), repeat(0)), np.int8,
+                        len(obs))]
+    # Per units tuple (many blocks share one): its units' indices, -1 until a record uses one,
+    # which are then met in the order they first appear, as records' units are.
+    local: dict[int, np.ndarray] = {}
+    for block in ds.hours:
+        ids = local.get(id(block.units))
+        if ids is None:
+            ids = local[id(block.units)] = np.full(len(block.units), -1, dtype=np.int64)
+        unit = np.asarray(block.unit, dtype=np.int64)
+        present, first = np.unique(unit, return_index=True)
+        for u in present[np.argsort(first)].tolist():
+            if ids[u] < 0:
+                ids[u] = met.uid(block.units[u])
+        units.append(ids[unit])
+        hours.append(np.asarray(block.hour, dtype=np.int64))
+        secs.append(np.asarray(block.observed_s, dtype=np.float64))
+        srcs.append(np.full(len(block), _SOURCES.get(block.source, 0), dtype=np.int8))
+    return tuple(np.concatenate(c) for c in (units, hours, secs, srcs))
+
+
+def _count_paths(q: Quality, ds: Dataset, o_unit: np.ndarray, hour: np.ndarray,
+                 source: np.ndarray, units: list[Unit]) -> None:
     """The ``read`` counters: agents and agent-hours in the window read from hourly summaries
     and from raw rows (an agent read both ways, before and after its upgrade, counts in both).
-    ``o_unit``: each observed hour's index into ``units``."""
-    n = len(ds.obs)
-    hour = _col(ds.obs, "hour", np.int64)
+    ``o_unit``: each observed hour's index into ``units``; ``source``: its code."""
     window = (hour >= ds.start) & (hour < ds.end)
-    sources = list(map(attrgetter("source"), ds.obs))
-    for source, name in (("hourly", "summaries"), ("raw", "raw_rows")):
-        mine = window & np.fromiter(map(eq, sources, repeat(source)), bool, n)
-        agents = {units[i].agent for i in np.unique(o_unit[mine]).tolist()}
+    for kind, name in (("hourly", "summaries"), ("raw", "raw_rows")):
+        mine = window & (source == _SOURCES[kind])
+        agents = {units[i].agent for i in distinct(o_unit[mine]).tolist()}
         q.read[f"agents_from_{name}"] += len(agents)
         q.read[f"agent_hours_from_{name}"] += int(mine.sum())
 
@@ -233,14 +262,6 @@ class _Checks:
             for reason, bad in own():
                 reject(q, keep, bad, reason)
         return keep
-
-
-def _hours(check: _Checks, obs: Records, unit: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """Observed hours: (hour, observed seconds) and which pass."""
-    o_hour = _col(obs, "hour", np.int64)
-    o_s = _col(obs, "observed_s", np.float64)
-    return (o_hour, o_s), check(unit, o_hour, ~np.isfinite(o_s),
-                                lambda: [("absurd_observed", o_s <= 0)])
 
 
 _TYPE_IX = {t: i for i, t in enumerate(TYPES)}

@@ -18,11 +18,24 @@ CAUSES: tuple[str, ...] = POWER_CAUSES + INTERNET_CAUSES
 HOST_DOWN = CAUSES.index("host_down")
 
 
+def distinct(a: np.ndarray) -> np.ndarray:
+    """The distinct values of ``a``, sorted: ``np.unique(a)`` by one sort. numpy 2.3+ answers a
+    plain ``np.unique`` by hashing, 10x slower on 700,000 keys of wide range (0.6 s here against
+    0.06 s)."""
+    s = np.sort(a, axis=None)
+    if s.size < 2:
+        return s
+    keep = np.empty(s.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
 def distinct_triples(p: np.ndarray, u: np.ndarray, a: np.ndarray, U: int, A: int) -> np.ndarray:
     """The distinct (period, unit, agent) triples as a 3 x n array (one sort of int64 keys: much
     faster than numpy's unique over rows)."""
     A = max(A, 1)
-    k = np.unique((p.astype(np.int64) * U + u) * A + a)
+    k = distinct((p.astype(np.int64) * U + u) * A + a)
     return np.stack([k // (U * A), (k // A) % U, k % A])
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from collector.columns import HOST_DOWN, POWER
+from collector.columns import HOST_DOWN, POWER, distinct
 from kit.definitions import MAX_INTERVAL_S, POWER_JOIN_S, Quality
 
 
@@ -82,7 +82,7 @@ def power_watched(o_unit: np.ndarray, o_hour: np.ndarray, o_s: np.ndarray, h_uni
     at = np.minimum(np.searchsorted(o_key, h_key), max(o_key.size - 1, 0))
     new = (o_key[at] != h_key) if o_key.size else np.ones(h_key.size, dtype=bool)
     if new.any():
-        extra = np.unique(h_key[new])
+        extra = distinct(h_key[new])
         where = np.searchsorted(o_key, extra)
         o_key = np.insert(o_key, where, extra)
         o_s = np.insert(o_s, where, 0.0)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from collector.columns import CAUSES, POWER, TYPES, Columns
+from collector.columns import CAUSES, POWER, TYPES, Columns, distinct
 from collector.localtime import LocalTime
 from collector.settings import Settings
 
@@ -57,7 +57,7 @@ def _watching(cols: Columns, unit_region: np.ndarray, unit_site: np.ndarray, R: 
             seen[key] = True
             watching[t] = seen.reshape(R * H, A).sum(axis=1).reshape(R, H)
         else:
-            watching[t] = np.bincount(np.unique(key) // A, minlength=R * H).reshape(R, H)
+            watching[t] = np.bincount(distinct(key) // A, minlength=R * H).reshape(R, H)
         if n_agents.size and n_agents.max() > 1:
             # Per region, hour and site the most agents of one of its units (tag sets).
             uk, inv = np.unique(key, return_inverse=True)

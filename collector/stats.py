@@ -50,7 +50,7 @@ import numpy as np
 from collector import linequality
 from collector.bootstrap import Bootstrap, ratio_figure
 from collector.clean import clean
-from collector.columns import CAUSES, TYPES, Columns, distinct_triples
+from collector.columns import CAUSES, TYPES, Columns, distinct, distinct_triples
 from collector.events import regional_events
 from collector.indices import from_sums
 from collector.localtime import LocalTime, hour_of_week, period_index, periods, work_seconds_before
@@ -271,7 +271,7 @@ class _Parts:
         in_cell = np.zeros(len(cols.units), dtype=bool)
         in_cell[members] = True
         hit = (self.watch_pua[0] == p) & in_cell[self.watch_pua[1]]
-        return int(np.unique(self.watch_pua[2][hit]).size)
+        return int(distinct(self.watch_pua[2][hit]).size)
 
     def _figures(self, cell: Cell, p: int, c: int, members: np.ndarray, site_of: np.ndarray,
                  T: float, boot: Bootstrap) -> None:
@@ -297,7 +297,7 @@ class _Parts:
         linequality.fill(cell, boot, self.line, p, members, site_of)
         cm = np.nonzero((self.ep_cell == c) & (sums.ep == p))[0]
         in_event = self.ep_event[cm] >= 0
-        cell["regional_events"] = int(np.unique(self.ep_event[cm][in_event]).size)
+        cell["regional_events"] = int(distinct(self.ep_event[cm][in_event]).size)
         for name, m in (("power_regional_share", sums.is_power),
                         ("internet_regional_share", sums.is_net)):
             tot = int(m[cm].sum())

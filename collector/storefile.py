@@ -55,10 +55,11 @@ def read_stores(paths: Iterable[str | os.PathLike], start: float, end: float,
 
 
 def merge(start: float, end: float, parts: Iterable[Dataset]) -> Dataset:
-    obs, eps, pings, speeds = [], [], [], []
+    obs, eps, pings, speeds, hours = [], [], [], [], []
     for d in parts:
         obs += d.obs
         eps += d.episodes
         pings += d.pings
         speeds += d.speeds
-    return Dataset(start, end, tuple(obs), tuple(eps), tuple(pings), tuple(speeds))
+        hours += d.hours
+    return Dataset(start, end, tuple(obs), tuple(eps), tuple(pings), tuple(speeds), tuple(hours))

@@ -9,6 +9,8 @@ latency percentiles), so a month of 10-second rounds never crosses the wire:
                      cell, its site), defined with the vocabularies.
 * :class:`ObsHour`  - how long a unit was watching during one UTC hour (from its probe rounds,
                      or the ``hourly`` summary row the agent made of them).
+* :class:`HourColumns` - many such hours as columns (the collector's cache hands them over so,
+                     without a record per hour).
 * :class:`Episode`  - one finished outage episode (power or connectivity) of a unit.
 * :class:`PingDay`  - a unit's latency and loss over one UTC day (internet targets only).
 * :class:`SpeedTest` - one successful speed test of a unit.
@@ -19,6 +21,7 @@ an agent whose tags changed (it moved, or its ISP changed) counts in each cell i
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from kit.definitions import Unit
@@ -67,6 +70,23 @@ class SpeedTest:
     upload_bps: float | None
 
 
+@dataclass(frozen=True, eq=False)
+class HourColumns:
+    """Observed hours of one source as columns: hour ``k`` is ``units[unit[k]]`` watching for
+    ``observed_s[k]`` seconds of the UTC hour starting at ``hour[k]``. The columns are any
+    sequences of equal length (array.array, or numpy arrays in the collector); ``source`` as in
+    :class:`ObsHour`, one for the whole block."""
+
+    units: tuple[Unit, ...]
+    unit: Sequence[int]
+    hour: Sequence[int]
+    observed_s: Sequence[float]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.hour)
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Everything one collection produced, for the window [start, end)."""
@@ -77,3 +97,12 @@ class Dataset:
     episodes: tuple[Episode, ...] = ()
     pings: tuple[PingDay, ...] = ()
     speeds: tuple[SpeedTest, ...] = ()
+    # More observed hours, as columns (counted with ``obs``; never the same hour in both).
+    hours: tuple[HourColumns, ...] = ()
+
+    def all_obs(self) -> Iterator[ObsHour]:
+        """Every observed hour as a record: ``obs``, then the ``hours`` columns'."""
+        yield from self.obs
+        for b in self.hours:
+            for u, h, s in zip(b.unit, b.hour, b.observed_s):
+                yield ObsHour(b.units[int(u)], int(h), float(s), b.source)

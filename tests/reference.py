@@ -108,7 +108,7 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
     rejected, clipped, codes = Counter(), Counter(), Counter()
 
     # ------------------------------------------------------------------ records, checked one by one
-    recs = [Rec("obs", r) for r in ds.obs] + [Rec("episode", r) for r in ds.episodes] + \
+    recs = [Rec("obs", r) for r in ds.all_obs()] + [Rec("episode", r) for r in ds.episodes] + \
            [Rec("ping", r) for r in ds.pings] + [Rec("speed", r) for r in ds.speeds]
     kept = []
     for rec in recs:

@@ -226,6 +226,58 @@ def test_late_hours_is_bounded_by_the_kept_days():
     assert late == {("a1", START + h * 3600) for h in range(24)}
 
 
+def _late_by_walking(kept, obs, episodes, speeds, asked):
+    """late_hours as a plain walk over every hour (the definition it is checked against)."""
+    seen = {(o.unit.agent, o.hour) for o in obs}
+    out = set()
+
+    def check(agent, hour):
+        if hour - hour % DAY in kept and (agent, hour) not in seen and (agent, hour) not in asked:
+            out.add((agent, hour))
+
+    first, last = min(kept), max(kept) + DAY
+    for t in speeds:
+        check(t.unit.agent, int(t.time - t.time % 3600))
+    for e in episodes:
+        if e.cause != "host_down":
+            h = max(int(e.start - e.start % 3600), first)
+            while h < min(e.end, last):
+                check(e.unit.agent, h)
+                h += 3600
+    return out
+
+
+_AGENTS = [Unit(a, "PK-PB") for a in ("a1", "a2", "a3")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(kept=st.sets(st.integers(0, 5), min_size=1),
+       held=st.lists(st.tuples(st.sampled_from(_AGENTS), st.integers(0, 6 * 24 - 1)), max_size=60),
+       eps=st.lists(st.tuples(st.sampled_from(_AGENTS), st.sampled_from(["ac_lost", "host_down", "isp"]),
+                              st.floats(-DAY, 7 * DAY), st.floats(-10, 3 * DAY)), max_size=12),
+       tests=st.lists(st.tuples(st.sampled_from(_AGENTS), st.floats(0, 7 * DAY)), max_size=8),
+       asked=st.sets(st.tuples(st.sampled_from(["a1", "a2"]), st.integers(0, 6 * 24 - 1)), max_size=20))
+def test_late_hours_over_columns_is_the_walk_over_every_hour(kept, held, eps, tests, asked):
+    """The vectorised late_hours (the cache's hours as columns) finds exactly the (agent, hour)
+    pairs a walk over every hour of every episode and speed test finds."""
+    kept = {START + d * DAY for d in kept}
+    obs = [ObsHour(u, START + h * 3600, 3600.0, "hourly") for u, h in held]
+    episodes = [Episode(u, "power" if c != "isp" else "connectivity", c, START + s, d)
+                for u, c, s, d in eps]
+    speeds = [SpeedTest(u, START + t, 1e6, None) for u, t in tests]
+    asked = {(a, START + h * 3600) for a, h in asked}
+    days = sorted({o.hour - o.hour % DAY for o in obs})
+    with tempfile.TemporaryDirectory() as tmp:
+        c = Cache(Path(tmp) / "c.db")
+        try:
+            c.store(days, obs, [])
+            blocks, _ = c.load(days)
+        finally:
+            c.close()
+    assert influxql.late_hours(kept, blocks, episodes, speeds, asked) == \
+        _late_by_walking(kept, obs, episodes, speeds, asked)
+
+
 # -- the parser, fuzzed -----------------------------------------------------------------------
 
 KINDS = ("obs", "ping", "episode", "speed")

@@ -118,7 +118,7 @@ def _read_influx(server, start, end):
 
 def _obs_by_unit(ds):
     out = defaultdict(float)
-    for o in ds.obs:
+    for o in ds.all_obs():
         out[o.unit] += o.observed_s
     return dict(out)
 
@@ -445,7 +445,8 @@ def test_bad_rounds_of_a_kept_day_are_counted_from_the_cache(influx, tmp_path):
         cache.close()
     assert reader.cached_days == 2
     assert dict(cold_q.rejected) == dict(warm_q.rejected) == {"absurd_observed": 3}
-    assert [(o.hour, o.observed_s) for o in warm.obs] == [(o.hour, o.observed_s) for o in cold.obs]
+    assert ([(o.hour, o.observed_s) for o in warm.all_obs()]
+            == [(o.hour, o.observed_s) for o in cold.all_obs()])
     with sq.connect(tmp_path / "cache.db") as conn:
         conn.execute("PRAGMA user_version = 1")
     old = Cache(tmp_path / "cache.db")

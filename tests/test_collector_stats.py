@@ -378,3 +378,14 @@ def test_property_cleaned_episodes_never_overlap(spec, kind):
             assert np.all(s[1:] >= s[:-1] + d[:-1] - 1e-6)
     dropped = q.clipped["power_merged"] if kind == "power" else q.rejected["overlap_dropped"]
     assert q.accepted["episodes"] + dropped + q.rejected["zero_duration"] == len(spec)
+
+
+@given(st.lists(st.integers(-2 ** 62, 2 ** 62), max_size=200), st.integers(1, 40))
+def test_distinct_is_numpys_unique(values, spread):
+    """collector.columns.distinct (one sort) answers what np.unique does, on wide and narrow
+    keys, repeated or not."""
+    from collector.columns import distinct
+
+    for a in (np.array(values, dtype=np.int64), np.array(values, dtype=np.int64) % spread):
+        got = distinct(a)
+        assert got.dtype == a.dtype and got.tolist() == np.unique(a).tolist()

@@ -52,7 +52,7 @@ def _db(server, name):
 
 def _obs(ds):
     out = defaultdict(float)
-    for o in ds.obs:
+    for o in ds.all_obs():
         out[(o.unit, o.hour)] += o.observed_s
     return dict(out)
 
@@ -319,7 +319,7 @@ def test_a_warm_run_gives_what_a_cold_one_gives(influx, fleet, tmp_path):
     finally:
         cache.close()
     assert reader.cached_days == 3
-    assert sorted(map(repr, cold.obs)) == sorted(map(repr, warm.obs))
+    assert sorted(map(repr, cold.all_obs())) == sorted(map(repr, warm.all_obs()))
     assert sorted(map(repr, cold.pings)) == sorted(map(repr, warm.pings))
     a = aggregate(cold, S, now=later, source_quality=cq)
     b = aggregate(warm, S, now=later, source_quality=wq)

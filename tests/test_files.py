@@ -302,3 +302,35 @@ def test_a_damaged_cache_is_one_line(tmp_path):
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     [line] = p.stderr.splitlines()
     assert line.startswith(f"linewatch-collector: {db}: ") and "--cache off" in line, line
+
+
+@pytest.mark.parametrize("damage", ["substr(hours, 1, 5)", "x'" + "e7030000" * 24 + "'"])
+def test_damaged_hours_in_the_cache_are_an_error_naming_the_file(tmp_path, damage):
+    """A kept day's packed hours that do not line up (cut short, or a unit id the file does not
+    hold) are one SourceError naming the file and the way out, never a wrong answer or a
+    traceback from numpy."""
+    import sqlite3
+
+    from collector.cache import Cache
+    from kit.definitions import Unit
+    from kit.errors import SourceError
+    from kit.records import ObsHour
+
+    day = START - 10 * DAY
+    unit = Unit("a1", "PK-PB", "PTCL", "", "", "")
+    path = tmp_path / "c.db"
+    c = Cache(path)
+    c.store([day], [ObsHour(unit, day + h * 3600, 3600.0, "hourly") for h in range(24)], [])
+    [block], _ = c.load([day])
+    assert list(block.hour) == [day + h * 3600 for h in range(24)] and block.units == (unit,)
+    c.close()
+    column = "hours" if damage.startswith("substr") else "units"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"UPDATE obs_days SET {column} = {damage}")
+    c = Cache(path)
+    try:
+        with pytest.raises(SourceError) as err:
+            c.load([day])
+    finally:
+        c.close()
+    assert str(err.value).startswith(f"{path}: ") and "--cache refresh" in str(err.value)
