@@ -257,10 +257,11 @@ class Cache:
 
     def store(self, days: Iterable[int], obs: Iterable[ObsHour], pings: Iterable[PingDay],
               rejected: Iterable[tuple[int, str, int]] = (),
-              marks: dict[int, str] | None = None) -> None:
-        """Keep these whole days (their records, and (hour, reason, rows) counted as rejected,
-        given), replacing anything kept for them. With ``marks`` ({day: mark}, every day of
-        ``days``) they are held as recent (:meth:`recent`) instead of kept."""
+              marks: dict[int, str] | None = None, hours: Iterable[HourColumns] = ()) -> None:
+        """Keep these whole days (their records and ``hours`` blocks, and (hour, reason, rows)
+        counted as rejected, given), replacing anything kept for them. With ``marks`` ({day:
+        mark}, every day of ``days``) they are held as recent (:meth:`recent`) instead of
+        kept."""
         days = set(days)
         if not days:
             return
@@ -277,16 +278,30 @@ class Cache:
                 self.conn.execute("DELETE FROM obs_days WHERE day = ?", (d,))
                 self.conn.execute("DELETE FROM pings WHERE day = ?", (d,))
                 self.conn.execute("DELETE FROM rejected WHERE hour >= ? AND hour < ?", (d, d + 86400))
-            by_day: dict[tuple[int, str], list[tuple[int, int, float]]] = defaultdict(list)
+            # Per (day, source): unit ids, hours and seconds, from the records and the blocks.
+            parts: dict[tuple[int, str], list[tuple]] = defaultdict(list)
+            rows: dict[tuple[int, str], list[tuple[int, int, float]]] = defaultdict(list)
             for o in obs:
                 d = o.hour - o.hour % 86400
                 if d in days:
-                    by_day[(d, o.source)].append((uid(o.unit), o.hour, o.observed_s))
+                    rows[(d, o.source)].append((uid(o.unit), o.hour, o.observed_s))
+            for key, rs in rows.items():
+                parts[key].append((np.array([r[0] for r in rs], dtype="<i4"),
+                                   np.array([r[1] for r in rs], dtype="<i8"),
+                                   np.array([r[2] for r in rs], dtype="<f8")))
+            for b in hours:
+                ids = np.array([uid(u) for u in b.units] or [0], dtype="<i4")
+                hour = np.asarray(b.hour, dtype="<i8")
+                day = hour - hour % 86400
+                unit = ids[np.asarray(b.unit, dtype=np.int64)]
+                secs = np.asarray(b.observed_s, dtype="<f8")
+                for d in np.unique(day, return_index=True)[0].tolist():
+                    if d in days:
+                        mine = day == d
+                        parts[(d, b.source)].append((unit[mine], hour[mine], secs[mine]))
             self.conn.executemany("INSERT INTO obs_days VALUES (?, ?, ?, ?, ?)", [
-                (d, source, np.array([r[0] for r in rows], dtype="<i4").tobytes(),
-                 np.array([r[1] for r in rows], dtype="<i8").tobytes(),
-                 np.array([r[2] for r in rows], dtype="<f8").tobytes())
-                for (d, source), rows in sorted(by_day.items())])
+                (d, source, *(np.concatenate(c).tobytes() for c in zip(*cols)))
+                for (d, source), cols in sorted(parts.items())])
             self.conn.executemany("INSERT INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                   [(uid(p.unit), p.day, p.rtt_p50_ms, p.rtt_p95_ms, p.loss_pct,
                                     p.rounds, p.rtt_min_ms, p.rtt_max_ms) for p in pings

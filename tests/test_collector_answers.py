@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from collector import influxql
 from collector.cache import Cache
 from kit.definitions import Quality, Unit
 from kit.errors import SourceError
-from kit.records import Episode, ObsHour, PingDay, SpeedTest
+from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
 from tests.fakeinflux import START, WINDOW, FakeInflux
 
 BIN = Path(sys.executable).parent
@@ -276,6 +276,46 @@ def test_late_hours_over_columns_is_the_walk_over_every_hour(kept, held, eps, te
             c.close()
     assert influxql.late_hours(kept, blocks, episodes, speeds, asked) == \
         _late_by_walking(kept, obs, episodes, speeds, asked)
+
+
+_HOUR_VALUES = st.one_of(st.sampled_from([0, 0.0, 3600, 3600.0, 1795.5, 10]),
+                        st.floats(-5, 3700), st.integers(-3, 4000), st.none(), st.booleans(),
+                        st.just("3600"), st.just(2 ** 70))
+_HOUR_TIMES = st.one_of(st.integers(-3, 30).map(lambda h: (START + h * 3600) * 1000),
+                        st.integers(0, 30).map(lambda h: (START + h * 3600) * 1000 + 1),
+                        st.integers(0, 30).map(lambda h: float((START + h * 3600) * 1000)),
+                        st.just(True), st.none(), st.just(2 ** 80))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from([{"agent": "a1", "region": "PK-PB"}, {"agent": "a2", "isp": "PTCL"},
+                     {"region": "PK-SD"}, {"agent": "a3", "region": 7}]),
+    st.sampled_from([["time", "observed_s"], ["time", "observed_s", "x"], ["observed_s", "time"]]),
+    st.lists(st.one_of(st.tuples(_HOUR_TIMES, _HOUR_VALUES).map(list),
+                       st.just([START * 1000]), st.just("row")), max_size=12)), max_size=5))
+@example([({"agent": "a1", "region": "PK-PB"}, ["time", "observed_s"],
+           [[(START + h * 3600) * 1000, [3600.0, 0, 1795.5][h % 3]] for h in range(-2, 30)]),
+          ({"agent": "a2", "isp": "PTCL"}, ["time", "observed_s"], [[START * 1000, 3600]])])
+def test_hourly_columns_read_what_row_by_row_reads(answer):
+    """An ``hourly`` answer read into columns gives the same hours, the same rejections, and the
+    same first hours and agent-days as reading it row by row (to_records, _row_times): a series
+    with any row that is not good is read row by row."""
+    window = (float(START), float(START + DAY))
+    answer = [{"name": "hourly", "tags": t, "columns": c, "values": v} for t, c, v in answer]
+    q_fast, first_fast, days_fast = Quality(), {}, set()
+    block, recs = influxql._hourly_answer(answer, window, q_fast, first_fast, days_fast)
+    fast = list(recs) + (list(Dataset(0, 1, hours=(block,)).all_obs()) if block else [])
+    q_slow, first_slow, days_slow, slow = Quality(), {}, set(), []
+    for series in answer:
+        for agent, t in influxql._row_times(series, window):
+            first_slow[agent] = min(first_slow.get(agent, math.inf), t)
+            if window[0] <= t < window[1]:
+                days_slow.add((agent, int(t - t % DAY)))
+        slow.extend(influxql.to_records("hobs", series, q_slow, window))
+    assert sorted(map(repr, fast)) == sorted(map(repr, slow))
+    assert q_fast.rejected == q_slow.rejected
+    assert first_fast == first_slow and days_fast == days_slow
 
 
 # -- the parser, fuzzed -----------------------------------------------------------------------

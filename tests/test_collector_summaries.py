@@ -116,7 +116,7 @@ def test_influx_summaries_give_what_raw_rows_give(influx, fleet):
     summ, sq, _ = _read(influx, both, fleet.start, fleet.end)
     assert dict(rq.rejected) == dict(sq.rejected) == {}
     _assert_same(raw, summ)
-    assert {o.source for o in raw.obs} == {"raw"} and {o.source for o in summ.obs} == {"hourly"}
+    assert {o.source for o in raw.all_obs()} == {"raw"} and {o.source for o in summ.all_obs()} == {"hourly"}
     # every agent wrote summaries: no raw query reads any agent's rows
     r = aggregate(summ, S, now=fleet.end, source_quality=sq)
     assert r["data_quality"]["read"] == {
@@ -131,7 +131,7 @@ def test_store_summaries_give_what_raw_rows_give(fleet, tmp_path):
     summ, sq = read_stores(files, fleet.start, fleet.end)
     assert dict(rq.rejected) == dict(sq.rejected) == {}
     _assert_same(raw, summ)
-    assert {o.source for o in summ.obs} == {"hourly"}
+    assert {o.source for o in summ.all_obs()} == {"hourly"}
 
 
 # ---------------------------------------------------------------- (b) a mixed fleet
@@ -150,17 +150,17 @@ def _check_mixed(raw, mixed, q, fleet):
     old = {fleet.specs[i].agent for i in OLD}
     up = {fleet.specs[i].agent for i in UPGRADED}
     by_source = defaultdict(set)
-    for o in mixed.obs:
+    for o in mixed.all_obs():
         by_source[o.source].add(o.unit.agent)
         if o.unit.agent in up:
             assert (o.source == "raw") == (o.hour < UPGRADED[4]), o
     assert by_source["raw"] == old | up
     assert by_source["hourly"] == {s.agent for s in fleet.specs} - old
     r = aggregate(mixed, S, now=fleet.end, source_quality=q)
-    raw_hours = sum(1 for o in mixed.obs if o.source == "raw")
+    raw_hours = sum(1 for o in mixed.all_obs() if o.source == "raw")
     assert r["data_quality"]["read"] == {
         "agents_from_summaries": fleet.n - len(old), "agent_hours_from_summaries":
-            len(mixed.obs) - raw_hours,
+            len(list(mixed.all_obs())) - raw_hours,
         "agents_from_raw_rows": len(old | up), "agent_hours_from_raw_rows": raw_hours}
     return r
 
@@ -269,7 +269,7 @@ def test_hostile_summary_rows_in_influx_are_counted(influx):
     ds, q, _ = _read(influx, "linewatch", START, START + 8 * DAY)
     # InfluxDB sums a day's histogram on the server: a bad row rejects its agent-day's latency
     assert dict(q.rejected) == {"bad_summary": 2, "bad_histogram": 4, "bad_time": 1}
-    assert sorted(o.hour for o in ds.obs) == [H + k * 86400 for k in (0, 3, 4, 5, 6)]
+    assert sorted(o.hour for o in ds.all_obs()) == [H + k * 86400 for k in (0, 3, 4, 5, 6)]
     assert [(p.day, p.rounds) for p in ds.pings] == [(START + k * DAY, 3) for k in range(3)]
 
 
@@ -294,11 +294,11 @@ def test_hostile_summary_rows_in_a_store_are_counted(tmp_path):
     ds, q = read_stores([path], START, START + DAY)
     assert dict(q.rejected) == {"bad_summary": 3, "bad_histogram": 4, "bad_time": 1,
                                 "bad_json": 3}
-    assert sorted(o.hour for o in ds.obs if o.source == "hourly") == [H + k * 3600
+    assert sorted(o.hour for o in ds.all_obs() if o.source == "hourly") == [H + k * 3600
                                                                       for k in (0, 3, 4, 5, 6)]
     assert [(p.day, p.rounds) for p in ds.pings] == [(START, 12)]   # rows 0-2 and "x"
     # the raw round before the first summary is read from the raw rows
-    assert [(o.hour, o.source) for o in ds.obs if o.source == "raw"] == [(H - 7200, "raw")]
+    assert [(o.hour, o.source) for o in ds.all_obs() if o.source == "raw"] == [(H - 7200, "raw")]
 
 
 def _dt(t):
@@ -443,5 +443,5 @@ def test_hostile_daily_rows_in_influx_are_counted(influx):
     hourlyfleet.write_influx(influx.url, "linewatch", hourlyfleet.lines(rows))
     ds, q, _ = _read(influx, "linewatch", START, START + 8 * DAY)
     assert dict(q.rejected) == {"bad_histogram": 5, "bad_time": 1}
-    assert sorted(o.hour for o in ds.obs) == [H + k * DAY for k in range(7)]
+    assert sorted(o.hour for o in ds.all_obs()) == [H + k * DAY for k in range(7)]
     assert [(p.day, p.rounds) for p in ds.pings] == [(START, 3), (START + 6 * DAY, 3)]
