@@ -22,6 +22,11 @@ same run):
 
     python bench/collector.py [--runs 5] [--agents 1000] [--days 30] [--round-s 300|auto]
     python bench/collector.py --summaries [--runs 3] [--agents 1000] [--days 30]
+    python bench/collector.py --summaries --agents 10000 --days 90 --server-dir DIR [--runs 3]
+
+``--server-dir``: influxd's data is kept in DIR, written slice by slice (resumable: a 10,000 x 90
+fleet is 22 M rows, about an hour to generate on 2 cores) and reused by later runs, which measure
+against the fleet's own window (its start is kept in DIR/fleet.json).
 
 ``--summaries``: the fleet as agents with ``influx.send = "summaries"`` write it at the default
 10 s cadence (bench/summaryfleet.py: one ``hourly`` row per agent-hour, the ``outage`` and
@@ -115,6 +120,32 @@ def write(fleet: Fleet, server: InfluxV1, args, agents=None) -> dict:
     return st
 
 
+def write_kept(fleet: Fleet, server: InfluxV1, args) -> dict:
+    """With ``--server-dir``: write the agents not written yet, ``--slice`` at a time, each
+    slice noted in ``progress.jsonl`` beside the server's data once acknowledged (an interrupted
+    write goes on where it stopped; a fleet of 10,000 x 90 days is 22 M rows). Returns the sums
+    over every slice, whenever written."""
+    progress = server.dir / "progress.jsonl"
+    done = ([json.loads(ln) for ln in progress.read_text().splitlines() if ln.strip()]
+            if progress.exists() else [])
+    have = {d["lo"] for d in done}
+    for lo in range(0, fleet.n, args.slice):
+        if lo in have:
+            continue
+        st = write(fleet, server, args, agents=range(lo, min(lo + args.slice, fleet.n)))
+        st["lo"] = lo
+        with progress.open("a") as f:
+            f.write(json.dumps(st) + "\n")
+        done.append(st)
+        print(f"  agents {lo}-{min(lo + args.slice, fleet.n) - 1}: {st['points']:,} points in "
+              f"{st['seconds']:.0f} s", flush=True)
+    keys = ("points", "bytes", "gzip_bytes", "requests", "seconds", "generate_s")
+    out = {k: sum(d[k] for d in done) for k in keys}
+    out["points_per_s"] = out["points"] / out["seconds"]
+    out["slices"] = len(done)
+    return out
+
+
 def calibrate(args, start: int, tmp: Path) -> dict:
     """Ingest rate of influxd on ``args.calibrate`` agents at 300 s (about 16,000 points each)."""
     sample = Fleet(args.calibrate, args.days, start, round_s=300.0, seed=args.seed)
@@ -132,11 +163,17 @@ def calibrate(args, start: int, tmp: Path) -> dict:
 
 
 # -- 4. end to end --------------------------------------------------------------------------------
-def run_collector(cfg: Path, timeout_s: float, cache: str, cache_home: Path, days: int = 30) -> dict:
-    """One ``aggregate``. ``cache``: "off" (cold: every query goes to the server) or "use" (warm:
-    closed days come from the collector's cache, filled by an earlier run)."""
-    argv = [*COLLECTOR, "--config", str(cfg), "aggregate", "--since", f"{days}d", "--by", "region,isp",
-            "--format", "json", "--cache", cache]
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+def run_collector(cfg: Path, timeout_s: float, cache: str, cache_home: Path,
+                  window: tuple[float, float]) -> dict:
+    """One ``aggregate`` over the fleet's ``window`` (start, end in seconds). ``cache``: "off"
+    (cold: every query goes to the server) or "use" (warm: closed days come from the collector's
+    cache, filled by an earlier run)."""
+    argv = [*COLLECTOR, "--config", str(cfg), "aggregate", "--since", _iso(window[0]), "--until",
+            _iso(window[1]), "--by", "region,isp", "--format", "json", "--cache", cache]
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
         p = subprocess.Popen(argv, stdout=out_f, stderr=err_f, cwd=str(ROOT),
@@ -208,7 +245,8 @@ def reference_queries(server: InfluxV1, now: float, days: int = 30, summaries: b
     start = now - days * 86400
     out: dict = {}
     field, meas = ("observed_s", "hourly") if summaries else ("interval_s", "round")
-    plain = f'SELECT count("{field}") FROM "{meas}" WHERE time > now() - {days}d GROUP BY "agent"'
+    plain = (f'SELECT count("{field}") FROM "{meas}" WHERE time >= {int(start)}s AND time < {int(now)}s '
+             'GROUP BY "agent"')
 
     dt, size, series = post_query(server, plain, {"db": server.database, "epoch": "s"})
     out["count_by_agent"] = {"seconds": dt, "bytes": size, "series": series}
@@ -297,6 +335,10 @@ def main() -> None:
     ap.add_argument("--skip-generation", action="store_true", help="do not time generation alone")
     ap.add_argument("--summaries", action="store_true",
                     help='the fleet as agents with influx.send = "summaries" write it (10 s rounds)')
+    ap.add_argument("--server-dir", default="",
+                    help="keep influxd's data here: write only the agents not written yet (resumable, "
+                         "--slice agents at a time) and reuse them on later runs")
+    ap.add_argument("--slice", type=int, default=250, help="agents per write with --server-dir")
     ap.add_argument("--check-agents", type=int, default=3,
                     help="with --summaries: agents whose fast hourly rows are checked against "
                          "tests/hourlyfleet.py first")
@@ -310,6 +352,20 @@ def main() -> None:
                                 "kernel": platform.release(), "load_at_start": os.getloadavg()},
                     "args": vars(args)}
     start = fleet_start(args.days)
+    kept = Path(args.server_dir) if args.server_dir else None
+    if kept is not None:
+        # The fleet a kept server holds: its start is the day it was first written.
+        marker = kept / "fleet.json"
+        want = {"agents": args.agents, "days": args.days, "seed": args.seed,
+                "summaries": args.summaries, "round_s": args.round_s}
+        if marker.exists():
+            held = json.loads(marker.read_text())
+            if {k: held.get(k) for k in want} != want:
+                sys.exit(f"{kept} holds another fleet ({held}); use another --server-dir")
+            start = held["start"]
+        else:
+            kept.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({**want, "start": start}))
     tmp = Path(tempfile.mkdtemp(prefix="lwbench-collector"))
     try:
         # 2. cadence
@@ -365,11 +421,11 @@ def main() -> None:
                       f"{g['seconds']:.1f} s = {g['points_per_s']:,.0f} lines/s", flush=True)
 
         # 3. write
-        server = InfluxV1.create(tmp / "influx")
+        server = InfluxV1.create(kept if kept is not None else tmp / "influx")
         try:
             print(f"writing {fleet.n} agents x {fleet.days} days at {round_s:g} s rounds to influxd 1.6.7 "
                   f"({args.threads} connections, {args.workers} generating processes) ...", flush=True)
-            w = write(fleet, server, args)
+            w = write_kept(fleet, server, args) if kept is not None else write(fleet, server, args)
             w["data_dir_bytes"] = dir_bytes(server.dir / "data")
             w["wal_dir_bytes"] = dir_bytes(server.dir / "wal")
             w["load_after"] = os.getloadavg()
@@ -391,20 +447,21 @@ def main() -> None:
                            f'timeout_s = {min(300.0, args.collector_timeout_s):g}\n\n[collector]\n')
             e2e = []
             days, summ = fleet.days, args.summaries
+            window = (float(fleet.start), float(fleet.start + days * 86400))
             cache_home = tmp / "cache"
             warm = []
-            first = run_collector(cfg, args.collector_timeout_s, "use", cache_home, days)
+            first = run_collector(cfg, args.collector_timeout_s, "use", cache_home, window)
             report["first_run_filling_cache"] = first
             print(f"  first run (fills the cache): {first['wall_s']:.1f} s, "
                   f"peak {first['peak_rss_mb']:.0f} MB", flush=True)
             for i in range(args.runs):
                 # alternate which goes first, so neither always meets a warm server cache
                 if i % 2 == 0:
-                    ref = reference_queries(server, time.time(), days, summ)
-                    r = run_collector(cfg, args.collector_timeout_s, "off", cache_home, days)
+                    ref = reference_queries(server, window[1], days, summ)
+                    r = run_collector(cfg, args.collector_timeout_s, "off", cache_home, window)
                 else:
-                    r = run_collector(cfg, args.collector_timeout_s, "off", cache_home, days)
-                    ref = reference_queries(server, time.time(), days, summ)
+                    r = run_collector(cfg, args.collector_timeout_s, "off", cache_home, window)
+                    ref = reference_queries(server, window[1], days, summ)
                 r["reference"] = ref
                 e2e.append(r)
                 srv = ref.get("collector_queries_s")
@@ -419,7 +476,7 @@ def main() -> None:
                 if "error" in r:
                     print(r["stderr_tail"], flush=True)
                     break
-                w = run_collector(cfg, args.collector_timeout_s, "use", cache_home, days)
+                w = run_collector(cfg, args.collector_timeout_s, "use", cache_home, window)
                 warm.append(w)
                 print(f"  run {i + 1}: warm (closed days from the cache) {w['wall_s']:.1f} s, "
                       f"peak {w['peak_rss_mb']:.0f} MB"
