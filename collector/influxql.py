@@ -596,6 +596,12 @@ class Reader:
     def query(self, q: str, what: str = "the query", http=None) -> list[dict]:
         """The series of one query's answer (:func:`parse_answer`); ``what`` names the query in
         errors ("the \"round\" query")."""
+        return list(self._answer(q, what, http))
+
+    def _answer(self, q: str, what: str, http=None) -> Iterator[dict]:
+        """The answer's body is read here (SourceError when it failed, was cut or refused); its
+        series are parsed as they are taken, one chunk of JSON at a time, so an answer waiting
+        to be read holds its bytes, not its parsed rows (5x less)."""
         http = http or self.http
         params = {"db": self.database, "epoch": "ms", "chunked": "true", "chunk_size": "20000"}
         if self.retention_policy:
@@ -624,12 +630,12 @@ class Reader:
         if ans.cut == CUT_CLOSED:
             raise SourceError(f"the server's answer to {what} stopped after {len(ans.body):,} "
                               "bytes: the connection closed before its end")
-        return list(parse_answer(ans.body, what, http.redact))
+        return parse_answer(ans.body, what, http.redact)
 
     def _run_all(self, todo: list[tuple[str, str]]):
         if self.parallel <= 1 or len(todo) < 2:
             for kind, text in todo:
-                yield self.query(text, _what(kind))
+                yield self._answer(text, _what(kind))
             return
         local = threading.local()
         extra: list = []
@@ -641,7 +647,7 @@ class Reader:
                 with lock:
                     extra.append(local.http)
             kind, text = item
-            return self.query(text, _what(kind), local.http)
+            return self._answer(text, _what(kind), local.http)
 
         try:
             # At most ``parallel`` answers ahead of the one being read: a month of 10,000 agents'
