@@ -424,6 +424,16 @@ def to_records(kind: str, series: dict, q: Quality,
     ix = {c: i for i, c in enumerate(cols)}
     lo, hi = window if window is not None else (T_MIN, T_MAX)
     lo, hi = max(lo, T_MIN), min(hi, T_MAX)
+    if kind in _ROW_COLUMNS:
+        fast = _good_rows(kind, cols, rows, lo, hi)
+        if fast is not None:
+            if kind == "episode":
+                typ, cause = tags.get("type") or "", tags.get("cause") or ""
+                yield from (Episode(unit, typ, cause, t / 1000.0, float(d)) for t, d in fast)
+            else:
+                yield from (SpeedTest(unit, t / 1000.0, float(dn), None if up is None else float(up))
+                            for t, dn, up in fast)
+            return
     for row in rows:
         if not isinstance(row, list) or len(row) != len(cols):
             q.rejected["bad_row"] += 1
@@ -440,6 +450,36 @@ def to_records(kind: str, series: dict, q: Quality,
             continue
         if rec is not None:
             yield rec
+
+
+# The kinds read as they are, the columns their queries ask for, and the values each column may
+# hold in a good row (the first is the time: an integer of milliseconds).
+_ROW_COLUMNS = {"episode": (["time", "duration_s"], ({int}, {int, float})),
+                "speed": (["time", "download_bps", "upload_bps"],
+                          ({int}, {int, float}, {int, float, type(None)}))}
+
+
+def _good_rows(kind: str, cols: list, rows: list, lo: float, hi: float) -> list | None:
+    """The rows of an episode or speed-test series when every one of them is good (the columns
+    asked for, a time within [lo, hi] with :func:`_time`'s slack, finite numbers, a null only
+    where a value may be absent), checked column by column; None otherwise, and the series is
+    read row by row, counting what it rejects."""
+    want, kinds = _ROW_COLUMNS[kind]
+    if cols != want or not rows or set(map(type, rows)) != {list} or set(map(len, rows)) != {len(want)}:
+        return None
+    columns = list(zip(*rows))
+    for values, allowed in zip(columns, kinds):
+        if not set(map(type, values)) <= allowed:
+            return None
+        try:
+            if not all(map(math.isfinite, (v for v in values if v is not None))):
+                return None
+        except OverflowError:
+            return None
+    ts = columns[0]
+    if min(ts) < (lo - 1) * 1000 or max(ts) > (hi + 1) * 1000:
+        return None
+    return rows
 
 
 def _record(kind: str, unit: Unit, tags: dict, t: float, get, cols: list, row: list):

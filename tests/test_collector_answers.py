@@ -318,6 +318,40 @@ def test_hourly_columns_read_what_row_by_row_reads(answer):
     assert first_fast == first_slow and days_fast == days_slow
 
 
+_ROW_VALUES = st.one_of(st.floats(-1e6, 1e10), st.integers(-5, 10 ** 9), st.none(), st.booleans(),
+                       st.just(float("inf")), st.just(10 ** 400), st.just("12"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(["episode", "speed"]), answer=st.lists(st.tuples(
+    st.sampled_from([{"agent": "a1", "region": "PK-PB", "type": "power", "cause": "ac_lost"},
+                     {"agent": "a2", "type": "connectivity"}, {"region": "PK-SD"}]),
+    st.booleans(),
+    st.lists(st.one_of(st.tuples(_HOUR_TIMES, _ROW_VALUES, _ROW_VALUES).map(list),
+                       st.tuples(st.integers(0, DAY * 1000).map(lambda ms: START * 1000 + ms),
+                                 st.floats(0, 1e9), st.one_of(st.none(), st.floats(0, 1e9))).map(list),
+                       st.just([START * 1000]), st.just("row")), max_size=10)), max_size=4))
+@example(kind="speed", answer=[({"agent": "a1", "region": "PK-PB"}, True,
+                                [[START * 1000 + 5, 1e6, None], [START * 1000 + 9, 2e6, 3e5]])])
+@example(kind="episode", answer=[({"agent": "a1", "region": "PK-PB", "type": "power",
+                                   "cause": "ac_lost"}, True, [[START * 1000 + 5, 60, 0]])])
+def test_good_episode_and_speed_series_read_as_row_by_row(kind, answer):
+    """Episode and speed-test series whose rows are all good are read in one pass; the records
+    and the rejections are those of reading every row on its own."""
+    cols = {"episode": ["time", "duration_s"], "speed": ["time", "download_bps", "upload_bps"]}[kind]
+    window = (float(START), float(START + DAY))
+    series = [{"name": "x", "tags": t, "columns": cols if right else cols[::-1],
+               "values": [r[:len(cols)] if isinstance(r, list) else r for r in v]}
+              for t, right, v in answer]
+    q_fast = Quality()
+    fast = [r for sr in series for r in influxql.to_records(kind, sr, q_fast, window)]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(influxql, "_good_rows", lambda *a: None)
+        q_slow = Quality()
+        slow = [r for sr in series for r in influxql.to_records(kind, sr, q_slow, window)]
+    assert list(map(repr, fast)) == list(map(repr, slow)) and q_fast.rejected == q_slow.rejected
+
+
 # -- the parser, fuzzed -----------------------------------------------------------------------
 
 KINDS = ("obs", "ping", "episode", "speed")
