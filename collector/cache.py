@@ -33,6 +33,7 @@ import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -178,7 +179,8 @@ class Cache:
                 if not len(ids) == len(hour) == len(secs) or ids.min() < 0 or ids.max() >= len(position):
                     raise ValueError("columns of different lengths or unknown units")
             except (TypeError, ValueError) as exc:
-                raise SourceError(f"{self.path}: the hours kept for day {d} are damaged ({exc}):"
+                day = datetime.fromtimestamp(d, UTC).date().isoformat()
+                raise SourceError(f"{self.path}: the hours kept for {day} are damaged ({exc}):"
                                   " run with --cache refresh, or delete the file") from None
             blocks.append(HourColumns(shared, position[ids], hour, secs, source))
         pings = [PingDay(units[u], d, *rest) for u, d, *rest in self.conn.execute(
