@@ -154,6 +154,8 @@ def forward_summary(cfg: Config, saved: str | None, backlog_rows: int, oldest: d
     us: token, permission, bucket), the backlog and the last error. Never the token."""
     st = json.loads(saved or "{}") or {}
     n_q, recent = quarantined
+    if oldest is not None:
+        oldest = min(oldest, now)    # the summary of the hour in progress waits since now
     out = {
         "enabled": bool(cfg.influx.url),
         "url": redact_value(cfg.influx.url) or None,

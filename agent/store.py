@@ -427,16 +427,19 @@ class Store:
         return n
 
     def backlog(self) -> tuple[int, datetime | None]:
-        """Unsent rows and how far back they go: the time of the oldest raw row waiting, else
-        of the oldest hourly summary, else of any row. A ``daily`` row is dated at its day's
-        start however recent its hours are: an agent that started a minute ago would seem to
-        have waited since midnight."""
-        n, raw, hours, any_ = self._query(
+        """Unsent rows and since when they have waited: the time of the oldest raw row waiting,
+        else the end of the oldest waiting hourly summary's hour, else the end of the oldest
+        daily row's day, else the oldest row's time. A summary is dated at its hour's (day's)
+        start and rewritten while it grows: the summary of the hour in progress, waiting for
+        the next push, would seem to have waited since the hour began. An end still to come
+        means "now" to the caller (``status`` caps it)."""
+        n, raw, hours, days, any_ = self._query(
             "SELECT count(*), min(CASE WHEN r.measurement NOT IN (?, ?) THEN s.time_ns END),"
-            " min(CASE WHEN r.measurement = ? THEN s.time_ns END), min(s.time_ns) FROM samples s"
+            " min(CASE WHEN r.measurement = ? THEN s.time_ns END) + ?,"
+            " min(CASE WHEN r.measurement = ? THEN s.time_ns END) + ?, min(s.time_ns) FROM samples s"
             " INDEXED BY samples_outbox JOIN series r ON r.id = s.series_id WHERE s.sent = 0",
-            (HOURLY, DAILY, HOURLY))[0]
-        oldest = next((t for t in (raw, hours, any_) if t is not None), None)
+            (HOURLY, DAILY, HOURLY, 3600 * 10**9, DAILY, 86400 * 10**9))[0]
+        oldest = next((t for t in (raw, hours, days, any_) if t is not None), None)
         return n, (from_ns(oldest) if oldest is not None else None)
 
     # -- reading ----------------------------------------------------------------------------

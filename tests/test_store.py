@@ -266,14 +266,33 @@ def test_a_field_set_counts_only_for_its_own_row(store):
     assert n == 0
 
 
+def test_status_says_the_summary_of_the_hour_in_progress_waits_since_now(store):
+    """Only the summary of the hour in progress waits (rewritten a minute ago, the next push not
+    yet due): ``status`` says it waits since now, not since the hour began."""
+    from agent.config import Config
+    from agent.status import forward_summary, iso
+
+    hour = T0.replace(minute=0)
+    store.put_summaries([Sample("hourly", {"agent": "a1"}, {"observed_s": 60.0}, hour)],
+                        hour_ns=int(hour.timestamp()) * 10**9, forward=True)
+    now = hour + timedelta(minutes=27)
+    rows, oldest = store.backlog()
+    out = forward_summary(Config(), None, rows, oldest, (0, []), now)
+    assert out["backlog_rows"] == 1 and out["oldest_unsent_age_s"] == 0.0
+    assert out["oldest_unsent"] == iso(now)
+
+
 def test_backlog_goes_back_to_the_oldest_raw_row_not_to_a_daily_rows_midnight(store):
     noon = T0 + timedelta(hours=12)
     store.put_summaries([Sample("daily", {"agent": "a1"}, {"hours": 1}, T0)],
                         hour_ns=int(T0.timestamp()) * 10**9, forward=True, measurement="daily")
-    assert store.backlog() == (1, T0)               # only the day's row waits: its own time
+    # only the day's row waits: since its day's end at the earliest (it is rewritten all day)
+    assert store.backlog() == (1, T0 + timedelta(days=1))
     hour = noon.replace(minute=0)
     store.put_summaries([Sample("hourly", {"agent": "a1"}, {"observed_s": 60.0}, hour)],
                         hour_ns=int(hour.timestamp()) * 10**9, forward=True)
-    assert store.backlog() == (2, hour)             # the hour the waiting summaries go back to
+    # an hour's summary: since that hour's end (a trial showed "oldest 27m old" for the summary
+    # of the hour in progress, rewritten a minute before and waiting for the next push)
+    assert store.backlog() == (2, hour + timedelta(hours=1))
     store.write([ping(0, t=noon + timedelta(minutes=5))])
     assert store.backlog() == (3, noon + timedelta(minutes=5))
