@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from collector import influxql
+from collector import answers as ca, influxql
 from collector.cache import Cache
 from kit.definitions import Quality, Unit
 from kit.errors import SourceError
@@ -304,15 +304,15 @@ def test_hourly_columns_read_what_row_by_row_reads(answer):
     window = (float(START), float(START + DAY))
     answer = [{"name": "hourly", "tags": t, "columns": c, "values": v} for t, c, v in answer]
     q_fast, first_fast, days_fast = Quality(), {}, set()
-    block, recs = influxql._hourly_answer(answer, window, q_fast, first_fast, days_fast)
+    block, recs = ca._hourly_answer(answer, window, q_fast, first_fast, days_fast)
     fast = list(recs) + (list(Dataset(0, 1, hours=(block,)).all_obs()) if block else [])
     q_slow, first_slow, days_slow, slow = Quality(), {}, set(), []
     for series in answer:
-        for agent, t in influxql._row_times(series, window):
+        for agent, t in ca._row_times(series, window):
             first_slow[agent] = min(first_slow.get(agent, math.inf), t)
             if window[0] <= t < window[1]:
                 days_slow.add((agent, int(t - t % DAY)))
-        slow.extend(influxql.to_records("hobs", series, q_slow, window))
+        slow.extend(ca.to_records("hobs", series, q_slow, window))
     assert sorted(map(repr, fast)) == sorted(map(repr, slow))
     assert q_fast.rejected == q_slow.rejected
     assert first_fast == first_slow and days_fast == days_slow
@@ -344,11 +344,11 @@ def test_good_episode_and_speed_series_read_as_row_by_row(kind, answer):
                "values": [r[:len(cols)] if isinstance(r, list) else r for r in v]}
               for t, right, v in answer]
     q_fast = Quality()
-    fast = [r for sr in series for r in influxql.to_records(kind, sr, q_fast, window)]
+    fast = [r for sr in series for r in ca.to_records(kind, sr, q_fast, window)]
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(influxql, "_good_rows", lambda *a: None)
+        m.setattr(ca, "_good_rows", lambda *a: None)
         q_slow = Quality()
-        slow = [r for sr in series for r in influxql.to_records(kind, sr, q_slow, window)]
+        slow = [r for sr in series for r in ca.to_records(kind, sr, q_slow, window)]
     assert list(map(repr, fast)) == list(map(repr, slow)) and q_fast.rejected == q_slow.rejected
 
 
@@ -432,14 +432,14 @@ def _check_records(recs: list, q: Quality) -> None:
 def _read(body: bytes) -> None:
     q = Quality()
     try:
-        series = list(influxql.parse_answer(body, 'the "round" query'))
+        series = list(ca.parse_answer(body, 'the "round" query'))
     except SourceError as exc:
         text = str(exc)
         assert "\n" not in text and len(text) < 1000
         return
     for s in series:
         for kind in KINDS:
-            _check_records(list(influxql.to_records(kind, s, q, FUZZ_WINDOW)), q)
+            _check_records(list(ca.to_records(kind, s, q, FUZZ_WINDOW)), q)
 
 
 FUZZ = settings(max_examples=400, deadline=2000, derandomize=True,

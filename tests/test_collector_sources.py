@@ -17,9 +17,10 @@ import pytest
 
 from agent.model import Episode as AgentEpisode, Sample
 from agent.store import Store
-from collector import influxql
+from collector import answers, influxql
+from collector.answers import parse_answer
 from collector.indices import Interruption, ieee1366
-from collector.influxql import Reader, ident, literal, parse_answer, queries
+from collector.influxql import Reader, ident, literal, queries
 from collector.stats import Settings, aggregate
 from collector.storefile import expand, read_stores
 from kit.definitions import Quality, Unit
@@ -87,10 +88,10 @@ def test_rows_without_agent_or_value_are_counted():
     q = Quality()
     series = {"name": "round", "tags": {"agent": "", "region": "PK-SD"}, "columns": ["time", "observed_s"],
               "values": [[0, 10.0], [3600, 20.0]]}
-    assert list(influxql.to_records("obs", series, q)) == []
+    assert list(answers.to_records("obs", series, q)) == []
     series = {"name": "outage", "tags": {"agent": "a1", "type": "power", "cause": "ac_lost"},
               "columns": ["time", "duration_s"], "values": [[0, None], [60, "x"], [120, 30.0]]}
-    recs = list(influxql.to_records("episode", series, q))
+    recs = list(answers.to_records("episode", series, q))
     assert len(recs) == 1 and recs[0].duration_s == 30.0
     assert q.rejected == {"missing_agent": 2, "missing_value": 2}
 
