@@ -6,7 +6,7 @@ nesting beyond reason, ``series`` that is not a list of objects with a string ``
 ``columns`` that are not strings...) is refused as a whole (:func:`parse_answer`): one SourceError
 naming the query and where the shape broke. Rows that are bad one by one are rejected and counted
 (:func:`to_records`, :func:`to_counts`). A series whose rows are all good is read in one pass
-(:func:`_hourly_answer` into columns, :func:`_good_rows`), with the same checks over whole
+(:func:`hourly_answer` into columns, :func:`_good_rows`), with the same checks over whole
 columns; any other is read row by row. :mod:`collector.influxql` asks the queries.
 """
 
@@ -377,7 +377,7 @@ def _hourly_columns(series: dict, window: tuple[float, float]):
     return unit, t_s, v
 
 
-def _hourly_answer(answer: list[dict], window: tuple[float, float], q: Quality,
+def hourly_answer(answer: list[dict], window: tuple[float, float], q: Quality,
                    first: dict[str, float], hour_days: set[tuple[str, int]]):
     """One answer of the ``hobs`` query: its good series as one HourColumns block (or None),
     and the records of the others (read row by row). Notes each agent's first hour in
@@ -389,7 +389,7 @@ def _hourly_answer(answer: list[dict], window: tuple[float, float], q: Quality,
     for series in answer:
         got = _hourly_columns(series, window)
         if got is None:
-            for agent, t in _row_times(series, window):
+            for agent, t in row_times(series, window):
                 first[agent] = min(first.get(agent, math.inf), t)
                 if window[0] <= t < window[1]:
                     hour_days.add((agent, int(t - t % DAY)))
@@ -413,7 +413,7 @@ def _hourly_answer(answer: list[dict], window: tuple[float, float], q: Quality,
     return block, recs
 
 
-def _row_times(series: dict, window: tuple[float, float]) -> Iterator[tuple[str, float]]:
+def row_times(series: dict, window: tuple[float, float]) -> Iterator[tuple[str, float]]:
     """(agent, time in seconds) of each row of a summary series whose time lies in ``window``
     (rows whose time or tags are bad are left to :func:`to_records` to count)."""
     series = checked_series(series)

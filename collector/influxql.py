@@ -43,9 +43,9 @@ from urllib.parse import urlencode
 from collector.answers import (
     DAY,
     TAGS,
-    _hourly_answer,
-    _row_times,
+    hourly_answer,
     parse_answer,
+    row_times,
     to_counts,
     to_records,
 )
@@ -87,7 +87,6 @@ def time_range(start: float, end: float) -> str:
 
 def _by(*extra: str) -> str:
     return ", ".join([ident(t) for t in TAGS] + [ident(t) for t in extra])
-
 
 
 def day_runs(days: list[int], size: int = CHUNK_S) -> list[tuple[int, int]]:
@@ -533,14 +532,14 @@ class Reader:
         summary: dict[str, list] = defaultdict(list)
         for (kind, _), window, answer in zip(todo, windows, self._run_all(todo)):
             if kind == "hobs":
-                block, recs = _hourly_answer(answer, window, q, first[window], hour_days[window])
+                block, recs = hourly_answer(answer, window, q, first[window], hour_days[window])
                 if block is not None:
                     got["hours"].append(block)
                 summary["hobs"].extend(recs)
                 continue
             for series in answer:
                 if kind == "dping":
-                    day_rows.update((agent, int(t)) for agent, t in _row_times(series, window)
+                    day_rows.update((agent, int(t)) for agent, t in row_times(series, window)
                                     if t % DAY == 0)
                 recs = (to_counts(kind, series, q, window) if kind in COUNT_KINDS
                         else to_records(kind, series, q, window))

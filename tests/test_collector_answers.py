@@ -299,16 +299,16 @@ _HOUR_TIMES = st.one_of(st.integers(-3, 30).map(lambda h: (START + h * 3600) * 1
           ({"agent": "a2", "isp": "PTCL"}, ["time", "observed_s"], [[START * 1000, 3600]])])
 def test_hourly_columns_read_what_row_by_row_reads(answer):
     """An ``hourly`` answer read into columns gives the same hours, the same rejections, and the
-    same first hours and agent-days as reading it row by row (to_records, _row_times): a series
+    same first hours and agent-days as reading it row by row (to_records, row_times): a series
     with any row that is not good is read row by row."""
     window = (float(START), float(START + DAY))
     answer = [{"name": "hourly", "tags": t, "columns": c, "values": v} for t, c, v in answer]
     q_fast, first_fast, days_fast = Quality(), {}, set()
-    block, recs = ca._hourly_answer(answer, window, q_fast, first_fast, days_fast)
+    block, recs = ca.hourly_answer(answer, window, q_fast, first_fast, days_fast)
     fast = list(recs) + (list(Dataset(0, 1, hours=(block,)).all_obs()) if block else [])
     q_slow, first_slow, days_slow, slow = Quality(), {}, set(), []
     for series in answer:
-        for agent, t in ca._row_times(series, window):
+        for agent, t in ca.row_times(series, window):
             first_slow[agent] = min(first_slow.get(agent, math.inf), t)
             if window[0] <= t < window[1]:
                 days_slow.add((agent, int(t - t % DAY)))
