@@ -296,3 +296,28 @@ def test_backlog_goes_back_to_the_oldest_raw_row_not_to_a_daily_rows_midnight(st
     assert store.backlog() == (2, hour + timedelta(hours=1))
     store.write([ping(0, t=noon + timedelta(minutes=5))])
     assert store.backlog() == (3, noon + timedelta(minutes=5))
+
+
+def test_push_says_the_summary_of_the_hour_in_progress_waits_since_now(tmp_path):
+    """``linewatch push`` reports the backlog left as ``status`` does: the summary of the hour
+    in progress, still waiting (here the server is down), waits since now, not since the hour
+    began. The server is a loopback port nothing listens on."""
+    import socket
+
+    from agent.clock import FakeClock
+    from agent.config import parse
+    from agent.jobs.push import push_now
+
+    with socket.socket() as s:       # a free loopback port, closed again: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = parse(f'[agent]\nstate_dir = "{tmp_path}"\n[influx]\nurl = "http://127.0.0.1:{port}"\n'
+                'bucket = "linewatch"\n')
+    hour = T0.replace(minute=0)
+    st = Store.open(tmp_path)
+    st.put_summaries([Sample("hourly", {"agent": "a1"}, {"observed_s": 60.0}, hour)],
+                     hour_ns=int(hour.timestamp()) * 10**9, forward=True)
+    st.close()
+    now = hour + timedelta(minutes=27)
+    done = push_now(cfg, clock=FakeClock(now))
+    assert done.backlog_rows == 1 and done.oldest_unsent == now

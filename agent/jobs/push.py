@@ -115,7 +115,8 @@ def push_now(cfg: Config, *, requeue: bool = False, waiting: Callable[[], None] 
             waiting()
             lock.acquire(wait=True)
         requeued = store.requeue_quarantined() if requeue else 0
-        fw = make_forwarder(cfg, store, clock or SystemClock())
+        clock = clock or SystemClock()
+        fw = make_forwarder(cfg, store, clock)
         rows, _ = store.backlog()
         t0 = time.monotonic()
         if bar is None:
@@ -126,6 +127,8 @@ def push_now(cfg: Config, *, requeue: bool = False, waiting: Callable[[], None] 
         secs = time.monotonic() - t0
         fw.sink.close()
         left, oldest = store.backlog()
+        if oldest is not None:
+            oldest = min(oldest, clock.now())  # the summary of the hour in progress: since now
         return Pushed(rep, requeued, secs, left, oldest, fw.state)
     finally:
         lock.release()
