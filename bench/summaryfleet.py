@@ -15,8 +15,8 @@ the values are summarise's too except for the order of float additions in ``loss
 
 Beside them, one ``daily`` row per agent and UTC day (time: the day's start), the merge of that
 day's hourly rows as the agent writes it (``observed_s``, ``hours``, the latency sums, the day's
-extremes, the histogram; :meth:`SummaryFleet.daily_rows`), checked by :func:`check` against
-the agent's merge (``kit.hourly.day_fields``) of summarise's rows.
+extremes, the histogram, the hours and the histogram packed; :meth:`SummaryFleet.daily_rows`),
+checked by :func:`check` against the agent's merge (``kit.hourly.day_fields``) of summarise's rows.
 
     SummaryFleet(agents, days, start, round_s=10, seed=1)   # a tests.fleet.Fleet whose lines()
                                                              # and write_influx() send summaries
@@ -153,8 +153,9 @@ class SummaryFleet(Fleet):
             day = h - h % DAY_S
             if not out or out[-1][0] != day:
                 out.append((day, {"observed_s": 0.0, "hours": 0, "rtt_count": 0, "ping_rounds": 0,
-                                  "loss_pct_sum": 0.0, "hist": {}}))
+                                  "loss_pct_sum": 0.0, "hist": {}, "per_hour": [0.0] * 24}))
             d = out[-1][1]
+            d["per_hour"][h % DAY_S // HOUR_S] += f["observed_s"]
             d["hours"] += 1
             for k in ("observed_s", "rtt_count", "ping_rounds", "loss_pct_sum"):
                 d[k] += f[k]
@@ -166,8 +167,11 @@ class SummaryFleet(Fleet):
                 if k.startswith(hourly.PREFIX):
                     hist[k] = hist.get(k, 0) + v
         for _, d in out:
-            hist = d.pop("hist")
+            hist, per_hour = d.pop("hist"), d.pop("per_hour")
             d.update(sorted(hist.items()))
+            d["observed_hours"] = hourly.pack_hours(per_hour)
+            d["rtt_buckets"] = hourly.pack_buckets({hourly.bucket_of_field(k): n
+                                                    for k, n in hist.items()})
             d["summary_version"] = hourly.VERSION
         return out
 
@@ -211,6 +215,10 @@ def check(fleet: SummaryFleet, agents: int = 3) -> dict:
                 continue
             for k in a:
                 x, y = a[k], b[k]
+                if isinstance(x, str) and isinstance(y, str):
+                    if x != y:
+                        bad.append(f"{what} at {h}: {k} {x[:60]!r} != {y[:60]!r}")
+                    continue
                 if type(x) is not type(y) or not math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9):
                     bad.append(f"{what} at {h}: {k} {x!r} != {y!r}")
 
@@ -221,7 +229,7 @@ def check(fleet: SummaryFleet, agents: int = 3) -> dict:
         compare(f"agent {i} hourly", dict(hours), slow)
         by_day: dict[int, list] = {}
         for h in sorted(slow):
-            by_day.setdefault(h - h % DAY_S, []).append(slow[h])
+            by_day.setdefault(h - h % DAY_S, []).append((h, slow[h]))
         days += len(by_day)
         compare(f"agent {i} daily", dict(fleet.daily_rows(hours)),
                 {d: merge(fs) for d, fs in by_day.items()})

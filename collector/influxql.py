@@ -42,7 +42,9 @@ from urllib.parse import urlencode
 
 from collector.answers import (
     DAY,
+    DAY_COLUMNS,
     TAGS,
+    daily_answer,
     hourly_answer,
     parse_answer,
     row_times,
@@ -57,10 +59,11 @@ from kit.records import Dataset, HourColumns
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
 # The measurement each kind of query reads, which names the query in messages.
 MEASUREMENT = {"obs": "round", "bad_rounds": "round", "ping": "ping", "episode": "outage",
-               "speed": "speedtest", "hobs": "hourly", "dping": "daily", "hping": "hourly"}
+               "speed": "speedtest", "hobs": "hourly", "dping": "daily", "hping": "hourly",
+               "dday": "daily"}
 # The grouped kinds: summaries first (every agent that writes them), then raw rows for the rest
 # (and ``hping``, the server's day sums of hourly rows, for agent-days without a daily row).
-SUMMARY_KINDS = ("hobs", "dping", "hping")
+SUMMARY_KINDS = ("dday", "hobs", "dping", "hping")
 RAW_KINDS = ("obs", "bad_rounds", "ping")
 MAX_ANSWER_MB = 256        # defaults of [collector] max_answer_mb and query_timeout_s
 QUERY_TIMEOUT_S = 900.0
@@ -122,14 +125,29 @@ def agents_condition(agents, *, exclude: bool) -> str:
     return f' AND "agent" {"!~" if exclude else "=~"} {regex_literal(agents)}'
 
 
-def summary_queries(a: int, b: int) -> list[tuple[str, str]]:
-    """The queries over the agents' summary rows for whole UTC days [a, b): each ``hourly``
+def _tag_columns(*extra: str) -> str:
+    return ", ".join([ident(t) for t in TAGS] + [ident(t) for t in extra])
+
+
+def day_query(a: int, b: int) -> tuple[str, str]:
+    """Each ``daily`` row of whole UTC days [a, b) as it is, its hours and histogram packed
+    (``observed_hours``, ``rtt_buckets``) and its tags as columns: one row per agent-day, one
+    value per figure. A month of 1,000 agents is 30,000 rows here against 720,000 hourly rows
+    plus a histogram of about 140 fields a row (bench/README.md). A daily row of an agent that
+    packs nothing has ``observed_hours`` null: its hours are read by :func:`summary_queries`."""
+    cols = ", ".join(ident(c) for c in DAY_COLUMNS[1:])
+    return ("dday", f'SELECT {cols}, {_tag_columns()} FROM "daily" WHERE {time_range(a, b)}')
+
+
+def summary_queries(a: int, b: int, agents: str = "") -> list[tuple[str, str]]:
+    """For agents whose daily rows are not packed (``agents``: :func:`agents_condition`), the
+    queries over their summary rows for whole UTC days [a, b): each ``hourly``
     row's observed seconds (the row is the agent-hour: nothing to add up), and each ``daily``
     row's latency figures as they are (the row is the agent-day, merged by the agent: the RTT
     histogram ``rtt_h<NNN>``, the answered rounds and their loss, the day's extremes). Reading
     one row per agent-day took 1.0-1.2 s for 1,000 agents x 30 days where the server's sums of
     hourly rows per agent-day (:func:`hourly_latency_query`) took 19-21 s (bench/README.md)."""
-    t = time_range(a, b)
+    t = time_range(a, b) + agents
     return [
         ("hobs", f'SELECT "observed_s" FROM "hourly" WHERE {t} GROUP BY {_by()}'),
         ("dping", 'SELECT /^rtt_h/, "rtt_count", "ping_rounds", "loss_pct_sum", "rtt_min_ms", '
@@ -244,7 +262,7 @@ def queries(start: float, end: float) -> list[tuple[str, str]]:
     InfluxQL). (With summaries, the raw queries leave out the agents that wrote them.)"""
     out = []
     for a, b in day_runs(days_of(start, end)):
-        out += summary_queries(a, b) + grouped_queries(a, b)
+        out += [day_query(a, b)] + summary_queries(a, b) + grouped_queries(a, b)
     return out + raw_queries(start, end)
 
 
@@ -320,6 +338,7 @@ class Reader:
         self.bytes = 0
         self.cached_days = 0
         self.refreshed_days = 0     # kept days asked again because an agent's rows came late
+        self.asked: dict[str, int] = defaultdict(int)   # queries asked, by kind
 
     def query(self, q: str, what: str = "the query", http=None) -> list[dict]:
         """The series of one query's answer (:func:`parse_answer`); ``what`` names the query in
@@ -361,6 +380,8 @@ class Reader:
         return parse_answer(ans.body, what, http.redact)
 
     def _run_all(self, todo: list[tuple[str, str]]):
+        for kind, _ in todo:
+            self.asked[kind] += 1
         if self.parallel <= 1 or len(todo) < 2:
             for kind, text in todo:
                 yield self._answer(text, _what(kind))
@@ -479,6 +500,41 @@ class Reader:
         return Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
                        tuple(got["speed"]), tuple(got["hours"]))
 
+    @staticmethod
+    def _unpacked_queries(runs, packed, unpacked):
+        """The hourly and daily rows to read for what the packed daily rows of each week did not
+        cover, with the agent-days to drop from each answer (read packed already): agents with
+        no daily row at all (a version before them), the days before an agent's first packed
+        row in the week (upgraded then), and the week of an agent with unpacked daily rows."""
+        todo: list[tuple[str, str]] = []
+        windows: list[tuple[tuple[float, float], tuple[float, float]]] = []   # query's, week's
+        skips: list[set[tuple[str, int]]] = []
+
+        for a, b in runs:
+            w = (float(a), float(b))
+
+            def ask(a: int, until: int, agents: str, skip: set[tuple[str, int]], w=w) -> None:
+                qs = summary_queries(a, until, agents)
+                todo.extend(qs)
+                windows.extend([((float(a), float(until)), w)] * len(qs))
+                skips.extend([skip] * len(qs))
+
+            old = {agent for agent, _ in unpacked[w]}
+            since: dict[str, int] = {}
+            for agent, d in packed[w]:
+                since[agent] = min(since.get(agent, b), d)
+            ask(a, b, agents_condition(since.keys() | old, exclude=True), set())
+            by_day: dict[int, list[str]] = defaultdict(list)
+            for agent, d in since.items():
+                if d > a and agent not in old:
+                    by_day[d].append(agent)
+            for until, some in sorted(by_day.items()):
+                ask(a, until, agents_condition(some, exclude=False), set())
+            if old:
+                ask(a, b, agents_condition(old, exclude=False),
+                    {(agent, d) for agent, d in packed[w] if agent in old})
+        return todo, windows, skips
+
     def _marks(self, start: int, end: int) -> dict[int, str]:
         """Per UTC day of [start, end): what :func:`mark_queries` answered for it, as one text."""
         todo = mark_queries(start, end)
@@ -523,27 +579,42 @@ class Reader:
         (:func:`hourly_latency_query`), one query a week, of those agent-days only."""
         got: dict[str, list] = defaultdict(list)
         runs = day_runs(days)
-        todo, windows = _with_windows([(a, b, summary_queries(a, b)) for a, b in runs]
-                                      + list(extra))
+        todo, windows = _with_windows([(a, b, [day_query(a, b)]) for a, b in runs] + list(extra))
         first: dict[tuple[float, float], dict[str, float]] = {(float(a), float(b)): {}
                                                               for a, b in runs}
+        packed: dict[tuple[float, float], set[tuple[str, int]]] = defaultdict(set)
+        unpacked: dict[tuple[float, float], set[tuple[str, int]]] = defaultdict(set)
         hour_days: dict[tuple[float, float], set[tuple[str, int]]] = defaultdict(set)
         day_rows: set[tuple[str, int]] = set()
         summary: dict[str, list] = defaultdict(list)
         for (kind, _), window, answer in zip(todo, windows, self._run_all(todo)):
-            if kind == "hobs":
-                block, recs = hourly_answer(answer, window, q, first[window], hour_days[window])
+            if kind == "dday":
+                block, recs = daily_answer(answer, window, q, first[window], packed[window],
+                                           unpacked[window])
                 if block is not None:
                     got["hours"].append(block)
-                summary["hobs"].extend(recs)
+                summary["dping"].extend(recs)
+                day_rows |= packed[window]
                 continue
             for series in answer:
-                if kind == "dping":
-                    day_rows.update((agent, int(t)) for agent, t in row_times(series, window)
-                                    if t % DAY == 0)
                 recs = (to_counts(kind, series, q, window) if kind in COUNT_KINDS
                         else to_records(kind, series, q, window))
-                (summary if kind in SUMMARY_KINDS else got)[kind].extend(recs)
+                got[kind].extend(recs)
+        todo, windows, skips = self._unpacked_queries(runs, packed, unpacked)
+        for (kind, _), (window, week), skip, answer in zip(todo, windows, skips,
+                                                           self._run_all(todo)):
+            if kind == "hobs":
+                block, recs = hourly_answer(answer, window, q, first[week], hour_days[week])
+                if block is not None:
+                    got["hours"].append(_drop_days(block, skip) if skip else block)
+                summary["hobs"].extend(r for r in recs if (r.unit.agent, r.hour - r.hour % DAY)
+                                       not in skip)
+                continue
+            for series in answer:
+                day_rows.update((agent, int(t)) for agent, t in row_times(series, window)
+                                if t % DAY == 0)
+                summary[kind].extend(r for r in to_records(kind, series, q, window)
+                                     if (r.unit.agent, r.day) not in skip)
         # per query of the second round: None (raw rows of agents without summaries), the week's
         # first summary hours (raw rows of upgraded agents), or the agent-days to sum hourly rows of
         role: list[dict[str, float] | set[tuple[str, int]] | None] = []
@@ -586,6 +657,19 @@ class Reader:
         got["obs"] += summary["hobs"]
         got["ping"] += [p for p in summary["dping"] if (p.unit.agent, p.day) not in raw_days]
         return got
+
+
+def _drop_days(block: HourColumns, skip: set[tuple[str, int]]) -> HourColumns:
+    """``block`` without its hours on the agent-days in ``skip``."""
+    import numpy as np  # deferred: the collector's CLI says how to install it
+
+    hour = np.asarray(block.hour, dtype=np.int64)
+    unit = np.asarray(block.unit)
+    agents = [u.agent for u in block.units]
+    keep = np.fromiter(((agents[k], h - h % DAY) not in skip
+                        for k, h in zip(unit.tolist(), hour.tolist())), bool, len(hour))
+    return HourColumns(block.units, unit[keep], hour[keep],
+                       np.asarray(block.observed_s)[keep], block.source)
 
 
 def _what(kind: str) -> str:

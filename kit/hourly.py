@@ -268,32 +268,66 @@ DAILY = "daily"
 DAY_S = 86400
 
 
-def day_fields(rows: Iterable[Mapping[str, object]]) -> dict[str, float | int]:
-    """The fields of the ``daily`` row of one UTC day and tag set from the fields of its hourly
-    rows: what the collector's daily latency needs, summed so that the server need not sum 24
-    hours of histogram buckets per agent-day (InfluxDB pays per bucket field and output row).
+def day_fields(rows: Iterable[tuple[int, Mapping[str, object]]]) -> dict[str, float | int | str]:
+    """The fields of the ``daily`` row of one UTC day and tag set from its hourly rows, each
+    given as (hour start in s, fields): what the collector needs of the day, so that it reads one
+    row per agent-day instead of 24 (InfluxDB pays per output row and per field).
     ``observed_s``, ``loss_pct_sum`` (sums), ``hours``, ``rtt_count``, ``ping_rounds``
     (counts), ``rtt_min_ms``/``rtt_max_ms`` (extremes, when there were RTTs), the merged
-    histogram and ``summary_version``."""
-    out: dict[str, float | int] = {"observed_s": 0.0, "hours": 0, "rtt_count": 0, "ping_rounds": 0,
-                                   "loss_pct_sum": 0.0}
+    histogram, and the same two packed into strings the server returns as one value each:
+    ``observed_hours`` (each UTC hour's ``observed_s``, :func:`pack_hours`) and ``rtt_buckets``
+    (the histogram, :func:`pack_buckets`); ``summary_version``."""
+    out: dict[str, float | int | str] = {"observed_s": 0.0, "hours": 0, "rtt_count": 0,
+                                         "ping_rounds": 0, "loss_pct_sum": 0.0}
     hist = Histogram()
     lo: float | None = None
     hi: float | None = None
-    for f in rows:
-        out["hours"] += 1
-        out["observed_s"] += finite(f.get("observed_s")) or 0.0
-        out["ping_rounds"] += int(finite(f.get("ping_rounds")) or 0)
-        out["loss_pct_sum"] += finite(f.get("loss_pct_sum")) or 0.0
+    per_hour = [0.0] * 24
+    observed_s = loss_pct_sum = 0.0
+    n = ping_rounds = 0
+    for start, f in rows:
+        n += 1
+        secs = finite(f.get("observed_s")) or 0.0
+        observed_s += secs
+        per_hour[start % DAY_S // HOUR_S] += secs
+        ping_rounds += int(finite(f.get("ping_rounds")) or 0)
+        loss_pct_sum += finite(f.get("loss_pct_sum")) or 0.0
         hist.merge(Histogram.from_fields(f))
         a, b = finite(f.get("rtt_min_ms")), finite(f.get("rtt_max_ms"))
         if a is not None:
             lo = a if lo is None else min(lo, a)
         if b is not None:
             hi = b if hi is None else max(hi, b)
-    out["rtt_count"] = hist.total
+    out.update(observed_s=observed_s, hours=n, rtt_count=hist.total, ping_rounds=ping_rounds,
+               loss_pct_sum=loss_pct_sum)
     if hist.total and lo is not None and hi is not None:
         out["rtt_min_ms"], out["rtt_max_ms"] = lo, hi
     out.update(hist.fields())
+    out["observed_hours"] = pack_hours(per_hour)
+    out["rtt_buckets"] = pack_buckets(hist.counts)
     out["summary_version"] = VERSION
     return out
+
+
+def _number(v: float) -> str:
+    """``v`` in the fewest characters that read back as the same float ("3600", "12.5")."""
+    text = repr(float(v))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def pack_hours(seconds: Iterable[float]) -> str:
+    """The 24 hours' observed seconds of a day as one string: "3600,3600,1210.5,0,...", the
+    exact floats (:func:`_number`), hour 00 first."""
+    return ",".join(map(_number, seconds))
+
+
+def pack_buckets(counts: Mapping[int, int]) -> str:
+    """A histogram as one string: "<index>:<count>" of each bucket holding any, by index,
+    joined by commas ("" when empty)."""
+    return ",".join(f"{i}:{n}" for i, n in sorted(counts.items()) if n > 0)
+
+
+def unpack_buckets(text: str) -> dict[int, int]:
+    """:func:`pack_buckets` read back (a trusted string: kit.summaries.packed_latency checks one
+    from outside)."""
+    return {int(i): int(n) for i, _, n in (p.partition(":") for p in text.split(",")) if text}

@@ -8,6 +8,8 @@ nobody audits, a server's answer, a volunteer's file) and reduces them to the re
 * :func:`observed` - an hour's ``observed_s`` as watched seconds, or a counted rejection;
 * :func:`latency` - the latency part of a row (an hourly or a daily one, or a day's sums of
   hourly rows, added by InfluxDB), as a :class:`Latency`, or a counted rejection;
+* :func:`packed_hours` and :func:`packed_latency` - the same from a ``daily`` row's packed
+  strings (``observed_hours``, ``rtt_buckets``), each value checked as its row's would be;
 * :class:`Latency` merges by adding, and :meth:`Latency.ping_day` gives the day's
   :class:`~kit.records.PingDay`: p50 and p95 from the merged histogram
   (:meth:`kit.hourly.Histogram.quantile`, within 2 % of the exact nearest rank), the mean loss
@@ -16,7 +18,8 @@ nobody audits, a server's answer, a volunteer's file) and reduces them to the re
 The reasons a row is refused (``kit.definitions.Quality.rejected``):
 
 * ``bad_summary``   an hourly row whose ``observed_s`` is not a number in [0, 3600] (its
-  latency is judged on its own: InfluxDB sums a day's latency on the server);
+  latency is judged on its own: InfluxDB sums a day's latency on the server); a daily row whose
+  ``observed_hours`` is not a string of 24 such numbers;
 * ``bad_histogram`` a row's (or an agent-day's) latency figures that cannot be true: an RTT
   histogram count that is not a whole number from 0 to 2^53, counts that do not add up to
   ``rtt_count``, ``ping_rounds`` that is not such a count, a loss sum or an extreme that is not
@@ -30,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kit.definitions import MAX_INTERVAL_S, Unit
-from kit.hourly import HOUR_S, Histogram, bucket_of_field
+from kit.hourly import HOUR_S, LAST, Histogram, bucket_of_field
 from kit.records import PingDay
 
 MAX_COUNT = 2 ** 53      # past this a count is not a count (nor an SQLite integer)
@@ -124,6 +127,10 @@ def latency(fields: Mapping[str, object]) -> Latency:
             n = v if v.__class__ is int and 0 <= v <= MAX_COUNT else _count(v)
             if n:
                 counts[i] = counts.get(i, 0) + n
+    return _latency(counts, fields)
+
+
+def _latency(counts: dict[int, int], fields: Mapping[str, object]) -> Latency:
     hist = Histogram(counts)
     if hist.total != _count(fields.get("rtt_count")):
         raise Rejected(BAD_LATENCY)
@@ -132,6 +139,44 @@ def latency(fields: Mapping[str, object]) -> Latency:
     if hist.total > out.ping_rounds:
         raise Rejected(BAD_LATENCY)     # an RTT is counted only from a round that answered
     return out
+
+
+def packed_hours(text: object) -> list[float]:
+    """The 24 hours' watched seconds of a daily row's ``observed_hours`` (hour 00 first, 0 for
+    an hour without watching); Rejected(``bad_summary``) unless it is a string of 24 numbers in
+    [0, 3600] joined by commas."""
+    if not isinstance(text, str) or len(text) > 24 * 32:
+        raise Rejected(BAD_ROW)
+    parts = text.split(",")
+    if len(parts) != 24:
+        raise Rejected(BAD_ROW)
+    try:
+        out = [float(p) for p in parts]
+    except ValueError:
+        raise Rejected(BAD_ROW) from None
+    if not all(0 <= v <= MAX_INTERVAL_S for v in out):      # NaN fails this too
+        raise Rejected(BAD_ROW)
+    return out
+
+
+def packed_latency(fields: Mapping[str, object]) -> Latency:
+    """:func:`latency` of a daily row whose histogram is the packed ``rtt_buckets``
+    ("<index>:<count>,..."; Rejected(``bad_histogram``) for an index outside the buckets, a
+    count that is not a whole number, an index given twice, or any other text)."""
+    text = fields.get("rtt_buckets")
+    if not isinstance(text, str) or len(text) > (LAST + 1) * 40:
+        raise Rejected(BAD_LATENCY)
+    counts: dict[int, int] = {}
+    for part in text.split(",") if text else ():
+        i, sep, n = part.partition(":")
+        if not (sep and i.isdigit() and n.isdigit() and i.isascii() and n.isascii()):
+            raise Rejected(BAD_LATENCY)
+        b, c = int(i), int(n)
+        if b > LAST or c > MAX_COUNT or b in counts:
+            raise Rejected(BAD_LATENCY)
+        if c:
+            counts[b] = c
+    return _latency(counts, fields)
 
 
 def hour_start(t_s: float) -> bool:

@@ -66,7 +66,7 @@ def daily_samples(samples: Iterable[Sample]) -> list[Sample]:
     tags_of: dict[tuple, dict] = {}
     for s in samples:
         key = (tuple(sorted(s.tags.items())), int(_s(s.time) // hourly.DAY_S) * hourly.DAY_S)
-        days[key].append(s.fields)
+        days[key].append((int(_s(s.time)), s.fields))
         tags_of[key] = s.tags
     return [Sample(hourly.DAILY, tags_of[k], hourly.day_fields(rows),
                    datetime.fromtimestamp(k[1], UTC))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from kit import hourly
@@ -132,8 +133,10 @@ def test_a_day_row_is_the_merge_of_its_hours():
                                "rtt_avg_ms": 20.0 + k + i % 9} for i in range(720)],
                        now=H + 86400) for k in range(24)]
     hours.append(summarise(H, spans=[Span("power", "host_down", "host", H, H + 60)], now=H))
-    d = hourly.day_fields(hours)
+    starts = [H + k * 3600 for k in range(24)] + [H]
+    d = hourly.day_fields(zip(starts, hours))
     assert d["hours"] == 25 and d["observed_s"] == 24 * 3600.0
+    assert d["observed_hours"] == ",".join(["3600"] * 24)
     assert d["rtt_count"] == d["ping_rounds"] == 24 * 720
     assert d["loss_pct_sum"] == sum(h["loss_pct_sum"] for h in hours)
     assert d["rtt_min_ms"] == 20.0 and d["rtt_max_ms"] == 20.0 + 23 + 8
@@ -141,10 +144,35 @@ def test_a_day_row_is_the_merge_of_its_hours():
     for h in hours:
         merged.merge(Histogram.from_fields(h))
     assert Histogram.from_fields(d).counts == merged.counts
-    assert "rtt_min_ms" not in hourly.day_fields([hours[-1]])
+    assert hourly.unpack_buckets(str(d["rtt_buckets"])) == merged.counts
+    bare = hourly.day_fields([(H + 7 * 3600 + 5, hours[-1])])
+    assert "rtt_min_ms" not in bare and bare["rtt_buckets"] == ""
+    assert bare["observed_hours"] == ",".join(["0"] * 24)
 
 
 def test_finite_takes_only_finite_numbers():
     assert hourly.finite(3) == 3.0 and hourly.finite(2.5) == 2.5
     for bad in (None, "7", True, float("nan"), float("inf"), 10 ** 400, [1]):
         assert hourly.finite(bad) is None
+
+
+def test_packed_hours_and_buckets_read_back_exactly_or_are_refused():
+    from kit.summaries import Rejected, packed_hours, packed_latency
+
+    secs = [3600.0, 0.0, 1210.5, 0.1 + 0.2] + [3599.999999] * 20
+    assert packed_hours(hourly.pack_hours(secs)) == secs
+    counts = {0: 1, 200: 7, hourly.LAST: 2}
+    text = hourly.pack_buckets(counts)
+    assert hourly.unpack_buckets(text) == counts and hourly.unpack_buckets("") == {}
+    lat = packed_latency({"rtt_buckets": text, "rtt_count": 10, "ping_rounds": 10})
+    assert lat.hist.counts == counts
+    for bad in (None, 7, "", "3600", ",".join(["1"] * 25), ",".join(["-1"] * 24),
+                ",".join(["nan"] * 24), ",".join(["x"] * 24), ",".join(["3600.5"] * 24)):
+        with pytest.raises(Rejected) as r:
+            packed_hours(bad)
+        assert r.value.reason == "bad_summary"
+    for bad, n in (("200:3,200:4", 7), (f"{hourly.LAST + 1}:1", 1), ("1:2:3", 2), ("a:1", 1),
+                   ("1:-1", 0), (" 1:1", 1), ("1:1,", 1), ("٣:1", 1), (5, 0), ("1:2", 3)):
+        with pytest.raises(Rejected) as r:
+            packed_latency({"rtt_buckets": bad, "rtt_count": n, "ping_rounds": 10})
+        assert r.value.reason == "bad_histogram"

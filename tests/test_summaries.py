@@ -241,6 +241,6 @@ def test_each_day_has_a_daily_row_merging_its_hours(tmp_path):
     for ns, tags, f, _ in days:
         hours = [h for h in rows(agent) if ns <= h[0] < ns + 86400 * NS]
         assert tags == hours[0][1]
-        assert f == hourly.day_fields([h[2] for h in hours])
+        assert f == hourly.day_fields([(h[0] // NS, h[2]) for h in hours])
         assert f["hours"] == len(hours)
     assert math.isclose(sum(f["observed_s"] for _, _, f, _ in days), watched_s(agent))

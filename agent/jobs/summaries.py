@@ -231,10 +231,10 @@ class Summaries(Job):
         """Rewrite the ``daily`` rows of the UTC day starting at ``day`` from its hourly rows,
         one per tag set (kit.hourly.day_fields); returns how many."""
         a = day * NS
-        groups: dict[Place, list[Mapping[str, object]]] = defaultdict(list)
-        for _, tags, fields, _ in self.store.rows_between((hourly.MEASUREMENT,), a,
-                                                          a + hourly.DAY_S * NS):
-            groups[place(tags)].append(fields)
+        groups: dict[Place, list[tuple[int, Mapping[str, object]]]] = defaultdict(list)
+        for _, tags, fields, ns in self.store.rows_between((hourly.MEASUREMENT,), a,
+                                                           a + hourly.DAY_S * NS):
+            groups[place(tags)].append((ns // NS, fields))
         rows = [Sample(hourly.DAILY, dict(key), hourly.day_fields(fs), from_ns(a))
                 for key, fs in sorted(groups.items())]
         if rows:
