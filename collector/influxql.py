@@ -47,6 +47,7 @@ from collector.answers import (
     daily_answer,
     hourly_answer,
     parse_answer,
+    regroup,
     row_times,
     to_counts,
     to_records,
@@ -199,12 +200,20 @@ def raw_queries(start: float, end: float) -> list[tuple[str, str]]:
     return unset_queries() + row_queries(start, end)
 
 
+# The tags each row query asks for as columns, after its fields (answers.regroup).
+ROW_TAGS = {"episode": (*TAGS, "type", "cause"), "speed": TAGS}
+
+
 def row_queries(start: float, end: float) -> list[tuple[str, str]]:
-    """The episodes and speed tests of [start, end), read as they are."""
+    """The episodes and speed tests of [start, end), read as they are, their tags as columns
+    (:data:`ROW_TAGS`): InfluxDB 1.6 answers that 2-3x faster than a GROUP BY of the tags (3.4
+    million outage rows of 10,000 agents: 14 s against 53 s, bench/README.md)."""
     t = time_range(start, end)
     return [
-        ("episode", f'SELECT "duration_s" FROM {_EPISODE_ROWS} AND {t} GROUP BY {_by("type", "cause")}'),
-        ("speed", f'SELECT "download_bps", "upload_bps" FROM {_SPEED_ROWS} AND {t} GROUP BY {_by()}'),
+        ("episode", f'SELECT "duration_s", {_tag_columns("type", "cause")} FROM {_EPISODE_ROWS} '
+                    f'AND {t}'),
+        ("speed", f'SELECT "download_bps", "upload_bps", {_tag_columns()} FROM {_SPEED_ROWS} '
+                  f'AND {t}'),
     ]
 
 
@@ -596,10 +605,12 @@ class Reader:
                 summary["dping"].extend(recs)
                 day_rows |= packed[window]
                 continue
-            for series in answer:
-                recs = (to_counts(kind, series, q, window) if kind in COUNT_KINDS
-                        else to_records(kind, series, q, window))
-                got[kind].extend(recs)
+            for raw in answer:
+                if kind in COUNT_KINDS:
+                    got[kind].extend(to_counts(kind, raw, q, window))
+                    continue
+                for series in regroup(raw, ROW_TAGS[kind], q):
+                    got[kind].extend(to_records(kind, series, q, window))
         todo, windows, skips = self._unpacked_queries(runs, packed, unpacked)
         for (kind, _), (window, week), skip, answer in zip(todo, windows, skips,
                                                            self._run_all(todo)):

@@ -462,3 +462,22 @@ def test_any_json_gives_records_rejections_or_one_error(doc, chunks):
 @given(st.lists(_series(), min_size=1, max_size=3))
 def test_influxdb_shaped_answers_give_records_or_rejections(series):
     _read(_body({"results": [{"statement_id": 0, "series": series}]}, 1))
+
+
+def test_regroup_splits_rows_by_their_tags_and_counts_what_it_cannot():
+    series = {"name": "outage", "columns": ["time", "duration_s", "agent", "type"],
+              "values": [[1000, 5, "a", "x"], [2000, 6, "b", None], [3000, 7, "a", "x"],
+                         [4000, 8, ["l"], "x"], [5000, 6], "row", [6000, 9, 5, "x"]]}
+    q = Quality()
+    out = list(ca.regroup(series, ("agent", "type"), q))
+    assert [(s["tags"], s["columns"], s["values"]) for s in out] == [
+        ({"agent": "a", "type": "x"}, ["time", "duration_s"], [[1000, 5], [3000, 7]]),
+        ({"agent": "b"}, ["time", "duration_s"], [[2000, 6]]),
+        ({"agent": 5, "type": "x"}, ["time", "duration_s"], [[6000, 9]])]
+    assert dict(q.rejected) == {"bad_tag": 1, "bad_row": 2}
+    recs = [r for s in out for r in ca.to_records("episode", s, q)]
+    assert [(r.unit.agent, r.type, r.duration_s) for r in recs] == [("a", "x", 5.0), ("a", "x", 7.0),
+                                                                    ("b", "", 6.0)]
+    assert dict(q.rejected) == {"bad_tag": 2, "bad_row": 2}    # the numeric agent tag
+    assert list(ca.regroup({**series, "columns": ["time", "duration_s", "type", "agent"]},
+                        ("agent", "type"), q)) == []          # not the columns asked for
