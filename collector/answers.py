@@ -21,7 +21,7 @@ from kit.errors import SourceError
 from kit.influx import one_line
 from kit.lineproto import unescape_tag
 from kit.records import Episode, HourColumns, ObsHour, PingDay, SpeedTest
-from kit.summaries import Rejected, hour_start, latency, observed, packed_hours, packed_latency
+from kit.summaries import Rejected, hour_start, latency, observed
 
 TAGS = LOCATION_TAGS       # the unit's tags, in the order of Unit's fields (the agent first)
 DAY = 86400
@@ -465,79 +465,44 @@ def regroup(series: dict, tags: tuple[str, ...], q: Quality) -> Iterator[dict]:
                "columns": cols[:keep], "values": rows}
 
 
-# The columns of the packed daily query (:func:`collector.influxql.summary_queries`), the tags
-# after them.
-DAY_COLUMNS = ["time", "observed_hours", "rtt_buckets", "rtt_count", "ping_rounds",
-               "loss_pct_sum", "rtt_min_ms", "rtt_max_ms"]
 
-
-def daily_answer(answer, window: tuple[float, float], q: Quality, first: dict[str, float],
-                 packed: set[tuple[str, int]], unpacked: set[tuple[str, int]]):
-    """One answer of the packed daily query: each agent-day's observed hours (its
-    ``observed_hours``, one HourColumns block for the answer, or None) and its latency (PingDay
-    records), read from one row. Notes each agent's first watched hour in ``first``, the
-    agent-days read here in ``packed``, and in ``unpacked`` those whose daily row has no
-    ``observed_hours`` (a version that wrote none: their hourly rows are read instead).
-
-    Rejected and counted as :func:`to_records` does, and per row: ``bad_summary`` (hours that
-    are not 24 numbers in [0, 3600]: the day's hours are lost, its latency judged on its own),
-    ``bad_histogram`` (:func:`kit.summaries.packed_latency`)."""
-    import numpy as np  # deferred: the collector's CLI says how to install it
-
-    units: list[Unit] = []
-    index: dict[Unit, int] = {}
-    who, hours, secs, recs = [], [], [], []
-    lo, hi = max(window[0], T_MIN), min(window[1], T_MAX)
-    for raw in answer:
-        for series in regroup(raw, TAGS, q):
-            tags, rows = series["tags"], series["values"]
-            if series["columns"] != DAY_COLUMNS:
-                q.rejected["bad_row"] += len(rows)
-                continue
-            if any(not isinstance(v, str) for v in tags.values()):
-                q.rejected["bad_tag"] += len(rows)
-                continue
-            unit = _unit(tags)
-            if unit is None:
-                q.rejected["missing_agent"] += len(rows)
-                continue
-            for row in rows:
-                t = _time(row[0], lo, hi)
-                if row[1] is None:       # judged where it is read (Reader._unpacked_queries)
-                    unpacked.add((unit.agent, int(t - t % DAY) if t is not None else -1))
-                    continue
-                if t is None or t % DAY:
-                    q.rejected["bad_time"] += 1
-                    continue
-                day = int(t)
-                packed.add((unit.agent, day))
-                try:
-                    per_hour = packed_hours(row[1])
-                except Rejected as r:
-                    q.rejected[r.reason] += 1
-                else:
-                    k = index.get(unit)
-                    if k is None:
-                        k = index[unit] = len(units)
-                        units.append(unit)
-                    watched = [(h, v) for h, v in enumerate(per_hour) if v]
-                    if watched:
-                        first[unit.agent] = min(first.get(unit.agent, math.inf),
-                                                day + watched[0][0] * 3600.0)
-                        who += [k] * len(watched)
-                        hours += [day + h * 3600 for h, _ in watched]
-                        secs += [v for _, v in watched]
-                try:
-                    lat = packed_latency(dict(zip(DAY_COLUMNS[2:], row[2:])))
-                except Rejected as r:
-                    q.rejected[r.reason] += 1
-                    continue
-                rec = lat.ping_day(unit, day)
-                if rec is not None:
-                    recs.append(rec)
-    block = None
-    if who:
-        block = HourColumns(tuple(units), np.array(who, dtype=np.int32),
-                            np.array(hours, dtype=np.int64), np.array(secs, dtype=np.float64),
-                            "hourly")
-    return block, recs
+def tagged_records(kind: str, series: dict, q: Quality, window: tuple[float, float],
+                   tags: tuple[str, ...]) -> list:
+    """The records of one series of an episode or speed-test query that asked for its ``tags``
+    as columns: when every row is good (:func:`_good_rows`' checks, each row's tags strings or
+    null with an agent), in one pass, a Unit made once per tag set; otherwise through
+    :func:`regroup` and :func:`to_records`, row by row, counting what is rejected. (An answer
+    chunk of 20,000 rows holds as many tag sets as rows, nearly: grouped first, each would be a
+    series of one row.)"""
+    series = checked_series(series)
+    cols, rows = series["columns"], series["values"]
+    n = len(tags)
+    want = _ROW_COLUMNS[kind][0]
+    fast = None
+    if cols == want + list(tags) and rows:
+        fast = _good_rows(kind, cols[:-n], [r[:-n] if r.__class__ is list else r for r in rows],
+                          max(window[0], T_MIN), min(window[1], T_MAX))
+    if fast is not None:
+        units: dict[tuple, Unit | None] = {}
+        out = []
+        for row in rows:
+            key = tuple(row[-n:])
+            try:
+                unit = units.get(key, False)
+            except TypeError:       # a list or an object as a tag value
+                fast = None
+                break
+            if unit is False:
+                good = all(v is None or v.__class__ is str for v in key)
+                unit = units[key] = _unit({t: v or "" for t, v in zip(tags, key)}) if good else None
+            if unit is None:        # a tag that is not a string, or no agent
+                fast = None
+                break
+            if kind == "episode":
+                out.append(Episode(unit, key[-2] or "", key[-1] or "", row[0] / 1000.0, float(row[1])))
+            else:
+                out.append(SpeedTest(unit, row[0] / 1000.0, float(row[1]),
+                                     None if row[2] is None else float(row[2])))
+        if fast is not None:
+            return out
+    return [r for s in regroup(series, tags, q) for r in to_records(kind, s, q, window)]

@@ -42,16 +42,15 @@ from urllib.parse import urlencode
 
 from collector.answers import (
     DAY,
-    DAY_COLUMNS,
     TAGS,
-    daily_answer,
     hourly_answer,
     parse_answer,
-    regroup,
     row_times,
+    tagged_records,
     to_counts,
     to_records,
 )
+from collector.dayrows import DAY_COLUMNS, Days, daily_answer
 from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, Quality
 from kit.errors import SourceError
 from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME
@@ -438,7 +437,12 @@ class Reader:
         since = max(start, CLOCK_SET)   # rows before it are counted as clock_unset, never read
         days = days_of(since, end)
         if cache is None:
-            got = self._days(days, q, [(since, end, raw_queries(since, end))])
+            # the rows a week at a time, as the cached path asks them: 90 days of 10,000
+            # agents' speed tests are 340 MB of answer
+            extra = [(since, end, unset_queries())]
+            extra += [(max(a, since), min(b, end), row_queries(max(a, since), min(b, end)))
+                      for a, b in day_runs(days)]
+            got = self._days(days, q, extra)
             return self._dataset(start, end, since, got, q), q
         kept = cache.days() & set(days)
         limit = (now if now is not None else end) - settle_s
@@ -510,38 +514,36 @@ class Reader:
                        tuple(got["speed"]), tuple(got["hours"]))
 
     @staticmethod
-    def _unpacked_queries(runs, packed, unpacked):
+    def _unpacked_queries(runs, packed: dict[tuple[float, float], Days]):
         """The hourly and daily rows to read for what the packed daily rows of each week did not
-        cover, with the agent-days to drop from each answer (read packed already): agents with
-        no daily row at all (a version before them), the days before an agent's first packed
-        row in the week (upgraded then), and the week of an agent with unpacked daily rows."""
+        cover: agents with no daily row at all (a version before them), the days before an
+        agent's first packed row in the week (upgraded then), and the week of an agent with
+        unpacked daily rows; beside each query, the week's Days when its answer may hold days
+        read packed already (to drop), else None."""
         todo: list[tuple[str, str]] = []
         windows: list[tuple[tuple[float, float], tuple[float, float]]] = []   # query's, week's
-        skips: list[set[tuple[str, int]]] = []
-
+        skips: list[Days | None] = []
         for a, b in runs:
             w = (float(a), float(b))
+            days = packed[w]
 
-            def ask(a: int, until: int, agents: str, skip: set[tuple[str, int]], w=w) -> None:
+            def ask(a: int, until: int, agents: str, skip: Days | None, w=w) -> None:
                 qs = summary_queries(a, until, agents)
                 todo.extend(qs)
                 windows.extend([((float(a), float(until)), w)] * len(qs))
                 skips.extend([skip] * len(qs))
 
-            old = {agent for agent, _ in unpacked[w]}
-            since: dict[str, int] = {}
-            for agent, d in packed[w]:
-                since[agent] = min(since.get(agent, b), d)
-            ask(a, b, agents_condition(since.keys() | old, exclude=True), set())
+            old = days.unpacked
+            since = {agent: min(ds) for agent, ds in days.packed.items()}
+            ask(a, b, agents_condition(since.keys() | old, exclude=True), None)
             by_day: dict[int, list[str]] = defaultdict(list)
             for agent, d in since.items():
                 if d > a and agent not in old:
                     by_day[d].append(agent)
             for until, some in sorted(by_day.items()):
-                ask(a, until, agents_condition(some, exclude=False), set())
+                ask(a, until, agents_condition(some, exclude=False), None)
             if old:
-                ask(a, b, agents_condition(old, exclude=False),
-                    {(agent, d) for agent, d in packed[w] if agent in old})
+                ask(a, b, agents_condition(old, exclude=False), days)
         return todo, windows, skips
 
     def _marks(self, start: int, end: int) -> dict[int, str]:
@@ -591,41 +593,37 @@ class Reader:
         todo, windows = _with_windows([(a, b, [day_query(a, b)]) for a, b in runs] + list(extra))
         first: dict[tuple[float, float], dict[str, float]] = {(float(a), float(b)): {}
                                                               for a, b in runs}
-        packed: dict[tuple[float, float], set[tuple[str, int]]] = defaultdict(set)
-        unpacked: dict[tuple[float, float], set[tuple[str, int]]] = defaultdict(set)
+        packed: dict[tuple[float, float], Days] = defaultdict(Days)
         hour_days: dict[tuple[float, float], set[tuple[str, int]]] = defaultdict(set)
         day_rows: set[tuple[str, int]] = set()
         summary: dict[str, list] = defaultdict(list)
         for (kind, _), window, answer in zip(todo, windows, self._run_all(todo)):
             if kind == "dday":
-                block, recs = daily_answer(answer, window, q, first[window], packed[window],
-                                           unpacked[window])
+                block, recs = daily_answer(answer, window, q, first[window], packed[window])
                 if block is not None:
                     got["hours"].append(block)
                 summary["dping"].extend(recs)
-                day_rows |= packed[window]
                 continue
             for raw in answer:
                 if kind in COUNT_KINDS:
                     got[kind].extend(to_counts(kind, raw, q, window))
                     continue
-                for series in regroup(raw, ROW_TAGS[kind], q):
-                    got[kind].extend(to_records(kind, series, q, window))
-        todo, windows, skips = self._unpacked_queries(runs, packed, unpacked)
+                got[kind].extend(tagged_records(kind, raw, q, window, ROW_TAGS[kind]))
+        todo, windows, skips = self._unpacked_queries(runs, packed)
         for (kind, _), (window, week), skip, answer in zip(todo, windows, skips,
                                                            self._run_all(todo)):
             if kind == "hobs":
                 block, recs = hourly_answer(answer, window, q, first[week], hour_days[week])
                 if block is not None:
                     got["hours"].append(_drop_days(block, skip) if skip else block)
-                summary["hobs"].extend(r for r in recs if (r.unit.agent, r.hour - r.hour % DAY)
-                                       not in skip)
+                summary["hobs"].extend(r for r in recs
+                                       if not skip or not skip.has(r.unit.agent, r.hour - r.hour % DAY))
                 continue
             for series in answer:
                 day_rows.update((agent, int(t)) for agent, t in row_times(series, window)
                                 if t % DAY == 0)
                 summary[kind].extend(r for r in to_records(kind, series, q, window)
-                                     if (r.unit.agent, r.day) not in skip)
+                                     if not skip or not skip.has(r.unit.agent, r.day))
         # per query of the second round: None (raw rows of agents without summaries), the week's
         # first summary hours (raw rows of upgraded agents), or the agent-days to sum hourly rows of
         role: list[dict[str, float] | set[tuple[str, int]] | None] = []
@@ -642,7 +640,8 @@ class Reader:
                 todo += grouped_queries(int(a), int(until), agents_condition(some, exclude=False))
                 windows += [(a, until)] * len(RAW_KINDS)
                 role += [agents] * len(RAW_KINDS)
-            missing = hour_days[(a, b)] - day_rows
+            missing = {(agent, d) for agent, d in hour_days[(a, b)] - day_rows
+                       if not packed[(a, b)].has(agent, d)}
             if missing:
                 lo, hi = min(d for _, d in missing), max(d for _, d in missing) + DAY
                 todo.append(hourly_latency_query(
@@ -670,14 +669,14 @@ class Reader:
         return got
 
 
-def _drop_days(block: HourColumns, skip: set[tuple[str, int]]) -> HourColumns:
-    """``block`` without its hours on the agent-days in ``skip``."""
+def _drop_days(block: HourColumns, skip: Days) -> HourColumns:
+    """``block`` without its hours on the agent-days read packed (``skip``)."""
     import numpy as np  # deferred: the collector's CLI says how to install it
 
     hour = np.asarray(block.hour, dtype=np.int64)
     unit = np.asarray(block.unit)
     agents = [u.agent for u in block.units]
-    keep = np.fromiter(((agents[k], h - h % DAY) not in skip
+    keep = np.fromiter((not skip.has(agents[k], h - h % DAY)
                         for k, h in zip(unit.tolist(), hour.tolist())), bool, len(hour))
     return HourColumns(block.units, unit[keep], hour[keep],
                        np.asarray(block.observed_s)[keep], block.source)

@@ -29,6 +29,7 @@ The reasons a row is refused (``kit.definitions.Quality.rejected``):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -37,6 +38,9 @@ from kit.hourly import HOUR_S, LAST, Histogram, bucket_of_field
 from kit.records import PingDay
 
 MAX_COUNT = 2 ** 53      # past this a count is not a count (nor an SQLite integer)
+# A number as kit.hourly.pack_hours writes one (Python's repr of a float, without a trailing
+# ".0"): float() alone would also take " 1", "1_0", "nan" and "infinity".
+NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[+-]\d+)?")
 BAD_ROW = "bad_summary"
 BAD_LATENCY = "bad_histogram"
 
@@ -148,7 +152,7 @@ def packed_hours(text: object) -> list[float]:
     if not isinstance(text, str) or len(text) > 24 * 32:
         raise Rejected(BAD_ROW)
     parts = text.split(",")
-    if len(parts) != 24:
+    if len(parts) != 24 or not all(map(NUMBER.fullmatch, parts)):
         raise Rejected(BAD_ROW)
     try:
         out = [float(p) for p in parts]

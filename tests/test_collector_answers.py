@@ -481,3 +481,26 @@ def test_regroup_splits_rows_by_their_tags_and_counts_what_it_cannot():
     assert dict(q.rejected) == {"bad_tag": 2, "bad_row": 2}    # the numeric agent tag
     assert list(ca.regroup({**series, "columns": ["time", "duration_s", "type", "agent"]},
                         ("agent", "type"), q)) == []          # not the columns asked for
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 10 ** 13), st.one_of(st.integers(-5, 10 ** 6), st.floats(),
+                                                              st.none(), st.text(max_size=2)),
+                          st.sampled_from(["a1", "a2", None, 5, ""]),
+                          st.sampled_from(["connectivity", "power", None])), max_size=30))
+@example([(1000, 60, "a1", "power"), (2000, 7.5, "a2", None), (3000, 0, "a1", "power")])
+@example([(1000, 60, "a1", "power"), (2000, 7.5, None, None)])
+@example([(1000, 60, "a1", "power"), (2000, 7.5, 5, "power")])
+def test_tagged_records_in_one_pass_are_what_grouping_gives(rows):
+    """Episode rows with their tags as columns: the one-pass reading gives the records (and
+    rejections) that grouping by tag and reading row by row gives."""
+    tags = ("agent", "site", "region", "city", "isp", "access", "type", "cause")
+    series = {"name": "outage", "columns": ["time", "duration_s", *tags],
+              "values": [[t, d, a, None, "PK-PB", None, None, None, typ, "isp"]
+                         for t, d, a, typ in rows]}
+    window = (0.0, 10.0 ** 10)
+    q1, q2 = Quality(), Quality()
+    one = ca.tagged_records("episode", series, q1, window, tags)
+    grouped = [r for s in ca.regroup(series, tags, q2) for r in ca.to_records("episode", s, q2, window)]
+    assert sorted(map(repr, one)) == sorted(map(repr, grouped))
+    assert dict(q1.rejected) == dict(q2.rejected)

@@ -1,0 +1,248 @@
+"""The packed ``daily`` rows read back (pure): one row per agent-day gives its observed hours and
+its latency (kit.hourly.day_fields writes it; docs/metrics.md lists its fields).
+
+A month of 10,000 agents is 300,000 such rows, so they are read a whole answer at a time: the
+rows' packed strings are joined and parsed as numbers in one call, checked as whole columns
+(:func:`_fast`), and the day's p50 and p95 found in the merged histograms by one binary search
+over their running sums. That is what the row-by-row reading (:func:`_row`, through
+kit.summaries: ``packed_hours``, ``packed_latency``) gives, value for value (a property test
+holds both to it). An answer with any row that is not what the agent writes is read row by row,
+so every rejection is counted by reason, as for any other row.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from itertools import count
+
+from collector.answers import DAY, T_MAX, T_MIN, TAGS, _time, _unit, regroup
+from kit.definitions import MAX_INTERVAL_S, Quality, Unit
+from kit.hourly import LAST, bucket_value
+from kit.records import HourColumns, PingDay
+from kit.summaries import MAX_COUNT, NUMBER, Rejected, packed_hours, packed_latency
+
+# The columns of the packed daily query (collector.influxql.day_query), the tags after them.
+DAY_COLUMNS = ["time", "observed_hours", "rtt_buckets", "rtt_count", "ping_rounds",
+               "loss_pct_sum", "rtt_min_ms", "rtt_max_ms"]
+_BUCKETS = re.compile(r"\d{1,3}:\d{1,16}(?:,\d{1,3}:\d{1,16})*")
+_HOURS_TEXT = re.compile(r"[0-9.e+\-,]*")
+_VALUES: list[float] = [bucket_value(i) for i in range(LAST + 1)]
+_FULL_DAY = ",".join(["3600"] * 24)
+
+
+def _numbers(text: str, dtype):
+    """The comma-separated numbers of ``text`` as an array, each distinct text parsed once
+    (most repeat: 3600, a bucket's index); ValueError for one that kit.summaries.NUMBER does
+    not match."""
+    import numpy as np  # deferred: the collector's CLI says how to install it
+
+    tokens = text.split(",")
+    seen: dict[str, int] = {}
+    # each token -> where it first occurs (map and count: no Python-level loop per token)
+    at = np.fromiter(map(seen.setdefault, tokens, count()), np.int64, len(tokens))
+    if not all(map(NUMBER.fullmatch, seen)):
+        raise ValueError("not a number as the agent writes one")
+    table = np.zeros(len(tokens), dtype=dtype)
+    table[np.fromiter(seen.values(), np.int64, len(seen))] = np.array(list(seen), dtype=dtype)
+    return table[at]
+
+
+class Days:
+    """What a packed daily answer tells :meth:`collector.influxql.Reader._days`, per week:
+    ``packed`` (agent -> the days it has a packed row on), ``unpacked`` (agents with a daily row
+    of a version that packs nothing: their hourly rows are read instead)."""
+
+    def __init__(self) -> None:
+        self.packed: dict[str, list[int]] = {}
+        self.unpacked: set[str] = set()
+
+    def has(self, agent: str, day: int) -> bool:
+        return day in self.packed.get(agent, ())
+
+
+def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality,
+                 first: dict[str, float], days: Days):
+    """One answer of the packed daily query: each agent-day's observed hours (one HourColumns
+    block for the answer, or None) and its latency (PingDay records). Notes each agent's first
+    watched hour in ``first`` and the agent-days read in ``days``.
+
+    Rejected and counted as collector.answers.to_records does (``bad_row``, ``bad_tag``,
+    ``missing_agent``, ``bad_time``: not a midnight in the window), and per row
+    ``bad_summary`` (hours that are not 24 numbers in [0, 3600]: the day's hours are lost, its
+    latency judged on its own) and ``bad_histogram`` (kit.summaries.packed_latency). A daily row
+    without ``observed_hours`` (a version that packs nothing) is left to the hourly reading."""
+    import numpy as np  # deferred: the collector's CLI says how to install it
+
+    units: list[Unit] = []
+    index: dict[Unit, int] = {}
+    who: list[int] = []
+    rows: list[list] = []
+    lo, hi = max(window[0], T_MIN), min(window[1], T_MAX)
+    for raw in answer:
+        for series in regroup(raw, TAGS, q):
+            tags, values = series["tags"], series["values"]
+            if series["columns"] != DAY_COLUMNS:
+                q.rejected["bad_row"] += len(values)
+                continue
+            if any(not isinstance(v, str) for v in tags.values()):
+                q.rejected["bad_tag"] += len(values)
+                continue
+            unit = _unit(tags)
+            if unit is None:
+                q.rejected["missing_agent"] += len(values)
+                continue
+            k = index.get(unit)
+            if k is None:
+                k = index[unit] = len(units)
+                units.append(unit)
+            for row in values:
+                if row[1] is None:
+                    days.unpacked.add(unit.agent)
+                    continue
+                who.append(k)
+                rows.append(row)
+    if not rows:
+        return None, []
+    got = _fast(units, who, rows, lo, hi)
+    if got is None:
+        got = _slow(units, who, rows, lo, hi, q)
+    unit_of, hour, secs, day_of, pings = got
+    for k, d in day_of:
+        days.packed.setdefault(units[k].agent, []).append(d)
+    if len(hour):
+        # each unit's first watched hour (the rows come sorted by time within a unit)
+        order = np.lexsort((hour, unit_of))
+        u, h = unit_of[order], hour[order]
+        starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+        for k, t in zip(u[starts].tolist(), h[starts].tolist()):
+            agent = units[k].agent
+            first[agent] = min(first.get(agent, math.inf), float(t))
+    block = HourColumns(tuple(units), unit_of.astype(np.int32), hour, secs, "hourly") if len(hour) else None
+    return block, pings
+
+
+def _fast(units, who, rows, lo, hi):
+    """The whole answer's hours and latency when every row is what the agent writes, checked
+    column by column; None otherwise (it is then read row by row)."""
+    import numpy as np  # deferred: the collector's CLI says how to install it
+
+    n = len(rows)
+    t, hours, buckets, rtt_count, pings, loss, rmin, rmax = zip(*rows)
+    if set(map(type, t)) != {int} or set(map(type, hours)) != {str} or set(map(type, buckets)) != {str}:
+        return None
+    if not set(map(type, rtt_count)) <= {int} or not set(map(type, pings)) <= {int}:
+        return None
+    if not set(map(type, loss)) <= {int, float} or not set(map(type, rmin)) <= {int, float, type(None)} \
+            or not set(map(type, rmax)) <= {int, float, type(None)}:
+        return None
+    try:
+        ts = np.array(t, dtype=np.int64)
+        cnt = np.array(rtt_count, dtype=np.int64)
+        rounds = np.array(pings, dtype=np.int64)
+        loss_sum = np.array(loss, dtype=np.float64)
+    except OverflowError:
+        return None
+    if (ts % (DAY * 1000)).any() or ts.min() < lo * 1000 or ts.max() >= hi * 1000:
+        return None
+    if (cnt < 0).any() or (cnt > MAX_COUNT).any() or (rounds < 0).any() or (rounds > MAX_COUNT).any() \
+            or (cnt > rounds).any() or not np.isfinite(loss_sum).all():
+        return None
+    if not all(math.isfinite(v) for v in (*rmin, *rmax) if v is not None):
+        return None
+    # the hours: 24 numbers a row, in [0, 3600]; a day watched throughout is one text
+    part = [i for i, h in enumerate(hours) if h != _FULL_DAY]
+    text = ",".join([hours[i] for i in part])
+    if any(hours[i].count(",") != 23 for i in part) or not _HOURS_TEXT.fullmatch(text):
+        return None
+    grid = np.full((n, 24), float(MAX_INTERVAL_S))
+    if part:
+        try:
+            grid[part] = _numbers(text, np.float64).reshape(len(part), 24)
+        except ValueError:
+            return None
+        if not ((grid >= 0) & (grid <= MAX_INTERVAL_S)).all():
+            return None
+    # the histograms: "<index>:<count>" pairs, indexes rising within a row
+    if not all(b == "" or _BUCKETS.fullmatch(b) for b in buckets):
+        return None
+    pairs = np.array([b.count(",") + 1 if b else 0 for b in buckets], dtype=np.int64)
+    try:
+        nums = (_numbers(",".join(b for b in buckets if b).replace(":", ","), np.int64)
+                if pairs.sum() else np.zeros(0, dtype=np.int64))
+    except (ValueError, OverflowError):
+        return None
+    idx, c = nums[0::2], nums[1::2]
+    if (idx > LAST).any() or (c > MAX_COUNT).any():
+        return None
+    row_of = np.repeat(np.arange(n), pairs)
+    if ((np.diff(idx) <= 0) & (row_of[1:] == row_of[:-1])).any():
+        return None
+    end = np.cumsum(pairs)
+    cum = np.cumsum(c)
+    if cum.size:
+        before = np.where(end - pairs > 0, cum[np.maximum(end - pairs - 1, 0)], 0)
+        total = np.where(pairs > 0, cum[np.maximum(end - 1, 0)] - before, 0)
+    else:
+        before = total = np.zeros(n, dtype=np.int64)
+    if (total != cnt).any():
+        return None
+    # hours: a column per UTC hour, the unwatched left out
+    day = ts // 1000
+    r, col = np.nonzero(grid)
+    who_a = np.array(who, dtype=np.int64)
+    unit_of = who_a[r]
+    hour = day[r] + col * 3600
+    values = grid[r, col]
+    # latency: p50 and p95 as Histogram.quantile gives them
+    vals = np.array(_VALUES)
+    p50, p95 = ([None] * n, [None] * n)
+    if cum.size:
+        for pct, out in ((50, p50), (95, p95)):
+            k = np.floor(total * pct / 100.0 + 0.5).astype(np.int64) - 1
+            ok = (k >= 0) & (k < total)
+            at = np.searchsorted(cum, before + k + 1, side="left")
+            got = np.where(ok, vals[idx[np.minimum(at, idx.size - 1)]], np.nan)
+            out[:] = [None if not o else v for o, v in zip(ok.tolist(), got.tolist())]
+    recs = []
+    for i in np.flatnonzero(rounds).tolist():
+        recs.append(PingDay(units[who[i]], int(day[i]), p50[i], p95[i],
+                            float(loss[i]) / pings[i], pings[i],
+                            None if rmin[i] is None else float(rmin[i]),
+                            None if rmax[i] is None else float(rmax[i])))
+    return unit_of, hour, values, list(zip(who, day.tolist())), recs
+
+
+def _slow(units, who, rows, lo, hi, q: Quality):
+    """Row by row, counting what is rejected (see :func:`daily_answer`)."""
+    import numpy as np  # deferred: the collector's CLI says how to install it
+
+    unit_of, hours, secs, day_of, recs = [], [], [], [], []
+    for k, row in zip(who, rows):
+        t = _time(row[0], lo, hi)
+        if t is None or t % DAY:
+            q.rejected["bad_time"] += 1
+            continue
+        day = int(t)
+        day_of.append((k, day))
+        try:
+            per_hour = packed_hours(row[1])
+        except Rejected as r:
+            q.rejected[r.reason] += 1
+        else:
+            for h, v in enumerate(per_hour):
+                if v:
+                    unit_of.append(k)
+                    hours.append(day + h * 3600)
+                    secs.append(v)
+        try:
+            lat = packed_latency(dict(zip(DAY_COLUMNS[2:], row[2:])))
+        except Rejected as r:
+            q.rejected[r.reason] += 1
+            continue
+        rec = lat.ping_day(units[k], day)
+        if rec is not None:
+            recs.append(rec)
+    return (np.array(unit_of, dtype=np.int64), np.array(hours, dtype=np.int64),
+            np.array(secs, dtype=np.float64), day_of, recs)

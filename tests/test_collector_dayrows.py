@@ -1,0 +1,122 @@
+"""The packed daily rows read a whole answer at a time (collector/dayrows.py) give exactly what
+the row-by-row reading gives, on rows as agents write them (kit.hourly.day_fields) and on rows
+that are not: those are read row by row and every rejection is counted. Pure: the answers are
+built here; tests/test_collector_summaries.py reads such rows from a real InfluxDB."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings, strategies as st
+
+from collector.answers import TAGS
+from collector.dayrows import DAY_COLUMNS, Days, _fast, _slow, daily_answer
+from kit import hourly
+from kit.definitions import Quality, Unit
+
+START = 1_793_232_000          # a UTC midnight
+DAY = 86400
+WINDOW = (float(START), float(START + 7 * DAY))
+UNITS = [Unit("a1", "", "PK-PB", "Lahore", "PTCL", "fibre"), Unit("a2", "s", "PK-SD", "", "", "")]
+
+hour_secs = st.one_of(st.just(3600.0), st.just(0.0),
+                      st.floats(0, 3600, allow_nan=False, allow_infinity=False))
+
+
+@st.composite
+def day_row(draw):
+    """A daily row's packed columns as an agent writes them (day_fields over hourly rows)."""
+    day = START + draw(st.integers(0, 6)) * DAY
+    per_hour = draw(st.one_of(st.just([3600.0] * 24), st.lists(hour_secs, min_size=24, max_size=24)))
+    counts = draw(st.dictionaries(st.integers(0, hourly.LAST), st.integers(1, 10 ** 6), max_size=30))
+    total = sum(counts.values())
+    rounds = total + draw(st.integers(0, 50))
+    lo = draw(st.floats(0.01, 500, allow_nan=False))
+    row = [day * 1000, hourly.pack_hours(per_hour), hourly.pack_buckets(counts), total, rounds,
+           draw(st.floats(0, 1e7, allow_nan=False)), lo if total else None,
+           lo + 10 if total else None]
+    return draw(st.integers(0, len(UNITS) - 1)), row
+
+
+def _same(a, b):
+    ua, ha, sa, da, pa = a
+    ub, hb, sb, db, pb = b
+    assert ua.tolist() == ub.tolist() and ha.tolist() == hb.tolist() and sa.tolist() == sb.tolist()
+    assert sorted(da) == sorted(db)
+    assert pa == pb
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(day_row(), min_size=1, max_size=40))
+def test_whole_answer_reading_gives_what_row_by_row_gives(rows):
+    who, values = [k for k, _ in rows], [r for _, r in rows]
+    fast = _fast(UNITS, who, values, *WINDOW)
+    assert fast is not None
+    q = Quality()
+    _same(fast, _slow(UNITS, who, values, *WINDOW, q))
+    assert not q.rejected
+
+
+BAD = [  # (column, value, reason when read row by row)
+    (1, ",".join(["3600"] * 23), "bad_summary"),
+    (1, ",".join(["3600"] * 23 + ["nan"]), "bad_summary"),
+    (1, ",".join(["3600"] * 23 + ["3601"]), "bad_summary"),
+    (1, ",".join(["3600"] * 23 + [" 1"]), "bad_summary"),
+    (1, ",".join(["3600"] * 23 + ["-0.5"]), "bad_summary"),
+    (1, 3600, "bad_summary"),
+    (2, "200:3,200:1", "bad_histogram"),
+    (2, "200:5", "bad_histogram"),            # rtt_count says 4
+    (2, f"{hourly.LAST + 1}:4", "bad_histogram"),
+    (2, "200:4,", "bad_histogram"),
+    (3, True, "bad_histogram"),
+    (4, 2, "bad_histogram"),                   # fewer answered rounds than RTTs
+    (5, "0", "bad_histogram"),
+    (0, START * 1000 + 3_600_000, "bad_time"),   # not a midnight
+    (0, (START - DAY) * 1000, "bad_time"),       # before the window
+    (0, "x", "bad_time"),
+]
+
+
+def _row(day=0):
+    return [(START + day * DAY) * 1000, hourly.pack_hours([3600.0] * 23 + [1800.0]), "199:1,200:3",
+            4, 10, 5.0, 10.0, 20.0]
+
+
+def test_a_bad_row_sends_the_answer_row_by_row_and_is_counted():
+    for col, value, reason in BAD:
+        good = [_row(d) for d in range(3)]
+        bad = list(good[1])
+        bad[col] = value
+        rows = [good[0], bad, good[2]]
+        assert _fast(UNITS, [0, 0, 0], rows, *WINDOW) is None, (col, value)
+        series = {"name": "daily", "columns": DAY_COLUMNS + list(TAGS),
+                  "values": [r + ["a1", None, "PK-PB", None, None, None] for r in rows]}
+        q, first, days = Quality(), {}, Days()
+        block, pings = daily_answer([series], WINDOW, q, first, days)
+        assert dict(q.rejected) == {reason: 1}, (col, value)
+        hours_of = {h - h % DAY for h in block.hour.tolist()}
+        assert {START, START + 2 * DAY} <= hours_of
+        assert (START + DAY in hours_of) == (reason not in ("bad_summary", "bad_time")), (col, value)
+        days_of = {p.day for p in pings}
+        assert (START + DAY in days_of) == (reason not in ("bad_histogram", "bad_time")), (col, value)
+        assert first == {"a1": float(START)}
+        assert days.has("a1", START + 2 * DAY) and (days.has("a1", START + DAY) == (reason != "bad_time"))
+
+
+def test_a_day_row_read_back_gives_its_hours_and_its_latency():
+    starts = [START + h * 3600 for h in (3, 4, 9)]
+    fields = [{"observed_s": s, "ping_rounds": 360, "loss_pct_sum": 1.5, "rtt_count": 2,
+               "rtt_min_ms": 20.0, "rtt_max_ms": 40.0,
+               hourly.field_name(hourly.bucket(20.0)): 1, hourly.field_name(hourly.bucket(40.0)): 1}
+              for s in (3600.0, 1234.5, 10.0)]
+    f = hourly.day_fields(zip(starts, fields))
+    row = [START * 1000] + [f.get(c) for c in DAY_COLUMNS[1:]]
+    series = {"name": "daily", "columns": DAY_COLUMNS + list(TAGS), "values": [row + ["a1"] + [None] * 5]}
+    q, first, days = Quality(), {}, Days()
+    block, pings = daily_answer([series], WINDOW, q, first, days)
+    assert block.hour.tolist() == starts and block.observed_s.tolist() == [3600.0, 1234.5, 10.0]
+    [p] = pings
+    assert p.rounds == 1080 and math.isclose(p.loss_pct, 4.5 / 1080)
+    assert p.rtt_p50_ms == hourly.bucket_value(hourly.bucket(20.0))
+    assert p.rtt_p95_ms == hourly.bucket_value(hourly.bucket(40.0))
+    assert first == {"a1": float(starts[0])} and not q.rejected
