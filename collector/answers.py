@@ -437,14 +437,16 @@ def regroup(series: dict, tags: tuple[str, ...], q: Quality) -> Iterator[dict]:
     """One series of a query that asked for its tags as columns (``SELECT ..., "agent", ...``
     without GROUP BY: InfluxDB 1.x answers that 2-3x faster than grouping 10,000 agents' series)
     as the series a ``GROUP BY`` of those tags gives: its rows by their tag values (null as
-    absent), the tag columns taken out. A row that is not a list as long as ``columns`` is a
-    counted ``bad_row``, one whose tag value is a list or an object a counted ``bad_tag``; a tag
-    that is another non-string stays in its series' tags for :func:`to_records` to reject."""
+    absent), the tag columns taken out. A row that is not a list as long as ``columns`` (every
+    row, when the columns are not the ones asked for) is a counted ``bad_row``, one whose tag
+    value is a list or an object a counted ``bad_tag``; a tag that is another non-string stays
+    in its series' tags for :func:`to_records` to reject."""
     series = checked_series(series)
     cols = series["columns"]
     n, width = len(tags), len(cols)
     if n and cols[-n:] != list(tags):
-        return        # not the columns asked for: nothing of it is read
+        q.rejected["bad_row"] += len(series["values"])   # not the columns asked for
+        return
     keep = width - n
     groups: dict[tuple, list] = {}
     for row in series["values"]:
@@ -467,26 +469,28 @@ def regroup(series: dict, tags: tuple[str, ...], q: Quality) -> Iterator[dict]:
 
 
 def tagged_records(kind: str, series: dict, q: Quality, window: tuple[float, float],
-                   tags: tuple[str, ...]) -> list:
+                   tags: tuple[str, ...], units: dict | None = None) -> list:
     """The records of one series of an episode or speed-test query that asked for its ``tags``
-    as columns: when every row is good (:func:`_good_rows`' checks, each row's tags strings or
-    null with an agent), in one pass, a Unit made once per tag set; otherwise through
+    (:data:`TAGS`, then any others) as columns: when every row is good (:func:`_good_rows`'
+    checks, each row's tags strings or null, with an agent), in one pass, a Unit made once per
+    set of location tags (``units``: shared by the caller across answers); otherwise through
     :func:`regroup` and :func:`to_records`, row by row, counting what is rejected. (An answer
-    chunk of 20,000 rows holds as many tag sets as rows, nearly: grouped first, each would be a
+    chunk of 20,000 rows holds nearly as many tag sets as rows: grouped first, each would be a
     series of one row.)"""
     series = checked_series(series)
     cols, rows = series["columns"], series["values"]
     n = len(tags)
     want = _ROW_COLUMNS[kind][0]
     fast = None
-    if cols == want + list(tags) and rows:
+    if cols == want + list(tags) and tuple(tags[:len(TAGS)]) == TAGS and rows:
         fast = _good_rows(kind, cols[:-n], [r[:-n] if r.__class__ is list else r for r in rows],
                           max(window[0], T_MIN), min(window[1], T_MAX))
     if fast is not None:
-        units: dict[tuple, Unit | None] = {}
+        units = {} if units is None else units
+        w, k = len(want), len(TAGS)
         out = []
         for row in rows:
-            key = tuple(row[-n:])
+            key = tuple(row[w:w + k])
             try:
                 unit = units.get(key, False)
             except TypeError:       # a list or an object as a tag value
@@ -494,12 +498,16 @@ def tagged_records(kind: str, series: dict, q: Quality, window: tuple[float, flo
                 break
             if unit is False:
                 good = all(v is None or v.__class__ is str for v in key)
-                unit = units[key] = _unit({t: v or "" for t, v in zip(tags, key)}) if good else None
+                unit = units[key] = _unit(dict(zip(TAGS, key))) if good else None
             if unit is None:        # a tag that is not a string, or no agent
                 fast = None
                 break
             if kind == "episode":
-                out.append(Episode(unit, key[-2] or "", key[-1] or "", row[0] / 1000.0, float(row[1])))
+                typ, cause = row[w + k], row[w + k + 1]
+                if not (typ is None or typ.__class__ is str) or not (cause is None or cause.__class__ is str):
+                    fast = None
+                    break
+                out.append(Episode(unit, typ or "", cause or "", row[0] / 1000.0, float(row[1])))
             else:
                 out.append(SpeedTest(unit, row[0] / 1000.0, float(row[1]),
                                      None if row[2] is None else float(row[2])))

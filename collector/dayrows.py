@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from itertools import count
 
-from collector.answers import DAY, T_MAX, T_MIN, TAGS, _time, _unit, regroup
+from collector.answers import DAY, T_MAX, T_MIN, TAGS, _time, _unit, checked_series
 from kit.definitions import MAX_INTERVAL_S, Quality, Unit
 from kit.hourly import LAST, bucket_value
 from kit.records import HourColumns, PingDay
@@ -63,7 +63,7 @@ class Days:
 
 
 def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality,
-                 first: dict[str, float], days: Days):
+                 first: dict[str, float], days: Days, cache: dict | None = None):
     """One answer of the packed daily query: each agent-day's observed hours (one HourColumns
     block for the answer, or None) and its latency (PingDay records). Notes each agent's first
     watched hour in ``first`` and the agent-days read in ``days``.
@@ -72,37 +72,49 @@ def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality
     ``missing_agent``, ``bad_time``: not a midnight in the window), and per row
     ``bad_summary`` (hours that are not 24 numbers in [0, 3600]: the day's hours are lost, its
     latency judged on its own) and ``bad_histogram`` (kit.summaries.packed_latency). A daily row
-    without ``observed_hours`` (a version that packs nothing) is left to the hourly reading."""
+    without ``observed_hours`` (a version that packs nothing) is left to the hourly reading.
+    ``cache``: location tags -> Unit, shared by the caller across answers."""
     import numpy as np  # deferred: the collector's CLI says how to install it
 
+    cache = {} if cache is None else cache
     units: list[Unit] = []
     index: dict[Unit, int] = {}
     who: list[int] = []
     rows: list[list] = []
     lo, hi = max(window[0], T_MIN), min(window[1], T_MAX)
+    w, width = len(DAY_COLUMNS), len(DAY_COLUMNS) + len(TAGS)
     for raw in answer:
-        for series in regroup(raw, TAGS, q):
-            tags, values = series["tags"], series["values"]
-            if series["columns"] != DAY_COLUMNS:
-                q.rejected["bad_row"] += len(values)
+        series = checked_series(raw)
+        if series["columns"] != DAY_COLUMNS + list(TAGS):
+            q.rejected["bad_row"] += len(series["values"])   # not the columns asked for
+            continue
+        for row in series["values"]:
+            if row.__class__ is not list or len(row) != width:
+                q.rejected["bad_row"] += 1
                 continue
-            if any(not isinstance(v, str) for v in tags.values()):
-                q.rejected["bad_tag"] += len(values)
+            key = tuple(row[w:])
+            try:
+                unit = cache.get(key, False)
+            except TypeError:             # a list or an object as a tag value
+                q.rejected["bad_tag"] += 1
                 continue
-            unit = _unit(tags)
+            strings = True
+            if unit is False:
+                strings = all(v is None or v.__class__ is str for v in key)
+                unit = cache[key] = _unit(dict(zip(TAGS, key))) if strings else None
             if unit is None:
-                q.rejected["missing_agent"] += len(values)
+                strings = all(v is None or v.__class__ is str for v in key)
+                q.rejected["missing_agent" if strings else "bad_tag"] += 1
+                continue
+            if row[1] is None:
+                days.unpacked.add(unit.agent)
                 continue
             k = index.get(unit)
             if k is None:
                 k = index[unit] = len(units)
                 units.append(unit)
-            for row in values:
-                if row[1] is None:
-                    days.unpacked.add(unit.agent)
-                    continue
-                who.append(k)
-                rows.append(row)
+            who.append(k)
+            rows.append(row[:w])
     if not rows:
         return None, []
     got = _fast(units, who, rows, lo, hi)

@@ -1,7 +1,12 @@
 """Reading agents' data from InfluxDB through InfluxQL on the v1 ``/query`` endpoint.
 
 InfluxQL is the one query language InfluxDB 1.x, 2.x (>= 2.4, through DBRP mappings) and 3.x all
-answer. The aggregation the statistics need first is pushed into the queries, so a month of
+answer. What the agents summarised is read as it is, one row per agent-day where it can be:
+
+* ``daily``: each agent-day's packed row (:func:`day_query`, collector.dayrows), its tags as
+  columns; ``hourly`` rows (:func:`summary_queries`) only for what packed rows do not cover;
+
+and for agents without summaries, the aggregation is pushed into the queries, so a month of
 10-second rounds never crosses the wire:
 
 * ``round``: observed seconds per agent and UTC hour (``sum(interval_s) GROUP BY time(1h)``) over
@@ -12,8 +17,8 @@ answer. The aggregation the statistics need first is pushed into the queries, so
 
 both over whole UTC days, a week per query at most, and kept in a local cache once a day is over
 (:mod:`collector.cache`), so a repeated aggregation asks only for recent days;
-* ``outage`` (power and connectivity) and ``speedtest`` (status ok): the rows themselves, which
-  are few (one per episode or test);
+* ``outage`` (power and connectivity) and ``speedtest`` (status ok): the rows themselves (one
+  per episode or test), a week per query, their tags as columns;
 * rows dated before 2000-01-01 (a clock never set): counted on every run, one cheap count per
   measurement (``clock_unset``), and never read.
 
@@ -51,7 +56,7 @@ from collector.answers import (
     to_records,
 )
 from collector.dayrows import DAY_COLUMNS, Days, daily_answer
-from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, Quality
+from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
 from kit.errors import SourceError
 from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME
 from kit.records import Dataset, HourColumns
@@ -577,8 +582,10 @@ class Reader:
         queries) groups, asked alongside), by kind: ``obs``, ``ping``, ``bad_rounds``, and the
         kinds of ``extra``.
 
-        Two rounds of queries. First every week's summaries: the agents that wrote any ``hourly``
-        rows, the hour of each one's first row in the week, and the agent-days with a ``daily``
+        Three rounds of queries. First every week's packed ``daily`` rows (:func:`day_query`):
+        most agent-days, whole. Second, the ``hourly`` and unpacked ``daily`` rows of what they
+        do not cover (:meth:`_unpacked_queries`): from these, the agents that wrote summaries,
+        the hour of each one's first watched hour in the week, and the agent-days with a daily
         row. Then raw rows, only of the others: the week's raw queries leave the summary agents
         out by a tag condition (the server never scans their rows), and an agent whose summaries
         begin after the week's start (it was upgraded then) is asked for its raw rows up to the
@@ -597,9 +604,10 @@ class Reader:
         hour_days: dict[tuple[float, float], set[tuple[str, int]]] = defaultdict(set)
         day_rows: set[tuple[str, int]] = set()
         summary: dict[str, list] = defaultdict(list)
+        units: dict[tuple, Unit | None] = {}   # location tags -> Unit, made once per read
         for (kind, _), window, answer in zip(todo, windows, self._run_all(todo)):
             if kind == "dday":
-                block, recs = daily_answer(answer, window, q, first[window], packed[window])
+                block, recs = daily_answer(answer, window, q, first[window], packed[window], units)
                 if block is not None:
                     got["hours"].append(block)
                 summary["dping"].extend(recs)
@@ -608,7 +616,7 @@ class Reader:
                 if kind in COUNT_KINDS:
                     got[kind].extend(to_counts(kind, raw, q, window))
                     continue
-                got[kind].extend(tagged_records(kind, raw, q, window, ROW_TAGS[kind]))
+                got[kind].extend(tagged_records(kind, raw, q, window, ROW_TAGS[kind], units))
         todo, windows, skips = self._unpacked_queries(runs, packed)
         for (kind, _), (window, week), skip, answer in zip(todo, windows, skips,
                                                            self._run_all(todo)):

@@ -480,7 +480,8 @@ def test_regroup_splits_rows_by_their_tags_and_counts_what_it_cannot():
                                                                     ("b", "", 6.0)]
     assert dict(q.rejected) == {"bad_tag": 2, "bad_row": 2}    # the numeric agent tag
     assert list(ca.regroup({**series, "columns": ["time", "duration_s", "type", "agent"]},
-                        ("agent", "type"), q)) == []          # not the columns asked for
+                           ("agent", "type"), q)) == []          # not the columns asked for
+    assert dict(q.rejected) == {"bad_tag": 2, "bad_row": 2 + 7}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -494,9 +495,10 @@ def test_regroup_splits_rows_by_their_tags_and_counts_what_it_cannot():
 def test_tagged_records_in_one_pass_are_what_grouping_gives(rows):
     """Episode rows with their tags as columns: the one-pass reading gives the records (and
     rejections) that grouping by tag and reading row by row gives."""
-    tags = ("agent", "site", "region", "city", "isp", "access", "type", "cause")
+    tags = (*ca.TAGS, "type", "cause")
+    place = {"region": "PK-PB"}
     series = {"name": "outage", "columns": ["time", "duration_s", *tags],
-              "values": [[t, d, a, None, "PK-PB", None, None, None, typ, "isp"]
+              "values": [[t, d, a, *(place.get(k) for k in ca.TAGS[1:]), typ, "isp"]
                          for t, d, a, typ in rows]}
     window = (0.0, 10.0 ** 10)
     q1, q2 = Quality(), Quality()
