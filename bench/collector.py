@@ -548,7 +548,7 @@ def summarise(report: dict) -> None:
             report["summary"]["server_queries_s"] = s
             rows.append(("  reference: its queries, server alone", f"{s['median']:.1f} s",
                          f"{s['min']:.1f}-{s['max']:.1f}", ""))
-            for kind in ("hobs", "dping", "hping", "obs", "ping", "episode", "speed"):
+            for kind in ("dday", "hobs", "dping", "hping", "obs", "ping", "episode", "speed"):
                 v = [r["reference"]["collector_queries"].get(kind, {}).get("seconds", 0.0) for r in ok]
                 m = med(v)
                 report["summary"][f"server_{kind}_queries_s"] = m
