@@ -16,7 +16,8 @@ latency percentiles), so a month of 10-second rounds never crosses the wire:
 * :class:`SpeedTest` - one successful speed test of a unit.
 
 Times are seconds since 1970 UTC (floats); durations in seconds. Every record carries its unit, so
-an agent whose tags changed (it moved, or its ISP changed) counts in each cell it was in.
+an agent whose tags changed (it moved, or its ISP changed) counts in each cell it was in. The
+records have slots (no instance dict): a quarter of 10,000 agents holds over 7 million of them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from kit.definitions import Unit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObsHour:
     unit: Unit
     hour: int            # start of the UTC hour, seconds since 1970 (a multiple of 3600)
@@ -37,7 +38,7 @@ class ObsHour:
     source: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Episode:
     unit: Unit
     type: str            # "power" or "connectivity"
@@ -50,7 +51,7 @@ class Episode:
         return self.start + self.duration_s
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PingDay:
     unit: Unit
     day: int             # start of the UTC day, seconds since 1970
@@ -62,7 +63,7 @@ class PingDay:
     rtt_max_ms: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpeedTest:
     unit: Unit
     time: float
