@@ -204,7 +204,7 @@ def raw_queries(start: float, end: float) -> list[tuple[str, str]]:
     return unset_queries() + row_queries(start, end)
 
 
-# The tags each row query asks for as columns, after its fields (answers.regroup).
+# The tags each row query asks for as columns, after its fields (answers.tagged_records).
 ROW_TAGS = {"episode": (*TAGS, "type", "cause"), "speed": TAGS}
 
 
@@ -532,17 +532,17 @@ class Reader:
             w = (float(a), float(b))
             days = packed[w]
 
-            def ask(a: int, until: int, agents: str, skip: Days | None, w=w) -> None:
-                qs = summary_queries(a, until, agents)
+            def ask(since: int, until: int, agents: str, skip: Days | None, w=w) -> None:
+                qs = summary_queries(since, until, agents)
                 todo.extend(qs)
-                windows.extend([((float(a), float(until)), w)] * len(qs))
+                windows.extend([((float(since), float(until)), w)] * len(qs))
                 skips.extend([skip] * len(qs))
 
             old = days.unpacked
-            since = {agent: min(ds) for agent, ds in days.packed.items()}
-            ask(a, b, agents_condition(since.keys() | old, exclude=True), None)
+            first_packed = {agent: min(ds) for agent, ds in days.packed.items()}
+            ask(a, b, agents_condition(first_packed.keys() | old, exclude=True), None)
             by_day: dict[int, list[str]] = defaultdict(list)
-            for agent, d in since.items():
+            for agent, d in first_packed.items():
                 if d > a and agent not in old:
                     by_day[d].append(agent)
             for until, some in sorted(by_day.items()):
