@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from kit.definitions import LOCATION_TAGS, MAX_INTERVAL_S, Quality, Unit
 from kit.errors import SourceError
 from kit.influx import one_line
 from kit.lineproto import unescape_tag
-from kit.records import Episode, HourColumns, ObsHour, PingDay, SpeedTest
+from kit.records import Episode, EpisodeColumns, HourColumns, ObsHour, PingDay, SpeedColumns, SpeedTest
 from kit.summaries import Rejected, hour_start, latency, observed
 
 TAGS = LOCATION_TAGS       # the unit's tags, in the order of Unit's fields (the agent first)
@@ -239,25 +240,29 @@ _ROW_COLUMNS = {"episode": (["time", "duration_s"], ({int}, {int, float})),
 
 def _good_rows(kind: str, cols: list, rows: list, lo: float, hi: float) -> list | None:
     """The rows of an episode or speed-test series when every one of them is good (the columns
-    asked for, a time within [lo, hi] with :func:`_time`'s slack, finite numbers, a null only
-    where a value may be absent), checked column by column; None otherwise, and the series is
-    read row by row, counting what it rejects."""
-    want, kinds = _ROW_COLUMNS[kind]
+    asked for, and :func:`_good_columns`), None otherwise, and the series is read row by row,
+    counting what it rejects."""
+    want = _ROW_COLUMNS[kind][0]
     if cols != want or not rows or set(map(type, rows)) != {list} or set(map(len, rows)) != {len(want)}:
         return None
-    columns = list(zip(*rows))
-    for values, allowed in zip(columns, kinds):
+    return rows if _good_columns(kind, list(zip(*rows)), lo, hi) else None
+
+
+def _good_columns(kind: str, columns: list, lo: float, hi: float) -> bool:
+    """Whether the value columns of an episode or speed-test series (the columns its query asks
+    for, each a sequence of the rows' values) are all good: a time within [lo, hi] with
+    :func:`_time`'s slack, finite numbers, a null only where a value may be absent; checked
+    column by column."""
+    for values, allowed in zip(columns, _ROW_COLUMNS[kind][1]):
         if not set(map(type, values)) <= allowed:
-            return None
+            return False
         try:
             if not all(map(math.isfinite, (v for v in values if v is not None))):
-                return None
+                return False
         except OverflowError:
-            return None
+            return False
     ts = columns[0]
-    if min(ts) < (lo - 1) * 1000 or max(ts) > (hi + 1) * 1000:
-        return None
-    return rows
+    return bool(ts) and min(ts) >= (lo - 1) * 1000 and max(ts) <= (hi + 1) * 1000
 
 
 def _record(kind: str, unit: Unit, tags: dict, t: float, get, cols: list, row: list):
@@ -468,49 +473,68 @@ def regroup(series: dict, tags: tuple[str, ...], q: Quality) -> Iterator[dict]:
 
 
 
-def tagged_records(kind: str, series: dict, q: Quality, window: tuple[float, float],
-                   tags: tuple[str, ...], units: dict | None = None) -> list:
-    """The records of one series of an episode or speed-test query that asked for its ``tags``
-    (:data:`TAGS`, then any others) as columns: when every row is good (:func:`_good_rows`'
-    checks, each row's tags strings or null, with an agent), in one pass, a Unit made once per
-    set of location tags (``units``: shared by the caller across answers); otherwise through
-    :func:`regroup` and :func:`to_records`, row by row, counting what is rejected. (An answer
-    chunk of 20,000 rows holds nearly as many tag sets as rows: grouped first, each would be a
-    series of one row.)"""
+def tagged_rows(kind: str, series: dict, q: Quality, window: tuple[float, float],
+                tags: tuple[str, ...], units: dict | None = None) -> tuple[list, Any]:
+    """One series of an episode or speed-test query that asked for its ``tags`` (:data:`TAGS`,
+    then any others) as columns: (records, block). When every row is good (:func:`_good_columns`'
+    checks, each row's tags strings or null, with an agent), the series is read in one pass into
+    one :class:`EpisodeColumns` or :class:`SpeedColumns` block (no record per row), a Unit made
+    once per set of location tags (``units``: shared by the caller across answers), and the
+    records are none. Otherwise the block is None and the records come through :func:`regroup`
+    and :func:`to_records`, row by row, counting what is rejected. (An answer chunk of 20,000
+    rows holds nearly as many tag sets as rows: grouped first, each would be a series of one
+    row.)"""
     series = checked_series(series)
     cols, rows = series["columns"], series["values"]
-    n = len(tags)
     want = _ROW_COLUMNS[kind][0]
-    fast = None
     if cols == want + list(tags) and tuple(tags[:len(TAGS)]) == TAGS and rows:
-        fast = _good_rows(kind, cols[:-n], [r[:-n] if r.__class__ is list else r for r in rows],
-                          max(window[0], T_MIN), min(window[1], T_MAX))
-    if fast is not None:
-        units = {} if units is None else units
-        w, k = len(want), len(TAGS)
-        out = []
-        for row in rows:
-            key = tuple(row[w:w + k])
-            try:
-                unit = units.get(key, False)
-            except TypeError:       # a list or an object as a tag value
-                fast = None
-                break
-            if unit is False:
-                good = all(v is None or v.__class__ is str for v in key)
-                unit = units[key] = _unit(dict(zip(TAGS, key))) if good else None
-            if unit is None:        # a tag that is not a string, or no agent
-                fast = None
-                break
-            if kind == "episode":
-                typ, cause = row[w + k], row[w + k + 1]
-                if not (typ is None or typ.__class__ is str) or not (cause is None or cause.__class__ is str):
-                    fast = None
-                    break
-                out.append(Episode(unit, typ or "", cause or "", row[0] / 1000.0, float(row[1])))
-            else:
-                out.append(SpeedTest(unit, row[0] / 1000.0, float(row[1]),
-                                     None if row[2] is None else float(row[2])))
-        if fast is not None:
-            return out
-    return [r for s in regroup(series, tags, q) for r in to_records(kind, s, q, window)]
+        block = _tagged_block(kind, rows, len(want) + len(tags), window,
+                              {} if units is None else units)
+        if block is not None:
+            return [], block
+    return [r for s in regroup(series, tags, q) for r in to_records(kind, s, q, window)], None
+
+
+def _tagged_block(kind: str, rows: list, width: int, window: tuple[float, float],
+                  units: dict) -> EpisodeColumns | SpeedColumns | None:
+    """The rows of :func:`tagged_rows` as one block when every one is good, else None."""
+    import numpy as np  # deferred: the collector's CLI says how to install it
+
+    if set(map(type, rows)) != {list} or set(map(len, rows)) != {width}:
+        return None
+    columns = list(zip(*rows))
+    w, k = len(_ROW_COLUMNS[kind][0]), len(TAGS)
+    if not _good_columns(kind, columns[:w], max(window[0], T_MIN), min(window[1], T_MAX)):
+        return None
+    # Each row's unit: its location tags, numbered in the order they are met.
+    local: dict[tuple, int] = {}
+    try:
+        index = [local.setdefault(key, len(local)) for key in zip(*columns[w:w + k])]
+    except TypeError:             # a list or an object as a tag value
+        return None
+    made = []
+    for key in local:
+        unit = units.get(key, False)
+        if unit is False:
+            good = all(v is None or v.__class__ is str for v in key)
+            unit = units[key] = _unit(dict(zip(TAGS, key))) if good else None
+        if unit is None:          # a tag that is not a string, or no agent
+            return None
+        made.append(unit)
+    n = len(rows)
+    unit_ix = np.fromiter(index, np.int32, n)
+    start = np.fromiter(columns[0], np.float64, n) / 1000.0
+    value = np.fromiter(map(float, columns[1]), np.float64, n)
+    if kind == "speed":
+        up = np.fromiter((math.nan if v is None else float(v) for v in columns[2]), np.float64, n)
+        return SpeedColumns(tuple(made), unit_ix, start, value, up)
+    names: dict[str, int] = {}
+    try:
+        typ, cause = ([names.setdefault("" if v is None else v, len(names)) for v in columns[c]]
+                      for c in (w + k, w + k + 1))
+    except TypeError:             # a list or an object as a type or cause
+        return None
+    if not all(v.__class__ is str for v in names):
+        return None
+    return EpisodeColumns(tuple(made), unit_ix, tuple(names), np.fromiter(typ, np.int16, n),
+                          np.fromiter(cause, np.int16, n), start, value)

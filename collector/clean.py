@@ -131,14 +131,16 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     q = Quality()
     met = _Units()
     o_unit, o_hour, o_s, o_src = _observed(ds, met)
-    e_unit, p_unit, s_unit = (met.column(recs) for recs in (ds.episodes, ds.pings, ds.speeds))
+    e_unit, e_start, e_dur, e_type, e_cause = _episode_columns(ds, met)
+    s_unit, s_time, (s_down, s_down_none), (s_up, s_up_none) = _speed_columns(ds, met)
+    p_unit = met.column(ds.pings)
     _count_paths(q, ds, o_unit, o_hour, o_src, met.units)
     check = _Checks(q, ds, now, np.array([not u.agent for u in met.units], dtype=bool))
     # --- each record on its own
     o_keep = check(o_unit, o_hour, ~np.isfinite(o_s), lambda: [("absurd_observed", o_s <= 0)])
-    (e_start, e_dur, e_type, e_cause), e_keep = _episodes(check, ds.episodes, e_unit)
+    e_keep = _episodes(check, e_unit, e_start, e_dur, e_type, e_cause)
     (p_day, p50, p95, loss, rounds), p_keep = _pings(check, ds.pings, p_unit)
-    (s_time, s_down, s_up), s_keep = _speeds(check, ds.speeds, s_unit)
+    s_keep = _speeds(check, s_unit, s_time, s_down, s_down_none, s_up, s_up_none)
     # --- repairs, on the records that passed
     unit_cols = [o_unit, e_unit, p_unit, s_unit]
     keeps = [o_keep, e_keep, p_keep, s_keep]
@@ -180,19 +182,8 @@ def _observed(ds: Dataset, met: _Units) -> tuple[np.ndarray, ...]:
     secs = [_col(obs, "observed_s", np.float64)]
     srcs = [np.fromiter(map(_SOURCES.get, map(attrgetter("source"), obs), repeat(0)), np.int8,
                         len(obs))]
-    # Per units tuple (many blocks share one): its units' indices, -1 until a record uses one,
-    # which are then met in the order they first appear, as records' units are.
-    local: dict[int, np.ndarray] = {}
     for block in ds.hours:
-        ids = local.get(id(block.units))
-        if ids is None:
-            ids = local[id(block.units)] = np.full(len(block.units), -1, dtype=np.int64)
-        unit = np.asarray(block.unit, dtype=np.int64)
-        present, first = np.unique(unit, return_index=True)
-        for u in present[np.argsort(first)].tolist():
-            if ids[u] < 0:
-                ids[u] = met.uid(block.units[u])
-        units.append(ids[unit])
+        units.append(met.block(block.units, block.unit))
         hours.append(np.asarray(block.hour, dtype=np.int64))
         secs.append(np.asarray(block.observed_s, dtype=np.float64))
         srcs.append(np.full(len(block), _SOURCES.get(block.source, 0), dtype=np.int8))
@@ -218,6 +209,9 @@ class _Units:
     def __init__(self) -> None:
         self.index: dict[Unit, int] = {}
         self.units: list[Unit] = []
+        # id() of a block's units tuple -> (the tuple, kept alive so the id stays its own; its
+        # units' indices)
+        self._local: dict[int, tuple[tuple[Unit, ...], np.ndarray]] = {}
 
     def uid(self, u: Unit) -> int:
         i = self.index.get(u)
@@ -225,6 +219,21 @@ class _Units:
             i = self.index[u] = len(self.units)
             self.units.append(u)
         return i
+
+    def block(self, units: tuple[Unit, ...], unit: Sequence[int]) -> np.ndarray:
+        """The unit indices of a block of columns (``unit`` indexing ``units``). Per units tuple
+        (many blocks share one): its units' indices, -1 until a row uses one; they are met in
+        the order they first appear, as records' units are."""
+        held = self._local.get(id(units))
+        if held is None:
+            held = self._local[id(units)] = (units, np.full(len(units), -1, dtype=np.int64))
+        ids = held[1]
+        col = np.asarray(unit, dtype=np.int64)
+        present, first = np.unique(col, return_index=True)
+        for u in present[np.argsort(first)].tolist():
+            if ids[u] < 0:
+                ids[u] = self.uid(units[u])
+        return ids[col]
 
     def column(self, recs: Records) -> np.ndarray:
         """Each record's unit index. Records of one series share one Unit object, so units are
@@ -273,22 +282,36 @@ for _t, _cs in CAUSES_BY_TYPE.items():
         _VALID[_TYPE_IX[_t], _CAUSE_IX[_c]] = True
 
 
-def _episodes(check: _Checks, eps: Records,
-              unit: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """Episodes: (start, duration, type index, cause index; -1 for an unknown one) and which
-    pass."""
+def _episode_columns(ds: Dataset, met: _Units) -> tuple[np.ndarray, ...]:
+    """Every episode of ``ds`` (its records, then its columns) as columns: unit index, start,
+    duration, type index and cause index (-1 for one that is not known)."""
+    eps = ds.episodes
     n = len(eps)
-    e_start = _col(eps, "start", np.float64)
-    e_dur = _col(eps, "duration_s", np.float64)
-    e_type = np.fromiter(map(_TYPE_IX.get, map(_TYPE, eps), repeat(-1)), np.int64, n)
-    e_cause = np.fromiter(map(_CAUSE_IX.get, map(_CAUSE, eps), repeat(-1)), np.int64, n)
-    keep = check(unit, e_start, ~np.isfinite(e_start) | ~np.isfinite(e_dur), lambda: [
+    units, starts, durs = [met.column(eps)], [_col(eps, "start", np.float64)], [
+        _col(eps, "duration_s", np.float64)]
+    types = [np.fromiter(map(_TYPE_IX.get, map(_TYPE, eps), repeat(-1)), np.int64, n)]
+    causes = [np.fromiter(map(_CAUSE_IX.get, map(_CAUSE, eps), repeat(-1)), np.int64, n)]
+    for b in ds.episode_cols:
+        units.append(met.block(b.units, b.unit))
+        starts.append(np.asarray(b.start, dtype=np.float64))
+        durs.append(np.asarray(b.duration_s, dtype=np.float64))
+        names_t = np.array([_TYPE_IX.get(v, -1) for v in b.names] or [-1], dtype=np.int64)
+        names_c = np.array([_CAUSE_IX.get(v, -1) for v in b.names] or [-1], dtype=np.int64)
+        types.append(names_t[np.asarray(b.type, dtype=np.int64)])
+        causes.append(names_c[np.asarray(b.cause, dtype=np.int64)])
+    return tuple(np.concatenate(c) for c in (units, starts, durs, types, causes))
+
+
+def _episodes(check: _Checks, unit: np.ndarray, e_start: np.ndarray, e_dur: np.ndarray,
+              e_type: np.ndarray, e_cause: np.ndarray) -> np.ndarray:
+    """Which episodes (unit, start, duration, type index, cause index; -1 for an unknown one)
+    pass."""
+    return check(unit, e_start, ~np.isfinite(e_start) | ~np.isfinite(e_dur), lambda: [
         ("unknown_type", e_type < 0),
         ("unknown_cause", (e_cause < 0) | ~_VALID[np.maximum(e_type, 0), np.maximum(e_cause, 0)]),
         ("negative_duration", e_dur < 0),
         ("zero_duration", e_dur == 0),
         ("absurd_duration", e_dur > MAX_EPISODE_S)])
-    return (e_start, e_dur, e_type, e_cause), keep
 
 
 def _pings(check: _Checks, pds: Records, unit: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
@@ -309,17 +332,34 @@ def _pings(check: _Checks, pds: Records, unit: np.ndarray) -> tuple[tuple[np.nda
     return (p_day, p50, p95, loss, rounds), keep
 
 
-def _speeds(check: _Checks, sps: Records, unit: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """Speed tests: (time, download, upload) and which pass."""
-    s_time = _col(sps, "time", np.float64)
-    s_down, s_down_none = _figures(sps, "download_bps")
-    s_up, s_up_none = _figures(sps, "upload_bps")
-    keep = check(unit, s_time, ~np.isfinite(s_time) | (~np.isfinite(s_down) & ~s_down_none)
+def _speed_columns(ds: Dataset, met: _Units) -> tuple[Any, ...]:
+    """Every speed test of ``ds`` (its records, then its columns) as columns: unit index, time,
+    (download, where it is None), (upload, where it is None); a figure that is None is NaN.
+    In columns, an upload of NaN is none, and a download is never none."""
+    sps = ds.speeds
+    units, times = [met.column(sps)], [_col(sps, "time", np.float64)]
+    (down, down_none), (up, up_none) = _figures(sps, "download_bps"), _figures(sps, "upload_bps")
+    downs, down_nones, ups, up_nones = [down], [down_none], [up], [up_none]
+    for b in ds.speed_cols:
+        units.append(met.block(b.units, b.unit))
+        times.append(np.asarray(b.time, dtype=np.float64))
+        downs.append(np.asarray(b.download_bps, dtype=np.float64))
+        down_nones.append(np.zeros(len(b), dtype=bool))
+        ups.append(np.asarray(b.upload_bps, dtype=np.float64))
+        up_nones.append(np.isnan(ups[-1]))
+    unit, time, down, down_none, up, up_none = (
+        np.concatenate(c) for c in (units, times, downs, down_nones, ups, up_nones))
+    return unit, time, (down, down_none), (up, up_none)
+
+
+def _speeds(check: _Checks, unit: np.ndarray, s_time: np.ndarray, s_down: np.ndarray,
+            s_down_none: np.ndarray, s_up: np.ndarray, s_up_none: np.ndarray) -> np.ndarray:
+    """Which speed tests (unit, time, download, upload; NaN where ``*_none``) pass."""
+    return check(unit, s_time, ~np.isfinite(s_time) | (~np.isfinite(s_down) & ~s_down_none)
                  | (~np.isfinite(s_up) & ~s_up_none), lambda: [
         ("missing_value", s_down_none),
         ("absurd_speed", (s_down <= 0) | (s_down > MAX_SPEED_BPS) | (s_up <= 0)
          | (s_up > MAX_SPEED_BPS))])
-    return (s_time, s_down, s_up), keep
 
 
 def _canonical(units: list[Unit], unit_cols: list[np.ndarray],

@@ -51,7 +51,7 @@ from collector.answers import (
     hourly_answer,
     parse_answer,
     row_times,
-    tagged_records,
+    tagged_rows,
     to_counts,
     to_records,
 )
@@ -204,7 +204,7 @@ def raw_queries(start: float, end: float) -> list[tuple[str, str]]:
     return unset_queries() + row_queries(start, end)
 
 
-# The tags each row query asks for as columns, after its fields (answers.tagged_records).
+# The tags each row query asks for as columns, after its fields (answers.tagged_rows).
 ROW_TAGS = {"episode": (*TAGS, "type", "cause"), "speed": TAGS}
 
 
@@ -279,13 +279,21 @@ def queries(start: float, end: float) -> list[tuple[str, str]]:
     return out + raw_queries(start, end)
 
 
-def late_hours(kept: set[int], hours: Iterable[HourColumns], episodes, speeds,
-               asked: set = frozenset()) -> set[tuple[str, int]]:
+def _all(got: dict[str, list], kind: str) -> Iterator:
+    """The records of one kind that :meth:`Reader._days` got, those read as columns too."""
+    yield from got[kind]
+    for block in got[f"{kind}_cols"]:
+        yield from block.records()
+
+
+def late_hours(kept: set[int], hours: Iterable[HourColumns], episodes: Iterable,
+               speeds: Iterable, asked: set = frozenset()) -> set[tuple[str, int]]:
     """(agent, hour) on kept (cached) days at which an agent's rows show it was watching (a speed
     test; an outage or a battery/UPS cut, for every hour it lasted, since the agent probes all
     through one) while the cache's ``hours`` hold no watching time for it: rows forwarded after
     the day was kept. Host-down cuts say nothing (the agent was not running); pairs in ``asked``
-    were asked about already. Over columns: a month of 1,000 agents walks 250,000 outage hours."""
+    were asked about already. Over columns: a month of 1,000 agents walks 250,000 outage hours.
+    ``episodes`` and ``speeds`` are walked only when some day is kept."""
     if not kept:
         return set()
     import numpy as np  # deferred: the collector's CLI says how to install it
@@ -293,18 +301,19 @@ def late_hours(kept: set[int], hours: Iterable[HourColumns], episodes, speeds,
     # Only hours on kept days can be late: an episode's walk is cut to them, so a row claiming
     # to last 10^300 s (a hostile or broken server) costs at most the window's hours.
     first, last = min(kept), max(kept) + DAY
+    tests = list(speeds)
     eps = [e for e in episodes if e.cause != "host_down"]
     agents: dict[str, int] = {}
-    code = [agents.setdefault(r.unit.agent, len(agents)) for r in (*speeds, *eps)]
-    t_hour = np.fromiter((t.time - t.time % 3600 for t in speeds), np.float64, len(speeds))
+    code = [agents.setdefault(r.unit.agent, len(agents)) for r in (*tests, *eps)]
+    t_hour = np.fromiter((t.time - t.time % 3600 for t in tests), np.float64, len(tests))
     e_start = np.fromiter((e.start for e in eps), np.float64, len(eps))
     e_end = np.minimum(np.fromiter((e.end for e in eps), np.float64, len(eps)), last)
     e_from = np.maximum(e_start - e_start % 3600, first)
     n = np.maximum(np.ceil((e_end - e_from) / 3600), 0).astype(np.int64)
     step = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
     hour = np.concatenate([t_hour, np.repeat(e_from, n) + 3600.0 * step]).astype(np.int64)
-    who = np.concatenate([np.array(code[:len(speeds)], dtype=np.int64),
-                          np.repeat(np.array(code[len(speeds):], dtype=np.int64), n)])
+    who = np.concatenate([np.array(code[:len(tests)], dtype=np.int64),
+                          np.repeat(np.array(code[len(tests):], dtype=np.int64), n)])
     days = np.array(sorted(kept), dtype=np.int64)
     day = hour - hour % DAY
     on_kept = days[np.minimum(np.searchsorted(days, day), days.size - 1)] == day
@@ -474,7 +483,7 @@ class Reader:
         # Whole days only: the last day's rows were read up to the window's end. A recent day's
         # mark is written last, with its records, so it never stands beside older ones.
         cache.store_rows({d: counts.get(d, (0, 0)) for d in row_days if d + DAY <= end},
-                         got["episode"], got["speed"])
+                         _all(got, "episode"), _all(got, "speed"))
         recent = [d for d in fetch if limit < d + DAY <= end]
         cache.store(recent, got["obs"], got["ping"], _rejected(got["bad_rounds"]),
                     marks={d: marks.get(d, "") for d in recent}, hours=got["hours"])
@@ -484,7 +493,8 @@ class Reader:
         got["speed"] += old_speeds
         old_hours, old_pings = cache.load(kept | good)
         old_bad = cache.load_rejected(kept | good)
-        late = late_hours(kept, old_hours, got["episode"], got["speed"], cache.asked_again())
+        late = late_hours(kept, old_hours, _all(got, "episode"), _all(got, "speed"),
+                          cache.asked_again())
         stale = sorted({h - h % DAY for _, h in late})
         if stale:
             # An agent forwarded rows for a kept day after it was kept (it was offline):
@@ -516,7 +526,8 @@ class Reader:
             if n:
                 q.rejected[reason] += n
         return Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
-                       tuple(got["speed"]), tuple(got["hours"]))
+                       tuple(got["speed"]), tuple(got["hours"]), tuple(got["episode_cols"]),
+                       tuple(got["speed_cols"]))
 
     @staticmethod
     def _unpacked_queries(runs, packed: dict[tuple[float, float], Days]):
@@ -616,7 +627,10 @@ class Reader:
                 if kind in COUNT_KINDS:
                     got[kind].extend(to_counts(kind, raw, q, window))
                     continue
-                got[kind].extend(tagged_records(kind, raw, q, window, ROW_TAGS[kind], units))
+                recs, block = tagged_rows(kind, raw, q, window, ROW_TAGS[kind], units)
+                got[kind].extend(recs)
+                if block is not None:
+                    got[f"{kind}_cols"].append(block)
         todo, windows, skips = self._unpacked_queries(runs, packed)
         for (kind, _), (window, week), skip, answer in zip(todo, windows, skips,
                                                            self._run_all(todo)):

@@ -55,11 +55,14 @@ def read_stores(paths: Iterable[str | os.PathLike], start: float, end: float,
 
 
 def merge(start: float, end: float, parts: Iterable[Dataset]) -> Dataset:
-    obs, eps, pings, speeds, hours = [], [], [], [], []
+    obs, eps, pings, speeds, hours, ep_cols, sp_cols = [], [], [], [], [], [], []
     for d in parts:
         obs += d.obs
         eps += d.episodes
         pings += d.pings
         speeds += d.speeds
         hours += d.hours
-    return Dataset(start, end, tuple(obs), tuple(eps), tuple(pings), tuple(speeds), tuple(hours))
+        ep_cols += d.episode_cols
+        sp_cols += d.speed_cols
+    return Dataset(start, end, tuple(obs), tuple(eps), tuple(pings), tuple(speeds), tuple(hours),
+                   tuple(ep_cols), tuple(sp_cols))

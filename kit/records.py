@@ -14,6 +14,9 @@ latency percentiles), so a month of 10-second rounds never crosses the wire:
 * :class:`Episode`  - one finished outage episode (power or connectivity) of a unit.
 * :class:`PingDay`  - a unit's latency and loss over one UTC day (internet targets only).
 * :class:`SpeedTest` - one successful speed test of a unit.
+* :class:`EpisodeColumns`, :class:`SpeedColumns` - many episodes or speed tests as columns (the
+                     collector reads InfluxDB's answers so: 10,000 agents' quarter is 6 million
+                     of them).
 
 Times are seconds since 1970 UTC (floats); durations in seconds. Every record carries its unit, so
 an agent whose tags changed (it moved, or its ISP changed) counts in each cell it was in. The
@@ -88,6 +91,50 @@ class HourColumns:
         return len(self.hour)
 
 
+@dataclass(frozen=True, eq=False)
+class EpisodeColumns:
+    """Episodes of one source as columns: episode ``k`` is ``units[unit[k]]``'s, of type
+    ``names[type[k]]`` and cause ``names[cause[k]]`` (the names as recorded, checked later),
+    starting at ``start[k]`` and lasting ``duration_s[k]``. Columns as in :class:`HourColumns`."""
+
+    units: tuple[Unit, ...]
+    unit: Sequence[int]
+    names: tuple[str, ...]
+    type: Sequence[int]
+    cause: Sequence[int]
+    start: Sequence[float]
+    duration_s: Sequence[float]
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def records(self) -> Iterator[Episode]:
+        for u, t, c, s, d in zip(self.unit, self.type, self.cause, self.start, self.duration_s):
+            yield Episode(self.units[int(u)], self.names[int(t)], self.names[int(c)], float(s),
+                          float(d))
+
+
+@dataclass(frozen=True, eq=False)
+class SpeedColumns:
+    """Speed tests of one source as columns: test ``k`` is ``units[unit[k]]``'s, at ``time[k]``;
+    an upload speed of NaN stands for none (a source never gives NaN as a figure: JSON has no
+    NaN)."""
+
+    units: tuple[Unit, ...]
+    unit: Sequence[int]
+    time: Sequence[float]
+    download_bps: Sequence[float]
+    upload_bps: Sequence[float]
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def records(self) -> Iterator[SpeedTest]:
+        for u, t, dn, up in zip(self.unit, self.time, self.download_bps, self.upload_bps):
+            up = float(up)
+            yield SpeedTest(self.units[int(u)], float(t), float(dn), None if up != up else up)
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Everything one collection produced, for the window [start, end)."""
@@ -100,6 +147,9 @@ class Dataset:
     speeds: tuple[SpeedTest, ...] = ()
     # More observed hours, as columns (counted with ``obs``; never the same hour in both).
     hours: tuple[HourColumns, ...] = ()
+    # More episodes and speed tests, as columns (never the same one in both).
+    episode_cols: tuple[EpisodeColumns, ...] = ()
+    speed_cols: tuple[SpeedColumns, ...] = ()
 
     def all_obs(self) -> Iterator[ObsHour]:
         """Every observed hour as a record: ``obs``, then the ``hours`` columns'."""
@@ -107,3 +157,15 @@ class Dataset:
         for b in self.hours:
             for u, h, s in zip(b.unit, b.hour, b.observed_s):
                 yield ObsHour(b.units[int(u)], int(h), float(s), b.source)
+
+    def all_episodes(self) -> Iterator[Episode]:
+        """Every episode as a record: ``episodes``, then the columns'."""
+        yield from self.episodes
+        for b in self.episode_cols:
+            yield from b.records()
+
+    def all_speeds(self) -> Iterator[SpeedTest]:
+        """Every speed test as a record: ``speeds``, then the columns'."""
+        yield from self.speeds
+        for b in self.speed_cols:
+            yield from b.records()

@@ -108,8 +108,8 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
     rejected, clipped, codes = Counter(), Counter(), Counter()
 
     # ------------------------------------------------------------------ records, checked one by one
-    recs = [Rec("obs", r) for r in ds.all_obs()] + [Rec("episode", r) for r in ds.episodes] + \
-           [Rec("ping", r) for r in ds.pings] + [Rec("speed", r) for r in ds.speeds]
+    recs = [Rec("obs", r) for r in ds.all_obs()] + [Rec("episode", r) for r in ds.all_episodes()] + \
+           [Rec("ping", r) for r in ds.pings] + [Rec("speed", r) for r in ds.all_speeds()]
     kept = []
     for rec in recs:
         reason = basic_check(rec, w_start, w_end, now, settings)

@@ -502,7 +502,29 @@ def test_tagged_records_in_one_pass_are_what_grouping_gives(rows):
                          for t, d, a, typ in rows]}
     window = (0.0, 10.0 ** 10)
     q1, q2 = Quality(), Quality()
-    one = ca.tagged_records("episode", series, q1, window, tags)
+    recs, block = ca.tagged_rows("episode", series, q1, window, tags)
+    one = recs + (list(block.records()) if block is not None else [])
     grouped = [r for s in ca.regroup(series, tags, q2) for r in ca.to_records("episode", s, q2, window)]
+    assert sorted(map(repr, one)) == sorted(map(repr, grouped))
+    assert dict(q1.rejected) == dict(q2.rejected)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 10 ** 13), st.one_of(st.integers(-5, 10 ** 6), st.floats(),
+                                                              st.none()),
+                          st.one_of(st.none(), st.integers(1, 10 ** 9), st.floats(), st.text(max_size=1)),
+                          st.sampled_from(["a1", "a2", None, 5])), max_size=30))
+@example([(1000, 5e7, None, "a1"), (2000, 7, 2e6, "a2")])
+def test_speed_tests_in_one_pass_are_what_grouping_gives(rows):
+    """Speed-test rows with their tags as columns: the block of the one-pass reading (an upload
+    of NaN standing for none) gives the records and rejections that grouping gives."""
+    series = {"name": "speedtest", "columns": ["time", "download_bps", "upload_bps", *ca.TAGS],
+              "values": [[t, dn, up, a, *([None] * (len(ca.TAGS) - 1))] for t, dn, up, a in rows]}
+    window = (0.0, 10.0 ** 10)
+    q1, q2 = Quality(), Quality()
+    recs, block = ca.tagged_rows("speed", series, q1, window, ca.TAGS)
+    assert not (recs and block is not None)
+    one = recs + (list(block.records()) if block is not None else [])
+    grouped = [r for s in ca.regroup(series, ca.TAGS, q2) for r in ca.to_records("speed", s, q2, window)]
     assert sorted(map(repr, one)) == sorted(map(repr, grouped))
     assert dict(q1.rejected) == dict(q2.rejected)

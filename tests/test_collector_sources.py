@@ -126,7 +126,7 @@ def _obs_by_unit(ds):
 
 def _episodes(ds):
     return sorted((e.unit.agent, e.type, e.cause, round(e.start, 3), round(e.duration_s, 3))
-                  for e in ds.episodes)
+                  for e in ds.all_episodes())
 
 
 def test_influx_source_recovers_the_truth(loaded, fleet):
@@ -136,7 +136,7 @@ def test_influx_source_recovers_the_truth(loaded, fleet):
     assert _obs_by_unit(ds) == pytest.approx(_obs_by_unit(truth))
     assert _episodes(ds) == _episodes(truth)
     # Times to the millisecond: the collector asks for epoch=ms (InfluxDB truncates).
-    got = sorted((s.unit, s.time, s.download_bps) for s in ds.speeds)
+    got = sorted((s.unit, s.time, s.download_bps) for s in ds.all_speeds())
     want = sorted((s.unit, s.time, s.download_bps) for s in truth.speeds)
     assert [(u, d) for u, _, d in got] == [(u, d) for u, _, d in want]
     assert all(0 <= w - g < 0.001 for (_, g, _), (_, w, _) in zip(got, want))
@@ -390,8 +390,8 @@ def test_rows_from_a_clock_never_set_are_counted_by_both_sources(source, tmp_pat
         d, q = _read_influx(server, MON, MON + DAY)
     assert dict(q.rejected) == {"clock_unset": 3 + 1 + 1 + 1}
     assert [(o.hour, o.observed_s) for o in d.obs] == [(H10, 60.0)]
-    assert [(e.cause, e.start) for e in d.episodes] == [("isp", H10 + 20)]
-    assert len(d.pings) == 1 and len(d.speeds) == 1
+    assert [(e.cause, e.start) for e in d.all_episodes()] == [("isp", H10 + 20)]
+    assert len(d.pings) == 1 and len(list(d.all_speeds())) == 1
 
 
 def test_a_store_window_reaching_back_before_2000_reads_no_such_row(tmp_path):

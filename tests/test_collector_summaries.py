@@ -58,7 +58,7 @@ def _obs(ds):
 
 
 def _episodes(ds):
-    return sorted((e.unit, e.type, e.cause, e.start, e.duration_s) for e in ds.episodes)
+    return sorted((e.unit, e.type, e.cause, e.start, e.duration_s) for e in ds.all_episodes())
 
 
 def _assert_same(raw, summ):

@@ -103,13 +103,13 @@ def describe(ds: Dataset, now) -> str:
         byunit.setdefault(u(o.unit), []).append(f"{rel(o.hour)}={o.observed_s:g}")
     for k, v in sorted(byunit.items()):
         lines.append(f"  obs {k}: " + " ".join(v))
-    for e in sorted(ds.episodes, key=lambda e: (str(e.unit), repr(e.start))):
+    for e in sorted(ds.all_episodes(), key=lambda e: (str(e.unit), repr(e.start))):
         lines.append(f"  episode {u(e.unit)} {e.type}/{e.cause} at {rel(e.start)} "
                      f"for {e.duration_s:g}s")
     for p in ds.pings:
         lines.append(f"  ping {u(p.unit)} day {rel(p.day)} p50 {p.rtt_p50_ms} p95 {p.rtt_p95_ms} "
                      f"loss {p.loss_pct} rounds {p.rounds} min {p.rtt_min_ms} max {p.rtt_max_ms}")
-    for s in ds.speeds:
+    for s in ds.all_speeds():
         lines.append(f"  speed {u(s.unit)} at {rel(s.time)} down {s.download_bps} "
                      f"up {s.upload_bps}")
     return "\n".join(lines)
