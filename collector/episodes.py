@@ -53,21 +53,18 @@ def running_end(g: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray
     return prev, run
 
 
-def power_watched(o_unit: np.ndarray, o_hour: np.ndarray, o_s: np.ndarray, h_unit: np.ndarray,
-                  h_start: np.ndarray, h_end: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Observed hours (unit, hour, round seconds; unique per unit and hour) with the host-down
-    intervals [h_start, h_end) of each unit: (unit, hour, round time, power-watched time), one
-    row per unit and hour that has either, sorted by unit and hour. Power-watched time = round
-    time + the seconds of the hour covered by the union of the unit's host-down intervals, at
-    most 3,600 s."""
-    o_key = o_unit * (1 << 32) + o_hour // 3600
-    if np.any(o_key[1:] <= o_key[:-1]):   # unique already (summed): only the order to mend
-        k = np.argsort(o_key, kind="stable")
-        o_unit, o_hour, o_s, o_key = o_unit[k], o_hour[k], o_s[k], o_key[k]
+def power_watched(o_key: np.ndarray, o_s: np.ndarray, h_unit: np.ndarray, h_start: np.ndarray,
+                  h_end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed hours as keys (unit * 2^32 + hour index, unique and rising) with their round
+    seconds, and the host-down intervals [h_start, h_end) of each unit: (key, round time,
+    power-watched time), one row per unit and hour that has either, in key order. Power-watched
+    time = round time + the seconds of the hour covered by the union of the unit's host-down
+    intervals, at most 3,600 s. (Over keys, not unit and hour columns: a quarter of 10,000
+    agents is 21 million hours, 170 MB a column.)"""
     ok = h_end > h_start
     h_unit, h_start, h_end = h_unit[ok], h_start[ok], h_end[ok]
     if h_unit.size == 0:
-        return o_unit, o_hour, o_s, o_s.copy()
+        return o_key, o_s, o_s.copy()
     if np.any((h_unit[1:] < h_unit[:-1]) | ((h_unit[1:] == h_unit[:-1]) & (h_start[1:] < h_start[:-1]))):
         order = np.lexsort((h_start, h_unit))
         h_unit, h_start, h_end = h_unit[order], h_start[order], h_end[order]
@@ -87,9 +84,11 @@ def power_watched(o_unit: np.ndarray, o_hour: np.ndarray, o_s: np.ndarray, h_uni
         o_key = np.insert(o_key, where, extra)
         o_s = np.insert(o_s, where, 0.0)
         at = np.searchsorted(o_key, h_key)
-    down = np.bincount(at, weights=secs, minlength=o_key.size)
-    return (o_key >> 32, (o_key & ((1 << 32) - 1)) * 3600, o_s,
-            np.minimum(o_s + down, MAX_INTERVAL_S))
+    # Only the hours with host-down time change: summed over them, not a column of all hours.
+    hit, which = np.unique(at, return_inverse=True)
+    pw = o_s.copy()
+    pw[hit] = np.minimum(pw[hit] + np.bincount(which.reshape(-1), weights=secs), MAX_INTERVAL_S)
+    return o_key, o_s, pw
 
 
 def overlaps(q: Quality, unit_agent: np.ndarray, unit: np.ndarray, typ: np.ndarray,
