@@ -87,6 +87,9 @@ def period_index(t: np.ndarray, bounds: list[tuple[float, float]]) -> np.ndarray
     """Index of the period holding each time, -1 outside all of them."""
     starts = np.array([b[0] for b in bounds])
     ends = np.array([b[1] for b in bounds])
-    p = np.searchsorted(starts, t, side="right") - 1
-    ok = (p >= 0) & (t < ends[np.clip(p, 0, None)])
-    return np.where(ok, p, -1)
+    p = np.searchsorted(starts, t, side="right")
+    p -= 1
+    # in place, on columns as long as every observed hour
+    out = (p < 0) | ~(t < ends[np.maximum(p, 0)])
+    p[out] = -1
+    return p

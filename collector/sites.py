@@ -158,12 +158,17 @@ def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray,
     """For the pieces (episode ``rep``, UTC ``hour`` index, seconds) of the line episodes in
     ``cols``: the share of each piece's seconds that is kept, or None when all are (in each
     line, type and hour, the watched time over the pieces' total, when that is more)."""
-    o_h = cols.obs_hour // 3600
-    h0 = int(min(hour.min(), o_h.min())) if o_h.size else int(hour.min())
-    H = int(max(hour.max(), o_h.max()) if o_h.size else hour.max()) - h0 + 1
+    o = cols.obs_hour
+    h0 = int(min(hour.min(), o.min() // 3600)) if o.size else int(hour.min())
+    H = int(max(hour.max(), o.max() // 3600) if o.size else hour.max()) - h0 + 1
     line = cols.ep_unit[rep]
     cell = (line * 2 + cols.ep_type[rep]) * H + (hour - h0)
-    o_cell = cols.obs_unit * 2 * H + (o_h - h0)
+    # unit * 2H + hour - h0, in place: a column as long as every observed hour
+    o_cell = cols.obs_unit * (2 * H)
+    o_h = o // 3600
+    o_h -= h0
+    o_cell += o_h
+    del o_h
     n_cells = 2 * len(cols.units) * H
     if n_cells <= _DENSE_CELLS:
         total = np.bincount(cell, weights=secs, minlength=n_cells)

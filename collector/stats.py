@@ -74,11 +74,24 @@ def aggregate(ds: Dataset, settings: Settings = _DEFAULTS, by: tuple[str, ...] =
     dates future records; it defaults to the window's end. ``source_quality``: what the
     source already rejected, reported with the rest. Returns the dict the JSON output,
     the report page and the write-back all use (docs/collector.md)."""
+    check_by(by)
+    now = ds.end if now is None else now
+    cols, quality = clean(ds, settings.regions, now)
+    return aggregate_checked(cols, quality, settings, by, period, now, source_quality)
+
+
+def check_by(by: tuple[str, ...]) -> None:
+    """Raises ValueError for a cell key that is not one of :data:`CELL_KEYS`."""
     for k in by:
         if k not in CELL_KEYS:
             raise ValueError(f"--by: unknown key {k!r}; expected some of {', '.join(CELL_KEYS)}")
-    now = ds.end if now is None else now
-    cols, quality = clean(ds, settings.regions, now)
+
+
+def aggregate_checked(cols: Columns, quality: Quality, settings: Settings, by: tuple[str, ...],
+                      period: str, now: float, source_quality: Quality | None = None
+                      ) -> dict[str, Any]:
+    """:func:`aggregate` after :func:`collector.clean.clean` gave ``cols`` and ``quality`` (a
+    caller that lets its Dataset go before this frees the records' memory for the figures)."""
     if source_quality is not None:
         quality.merge(source_quality)  # rows the sources could not even turn into records
     return summarise(by_site(cols, quality), quality, settings, by, period, now)
