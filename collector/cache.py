@@ -29,17 +29,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
 from kit.definitions import Unit
 from kit.errors import SourceError
-from kit.records import Episode, HourColumns, ObsHour, PingDay, SpeedTest
+from kit.records import Episode, EpisodeColumns, HourColumns, ObsHour, PingDay, SpeedColumns, SpeedTest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY);
@@ -209,21 +211,57 @@ class Cache:
         """Per kept day: (episode rows, speed-test rows) the server held when they were read."""
         return {d: (e, s) for d, e, s in self.conn.execute("SELECT day, episodes, speeds FROM row_counts")}
 
-    def load_rows(self, days: Iterable[int]) -> tuple[list[Episode], list[SpeedTest]]:
-        """The episodes and speed tests kept for ``days`` (by the UTC day of their time)."""
+    def load_rows(self, days: Iterable[int]) -> tuple[list[EpisodeColumns], list[SpeedColumns]]:
+        """The episodes and speed tests kept for ``days`` (by the UTC day of their time), as
+        columns (a block per 100,000 rows, every block sharing one units tuple: 10,000 agents'
+        quarter is 6 million of them, which as records would take a gigabyte)."""
         days = sorted(days)
         if not days:
             return [], []
+        import numpy as np  # deferred: the collector's CLI says how to install it (_need_numpy)
+
         units = self._units()
-        wanted = set(days)
-        lo, hi = days[0], days[-1]
-        eps = [Episode(units[u], t, c, st, d) for u, day, t, c, st, d in self.conn.execute(
-            "SELECT unit, day, type, cause, start, duration_s FROM episodes WHERE day >= ? AND"
-            " day <= ? ORDER BY rowid", (lo, hi)) if day in wanted]
-        speeds = [SpeedTest(units[u], t, dn, up) for u, day, t, dn, up in self.conn.execute(
-            "SELECT unit, day, time, download_bps, upload_bps FROM speeds WHERE day >= ? AND"
-            " day <= ? ORDER BY rowid", (lo, hi)) if day in wanted]
-        return eps, speeds
+        order = sorted(units)
+        shared = tuple(units[i] for i in order)
+        position = np.full(max(order, default=0) + 1, -1, dtype=np.int32)
+        position[order] = np.arange(len(order), dtype=np.int32)
+        wanted = np.array(days, dtype=np.int64)
+        span = (days[0], days[-1])
+        episodes, speeds = [], []
+        names: dict[str, int] = {}
+        for batch in self._batches("SELECT unit, day, type, cause, start, duration_s FROM episodes "
+                                   "WHERE day >= ? AND day <= ? ORDER BY rowid", span):
+            unit, day, typ, cause, start, dur = zip(*batch)
+            ids, keep = self._ids(unit, day, position, wanted, "episodes")
+            typ, cause = ([names.setdefault(str(v), len(names)) for v in col] for col in (typ, cause))
+            episodes.append(EpisodeColumns(
+                shared, ids[keep], (), np.array(typ, dtype=np.int16)[keep],
+                np.array(cause, dtype=np.int16)[keep], _floats(start)[keep], _floats(dur)[keep]))
+        vocab = tuple(names)
+        episodes = [replace(b, names=vocab) for b in episodes]
+        for batch in self._batches("SELECT unit, day, time, download_bps, upload_bps FROM speeds "
+                                   "WHERE day >= ? AND day <= ? ORDER BY rowid", span):
+            unit, day, t, down, up = zip(*batch)
+            ids, keep = self._ids(unit, day, position, wanted, "speed tests")
+            speeds.append(SpeedColumns(shared, ids[keep], _floats(t)[keep], _floats(down)[keep],
+                                       _floats(up)[keep]))
+        return episodes, speeds
+
+    def _batches(self, sql: str, span: tuple[int, int]) -> Iterator[list]:
+        cur = self.conn.execute(sql, span)
+        while batch := cur.fetchmany(100_000):
+            yield batch
+
+    def _ids(self, unit: tuple, day: tuple, position, wanted, what: str):
+        """A batch's unit positions and which of its rows lie on a wanted day; SourceError for a
+        unit the cache does not hold (a damaged file)."""
+        import numpy as np  # deferred: the collector's CLI says how to install it (_need_numpy)
+
+        u = np.array(unit, dtype=np.int64)
+        if u.min() < 0 or u.max() >= len(position) or (position[u] < 0).any():
+            raise SourceError(f"{self.path}: the {what} kept name units it does not hold:"
+                              " run with --cache refresh, or delete the file")
+        return position[u], np.isin(np.array(day, dtype=np.int64), wanted)
 
     def store_rows(self, counts: dict[int, tuple[int, int]], episodes: Iterable[Episode],
                    speeds: Iterable[SpeedTest]) -> None:
@@ -327,3 +365,11 @@ def _day(t: float) -> int:
         return int(t - t % 86400)
     except (ValueError, OverflowError):
         return -1
+
+
+def _floats(values: tuple):
+    """A column of numbers as float64, None as NaN (what the column types say a NaN stands
+    for)."""
+    import numpy as np  # deferred: the collector's CLI says how to install it (_need_numpy)
+
+    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)

@@ -342,8 +342,8 @@ def _pings(check: _Checks, pds: Records, unit: np.ndarray) -> tuple[tuple[np.nda
 
 def _speed_columns(ds: Dataset, met: _Units) -> tuple[Any, ...]:
     """Every speed test of ``ds`` (its records, then its columns) as columns: unit index, time,
-    (download, where it is None), (upload, where it is None); a figure that is None is NaN.
-    In columns, an upload of NaN is none, and a download is never none."""
+    (download, where it is None), (upload, where it is None); a figure that is None is NaN
+    (in columns, a NaN is none)."""
     sps = ds.speeds
     units, times = [met.column(sps)], [_col(sps, "time", np.float64)]
     (down, down_none), (up, up_none) = _figures(sps, "download_bps"), _figures(sps, "upload_bps")
@@ -352,7 +352,7 @@ def _speed_columns(ds: Dataset, met: _Units) -> tuple[Any, ...]:
         units.append(met.block(b.units, b.unit))
         times.append(np.asarray(b.time, dtype=np.float64))
         downs.append(np.asarray(b.download_bps, dtype=np.float64))
-        down_nones.append(np.zeros(len(b), dtype=bool))
+        down_nones.append(np.isnan(downs[-1]))
         ups.append(np.asarray(b.upload_bps, dtype=np.float64))
         up_nones.append(np.isnan(ups[-1]))
     unit, time, down, down_none, up, up_none = (

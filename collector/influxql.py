@@ -489,8 +489,8 @@ class Reader:
                     marks={d: marks.get(d, "") for d in recent}, hours=got["hours"])
         cache.promote(d for d in good if d + DAY <= limit)
         old_eps, old_speeds = cache.load_rows((kept - recheck) | good)
-        got["episode"] += old_eps
-        got["speed"] += old_speeds
+        got["episode_cols"] += old_eps
+        got["speed_cols"] += old_speeds
         old_hours, old_pings = cache.load(kept | good)
         old_bad = cache.load_rejected(kept | good)
         late = late_hours(kept, old_hours, _all(got, "episode"), _all(got, "speed"),

@@ -117,8 +117,7 @@ class EpisodeColumns:
 @dataclass(frozen=True, eq=False)
 class SpeedColumns:
     """Speed tests of one source as columns: test ``k`` is ``units[unit[k]]``'s, at ``time[k]``;
-    an upload speed of NaN stands for none (a source never gives NaN as a figure: JSON has no
-    NaN)."""
+    a speed of NaN stands for none (a source never gives NaN as a figure: JSON has no NaN)."""
 
     units: tuple[Unit, ...]
     unit: Sequence[int]
@@ -131,8 +130,9 @@ class SpeedColumns:
 
     def records(self) -> Iterator[SpeedTest]:
         for u, t, dn, up in zip(self.unit, self.time, self.download_bps, self.upload_bps):
-            up = float(up)
-            yield SpeedTest(self.units[int(u)], float(t), float(dn), None if up != up else up)
+            dn, up = float(dn), float(up)
+            yield SpeedTest(self.units[int(u)], float(t), None if dn != dn else dn,  # type: ignore[arg-type]
+                            None if up != up else up)
 
 
 @dataclass(frozen=True)

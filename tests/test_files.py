@@ -334,3 +334,43 @@ def test_damaged_hours_in_the_cache_are_an_error_naming_the_file(tmp_path, damag
     finally:
         c.close()
     assert str(err.value).startswith(f"{path}: ") and "--cache refresh" in str(err.value)
+
+
+def test_kept_episodes_and_speed_tests_come_back_as_columns(tmp_path):
+    """The cache hands kept episodes and speed tests back as column blocks that give the
+    records kept (a missing upload as none), for the days asked only; a row naming a unit the
+    file does not hold is one SourceError naming the file, never a wrong answer."""
+    import sqlite3
+
+    from collector.cache import Cache
+    from kit.definitions import Unit
+    from kit.errors import SourceError
+    from kit.records import Episode, SpeedTest
+
+    d1, d2 = START - 10 * DAY, START - 9 * DAY
+    a = Unit("a1", "PK-PB", "PTCL", "", "", "")
+    b = Unit("b2", "PK-SD", "Nayatel", "", "", "")
+    eps = [Episode(a, "connectivity", "isp", d1 + 60.0, 90.5), Episode(b, "power", "ac_lost", d1 + 7.25, 3.0),
+           Episode(a, "connectivity", "dns", d2 + 5.0, 30.0)]
+    tests = [SpeedTest(a, d1 + 100.0, 2.5e7, None), SpeedTest(b, d2 + 50.0, 1e7, 2e6)]
+    path = tmp_path / "c.db"
+    c = Cache(path)
+    try:
+        c.store_rows({d1: (2, 1), d2: (1, 1)}, eps, tests)
+        e_blocks, s_blocks = c.load_rows([d1])
+        assert [r for blk in e_blocks for r in blk.records()] == eps[:2]
+        assert [r for blk in s_blocks for r in blk.records()] == tests[:1]
+        e_blocks, s_blocks = c.load_rows([d1, d2])
+        assert [r for blk in e_blocks for r in blk.records()] == eps
+        assert [r for blk in s_blocks for r in blk.records()] == tests
+    finally:
+        c.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE speeds SET unit = 999")
+    c = Cache(path)
+    try:
+        with pytest.raises(SourceError) as err:
+            c.load_rows([d1])
+    finally:
+        c.close()
+    assert str(err.value).startswith(f"{path}: ") and "--cache refresh" in str(err.value)
