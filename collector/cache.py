@@ -41,7 +41,7 @@ from pathlib import Path
 
 from kit.definitions import Unit
 from kit.errors import SourceError
-from kit.records import Episode, EpisodeColumns, HourColumns, ObsHour, PingDay, SpeedColumns, SpeedTest
+from kit.records import EpisodeColumns, HourColumns, ObsHour, PingDay, SpeedColumns
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY);
@@ -263,26 +263,48 @@ class Cache:
                               " run with --cache refresh, or delete the file")
         return position[u], np.isin(np.array(day, dtype=np.int64), wanted)
 
-    def store_rows(self, counts: dict[int, tuple[int, int]], episodes: Iterable[Episode],
-                   speeds: Iterable[SpeedTest]) -> None:
-        """Keep the episodes and speed tests of the days in ``counts`` ({day: (episode rows,
-        speed-test rows) the server held, counted before these were read}), replacing what was
-        kept for them."""
+    def store_rows(self, counts: dict[int, tuple[int, int]], episodes: Iterable[EpisodeColumns],
+                   speeds: Iterable[SpeedColumns]) -> None:
+        """Keep the episodes and speed tests (column blocks) of the days in ``counts`` ({day:
+        (episode rows, speed-test rows) the server held, counted before these were read}),
+        replacing what was kept for them. Straight from the columns: no record per row."""
         days = set(counts)
         if not days:
             return
+        import numpy as np  # deferred: the collector's CLI says how to install it (_need_numpy)
+
+        wanted = np.array(sorted(days), dtype=np.int64)
+
+        def rows(units: tuple, unit, when) -> tuple[np.ndarray, list, list]:
+            """The rows of a block on the days kept: their indices, unit ids and days."""
+            ids = np.array([uid(u) for u in units] or [0], dtype=np.int64)
+            t = np.asarray(when, dtype=np.float64)
+            # as _day: a NaN, infinite or absurd time has no day, and is never kept
+            ok = np.abs(t) < 1e15
+            day = np.where(ok, t - np.mod(t, 86400.0), -1.0).astype(np.int64)
+            at = np.flatnonzero(ok & np.isin(day, wanted))
+            return at, ids[np.asarray(unit, dtype=np.int64)[at]].tolist(), day[at].tolist()
+
+        def col(values, at: np.ndarray) -> list:
+            return [None if v != v else v for v in np.asarray(values, dtype=np.float64)[at].tolist()]
+
         with self.conn:
             uid = self._unit_ids()
             for d in days:
                 self.conn.execute("DELETE FROM episodes WHERE day = ?", (d,))
                 self.conn.execute("DELETE FROM speeds WHERE day = ?", (d,))
-            # Lists, not generators: a new unit's row is inserted while they are made.
-            self.conn.executemany("INSERT INTO episodes VALUES (?, ?, ?, ?, ?, ?)",
-                                  [(uid(e.unit), d, e.type, e.cause, e.start, e.duration_s)
-                                   for e in episodes if (d := _day(e.start)) in days])
-            self.conn.executemany("INSERT INTO speeds VALUES (?, ?, ?, ?, ?)",
-                                  [(uid(t.unit), d, t.time, t.download_bps, t.upload_bps)
-                                   for t in speeds if (d := _day(t.time)) in days])
+            for b in episodes:
+                at, ids, day = rows(b.units, b.unit, b.start)
+                typ = [b.names[k] for k in np.asarray(b.type, dtype=np.int64)[at].tolist()]
+                cause = [b.names[k] for k in np.asarray(b.cause, dtype=np.int64)[at].tolist()]
+                self.conn.executemany("INSERT INTO episodes VALUES (?, ?, ?, ?, ?, ?)",
+                                      zip(ids, day, typ, cause, col(b.start, at),
+                                          col(b.duration_s, at)))
+            for t in speeds:
+                at, ids, day = rows(t.units, t.unit, t.time)
+                self.conn.executemany("INSERT INTO speeds VALUES (?, ?, ?, ?, ?)",
+                                      zip(ids, day, col(t.time, at), col(t.download_bps, at),
+                                          col(t.upload_bps, at)))
             self.conn.executemany("INSERT OR REPLACE INTO row_counts VALUES (?, ?, ?)",
                                   ((d, e, n) for d, (e, n) in counts.items()))
 
@@ -357,14 +379,6 @@ def _key(u: Unit) -> str:
     """A unit as the cache keeps it (one JSON text per unit, made once: a month of 1,000 agents
     is 920,000 records and about 1,000 units)."""
     return json.dumps([u.agent, u.region, u.isp, u.city, u.access, u.site], ensure_ascii=False)
-
-
-def _day(t: float) -> int:
-    """The UTC day of a time in seconds (a NaN or infinite time: no day, never kept)."""
-    try:
-        return int(t - t % 86400)
-    except (ValueError, OverflowError):
-        return -1
 
 
 def _floats(values: tuple):

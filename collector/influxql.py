@@ -59,7 +59,7 @@ from collector.dayrows import DAY_COLUMNS, Days, daily_answer
 from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
 from kit.errors import SourceError
 from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME
-from kit.records import Dataset, HourColumns
+from kit.records import Dataset, EpisodeColumns, HourColumns, SpeedColumns
 
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
 # The measurement each kind of query reads, which names the query in messages.
@@ -279,21 +279,21 @@ def queries(start: float, end: float) -> list[tuple[str, str]]:
     return out + raw_queries(start, end)
 
 
-def _all(got: dict[str, list], kind: str) -> Iterator:
-    """The records of one kind that :meth:`Reader._days` got, those read as columns too."""
-    yield from got[kind]
-    for block in got[f"{kind}_cols"]:
-        yield from block.records()
+def _blocks(got: dict[str, list], kind: str) -> list:
+    """The episodes or speed tests that :meth:`Reader._days` got, as column blocks (the records
+    among them made one)."""
+    make = EpisodeColumns.of if kind == "episode" else SpeedColumns.of
+    return [make(got[kind])] + got[f"{kind}_cols"] if got[kind] else list(got[f"{kind}_cols"])
 
 
-def late_hours(kept: set[int], hours: Iterable[HourColumns], episodes: Iterable,
-               speeds: Iterable, asked: set = frozenset()) -> set[tuple[str, int]]:
+def late_hours(kept: set[int], hours: Iterable[HourColumns], episodes: Iterable[EpisodeColumns],
+               speeds: Iterable[SpeedColumns], asked: set = frozenset()) -> set[tuple[str, int]]:
     """(agent, hour) on kept (cached) days at which an agent's rows show it was watching (a speed
     test; an outage or a battery/UPS cut, for every hour it lasted, since the agent probes all
     through one) while the cache's ``hours`` hold no watching time for it: rows forwarded after
     the day was kept. Host-down cuts say nothing (the agent was not running); pairs in ``asked``
-    were asked about already. Over columns: a month of 1,000 agents walks 250,000 outage hours.
-    ``episodes`` and ``speeds`` are walked only when some day is kept."""
+    were asked about already. Over columns: a quarter of 10,000 agents is 6 million episodes and
+    speed tests, and their outage hours."""
     if not kept:
         return set()
     import numpy as np  # deferred: the collector's CLI says how to install it
@@ -301,23 +301,34 @@ def late_hours(kept: set[int], hours: Iterable[HourColumns], episodes: Iterable,
     # Only hours on kept days can be late: an episode's walk is cut to them, so a row claiming
     # to last 10^300 s (a hostile or broken server) costs at most the window's hours.
     first, last = min(kept), max(kept) + DAY
-    tests = list(speeds)
-    eps = [e for e in episodes if e.cause != "host_down"]
     agents: dict[str, int] = {}
-    code = [agents.setdefault(r.unit.agent, len(agents)) for r in (*tests, *eps)]
-    t_hour = np.fromiter((t.time - t.time % 3600 for t in tests), np.float64, len(tests))
-    e_start = np.fromiter((e.start for e in eps), np.float64, len(eps))
-    e_end = np.minimum(np.fromiter((e.end for e in eps), np.float64, len(eps)), last)
-    e_from = np.maximum(e_start - e_start % 3600, first)
-    n = np.maximum(np.ceil((e_end - e_from) / 3600), 0).astype(np.int64)
-    step = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-    hour = np.concatenate([t_hour, np.repeat(e_from, n) + 3600.0 * step]).astype(np.int64)
-    who = np.concatenate([np.array(code[:len(tests)], dtype=np.int64),
-                          np.repeat(np.array(code[len(tests):], dtype=np.int64), n)])
+
+    def who(units: tuple, unit) -> np.ndarray:
+        codes = np.array([agents.setdefault(u.agent, len(agents)) for u in units] or [0],
+                         dtype=np.int64)
+        return codes[np.asarray(unit, dtype=np.int64)]
+
+    hours_of, whose = [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
+    for sb in speeds:
+        t = np.asarray(sb.time, dtype=np.float64)
+        hours_of.append(t - t % 3600)
+        whose.append(who(sb.units, sb.unit))
+    for eb in episodes:
+        down = np.array([n == "host_down" for n in eb.names] or [False])
+        keep = ~down[np.asarray(eb.cause, dtype=np.int64)]
+        e_start = np.asarray(eb.start, dtype=np.float64)[keep]
+        e_end = np.minimum(e_start + np.asarray(eb.duration_s, dtype=np.float64)[keep], last)
+        e_from = np.maximum(e_start - e_start % 3600, first)
+        n = np.maximum(np.ceil((e_end - e_from) / 3600), 0).astype(np.int64)
+        step = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        hours_of.append(np.repeat(e_from, n) + 3600.0 * step)
+        whose.append(np.repeat(who(eb.units, eb.unit)[keep], n))
+    hour = np.concatenate(hours_of).astype(np.int64)
+    who_all = np.concatenate(whose)
     days = np.array(sorted(kept), dtype=np.int64)
     day = hour - hour % DAY
     on_kept = days[np.minimum(np.searchsorted(days, day), days.size - 1)] == day
-    key = who[on_kept] * 2 ** 32 + hour[on_kept] // 3600
+    key = who_all[on_kept] * 2 ** 32 + hour[on_kept] // 3600
     # Which of them the hours hold, as the same numbers, looked up in their sorted list (a
     # sort and a binary search: numpy's unique and isin hash, several times slower here).
     held = []
@@ -483,7 +494,7 @@ class Reader:
         # Whole days only: the last day's rows were read up to the window's end. A recent day's
         # mark is written last, with its records, so it never stands beside older ones.
         cache.store_rows({d: counts.get(d, (0, 0)) for d in row_days if d + DAY <= end},
-                         _all(got, "episode"), _all(got, "speed"))
+                         _blocks(got, "episode"), _blocks(got, "speed"))
         recent = [d for d in fetch if limit < d + DAY <= end]
         cache.store(recent, got["obs"], got["ping"], _rejected(got["bad_rounds"]),
                     marks={d: marks.get(d, "") for d in recent}, hours=got["hours"])
@@ -493,7 +504,7 @@ class Reader:
         got["speed_cols"] += old_speeds
         old_hours, old_pings = cache.load(kept | good)
         old_bad = cache.load_rejected(kept | good)
-        late = late_hours(kept, old_hours, _all(got, "episode"), _all(got, "speed"),
+        late = late_hours(kept, old_hours, _blocks(got, "episode"), _blocks(got, "speed"),
                           cache.asked_again())
         stale = sorted({h - h % DAY for _, h in late})
         if stale:

@@ -108,6 +108,17 @@ class EpisodeColumns:
     def __len__(self) -> int:
         return len(self.start)
 
+    @classmethod
+    def of(cls, recs: Sequence[Episode]) -> EpisodeColumns:
+        """Episode records as one block."""
+        units: dict[Unit, int] = {}
+        names: dict[str, int] = {}
+        unit = [units.setdefault(e.unit, len(units)) for e in recs]
+        typ = [names.setdefault(e.type, len(names)) for e in recs]
+        cause = [names.setdefault(e.cause, len(names)) for e in recs]
+        return cls(tuple(units), unit, tuple(names), typ, cause, [e.start for e in recs],
+                   [e.duration_s for e in recs])
+
     def records(self) -> Iterator[Episode]:
         for u, t, c, s, d in zip(self.unit, self.type, self.cause, self.start, self.duration_s):
             yield Episode(self.units[int(u)], self.names[int(t)], self.names[int(c)], float(s),
@@ -127,6 +138,16 @@ class SpeedColumns:
 
     def __len__(self) -> int:
         return len(self.time)
+
+    @classmethod
+    def of(cls, recs: Sequence[SpeedTest]) -> SpeedColumns:
+        """Speed-test records as one block (a figure that is None as NaN)."""
+        units: dict[Unit, int] = {}
+        nan = float("nan")
+        unit = [units.setdefault(t.unit, len(units)) for t in recs]
+        return cls(tuple(units), unit, [t.time for t in recs],
+                   [nan if t.download_bps is None else t.download_bps for t in recs],
+                   [nan if t.upload_bps is None else t.upload_bps for t in recs])
 
     def records(self) -> Iterator[SpeedTest]:
         for u, t, dn, up in zip(self.unit, self.time, self.download_bps, self.upload_bps):

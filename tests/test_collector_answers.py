@@ -26,7 +26,7 @@ from collector import answers as ca, influxql
 from collector.cache import Cache
 from kit.definitions import Quality, Unit
 from kit.errors import SourceError
-from kit.records import Dataset, Episode, ObsHour, PingDay, SpeedTest
+from kit.records import Dataset, Episode, EpisodeColumns, ObsHour, PingDay, SpeedColumns, SpeedTest
 from tests.fakeinflux import START, WINDOW, FakeInflux
 
 BIN = Path(sys.executable).parent
@@ -219,7 +219,7 @@ def test_late_hours_is_bounded_by_the_kept_days():
     old = signal.signal(signal.SIGALRM, alarm)
     signal.alarm(5)
     try:
-        late = influxql.late_hours({START}, [], [ep], [])
+        late = influxql.late_hours({START}, [], [EpisodeColumns.of([ep])], [])
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
@@ -274,8 +274,12 @@ def test_late_hours_over_columns_is_the_walk_over_every_hour(kept, held, eps, te
             blocks, _ = c.load(days)
         finally:
             c.close()
-    assert influxql.late_hours(kept, blocks, episodes, speeds, asked) == \
-        _late_by_walking(kept, obs, episodes, speeds, asked)
+    # the episodes and speed tests as one block each, and as a block a record
+    for e_blocks, s_blocks in (([EpisodeColumns.of(episodes)], [SpeedColumns.of(speeds)]),
+                               ([EpisodeColumns.of([e]) for e in episodes],
+                                [SpeedColumns.of([t]) for t in speeds])):
+        assert influxql.late_hours(kept, blocks, e_blocks, s_blocks, asked) == \
+            _late_by_walking(kept, obs, episodes, speeds, asked)
 
 
 _HOUR_VALUES = st.one_of(st.sampled_from([0, 0.0, 3600, 3600.0, 1795.5, 10]),
@@ -425,8 +429,8 @@ def _check_records(recs: list, q: Quality) -> None:
     _cache.store(days, [r for r in recs if isinstance(r, ObsHour)],
                  [r for r in recs if isinstance(r, PingDay)])
     _cache.load(days)
-    influxql.late_hours(set(days), [], [r for r in recs if isinstance(r, Episode)],
-                        [r for r in recs if isinstance(r, SpeedTest)])
+    influxql.late_hours(set(days), [], [EpisodeColumns.of([r for r in recs if isinstance(r, Episode)])],
+                        [SpeedColumns.of([r for r in recs if isinstance(r, SpeedTest)])])
 
 
 def _read(body: bytes) -> None:

@@ -345,7 +345,7 @@ def test_kept_episodes_and_speed_tests_come_back_as_columns(tmp_path):
     from collector.cache import Cache
     from kit.definitions import Unit
     from kit.errors import SourceError
-    from kit.records import Episode, SpeedTest
+    from kit.records import Episode, EpisodeColumns, SpeedColumns, SpeedTest
 
     d1, d2 = START - 10 * DAY, START - 9 * DAY
     a = Unit("a1", "PK-PB", "PTCL", "", "", "")
@@ -356,7 +356,7 @@ def test_kept_episodes_and_speed_tests_come_back_as_columns(tmp_path):
     path = tmp_path / "c.db"
     c = Cache(path)
     try:
-        c.store_rows({d1: (2, 1), d2: (1, 1)}, eps, tests)
+        c.store_rows({d1: (2, 1), d2: (1, 1)}, [EpisodeColumns.of(eps)], [SpeedColumns.of(tests)])
         e_blocks, s_blocks = c.load_rows([d1])
         assert [r for blk in e_blocks for r in blk.records()] == eps[:2]
         assert [r for blk in s_blocks for r in blk.records()] == tests[:1]
