@@ -536,5 +536,5 @@ def _tagged_block(kind: str, rows: list, width: int, window: tuple[float, float]
         return None
     if not all(v.__class__ is str for v in names):
         return None
-    return EpisodeColumns(tuple(made), unit_ix, tuple(names), np.fromiter(typ, np.int16, n),
-                          np.fromiter(cause, np.int16, n), start, value)
+    return EpisodeColumns(tuple(made), unit_ix, tuple(names), np.fromiter(typ, np.int32, n),
+                          np.fromiter(cause, np.int32, n), start, value)

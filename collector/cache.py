@@ -235,8 +235,8 @@ class Cache:
             ids, keep = self._ids(unit, day, position, wanted, "episodes")
             typ, cause = ([names.setdefault(str(v), len(names)) for v in col] for col in (typ, cause))
             episodes.append(EpisodeColumns(
-                shared, ids[keep], (), np.array(typ, dtype=np.int16)[keep],
-                np.array(cause, dtype=np.int16)[keep], _floats(start)[keep], _floats(dur)[keep]))
+                shared, ids[keep], (), np.array(typ, dtype=np.int32)[keep],
+                np.array(cause, dtype=np.int32)[keep], _floats(start)[keep], _floats(dur)[keep]))
         vocab = tuple(names)
         episodes = [replace(b, names=vocab) for b in episodes]
         for batch in self._batches("SELECT unit, day, time, download_bps, upload_bps FROM speeds "

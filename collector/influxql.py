@@ -639,7 +639,9 @@ class Reader:
                     got[kind].extend(to_counts(kind, raw, q, window))
                     continue
                 recs, block = tagged_rows(kind, raw, q, window, ROW_TAGS[kind], units)
-                got[kind].extend(recs)
+                if recs:   # read row by row: a block too, so every row keeps its place
+                    got[f"{kind}_cols"].append((EpisodeColumns if kind == "episode"
+                                                else SpeedColumns).of(recs))
                 if block is not None:
                     got[f"{kind}_cols"].append(block)
         todo, windows, skips = self._unpacked_queries(runs, packed)

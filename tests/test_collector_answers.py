@@ -532,3 +532,22 @@ def test_speed_tests_in_one_pass_are_what_grouping_gives(rows):
     grouped = [r for s in ca.regroup(series, ca.TAGS, q2) for r in ca.to_records("speed", s, q2, window)]
     assert sorted(map(repr, one)) == sorted(map(repr, grouped))
     assert dict(q1.rejected) == dict(q2.rejected)
+
+
+def test_a_series_of_many_causes_is_read_whole():
+    """40,000 distinct causes in one series (an agent writing a new one each time): one block,
+    each row's own, never an overflow of the names' indices; clean counts them, row by row."""
+    from collector.clean import clean
+
+    tags = (*ca.TAGS, "type", "cause")
+    n = 40_000
+    series = {"name": "outage", "columns": ["time", "duration_s", *tags],
+              "values": [[1_800_000_000_000 + 1000 * i, 5, "a1", None, None, None, None, None, "connectivity",
+                          f"c{i}"]
+                         for i in range(n)]}
+    recs, block = ca.tagged_rows("episode", series, Quality(), (0.0, 10.0 ** 10), tags)
+    assert recs == [] and block is not None and len(block) == n
+    assert [e.cause for e in block.records()][-3:] == [f"c{n - 3}", f"c{n - 2}", f"c{n - 1}"]
+    ds = Dataset(1.7e9, 1.9e9, episode_cols=(block,))
+    _, q = clean(ds, ["PK-PB"], 1.9e9)
+    assert q.rejected["unknown_cause"] == n
