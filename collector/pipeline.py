@@ -133,6 +133,7 @@ def _checked(cfg: cconfig.CollectorConfig, start: float, end: float, stores: tup
     """The window's records, checked (collector.clean): (columns, what the checks counted, what
     the sources counted, what was read, "now"). The records are let go on return, before any
     figure is made: a quarter of 10,000 agents holds 1 GB of them."""
+    # deferred: the checks load numpy, as the statistics do (see aggregate)
     from collector.clean import clean
 
     ds, quality, read = collect(cfg, start, end, stores, warn=warn, cache=cache, now=now)
