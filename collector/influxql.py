@@ -279,13 +279,6 @@ def queries(start: float, end: float) -> list[tuple[str, str]]:
     return out + raw_queries(start, end)
 
 
-def _blocks(got: dict[str, list], kind: str) -> list:
-    """The episodes or speed tests that :meth:`Reader._days` got, as column blocks (the records
-    among them made one)."""
-    make = EpisodeColumns.of if kind == "episode" else SpeedColumns.of
-    return [make(got[kind])] + got[f"{kind}_cols"] if got[kind] else list(got[f"{kind}_cols"])
-
-
 def late_hours(kept: set[int], hours: Iterable[HourColumns], episodes: Iterable[EpisodeColumns],
                speeds: Iterable[SpeedColumns], asked: set = frozenset()) -> set[tuple[str, int]]:
     """(agent, hour) on kept (cached) days at which an agent's rows show it was watching (a speed
@@ -494,7 +487,7 @@ class Reader:
         # Whole days only: the last day's rows were read up to the window's end. A recent day's
         # mark is written last, with its records, so it never stands beside older ones.
         cache.store_rows({d: counts.get(d, (0, 0)) for d in row_days if d + DAY <= end},
-                         _blocks(got, "episode"), _blocks(got, "speed"))
+                         got["episode_cols"], got["speed_cols"])
         recent = [d for d in fetch if limit < d + DAY <= end]
         cache.store(recent, got["obs"], got["ping"], _rejected(got["bad_rounds"]),
                     marks={d: marks.get(d, "") for d in recent}, hours=got["hours"])
@@ -504,7 +497,7 @@ class Reader:
         got["speed_cols"] += old_speeds
         old_hours, old_pings = cache.load(kept | good)
         old_bad = cache.load_rejected(kept | good)
-        late = late_hours(kept, old_hours, _blocks(got, "episode"), _blocks(got, "speed"),
+        late = late_hours(kept, old_hours, got["episode_cols"], got["speed_cols"],
                           cache.asked_again())
         stale = sorted({h - h % DAY for _, h in late})
         if stale:
@@ -536,8 +529,9 @@ class Reader:
         for reason, n in (("absurd_observed", bad), ("clock_unset", unset)):
             if n:
                 q.rejected[reason] += n
-        return Dataset(start, end, tuple(got["obs"]), tuple(got["episode"]), tuple(got["ping"]),
-                       tuple(got["speed"]), tuple(got["hours"]), tuple(got["episode_cols"]),
+        # episodes and speed tests come as column blocks only (Reader._days)
+        return Dataset(start, end, tuple(got["obs"]), (), tuple(got["ping"]), (),
+                       tuple(got["hours"]), tuple(got["episode_cols"]),
                        tuple(got["speed_cols"]))
 
     @staticmethod
