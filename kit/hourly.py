@@ -33,10 +33,11 @@ and any quantile read from a merged histogram (:meth:`Histogram.quantile`, the r
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from kit.definitions import INTERNET_CAUSES, MAX_INTERVAL_S, nearest_rank
+from kit.definitions import EPISODE_TYPES, INTERNET_CAUSES, MAX_INTERVAL_S, nearest_rank
 
 MEASUREMENT = "hourly"
 HOUR_S = 3600
@@ -268,7 +269,8 @@ DAILY = "daily"
 DAY_S = 86400
 
 
-def day_fields(rows: Iterable[tuple[int, Mapping[str, object]]]) -> dict[str, float | int | str]:
+def day_fields(rows: Iterable[tuple[int, Mapping[str, object]]],
+               packed: tuple[str, str] | None = None) -> dict[str, float | int | str]:
     """The fields of the ``daily`` row of one UTC day and tag set from its hourly rows, each
     given as (hour start in s, fields): what the collector needs of the day, so that it reads one
     row per agent-day instead of 24 (InfluxDB pays per output row and per field).
@@ -276,7 +278,8 @@ def day_fields(rows: Iterable[tuple[int, Mapping[str, object]]]) -> dict[str, fl
     (counts), ``rtt_min_ms``/``rtt_max_ms`` (extremes, when there were RTTs), the merged
     histogram, and the same two packed into strings the server returns as one value each:
     ``observed_hours`` (each UTC hour's ``observed_s``, :func:`pack_hours`) and ``rtt_buckets``
-    (the histogram, :func:`pack_buckets`); ``summary_version``."""
+    (the histogram, :func:`pack_buckets`); ``packed``: the day's ``outages`` and ``speed_tests``
+    (:func:`pack_rows`), when given; ``summary_version``."""
     out: dict[str, float | int | str] = {"observed_s": 0.0, "hours": 0, "rtt_count": 0,
                                          "ping_rounds": 0, "loss_pct_sum": 0.0}
     hist = Histogram()
@@ -305,8 +308,66 @@ def day_fields(rows: Iterable[tuple[int, Mapping[str, object]]]) -> dict[str, fl
     out.update(hist.fields())
     out["observed_hours"] = pack_hours(per_hour)
     out["rtt_buckets"] = pack_buckets(hist.counts)
+    if packed is not None:
+        out["outages"], out["speed_tests"] = packed
     out["summary_version"] = VERSION
     return out
+
+
+# -- the day's episodes and speed tests, packed into its row -------------------------------------
+
+OUTAGE, SPEEDTEST = "outage", "speedtest"
+NOT_PACKED = "*"       # the day's rows could not be packed exactly: read them as they are
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_NS_PER_MS = 1_000_000
+
+
+def pack_rows(day: int, rows: Iterable[tuple[str, Mapping[str, object], Mapping[str, object], int]]
+              ) -> tuple[str, str]:
+    """The ``outages`` and ``speed_tests`` fields of the ``daily`` row of one tag set and the UTC
+    day starting at ``day`` (s): the rows a collector reads of that day, given as (measurement,
+    tags, fields, time in ns), packed so that it reads one row per agent-day instead of each
+    episode and test with its tags (a quarter of 10,000 agents is 6 million such rows).
+
+    ``outages``: each ``outage`` row of a type the collector reads (power, connectivity) as
+    ``type:cause:offset:duration_s``; ``speed_tests``: each ``speedtest`` row with status ok as
+    ``offset:download_bps:upload_bps`` (the upload empty when the row has none); entries joined
+    by commas, in the order given, "" for none. ``offset`` is the row's time in whole
+    milliseconds after the day's start, as InfluxDB answers a time with ``epoch=ms``; numbers are
+    the exact floats (:func:`_number`). A row that cannot be packed exactly (a value that is not
+    a finite number >= 0, a name that is not lowercase letters, digits and _, a time outside the
+    day) makes both fields :data:`NOT_PACKED`, and a collector reads that day's rows."""
+    outages: list[str] = []
+    tests: list[str] = []
+    first = day * 1000
+    try:
+        for measurement, tags, fields, ns in rows:
+            offset = ns // _NS_PER_MS - first
+            if measurement == OUTAGE and tags.get("type") in EPISODE_TYPES:
+                typ, cause = str(tags["type"]), tags.get("cause")
+                if not isinstance(cause, str) or not _NAME.fullmatch(cause):
+                    raise ValueError(cause)
+                outages.append(f"{typ}:{cause}:{_offset(offset)}:{_packed(fields.get('duration_s'))}")
+            elif measurement == SPEEDTEST and fields.get("status") == "ok":
+                up = fields.get("upload_bps")
+                tests.append(f"{_offset(offset)}:{_packed(fields.get('download_bps'))}:"
+                             f"{'' if up is None else _packed(up)}")
+    except ValueError:
+        return NOT_PACKED, NOT_PACKED
+    return ",".join(outages), ",".join(tests)
+
+
+def _offset(ms: int) -> str:
+    if not 0 <= ms < DAY_S * 1000:
+        raise ValueError(ms)
+    return str(ms)
+
+
+def _packed(v: object) -> str:
+    """A field's value as :func:`_number` writes it; ValueError unless a finite number >= 0."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+        raise ValueError(v)
+    return _number(v)
 
 
 def _number(v: float) -> str:

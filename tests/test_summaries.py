@@ -238,9 +238,39 @@ def test_each_day_has_a_daily_row_merging_its_hours(tmp_path):
     agent.summaries.run()
     days = rows(agent, "daily")
     assert [ns // NS % 86400 for ns, *_ in days] == [0, 0] and len({ns for ns, *_ in days}) == 2
+    packed = []
     for ns, tags, f, _ in days:
         hours = [h for h in rows(agent) if ns <= h[0] < ns + 86400 * NS]
         assert tags == hours[0][1]
-        assert f == hourly.day_fields([(h[0] // NS, h[2]) for h in hours])
+        others = [(m, t, fs, n) for m in (hourly.OUTAGE, hourly.SPEEDTEST)
+                  for n, t, fs, _ in rows(agent, m) if ns <= n < ns + 86400 * NS]
+        assert f == hourly.day_fields([(h[0] // NS, h[2]) for h in hours],
+                                      hourly.pack_rows(ns // NS, others))
         assert f["hours"] == len(hours)
+        packed.append(f["outages"])
     assert math.isclose(sum(f["observed_s"] for _, _, f, _ in days), watched_s(agent))
+    # The outage began before midnight: the first day's row packs it, whole, the second none.
+    (start, tags, ep, _), = rows(agent, "outage")
+    assert packed == [f"connectivity:{tags['cause']}:{start // 10**6 % 86_400_000}:"
+                      f"{ep['duration_s']:g}", ""]
+
+
+def test_a_speed_test_dated_in_a_closed_hour_reaches_its_days_row(tmp_path):
+    """A test that began before midnight and was written after the day's last hour had been
+    written for good: the hour is written again, and the day's row packs the test (the
+    collector reads a day's tests from that row alone)."""
+    clock, net = FakeClock(datetime(2026, 3, 1, 23, 50, tzinfo=UTC)), FakeNet()
+    agent = agent_for(tmp_path, clock, net)
+    run(agent, clock, net, [("up", 80)])                     # past midnight
+    agent.summaries.run()
+    day = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp())
+    (_, _, before, _), = [r for r in rows(agent, "daily") if r[0] == day * NS]
+    assert before["speed_tests"] == ""
+    began = datetime(2026, 3, 1, 23, 59, 30, tzinfo=UTC)
+    agent.store.write([Sample("speedtest", {**agent.tags}, {"status": "ok", "download_bps": 2.5e7,
+                                                             "upload_bps": 4e6}, began)])
+    clock.advance(60)
+    agent.summaries.run()
+    (_, _, after, _), = [r for r in rows(agent, "daily") if r[0] == day * NS]
+    assert after["speed_tests"] == f"{(23 * 3600 + 3570) * 1000}:25000000:4000000"
+    assert after["observed_s"] == before["observed_s"]

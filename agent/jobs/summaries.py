@@ -20,8 +20,11 @@ which the site or the ISP changed has one row per tag set, each holding its own 
 episodes' seconds go with the tags of the hour's last round, so nothing counts twice.
 
 Beside each hour, the row of its UTC day (measurement ``daily``, kit.hourly.day_fields: the
-day's hours merged, the latency histogram above all) is rewritten too: the collector reads a
-day's latency from it, one row instead of 24 for the server to add up.
+day's hours merged, the latency histogram above all, and the day's outage and speedtest rows
+packed, kit.hourly.pack_rows) is rewritten too: the collector reads a day's latency, episodes and
+speed tests from it, one row instead of 24 hourly rows and every episode and test with its tags.
+An episode's day is the day it began: when it closes, its hours are rewritten, and so is that
+day's row.
 
 What is forwarded: with ``influx.send = "all"`` every version; with ``"summaries"`` (a metered
 line) the first version of an hour, one every :data:`PROGRESS_EVERY_S` while it grows, and the
@@ -137,6 +140,7 @@ class Summaries(Job):
         self._lock = threading.Lock()
         self._forwarded_at: dict[int, float] = {}
         self._seen: dict[str, float] = {}   # episode id -> the end its hours were written with
+        self._tests_seen: set[int] = set()  # times (ns) of the speed tests looked at lately
 
     def heard(self, change: outage.Change) -> None:
         ep = change.episode
@@ -169,8 +173,9 @@ class Summaries(Job):
     def _due(self, current: int, through: float | None, checked: float | None,
              now: float) -> set[int]:
         """The hours to (re)write besides those heard of: the one in progress, every hour since
-        the last closed one written (or, the first time, since the store's first round), and the
-        hours of episodes that ended since the last run (recorded at a restart, or late)."""
+        the last closed one written (or, the first time, since the store's first round), the
+        hours of episodes that ended since the last run (recorded at a restart, or late), and
+        closed hours with a speed test written since."""
         due = {current}
         if through is None:
             first = self.store.first_time("round")
@@ -189,6 +194,18 @@ class Summaries(Job):
             elif self._seen.get(e.id) != s.end:
                 due.update(h for h in hourly.hours_of(s.start, max(s.start, s.end)) if h <= current)
                 self._seen[e.id] = s.end
+        if since is not None:
+            # A speed test dated in an hour written for good already (it began before the hour
+            # ended): the hour is written again, so its day's row packs the test.
+            lo = int(since * NS)
+            seen = {ns for ns in self._tests_seen if ns >= lo}
+            for *_, ns in self.store.rows_between((hourly.SPEEDTEST,), lo, int(now * NS) + 1):
+                if ns not in seen:
+                    seen.add(ns)
+                    h = ns // NS // hourly.HOUR_S * hourly.HOUR_S
+                    if h < current:
+                        due.add(h)
+            self._tests_seen = seen
         return due
 
     def _write(self, hours: list[int], current: int, now: float) -> tuple[int, int | None]:
@@ -217,7 +234,8 @@ class Summaries(Job):
             if h < current:
                 days[h - h % hourly.DAY_S] = True   # a closed hour: the day's row goes out
         for day, hour_closed in sorted(days.items()):
-            written += self._write_day(day, forward=hour_closed or not self.metered)
+            written += self._write_day(day, forward=hour_closed or not self.metered,
+                                       pruned=pruned)
         rest = [h for h in hours if h < current][BACKFILL_HOURS:]
         if rest:
             with self._lock:
@@ -227,15 +245,25 @@ class Summaries(Job):
             upto = current - hourly.HOUR_S
         return written, upto
 
-    def _write_day(self, day: int, *, forward: bool) -> int:
+    def _write_day(self, day: int, *, forward: bool, pruned: float | None = None) -> int:
         """Rewrite the ``daily`` rows of the UTC day starting at ``day`` from its hourly rows,
-        one per tag set (kit.hourly.day_fields); returns how many."""
+        one per tag set (kit.hourly.day_fields), with the day's outage and speedtest rows of that
+        tag set packed (kit.hourly.pack_rows; a tag set with such rows and no hourly row gets a
+        daily row too); returns how many. A day retention took raw rows of (``pruned``: the
+        newest raw row deleted, ns) may have lost speed tests: its rows are marked not packed."""
         a = day * NS
+        b = a + hourly.DAY_S * NS
         groups: dict[Place, list[tuple[int, Mapping[str, object]]]] = defaultdict(list)
-        for _, tags, fields, ns in self.store.rows_between((hourly.MEASUREMENT,), a,
-                                                           a + hourly.DAY_S * NS):
+        for _, tags, fields, ns in self.store.rows_between((hourly.MEASUREMENT,), a, b):
             groups[place(tags)].append((ns // NS, fields))
-        rows = [Sample(hourly.DAILY, dict(key), hourly.day_fields(fs), from_ns(a))
+        others: dict[Place, list[Row]] = defaultdict(list)
+        for row in self.store.rows_between((hourly.OUTAGE, hourly.SPEEDTEST), a, b):
+            others[place(row[1])].append(row)
+            groups.setdefault(place(row[1]), [])
+        lost = pruned is not None and pruned >= a
+        rows = [Sample(hourly.DAILY, dict(key), hourly.day_fields(
+                    fs, (hourly.NOT_PACKED, hourly.NOT_PACKED) if lost
+                    else hourly.pack_rows(day, others.get(key, ()))), from_ns(a))
                 for key, fs in sorted(groups.items())]
         if rows:
             self.store.put_summaries(rows, hour_ns=a, forward=forward, measurement=hourly.DAILY)
