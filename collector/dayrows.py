@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from itertools import count
 
 from collector.answers import DAY, T_MAX, T_MIN, TAGS, _time, _unit, checked_series
+from collector.packed import Bad, covers, read
 from kit.definitions import MAX_INTERVAL_S, Quality, Unit
 from kit.hourly import LAST, bucket_value
 from kit.records import HourColumns, PingDay
@@ -25,7 +26,8 @@ from kit.summaries import MAX_COUNT, NUMBER, Rejected, packed_hours, packed_late
 
 # The columns of the packed daily query (collector.influxql.day_query), the tags after them.
 DAY_COLUMNS = ["time", "observed_hours", "rtt_buckets", "rtt_count", "ping_rounds",
-               "loss_pct_sum", "rtt_min_ms", "rtt_max_ms"]
+               "loss_pct_sum", "rtt_min_ms", "rtt_max_ms", "outages", "speed_tests"]
+_LATENCY = 8       # the columns up to the packed rows
 _BUCKETS = re.compile(r"\d{1,3}:\d{1,16}(?:,\d{1,3}:\d{1,16})*")
 _HOURS_TEXT = re.compile(r"[0-9.e+\-,]*")
 _VALUES: list[float] = [bucket_value(i) for i in range(LAST + 1)]
@@ -52,28 +54,41 @@ def _numbers(text: str, dtype):
 class Days:
     """What a packed daily answer tells :meth:`collector.influxql.Reader._days`, per week:
     ``packed`` (agent -> the days it has a packed row on), ``unpacked`` (agents with a daily row
-    of a version that packs nothing: their hourly rows are read instead)."""
+    of a version that packs nothing: their hourly rows are read instead), ``covered`` (agent ->
+    the days whose episodes and speed tests its daily rows carry, collector.packed) and
+    ``uncovered`` (agent -> days with a packed row that does not carry them)."""
 
     def __init__(self) -> None:
         self.packed: dict[str, list[int]] = {}
         self.unpacked: set[str] = set()
+        self.covered: dict[str, set[int]] = {}
+        self.uncovered: dict[str, set[int]] = {}
 
     def has(self, agent: str, day: int) -> bool:
         return day in self.packed.get(agent, ())
 
+    def carries(self, agent: str, day: int) -> bool:
+        """Whether the daily rows read carry the agent-day's episodes and speed tests."""
+        return day in self.covered.get(agent, ())
+
 
 def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality,
-                 first: dict[str, float], days: Days, cache: dict | None = None):
+                 first: dict[str, float], days: Days, cache: dict | None = None,
+                 rows_window: tuple[float, float] | None = None):
     """One answer of the packed daily query: each agent-day's observed hours (one HourColumns
-    block for the answer, or None) and its latency (PingDay records). Notes each agent's first
+    block for the answer, or None), its latency (PingDay records), and the episodes and speed
+    tests its rows carry (collector.packed: an EpisodeColumns and a SpeedColumns block, or
+    None), those dated in ``rows_window`` (default ``window``). Notes each agent's first
     watched hour in ``first`` and the agent-days read in ``days``.
 
     Rejected and counted as collector.answers.to_records does (``bad_row``, ``bad_tag``,
     ``missing_agent``, ``bad_time``: not a midnight in the window), and per row
     ``bad_summary`` (hours that are not 24 numbers in [0, 3600]: the day's hours are lost, its
     latency judged on its own) and ``bad_histogram`` (kit.summaries.packed_latency). A daily row
-    without ``observed_hours`` (a version that packs nothing) is left to the hourly reading.
-    ``cache``: location tags -> Unit, shared by the caller across answers."""
+    without ``observed_hours`` (a version that packs nothing) is left to the hourly reading; one
+    whose ``outages`` or ``speed_tests`` is not what the agent writes counts ``bad_summary``,
+    and its agent-day's rows are left to the row queries. ``cache``: location tags -> Unit,
+    shared by the caller across answers."""
     import numpy as np  # deferred: the collector's CLI says how to install it
 
     cache = {} if cache is None else cache
@@ -81,6 +96,7 @@ def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality
     index: dict[Unit, int] = {}
     who: list[int] = []
     rows: list[list] = []
+    packs: list[tuple[str, str] | None] = []    # each row's packed rows, when it carries them
     lo, hi = max(window[0], T_MIN), min(window[1], T_MAX)
     w, width = len(DAY_COLUMNS), len(DAY_COLUMNS) + len(TAGS)
     for raw in answer:
@@ -114,13 +130,18 @@ def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality
                 k = index[unit] = len(units)
                 units.append(unit)
             who.append(k)
-            rows.append(row[:w])
+            rows.append(row[:_LATENCY])
+            carried = covers(row[_LATENCY], row[_LATENCY + 1])
+            if carried is None:
+                q.rejected["bad_summary"] += 1
+            packs.append((row[_LATENCY], row[_LATENCY + 1]) if carried else None)
     if not rows:
-        return None, []
+        return None, [], None, None
     got = _fast(units, who, rows, lo, hi)
     if got is None:
         got = _slow(units, who, rows, lo, hi, q)
     unit_of, hour, secs, day_of, pings = got
+    eps, tests = _carried(units, who, rows, packs, days, q, rows_window or window)
     for k, d in day_of:
         days.packed.setdefault(units[k].agent, []).append(d)
     if len(hour):
@@ -132,7 +153,42 @@ def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality
             agent = units[k].agent
             first[agent] = min(first.get(agent, math.inf), float(t))
     block = HourColumns(tuple(units), unit_of.astype(np.int32), hour, secs, "hourly") if len(hour) else None
-    return block, pings
+    return block, pings, eps, tests
+
+
+def _carried(units, who, rows, packs, days: Days, q: Quality, window: tuple[float, float]):
+    """The episodes and speed tests of the rows that carry them (``packs``), when every daily
+    row of their agent-day does and is dated at a midnight; each agent-day noted in ``days``
+    as covered or not. A row whose packed text names an offset past its day counts
+    ``bad_summary`` and leaves its agent-day to the row queries."""
+    at: dict[tuple[int, int], list[int]] = {}     # (unit's agent, day) -> its rows
+    for i, (k, row) in enumerate(zip(who, rows)):
+        t = row[0]
+        if t.__class__ is not int or t % (DAY * 1000):
+            continue                               # counted as bad_time by the hours' reading
+        at.setdefault((units[k].agent, t // 1000), []).append(i)
+    take: list[int] = []
+    for (agent, day), ix in at.items():
+        if all(packs[i] is not None for i in ix):
+            take += ix
+        else:
+            days.uncovered.setdefault(agent, set()).add(day)
+    try:
+        eps, tests = read(units, [who[i] for i in take], [rows[i][0] // 1000 for i in take],
+                          [packs[i][0] for i in take], [packs[i][1] for i in take], window)
+    except Bad:
+        good = []
+        for i in take:
+            try:
+                read(units, [who[i]], [rows[i][0] // 1000], [packs[i][0]], [packs[i][1]], window)
+                good.append(i)
+            except Bad:
+                q.rejected["bad_summary"] += 1
+                packs[i] = None
+        return _carried(units, who, rows, packs, days, q, window) if len(good) < len(take) else (None, None)
+    for i in take:
+        days.covered.setdefault(units[who[i]].agent, set()).add(rows[i][0] // 1000)
+    return eps, tests
 
 
 def _fast(units, who, rows, lo, hi):

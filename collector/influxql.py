@@ -4,7 +4,8 @@ InfluxQL is the one query language InfluxDB 1.x, 2.x (>= 2.4, through DBRP mappi
 answer. What the agents summarised is read as it is, one row per agent-day where it can be:
 
 * ``daily``: each agent-day's packed row (:func:`day_query`, collector.dayrows), its tags as
-  columns; ``hourly`` rows (:func:`summary_queries`) only for what packed rows do not cover;
+  columns, with the day's episodes and speed tests (collector.packed); ``hourly`` rows
+  (:func:`summary_queries`) only for what packed rows do not cover;
 
 and for agents without summaries, the aggregation is pushed into the queries, so a month of
 10-second rounds never crosses the wire:
@@ -18,7 +19,9 @@ and for agents without summaries, the aggregation is pushed into the queries, so
 both over whole UTC days, a week per query at most, and kept in a local cache once a day is over
 (:mod:`collector.cache`), so a repeated aggregation asks only for recent days;
 * ``outage`` (power and connectivity) and ``speedtest`` (status ok): the rows themselves (one
-  per episode or test), a week per query, their tags as columns;
+  per episode or test), a week per query, their tags as columns, only for the agent-days whose
+  daily rows do not carry them (:meth:`Reader._row_queries`: agents of a version that packs
+  none, days before an agent packed them), and for a kept day whose rows changed;
 * rows dated before 2000-01-01 (a clock never set): counted on every run, one cheap count per
   measurement (``clock_unset``), and never read.
 
@@ -47,6 +50,7 @@ from urllib.parse import urlencode
 
 from collector.answers import (
     DAY,
+    T_MIN,
     TAGS,
     hourly_answer,
     parse_answer,
@@ -208,11 +212,12 @@ def raw_queries(start: float, end: float) -> list[tuple[str, str]]:
 ROW_TAGS = {"episode": (*TAGS, "type", "cause"), "speed": TAGS}
 
 
-def row_queries(start: float, end: float) -> list[tuple[str, str]]:
+def row_queries(start: float, end: float, agents: str = "") -> list[tuple[str, str]]:
     """The episodes and speed tests of [start, end), read as they are, their tags as columns
     (:data:`ROW_TAGS`): InfluxDB 1.6 answers that 2-3x faster than a GROUP BY of the tags (3.4
-    million outage rows of 10,000 agents: 14 s against 53 s, bench/README.md)."""
-    t = time_range(start, end)
+    million outage rows of 10,000 agents: 14 s against 53 s, bench/README.md). ``agents``: a
+    condition on the agent tag (:func:`agents_condition`), or none."""
+    t = time_range(start, end) + agents
     return [
         ("episode", f'SELECT "duration_s", {_tag_columns("type", "cause")} FROM {_EPISODE_ROWS} '
                     f'AND {t}'),
@@ -455,12 +460,7 @@ class Reader:
         since = max(start, CLOCK_SET)   # rows before it are counted as clock_unset, never read
         days = days_of(since, end)
         if cache is None:
-            # the rows a week at a time, as the cached path asks them: 90 days of 10,000
-            # agents' speed tests are 340 MB of answer
-            extra = [(since, end, unset_queries())]
-            extra += [(max(a, since), min(b, end), row_queries(max(a, since), min(b, end)))
-                      for a, b in day_runs(days)]
-            got = self._days(days, q, extra)
+            got = self._days(days, q, [(since, end, unset_queries())], rows=(since, end))
             return self._dataset(start, end, since, got, q), q
         kept = cache.days() & set(days)
         limit = (now if now is not None else end) - settle_s
@@ -478,10 +478,12 @@ class Reader:
         held_counts = cache.row_counts()
         recheck = {d for d in kept if held_counts.get(d) != counts.get(d, (0, 0))}
         row_days = sorted(set(fetch) | recheck)
+        # A kept day whose rows changed is asked for them all (its daily rows are not read
+        # again); the fetched days' rows come with their daily rows (Reader._days).
         extra = [(since, end, unset_queries())]
-        extra += [(a, min(b, end), row_queries(a, min(b, end))) for a, b in day_runs(row_days)
-                  if a < end]
-        got = self._days(fetch, q, extra)
+        extra += [(a, min(b, end), row_queries(a, min(b, end)))
+                  for a, b in day_runs(sorted(recheck - set(fetch))) if a < end]
+        got = self._days(fetch, q, extra, rows=(T_MIN, end))
         cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"],
                     _rejected(got["bad_rounds"]), hours=got["hours"])
         # Whole days only: the last day's rows were read up to the window's end. A recent day's
@@ -567,6 +569,47 @@ class Reader:
                 ask(a, b, agents_condition(old, exclude=False), days)
         return todo, windows, skips
 
+    @staticmethod
+    def _row_queries(runs, packed: dict[tuple[float, float], Days], rows: tuple[float, float]):
+        """The ``outage`` and ``speedtest`` rows to read, per week, for what its daily rows do
+        not carry (Days.covered): every agent none of whose rows carry them, the days before an
+        agent's first carried day in the week, and the week of an agent with a day not carried
+        after it (or with daily rows that pack nothing), whose carried days are dropped from
+        the answer (its Days beside the query). As :meth:`_unpacked_queries` gives them."""
+        todo: list[tuple[str, str]] = []
+        windows: list[tuple[tuple[float, float], tuple[float, float]]] = []
+        skips: list[Days | None] = []
+        for a, b in runs:
+            w = (float(a), float(b))
+            since, until = max(w[0], rows[0]), min(w[1], rows[1])
+            if since >= until:
+                continue
+            days = packed[w]
+
+            def ask(lo: float, hi: float, agents: str, skip: Days | None, since=since,
+                    until=until, w=w) -> None:
+                lo, hi = max(lo, since), min(hi, until)
+                if lo < hi:
+                    for item in row_queries(lo, hi, agents):
+                        todo.append(item)
+                        windows.append(((lo, hi), w))
+                        skips.append(skip)
+
+            first = {agent: min(ds) for agent, ds in days.covered.items()}
+            mixed = {agent for agent in first
+                     if agent in days.unpacked or any(d > first[agent]
+                                                      for d in days.uncovered.get(agent, ()))}
+            ask(a, b, agents_condition(first.keys(), exclude=True), None)
+            by_day: dict[int, list[str]] = defaultdict(list)
+            for agent, d in first.items():
+                if d > a and agent not in mixed:
+                    by_day[d].append(agent)
+            for day, some in sorted(by_day.items()):
+                ask(a, day, agents_condition(some, exclude=False), None)
+            if mixed:
+                ask(a, b, agents_condition(mixed, exclude=False), days)
+        return todo, windows, skips
+
     def _marks(self, start: int, end: int) -> dict[int, str]:
         """Per UTC day of [start, end): what :func:`mark_queries` answered for it, as one text."""
         todo = mark_queries(start, end)
@@ -593,7 +636,8 @@ class Reader:
                     out[t - t % DAY][0 if kind == "episode_days" else 1] += n
         return {d: (v[0], v[1]) for d, v in out.items()}
 
-    def _days(self, days: list[int], q: Quality, extra=()) -> dict[str, list]:
+    def _days(self, days: list[int], q: Quality, extra=(),
+              rows: tuple[float, float] | None = None) -> dict[str, list]:
         """The grouped records of whole UTC days (and the answers to the ``extra`` (start, end,
         queries) groups, asked alongside), by kind: ``obs``, ``ping``, ``bad_rounds``, and the
         kinds of ``extra``.
@@ -610,7 +654,12 @@ class Reader:
         summary are kept, and its raw latency days replace the summaries' (a raw day is the whole
         day). Alongside the raw queries, the agents with hourly rows on a day without a daily row
         (a version that wrote none) are asked for the server's sums of those days' hourly rows
-        (:func:`hourly_latency_query`), one query a week, of those agent-days only."""
+        (:func:`hourly_latency_query`), one query a week, of those agent-days only.
+
+        With ``rows`` ([start, end)), the episodes and speed tests dated in it come too
+        (``episode_cols``, ``speed_cols``): those the daily rows carry (collector.packed) from
+        them, the others from the ``outage`` and ``speedtest`` rows of the agent-days no daily
+        row carries them for, asked in the second round (:meth:`_row_queries`)."""
         got: dict[str, list] = defaultdict(list)
         runs = day_runs(days)
         todo, windows = _with_windows([(a, b, [day_query(a, b)]) for a, b in runs] + list(extra))
@@ -623,10 +672,14 @@ class Reader:
         units: dict[tuple, Unit | None] = {}   # location tags -> Unit, made once per read
         for (kind, _), window, answer in zip(todo, windows, self._run_all(todo)):
             if kind == "dday":
-                block, recs = daily_answer(answer, window, q, first[window], packed[window], units)
+                block, recs, eps, tests = daily_answer(answer, window, q, first[window],
+                                                       packed[window], units, rows)
                 if block is not None:
                     got["hours"].append(block)
                 summary["dping"].extend(recs)
+                for name, b in (("episode_cols", eps), ("speed_cols", tests)):
+                    if rows is not None and b is not None and len(b):
+                        got[name].append(b)
                 continue
             for raw in answer:
                 if kind in COUNT_KINDS:
@@ -639,8 +692,21 @@ class Reader:
                 if block is not None:
                     got[f"{kind}_cols"].append(block)
         todo, windows, skips = self._unpacked_queries(runs, packed)
+        if rows is not None:
+            more = self._row_queries(runs, packed, rows)
+            todo, windows, skips = todo + more[0], windows + more[1], skips + more[2]
         for (kind, _), (window, week), skip, answer in zip(todo, windows, skips,
                                                            self._run_all(todo)):
+            if kind in ROW_TAGS:
+                for raw in answer:
+                    recs, block = tagged_rows(kind, raw, q, window, ROW_TAGS[kind], units)
+                    if recs:   # read row by row: a block too, so every row keeps its place
+                        block = (EpisodeColumns if kind == "episode" else SpeedColumns).of(recs)
+                    if block is not None and skip is not None:
+                        block = _drop_carried(block, skip)
+                    if block is not None and len(block):
+                        got[f"{kind}_cols"].append(block)
+                continue
             if kind == "hobs":
                 block, recs = hourly_answer(answer, window, q, first[week], hour_days[week])
                 if block is not None:
@@ -709,6 +775,28 @@ def _drop_days(block: HourColumns, skip: Days) -> HourColumns:
                         for k, h in zip(unit.tolist(), hour.tolist())), bool, len(hour))
     return HourColumns(block.units, unit[keep], hour[keep],
                        np.asarray(block.observed_s)[keep], block.source)
+
+
+def _drop_carried(block: EpisodeColumns | SpeedColumns, skip: Days
+                  ) -> EpisodeColumns | SpeedColumns:
+    """``block`` without its rows on the agent-days whose daily rows carried them (``skip``)."""
+    import numpy as np  # deferred: the collector's CLI says how to install it
+
+    times = np.asarray(block.start if isinstance(block, EpisodeColumns) else block.time,
+                       dtype=np.float64)
+    days = (times // DAY * DAY).astype(np.int64)
+    agents = [u.agent for u in block.units]
+    keep = np.fromiter((not skip.carries(agents[k], d)
+                        for k, d in zip(np.asarray(block.unit).tolist(), days.tolist())),
+                       bool, len(times))
+    if keep.all():
+        return block
+    if isinstance(block, EpisodeColumns):
+        return EpisodeColumns(block.units, *(np.asarray(c)[keep] for c in (
+            block.unit,)), block.names, *(np.asarray(c)[keep] for c in (
+            block.type, block.cause, block.start, block.duration_s)))
+    return SpeedColumns(block.units, *(np.asarray(c)[keep] for c in (
+        block.unit, block.time, block.download_bps, block.upload_bps)))
 
 
 def _what(kind: str) -> str:

@@ -60,17 +60,37 @@ def hourly_samples(fleet, i: int, from_hour: float = 0.0) -> list[Sample]:
     return out
 
 
-def daily_samples(samples: Iterable[Sample]) -> list[Sample]:
-    """The ``daily`` rows of these ``hourly`` rows (see the module's note)."""
+def emitted(fleet, i: int) -> list[tuple[str, dict, dict, int]]:
+    """Agent ``i``'s ``outage`` and ``speedtest`` rows as its store holds them: (measurement,
+    tags, fields, time in ns)."""
+    p = fleet._plan(i)
+    return [(s.measurement, s.tags, s.fields, s.time_ns)
+            for s in (fleet._emit_sample(p, ev) for ev in p.emit)]
+
+
+def daily_samples(samples: Iterable[Sample],
+                  rows: Iterable[tuple[str, dict, dict, int]] | None = None) -> list[Sample]:
+    """The ``daily`` rows of these ``hourly`` rows (see the module's note); with the agents'
+    outage and speedtest ``rows`` (:func:`emitted`), those packed into them as the agent packs
+    them (kit.hourly.pack_rows; an agent has one tag set here)."""
     days: dict[tuple, list] = defaultdict(list)
     tags_of: dict[tuple, dict] = {}
+    key_of: dict[str, tuple] = {}
     for s in samples:
         key = (tuple(sorted(s.tags.items())), int(_s(s.time) // hourly.DAY_S) * hourly.DAY_S)
         days[key].append((int(_s(s.time)), s.fields))
         tags_of[key] = s.tags
-    return [Sample(hourly.DAILY, tags_of[k], hourly.day_fields(rows),
-                   datetime.fromtimestamp(k[1], UTC))
-            for k, rows in sorted(days.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+        key_of[s.tags["agent"]] = key[0]
+    packs: dict[tuple, list] = defaultdict(list)
+    for r in rows or ():
+        key = (key_of[r[1]["agent"]], r[3] // NS // hourly.DAY_S * hourly.DAY_S)
+        packs[key].append(r)
+        days.setdefault(key, [])
+        tags_of.setdefault(key, dict(key[0]))
+    return [Sample(hourly.DAILY, tags_of[k], hourly.day_fields(
+                hs, None if rows is None else hourly.pack_rows(k[1], packs.get(k, ()))),
+                datetime.fromtimestamp(k[1], UTC))
+            for k, hs in sorted(days.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
 
 
 def lines(samples: Iterable[Sample]) -> bytes:

@@ -90,9 +90,9 @@ def test_a_bad_row_sends_the_answer_row_by_row_and_is_counted():
         rows = [good[0], bad, good[2]]
         assert _fast(UNITS, [0, 0, 0], rows, *WINDOW) is None, (col, value)
         series = {"name": "daily", "columns": DAY_COLUMNS + list(TAGS),
-                  "values": [r + ["a1", None, "PK-PB", None, None, None] for r in rows]}
+                  "values": [r + ["", "", "a1", None, "PK-PB", None, None, None] for r in rows]}
         q, first, days = Quality(), {}, Days()
-        block, pings = daily_answer([series], WINDOW, q, first, days)
+        block, pings, _, _ = daily_answer([series], WINDOW, q, first, days)
         assert dict(q.rejected) == {reason: 1}, (col, value)
         hours_of = {h - h % DAY for h in block.hour.tolist()}
         assert {START, START + 2 * DAY} <= hours_of
@@ -113,7 +113,9 @@ def test_a_day_row_read_back_gives_its_hours_and_its_latency():
     row = [START * 1000] + [f.get(c) for c in DAY_COLUMNS[1:]]
     series = {"name": "daily", "columns": DAY_COLUMNS + list(TAGS), "values": [row + ["a1"] + [None] * 5]}
     q, first, days = Quality(), {}, Days()
-    block, pings = daily_answer([series], WINDOW, q, first, days)
+    block, pings, eps, tests = daily_answer([series], WINDOW, q, first, days)
+    assert eps is None and tests is None and not days.covered   # packs no rows: read as they are
+    assert days.uncovered == {"a1": {START}}
     assert block.hour.tolist() == starts and block.observed_s.tolist() == [3600.0, 1234.5, 10.0]
     [p] = pings
     assert p.rounds == 1080 and math.isclose(p.loss_pct, 4.5 / 1080)
