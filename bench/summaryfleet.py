@@ -144,16 +144,35 @@ class SummaryFleet(Fleet):
             out.append((h, f))
         return out
 
+    def emitted(self, i: int) -> list[tuple[str, dict, dict, int]]:
+        """Agent ``i``'s outage and speedtest rows as its store holds them: (measurement, tags,
+        fields, time in ns), oldest first."""
+        p = self._plan(i)
+        out = [(s.measurement, s.tags, s.fields, s.time_ns)
+               for s in (self._emit_sample(p, ev) for ev in p.emit)]
+        return sorted(out, key=lambda r: r[3])
+
     @staticmethod
-    def daily_rows(rows: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    def daily_rows(rows: list[tuple[int, dict]],
+                   others: list[tuple[str, dict, dict, int]] | None = None
+                   ) -> list[tuple[int, dict]]:
         """The ``daily`` rows of one agent's hourly ``rows`` (sorted by hour): (day start in s,
-        fields), the fields in the contract's order."""
+        fields), the fields in the contract's order; with its outage and speedtest rows
+        (``others``, :meth:`emitted`) packed (kit.hourly.pack_rows), a day with such rows and
+        no hour getting a row too."""
+        days: dict[int, list] = {}
+        for r in others or ():
+            days.setdefault(r[3] // NS // DAY_S * DAY_S, []).append(r)
+        rows = sorted(rows + [(d, None) for d in days if d not in {h - h % DAY_S for h, _ in rows}],
+                      key=lambda r: r[0])
         out: list[tuple[int, dict]] = []
         for h, f in rows:
             day = h - h % DAY_S
             if not out or out[-1][0] != day:
                 out.append((day, {"observed_s": 0.0, "hours": 0, "rtt_count": 0, "ping_rounds": 0,
                                   "loss_pct_sum": 0.0, "hist": {}, "per_hour": [0.0] * 24}))
+            if f is None:
+                continue
             d = out[-1][1]
             d["per_hour"][h % DAY_S // HOUR_S] += f["observed_s"]
             d["hours"] += 1
@@ -166,12 +185,14 @@ class SummaryFleet(Fleet):
             for k, v in f.items():
                 if k.startswith(hourly.PREFIX):
                     hist[k] = hist.get(k, 0) + v
-        for _, d in out:
+        for day, d in out:
             hist, per_hour = d.pop("hist"), d.pop("per_hour")
             d.update(sorted(hist.items()))
             d["observed_hours"] = hourly.pack_hours(per_hour)
             d["rtt_buckets"] = hourly.pack_buckets({hourly.bucket_of_field(k): n
                                                     for k, n in hist.items()})
+            if others is not None:
+                d["outages"], d["speed_tests"] = hourly.pack_rows(day, days.get(day, ()))
             d["summary_version"] = hourly.VERSION
         return out
 
@@ -184,7 +205,8 @@ class SummaryFleet(Fleet):
         rows = self.summary_rows(i)
         lines = [f"{key}{lineproto.field_set(f)} {h * NS}\n" for h, f in rows]
         key = lineproto.series_key(DAILY, p.spec.tags) + " "
-        lines += [f"{key}{lineproto.field_set(f)} {d * NS}\n" for d, f in self.daily_rows(rows)]
+        lines += [f"{key}{lineproto.field_set(f)} {d * NS}\n"
+                  for d, f in self.daily_rows(rows, self.emitted(i))]
         lines += [self._emit_line(p, ev) for ev in p.emit]
         out = []
         for k in range(0, len(lines), chunk):
@@ -231,8 +253,13 @@ def check(fleet: SummaryFleet, agents: int = 3) -> dict:
         for h in sorted(slow):
             by_day.setdefault(h - h % DAY_S, []).append((h, slow[h]))
         days += len(by_day)
-        compare(f"agent {i} daily", dict(fleet.daily_rows(hours)),
-                {d: merge(fs) for d, fs in by_day.items()})
+        others = fleet.emitted(i)
+        for d in {r[3] // NS // DAY_S * DAY_S for r in others}:
+            by_day.setdefault(d, [])
+        compare(f"agent {i} daily", dict(fleet.daily_rows(hours, others)),
+                {d: merge(fs, hourly.pack_rows(d, [r for r in others
+                                                   if r[3] // NS // DAY_S * DAY_S == d]))
+                 for d, fs in by_day.items()})
     return {"agents": min(agents, fleet.n), "rows": rows, "daily_rows": days,
             "merge": f"{merge.__module__}.{merge.__name__}", "mismatches": bad[:20],
             "n_mismatches": len(bad)}
