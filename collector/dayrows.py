@@ -159,36 +159,44 @@ def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality
 def _carried(units, who, rows, packs, days: Days, q: Quality, window: tuple[float, float]):
     """The episodes and speed tests of the rows that carry them (``packs``), when every daily
     row of their agent-day does and is dated at a midnight; each agent-day noted in ``days``
-    as covered or not. A row whose packed text names an offset past its day counts
-    ``bad_summary`` and leaves its agent-day to the row queries."""
-    at: dict[tuple[int, int], list[int]] = {}     # (unit's agent, day) -> its rows
-    for i, (k, row) in enumerate(zip(who, rows)):
+    as covered or not. Every packed text is checked (collector.packed.read, all at once; one
+    by one when any is bad): one that is not what the agent writes counts ``bad_summary`` and
+    leaves its agent-day to the row queries."""
+    day_of: list[int | None] = []
+    for row in rows:
         t = row[0]
-        if t.__class__ is not int or t % (DAY * 1000):
-            continue                               # counted as bad_time by the hours' reading
-        at.setdefault((units[k].agent, t // 1000), []).append(i)
+        # a row not at a midnight is counted (bad_time) by the hours' reading
+        day_of.append(t // 1000 if t.__class__ is int and not t % (DAY * 1000) else None)
+    packed = [i for i, p in enumerate(packs) if p is not None and day_of[i] is not None]
+
+    def of(ix: list[int]):
+        return read(units, [who[i] for i in ix], [day_of[i] for i in ix],
+                    [packs[i][0] for i in ix], [packs[i][1] for i in ix], window)
+
+    try:
+        got = of(packed)
+    except Bad:
+        got = None
+        for i in packed:
+            try:
+                of([i])
+            except Bad:
+                q.rejected["bad_summary"] += 1
+                packs[i] = None
+    at: dict[tuple[str, int], list[int]] = {}     # (agent, day) -> its rows
+    for i, (k, d) in enumerate(zip(who, day_of)):
+        if d is not None:
+            at.setdefault((units[k].agent, d), []).append(i)
     take: list[int] = []
     for (agent, day), ix in at.items():
         if all(packs[i] is not None for i in ix):
             take += ix
+            days.covered.setdefault(agent, set()).add(day)
         else:
             days.uncovered.setdefault(agent, set()).add(day)
-    try:
-        eps, tests = read(units, [who[i] for i in take], [rows[i][0] // 1000 for i in take],
-                          [packs[i][0] for i in take], [packs[i][1] for i in take], window)
-    except Bad:
-        good = []
-        for i in take:
-            try:
-                read(units, [who[i]], [rows[i][0] // 1000], [packs[i][0]], [packs[i][1]], window)
-                good.append(i)
-            except Bad:
-                q.rejected["bad_summary"] += 1
-                packs[i] = None
-        return _carried(units, who, rows, packs, days, q, window) if len(good) < len(take) else (None, None)
-    for i in take:
-        days.covered.setdefault(units[who[i]].agent, set()).add(rows[i][0] // 1000)
-    return eps, tests
+    if got is not None and len(take) == len(packed):
+        return got
+    return of(sorted(take)) if take else (None, None)
 
 
 def _fast(units, who, rows, lo, hi):

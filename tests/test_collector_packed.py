@@ -7,6 +7,7 @@ writes counted. Pure tests build the answers here; the others write to a real In
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -15,6 +16,7 @@ from collector.answers import TAGS, tagged_rows
 from collector.cache import Cache
 from collector.dayrows import DAY_COLUMNS, Days, daily_answer
 from collector.influxql import ROW_TAGS, Reader
+from collector.packed import Bad, read
 from kit import hourly, lineproto
 from kit.definitions import CAUSES_BY_TYPE, Quality, Unit
 from kit.influx import HTTP
@@ -260,3 +262,22 @@ def test_influx_mixed_packing_reads_each_row_once(influx, fleet, tmp_path):
         cache.close()
     for ds in (cold, warm):
         assert _eps(ds) == _eps(raw) and _tests(ds) == _tests(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="power:ac_lost,0123456789.e+-*nfA ", max_size=60),
+       st.text(alphabet="0123456789:.,e+-nanif ", max_size=60))
+def test_any_packed_text_is_read_as_the_agent_writes_it_or_refused(outages, speeds):
+    """Hostile text: either refused (collector.packed.Bad, counted by the caller) or read into
+    values the agent could have written: names of its alphabet, a time within the day, finite
+    numbers >= 0 (an upload may be none)."""
+    try:
+        eps, tests = read(UNITS, [0], [START], [outages], [speeds], WEEK)
+    except Bad:
+        return
+    for e in ([] if eps is None else eps.records()):
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", e.type) and re.fullmatch(r"[a-z][a-z0-9_]*", e.cause)
+        assert START <= e.start < START + DAY and math.isfinite(e.duration_s) and e.duration_s >= 0
+    for t in ([] if tests is None else tests.records()):
+        assert START <= t.time < START + DAY and math.isfinite(t.download_bps) and t.download_bps >= 0
+        assert t.upload_bps is None or (math.isfinite(t.upload_bps) and t.upload_bps >= 0)
