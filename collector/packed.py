@@ -9,9 +9,10 @@ A row covers its agent-day's rows when both fields are packed as the agent write
 version that packs nothing) or ``*`` (kit.hourly.NOT_PACKED: the agent could not pack them
 exactly) leave the agent-day to the ``outage`` and ``speedtest`` rows themselves, as does a field
 that is not what the agent writes, which is counted (``bad_summary``). An agent-day is covered
-only when every one of its daily rows (one per tag set) is. What comes back is what the row queries give for the
-same rows (collector.answers.tagged_rows), value for value: a start is the day's start plus the
-whole milliseconds packed (what ``epoch=ms`` answers), divided by 1,000 as the row's time is.
+only when every one of its daily rows (one per tag set) is. What comes back is what the row
+queries give for the same rows (collector.answers.tagged_rows), value for value: a start is the
+day's start plus the whole milliseconds packed (what ``epoch=ms`` answers), divided by 1,000 as
+the row's time is.
 """
 
 from __future__ import annotations
