@@ -113,7 +113,15 @@ def _col(recs: Records, name: str, dtype: type) -> np.ndarray:
 
 
 def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Quality]:
-    """Check every record of ``ds`` against ``regions`` (the known region codes) and ``now``
+    """:func:`clean_taken` of ``ds``, which the caller keeps."""
+    return clean_taken([ds], regions, now)
+
+
+def clean_taken(box: list[Dataset], regions: Iterable[str], now: float) -> tuple[Columns, Quality]:
+    """Check every record of the Dataset ``box`` holds (taken out of it: a caller that keeps no
+    other reference to it has its records and blocks let go as soon as their columns are made;
+    for a quarter of 10,000 agents, 700 MB of hours and daily latency) against ``regions`` (the
+    known region codes) and ``now``
     (seconds since 1970 UTC); return the kept records as columns and the counts.
 
     Each record is checked on its own first and counted once, under the first reason in this
@@ -130,6 +138,7 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     (docs/collector.md, bad data)."""
     q = Quality()
     met = _Units()
+    ds = box.pop()
     o_unit, o_hour, o_s, o_src = _observed(ds, met)
     e_unit, e_start, e_dur, e_type, e_cause = _episode_columns(ds, met)
     s_unit, s_time, (s_down, s_down_none), (s_up, s_up_none) = _speed_columns(ds, met)
@@ -141,6 +150,8 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     e_keep = _episodes(check, e_unit, e_start, e_dur, e_type, e_cause)
     (p_day, p50, p95, loss, rounds), p_keep = _pings(check, ds.pings, p_unit)
     s_keep = _speeds(check, s_unit, s_time, s_down, s_down_none, s_up, s_up_none)
+    start, end = ds.start, ds.end
+    del ds     # every record is in a column now
     # --- repairs, on the records that passed
     unit_cols = [o_unit, e_unit, p_unit, s_unit]
     keeps = [o_keep, e_keep, p_keep, s_keep]
@@ -157,7 +168,7 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     (o_key, o_s, o_pw), (e_unit, e_type, e_cause, e_start, e_dur, e_whole) = (
         _agent_episodes(q, unit_agent, (o_key, o_s),
                         (e_unit, *(a[e_keep] for a in (e_type, e_cause, e_start, e_dur))),
-                        min(ds.end, now)))
+                        min(end, now)))
     o_unit = o_key >> 32
     o_key &= (1 << 32) - 1
     o_key *= 3600
@@ -172,7 +183,7 @@ def clean(ds: Dataset, regions: Iterable[str], now: float) -> tuple[Columns, Qua
     # power_watched() by unit and hour; the rest is sorted here.
     p_unit, p_day, p50, p95, loss, rounds = _by_unit(p_unit, p_day, p50, p95, loss, rounds)
     s_unit, s_time, s_down, s_up = _by_unit(s_unit, s_time, s_down, s_up)
-    cols = Columns(ds.start, ds.end, units, o_unit, o_hour, o_s, o_pw, e_unit, e_type, e_cause,
+    cols = Columns(start, end, units, o_unit, o_hour, o_s, o_pw, e_unit, e_type, e_cause,
                    e_start, e_dur, e_whole, p_unit, p_day, p50, p95, loss, rounds, s_unit, s_time,
                    s_down, s_up)
     return cols, q

@@ -134,11 +134,13 @@ def _checked(cfg: cconfig.CollectorConfig, start: float, end: float, stores: tup
     the sources counted, what was read, "now"). The records are let go on return, before any
     figure is made: a quarter of 10,000 agents holds 1 GB of them."""
     # deferred: the checks load numpy, as the statistics do (see aggregate)
-    from collector.clean import clean
+    from collector.clean import clean_taken
 
     ds, quality, read = collect(cfg, start, end, stores, warn=warn, cache=cache, now=now)
     until = ds.end if now is None else now
-    cols, checked = clean(ds, regions, until)
+    box = [ds]
+    del ds     # clean_taken lets the records go as it turns them into columns
+    cols, checked = clean_taken(box, regions, until)
     return cols, checked, quality, read, until
 
 
