@@ -79,7 +79,7 @@ from typing import Any
 
 import numpy as np
 
-from collector.columns import CAUSES, HOST_DOWN, POWER, TYPES, Columns, distinct
+from collector.columns import CAUSES, HOST_DOWN, POWER, TYPES, Columns
 from collector.episodes import flood, overlaps, power_watched
 from collector.repairs import reject, resite, retag
 from kit.definitions import CAUSES_BY_TYPE, CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
@@ -217,7 +217,9 @@ def _count_paths(q: Quality, ds: Dataset, o_unit: np.ndarray, hour: np.ndarray,
     window = (hour >= ds.start) & (hour < ds.end)
     for kind, name in (("hourly", "summaries"), ("raw", "raw_rows")):
         mine = window & (source == _SOURCES[kind])
-        agents = {units[i].agent for i in distinct(o_unit[mine]).tolist()}
+        seen = np.zeros(len(units), dtype=bool)
+        seen[o_unit[mine]] = True      # (a sort of 21 million hours took 2 s)
+        agents = {units[i].agent for i in np.flatnonzero(seen).tolist()}
         q.read[f"agents_from_{name}"] += len(agents)
         q.read[f"agent_hours_from_{name}"] += int(mine.sum())
 

@@ -240,12 +240,15 @@ def _fast(units, who, rows, lo, hi):
             return None
         if not ((grid >= 0) & (grid <= MAX_INTERVAL_S)).all():
             return None
-    # the histograms: "<index>:<count>" pairs, indexes rising within a row
-    if not all(b == "" or _BUCKETS.fullmatch(b) for b in buckets):
+    # the histograms: "<index>:<count>" pairs, indexes rising within a row; the rows that have
+    # any joined by commas are pairs joined by commas exactly when each row is (one match for
+    # the answer, not one a row)
+    joined = ",".join(b for b in buckets if b)
+    if joined and not _BUCKETS.fullmatch(joined):
         return None
     pairs = np.array([b.count(",") + 1 if b else 0 for b in buckets], dtype=np.int64)
     try:
-        nums = (_numbers(",".join(b for b in buckets if b).replace(":", ","), np.int64)
+        nums = (_numbers(joined.replace(":", ","), np.int64)
                 if pairs.sum() else np.zeros(0, dtype=np.int64))
     except (ValueError, OverflowError):
         return None
