@@ -7,6 +7,7 @@ truth says, and the two sources must give the same cells.
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import urllib.request
@@ -17,7 +18,7 @@ import pytest
 
 from agent.model import Episode as AgentEpisode, Sample
 from agent.store import Store
-from collector import answers, influxql
+from collector import answers, influxql, pipeline
 from collector.answers import parse_answer
 from collector.indices import Interruption, ieee1366
 from collector.influxql import Reader, ident, literal, queries
@@ -453,3 +454,13 @@ def test_bad_rounds_of_a_kept_day_are_counted_from_the_cache(influx, tmp_path):
     old = Cache(tmp_path / "cache.db")
     assert old.days() == set() and old.load_rejected([MON - MON % DAY]) == []
     old.close()
+
+
+def test_aggregating_collects_cycles_rarely_and_gives_the_thresholds_back():
+    before = gc.get_threshold()
+    with pipeline.rare_collections():
+        assert gc.get_threshold() == pipeline.RARE_GC
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), pipeline.rare_collections():
+        raise RuntimeError("a source failed")
+    assert gc.get_threshold() == before
