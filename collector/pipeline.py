@@ -134,11 +134,10 @@ def aggregate(cfg: cconfig.CollectorConfig, start: float, end: float, by: tuple[
 @contextmanager
 def rare_collections() -> Iterator[None]:
     """Python's cycle collector run rarely while the sources' answers become records and
-    columns: a quarter of 10,000 agents is millions of short-lived lists and records, none in a
-    cycle, and at the interpreter's thresholds (a young collection every 700 containers, a full
-    one as the old ones pile up) the collector spent 9 s of a 69 s run on them
-    (bench/README.md). Reference counting frees everything as before; the thresholds come back
-    on the way out."""
+    columns: a quarter of 10,000 agents is millions of lists and records, none in a cycle, and
+    at the interpreter's thresholds a young collection runs every 700 containers made, to find
+    nothing to free (bench/README.md measures the run with and without). Reference counting
+    frees everything as before; the thresholds come back on the way out."""
     old = gc.get_threshold()
     gc.set_threshold(RARE_GC[0], RARE_GC[1], RARE_GC[2])
     try:
