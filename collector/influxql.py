@@ -549,24 +549,12 @@ class Reader:
         for a, b in runs:
             w = (float(a), float(b))
             days = packed[w]
-
-            def ask(since: int, until: int, agents: str, skip: Days | None, w=w) -> None:
+            first = {agent: min(ds) for agent, ds in days.packed.items()}
+            for since, until, agents, skip in week_asks(a, b, first, days.unpacked):
                 qs = summary_queries(since, until, agents)
                 todo.extend(qs)
                 windows.extend([((float(since), float(until)), w)] * len(qs))
-                skips.extend([skip] * len(qs))
-
-            old = days.unpacked
-            first_packed = {agent: min(ds) for agent, ds in days.packed.items()}
-            ask(a, b, agents_condition(first_packed.keys() | old, exclude=True), None)
-            by_day: dict[int, list[str]] = defaultdict(list)
-            for agent, d in first_packed.items():
-                if d > a and agent not in old:
-                    by_day[d].append(agent)
-            for until, some in sorted(by_day.items()):
-                ask(a, until, agents_condition(some, exclude=False), None)
-            if old:
-                ask(a, b, agents_condition(old, exclude=False), days)
+                skips.extend([days if skip else None] * len(qs))
         return todo, windows, skips
 
     @staticmethod
@@ -585,29 +573,17 @@ class Reader:
             if since >= until:
                 continue
             days = packed[w]
-
-            def ask(lo: float, hi: float, agents: str, skip: Days | None, since=since,
-                    until=until, w=w) -> None:
+            first = {agent: min(ds) for agent, ds in days.covered.items()}
+            mixed = {agent for agent in first
+                     if agent in days.unpacked or any(d > first[agent]
+                                                      for d in days.uncovered.get(agent, ()))}
+            for lo, hi, agents, skip in week_asks(a, b, first, mixed):
                 lo, hi = max(lo, since), min(hi, until)
                 if lo < hi:
                     for item in row_queries(lo, hi, agents):
                         todo.append(item)
                         windows.append(((lo, hi), w))
-                        skips.append(skip)
-
-            first = {agent: min(ds) for agent, ds in days.covered.items()}
-            mixed = {agent for agent in first
-                     if agent in days.unpacked or any(d > first[agent]
-                                                      for d in days.uncovered.get(agent, ()))}
-            ask(a, b, agents_condition(first.keys(), exclude=True), None)
-            by_day: dict[int, list[str]] = defaultdict(list)
-            for agent, d in first.items():
-                if d > a and agent not in mixed:
-                    by_day[d].append(agent)
-            for day, some in sorted(by_day.items()):
-                ask(a, day, agents_condition(some, exclude=False), None)
-            if mixed:
-                ask(a, b, agents_condition(mixed, exclude=False), days)
+                        skips.append(days if skip else None)
         return todo, windows, skips
 
     def _marks(self, start: int, end: int) -> dict[int, str]:
@@ -762,6 +738,26 @@ class Reader:
         got["obs"] += summary["hobs"]
         got["ping"] += [p for p in summary["dping"] if (p.unit.agent, p.day) not in raw_days]
         return got
+
+
+def week_asks(a: int, b: int, first: dict[str, int], whole: set[str]
+              ) -> list[tuple[int, int, str, bool]]:
+    """How to ask a week [a, b) for what some agents' summaries leave out, as (since, until,
+    agent condition, whether the answer may hold days read already and is to be filtered):
+    every agent neither in ``first`` (agent -> its first day read from summaries) nor in
+    ``whole``, for the week; the agents of ``first`` not in ``whole``, for the days before their
+    first, those upgraded on the same day in one query; the agents of ``whole``, for the week,
+    filtered."""
+    asks = [(a, b, agents_condition(first.keys() | whole, exclude=True), False)]
+    by_day: dict[int, list[str]] = defaultdict(list)
+    for agent, d in first.items():
+        if d > a and agent not in whole:
+            by_day[d].append(agent)
+    asks += [(a, day, agents_condition(some, exclude=False), False)
+             for day, some in sorted(by_day.items())]
+    if whole:
+        asks.append((a, b, agents_condition(whole, exclude=False), True))
+    return asks
 
 
 def _drop_days(block: HourColumns, skip: Days) -> HourColumns:
