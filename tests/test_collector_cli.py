@@ -25,10 +25,11 @@ BIN = Path(sys.executable).parent
 
 
 def _recent_thursday(now: float) -> int:
-    """The UTC midnight of a Thursday 5 to 11 days before ``now``: the fleet always lies inside
-    the commands' relative windows (``run_since = "30d"``) and its days are always closed, and it
-    starts on the weekday the assertions were written for, whatever today's date."""
-    day = int(now) // 86400 - 5
+    """The UTC midnight of a Thursday 6 to 12 days before ``now``: the fleet always lies inside
+    the commands' relative windows (``run_since = "30d"``), its three days are always settled
+    (over for at least ``cache_settle_days``, 3), and it starts on the weekday the assertions
+    were written for, whatever today's date."""
+    day = int(now) // 86400 - 6
     while (day + 4) % 7 != 3:      # 1970-01-01 was a Thursday (weekday 3)
         day -= 1
     return day * 86400
