@@ -82,6 +82,10 @@ class CollectorSection:
                                     "backlog) are read only with --refresh.", between(0.5, 365))
     parallel_queries: int = opt(2, "Queries sent to InfluxDB at once (InfluxDB 1.x works each "
                                  "on one core).", between(1, 16))
+    parse_processes: int = opt(2, "Worker processes that read the largest answers (a week of "
+                                "a large fleet's daily rows, 8 MB or more) beside each other; "
+                                "0: every answer is read in the collector's own process.",
+                                between(0, 64))
     max_answer_mb: int = opt(256, "Largest answer one InfluxDB query may send, in MB (2^20 "
                               "bytes): a larger one is refused, naming the query. A week of "
                               "1,000 agents' hourly rows is a few MB.", between(1, 4096))

@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import count
+from typing import Any
 
-from collector.answers import DAY, T_MAX, T_MIN, TAGS, _time, _unit, checked_series
+from collector.answers import DAY, T_MAX, T_MIN, TAGS, _time, _unit, checked_series, parse_answer
 from collector.packed import Bad, covers, read
 from kit.definitions import MAX_INTERVAL_S, Quality, Unit
 from kit.hourly import LAST, bucket_value
@@ -70,6 +72,33 @@ class Days:
     def carries(self, agent: str, day: int) -> bool:
         """Whether the daily rows read carry the agent-day's episodes and speed tests."""
         return day in self.covered.get(agent, ())
+
+
+@dataclass
+class Daily:
+    """One packed daily answer read by :func:`read_daily`: what :func:`daily_answer` returns
+    (hours block, latency records, episode and speed-test blocks) and what it noted (the
+    counts, each agent's first watched hour, the agent-days read)."""
+
+    block: Any
+    pings: list
+    episodes: Any
+    speeds: Any
+    quality: Quality = field(default_factory=Quality)
+    first: dict[str, float] = field(default_factory=dict)
+    days: Days = field(default_factory=Days)
+
+
+def read_daily(body: bytes, what: str, window: tuple[float, float],
+               rows_window: tuple[float, float] | None = None) -> Daily:
+    """The packed daily query's answer ``body`` (its bytes, :func:`collector.answers.parse_answer`)
+    read by :func:`daily_answer` into a :class:`Daily` of its own: a job that can run in a
+    worker process (collector.apart), its results merged by the caller in the order of the
+    answers. Raises SourceError for an answer that is not InfluxDB's (the caller redacts it)."""
+    q, first, days = Quality(), {}, Days()
+    block, pings, eps, tests = daily_answer(parse_answer(body, what), window, q, first, days,
+                                            None, rows_window)
+    return Daily(block, pings, eps, tests, q, first, days)
 
 
 def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality,

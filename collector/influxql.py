@@ -45,6 +45,7 @@ import threading
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import islice
 from urllib.parse import urlencode
 
@@ -59,7 +60,8 @@ from collector.answers import (
     to_counts,
     to_records,
 )
-from collector.dayrows import DAY_COLUMNS, Days, daily_answer
+from collector.apart import APART_MB, Apart
+from collector.dayrows import DAY_COLUMNS, Daily, Days, read_daily
 from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
 from kit.errors import SourceError
 from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME
@@ -353,12 +355,16 @@ class Reader:
 
     def __init__(self, http, database: str, retention_policy: str = "", connect=None,
                  parallel: int = 1, max_answer_mb: int = MAX_ANSWER_MB,
-                 query_timeout_s: float = QUERY_TIMEOUT_S) -> None:
+                 query_timeout_s: float = QUERY_TIMEOUT_S, processes: int = 0,
+                 apart_mb: float = APART_MB) -> None:
         """``connect()`` makes a further connection like ``http``: with ``parallel`` > 1, that
         many queries run at once (InfluxDB 1.x works a query on one core; the grouped queries of
         different weeks are independent). Each answer may be at most ``max_answer_mb`` MB (2^20
-        bytes) and must arrive in full within ``query_timeout_s`` of sending its query."""
+        bytes) and must arrive in full within ``query_timeout_s`` of sending its query. A
+        packed daily answer of at least ``apart_mb`` MB is read in one of ``processes`` worker
+        processes (collector.apart; 0: none)."""
         self.http = http
+        self.apart = Apart(processes, int(apart_mb * (1 << 20)))
         self.max_answer_mb = max_answer_mb
         self.query_timeout_s = query_timeout_s
         self.connect = connect
@@ -381,6 +387,10 @@ class Reader:
         series are parsed as they are taken, one chunk of JSON at a time, so an answer waiting
         to be read holds its bytes, not its parsed rows (5x less)."""
         http = http or self.http
+        return parse_answer(self._body(q, what, http), what, http.redact)
+
+    def _body(self, q: str, what: str, http) -> bytes:
+        """The answer's bytes, whole; SourceError when it failed, was cut or refused."""
         params = {"db": self.database, "epoch": "ms", "chunked": "true", "chunk_size": "20000"}
         if self.retention_policy:
             params["rp"] = self.retention_policy
@@ -408,14 +418,25 @@ class Reader:
         if ans.cut == CUT_CLOSED:
             raise SourceError(f"the server's answer to {what} stopped after {len(ans.body):,} "
                               "bytes: the connection closed before its end")
-        return parse_answer(ans.body, what, http.redact)
+        return ans.body
 
-    def _run_all(self, todo: list[tuple[str, str]]):
+    def _run_all(self, todo: list[tuple[str, str]], jobs: list | None = None):
+        """The answers to ``todo`` (kind, query), in its order: each one's series, or with
+        ``jobs`` (one per query, or None), what its job made of its bytes (collector.apart: a
+        large answer in a worker process)."""
         for kind, _ in todo:
             self.asked[kind] += 1
+        jobs = jobs or [None] * len(todo)
+
+        def fetch(kind: str, text: str, job, http):
+            if job is None:
+                return self._answer(text, _what(kind), http)
+            http = http or self.http
+            return self.apart.run(job, self._body(text, _what(kind), http), http.redact)
+
         if self.parallel <= 1 or len(todo) < 2:
-            for kind, text in todo:
-                yield self._answer(text, _what(kind))
+            for (kind, text), job in zip(todo, jobs):
+                yield fetch(kind, text, job, None)
             return
         local = threading.local()
         extra: list = []
@@ -426,14 +447,14 @@ class Reader:
                 local.http = self.connect()
                 with lock:
                     extra.append(local.http)
-            kind, text = item
-            return self._answer(text, _what(kind), local.http)
+            (kind, text), job = item
+            return fetch(kind, text, job, local.http)
 
         try:
             # At most ``parallel`` answers ahead of the one being read: a month of 10,000 agents'
             # hours is 200 MB of parsed JSON a week, which must not pile up.
             with ThreadPoolExecutor(self.parallel) as pool:
-                items = iter(todo)
+                items = iter(zip(todo, jobs))
                 ahead = deque(pool.submit(one, item) for item in islice(items, self.parallel))
                 try:
                     while ahead:
@@ -456,6 +477,13 @@ class Reader:
         A kept day's episodes and speed tests are read again only when the server's count of
         them changed (rows forwarded late); its hours and latency, when those rows show an agent
         was watching at an hour the cache holds no watching time for (:func:`late_hours`)."""
+        try:
+            return self._read(start, end, cache, now, settle_s)
+        finally:
+            self.apart.close()
+
+    def _read(self, start: float, end: float, cache, now: float | None,
+              settle_s: float) -> tuple[Dataset, Quality]:
         q = Quality()
         since = max(start, CLOCK_SET)   # rows before it are counted as clock_unset, never read
         days = days_of(since, end)
@@ -646,14 +674,19 @@ class Reader:
         day_rows: set[tuple[str, int]] = set()
         summary: dict[str, list] = defaultdict(list)
         units: dict[tuple, Unit | None] = {}   # location tags -> Unit, made once per read
-        for (kind, _), window, answer in zip(todo, windows, self._run_all(todo)):
+        jobs = [partial(read_daily, what=_what(kind), window=window, rows_window=rows)
+                if kind == "dday" else None for (kind, _), window in zip(todo, windows)]
+        for (kind, _), window, answer in zip(todo, windows, self._run_all(todo, jobs)):
             if kind == "dday":
-                block, recs, eps, tests = daily_answer(answer, window, q, first[window],
-                                                       packed[window], units, rows)
-                if block is not None:
-                    got["hours"].append(block)
-                summary["dping"].extend(recs)
-                for name, b in (("episode_cols", eps), ("speed_cols", tests)):
+                # one daily query a week: its answer says what the week's summaries hold
+                daily: Daily = answer
+                q.merge(daily.quality)
+                first[window].update(daily.first)
+                packed[window] = daily.days
+                if daily.block is not None:
+                    got["hours"].append(daily.block)
+                summary["dping"].extend(daily.pings)
+                for name, b in (("episode_cols", daily.episodes), ("speed_cols", daily.speeds)):
                     if rows is not None and b is not None and len(b):
                         got[name].append(b)
                 continue

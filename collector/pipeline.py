@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from collector import config as cconfig, storefile
+from collector.apart import describe
 from collector.cache import Cache, default_dir
 from collector.influxql import Reader
 from collector.output import regional_points
@@ -87,7 +88,8 @@ def _read_influx(cfg: cconfig.CollectorConfig, start: float, end: float, cache: 
     late = (f", {reader.refreshed_days} kept days asked again for rows forwarded late"
             if reader.refreshed_days else "")
     return ds, q, (f"InfluxDB {redact_value(sink.url)} ({reader.queries} queries, {reader.bytes} "
-                   f"bytes, {reader.cached_days} days from the cache{late})")
+                   f"bytes, {reader.cached_days} days from the cache{late}"
+                   f"{describe(reader.apart)})")
 
 
 def _cache(cfg: cconfig.CollectorConfig, url: str) -> Cache | None:
@@ -109,7 +111,7 @@ def _reader(cfg: cconfig.CollectorConfig) -> tuple[Reader, Sink]:
     return Reader(sink.http("v1", silence), cfg.influx.database or cfg.influx.bucket,
                   cfg.influx.retention_policy, connect=lambda: sink.http("v1", silence),
                   parallel=c.parallel_queries, max_answer_mb=c.max_answer_mb,
-                  query_timeout_s=c.query_timeout_s), sink
+                  query_timeout_s=c.query_timeout_s, processes=c.parse_processes), sink
 
 
 def aggregate(cfg: cconfig.CollectorConfig, start: float, end: float, by: tuple[str, ...],

@@ -1,0 +1,89 @@
+"""Large answers read in worker processes: the collector's own CPU, not the server's, bounds a
+cold aggregation of a large fleet (bench/README.md: a week of 10,000 agents' packed daily rows is
+42 MB of JSON, about 2 s to read in one thread), and a thread cannot read one beside another
+(the GIL). A job is a module-level function of the answer's bytes (picklable, with its other
+arguments bound by functools.partial) that returns picklable results; an answer of at least
+``min_bytes`` goes to a pool of ``processes`` worker processes, a smaller one (or every one with
+``processes`` 0) is read where it arrived, by the same function, so both give the same result.
+
+The pool is started on the first large answer ("spawn": the reader's threads hold connections
+that a forked child must not share) and stopped by :meth:`Apart.close`. A worker that dies
+(killed for memory, say) loses nothing: its answer is read where it arrived instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from kit.errors import SourceError
+
+APART_MB = 8.0     # answers at least this large are read in a worker process (2^20 bytes)
+T = TypeVar("T")
+
+
+class Apart:
+    """Runs jobs on answers, large ones in worker processes (see the module's docstring)."""
+
+    def __init__(self, processes: int, min_bytes: int = int(APART_MB * (1 << 20))) -> None:
+        self.processes = processes
+        self.min_bytes = min_bytes
+        self.sent = 0          # answers read in a worker process
+        self.fell_back = 0     # answers read here because the pool broke
+        self._pool: ProcessPoolExecutor | None = None
+        self._broken = False
+        self._lock = threading.Lock()
+
+    def run(self, job: Callable[[bytes], T], body: bytes,
+            redact: Callable[[str], str] = lambda text: text) -> T:
+        """``job(body)``, in a worker process when ``body`` is large. A SourceError it raises
+        (an answer that is not InfluxDB's, say) comes back with ``redact`` applied to its
+        message, wherever the job ran: a worker never holds the credential."""
+        pool = self._pool_for(len(body))
+        try:
+            if pool is not None:
+                try:
+                    result = pool.submit(job, body).result()
+                except BrokenProcessPool:
+                    with self._lock:
+                        self._broken = True
+                        self.fell_back += 1
+                else:
+                    with self._lock:
+                        self.sent += 1
+                    return result
+            return job(body)
+        except SourceError as exc:
+            raise SourceError(redact(str(exc))) from None
+
+    def _pool_for(self, size: int) -> ProcessPoolExecutor | None:
+        if self.processes <= 0 or size < self.min_bytes:
+            return None
+        with self._lock:
+            if self._broken:
+                return None
+            if self._pool is None:
+                # deferred: only a large answer starts worker processes
+                import multiprocessing
+
+                self._pool = ProcessPoolExecutor(self.processes,
+                                                 mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    def close(self) -> None:
+        """Stops the workers (a job still running is waited for)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def describe(apart: Any) -> str:
+    """A few words on what the workers read, for the line on what was read ("" when none)."""
+    if apart is None or not (apart.sent or apart.fell_back):
+        return ""
+    broke = f", {apart.fell_back} read here after a worker died" if apart.fell_back else ""
+    return f", {apart.sent} answers read in {apart.processes} worker processes{broke}"

@@ -1,0 +1,120 @@
+"""Large answers read in worker processes (collector/apart.py): the same records, counts and
+figures as reading every answer in the collector's own process; errors redacted wherever they
+were raised; a worker that dies costs nothing but time. The processes are real (spawned, as the
+collector spawns them); the reading test reads a real InfluxDB 1.6.7."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from functools import partial
+
+import pytest
+
+from collector.apart import Apart, describe
+from collector.influxql import Reader
+from kit.errors import SourceError
+from kit.influx import HTTP
+from tests import hourlyfleet
+from tests.fleet import Fleet
+
+START = 1_793_232_000          # a UTC midnight
+SECRET = "tok-3f9a"
+
+
+def _echo_size(body: bytes) -> tuple[int, bool]:
+    return len(body), multiprocessing.parent_process() is not None
+
+
+def _refuse(body: bytes, token: str) -> None:
+    raise SourceError(f"the answer {body[:4]!r} is not InfluxDB's (sent with {token})")
+
+
+def _die_in_worker(body: bytes) -> int:
+    if multiprocessing.parent_process() is not None:
+        os._exit(3)     # a worker killed mid-answer (the kernel's OOM killer, say)
+    return len(body)
+
+
+def _redact(text: str) -> str:
+    return text.replace(SECRET, "***")
+
+
+def test_small_answers_are_read_here_and_large_ones_in_a_worker():
+    apart = Apart(1, min_bytes=1000)
+    try:
+        assert apart.run(_echo_size, b"x" * 10) == (10, False)
+        assert apart._pool is None          # no process started for a small answer
+        assert apart.run(_echo_size, b"x" * 5000) == (5000, True)
+        assert apart.sent == 1 and describe(apart) == ", 1 answers read in 1 worker processes"
+    finally:
+        apart.close()
+    assert apart._pool is None
+    none = Apart(0, min_bytes=0)
+    assert none.run(_echo_size, b"x" * 5000) == (5000, False) and describe(none) == ""
+
+
+@pytest.mark.parametrize("size", [10, 5000])
+def test_an_error_from_a_job_is_redacted_wherever_it_ran(size):
+    apart = Apart(1, min_bytes=1000)
+    try:
+        with pytest.raises(SourceError) as err:
+            apart.run(partial(_refuse, token=SECRET), b"{" * size, _redact)
+    finally:
+        apart.close()
+    assert SECRET not in str(err.value) and "***" in str(err.value)
+
+
+def test_a_worker_that_dies_loses_no_answer():
+    apart = Apart(1, min_bytes=10)
+    try:
+        assert apart.run(_die_in_worker, b"y" * 50) == 50
+        assert apart.run(_die_in_worker, b"y" * 60) == 60    # the broken pool is not used again
+    finally:
+        apart.close()
+    assert (apart.fell_back, apart.sent) == (1, 0)
+    assert "1 read here after a worker died" in describe(apart)
+
+
+def _read(server, db, fleet, processes):
+    http = HTTP(server.url, timeout_s=60)
+    try:
+        reader = Reader(http, db, connect=lambda: HTTP(server.url, timeout_s=60), parallel=2,
+                        processes=processes, apart_mb=0)
+        ds, q = reader.read(fleet.start, fleet.end)
+        return ds, q, reader.apart
+    finally:
+        http.close()
+
+
+def _content(ds):
+    return (sorted((o.unit, o.hour, o.observed_s) for o in ds.all_obs()),
+            sorted(map(repr, ds.pings)),
+            sorted((e.unit, e.type, e.cause, e.start, e.duration_s) for e in ds.all_episodes()),
+            sorted(map(repr, ds.all_speeds())))
+
+
+def test_daily_answers_read_in_workers_give_the_same_records(influx):
+    """Every week's packed daily answer read in a worker process (the size threshold at 0)
+    gives the hours, latency days, episodes, speed tests and counts the collector's own reading
+    gives, on a database with one agent that packs nothing (its rows read as rows) and a bad
+    daily row (counted once, wherever it was read)."""
+    fleet = Fleet(agents=5, days=9, start=START, round_s=120, seed=41)
+    for i in range(fleet.n):
+        h = hourlyfleet.hourly_samples(fleet, i)
+        days = (hourlyfleet.daily_samples(h) if i == 1
+                else hourlyfleet.daily_samples(h, hourlyfleet.emitted(fleet, i)))
+        if i == 3:
+            d = days[2]
+            days[2] = type(d)(d.measurement, d.tags, {**d.fields, "observed_hours": "1,2"}, d.time)
+        rows = h + days
+        if i == 1:
+            rows += [s for s in fleet.samples(i) if s.measurement in ("outage", "speedtest")]
+        hourlyfleet.write_influx(influx.url, "linewatch", hourlyfleet.lines(rows))
+    here, q_here, none = _read(influx, "linewatch", fleet, 0)
+    apart, q_apart, used = _read(influx, "linewatch", fleet, 2)
+    assert none.sent == 0 and used.sent == 2       # 9 days: two weekly daily queries
+    assert _content(apart) == _content(here)
+    assert _content(here)[0] and _content(here)[2] and _content(here)[3]
+    assert q_apart.as_dict() == q_here.as_dict()
+    assert q_here.rejected["bad_summary"] == 1
