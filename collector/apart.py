@@ -39,25 +39,39 @@ class Apart:
 
     def run(self, job: Callable[[bytes], T], body: bytes,
             redact: Callable[[str], str] = lambda text: text) -> T:
-        """``job(body)``, in a worker process when ``body`` is large. A SourceError it raises
-        (an answer that is not InfluxDB's, say) comes back with ``redact`` applied to its
-        message, wherever the job ran: a worker never holds the credential."""
+        """``job(body)``, in a worker process when ``body`` is large."""
+        return self.begin(job, body, redact)()
+
+    def begin(self, job: Callable[[bytes], T], body: bytes,
+              redact: Callable[[str], str] = lambda text: text) -> Callable[[], T]:
+        """What gives ``job(body)``: a large answer is read in a worker process now (this call
+        waits for it: call it from a thread that may wait), a small one where the returned
+        function is called (the thread that takes the answers in order, so the threads that
+        fetch them do not contend for the interpreter). A SourceError the job raises (an
+        answer that is not InfluxDB's, say) comes back with ``redact`` applied to its message,
+        wherever it ran: a worker never holds the credential."""
         pool = self._pool_for(len(body))
-        try:
-            if pool is not None:
-                try:
-                    result = pool.submit(job, body).result()
-                except BrokenProcessPool:
-                    with self._lock:
-                        self._broken = True
-                        self.fell_back += 1
-                else:
-                    with self._lock:
-                        self.sent += 1
-                    return result
-            return job(body)
-        except SourceError as exc:
-            raise SourceError(redact(str(exc))) from None
+        if pool is not None:
+            try:
+                result = pool.submit(job, body).result()
+            except BrokenProcessPool:
+                with self._lock:
+                    self._broken = True
+                    self.fell_back += 1
+            except SourceError as exc:
+                message = redact(str(exc))
+                return lambda: _raise(message)
+            else:
+                with self._lock:
+                    self.sent += 1
+                return lambda: result
+
+        def here() -> T:
+            try:
+                return job(body)
+            except SourceError as exc:
+                raise SourceError(redact(str(exc))) from None
+        return here
 
     def _pool_for(self, size: int) -> ProcessPoolExecutor | None:
         if self.processes <= 0 or size < self.min_bytes:
@@ -79,6 +93,10 @@ class Apart:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _raise(message: str) -> Any:
+    raise SourceError(message)
 
 
 def describe(apart: Any) -> str:

@@ -432,11 +432,12 @@ class Reader:
             if job is None:
                 return self._answer(text, _what(kind), http)
             http = http or self.http
-            return self.apart.run(job, self._body(text, _what(kind), http), http.redact)
+            return self.apart.begin(job, self._body(text, _what(kind), http), http.redact)
 
         if self.parallel <= 1 or len(todo) < 2:
             for (kind, text), job in zip(todo, jobs):
-                yield fetch(kind, text, job, None)
+                got = fetch(kind, text, job, None)
+                yield got if job is None else got()
             return
         local = threading.local()
         extra: list = []
@@ -455,13 +456,15 @@ class Reader:
             # hours is 200 MB of parsed JSON a week, which must not pile up.
             with ThreadPoolExecutor(self.parallel) as pool:
                 items = iter(zip(todo, jobs))
+                todo_jobs = iter(zip(todo, jobs))     # each answer's job, in the same order
                 ahead = deque(pool.submit(one, item) for item in islice(items, self.parallel))
                 try:
                     while ahead:
                         answer = ahead.popleft().result()
+                        (_, job), = islice(todo_jobs, 1)
                         for item in islice(items, 1):
                             ahead.append(pool.submit(one, item))
-                        yield answer
+                        yield answer if job is None else answer()
                         del answer
                 finally:
                     for f in ahead:
