@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from collector.columns import CAUSES, POWER, TYPES, Columns, distinct
+from collector.columns import CAUSES, POWER, TYPES, Columns
 from collector.localtime import LocalTime
 from collector.settings import Settings
 
-# Up to this many (region, hour, site) cells, distinct sites are counted with a presence bitmap
-# (one byte each), much faster than sorting the keys.
-_BITMAP_CELLS = 200_000_000
+# Observed hours are taken this many at a time (columns of every observed hour are 170 MB for a
+# quarter of 10,000 agents: only a slice's keys are made at once).
+_SLICE = 1 << 20
 
 
 def regional_events(cols: Columns, s: Settings, lt: LocalTime,
@@ -40,44 +40,49 @@ def _watching(cols: Columns, unit_region: np.ndarray, unit_site: np.ndarray, R: 
     """Distinct sites watching, per type, region and UTC hour (index from ``h0``):
     power-watched time (rounds, or host down) for power, round time for connectivity, as the
     figures of each type count it; and the agents behind them (a site's agents, for the event's
-    description only)."""
+    description only: per site the most agents of one of its units).
+
+    Observed hours are one row per unit and hour, so a unit that is its site's only one in its
+    region adds one site (and its agents) to its region's hour; only the rows of sites with
+    several units in one region (tag sets that changed) are told apart by site."""
+    U = len(cols.units)
     A = int(unit_site.max()) + 1 if unit_site.size else 1
     n_agents = np.array([len(a) for a in cols.unit_agents or ()], dtype=np.int64)
-    watching = np.zeros((len(TYPES), R, H), dtype=np.int64)
-    agents_watching = np.zeros((len(TYPES), R, H), dtype=np.int64)
+    if n_agents.size != U:
+        n_agents = np.ones(U, dtype=np.int64)
+    pair = unit_region * A + unit_site
+    alone = np.ones(U, dtype=bool)
+    if U:
+        order = np.argsort(pair, kind="stable")
+        same = pair[order][1:] == pair[order][:-1]
+        alone[order[1:][same]] = False
+        alone[order[:-1][same]] = False
+    watching = np.zeros((len(TYPES), R * H), dtype=np.int64)
+    agents_watching = np.zeros((len(TYPES), R * H), dtype=np.int64)
+    shared: list[list[np.ndarray]] = [[] for _ in TYPES]
+    for a in range(0, cols.obs_unit.size, _SLICE):
+        unit, hour = cols.obs_unit[a:a + _SLICE], cols.obs_hour[a:a + _SLICE]
+        for t in range(len(TYPES)):
+            w = (cols.obs_pw if t == POWER else cols.obs_s)[a:a + _SLICE] > 0
+            u = unit[w]
+            cell = unit_region[u] * H + (hour[w] // 3600 - h0)
+            one = alone[u]
+            watching[t] += np.bincount(cell[one], minlength=R * H)
+            agents_watching[t] += np.bincount(cell[one], weights=n_agents[u[one]],
+                                              minlength=R * H).astype(np.int64)
+            if not one.all():
+                shared[t].append(cell[~one] * A + unit_site[u[~one]])
+                shared[t].append(n_agents[u[~one]])
     for t in range(len(TYPES)):
-        w = (cols.obs_pw if t == POWER else cols.obs_s) > 0
-        w_unit = cols.obs_unit[w]
-        if not w_unit.size:
-            continue
-        # (region * H + hour - h0) * A + site, made in place: these are columns of every
-        # observed hour (21 million for a quarter of 10,000 agents)
-        key = unit_region[w_unit]
-        key *= H
-        hour = cols.obs_hour[w]
-        del w
-        hour //= 3600
-        hour -= h0
-        key += hour
-        del hour
-        key *= A
-        key += unit_site[w_unit]
-        if R * H * A <= _BITMAP_CELLS:
-            seen = np.zeros(R * H * A, dtype=bool)
-            seen[key] = True
-            watching[t] = seen.reshape(R * H, A).sum(axis=1).reshape(R, H)
-        else:
-            watching[t] = np.bincount(distinct(key) // A, minlength=R * H).reshape(R, H)
-        if n_agents.size and n_agents.max() > 1:
-            # Per region, hour and site the most agents of one of its units (tag sets).
+        if shared[t]:
+            key = np.concatenate(shared[t][0::2])
             uk, inv = np.unique(key, return_inverse=True)
             most = np.zeros(uk.size, dtype=np.int64)
-            np.maximum.at(most, inv.reshape(-1), n_agents[w_unit])
-            agents_watching[t] = np.bincount(uk // A, weights=most,
-                                             minlength=R * H).reshape(R, H).astype(np.int64)
-        else:
-            agents_watching[t] = watching[t]
-    return watching, agents_watching
+            np.maximum.at(most, inv.reshape(-1), np.concatenate(shared[t][1::2]))
+            watching[t] += np.bincount(uk // A, minlength=R * H)
+            agents_watching[t] += np.bincount(uk // A, weights=most,
+                                              minlength=R * H).astype(np.int64)
+    return watching.reshape(len(TYPES), R, H), agents_watching.reshape(len(TYPES), R, H)
 
 
 class _Search:

@@ -46,7 +46,9 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     for unit, site in zip(cols.units, to_site.tolist()):
         members[site].add(a_ix[unit.agent])
     shared = np.array([len(m) > 1 for m in members], dtype=bool)
-    o_unit = _remap(cols.obs_unit, to_site)
+    # each agent its own site (the usual case): the hours' unit column as it is, not a copy
+    same = to_site.size == len(sus) and bool((to_site == np.arange(to_site.size)).all())
+    o_unit = cols.obs_unit if same else _remap(cols.obs_unit, to_site)
     watchers = None
     if o_unit.size and shared.any():
         # Which agents of a shared line watched when (hours, host-down time included), for the
@@ -151,6 +153,8 @@ def _watched_only(cols: Columns, q: Quality) -> Columns:
 
 # A dense table of (line, type, hour) cells costs 8 bytes each: up to this many, no sorting.
 _DENSE_CELLS = 4_000_000
+# Beyond it, observed hours are looked up this many at a time.
+_SLICE = 1 << 20
 
 
 def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray,
@@ -163,14 +167,9 @@ def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray,
     H = int(max(hour.max(), o.max() // 3600) if o.size else hour.max()) - h0 + 1
     line = cols.ep_unit[rep]
     cell = (line * 2 + cols.ep_type[rep]) * H + (hour - h0)
-    # unit * 2H + hour - h0, in place: a column as long as every observed hour
-    o_cell = cols.obs_unit * (2 * H)
-    o_h = o // 3600
-    o_h -= h0
-    o_cell += o_h
-    del o_h
     n_cells = 2 * len(cols.units) * H
     if n_cells <= _DENSE_CELLS:
+        o_cell = cols.obs_unit * (2 * H) + (o // 3600 - h0)    # unit * 2H + hour - h0
         total = np.bincount(cell, weights=secs, minlength=n_cells)
         watched = np.zeros(n_cells)
         watched[o_cell + POWER * H] = cols.obs_pw
@@ -181,17 +180,29 @@ def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray,
         with np.errstate(divide="ignore", invalid="ignore"):
             share: np.ndarray = np.where(over, watched / total, 1.0)[cell]
         return share
-    # Many lines over a long window: the cells that have pieces, found by sorting.
+    # Many lines over a long window: the cells that have pieces, found by sorting, and looked
+    # up in the observed hours a slice at a time (their keys rise: one row per unit and hour,
+    # in that order).
     cells, inv = np.unique(cell, return_inverse=True)
     inv = inv.reshape(-1)
     total = np.bincount(inv, weights=secs, minlength=cells.size)
     power = (cells // H) % 2 == POWER
     base = cells - np.where(power, POWER, 1 - POWER) * H
-    i = np.minimum(np.searchsorted(o_cell, base), max(o_cell.size - 1, 0))
-    found = (o_cell[i] == base) if o_cell.size else np.zeros(cells.size, dtype=bool)
+    by_base = np.argsort(base, kind="stable")
+    sorted_base = base[by_base]
     watched = np.zeros(cells.size)
-    if o_cell.size:
-        watched = np.where(found, np.where(power, cols.obs_pw[i], cols.obs_s[i]), 0.0)
+    for a in range(0, o.size, _SLICE):
+        o_cell = cols.obs_unit[a:a + _SLICE] * (2 * H) + (o[a:a + _SLICE] // 3600 - h0)
+        lo = np.searchsorted(sorted_base, o_cell[0], side="left")
+        hi = np.searchsorted(sorted_base, o_cell[-1], side="right")
+        want = by_base[lo:hi]
+        if not want.size:
+            continue
+        i = np.minimum(np.searchsorted(o_cell, base[want]), o_cell.size - 1)
+        found = o_cell[i] == base[want]
+        rows = a + i[found]
+        hit = want[found]
+        watched[hit] = np.where(power[hit], cols.obs_pw[rows], cols.obs_s[rows])
     over = total > watched
     if not over.any():
         return None

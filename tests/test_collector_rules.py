@@ -153,9 +153,11 @@ def test_an_outage_counts_up_to_now_when_the_window_reaches_into_the_future():
 @pytest.fixture(params=["dense", "sorted"])
 def cells(request, monkeypatch):
     """Both ways collector.clean finds a line's watched time per hour: a dense table (few lines
-    and hours) and sorting (many)."""
+    and hours) and sorting (many), the observed hours then looked up a few at a time (slices
+    of a large fleet's, here of 3)."""
     if request.param == "sorted":
         monkeypatch.setattr("collector.sites._DENSE_CELLS", 0)
+        monkeypatch.setattr("collector.sites._SLICE", 3)
     return request.param
 
 
@@ -337,12 +339,13 @@ def _union(spans) -> float:
 def test_property_outage_seconds_never_exceed_watched_seconds(dense, spec):
     _, d = _fleet(spec)
     cols, q = clean(d, ["PK-SD"], MON + DAY)
-    dense_cells = sites_module._DENSE_CELLS
+    dense_cells, slice_rows = sites_module._DENSE_CELLS, sites_module._SLICE
     try:
         sites_module._DENSE_CELLS = dense_cells if dense else 0
+        sites_module._SLICE = slice_rows if dense else 2
         line = by_site(cols, q)
     finally:
-        sites_module._DENSE_CELLS = dense_cells
+        sites_module._DENSE_CELLS, sites_module._SLICE = dense_cells, slice_rows
     watched = {}
     for u, h, r, pw in zip(line.obs_unit.tolist(), line.obs_hour.tolist(), line.obs_s.tolist(),
                            line.obs_pw.tolist()):

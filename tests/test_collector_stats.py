@@ -389,3 +389,78 @@ def test_distinct_is_numpys_unique(values, spread):
     for a in (np.array(values, dtype=np.int64), np.array(values, dtype=np.int64) % spread):
         got = distinct(a)
         assert got.dtype == a.dtype and got.tolist() == np.unique(a).tolist()
+
+
+def test_figures_do_not_depend_on_how_many_hours_are_taken_at_a_time(monkeypatch):
+    """The observed hours are summed, counted per region and looked up a slice at a time
+    (collector.stats, collector.events, collector.sites): slices of a few hours give the
+    same result as one slice of all, to the last bit, on a fleet whose agents share routers
+    (sites with several agents, and so several units in one region)."""
+    from tests.fleet import Fleet
+
+    fleet = Fleet(agents=24, days=3, start=MON - MON % DAY, round_s=300, seed=7, routers=True)
+    ds = fleet.dataset()
+    by_site: dict[str, set] = {}
+    for o in ds.obs:
+        by_site.setdefault(o.unit.site, set()).add(o.unit)
+    # one agent of a shared router with other tags (its access): its site has two units in
+    # one region
+    moved = sorted(next(us for us in by_site.values() if len(us) > 1))[0]
+    other = replace(moved, access="mobile" if moved.access != "mobile" else "fibre")
+
+    def re(rec):
+        return replace(rec, unit=other) if rec.unit == moved else rec
+    ds = replace(ds, obs=tuple(map(re, ds.obs)), episodes=tuple(map(re, ds.episodes)),
+                 pings=tuple(map(re, ds.pings)), speeds=tuple(map(re, ds.speeds)))
+    s = Settings(min_agents=2, bootstrap=200)
+    whole = aggregate(ds, s, period="day")
+    for name, n in (("collector.stats.OBS_SLICE", 5), ("collector.events._SLICE", 7),
+                    ("collector.sites._SLICE", 3), ("collector.sites._DENSE_CELLS", 0)):
+        monkeypatch.setattr(name, n)
+    sliced = aggregate(ds, s, period="day")
+    assert whole["cells"] and whole["events"]
+    assert json.dumps(sliced, sort_keys=True) == json.dumps(whole, sort_keys=True)
+
+
+def test_sites_watching_per_region_and_hour_counted_once_each(monkeypatch):
+    """collector.events counts the distinct sites watching per type, region and hour (and the
+    most agents behind one of each site's units): the same as counting them one by one, for
+    a site with two units in one region (an agent of a shared router with other tags), in
+    slices of a few hours."""
+    from collector import events
+    from collector.columns import POWER, TYPES
+    from collector.sites import by_site
+    from kit.definitions import Quality
+    from tests.fleet import Fleet
+
+    fleet = Fleet(agents=24, days=2, start=MON - MON % DAY, round_s=300, seed=7, routers=True)
+    ds = fleet.dataset()
+    moved = sorted({o.unit for o in ds.obs if o.unit.site}, key=lambda u: (u.site, u.agent))[0]
+    other = replace(moved, access="mobile" if moved.access != "mobile" else "fibre")
+    ds = replace(ds, obs=tuple(replace(o, unit=other) if o.unit == moved and o.hour % 7200 else o
+                               for o in ds.obs))
+    cols, _ = clean(ds, ["PK-PB", "PK-SD", "PK-KP", "PK-BA", "PK-IS", "PK-GB", "PK-JK"], ds.end)
+    line = by_site(cols, Quality())
+    regions = sorted({u.region for u in line.units})
+    unit_region = np.array([regions.index(u.region) for u in line.units])
+    sites = sorted({u.agent for u in line.units})
+    unit_site = np.array([sites.index(u.agent) for u in line.units])
+    h0 = int(line.obs_hour.min()) // 3600
+    H = int(line.obs_hour.max()) // 3600 - h0 + 1
+    monkeypatch.setattr(events, "_SLICE", 5)
+    watching, agents = events._watching(line, unit_region, unit_site, len(regions), h0, H)
+    want_w = np.zeros_like(watching)
+    want_a = np.zeros_like(agents)
+    for t in range(len(TYPES)):
+        seen: dict = {}
+        w = line.obs_pw if t == POWER else line.obs_s
+        for u, h, x in zip(line.obs_unit.tolist(), line.obs_hour.tolist(), w.tolist()):
+            if x > 0:
+                key = (unit_region[u], h // 3600 - h0, unit_site[u])
+                seen[key] = max(seen.get(key, 0), len(line.unit_agents[u]))
+        for (r, h, _), n in seen.items():
+            want_w[t, r, h] += 1
+            want_a[t, r, h] += n
+    assert (watching == want_w).all() and (agents == want_a).all()
+    two = {(unit_region[u], unit_site[u]) for u in range(len(line.units))}
+    assert len(two) < len(line.units)      # some site has two units in one region
