@@ -73,6 +73,7 @@ there were, never how long the line was watched.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
@@ -83,7 +84,7 @@ from collector.columns import CAUSES, HOST_DOWN, POWER, TYPES, Columns
 from collector.episodes import flood, overlaps, power_watched
 from collector.repairs import reject, resite, retag
 from kit.definitions import CAUSES_BY_TYPE, CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
-from kit.records import Dataset
+from kit.records import Dataset, HourColumns
 
 # The records of one kind (kit.records: ObsHour, Episode, PingDay, SpeedTest).
 Records = Sequence[Any]
@@ -139,7 +140,10 @@ def clean_taken(box: list[Dataset], regions: Iterable[str], now: float) -> tuple
     q = Quality()
     met = _Units()
     ds = box.pop()
-    o_unit, o_hour, o_s, o_src = _observed(ds, met)
+    # the hours' blocks held here alone, each let go once its columns are copied out
+    blocks: list[HourColumns | None] = list(ds.hours)
+    ds = replace(ds, hours=())
+    o_unit, o_hour, o_s, o_src = _observed(ds, blocks, met)
     e_unit, e_start, e_dur, e_type, e_cause = _episode_columns(ds, met)
     s_unit, s_time, (s_down, s_down_none), (s_up, s_up_none) = _speed_columns(ds, met)
     p_unit = met.column(ds.pings)
@@ -192,21 +196,33 @@ def clean_taken(box: list[Dataset], regions: Iterable[str], now: float) -> tuple
 _SOURCES = {"hourly": 1, "raw": 2}   # ObsHour.source as a code (0: any other)
 
 
-def _observed(ds: Dataset, met: _Units) -> tuple[np.ndarray, ...]:
-    """Every observed hour of ``ds`` (its records, then its columns) as columns: unit index,
-    hour, observed seconds, source code (:data:`_SOURCES`)."""
+def _observed(ds: Dataset, blocks: list[HourColumns | None],
+              met: _Units) -> tuple[np.ndarray, ...]:
+    """Every observed hour of ``ds`` (its records) and of ``blocks`` (taken out of the list
+    one by one, so each is let go as soon as it is copied) as columns: unit index, hour,
+    observed seconds, source code (:data:`_SOURCES`)."""
     obs = ds.obs
-    units = [met.column(obs)]
-    hours = [_col(obs, "hour", np.int64)]
-    secs = [_col(obs, "observed_s", np.float64)]
-    srcs = [np.fromiter(map(_SOURCES.get, map(attrgetter("source"), obs), repeat(0)), np.int8,
-                        len(obs))]
-    for block in ds.hours:
-        units.append(met.block(block.units, block.unit))
-        hours.append(np.asarray(block.hour, dtype=np.int64))
-        secs.append(np.asarray(block.observed_s, dtype=np.float64))
-        srcs.append(np.full(len(block), _SOURCES.get(block.source, 0), dtype=np.int8))
-    return tuple(np.concatenate(c) for c in (units, hours, secs, srcs))
+    n = len(obs) + sum(len(b) for b in blocks if b is not None)
+    units, hours = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    secs, srcs = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.int8)
+    k = len(obs)
+    units[:k] = met.column(obs)
+    hours[:k] = _col(obs, "hour", np.int64)
+    secs[:k] = _col(obs, "observed_s", np.float64)
+    srcs[:k] = np.fromiter(map(_SOURCES.get, map(attrgetter("source"), obs), repeat(0)),
+                           np.int8, len(obs))
+    for i, block in enumerate(blocks):
+        blocks[i] = None
+        if block is None:
+            continue
+        m = len(block)
+        units[k:k + m] = met.block(block.units, block.unit)
+        hours[k:k + m] = block.hour
+        secs[k:k + m] = block.observed_s
+        srcs[k:k + m] = _SOURCES.get(block.source, 0)
+        k += m
+        del block
+    return units, hours, secs, srcs
 
 
 def _count_paths(q: Quality, ds: Dataset, o_unit: np.ndarray, hour: np.ndarray,
