@@ -41,7 +41,7 @@ from pathlib import Path
 
 from kit.definitions import Unit
 from kit.errors import SourceError
-from kit.records import EpisodeColumns, HourColumns, ObsHour, PingDay, SpeedColumns
+from kit.records import EpisodeColumns, HourColumns, ObsHour, PingColumns, PingDay, SpeedColumns
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS days (day INTEGER PRIMARY KEY);
@@ -319,8 +319,9 @@ class Cache:
 
     def store(self, days: Iterable[int], obs: Iterable[ObsHour], pings: Iterable[PingDay],
               rejected: Iterable[tuple[int, str, int]] = (),
-              marks: dict[int, str] | None = None, hours: Iterable[HourColumns] = ()) -> None:
-        """Keep these whole days (their records and ``hours`` blocks, and (hour, reason, rows)
+              marks: dict[int, str] | None = None, hours: Iterable[HourColumns] = (),
+              ping_cols: Iterable[PingColumns] = ()) -> None:
+        """Keep these whole days (their records, ``hours`` and ``ping_cols`` blocks, and (hour, reason, rows)
         counted as rejected, given), replacing anything kept for them. With ``marks`` ({day:
         mark}, every day of ``days``) they are held as recent (:meth:`recent`) instead of
         kept."""
@@ -368,10 +369,25 @@ class Cache:
                                   [(uid(p.unit), p.day, p.rtt_p50_ms, p.rtt_p95_ms, p.loss_pct,
                                     p.rounds, p.rtt_min_ms, p.rtt_max_ms) for p in pings
                                    if p.day in days])
+            for b in ping_cols:
+                ids = [uid(u) for u in b.units]
+                self.conn.executemany("INSERT INTO pings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+                    (ids[u], d, *(None if v != v else v for v in (p50, p95, loss)), n,
+                     *(None if v != v else v for v in (lo, hi)))
+                    for u, d, p50, p95, loss, n, lo, hi in zip(
+                        _list(b.unit), _list(b.day), _list(b.rtt_p50_ms), _list(b.rtt_p95_ms),
+                        _list(b.loss_pct), _list(b.rounds), _list(b.rtt_min_ms),
+                        _list(b.rtt_max_ms))
+                    if d in days])
             self.conn.executemany("INSERT OR REPLACE INTO rejected VALUES (?, ?, ?)",
                                   ((h, r, n) for h, r, n in rejected if h - h % 86400 in days))
             if marks is None:
                 self.conn.executemany("INSERT OR REPLACE INTO days VALUES (?)", ((d,) for d in days))
+
+
+def _list(col) -> list:
+    """A column as a list of Python numbers (numpy's tolist, or the list itself)."""
+    return col.tolist() if hasattr(col, "tolist") else list(col)
 
 
 @lru_cache(maxsize=1 << 16)

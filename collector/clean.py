@@ -146,13 +146,14 @@ def clean_taken(box: list[Dataset], regions: Iterable[str], now: float) -> tuple
     o_unit, o_hour, o_s, o_src = _observed(ds, blocks, met)
     e_unit, e_start, e_dur, e_type, e_cause = _episode_columns(ds, met)
     s_unit, s_time, (s_down, s_down_none), (s_up, s_up_none) = _speed_columns(ds, met)
-    p_unit = met.column(ds.pings)
+    p_unit, p_cols = _ping_columns(ds, met)
     _count_paths(q, ds, o_unit, o_hour, o_src, met.units)
     check = _Checks(q, ds, now, np.array([not u.agent for u in met.units], dtype=bool))
     # --- each record on its own
     o_keep = check(o_unit, o_hour, ~np.isfinite(o_s), lambda: [("absurd_observed", o_s <= 0)])
     e_keep = _episodes(check, e_unit, e_start, e_dur, e_type, e_cause)
-    (p_day, p50, p95, loss, rounds), p_keep = _pings(check, ds.pings, p_unit)
+    (p_day, p50, p95, loss, rounds), p_keep = _pings(check, p_unit, *p_cols)
+    del p_cols
     s_keep = _speeds(check, s_unit, s_time, s_down, s_down_none, s_up, s_up_none)
     start, end = ds.start, ds.end
     del ds     # every record is in a column now
@@ -166,11 +167,11 @@ def clean_taken(box: list[Dataset], regions: Iterable[str], now: float) -> tuple
     # A quarter of 10,000 agents is 21 million observed hours, 170 MB a column: each column of
     # them is let go as soon as it is replaced.
     del unit_cols, times
-    o_key, o_s = _summed_hours(q, o_unit, _kept(o_hour, o_keep), _kept(o_s, o_keep))
-    del o_unit, o_hour
+    hours = list(_summed_hours(q, o_unit, _kept(o_hour, o_keep), _kept(o_s, o_keep)))
+    del o_unit, o_hour, o_s     # held in ``hours`` alone, let go by _agent_episodes
     # --- observed hours, episodes, daily latency, speed tests
     (o_key, o_s, o_pw), (e_unit, e_type, e_cause, e_start, e_dur, e_whole) = (
-        _agent_episodes(q, unit_agent, (o_key, o_s),
+        _agent_episodes(q, unit_agent, hours,
                         (e_unit, *(a[e_keep] for a in (e_type, e_cause, e_start, e_dur))),
                         min(end, now)))
     o_unit = o_key >> 32
@@ -351,14 +352,36 @@ def _episodes(check: _Checks, unit: np.ndarray, e_start: np.ndarray, e_dur: np.n
         ("absurd_duration", e_dur > MAX_EPISODE_S)])
 
 
-def _pings(check: _Checks, pds: Records, unit: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """Days of latency: (day, p50, p95, loss, rounds) and which pass."""
-    p_day = _col(pds, "day", np.int64)
+def _ping_columns(ds: Dataset, met: _Units) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Every day of latency of ``ds`` (its records, then its columns) as columns: unit index,
+    and (values, where none) for the day, p50, p95, loss, rounds, minimum and maximum (a
+    record's None is NaN in its column and marked none; in columns, a NaN is none)."""
+    pds = ds.pings
+    units = [met.column(pds)]
+    parts = [[(_col(pds, "day", np.int64), np.zeros(len(pds), dtype=bool))]
+             + [_figures(pds, a) for a in _PING_FIGURES]
+             + [(_col(pds, "rounds", np.int64), np.zeros(len(pds), dtype=bool))]]
+    for b in ds.ping_cols:
+        units.append(met.block(b.units, b.unit))
+        day = np.asarray(b.day, dtype=np.int64)
+        figures = [np.asarray(getattr(b, a), dtype=np.float64) for a in _PING_FIGURES]
+        parts.append([(day, np.zeros(day.size, dtype=bool))] + [(f, np.isnan(f)) for f in figures]
+                     + [(np.asarray(b.rounds, dtype=np.int64), np.zeros(day.size, dtype=bool))])
+    cols = [(np.concatenate([p[k][0] for p in parts]), np.concatenate([p[k][1] for p in parts]))
+            for k in range(len(parts[0]))]
+    return np.concatenate(units), cols
+
+
+_PING_FIGURES = ("rtt_p50_ms", "rtt_p95_ms", "loss_pct", "rtt_min_ms", "rtt_max_ms")
+
+
+def _pings(check: _Checks, unit: np.ndarray, *cols: tuple[np.ndarray, np.ndarray]
+           ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """Days of latency (:func:`_ping_columns`): (day, p50, p95, loss, rounds) and which pass."""
+    (p_day, _), (p50, p50_none), (p95, p95_none), (loss, loss_none), (lo, lo_none), \
+        (hi, hi_none), (rounds, _) = cols
     # A figure the record does not have (None: the loss of a day, its extremes) is NaN in its
     # column; a NaN or infinite value the record has is not a number.
-    (p50, p50_none), (p95, p95_none), (loss, loss_none), (lo, lo_none), (hi, hi_none) = (
-        _figures(pds, a) for a in ("rtt_p50_ms", "rtt_p95_ms", "loss_pct", "rtt_min_ms", "rtt_max_ms"))
-    rounds = _col(pds, "rounds", np.int64)
     keep = check(unit, p_day, (~np.isfinite(p50) & ~p50_none) | (~np.isfinite(p95) & ~p95_none)
                  | (~np.isfinite(loss) & ~loss_none) | (~np.isfinite(lo) & ~lo_none)
                  | (~np.isfinite(hi) & ~hi_none), lambda: [
@@ -448,12 +471,13 @@ def _summed_hours(q: Quality, o_unit: np.ndarray, o_hour: np.ndarray,
     return key, o_s
 
 
-def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: tuple[np.ndarray, ...],
+def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: list[np.ndarray],
                     eps: tuple[np.ndarray, ...], stop: float
                     ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """The kept episodes (unit, type, cause, start, duration) through floods, host-down time as
     watched time, overlaps and power merges, and the end ``stop`` (the window's, or "now":
-    nothing after it can have been measured). ``hours``: the observed hours as
+    nothing after it can have been measured). ``hours``: the observed hours as a list (emptied
+    here, so the columns it held are let go once power-watched time is made), as
     :func:`_summed_hours` gives them. Returns them with power-watched time (key, round time,
     power-watched time; :func:`collector.episodes.power_watched`) and the episodes (unit, type,
     cause, start, counted duration, whole duration)."""
@@ -465,8 +489,10 @@ def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: tuple[np.ndarray,
     # battery episode before it stays watched time (docs/collector.md, observed time).
     hd = (e_type == POWER) & (e_cause == HOST_DOWN)
     o_key, o_s = hours
+    hours.clear()       # the caller's list: the columns of every hour are held here alone
     watched = power_watched(o_key, o_s, e_unit[hd], e_start[hd],
                             np.minimum(e_start[hd] + e_dur[hd], stop))
+    del o_key, o_s
     e_unit, e_type, e_cause, e_start, e_dur = overlaps(q, unit_agent, e_unit, e_type, e_cause,
                                                        e_start, e_dur)
     e_whole = e_dur

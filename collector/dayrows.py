@@ -23,7 +23,7 @@ from collector.answers import DAY, T_MAX, T_MIN, TAGS, _time, _unit, checked_ser
 from collector.packed import Bad, covers, read
 from kit.definitions import MAX_INTERVAL_S, Quality, Unit
 from kit.hourly import LAST, bucket_value
-from kit.records import HourColumns, PingDay
+from kit.records import HourColumns, PingColumns
 from kit.summaries import MAX_COUNT, NUMBER, Rejected, packed_hours, packed_latency
 
 # The columns of the packed daily query (collector.influxql.day_query), the tags after them.
@@ -81,7 +81,7 @@ class Daily:
     counts, each agent's first watched hour, the agent-days read)."""
 
     block: Any
-    pings: list
+    pings: Any        # a PingColumns block, or None
     episodes: Any
     speeds: Any
     quality: Quality = field(default_factory=Quality)
@@ -105,7 +105,8 @@ def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality
                  first: dict[str, float], days: Days, cache: dict | None = None,
                  rows_window: tuple[float, float] | None = None):
     """One answer of the packed daily query: each agent-day's observed hours (one HourColumns
-    block for the answer, or None), its latency (PingDay records), and the episodes and speed
+    block for the answer, or None), its latency (a PingColumns block, or None), and the
+    episodes and speed
     tests its rows carry (collector.packed: an EpisodeColumns and a SpeedColumns block, or
     None), those dated in ``rows_window`` (default ``window``). Notes each agent's first
     watched hour in ``first`` and the agent-days read in ``days``.
@@ -165,11 +166,13 @@ def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality
                 q.rejected["bad_summary"] += 1
             packs.append((row[_LATENCY], row[_LATENCY + 1]) if carried else None)
     if not rows:
-        return None, [], None, None
+        return None, None, None, None
     got = _fast(units, who, rows, lo, hi)
     if got is None:
         got = _slow(units, who, rows, lo, hi, q)
     unit_of, hour, secs, day_of, pings = got
+    if not isinstance(pings, PingColumns):
+        pings = PingColumns.of(pings)
     eps, tests = _carried(units, who, rows, packs, days, q, rows_window or window)
     for k, d in day_of:
         days.packed.setdefault(units[k].agent, []).append(d)
@@ -305,21 +308,22 @@ def _fast(units, who, rows, lo, hi):
     values = grid[r, col]
     # latency: p50 and p95 as Histogram.quantile gives them
     vals = np.array(_VALUES)
-    p50, p95 = ([None] * n, [None] * n)
+    p50, p95 = np.full(n, np.nan), np.full(n, np.nan)
     if cum.size:
         for pct, out in ((50, p50), (95, p95)):
             k = np.floor(total * pct / 100.0 + 0.5).astype(np.int64) - 1
             ok = (k >= 0) & (k < total)
             at = np.searchsorted(cum, before + k + 1, side="left")
-            got = np.where(ok, vals[idx[np.minimum(at, idx.size - 1)]], np.nan)
-            out[:] = [None if not o else v for o, v in zip(ok.tolist(), got.tolist())]
-    recs = []
-    for i in np.flatnonzero(rounds).tolist():
-        recs.append(PingDay(units[who[i]], int(day[i]), p50[i], p95[i],
-                            float(loss[i]) / pings[i], pings[i],
-                            None if rmin[i] is None else float(rmin[i]),
-                            None if rmax[i] is None else float(rmax[i])))
-    return unit_of, hour, values, list(zip(who, day.tolist())), recs
+            out[:] = np.where(ok, vals[idx[np.minimum(at, idx.size - 1)]], np.nan)
+    # latency: a day with rounds; a figure it lacks as NaN (every other figure is finite here)
+    some = np.flatnonzero(rounds)
+
+    def extreme(v: tuple) -> Any:
+        return np.array([math.nan if x is None else x for x in v], dtype=np.float64)[some]
+    lat = PingColumns(tuple(units), who_a[some].astype(np.int32), day[some], p50[some],
+                      p95[some], loss_sum[some] / rounds[some], rounds[some], extreme(rmin),
+                      extreme(rmax))
+    return unit_of, hour, values, list(zip(who, day.tolist())), lat
 
 
 def _slow(units, who, rows, lo, hi, q: Quality):

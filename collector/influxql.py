@@ -65,7 +65,7 @@ from collector.dayrows import DAY_COLUMNS, Daily, Days, read_daily
 from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
 from kit.errors import SourceError
 from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME
-from kit.records import Dataset, EpisodeColumns, HourColumns, SpeedColumns
+from kit.records import Dataset, EpisodeColumns, HourColumns, PingColumns, SpeedColumns
 
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
 # The measurement each kind of query reads, which names the query in messages.
@@ -516,14 +516,15 @@ class Reader:
                   for a, b in day_runs(sorted(recheck - set(fetch))) if a < end]
         got = self._days(fetch, q, extra, rows=(T_MIN, end))
         cache.store([d for d in fetch if d + DAY <= limit], got["obs"], got["ping"],
-                    _rejected(got["bad_rounds"]), hours=got["hours"])
+                    _rejected(got["bad_rounds"]), hours=got["hours"], ping_cols=got["ping_cols"])
         # Whole days only: the last day's rows were read up to the window's end. A recent day's
         # mark is written last, with its records, so it never stands beside older ones.
         cache.store_rows({d: counts.get(d, (0, 0)) for d in row_days if d + DAY <= end},
                          got["episode_cols"], got["speed_cols"])
         recent = [d for d in fetch if limit < d + DAY <= end]
         cache.store(recent, got["obs"], got["ping"], _rejected(got["bad_rounds"]),
-                    marks={d: marks.get(d, "") for d in recent}, hours=got["hours"])
+                    marks={d: marks.get(d, "") for d in recent}, hours=got["hours"],
+                    ping_cols=got["ping_cols"])
         cache.promote(d for d in good if d + DAY <= limit)
         old_eps, old_speeds = cache.load_rows((kept - recheck) | good)
         got["episode_cols"] += old_eps
@@ -538,13 +539,14 @@ class Reader:
             # its outages are here but not its watching time. Ask again for those days.
             fresh = self._days(stale, q)
             cache.store(stale, fresh["obs"], fresh["ping"], _rejected(fresh["bad_rounds"]),
-                        hours=fresh["hours"])
+                        hours=fresh["hours"], ping_cols=fresh["ping_cols"])
             cache.mark_asked_again(late)
             gone = set(stale)
             old_hours = [b for b in old_hours if int(b.hour[0]) - int(b.hour[0]) % DAY not in gone]
             got["obs"] += fresh["obs"]
             old_hours += fresh["hours"]
             old_pings = [p for p in old_pings if p.day not in gone] + fresh["ping"]
+            got["ping_cols"] += fresh["ping_cols"]
             old_bad = ([r for r in old_bad if r[0] - r[0] % DAY not in gone]
                        + _rejected(fresh["bad_rounds"]))
         got["ping"] += old_pings
@@ -565,7 +567,7 @@ class Reader:
         # episodes and speed tests come as column blocks only (Reader._days)
         return Dataset(start, end, tuple(got["obs"]), (), tuple(got["ping"]), (),
                        tuple(got["hours"]), tuple(got["episode_cols"]),
-                       tuple(got["speed_cols"]))
+                       tuple(got["speed_cols"]), tuple(got["ping_cols"]))
 
     @staticmethod
     def _unpacked_queries(runs, packed: dict[tuple[float, float], Days]):
@@ -676,6 +678,7 @@ class Reader:
         hour_days: dict[tuple[float, float], set[tuple[str, int]]] = defaultdict(set)
         day_rows: set[tuple[str, int]] = set()
         summary: dict[str, list] = defaultdict(list)
+        day_pings: list[PingColumns] = []     # the packed daily rows' latency, as columns
         units: dict[tuple, Unit | None] = {}   # location tags -> Unit, made once per read
         jobs = [partial(read_daily, what=_what(kind), window=window, rows_window=rows)
                 if kind == "dday" else None for (kind, _), window in zip(todo, windows)]
@@ -688,7 +691,8 @@ class Reader:
                 packed[window] = daily.days
                 if daily.block is not None:
                     got["hours"].append(daily.block)
-                summary["dping"].extend(daily.pings)
+                if daily.pings is not None and len(daily.pings):
+                    day_pings.append(daily.pings)
                 for name, b in (("episode_cols", daily.episodes), ("speed_cols", daily.speeds)):
                     if rows is not None and b is not None and len(b):
                         got[name].append(b)
@@ -773,6 +777,7 @@ class Reader:
                     got[kind].append(rec)
         got["obs"] += summary["hobs"]
         got["ping"] += [p for p in summary["dping"] if (p.unit.agent, p.day) not in raw_days]
+        got["ping_cols"] += [b.without(raw_days) for b in day_pings] if raw_days else day_pings
         return got
 
 

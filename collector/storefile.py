@@ -55,7 +55,7 @@ def read_stores(paths: Iterable[str | os.PathLike], start: float, end: float,
 
 
 def merge(start: float, end: float, parts: Iterable[Dataset]) -> Dataset:
-    obs, eps, pings, speeds, hours, ep_cols, sp_cols = [], [], [], [], [], [], []
+    obs, eps, pings, speeds, hours, ep_cols, sp_cols, p_cols = [], [], [], [], [], [], [], []
     for d in parts:
         obs += d.obs
         eps += d.episodes
@@ -64,5 +64,6 @@ def merge(start: float, end: float, parts: Iterable[Dataset]) -> Dataset:
         hours += d.hours
         ep_cols += d.episode_cols
         sp_cols += d.speed_cols
+        p_cols += d.ping_cols
     return Dataset(start, end, tuple(obs), tuple(eps), tuple(pings), tuple(speeds), tuple(hours),
-                   tuple(ep_cols), tuple(sp_cols))
+                   tuple(ep_cols), tuple(sp_cols), tuple(p_cols))

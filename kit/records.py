@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kit.definitions import Unit
 
@@ -156,6 +157,60 @@ class SpeedColumns:
                             None if up != up else up)
 
 
+@dataclass(frozen=True, eq=False)
+class PingColumns:
+    """Days of latency of one source as columns: day ``k`` is ``units[unit[k]]``'s, the UTC day
+    starting at ``day[k]``; a figure of NaN stands for none (:class:`PingDay`'s None). Made only
+    from figures that are numbers or none (a source that could give a NaN as a figure keeps
+    records, so that it is counted as not a number)."""
+
+    units: tuple[Unit, ...]
+    unit: Sequence[int]
+    day: Sequence[int]
+    rtt_p50_ms: Sequence[float]
+    rtt_p95_ms: Sequence[float]
+    loss_pct: Sequence[float]
+    rounds: Sequence[int]
+    rtt_min_ms: Sequence[float]
+    rtt_max_ms: Sequence[float]
+
+    def __len__(self) -> int:
+        return len(self.day)
+
+    def records(self) -> Iterator[PingDay]:
+        def f(v: float) -> float | None:
+            v = float(v)
+            return None if v != v else v
+        for u, d, p50, p95, loss, n, lo, hi in zip(self.unit, self.day, self.rtt_p50_ms,
+                                                   self.rtt_p95_ms, self.loss_pct, self.rounds,
+                                                   self.rtt_min_ms, self.rtt_max_ms):
+            yield PingDay(self.units[int(u)], int(d), f(p50), f(p95), f(loss), int(n), f(lo), f(hi))
+
+    @classmethod
+    def of(cls, recs: Sequence[PingDay]) -> PingColumns:
+        """Records as one block (a figure that is None as NaN; none of theirs may be NaN)."""
+        units: dict[Unit, int] = {}
+        nan = float("nan")
+
+        def col(name: str) -> list[float]:
+            return [nan if v is None else v for v in (getattr(p, name) for p in recs)]
+        unit = [units.setdefault(p.unit, len(units)) for p in recs]
+        return cls(tuple(units), unit, [p.day for p in recs], col("rtt_p50_ms"),
+                   col("rtt_p95_ms"), col("loss_pct"), [p.rounds for p in recs],
+                   col("rtt_min_ms"), col("rtt_max_ms"))
+
+    def without(self, gone: set[tuple[str, int]]) -> PingColumns:
+        """The block less the days whose (agent, day) is in ``gone``."""
+        keep = [(self.units[int(u)].agent, int(d)) not in gone for u, d in zip(self.unit, self.day)]
+        if all(keep):
+            return self
+        def kept(c: Sequence[Any]) -> list[Any]:
+            return [v for v, k in zip(c, keep) if k]
+        return PingColumns(self.units, kept(self.unit), kept(self.day), kept(self.rtt_p50_ms),
+                           kept(self.rtt_p95_ms), kept(self.loss_pct), kept(self.rounds),
+                           kept(self.rtt_min_ms), kept(self.rtt_max_ms))
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Everything one collection produced, for the window [start, end)."""
@@ -171,6 +226,8 @@ class Dataset:
     # More episodes and speed tests, as columns (never the same one in both).
     episode_cols: tuple[EpisodeColumns, ...] = ()
     speed_cols: tuple[SpeedColumns, ...] = ()
+    # More days of latency, as columns (never the same agent-day in both).
+    ping_cols: tuple[PingColumns, ...] = ()
 
     def all_obs(self) -> Iterator[ObsHour]:
         """Every observed hour as a record: ``obs``, then the ``hours`` columns'."""
@@ -189,4 +246,10 @@ class Dataset:
         """Every speed test as a record: ``speeds``, then the columns'."""
         yield from self.speeds
         for b in self.speed_cols:
+            yield from b.records()
+
+    def all_pings(self) -> Iterator[PingDay]:
+        """Every day of latency as a record: ``pings``, then the columns'."""
+        yield from self.pings
+        for b in self.ping_cols:
             yield from b.records()

@@ -109,7 +109,7 @@ def reference(ds: Dataset, settings, by=("region", "isp"), period="all", now=Non
 
     # ------------------------------------------------------------------ records, checked one by one
     recs = [Rec("obs", r) for r in ds.all_obs()] + [Rec("episode", r) for r in ds.all_episodes()] + \
-           [Rec("ping", r) for r in ds.pings] + [Rec("speed", r) for r in ds.all_speeds()]
+           [Rec("ping", r) for r in list(ds.all_pings())] + [Rec("speed", r) for r in ds.all_speeds()]
     kept = []
     for rec in recs:
         reason = basic_check(rec, w_start, w_end, now, settings)

@@ -89,7 +89,7 @@ def _read(server, db, fleet, processes):
 
 def _content(ds):
     return (sorted((o.unit, o.hour, o.observed_s) for o in ds.all_obs()),
-            sorted(map(repr, ds.pings)),
+            sorted(map(repr, list(ds.all_pings()))),
             sorted((e.unit, e.type, e.cause, e.start, e.duration_s) for e in ds.all_episodes()),
             sorted(map(repr, ds.all_speeds())))
 

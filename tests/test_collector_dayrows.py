@@ -43,7 +43,9 @@ def _same(a, b):
     ub, hb, sb, db, pb = b
     assert ua.tolist() == ub.tolist() and ha.tolist() == hb.tolist() and sa.tolist() == sb.tolist()
     assert sorted(da) == sorted(db)
-    assert pa == pb
+    # the whole answer's latency comes as columns, row by row as records: the same days
+    assert (list(pa.records()) if hasattr(pa, "records") else pa) == \
+        (list(pb.records()) if hasattr(pb, "records") else pb)
 
 
 @settings(max_examples=200, deadline=None)
@@ -92,7 +94,8 @@ def test_a_bad_row_sends_the_answer_row_by_row_and_is_counted():
         series = {"name": "daily", "columns": DAY_COLUMNS + list(TAGS),
                   "values": [r + ["", "", "a1", None, "PK-PB", None, None, None] for r in rows]}
         q, first, days = Quality(), {}, Days()
-        block, pings, _, _ = daily_answer([series], WINDOW, q, first, days)
+        block, lat, _, _ = daily_answer([series], WINDOW, q, first, days)
+        pings = list(lat.records()) if lat is not None else []
         assert dict(q.rejected) == {reason: 1}, (col, value)
         hours_of = {h - h % DAY for h in block.hour.tolist()}
         assert {START, START + 2 * DAY} <= hours_of
@@ -113,7 +116,8 @@ def test_a_day_row_read_back_gives_its_hours_and_its_latency():
     row = [START * 1000] + [f.get(c) for c in DAY_COLUMNS[1:]]
     series = {"name": "daily", "columns": DAY_COLUMNS + list(TAGS), "values": [row + ["a1"] + [None] * 5]}
     q, first, days = Quality(), {}, Days()
-    block, pings, eps, tests = daily_answer([series], WINDOW, q, first, days)
+    block, lat, eps, tests = daily_answer([series], WINDOW, q, first, days)
+    pings = list(lat.records())
     assert eps is None and tests is None and not days.covered   # packs no rows: read as they are
     assert days.uncovered == {"a1": {START}}
     assert block.hour.tolist() == starts and block.observed_s.tolist() == [3600.0, 1234.5, 10.0]
@@ -122,3 +126,15 @@ def test_a_day_row_read_back_gives_its_hours_and_its_latency():
     assert p.rtt_p50_ms == hourly.bucket_value(hourly.bucket(20.0))
     assert p.rtt_p95_ms == hourly.bucket_value(hourly.bucket(40.0))
     assert first == {"a1": float(starts[0])} and not q.rejected
+
+
+def test_latency_columns_give_back_the_records_they_were_made_of():
+    from kit.records import PingColumns, PingDay
+
+    recs = [PingDay(UNITS[0], START, 20.5, 40.0, 0.25, 360, 10.0, 90.0),
+            PingDay(UNITS[1], START, None, None, None, 7),
+            PingDay(UNITS[0], START + DAY, 21.0, 44.5, 0.0, 8640, None, None)]
+    cols = PingColumns.of(recs)
+    assert len(cols) == 3 and list(cols.records()) == recs
+    assert list(cols.without({(UNITS[0].agent, START)}).records()) == recs[1:]
+    assert cols.without(set()) is cols

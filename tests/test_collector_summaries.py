@@ -68,8 +68,8 @@ def _assert_same(raw, summ):
     for k in a:
         assert b[k] == pytest.approx(a[k], rel=1e-12), k
     assert _episodes(raw) == _episodes(summ)
-    pa = {(p.unit, p.day): p for p in raw.pings}
-    pb = {(p.unit, p.day): p for p in summ.pings}
+    pa = {(p.unit, p.day): p for p in list(raw.all_pings())}
+    pb = {(p.unit, p.day): p for p in list(summ.all_pings())}
     assert pa.keys() == pb.keys() and pa
     for k, p in pa.items():
         s = pb[k]
@@ -212,7 +212,7 @@ def test_influx_never_reads_a_summary_agents_raw_rows(influx, fleet):
     after, q1, r1 = _read(influx, db, fleet.start, fleet.end)
     assert dict(q1.rejected) == dict(q0.rejected) == {}
     assert _obs(after) == _obs(before)
-    assert sorted(map(repr, after.pings)) == sorted(map(repr, before.pings))
+    assert sorted(map(repr, list(after.all_pings()))) == sorted(map(repr, list(before.all_pings())))
     assert r1.queries == r0.queries
     # the same rows of an agent without summaries are read, and counted
     db2 = _db(influx, "c2")
@@ -233,7 +233,7 @@ def test_store_never_reads_a_summary_agents_raw_rows(fleet, tmp_path):
     conn.close()
     after, q1 = read_stores([path], fleet.start, fleet.end)
     assert dict(q1.rejected) == dict(q0.rejected) == {}
-    assert _obs(after) == _obs(before) and after.pings == before.pings
+    assert _obs(after) == _obs(before) and list(after.all_pings()) == list(before.all_pings())
 
 
 # ---------------------------------------------------------------- (d) hostile summaries
@@ -270,7 +270,7 @@ def test_hostile_summary_rows_in_influx_are_counted(influx):
     # InfluxDB sums a day's histogram on the server: a bad row rejects its agent-day's latency
     assert dict(q.rejected) == {"bad_summary": 2, "bad_histogram": 4, "bad_time": 1}
     assert sorted(o.hour for o in ds.all_obs()) == [H + k * 86400 for k in (0, 3, 4, 5, 6)]
-    assert [(p.day, p.rounds) for p in ds.pings] == [(START + k * DAY, 3) for k in range(3)]
+    assert [(p.day, p.rounds) for p in list(ds.all_pings())] == [(START + k * DAY, 3) for k in range(3)]
 
 
 def test_hostile_summary_rows_in_a_store_are_counted(tmp_path):
@@ -296,7 +296,7 @@ def test_hostile_summary_rows_in_a_store_are_counted(tmp_path):
                                 "bad_json": 3}
     assert sorted(o.hour for o in ds.all_obs() if o.source == "hourly") == [H + k * 3600
                                                                       for k in (0, 3, 4, 5, 6)]
-    assert [(p.day, p.rounds) for p in ds.pings] == [(START, 12)]   # rows 0-2 and "x"
+    assert [(p.day, p.rounds) for p in list(ds.all_pings())] == [(START, 12)]   # rows 0-2 and "x"
     # the raw round before the first summary is read from the raw rows
     assert [(o.hour, o.source) for o in ds.all_obs() if o.source == "raw"] == [(H - 7200, "raw")]
 
@@ -320,7 +320,7 @@ def test_a_warm_run_gives_what_a_cold_one_gives(influx, fleet, tmp_path):
         cache.close()
     assert reader.cached_days == 3
     assert sorted(map(repr, cold.all_obs())) == sorted(map(repr, warm.all_obs()))
-    assert sorted(map(repr, cold.pings)) == sorted(map(repr, warm.pings))
+    assert sorted(map(repr, list(cold.all_pings()))) == sorted(map(repr, list(warm.all_pings())))
     a = aggregate(cold, S, now=later, source_quality=cq)
     b = aggregate(warm, S, now=later, source_quality=wq)
     assert a["data_quality"] == b["data_quality"] and a["data_quality"]["read"]["agents_from_raw_rows"]
@@ -334,7 +334,7 @@ def _daily(samples):
 
 
 def _pings(ds):
-    return {(p.unit, p.day): p for p in ds.pings}
+    return {(p.unit, p.day): p for p in list(ds.all_pings())}
 
 
 def _assert_same_pings(a, b):
@@ -444,7 +444,7 @@ def test_hostile_daily_rows_in_influx_are_counted(influx):
     ds, q, _ = _read(influx, "linewatch", START, START + 8 * DAY)
     assert dict(q.rejected) == {"bad_histogram": 5, "bad_time": 1}
     assert sorted(o.hour for o in ds.all_obs()) == [H + k * DAY for k in range(7)]
-    assert [(p.day, p.rounds) for p in ds.pings] == [(START, 3), (START + 6 * DAY, 3)]
+    assert [(p.day, p.rounds) for p in list(ds.all_pings())] == [(START, 3), (START + 6 * DAY, 3)]
 
 
 def _packed(hours=None, buckets="200:3", **extra):
@@ -487,7 +487,7 @@ def test_hostile_packed_daily_rows_in_influx_are_counted(influx):
     assert all(o.observed_s == 3600.0 for o in ds.all_obs())
     pings_kept = [k for k, _, reasons in [(0, None, set())] + HOSTILE_PACKED
                   if "bad_histogram" not in reasons]
-    assert sorted(p.day for p in ds.pings) == [START + k * DAY for k in pings_kept]
+    assert sorted(p.day for p in list(ds.all_pings())) == [START + k * DAY for k in pings_kept]
     # one packed query and one for agents without packed rows a week; no hourly sums
     assert reader.asked["dday"] == reader.asked["hobs"] == 2 and reader.asked["hping"] == 0
 
@@ -502,5 +502,5 @@ def test_an_agent_mixing_packed_and_older_daily_rows_is_read_once(influx):
     ds, q, reader = _read(influx, "linewatch", START, START + 6 * DAY)
     assert dict(q.rejected) == {}
     assert sorted(o.hour for o in ds.all_obs()) == [H + k * DAY for k in range(6)]
-    assert sorted(p.day for p in ds.pings) == [START + k * DAY for k in range(6)]
+    assert sorted(p.day for p in list(ds.all_pings())) == [START + k * DAY for k in range(6)]
     assert reader.asked["hping"] == 1          # days 0-2: the server's sums of hourly rows
