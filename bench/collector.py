@@ -12,7 +12,8 @@ same run):
    connections; time, points, points/s, the server's data and WAL directory sizes.
 4. End to end, ``--runs`` times: ``linewatch-collector --config CFG aggregate --since 30d --by
    region,isp --format json`` as a child process: wall time and peak RSS (VmHWM, polled: wait4's
-   ru_maxrss would count the moment between fork and exec, when the child still is this process).
+   ru_maxrss would count the moment between fork and exec, when the child still is this process),
+   and the most it and its parsing workers (collector.apart) held at once (their VmRSS, polled).
    Reference in the same run: the collector's own InfluxQL queries (collector.influxql.queries,
    sent as its Reader sends them) timed against the server alone, so the report can tell server
    time from collector time; and a plain ``SELECT count(...) ... GROUP BY agent``.
@@ -89,15 +90,26 @@ def dir_bytes(path: Path) -> int:
     return total
 
 
-def vm_hwm(pid: int) -> int:
-    """VmHWM (peak resident set) of ``pid`` in bytes; 0 once it is gone."""
+def vm_hwm(pid: int, key: str = "VmHWM") -> int:
+    """VmHWM (peak resident set) of ``pid`` in bytes (``key`` "VmRSS": the resident set now);
+    0 once it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except (FileNotFoundError, ProcessLookupError):
         pass
     return 0
+
+
+def tree_rss(pid: int) -> int:
+    """The resident sets of ``pid`` and its children (the collector's parsing workers), now,
+    in bytes."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):
+        kids = []
+    return vm_hwm(pid, "VmRSS") + sum(vm_hwm(int(k), "VmRSS") for k in kids)
 
 
 # -- 1. generation --------------------------------------------------------------------------------
@@ -179,10 +191,11 @@ def run_collector(cfg: Path, timeout_s: float, cache: str, cache_home: Path,
         p = subprocess.Popen(argv, stdout=out_f, stderr=err_f, cwd=str(ROOT),
                              env={**os.environ, "XDG_CACHE_HOME": str(cache_home),
                                   "PYTHONPATH": str(ROOT)})
-        hwm = 0
+        hwm = tree = 0
         deadline = t0 + timeout_s
         while p.poll() is None:
             hwm = max(hwm, vm_hwm(p.pid))
+            tree = max(tree, tree_rss(p.pid))
             if time.perf_counter() > deadline:
                 p.kill()
                 p.wait()
@@ -192,7 +205,9 @@ def run_collector(cfg: Path, timeout_s: float, cache: str, cache_home: Path,
         out_f.seek(0)
         err_f.seek(0)
         out, err = out_f.read().decode(errors="replace"), err_f.read().decode(errors="replace")
-    res = {"wall_s": wall, "peak_rss_mb": hwm / 2**20, "returncode": p.returncode,
+    # peak_tree_rss_mb: the most the collector and its parsing workers held at once (polled)
+    res = {"wall_s": wall, "peak_rss_mb": hwm / 2**20, "peak_tree_rss_mb": tree / 2**20,
+           "returncode": p.returncode,
            "stderr_tail": err[-3000:]}
     if p.returncode != 0:
         res["error"] = f"exit {p.returncode}" if wall < timeout_s else f"killed after {timeout_s:.0f} s"
@@ -473,7 +488,7 @@ def main() -> None:
                 e2e.append(r)
                 srv = ref.get("collector_queries_s")
                 print(f"  run {i + 1}: cold (no cache) {r['wall_s']:.1f} s, "
-                      f"peak {r['peak_rss_mb']:.0f} MB, "
+                      f"peak {r['peak_rss_mb']:.0f} MB (with its workers {r['peak_tree_rss_mb']:.0f} MB), "
                       f"cells {r.get('cells')}, agents {r.get('agents_total')}; "
                       "server alone: its queries "
                       f"{srv if srv is None else round(srv, 1)} s, count by agent "
@@ -530,7 +545,9 @@ def summarise(report: dict) -> None:
         rss = med([r["peak_rss_mb"] for r in ok])
         srv = [r["reference"].get("collector_queries_s") for r in ok]
         cnt = med([r["reference"]["count_by_agent"]["seconds"] for r in ok])
-        report["summary"] = {"collector_wall_s": wall, "collector_peak_rss_mb": rss, "count_by_agent_s": cnt}
+        report["summary"] = {"collector_wall_s": wall, "collector_peak_rss_mb": rss,
+                             "collector_peak_tree_rss_mb": med([r["peak_tree_rss_mb"] for r in ok]),
+                             "count_by_agent_s": cnt}
         rows.append(("aggregate, cold (--cache off), wall", f"{wall['median']:.1f} s",
                      f"{wall['min']:.1f}-{wall['max']:.1f}", f"<= {cold_t:.0f} s"))
         rows.append(("aggregate, cold, peak RSS", f"{rss['median']:.0f} MB",
