@@ -117,11 +117,8 @@ def _watched_only(cols: Columns, q: Quality) -> Columns:
     no second is rejected as ``unwatched``. Sets ``ep_secs`` and the pieces ``pc_*``."""
     start, dur = cols.ep_start, cols.ep_dur
     rep, hs, secs = hour_pieces(start, start + dur)
-    scale = np.ones(secs.size)
-    if rep.size:
-        piece_f = _watched_share(cols, rep, (hs // 3600).astype(np.int64), secs)
-        if piece_f is not None:
-            scale = piece_f
+    piece_f = _watched_share(cols, rep, (hs // 3600).astype(np.int64), secs) if rep.size else None
+    scale = np.ones(secs.size) if piece_f is None else piece_f
     if scale.size and scale.min() < 1.0:
         kept_s = secs * scale
         first_piece = np.flatnonzero(np.r_[True, rep[1:] != rep[:-1]])
@@ -165,8 +162,12 @@ def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray,
     o = cols.obs_hour
     h0 = int(min(hour.min(), o.min() // 3600)) if o.size else int(hour.min())
     H = int(max(hour.max(), o.max() // 3600) if o.size else hour.max()) - h0 + 1
-    line = cols.ep_unit[rep]
-    cell = (line * 2 + cols.ep_type[rep]) * H + (hour - h0)
+    # (line * 2 + type) * H + hour - h0, made in place: one column as long as the pieces at once
+    cell = cols.ep_unit[rep] * 2
+    cell += cols.ep_type[rep]
+    cell *= H
+    cell += hour
+    cell -= h0
     n_cells = 2 * len(cols.units) * H
     if n_cells <= _DENSE_CELLS:
         o_cell = cols.obs_unit * (2 * H) + (o // 3600 - h0)    # unit * 2H + hour - h0
@@ -184,13 +185,15 @@ def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray,
     # up in the observed hours a slice at a time (their keys rise: one row per unit and hour,
     # in that order).
     cells, inv = np.unique(cell, return_inverse=True)
+    del cell
     inv = inv.reshape(-1)
     total = np.bincount(inv, weights=secs, minlength=cells.size)
     power = (cells // H) % 2 == POWER
     base = cells - np.where(power, POWER, 1 - POWER) * H
+    del cells
     by_base = np.argsort(base, kind="stable")
     sorted_base = base[by_base]
-    watched = np.zeros(cells.size)
+    watched = np.zeros(base.size)
     for a in range(0, o.size, _SLICE):
         o_cell = cols.obs_unit[a:a + _SLICE] * (2 * H) + (o[a:a + _SLICE] // 3600 - h0)
         lo = np.searchsorted(sorted_base, o_cell[0], side="left")
