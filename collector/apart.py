@@ -8,7 +8,8 @@ arguments bound by functools.partial) that returns picklable results; an answer 
 
 The pool is started on the first large answer ("spawn": the reader's threads hold connections
 that a forked child must not share) and stopped by :meth:`Apart.close`. A worker that dies
-(killed for memory, say) loses nothing: its answer is read where it arrived instead.
+(killed for memory, say) loses nothing: its answer is read where it arrived instead, and so is
+every later one; so where no process can be started at all (a sandbox that forbids it).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Apart:
         if pool is not None:
             try:
                 result = pool.submit(job, body).result()
-            except BrokenProcessPool:
+            except (BrokenProcessPool, OSError):     # a worker died, or none could start
                 with self._lock:
                     self._broken = True
                     self.fell_back += 1
@@ -83,8 +84,15 @@ class Apart:
                 # deferred: only a large answer starts worker processes
                 import multiprocessing
 
-                self._pool = ProcessPoolExecutor(self.processes,
-                                                 mp_context=multiprocessing.get_context("spawn"))
+                try:
+                    self._pool = ProcessPoolExecutor(
+                        self.processes, mp_context=multiprocessing.get_context("spawn"))
+                except (OSError, NotImplementedError, ImportError):
+                    # no process to be had (a sandbox without /dev/shm's semaphores, say):
+                    # every answer is read here
+                    self._broken = True
+                    self.fell_back += 1
+                    return None
             return self._pool
 
     def close(self) -> None:
@@ -103,5 +111,6 @@ def describe(apart: Any) -> str:
     """A few words on what the workers read, for the line on what was read ("" when none)."""
     if apart is None or not (apart.sent or apart.fell_back):
         return ""
-    broke = f", {apart.fell_back} read here after a worker died" if apart.fell_back else ""
+    broke = (f", {apart.fell_back} read here when no worker could read them" if apart.fell_back
+             else "")
     return f", {apart.sent} answers read in {apart.processes} worker processes{broke}"

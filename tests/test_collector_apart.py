@@ -73,7 +73,7 @@ def test_a_worker_that_dies_loses_no_answer():
     finally:
         apart.close()
     assert (apart.fell_back, apart.sent) == (1, 0)
-    assert "1 read here after a worker died" in describe(apart)
+    assert "1 read here when no worker could read them" in describe(apart)
 
 
 def _read(server, db, fleet, processes):
@@ -118,3 +118,18 @@ def test_daily_answers_read_in_workers_give_the_same_records(influx):
     assert _content(here)[0] and _content(here)[2] and _content(here)[3]
     assert q_apart.as_dict() == q_here.as_dict()
     assert q_here.rejected["bad_summary"] == 1
+
+
+def test_where_no_worker_can_start_every_answer_is_read_here(monkeypatch):
+    """A sandbox without the semaphores process pools need (or that forbids new processes):
+    the pool cannot start, and the answers are read in the collector's process."""
+    def refuse(method):
+        raise OSError(38, "Function not implemented")
+    monkeypatch.setattr(multiprocessing, "get_context", refuse)
+    apart = Apart(2, min_bytes=10)
+    try:
+        assert apart.run(_echo_size, b"z" * 100) == (100, False)
+        assert apart.run(_echo_size, b"z" * 200) == (200, False)
+    finally:
+        apart.close()
+    assert (apart.fell_back, apart.sent) == (1, 0)
