@@ -443,7 +443,9 @@ def main() -> None:
                       f"{g['seconds']:.1f} s = {g['points_per_s']:,.0f} lines/s", flush=True)
 
         # 3. write
-        server = InfluxV1.create(kept if kept is not None else tmp / "influx")
+        # a kept 10,000 x 90 server opens its shards for a minute or more before it answers
+        server = InfluxV1.create(kept if kept is not None else tmp / "influx",
+                                 timeout_s=600 if kept is not None else 20)
         try:
             print(f"writing {fleet.n} agents x {fleet.days} days at {round_s:g} s rounds to influxd 1.6.7 "
                   f"({args.threads} connections, {args.workers} generating processes) ...", flush=True)
