@@ -65,6 +65,7 @@ from collector.dayrows import DAY_COLUMNS, Daily, Days, read_daily
 from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
 from kit.errors import SourceError
 from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME
+from kit.lineproto import unescape_tag
 from kit.records import Dataset, EpisodeColumns, HourColumns, PingColumns, SpeedColumns
 
 CHUNK_S = 7 * 86400  # grouped queries are cut into weeks to bound the server's memory
@@ -269,6 +270,75 @@ def unset_queries() -> list[tuple[str, str]]:
         ("unset", f'SELECT count("download_bps") AS "rows" FROM "speedtest" WHERE "status" = \'ok\' '
                   f'AND {unset}'),
     ]
+
+
+# A field every row of each measurement the second and third rounds read has (Present).
+_LISTED = {"hourly": "observed_s", "daily": "rtt_count", "outage": "duration_s",
+           "speedtest": "download_bps", "round": "interval_s", "ping": "loss_pct"}
+
+
+def listing_queries(start: float, end: float) -> list[tuple[str, str, str]]:
+    """(kind, InfluxQL, measurement): per measurement the second and third rounds of
+    :meth:`Reader._days` read, the agents its index holds (``listed``: every agent that ever
+    wrote a row of it, not only in [start, end)) and how many of its rows in [start, end) have
+    no agent tag (``agentless``): what :class:`Present` needs to know that a query leaving out
+    some agents would find nothing."""
+    t = time_range(start, end)
+    out = []
+    for m, f in _LISTED.items():
+        out.append(("listed", f'SHOW TAG VALUES FROM {ident(m)} WITH KEY = "agent"', m))
+        out.append(("agentless", f'SELECT count({ident(f)}) AS "rows" FROM {ident(m)} WHERE '
+                                 f'"agent" = \'\' AND {t}', m))
+    return out
+
+
+class Present:
+    """Which agents each measurement holds rows of, from the server's index (a superset: an
+    agent's series may outlive its rows; a measurement missing: not known), and the
+    measurements some of whose rows have no agent tag (read, to be counted as
+    ``missing_agent``). A query that leaves out a set of agents finds nothing when its
+    measurement holds no other agent and no row without one; a query for some agents, when it
+    holds none of them: :meth:`needless` (bench/README.md: 160 such queries a 10,000 x 90
+    window, each with a regular expression of 10,000 names, 10 s of the server's time)."""
+
+    def __init__(self, agents: dict[str, set[str] | None] | None = None,
+                 agentless: Iterable[str] = ()) -> None:
+        self.agents: dict[str, set[str] | None] = agents or {}
+        self.agentless = set(agentless)
+
+    def needless(self, kind: str, agents: Iterable[str], exclude: bool = True) -> bool:
+        """Whether the ``kind`` query leaving out the ``agents`` (``exclude``), or asking for
+        them only, finds no row."""
+        m = MEASUREMENT[kind]
+        held = self.agents.get(m)
+        if held is None:
+            return False
+        if exclude:
+            return m not in self.agentless and held.issubset(agents)
+        return held.isdisjoint(agents)
+
+    @staticmethod
+    def listed(answer: Iterable[dict]) -> set[str] | None:
+        """The agents of a SHOW TAG VALUES answer (None for one of another shape)."""
+        out: set[str] = set()
+        for series in answer:
+            if series["columns"] != ["key", "value"]:
+                return None
+            for row in series["values"]:
+                if (row.__class__ is not list or len(row) != 2 or row[0] != "agent"
+                        or row[1].__class__ is not str):
+                    return None
+                out.add(unescape_tag(row[1]))
+        return out
+
+    @staticmethod
+    def none_without_agent(answer: Iterable[dict]) -> bool:
+        """Whether a count of the rows without an agent tag says there are none."""
+        for series in answer:
+            for row in series["values"]:
+                if not (row.__class__ is list and len(row) == 2 and row[1] == 0):
+                    return False
+        return True
 
 
 def days_of(start: float, end: float) -> list[int]:
@@ -570,12 +640,14 @@ class Reader:
                        tuple(got["speed_cols"]), tuple(got["ping_cols"]))
 
     @staticmethod
-    def _unpacked_queries(runs, packed: dict[tuple[float, float], Days]):
+    def _unpacked_queries(runs, packed: dict[tuple[float, float], Days],
+                          present: Present | None = None):
         """The hourly and daily rows to read for what the packed daily rows of each week did not
         cover: agents with no daily row at all (a version before them), the days before an
         agent's first packed row in the week (upgraded then), and the week of an agent with
         unpacked daily rows; beside each query, the week's Days when its answer may hold days
-        read packed already (to drop), else None."""
+        read packed already (to drop), else None. A query that would find nothing (``present``)
+        is not asked."""
         todo: list[tuple[str, str]] = []
         windows: list[tuple[tuple[float, float], tuple[float, float]]] = []   # query's, week's
         skips: list[Days | None] = []
@@ -583,15 +655,17 @@ class Reader:
             w = (float(a), float(b))
             days = packed[w]
             first = {agent: min(ds) for agent, ds in days.packed.items()}
-            for since, until, agents, skip in week_asks(a, b, first, days.unpacked):
-                qs = summary_queries(since, until, agents)
+            for since, until, agents, exclude, skip in week_asks(a, b, first, days.unpacked):
+                qs = _asked(partial(summary_queries, since, until), ("hobs", "dping"), agents,
+                            exclude, present)
                 todo.extend(qs)
                 windows.extend([((float(since), float(until)), w)] * len(qs))
                 skips.extend([days if skip else None] * len(qs))
         return todo, windows, skips
 
     @staticmethod
-    def _row_queries(runs, packed: dict[tuple[float, float], Days], rows: tuple[float, float]):
+    def _row_queries(runs, packed: dict[tuple[float, float], Days], rows: tuple[float, float],
+                     present: Present | None = None):
         """The ``outage`` and ``speedtest`` rows to read, per week, for what its daily rows do
         not carry (Days.covered): every agent none of whose rows carry them, the days before an
         agent's first carried day in the week, and the week of an agent with a day not carried
@@ -610,14 +684,33 @@ class Reader:
             mixed = {agent for agent in first
                      if agent in days.unpacked or any(d > first[agent]
                                                       for d in days.uncovered.get(agent, ()))}
-            for lo, hi, agents, skip in week_asks(a, b, first, mixed):
+            for lo, hi, agents, exclude, skip in week_asks(a, b, first, mixed):
                 lo, hi = max(lo, since), min(hi, until)
                 if lo < hi:
-                    for item in row_queries(lo, hi, agents):
+                    for item in _asked(partial(row_queries, lo, hi), ("episode", "speed"),
+                                       agents, exclude, present):
                         todo.append(item)
                         windows.append(((lo, hi), w))
                         skips.append(days if skip else None)
         return todo, windows, skips
+
+    def _present(self, start: int, end: int) -> Present:
+        """What the server's index says of the agents each measurement holds, and whether any
+        of its rows in [start, end) lacks an agent tag (:func:`listing_queries`); a Present
+        that knows nothing when the server does not answer these as InfluxDB 1.x does (every
+        query is then asked, as before)."""
+        todo = listing_queries(start, end)
+        agents: dict[str, set[str] | None] = {}
+        agentless: set[str] = set()
+        try:
+            for (kind, _, m), answer in zip(todo, self._run_all([(k, t) for k, t, _ in todo])):
+                if kind == "listed":
+                    agents[m] = Present.listed(answer)
+                elif not Present.none_without_agent(answer):
+                    agentless.add(m)
+        except SourceError:
+            return Present()
+        return Present(agents, agentless)
 
     def _marks(self, start: int, end: int) -> dict[int, str]:
         """Per UTC day of [start, end): what :func:`mark_queries` answered for it, as one text."""
@@ -707,9 +800,10 @@ class Reader:
                                                 else SpeedColumns).of(recs))
                 if block is not None:
                     got[f"{kind}_cols"].append(block)
-        todo, windows, skips = self._unpacked_queries(runs, packed)
+        present = self._present(runs[0][0], runs[-1][1]) if runs else None
+        todo, windows, skips = self._unpacked_queries(runs, packed, present)
         if rows is not None:
-            more = self._row_queries(runs, packed, rows)
+            more = self._row_queries(runs, packed, rows, present)
             todo, windows, skips = todo + more[0], windows + more[1], skips + more[2]
         for (kind, _), (window, week), skip, answer in zip(todo, windows, skips,
                                                            self._run_all(todo)):
@@ -740,17 +834,21 @@ class Reader:
         role: list[dict[str, float] | set[tuple[str, int]] | None] = []
         todo, windows = [], []
         for (a, b), agents in first.items():
-            todo += grouped_queries(int(a), int(b), agents_condition(agents, exclude=True))
-            windows += [(a, b)] * len(RAW_KINDS)
-            role += [None] * len(RAW_KINDS)
+            qs = _asked(partial(grouped_queries, int(a), int(b)), RAW_KINDS, agents, True,
+                        present)
+            todo += qs
+            windows += [(a, b)] * len(qs)
+            role += [None] * len(qs)
             by_day: dict[float, list[str]] = defaultdict(list)
             for agent, f in agents.items():
                 if f > a:
                     by_day[min(b, -(-f // DAY) * DAY)].append(agent)
             for until, some in sorted(by_day.items()):
-                todo += grouped_queries(int(a), int(until), agents_condition(some, exclude=False))
-                windows += [(a, until)] * len(RAW_KINDS)
-                role += [agents] * len(RAW_KINDS)
+                qs = _asked(partial(grouped_queries, int(a), int(until)), RAW_KINDS, some,
+                            False, present)
+                todo += qs
+                windows += [(a, until)] * len(qs)
+                role += [agents] * len(qs)
             missing = {(agent, d) for agent, d in hour_days[(a, b)] - day_rows
                        if not packed[(a, b)].has(agent, d)}
             if missing:
@@ -782,23 +880,35 @@ class Reader:
 
 
 def week_asks(a: int, b: int, first: dict[str, int], whole: set[str]
-              ) -> list[tuple[int, int, str, bool]]:
+              ) -> list[tuple[int, int, set[str], bool, bool]]:
     """How to ask a week [a, b) for what some agents' summaries leave out, as (since, until,
-    agent condition, whether the answer may hold days read already and is to be filtered):
-    every agent neither in ``first`` (agent -> its first day read from summaries) nor in
-    ``whole``, for the week; the agents of ``first`` not in ``whole``, for the days before their
-    first, those upgraded on the same day in one query; the agents of ``whole``, for the week,
-    filtered."""
-    asks = [(a, b, agents_condition(first.keys() | whole, exclude=True), False)]
-    by_day: dict[int, list[str]] = defaultdict(list)
+    agents, whether those agents are left out (else: the only ones asked for), whether the
+    answer may hold days read already and is to be filtered): every agent neither in ``first``
+    (agent -> its first day read from summaries) nor in ``whole``, for the week; the agents of
+    ``first`` not in ``whole``, for the days before their first, those upgraded on the same day
+    in one query; the agents of ``whole``, for the week, filtered. (:func:`agents_condition`
+    makes the condition.)"""
+    asks = [(a, b, set(first) | whole, True, False)]
+    by_day: dict[int, set[str]] = defaultdict(set)
     for agent, d in first.items():
         if d > a and agent not in whole:
-            by_day[d].append(agent)
-    asks += [(a, day, agents_condition(some, exclude=False), False)
-             for day, some in sorted(by_day.items())]
+            by_day[d].add(agent)
+    asks += [(a, day, some, False, False) for day, some in sorted(by_day.items())]
     if whole:
-        asks.append((a, b, agents_condition(whole, exclude=False), True))
+        asks.append((a, b, set(whole), False, True))
     return asks
+
+
+def _asked(queries, kinds: tuple[str, ...], agents: Iterable[str], exclude: bool,
+           present: Present | None) -> list[tuple[str, str]]:
+    """``queries(condition)``'s (kind, text) for the agents (left out with ``exclude``),
+    without those :meth:`Present.needless` says would find nothing; none at all when every
+    one of ``kinds`` would (the condition is then never written)."""
+    skip = {k for k in kinds if present is not None and present.needless(k, agents, exclude)}
+    if len(skip) == len(kinds):
+        return []
+    return [item for item in queries(agents_condition(agents, exclude=exclude))
+            if item[0] not in skip]
 
 
 def _drop_days(block: HourColumns, skip: Days) -> HourColumns:
@@ -839,6 +949,8 @@ def _drop_carried(block: EpisodeColumns | SpeedColumns, skip: Days
 def _what(kind: str) -> str:
     if kind == "unset":
         return "the query counting rows dated before 2000"
+    if kind in ("listed", "agentless"):
+        return "the query listing each measurement's agents"
     return f'the "{MEASUREMENT.get(kind, kind)}" query'
 
 

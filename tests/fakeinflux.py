@@ -14,12 +14,16 @@ START = (int(time.time()) // DAY - 5) * DAY        # a closed UTC day, five days
 WINDOW = ["--since", time.strftime("%Y-%m-%d", time.gmtime(START)),
           "--until", time.strftime("%Y-%m-%d", time.gmtime(START + 2 * DAY))]
 EMPTY = b'{"results":[{"statement_id":0}]}\n'
+# The index's answer to SHOW TAG VALUES: every measurement holds one agent, so the collector asks
+# each query (it leaves out queries that could find nothing: collector.influxql.Present).
+LISTED = (b'{"results":[{"statement_id":0,"series":[{"name":"round","columns":["key","value"],'
+          b'"values":[["agent","a1"]]}]}]}\n')
 
 
 class FakeInflux:
     """``GET /ping``: 204 with a version header. ``POST /query``: the ``round`` query (with
     ``every_query``, every query) gets ``self.answer`` (bytes, or "cut", "huge", "trickle"),
-    every other query an empty answer."""
+    SHOW TAG VALUES one agent, every other query an empty answer."""
 
     def __init__(self, every_query: bool = False) -> None:
         self.answer: bytes | str = EMPTY
@@ -40,7 +44,8 @@ class FakeInflux:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 q = parse_qs(body.decode()).get("q", [""])[0]
-                what = (owner.answer if owner.every_query or 'SELECT sum("interval_s")' in q else EMPTY)
+                what = (owner.answer if owner.every_query or 'SELECT sum("interval_s")' in q
+                        else LISTED if q.startswith("SHOW TAG VALUES") else EMPTY)
                 try:
                     owner.send(self, what)
                 except OSError:       # the collector stopped reading: that is the point

@@ -488,8 +488,68 @@ def test_hostile_packed_daily_rows_in_influx_are_counted(influx):
     pings_kept = [k for k, _, reasons in [(0, None, set())] + HOSTILE_PACKED
                   if "bad_histogram" not in reasons]
     assert sorted(p.day for p in list(ds.all_pings())) == [START + k * DAY for k in pings_kept]
-    # one packed query and one for agents without packed rows a week; no hourly sums
-    assert reader.asked["dday"] == reader.asked["hobs"] == 2 and reader.asked["hping"] == 0
+    # one packed query a week; no hourly sums
+    assert reader.asked["dday"] == 2 and reader.asked["hping"] == 0
+    # no "hourly" row at all: no query for agents without packed rows
+    assert reader.asked["hobs"] == 0
+
+
+def test_queries_leaving_out_every_agent_the_server_holds_are_not_asked(influx):
+    """Every agent packs: the queries for other agents' hourly, daily, outage, speed-test and
+    raw rows would find nothing (the server's index holds no other agent), so none is asked.
+    An agent of an older version (hourly rows only) brings the hourly queries back and is
+    read; a row without an agent tag brings its measurement's queries back and is counted."""
+    carried = {"outages": "", "speed_tests": ""}
+    rows = [Sample("daily", TAGS, _packed(**carried), _dt(START + k * DAY)) for k in range(3)]
+    rows += [Sample("hourly", TAGS, _good(), _dt(H + k * DAY)) for k in range(3)]
+    rows += [Sample("outage", {**TAGS, "type": "power", "cause": "ac_lost"},
+                    {"duration_s": 60.0}, _dt(H + 600))]
+    hourlyfleet.write_influx(influx.url, "linewatch", hourlyfleet.lines(rows))
+    ds, q, reader = _read(influx, "linewatch", START, START + 3 * DAY)
+    assert dict(q.rejected) == {}
+    assert sorted(o.hour for o in ds.all_obs()) == [H + k * DAY for k in range(3)]
+    for kind in ("hobs", "dping", "episode", "speed", "obs", "bad_rounds", "ping", "hping"):
+        assert reader.asked[kind] == 0, kind
+    assert reader.asked["dday"] == 1 and reader.asked["listed"] == 6
+
+    old = {**TAGS, "agent": "old"}
+    more = [Sample("hourly", old, _good(), _dt(H + k * DAY)) for k in range(3)]
+    more += [Sample("outage", {"region": "PK-SD", "type": "power", "cause": "ac_lost"},
+                    {"duration_s": 60.0}, _dt(H + 900))]       # no agent tag
+    hourlyfleet.write_influx(influx.url, "linewatch", hourlyfleet.lines(more))
+    ds, q, reader = _read(influx, "linewatch", START, START + 3 * DAY)
+    assert dict(q.rejected) == {"missing_agent": 1}
+    assert sorted((o.unit.agent, o.hour) for o in ds.all_obs()) == sorted(
+        [(a, H + k * DAY) for a in ("h", "old") for k in range(3)])
+    assert reader.asked["hobs"] == 1 and reader.asked["episode"] == 1
+    assert reader.asked["dping"] == 0 and reader.asked["obs"] == 0
+
+
+def test_present_reads_the_listing_answers_or_knows_nothing():
+    from collector.influxql import Present
+
+    good = [{"columns": ["key", "value"], "values": [["agent", "a"], ["agent", "b\\nc"]]}]
+    assert Present.listed(good) == {"a", "b\nc"}
+    assert Present.listed([]) == set()
+    for odd in ([{"columns": ["value"], "values": [["a"]]}],
+                [{"columns": ["key", "value"], "values": [["region", "a"]]}],
+                [{"columns": ["key", "value"], "values": [["agent", 3]]}]):
+        assert Present.listed(odd) is None
+    assert Present.none_without_agent([])
+    assert not Present.none_without_agent([{"columns": ["time", "rows"], "values": [[0, 2]]}])
+    assert not Present.none_without_agent([{"columns": ["time", "rows"], "values": [[0]]}])
+    known = Present({"hourly": {"a", "b"}, "round": set(), "outage": {"a"}, "ping": None},
+                    agentless={"outage"})
+    assert known.needless("hobs", {"a", "b", "c"}) and known.needless("obs", set())
+    assert not known.needless("hobs", {"a"})
+    assert not known.needless("episode", {"a", "b"})     # rows without an agent tag
+    assert not known.needless("speed", {"a", "b"})       # not listed: not known
+    assert not known.needless("ping", {"a", "b"})        # listed oddly: not known
+    # asking for some agents only: needless when the measurement holds none of them
+    assert known.needless("hobs", {"c"}, exclude=False)
+    assert known.needless("episode", {"b"}, exclude=False)
+    assert not known.needless("hobs", {"b", "c"}, exclude=False)
+    assert not known.needless("ping", {"c"}, exclude=False)
 
 
 def test_an_agent_mixing_packed_and_older_daily_rows_is_read_once(influx):
