@@ -5,6 +5,7 @@ rests on (docs/collector.md, "Line quality").
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,49 @@ from collector.columns import Columns, distinct_triples
 from collector.figures import BASIS_ROWS
 from collector.localtime import period_index
 from collector.settings import Settings
+from kit.definitions import rank
+
+
+def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct keys, and for each group of equal ``key`` its rows in their order (a stable
+    sort): (keys, order, starts); the group's rows are order[starts[g]:starts[g + 1]]."""
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if k.size else np.zeros(0, np.int64)
+    return k[starts], order, starts
+
+
+def _by_size(order: np.ndarray, starts: np.ndarray
+             ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Per group size n: the groups of n rows and their rows as a (groups, n) array."""
+    sizes = np.diff(np.r_[starts, order.size])
+    for n in np.unique(sizes).tolist():
+        g = np.flatnonzero(sizes == n)
+        yield n, g, order[starts[g][:, None] + np.arange(n)]
+
+
+def group_sums(columns: list[np.ndarray], key: np.ndarray
+               ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each column summed per distinct ``key``, as ``column[rows].sum()`` sums each group's
+    rows in their order: the same bits (numpy sums each row of a (groups, n) array as it sums
+    an array of n); (keys, sums per column)."""
+    keys, order, starts = _groups(key)
+    out = [np.zeros(keys.size) for _ in columns]
+    for _, g, rows in _by_size(order, starts):
+        for col, o in zip(columns, out):
+            o[g] = col[rows].sum(axis=1)
+    return keys, out
+
+
+def group_quantile(values: np.ndarray, key: np.ndarray, q: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`collector.bootstrap.wquantile` of each distinct ``key``'s values (none NaN): the
+    same value, each group sorted and taken at its rank; (keys, quantiles)."""
+    keys, order, starts = _groups(key)
+    out = np.zeros(keys.size)
+    for n, g, rows in _by_size(order, starts):
+        out[g] = np.sort(values[rows], axis=1)[:, rank(q, n)]
+    return keys, out
 
 
 def per_line(cols: Columns, bounds: list[tuple[float, float]], U: int,
@@ -34,33 +78,27 @@ def per_line(cols: Columns, bounds: list[tuple[float, float]], U: int,
             np.add.at(n, (trip[0], trip[1]), 1.0)
         out[name] = n
     pp = period_index(cols.pd_day.astype(np.float64), bounds)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (p, u) in enumerate(zip(pp.tolist(), cols.pd_unit.tolist())):
-        if p >= 0:
-            groups.setdefault((p, u), []).append(i)
-    for (p, u), idx in groups.items():
-        ix = np.array(idx)
-        for name, arr in (("rtt_p50", cols.pd_p50), ("rtt_p95", cols.pd_p95)):
-            v = wquantile(arr[ix], 0.5)
-            if v is not None:
-                out[name][p, u] = v
-        w = cols.pd_rounds[ix].astype(np.float64)
-        lv = cols.pd_loss[ix]
-        m = ~np.isnan(lv) & (w > 0)
-        if m.any():
-            out["loss"][p, u] = float((lv[m] * w[m]).sum() / w[m].sum())
+    pkey = pp.astype(np.int64) * U + cols.pd_unit
+    has = pp >= 0
+    for name, arr in (("rtt_p50", cols.pd_p50), ("rtt_p95", cols.pd_p95)):
+        ok = has & ~np.isnan(arr)
+        keys, got = group_quantile(arr[ok], pkey[ok], 0.5)
+        out[name].flat[keys] = got
+    w = cols.pd_rounds.astype(np.float64)
+    m = has & ~np.isnan(cols.pd_loss) & (w > 0)
+    keys, (lw, ws) = group_sums([cols.pd_loss[m] * w[m], w[m]], pkey[m])
+    out["loss"].flat[keys] = lw / ws
     sp = period_index(cols.sp_time, bounds)
-    groups = {}
-    for i, (p, u) in enumerate(zip(sp.tolist(), cols.sp_unit.tolist())):
-        if p >= 0:
-            groups.setdefault((p, u), []).append(i)
-    for (p, u), idx in groups.items():
-        ix = np.array(idx)
-        d = cols.sp_down[ix]
-        out["down"][p, u] = wquantile(d, 0.5)
-        up = wquantile(cols.sp_up[ix], 0.5)
-        out["up"][p, u] = np.nan if up is None else up
-        out["under"][p, u] = float((d < s.speed_threshold_bps).mean())
+    ok = sp >= 0
+    skey = sp[ok].astype(np.int64) * U + cols.sp_unit[ok]
+    d, up = cols.sp_down[ok], cols.sp_up[ok]
+    keys, (n, under) = group_sums([np.ones(skey.size),
+                                   (d < s.speed_threshold_bps).astype(np.float64)], skey)
+    out["under"].flat[keys] = under / n
+    for name, v in (("down", d), ("up", up)):
+        good = ~np.isnan(v)
+        k, got = group_quantile(v[good], skey[good], 0.5)
+        out[name].flat[k] = got
     return out
 
 
