@@ -267,8 +267,11 @@ class _Units:
             held = self._local[id(units)] = (units, np.full(len(units), -1, dtype=np.int64))
         ids = held[1]
         col = np.asarray(unit, dtype=np.int64)
-        present, first = np.unique(col, return_index=True)
-        for u in present[np.argsort(first)].tolist():
+        # each unit's first row, in one pass (a sort of the block's 1.6 M rows took 10x longer)
+        first = np.full(len(units), col.size, dtype=np.int64)
+        np.minimum.at(first, col, np.arange(col.size))
+        present = np.flatnonzero(first < col.size)
+        for u in present[np.argsort(first[present])].tolist():
             if ids[u] < 0:
                 ids[u] = self.uid(units[u])
         return ids[col]
