@@ -95,6 +95,7 @@ MAX_RTT_MS = 60_000.0
 MAX_SPEED_BPS = 10e9
 MAX_TESTS_PER_DAY = 48
 MAX_EPISODES_PER_DAY = 1440
+_SLICE = 1 << 20        # hours made into keys this many at a time
 
 
 _UNIT, _TYPE, _CAUSE = attrgetter("unit"), attrgetter("type"), attrgetter("cause")
@@ -148,6 +149,7 @@ def clean_taken(box: list[Dataset], regions: Iterable[str], now: float) -> tuple
     s_unit, s_time, (s_down, s_down_none), (s_up, s_up_none) = _speed_columns(ds, met)
     p_unit, p_cols = _ping_columns(ds, met)
     _count_paths(q, ds, o_unit, o_hour, o_src, met.units)
+    del o_src
     check = _Checks(q, ds, now, np.array([not u.agent for u in met.units], dtype=bool))
     # --- each record on its own
     o_keep = check(o_unit, o_hour, ~np.isfinite(o_s), lambda: [("absurd_observed", o_s <= 0)])
@@ -167,10 +169,12 @@ def clean_taken(box: list[Dataset], regions: Iterable[str], now: float) -> tuple
     # A quarter of 10,000 agents is 21 million observed hours, 170 MB a column: each column of
     # them is let go as soon as it is replaced.
     del unit_cols, times
-    hours = list(_summed_hours(q, o_unit, _kept(o_hour, o_keep), _kept(o_s, o_keep)))
-    del o_unit, o_hour, o_s     # held in ``hours`` alone, let go by _agent_episodes
+    # held in the box alone: _summed_hours lets each go once it has used it
+    hour_box = [o_unit, _kept(o_hour, o_keep), _kept(o_s, o_keep)]
+    del o_unit, o_hour, o_s
+    hours = list(_summed_hours(q, hour_box))     # held in ``hours`` alone, let go by _agent_episodes
     # --- observed hours, episodes, daily latency, speed tests
-    (o_key, o_s, o_pw), (e_unit, e_type, e_cause, e_start, e_dur, e_whole) = (
+    (o_key, o_s, (pw_at, pw_v)), (e_unit, e_type, e_cause, e_start, e_dur, e_whole) = (
         _agent_episodes(q, unit_agent, hours,
                         (e_unit, *(a[e_keep] for a in (e_type, e_cause, e_start, e_dur))),
                         min(end, now)))
@@ -188,7 +192,7 @@ def clean_taken(box: list[Dataset], regions: Iterable[str], now: float) -> tuple
     # power_watched() by unit and hour; the rest is sorted here.
     p_unit, p_day, p50, p95, loss, rounds = _by_unit(p_unit, p_day, p50, p95, loss, rounds)
     s_unit, s_time, s_down, s_up = _by_unit(s_unit, s_time, s_down, s_up)
-    cols = Columns(start, end, units, o_unit, o_hour, o_s, o_pw, e_unit, e_type, e_cause,
+    cols = Columns(start, end, units, o_unit, o_hour, o_s, pw_at, pw_v, e_unit, e_type, e_cause,
                    e_start, e_dur, e_whole, p_unit, p_day, p50, p95, loss, rounds, s_unit, s_time,
                    s_down, s_up)
     return cols, q
@@ -235,7 +239,9 @@ def _count_paths(q: Quality, ds: Dataset, o_unit: np.ndarray, hour: np.ndarray,
     for kind, name in (("hourly", "summaries"), ("raw", "raw_rows")):
         mine = window & (source == _SOURCES[kind])
         seen = np.zeros(len(units), dtype=bool)
-        seen[o_unit[mine]] = True      # (a sort of 21 million hours took 2 s)
+        # a slice at a time: no copy of 21 million units (a sort of them took 2 s)
+        for a in range(0, o_unit.size, _SLICE):
+            seen[o_unit[a:a + _SLICE][mine[a:a + _SLICE]]] = True
         agents = {units[i].agent for i in np.flatnonzero(seen).tolist()}
         q.read[f"agents_from_{name}"] += len(agents)
         q.read[f"agent_hours_from_{name}"] += int(mine.sum())
@@ -441,7 +447,7 @@ def _canonical(units: list[Unit], unit_cols: list[np.ndarray],
     agent_ids = [u.agent for u in units]
     unit_agent = np.cumsum([i > 0 and a != agent_ids[i - 1] for i, a in enumerate(agent_ids)],
                            dtype=np.int64) if units else np.zeros(0, dtype=np.int64)
-    return units, [remap[uc[k]] for uc, k in zip(unit_cols, keeps)], unit_agent
+    return units, [remap[_kept(uc, k)] for uc, k in zip(unit_cols, keeps)], unit_agent
 
 
 def _kept(a: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -449,13 +455,18 @@ def _kept(a: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return a if keep.all() else a[keep]
 
 
-def _summed_hours(q: Quality, o_unit: np.ndarray, o_hour: np.ndarray,
-                  o_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One row per unit and hour, as a rising key (unit * 2^32 + hour index) and its seconds:
-    records of the same unit and hour summed in the order they came (an id used twice shows
-    here), at most the hour (``observed_clipped``)."""
+def _summed_hours(q: Quality, box: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One row per unit and hour of the hours in ``box`` (unit, hour, seconds; taken out of it
+    and let go as they are used: 21 million hours are 170 MB a column), as a rising key (unit *
+    2^32 + hour index) and its seconds: records of the same unit and hour summed in the order
+    they came (an id used twice shows here), at most the hour (``observed_clipped``)."""
+    o_unit, o_hour, o_s = box
+    box.clear()
     key = o_unit * (1 << 32)
-    key += o_hour // 3600
+    del o_unit
+    for a in range(0, key.size, _SLICE):    # no column of hour indices as long as all of them
+        key[a:a + _SLICE] += o_hour[a:a + _SLICE] // 3600
+    del o_hour
     if key.size and np.any(key[1:] <= key[:-1]):   # not already one row per unit and hour, in order
         k = np.argsort(key, kind="stable")
         key, o_s = key[k], o_s[k]
@@ -476,13 +487,14 @@ def _summed_hours(q: Quality, o_unit: np.ndarray, o_hour: np.ndarray,
 
 def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: list[np.ndarray],
                     eps: tuple[np.ndarray, ...], stop: float
-                    ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+                    ) -> tuple[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]],
+                               tuple[np.ndarray, ...]]:
     """The kept episodes (unit, type, cause, start, duration) through floods, host-down time as
     watched time, overlaps and power merges, and the end ``stop`` (the window's, or "now":
     nothing after it can have been measured). ``hours``: the observed hours as a list (emptied
     here, so the columns it held are let go once power-watched time is made), as
     :func:`_summed_hours` gives them. Returns them with power-watched time (key, round time,
-    power-watched time; :func:`collector.episodes.power_watched`) and the episodes (unit, type,
+    (rows, power-watched time); :func:`collector.episodes.power_watched`) and the episodes (unit, type,
     cause, start, counted duration, whole duration)."""
     e_unit, e_type, e_cause, e_start, e_dur = eps
     e_unit, e_type, e_cause, e_start, e_dur = flood(

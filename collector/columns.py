@@ -49,7 +49,11 @@ class Columns:
     obs_unit: np.ndarray
     obs_hour: np.ndarray     # start of the UTC hour, seconds; one row per unit and hour
     obs_s: np.ndarray        # round time (0 in an hour watched only by being down for power)
-    obs_pw: np.ndarray       # power-watched time: round time + host-down time, at most 3,600 s
+    # Power-watched time (round time + host-down time, at most 3,600 s) where it is not the
+    # round time: the rows (rising) of hours with host-down time, and their power-watched time.
+    # Few hours have any: 21 million hours are 170 MB a column (obs_pw, pw() give it whole).
+    obs_pw_at: np.ndarray
+    obs_pw_v: np.ndarray
     ep_unit: np.ndarray
     ep_type: np.ndarray      # index into TYPES
     ep_cause: np.ndarray     # index into CAUSES
@@ -85,6 +89,18 @@ class Columns:
     pc_hour: np.ndarray | None = None
     pc_s: np.ndarray | None = None
     pc_scale: np.ndarray | None = None
+
+    @property
+    def obs_pw(self) -> np.ndarray:
+        """Each observed hour's power-watched time, as a column as long as the hours."""
+        return self.pw(0, self.obs_s.size)
+
+    def pw(self, a: int, b: int) -> np.ndarray:
+        """The power-watched time of observed hours [a, b), as a column of its own."""
+        out = np.array(self.obs_s[a:b], dtype=np.float64)
+        lo, hi = np.searchsorted(self.obs_pw_at, [a, b])
+        out[self.obs_pw_at[lo:hi] - a] = self.obs_pw_v[lo:hi]
+        return out
 
     def counted_s(self) -> np.ndarray:
         """Each episode's counted seconds (in the window, where its line watched)."""

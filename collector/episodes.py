@@ -54,17 +54,20 @@ def running_end(g: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray
 
 
 def power_watched(o_key: np.ndarray, o_s: np.ndarray, h_unit: np.ndarray, h_start: np.ndarray,
-                  h_end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  h_end: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Observed hours as keys (unit * 2^32 + hour index, unique and rising) with their round
     seconds, and the host-down intervals [h_start, h_end) of each unit: (key, round time,
-    power-watched time), one row per unit and hour that has either, in key order. Power-watched
-    time = round time + the seconds of the hour covered by the union of the unit's host-down
-    intervals, at most 3,600 s. (Over keys, not unit and hour columns: a quarter of 10,000
-    agents is 21 million hours, 170 MB a column.)"""
+    (rows, power-watched time)), one row per unit and hour that has either, in key order, and
+    the power-watched time of the rows (rising) of hours with host-down time: elsewhere it is
+    the round time. Power-watched time = round time + the seconds of the hour covered by the
+    union of the unit's host-down intervals, at most 3,600 s. (Over keys, not unit and hour
+    columns, and no column of power-watched time: a quarter of 10,000 agents is 21 million
+    hours, 170 MB a column.)"""
     ok = h_end > h_start
     h_unit, h_start, h_end = h_unit[ok], h_start[ok], h_end[ok]
     if h_unit.size == 0:
-        return o_key, o_s, o_s.copy()
+        return o_key, o_s, (np.zeros(0, dtype=np.int64), np.zeros(0))
     if np.any((h_unit[1:] < h_unit[:-1]) | ((h_unit[1:] == h_unit[:-1]) & (h_start[1:] < h_start[:-1]))):
         order = np.lexsort((h_start, h_unit))
         h_unit, h_start, h_end = h_unit[order], h_start[order], h_end[order]
@@ -86,9 +89,8 @@ def power_watched(o_key: np.ndarray, o_s: np.ndarray, h_unit: np.ndarray, h_star
         at = np.searchsorted(o_key, h_key)
     # Only the hours with host-down time change: summed over them, not a column of all hours.
     hit, which = np.unique(at, return_inverse=True)
-    pw = o_s.copy()
-    pw[hit] = np.minimum(pw[hit] + np.bincount(which.reshape(-1), weights=secs), MAX_INTERVAL_S)
-    return o_key, o_s, pw
+    pw = np.minimum(o_s[hit] + np.bincount(which.reshape(-1), weights=secs), MAX_INTERVAL_S)
+    return o_key, o_s, (hit, pw)
 
 
 def overlaps(q: Quality, unit_agent: np.ndarray, unit: np.ndarray, typ: np.ndarray,

@@ -63,7 +63,7 @@ def _watching(cols: Columns, unit_region: np.ndarray, unit_site: np.ndarray, R: 
     for a in range(0, cols.obs_unit.size, _SLICE):
         unit, hour = cols.obs_unit[a:a + _SLICE], cols.obs_hour[a:a + _SLICE]
         for t in range(len(TYPES)):
-            w = (cols.obs_pw if t == POWER else cols.obs_s)[a:a + _SLICE] > 0
+            w = (cols.pw(a, a + _SLICE) if t == POWER else cols.obs_s[a:a + _SLICE]) > 0
             u = unit[w]
             cell = unit_region[u] * H + (hour[w] // 3600 - h0)
             one = alone[u]

@@ -90,8 +90,14 @@ def per_line(cols: Columns, bounds: list[tuple[float, float]], U: int,
     out["loss"].flat[keys] = lw / ws
     sp = period_index(cols.sp_time, bounds)
     ok = sp >= 0
-    skey = sp[ok].astype(np.int64) * U + cols.sp_unit[ok]
-    d, up = cols.sp_down[ok], cols.sp_up[ok]
+    # the usual case, every test in a period: the columns as they are, no copies (3.4 million
+    # tests at 10,000 x 90)
+    every = bool(ok.all())
+    skey = (sp if every else sp[ok]).astype(np.int64)
+    del sp
+    skey *= U
+    skey += cols.sp_unit if every else cols.sp_unit[ok]
+    d, up = (cols.sp_down, cols.sp_up) if every else (cols.sp_down[ok], cols.sp_up[ok])
     keys, (n, under) = group_sums([np.ones(skey.size),
                                    (d < s.speed_threshold_bps).astype(np.float64)], skey)
     out["under"].flat[keys] = under / n

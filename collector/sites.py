@@ -54,10 +54,11 @@ def by_site(cols: Columns, q: Quality) -> Columns:
         # Which agents of a shared line watched when (hours, host-down time included), for the
         # cells' agent counts.
         watchers = (o_unit, _remap(cols.obs_unit, to_agent), cols.obs_hour.astype(np.float64))
-    o_unit, o_hour, o_s, o_pw = _site_hours(o_unit, cols.obs_hour, cols.obs_s, cols.obs_pw)
+    o_unit, o_hour, o_s, pw_at, pw_v = _site_hours(o_unit, cols, same)
     (e_unit, e_agent, e_type, e_cause, e_start, e_dur, e_whole), merged = _site_episodes(
         q, cols, _remap(cols.ep_unit, to_site), _remap(cols.ep_unit, to_agent), shared)
-    cols = Columns(cols.start, cols.end, sus, o_unit, o_hour, o_s, o_pw, e_unit, e_type, e_cause,
+    cols = Columns(cols.start, cols.end, sus, o_unit, o_hour, o_s, pw_at, pw_v, e_unit, e_type,
+                   e_cause,
                    e_start, e_dur, e_whole, _remap(cols.pd_unit, to_site), cols.pd_day,
                    cols.pd_p50, cols.pd_p95, cols.pd_loss, cols.pd_rounds,
                    _remap(cols.sp_unit, to_site), cols.sp_time, cols.sp_down, cols.sp_up,
@@ -68,23 +69,33 @@ def by_site(cols: Columns, q: Quality) -> Columns:
 
 
 def _remap(a: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[a]``; ``a`` itself when ``table`` maps each index to itself and ``a`` is int64
+    already (the usual case, every agent its own site: no copy of each unit column)."""
+    if a.dtype == np.int64 and table.size and table[-1] == table.size - 1 and bool(
+            (table == np.arange(table.size)).all()):
+        return a
     return table[a] if a.size else a.astype(np.int64)
 
 
-def _site_hours(o_unit: np.ndarray, o_hour: np.ndarray, o_s: np.ndarray,
-                o_pw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One row per site and hour: the most any of its agents watched (round time and
-    power-watched time each on its own)."""
-    if o_unit.size:
+def _site_hours(o_unit: np.ndarray, cols: Columns, same: bool
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One row per site (``o_unit``: each hour's) and hour: the most any of its agents watched
+    (round time and power-watched time each on its own), as unit, hour, round time and the
+    power-watched time where it is not the round time (rows, time). With ``same`` (every
+    agent its own site) the hours are that already (collector.clean gives one row per unit
+    and hour, in order): as they are."""
+    o_hour, o_s, at, v = cols.obs_hour, cols.obs_s, cols.obs_pw_at, cols.obs_pw_v
+    if o_unit.size and not same:
         key = o_unit * (1 << 32) + (o_hour // 3600)
         if np.any(key[1:] <= key[:-1]):
             uk, inv = np.unique(key, return_inverse=True)
             inv = inv.reshape(-1)
             top_s, top_pw = np.zeros(uk.size), np.zeros(uk.size)
             np.maximum.at(top_s, inv, o_s)
-            np.maximum.at(top_pw, inv, o_pw)
-            o_unit, o_hour, o_s, o_pw = uk >> 32, (uk & ((1 << 32) - 1)) * 3600, top_s, top_pw
-    return o_unit, o_hour, o_s, o_pw
+            np.maximum.at(top_pw, inv, cols.obs_pw)
+            at = np.flatnonzero(top_pw != top_s)
+            o_unit, o_hour, o_s, v = uk >> 32, (uk & ((1 << 32) - 1)) * 3600, top_s, top_pw[at]
+    return o_unit, o_hour, o_s, at, v
 
 
 def _site_episodes(q: Quality, cols: Columns, e_unit: np.ndarray, e_agent: np.ndarray,
@@ -154,6 +165,22 @@ _DENSE_CELLS = 4_000_000
 _SLICE = 1 << 20
 
 
+def _distinct_inverse(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(key, return_inverse=True)``: without sorting when the keys already rise (the
+    pieces of episodes sorted by line, type and start, which overlap no other of their line
+    and type, usually do), saving the sort's time and its three further columns as long as
+    the keys."""
+    if key.size and not np.any(key[1:] < key[:-1]):
+        new = np.empty(key.size, dtype=bool)
+        new[0] = True
+        np.not_equal(key[1:], key[:-1], out=new[1:])
+        inv = np.cumsum(new)
+        inv -= 1
+        return key[new], inv
+    cells, inv = np.unique(key, return_inverse=True)
+    return cells, inv.reshape(-1)
+
+
 def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray,
                    secs: np.ndarray) -> np.ndarray | None:
     """For the pieces (episode ``rep``, UTC ``hour`` index, seconds) of the line episodes in
@@ -184,33 +211,38 @@ def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray,
     # Many lines over a long window: the cells that have pieces, found by sorting, and looked
     # up in the observed hours a slice at a time (their keys rise: one row per unit and hour,
     # in that order).
-    cells, inv = np.unique(cell, return_inverse=True)
+    cells, inv = _distinct_inverse(cell)
     del cell
-    inv = inv.reshape(-1)
     total = np.bincount(inv, weights=secs, minlength=cells.size)
     power = (cells // H) % 2 == POWER
     base = cells - np.where(power, POWER, 1 - POWER) * H
     del cells
+    # sorted in place of the cells' order (``by_base``: where each came from), so no third
+    # column as long as the cells is held while the hours are looked up
     by_base = np.argsort(base, kind="stable")
-    sorted_base = base[by_base]
+    base = base[by_base]
     watched = np.zeros(base.size)
     for a in range(0, o.size, _SLICE):
         o_cell = cols.obs_unit[a:a + _SLICE] * (2 * H) + (o[a:a + _SLICE] // 3600 - h0)
-        lo = np.searchsorted(sorted_base, o_cell[0], side="left")
-        hi = np.searchsorted(sorted_base, o_cell[-1], side="right")
-        want = by_base[lo:hi]
-        if not want.size:
+        lo = np.searchsorted(base, o_cell[0], side="left")
+        hi = np.searchsorted(base, o_cell[-1], side="right")
+        if lo == hi:
             continue
-        i = np.minimum(np.searchsorted(o_cell, base[want]), o_cell.size - 1)
-        found = o_cell[i] == base[want]
-        rows = a + i[found]
-        hit = want[found]
-        watched[hit] = np.where(power[hit], cols.obs_pw[rows], cols.obs_s[rows])
+        i = np.minimum(np.searchsorted(o_cell, base[lo:hi]), o_cell.size - 1)
+        found = o_cell[i] == base[lo:hi]
+        rows = i[found]
+        hit = by_base[lo:hi][found]
+        watched[hit] = np.where(power[hit], cols.pw(a, a + _SLICE)[rows],
+                                cols.obs_s[a:a + _SLICE][rows])
+    del base, by_base, power
     over = total > watched
     if not over.any():
         return None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(over, watched / total, 1.0)[inv]
+    # the share, made in the watched column: watched / total where that is less than 1
+    np.divide(watched, total, out=watched, where=over)
+    watched[~over] = 1.0
+    share = watched[inv]
+    return share
 
 
 def _merge_site_episodes(idx: np.ndarray, unit: np.ndarray, typ: np.ndarray, start: np.ndarray,

@@ -194,7 +194,7 @@ def _observed_sums(cols: Columns, lt: LocalTime, bounds: list[tuple[float, float
             p = period_of[i]
             ok = p >= 0
             p, i, u = p[ok], i[ok], unit[a:a + OBS_SLICE][ok]
-            w_net, w_pw = cols.obs_s[a:a + OBS_SLICE][ok], cols.obs_pw[a:a + OBS_SLICE][ok]
+            w_net, w_pw = cols.obs_s[a:a + OBS_SLICE][ok], cols.pw(a, a + OBS_SLICE)[ok]
             at_pu = p * U + u
             np.add.at(net, at_pu, w_net)
             np.add.at(pw, at_pu, w_pw)

@@ -464,3 +464,32 @@ def test_sites_watching_per_region_and_hour_counted_once_each(monkeypatch):
     assert (watching == want_w).all() and (agents == want_a).all()
     two = {(unit_region[u], unit_site[u]) for u in range(len(line.units))}
     assert len(two) < len(line.units)      # some site has two units in one region
+
+
+def test_power_watched_time_is_round_time_except_where_host_down_time_adds():
+    """Power-watched time is kept only where it is not the round time (Columns.obs_pw_at and
+    obs_pw_v): read whole or a slice at a time it is the same, it is never less than the round
+    time nor more than the hour, and the hours that differ are hours with host-down time;
+    per agent (collector.clean) and per line (collector.sites, shared lines merged)."""
+    from collector.sites import by_site
+    from kit.definitions import Quality
+    from tests.fleet import Fleet
+
+    fleet = Fleet(agents=24, days=3, start=MON - MON % DAY, round_s=300, seed=11, routers=True)
+    ds = fleet.dataset()
+    cols, _ = clean(ds, ["PK-PB", "PK-SD", "PK-KP", "PK-BA", "PK-IS", "PK-GB", "PK-JK"], ds.end)
+    down = {(e.unit.agent, h) for e in ds.episodes if e.cause == "host_down"
+            for h in range(int(e.start // 3600), int(-(-(e.start + e.duration_s) // 3600)))}
+    assert down, "the fleet has host-down episodes"
+    for c in (cols, by_site(cols, Quality())):
+        pw = c.obs_pw
+        assert pw.size == c.obs_s.size and c.obs_pw_at.size < c.obs_s.size
+        assert np.all(np.diff(c.obs_pw_at) > 0)
+        for a, b in ((0, 7), (5, 40), (0, pw.size), (pw.size - 3, pw.size + 10), (9, 9)):
+            assert np.array_equal(c.pw(a, b), pw[a:b])
+        assert np.all(pw >= c.obs_s) and np.all(pw <= 3600.0)
+        more = np.flatnonzero(pw > c.obs_s)
+        assert more.size and set(more.tolist()) <= set(c.obs_pw_at.tolist())
+    # per agent: an hour gains power-watched time only where its agent was down
+    for i in np.flatnonzero(cols.obs_pw > cols.obs_s).tolist():
+        assert (cols.units[cols.obs_unit[i]].agent, int(cols.obs_hour[i]) // 3600) in down
