@@ -210,26 +210,15 @@ def _observed(ds: Dataset, blocks: list[HourColumns | None],
     one by one, so each is let go as soon as it is copied) as columns: unit index, hour,
     observed seconds, source code (:data:`_SOURCES`)."""
     obs = ds.obs
-    n = len(obs) + sum(len(b) for b in blocks if b is not None)
-    units, hours = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-    secs, srcs = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.int8)
-    k = len(obs)
-    units[:k] = met.column(obs)
-    hours[:k] = _col(obs, "hour", np.int64)
-    secs[:k] = _col(obs, "observed_s", np.float64)
-    srcs[:k] = np.fromiter(map(_SOURCES.get, map(attrgetter("source"), obs), repeat(0)),
-                           np.int8, len(obs))
-    for i, block in enumerate(blocks):
-        blocks[i] = None
-        if block is None:
-            continue
-        m = len(block)
-        units[k:k + m] = met.block(block.units, block.unit)
-        hours[k:k + m] = block.hour
-        secs[k:k + m] = block.observed_s
-        srcs[k:k + m] = _SOURCES.get(block.source, 0)
-        k += m
-        del block
+    first = [met.column(obs), _col(obs, "hour", np.int64), _col(obs, "observed_s", np.float64),
+             np.fromiter(map(_SOURCES.get, map(attrgetter("source"), obs), repeat(0)),
+                         np.int8, len(obs))]
+
+    def parts(b: HourColumns) -> list[np.ndarray]:
+        return [met.block(b.units, b.unit), np.asarray(b.hour, dtype=np.int64),
+                np.asarray(b.observed_s, dtype=np.float64),
+                np.full(len(b), _SOURCES.get(b.source, 0), dtype=np.int8)]
+    units, hours, secs, srcs = _filled(first, blocks, parts)
     return units, hours, secs, srcs
 
 
