@@ -133,3 +133,57 @@ def test_where_no_worker_can_start_every_answer_is_read_here(monkeypatch):
     finally:
         apart.close()
     assert (apart.fell_back, apart.sent) == (1, 0)
+
+
+def test_answers_in_messagepack_give_what_json_answers_give(influx):
+    """The same database read with answers in MessagePack (what the collector asks InfluxDB
+    for when msgpack is installed) and in JSON: the same records and counts, answers read here
+    and in workers alike. The fleet has an agent that packs nothing (its rows read as rows),
+    and a bad daily row, counted once either way."""
+    db = "formats"
+    influx.query(f'CREATE DATABASE "{db}"', db="")
+    fleet = Fleet(agents=4, days=8, start=START, round_s=120, seed=43)
+    for i in range(fleet.n):
+        h = hourlyfleet.hourly_samples(fleet, i)
+        days = (hourlyfleet.daily_samples(h) if i == 1
+                else hourlyfleet.daily_samples(h, hourlyfleet.emitted(fleet, i)))
+        if i == 2:
+            d = days[3]
+            days[3] = type(d)(d.measurement, d.tags, {**d.fields, "rtt_buckets": "9:x"}, d.time)
+        rows = h + days
+        if i == 1:
+            rows += [s for s in fleet.samples(i) if s.measurement in ("outage", "speedtest")]
+        hourlyfleet.write_influx(influx.url, db, hourlyfleet.lines(rows))
+    got = {}
+    for packed in (True, False):
+        for processes in (0, 2):
+            http = HTTP(influx.url, timeout_s=60)
+            try:
+                reader = Reader(http, db, connect=lambda: HTTP(influx.url, timeout_s=60),
+                                parallel=2, processes=processes, apart_mb=0, msgpack=packed)
+                ds, q = reader.read(fleet.start, fleet.end)
+            finally:
+                http.close()
+            assert dict(reader.answered) == ({"msgpack": reader.queries} if packed
+                                             else {"json": reader.queries})
+            got[packed, processes] = (_content(ds), q.as_dict())
+    first = got[True, 0]
+    assert first[0][0] and first[0][2] and first[0][3]
+    assert first[1]["rejected"]["bad_histogram"] == 1
+    assert all(v == first for v in got.values())
+
+
+def test_a_query_refused_in_messagepack_is_told_in_the_server_s_words(influx):
+    http = HTTP(influx.url, timeout_s=60)
+    try:
+        ans, got = http.request("POST", "/query?db=linewatch", body=b"q=SELEC+nonsense",
+                                headers={"Content-Type": "application/x-www-form-urlencoded",
+                                         "Accept": "application/x-msgpack"})
+        reader = Reader(http, "linewatch", msgpack=True)
+        with pytest.raises(SourceError, match="error parsing query: found SELEC"):
+            reader.query("SELEC nonsense", "the test's query")
+    finally:
+        http.close()
+    assert ans.status == 400 and "msgpack" in got["Content-Type"]
+    assert ans.message.startswith("error parsing query: found SELEC")
+    assert reader.accept == "application/x-msgpack"    # a refused query is no refused format
