@@ -1,8 +1,8 @@
 """The checks of an InfluxDB ``/query`` answer and what its rows are made into (pure).
 
 An answer comes from outside and is checked at every level before anything is made of it. An
-answer that is not InfluxDB's shape (not JSON or MessagePack, ``NaN`` or ``Infinity``, which JSON
-has not, nesting beyond reason, ``series`` that is not a list of objects with a string ``name``,
+answer that is not InfluxDB's shape (not JSON, ``NaN`` or ``Infinity``, which JSON has not,
+nesting beyond reason, ``series`` that is not a list of objects with a string ``name``,
 ``columns`` that are not strings...) is refused as a whole (:func:`parse_answer`): one SourceError
 naming the query and where the shape broke. Rows that are bad one by one are rejected and counted
 (:func:`to_records`, :func:`to_counts`). A series whose rows are all good is read in one pass
@@ -12,7 +12,6 @@ columns; any other is read row by row. :mod:`collector.influxql` asks the querie
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -33,40 +32,16 @@ T_MIN, T_MAX = 0.0, 253402300799.0
 MAX_COUNT = 2 ** 53        # a count() past this is not a count of rounds (nor an SQLite integer)
 
 
-MSGPACK = "application/x-msgpack"   # the Accept header that asks InfluxDB for MessagePack
-
-
-def can_unpack() -> bool:
-    """Whether MessagePack answers can be read here (the msgpack package, in the collector's
-    extra): the reader asks for them only then."""
-    # deferred: find_spec looks for the package without loading it
-    from importlib.util import find_spec
-
-    return find_spec("msgpack") is not None
-
-
 def parse_answer(body: bytes, what: str,
                  redact: Callable[[str], str] = lambda text: text) -> Iterator[dict]:
-    """The series of a (possibly chunked) /query answer, each checked to be InfluxDB's shape and
-    returned as ``{"name": str, "tags": dict, "columns": [str, ...], "values": list}`` (tag
-    values and rows are checked by :func:`to_records`, which counts what it rejects). ``what``
-    names the query ("the \"round\" query").
-
-    The answer is JSON (one document a line) or MessagePack (one map a chunk, asked for with
-    :data:`MSGPACK`: InfluxDB 1.x encodes it with about 40 % less CPU, bench/README.md). The
-    body says which: a MessagePack map starts with a byte of 0x80-0x8f, 0xde or 0xdf, which no
-    JSON text does. A MessagePack answer holds only what JSON could (a value of another type, or a float
-    that is not finite, refuses it), so everything after the parsing reads both alike.
+    """The series of a (possibly chunked: one JSON document a line) /query answer, each checked
+    to be InfluxDB's shape and returned as ``{"name": str, "tags": dict, "columns": [str, ...],
+    "values": list}`` (tag values and rows are checked by :func:`to_records`, which counts what
+    it rejects). ``what`` names the query ("the \"round\" query").
 
     Raises SourceError: "the server's answer to <what> is not InfluxDB's (<where>: <what was
     found>)" for another shape, "<what>: <message>" for an error the server reports, with the
     credential taken out of it by ``redact`` before any cut."""
-    docs = _packed_docs(body, what) if body[:1] and body[0] in _MAP_START else _json_docs(body, what)
-    for where, doc in docs:
-        yield from _series_of(doc, what, where, redact)
-
-
-def _json_docs(body: bytes, what: str) -> Iterator[tuple[str, Any]]:
     lines = [ln for ln in body.splitlines() if ln.strip()]
     for n, line in enumerate(lines):
         where = f"chunk {n + 1}: " if len(lines) > 1 else ""
@@ -78,7 +53,7 @@ def _json_docs(body: bytes, what: str) -> Iterator[tuple[str, Any]]:
             raise _not_influx(what, f"{where}nested too deeply") from None
         except ValueError as exc:       # UnicodeDecodeError too
             raise _not_influx(what, f"{where}not JSON: {one_line(str(exc), 120)}") from None
-        yield where, doc
+        yield from _series_of(doc, what, where, redact)
 
 
 class _Constant(ValueError):
@@ -88,60 +63,6 @@ class _Constant(ValueError):
 def _refuse_constant(name: str):
     # Python's json reads NaN, Infinity and -Infinity; JSON (and InfluxDB) has no such thing.
     raise _Constant(name)
-
-
-_MAP_START = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])   # a MessagePack map's first byte
-_PLAIN = frozenset({str, int, float, bool, type(None), list, dict})   # what JSON gives
-
-
-class _Foreign(ValueError):
-    pass
-
-
-def _plain_list(items: list) -> list:
-    kinds = set(map(type, items))
-    if not _PLAIN.issuperset(kinds):
-        raise _Foreign("a value of a type JSON has not (bytes, an extension)")
-    if float in kinds and not all(map(math.isfinite, [v for v in items if v.__class__ is float])):
-        raise _Foreign("a number that is not finite")
-    return items
-
-
-def _plain_map(items: dict) -> dict:
-    if not all(k.__class__ is str for k in items):
-        raise _Foreign("a key that is not a string")
-    _plain_list(list(items.values()))
-    return items
-
-
-def _packed_docs(body: bytes, what: str) -> Iterator[tuple[str, Any]]:
-    """The maps of a MessagePack answer, one a chunk, each holding only what JSON could."""
-    try:
-        # deferred: only a MessagePack answer needs it (asked for only when it is installed)
-        import msgpack
-    except ImportError:
-        raise _not_influx(what, "MessagePack, and the msgpack package is not installed") from None
-    size = max(len(body), 1 << 16)
-    un = msgpack.Unpacker(io.BytesIO(body), raw=False, strict_map_key=True, max_buffer_size=size,
-                          list_hook=_plain_list, object_hook=_plain_map)
-    end, n = 0, 0
-    while True:
-        n += 1
-        where = f"chunk {n}: "
-        try:
-            doc = un.unpack()
-        except msgpack.OutOfData:
-            if end < len(body):
-                raise _not_influx(what, f"{where}MessagePack cut short") from None
-            return
-        except _Foreign as exc:
-            raise _not_influx(what, f"{where}{exc}") from None
-        except RecursionError:
-            raise _not_influx(what, f"{where}nested too deeply") from None
-        except (ValueError, TypeError, OverflowError) as exc:   # StackError, bad UTF-8 among them
-            raise _not_influx(what, f"{where}not MessagePack: {one_line(str(exc), 120)}") from None
-        end = un.tell()
-        yield where, doc
 
 
 def _not_influx(what: str, detail: str) -> SourceError:

@@ -51,10 +51,8 @@ from urllib.parse import urlencode
 
 from collector.answers import (
     DAY,
-    MSGPACK,
     T_MIN,
     TAGS,
-    can_unpack,
     hourly_answer,
     parse_answer,
     row_times,
@@ -84,8 +82,6 @@ QUERY_TIMEOUT_S = 900.0
 # Answers that are counts of rows, not records: per hour, rounds with a bad interval_s
 # (``absurd_observed``); per measurement, rows from a clock never set (``clock_unset``).
 COUNT_KINDS = {"bad_rounds": "absurd_observed", "unset": "clock_unset"}
-JSON = "application/json"
-_FORMAT_REFUSED = (400, 406, 415)   # what a server that does not know an Accept header may say
 _GOOD_INTERVAL = f'"interval_s" > 0 AND "interval_s" <= {MAX_INTERVAL_S:g}'
 _BAD_INTERVAL = f'("interval_s" <= 0 OR "interval_s" > {MAX_INTERVAL_S:g})'
 
@@ -430,19 +426,13 @@ class Reader:
     def __init__(self, http, database: str, retention_policy: str = "", connect=None,
                  parallel: int = 1, max_answer_mb: int = MAX_ANSWER_MB,
                  query_timeout_s: float = QUERY_TIMEOUT_S, processes: int = 0,
-                 apart_mb: float = APART_MB, msgpack: bool | None = None) -> None:
+                 apart_mb: float = APART_MB) -> None:
         """``connect()`` makes a further connection like ``http``: with ``parallel`` > 1, that
         many queries run at once (InfluxDB 1.x works a query on one core; the grouped queries of
         different weeks are independent). Each answer may be at most ``max_answer_mb`` MB (2^20
         bytes) and must arrive in full within ``query_timeout_s`` of sending its query. A
         packed daily answer of at least ``apart_mb`` MB is read in one of ``processes`` worker
-        processes (collector.apart; 0: none).
-
-        Answers are asked for in MessagePack (collector.answers.MSGPACK) when ``msgpack`` is
-        true, or when it is None and the package is installed: InfluxDB 1.x encodes a week of
-        packed rows with about 2 s less CPU than JSON (bench/README.md). A server that does not
-        know the format answers JSON, which is read as well; one that refuses the request
-        (HTTP 400, 406, 415) is asked again in JSON, and only in JSON from then on."""
+        processes (collector.apart; 0: none)."""
         self.http = http
         self.apart = Apart(processes, int(apart_mb * (1 << 20)))
         self.max_answer_mb = max_answer_mb
@@ -456,8 +446,6 @@ class Reader:
         self.cached_days = 0
         self.refreshed_days = 0     # kept days asked again because an agent's rows came late
         self.asked: dict[str, int] = defaultdict(int)   # queries asked, by kind
-        self.accept = MSGPACK if (can_unpack() if msgpack is None else msgpack) else JSON
-        self.answered: dict[str, int] = defaultdict(int)  # answers taken, by format (Content-Type)
 
     def query(self, q: str, what: str = "the query", http=None) -> list[dict]:
         """The series of one query's answer (:func:`parse_answer`); ``what`` names the query in
@@ -476,11 +464,13 @@ class Reader:
         params = {"db": self.database, "epoch": "ms", "chunked": "true", "chunk_size": "20000"}
         if self.retention_policy:
             params["rp"] = self.retention_policy
-        ans = self._ask(http, params, q, self.accept)
-        if ans.status in _FORMAT_REFUSED and self.accept != JSON:
-            ans = self._ask(http, params, q, JSON)
-            if ans.ok:
-                self.accept = JSON   # MessagePack refused, JSON taken: JSON from now on
+        ans, _ = http.request("POST", "/query?" + urlencode(params),
+                              body=urlencode({"q": q}).encode(),
+                              headers={"Content-Type": "application/x-www-form-urlencoded",
+                                       "Accept": "application/json"},
+                              max_bytes=self.max_answer_mb << 20, deadline_s=self.query_timeout_s)
+        self.queries += 1
+        self.bytes += len(ans.body)
         if ans.cut == CUT_TIME:
             raise SourceError(f"the server's answer to {what} did not arrive in full within "
                               f"{self.query_timeout_s:g} s (collector.query_timeout_s)")
@@ -499,20 +489,6 @@ class Reader:
             raise SourceError(f"the server's answer to {what} stopped after {len(ans.body):,} "
                               "bytes: the connection closed before its end")
         return ans.body
-
-    def _ask(self, http, params: dict[str, str], q: str, accept: str):
-        ans, got = http.request("POST", "/query?" + urlencode(params),
-                                body=urlencode({"q": q}).encode(),
-                                headers={"Content-Type": "application/x-www-form-urlencoded",
-                                         "Accept": accept},
-                                max_bytes=self.max_answer_mb << 20,
-                                deadline_s=self.query_timeout_s)
-        self.queries += 1
-        self.bytes += len(ans.body)
-        if ans.ok:
-            kind = next((v for k, v in got.items() if k.lower() == "content-type"), "")
-            self.answered["msgpack" if "msgpack" in kind else "json"] += 1
-        return ans
 
     def _run_all(self, todo: list[tuple[str, str]], jobs: list | None = None):
         """The answers to ``todo`` (kind, query), in its order: each one's series, or with

@@ -159,17 +159,12 @@ def _message_of(text: str, headers: Mapping[str, str] | None) -> str:
                     return data[key]
     except (ValueError, RecursionError):
         pass
-    if headers and (not text.strip() or "msgpack" in _header(headers, "Content-Type")):
-        # an empty body, or one in MessagePack (which the collector may ask for): the header
+    if not text.strip() and headers:
         for h in ("X-Influxdb-Error", "X-Platform-Error-Code"):
             for k, v in headers.items():
                 if k.lower() == h.lower():
                     return str(v)
     return text
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    return next((str(v) for k, v in headers.items() if k.lower() == name.lower()), "")
 
 
 class HTTP:

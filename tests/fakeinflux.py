@@ -23,15 +23,11 @@ LISTED = (b'{"results":[{"statement_id":0,"series":[{"name":"round","columns":["
 class FakeInflux:
     """``GET /ping``: 204 with a version header. ``POST /query``: the ``round`` query (with
     ``every_query``, every query) gets ``self.answer`` (bytes, or "cut", "huge", "trickle"),
-    SHOW TAG VALUES one agent, every other query an empty answer; always in JSON, whatever the
-    Accept header asks for (as a server that knows no other format), or 406 for the Accept
-    headers in ``self.refused``."""
+    SHOW TAG VALUES one agent, every other query an empty answer."""
 
     def __init__(self, every_query: bool = False) -> None:
         self.answer: bytes | str = EMPTY
         self.every_query = every_query
-        self.refused: list[str] = []          # Accept headers to answer with 406, as some servers do
-        self.accepts: list[str] = []          # each query's Accept header, in order
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,12 +44,6 @@ class FakeInflux:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 q = parse_qs(body.decode()).get("q", [""])[0]
-                owner.accepts.append(self.headers.get("Accept", ""))
-                if owner.accepts[-1] in owner.refused:
-                    self.send_response(406)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
                 what = (owner.answer if owner.every_query or 'SELECT sum("interval_s")' in q
                         else LISTED if q.startswith("SHOW TAG VALUES") else EMPTY)
                 try:

@@ -19,15 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgpack
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from collector import answers as ca, influxql
 from collector.cache import Cache
 from kit.definitions import Quality, Unit
 from kit.errors import SourceError
-from kit.influx import HTTP
 from kit.records import Dataset, Episode, EpisodeColumns, ObsHour, PingDay, SpeedColumns, SpeedTest
 from tests.fakeinflux import START, WINDOW, FakeInflux
 
@@ -468,105 +466,6 @@ def test_any_json_gives_records_rejections_or_one_error(doc, chunks):
 @given(st.lists(_series(), min_size=1, max_size=3))
 def test_influxdb_shaped_answers_give_records_or_rejections(series):
     _read(_body({"results": [{"statement_id": 0, "series": series}]}, 1))
-
-
-def _packed(doc, chunks: int) -> bytes:
-    try:
-        return msgpack.packb(doc) * chunks
-    except (OverflowError, ValueError):     # an integer past 64 bits: no MessagePack server sends it
-        assume(False)
-        raise
-
-
-def _outcome(body: bytes):
-    try:
-        return list(ca.parse_answer(body, 'the "round" query'))
-    except SourceError as exc:
-        text = str(exc)
-        assert "\n" not in text and len(text) < 1000
-        return SourceError
-
-
-@FUZZ
-@given(answers, st.integers(1, 3))
-def test_any_messagepack_gives_what_the_same_json_gives(doc, chunks):
-    """InfluxDB answers in MessagePack when asked: any document (InfluxDB's shape or not) in
-    MessagePack gives the series, or the refusal, that it gives in JSON, and its rows are read
-    alike."""
-    body = _packed(doc, chunks)
-    assert _outcome(body) == _outcome(_body(doc, chunks))
-    _read(body)
-
-
-@FUZZ
-@given(st.lists(_series(), min_size=1, max_size=3))
-def test_influxdb_shaped_messagepack_gives_records_or_rejections(series):
-    _read(_packed({"results": [{"statement_id": 0, "series": series}]}, 2))
-
-
-_ROW = [1_000, 3600.0, "a1"]
-PACK_REFUSED = [
-    (msgpack.packb({"results": [{"series": [{"columns": ["time"], "values": [[b"\x00"]]}]}]}),
-     "a value of a type JSON has not"),
-    (msgpack.packb({"results": [{"series": [{"columns": ["time"],
-                                             "values": [[msgpack.ExtType(5, b"x")]]}]}]}),
-     "a value of a type JSON has not"),
-    (msgpack.packb({"results": [{"series": [{"columns": ["time"],
-                                             "values": [[msgpack.Timestamp(1, 0)]]}]}]}),
-     "a value of a type JSON has not"),
-    (msgpack.packb({"results": [{"series": [{"columns": ["a"], "values": [[math.nan]]}]}]}),
-     "a number that is not finite"),
-    (msgpack.packb({"results": [{"series": [{"columns": ["a"], "values": [[-math.inf]]}]}]}),
-     "a number that is not finite"),
-    (msgpack.packb({"results": [{"statement_id": math.inf}]}), "a number that is not finite"),
-    (msgpack.packb({b"results": []}), "a key that is not a string"),
-    (msgpack.packb({"results": [{"series": [{"tags": {"agent": b"a1"}}]}]}),
-     "a value of a type JSON has not"),
-    (msgpack.packb({"results": []}) + msgpack.packb({"results": [_ROW]})[:-3],
-     "chunk 2: MessagePack cut short"),
-    (msgpack.packb({"results": []}) + b"\xc1", "chunk 2: not MessagePack"),
-    (b"\x81" + b"\x91" * 5000, "not MessagePack"),
-    (b"\x81\xa7results\xdd\xff\xff\xff\xff", "not MessagePack"),
-    (b"\x81\xa7res\xffts\x90", "not MessagePack"),
-]
-
-
-@pytest.mark.parametrize("body,detail", PACK_REFUSED, ids=[
-    "bin", "ext", "timestamp", "nan", "infinity", "infinite-id", "bytes-key", "bytes-tag", "cut",
-    "never-used-byte", "nested", "huge-array", "bad-utf8"])
-def test_a_messagepack_answer_holding_what_json_cannot_is_refused_as_a_whole(body, detail):
-    with pytest.raises(SourceError) as err:
-        list(ca.parse_answer(body, 'the "round" query'))
-    text = str(err.value)
-    assert text.startswith("the server's answer to the \"round\" query is not InfluxDB's (chunk ")
-    assert detail in text and "\n" not in text, text
-
-
-def test_messagepack_is_refused_in_words_where_msgpack_is_not_installed(monkeypatch):
-    monkeypatch.setitem(sys.modules, "msgpack", None)    # import msgpack now raises ImportError
-    body = msgpack.packb({"results": []})
-    with pytest.raises(SourceError, match="MessagePack, and the msgpack package is not installed"):
-        list(ca.parse_answer(body, 'the "round" query'))
-    assert list(ca.parse_answer(b'{"results":[]}', "q")) == []
-
-
-def test_a_server_that_refuses_messagepack_is_asked_in_json_from_then_on(fake):
-    """A server that answers JSON whatever is asked is read as it answers; one that refuses the
-    MessagePack Accept header (406) gets the query again in JSON, and every later one in JSON."""
-    http = HTTP(fake.url, timeout_s=10)
-    try:
-        reader = influxql.Reader(http, "linewatch", msgpack=True)
-        reader.read(START, START + 2 * DAY)
-        assert set(fake.accepts) == {ca.MSGPACK} and dict(reader.answered) == {"json": reader.queries}
-        fake.accepts.clear()
-        fake.refused = [ca.MSGPACK]
-        reader = influxql.Reader(http, "linewatch", msgpack=True)
-        reader.read(START, START + 2 * DAY)
-    finally:
-        http.close()
-    assert fake.accepts[:2] == [ca.MSGPACK, "application/json"]
-    assert set(fake.accepts[2:]) == {"application/json"} and len(fake.accepts) > 4
-    assert reader.queries == len(fake.accepts) and reader.answered["json"] == reader.queries - 1
 
 
 def test_regroup_splits_rows_by_their_tags_and_counts_what_it_cannot():

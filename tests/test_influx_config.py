@@ -133,13 +133,3 @@ def test_auth_headers():
 ])
 def test_server_message(body, want):
     assert server_message(body) == want
-
-
-def test_an_error_in_messagepack_is_read_from_influxdb_s_header():
-    """InfluxDB 1.x answers an error in the format asked for: a query refused in MessagePack
-    (as the collector asks) is a binary body; its words are in the X-Influxdb-Error header."""
-    body = b"\x81\xa5error\xb0error parsing query"
-    headers = {"Content-Type": "application/x-msgpack",
-               "X-Influxdb-Error": "error parsing query: found SELEC"}
-    assert server_message(body, headers) == "error parsing query: found SELEC"
-    assert server_message(b'{"error":"x"}', {"X-Influxdb-Error": "y"}) == "x"
