@@ -146,6 +146,34 @@ def probe(config_path, as_json):
         show.probe({**out, "duration_s": rnd.duration_s})
 
 
+@main.command()
+@config_option
+@json_option
+def services(config_path, as_json):
+    """Check the sites and VPN endpoints of [services] now and print how each went (nothing is
+    stored). Exit 1 when any check failed."""
+    cfg = _load(config_path)
+    # deferred: the checks (and OpenSSL) load only for the command that runs them
+    from agent.probes.dns import system_servers
+    from agent.probes.services import Checker, check_all, parse_service
+
+    sv = cfg.services
+    targets = [parse_service(u) for u in (*sv.urls, *sv.vpn)]
+    servers = list(cfg.probe.dns_servers)
+    try:
+        checker = Checker(system_servers=lambda: servers or system_servers(),
+                          resolver=sv.resolver, control_sni=sv.control_sni, ca_file=sv.ca_file,
+                          timeout_s=sv.timeout_s, clock=SystemClock(), config_file=cfg.source)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    rows = [{"time": iso(s.time), **s.tags, **s.fields} for s in check_all(checker, targets)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        show.services(rows)
+    sys.exit(0 if all(r["ok"] for r in rows) else 1)
+
+
 # -- status -------------------------------------------------------------------------------------
 
 @main.command()

@@ -261,6 +261,36 @@ class ReportSection:
                                    _check_plan_speed, 5)
 
 
+_check_service = parses("agent.probes.services", "parse_service")
+
+
+def _check_resolver(v: str) -> str | None:
+    return None if v == "" or _check_ip(v) is None else 'must be an IP address, or "" for none'
+
+
+@dataclass(frozen=True)
+class ServicesSection:
+    urls: tuple[str, ...] = opt(
+        ("https://www.upwork.com/", "https://www.fiverr.com/", "https://zoom.us/",
+         "https://github.com/", "https://www.payoneer.com/", "https://slack.com/"),
+        "Sites to check (https:// URLs; `linewatch services` checks them now): where remote "
+        "workers find work, meet, keep code and get paid. Each check is DNS, TCP, TLS and one "
+        "HEAD request, a few kB. Empty: no site checks.", each(_check_service))
+    vpn: tuple[str, ...] = opt((), "Your own VPN endpoints to check: tcp://host:port (a "
+                                "TCP-based VPN: a name lookup and a connect). Empty: none.",
+                                each(_check_service), ("tcp://vpn.example.org:443",))
+    timeout_s: float = opt(10.0, "Seconds each step of a check (DNS, TCP, TLS, HTTP) may take.",
+                            between(1, 60))
+    resolver: str = opt("1.1.1.1", "A second DNS path: a resolver asked beside the system's, so "
+                         "a poisoned answer shows as a mismatch. \"\": none.", _check_resolver)
+    control_sni: str = opt("example.com", "A neutral name sent in a second TLS handshake to a "
+                            "site whose own handshake was reset: if that one completes, the "
+                            "blocking keys on the site's name (SNI filtering).",
+                            _check_dns_name)
+    ca_file: str = opt("", "A CA certificate file (PEM) to trust for the checks besides the "
+                        "system's (a company's own CA).", example="/etc/linewatch/ca.pem")
+
+
 @dataclass(frozen=True)
 class Config:
     agent: AgentSection = field(default_factory=AgentSection)
@@ -271,6 +301,7 @@ class Config:
     influx: InfluxSection = field(default_factory=InfluxSection)
     speedtest: SpeedtestSection = field(default_factory=SpeedtestSection)
     report: ReportSection = field(default_factory=ReportSection)
+    services: ServicesSection = field(default_factory=ServicesSection)
     source: str = "(defaults)"  # the file this came from, for messages
 
     @property
@@ -281,7 +312,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "agent": AgentSection, "probe": ProbeSection, "outage": OutageSection, "power": PowerSection,
     "store": StoreSection, "influx": InfluxSection, "speedtest": SpeedtestSection,
-    "report": ReportSection,
+    "report": ReportSection, "services": ServicesSection,
 }
 
 

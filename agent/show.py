@@ -35,6 +35,28 @@ def probe(out: dict) -> None:
         click.echo(f"error: {e}")
 
 
+def services(rows: list[dict]) -> None:
+    """``linewatch services``: each site's or endpoint's check, the step that failed and how."""
+    if not rows:
+        click.echo("no sites or endpoints configured ([services] urls, vpn)")
+        return
+    table(["target", "kind", "result", "dns", "connect", "tls", "http", "note"],
+          [[r["target"], r["kind"], "ok" if r["ok"] else f"{r['step']}: {r['how']}",
+            num(r.get("dns_ms"), " ms"), num(r.get("connect_ms"), " ms"), num(r.get("tls_ms"), " ms"),
+            num(r.get("http_ms"), " ms") + (f" ({r['status_code']})" if "status_code" in r else ""),
+            _service_note(r)] for r in rows])
+
+
+def _service_note(r: dict) -> str:
+    if r.get("control_tls"):
+        return "a neutral name passed: blocked by name (SNI)"
+    if r.get("how") == "mismatch":
+        return "the second resolver answered otherwise"
+    if r.get("how") == "bogon":
+        return "answered with an address no site has"
+    return ""
+
+
 def status(st: dict, state_dir: Path) -> None:
     """``linewatch status`` (:func:`agent.status.collect`'s dict)."""
     _agent(st)

@@ -182,6 +182,52 @@ def _retry_tcp(server: str, port: int, name: str, qtype: int, deadline: float,
         return None
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """What :func:`lookup` found: the server whose reply counts (the first asked when none
+    replied), the reply (None when none came), its RTT in ms, and the error word (None when the
+    name resolved to at least one address)."""
+
+    server: str
+    answer: Answer | None
+    rtt_ms: float
+    error: str | None
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self.answer.addresses if self.answer is not None and self.error is None else ()
+
+
+def lookup(name: str, *, servers: Sequence[str], timeout_s: float = 2.0, qtype: str = "A",
+           clock: Clock, port: int = PORT) -> Lookup:
+    """Resolve ``name`` as :func:`measure` does (the same servers in turn, budget and errors)
+    and return what was found, addresses included."""
+    validate_name(name)
+    qcode = qtype_code(qtype)
+    if not servers:
+        raise ValueError("dns: at least one server is needed")
+    if not timeout_s > 0:
+        raise ValueError(f"dns: timeout_s must be > 0, got {timeout_s}")
+    for server in servers:
+        ipaddress.ip_address(server)  # ValueError for a host name or typo: resolving it would loop
+    deadline = clock.monotonic() + timeout_s
+    outcomes: list[tuple[str, _Outcome]] = []
+    for i, server in enumerate(servers):
+        remaining = deadline - clock.monotonic()
+        if remaining <= 0:
+            break
+        share = remaining / (len(servers) - i)
+        outcome = _query_udp(server, port, name, qcode, share, clock)
+        outcomes.append((server, outcome))
+        if outcome.answer is not None and outcome.answer.rcode in (RCODE_NOERROR, RCODE_NXDOMAIN):
+            break
+    chosen = _choose(outcomes)
+    if chosen and chosen[1].answer is not None:
+        return Lookup(chosen[0], chosen[1].answer, chosen[1].rtt_ms, error_word(chosen[1].answer))
+    # The first server's failure is reported, as the tag names the first server.
+    return Lookup(servers[0], None, 0.0, outcomes[0][1].error if outcomes else "timeout")
+
+
 def measure(name: str, *, servers: Sequence[str], timeout_s: float = 2.0, qtype: str = "A",
             clock: Clock, port: int = PORT) -> Sample:
     """Resolve ``name`` once and return a ``dns`` sample; never raises for network trouble.
@@ -199,39 +245,15 @@ def measure(name: str, *, servers: Sequence[str], timeout_s: float = 2.0, qtype:
     ``time`` is ``clock.now()`` at the start; ``rtt_ms`` comes from ``clock.monotonic()``.
     Raises ValueError for an invalid name, qtype, empty server list or non-positive timeout.
     """
-    validate_name(name)
-    qcode = qtype_code(qtype)
-    if not servers:
-        raise ValueError("dns: at least one server is needed")
-    if not timeout_s > 0:
-        raise ValueError(f"dns: timeout_s must be > 0, got {timeout_s}")
-    for server in servers:
-        ipaddress.ip_address(server)  # ValueError for a host name or typo: resolving it would loop
     start = clock.now()
-    deadline = clock.monotonic() + timeout_s
-
-    outcomes: list[tuple[str, _Outcome]] = []
-    for i, server in enumerate(servers):
-        remaining = deadline - clock.monotonic()
-        if remaining <= 0:
-            break
-        share = remaining / (len(servers) - i)
-        outcome = _query_udp(server, port, name, qcode, share, clock)
-        outcomes.append((server, outcome))
-        if outcome.answer is not None and outcome.answer.rcode in (RCODE_NOERROR, RCODE_NXDOMAIN):
-            break
-
-    chosen = _choose(outcomes)
-    tags = {"name": name, "server": chosen[0] if chosen else servers[0]}
+    found = lookup(name, servers=servers, timeout_s=timeout_s, qtype=qtype, clock=clock, port=port)
+    tags = {"name": name, "server": found.server}
     fields: dict[str, float | int | bool | str] = {}
-    if chosen and chosen[1].answer is not None:
-        answer = chosen[1].answer
-        error = error_word(answer)
-        fields.update(success=error is None, rtt_ms=chosen[1].rtt_ms, rcode=answer.rcode,
-                      answers=len(answer.addresses))
+    error = found.error
+    if found.answer is not None:
+        fields.update(success=error is None, rtt_ms=found.rtt_ms, rcode=found.answer.rcode,
+                      answers=len(found.answer.addresses))
     else:
-        # The first server's failure is reported, as the tag names the first server.
-        error = outcomes[0][1].error if outcomes else "timeout"
         fields.update(success=False, answers=0)
     if error is not None:
         fields["error"] = error

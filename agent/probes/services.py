@@ -1,0 +1,411 @@
+"""Service checks: can the sites and VPN endpoints a worker needs be reached, and if not, at
+which step does the way to them break, and how?
+
+A line can be up while work is blocked: a site's name answered with a wrong address, its
+address dropped, its TLS handshake reset once the ClientHello names it, a VPN endpoint's port
+closed. A site is checked step by step, as OONI's web connectivity test does, and the result
+names the first step that failed:
+
+1. ``dns``: the name through the system's resolvers (:func:`agent.probes.dns.lookup`, our own
+   bounded query) and, when ``resolver`` is set, through that second path. An answer that
+   cannot be a public site's (0.0.0.0/8, loopback, unspecified) is ``bogon``. Answers that share
+   no address with the second path are only a clue (sites served by CDNs answer differently by
+   resolver): they become ``mismatch`` when the system's address then fails the site at TCP or
+   TLS, where the second path's address does not.
+2. ``tcp``: a connect to the first address (port 443 or the URL's).
+3. ``tls``: a handshake with the site's name as SNI, its certificate verified (``ca_file``
+   adds a CA, as for a test or a company's own). When it is reset, closed or times out, a second
+   handshake on the same address names ``control_sni`` instead: if that one completes, the
+   blocking keys on the name (SNI filtering), which ``control_tls`` records.
+4. ``http``: a HEAD request for the URL's path, its status line read (any status means the
+   site answered; only a reset, a close or silence fails the step).
+
+A ``tcp://host:port`` endpoint (a TCP-based VPN) is a name lookup and a connect.
+
+Sample ``service``, tags ``target`` (the URL's host, or host:port), ``kind`` (``site``,
+``tcp``), ``step`` (the step that failed, or ``ok``). Fields:
+
+=============  =====  =======================================================================
+field          type   meaning
+=============  =====  =======================================================================
+ok             bool   every step passed
+how            str    how the failed step failed (only on failure): see :data:`HOW`
+dns_ms         float  the system resolver's answer time (ms), when it answered
+connect_ms     float  TCP connect time (ms), when it connected
+tls_ms         float  TLS handshake time (ms), when it completed
+http_ms        float  request sent -> status line read (ms), when it was read
+status_code    int    the HTTP status, when it was read
+addresses      int    addresses the system's resolvers gave (0 when none)
+dns_agree      bool   the system's and the second path's answers share an address (only when
+                      both answered)
+control_tls    bool   the control SNI's handshake on the same address completed (only when the
+                      site's own handshake was reset, closed or timed out)
+=============  =====  =======================================================================
+
+Nothing here is judged: one failed check is a measurement. Interference (an episode) is the
+tracker's verdict over several checks while the line is up.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.clock import Clock
+from agent.model import Sample
+from agent.probes.dns import Lookup, lookup
+from agent.probes.dns_wire import validate_name
+from kit.errors import ConfigError
+
+STEPS = ("dns", "tcp", "tls", "http")
+# How each step fails: the word in ``how``.
+HOW = {
+    "dns": ("timeout", "nxdomain", "no_answer", "servfail", "refused", "network",
+            "port_unreachable", "malformed", "rcode_N", "bogon", "mismatch"),
+    "tcp": ("timeout", "refused", "reset", "unreachable", "network"),
+    "tls": ("timeout", "reset", "closed", "cert", "alert", "error"),
+    "http": ("timeout", "reset", "closed", "malformed"),
+}
+KINDS = ("site", "tcp")
+SCHEMES = {"https": "site", "tcp": "tcp"}
+USER_AGENT = "linewatch"
+_MAX_STATUS_LINE = 4096
+
+
+# -- the pure core -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Service:
+    """A configured target: its kind, host, port, and (for a site) the path to request."""
+
+    kind: str
+    host: str
+    port: int
+    path: str = "/"
+    text: str = ""          # as configured
+
+    @property
+    def target(self) -> str:
+        """The ``target`` tag: a site's host (its port when not 443), an endpoint's host:port."""
+        if self.kind == "site" and self.port == 443:
+            return self.host
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_service(text: str) -> Service:
+    """``https://host[:port][/path]`` (a site) or ``tcp://host:port`` (a TCP endpoint, such as
+    a VPN's). Raises ValueError naming what is wrong."""
+    parts = urlsplit(text.strip())
+    kind = SCHEMES.get(parts.scheme.lower())
+    if kind is None:
+        raise ValueError("must start with https:// (a site) or tcp:// (an endpoint)")
+    try:
+        host, port = parts.hostname or "", parts.port
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    if not host:
+        raise ValueError("no host")
+    if parts.username or parts.password:
+        raise ValueError("credentials do not belong in a checked URL")
+    if kind == "tcp":
+        if port is None:
+            raise ValueError("a tcp:// endpoint needs its port (tcp://host:port)")
+        if parts.path not in ("", "/") or parts.query:
+            raise ValueError("a tcp:// endpoint is host:port only")
+    if not _is_ip(host):
+        try:
+            validate_name(host)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Service(kind, host.lower(), port or 443, path, text.strip())
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def bogon(address: str) -> bool:
+    """An address no public site resolves to: what resolvers that block answer with."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        return ip in _BOGON4 or ip.is_loopback or ip.is_unspecified
+    return ip.is_loopback or ip.is_unspecified
+
+
+_BOGON4 = ipaddress.ip_network("0.0.0.0/8")
+
+
+@dataclass
+class Steps:
+    """What the steps of one check found (filled in by the I/O edge, judged by :func:`verdict`).
+    A step's ``*_fail`` is the failure word, "" when it passed, None when it was not reached."""
+
+    dns_fail: str | None = None
+    addresses: tuple[str, ...] = ()
+    second: tuple[str, ...] | None = None      # the second path's addresses (None: not asked)
+    second_fail_tls: bool | None = None        # the site failed on the second path's address
+    tcp_fail: str | None = None
+    tls_fail: str | None = None
+    http_fail: str | None = None
+    control_tls: bool | None = None
+    ms: dict[str, float] = field(default_factory=dict)
+    status_code: int | None = None
+
+
+def verdict(s: Steps) -> tuple[str, str]:
+    """(step, how) of a check: the first step that failed and how, or ("ok", "").
+
+    The system's answer is judged poisoned (``dns``, ``mismatch``) only when it shares no
+    address with the second path's, the site then failed on it at TCP or TLS, and the site
+    passed TLS on the second path's address: a CDN's differing answers are no finding."""
+    if s.dns_fail:
+        return "dns", s.dns_fail
+    if s.addresses and any(bogon(a) for a in s.addresses):
+        return "dns", "bogon"
+    failed = next(((st, how) for st, how in (("tcp", s.tcp_fail), ("tls", s.tls_fail),
+                                             ("http", s.http_fail)) if how), None)
+    if failed is None:
+        return "ok", ""
+    if failed[0] in ("tcp", "tls") and s.second and not set(s.second) & set(s.addresses) \
+            and s.second_fail_tls is False:
+        return "dns", "mismatch"
+    return failed
+
+
+def sample(service: Service, s: Steps, time_: datetime) -> Sample:
+    """The ``service`` row of a check (see the module's table)."""
+    step, how = verdict(s)
+    fields: dict[str, float | int | bool | str] = {"ok": step == "ok",
+                                                   "addresses": len(s.addresses)}
+    if how:
+        fields["how"] = how
+    for k in ("dns", "connect", "tls", "http"):
+        if k in s.ms:
+            fields[f"{k}_ms"] = round(s.ms[k], 3)
+    if s.status_code is not None:
+        fields["status_code"] = s.status_code
+    if s.second is not None and s.addresses and s.second:
+        fields["dns_agree"] = bool(set(s.second) & set(s.addresses))
+    if s.control_tls is not None:
+        fields["control_tls"] = s.control_tls
+    return Sample("service", {"target": service.target, "kind": service.kind, "step": step},
+                  fields, time_)
+
+
+# -- the I/O edge ------------------------------------------------------------------------------
+
+def _os_word(exc: BaseException) -> str:
+    """A socket error as a step's failure word."""
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        return "reset"
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                                  errno.EACCES, errno.EPERM):
+        return "unreachable"
+    return "network"
+
+
+def _tls_word(exc: BaseException) -> str:
+    # deferred: ssl loads OpenSSL (about 4 MB); parsing the config needs none of it
+    import ssl
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "cert"
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return "closed"
+    if isinstance(exc, ssl.SSLError):
+        # an alert from the peer ("tlsv1 alert ..." / "sslv3 alert ...")
+        return "alert" if "alert" in (exc.reason or "").lower() else "error"
+    word = _os_word(exc)
+    return word if word in ("timeout", "reset") else "error"
+
+
+class Checker:
+    """Checks services. ``system_servers()`` gives the system's DNS servers (read at each
+    check); ``resolver`` is the second path ("" for none); each step waits at most
+    ``timeout_s``. The world (clock, the socket factory) comes in by constructor."""
+
+    def __init__(self, *, system_servers: Callable[[], Sequence[str]], resolver: str = "",
+                 control_sni: str = "example.com", ca_file: str = "", timeout_s: float = 10.0,
+                 clock: Clock, dns_port: int = 53, config_file: str = "(defaults)") -> None:
+        self.system_servers, self.resolver = system_servers, resolver
+        self.control_sni, self.timeout_s, self.clock = control_sni, timeout_s, clock
+        self.dns_port = dns_port
+        # deferred: ssl loads OpenSSL (about 4 MB), for checks only
+        import ssl
+
+        self._verified = ssl.create_default_context()     # the system's CAs ...
+        if ca_file:
+            try:
+                self._verified.load_verify_locations(cafile=ca_file)   # ... and the one given
+            except (OSError, ssl.SSLError) as exc:
+                reason = ("not a PEM certificate file" if isinstance(exc, ssl.SSLError)
+                          else exc.strerror or str(exc))
+                raise ConfigError(config_file, "services.ca_file", f"{ca_file}: {reason}") from None
+        self._control = ssl.create_default_context()
+        self._control.check_hostname = False
+        self._control.verify_mode = ssl.CERT_NONE
+        self._sessions: dict[tuple[str, str], Any] = {}   # ssl.SSLSession, resumed: fewer bytes
+
+    def check(self, service: Service) -> Sample:
+        started = self.clock.now()
+        s = Steps()
+        if _is_ip(service.host):
+            s.addresses = (service.host,)
+            s.dns_fail = ""
+        else:
+            self._resolve(service, s)
+        if not s.dns_fail and not any(bogon(a) for a in s.addresses):
+            address = s.addresses[0]
+            sock = self._connect(address, service.port, s)
+            if sock is not None and service.kind == "site":
+                self._site(service, address, sock, s)
+            elif sock is not None:
+                sock.close()
+            if (s.tcp_fail or s.tls_fail) and service.kind == "site" and s.second \
+                    and not set(s.second) & set(s.addresses):
+                s.second_fail_tls = self._fails_tls(service, s.second[0])
+        return sample(service, s, started)
+
+    def _resolve(self, service: Service, s: Steps) -> None:
+        found = self._lookup(service.host, list(self.system_servers()))
+        s.dns_fail = found.error or ""
+        s.addresses = tuple(a for a in found.addresses if "." in a)
+        if found.answer is not None:
+            s.ms["dns"] = found.rtt_ms
+        if not s.dns_fail and not s.addresses:
+            s.dns_fail = "no_answer"
+        if self.resolver and not s.dns_fail:
+            second = self._lookup(service.host, [self.resolver])
+            s.second = tuple(a for a in second.addresses if "." in a)
+
+    def _lookup(self, name: str, servers: list[str]) -> Lookup:
+        return lookup(name, servers=servers, timeout_s=self.timeout_s, clock=self.clock,
+                      port=self.dns_port)
+
+    def _connect(self, address: str, port: int, s: Steps) -> socket.socket | None:
+        t0 = self.clock.monotonic()
+        try:
+            sock = socket.create_connection((address, port), timeout=self.timeout_s)
+        except OSError as exc:
+            s.tcp_fail = _os_word(exc)
+            return None
+        s.ms["connect"] = (self.clock.monotonic() - t0) * 1000.0
+        s.tcp_fail = ""
+        return sock
+
+    def _handshake(self, sock: socket.socket, name: str, ctx: Any) -> tuple[Any, str, float]:
+        t0 = self.clock.monotonic()
+        key = (name, "v" if ctx is self._verified else "c")
+        try:
+            tls = ctx.wrap_socket(sock, server_hostname=name, session=self._sessions.get(key))
+        except (OSError, ValueError) as exc:
+            sock.close()
+            return None, _tls_word(exc), 0.0
+        if tls.session is not None:
+            self._sessions[key] = tls.session
+        return tls, "", (self.clock.monotonic() - t0) * 1000.0
+
+    def _site(self, service: Service, address: str, sock: socket.socket, s: Steps) -> None:
+        tls, s.tls_fail, ms = self._handshake(sock, service.host, self._verified)
+        if tls is None:
+            if s.tls_fail in ("reset", "closed", "timeout"):
+                s.control_tls = self._control_handshake(address, service.port)
+            return
+        s.ms["tls"] = ms
+        with tls:
+            self._http(service, tls, s)
+            if tls.session is not None:    # a TLS 1.3 ticket arrives after the handshake
+                self._sessions[(service.host, "v")] = tls.session
+
+    def _control_handshake(self, address: str, port: int) -> bool:
+        try:
+            sock = socket.create_connection((address, port), timeout=self.timeout_s)
+        except OSError:
+            return False
+        tls, fail, _ = self._handshake(sock, self.control_sni, self._control)
+        if tls is not None:
+            tls.close()
+        return tls is not None or fail in ("alert", "cert")     # the server spoke TLS
+
+    def _fails_tls(self, service: Service, address: str) -> bool:
+        try:
+            sock = socket.create_connection((address, service.port), timeout=self.timeout_s)
+        except OSError:
+            return True
+        tls, _, _ = self._handshake(sock, service.host, self._verified)
+        if tls is None:
+            return True
+        tls.close()
+        return False
+
+    def _http(self, service: Service, tls: Any, s: Steps) -> None:
+        host = service.host if service.port == 443 else f"{service.host}:{service.port}"
+        request = (f"HEAD {service.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
+                   "Accept: */*\r\nConnection: close\r\n\r\n").encode("ascii", "replace")
+        t0 = self.clock.monotonic()
+        try:
+            tls.settimeout(self.timeout_s)
+            tls.sendall(request)
+            line = _status_line(tls, time.monotonic() + self.timeout_s)
+        except (OSError, ValueError) as exc:
+            s.http_fail = _tls_word(exc) if type(exc).__module__ == "ssl" else _os_word(exc)
+            if s.http_fail not in HOW["http"]:
+                s.http_fail = "reset" if s.http_fail == "refused" else "closed"
+            return
+        if line is None:
+            s.http_fail = "closed"
+            return
+        parts = line.split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit() \
+                or len(parts[1]) != 3:
+            s.http_fail = "malformed"
+            return
+        s.http_fail = ""
+        s.status_code = int(parts[1])
+        s.ms["http"] = (self.clock.monotonic() - t0) * 1000.0
+
+
+def check_all(checker: Checker, services: Sequence[Service]) -> list[Sample]:
+    """Every service checked at once (each on a thread of its own: a check mostly waits), the
+    rows in the order given."""
+    # deferred: threads only for the checks
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not services:
+        return []
+    with ThreadPoolExecutor(min(len(services), 8)) as pool:
+        return list(pool.map(checker.check, services))
+
+
+def _status_line(tls: Any, deadline: float) -> bytes | None:
+    """The first line of the answer (None when the server closed first); at most
+    :data:`_MAX_STATUS_LINE` bytes are read. ``deadline`` is on time.monotonic's clock."""
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no status line")
+        tls.settimeout(left)
+        chunk = tls.recv(_MAX_STATUS_LINE - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+        if len(buf) >= _MAX_STATUS_LINE and b"\n" not in buf:
+            raise ValueError("status line too long")
+    return buf.split(b"\n", 1)[0].rstrip(b"\r")

@@ -1,0 +1,106 @@
+"""A censor in the lab: the standard agent / gateway / internet namespaces (tests/netlab.py) with
+the ways a network blocks a site while the line is up, each on names of its own:
+
+    system resolver 198.51.100.53 (dnsmasq)     second resolver 198.51.100.54 (dnsmasq, honest)
+      ok.test, fine.test    -> the real site     ok.test, fine.test     -> the real site
+      poison.test           -> 198.51.100.12     poison.test            -> 198.51.100.10
+      zero.test             -> 0.0.0.0           sni.test               -> 198.51.100.20
+      gone.test             -> NXDOMAIN
+      hole.test             -> 198.51.100.11 (the gateway drops it: a blackhole route)
+      sni.test, fine.test   -> 198.51.100.20 (a middlebox on the gateway: it resets a
+                                              ClientHello naming sni.test, relays the rest)
+      wrong.test            -> 198.51.100.10 (the site's certificate does not name it)
+
+    the site: 198.51.100.10 and .11, port 443 (tests/tls_site.py), a certificate of the test CA
+    for ok.test, fine.test, poison.test, hole.test, sni.test; nothing listens on .12 or port 8443.
+
+Every address lives in the namespaces only. ``ca`` is the test CA's certificate (services.ca_file).
+"""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests import netlab
+
+HERE = Path(__file__).resolve().parent
+SITE, HOLE, NOWHERE, MIDDLEBOX = "198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.20"
+SYSTEM_DNS, SECOND_DNS = "198.51.100.53", "198.51.100.54"
+SITE_NAMES = ("ok.test", "fine.test", "poison.test", "hole.test", "sni.test")
+
+
+@dataclass
+class Censor:
+    net: netlab.Standard
+    ca: Path
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def certificates(d: Path) -> tuple[Path, Path, Path]:
+    """A test CA, and a certificate it signed for the site's names: (ca, cert, key)."""
+    ca_key, ca, key, csr, cert = (d / n for n in ("ca.key", "ca.pem", "site.key", "site.csr",
+                                                   "site.pem"))
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+             "/CN=linewatch lab CA", "-keyout", str(ca_key), "-out", str(ca))
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=ok.test", "-keyout", str(key),
+             "-out", str(csr))
+    ext = d / "san.cnf"
+    ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in SITE_NAMES) + "\n")
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))
+    return ca, cert, key
+
+
+def _dnsmasq(net: netlab.Standard, listen: str, *records: str) -> None:
+    args = [netlab.DNSMASQ, "-C", "/dev/null", "--keep-in-foreground", "--no-resolv",
+            "--no-hosts", f"--listen-address={listen}", "--bind-interfaces", "--pid-file=",
+            "--port=53", "--log-facility=/dev/null", *records]
+    proc = net.lab.popen(net.inet, *args)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dnsmasq exited: {proc.stderr.read().decode()}")
+        if net.lab.run(net.inet, "ss", "-Hlun", f"src {listen}:53").stdout.strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError("dnsmasq did not start listening")
+
+
+def build(lab: netlab.Lab, tmp: Path) -> Censor:
+    net = netlab.standard(lab)
+    for addr in (SITE, HOLE, NOWHERE, SECOND_DNS):
+        lab.run(net.inet, "ip", "addr", "add", f"{addr}/32", "dev", "lo")
+    ca, cert, key = certificates(tmp)
+    _dnsmasq(net, SYSTEM_DNS,
+             f"--address=/ok.test/{SITE}", f"--address=/poison.test/{NOWHERE}",
+             "--address=/zero.test/0.0.0.0", "--address=/gone.test/",
+             f"--address=/hole.test/{HOLE}", f"--address=/sni.test/{MIDDLEBOX}",
+             f"--address=/fine.test/{MIDDLEBOX}", f"--address=/wrong.test/{SITE}")
+    _dnsmasq(net, SECOND_DNS,
+             f"--address=/ok.test/{SITE}", f"--address=/poison.test/{SITE}",
+             f"--address=/sni.test/{MIDDLEBOX}", f"--address=/fine.test/{MIDDLEBOX}",
+             f"--address=/hole.test/{HOLE}", f"--address=/wrong.test/{SITE}")
+    for addr in (SITE, HOLE):
+        _ready(lab.popen(net.inet, sys.executable, str(HERE / "tls_site.py"), addr, "443",
+                         str(cert), str(key), text=True))
+    lab.run(net.gw, "ip", "addr", "add", f"{MIDDLEBOX}/32", "dev", "lo")
+    _ready(lab.popen(net.gw, sys.executable, str(HERE / "sni_middlebox.py"), MIDDLEBOX, "443",
+                     SITE, "443", "sni.test", text=True))
+    lab.run(net.gw, "ip", "route", "add", "blackhole", f"{HOLE}/32")
+    return Censor(net, ca)
+
+
+def _ready(p: subprocess.Popen) -> None:
+    ready, _, _ = select.select([p.stdout], [], [], 15)
+    line = p.stdout.readline() if ready else ""
+    if line.strip() != "ready":
+        p.kill()
+        raise RuntimeError(f"a lab server did not start: {p.stderr.read()}")

@@ -1,0 +1,106 @@
+"""The service checks' pure core (agent/probes/services.py): the configured targets, the
+addresses no site has, and the verdict of a check's steps. The steps against real servers, a
+real censor in namespaces, are tests/test_services_netns.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from agent.probes.services import Service, Steps, bogon, parse_service, sample, verdict
+
+T = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("https://www.upwork.com/", Service("site", "www.upwork.com", 443, "/")),
+    ("https://GitHub.com", Service("site", "github.com", 443, "/")),
+    ("https://pay.example.org:8443/login?x=1", Service("site", "pay.example.org", 8443, "/login?x=1")),
+    ("tcp://vpn.example.org:1194", Service("tcp", "vpn.example.org", 1194, "/")),
+    ("tcp://[2001:db8::1]:443", Service("tcp", "2001:db8::1", 443, "/")),
+    ("https://198.51.100.10/", Service("site", "198.51.100.10", 443, "/")),
+], ids=["site", "bare", "port-path-query", "tcp", "tcp-v6", "site-ip"])
+def test_parse_service(text, want):
+    got = parse_service(text)
+    assert (got.kind, got.host, got.port, got.path) == (want.kind, want.host, want.port, want.path)
+    assert got.text == text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("http://example.org/", "must start with https:// (a site) or tcp:// (an endpoint)"),
+    ("wireguard://vpn.example.org:51820", "must start with https://"),
+    ("tcp://vpn.example.org", "needs its port"),
+    ("tcp://vpn.example.org:443/path", "host:port only"),
+    ("https:///path", "no host"),
+    ("https://user:secret@example.org/", "credentials do not belong"),
+    ("https://example.org:99999/", "Port out of range"),
+    ("https://exa mple.org/", ""),
+], ids=["http", "wireguard", "no-port", "tcp-path", "no-host", "credentials", "port", "space"])
+def test_parse_service_refuses(text, message):
+    with pytest.raises(ValueError) as err:
+        parse_service(text)
+    assert message in str(err.value)
+    assert "secret" not in str(err.value)
+
+
+def test_target_tag():
+    assert parse_service("https://zoom.us/").target == "zoom.us"
+    assert parse_service("https://zoom.us:8443/").target == "zoom.us:8443"
+    assert parse_service("tcp://vpn.example.org:443").target == "vpn.example.org:443"
+    assert parse_service("tcp://[2001:db8::1]:443").target == "[2001:db8::1]:443"
+
+
+@pytest.mark.parametrize("address, want", [
+    ("0.0.0.0", True), ("0.1.2.3", True), ("127.0.0.1", True), ("127.10.0.1", True),
+    ("::1", True), ("::", True), ("198.51.100.10", False), ("10.0.0.1", False),
+    ("2001:db8::1", False),
+])
+def test_bogon(address, want):
+    assert bogon(address) is want
+
+
+def _steps(**kw) -> Steps:
+    base = dict(dns_fail="", addresses=("198.51.100.12",), tcp_fail="", tls_fail="", http_fail="")
+    return Steps(**{**base, **kw})
+
+
+@pytest.mark.parametrize("steps, want", [
+    (_steps(), ("ok", "")),
+    (_steps(dns_fail="nxdomain", addresses=(), tcp_fail=None, tls_fail=None, http_fail=None),
+     ("dns", "nxdomain")),
+    (_steps(addresses=("0.0.0.0",), tcp_fail=None, tls_fail=None, http_fail=None), ("dns", "bogon")),
+    (_steps(tcp_fail="timeout", tls_fail=None, http_fail=None), ("tcp", "timeout")),
+    (_steps(tls_fail="reset", http_fail=None, control_tls=True), ("tls", "reset")),
+    (_steps(http_fail="closed"), ("http", "closed")),
+    # the second path answers otherwise and its address works: the system's answer was poisoned
+    (_steps(second=("198.51.100.10",), tcp_fail="refused", tls_fail=None, http_fail=None,
+            second_fail_tls=False), ("dns", "mismatch")),
+    (_steps(second=("198.51.100.10",), tls_fail="cert", http_fail=None, second_fail_tls=False),
+     ("dns", "mismatch")),
+    # ... but not when the second path's address fails too (the site is down, not poisoned)
+    (_steps(second=("198.51.100.10",), tcp_fail="refused", tls_fail=None, http_fail=None,
+            second_fail_tls=True), ("tcp", "refused")),
+    # ... nor when the answers share an address, nor for a failure after TLS
+    (_steps(second=("198.51.100.12", "198.51.100.10"), tcp_fail="timeout", tls_fail=None,
+            http_fail=None, second_fail_tls=False), ("tcp", "timeout")),
+    (_steps(second=("198.51.100.10",), http_fail="reset", second_fail_tls=None), ("http", "reset")),
+    # a CDN's differing answers, the site fine: ok
+    (_steps(second=("198.51.100.10",)), ("ok", "")),
+], ids=["ok", "nxdomain", "bogon", "tcp", "tls", "http", "mismatch-tcp", "mismatch-tls",
+        "down-both", "shared", "http-after", "cdn"])
+def test_verdict(steps, want):
+    assert verdict(steps) == want
+
+
+def test_sample_fields():
+    s = sample(parse_service("https://sni.test/"),
+               _steps(tls_fail="reset", http_fail=None, control_tls=True, second=("198.51.100.12",),
+                      ms={"dns": 1.23456, "connect": 7.0}), T)
+    assert (s.measurement, s.time) == ("service", T)
+    assert s.tags == {"target": "sni.test", "kind": "site", "step": "tls"}
+    assert s.fields == {"ok": False, "how": "reset", "addresses": 1, "dns_ms": 1.235,
+                        "connect_ms": 7.0, "dns_agree": True, "control_tls": True}
+    ok = sample(parse_service("https://ok.test/"), _steps(status_code=204, ms={"http": 2.0}), T)
+    assert ok.tags["step"] == "ok" and ok.fields == {"ok": True, "addresses": 1, "http_ms": 2.0,
+                                                     "status_code": 204}

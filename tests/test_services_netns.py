@@ -1,0 +1,99 @@
+"""Site and endpoint checks against a censor (tests/censorlab.py): real DNS servers (dnsmasq),
+a real HTTPS site with a test CA, a blackhole route and a middlebox that resets a ClientHello by
+its server name, all in network namespaces. `linewatch services` runs in the agent's namespace
+as a user runs it; each way of blocking must come out as its step and how."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import censorlab
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.netns
+
+EXPECTED = {   # target -> (step, how)
+    "ok.test": ("ok", ""),
+    "fine.test": ("ok", ""),                     # through the middlebox: not a name it blocks
+    "poison.test": ("dns", "mismatch"),          # a wrong address; the second resolver's works
+    "zero.test": ("dns", "bogon"),
+    "gone.test": ("dns", "nxdomain"),
+    "hole.test": ("tcp", "timeout"),
+    "sni.test": ("tls", "reset"),
+    "wrong.test": ("tls", "cert"),
+    "198.51.100.10:443": ("ok", ""),
+    "198.51.100.10:8443": ("tcp", "refused"),
+}
+
+
+def _config(tmp_path: Path, ca: Path, **extra: str) -> Path:
+    cfg = tmp_path / "services.toml"
+    services = {
+        "urls": json.dumps([f"https://{t}/" for t in EXPECTED if not t[0].isdigit()]),
+        "vpn": json.dumps([f"tcp://{t}" for t in EXPECTED if t[0].isdigit()]),
+        "resolver": json.dumps(censorlab.SECOND_DNS), "control_sni": '"control.test"',
+        "ca_file": json.dumps(str(ca)), "timeout_s": "2", **extra}
+    cfg.write_text("\n".join([
+        "[agent]", f'state_dir = "{tmp_path / "state"}"',
+        "[probe]", 'targets = ["198.51.100.1"]', "dns_names = []",
+        f'dns_servers = ["{censorlab.SYSTEM_DNS}"]',
+        "[speedtest]", "enabled = false",
+        "[services]", *(f"{k} = {v}" for k, v in services.items()),
+    ]) + "\n", encoding="utf-8")
+    return cfg
+
+
+def _services(censor, cfg: Path, *args: str):
+    return censor.net.lab.run(censor.net.agent, sys.executable, "-m", "agent", "services",
+                              "--config", str(cfg), *args, check=False, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_each_way_of_blocking_is_named_by_its_step_and_how(lab, tmp_path):
+    censor = censorlab.build(lab, tmp_path)
+    r = _services(censor, _config(tmp_path, censor.ca), "--json")
+    assert r.returncode == 1, r.stderr            # some checks failed
+    rows = {row["target"]: row for row in json.loads(r.stdout)}
+    assert {t: (row["step"], row.get("how", "")) for t, row in rows.items()} == EXPECTED
+    ok = rows["ok.test"]
+    assert ok["ok"] is True and ok["status_code"] == 200 and ok["dns_agree"] is True
+    assert all(ok[k] > 0 for k in ("dns_ms", "connect_ms", "tls_ms", "http_ms"))
+    # SNI filtering: the same address completes a handshake that names another site
+    assert rows["sni.test"]["control_tls"] is True and "connect_ms" in rows["sni.test"]
+    assert rows["poison.test"]["dns_agree"] is False
+    assert rows["gone.test"]["addresses"] == 0 and "connect_ms" not in rows["gone.test"]
+    assert rows["hole.test"]["dns_agree"] is True and "control_tls" not in rows["hole.test"]
+    assert all(row["kind"] == ("tcp" if t[0].isdigit() else "site") for t, row in rows.items())
+
+    table = _services(censor, _config(tmp_path, censor.ca))
+    assert table.returncode == 1
+    lines = {ln.split()[0]: ln for ln in table.stdout.splitlines()[2:] if ln.strip()}
+    assert "tls: reset" in lines["sni.test"] and "blocked by name (SNI)" in lines["sni.test"]
+    assert "dns: mismatch" in lines["poison.test"] and lines["ok.test"].split()[2] == "ok"
+
+
+def test_without_the_test_ca_every_site_fails_its_certificate(lab, tmp_path):
+    """TLS verification is on: the lab's CA is trusted only when services.ca_file names it."""
+    censor = censorlab.build(lab, tmp_path)
+    cfg = _config(tmp_path, censor.ca, ca_file='""', urls='["https://ok.test/"]', vpn="[]")
+    r = _services(censor, cfg, "--json")
+    assert r.returncode == 1
+    (row,) = json.loads(r.stdout)
+    assert (row["step"], row["how"]) == ("tls", "cert")
+
+
+def test_a_bad_ca_file_is_a_config_error_naming_the_key(lab, tmp_path):
+    censor = censorlab.build(lab, tmp_path)
+    bad = tmp_path / "not-a-ca.pem"
+    bad.write_text("hello\n")
+    for path, reason in ((bad, "not a PEM certificate file"), (tmp_path / "none.pem", "No such file")):
+        r = _services(censor, _config(tmp_path, path))
+        assert r.returncode == 2
+        head = f"linewatch: {tmp_path / 'services.toml'}: services.ca_file: "
+        assert r.stderr.strip().startswith(head), r.stderr
+        assert reason in r.stderr and "Traceback" not in r.stderr
