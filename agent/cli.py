@@ -332,7 +332,8 @@ def speedtest_cmd(config_path, as_json, force):
 @config_option
 @click.option("--since", default="7d", show_default=True,
               help="How far back: 30m, 12h, 7d, 4w, or a date (2026-11-01).")
-@click.option("--type", "types", type=click.Choice(["connectivity", "power", "degraded", "all"]),
+@click.option("--type", "types", type=click.Choice(["connectivity", "power", "degraded",
+                                                   "interference", "all"]),
               default=None, help="Only this type (default: connectivity and power outages).")
 @json_option
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
@@ -362,7 +363,8 @@ def outages(config_path, since, types, as_json, as_csv):
         click.echo(f"no episodes since {iso(since_t)}")
         return
     show.table(["type", "cause", "start (UTC)", "end (UTC)", "duration", "kind"],
-               [[r["type"], r["cause"] + (f" ({r['source']})" if r.get("source") else ""),
+               [[r["type"], r["cause"] + (f" ({r['source']})" if r.get("source") else "")
+                 + (f" ({r['target']}: {r['how']})" if r.get("target") else ""),
                  r["start"][:19].replace("T", " "),
                  (r["end"] or "in progress")[:19].replace("T", " "), show.dur(r["duration_s"]),
                  "sustained" if r["sustained"] else "momentary"] for r in rows])

@@ -273,14 +273,21 @@ class ServicesSection:
     urls: tuple[str, ...] = opt(
         ("https://www.upwork.com/", "https://www.fiverr.com/", "https://zoom.us/",
          "https://github.com/", "https://www.payoneer.com/", "https://slack.com/"),
-        "Sites to check (https:// URLs; `linewatch services` checks them now): where remote "
-        "workers find work, meet, keep code and get paid. Each check is DNS, TCP, TLS and one "
-        "HEAD request, a few kB. Empty: no site checks.", each(_check_service))
+        "Sites to check while the line is up (https:// URLs; `linewatch services` checks them "
+        "now): where remote workers find work, meet, keep code and get paid. Each check is DNS, "
+        "TCP, TLS and one HEAD request, a few kB. Empty: no site checks.", each(_check_service))
     vpn: tuple[str, ...] = opt((), "Your own VPN endpoints to check: tcp://host:port (a "
                                 "TCP-based VPN: a name lookup and a connect). Empty: none.",
                                 each(_check_service), ("tcp://vpn.example.org:443",))
+    interval_s: float = opt(300.0, "Seconds between checks of every site and endpoint (while "
+                             "the line is up: none run during an outage or a power cut). "
+                             "Every check of the default sites moves a few kB: shorter "
+                             "intervals cost data on a metered line.", between(10, 86400))
     timeout_s: float = opt(10.0, "Seconds each step of a check (DNS, TCP, TLS, HTTP) may take.",
                             between(1, 60))
+    open_after: int = opt(3, "Consecutive checks of one target failing at the same step, while "
+                           "the line is up, that open an interference episode (the first check "
+                           "that passes ends it).", between(1, 100))
     resolver: str = opt("1.1.1.1", "A second DNS path: a resolver asked beside the system's, so "
                          "a poisoned answer shows as a mismatch. \"\": none.", _check_resolver)
     control_sni: str = opt("example.com", "A neutral name sent in a second TLS handshake to a "

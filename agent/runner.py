@@ -49,6 +49,7 @@ from agent.jobs.housekeeping import HOUSEKEEPING_S, Housekeeping, Watchdog, open
 from agent.jobs.powerjob import PowerJob
 from agent.jobs.rounds import Rounds
 from agent.jobs.selfmetrics import SelfMetrics
+from agent.jobs.services import ServiceChecks
 from agent.jobs.speedtests import CHECK_S as SPEEDTEST_CHECK_S, SpeedTests
 from agent.jobs.summaries import SUMMARIES_S, Summaries
 from agent.notify import Notifier
@@ -70,7 +71,7 @@ RELOAD_CHECK_S = 1.0  # how soon a SIGHUP is acted on
 
 class Agent:
     """The jobs, built once around a :class:`agent.jobs.context.Context`: ``rounds``, ``power``,
-    ``speedtests``, ``push`` (None without ``influx.url``), ``housekeeping``, ``watchdog`` and
+    ``speedtests``, ``services``, ``push`` (None without ``influx.url``), ``housekeeping``, ``watchdog`` and
     ``selfmetrics``. Tests pass the clock, the probes and the store; ``linewatch run`` passes the
     lock it holds."""
 
@@ -90,6 +91,10 @@ class Agent:
         self.power = PowerJob(ctx, host)
         self.speedtests = SpeedTests(ctx, outage_open=self.rounds.outage_open,
                                      on_battery=self.power.on_battery, running=testing)
+        # Service checks count only while the line is up: no outage, no power cut, and no
+        # speed test filling the line (its queues would time checks out).
+        self.services = ServiceChecks(ctx, line_up=lambda: not (
+            self.rounds.outage_open() or self.power.on_battery() or testing.is_set()))
         metered = bool(cfg.influx.url) and cfg.influx.send == "summaries"
         self.summaries = Summaries(ctx, metered=metered)
         ctx.listeners.append(self.summaries.heard)
@@ -193,6 +198,10 @@ class Agent:
                         first_in_s=RELOAD_CHECK_S)
         if cfg.speedtest.enabled:
             self._every(sched, SPEEDTEST_CHECK_S, self.speedtests, first_in_s=15.0)
+        if cfg.services.urls or cfg.services.vpn:
+            # the first after a minute: the rounds have said by then whether the line is up
+            self._every(sched, cfg.services.interval_s, self.services,
+                        first_in_s=min(60.0, cfg.services.interval_s))
         if self.push is not None:
             self._every(sched, cfg.influx.push_interval_s, self.push, first_in_s=2.0)
             log.info("forwarding to %s (%s)", redact_value(cfg.influx.url), cfg.influx.api)

@@ -17,6 +17,7 @@ key                        value (written by)
 ``isp_auto``               the ISP name speedtest.net reported, for ``isp = "auto"`` (speed tests)
 ``site_auto``              the site derived from the gateway's hardware address (rounds)
 ``forward``                the forwarder's state: backoff, last error, refusal (push)
+``interference``           the interference tracker, JSON (service checks)
 =========================  =====================================================================
 
 The store keeps two keys of its own (:mod:`agent.store`): ``store_recovered`` (a damaged store
@@ -37,3 +38,4 @@ STATE_SPEED_NEXT = "speedtest_next"
 STATE_ISP = "isp_auto"
 STATE_SITE = "site_auto"
 STATE_FORWARD = "forward"
+STATE_INTERFERENCE = "interference"

@@ -162,7 +162,7 @@ def config(tmp: Path, state: Path, vm: VictoriaMetrics, client: str) -> Path:
     p = tmp / "lw.toml"
     p.write_text(f'[agent]\nstate_dir = "{state}"\n[probe]\ngateway = "off"\n'
                  f'targets = ["127.0.0.1:{vm.port}"]\ndns_names = []\n[power]\nbattery = "off"\n'
-                 f'[speedtest]\nenabled = false\n'
+                 f'[speedtest]\nenabled = false\n[services]\nurls = []\n'
                  f'[influx]\nurl = "{vm.url}"\nbucket = "linewatch"\norg = "bench"\nclient = "{client}"\n')
     return p
 

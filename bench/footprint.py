@@ -107,7 +107,7 @@ def one_run(python: Path, minutes: float, out: dict, idx: int, client: str = "no
             f'[agent]\nstate_dir = "{tmp / "state"}"\n'
             '[probe]\ntargets = ["198.51.100.1", "198.51.100.2"]\n'
             'dns_names = ["example.test"]\ndns_servers = ["198.51.100.53"]\n'
-            '[speedtest]\nenabled = false\n' + influx)
+            '[speedtest]\nenabled = false\n[services]\nurls = []\n' + influx)
         agent = lab.popen(net.agent, str(python), "-m", "agent", "run", "--config", str(cfg),
                           "--log-level", "warning", cwd=tmp,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -64,6 +64,7 @@ def base_config(tmp: Path, extra: str) -> Path:
     cfg = tmp / "config.toml"
     cfg.write_text(f'[agent]\nstate_dir = "{tmp / "state"}"\nsysfs = "{tmp / "sys"}"\n'
                    '[probe]\ngateway = "off"\ntargets = ["127.0.0.1:9"]\ndns_names = []\n'
+                   '[speedtest]\nenabled = false\n[services]\nurls = []\n'
                    f'[power]\npoll_s = {POLL_S}\n{extra}')
     return cfg
 

@@ -109,7 +109,7 @@ def one_day(send: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = parse(f'[agent]\nstate_dir = "{tmp}"\nregion = "PK-PB"\ncity = "Lahore"\n'
                     f'isp = "PTCL"\naccess = "dsl"\n[probe]\ntargets = ["1.1.1.1", "8.8.8.8"]\n'
-                    f'[speedtest]\nenabled = false\n'
+                    f'[speedtest]\nenabled = false\n[services]\nurls = []\n'
                     f'[influx]\nurl = "http://127.0.0.1:{srv.server_address[1]}"\n'
                     f'bucket = "lw"\norg = "ngo"\nsend = "{send}"\n')
         day0 = datetime(2026, 3, 2, tzinfo=UTC)

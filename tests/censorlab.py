@@ -38,6 +38,7 @@ SITE_NAMES = ("ok.test", "fine.test", "poison.test", "hole.test", "sni.test")
 class Censor:
     net: netlab.Standard
     ca: Path
+    middlebox: subprocess.Popen | None = None
 
 
 def _openssl(*args: str) -> None:
@@ -92,10 +93,25 @@ def build(lab: netlab.Lab, tmp: Path) -> Censor:
         _ready(lab.popen(net.inet, sys.executable, str(HERE / "tls_site.py"), addr, "443",
                          str(cert), str(key), text=True))
     lab.run(net.gw, "ip", "addr", "add", f"{MIDDLEBOX}/32", "dev", "lo")
-    _ready(lab.popen(net.gw, sys.executable, str(HERE / "sni_middlebox.py"), MIDDLEBOX, "443",
-                     SITE, "443", "sni.test", text=True))
+    censor = Censor(net, ca)
+    censor.middlebox = _middlebox(net, "sni.test")
     lab.run(net.gw, "ip", "route", "add", "blackhole", f"{HOLE}/32")
-    return Censor(net, ca)
+    return censor
+
+
+def _middlebox(net: netlab.Standard, *blocked: str) -> subprocess.Popen:
+    p = net.lab.popen(net.gw, sys.executable, str(HERE / "sni_middlebox.py"), MIDDLEBOX, "443",
+                      SITE, "443", *blocked, text=True)
+    _ready(p)
+    return p
+
+
+def unblock(censor: Censor) -> None:
+    """The middlebox replaced by one that blocks no name (the censor lifted the block)."""
+    if censor.middlebox is not None:
+        censor.middlebox.kill()
+        censor.middlebox.wait(timeout=10)
+    censor.middlebox = _middlebox(censor.net)
 
 
 def _ready(p: subprocess.Popen) -> None:

@@ -79,17 +79,30 @@ def _serve(conn: socket.socket, upstream: tuple[str, int], blocked: set[str]) ->
     _pipe(conn, up)
 
 
-def main() -> None:
-    addr, port, up_addr, up_port, *blocked = sys.argv[1:]
+def listen(addr: str, port: int) -> socket.socket:
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((addr, int(port)))
+    srv.bind((addr, port))
     srv.listen(64)
-    print("ready", flush=True)
+    return srv
+
+
+def serve(srv: socket.socket, upstream: tuple[str, int], blocked: set[str]) -> None:
+    """Accept until ``srv`` is closed; ``blocked`` is read at each connection (a test may change
+    it while the middlebox runs)."""
     while True:
-        conn, _ = srv.accept()
-        threading.Thread(target=_serve, args=(conn, (up_addr, int(up_port)), set(blocked)),
-                         daemon=True).start()
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        threading.Thread(target=_serve, args=(conn, upstream, blocked), daemon=True).start()
+
+
+def main() -> None:
+    addr, port, up_addr, up_port, *blocked = sys.argv[1:]
+    srv = listen(addr, int(port))
+    print("ready", flush=True)
+    serve(srv, (up_addr, int(up_port)), set(blocked))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def write_config(tmp_path: Path, net, **probe) -> Path:
         'dns_servers = ["198.51.100.53"]', "netio_interval_s = 5",
         *(f"{k} = {json.dumps(v)}" for k, v in probe.items()),
         "[outage]", "open_after = 3", "close_after = 2", "momentary_max_s = 5",
+        "[services]", "urls = []",
     ]
     p = tmp_path / "config.toml"
     p.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -29,7 +29,7 @@ def config_text(state: Path, port: int, agent: str, interval_s: int = 1,
             f'[probe]\ninterval_s = {interval_s}\n{timeout}count = 1\ngateway = "off"\n'
             f'targets = ["127.0.0.1:{port}"]\ndns_names = []\ndns_servers = ["127.0.0.1"]\n'
             'netio_interval_s = 60\n'
-            '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n')
+            '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n[services]\nurls = []\n')
 
 
 class RunningAgent:

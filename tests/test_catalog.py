@@ -208,6 +208,52 @@ def speed_tests(tmp: Path) -> list[Sample]:
     return written(a.store) + written(b.store)
 
 
+@path
+def services(tmp: Path) -> list[Sample]:
+    """The service-check job with real checks on loopback: DNS servers (the system's and a
+    second one), an HTTPS site of a test CA, a middlebox resetting the ClientHello that names
+    sni.test; one check of each blocked, then the block lifted (an interference episode opened
+    and closed)."""
+    import threading
+
+    from agent.jobs.services import ServiceChecks
+    from agent.probes.services import Checker
+    from tests import censorlab, sni_middlebox, tls_site
+
+    ca, cert, key = censorlab.certificates(tmp)
+    site = tls_site.site("127.0.0.1", 0, str(cert), str(key))
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    box, blocked = sni_middlebox.listen("127.0.0.1", 0), {"sni.test"}
+    threading.Thread(target=sni_middlebox.serve, args=(box, site.server_address, blocked),
+                     daemon=True).start()
+    system = FakeServer(lambda q: [answer_to_query(q, [rr_a("127.0.0.1")])])
+    second = FakeServer(lambda q: [answer_to_query(q, [rr_a("127.0.0.1")])], host="127.0.0.2",
+                        port=system.port)
+    port, mb = site.server_address[1], box.getsockname()[1]
+    cfg = agent_cfg(tmp, sections=(
+        '[probe]\ndns_servers = ["127.0.0.1"]\n[services]\n'
+        f'urls = ["https://ok.test:{port}/", "https://sni.test:{mb}/"]\n'
+        f'vpn = ["tcp://127.0.0.1:{port}"]\nopen_after = 1\nresolver = "127.0.0.2"\n'))
+    clock = SystemClock()
+    try:
+        agent = Agent(cfg, clock=clock, probes=FakeNet().probes())
+        agent.services = ServiceChecks(agent.ctx, line_up=lambda: True, checker=Checker(
+            system_servers=lambda: ["127.0.0.1"], resolver="127.0.0.2", control_sni="control.test",
+            ca_file=str(ca), timeout_s=2, clock=clock, dns_port=system.port,
+            bogon=lambda a: a.startswith("0.")))     # the sites are on loopback here
+        first = agent.services.run()
+        blocked.clear()
+        agent.services.run()
+    finally:
+        site.shutdown()
+        box.close()
+        system.close()
+        second.close()
+    assert [(r.tags["step"], r.fields.get("how")) for r in first] == [
+        ("ok", None), ("tls", "reset"), ("ok", None)]
+    return written(agent.store)
+
+
 @pytest.fixture(scope="module")
 def emitted(tmp_path_factory) -> dict[str, list[Sample] | Unavailable]:
     """What each path emitted (or why it could not run here)."""
@@ -224,7 +270,7 @@ def test_catalog_parses():
     cat = load_catalog()
     agent = {m for m, e in cat.items() if e["part"] == "agent"}
     assert agent == {"ping", "dns", "round", "outage", "power", "netio", "agent", "speedtest",
-                     "hourly", "daily"}
+                     "hourly", "daily", "service"}
     assert {m for m in cat if m not in agent} == {
         "regional_coverage", "regional_power", "regional_internet", "regional_line",
         "regional_load_shedding", "regional_events"}

@@ -123,7 +123,7 @@ def loaded(tmp_path_factory):
                        '[probe]\ninterval_s = 1\ntimeout_s = 0.5\ncount = 1\ngateway = "off"\n'
                        f'targets = ["127.0.0.1:9"]\ndns_names = ["example.test"]\n'
                        f'dns_servers = ["{DNS_IP}"]\nnetio_interval_s = 5\n'
-                       '[power]\npoll_s = 1\n[speedtest]\nenabled = false\n'
+                       '[power]\npoll_s = 1\n[speedtest]\nenabled = false\n[services]\nurls = []\n'
                        f'[influx]\nurl = "{srv.url}"\ndatabase = "linewatch"\npush_interval_s = 1\n')
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)], cwd=ROOT,
                                  env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -35,7 +35,7 @@ def write_config(tmp_path: Path, state: Path) -> Path:
         "[probe]", f"interval_s = {INTERVAL}", f"timeout_s = {TIMEOUT}", "count = 2",
         'targets = ["198.51.100.1", "198.51.100.2"]', "dns_names = []", "netio_interval_s = 5",
         "[outage]", "open_after = 3", "close_after = 2", "momentary_max_s = 5",
-        "[power]", 'battery = "off"', "[speedtest]", "enabled = false",
+        "[power]", 'battery = "off"', "[speedtest]", "enabled = false", "[services]", "urls = []",
     ]) + "\n")
     return p
 

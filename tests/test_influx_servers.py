@@ -249,7 +249,7 @@ def _agent_config(tmp_path, url, extra=""):
     p.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\nregion = "PK-SD"\ncity = "کراچی"\n'
                  f'[probe]\ninterval_s = 1\ntimeout_s = 0.5\ngateway = "off"\n'
                  f'targets = ["127.0.0.1:{url.rsplit(":", 1)[1]}"]\ndns_names = []\nnetio_interval_s = 5\n'
-                 f'[power]\nbattery = "off"\n[speedtest]\nenabled = false\n'
+                 f'[power]\nbattery = "off"\n[speedtest]\nenabled = false\n[services]\nurls = []\n'
                  f'[influx]\nurl = "{url}"\n{extra}push_interval_s = 1\n')
     return p
 

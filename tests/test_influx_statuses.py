@@ -199,7 +199,7 @@ def config_file(tmp_path, srv, extra=""):
     p = tmp_path / "lw.toml"
     p.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\n'
                  '[probe]\ngateway = "off"\ntargets = ["127.0.0.1:9"]\ndns_names = []\n'
-                 '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n'
+                 '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n[services]\nurls = []\n'
                  f'[influx]\nurl = "{srv.url}"\nbucket = "lw"\norg = "ngo"\ntimeout_s = 2\n{extra}')
     return p
 
@@ -311,7 +311,7 @@ def safe_config(tmp_path, srv, extra=""):
     p.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\n'
                  '[probe]\ninterval_s = 1\ntimeout_s = 0.3\ncount = 1\ngateway = "off"\n'
                  'targets = ["127.0.0.1:9"]\ndns_names = []\n'
-                 '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n'
+                 '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n[services]\nurls = []\n'
                  f'[influx]\nurl = "{srv.url}"\ntimeout_s = 2\npush_interval_s = 1\n'
                  + ('database = "lw"\n' if srv.api == "v1" else 'bucket = "lw"\norg = "ngo"\n')
                  + extra)

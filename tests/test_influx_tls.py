@@ -79,7 +79,7 @@ def test_verification_off_works_only_when_asked_and_check_warns(tmp_path, server
     # check probes the line too: only 127.0.0.1 (no gateway, no DNS, no speed-test server).
     cfg.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\n'
                    '[probe]\ngateway = "off"\ntargets = ["127.0.0.1:9"]\ndns_names = []\n'
-                   '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n'
+                   '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n[services]\nurls = []\n'
                    f'[influx]\nurl = "{server.url}"\nbucket = "b"\ndatabase = "d"\nverify_tls = false\n')
     out = subprocess.run([sys.executable, "-m", "agent", "check", "--json", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=60).stdout

@@ -65,7 +65,8 @@ def test_agent_notifies_ready_watchdog_status_and_stopping(tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'[agent]\nstate_dir = "{tmp_path / "state"}"\n'
                    '[probe]\ninterval_s = 1\ntimeout_s = 0.3\ncount = 1\ngateway = "off"\n'
-                   'targets = ["127.0.0.1:9"]\ndns_names = []\n[speedtest]\nenabled = false\n')
+                   'targets = ["127.0.0.1:9"]\ndns_names = []\n[speedtest]\nenabled = false\n'
+                   '[services]\nurls = []\n')
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(sink.path),
            "WATCHDOG_USEC": "3000000"}
     env.pop("WATCHDOG_PID", None)

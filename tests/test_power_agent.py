@@ -51,7 +51,7 @@ class Host:
             '[probe]\ninterval_s = 1\ntimeout_s = 0.3\ncount = 1\ngateway = "off"\n'
             'targets = ["127.0.0.1:9"]\ndns_names = []\nnetio_interval_s = 5\n'
             f'[power]\npoll_s = 1\n{power}[outage]\nmomentary_max_s = 5\n'
-            '[speedtest]\nenabled = false\n')
+            '[speedtest]\nenabled = false\n[services]\nurls = []\n')
         self.proc: subprocess.Popen | None = None
 
     def boot(self, boot_id: str, when: datetime) -> None:

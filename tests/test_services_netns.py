@@ -97,3 +97,78 @@ def test_a_bad_ca_file_is_a_config_error_naming_the_key(lab, tmp_path):
         head = f"linewatch: {tmp_path / 'services.toml'}: services.ca_file: "
         assert r.stderr.strip().startswith(head), r.stderr
         assert reason in r.stderr and "Traceback" not in r.stderr
+
+
+def _agent_config(tmp_path: Path, ca: Path, urls: list[str]) -> Path:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text("\n".join([
+        "[agent]", f'state_dir = "{tmp_path / "agent-state"}"', 'id = "w1"',
+        "[probe]", "interval_s = 1.0", "timeout_s = 0.4", "count = 2",
+        'targets = ["198.51.100.1", "198.51.100.2"]', "dns_names = []",
+        f'dns_servers = ["{censorlab.SYSTEM_DNS}"]', "netio_interval_s = 5",
+        "[outage]", "open_after = 2", "close_after = 2", "momentary_max_s = 5",
+        "[power]", 'battery = "off"',
+        "[speedtest]", "enabled = false",
+        "[services]", f"urls = {json.dumps(urls)}", 'vpn = ["tcp://198.51.100.10:443"]',
+        f'resolver = "{censorlab.SECOND_DNS}"', 'control_sni = "control.test"',
+        f"ca_file = {json.dumps(str(ca))}", "timeout_s = 2", "interval_s = 10", "open_after = 2",
+    ]) + "\n", encoding="utf-8")
+    return cfg
+
+
+def _outages(censor, cfg: Path, kind: str) -> list[dict]:
+    r = censor.net.lab.run(censor.net.agent, sys.executable, "-m", "agent", "outages", "--type",
+                           kind, "--since", "1h", "--json", "--config", str(cfg), cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(r.stdout)
+
+
+def _wait(pred, timeout: float, what: str):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(1)
+    raise AssertionError(f"not within {timeout:g} s: {what}")
+
+
+def test_the_running_agent_records_blocking_as_interference_and_an_outage_as_none(lab, tmp_path):
+    """`linewatch run` with [services]: a site reset by its name opens an interference episode
+    (cause tls) after two checks and closes when the middlebox stops blocking; the sites that
+    work give none; while the ISP link is cut, the failing checks open none either."""
+    import signal
+    import time
+
+    censor = censorlab.build(lab, tmp_path)
+    net = censor.net
+    cfg = _agent_config(tmp_path, censor.ca, ["https://ok.test/", "https://fine.test/",
+                                              "https://sni.test/"])
+    agent = lab.popen(net.agent, sys.executable, "-m", "agent", "run", "--config", str(cfg),
+                      cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        opened = _wait(lambda: _outages(censor, cfg, "interference"), 60,
+                       "an interference episode for sni.test")
+        (ep,) = opened
+        assert (ep["type"], ep["cause"], ep["end"]) == ("interference", "tls", None), ep
+        assert ep["target"] == "sni.test" and ep["how"] == "reset"
+        # the ISP link cut: every check would fail, and none counts
+        net.cut_wan()
+        _wait(lambda: [e for e in _outages(censor, cfg, "connectivity") if e["end"] is None], 30,
+              "the connectivity outage")
+        time.sleep(25)                        # two check intervals inside the outage
+        net.cut_wan(down=False)
+        _wait(lambda: all(e["end"] for e in _outages(censor, cfg, "connectivity")), 30,
+              "the outage's end")
+        # the censor stops: the next check passes and ends the episode
+        censorlab.unblock(censor)
+        closed = _wait(lambda: [e for e in _outages(censor, cfg, "interference") if e["end"]], 40,
+                       "the interference episode's end")
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        agent.wait(timeout=20)
+    eps = _outages(censor, cfg, "interference")
+    assert [e["id"] for e in eps] == [ep["id"]] and closed[0]["id"] == ep["id"]
+    assert all(e["target"] == "sni.test" for e in eps)   # none for ok.test, fine.test
+    assert closed[0]["duration_s"] > 20

@@ -74,7 +74,7 @@ def config(tmp_path: Path, name: str) -> Path:
         'targets = ["198.51.100.1", "198.51.100.2"]', "dns_names = []",
         'dns_servers = ["198.51.100.53"]', "netio_interval_s = 5",
         "[outage]", "open_after = 3", "close_after = 2", "momentary_max_s = 5",
-        "[speedtest]", "enabled = false",
+        "[speedtest]", "enabled = false", "[services]", "urls = []",
     ]) + "\n", encoding="utf-8")
     return p
 

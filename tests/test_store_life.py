@@ -40,7 +40,7 @@ def config(tmp: Path, state: Path, targets='["127.0.0.1:9"]', extra: str = "") -
     p.write_text(f'[agent]\nstate_dir = "{state}"\nregion = "PK-SD"\n'
                  '[probe]\ninterval_s = 1\ntimeout_s = 0.3\ncount = 1\ngateway = "off"\n'
                  f'targets = {targets}\ndns_names = []\nnetio_interval_s = 5\n'
-                 '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n' + extra)
+                 '[power]\nbattery = "off"\n[speedtest]\nenabled = false\n[services]\nurls = []\n' + extra)
     p.chmod(0o644)
     return p
 

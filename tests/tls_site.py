@@ -33,14 +33,20 @@ class Site(BaseHTTPRequestHandler):
         self._answer(True)
 
 
-def main() -> None:
-    addr, port, cert, key = sys.argv[1:]
+def site(addr: str, port: int, cert: str, key: str) -> ThreadingHTTPServer:
+    """The site's server, listening (``serve_forever`` serves it)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
-    srv = ThreadingHTTPServer((addr, int(port)), Site)
+    srv = ThreadingHTTPServer((addr, port), Site)
     srv.daemon_threads = True
     # the handshake in the handler's thread: one stalled client never holds up the others
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+    return srv
+
+
+def main() -> None:
+    addr, port, cert, key = sys.argv[1:]
+    srv = site(addr, int(port), cert, key)
     print("ready", flush=True)
     srv.serve_forever()
 

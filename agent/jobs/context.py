@@ -71,14 +71,17 @@ class Context:
                     self.counters["job_failures"] += 1
                     log.exception("an episode listener failed on %s %s", change.kind, change.episode.type)
 
-    def write_samples(self, samples: list[Sample], state: dict[str, str] | None = None) -> None:
-        """Write samples of a job other than the round; when the write raises, keep them for
-        the next round's write (bounded: the oldest beyond it are counted in
-        ``dropped_unwritten_samples``) and let the job fail as usual."""
+    def write_samples(self, samples: list[Sample], state: dict[str, str] | None = None,
+                      episodes: Iterable[Episode] = (), carry: list[Sample] | None = None) -> None:
+        """Write samples of a job other than the round (with ``episodes``, when it has any);
+        when the write raises, keep the samples (or only ``carry``: what is measured, not what a
+        state change that will be made again wrote) for the next round's write (bounded: the
+        oldest beyond it are counted in ``dropped_unwritten_samples``) and let the job fail as
+        usual."""
         try:
-            self.store.write(samples, state=state)
+            self.store.write(samples, episodes=episodes, state=state)
         except BaseException:
-            kept = self.carried + list(samples)
+            kept = self.carried + list(samples if carry is None else carry)
             over = len(kept) - MAX_PENDING_SAMPLES
             if over > 0:
                 self.counters["dropped_unwritten_samples"] += over
@@ -184,12 +187,15 @@ def episode_sample(ep: Episode, tags: dict[str, str]) -> Sample:
     fields = {"duration_s": ep.duration_s, "sustained": ep.sustained, "episode_id": ep.id,
               "end_unix_ms": ep.end_ms(),
               "end_observed": bool(ep.details.get("end_observed", True))}
-    if "failed_rounds" in ep.details:
-        fields["failed_rounds"] = int(ep.details["failed_rounds"])
+    for key in ("failed_rounds", "failed_checks"):
+        if key in ep.details:
+            fields[key] = int(ep.details[key])
+    if "how" in ep.details:
+        fields["how"] = str(ep.details["how"])
     for key in ("charge_start_pct", "charge_end_pct"):
         if ep.details.get(key) is not None:
             fields[key] = float(ep.details[key])
-    extra = {"source": ep.details["source"]} if "source" in ep.details else {}
+    extra = {k: str(ep.details[k]) for k in ("source", "target") if k in ep.details}
     return Sample("outage", {**tags, "type": ep.type, "cause": ep.cause, **extra}, fields, ep.start)
 
 

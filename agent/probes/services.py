@@ -172,8 +172,6 @@ def verdict(s: Steps) -> tuple[str, str]:
     passed TLS on the second path's address: a CDN's differing answers are no finding."""
     if s.dns_fail:
         return "dns", s.dns_fail
-    if s.addresses and any(bogon(a) for a in s.addresses):
-        return "dns", "bogon"
     failed = next(((st, how) for st, how in (("tcp", s.tcp_fail), ("tls", s.tls_fail),
                                              ("http", s.http_fail)) if how), None)
     if failed is None:
@@ -238,14 +236,17 @@ def _tls_word(exc: BaseException) -> str:
 class Checker:
     """Checks services. ``system_servers()`` gives the system's DNS servers (read at each
     check); ``resolver`` is the second path ("" for none); each step waits at most
-    ``timeout_s``. The world (clock, the socket factory) comes in by constructor."""
+    ``timeout_s``. ``bogon(address)`` says which resolved addresses no public site has (a test
+    serving sites on loopback passes its own). The world (clock, DNS port) comes in by
+    constructor."""
 
     def __init__(self, *, system_servers: Callable[[], Sequence[str]], resolver: str = "",
                  control_sni: str = "example.com", ca_file: str = "", timeout_s: float = 10.0,
-                 clock: Clock, dns_port: int = 53, config_file: str = "(defaults)") -> None:
+                 clock: Clock, dns_port: int = 53, config_file: str = "(defaults)",
+                 bogon: Callable[[str], bool] = bogon) -> None:
         self.system_servers, self.resolver = system_servers, resolver
         self.control_sni, self.timeout_s, self.clock = control_sni, timeout_s, clock
-        self.dns_port = dns_port
+        self.dns_port, self.bogon = dns_port, bogon
         # deferred: ssl loads OpenSSL (about 4 MB), for checks only
         import ssl
 
@@ -270,7 +271,7 @@ class Checker:
             s.dns_fail = ""
         else:
             self._resolve(service, s)
-        if not s.dns_fail and not any(bogon(a) for a in s.addresses):
+        if not s.dns_fail:
             address = s.addresses[0]
             sock = self._connect(address, service.port, s)
             if sock is not None and service.kind == "site":
@@ -290,6 +291,8 @@ class Checker:
             s.ms["dns"] = found.rtt_ms
         if not s.dns_fail and not s.addresses:
             s.dns_fail = "no_answer"
+        if not s.dns_fail and any(self.bogon(a) for a in s.addresses):
+            s.dns_fail = "bogon"
         if self.resolver and not s.dns_fail:
             second = self._lookup(service.host, [self.resolver])
             s.second = tuple(a for a in second.addresses if "." in a)
