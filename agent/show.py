@@ -67,8 +67,14 @@ def status(st: dict, state_dir: Path) -> None:
     click.echo("")
     if st["episodes_in_progress"]:
         for ep in st["episodes_in_progress"]:
+            if ep["type"] == "interference":
+                click.echo(f"BLOCKED while the line is up: {ep.get('target', '?')} "
+                           f"({ep['cause']}: {ep.get('how', '?')}), since {ep['start']}")
+                continue
             click.echo(f"IN PROGRESS: {ep['type']} episode, cause {ep['cause']}, since {ep['start']}"
                        f" ({dur(ep['duration_s'])})")
+        if all(ep["type"] == "interference" for ep in st["episodes_in_progress"]):
+            click.echo("no outage in progress")
     else:
         click.echo("no outage in progress")
     av = st["availability_24h_pct"]

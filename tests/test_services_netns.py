@@ -153,6 +153,10 @@ def test_the_running_agent_records_blocking_as_interference_and_an_outage_as_non
         (ep,) = opened
         assert (ep["type"], ep["cause"], ep["end"]) == ("interference", "tls", None), ep
         assert ep["target"] == "sni.test" and ep["how"] == "reset"
+        st = censor.net.lab.run(net.agent, sys.executable, "-m", "agent", "status", "--config",
+                                str(cfg), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert "BLOCKED while the line is up: sni.test (tls: reset), since " in st.stdout
+        assert "no outage in progress" in st.stdout
         # the ISP link cut: every check would fail, and none counts
         net.cut_wan()
         _wait(lambda: [e for e in _outages(censor, cfg, "connectivity") if e["end"] is None], 30,
