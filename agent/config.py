@@ -279,10 +279,14 @@ class ServicesSection:
     vpn: tuple[str, ...] = opt((), "Your own VPN endpoints to check: tcp://host:port (a "
                                 "TCP-based VPN: a name lookup and a connect). Empty: none.",
                                 each(_check_service), ("tcp://vpn.example.org:443",))
-    interval_s: float = opt(300.0, "Seconds between checks of every site and endpoint (while "
-                             "the line is up: none run during an outage or a power cut). "
-                             "Every check of the default sites moves a few kB: shorter "
-                             "intervals cost data on a metered line.", between(10, 86400))
+    interval_s: float = opt(900.0, "Seconds between checks of a site or endpoint that passed "
+                             "its last check (checks run only while the line is up: none during "
+                             "an outage, a power cut or a speed test). A check moves about 2.6 kB "
+                             "(5 kB the first time): at the defaults, 6 sites cost about 46 MB a "
+                             "month (bench/README.md).", between(10, 86400))
+    retry_s: float = opt(60.0, "Seconds before a target whose last check failed is checked "
+                          "again: blocking is confirmed (open_after checks) within minutes, and "
+                          "only a failing target is checked this often.", between(10, 3600))
     timeout_s: float = opt(10.0, "Seconds each step of a check (DNS, TCP, TLS, HTTP) may take.",
                             between(1, 60))
     open_after: int = opt(3, "Consecutive checks of one target failing at the same step, while "

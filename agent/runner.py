@@ -199,9 +199,10 @@ class Agent:
         if cfg.speedtest.enabled:
             self._every(sched, SPEEDTEST_CHECK_S, self.speedtests, first_in_s=15.0)
         if cfg.services.urls or cfg.services.vpn:
-            # the first after a minute: the rounds have said by then whether the line is up
-            self._every(sched, cfg.services.interval_s, self.services,
-                        first_in_s=min(60.0, cfg.services.interval_s))
+            # each target when it is due (see agent.jobs.services); the first checks after a
+            # minute at most: the rounds have said by then whether the line is up
+            every = min(cfg.services.retry_s, cfg.services.interval_s)
+            self._every(sched, every, self.services, first_in_s=min(60.0, every))
         if self.push is not None:
             self._every(sched, cfg.influx.push_interval_s, self.push, first_in_s=2.0)
             log.info("forwarding to %s (%s)", redact_value(cfg.influx.url), cfg.influx.api)

@@ -234,16 +234,18 @@ def services(tmp: Path) -> list[Sample]:
         '[probe]\ndns_servers = ["127.0.0.1"]\n[services]\n'
         f'urls = ["https://ok.test:{port}/", "https://sni.test:{mb}/"]\n'
         f'vpn = ["tcp://127.0.0.1:{port}"]\nopen_after = 1\nresolver = "127.0.0.2"\n'))
-    clock = SystemClock()
+    clock, jobs = SystemClock(), FakeClock()   # the checks' timings; when targets are due
     try:
-        agent = Agent(cfg, clock=clock, probes=FakeNet().probes())
+        agent = Agent(cfg, clock=jobs, probes=FakeNet().probes())
         agent.services = ServiceChecks(agent.ctx, line_up=lambda: True, checker=Checker(
             system_servers=lambda: ["127.0.0.1"], resolver="127.0.0.2", control_sni="control.test",
             ca_file=str(ca), timeout_s=2, clock=clock, dns_port=system.port,
             bogon=lambda a: a.startswith("0.")))     # the sites are on loopback here
         first = agent.services.run()
         blocked.clear()
-        agent.services.run()
+        assert agent.services.run() == []          # none is due yet
+        jobs.advance(60)                           # services.retry_s: sni.test is due again
+        assert [r.tags["target"] for r in agent.services.run()] == [f"sni.test:{mb}"]
     finally:
         site.shutdown()
         box.close()

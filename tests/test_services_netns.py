@@ -111,7 +111,8 @@ def _agent_config(tmp_path: Path, ca: Path, urls: list[str]) -> Path:
         "[speedtest]", "enabled = false",
         "[services]", f"urls = {json.dumps(urls)}", 'vpn = ["tcp://198.51.100.10:443"]',
         f'resolver = "{censorlab.SECOND_DNS}"', 'control_sni = "control.test"',
-        f"ca_file = {json.dumps(str(ca))}", "timeout_s = 2", "interval_s = 10", "open_after = 2",
+        f"ca_file = {json.dumps(str(ca))}", "timeout_s = 2", "interval_s = 10", "retry_s = 10",
+        "open_after = 2",
     ]) + "\n", encoding="utf-8")
     return cfg
 

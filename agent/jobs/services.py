@@ -1,7 +1,12 @@
-"""The service-check job: every ``services.interval_s``, while the line is up, each site and
-VPN endpoint of ``[services]`` is checked (agent/probes/services.py), its ``service`` row stored,
-and the interference tracker (agent/interference.py, pure) stepped with it; the episodes it opens
-or closes are written in the same transaction as the rows and the tracker, then announced.
+"""The service-check job: while the line is up, each site and VPN endpoint of ``[services]`` is
+checked (agent/probes/services.py) when it is due, its ``service`` row stored, and the
+interference tracker (agent/interference.py, pure) stepped with it; the episodes it opens or
+closes are written in the same transaction as the rows and the tracker, then announced.
+
+A target is due ``services.interval_s`` after a check it passed, ``services.retry_s`` after one
+it failed (): a healthy site costs a check every 15 minutes, a failing one is
+confirmed or cleared within minutes. The job itself runs every ``retry_s``; after a start every
+target is due.
 
 "While the line is up": no connectivity outage in progress and the machine not on battery (a
 power cut), both before the checks and after them (an outage that began during the checks makes
@@ -43,6 +48,7 @@ class ServiceChecks(Job):
         self.tracker = saved_interference(ctx)
         self._given = checker
         self._built: tuple[Any, Checker] | None = None   # (the config it was built from, it)
+        self._next: dict[str, float] = {}    # target -> when it is due (monotonic seconds)
 
     def targets(self) -> list[Service]:
         sv = self.cfg.services
@@ -60,12 +66,17 @@ class ServiceChecks(Job):
         return self._built[1]
 
     def run(self) -> list[Sample]:
-        """One round of checks (none while the line is down); their rows, as stored."""
-        targets = self.targets()
+        """The checks of the targets due now (none while the line is down); their rows, as
+        stored."""
+        now = self.clock.monotonic()
+        sv = self.cfg.services
+        targets = [t for t in self.targets() if self._next.get(t.target, now) <= now]
         if not targets or not self.line_up():
             return []
         rows = [Sample(s.measurement, {**self.tags, **s.tags}, s.fields, s.time)
                 for s in check_all(self.checker(), targets)]
+        for r in rows:
+            self._next[r.tags["target"]] = now + (sv.interval_s if r.fields["ok"] else sv.retry_s)
         up = self.line_up()
         tracker, changes = self.tracker, []
         if up:
