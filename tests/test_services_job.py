@@ -1,0 +1,101 @@
+"""The service-check job (agent/jobs/services.py) with the checks replaced by a table of
+results (the checks against real servers are tests/test_services_netns.py and the catalog's
+services path): when targets are due, what happens while the line is down, and that episodes,
+rows and the tracker are written together."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from agent.clock import FakeClock
+from agent.config import parse
+from agent.jobs.services import ServiceChecks
+from agent.model import Sample
+from agent.runner import Agent
+from tests.fakenet import FakeNet, written
+
+
+class Table:
+    """A checker whose results are set by the test: target -> step ("ok" or a failed step)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock, self.steps, self.checked = clock, {}, []
+
+    def check(self, service) -> Sample:
+        self.checked.append(service.target)
+        step = self.steps.get(service.target, "ok")
+        fields = {"ok": step == "ok", "addresses": 1, **({} if step == "ok" else {"how": "reset"})}
+        return Sample("service", {"target": service.target, "kind": service.kind, "step": step},
+                      fields, self.clock.now())
+
+
+def _job(tmp_path, up: list[bool]):
+    clock = FakeClock()
+    cfg = parse(f'[agent]\nstate_dir = "{tmp_path}/state"\n[services]\n'
+                'urls = ["https://a.test/", "https://b.test/"]\nvpn = ["tcp://vpn.test:443"]\n'
+                "interval_s = 900\nretry_s = 60\nopen_after = 2\n")
+    agent = Agent(cfg, clock=clock, probes=FakeNet().probes())
+    table = Table(clock)
+    job = ServiceChecks(agent.ctx, line_up=lambda: up[0], checker=table)
+    return agent, job, table, clock
+
+
+def test_a_passing_target_waits_the_interval_and_a_failing_one_the_retry(tmp_path):
+    agent, job, table, clock = _job(tmp_path, [True])
+    table.steps["b.test"] = "tls"
+    job.run()
+    assert table.checked == ["a.test", "b.test", "vpn.test:443"]
+    for _ in range(14):                      # 14 minutes: only the failing one is checked again
+        clock.advance(60)
+        job.run()
+    assert table.checked[3:] == ["b.test"] * 14
+    clock.advance(60)                        # 15 minutes: every one is due
+    job.run()
+    assert sorted(table.checked[17:]) == ["a.test", "b.test", "vpn.test:443"]
+    eps = agent.store.episodes(type="interference")
+    assert [(e.cause, e.details["target"], e.end) for e in eps] == [("tls", "b.test", None)]
+
+
+def test_nothing_is_checked_while_the_line_is_down_and_late_failures_do_not_count(tmp_path):
+    up = [False]
+    agent, job, table, clock = _job(tmp_path, up)
+    table.steps["a.test"] = "dns"
+    assert job.run() == [] and table.checked == []
+    up[0] = True
+    job.run()
+    assert job.tracker.get("a.test").count == 1
+
+    def down_after(service):                 # the line goes down while the checks run
+        up[0] = False
+        return Table.check(table, service)
+    table.check = down_after
+    clock.advance(60)
+    rows = job.run()
+    assert [r.tags["target"] for r in rows] == ["a.test"]
+    assert job.tracker.get("a.test").count == 1             # not stepped: no evidence
+    stored = [(s.tags["target"], s.tags["step"]) for s in written(agent.store)
+              if s.measurement == "service"]
+    assert sorted(stored) == [("a.test", "dns"), ("a.test", "dns"), ("b.test", "ok"),
+                              ("vpn.test:443", "ok")]           # the late check's row is kept
+    assert agent.store.episodes(type="interference") == []
+
+
+def test_an_episode_closes_with_its_row_and_the_tracker_survives_a_restart(tmp_path):
+    agent, job, table, clock = _job(tmp_path, [True])
+    table.steps["vpn.test:443"] = "tcp"
+    job.run()
+    clock.advance(60)
+    job.run()
+    (ep,) = agent.store.episodes(type="interference")
+    assert (ep.cause, ep.details["target"], ep.end) == ("vpn", "vpn.test:443", None)
+    again = ServiceChecks(agent.ctx, line_up=lambda: True, checker=table)   # a restart
+    assert again.tracker == job.tracker
+    table.steps.clear()
+    clock.advance(60)
+    again.run()
+    (ep,) = agent.store.episodes(type="interference")
+    assert ep.end is not None and ep.end - ep.start == timedelta(seconds=120)
+    rows = [s for s in written(agent.store) if s.measurement == "outage"]
+    assert [(r.tags["type"], r.tags["cause"], r.tags["target"], r.fields["how"],
+             r.fields["failed_checks"]) for r in rows] == [("interference", "vpn", "vpn.test:443",
+                                                            "reset", 2)]
