@@ -276,9 +276,13 @@ class ServicesSection:
         "Sites to check while the line is up (https:// URLs; `linewatch services` checks them "
         "now): where remote workers find work, meet, keep code and get paid. Each check is DNS, "
         "TCP, TLS and one HEAD request, a few kB. Empty: no site checks.", each(_check_service))
-    vpn: tuple[str, ...] = opt((), "Your own VPN endpoints to check: tcp://host:port (a "
-                                "TCP-based VPN: a name lookup and a connect). Empty: none.",
-                                each(_check_service), ("tcp://vpn.example.org:443",))
+    vpn: tuple[str, ...] = opt((), "Your own VPN endpoints to check: "
+                                "openvpn://host[:port][?transport=udp|tcp] (an OpenVPN server: "
+                                "its answer to a client's first packet; a server that requires "
+                                "tls-auth or tls-crypt does not answer without its key, so it "
+                                "fails this check), or tcp://host:port (another TCP-based VPN: a "
+                                "name lookup and a connect). Empty: none.",
+                                each(_check_service), ("openvpn://vpn.example.org:1194",))
     interval_s: float = opt(900.0, "Seconds between checks of a site or endpoint that passed "
                              "its last check (checks run only while the line is up: none during "
                              "an outage, a power cut or a speed test). A check moves about 2.6 kB "

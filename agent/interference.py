@@ -14,7 +14,7 @@ Rules (``open_after`` from ``[services]``):
   cut is neither evidence of blocking nor of its end: it changes nothing.
 * An episode of type ``interference`` opens after ``open_after`` consecutive checks of one target
   failing at the same step. Its cause is the step (``dns``, ``tcp``, ``tls``, ``http``), or
-  ``vpn`` for an endpoint (``kind`` tcp); ``details`` hold the target, how the step failed (the
+  ``vpn`` for a VPN endpoint (``kind`` tcp or openvpn); ``details`` hold the target, how the step failed (the
   latest ``how``) and how many checks failed. It starts at the first of those checks.
 * It ends at the first check of the target that passes. A check failing at another step ends it
   too (at that check), and counting starts afresh from that check: the blocking changed method.
@@ -96,7 +96,7 @@ class State:
 
 def cause_of(check: Check) -> str:
     """The episode's cause for a failed check: ``vpn`` for an endpoint, else the step."""
-    return "vpn" if check.kind == "tcp" else check.step
+    return "vpn" if check.kind in ("tcp", "openvpn") else check.step
 
 
 def step(state: State, check: Check, open_after: int) -> tuple[State, list[Change]]:

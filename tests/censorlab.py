@@ -13,6 +13,8 @@ the ways a network blocks a site while the line is up, each on names of its own:
 
     the site: 198.51.100.10 and .11, port 443 (tests/tls_site.py), a certificate of the test CA
     for ok.test, fine.test, poison.test, hole.test, sni.test; nothing listens on .12 or port 8443.
+    vpn.test -> 198.51.100.30: real OpenVPN servers there when a test starts them
+    (:func:`start_openvpn`).
 
 Every address lives in the namespaces only. ``ca`` is the test CA's certificate (services.ca_file).
 """
@@ -30,6 +32,7 @@ from tests import netlab
 
 HERE = Path(__file__).resolve().parent
 SITE, HOLE, NOWHERE, MIDDLEBOX = "198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.20"
+VPN = "198.51.100.30"      # OpenVPN servers (start_openvpn): UDP 1194, TCP 1195
 SYSTEM_DNS, SECOND_DNS = "198.51.100.53", "198.51.100.54"
 SITE_NAMES = ("ok.test", "fine.test", "poison.test", "hole.test", "sni.test")
 
@@ -84,7 +87,8 @@ def build(lab: netlab.Lab, tmp: Path) -> Censor:
              f"--address=/ok.test/{SITE}", f"--address=/poison.test/{NOWHERE}",
              "--address=/zero.test/0.0.0.0", "--address=/gone.test/",
              f"--address=/hole.test/{HOLE}", f"--address=/sni.test/{MIDDLEBOX}",
-             f"--address=/fine.test/{MIDDLEBOX}", f"--address=/wrong.test/{SITE}")
+             f"--address=/fine.test/{MIDDLEBOX}", f"--address=/wrong.test/{SITE}",
+             f"--address=/vpn.test/{VPN}")
     _dnsmasq(net, SECOND_DNS,
              f"--address=/ok.test/{SITE}", f"--address=/poison.test/{SITE}",
              f"--address=/sni.test/{MIDDLEBOX}", f"--address=/fine.test/{MIDDLEBOX}",
@@ -104,6 +108,30 @@ def _middlebox(net: netlab.Standard, *blocked: str) -> subprocess.Popen:
                       SITE, "443", *blocked, text=True)
     _ready(p)
     return p
+
+
+def start_openvpn(censor: Censor, tmp: Path) -> None:
+    """Two real OpenVPN servers on the internet host's VPN address (vpn.test): UDP 1194 and
+    TCP 1195, each on a tun device of its own, with the site's certificate (a check goes as far
+    as the server's answer to the client's hard reset)."""
+    net = censor.net
+    net.lab.run(net.inet, "ip", "addr", "add", f"{VPN}/32", "dev", "lo")
+    base = ["openvpn", "--server", "10.8.0.0", "255.255.255.0", "--local", VPN, "--ca",
+            str(censor.ca), "--cert", str(tmp / "site.pem"), "--key", str(tmp / "site.key"),
+            "--dh", "none", "--verb", "3"]
+    for proto, port, dev in (("udp", "1194", "tun1"), ("tcp-server", "1195", "tun2")):
+        p = net.lab.popen(net.inet, *base, "--proto", proto, "--port", port, "--dev-type", "tun",
+                          "--dev", dev, text=True)
+        deadline = time.monotonic() + 15
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError(f"openvpn exited: {p.stdout.read()[-1500:]}")
+            listening = net.lab.run(net.inet, "ss", "-Hln", f"src {VPN}:{port}").stdout.strip()
+            if listening:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("openvpn did not start listening")
+            time.sleep(0.1)
 
 
 def unblock(censor: Censor) -> None:

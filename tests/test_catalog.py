@@ -226,6 +226,20 @@ def services(tmp: Path) -> list[Sample]:
     box, blocked = sni_middlebox.listen("127.0.0.1", 0), {"sni.test"}
     threading.Thread(target=sni_middlebox.serve, args=(box, site.server_address, blocked),
                      daemon=True).start()
+    # A stand-in for an OpenVPN server (a real one needs a tun device: it runs in a namespace in
+    # tests/test_services_netns.py): it answers a client's hard reset as OpenVPN 2.6 does.
+    vpn = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    vpn.bind(("127.0.0.1", 0))
+
+    def answer_resets() -> None:
+        while True:
+            try:
+                data, peer = vpn.recvfrom(2048)
+            except OSError:
+                return
+            vpn.sendto(bytes([8 << 3]) + b"\xa5" * 8 + b"\x01" + b"\0" * 4 + data[1:9]
+                       + b"\0" * 4, peer)
+    threading.Thread(target=answer_resets, daemon=True).start()
     system = FakeServer(lambda q: [answer_to_query(q, [rr_a("127.0.0.1")])])
     second = FakeServer(lambda q: [answer_to_query(q, [rr_a("127.0.0.1")])], host="127.0.0.2",
                         port=system.port)
@@ -233,7 +247,8 @@ def services(tmp: Path) -> list[Sample]:
     cfg = agent_cfg(tmp, sections=(
         '[probe]\ndns_servers = ["127.0.0.1"]\n[services]\n'
         f'urls = ["https://ok.test:{port}/", "https://sni.test:{mb}/"]\n'
-        f'vpn = ["tcp://127.0.0.1:{port}"]\nopen_after = 1\nresolver = "127.0.0.2"\n'))
+        f'vpn = ["tcp://127.0.0.1:{port}", "openvpn://127.0.0.1:{vpn.getsockname()[1]}"]\n'
+        'open_after = 1\nresolver = "127.0.0.2"\n'))
     clock, jobs = SystemClock(), FakeClock()   # the checks' timings; when targets are due
     try:
         agent = Agent(cfg, clock=jobs, probes=FakeNet().probes())
@@ -249,10 +264,11 @@ def services(tmp: Path) -> list[Sample]:
     finally:
         site.shutdown()
         box.close()
+        vpn.close()
         system.close()
         second.close()
     assert [(r.tags["step"], r.fields.get("how")) for r in first] == [
-        ("ok", None), ("tls", "reset"), ("ok", None)]
+        ("ok", None), ("tls", "reset"), ("ok", None), ("ok", None)]
     return written(agent.store)
 
 

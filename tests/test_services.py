@@ -28,7 +28,7 @@ def test_parse_service(text, want):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("http://example.org/", "must start with https:// (a site) or tcp:// (an endpoint)"),
+    ("http://example.org/", "must start with https:// (a site), tcp:// (an endpoint) or openvpn://"),
     ("wireguard://vpn.example.org:51820", "must start with https://"),
     ("tcp://vpn.example.org", "needs its port"),
     ("tcp://vpn.example.org:443/path", "host:port only"),
@@ -105,3 +105,38 @@ def test_sample_fields():
     ok = sample(parse_service("https://ok.test/"), _steps(status_code=204, ms={"http": 2.0}), T)
     assert ok.tags["step"] == "ok" and ok.fields == {"ok": True, "addresses": 1, "http_ms": 2.0,
                                                      "status_code": 204}
+
+
+def test_openvpn_urls():
+    udp = parse_service("openvpn://vpn.example.org")
+    assert (udp.kind, udp.port, udp.transport, udp.target) == ("openvpn", 1194, "udp",
+                                                               "vpn.example.org:1194/udp")
+    tcp = parse_service("openvpn://vpn.example.org:443?transport=tcp")
+    assert (tcp.port, tcp.transport, tcp.target) == (443, "tcp", "vpn.example.org:443")
+    for bad in ("openvpn://vpn.example.org?transport=quic", "openvpn://vpn.example.org/x",
+                "openvpn://vpn.example.org?cipher=x"):
+        with pytest.raises(ValueError, match="host\\[:port\\]\\[\\?transport=udp\\|tcp\\]"):
+            parse_service(bad)
+
+
+SESSION = bytes.fromhex("0102030405060708")
+
+
+def _server_reset(acked_session: bytes, acks: int = 1) -> bytes:
+    # opcode 8, key 0 | server session | n acks | acked packet ids | our session | packet id
+    return (bytes([8 << 3]) + bytes.fromhex("a1a2a3a4a5a6a7a8") + bytes([acks]) + b"\0" * 4 * acks
+            + acked_session + b"\0\0\0\0")
+
+
+def test_openvpn_packets():
+    from agent.probes.services import openvpn_answers, openvpn_reset
+    assert openvpn_reset(SESSION) == bytes([7 << 3]) + SESSION + b"\0" + b"\0\0\0\0"
+    with pytest.raises(ValueError):
+        openvpn_reset(b"short")
+    assert openvpn_answers(_server_reset(SESSION), SESSION)
+    assert openvpn_answers(_server_reset(SESSION, acks=2), SESSION)
+    assert not openvpn_answers(_server_reset(b"\x09" * 8), SESSION)      # another's session
+    assert not openvpn_answers(_server_reset(SESSION, acks=0)[:14], SESSION)
+    assert not openvpn_answers(bytes([7 << 3]) + _server_reset(SESSION)[1:], SESSION)
+    assert not openvpn_answers(_server_reset(SESSION)[:20], SESSION)
+    assert not openvpn_answers(b"", SESSION)

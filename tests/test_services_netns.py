@@ -177,3 +177,27 @@ def test_the_running_agent_records_blocking_as_interference_and_an_outage_as_non
     assert [e["id"] for e in eps] == [ep["id"]] and closed[0]["id"] == ep["id"]
     assert all(e["target"] == "sni.test" for e in eps)   # none for ok.test, fine.test
     assert closed[0]["duration_s"] > 20
+
+
+def test_openvpn_servers_answer_the_hard_reset_until_their_address_is_dropped(lab, tmp_path):
+    """Real OpenVPN servers (Debian's openvpn 2.6, UDP and TCP): the check's hard reset gets
+    their answer; once the gateway drops their address, the UDP check times out at the VPN
+    step and the TCP one at connecting; a port where no server listens is refused."""
+    import shutil
+    if shutil.which("openvpn") is None:
+        pytest.skip("openvpn is not installed (apt-get install openvpn)")
+    censor = censorlab.build(lab, tmp_path)
+    censorlab.start_openvpn(censor, tmp_path)
+    vpn = ["openvpn://vpn.test", "openvpn://vpn.test:1195?transport=tcp", "openvpn://vpn.test:1196"]
+    cfg = _config(tmp_path, censor.ca, urls="[]", vpn=json.dumps(vpn))
+    rows = json.loads(_services(censor, cfg, "--json").stdout)
+    got = {r["target"]: (r["kind"], r["step"], r.get("how", "")) for r in rows}
+    assert got == {"vpn.test:1194/udp": ("openvpn", "ok", ""), "vpn.test:1195": ("openvpn", "ok", ""),
+                   "vpn.test:1196/udp": ("openvpn", "vpn", "refused")}
+    assert all(r["vpn_ms"] > 0 for r in rows if r["ok"])
+    censor.net.lab.run(censor.net.gw, "ip", "route", "add", "blackhole", f"{censorlab.VPN}/32")
+    r = _services(censor, cfg, "--json")
+    assert r.returncode == 1
+    got = {r["target"]: (r["step"], r.get("how", "")) for r in json.loads(r.stdout)}
+    assert got == {"vpn.test:1194/udp": ("vpn", "timeout"), "vpn.test:1195": ("tcp", "timeout"),
+                   "vpn.test:1196/udp": ("vpn", "timeout")}

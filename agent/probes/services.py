@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -64,7 +65,7 @@ from agent.probes.dns import Lookup, lookup
 from agent.probes.dns_wire import validate_name
 from kit.errors import ConfigError
 
-STEPS = ("dns", "tcp", "tls", "http")
+STEPS = ("dns", "tcp", "tls", "http", "vpn")
 # How each step fails: the word in ``how``.
 HOW = {
     "dns": ("timeout", "nxdomain", "no_answer", "servfail", "refused", "network",
@@ -72,9 +73,11 @@ HOW = {
     "tcp": ("timeout", "refused", "reset", "unreachable", "network"),
     "tls": ("timeout", "reset", "closed", "cert", "alert", "error"),
     "http": ("timeout", "reset", "closed", "malformed"),
+    "vpn": ("timeout", "refused", "reset", "closed", "malformed"),
 }
-KINDS = ("site", "tcp")
-SCHEMES = {"https": "site", "tcp": "tcp"}
+KINDS = ("site", "tcp", "openvpn")
+SCHEMES = {"https": "site", "tcp": "tcp", "openvpn": "openvpn"}
+OPENVPN_PORT = 1194
 USER_AGENT = "linewatch"
 _MAX_STATUS_LINE = 4096
 
@@ -90,22 +93,28 @@ class Service:
     port: int
     path: str = "/"
     text: str = ""          # as configured
+    transport: str = "tcp"  # openvpn: "udp" or "tcp"
 
     @property
     def target(self) -> str:
         """The ``target`` tag: a site's host (its port when not 443), an endpoint's host:port."""
         if self.kind == "site" and self.port == 443:
             return self.host
+        if self.kind == "openvpn" and self.transport == "udp":
+            return (f"[{self.host}]:{self.port}/udp" if ":" in self.host
+                    else f"{self.host}:{self.port}/udp")
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 def parse_service(text: str) -> Service:
-    """``https://host[:port][/path]`` (a site) or ``tcp://host:port`` (a TCP endpoint, such as
-    a VPN's). Raises ValueError naming what is wrong."""
+    """``https://host[:port][/path]`` (a site), ``tcp://host:port`` (a TCP endpoint, such as
+    a VPN's) or ``openvpn://host[:port][?transport=udp|tcp]`` (an OpenVPN server, port 1194
+    and UDP by default). Raises ValueError naming what is wrong."""
     parts = urlsplit(text.strip())
     kind = SCHEMES.get(parts.scheme.lower())
     if kind is None:
-        raise ValueError("must start with https:// (a site) or tcp:// (an endpoint)")
+        raise ValueError("must start with https:// (a site), tcp:// (an endpoint) or "
+                         "openvpn:// (an OpenVPN server)")
     try:
         host, port = parts.hostname or "", parts.port
     except ValueError as exc:
@@ -124,6 +133,12 @@ def parse_service(text: str) -> Service:
             validate_name(host)
         except ValueError as exc:
             raise ValueError(str(exc)) from None
+    if kind == "openvpn":
+        query = dict(p.partition("=")[::2] for p in parts.query.split("&") if p)
+        transport = query.pop("transport", "udp")
+        if transport not in ("udp", "tcp") or query or parts.path not in ("", "/"):
+            raise ValueError("an openvpn:// server is host[:port][?transport=udp|tcp]")
+        return Service(kind, host.lower(), port or OPENVPN_PORT, "/", text.strip(), transport)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Service(kind, host.lower(), port or 443, path, text.strip())
 
@@ -147,6 +162,30 @@ def bogon(address: str) -> bool:
 _BOGON4 = ipaddress.ip_network("0.0.0.0/8")
 
 
+# OpenVPN's control channel (its protocol as documented in openvpn's ssl_pkt.h and
+# reliable.h): the first byte is the opcode (high 5 bits) and key id (low 3).
+_P_CONTROL_HARD_RESET_CLIENT_V2, _P_CONTROL_HARD_RESET_SERVER_V2 = 7, 8
+
+
+def openvpn_reset(session_id: bytes) -> bytes:
+    """A client's hard reset (key id 0, no tls-auth): opcode, our session id, no acks, packet
+    id 0. Sent as it is over UDP; over TCP with a 2-byte length before it."""
+    if len(session_id) != 8:
+        raise ValueError("an OpenVPN session id is 8 bytes")
+    return bytes([_P_CONTROL_HARD_RESET_CLIENT_V2 << 3]) + session_id + b"\x00" + b"\x00" * 4
+
+
+def openvpn_answers(reply: bytes, session_id: bytes) -> bool:
+    """Whether ``reply`` is an OpenVPN server's hard reset acknowledging ours: opcode 8, the
+    server's session id, an ack of our packet 0 naming our session id."""
+    if len(reply) < 1 + 8 + 1 + 4 + 8 + 4 or reply[0] >> 3 != _P_CONTROL_HARD_RESET_SERVER_V2:
+        return False
+    acks = reply[9]
+    if acks < 1 or len(reply) < 10 + 4 * acks + 8 + 4:
+        return False
+    return reply[10 + 4 * acks:10 + 4 * acks + 8] == session_id
+
+
 @dataclass
 class Steps:
     """What the steps of one check found (filled in by the I/O edge, judged by :func:`verdict`).
@@ -159,6 +198,7 @@ class Steps:
     tcp_fail: str | None = None
     tls_fail: str | None = None
     http_fail: str | None = None
+    vpn_fail: str | None = None
     control_tls: bool | None = None
     ms: dict[str, float] = field(default_factory=dict)
     status_code: int | None = None
@@ -173,7 +213,8 @@ def verdict(s: Steps) -> tuple[str, str]:
     if s.dns_fail:
         return "dns", s.dns_fail
     failed = next(((st, how) for st, how in (("tcp", s.tcp_fail), ("tls", s.tls_fail),
-                                             ("http", s.http_fail)) if how), None)
+                                             ("http", s.http_fail), ("vpn", s.vpn_fail))
+                   if how), None)
     if failed is None:
         return "ok", ""
     if failed[0] in ("tcp", "tls") and s.second and not set(s.second) & set(s.addresses) \
@@ -189,7 +230,7 @@ def sample(service: Service, s: Steps, time_: datetime) -> Sample:
                                                    "addresses": len(s.addresses)}
     if how:
         fields["how"] = how
-    for k in ("dns", "connect", "tls", "http"):
+    for k in ("dns", "connect", "tls", "http", "vpn"):
         if k in s.ms:
             fields[f"{k}_ms"] = round(s.ms[k], 3)
     if s.status_code is not None:
@@ -273,9 +314,15 @@ class Checker:
             self._resolve(service, s)
         if not s.dns_fail:
             address = s.addresses[0]
-            sock = self._connect(address, service.port, s)
+            if service.kind == "openvpn" and service.transport == "udp":
+                self._openvpn_udp(address, service.port, s)
+                sock = None
+            else:
+                sock = self._connect(address, service.port, s)
             if sock is not None and service.kind == "site":
                 self._site(service, address, sock, s)
+            elif sock is not None and service.kind == "openvpn":
+                self._openvpn_tcp(sock, s)
             elif sock is not None:
                 sock.close()
             if (s.tcp_fail or s.tls_fail) and service.kind == "site" and s.second \
@@ -336,6 +383,59 @@ class Checker:
             if tls.session is not None:    # a TLS 1.3 ticket arrives after the handshake
                 self._sessions[(service.host, "v")] = tls.session
 
+    def _openvpn_udp(self, address: str, port: int, s: Steps) -> None:
+        """The hard reset over UDP, sent again halfway through the wait (a datagram may be
+        lost), and the server's answer; an answer that is not OpenVPN's is waited past."""
+        session = os.urandom(8)
+        packet = openvpn_reset(session)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        t0 = self.clock.monotonic()
+        other = False
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.connect((address, port))
+                for attempt in (1, 2):
+                    sock.send(packet)
+                    until = t0 + self.timeout_s * attempt / 2
+                    while (left := until - self.clock.monotonic()) > 0:
+                        sock.settimeout(left)
+                        try:
+                            reply = sock.recv(2048)
+                        except TimeoutError:
+                            break
+                        if openvpn_answers(reply, session):
+                            s.vpn_fail = ""
+                            s.ms["vpn"] = (self.clock.monotonic() - t0) * 1000.0
+                            return
+                        other = True
+            except OSError as exc:
+                s.vpn_fail = "refused" if isinstance(exc, ConnectionRefusedError) else _os_word(exc)
+                return
+        s.vpn_fail = "malformed" if other else "timeout"
+
+    def _openvpn_tcp(self, sock: socket.socket, s: Steps) -> None:
+        session = os.urandom(8)
+        packet = openvpn_reset(session)
+        t0 = self.clock.monotonic()
+        with sock:
+            try:
+                sock.settimeout(self.timeout_s)
+                sock.sendall(len(packet).to_bytes(2, "big") + packet)
+                head = _recv_exact(sock, 2, time.monotonic() + self.timeout_s)
+                reply = _recv_exact(sock, int.from_bytes(head, "big"),
+                                    time.monotonic() + self.timeout_s)
+            except ConnectionError as exc:
+                s.vpn_fail = "reset" if isinstance(exc, ConnectionResetError) else "closed"
+                return
+            except OSError as exc:
+                s.vpn_fail = _os_word(exc)
+                return
+        if not openvpn_answers(reply, session):
+            s.vpn_fail = "malformed"
+            return
+        s.vpn_fail = ""
+        s.ms["vpn"] = (self.clock.monotonic() - t0) * 1000.0
+
     def _control_handshake(self, address: str, port: int) -> bool:
         try:
             sock = socket.create_connection((address, port), timeout=self.timeout_s)
@@ -382,6 +482,22 @@ class Checker:
         s.http_fail = ""
         s.status_code = int(parts[1])
         s.ms["http"] = (self.clock.monotonic() - t0) * 1000.0
+
+
+def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
+    """``n`` bytes (ConnectionError "closed" when the peer closed first); ``deadline`` is on
+    time.monotonic's clock."""
+    buf = b""
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no answer")
+        sock.settimeout(left)
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return buf
 
 
 def check_all(checker: Checker, services: Sequence[Service]) -> list[Sample]:
