@@ -72,12 +72,13 @@ class Line:
 
 
 def config_text(state: Path, *, region="PK-PB", city="Lahore", isp="PTCL", access="fibre",
-                report: str = "") -> str:
+                report: str = "", services: str = "") -> str:
     return (f'[agent]\nid = "lw-test-1"\nstate_dir = "{state}"\nregion = "{region}"\ncity = "{city}"\n'
             f'isp = "{isp}"\naccess = "{access}"\n\n'
             f'[probe]\ninterval_s = 10\ncount = 3\ntargets = {list(TARGETS)!r}\n'
             f'dns_names = ["example.com"]\ndns_servers = ["{DNS_SERVER}"]\n'.replace("'", '"')
-            + (f"\n[report]\n{report}" if report else ""))
+            + (f"\n[report]\n{report}" if report else "")
+            + (f"\n[services]\n{services}" if services else ""))
 
 
 class Watch:

@@ -348,3 +348,73 @@ def test_setup_reads_the_agent_id_and_never_creates_it(tmp_path):
     state.mkdir()
     (state / "agent_id").write_text("c0ffee\n", encoding="ascii")
     assert setup_of(cfg).agent == "c0ffee"
+
+
+# --- blocked while the line was up ------------------------------------------------------------
+
+class _Checks:
+    """The service checks' results as the test sets them (target -> failed step, or ok): the
+    real job (agent/jobs/services.py) and store, with the network's answers chosen here."""
+
+    def __init__(self, clock) -> None:
+        self.clock, self.steps = clock, {}
+
+    def check(self, service):
+        from agent.model import Sample
+        step = self.steps.get(service.target, "ok")
+        return Sample("service", {"target": service.target, "kind": service.kind, "step": step},
+                      {"ok": step == "ok", "addresses": 1,
+                       **({} if step == "ok" else {"how": "reset"})}, self.clock.now())
+
+
+def test_a_site_blocked_while_the_line_was_up_is_listed_with_its_work_hours(tmp_path, chromium):
+    """A week's Monday: sni.test reset by name from 10:00 to 10:40 local (three checks to open,
+    a passing one to close), vpn.example.org:443 refused from 19:00 and still blocked; an
+    episode row whose details are not the agent's is left out. The page lists both, in the
+    words of the step that failed, with the minutes inside work hours (09:00-18:00)."""
+    import sqlite3
+
+    from agent.jobs.services import ServiceChecks
+
+    w = Watch(tmp_path, MONDAY + timedelta(hours=9),
+              services='urls = ["https://sni.test/"]\nvpn = ["tcp://vpn.example.org:443"]\n')
+    cfg = tmp_path / "config.toml"
+    checks = _Checks(w.clock)
+    job = ServiceChecks(w.agent.ctx, line_up=lambda: True, checker=checks)
+
+    def at(hour: int, minute: int = 0) -> None:
+        w.rounds(int((MONDAY + timedelta(hours=hour, minutes=minute) - w.clock.now())
+                     .total_seconds() // 10))
+        job._next.clear()                          # every target due at each check here
+        job.run()
+    at(9, 30)
+    checks.steps["sni.test"] = "tls"
+    for m in (0, 1, 2):
+        at(10, m)
+    checks.steps.pop("sni.test")
+    at(10, 40)
+    checks.steps["vpn.example.org:443"] = "tcp"
+    for m in (0, 1, 2):
+        at(19, m)
+    w.rounds(360)
+    end = w.clock.now()
+    w.close()
+    db = sqlite3.connect(w.state / "linewatch.db")
+    db.execute("INSERT INTO episodes (id, type, cause, start_ns, end_ns, duration_s, sustained, "
+               "details) VALUES ('interference:x:1', 'interference', 'tls', ?, ?, 60, 0, "
+               "'not json')", (int((MONDAY + timedelta(hours=11)).timestamp() * 1e9),
+                               int((MONDAY + timedelta(hours=11, minutes=1)).timestamp() * 1e9)))
+    db.commit()
+    db.close()
+    out = tmp_path / "line.html"
+    report(cfg, out, MONDAY, end + timedelta(minutes=1))
+    page = out.read_text(encoding="utf-8")
+    rows = rows_of(page, "blocked")[1:]
+    assert [r[1:3] for r in rows] == [
+        ["sni.test", "the secure connection was reset once it named the site"],
+        ["vpn.example.org:443", "the connection to the VPN server was reset"]]
+    assert rows[0][3].endswith("10:00") and rows[0][4].endswith("10:40") and rows[0][5] == "40.0"
+    assert rows[0][6] == "40.0" and rows[1][4] == "still blocked" and rows[1][6] == "0.0"
+    r = chromium.render(out, "line-report-blocked")
+    assert r.problems() == []
+    assert "Blocked while the line was up" in r.text

@@ -23,7 +23,8 @@ PKT = timezone(timedelta(hours=5))
 
 REGION_SECTIONS = ["Headline figures", "Charts by region", "Load shedding by hour",
                    "Regional events", "Data quality", "Method and limits"]
-LINE_SECTIONS = ["Summary", "Outage timeline", "Day by day", "Speed tests", "Every episode",
+LINE_SECTIONS = ["Summary", "Outage timeline", "Day by day", "Speed tests",
+                 "Blocked while the line was up", "Every episode",
                  "What this shows", "Method"]
 
 

@@ -17,7 +17,10 @@ The same definitions as the regional statistics, for a single agent:
   over rounds in which the target answered;
 * per-outage evidence: for each connectivity outage, what its rounds recorded (the gateway's and
   each target's echoes sent and answered, each name's lookups and their errors), counted in SQL
-  over the outage's span, never loaded row by row.
+  over the outage's span, never loaded row by row;
+* ``blocked``: the interference episodes (agent/interference.py): a site or VPN endpoint that
+  could not be reached while the line was up, the step that failed and how, and the minutes
+  inside work hours.
 
 A window longer than :data:`LONG_WINDOW_S` (and any window older than the raw rows, which
 retention drops after 90 days) is read from the agent's hourly summaries (kit.hourly), which are
@@ -38,7 +41,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -63,6 +66,10 @@ from kit.storefile import MAX_CAUSE_CHARS, NS, WINDOW_SQL, StoreFile, number_sql
 # Outages given their per-round evidence, the longest first: a flapping line over 90 days can
 # have thousands, and each costs a few indexed queries.
 MAX_EVIDENCE = 1000
+# An interference episode's details as the agent writes them are short: a longer text, or a
+# target longer than a name and port, is not the agent's and is left out.
+MAX_DETAILS_CHARS = 4096
+MAX_TARGET_CHARS = 300
 # Windows longer than this are read from the hourly summaries (a year in well under a second).
 LONG_WINDOW_S = 31 * 86400
 
@@ -188,6 +195,10 @@ def summarise(path: str | Path, start: float, end: float, now: float, tz: str = 
                         "upload_bps": s.upload_bps} for s in sorted(rows.speeds, key=lambda s: s.time)],
         "probe": _probe(setup, rows.seen),
     }
+    blocked = _blocked(rows, start, end, now, iso, zone, work, work_days)
+    line["blocked"] = [{k: v for k, v in b.items() if not k.startswith("_")} for b in blocked]
+    line["blocked_min"] = sum(b["_e"] - b["_s"] for b in blocked) / 60.0
+    line["work_hours_blocked_min"] = sum(b["work_min"] for b in blocked)
     if n_net > MAX_EVIDENCE:
         line["evidence_limit"] = MAX_EVIDENCE
     if rows.hours is not None:
@@ -215,6 +226,7 @@ class _Rows:
     seen: dict
     evidence: dict
     hours: list | None = None   # (hour, Histogram, loss_pct_sum, ping_rounds): the summary path
+    blocked: list = field(default_factory=list)   # (target, how, cause, start_ns, end_ns or None)
 
     @classmethod
     def read(cls, path: str | Path, start: float, end: float, now: float,
@@ -232,6 +244,20 @@ class _Rows:
                           " AND (end_ns IS NULL OR typeof(end_ns) = 'integer')"
                           " AND typeof(duration_s) IN ('integer', 'real') ORDER BY start_ns",
                           (int(end * NS), int(start * NS)))
+            # Interference episodes: the site or endpoint and how it failed, from the details
+            # the agent wrote (a bounded JSON object; a row of another shape is left out).
+            blocked = f.query(
+                "SELECT json_extract(details, '$.target'), json_extract(details, '$.how'), cause,"
+                " start_ns, end_ns FROM episodes WHERE type = 'interference' AND start_ns < ?"
+                " AND (end_ns IS NULL OR end_ns >= ?) AND typeof(cause) = 'text'"
+                f" AND length(cause) <= {MAX_CAUSE_CHARS} AND typeof(start_ns) = 'integer'"
+                " AND (end_ns IS NULL OR typeof(end_ns) = 'integer') AND typeof(details) = 'text'"
+                f" AND length(details) <= {MAX_DETAILS_CHARS} AND json_valid(details)"
+                " AND json_type(details, '$.target') = 'text'"
+                f" AND length(json_extract(details, '$.target')) <= {MAX_TARGET_CHARS}"
+                " AND coalesce(json_type(details, '$.how'), 'text') = 'text'"
+                f" AND length(coalesce(json_extract(details, '$.how'), '')) <= {MAX_CAUSE_CHARS}"
+                " ORDER BY start_ns", (int(end * NS), int(start * NS)))
             # The page shows no counts; the file is the worker's own, every agent id in it counts.
             speeds = f.speed_tests(int(start * NS), int(end * NS), Quality(), all_agents=True)
             # The name speedtest.net reported, kept by the speed-test job.
@@ -243,7 +269,7 @@ class _Rows:
                        _all_evidence(f, probed, eps, rounds if hours is None else [], start, end,
                                      now, setup),
                        [(h, hist, ls, n) for h, _, hist, ls, n in hours] if hours is not None
-                       else None)
+                       else None, blocked)
         finally:
             f.close()
 
@@ -267,6 +293,26 @@ def _episodes(rows: _Rows, start: float, end: float, now: float, iso) -> tuple[l
             cut.append((s, e))
         episodes.append(item)
     return episodes, cut
+
+
+def _blocked(rows: _Rows, start: float, end: float, now: float, iso, zone: ZoneInfo,
+             work: tuple[int, int], work_days: tuple[str, ...]) -> list[dict]:
+    """The window's interference episodes cut to it (one in progress up to now): the site or
+    VPN endpoint, the step that failed (``cause``) and how, the span, and its minutes inside
+    work hours."""
+    out = []
+    for target, how, cause, s_ns, e_ns in rows.blocked:
+        s = max(start, s_ns / NS)
+        e = min(end, (e_ns / NS) if e_ns is not None else now)
+        if e <= s:
+            continue
+        item = {"target": target, "cause": cause, "how": how or "", "start": iso(s),
+                "end": iso(e), "duration_min": (e - s) / 60.0,
+                "work_min": work_overlap(s, e, zone, work, work_days) / 60.0, "_s": s, "_e": e}
+        if e_ns is None:
+            item["ongoing"] = True
+        out.append(item)
+    return out
 
 
 def _tags(u: Unit) -> dict:

@@ -13,6 +13,7 @@ from datetime import tzinfo
 
 from agent.report.sections import (
     PageEpisode,
+    blocked_section,
     daily_section,
     episodes_section,
     speed_against_plan,
@@ -67,6 +68,7 @@ def line_report(line: Mapping) -> str:
         ("timeline", "Outage timeline", timeline_section(line, episodes, gaps, tz, tz_label)),
         ("daily", "Day by day", daily_section(line, tz)),
         ("speed", "Speed tests", speed_section(line, tz, tz_label)),
+        ("blocked", "Blocked while the line was up", blocked_section(line, tz)),
         ("episodes", "Every episode", episodes_section(line, episodes, tz)),
         ("for-the-isp", "What this shows", _isp_note(line, episodes, tz)),
         ("method", "Method", frame.paragraphs(line.get("methodology")

@@ -342,3 +342,60 @@ def evidence_text(ev: object) -> str:
         why = ", ".join(str(k) if len(errors) == 1 else f"{k} {fmt_int(v)}" for k, v in errors.items())
         parts.append(f"DNS {d.get('name')} failed {q - ok:,}/{q:,}" + (f" ({why})" if why else ""))
     return "; ".join(parts)
+
+
+# How an interference episode's failed step reads on the page (cause, how); a pair not listed
+# reads as "<step>: <how>".
+BLOCKED_HOW = {
+    ("dns", "mismatch"): "DNS gave a wrong address (a second resolver's address worked)",
+    ("dns", "bogon"): "DNS gave an address no site has (0.0.0.0, loopback)",
+    ("dns", "nxdomain"): "DNS said the name does not exist",
+    ("dns", "timeout"): "DNS did not answer for the name",
+    ("tcp", "timeout"): "connections to the site were dropped",
+    ("tcp", "refused"): "connections to the site were refused",
+    ("tcp", "reset"): "connections to the site were reset",
+    ("tls", "reset"): "the secure connection was reset once it named the site",
+    ("tls", "timeout"): "the secure connection stalled once it named the site",
+    ("tls", "closed"): "the secure connection was closed once it named the site",
+    ("tls", "cert"): "a certificate not valid for the site was presented",
+    ("http", "reset"): "the request was reset",
+    ("vpn", "timeout"): "the VPN server did not answer",
+    ("vpn", "refused"): "the VPN server's port was refused",
+    ("vpn", "reset"): "the connection to the VPN server was reset",
+    ("vpn", "closed"): "the connection to the VPN server was closed",
+    ("vpn", "malformed"): "something other than the VPN server answered",
+}
+
+
+def blocked_section(line: Mapping, tz: tzinfo) -> str:
+    """The sites and VPN servers that could not be reached while the line was up (interference
+    episodes: ``line["blocked"]``), with the minutes inside work hours."""
+    items = [b for b in as_list(line.get("blocked")) if isinstance(b, dict)]
+    if not items:
+        return ('<p class="muted">No site or VPN server was found blocked while the line was up '
+                "in this window.</p>")
+    rows = []
+    for i, b in enumerate(items, 1):
+        cause, how = str(b.get("cause") or ""), str(b.get("how") or "")
+        words = BLOCKED_HOW.get((cause, how)) or (f"{cause}: {how}" if how else cause or DASH)
+        end = "still blocked" if b.get("ongoing") else fmt_time(b.get("end"), tz)
+        rows.append(f'<tr><td class="n">{i}</td><td><code>{esc(b.get("target") or DASH)}</code></td>'
+                    f"<td>{esc(words)}</td>"
+                    f'<td class="nw">{esc(fmt_time(b.get("start"), tz))}</td>'
+                    f'<td class="nw">{esc(end)}</td>'
+                    f'<td class="n">{fmt_min(b.get("duration_min"))}</td>'
+                    f'<td class="n">{fmt_min(b.get("work_min"))}</td></tr>')
+    work = esc(line.get("work_hours") or "")
+    return ("<p>The internet answered, but these sites or VPN servers could not be reached. Each "
+            "was checked step by step (name lookup, connection, secure handshake, request); the "
+            "column \u201cWhat failed\u201d names the step where the way to it broke. A block is "
+            "recorded only after several failed checks in a row, and never during an outage or a "
+            "power cut.</p>"
+            f'<p>{fmt_min(line.get("blocked_min"))} minutes in all, '
+            f'{fmt_min(line.get("work_hours_blocked_min"))} of them in work hours ({work}).</p>'
+            '<div class="scroll"><table class="dense"><caption>Blocked while the line was up, '
+            'earliest first (local time)</caption><thead><tr><th scope="col" class="n">#</th>'
+            '<th scope="col">Site or VPN</th><th scope="col">What failed</th>'
+            '<th scope="col">Start</th><th scope="col">End</th>'
+            '<th scope="col" class="n">Minutes</th><th scope="col" class="n">In work hours</th>'
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
