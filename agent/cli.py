@@ -166,7 +166,8 @@ def services(config_path, as_json):
                           timeout_s=sv.timeout_s, clock=SystemClock(), config_file=cfg.source)
     except ConfigError as exc:
         _fail(str(exc), 2)
-    rows = [{"time": iso(s.time), **s.tags, **s.fields} for s in check_all(checker, targets)]
+    rows = [{"time": iso(s.time), **s.tags, **s.fields}
+            for s in check_all(checker, targets, parallel=8)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:

@@ -283,11 +283,11 @@ class ServicesSection:
                                 "fails this check), or tcp://host:port (another TCP-based VPN: a "
                                 "name lookup and a connect). Empty: none.",
                                 each(_check_service), ("openvpn://vpn.example.org:1194",))
-    interval_s: float = opt(900.0, "Seconds between checks of a site or endpoint that passed "
+    interval_s: float = opt(1800.0, "Seconds between checks of a site or endpoint that passed "
                              "its last check (checks run only while the line is up: none during "
-                             "an outage, a power cut or a speed test). A check moves about 2.6 kB "
-                             "(5 kB the first time): at the defaults, 6 sites cost about 46 MB a "
-                             "month (bench/README.md).", between(10, 86400))
+                             "an outage, a power cut or a speed test). A check of a site moves "
+                             "about 5 kB: at the defaults, 6 sites cost about 43 MB a month "
+                             "(bench/README.md).", between(10, 86400))
     retry_s: float = opt(60.0, "Seconds before a target whose last check failed is checked "
                           "again: blocking is confirmed (open_after checks) within minutes, and "
                           "only a failing target is checked this often.", between(10, 3600))

@@ -12,7 +12,8 @@ the ways a network blocks a site while the line is up, each on names of its own:
       wrong.test            -> 198.51.100.10 (the site's certificate does not name it)
 
     the site: 198.51.100.10 and .11, port 443 (tests/tls_site.py), a certificate of the test CA
-    for ok.test, fine.test, poison.test, hole.test, sni.test; nothing listens on .12 or port 8443.
+    for ok.test, fine.test, poison.test, hole.test, sni.test and a.test to d.test (more sites
+    that work, on 198.51.100.10 through both resolvers); nothing listens on .12 or port 8443.
     vpn.test -> 198.51.100.30: real OpenVPN servers there when a test starts them
     (:func:`start_openvpn`).
 
@@ -35,6 +36,7 @@ SITE, HOLE, NOWHERE, MIDDLEBOX = "198.51.100.10", "198.51.100.11", "198.51.100.1
 VPN = "198.51.100.30"      # OpenVPN servers (start_openvpn): UDP 1194, TCP 1195
 SYSTEM_DNS, SECOND_DNS = "198.51.100.53", "198.51.100.54"
 SITE_NAMES = ("ok.test", "fine.test", "poison.test", "hole.test", "sni.test")
+CLEAN = ("a.test", "b.test", "c.test", "d.test")    # more sites that work, on the site's address
 
 
 @dataclass
@@ -57,7 +59,7 @@ def certificates(d: Path) -> tuple[Path, Path, Path]:
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=ok.test", "-keyout", str(key),
              "-out", str(csr))
     ext = d / "san.cnf"
-    ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in SITE_NAMES) + "\n")
+    ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in SITE_NAMES + CLEAN) + "\n")
     _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
              "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))
     return ca, cert, key
@@ -88,11 +90,12 @@ def build(lab: netlab.Lab, tmp: Path) -> Censor:
              "--address=/zero.test/0.0.0.0", "--address=/gone.test/",
              f"--address=/hole.test/{HOLE}", f"--address=/sni.test/{MIDDLEBOX}",
              f"--address=/fine.test/{MIDDLEBOX}", f"--address=/wrong.test/{SITE}",
-             f"--address=/vpn.test/{VPN}")
+             f"--address=/vpn.test/{VPN}", *(f"--address=/{n}/{SITE}" for n in CLEAN))
     _dnsmasq(net, SECOND_DNS,
              f"--address=/ok.test/{SITE}", f"--address=/poison.test/{SITE}",
              f"--address=/sni.test/{MIDDLEBOX}", f"--address=/fine.test/{MIDDLEBOX}",
-             f"--address=/hole.test/{HOLE}", f"--address=/wrong.test/{SITE}")
+             f"--address=/hole.test/{HOLE}", f"--address=/wrong.test/{SITE}",
+             *(f"--address=/{n}/{SITE}" for n in CLEAN))
     for addr in (SITE, HOLE):
         _ready(lab.popen(net.inet, sys.executable, str(HERE / "tls_site.py"), addr, "443",
                          str(cert), str(key), text=True))
@@ -136,10 +139,15 @@ def start_openvpn(censor: Censor, tmp: Path) -> None:
 
 def unblock(censor: Censor) -> None:
     """The middlebox replaced by one that blocks no name (the censor lifted the block)."""
+    block(censor)
+
+
+def block(censor: Censor, *names: str) -> None:
+    """The middlebox replaced by one that resets the ClientHellos naming ``names`` (only)."""
     if censor.middlebox is not None:
         censor.middlebox.kill()
         censor.middlebox.wait(timeout=10)
-    censor.middlebox = _middlebox(censor.net)
+    censor.middlebox = _middlebox(censor.net, *names)
 
 
 def _ready(p: subprocess.Popen) -> None:

@@ -4,7 +4,7 @@ interference tracker (agent/interference.py, pure) stepped with it; the episodes
 closes are written in the same transaction as the rows and the tracker, then announced.
 
 A target is due ``services.interval_s`` after a check it passed, ``services.retry_s`` after one
-it failed (): a healthy site costs a check every 15 minutes, a failing one is
+it failed: a healthy site costs a check every 30 minutes, a failing one is
 confirmed or cleared within minutes. The job itself runs every ``retry_s``; after a start every
 target is due.
 
