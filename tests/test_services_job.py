@@ -52,6 +52,9 @@ def test_a_passing_target_waits_the_interval_and_a_failing_one_the_retry(tmp_pat
     clock.advance(60)                        # 15 minutes: every one is due
     job.run()
     assert sorted(table.checked[17:]) == ["a.test", "b.test", "vpn.test:443"]
+    clock.advance(59.5)                      # a run half a second early in its period
+    job.run()
+    assert table.checked[20:] == ["b.test"]
     eps = agent.store.episodes(type="interference")
     assert [(e.cause, e.details["target"], e.end) for e in eps] == [("tls", "b.test", None)]
 

@@ -27,6 +27,7 @@ from agent.probes.services import Checker, Service, check_all, parse_service
 from agent.statekeys import STATE_INTERFERENCE
 
 log = logging.getLogger("linewatch")
+_SLACK_S = 1.0
 
 
 def saved_interference(ctx: Context) -> interference.State:
@@ -70,7 +71,9 @@ class ServiceChecks(Job):
         stored."""
         now = self.clock.monotonic()
         sv = self.cfg.services
-        targets = [t for t in self.targets() if self._next.get(t.target, now) <= now]
+        # A second's slack: the job runs every retry_s, and a run that starts a few ms earlier
+        # in its period than the last must not leave a target due at that run for the next.
+        targets = [t for t in self.targets() if self._next.get(t.target, now) <= now + _SLACK_S]
         if not targets or not self.line_up():
             return []
         rows = [Sample(s.measurement, {**self.tags, **s.tags}, s.fields, s.time)
