@@ -13,7 +13,7 @@ side by side:
 
 In "on", the middlebox starts resetting fine.test at a third of the run and stops at two thirds.
 Reported per run: the steady-state RSS (median of the second half) and CPU share of one core of
-both agents; for the injected block, the interference episode's start and end against the
+both agents (the CPU of the agent's children, where the checks run, included); for the injected block, the interference episode's start and end against the
 injected ones and when the agent opened it (the third failed check); and every other
 interference episode (a false positive: the other sites never fail).
 
@@ -100,7 +100,7 @@ def one_agent(python: Path, on: bool, minutes: float, interval: float, out: dict
                 raise RuntimeError("the agent exited during the benchmark")
             ts.append(time.monotonic())
             rss.append(rss_bytes(agent.pid))
-            cpu.append(cpu_s(agent.pid))
+            cpu.append(cpu_s(agent.pid, children=True))   # the checks run in children
             if on and "block" not in injected and now >= block_at:
                 censorlab.block(censor, "sni.test", "fine.test")
                 injected["block"] = time.time()

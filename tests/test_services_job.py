@@ -102,3 +102,61 @@ def test_an_episode_closes_with_its_row_and_the_tracker_survives_a_restart(tmp_p
     assert [(r.tags["type"], r.tags["cause"], r.tags["target"], r.fields["how"],
              r.fields["failed_checks"]) for r in rows] == [("interference", "vpn", "vpn.test:443",
                                                             "reset", 2)]
+
+
+def test_the_checks_run_in_a_child_process_and_its_failures_are_the_job_s(tmp_path):
+    """Without a checker given, the job runs the real checks in `python -m
+    agent.probes.services` (OpenSSL never loads into the agent): here a closed port on
+    loopback, refused; a CA file that is not one fails the run with the child's words."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    from kit.errors import ProbeError
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                          # nothing listens there now
+    cfg_text = (f'[agent]\nstate_dir = "{tmp_path}/state"\n[probe]\ndns_servers = ["127.0.0.1"]\n'
+                f'[services]\nurls = []\nvpn = ["tcp://127.0.0.1:{port}"]\n')
+    cfg = parse(cfg_text, "c.toml")
+    agent = Agent(cfg, clock=FakeClock(), probes=FakeNet().probes())
+    job = ServiceChecks(agent.ctx, line_up=lambda: True)
+    ROOT = Path(__file__).resolve().parents[1]
+    (row,) = job.run()
+    assert (row.tags["target"], row.tags["step"], row.fields["how"]) == (
+        f"127.0.0.1:{port}", "tcp", "refused")
+    assert row.tags["agent"] == agent.id
+    # and the agent's own process never loads OpenSSL for them
+    code = ("import sys; from agent.clock import FakeClock; from agent.config import parse; "
+            "from agent.runner import Agent; from agent.jobs.services import ServiceChecks; "
+            "from tests.fakenet import FakeNet; "
+            f"cfg = parse({cfg_text!r}, 'c.toml'); "
+            "a = Agent(cfg, clock=FakeClock(), probes=FakeNet().probes()); "
+            "rows = ServiceChecks(a.ctx, line_up=lambda: True).run(); "
+            "print(len(rows), 'ssl' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.split() == ["1", "False"], out.stderr
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    cfg = parse(f'[agent]\nstate_dir = "{tmp_path}/state2"\n[services]\nurls = []\n'
+                f'vpn = ["tcp://127.0.0.1:{port}"]\nca_file = "{bad}"\n', "c.toml")
+    agent = Agent(cfg, clock=FakeClock(), probes=FakeNet().probes())
+    with pytest.raises(ProbeError, match=r"services: the checks failed: c\.toml: services\.ca_file: "
+                                         r".*not a PEM certificate file"):
+        ServiceChecks(agent.ctx, line_up=lambda: True).run()
+
+
+def test_an_answer_from_the_child_that_is_not_rows_is_refused():
+    import pytest
+
+    from agent.probes.services import rows_of_child
+    for bad in (b"", b"{}", b'[{"tags": {}}]', b"[1]"):
+        with pytest.raises((ValueError, KeyError, TypeError)):
+            rows_of_child(bad)

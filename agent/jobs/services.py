@@ -16,18 +16,32 @@ their failures no evidence: their rows are stored, the tracker is not stepped).
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 from agent import interference
 from agent.jobs.context import Context, Job, episode_sample
 from agent.model import Sample
 from agent.probes.dns import system_servers
-from agent.probes.services import Checker, Service, check_all, parse_service
+from agent.probes.services import (
+    Checker,
+    Service,
+    check_all,
+    child_budget_s,
+    child_request,
+    parse_service,
+    rows_of_child,
+)
 from agent.statekeys import STATE_INTERFERENCE
+from kit.errors import ProbeError
 
 log = logging.getLogger("linewatch")
 _SLACK_S = 1.0
+# Where the agent's packages are, for the child (the agent may run from a checkout).
+_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def saved_interference(ctx: Context) -> interference.State:
@@ -36,9 +50,9 @@ def saved_interference(ctx: Context) -> interference.State:
 
 
 class ServiceChecks(Job):
-    """The checks on their schedule. ``line_up()`` says whether the line counts as up now (no
-    connectivity outage, no power cut); ``checker`` (tests) replaces the one built from the
-    config."""
+    """The checks on their schedule, each run's in a child process (OpenSSL never loads into
+    the agent). ``line_up()`` says whether the line counts as up now (no connectivity outage, no
+    power cut, no speed test); ``checker`` (tests) checks in this process instead."""
 
     name = "services"
 
@@ -48,23 +62,38 @@ class ServiceChecks(Job):
         self.line_up = line_up
         self.tracker = saved_interference(ctx)
         self._given = checker
-        self._built: tuple[Any, Checker] | None = None   # (the config it was built from, it)
         self._next: dict[str, float] = {}    # target -> when it is due (monotonic seconds)
 
     def targets(self) -> list[Service]:
         sv = self.cfg.services
         return [parse_service(u) for u in (*sv.urls, *sv.vpn)]
 
-    def checker(self) -> Checker:
+    def check(self, targets: list[Service]) -> list[Sample]:
+        """The checks' rows: in a child process (agent/probes/services.py, "in a child
+        process"), or with the checker a test gave, here."""
         if self._given is not None:
-            return self._given
-        if self._built is None or self._built[0] is not self.cfg.services:
-            sv, servers = self.cfg.services, list(self.cfg.probe.dns_servers)
-            self._built = (sv, Checker(system_servers=lambda: servers or system_servers(),
-                                       resolver=sv.resolver, control_sni=sv.control_sni,
-                                       ca_file=sv.ca_file, timeout_s=sv.timeout_s,
-                                       clock=self.clock, config_file=self.cfg.source))
-        return self._built[1]
+            return check_all(self._given, targets)
+        sv = self.cfg.services
+        request = child_request(targets, system_servers=list(self.cfg.probe.dns_servers)
+                                or system_servers(), resolver=sv.resolver,
+                                control_sni=sv.control_sni, ca_file=sv.ca_file,
+                                timeout_s=sv.timeout_s, config_file=self.cfg.source)
+        try:
+            done = subprocess.run([sys.executable, "-m", "agent.probes.services"], input=request,
+                                  capture_output=True, timeout=child_budget_s(len(targets),
+                                                                              sv.timeout_s),
+                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                      p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)})
+        except subprocess.TimeoutExpired:
+            raise ProbeError(f"services: the checks took longer than "
+                             f"{child_budget_s(len(targets), sv.timeout_s):g} s") from None
+        if done.returncode != 0:
+            text = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise ProbeError(f"services: the checks failed: {text[-1] if text else done.returncode}")
+        try:
+            return rows_of_child(done.stdout)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProbeError(f"services: the checks' answer is not rows: {exc}") from None
 
     def run(self) -> list[Sample]:
         """The checks of the targets due now (none while the line is down); their rows, as
@@ -77,7 +106,7 @@ class ServiceChecks(Job):
         if not targets or not self.line_up():
             return []
         rows = [Sample(s.measurement, {**self.tags, **s.tags}, s.fields, s.time)
-                for s in check_all(self.checker(), targets)]
+                for s in self.check(targets)]
         for r in rows:
             self._next[r.tags["target"]] = now + (sv.interval_s if r.fields["ok"] else sv.retry_s)
         up = self.line_up()

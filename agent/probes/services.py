@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import os
 import socket
 import time
@@ -542,3 +543,56 @@ def _status_line(tls: Any, deadline: float) -> bytes | None:
         if len(buf) >= _MAX_STATUS_LINE and b"\n" not in buf:
             raise ValueError("status line too long")
     return buf.split(b"\n", 1)[0].rstrip(b"\r")
+
+
+# -- in a child process ------------------------------------------------------------------------
+# The agent runs its checks in a short-lived child (``python -m agent.probes.services``), so
+# OpenSSL and the CA store never load into the process that runs all day (about 7 MB,
+# bench/README.md) and a check that hangs in a library call cannot hold the agent.
+
+def child_request(services: Sequence[Service], *, system_servers: Sequence[str], resolver: str,
+                  control_sni: str, ca_file: str, timeout_s: float, config_file: str) -> bytes:
+    """What the child reads on its standard input: the targets (as configured) and settings."""
+    return json.dumps({"targets": [s.text for s in services],
+                       "system_servers": list(system_servers), "resolver": resolver,
+                       "control_sni": control_sni, "ca_file": ca_file, "timeout_s": timeout_s,
+                       "config_file": config_file}).encode()
+
+
+def child_budget_s(n: int, timeout_s: float) -> float:
+    """How long the child may take for ``n`` targets: each step of each check at its timeout
+    (two lookups, a connect, three handshakes, a request), and a margin to start."""
+    return n * 7 * timeout_s + 30.0
+
+
+def rows_of_child(out: bytes) -> list[Sample]:
+    """The child's answer (one JSON array of rows) as samples; ValueError for anything else."""
+    rows = json.loads(out)
+    if not isinstance(rows, list):
+        raise ValueError("not a list of rows")
+    return [Sample("service", dict(r["tags"]), dict(r["fields"]),
+                   datetime.fromisoformat(r["time"])) for r in rows]
+
+
+def _child(stdin: bytes) -> str:
+    from agent.clock import SystemClock  # deferred: only the child measures
+
+    req = json.loads(stdin)
+    servers = list(req["system_servers"])
+    checker = Checker(system_servers=lambda: servers, resolver=req["resolver"],
+                      control_sni=req["control_sni"], ca_file=req["ca_file"],
+                      timeout_s=float(req["timeout_s"]), clock=SystemClock(),
+                      config_file=req["config_file"])
+    rows = check_all(checker, [parse_service(t) for t in req["targets"]])
+    return json.dumps([{"time": r.time.isoformat(), "tags": dict(r.tags),
+                        "fields": dict(r.fields)} for r in rows])
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        sys.stdout.write(_child(sys.stdin.buffer.read()) + "\n")
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        sys.exit(2)
