@@ -13,9 +13,10 @@ side by side:
 
 In "on", the middlebox starts resetting fine.test at a third of the run and stops at two thirds.
 Reported per run: the steady-state RSS (median of the second half) and CPU share of one core of
-both agents (the CPU of the agent's children, where the checks run, included); for the injected block, the interference episode's start and end against the
-injected ones and when the agent opened it (the third failed check); and every other
-interference episode (a false positive: the other sites never fail).
+both agents (the CPU of the agent's children, where the checks run, included); for the
+injected block, the interference episode's start and end against the injected ones and when
+the agent opened it (the third failed check); and every other interference episode (a false
+positive: the other sites never fail).
 
     python3 bench/interference.py --minutes 6 --runs 2 --interval 60
 """
