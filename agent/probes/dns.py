@@ -146,7 +146,10 @@ def _query_udp(server: str, port: int, name: str, qtype: int, budget_s: float,
         return _Outcome(error="malformed" if unusable else "timeout")
 
 
-def _recv_exact(sock: socket.socket, n: int, deadline: float, clock: Clock) -> bytes:
+def recv_exact(sock: socket.socket, n: int, deadline: float, clock: Clock) -> bytes:
+    """Exactly ``n`` bytes from a stream socket by ``deadline`` (on ``clock.monotonic``):
+    TimeoutError past it, ConnectionError "closed" when the peer closes first. The DNS-over-TCP
+    retry and the OpenVPN check (agent/probes/services.py) read framed answers with it."""
     buf = b""
     while len(buf) < n:
         remaining = deadline - clock.monotonic()
@@ -175,8 +178,8 @@ def _retry_tcp(server: str, port: int, name: str, qtype: int, deadline: float,
             sock.settimeout(remaining)
             sock.connect((server, port))
             sock.sendall(struct.pack("!H", len(query)) + query)
-            (length,) = struct.unpack("!H", _recv_exact(sock, 2, deadline, clock))
-            data = _recv_exact(sock, length, deadline, clock)
+            (length,) = struct.unpack("!H", recv_exact(sock, 2, deadline, clock))
+            data = recv_exact(sock, length, deadline, clock)
         return parse_response(data, qid, name, qtype)
     except (OSError, DnsFormatError):
         return None

@@ -62,7 +62,7 @@ from urllib.parse import urlsplit
 
 from agent.clock import Clock
 from agent.model import Sample
-from agent.probes.dns import Lookup, lookup
+from agent.probes.dns import Lookup, lookup, recv_exact
 from agent.probes.dns_wire import validate_name
 from kit.errors import ConfigError
 
@@ -420,9 +420,9 @@ class Checker:
             try:
                 sock.settimeout(self.timeout_s)
                 sock.sendall(len(packet).to_bytes(2, "big") + packet)
-                head = _recv_exact(sock, 2, time.monotonic() + self.timeout_s)
-                reply = _recv_exact(sock, int.from_bytes(head, "big"),
-                                    time.monotonic() + self.timeout_s)
+                deadline = self.clock.monotonic() + self.timeout_s
+                head = recv_exact(sock, 2, deadline, self.clock)
+                reply = recv_exact(sock, int.from_bytes(head, "big"), deadline, self.clock)
             except ConnectionError as exc:
                 s.vpn_fail = "reset" if isinstance(exc, ConnectionResetError) else "closed"
                 return
@@ -481,22 +481,6 @@ class Checker:
         s.http_fail = ""
         s.status_code = int(parts[1])
         s.ms["http"] = (self.clock.monotonic() - t0) * 1000.0
-
-
-def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
-    """``n`` bytes (ConnectionError "closed" when the peer closed first); ``deadline`` is on
-    time.monotonic's clock."""
-    buf = b""
-    while len(buf) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("no answer")
-        sock.settimeout(left)
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
 
 
 def check_all(checker: Checker, services: Sequence[Service], parallel: int = 1) -> list[Sample]:
