@@ -361,8 +361,42 @@ def _loopback(url: str) -> bool:
         return False
 
 
+def check_services(cfg: Config) -> dict:
+    """What [services] will check, and whether what it needs can be read: the extra CA
+    (services.ca_file) and each WireGuard endpoint's keys. Nothing is sent."""
+    # deferred: the checks' module, for this check only
+    from agent.probes.services import parse_service, wireguard_keys
+
+    sv = cfg.services
+    targets = [parse_service(u) for u in (*sv.urls, *sv.vpn)]
+    if not targets:
+        return _r("services", "ok", "no sites or VPN endpoints to check ([services] urls, vpn)")
+    if sv.ca_file:
+        try:
+            with open(sv.ca_file, "rb") as f:
+                pem = f.read(1 << 20)
+        except OSError as exc:
+            return _r("services", "fail", f"services.ca_file: {os_error_line(exc)}",
+                      "make the CA file readable by the agent's user, or set ca_file = \"\"")
+        if b"-----BEGIN CERTIFICATE-----" not in pem:
+            return _r("services", "fail", f"services.ca_file: {sv.ca_file} is not a PEM "
+                      "certificate file", "point it at the CA's certificate in PEM")
+    for t in targets:
+        if t.kind == "wireguard":
+            try:
+                wireguard_keys(t)
+            except ValueError as exc:
+                return _r("services", "fail", f"services.vpn: the keys for {t.target}: {exc}",
+                          "give the path of a wg-quick config the agent's user can read, with "
+                          "[Interface] PrivateKey and the server's [Peer] PublicKey")
+    sites = sum(t.kind == "site" for t in targets)
+    endpoints = plural(len(targets) - sites, "VPN endpoint")
+    return _r("services", "ok", f"{plural(sites, 'site')} and {endpoints} checked while the "
+              f"line is up, every {sv.interval_s:g} s (`linewatch services` checks them now)")
+
+
 CHECKS = (check_config, check_icmp, check_gateway, check_targets, check_dns, check_store, check_clock,
-          check_battery, check_ups, check_host, check_speedtest, check_influx)
+          check_battery, check_ups, check_host, check_speedtest, check_influx, check_services)
 
 
 def run_checks(cfg: Config) -> list[dict]:

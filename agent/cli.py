@@ -155,10 +155,17 @@ def services(config_path, as_json):
     cfg = _load(config_path)
     # deferred: the checks (and OpenSSL) load only for the command that runs them
     from agent.probes.dns import system_servers
-    from agent.probes.services import Checker, check_all, parse_service
+    from agent.probes.services import Checker, check_all, parse_service, wireguard_keys
 
     sv = cfg.services
     targets = [parse_service(u) for u in (*sv.urls, *sv.vpn)]
+    for t in targets:
+        if t.kind == "wireguard":
+            try:
+                wireguard_keys(t)
+            except ValueError as exc:
+                _fail(str(ConfigError(cfg.source, "services.vpn",
+                                      f"the keys for {t.target}: {exc}")), 2)
     servers = list(cfg.probe.dns_servers)
     try:
         checker = Checker(system_servers=lambda: servers or system_servers(),

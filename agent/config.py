@@ -277,11 +277,16 @@ class ServicesSection:
         "now): where remote workers find work, meet, keep code and get paid. Each check is DNS, "
         "TCP, TLS and one HEAD request, a few kB. Empty: no site checks.", each(_check_service))
     vpn: tuple[str, ...] = opt((), "Your own VPN endpoints to check: "
-                                "openvpn://host[:port][?transport=udp|tcp] (an OpenVPN server: "
-                                "its answer to a client's first packet; a server that requires "
-                                "tls-auth or tls-crypt does not answer without its key, so it "
-                                "fails this check), or tcp://host:port (another TCP-based VPN: a "
-                                "name lookup and a connect). Empty: none.",
+                                "wireguard://host[:port]?config=/path/to/wg.conf (a WireGuard "
+                                "server: a handshake made with the keys of that wg-quick config, "
+                                "which the agent's user must be able to read; a WireGuard server "
+                                "answers nothing else. Best a peer kept for monitoring: the "
+                                "server points your tunnel at the check until your client's next "
+                                "packet), openvpn://host[:port][?transport=udp|tcp] (an OpenVPN "
+                                "server: its answer to a client's first packet; a server that "
+                                "requires tls-auth or tls-crypt does not answer without its key, "
+                                "so it fails this check), or tcp://host:port (another TCP-based "
+                                "VPN: a name lookup and a connect). Empty: none.",
                                 each(_check_service), ("openvpn://vpn.example.org:1194",))
     interval_s: float = opt(1800.0, "Seconds between checks of a site or endpoint that passed "
                              "its last check (checks run only while the line is up: none during "

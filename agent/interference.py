@@ -11,11 +11,13 @@ stopped.
 Rules (``open_after`` from ``[services]``):
 
 * Only checks made while the line was up count. A check during a connectivity outage or a power
-  cut is neither evidence of blocking nor of its end: it changes nothing.
+  cut is neither evidence of blocking nor of its end: it changes nothing. Nor does a check that
+  could not be made (``how`` ``keys``: a WireGuard endpoint's keys could not be read).
 * An episode of type ``interference`` opens after ``open_after`` consecutive checks of one target
   failing at the same step. Its cause is the step (``dns``, ``tcp``, ``tls``, ``http``), or
-  ``vpn`` for a VPN endpoint (``kind`` tcp or openvpn); ``details`` hold the target, how the step failed (the
-  latest ``how``) and how many checks failed. It starts at the first of those checks.
+  ``vpn`` for a VPN endpoint (``kind`` tcp, openvpn or wireguard); ``details`` hold the
+  target, how the step failed (the latest ``how``) and how many checks failed. It starts at
+  the first of those checks.
 * It ends at the first check of the target that passes. A check failing at another step ends it
   too (at that check), and counting starts afresh from that check: the blocking changed method.
 * Durations are the difference of the checks' wall times (checks are minutes apart, and a
@@ -35,6 +37,10 @@ from agent.outage import Change
 TYPE = "interference"
 CAUSES = ("dns", "tcp", "tls", "http", "throttled", "vpn")
 OK = "ok"
+VPN_KINDS = ("tcp", "openvpn", "wireguard")
+# A failed check's ``how`` that is no evidence either way: a WireGuard endpoint whose keys
+# could not be read was never asked.
+NOT_EVIDENCE = "keys"
 MOMENTARY_MAX_S = 300.0   # as outages: an episode this long or shorter is momentary
 
 
@@ -96,14 +102,14 @@ class State:
 
 def cause_of(check: Check) -> str:
     """The episode's cause for a failed check: ``vpn`` for an endpoint, else the step."""
-    return "vpn" if check.kind in ("tcp", "openvpn") else check.step
+    return "vpn" if check.kind in VPN_KINDS else check.step
 
 
 def step(state: State, check: Check, open_after: int) -> tuple[State, list[Change]]:
     """The state after ``check``, and the episodes it opened or closed."""
     if open_after < 1:
         raise ValueError(f"open_after must be >= 1, got {open_after}")
-    if not check.line_up:
+    if not check.line_up or check.how == NOT_EVIDENCE:
         return state, []
     now = to_ns(check.time)
     s = state.get(check.target)

@@ -54,6 +54,12 @@ def _service_note(r: dict) -> str:
         return "the second resolver answered otherwise"
     if r.get("how") == "bogon":
         return "answered with an address no site has"
+    if r.get("how") == "keys":
+        return "not checked: its keys could not be read (services.vpn)"
+    if r.get("kind") == "wireguard" and r.get("how") == "timeout":
+        return "no answer: blocked on the way, or the server does not know these keys"
+    if r.get("kind") == "wireguard" and r.get("how") == "malformed":
+        return "an answer not made for these keys: check the PresharedKey"
     return ""
 
 

@@ -15,13 +15,14 @@ the ways a network blocks a site while the line is up, each on names of its own:
     for ok.test, fine.test, poison.test, hole.test, sni.test and a.test to d.test (more sites
     that work, on 198.51.100.10 through both resolvers); nothing listens on .12 or port 8443.
     vpn.test -> 198.51.100.30: real OpenVPN servers there when a test starts them
-    (:func:`start_openvpn`).
+    (:func:`start_openvpn`), and a real WireGuard server (:func:`start_wireguard`).
 
 Every address lives in the namespaces only. ``ca`` is the test CA's certificate (services.ca_file).
 """
 
 from __future__ import annotations
 
+import os
 import select
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from tests import netlab
 
 HERE = Path(__file__).resolve().parent
 SITE, HOLE, NOWHERE, MIDDLEBOX = "198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.20"
-VPN = "198.51.100.30"      # OpenVPN servers (start_openvpn): UDP 1194, TCP 1195
+VPN = "198.51.100.30"      # OpenVPN servers (start_openvpn): UDP 1194, TCP 1195; WireGuard 51820
 SYSTEM_DNS, SECOND_DNS = "198.51.100.53", "198.51.100.54"
 SITE_NAMES = ("ok.test", "fine.test", "poison.test", "hole.test", "sni.test")
 CLEAN = ("a.test", "b.test", "c.test", "d.test")    # more sites that work, on the site's address
@@ -113,12 +114,18 @@ def _middlebox(net: netlab.Standard, *blocked: str) -> subprocess.Popen:
     return p
 
 
+def _vpn_address(net: netlab.Standard) -> None:
+    have = net.lab.run(net.inet, "ip", "-4", "addr", "show", "dev", "lo").stdout
+    if f"{VPN}/32" not in have:
+        net.lab.run(net.inet, "ip", "addr", "add", f"{VPN}/32", "dev", "lo")
+
+
 def start_openvpn(censor: Censor, tmp: Path) -> None:
     """Two real OpenVPN servers on the internet host's VPN address (vpn.test): UDP 1194 and
     TCP 1195, each on a tun device of its own, with the site's certificate (a check goes as far
     as the server's answer to the client's hard reset)."""
     net = censor.net
-    net.lab.run(net.inet, "ip", "addr", "add", f"{VPN}/32", "dev", "lo")
+    _vpn_address(net)
     base = ["openvpn", "--server", "10.8.0.0", "255.255.255.0", "--local", VPN, "--ca",
             str(censor.ca), "--cert", str(tmp / "site.pem"), "--key", str(tmp / "site.key"),
             "--dh", "none", "--verb", "3"]
@@ -135,6 +142,72 @@ def start_openvpn(censor: Censor, tmp: Path) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("openvpn did not start listening")
             time.sleep(0.1)
+
+
+@dataclass
+class WireGuard:
+    """A running WireGuard server (Debian's wireguard-go, userspace, on a tun device) and the
+    client config (wg-quick format, mode 0600) of the one peer it knows."""
+
+    process: subprocess.Popen
+    interface: str
+    client_conf: Path
+
+    def stop(self) -> None:
+        """Stopped with SIGTERM, so it removes its control socket (in /var/run/wireguard,
+        shared by every namespace: hence an interface name of its own per test)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        Path(f"/var/run/wireguard/{self.interface}.sock").unlink(missing_ok=True)
+
+
+def start_wireguard(censor: Censor, tmp: Path, *, psk: bool = True) -> WireGuard:
+    """A real WireGuard server on vpn.test, UDP 51820, whose one peer is the client config
+    written to ``tmp / "wg-client.conf"``; keys made by Debian's ``wg`` (not by the code
+    under test). Call ``stop()`` when done."""
+    net = censor.net
+    _vpn_address(net)
+
+    def wg(*args: str, stdin: str = "") -> str:
+        return subprocess.run(["wg", *args], input=stdin, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    server, client = wg("genkey"), wg("genkey")
+    shared = wg("genpsk") if psk else ""
+    old = os.umask(0o077)
+    try:
+        for name, value in (("wg-server.key", server), ("wg-psk", shared)):
+            (tmp / name).write_text(value + "\n")
+        conf = tmp / "wg-client.conf"
+        conf.write_text("[Interface]\n"
+                        f"PrivateKey = {client}\nAddress = 10.9.0.2/32\n\n[Peer]\n"
+                        f"PublicKey = {wg('pubkey', stdin=server)}\n"
+                        + (f"PresharedKey = {shared}\n" if psk else "")
+                        + "Endpoint = vpn.test:51820\nAllowedIPs = 10.9.0.0/24\n")
+    finally:
+        os.umask(old)
+    interface = f"lwwg{os.getpid() % 100000}{len(net.lab.procs)}"[:15]
+    p = net.lab.popen(net.inet, "wireguard-go", "-f", interface, text=True,
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server_ = WireGuard(p, interface, conf)
+    sock = Path(f"/var/run/wireguard/{interface}.sock")
+    deadline = time.monotonic() + 15
+    while not sock.exists():
+        if p.poll() is not None or time.monotonic() > deadline:
+            server_.stop()
+            raise RuntimeError(f"wireguard-go did not start: {p.stderr.read()[-1500:]}")
+        time.sleep(0.05)
+    peer = ["peer", wg("pubkey", stdin=client), "allowed-ips", "10.9.0.2/32"]
+    if psk:
+        peer += ["preshared-key", str(tmp / "wg-psk")]
+    net.lab.run(net.inet, "wg", "set", interface, "private-key", str(tmp / "wg-server.key"),
+                "listen-port", "51820", *peer)
+    net.lab.run(net.inet, "ip", "link", "set", interface, "up")
+    return server_
 
 
 def unblock(censor: Censor) -> None:

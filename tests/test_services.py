@@ -20,23 +20,34 @@ T = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
     ("tcp://vpn.example.org:1194", Service("tcp", "vpn.example.org", 1194, "/")),
     ("tcp://[2001:db8::1]:443", Service("tcp", "2001:db8::1", 443, "/")),
     ("https://198.51.100.10/", Service("site", "198.51.100.10", 443, "/")),
-], ids=["site", "bare", "port-path-query", "tcp", "tcp-v6", "site-ip"])
+    ("wireguard://wg.example.org?config=/etc/linewatch/wg.conf",
+     Service("wireguard", "wg.example.org", 51820, "/", transport="udp",
+             keys_file="/etc/linewatch/wg.conf")),
+    ("wireguard://[2001:db8::2]:443?config=/home/a%20b/wg0.conf",
+     Service("wireguard", "2001:db8::2", 443, "/", transport="udp", keys_file="/home/a b/wg0.conf")),
+], ids=["site", "bare", "port-path-query", "tcp", "tcp-v6", "site-ip", "wireguard",
+        "wireguard-v6-quoted"])
 def test_parse_service(text, want):
     got = parse_service(text)
-    assert (got.kind, got.host, got.port, got.path) == (want.kind, want.host, want.port, want.path)
+    assert (got.kind, got.host, got.port, got.path, got.transport, got.keys_file) == \
+        (want.kind, want.host, want.port, want.path, want.transport, want.keys_file)
     assert got.text == text
 
 
 @pytest.mark.parametrize("text, message", [
-    ("http://example.org/", "must start with https:// (a site), tcp:// (an endpoint) or openvpn://"),
-    ("wireguard://vpn.example.org:51820", "must start with https://"),
+    ("http://example.org/", "must start with https:// (a site), tcp:// (an endpoint), openvpn://"),
+    ("wireguard://vpn.example.org:51820", "needs ?config=/path/to/wg.conf: a WireGuard server"),
+    ("wireguard://vpn.example.org?config=wg.conf", "config=wg.conf must be an absolute path"),
+    ("wireguard://vpn.example.org?config=/a&config=/b", "host[:port]?config="),
+    ("wireguard://vpn.example.org/x?config=/a", "host[:port]?config="),
     ("tcp://vpn.example.org", "needs its port"),
     ("tcp://vpn.example.org:443/path", "host:port only"),
     ("https:///path", "no host"),
     ("https://user:secret@example.org/", "credentials do not belong"),
     ("https://example.org:99999/", "Port out of range"),
     ("https://exa mple.org/", ""),
-], ids=["http", "wireguard", "no-port", "tcp-path", "no-host", "credentials", "port", "space"])
+], ids=["http", "wireguard-no-keys", "wireguard-relative", "wireguard-twice", "wireguard-path",
+        "no-port", "tcp-path", "no-host", "credentials", "port", "space"])
 def test_parse_service_refuses(text, message):
     with pytest.raises(ValueError) as err:
         parse_service(text)

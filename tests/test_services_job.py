@@ -160,3 +160,24 @@ def test_an_answer_from_the_child_that_is_not_rows_is_refused():
     for bad in (b"", b"{}", b'[{"tags": {}}]', b"[1]"):
         with pytest.raises((ValueError, KeyError, TypeError)):
             rows_of_child(bad)
+
+
+def test_a_wireguard_endpoint_without_readable_keys_is_named_never_blocked(tmp_path, caplog):
+    """The real checker: a wireguard:// endpoint whose config cannot be read is not checked at
+    all (its keys are read before any packet): a row that says so, a warning naming the key,
+    and no interference episode however often it recurs."""
+    from agent.probes.services import Checker
+
+    clock = FakeClock()
+    cfg = parse(f'[agent]\nstate_dir = "{tmp_path}/state"\n[services]\nurls = []\n'
+                f'vpn = ["wireguard://wg.test?config={tmp_path}/none.conf"]\nopen_after = 1\n')
+    agent = Agent(cfg, clock=clock, probes=FakeNet().probes())
+    checker = Checker(system_servers=lambda: ["192.0.2.1"], resolver="", clock=clock)
+    job = ServiceChecks(agent.ctx, line_up=lambda: True, checker=checker)
+    for _ in range(3):
+        rows = job.run()
+        clock.advance(60)
+    assert [(r.tags["target"], r.tags["step"], r.fields["how"]) for r in rows] == [
+        ("wg.test:51820/udp", "vpn", "keys")]
+    assert agent.store.episodes(type="interference") == []
+    assert "services.vpn: the keys for wg.test:51820/udp could not be read" in caplog.text

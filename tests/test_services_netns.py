@@ -201,3 +201,61 @@ def test_openvpn_servers_answer_the_hard_reset_until_their_address_is_dropped(la
     got = {r["target"]: (r["step"], r.get("how", "")) for r in json.loads(r.stdout)}
     assert got == {"vpn.test:1194/udp": ("vpn", "timeout"), "vpn.test:1195": ("tcp", "timeout"),
                    "vpn.test:1196/udp": ("vpn", "timeout")}
+
+
+def test_wireguard_server_answers_the_peers_keys_only(lab, tmp_path):
+    """A real WireGuard server (Debian's wireguard-go, keys made by Debian's wg): the check's
+    handshake initiation, made with the peer's keys from its wg-quick config, gets the server's
+    response, which the check authenticates. A stranger's keys get silence (the server answers
+    no one else), a wrong pre-shared key an answer that does not authenticate, an unreadable
+    config a refusal naming the key; when the gateway drops the server's address, a timeout."""
+    import shutil
+    if shutil.which("wireguard-go") is None or shutil.which("wg") is None:
+        pytest.skip("wireguard-go and wg are not installed (apt-get install wireguard-go "
+                    "wireguard-tools)")
+    censor = censorlab.build(lab, tmp_path)
+    server = censorlab.start_wireguard(censor, tmp_path)
+    try:
+        conf = server.client_conf
+        text = conf.read_text()
+        stranger, wrong_psk = tmp_path / "stranger.conf", tmp_path / "wrong-psk.conf"
+        key = next(line for line in text.splitlines() if line.startswith("PrivateKey"))
+        psk = next(line for line in text.splitlines() if line.startswith("PresharedKey"))
+        other = censor.net.lab.run(censor.net.inet, "wg", "genkey").stdout.strip()
+        stranger.write_text(text.replace(key, f"PrivateKey = {other}"))
+        wrong_psk.write_text(text.replace(psk, f"PresharedKey = {other}"))
+        # one check per peer at a time: a server takes one initiation per peer per 20 ms
+        # and refuses one not newer than the last (the command checks 8 targets at once)
+        vpn = [f"wireguard://vpn.test?config={conf}", f"wireguard://vpn.test:51820?config={stranger}"]
+        cfg = _config(tmp_path, censor.ca, urls="[]", vpn=json.dumps(vpn))
+        r = _services(censor, cfg, "--json")
+        assert r.returncode == 1 and r.stdout, r.stderr
+        rows = json.loads(r.stdout)
+        assert [(r["target"], r["kind"], r["step"], r.get("how", "")) for r in rows] == [
+            ("vpn.test:51820/udp", "wireguard", "ok", ""),
+            ("vpn.test:51820/udp", "wireguard", "vpn", "timeout")], json.dumps(rows)
+        assert 0 < rows[0]["vpn_ms"] < 2000
+        wrong = _config(tmp_path, censor.ca, urls="[]", vpn=json.dumps(
+            [f"wireguard://198.51.100.30?config={wrong_psk}"]))
+        r = _services(censor, wrong, "--json")
+        assert r.returncode == 1 and r.stdout, r.stderr
+        rows += json.loads(r.stdout)
+        assert [(r["target"], r["step"], r["how"]) for r in rows[2:]] == [
+            ("198.51.100.30:51820/udp", "vpn", "malformed")]
+        assert other not in json.dumps(rows) and key.split("=", 1)[1].strip() not in json.dumps(rows)
+
+        # an unreadable config: the command refuses it, naming the key and the file
+        missing = _config(tmp_path, censor.ca, urls="[]", vpn=json.dumps(
+            [f"wireguard://vpn.test?config={tmp_path / 'none.conf'}"]))
+        r = _services(censor, missing)
+        assert r.returncode == 2
+        assert f"services.vpn: the keys for vpn.test:51820/udp: {tmp_path / 'none.conf'}: No such " \
+            "file" in r.stderr, r.stderr
+
+        censor.net.lab.run(censor.net.gw, "ip", "route", "add", "blackhole", f"{censorlab.VPN}/32")
+        cfg = _config(tmp_path, censor.ca, urls="[]", vpn=json.dumps(vpn))
+        r = _services(censor, cfg, "--json")
+        assert r.stdout, r.stderr
+        assert [(r["step"], r.get("how", "")) for r in json.loads(r.stdout)] == [("vpn", "timeout")] * 2
+    finally:
+        server.stop()

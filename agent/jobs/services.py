@@ -109,6 +109,9 @@ class ServiceChecks(Job):
                 for s in self.check(targets)]
         for r in rows:
             self._next[r.tags["target"]] = now + (sv.interval_s if r.fields["ok"] else sv.retry_s)
+            if r.fields.get("how") == interference.NOT_EVIDENCE:
+                log.warning("services.vpn: the keys for %s could not be read, so it is not "
+                            "checked (`linewatch services` says why)", r.tags["target"])
         up = self.line_up()
         tracker, changes = self.tracker, []
         if up:

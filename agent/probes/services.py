@@ -20,10 +20,13 @@ names the first step that failed:
 4. ``http``: a HEAD request for the URL's path, its status line read (any status means the
    site answered; only a reset, a close or silence fails the step).
 
-A ``tcp://host:port`` endpoint (a TCP-based VPN) is a name lookup and a connect.
+VPN endpoints are a name lookup and then: for ``tcp://host:port`` (a TCP-based VPN) a connect;
+for ``openvpn://`` the client's first packet (a hard reset) and the server's answer to it; for
+``wireguard://`` a handshake initiation made with the user's own keys (agent/probes/wireguard.py:
+a WireGuard server answers nothing else) and the server's response, authenticated.
 
 Sample ``service``, tags ``target`` (the URL's host, or host:port), ``kind`` (``site``,
-``tcp``), ``step`` (the step that failed, or ``ok``). Fields:
+``tcp``, ``openvpn``, ``wireguard``), ``step`` (the step that failed, or ``ok``). Fields:
 
 =============  =====  =======================================================================
 field          type   meaning
@@ -34,6 +37,7 @@ dns_ms         float  the system resolver's answer time (ms), when it answered
 connect_ms     float  TCP connect time (ms), when it connected
 tls_ms         float  TLS handshake time (ms), when it completed
 http_ms        float  request sent -> status line read (ms), when it was read
+vpn_ms         float  a VPN endpoint's first packet sent -> its answer read (ms)
 status_code    int    the HTTP status, when it was read
 addresses      int    addresses the system's resolvers gave (0 when none)
 dns_agree      bool   the system's and the second path's answers share an address (only when
@@ -58,10 +62,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from agent.clock import Clock
-from agent.model import Sample
+from agent.interference import NOT_EVIDENCE
+from agent.model import Sample, to_ns
 from agent.probes.dns import Lookup, lookup, recv_exact
 from agent.probes.dns_wire import validate_name
 from kit.errors import ConfigError
@@ -74,11 +79,13 @@ HOW = {
     "tcp": ("timeout", "refused", "reset", "unreachable", "network"),
     "tls": ("timeout", "reset", "closed", "cert", "alert", "error"),
     "http": ("timeout", "reset", "closed", "malformed"),
-    "vpn": ("timeout", "refused", "reset", "closed", "malformed"),
+    # keys: a wireguard:// endpoint's keys could not be read (a setup problem, not a finding)
+    "vpn": ("timeout", "refused", "reset", "closed", "malformed", "keys"),
 }
-KINDS = ("site", "tcp", "openvpn")
-SCHEMES = {"https": "site", "tcp": "tcp", "openvpn": "openvpn"}
+KINDS = ("site", "tcp", "openvpn", "wireguard")
+SCHEMES = {"https": "site", "tcp": "tcp", "openvpn": "openvpn", "wireguard": "wireguard"}
 OPENVPN_PORT = 1194
+WIREGUARD_PORT = 51820
 USER_AGENT = "linewatch"
 _MAX_STATUS_LINE = 4096
 
@@ -94,14 +101,15 @@ class Service:
     port: int
     path: str = "/"
     text: str = ""          # as configured
-    transport: str = "tcp"  # openvpn: "udp" or "tcp"
+    transport: str = "tcp"  # openvpn: "udp" or "tcp"; wireguard: "udp"
+    keys_file: str = ""     # wireguard: the WireGuard config holding the keys
 
     @property
     def target(self) -> str:
         """The ``target`` tag: a site's host (its port when not 443), an endpoint's host:port."""
         if self.kind == "site" and self.port == 443:
             return self.host
-        if self.kind == "openvpn" and self.transport == "udp":
+        if self.transport == "udp":
             return (f"[{self.host}]:{self.port}/udp" if ":" in self.host
                     else f"{self.host}:{self.port}/udp")
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -109,13 +117,15 @@ class Service:
 
 def parse_service(text: str) -> Service:
     """``https://host[:port][/path]`` (a site), ``tcp://host:port`` (a TCP endpoint, such as
-    a VPN's) or ``openvpn://host[:port][?transport=udp|tcp]`` (an OpenVPN server, port 1194
-    and UDP by default). Raises ValueError naming what is wrong."""
+    a VPN's), ``openvpn://host[:port][?transport=udp|tcp]`` (an OpenVPN server, port 1194
+    and UDP by default) or ``wireguard://host[:port]?config=/path/to/wg.conf`` (a WireGuard
+    server, port 51820, checked with the keys in that config). Raises ValueError naming what
+    is wrong."""
     parts = urlsplit(text.strip())
     kind = SCHEMES.get(parts.scheme.lower())
     if kind is None:
-        raise ValueError("must start with https:// (a site), tcp:// (an endpoint) or "
-                         "openvpn:// (an OpenVPN server)")
+        raise ValueError("must start with https:// (a site), tcp:// (an endpoint), "
+                         "openvpn:// or wireguard:// (a VPN server)")
     try:
         host, port = parts.hostname or "", parts.port
     except ValueError as exc:
@@ -140,6 +150,18 @@ def parse_service(text: str) -> Service:
         if transport not in ("udp", "tcp") or query or parts.path not in ("", "/"):
             raise ValueError("an openvpn:// server is host[:port][?transport=udp|tcp]")
         return Service(kind, host.lower(), port or OPENVPN_PORT, "/", text.strip(), transport)
+    if kind == "wireguard":
+        given = parse_qs(parts.query, keep_blank_values=True)
+        keys = given.pop("config", [""])
+        if given or parts.path not in ("", "/") or len(keys) != 1:
+            raise ValueError("a wireguard:// server is host[:port]?config=/path/to/wg.conf")
+        if not keys[0]:
+            raise ValueError("a wireguard:// server needs ?config=/path/to/wg.conf: a WireGuard "
+                             "server answers only a peer's keys, so the check uses yours")
+        if not os.path.isabs(keys[0]):
+            raise ValueError(f"config={keys[0]} must be an absolute path")
+        return Service(kind, host.lower(), port or WIREGUARD_PORT, "/", text.strip(), "udp",
+                       keys[0])
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Service(kind, host.lower(), port or 443, path, text.strip())
 
@@ -308,6 +330,13 @@ class Checker:
     def check(self, service: Service) -> Sample:
         started = self.clock.now()
         s = Steps()
+        keys = None
+        if service.kind == "wireguard":
+            try:
+                keys = wireguard_keys(service)
+            except ValueError:
+                s.vpn_fail = NOT_EVIDENCE      # `linewatch check` and `services` say why
+                return sample(service, s, started)
         if _is_ip(service.host):
             s.addresses = (service.host,)
             s.dns_fail = ""
@@ -316,7 +345,12 @@ class Checker:
         if not s.dns_fail:
             address = s.addresses[0]
             if service.kind == "openvpn" and service.transport == "udp":
-                self._openvpn_udp(address, service.port, s)
+                packet = openvpn_reset(session := os.urandom(8))
+                self._udp(address, service.port, s, lambda: (packet, session),
+                          lambda reply, session: openvpn_answers(reply, session))
+                sock = None
+            elif keys is not None:
+                self._wireguard(address, service.port, keys, s)
                 sock = None
             else:
                 sock = self._connect(address, service.port, s)
@@ -382,18 +416,21 @@ class Checker:
         with tls:
             self._http(service, tls, s)
 
-    def _openvpn_udp(self, address: str, port: int, s: Steps) -> None:
-        """The hard reset over UDP, sent again halfway through the wait (a datagram may be
-        lost), and the server's answer; an answer that is not OpenVPN's is waited past."""
-        session = os.urandom(8)
-        packet = openvpn_reset(session)
+    def _udp(self, address: str, port: int, s: Steps, make: Callable[[], tuple[bytes, Any]],
+             answers: Callable[[bytes, Any], bool]) -> None:
+        """A VPN's first datagram and the server's answer: ``make()`` gives a packet and what
+        its answer is judged against, ``answers(reply, that)`` judges. Sent again (made anew)
+        halfway through the wait, as a datagram may be lost; an answer to either counts, and
+        one that answers neither is waited past."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         t0 = self.clock.monotonic()
-        other = False
+        other, sent = False, []
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             try:
                 sock.connect((address, port))
                 for attempt in (1, 2):
+                    packet, token = make()
+                    sent.append(token)
                     sock.send(packet)
                     until = t0 + self.timeout_s * attempt / 2
                     while (left := until - self.clock.monotonic()) > 0:
@@ -402,7 +439,7 @@ class Checker:
                             reply = sock.recv(2048)
                         except TimeoutError:
                             break
-                        if openvpn_answers(reply, session):
+                        if any(answers(reply, t) for t in sent):
                             s.vpn_fail = ""
                             s.ms["vpn"] = (self.clock.monotonic() - t0) * 1000.0
                             return
@@ -411,6 +448,20 @@ class Checker:
                 s.vpn_fail = "refused" if isinstance(exc, ConnectionRefusedError) else _os_word(exc)
                 return
         s.vpn_fail = "malformed" if other else "timeout"
+
+    def _wireguard(self, address: str, port: int, keys: Any, s: Steps) -> None:
+        """A handshake initiation with the user's keys, made anew for the second send (a
+        server refuses an initiation it has seen: its timestamp must grow)."""
+        # deferred: the handshake's cryptography, for WireGuard endpoints only
+        from agent.probes import wireguard
+
+        def make() -> tuple[bytes, Any]:
+            return wireguard.initiation(keys, sender=int.from_bytes(os.urandom(4), "little"),
+                                        ephemeral_private=os.urandom(32),
+                                        unix_ns=to_ns(self.clock.now()))
+
+        self._udp(address, port, s, make, lambda reply, pending: bool(
+            wireguard.answer(pending, reply)))
 
     def _openvpn_tcp(self, sock: socket.socket, s: Steps) -> None:
         session = os.urandom(8)
@@ -481,6 +532,17 @@ class Checker:
         s.http_fail = ""
         s.status_code = int(parts[1])
         s.ms["http"] = (self.clock.monotonic() - t0) * 1000.0
+
+
+def wireguard_keys(service: Service) -> Any:
+    """The keys of a ``wireguard://`` endpoint, read from its ``config=`` file; ValueError naming
+    the file and what is wrong with it (never a key)."""
+    # deferred: the handshake's cryptography, for WireGuard endpoints only
+    from agent.probes import wireguard
+
+    endpoint = f"[{service.host}]:{service.port}" if ":" in service.host \
+        else f"{service.host}:{service.port}"
+    return wireguard.read_keys(service.keys_file, endpoint)
 
 
 def check_all(checker: Checker, services: Sequence[Service], parallel: int = 1) -> list[Sample]:
