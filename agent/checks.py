@@ -365,10 +365,11 @@ def check_services(cfg: Config) -> dict:
     """What [services] will check, and whether what it needs can be read: the extra CA
     (services.ca_file) and each WireGuard endpoint's keys. Nothing is sent."""
     # deferred: the checks' module, for this check only
-    from agent.probes.services import parse_service, wireguard_keys
+    from agent.jobs.services import configured_targets
+    from agent.probes.services import wireguard_keys
 
     sv = cfg.services
-    targets = [parse_service(u) for u in (*sv.urls, *sv.vpn)]
+    targets = configured_targets(sv)
     if not targets:
         return _r("services", "ok", "no sites or VPN endpoints to check ([services] urls, vpn)")
     if sv.ca_file:
@@ -390,9 +391,13 @@ def check_services(cfg: Config) -> dict:
                           "give the path of a wg-quick config the agent's user can read, with "
                           "[Interface] PrivateKey and the server's [Peer] PublicKey")
     sites = sum(t.kind == "site" for t in targets)
-    endpoints = plural(len(targets) - sites, "VPN endpoint")
+    throttled = sum(t.kind == "throttle" for t in targets)
+    endpoints = plural(len(targets) - sites - throttled, "VPN endpoint")
+    also = (f"; {plural(throttled, 'name')} for throttling every {sv.throttle_interval_s:g} s, "
+            f"through {sv.throttle_url}") if throttled else ""
     return _r("services", "ok", f"{plural(sites, 'site')} and {endpoints} checked while the "
-              f"line is up, every {sv.interval_s:g} s (`linewatch services` checks them now)")
+              f"line is up, every {sv.interval_s:g} s{also} (`linewatch services` checks them "
+              "now)")
 
 
 CHECKS = (check_config, check_icmp, check_gateway, check_targets, check_dns, check_store, check_clock,

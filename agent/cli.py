@@ -154,11 +154,12 @@ def services(config_path, as_json):
     stored). Exit 1 when any check failed."""
     cfg = _load(config_path)
     # deferred: the checks (and OpenSSL) load only for the command that runs them
+    from agent.jobs.services import configured_targets
     from agent.probes.dns import system_servers
-    from agent.probes.services import Checker, check_all, parse_service, wireguard_keys
+    from agent.probes.services import Checker, check_all, wireguard_keys
 
     sv = cfg.services
-    targets = [parse_service(u) for u in (*sv.urls, *sv.vpn)]
+    targets = configured_targets(sv)
     for t in targets:
         if t.kind == "wireguard":
             try:
@@ -170,7 +171,8 @@ def services(config_path, as_json):
     try:
         checker = Checker(system_servers=lambda: servers or system_servers(),
                           resolver=sv.resolver, control_sni=sv.control_sni, ca_file=sv.ca_file,
-                          timeout_s=sv.timeout_s, clock=SystemClock(), config_file=cfg.source)
+                          timeout_s=sv.timeout_s, clock=SystemClock(), config_file=cfg.source,
+                          throttle_bytes=sv.throttle_bytes)
     except ConfigError as exc:
         _fail(str(exc), 2)
     rows = [{"time": iso(s.time), **s.tags, **s.fields}

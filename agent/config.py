@@ -264,6 +264,13 @@ class ReportSection:
 _check_service = parses("agent.probes.services", "parse_service")
 
 
+def _check_throttle_url(v: str) -> str | None:
+    if v == "":
+        return None
+    problem = _check_service(v)
+    return problem or (None if v.lower().startswith("https://") else "must be an https:// URL")
+
+
 def _check_resolver(v: str) -> str | None:
     return None if v == "" or _check_ip(v) is None else 'must be an IP address, or "" for none'
 
@@ -309,6 +316,26 @@ class ServicesSection:
                             _check_dns_name)
     ca_file: str = opt("", "A CA certificate file (PEM) to trust for the checks besides the "
                         "system's (a company's own CA).", example="/etc/linewatch/ca.pem")
+    throttle_url: str = opt("", "Throttling checks (optional): an https:// URL of a file of at "
+                             "least throttle_bytes on a server you or your NGO runs, which "
+                             "serves it whatever TLS name a client sends. Each name of "
+                             "throttle_names is checked by fetching it twice, with "
+                             "control_sni and with the name as TLS name: a box that slows "
+                             "traffic by name slows only the second, and a rate under half the "
+                             "neutral one is throttling. Each check moves 2 x throttle_bytes: "
+                             "leave it off on a metered line. \"\": off.",
+                             _check_throttle_url, "https://probe.example.org/1mb.bin")
+    throttle_names: tuple[str, ...] = opt((), "Names checked for throttling (sent as the TLS "
+                                           "name). Empty: the hosts of urls.",
+                                           each(_check_dns_name), ("www.youtube.com",))
+    throttle_bytes: int = opt(1_000_000, "Bytes fetched per download of a throttling check "
+                               "(enough to get past a throttler's first burst).",
+                               between(100_000, 50_000_000))
+    throttle_interval_s: float = opt(21600.0, "Seconds between throttling checks of a name not "
+                                      "found throttled (one found throttled is checked again "
+                                      "after retry_s, so open_after checks, at least 3, confirm "
+                                      "it). At 6 names and the defaults, about 1.4 GB a month.",
+                                      between(600, 7 * 86400))
 
 
 @dataclass(frozen=True)

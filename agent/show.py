@@ -54,6 +54,11 @@ def _service_note(r: dict) -> str:
         return "the second resolver answered otherwise"
     if r.get("how") == "bogon":
         return "answered with an address no site has"
+    if r.get("kind") == "throttle" and "ratio" in r:
+        return (f"{r['kbps']:,.0f} kbit/s with this name, {r['control_kbps']:,.0f} with a "
+                f"neutral one ({r['ratio']:.2f})")
+    if r.get("how") == "control":
+        return "the neutral download failed: nothing to compare with (check throttle_url)"
     if r.get("how") == "keys":
         return "not checked: its keys could not be read (services.vpn)"
     if r.get("kind") == "wireguard" and r.get("how") == "timeout":

@@ -1,9 +1,12 @@
 """A middlebox that filters TLS by the name in the ClientHello, as a censor's DPI box does: it
 listens on an address of its own, reads each connection's ClientHello, resets the connection
 (an RST, by closing with SO_LINGER 0) when the server name is one it blocks, and otherwise
-relays both ways to the real server. Run in the lab's gateway namespace.
+relays both ways to the real server. A name given as ``slow:NAME`` is not reset but marked for
+throttling: the relay's packets towards the client carry DSCP 10 (IP TOS 0x28), which the lab's
+``tc`` filter (a u32 match on the TOS byte, tests/censorlab.py) sends to a slow htb class. Run in
+the lab's gateway namespace.
 
-usage: python sni_middlebox.py LISTEN_ADDR PORT UPSTREAM_ADDR UPSTREAM_PORT BLOCKED_NAME...
+usage: python sni_middlebox.py LISTEN_ADDR PORT UPSTREAM_ADDR UPSTREAM_PORT [slow:]NAME...
 Prints "ready" once it listens."""
 
 from __future__ import annotations
@@ -60,10 +63,15 @@ def _pipe(a: socket.socket, b: socket.socket) -> None:
                 pass
 
 
+SLOW_TOS = 0x28
+
+
 def _serve(conn: socket.socket, upstream: tuple[str, int], blocked: set[str]) -> None:
     conn.settimeout(10)
     hello = _read_hello(conn)
-    if server_name(hello) in blocked:
+    if f"slow:{server_name(hello)}" in blocked:
+        conn.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, SLOW_TOS)
+    elif server_name(hello) in blocked:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         conn.close()                                # an RST right after the ClientHello
         return

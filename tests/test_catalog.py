@@ -248,19 +248,23 @@ def services(tmp: Path) -> list[Sample]:
         '[probe]\ndns_servers = ["127.0.0.1"]\n[services]\n'
         f'urls = ["https://ok.test:{port}/", "https://sni.test:{mb}/"]\n'
         f'vpn = ["tcp://127.0.0.1:{port}", "openvpn://127.0.0.1:{vpn.getsockname()[1]}"]\n'
-        'open_after = 1\nresolver = "127.0.0.2"\n'))
+        'open_after = 1\nresolver = "127.0.0.2"\n'
+        f'throttle_url = "https://127.0.0.1:{mb}/bytes/100000"\nthrottle_names = ["sni.test"]\n'
+        'throttle_bytes = 100000\n'))
     clock, jobs = SystemClock(), FakeClock()   # the checks' timings; when targets are due
     try:
         agent = Agent(cfg, clock=jobs, probes=FakeNet().probes())
         agent.services = ServiceChecks(agent.ctx, line_up=lambda: True, checker=Checker(
             system_servers=lambda: ["127.0.0.1"], resolver="127.0.0.2", control_sni="control.test",
             ca_file=str(ca), timeout_s=2, clock=clock, dns_port=system.port,
-            bogon=lambda a: a.startswith("0.")))     # the sites are on loopback here
+            bogon=lambda a: a.startswith("0."),      # the sites are on loopback here
+            throttle_bytes=100_000))
         first = agent.services.run()
         blocked.clear()
         assert agent.services.run() == []          # none is due yet
         jobs.advance(60)                           # services.retry_s: sni.test is due again
-        assert [r.tags["target"] for r in agent.services.run()] == [f"sni.test:{mb}"]
+        again = agent.services.run()
+        assert [r.tags["target"] for r in again] == [f"sni.test:{mb}", "sni.test"]
     finally:
         site.shutdown()
         box.close()
@@ -268,7 +272,9 @@ def services(tmp: Path) -> list[Sample]:
         system.close()
         second.close()
     assert [(r.tags["step"], r.fields.get("how")) for r in first] == [
-        ("ok", None), ("tls", "reset"), ("ok", None), ("ok", None)]
+        ("ok", None), ("tls", "reset"), ("ok", None), ("ok", None), ("tls", "reset")]
+    # the throttling check of sni.test: reset by name, then (the block lifted) its rates
+    assert first[-1].tags["kind"] == "throttle" and again[-1].fields["ratio"] > 0
     return written(agent.store)
 
 

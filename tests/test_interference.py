@@ -137,3 +137,24 @@ def test_a_blip_is_no_episode_and_the_state_survives_json():
     assert State.from_json("not json") == State() and State.from_json('{"x": 5}') == State()
     with pytest.raises(ValueError):
         step(State(), _c(0), 0)
+
+
+def test_a_names_throttling_is_counted_apart_from_its_blocking():
+    """zoom.us checked as a site (passing) and, as SNI, for throttling (slow): the site's
+    passing checks do not end the throttling episode, and its details say so."""
+    seq, t = [], T0
+    for _ in range(3):
+        t += timedelta(minutes=1)
+        seq += [Check("zoom.us", "site", "ok", "", t),
+                Check("zoom.us", "throttle", "throttled", "slow", t + timedelta(seconds=5))]
+    state, changes = _run(seq, 3)
+    assert [(c.kind, c.episode.cause, c.episode.details) for c in changes] == [
+        ("opened", "throttled", {"target": "zoom.us", "how": "slow", "failed_checks": 3,
+                                 "kind": "throttle"})]
+    assert changes[0].episode.id.startswith("interference:zoom.us:throttle:")
+    assert state.get("zoom.us") is None and state.get("zoom.us throttle").open
+    # a neutral download that failed is no evidence either way; a good ratio ends it
+    state, got = step(state, Check("zoom.us", "throttle", "throttled", "control", t), 3)
+    assert got == [] and state.get("zoom.us throttle").count == 3
+    state, got = step(state, Check("zoom.us", "throttle", "ok", "", t + timedelta(hours=6)), 3)
+    assert [(c.kind, c.episode.duration_s) for c in got] == [("closed", 6 * 3600 + 115)]

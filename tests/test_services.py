@@ -8,7 +8,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.probes.services import Service, Steps, bogon, parse_service, sample, verdict
+from agent.probes.services import (
+    Service,
+    Steps,
+    bogon,
+    check_all,
+    child_budget_s,
+    parse_service,
+    sample,
+    throttle_services,
+    verdict,
+)
 
 T = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
@@ -151,3 +161,64 @@ def test_openvpn_packets():
     assert not openvpn_answers(bytes([7 << 3]) + _server_reset(SESSION)[1:], SESSION)
     assert not openvpn_answers(_server_reset(SESSION)[:20], SESSION)
     assert not openvpn_answers(b"", SESSION)
+
+
+def test_throttle_services():
+    got = throttle_services("https://probe.example.org:8443/1mb.bin", ["Zoom.us", "slack.com"])
+    assert [(t.kind, t.host, t.port, t.path, t.via, t.target) for t in got] == [
+        ("throttle", "zoom.us", 8443, "/1mb.bin", "probe.example.org", "zoom.us"),
+        ("throttle", "slack.com", 8443, "/1mb.bin", "probe.example.org", "slack.com")]
+    with pytest.raises(ValueError, match="https:// URL"):
+        throttle_services("tcp://probe.example.org:443", ["zoom.us"])
+    with pytest.raises(ValueError):
+        throttle_services("https://probe.example.org/", ["not a name"])
+
+
+def test_throttle_verdict_and_fields():
+    target = throttle_services("https://198.51.100.20/bytes/1000", ["slow.test"])[0]
+    slow = sample(target, _steps(throttle_fail="slow", kbps=(1500.0, 90000.0)), T)
+    assert slow.tags == {"target": "slow.test", "kind": "throttle", "step": "throttled"}
+    assert (slow.fields["how"], slow.fields["kbps"], slow.fields["control_kbps"],
+            slow.fields["ratio"]) == ("slow", 1500.0, 90000.0, 0.0167)
+    fine = sample(target, _steps(throttle_fail="", kbps=(80000.0, 90000.0)), T)
+    assert fine.tags["step"] == "ok" and fine.fields["ratio"] == 0.8889
+    # the name's own download reset: blocking by name, before any rate
+    reset = sample(target, _steps(tls_fail="reset", http_fail=None), T)
+    assert (reset.tags["step"], reset.fields["how"]) == ("tls", "reset")
+    assert "ratio" not in reset.fields
+    control = sample(target, Steps(throttle_fail="control"), T)
+    assert (control.tags["step"], control.fields["how"]) == ("throttled", "control")
+
+
+def test_child_budget_counts_downloads():
+    site, throttle = parse_service("https://a.test/"), throttle_services(
+        "https://s.test/f", ["a.test"])[0]
+    assert child_budget_s([site, site], 10) == 2 * 7 * 10 + 30
+    assert child_budget_s([site, throttle], 10) == (7 + 9) * 10 + 30
+
+
+def test_throttling_checks_run_one_at_a_time_after_the_rest(monkeypatch):
+    """With a person waiting the quick checks go in parallel; downloads never overlap (two at
+    once would share the line and halve each other's rate), and rows keep the order given."""
+    import threading
+    import time
+
+    running, overlap, lock = [0], [False], threading.Lock()
+
+    class Slow:
+        def check(self, service):
+            with lock:
+                running[0] += 1
+                if service.kind == "throttle" and running[0] > 1:
+                    overlap[0] = True
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+            return service.target
+
+    targets = [parse_service("https://a.test/"), *throttle_services("https://s.test/f",
+                                                                    ["x.test", "y.test"]),
+               parse_service("https://b.test/"), parse_service("https://c.test/")]
+    assert check_all(Slow(), targets, parallel=8) == ["a.test", "x.test", "y.test", "b.test",
+                                                      "c.test"]
+    assert not overlap[0]

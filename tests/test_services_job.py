@@ -181,3 +181,42 @@ def test_a_wireguard_endpoint_without_readable_keys_is_named_never_blocked(tmp_p
         ("wg.test:51820/udp", "vpn", "keys")]
     assert agent.store.episodes(type="interference") == []
     assert "services.vpn: the keys for wg.test:51820/udp could not be read" in caplog.text
+
+
+def test_throttling_checks_keep_their_own_schedule_and_need_three(tmp_path):
+    """throttle_url on: a throttling check per site host (throttle_names empty), due
+    throttle_interval_s after one that passed and retry_s after a slow one; an episode opens
+    only after three slow checks even with open_after = 1; the site checks of the same names
+    keep their own schedule and verdicts."""
+    clock = FakeClock()
+    cfg = parse(f'[agent]\nstate_dir = "{tmp_path}/state"\n[services]\n'
+                'urls = ["https://a.test/", "https://b.test/"]\nopen_after = 1\n'
+                'interval_s = 1800\nretry_s = 60\nthrottle_interval_s = 21600\n'
+                'throttle_url = "https://probe.test/1mb"\n')
+    agent = Agent(cfg, clock=clock, probes=FakeNet().probes())
+    table = Table(clock)
+    job = ServiceChecks(agent.ctx, line_up=lambda: True, checker=table)
+
+    def check(service):
+        table.checked.append((service.kind, service.target))
+        step = table.steps.get((service.kind, service.target), "ok")
+        fields = {"ok": step == "ok", **({} if step == "ok" else {"how": "slow"})}
+        return Sample("service", {"target": service.target, "kind": service.kind,
+                                  "step": step}, fields, clock.now())
+    table.check = check
+    table.steps[("throttle", "b.test")] = "throttled"
+    job.run()
+    assert table.checked == [("site", "a.test"), ("site", "b.test"), ("throttle", "a.test"),
+                             ("throttle", "b.test")]
+    for n in (1, 2):
+        clock.advance(60)
+        job.run()
+        assert table.checked[-1:] == [("throttle", "b.test")]
+        assert agent.store.episodes(type="interference") == [] or n == 2
+    eps = agent.store.episodes(type="interference")
+    assert [(e.cause, e.details["target"], e.details["kind"]) for e in eps] == [
+        ("throttled", "b.test", "throttle")]
+    clock.advance(1800)                      # the sites are due; a.test's throttling is not
+    job.run()
+    assert sorted(table.checked[6:]) == [("site", "a.test"), ("site", "b.test"),
+                                         ("throttle", "b.test")]

@@ -259,3 +259,44 @@ def test_wireguard_server_answers_the_peers_keys_only(lab, tmp_path):
         assert [(r["step"], r.get("how", "")) for r in json.loads(r.stdout)] == [("vpn", "timeout")] * 2
     finally:
         server.stop()
+
+
+def test_throttling_by_name_is_told_from_a_slow_server(lab, tmp_path):
+    """Throttling by the TLS name, as a DPI box does it: the middlebox marks connections naming
+    slow.test and the gateway's htb qdisc, through a u32 filter on that mark, holds them to
+    2 Mbit/s. The download through the middlebox with slow.test as SNI comes out `throttled:
+    slow` (ratio far under 0.5 against the neutral name); ok.test passes; sni.test, which the
+    middlebox resets, fails at TLS (blocking by name on the way to the user's own server);
+    with the whole server slow (every name alike) nothing is throttled; with the neutral
+    download failing too there is nothing to compare with (`control`)."""
+    censor = censorlab.build(lab, tmp_path)
+    censorlab.block(censor, "sni.test", "slow:slow.test")
+    censorlab.shape_marked(censor, 2000)
+    throttle = {"urls": "[]", "vpn": "[]",
+                "throttle_url": json.dumps(f"https://{censorlab.MIDDLEBOX}/bytes/400000"),
+                "throttle_names": json.dumps(["ok.test", "slow.test", "sni.test"]),
+                "throttle_bytes": "400000", "timeout_s": "3"}
+    cfg = _config(tmp_path, censor.ca, **throttle)
+    r = _services(censor, cfg, "--json")
+    assert r.returncode == 1 and r.stdout, r.stderr
+    rows = {x["target"]: x for x in json.loads(r.stdout)}
+    assert {t: (x["kind"], x["step"], x.get("how", "")) for t, x in rows.items()} == {
+        "ok.test": ("throttle", "ok", ""), "slow.test": ("throttle", "throttled", "slow"),
+        "sni.test": ("throttle", "tls", "reset")}, r.stdout
+    slow = rows["slow.test"]
+    assert slow["ratio"] < 0.2 and 1200 < slow["kbps"] < 2100, slow   # the class's 2 Mbit/s
+    assert rows["ok.test"]["ratio"] > 0.5 and rows["ok.test"]["control_kbps"] > 10_000
+    table = _services(censor, cfg)
+    assert "kbit/s with this name" in table.stdout
+
+    # the whole way slow (the server's own line): every name alike, no throttling by name
+    censorlab.block(censor, "slow:slow.test", "slow:ok.test", "slow:control.test")
+    r = _services(censor, _config(tmp_path, censor.ca, **{
+        **throttle, "throttle_names": json.dumps(["ok.test", "slow.test"]),
+        "throttle_bytes": "100000"}), "--json")
+    assert [(x["step"], 0.5 < x["ratio"] < 2) for x in json.loads(r.stdout)] == [("ok", True)] * 2
+
+    # nothing listens at the URL's port: nothing to compare with, no finding
+    r = _services(censor, _config(tmp_path, censor.ca, **{
+        **throttle, "throttle_url": json.dumps(f"https://{censorlab.MIDDLEBOX}:8443/x")}), "--json")
+    assert {(x["step"], x["how"]) for x in json.loads(r.stdout)} == {("throttled", "control")}

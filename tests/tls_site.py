@@ -1,5 +1,7 @@
 """An HTTPS site for the lab: answers every request with 200 and a short body, with the
-certificate given (made by tests/censorlab.py's test CA). Run in the lab's internet namespace.
+certificate given (made by tests/censorlab.py's test CA), whatever TLS name the client sends;
+``GET /bytes/N`` answers N bytes (a download for throttling checks, at most 50 MB). Run in the
+lab's internet namespace.
 
 usage: python tls_site.py ADDR PORT CERT KEY
 Prints "ready" once it listens."""
@@ -30,7 +32,21 @@ class Site(BaseHTTPRequestHandler):
         self._answer(False)
 
     def do_GET(self) -> None:
-        self._answer(True)
+        size = self.path.removeprefix("/bytes/")
+        if size == self.path or not size.isdigit() or int(size) > 50_000_000:
+            self._answer(True)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", size)
+        self.end_headers()
+        left, block = int(size), b"\0" * 65536
+        try:
+            while left > 0:
+                self.wfile.write(block[:left])
+                left -= min(left, len(block))
+        except OSError:
+            pass                      # the client had enough
 
 
 def site(addr: str, port: int, cert: str, key: str) -> ThreadingHTTPServer:

@@ -195,7 +195,7 @@ def episode_sample(ep: Episode, tags: dict[str, str]) -> Sample:
     for key in ("charge_start_pct", "charge_end_pct"):
         if ep.details.get(key) is not None:
             fields[key] = float(ep.details[key])
-    extra = {k: str(ep.details[k]) for k in ("source", "target") if k in ep.details}
+    extra = {k: str(ep.details[k]) for k in ("source", "target", "kind") if k in ep.details}
     return Sample("outage", {**tags, "type": ep.type, "cause": ep.cause, **extra}, fields, ep.start)
 
 

@@ -5,8 +5,10 @@ closes are written in the same transaction as the rows and the tracker, then ann
 
 A target is due ``services.interval_s`` after a check it passed, ``services.retry_s`` after one
 it failed: a healthy site costs a check every 30 minutes, a failing one is
-confirmed or cleared within minutes. The job itself runs every ``retry_s``; after a start every
-target is due.
+confirmed or cleared within minutes. A throttling check (``throttle_url``) is due
+``services.throttle_interval_s`` after one that was not slow, and a throttling episode needs at
+least three slow checks whatever ``open_after`` says. The job itself runs every ``retry_s``;
+after a start every target is due.
 
 "While the line is up": no connectivity outage in progress and the machine not on battery (a
 power cut), both before the checks and after them (an outage that began during the checks makes
@@ -23,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent import interference
+from agent.config import ServicesSection
+from agent.interference import key_of
 from agent.jobs.context import Context, Job, episode_sample
 from agent.model import Sample
 from agent.probes.dns import system_servers
@@ -34,6 +38,7 @@ from agent.probes.services import (
     child_request,
     parse_service,
     rows_of_child,
+    throttle_services,
 )
 from agent.statekeys import STATE_INTERFERENCE
 from kit.errors import ProbeError
@@ -42,6 +47,16 @@ log = logging.getLogger("linewatch")
 _SLACK_S = 1.0
 # Where the agent's packages are, for the child (the agent may run from a checkout).
 _ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def configured_targets(sv: ServicesSection) -> list[Service]:
+    """What ``[services]`` checks: its sites, its VPN endpoints, and (with ``throttle_url``) a
+    throttling check per name of ``throttle_names`` (empty: the sites' hosts)."""
+    out = [parse_service(u) for u in (*sv.urls, *sv.vpn)]
+    if sv.throttle_url:
+        names = sv.throttle_names or tuple(dict.fromkeys(t.host for t in out if t.kind == "site"))
+        out += throttle_services(sv.throttle_url, names)
+    return out
 
 
 def saved_interference(ctx: Context) -> interference.State:
@@ -65,8 +80,7 @@ class ServiceChecks(Job):
         self._next: dict[str, float] = {}    # target -> when it is due (monotonic seconds)
 
     def targets(self) -> list[Service]:
-        sv = self.cfg.services
-        return [parse_service(u) for u in (*sv.urls, *sv.vpn)]
+        return configured_targets(self.cfg.services)
 
     def check(self, targets: list[Service]) -> list[Sample]:
         """The checks' rows: in a child process (agent/probes/services.py, "in a child
@@ -77,16 +91,16 @@ class ServiceChecks(Job):
         request = child_request(targets, system_servers=list(self.cfg.probe.dns_servers)
                                 or system_servers(), resolver=sv.resolver,
                                 control_sni=sv.control_sni, ca_file=sv.ca_file,
-                                timeout_s=sv.timeout_s, config_file=self.cfg.source)
+                                timeout_s=sv.timeout_s, config_file=self.cfg.source,
+                                throttle_url=sv.throttle_url, throttle_bytes=sv.throttle_bytes)
+        budget = child_budget_s(targets, sv.timeout_s)
         try:
             done = subprocess.run([sys.executable, "-m", "agent.probes.services"], input=request,
-                                  capture_output=True, timeout=child_budget_s(len(targets),
-                                                                              sv.timeout_s),
+                                  capture_output=True, timeout=budget,
                                   env={**os.environ, "PYTHONPATH": os.pathsep.join(
                                       p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)})
         except subprocess.TimeoutExpired:
-            raise ProbeError(f"services: the checks took longer than "
-                             f"{child_budget_s(len(targets), sv.timeout_s):g} s") from None
+            raise ProbeError(f"services: the checks took longer than {budget:g} s") from None
         if done.returncode != 0:
             text = done.stderr.decode("utf-8", "replace").strip().splitlines()
             raise ProbeError(f"services: the checks failed: {text[-1] if text else done.returncode}")
@@ -102,14 +116,18 @@ class ServiceChecks(Job):
         sv = self.cfg.services
         # A second's slack: the job runs every retry_s, and a run that starts a few ms earlier
         # in its period than the last must not leave a target due at that run for the next.
-        targets = [t for t in self.targets() if self._next.get(t.target, now) <= now + _SLACK_S]
+        targets = [t for t in self.targets()
+                   if self._next.get(key_of(t.target, t.kind), now) <= now + _SLACK_S]
         if not targets or not self.line_up():
             return []
         rows = [Sample(s.measurement, {**self.tags, **s.tags}, s.fields, s.time)
                 for s in self.check(targets)]
         for r in rows:
-            self._next[r.tags["target"]] = now + (sv.interval_s if r.fields["ok"] else sv.retry_s)
-            if r.fields.get("how") == interference.NOT_EVIDENCE:
+            throttle = r.tags["kind"] == interference.THROTTLE
+            wait = (sv.throttle_interval_s if throttle else sv.interval_s) if r.fields["ok"] \
+                else sv.retry_s
+            self._next[key_of(r.tags["target"], r.tags["kind"])] = now + wait
+            if r.fields.get("how") == "keys":
                 log.warning("services.vpn: the keys for %s could not be read, so it is not "
                             "checked (`linewatch services` says why)", r.tags["target"])
         up = self.line_up()
@@ -118,7 +136,9 @@ class ServiceChecks(Job):
             for s in rows:
                 check = interference.Check(s.tags["target"], s.tags["kind"], s.tags["step"],
                                            str(s.fields.get("how", "")), s.time)
-                tracker, ch = interference.step(tracker, check, self.cfg.services.open_after)
+                # throttling: slow downloads are confirmed over at least three checks
+                tracker, ch = interference.step(tracker, check, max(sv.open_after, 3) if
+                                                check.step == "throttled" else sv.open_after)
                 changes += ch
         episodes = {c.episode.id: c.episode for c in changes}
         samples = rows + [episode_sample(c.episode, self.tags) for c in changes

@@ -25,6 +25,13 @@ for ``openvpn://`` the client's first packet (a hard reset) and the server's ans
 ``wireguard://`` a handshake initiation made with the user's own keys (agent/probes/wireguard.py:
 a WireGuard server answers nothing else) and the server's response, authenticated.
 
+Throttling (optional: ``throttle_url``) is a ``throttle`` check per name: the same file
+downloaded from a server the user or an NGO runs, once with ``control_sni`` as the TLS name and
+once with the name; a box that slows traffic by the name it sees slows only the second. Its step
+``throttled`` (how ``slow``) is a ratio of the two rates below :data:`THROTTLED_BELOW`; a name
+whose own download fails is that step's failure (a reset by name is blocking); a neutral
+download that fails leaves nothing to compare (how ``control``, no evidence either way).
+
 Sample ``service``, tags ``target`` (the URL's host, or host:port), ``kind`` (``site``,
 ``tcp``, ``openvpn``, ``wireguard``), ``step`` (the step that failed, or ``ok``). Fields:
 
@@ -38,6 +45,9 @@ connect_ms     float  TCP connect time (ms), when it connected
 tls_ms         float  TLS handshake time (ms), when it completed
 http_ms        float  request sent -> status line read (ms), when it was read
 vpn_ms         float  a VPN endpoint's first packet sent -> its answer read (ms)
+kbps           float  throttle: the download's rate with the name as SNI (kbit/s)
+control_kbps   float  throttle: the same download's rate with the neutral name (kbit/s)
+ratio          float  throttle: kbps / control_kbps
 status_code    int    the HTTP status, when it was read
 addresses      int    addresses the system's resolvers gave (0 when none)
 dns_agree      bool   the system's and the second path's answers share an address (only when
@@ -65,13 +75,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from agent.clock import Clock
-from agent.interference import NOT_EVIDENCE
 from agent.model import Sample, to_ns
 from agent.probes.dns import Lookup, lookup, recv_exact
 from agent.probes.dns_wire import validate_name
 from kit.errors import ConfigError
 
-STEPS = ("dns", "tcp", "tls", "http", "vpn")
+STEPS = ("dns", "tcp", "tls", "http", "vpn", "throttled")
 # How each step fails: the word in ``how``.
 HOW = {
     "dns": ("timeout", "nxdomain", "no_answer", "servfail", "refused", "network",
@@ -81,8 +90,11 @@ HOW = {
     "http": ("timeout", "reset", "closed", "malformed"),
     # keys: a wireguard:// endpoint's keys could not be read (a setup problem, not a finding)
     "vpn": ("timeout", "refused", "reset", "closed", "malformed", "keys"),
+    # control: the neutral download failed (nothing to compare with; not a finding)
+    "throttled": ("slow", "control"),
 }
-KINDS = ("site", "tcp", "openvpn", "wireguard")
+KINDS = ("site", "tcp", "openvpn", "wireguard", "throttle")
+THROTTLED_BELOW = 0.5     # the name's rate under half the neutral one's
 SCHEMES = {"https": "site", "tcp": "tcp", "openvpn": "openvpn", "wireguard": "wireguard"}
 OPENVPN_PORT = 1194
 WIREGUARD_PORT = 51820
@@ -103,11 +115,13 @@ class Service:
     text: str = ""          # as configured
     transport: str = "tcp"  # openvpn: "udp" or "tcp"; wireguard: "udp"
     keys_file: str = ""     # wireguard: the WireGuard config holding the keys
+    via: str = ""           # throttle: the download server's host (``host`` is the SNI name)
 
     @property
     def target(self) -> str:
-        """The ``target`` tag: a site's host (its port when not 443), an endpoint's host:port."""
-        if self.kind == "site" and self.port == 443:
+        """The ``target`` tag: a site's host (its port when not 443), an endpoint's host:port,
+        a throttling check's name."""
+        if self.kind == "throttle" or (self.kind == "site" and self.port == 443):
             return self.host
         if self.transport == "udp":
             return (f"[{self.host}]:{self.port}/udp" if ":" in self.host
@@ -166,6 +180,23 @@ def parse_service(text: str) -> Service:
     return Service(kind, host.lower(), port or 443, path, text.strip())
 
 
+def throttle_services(url: str, names: Sequence[str]) -> list[Service]:
+    """A ``throttle`` check per name: the file at ``url`` (an https:// URL on a server the user
+    or an NGO runs) fetched with the name as SNI. ValueError names what is wrong."""
+    base = parse_service(url)
+    if base.kind != "site":
+        raise ValueError("the throttling download is an https:// URL")
+    out = []
+    for name in names:
+        validate_name(name)
+        out.append(Service("throttle", name.lower(), base.port, base.path, f"{THROTTLE_PREFIX}{name}",
+                           via=base.host))
+    return out
+
+
+THROTTLE_PREFIX = "throttle:"   # a throttling check's text in the child's request
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -222,6 +253,8 @@ class Steps:
     tls_fail: str | None = None
     http_fail: str | None = None
     vpn_fail: str | None = None
+    throttle_fail: str | None = None
+    kbps: tuple[float, float] | None = None    # throttle: (the name's rate, the neutral's)
     control_tls: bool | None = None
     ms: dict[str, float] = field(default_factory=dict)
     status_code: int | None = None
@@ -236,7 +269,8 @@ def verdict(s: Steps) -> tuple[str, str]:
     if s.dns_fail:
         return "dns", s.dns_fail
     failed = next(((st, how) for st, how in (("tcp", s.tcp_fail), ("tls", s.tls_fail),
-                                             ("http", s.http_fail), ("vpn", s.vpn_fail))
+                                             ("http", s.http_fail), ("vpn", s.vpn_fail),
+                                             ("throttled", s.throttle_fail))
                    if how), None)
     if failed is None:
         return "ok", ""
@@ -262,6 +296,10 @@ def sample(service: Service, s: Steps, time_: datetime) -> Sample:
         fields["dns_agree"] = bool(set(s.second) & set(s.addresses))
     if s.control_tls is not None:
         fields["control_tls"] = s.control_tls
+    if s.kbps is not None:
+        fields["kbps"], fields["control_kbps"] = round(s.kbps[0], 1), round(s.kbps[1], 1)
+        if s.kbps[1] > 0:
+            fields["ratio"] = round(s.kbps[0] / s.kbps[1], 4)
     return Sample("service", {"target": service.target, "kind": service.kind, "step": step},
                   fields, time_)
 
@@ -307,8 +345,9 @@ class Checker:
     def __init__(self, *, system_servers: Callable[[], Sequence[str]], resolver: str = "",
                  control_sni: str = "example.com", ca_file: str = "", timeout_s: float = 10.0,
                  clock: Clock, dns_port: int = 53, config_file: str = "(defaults)",
-                 bogon: Callable[[str], bool] = bogon) -> None:
+                 bogon: Callable[[str], bool] = bogon, throttle_bytes: int = 1_000_000) -> None:
         self.system_servers, self.resolver = system_servers, resolver
+        self.throttle_bytes = throttle_bytes
         self.control_sni, self.timeout_s, self.clock = control_sni, timeout_s, clock
         self.dns_port, self.bogon = dns_port, bogon
         # deferred: ssl loads OpenSSL (about 4 MB), for checks only
@@ -330,12 +369,15 @@ class Checker:
     def check(self, service: Service) -> Sample:
         started = self.clock.now()
         s = Steps()
+        if service.kind == "throttle":
+            self._throttle(service, s)
+            return sample(service, s, started)
         keys = None
         if service.kind == "wireguard":
             try:
                 keys = wireguard_keys(service)
             except ValueError:
-                s.vpn_fail = NOT_EVIDENCE      # `linewatch check` and `services` say why
+                s.vpn_fail = "keys"      # `linewatch check` and `services` say why
                 return sample(service, s, started)
         if _is_ip(service.host):
             s.addresses = (service.host,)
@@ -486,6 +528,90 @@ class Checker:
         s.vpn_fail = ""
         s.ms["vpn"] = (self.clock.monotonic() - t0) * 1000.0
 
+    def _throttle(self, service: Service, s: Steps) -> None:
+        """The file fetched from the server (``via``) with the neutral name, then with the
+        checked one, on the same address; the rates compared."""
+        if _is_ip(service.via):
+            address = service.via
+        else:
+            found = self._lookup(service.via, list(self.system_servers()))
+            v4 = [a for a in found.addresses if "." in a]
+            if found.error or not v4:
+                s.throttle_fail = "control"
+                return
+            address = v4[0]
+        s.dns_fail = ""
+        neutral = Steps()
+        control = self._download(service, address, self.control_sni, neutral)
+        if control is None:
+            s.throttle_fail = "control"
+            return
+        rate = self._download(service, address, service.host, s)
+        if rate is None:
+            return                                   # its step and how are in ``s``
+        s.kbps = (rate, control)
+        s.throttle_fail = "slow" if rate < THROTTLED_BELOW * control else ""
+
+    def _download(self, service: Service, address: str, sni: str, s: Steps) -> float | None:
+        """``throttle_bytes`` of the file, or what came in 3 x timeout_s, or until the server
+        was silent for timeout_s; its rate in kbit/s from the request sent to the last byte.
+        None with the failed step in ``s``: the connection closed before the bytes asked
+        (``http: closed``), no answer (``http: timeout``), one other than 200 or 206
+        (``http: malformed``)."""
+        sock = self._connect(address, service.port, s)
+        if sock is None:
+            return None
+        tls, s.tls_fail, ms = self._handshake(sock, sni, self._control)
+        if tls is None:
+            return None
+        s.ms["tls"] = ms
+        request = (f"GET {service.path} HTTP/1.1\r\nHost: {service.via}\r\nUser-Agent: "
+                   f"{USER_AGENT}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n")
+        got, closed = 0, False
+        head: bytes | None = b""
+        t0 = self.clock.monotonic()
+        cap = t0 + 3 * self.timeout_s
+        with tls:
+            try:
+                tls.settimeout(self.timeout_s)
+                tls.sendall(request.encode("ascii", "replace"))
+                while got < self.throttle_bytes and (now := self.clock.monotonic()) < cap:
+                    tls.settimeout(min(self.timeout_s, cap - now))
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        closed = True
+                        break
+                    if head is not None:
+                        head += chunk
+                        if b"\r\n\r\n" not in head:
+                            if len(head) > 65536:
+                                raise ValueError("headers too long")
+                            continue
+                        head, chunk = head.split(b"\r\n\r\n", 1)
+                        status = head.split(b" ", 2)[1:2]
+                        if status not in ([b"200"], [b"206"]):
+                            s.http_fail = "malformed"
+                            return None
+                        s.status_code = int(status[0])
+                        head = None
+                    got += len(chunk)
+            except TimeoutError:
+                pass                                  # what came in counts: a stall is slow
+            except (OSError, ValueError) as exc:
+                word = _tls_word(exc) if type(exc).__module__ == "ssl" else _os_word(exc)
+                s.http_fail = word if word in HOW["http"] else "reset"
+                return None
+            elapsed = self.clock.monotonic() - t0
+        if head is not None:
+            s.http_fail = "closed" if closed else "timeout"
+            return None
+        if closed and got < self.throttle_bytes:
+            s.http_fail = "closed"                   # cut short (or a file shorter than asked)
+            return None
+        s.http_fail = ""
+        s.ms["http"] = elapsed * 1000.0
+        return got * 8 / 1000.0 / max(elapsed, 1e-6)
+
     def _control_handshake(self, address: str, port: int) -> bool:
         try:
             sock = socket.create_connection((address, port), timeout=self.timeout_s)
@@ -548,14 +674,19 @@ def wireguard_keys(service: Service) -> Any:
 def check_all(checker: Checker, services: Sequence[Service], parallel: int = 1) -> list[Sample]:
     """Every service checked, the rows in the order given: one after the other (the agent's
     job: each thread that runs OpenSSL grows the process by its own heap, bench/README.md), or
-    ``parallel`` at once (``linewatch services``: a person waiting)."""
-    if parallel <= 1 or len(services) < 2:
+    ``parallel`` at once (``linewatch services``: a person waiting), but throttling checks
+    always one at a time."""
+    quick = [s for s in services if s.kind != "throttle"]
+    if parallel <= 1 or len(quick) < 2:
         return [checker.check(s) for s in services]
     # deferred: threads only for a command that checks many at once
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(min(len(services), parallel)) as pool:
-        return list(pool.map(checker.check, services))
+    with ThreadPoolExecutor(min(len(quick), parallel)) as pool:
+        done = dict(zip((id(s) for s in quick), pool.map(checker.check, quick)))
+    # downloads one at a time, after the rest: two at once would share the line and each
+    # other's rate
+    return [done[id(s)] if id(s) in done else checker.check(s) for s in services]
 
 
 def _system_trust(ssl: Any) -> Any:
@@ -597,18 +728,21 @@ def _status_line(tls: Any, deadline: float) -> bytes | None:
 # bench/README.md) and a check that hangs in a library call cannot hold the agent.
 
 def child_request(services: Sequence[Service], *, system_servers: Sequence[str], resolver: str,
-                  control_sni: str, ca_file: str, timeout_s: float, config_file: str) -> bytes:
+                  control_sni: str, ca_file: str, timeout_s: float, config_file: str,
+                  throttle_url: str = "", throttle_bytes: int = 1_000_000) -> bytes:
     """What the child reads on its standard input: the targets (as configured) and settings."""
     return json.dumps({"targets": [s.text for s in services],
                        "system_servers": list(system_servers), "resolver": resolver,
                        "control_sni": control_sni, "ca_file": ca_file, "timeout_s": timeout_s,
-                       "config_file": config_file}).encode()
+                       "config_file": config_file, "throttle_url": throttle_url,
+                       "throttle_bytes": throttle_bytes}).encode()
 
 
-def child_budget_s(n: int, timeout_s: float) -> float:
-    """How long the child may take for ``n`` targets: each step of each check at its timeout
-    (two lookups, a connect, three handshakes, a request), and a margin to start."""
-    return n * 7 * timeout_s + 30.0
+def child_budget_s(services: Sequence[Service], timeout_s: float) -> float:
+    """How long the child may take: each step of each check at its timeout (two lookups, a
+    connect, three handshakes, a request; a throttling check: a lookup and two downloads of at
+    most 3 x timeout_s after their connect and handshake), and a margin to start."""
+    return sum(9 if s.kind == "throttle" else 7 for s in services) * timeout_s + 30.0
 
 
 def rows_of_child(out: bytes) -> list[Sample]:
@@ -628,8 +762,10 @@ def _child(stdin: bytes) -> str:
     checker = Checker(system_servers=lambda: servers, resolver=req["resolver"],
                       control_sni=req["control_sni"], ca_file=req["ca_file"],
                       timeout_s=float(req["timeout_s"]), clock=SystemClock(),
-                      config_file=req["config_file"])
-    rows = check_all(checker, [parse_service(t) for t in req["targets"]])
+                      config_file=req["config_file"], throttle_bytes=int(req["throttle_bytes"]))
+    rows = check_all(checker, [
+        throttle_services(req["throttle_url"], [t[len(THROTTLE_PREFIX):]])[0]
+        if t.startswith(THROTTLE_PREFIX) else parse_service(t) for t in req["targets"]])
     return json.dumps([{"time": r.time.isoformat(), "tags": dict(r.tags),
                         "fields": dict(r.fields)} for r in rows])
 

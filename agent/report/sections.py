@@ -363,7 +363,8 @@ BLOCKED_HOW = {
     ("vpn", "refused"): "the VPN server's port was refused",
     ("vpn", "reset"): "the connection to the VPN server was reset",
     ("vpn", "closed"): "the connection to the VPN server was closed",
-    ("vpn", "malformed"): "something other than the VPN server answered",
+    ("throttled", "slow"): "downloads naming it were slowed to under half the speed of others",
+    ("vpn", "malformed"): "something other than the VPN server answered, or not to its keys",
 }
 
 
@@ -386,7 +387,8 @@ def blocked_section(line: Mapping, tz: tzinfo) -> str:
                     f'<td class="n">{fmt_min(b.get("duration_min"))}</td>'
                     f'<td class="n">{fmt_min(b.get("work_min"))}</td></tr>')
     work = esc(line.get("work_hours") or "")
-    return ("<p>The internet answered, but these sites or VPN servers could not be reached. Each "
+    return ("<p>The internet answered, but these sites or VPN servers could not be reached (or, "
+            "for a throttling check, were slowed by name). Each "
             "was checked step by step (name lookup, connection, secure handshake, request); the "
             "column \u201cWhat failed\u201d names the step where the way to it broke. A block is "
             "recorded only after several failed checks in a row, and never during an outage or a "
