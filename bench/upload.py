@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.clock import FakeClock
 from agent.config import parse
 from agent.forward import make_forwarder
+from agent.jobs.services import ServiceChecks
 from agent.model import Sample
 from agent.probes.contract import Network
 from agent.runner import Agent
@@ -101,7 +102,25 @@ class Line:
                        dns_servers=lambda: ["192.168.1.1"])
 
 
-def one_day(send: str, seed: int) -> dict:
+class PassingChecks:
+    """A stand-in for the service checks (a real check needs the sites: the bench's traffic
+    stays on 127.0.0.1): each returns the row a passing check of a site writes, with its
+    timings, so the rows forwarded are the size they are on a real line."""
+
+    def __init__(self, clock: FakeClock, seed: int) -> None:
+        self.clock, self.rng = clock, random.Random(seed)
+
+    def check(self, service) -> Sample:
+        r = self.rng
+        return Sample("service", {"target": service.target, "kind": service.kind, "step": "ok"},
+                      {"ok": True, "addresses": r.randint(1, 4), "dns_ms": round(r.uniform(5, 80), 3),
+                       "connect_ms": round(r.uniform(20, 200), 3),
+                       "tls_ms": round(r.uniform(40, 400), 3), "http_ms": round(r.uniform(40, 400), 3),
+                       "status_code": r.choice((200, 301, 302, 403)), "dns_agree": r.random() < 0.7},
+                      self.clock.now())
+
+
+def one_day(send: str, seed: int, services: bool = False) -> dict:
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Counter)
     srv.lock, srv.bytes, srv.requests = threading.Lock(), 0, 0
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -109,7 +128,8 @@ def one_day(send: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = parse(f'[agent]\nstate_dir = "{tmp}"\nregion = "PK-PB"\ncity = "Lahore"\n'
                     f'isp = "PTCL"\naccess = "dsl"\n[probe]\ntargets = ["1.1.1.1", "8.8.8.8"]\n'
-                    f'[speedtest]\nenabled = false\n[services]\nurls = []\n'
+                    f'[speedtest]\nenabled = false\n'
+                    + ('' if services else '[services]\nurls = []\n') +
                     f'[influx]\nurl = "http://127.0.0.1:{srv.server_address[1]}"\n'
                     f'bucket = "lw"\norg = "ngo"\nsend = "{send}"\n')
         day0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -117,12 +137,16 @@ def one_day(send: str, seed: int) -> dict:
         line = Line(clock, day0.timestamp(), seed)
         agent = Agent(cfg, clock=clock, probes=line.probes())
         fwd = make_forwarder(cfg, agent.store, clock)
+        checks = ServiceChecks(agent.ctx, line_up=lambda: True,
+                               checker=PassingChecks(clock, seed)) if services else None
         rows = 0
         for step in range(DAY_S // 10):
             agent.rounds.run()
             if step % 6 == 0:
                 agent.selfmetrics.run()
                 agent.summaries.run()
+                if checks is not None:
+                    checks.run()      # the job runs every services.retry_s (60 s)
             rows += fwd.push().sent
             clock.advance(10)
         agent.summaries.run()   # the day's last hour, closed
@@ -131,19 +155,25 @@ def one_day(send: str, seed: int) -> dict:
         rows += fwd.push().sent
         agent.store.close()
     srv.shutdown()
-    return {"send": send, "bytes_day": srv.bytes, "requests_day": srv.requests, "rows_day": rows,
+    return {"send": send + (" + services" if services else ""), "bytes_day": srv.bytes,
+            "requests_day": srv.requests, "rows_day": rows,
             "mb_month": srv.bytes * 30 / 1e6}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--services", action="store_true",
+                    help="also with the default sites' checks on (a stand-in checker passing "
+                    "each), at the default interval")
     args = ap.parse_args()
-    out = {"all": [], "summaries": []}
+    modes = [("all", False), ("summaries", False)] + \
+        ([("all", True), ("summaries", True)] if args.services else [])
+    out: dict[str, list] = {}
     for run in range(args.runs):
-        for send in out:
-            r = one_day(send, seed=run)
-            out[send].append(r)
+        for send, services in modes:
+            r = one_day(send, seed=run, services=services)
+            out.setdefault(r["send"], []).append(r)
             print(json.dumps(r), flush=True)
     print()
     print(f"| influx.send | MB a month (median of {args.runs}) | runs | requests a day | rows a day |")

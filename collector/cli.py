@@ -7,6 +7,8 @@ Commands: ``aggregate`` (table, CSV or JSON), ``report`` (one self-contained HTM
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import sys
 import time
@@ -135,6 +137,43 @@ def aggregate_cmd(ctx, cache, config_path, stores, period, by, until, since, fmt
     # Scripts read stdout; what was read and the data-quality counts go to stderr.
     click.echo("read: " + "; ".join(result.get("sources", ())), err=True)
     click.echo("data quality: " + "; ".join(output.quality_lines(result["data_quality"])), err=True)
+
+
+@main.command("interference")
+@click.option("--config", "config_path", metavar="PATH", help="Collector config (TOML).")
+@click.option("--store", "stores", multiple=True, metavar="FILE",
+              help="An agent's store file to read too (repeatable).")
+@click.option("--until", default=None, help="Window end: a duration back from now or a date "
+              "(default: now).")
+@click.option("--since", default="30d", show_default=True,
+              help="Window start: a duration back (30d, 12h, 2w) or a date.")
+@click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table",
+              show_default=True)
+@click.option("--ooni", "ooni_path", metavar="FILE", help="Also write each site check (of "
+              "cells at or over the floor) as one line of OONI-style web_connectivity JSON.")
+@click.pass_context
+def interference_cmd(ctx, config_path, stores, until, since, fmt, ooni_path):
+    """Sites and VPN servers blocked while lines were up, per region x ISP x target, with the
+    share of lines that found each blocked (95 % interval), how, and regional events."""
+    cfg = _config(ctx, config_path)
+    start, end = _window(since, until, time.time())
+
+    def work() -> dict:
+        if not ooni_path:
+            return pipeline.interference(cfg, start, end, stores, warn=_warn)
+        fd = os.open(ooni_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            return pipeline.interference(cfg, start, end, stores, ooni=lambda t: f.write(t + "\n"),
+                                         warn=_warn)
+    result = _run(work)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(output.interference_table(result), nl=False)
+    click.echo("read: " + "; ".join(result.get("sources", ())), err=True)
+    click.echo("data quality: " + "; ".join(output.quality_lines(result["data_quality"])), err=True)
+    if ooni_path:
+        click.echo(f"wrote {result['ooni_measurements']:,} measurements to {ooni_path}", err=True)
 
 
 @main.command("report")

@@ -188,3 +188,42 @@ def regional_points(result: dict) -> list[tuple[str, dict, dict, int]]:
                      "median_duration_min": float(e["median_duration_min"]),
                      "end_unix_ms": _epoch_ns(e["end"]) // 1_000_000}, _epoch_ns(e["start"])))
     return out
+
+
+def interference_table(result: dict) -> str:
+    """``linewatch-collector interference``: the cells (region x ISP x target), then the
+    regional events."""
+    s = result["settings"]
+    head = ["REGION", "ISP", "TARGET", "LINES", "BLOCKED", "SHARE_%", "95%_INTERVAL", "EPISODES",
+            "BLOCKED_H", "HOW"]
+    rows = []
+    for c in result["cells"]:
+        ident = [c["region"] or "-", c["isp"] or "-",
+                 c["target"] + (" (throttling)" if c.get("throttling") else "")]
+        if c.get("suppressed"):
+            rows.append(ident + [f"(fewer than {s['min_agents']} lines checking: suppressed)"])
+            continue
+        how = f"{c['main_cause']}: {c['main_how']}" if c["main_cause"] else "-"
+        rows.append(ident + [str(c["lines_checking"]), str(c["lines_blocked"]),
+                             _fmt(c["share_blocked"], 1, 100),
+                             f"{_fmt(c['share_blocked_low'], 1, 100)}-"
+                             f"{_fmt(c['share_blocked_high'], 1, 100)}",
+                             str(c["episodes"]), _fmt(c["blocked_h"], 2), how])
+    widths = [max([len(head[i])] + [len(r[i]) for r in rows if len(r) == len(head)])
+              for i in range(len(head))]
+    out = [f"linewatch blocking while the line was up  {result['window']['start']} .. "
+           f"{result['window']['end']}", ""]
+    out.append("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
+    for r in rows:
+        out.append("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    if not rows:
+        out.append("(no site or VPN server was checked in this window)")
+    out += ["", f"regional interference events ({len(result['events'])}; "
+                f"{result['events_under_floor']} under the floor, not listed):"]
+    for e in result["events"]:
+        elsewhere = (f"; passed on {e['elsewhere_clean_lines']} line(s) of "
+                     f"{', '.join(e['elsewhere_isps'])} that day") if e["elsewhere_isps"] else ""
+        out.append(f"  {e['start']} .. {e['end']}  {e['region']} / {e['isp']}: {e['target']} "
+                   f"{e['cause']}: {e['how']} on {e['lines']} of {e['lines_checking']} lines"
+                   f"{elsewhere}")
+    return "\n".join(out) + "\n"

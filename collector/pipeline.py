@@ -184,3 +184,73 @@ def write_back(cfg: cconfig.CollectorConfig, now: float,
     finally:
         sink.close()
     return len(points)
+
+
+def interference(cfg: cconfig.CollectorConfig, start: float, end: float,
+                 stores: tuple[str, ...] = (), ooni: Callable[[str], None] | None = None,
+                 warn: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Blocking across agents for [start, end) (collector.interference): the cells of region
+    x ISP x target, the regional interference events and the data quality, from every
+    configured source; with ``ooni``, each site check of a cell at or over the floor is given
+    to it as one JSON line (OONI's measurement format)."""
+    from agent import __version__ as version  # deferred: the version, for the export
+    from collector import interference as itf  # deferred: this command's own module
+
+    settings = cconfig.settings(cfg)
+    regions = set(settings.regions)
+    quality, read = Quality(), []
+    days: list[itf.CheckDay] = []
+    blocked: list[itf.Blocked] = []
+    rows: list[itf.CheckRow] = []
+    if cfg.influx.url:
+        reader, sink = _reader(cfg)
+        try:
+            step = 7 * 86400.0
+            for a in range(int(start), int(end), int(step)):
+                z = min(end, a + step)
+                days += itf.days_from(reader.query(itf.day_query(a, z), 'the "service" query'),
+                                      regions, quality)
+                blocked += itf.blocked_from(reader.query(itf.episode_query(a, z),
+                                                         'the interference query'),
+                                            regions, quality)
+                if ooni is not None:
+                    rows += itf.rows_from(reader.query(itf.row_query(a, z),
+                                                       'the "service" rows query'),
+                                          regions, quality)
+        finally:
+            sink.close()
+        read.append(f"InfluxDB {redact_value(sink.url)}")
+    paths = tuple(cfg.collector.stores) + tuple(stores)
+    if paths:
+        files = storefile.expand(paths)
+        for p in files:
+            try:
+                got_days, got_blocked, got_rows = itf.read_store(str(p), start, end, regions,
+                                                                 quality)
+            except SourceError as exc:
+                warn(str(exc))
+                quality.rejected["unreadable_store"] += 1
+                quality.unreadable.append(str(exc))
+                continue
+            days += got_days
+            blocked += got_blocked
+            rows += got_rows
+        read.append(f"{len(files)} store file(s)")
+    if not read:
+        raise SourceError("no source: set [influx] url and database, or [collector] stores, "
+                          "or pass --store FILE")
+    days = itf.merge_days(days)
+    result = itf.aggregate(days, blocked, settings, start, end, quality)
+    result["sources"] = read
+    if ooni is not None:
+        lines: dict[tuple[str, str], set[str]] = {}
+        for day in days:
+            lines.setdefault((day.region, day.isp), set()).add(day.agent)
+        n = 0
+        for text in itf.ooni_lines(sorted(rows, key=lambda r: r.time),
+                                   {k: len(v) for k, v in lines.items()}, settings,
+                                   software_version=version):
+            ooni(text)
+            n += 1
+        result["ooni_measurements"] = n
+    return result

@@ -12,9 +12,10 @@ from kit.configkit import all_of, between, max_len, one_of, opt, parses
 CLIENTS = ("builtin", "influxdb-client")
 
 
-# influx.send = "summaries": the measurements still sent (the hourly and daily summaries, the episodes and
-# the speed tests); the agent keeps every other row in its local store only.
-SENT_WITH_SUMMARIES = frozenset({"hourly", "daily", "outage", "speedtest"})
+# influx.send = "summaries": the measurements still sent (the hourly and daily summaries, the episodes,
+# the speed tests and the service checks, a row each); the agent keeps every other row in its local
+# store only.
+SENT_WITH_SUMMARIES = frozenset({"hourly", "daily", "outage", "speedtest", "service"})
 
 
 def parse_url(url: str) -> str:
@@ -91,7 +92,7 @@ class InfluxSection:
                                   "answers (after errors the agent backs off).", between(1, 3600))
     send: str = opt("all", 'What is forwarded. "all": every raw row (rounds, echoes, DNS, power, '
                      'counters) with the hourly summaries, episodes and speed tests, for an '
-                     'operator\'s Grafana. "summaries": only the hourly summaries, episodes and speed '
-                     'tests (about 2.6 MB a month instead of about 250 at the defaults, '
-                     'bench/README.md: for a volunteer on a metered line); the raw rows stay in '
-                     'the local store.', one_of("all", "summaries"))
+                     'operator\'s Grafana. "summaries": only the hourly summaries, episodes, speed '
+                     'tests and service checks (about 3.3 MB a month instead of about 260 at the '
+                     'defaults, bench/README.md: for a volunteer on a metered line); the raw rows '
+                     'stay in the local store.', one_of("all", "summaries"))
