@@ -219,6 +219,12 @@ def my_line() -> dict:
                     f'WHERE {where} GROUP BY "type", "cause"',
         "speed": f'SELECT "download_bps", "upload_bps" FROM "speedtest" WHERE {AGENT} AND "status" = '
                  "'ok' AND $timeFilter",
+        # From the service checks and interference episodes (sent with send = "summaries" too).
+        "blocked": f'SELECT "duration_s" / 60 AS "minutes", "end_unix_ms", "how", "failed_checks" '
+                   f'FROM "outage" WHERE {AGENT} AND "type" = \'interference\' AND $timeFilter '
+                   'GROUP BY "target", "cause"',
+        "checks_failed": f'SELECT count("ok") FROM "service" WHERE {AGENT} AND "step" != \'ok\' AND '
+                         '$timeFilter GROUP BY time($__interval), "target" fill(0)',
         # From the raw rows (send = "all" only).
         "online": f'SELECT min("online") FROM "round" WHERE {where} GROUP BY time($__interval) fill(null)',
         "on_battery": f'SELECT max("on_battery") FROM "power" WHERE {where} '
@@ -314,6 +320,19 @@ def my_line() -> dict:
         panel(18, "Rows waiting to be forwarded", "timeseries", [target(q["backlog"])],
               (0, 50, 24, 7), "short", "The agent's backlog: rows stored locally and not yet in "
               "InfluxDB. It grows while offline and drains when the line is back. " + NEEDS_ALL),
+        panel(19, "Blocked while the line was up", "table", [target(q["blocked"], fmt="table")],
+              (0, 57, 12, 9), "", "Sites and VPN servers the agent could not reach while the "
+              "internet answered ([services] checks): each finished episode, its target, the step "
+              "that failed (cause: dns, tcp, tls, http, vpn, throttled) and how, minutes, end. An "
+              "episode opens after services.open_after failed checks in a row, never during an "
+              "outage or a power cut.",
+              overrides=[by_name("end_unix_ms", unit="dateTimeAsIso", displayName="end"),
+                         by_name("minutes", decimals=1)]),
+        panel(20, "Failed service checks by target", "timeseries",
+              [target(q["checks_failed"], alias="$tag_target")], (12, 57, 12, 9), "short",
+              "Checks of each site or VPN server that failed, per interval (checks run only while "
+              "the line is up; a failing target is checked every services.retry_s).",
+              interval="1h", options={"legend": SUM_LEGEND}, defaults={"custom": STACKED_BARS}),
     ]
     annotations = [
         annotation("Internet outages", "red",
@@ -322,6 +341,9 @@ def my_line() -> dict:
         annotation("Power cuts", "orange",
                    f'SELECT "end_unix_ms", "cause" FROM "outage" WHERE {AGENT} AND '
                    "\"type\" = 'power' AND $timeFilter", end="end_unix_ms", text="cause"),
+        annotation("Blocked while the line was up", "purple",
+                   f'SELECT "end_unix_ms", "how" FROM "outage" WHERE {AGENT} AND '
+                   "\"type\" = 'interference' AND $timeFilter", end="end_unix_ms", text="how"),
     ]
     agent_var = variable("agent", "Agent", 'SHOW TAG VALUES FROM "hourly", "round" WITH KEY = "agent"',
                          multi=False)

@@ -16,18 +16,21 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from agent.jobs import summaries
+from agent.jobs.context import episode_sample
 from agent.model import Sample, from_ns, to_ns
 from kit import hourly, lineproto
 from kit.definitions import INTERNET_CAUSES, availability, nearest_rank, quantile
@@ -80,6 +83,27 @@ def fleet_hourly(fleet: Fleet, i: int) -> list[Sample]:
     return out
 
 
+def blocked_rows(agent: str) -> list[Sample]:
+    """What an agent's service-check job writes when zoom.us is reset at TLS for three checks
+    a minute apart, then passes: the checks' rows and the closed interference episode (the
+    tracker and the episode row are the agent's own code)."""
+    from agent import interference
+
+    tags = {"agent": agent, "region": "PK-PB", "isp": "PTCL"}
+    t0 = datetime.fromtimestamp(time.time() - 7200, UTC)
+    state, out = interference.State(), []
+    for k, step in enumerate(("tls", "tls", "tls", "ok")):
+        at = t0 + timedelta(minutes=k)
+        out.append(Sample("service", {**tags, "target": "zoom.us", "kind": "site", "step": step},
+                          {"ok": step == "ok", "addresses": 1,
+                           **({"how": "reset"} if step != "ok" else {})}, at))
+        state, changes = interference.step(state, interference.Check(
+            "zoom.us", "site", step, "reset" if step != "ok" else "", at), 3)
+        out += [episode_sample(c.episode, tags) for c in changes if c.kind == "closed"]
+    assert out[-1].measurement == "outage"
+    return out
+
+
 def summaries_only(fleet: Fleet) -> list[Sample]:
     """What an agent with influx.send = "summaries" sends, as SUMMARIES_ID: the hourly, outage and
     speedtest rows of the first fleet agent that had an internet outage, a power cut and a speed
@@ -117,6 +141,12 @@ def loaded(tmp_path_factory):
                                 "--address=/example.test/127.0.0.2"])
         sysfs = tmp / "sys"
         power_supply(sysfs, online="1", capacity=90, status="Charging")
+        # A "VPN server" on loopback, closed at first: the agent's service check is refused, an
+        # interference episode opens (open_after = 1); opened, the next check passes and ends it.
+        vpn = socket.socket()
+        vpn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        vpn.bind(("127.0.0.1", 0))
+        vpn_port = vpn.getsockname()[1]
         cfg = tmp / "agent.toml"
         cfg.write_text(f'[agent]\nid = "{AGENT_ID}"\nregion = "PK-PB"\nisp = "PTCL"\n'
                        f'state_dir = "{tmp / "state"}"\nsysfs = "{sysfs}"\n'
@@ -124,6 +154,8 @@ def loaded(tmp_path_factory):
                        f'targets = ["127.0.0.1:9"]\ndns_names = ["example.test"]\n'
                        f'dns_servers = ["{DNS_IP}"]\nnetio_interval_s = 5\n'
                        '[power]\npoll_s = 1\n[speedtest]\nenabled = false\n[services]\nurls = []\n'
+                       f'vpn = ["tcp://127.0.0.1:{vpn_port}"]\nretry_s = 10\ninterval_s = 10\n'
+                       'open_after = 1\n'
                        f'[influx]\nurl = "{srv.url}"\ndatabase = "linewatch"\npush_interval_s = 1\n')
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)], cwd=ROOT,
                                  env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -131,6 +163,10 @@ def loaded(tmp_path_factory):
         try:
             assert wait_for(lambda: agent.poll() is not None or srv.count("agent", "backlog_rows") > 0, 60)
             assert agent.poll() is None, agent.stderr.read().decode()[-2000:]
+            assert wait_for(lambda: srv.count("service", "ok") > 0, 60)   # refused: blocked
+            vpn.listen(16)                                                  # the block lifted
+            assert wait_for(lambda: srv.series('SELECT count("duration_s") FROM "outage" WHERE '
+                                               "\"type\" = 'interference'"), 60)
             power_supply(sysfs, online="0", capacity=85, status="Discharging")   # mains lost
             assert wait_for(lambda: srv.series('SELECT count("on_battery") FROM "power" '
                                                'WHERE "on_battery" = true'), 30)
@@ -141,9 +177,11 @@ def loaded(tmp_path_factory):
             agent.wait(timeout=30)
             dns.terminate()
             dns.wait(timeout=10)
+            vpn.close()
         for i in range(fleet.n):
             write(srv.url, fleet_hourly(fleet, i))
         write(srv.url, summaries_only(fleet))
+        write(srv.url, blocked_rows(SUMMARIES_ID))
         col = tmp / "collector.toml"
         col.write_text(f'[influx]\nurl = "{srv.url}"\ndatabase = "linewatch"\n'
                        f'[collector]\nmin_agents = 2\nbootstrap = 100\nrun_since = "7d"\n'
