@@ -390,6 +390,10 @@ def check_services(cfg: Config) -> dict:
                 return _r("services", "fail", f"services.vpn: the keys for {t.target}: {exc}",
                           "give the path of a wg-quick config the agent's user can read, with "
                           "[Interface] PrivateKey and the server's [Peer] PublicKey")
+            mode = stat.S_IMODE(os.stat(t.keys_file).st_mode)
+            if mode & 0o077:
+                return _r("services", "warn", f"services.vpn: {t.keys_file} holds a private key "
+                          f"and is readable by others (mode {mode:o})", f"chmod 600 {t.keys_file}")
     sites = sum(t.kind == "site" for t in targets)
     throttled = sum(t.kind == "throttle" for t in targets)
     endpoints = plural(len(targets) - sites - throttled, "VPN endpoint")

@@ -5,6 +5,7 @@ rows and the tracker are written together."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from agent.clock import FakeClock
@@ -220,3 +221,42 @@ def test_throttling_checks_keep_their_own_schedule_and_need_three(tmp_path):
     job.run()
     assert sorted(table.checked[6:]) == [("site", "a.test"), ("site", "b.test"),
                                          ("throttle", "b.test")]
+
+
+def test_linewatch_check_says_what_the_checks_need(tmp_path):
+    """`linewatch check`'s services line: nothing sent, only what the checks need read: the CA
+    file, each WireGuard endpoint's keys (a private key readable by others is a warning)."""
+    import base64
+    import os
+
+    from agent.checks import check_services
+
+    def check(services: str) -> dict:
+        return check_services(parse(f'[agent]\nstate_dir = "{tmp_path}/state"\n[services]\n'
+                                    + services))
+
+    assert check("urls = []\n")["result"] == "ok"
+    got = check('urls = ["https://a.test/"]\nvpn = ["tcp://v.test:443"]\n'
+                'throttle_url = "https://s.test/f"\n')
+    assert got["result"] == "ok"
+    assert "1 site and 1 VPN endpoint checked" in got["detail"]
+    assert "1 name for throttling every 21600 s, through https://s.test/f" in got["detail"]
+    assert check(f'ca_file = "{tmp_path}/none.pem"\n')["result"] == "fail"
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    bad_ca = check(f'ca_file = "{tmp_path}/ca.pem"\n')
+    assert (bad_ca["result"], bad_ca["detail"]) == (
+        "fail", f"services.ca_file: {tmp_path}/ca.pem is not a PEM certificate file")
+    wg = f'urls = []\nvpn = ["wireguard://w.test?config={tmp_path}/wg.conf"]\n'
+    missing = check(wg)
+    assert missing["result"] == "fail"
+    assert missing["detail"].startswith(f"services.vpn: the keys for w.test:51820/udp: "
+                                        f"{tmp_path}/wg.conf: No such file")
+    key = base64.b64encode(bytes(32)).decode()
+    conf = tmp_path / "wg.conf"
+    conf.write_text(f"[Interface]\nPrivateKey = {key}\n[Peer]\nPublicKey = {key}\n")
+    os.chmod(conf, 0o644)
+    loose = check(wg)
+    assert loose["result"] == "warn" and loose["fix"] == f"chmod 600 {conf}"
+    assert key not in json.dumps(loose)
+    os.chmod(conf, 0o600)
+    assert check(wg)["result"] == "ok"
