@@ -210,20 +210,22 @@ def start_wireguard(censor: Censor, tmp: Path, *, psk: bool = True) -> WireGuard
     return server_
 
 
-def shape_marked(censor: Censor, kbit: int) -> None:
+def shape_marked(censor: Censor, kbit: int, match: tuple[str, ...] = ("tos", "0x28", "0xfc")
+                 ) -> None:
     """A throttler on the gateway's side towards the agent: an htb qdisc whose slow class
-    (``kbit`` kbit/s) gets the packets a u32 filter matches by their TOS byte, the mark the
-    middlebox sets on connections naming a ``slow:`` name; everything else at full speed."""
+    (``kbit`` kbit/s) gets the packets a u32 filter matches: by default their TOS byte, the mark
+    the middlebox sets on connections naming a ``slow:`` name; ``("src", "ADDR/32")`` throttles
+    everything from one address instead. Everything else at full speed."""
     net, dev = censor.net, "lan0"
     run = net.lab.run
-    run(net.gw, "tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default",
-        "10")
-    run(net.gw, "tc", "class", "replace", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
+    run(net.gw, "tc", "qdisc", "del", "dev", dev, "root", check=False)     # a shaper before
+    run(net.gw, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10")
+    run(net.gw, "tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
         "rate", "1gbit")
-    run(net.gw, "tc", "class", "replace", "dev", dev, "parent", "1:", "classid", "1:20", "htb",
+    run(net.gw, "tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:20", "htb",
         "rate", f"{kbit}kbit", "ceil", f"{kbit}kbit")
-    run(net.gw, "tc", "filter", "replace", "dev", dev, "parent", "1:", "protocol", "ip", "prio",
-        "1", "u32", "match", "ip", "tos", "0x28", "0xfc", "flowid", "1:20")
+    run(net.gw, "tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio",
+        "1", "u32", "match", "ip", *match, "flowid", "1:20")
 
 
 def unblock(censor: Censor) -> None:

@@ -540,7 +540,7 @@ class Checker:
                 s.throttle_fail = "control"
                 return
             address = v4[0]
-        s.dns_fail = ""
+        s.dns_fail, s.addresses = "", (address,)      # the download server's
         neutral = Steps()
         control = self._download(service, address, self.control_sni, neutral)
         if control is None:
