@@ -272,7 +272,11 @@ def _check_throttle_url(v: str) -> str | None:
 
 
 def _check_resolver(v: str) -> str | None:
-    return None if v == "" or _check_ip(v) is None else 'must be an IP address, or "" for none'
+    if v == "" or _check_ip(v) is None:
+        return None
+    if v.lower().startswith("https://"):
+        return _check_service(v)
+    return 'must be an IP address, an https:// DNS-over-HTTPS URL, or "" for none'
 
 
 @dataclass(frozen=True)
@@ -309,7 +313,11 @@ class ServicesSection:
                            "the line is up, that open an interference episode (the first check "
                            "that passes ends it).", between(1, 100))
     resolver: str = opt("1.1.1.1", "A second DNS path: a resolver asked beside the system's, so "
-                         "a poisoned answer shows as a mismatch. \"\": none.", _check_resolver)
+                         "a poisoned answer shows as a mismatch: its IP address (asked at each "
+                         "check, over port 53, where a network can answer for it), or a "
+                         "DNS-over-HTTPS URL such as https://1.1.1.1/dns-query (asked only when "
+                         "a site fails at TCP or TLS; its certificate verified). \"\": none.",
+                         _check_resolver)
     control_sni: str = opt("example.com", "A neutral name sent in a second TLS handshake to a "
                             "site whose own handshake was reset: if that one completes, the "
                             "blocking keys on the site's name (SNI filtering).",

@@ -16,6 +16,7 @@ the ways a network blocks a site while the line is up, each on names of its own:
     that work, on 198.51.100.10 through both resolvers); nothing listens on .12 or port 8443.
     vpn.test -> 198.51.100.30: real OpenVPN servers there when a test starts them
     (:func:`start_openvpn`), and a real WireGuard server (:func:`start_wireguard`).
+    198.51.100.55: a real DNS-over-HTTPS server when a test starts it (:func:`start_doh`).
 
 Every address lives in the namespaces only. ``ca`` is the test CA's certificate (services.ca_file).
 """
@@ -36,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 SITE, HOLE, NOWHERE, MIDDLEBOX = "198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.20"
 VPN = "198.51.100.30"      # OpenVPN servers (start_openvpn): UDP 1194, TCP 1195; WireGuard 51820
 SYSTEM_DNS, SECOND_DNS = "198.51.100.53", "198.51.100.54"
+DOH = "198.51.100.55"      # DNS over HTTPS (start_doh): dnsdist in front of the honest resolver
 SITE_NAMES = ("ok.test", "fine.test", "poison.test", "hole.test", "sni.test")
 CLEAN = ("a.test", "b.test", "c.test", "d.test")    # more sites that work, on the site's address
 
@@ -60,7 +62,8 @@ def certificates(d: Path) -> tuple[Path, Path, Path]:
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=ok.test", "-keyout", str(key),
              "-out", str(csr))
     ext = d / "san.cnf"
-    ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in SITE_NAMES + CLEAN) + "\n")
+    ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in SITE_NAMES + CLEAN)
+                   + f",IP:{DOH}\n")
     _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
              "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))
     return ca, cert, key
@@ -226,6 +229,27 @@ def shape_marked(censor: Censor, kbit: int, match: tuple[str, ...] = ("tos", "0x
         "rate", f"{kbit}kbit", "ceil", f"{kbit}kbit")
     run(net.gw, "tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio",
         "1", "u32", "match", "ip", *match, "flowid", "1:20")
+
+
+def start_doh(censor: Censor, tmp: Path) -> str:
+    """A real DNS-over-HTTPS server (Debian's dnsdist) on 198.51.100.55:443, with the site's
+    certificate (the test CA's, naming that address), answering from the honest second resolver;
+    its URL."""
+    net = censor.net
+    net.lab.run(net.inet, "ip", "addr", "add", f"{DOH}/32", "dev", "lo")
+    conf = tmp / "dnsdist.conf"
+    conf.write_text(f'addDOHLocal("{DOH}:443", "{tmp / "site.pem"}", "{tmp / "site.key"}", '
+                    f'"/dns-query")\nnewServer({{address="{SECOND_DNS}:53"}})\n'
+                    'setSecurityPollSuffix("")\n')
+    p = net.lab.popen(net.inet, "dnsdist", "-C", str(conf), "--supervised", "--disable-syslog",
+                      text=True)
+    deadline = time.monotonic() + 15
+    while not net.lab.run(net.inet, "ss", "-Hltn", f"src {DOH}:443").stdout.strip():
+        if p.poll() is not None or time.monotonic() > deadline:
+            p.kill()
+            raise RuntimeError(f"dnsdist did not start: {p.stderr.read()[-1500:]}")
+        time.sleep(0.1)
+    return f"https://{DOH}/dns-query"
 
 
 def unblock(censor: Censor) -> None:

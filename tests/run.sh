@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(iproute2 iputils-ping fping dnsmasq-base openssl openvpn wireguard-go wireguard-tools procps nut-server nut-client influxdb victoria-metrics iperf3 chromium fonts-sil-scheherazade systemd)
+DEBS=(iproute2 iputils-ping fping dnsmasq-base openssl openvpn wireguard-go wireguard-tools dnsdist procps nut-server nut-client influxdb victoria-metrics iperf3 chromium fonts-sil-scheherazade systemd)
 missing=()
 for p in "${DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -222,3 +222,15 @@ def test_throttling_checks_run_one_at_a_time_after_the_rest(monkeypatch):
     assert check_all(Slow(), targets, parallel=8) == ["a.test", "x.test", "y.test", "b.test",
                                                       "c.test"]
     assert not overlap[0]
+
+
+def test_the_second_path_is_an_address_or_a_doh_url():
+    from agent.config import parse
+    from kit.errors import ConfigError
+
+    assert parse('[services]\nresolver = "https://1.1.1.1/dns-query"\n').services.resolver == \
+        "https://1.1.1.1/dns-query"
+    assert parse('[services]\nresolver = "9.9.9.9"\n').services.resolver == "9.9.9.9"
+    for bad in ("dns.example", "tls://1.1.1.1", "https://user:pw@1.1.1.1/dns-query"):
+        with pytest.raises(ConfigError, match=r"services\.resolver"):
+            parse(f'[services]\nresolver = "{bad}"\n')

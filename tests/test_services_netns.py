@@ -305,3 +305,27 @@ def test_throttling_by_name_is_told_from_a_slow_server(lab, tmp_path):
     r = _services(censor, _config(tmp_path, censor.ca, **{
         **throttle, "throttle_url": json.dumps(f"https://{censorlab.MIDDLEBOX}:8443/x")}), "--json")
     assert {(x["step"], x["how"]) for x in json.loads(r.stdout)} == {("throttled", "control")}
+
+
+def test_dns_over_https_as_the_second_path(lab, tmp_path):
+    """The second path through a real DNS-over-HTTPS server (Debian's dnsdist, the test CA's
+    certificate, the honest resolver behind it): a poisoned answer is still told as `dns:
+    mismatch`; DoH is asked only when a site fails (a site that works has no dns_agree); with
+    the DoH server gone, the poisoned name is only a TCP failure (no finding against DNS)."""
+    import shutil
+    if shutil.which("dnsdist") is None:
+        pytest.skip("dnsdist is not installed (apt-get install dnsdist)")
+    censor = censorlab.build(lab, tmp_path)
+    url = censorlab.start_doh(censor, tmp_path)
+    sites = json.dumps(["https://poison.test/", "https://ok.test/"])
+    cfg = _config(tmp_path, censor.ca, urls=sites, vpn="[]", resolver=json.dumps(url))
+    r = _services(censor, cfg, "--json")
+    assert r.stdout, r.stderr
+    rows = {x["target"]: x for x in json.loads(r.stdout)}
+    assert (rows["poison.test"]["step"], rows["poison.test"]["how"],
+            rows["poison.test"]["dns_agree"]) == ("dns", "mismatch", False)
+    assert rows["ok.test"]["ok"] and "dns_agree" not in rows["ok.test"]
+    censor.net.lab.run(censor.net.gw, "ip", "route", "add", "blackhole", f"{censorlab.DOH}/32")
+    r = _services(censor, cfg, "--json")
+    rows = {x["target"]: x for x in json.loads(r.stdout)}
+    assert rows["poison.test"]["step"] == "tcp" and "dns_agree" not in rows["poison.test"]

@@ -7,7 +7,9 @@ closed. A site is checked step by step, as OONI's web connectivity test does, an
 names the first step that failed:
 
 1. ``dns``: the name through the system's resolvers (:func:`agent.probes.dns.lookup`, our own
-   bounded query) and, when ``resolver`` is set, through that second path. An answer that
+   bounded query) and, when ``resolver`` is set, through that second path: a resolver's
+   address, asked at each check, or a DNS-over-HTTPS URL, asked only when the site then fails
+   at TCP or TLS (a TLS handshake each time: about the cost of a check). An answer that
    cannot be a public site's (0.0.0.0/8, loopback, unspecified) is ``bogon``. Answers that share
    no address with the second path are only a clue (sites served by CDNs answer differently by
    resolver): they become ``mismatch`` when the system's address then fails the site at TCP or
@@ -402,6 +404,9 @@ class Checker:
                 self._openvpn_tcp(sock, s)
             elif sock is not None:
                 sock.close()
+            if (s.tcp_fail or s.tls_fail) and service.kind == "site" and \
+                    self.resolver.startswith("https://"):
+                s.second = self._doh(service.host)    # asked only now: a TLS handshake each
             if (s.tcp_fail or s.tls_fail) and service.kind == "site" and s.second \
                     and not set(s.second) & set(s.addresses):
                 s.second_fail_tls = self._fails_tls(service, s.second[0])
@@ -417,9 +422,38 @@ class Checker:
             s.dns_fail = "no_answer"
         if not s.dns_fail and any(self.bogon(a) for a in s.addresses):
             s.dns_fail = "bogon"
-        if self.resolver and not s.dns_fail:
+        if self.resolver and not s.dns_fail and not self.resolver.startswith("https://"):
             second = self._lookup(service.host, [self.resolver])
             s.second = tuple(a for a in second.addresses if "." in a)
+
+    def _doh(self, name: str) -> tuple[str, ...] | None:
+        """The name's IPv4 addresses through DNS over HTTPS (RFC 8484: the query's wire format
+        POSTed as application/dns-message) to ``resolver``, its certificate verified as a
+        site's; None when it gave none (its failure is no finding about the site)."""
+        # deferred: the DNS wire format and HTTP, for a DoH second path only
+        import http.client
+
+        from agent.probes.dns_wire import DnsFormatError, build_query, parse_response
+
+        url = urlsplit(self.resolver)
+        host = url.hostname or ""
+        try:
+            conn = http.client.HTTPSConnection(host, url.port or 443, timeout=self.timeout_s,
+                                               context=self._verified)
+            try:
+                conn.request("POST", url.path or "/dns-query", build_query(name, 1, 0),
+                             {"Content-Type": "application/dns-message",
+                              "Accept": "application/dns-message", "User-Agent": USER_AGENT})
+                answer = conn.getresponse()
+                body = answer.read(65536)
+            finally:
+                conn.close()
+            if answer.status != 200:
+                return None
+            got = parse_response(body, 0, name, 1)
+        except (OSError, ValueError, DnsFormatError, http.client.HTTPException):
+            return None
+        return tuple(a for a in got.addresses if "." in a) or None
 
     def _lookup(self, name: str, servers: list[str]) -> Lookup:
         return lookup(name, servers=servers, timeout_s=self.timeout_s, clock=self.clock,
