@@ -267,8 +267,9 @@ _check_service = parses("agent.probes.services", "parse_service")
 def _check_throttle_url(v: str) -> str | None:
     if v == "":
         return None
-    problem = _check_service(v)
-    return problem or (None if v.lower().startswith("https://") else "must be an https:// URL")
+    if not v.lower().startswith("https://"):
+        return 'must be an https:// URL of a file on a server you run, or "" for none'
+    return _check_service(v)
 
 
 def _check_resolver(v: str) -> str | None:

@@ -54,6 +54,8 @@ def _service_note(r: dict) -> str:
         return "the second resolver answered otherwise"
     if r.get("how") == "bogon":
         return "answered with an address no site has"
+    if r.get("vpn_ms") is not None:
+        return f"the VPN server answered in {r['vpn_ms']:,.1f} ms"
     if r.get("kind") == "throttle" and "ratio" in r:
         return (f"{r['kbps']:,.0f} kbit/s with this name, {r['control_kbps']:,.0f} with a "
                 f"neutral one ({r['ratio']:.2f})")
