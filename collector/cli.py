@@ -161,10 +161,23 @@ def interference_cmd(ctx, config_path, stores, until, since, fmt, ooni_path):
     def work() -> dict:
         if not ooni_path:
             return pipeline.interference(cfg, start, end, stores, warn=_warn)
-        fd = os.open(ooni_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            return pipeline.interference(cfg, start, end, stores, ooni=lambda t: f.write(t + "\n"),
-                                         warn=_warn)
+        # a new file of its own beside the target (0640 whatever was there), renamed into place
+        # once whole: a failure leaves no half export, a link at the name is never written
+        # through
+        target = Path(ooni_path)
+        part = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                result = pipeline.interference(cfg, start, end, stores,
+                                               ooni=lambda t: f.write(t + "\n"), warn=_warn)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(part, target)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return result
     result = _run(work)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))

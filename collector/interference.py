@@ -25,8 +25,10 @@ ISP's lines checking reach the floor.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ DAY_S = 86400
 Unit = tuple[str, str, str, str, str]       # agent, region, isp, target, kind
 DayKey = tuple[str, str, str, str, str, int]  # a unit and its day
 STEPS = ("dns", "tcp", "tls", "http", "vpn", "throttled")
+SKIPPED = "skipped"       # a check that could not be made (its keys, its control): no finding
 CAUSES = ("dns", "tcp", "tls", "http", "throttled", "vpn")
 
 
@@ -59,11 +62,12 @@ class CheckDay:
 
     @property
     def checks(self) -> int:
-        return sum(n for _, n in self.steps)
+        """Checks made (one that could not be made is none)."""
+        return sum(n for s, n in self.steps if s != SKIPPED)
 
     @property
     def failed(self) -> int:
-        return sum(n for s, n in self.steps if s != "ok")
+        return sum(n for s, n in self.steps if s not in ("ok", SKIPPED))
 
 
 @dataclass(frozen=True)
@@ -113,11 +117,14 @@ def figures(days: Iterable[CheckDay], blocked: Iterable[Blocked], s: Settings
     checks: dict[Cell, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     kinds: dict[Cell, str] = {}
     for d in days:
+        if not d.checks:
+            continue                      # nothing checked that day: the line did not check it
         key = (d.region, d.isp, d.target, _lane(d.kind))
         checking[key].add(d.agent)
         kinds.setdefault(key, d.kind)
         for step, n in d.steps:
-            checks[key][step] += n
+            if step != SKIPPED:
+                checks[key][step] += n
     eps: dict[Cell, list[Blocked]] = defaultdict(list)
     for b in blocked:
         eps[(b.region, b.isp, b.target, _lane(b.kind))].append(b)
@@ -168,6 +175,8 @@ def events(days: Sequence[CheckDay], blocked: Sequence[Blocked], s: Settings
     clean: dict[tuple[str, str, str, int], dict[str, set[str]]] = \
         defaultdict(lambda: defaultdict(set))
     for d in days:
+        if not d.checks:
+            continue
         lane = _lane(d.kind)
         checking[(d.region, d.isp, d.target, lane, d.day)].add(d.agent)
         if d.failed == 0 and d.checks:
@@ -261,22 +270,24 @@ OONI_DNS_FAILURE = {
 OONI_BLOCKING = {"dns": "dns", "tcp": "tcp_ip", "tls": "http-failure", "http": "http-failure"}
 
 
-def ooni_measurement(row: CheckRow, *, software_version: str, probe_cc: str = "PK",
+def ooni_measurement(row: CheckRow, *, software_version: str, secret: bytes,
                      asn: str = "AS0") -> dict[str, Any]:
     """One site check as a measurement in OONI's base data format (df-000) with the main test
     keys of their web_connectivity (ts-017), so findings can be set beside theirs. What the
     agent does not keep is null (the site's address) or left out (raw DNS answers, HTTP
     bodies); the agent's own words are under ``x_linewatch``. No address of the volunteer
     (``probe_ip`` is 127.0.0.1, as OONI writes when not shared) and no agent name: the report
-    id holds a hash of the agent and the day, so one line's checks of a day group together
-    without naming it."""
+    id holds a keyed hash of the agent and the day (``secret``: random for each export), so one
+    line's checks of a day group together in one export without naming it, and cannot be
+    linked to the agent or across exports. ``probe_cc`` is the region code's country."""
     f = row.fields
     how = str(f.get("how") or "")
     table = OONI_DNS_FAILURE if row.step == "dns" else OONI_FAILURE
     failure = None if row.step == "ok" else table.get(how, f"unknown_failure {how or row.step}")
     t = datetime.fromtimestamp(row.time, UTC)
     day = t.strftime("%Y%m%d")
-    report = hashlib.sha256(f"{row.agent}\0{day}".encode()).hexdigest()[:16]
+    report = hmac.new(secret, f"{row.agent}\0{day}".encode(), hashlib.sha256).hexdigest()[:16]
+    probe_cc = row.region.split("-", 1)[0] if "-" in row.region else "ZZ"
     host, _, port_text = row.target.rpartition(":") if row.target.count(":") == 1 \
         else (row.target, "", "443")
     port = int(port_text) if port_text.isdigit() else 443
@@ -318,15 +329,16 @@ def ooni_measurement(row: CheckRow, *, software_version: str, probe_cc: str = "P
     }
 
 
-def ooni_lines(rows: Iterable[CheckRow], lines_by_cell: dict[tuple[str, str], int], s: Settings,
-               *, software_version: str, asns: dict[str, str] | None = None
+def ooni_lines(rows: Iterable[CheckRow], lines_by_cell: dict[tuple[str, str, str], int],
+               s: Settings, *, software_version: str, asns: dict[str, str] | None = None
                ) -> Iterator[str]:
-    """JSON lines, one measurement per site check, of cells (region x ISP) at or over the
-    floor only: a check of a line in a small cell could name it."""
+    """JSON lines, one measurement per site check, of cells (region x ISP x target) at or over
+    the floor only, as for the figures: a check of a site few lines check could name them."""
+    secret = os.urandom(32)
     for r in rows:
-        if r.kind != "site" or lines_by_cell.get((r.region, r.isp), 0) < s.min_agents:
+        if r.kind != "site" or lines_by_cell.get((r.region, r.isp, r.target), 0) < s.min_agents:
             continue
-        yield json.dumps(ooni_measurement(r, software_version=software_version,
+        yield json.dumps(ooni_measurement(r, software_version=software_version, secret=secret,
                                           asn=(asns or {}).get(r.isp, "AS0")),
                          sort_keys=True, separators=(",", ":"))
 
@@ -401,7 +413,7 @@ def days_from(series: Iterable[dict[str, Any]], regions: set[str], q: Quality) -
         if unit is None:
             continue
         step = str(tags.get("step") or "")
-        if step not in ("ok", *STEPS):
+        if step not in ("ok", SKIPPED, *STEPS):
             q.rejected["unknown_step"] += len(ser["values"])
             continue
         cols = ser["columns"]
@@ -453,6 +465,14 @@ def blocked_from(series: Iterable[dict[str, Any]], regions: set[str], q: Quality
     return out
 
 
+def _typed(got: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a check the export uses, each of its type (others are left out)."""
+    return {k: v for k, v in got.items() if k in _ROW_FIELDS and v is not None and (
+        isinstance(v, bool) if _ROW_FIELDS[k] is bool else
+        isinstance(v, str) and len(v) <= 32 if _ROW_FIELDS[k] is str else
+        _number(v) is not None)}
+
+
 _ROW_FIELDS = {"ok": bool, "how": str, "dns_ms": float, "connect_ms": float, "tls_ms": float,
                "http_ms": float, "status_code": float, "addresses": float, "dns_agree": bool,
                "control_tls": bool}
@@ -470,13 +490,11 @@ def rows_from(series: Iterable[dict[str, Any]], regions: set[str], q: Quality) -
         for row in ser["values"]:
             got = dict(zip(cols, row))
             t = _number(got.get("time"))
-            if t is None or step not in ("ok", *STEPS):
-                q.rejected["bad_row"] += 1
+            if t is None or step not in ("ok", *STEPS):    # skipped: no check to export
+                q.rejected["bad_row" if step != SKIPPED else "skipped_check"] += 1
                 continue
-            fields = {k: v for k, v in got.items() if k in _ROW_FIELDS and v is not None and (
-                isinstance(v, bool) if _ROW_FIELDS[k] is bool else
-                isinstance(v, str) if _ROW_FIELDS[k] is str else _number(v) is not None)}
-            yield CheckRow(unit[0], unit[1], unit[2], unit[3], "site", step, t / 1000, fields)
+            yield CheckRow(unit[0], unit[1], unit[2], unit[3], "site", step, t / 1000,
+                           _typed(got))
 
 
 def read_store(path: str, start: float, end: float, regions: set[str], q: Quality
@@ -498,10 +516,12 @@ def read_store(path: str, start: float, end: float, regions: set[str], q: Qualit
         rows: list[CheckRow] = []
         units: list[tuple[int, Unit]] = []
         for sid, tags in series.items():
+            (n_rows,), = f.query("SELECT count(*) FROM samples WHERE series_id = ? AND "
+                                 "time_ns >= ? AND time_ns < ?", (sid, a, b))
             if owner is None or tags.get("agent") != owner:
-                q.rejected["foreign_agent"] += 1
+                q.rejected["foreign_agent"] += n_rows
                 continue
-            unit = _unit(tags, q, regions, 1)
+            unit = _unit(tags, q, regions, n_rows)
             if unit is None:
                 continue
             step = str(tags.get("step") or "")
@@ -513,15 +533,14 @@ def read_store(path: str, start: float, end: float, regions: set[str], q: Qualit
                     fields = json.loads(text) if text else None
                 except ValueError:
                     fields = None
-                if not isinstance(fields, dict) or step not in ("ok", *STEPS):
+                if not isinstance(fields, dict) or step not in ("ok", SKIPPED, *STEPS):
                     q.rejected["bad_row"] += 1
                     continue
                 day_series[(*unit, t_ns // 1_000_000_000 // DAY_S)][step] += 1
                 q.accepted["service_rows"] += 1
-                if unit[4] == "site":
+                if unit[4] == "site" and step != SKIPPED:
                     rows.append(CheckRow(unit[0], unit[1], unit[2], unit[3], "site", step,
-                                         t_ns / 1e9, {
-                        k: v for k, v in fields.items() if k in _ROW_FIELDS}))
+                                         t_ns / 1e9, _typed(fields)))
             units.append((sid, unit))
         days = _days(day_series)
         blocked = []

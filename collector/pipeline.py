@@ -243,9 +243,10 @@ def interference(cfg: cconfig.CollectorConfig, start: float, end: float,
     result = itf.aggregate(days, blocked, settings, start, end, quality)
     result["sources"] = read
     if ooni is not None:
-        lines: dict[tuple[str, str], set[str]] = {}
+        lines: dict[tuple[str, str, str], set[str]] = {}
         for day in days:
-            lines.setdefault((day.region, day.isp), set()).add(day.agent)
+            if day.kind == "site" and day.checks:
+                lines.setdefault((day.region, day.isp, day.target), set()).add(day.agent)
         n = 0
         for text in itf.ooni_lines(sorted(rows, key=lambda r: r.time),
                                    {k: len(v) for k, v in lines.items()}, settings,

@@ -243,7 +243,7 @@ def services(tmp: Path) -> list[Sample]:
     system = FakeServer(lambda q: [answer_to_query(q, [rr_a("127.0.0.1")])])
     second = FakeServer(lambda q: [answer_to_query(q, [rr_a("127.0.0.1")])], host="127.0.0.2",
                         port=system.port)
-    port, mb = site.server_address[1], box.getsockname()[1]
+    port, mb, vpn_port = site.server_address[1], box.getsockname()[1], vpn.getsockname()[1]
     cfg = agent_cfg(tmp, sections=(
         '[probe]\ndns_servers = ["127.0.0.1"]\n[services]\n'
         f'urls = ["https://ok.test:{port}/", "https://sni.test:{mb}/"]\n'
@@ -262,9 +262,13 @@ def services(tmp: Path) -> list[Sample]:
         first = agent.services.run()
         blocked.clear()
         assert agent.services.run() == []          # none is due yet
-        jobs.advance(60)                           # services.retry_s: sni.test is due again
+        # sni.test's episodes are open: checked again after a sixth of the interval, its
+        # throttling check after a sixth of throttle_interval_s (an hour); by then, all
+        jobs.advance(3600)
         again = agent.services.run()
-        assert [r.tags["target"] for r in again] == [f"sni.test:{mb}", "sni.test"]
+        assert sorted(r.tags["target"] for r in again) == sorted(
+            [f"ok.test:{port}", f"sni.test:{mb}", f"127.0.0.1:{port}",
+             f"127.0.0.1:{vpn_port}/udp", "sni.test"])
     finally:
         site.shutdown()
         box.close()

@@ -197,7 +197,7 @@ def test_ooni_measurement_keys():
     row = itf.CheckRow("pt0", "PK-PB", "PTCL", "zoom.us", "site", "tls", T0,
                        {"ok": False, "how": "reset", "dns_ms": 4.0, "connect_ms": 30.0,
                         "dns_agree": True, "control_tls": True})
-    m = itf.ooni_measurement(row, software_version="0.1.0")
+    m = itf.ooni_measurement(row, software_version="0.1.0", secret=b"k")
     assert m["test_name"] == "web_connectivity" and m["input"] == "https://zoom.us/"
     assert (m["probe_cc"], m["probe_asn"], m["probe_ip"]) == ("PK", "AS0", "127.0.0.1")
     assert m["measurement_start_time"] == datetime.fromtimestamp(T0, UTC).strftime(
@@ -210,19 +210,24 @@ def test_ooni_measurement_keys():
     assert k["tls_handshakes"][0]["failure"] == "connection_reset"
     assert "pt0" not in json.dumps(m)                  # no agent name, no address
     dns = itf.ooni_measurement(itf.CheckRow("a", "PK-PB", "X", "x.org:8443", "site", "dns", T0,
-                                            {"how": "nxdomain"}), software_version="0")
+                                            {"how": "nxdomain"}), software_version="0",
+                               secret=b"k")
     assert (dns["test_keys"]["blocking"], dns["test_keys"]["dns_experiment_failure"],
             dns["test_keys"]["tcp_connect"], dns["input"]) == \
         ("dns", "dns_nxdomain_error", [], "https://x.org:8443/")
     ok = itf.ooni_measurement(itf.CheckRow("a", "PK-PB", "X", "x.org", "site", "ok", T0, {}),
-                              software_version="0")["test_keys"]
+                              software_version="0", secret=b"k")["test_keys"]
     assert (ok["accessible"], ok["blocking"]) == (True, False)
-    # only cells at or over the floor, only sites
-    lines = list(itf.ooni_lines([row, itf.CheckRow("b", "PK-PB", "Tiny", "zoom.us", "site", "ok",
-                                                   T0, {})],
-                                {("PK-PB", "PTCL"): 8, ("PK-PB", "Tiny"): 2}, S,
-                                software_version="0"))
-    assert [json.loads(t)["probe_network_name"] for t in lines] == ["PTCL"]
+    # the report id: keyed by a secret of the export, not the agent's name alone
+    other = itf.ooni_measurement(row, software_version="0.1.0", secret=b"other")
+    assert other["report_id"] != m["report_id"] and other["report_id"][:40] == m["report_id"][:40]
+    # only cells (region x ISP x target) at or over the floor, only sites
+    rare = itf.CheckRow("pt0", "PK-PB", "PTCL", "rare.org", "site", "ok", T0, {})
+    lines = list(itf.ooni_lines([row, rare, itf.CheckRow("b", "PK-PB", "Tiny", "zoom.us", "site",
+                                                         "ok", T0, {})],
+                                {("PK-PB", "PTCL", "zoom.us"): 8, ("PK-PB", "PTCL", "rare.org"): 1,
+                                 ("PK-PB", "Tiny", "zoom.us"): 2}, S, software_version="0"))
+    assert [json.loads(t)["input"] for t in lines] == ["https://zoom.us/"]
 
 
 def _run(*args, check=True):
@@ -313,11 +318,23 @@ def test_from_store_files_written_by_the_agents_job(tmp_path):
             clock.advance(60)
         agent.store.close()
         stores.append(str(d / "linewatch.db"))
+    # a volunteer's file with values of the wrong types in a check's fields
+    import sqlite3
+
+    c = sqlite3.connect(stores[0])
+    (sid,), = c.execute("SELECT id FROM series WHERE measurement = 'service' AND "
+                        "json_extract(tags, '$.step') = 'tls'").fetchall()
+    c.execute("INSERT INTO samples (series_id, time_ns, fields) VALUES (?, ?, ?)",
+              (sid, int((T0 + 600) * 1e9), json.dumps({"ok": "no", "connect_ms": "x",
+                                                        "tls_ms": [1], "how": {"a": 1}})))
+    c.commit()
+    c.close()
     damaged = tmp_path / "damaged.db"
     damaged.write_bytes(b"not a store")
     cfg = tmp_path / "collector.toml"
     cfg.write_text("[collector]\nmin_agents = 5\n")
-    p = _run("interference", "--config", str(cfg), *WINDOW, "--format", "json",
+    out = tmp_path / "ooni.jsonl"
+    p = _run("interference", "--config", str(cfg), *WINDOW, "--format", "json", "--ooni", str(out),
              *[a for s in stores for a in ("--store", s)], "--store", str(damaged))
     got = json.loads(p.stdout)
     assert got["cells"], (got, p.stderr)
@@ -328,3 +345,9 @@ def test_from_store_files_written_by_the_agents_job(tmp_path):
     assert "damaged.db" in p.stderr
     ev, = got["events"]
     assert (ev["lines"], ev["lines_checking"]) == (4, 6)
+    exported = [json.loads(t) for t in out.read_text().splitlines()]
+    assert len(exported) == got["ooni_measurements"] > 0
+    odd = [m for m in exported if m["measurement_start_time"].endswith(
+        datetime.fromtimestamp(T0 + 600, UTC).strftime("%H:%M:%S"))]
+    assert odd and [m["test_keys"]["tcp_connect"][0]["t"] for m in odd] \
+        == [None] * len(odd)                  # the wrong types left out, not exported

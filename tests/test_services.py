@@ -187,14 +187,14 @@ def test_throttle_verdict_and_fields():
     assert (reset.tags["step"], reset.fields["how"]) == ("tls", "reset")
     assert "ratio" not in reset.fields
     control = sample(target, Steps(throttle_fail="control"), T)
-    assert (control.tags["step"], control.fields["how"]) == ("throttled", "control")
+    assert (control.tags["step"], control.fields["how"]) == ("skipped", "control")
 
 
 def test_child_budget_counts_downloads():
     site, throttle = parse_service("https://a.test/"), throttle_services(
         "https://s.test/f", ["a.test"])[0]
-    assert child_budget_s([site, site], 10) == 2 * 7 * 10 + 30
-    assert child_budget_s([site, throttle], 10) == (7 + 9) * 10 + 30
+    assert child_budget_s([site, site], 10) == 2 * 12 * 10 + 30
+    assert child_budget_s([site, throttle], 10) == 2 * 12 * 10 + 30
 
 
 def test_throttling_checks_run_one_at_a_time_after_the_rest(monkeypatch):

@@ -42,22 +42,35 @@ def _job(tmp_path, up: list[bool]):
 
 
 def test_a_passing_target_waits_the_interval_and_a_failing_one_the_retry(tmp_path):
+    """interval 900 s, retry 60 s, open_after 2: the failing b.test is checked again after a
+    minute until its episode opens (the second check), then every 150 s (a sixth of the
+    interval); the others every 15 minutes."""
     agent, job, table, clock = _job(tmp_path, [True])
     table.steps["b.test"] = "tls"
     job.run()
     assert table.checked == ["a.test", "b.test", "vpn.test:443"]
-    for _ in range(14):                      # 14 minutes: only the failing one is checked again
+    when = []
+    for minute in range(1, 15):              # 14 minutes: only the failing one is checked again
         clock.advance(60)
+        n = len(table.checked)
         job.run()
-    assert table.checked[3:] == ["b.test"] * 14
-    clock.advance(60)                        # 15 minutes: every one is due
+        when += [minute] * (len(table.checked) - n)
+    assert set(table.checked[3:]) == {"b.test"}
+    assert when == [1, 4, 7, 10, 13]         # confirmed at minute 1; then due 150 s later
+    clock.advance(120)                       # 16 minutes: every one is due
     job.run()
-    assert sorted(table.checked[17:]) == ["a.test", "b.test", "vpn.test:443"]
-    clock.advance(59.5)                      # a run half a second early in its period
-    job.run()
-    assert table.checked[20:] == ["b.test"]
+    assert sorted(table.checked[-3:]) == ["a.test", "b.test", "vpn.test:443"]
     eps = agent.store.episodes(type="interference")
     assert [(e.cause, e.details["target"], e.end) for e in eps] == [("tls", "b.test", None)]
+
+
+def test_a_run_a_little_early_in_its_period_still_checks_what_is_due(tmp_path):
+    _, job, table, clock = _job(tmp_path, [True])
+    table.steps["b.test"] = "tls"
+    job.run()
+    clock.advance(59.5)                      # half a second early: b.test (due at 60 s) is checked
+    job.run()
+    assert table.checked[3:] == ["b.test"]
 
 
 def test_nothing_is_checked_while_the_line_is_down_and_late_failures_do_not_count(tmp_path):
@@ -171,24 +184,27 @@ def test_a_wireguard_endpoint_without_readable_keys_is_named_never_blocked(tmp_p
 
     clock = FakeClock()
     cfg = parse(f'[agent]\nstate_dir = "{tmp_path}/state"\n[services]\nurls = []\n'
-                f'vpn = ["wireguard://wg.test?config={tmp_path}/none.conf"]\nopen_after = 1\n')
+                f'vpn = ["wireguard://wg.test?config={tmp_path}/none.conf"]\nopen_after = 1\n'
+                'interval_s = 1800\n')
     agent = Agent(cfg, clock=clock, probes=FakeNet().probes())
     checker = Checker(system_servers=lambda: ["192.0.2.1"], resolver="", clock=clock)
     job = ServiceChecks(agent.ctx, line_up=lambda: True, checker=checker)
-    for _ in range(3):
-        rows = job.run()
-        clock.advance(60)
+    rows = job.run()
     assert [(r.tags["target"], r.tags["step"], r.fields["how"]) for r in rows] == [
-        ("wg.test:51820/udp", "vpn", "keys")]
+        ("wg.test:51820/udp", "skipped", "keys")]
+    for _ in range(3):                      # no finding: checked again after its interval
+        clock.advance(1800)
+        assert len(job.run()) == 1
     assert agent.store.episodes(type="interference") == []
-    assert "services.vpn: the keys for wg.test:51820/udp could not be read" in caplog.text
+    assert caplog.text.count("services.vpn: the keys for wg.test:51820/udp could not be read") == 1
 
 
 def test_throttling_checks_keep_their_own_schedule_and_need_three(tmp_path):
     """throttle_url on: a throttling check per site host (throttle_names empty), due
-    throttle_interval_s after one that passed and retry_s after a slow one; an episode opens
-    only after three slow checks even with open_after = 1; the site checks of the same names
-    keep their own schedule and verdicts."""
+    throttle_interval_s after one that passed, retry_s after a slow one until its episode
+    opens (after three slow checks even with open_after = 1), then a sixth of
+    throttle_interval_s; the site checks of the same names keep their own schedule and
+    verdicts."""
     clock = FakeClock()
     cfg = parse(f'[agent]\nstate_dir = "{tmp_path}/state"\n[services]\n'
                 'urls = ["https://a.test/", "https://b.test/"]\nopen_after = 1\n'
@@ -217,9 +233,12 @@ def test_throttling_checks_keep_their_own_schedule_and_need_three(tmp_path):
     eps = agent.store.episodes(type="interference")
     assert [(e.cause, e.details["target"], e.details["kind"]) for e in eps] == [
         ("throttled", "b.test", "throttle")]
-    clock.advance(1800)                      # the sites are due; a.test's throttling is not
+    clock.advance(1800)                      # the sites are due; neither name's throttling:
+    job.run()                                # b.test's episode is open (every 3600 s now)
+    assert sorted(table.checked[6:]) == [("site", "a.test"), ("site", "b.test")]
+    clock.advance(1800)                      # an hour after: b.test's throttling with the sites
     job.run()
-    assert sorted(table.checked[6:]) == [("site", "a.test"), ("site", "b.test"),
+    assert sorted(table.checked[8:]) == [("site", "a.test"), ("site", "b.test"),
                                          ("throttle", "b.test")]
 
 
@@ -251,9 +270,12 @@ def test_linewatch_check_says_what_the_checks_need(tmp_path):
     assert missing["result"] == "fail"
     assert missing["detail"].startswith(f"services.vpn: the keys for w.test:51820/udp: "
                                         f"{tmp_path}/wg.conf: No such file")
-    key = base64.b64encode(bytes(32)).decode()
+    from agent.probes.wireguard import public_key
+
+    key = base64.b64encode(bytes(range(32))).decode()
+    server = base64.b64encode(public_key(bytes(range(1, 33)))).decode()
     conf = tmp_path / "wg.conf"
-    conf.write_text(f"[Interface]\nPrivateKey = {key}\n[Peer]\nPublicKey = {key}\n")
+    conf.write_text(f"[Interface]\nPrivateKey = {key}\n[Peer]\nPublicKey = {server}\n")
     os.chmod(conf, 0o644)
     loose = check(wg)
     assert loose["result"] == "warn" and loose["fix"] == f"chmod 600 {conf}"

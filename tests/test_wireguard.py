@@ -180,7 +180,9 @@ def test_parse_config_only_peer_and_errors_name_no_key():
            (f"[Interface]\nPrivateKey = {KEY_A[:-4]}\n[Peer]\nPublicKey = {KEY_B}",
             "PrivateKey is not a WireGuard key"),
            (f"[Interface]\nPrivateKey = {KEY_A}\n[Peer]\nPublicKey = not-base64!",
-            "PublicKey is not a WireGuard key")]
+            "PublicKey is not a WireGuard key"),
+           (f"[Interface]\nPrivateKey = {KEY_A}\n[Peer]\nPublicKey = "
+            f"{base64.b64encode(bytes(32)).decode()}", "PublicKey is a low-order point")]
     for text, message in bad:
         with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")) as e:
             wg.parse_config(text)

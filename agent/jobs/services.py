@@ -4,10 +4,12 @@ interference tracker (agent/interference.py, pure) stepped with it; the episodes
 closes are written in the same transaction as the rows and the tracker, then announced.
 
 A target is due ``services.interval_s`` after a check it passed, ``services.retry_s`` after one
-it failed: a healthy site costs a check every 30 minutes, a failing one is
-confirmed or cleared within minutes. A throttling check (``throttle_url``) is due
-``services.throttle_interval_s`` after one that was not slow, and a throttling episode needs at
-least three slow checks whatever ``open_after`` says. The job itself runs every ``retry_s``;
+it failed: a healthy site costs a check every 30 minutes, a failing one is confirmed or cleared
+within minutes; once its episode is open, every sixth of its interval (5 minutes at the
+defaults), so the block's end is seen soon and a long block costs little. A throttling check
+(``throttle_url``) keeps ``services.throttle_interval_s`` instead of ``interval_s``, and a
+throttling episode needs at least three slow checks whatever ``open_after`` says. A check that
+could not be made (step ``skipped``) waits its interval. The job itself runs every ``retry_s``;
 after a start every target is due.
 
 "While the line is up": no connectivity outage in progress and the machine not on battery (a
@@ -78,6 +80,7 @@ class ServiceChecks(Job):
         self.tracker = saved_interference(ctx)
         self._given = checker
         self._next: dict[str, float] = {}    # target -> when it is due (monotonic seconds)
+        self._said: set[str] = set()         # targets whose unusable keys were logged
 
     def targets(self) -> list[Service]:
         return configured_targets(self.cfg.services)
@@ -109,6 +112,21 @@ class ServiceChecks(Job):
         except (ValueError, KeyError, TypeError) as exc:
             raise ProbeError(f"services: the checks' answer is not rows: {exc}") from None
 
+    def wait_s(self, row: Sample, streak: interference.Streak | None) -> float:
+        """How long until this target is checked again: its interval after a pass (or a check
+        that could not be made: no finding), ``retry_s`` while failures are not yet confirmed,
+        and, once its episode is open, a sixth of its interval (no less than ``retry_s``): the
+        end of a block is seen within minutes, and a month of blocking does not cost a check a
+        minute."""
+        sv = self.cfg.services
+        interval = sv.throttle_interval_s if row.tags["kind"] == interference.THROTTLE \
+            else sv.interval_s
+        if row.fields["ok"] or row.tags["step"] == "skipped":
+            return interval
+        if streak is not None and streak.open:
+            return max(sv.retry_s, interval / 6)
+        return sv.retry_s
+
     def run(self) -> list[Sample]:
         """The checks of the targets due now (none while the line is down); their rows, as
         stored."""
@@ -123,13 +141,10 @@ class ServiceChecks(Job):
         rows = [Sample(s.measurement, {**self.tags, **s.tags}, s.fields, s.time)
                 for s in self.check(targets)]
         for r in rows:
-            throttle = r.tags["kind"] == interference.THROTTLE
-            wait = (sv.throttle_interval_s if throttle else sv.interval_s) if r.fields["ok"] \
-                else sv.retry_s
-            self._next[key_of(r.tags["target"], r.tags["kind"])] = now + wait
-            if r.fields.get("how") == "keys":
-                log.warning("services.vpn: the keys for %s could not be read, so it is not "
-                            "checked (`linewatch services` says why)", r.tags["target"])
+            if r.fields.get("how") == "keys" and r.tags["target"] not in self._said:
+                self._said.add(r.tags["target"])
+                log.warning("services.vpn: the keys for %s could not be read or used, so it is "
+                            "not checked (`linewatch check` says why)", r.tags["target"])
         up = self.line_up()
         tracker, changes = self.tracker, []
         if up:
@@ -140,6 +155,9 @@ class ServiceChecks(Job):
                 tracker, ch = interference.step(tracker, check, max(sv.open_after, 3) if
                                                 check.step == "throttled" else sv.open_after)
                 changes += ch
+        for r in rows:
+            key = key_of(r.tags["target"], r.tags["kind"])
+            self._next[key] = now + self.wait_s(r, tracker.get(key))
         episodes = {c.episode.id: c.episode for c in changes}
         samples = rows + [episode_sample(c.episode, self.tags) for c in changes
                           if c.kind == "closed"]

@@ -82,7 +82,7 @@ from agent.probes.dns import Lookup, lookup, recv_exact
 from agent.probes.dns_wire import validate_name
 from kit.errors import ConfigError
 
-STEPS = ("dns", "tcp", "tls", "http", "vpn", "throttled")
+STEPS = ("dns", "tcp", "tls", "http", "vpn", "throttled", "skipped")
 # How each step fails: the word in ``how``.
 HOW = {
     "dns": ("timeout", "nxdomain", "no_answer", "servfail", "refused", "network",
@@ -90,10 +90,12 @@ HOW = {
     "tcp": ("timeout", "refused", "reset", "unreachable", "network"),
     "tls": ("timeout", "reset", "closed", "cert", "alert", "error"),
     "http": ("timeout", "reset", "closed", "malformed"),
-    # keys: a wireguard:// endpoint's keys could not be read (a setup problem, not a finding)
-    "vpn": ("timeout", "refused", "reset", "closed", "malformed", "keys"),
-    # control: the neutral download failed (nothing to compare with; not a finding)
-    "throttled": ("slow", "control"),
+    "vpn": ("timeout", "refused", "reset", "closed", "malformed"),
+    "throttled": ("slow",),
+    # not checked, no finding either way: a wireguard:// endpoint's keys could not be read or
+    # used (keys); a throttling check's neutral download failed, nothing to compare with
+    # (control)
+    "skipped": ("keys", "control"),
 }
 KINDS = ("site", "tcp", "openvpn", "wireguard", "throttle")
 THROTTLED_BELOW = 0.5     # the name's rate under half the neutral one's
@@ -268,6 +270,8 @@ def verdict(s: Steps) -> tuple[str, str]:
     The system's answer is judged poisoned (``dns``, ``mismatch``) only when it shares no
     address with the second path's, the site then failed on it at TCP or TLS, and the site
     passed TLS on the second path's address: a CDN's differing answers are no finding."""
+    if s.vpn_fail == "keys" or s.throttle_fail == "control":
+        return "skipped", s.vpn_fail or s.throttle_fail or ""
     if s.dns_fail:
         return "dns", s.dns_fail
     failed = next(((st, how) for st, how in (("tcp", s.tcp_fail), ("tls", s.tls_fail),
@@ -536,6 +540,11 @@ class Checker:
                                         ephemeral_private=os.urandom(32),
                                         unix_ns=to_ns(self.clock.now()))
 
+        try:
+            make()                  # a key that cannot make an initiation is no finding
+        except ValueError:
+            s.vpn_fail = "keys"
+            return
         self._udp(address, port, s, make, lambda reply, pending: bool(
             wireguard.answer(pending, reply)))
 
@@ -577,7 +586,7 @@ class Checker:
         s.dns_fail, s.addresses = "", (address,)      # the download server's
         neutral = Steps()
         control = self._download(service, address, self.control_sni, neutral)
-        if control is None:
+        if control is None or control < 1.0:         # nothing (or next to nothing) came
             s.throttle_fail = "control"
             return
         rate = self._download(service, address, service.host, s)
@@ -619,7 +628,8 @@ class Checker:
                         head += chunk
                         if b"\r\n\r\n" not in head:
                             if len(head) > 65536:
-                                raise ValueError("headers too long")
+                                s.http_fail = "malformed"          # headers without end
+                                return None
                             continue
                         head, chunk = head.split(b"\r\n\r\n", 1)
                         status = head.split(b" ", 2)[1:2]
@@ -773,10 +783,11 @@ def child_request(services: Sequence[Service], *, system_servers: Sequence[str],
 
 
 def child_budget_s(services: Sequence[Service], timeout_s: float) -> float:
-    """How long the child may take: each step of each check at its timeout (two lookups, a
-    connect, three handshakes, a request; a throttling check: a lookup and two downloads of at
-    most 3 x timeout_s after their connect and handshake), and a margin to start."""
-    return sum(9 if s.kind == "throttle" else 7 for s in services) * timeout_s + 30.0
+    """How long the child may take: each step of each check at its timeout (a site: two
+    lookups, three connects and handshakes, a request, a DNS-over-HTTPS exchange; a throttling
+    check: a lookup and two downloads of at most 3 x timeout_s after their connect and
+    handshake: 12 timeouts at most either way), and a margin to start."""
+    return len(services) * 12 * timeout_s + 30.0
 
 
 def rows_of_child(out: bytes) -> list[Sample]:

@@ -315,10 +315,15 @@ def parse_config(text: str, endpoint: str = "") -> Keys:
         raise ValueError(f"needs a [Peer] with the server's PublicKey (Endpoint = {endpoint}, or "
                          "the only [Peer])")
     peer = chosen[0]
-    return Keys(_key(interface[0]["privatekey"], "PrivateKey"),
+    keys = Keys(_key(interface[0]["privatekey"], "PrivateKey"),
                 _key(peer["publickey"], "the [Peer]'s PublicKey"),
                 _key(peer["presharedkey"], "PresharedKey") if "presharedkey" in peer
                 else bytes(32))
+    try:
+        _dh(keys.private, keys.server_public)
+    except ValueError:
+        raise ValueError("the [Peer]'s PublicKey is a low-order point: no server has it") from None
+    return keys
 
 
 def read_keys(path: str, endpoint: str = "") -> Keys:
