@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from agent.alerts.settings import AlertsSection, ChannelSection, alerts_of
 from kit.configkit import (
     all_of,
     at_least,
@@ -360,6 +361,7 @@ class Config:
     speedtest: SpeedtestSection = field(default_factory=SpeedtestSection)
     report: ReportSection = field(default_factory=ReportSection)
     services: ServicesSection = field(default_factory=ServicesSection)
+    alerts: AlertsSection = field(default_factory=AlertsSection)
     source: str = "(defaults)"  # the file this came from, for messages
 
     @property
@@ -370,7 +372,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "agent": AgentSection, "probe": ProbeSection, "outage": OutageSection, "power": PowerSection,
     "store": StoreSection, "influx": InfluxSection, "speedtest": SpeedtestSection,
-    "report": ReportSection, "services": ServicesSection,
+    "report": ReportSection, "services": ServicesSection, "alerts": AlertsSection,
 }
 
 
@@ -435,7 +437,13 @@ def parse(text: str, source: str = "config.toml") -> Config:
 
 
 def from_dict(data: Mapping[str, Any], source: str = "config.toml") -> Config:
+    data = dict(data)
+    alerts = data.pop("alerts", None)
     sections = sections_of(data, SECTIONS, source)
+    if alerts is not None:
+        if not isinstance(alerts, dict):
+            raise ConfigError(source, "alerts", "must be a table ([alerts])")
+        sections["alerts"] = alerts_of(alerts, source)
     timeout_set = "timeout_s" in data.get("probe", {})
     if "probe" in sections and not timeout_set:
         p = sections["probe"]
@@ -534,6 +542,8 @@ def example_toml(values: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     for name, cls in SECTIONS.items():
         out += ["", f"[{name}]"]
         for i, f in enumerate(fields(cls)):
+            if f.name == "channels":
+                continue  # an array of tables: shown after the section's keys
             if i:
                 out.append("")
             for line in wrap(f.metadata["doc"]):
@@ -543,4 +553,20 @@ def example_toml(values: Mapping[str, Mapping[str, Any]] | None = None) -> str:
                 out.append(f"{f.name} = {toml_value(chosen[f.name])}")
             else:
                 out.append(f"# {f.name} = {toml_value(default_of(f))}")
+        if cls is AlertsSection:
+            out += _channel_example()
     return "\n".join(out) + "\n"
+
+
+def _channel_example() -> list[str]:
+    """The commented ``[[alerts.channels]]`` table: each key with its doc and an example."""
+    out = ["", *(f"# {line}" for line in wrap("Channels: one [[alerts.channels]] table each, "
+                                              "such as this one (remove the # to use it).")),
+           "# [[alerts.channels]]"]
+    for f in fields(ChannelSection):
+        out.append("#")
+        out += [f"# {line}" for line in wrap(f.metadata["doc"])]
+        example = f.metadata.get("example")
+        shown = example if example is not None else default_of(f)
+        out.append(f"# {f.name} = {toml_value(tuple(shown) if isinstance(shown, list) else shown)}")
+    return out
