@@ -107,6 +107,17 @@ class Agent:
             self.push = make_push(ctx)
         if self.push is not None:
             ctx.listeners.append(self.push.on_episode)
+        self.alerts = self.remote_alerts = None
+        if cfg.alerts.channels:
+            # deferred: the alert rules and channels load only when channels are configured
+            from agent.alerts.channels import build_all
+            from agent.jobs.alerts import AlertBook, Alerts, RemoteAlerts, ups_reading
+
+            book = AlertBook(ctx, build_all(cfg.alerts.channels, cfg.source),
+                             cfg.alerts.channels, line_down=self.rounds.outage_open,
+                             ups=lambda: ups_reading(self.power.readings))
+            ctx.listeners.append(book.heard)
+            self.alerts, self.remote_alerts = Alerts(ctx, book), RemoteAlerts(ctx, book)
         self.housekeeping = Housekeeping(ctx, lock)
         self.watchdog = Watchdog(ctx, forwarding=self.push is not None, notifier=notifier)
         self.guard = Guard(clock, ctx.counters, repair_store=self._repair_store,
@@ -203,6 +214,18 @@ class Agent:
             # minute at most: the rounds have said by then whether the line is up
             every = min(cfg.services.retry_s, cfg.services.interval_s)
             self._every(sched, every, self.services, first_in_s=min(60.0, every))
+        if self.alerts is not None and self.remote_alerts is not None:
+            # deferred: as in __init__
+            from agent.jobs.alerts import TICK_S
+
+            self._every(sched, TICK_S, self.alerts, first_in_s=1.0)
+            self._every(sched, TICK_S, self.remote_alerts, first_in_s=2.0)
+            log.info("alerts to %s", ", ".join(c.key for c in self.alerts.book.channels))
+        if cfg.alerts.heartbeat_url:
+            # deferred: the heartbeat job loads only when a heartbeat URL is set
+            from agent.jobs.alerts import Heartbeat
+
+            self._every(sched, cfg.alerts.heartbeat_every_s, Heartbeat(self.ctx), first_in_s=10.0)
         if self.push is not None:
             self._every(sched, cfg.influx.push_interval_s, self.push, first_in_s=2.0)
             log.info("forwarding to %s (%s)", redact_value(cfg.influx.url), cfg.influx.api)

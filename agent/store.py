@@ -80,6 +80,10 @@ def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
     return "not a database" in text or "malformed" in text or "corrupt" in text
 
 
+# The alert outbox's states (kit/storeschema.py).
+ALERT_QUEUED, ALERT_SENT, ALERT_REPLACED, ALERT_REFUSED, ALERT_EXPIRED = 0, 1, 2, 3, 4
+
+
 @dataclass
 class Trouble:
     """Since when (UTC) the store cannot be written, why, and what waits in memory."""
@@ -441,6 +445,70 @@ class Store:
             (HOURLY, DAILY, HOURLY, 3600 * 10**9, DAILY, 86400 * 10**9))[0]
         oldest = next((t for t in (raw, hours, days, any_) if t is not None), None)
         return n, (from_ns(oldest) if oldest is not None else None)
+
+    # -- the alert outbox (agent/jobs/alerts.py) --------------------------------------------
+    def alerts_put(self, rows: Iterable[tuple[str, str, str, str, str, tuple[str, ...]]],
+                   now_ns: int) -> int:
+        """Queue alerts, each once per channel: rows of (id, channel, about, event, alert JSON,
+        events it replaces). A row already there (made before, on this run or another) stays
+        as it is. A new one marks the still-queued rows of the same channel and thing whose
+        events it replaces as replaced. Returns how many were new."""
+        new = 0
+        with self._tx() as c:
+            for ident, channel, about, event, text, replaces in rows:
+                cur = c.execute("INSERT OR IGNORE INTO alerts (id, channel, about, event, alert,"
+                                " made_ns) VALUES (?, ?, ?, ?, ?, ?)",
+                                (ident, channel, about, event, text, now_ns))
+                if cur.rowcount != 1:
+                    continue
+                new += 1
+                for old in replaces:
+                    c.execute("UPDATE alerts SET state = ?, done_ns = ?, note = ? WHERE channel = ?"
+                              " AND about = ? AND event = ? AND state = ?",
+                              (ALERT_REPLACED, now_ns, f"replaced by {event}", channel, about, old,
+                               ALERT_QUEUED))
+        return new
+
+    def alerts_due(self, channel: str, now_ns: int, limit: int = 20) -> list[tuple[str, str, int]]:
+        """(id, alert JSON, attempts so far) of the channel's queued alerts due now, oldest first."""
+        return [(i, a, int(n)) for i, a, n in self._query(
+            "SELECT id, alert, attempts FROM alerts WHERE channel = ? AND state = ? AND"
+            " next_ns <= ? ORDER BY made_ns, id LIMIT ?", (channel, ALERT_QUEUED, now_ns, limit))]
+
+    def alerts_next(self, now_ns: int) -> int | None:
+        """When the earliest queued alert of any channel may be tried (ns), None when none waits."""
+        row = self._query("SELECT min(next_ns) FROM alerts WHERE state = ?", (ALERT_QUEUED,))
+        return row[0][0] if row else None
+
+    def alert_done(self, ident: str, channel: str, state: int, now_ns: int, note: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE alerts SET state = ?, done_ns = ?, attempts = attempts + 1, note = ?"
+                      " WHERE id = ? AND channel = ?", (state, now_ns, note[:300], ident, channel))
+
+    def alert_later(self, ident: str, channel: str, next_ns: int, note: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE alerts SET attempts = attempts + 1, next_ns = ?, note = ? WHERE"
+                      " id = ? AND channel = ?", (next_ns, note[:300], ident, channel))
+
+    def alerts_by_state(self) -> dict[str, dict[int, int]]:
+        """channel -> state -> how many alerts."""
+        out: dict[str, dict[int, int]] = {}
+        for channel, state, n in self._query(
+                "SELECT channel, state, count(*) FROM alerts GROUP BY channel, state"):
+            out.setdefault(channel, {})[int(state)] = int(n)
+        return out
+
+    def alerts_recent(self, limit: int = 20) -> list[tuple[str, str, int, int, int | None, str]]:
+        """(channel, event, state, attempts, done_ns, note) of the newest alerts."""
+        return [tuple(r) for r in self._query(  # type: ignore[misc]
+            "SELECT channel, event, state, attempts, done_ns, note FROM alerts"
+            " ORDER BY made_ns DESC, id LIMIT ?", (limit,))]
+
+    def alerts_prune(self, before_ns: int) -> int:
+        """Forget alerts settled (sent, replaced, refused, expired) before ``before_ns``."""
+        with self._tx() as c:
+            return c.execute("DELETE FROM alerts WHERE state != ? AND done_ns < ?",
+                             (ALERT_QUEUED, before_ns)).rowcount
 
     # -- reading ----------------------------------------------------------------------------
     def get_state(self, key: str) -> str | None:

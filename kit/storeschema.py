@@ -11,6 +11,9 @@ store file checks before it trusts one (kit/storefile.py: the collector, the lin
   only for the row of its id, series and time (a row deleted and its id used again never
   takes a stale line). Optional: stores made before it have none.
 * ``state``      the agent's small durable facts (heartbeat, forward state, ...).
+* ``alerts``     the alert outbox: one row per alert and channel, ``state`` queued (0), sent
+  (1), replaced by a later alert about the same thing before it was sent (2), refused by the
+  channel (3) or expired (4). Optional: stores made before it have none.
 """
 
 from __future__ import annotations
@@ -65,6 +68,20 @@ CREATE TABLE IF NOT EXISTS outbox_lines (
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    about TEXT NOT NULL,
+    event TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    made_ns INTEGER NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ns INTEGER NOT NULL DEFAULT 0,
+    done_ns INTEGER,
+    note TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (id, channel)
 );
 """
 

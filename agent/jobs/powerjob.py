@@ -48,6 +48,7 @@ class PowerJob(Job):
         # password is kept are logged once at start (power.ups is read only then).
         self.sensors, self.ups_warnings = power_sensors(ctx.cfg, platform, ctx.clock)
         self.clock_state = platform.clock_state()
+        self.readings: list[power.Reading] = []
         self._pending: dict | None = None
         # Polls whose store write failed, oldest first, stepped again with the next one.
         self._unwritten_polls: list[tuple] = []
@@ -150,6 +151,7 @@ class PowerJob(Job):
             self._settle_pending()
         t, mono = self.clock.now(), self.clock.monotonic()
         readings, fresh = self.read_power_sensors()
+        self.readings = readings  # the latest, for the alerts (the UPS's charge and runtime)
         sensors = {"clock": self.clock_state, "readings": [
             {"source": r.source, "on_battery": r.on_battery, "charge_pct": r.charge_pct, "status": r.status}
             for r in readings], "errors": dict(self._sensor_errors)}

@@ -1,0 +1,376 @@
+"""The alerts: made from what the agent knows, kept in the store's outbox, delivered once to
+each channel (:mod:`agent.alerts`).
+
+Two jobs share one :class:`AlertBook`:
+
+* ``alerts`` every :data:`TICK_S`: hears episode changes through the context's hook
+  (:meth:`AlertBook.heard`), asks :func:`agent.alerts.rules.due` which alerts should exist now,
+  queues each new one in the outbox for every channel that takes its event (one transaction),
+  and delivers to the channels on this machine (the desktop) at once;
+* ``alerts_remote`` every :data:`TICK_S`: delivers the outbox to the remote channels (ntfy,
+  Telegram, webhooks, e-mail, Apprise), but not while a connectivity outage is open: an alert
+  made while the line is down waits, with its own times, and goes when the line is back (an end
+  made by then replaces its unsent start, so the message says both).
+
+Once per channel: an alert's id is made from what it is about, and the outbox keeps one row per
+id and channel; a row is marked sent in the same moment the channel accepts it. A kill between
+the two may send it again, with the same id (receivers can drop it); nothing queued is lost:
+on restart the book is filled again from the store's episodes, and the alerts they call for are
+queued again, or found already there.
+
+Alerts about the store itself (it cannot be written) cannot wait in it: they are delivered from
+memory, once per channel in this run.
+
+``heartbeat`` every ``alerts.heartbeat_every_s`` when ``alerts.heartbeat_url`` is set: fetches it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from agent import outage
+from agent.alerts import rules
+from agent.alerts.model import STORE_TROUBLE, Alert, Channel, SendError
+from agent.alerts.settings import ChannelSection, wants
+from agent.jobs.context import Context, Job
+from agent.model import Episode, to_ns
+from agent.store import (
+    ALERT_EXPIRED,
+    ALERT_REFUSED,
+    ALERT_SENT,
+    STATE_RECOVERED,
+)
+from kit.configkit import parse_work_hours
+
+log = logging.getLogger("linewatch")
+
+TICK_S = 5.0
+STATE_ALERTS_SINCE = "alerts_since"
+HORIZON_S = 24 * 3600          # alerts are made about the last day only (never about old history)
+KEEP_SETTLED_S = 30 * 86400    # settled outbox rows are forgotten after this
+EXPIRE_S = {False: 7 * 86400, True: 12 * 3600}  # a queued alert expires (remote, local)
+SPEEDS_EVERY_S = 60.0
+MAX_BACKOFF_S = 600.0
+
+
+def backoff_s(attempts: int, retry_after_s: float | None = None) -> float:
+    """Seconds before the next try of an alert that failed ``attempts`` times (1, 2, ...):
+    15 s doubling to 10 min, or what the server asked for (at most an hour)."""
+    if retry_after_s is not None and retry_after_s > 0:
+        return min(retry_after_s, 3600.0)
+    return min(MAX_BACKOFF_S, 15.0 * 2 ** max(0, attempts - 1))
+
+
+def in_quiet_hours(local: datetime, quiet: tuple[int, int] | None) -> bool:
+    """Whether a local time falls in quiet hours (minutes after midnight; may cross midnight)."""
+    if quiet is None:
+        return False
+    a, b = quiet
+    m = local.hour * 60 + local.minute
+    return a <= m < b if a < b else (m >= a or m < b)
+
+
+class AlertBook:
+    """What the alerts jobs share: the channels, the episodes heard, the outbox's bookkeeping."""
+
+    def __init__(self, ctx: Context, channels: list[Channel], sections: Iterable[ChannelSection],
+                 *, line_down: Callable[[], bool], ups: Callable[[], rules.Ups | None]) -> None:
+        self.ctx = ctx
+        self.channels = channels
+        self.sections = {c.key: s for c, s in zip(channels, sections)}
+        self.quiet = {key: parse_work_hours(s.quiet_hours, overnight=True) if s.quiet_hours
+                      else None for key, s in self.sections.items()}
+        self.line_down, self.ups = line_down, ups
+        self.lock = threading.Lock()
+        self.episodes: dict[str, Episode] = {}
+        self.queued: set[tuple[str, str]] = set()    # (id, channel) put in the outbox this run
+        self.volatile: dict[str, Alert] = {}         # alerts that cannot wait in the store
+        self.volatile_sent: set[tuple[str, str]] = set()
+        self.speeds: list[rules.Speed] = []
+        self.speeds_read: float | None = None
+        self.since: datetime | None = None
+        self.tz = _zone(ctx.cfg.alerts.time_zone)
+        self.counters = ctx.counters
+        for key in ("alerts_made", "alerts_sent", "alert_errors", "alerts_refused"):
+            self.counters.setdefault(key, 0)
+        self._failing: dict[str, str] = {}
+
+    # -- hearing ------------------------------------------------------------------------------
+    def heard(self, change: outage.Change) -> None:
+        """The episode hook's listener: keep the episode's latest version (quick: no I/O)."""
+        with self.lock:
+            self.episodes[change.episode.id] = change.episode
+
+    def load(self, now: datetime) -> None:
+        """At start: the episodes of the last day from the store, and since when alerts run."""
+        store = self.ctx.store
+        saved = store.get_state(STATE_ALERTS_SINCE)
+        if saved:
+            self.since = datetime.fromisoformat(saved)
+        else:
+            self.since = now
+            store.write(state={STATE_ALERTS_SINCE: now.isoformat()})
+        horizon = now - timedelta(seconds=max(HORIZON_S, self.ctx.cfg.alerts.flap_window_s))
+        with self.lock:
+            for e in store.episodes(since=horizon):
+                self.episodes.setdefault(e.id, e)
+
+    # -- making -------------------------------------------------------------------------------
+    def params(self) -> rules.Params:
+        cfg = self.ctx.cfg
+        a = cfg.alerts
+        return rules.Params(agent=self.ctx.tags.get("agent", ""), tags=dict(self.ctx.tags),
+                            min_duration_s=a.min_duration_s, flap_changes=a.flap_changes,
+                            flap_window_s=a.flap_window_s, ups_low_pct=a.ups_low_pct,
+                            speed_below_pct=a.speed_below_pct,
+                            plan_mbps=cfg.report.plan_download_mbps, tz=self.tz)
+
+    def make(self, now: datetime) -> list[rules.Made]:
+        """The alerts due now about the last day, since alerts were first configured."""
+        if self.since is None:
+            self.load(now)
+        assert self.since is not None
+        horizon = max(self.since, now - timedelta(seconds=HORIZON_S))
+        keep_from = now - timedelta(seconds=max(HORIZON_S, self.ctx.cfg.alerts.flap_window_s))
+        with self.lock:
+            for key in [k for k, e in self.episodes.items() if e.end is not None and e.end < keep_from]:
+                del self.episodes[key]
+            eps = list(self.episodes.values())
+        made = rules.due(eps, now, self.params(), ups=self.ups(), speeds=self._speeds(now),
+                         trouble=self._trouble(now))
+        return [m for m in made if (m.alert.end or now) >= horizon
+                and (m.alert.event != "line_unstable" or m.alert.start >= horizon)]
+
+    def _speeds(self, now: datetime) -> list[rules.Speed]:
+        mono = self.ctx.clock.monotonic()
+        if self.speeds_read is None or mono - self.speeds_read >= SPEEDS_EVERY_S:
+            self.speeds_read = mono
+            since = now - timedelta(seconds=HORIZON_S)
+            out = []
+            for s in self.ctx.store.samples("speedtest", since=since):
+                bps = s.fields.get("download_bps")
+                if s.fields.get("status") == "ok" and isinstance(bps, (int, float)) and bps >= 0:
+                    out.append(rules.Speed(s.time, float(bps) / 1e6))
+            self.speeds = out
+        return self.speeds
+
+    def _trouble(self, now: datetime) -> rules.Trouble | None:
+        store = self.ctx.store
+        if store.trouble is not None:
+            t = store.trouble
+            return rules.Trouble(t.since.replace(microsecond=0), t.reason)
+        if store.recovered_from is not None:
+            try:
+                saved = json.loads(store.get_state(STATE_RECOVERED) or "{}")
+                since = datetime.fromisoformat(saved["time"]).replace(microsecond=0)
+            except (ValueError, KeyError, TypeError):
+                return None
+            return rules.Trouble(since, str(store.recovered_from.name), damaged=True)
+        return None
+
+    def queue(self, made: list[rules.Made], now: datetime) -> int:
+        """Put the new alerts in the outbox, once per channel that takes their event; the
+        store's own trouble stays in memory. Returns how many rows were new."""
+        rows = []
+        for m in made:
+            a = m.alert
+            for ch in self.channels:
+                if (a.id, ch.key) in self.queued or not wants(self.sections[ch.key], a.event):
+                    continue
+                if a.event == STORE_TROUBLE:
+                    self.volatile.setdefault(a.id, a)
+                    continue
+                rows.append(((a.id, ch.key, m.about, a.event, a.to_json(), m.replaces), (a.id, ch.key)))
+        if not rows:
+            return 0
+        new = self.ctx.store.alerts_put([r for r, _ in rows], to_ns(now))
+        self.queued.update(k for _, k in rows)
+        if new:
+            self.counters["alerts_made"] += new
+            events = sorted({r[3] for r, _ in rows})
+            log.info("alerts: %d queued (%s)", new, ", ".join(events))
+        return new
+
+    # -- delivering ---------------------------------------------------------------------------
+    def deliver(self, now: datetime, remote: bool) -> int:
+        """Send what is due to the local (``remote`` False) or remote channels; returns how many
+        were sent. A channel whose send fails is left alone until its next due time."""
+        sent = 0
+        local_now = now.astimezone(self.tz)
+        for ch in self.channels:
+            if ch.remote != remote or in_quiet_hours(local_now, self.quiet[ch.key]):
+                continue
+            if remote and self.line_down():
+                continue
+            sent += self._volatile(ch)
+            for ident, text, attempts in self.ctx.store.alerts_due(ch.key, to_ns(now)):
+                try:
+                    alert = Alert.from_json(text)
+                except ValueError as exc:  # a row this version cannot read: never retried
+                    self.ctx.store.alert_done(ident, ch.key, ALERT_REFUSED, to_ns(now), str(exc))
+                    continue
+                age = (now - (alert.end or alert.start)).total_seconds()
+                if age > EXPIRE_S[not ch.remote]:
+                    self.ctx.store.alert_done(ident, ch.key, ALERT_EXPIRED, to_ns(now),
+                                              f"expired after {age / 3600:.0f} h unsent")
+                    log.warning("alert %s to %s expired unsent", alert.event, ch.key)
+                    continue
+                ok = self._send(ch, alert, ident, attempts, now)
+                sent += ok
+                if not ok:
+                    break
+        return sent
+
+    def _send(self, ch: Channel, alert: Alert, ident: str, attempts: int, now: datetime) -> bool:
+        store = self.ctx.store
+        try:
+            receipt = ch.send(alert)
+        except SendError as exc:
+            self.counters["alert_errors"] += 1
+            if exc.retry:
+                wait = backoff_s(attempts + 1, exc.retry_after_s)
+                store.alert_later(ident, ch.key, to_ns(now) + int(wait * 1e9), str(exc))
+                self._failed(ch.key, f"{exc} (trying again in {wait:.0f} s)")
+            else:
+                self.counters["alerts_refused"] += 1
+                store.alert_done(ident, ch.key, ALERT_REFUSED, to_ns(now), str(exc))
+                log.error("alert %s to %s refused: %s", alert.event, ch.key, exc)
+            return False
+        store.alert_done(ident, ch.key, ALERT_SENT, to_ns(now), receipt)
+        self.counters["alerts_sent"] += 1
+        if self._failing.pop(ch.key, None) is not None:
+            log.info("alerts to %s go through again", ch.key)
+        log.info("alert %s (%s) sent to %s: %s", alert.event, alert.id, ch.key, receipt)
+        return True
+
+    def _volatile(self, ch: Channel) -> int:
+        sent = 0
+        for a in list(self.volatile.values()):
+            if (a.id, ch.key) in self.volatile_sent or not wants(self.sections[ch.key], a.event):
+                continue
+            try:
+                ch.send(a)
+            except SendError as exc:
+                self._failed(ch.key, str(exc))
+                if not exc.retry:
+                    self.volatile_sent.add((a.id, ch.key))
+                continue
+            self.volatile_sent.add((a.id, ch.key))
+            self.counters["alerts_sent"] += 1
+            sent += 1
+        return sent
+
+    def _failed(self, key: str, message: str) -> None:
+        """Logged when a channel starts failing, and again when the reason changes."""
+        if self._failing.get(key) != message.split(" (trying again")[0]:
+            log.warning("alerts to %s cannot be sent now: %s", key, message)
+        self._failing[key] = message.split(" (trying again")[0]
+
+    def prune(self, now: datetime) -> int:
+        return self.ctx.store.alerts_prune(to_ns(now - timedelta(seconds=KEEP_SETTLED_S)))
+
+
+class Alerts(Job):
+    """``alerts``: make the alerts due, queue them, deliver to the local channels."""
+
+    name = "alerts"
+
+    def __init__(self, ctx: Context, book: AlertBook) -> None:
+        super().__init__(ctx)
+        self.book = book
+        self._digest_day: str | None = None
+        self._pruned: datetime | None = None
+
+    def run(self) -> int:
+        now = self.clock.now()
+        made = self.book.make(now)
+        digest = self._digest(now)
+        if digest is not None:
+            made.append(digest)
+        self.book.queue(made, now)
+        if self._pruned is None or now - self._pruned > timedelta(hours=1):
+            self._pruned = now
+            self.book.prune(now)
+        return self.book.deliver(now, remote=False)
+
+    def _digest(self, now: datetime) -> rules.Made | None:
+        at = self.cfg.alerts.digest_at
+        if not at:
+            return None
+        local = now.astimezone(self.book.tz)
+        day = local.date().isoformat()
+        if self._digest_day == day or local.strftime("%H:%M") < at:
+            return None
+        self._digest_day = day
+        since = now - timedelta(hours=24)
+        eps = self.store.episodes(since=since)
+        alert = rules.digest(eps, self.book._speeds(now), now, self.book.params())
+        return rules.Made(alert, "digest:" + day)
+
+
+class RemoteAlerts(Job):
+    """``alerts_remote``: deliver the outbox to the remote channels while the line is up."""
+
+    name = "alerts_remote"
+
+    def __init__(self, ctx: Context, book: AlertBook) -> None:
+        super().__init__(ctx)
+        self.book = book
+
+    def run(self) -> int:
+        return self.book.deliver(self.clock.now(), remote=True)
+
+
+class Heartbeat(Job):
+    """``heartbeat``: fetch ``alerts.heartbeat_url`` (the dead man's switch)."""
+
+    name = "heartbeat"
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.failing: str | None = None
+        self.last_ok: datetime | None = None
+
+    def run(self) -> None:
+        # deferred: the HTTP client (and OpenSSL for https) loads at the first heartbeat
+        from agent.alerts.web import heartbeat
+
+        url = self.cfg.alerts.heartbeat_url
+        try:
+            heartbeat(url)
+        except SendError as exc:
+            if self.failing != str(exc):
+                log.warning("alerts.heartbeat_url: %s", exc)
+            self.failing = str(exc)
+            self.counters["alert_errors"] = self.counters.get("alert_errors", 0) + 1
+            return
+        if self.failing is not None:
+            log.info("alerts.heartbeat_url answers again")
+        self.failing, self.last_ok = None, self.clock.now()
+
+
+def ups_reading(readings: Iterable[Any]) -> rules.Ups | None:
+    """The UPS's last reading (:class:`agent.power.Reading`) as the rules take it."""
+    for r in readings:
+        if getattr(r, "source", None) != rules.UPS_SOURCE:
+            continue
+        runtime = r.sample.fields.get("runtime_s") if r.sample is not None else None
+        return rules.Ups(charge_pct=r.charge_pct,
+                         runtime_s=float(runtime) if isinstance(runtime, (int, float)) else None,
+                         low="LB" in (r.status or "").split())
+    return None
+
+
+def _zone(name: str) -> Any:
+    if not name:
+        return None
+    # deferred: zoneinfo (about 0.5 MB) loads only when alerts.time_zone is set
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
