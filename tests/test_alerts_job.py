@@ -1,0 +1,231 @@
+"""agent/jobs/alerts.py: the alert book over a real store, with channels that record.
+
+The channels here are stand-ins that keep the Channel contract and record what they are given
+(or fail as told): what is tested is the outbox, the debounce, the waiting while the line is
+down, the restarts. The real channels are tested against real servers in
+tests/test_alerts_web.py, tests/test_alerts_desktop.py and tests/test_alerts_mail.py, and the
+whole chain in a namespace lab in tests/test_alerts_netns.py.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agent import config, outage
+from agent.alerts.model import Alert, SendError
+from agent.clock import FakeClock
+from agent.jobs.alerts import AlertBook, Alerts, RemoteAlerts, backoff_s, in_quiet_hours
+from agent.jobs.context import Context
+from agent.model import Episode
+from agent.store import ALERT_REFUSED, ALERT_REPLACED, ALERT_SENT, Store, Trouble
+
+T0 = datetime(2026, 12, 5, 5, 0, tzinfo=UTC)
+
+
+class Recorder:
+    """A stand-in channel: records each alert; ``fail`` makes the next sends raise it."""
+
+    def __init__(self, key: str, remote: bool) -> None:
+        self.key, self.kind, self.remote = key, "recorder", remote
+        self.got: list[Alert] = []
+        self.fail: SendError | None = None
+
+    def send(self, alert: Alert) -> str:
+        if self.fail is not None:
+            raise self.fail
+        self.got.append(alert)
+        return f"#{len(self.got)}"
+
+    def state(self) -> str:
+        return "ready"
+
+
+CFG = """
+[alerts]
+min_duration_s = 60
+[[alerts.channels]]
+kind = "desktop"
+[[alerts.channels]]
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+[[alerts.channels]]
+kind = "ntfy"
+url = "http://127.0.0.1:9/topic"
+events = ["outage_end"]
+"""
+
+
+class Lab:
+    def __init__(self, tmp_path, text: str = CFG) -> None:
+        self.tmp = tmp_path
+        self.cfg = config.parse(text + f'\n[agent]\nid = "a1"\nstate_dir = "{tmp_path}"\n')
+        self.clock = FakeClock(T0)
+        self.down = False
+        self.start()
+
+    def start(self) -> None:
+        """(Re)start: a new store handle and book, as a restarted agent makes them."""
+        self.store = Store.open(self.tmp, now=self.clock.now())
+        self.ctx = Context(self.cfg, self.clock, self.store, {"agent": "a1"})
+        self.desk, self.hook, self.phone = (Recorder("desktop", False), Recorder("webhook", True),
+                                            Recorder("ntfy", True))
+        self.book = AlertBook(self.ctx, [self.desk, self.hook, self.phone],
+                              self.cfg.alerts.channels, line_down=lambda: self.down,
+                              ups=lambda: None)
+        self.ctx.listeners.append(self.book.heard)
+        self.local, self.remote = Alerts(self.ctx, self.book), RemoteAlerts(self.ctx, self.book)
+
+    def episode(self, kind: str, ep: Episode) -> None:
+        """As the rounds job does: the store write, then the announcement."""
+        self.store.write(episodes=[ep])
+        self.ctx.announce([outage.Change(kind, ep)])
+
+    def tick(self, seconds: float = 5.0) -> None:
+        self.clock.advance(seconds)
+        self.local.run()
+        self.remote.run()
+
+
+def conn_ep(start: datetime, end: datetime | None, id="c1") -> Episode:
+    length = ((end or start) - start).total_seconds()
+    return Episode(id=id, type="connectivity", cause="isp", start=start, end=end,
+                   duration_s=length, sustained=length > 300, details={"failed_rounds": 3})
+
+
+def test_an_outage_desktop_at_once_remote_after_the_repair_once_each(tmp_path):
+    lab = Lab(tmp_path)
+    start = lab.clock.now()
+    lab.down = True
+    lab.episode("opened", conn_ep(start, None))
+    for _ in range(11):
+        lab.tick()
+    assert [a.event for a in lab.desk.got] == []      # 55 s: not yet
+    lab.tick()
+    assert [a.event for a in lab.desk.got] == ["outage_start"]
+    assert lab.hook.got == [] and lab.phone.got == []  # the line is down
+    lab.tick(17 * 60)
+    end = lab.clock.now()
+    lab.episode("closed", conn_ep(start, end))
+    lab.down = False
+    lab.tick()
+    assert [a.event for a in lab.desk.got] == ["outage_start", "outage_end"]
+    assert [a.event for a in lab.hook.got] == ["outage_end"]   # the start was replaced
+    assert [a.event for a in lab.phone.got] == ["outage_end"]  # its filter
+    a = lab.hook.got[0]
+    assert a.start == start and a.end == end and a.cause == "isp"
+    assert "10:00-10:17" in a.text or a.text.startswith("Internet was down")
+    for _ in range(5):
+        lab.tick(60)
+    assert len(lab.hook.got) == 1 and len(lab.desk.got) == 2
+    states = lab.store.alerts_by_state()
+    assert states["webhook"] == {ALERT_SENT: 1, ALERT_REPLACED: 1}
+
+
+def test_a_restart_sends_what_waited_once_and_nothing_twice(tmp_path):
+    lab = Lab(tmp_path)
+    start = lab.clock.now()
+    lab.down = True
+    lab.episode("opened", conn_ep(start, None))
+    lab.tick(70)
+    lab.tick(600)
+    lab.episode("closed", conn_ep(start, lab.clock.now()))
+    lab.tick()                    # queued for the webhook, the line still counted down
+    assert lab.hook.got == []
+    lab.store.close()             # the agent stops (or is killed) here
+    lab.start()
+    lab.down = False
+    lab.tick()
+    lab.tick()
+    assert [a.event for a in lab.hook.got] == ["outage_end"]
+    assert lab.desk.got == []     # sent before the restart, not again
+    lab.store.close()
+    lab.start()
+    for _ in range(3):
+        lab.tick()
+    assert lab.hook.got == [] and lab.desk.got == []
+
+
+def test_a_blip_gives_nothing(tmp_path):
+    lab = Lab(tmp_path)
+    start = lab.clock.now()
+    lab.episode("opened", conn_ep(start, None))
+    lab.tick(20)
+    lab.episode("closed", conn_ep(start, lab.clock.now()))
+    for _ in range(20):
+        lab.tick()
+    assert lab.desk.got == [] and lab.hook.got == [] and lab.store.alerts_by_state() == {}
+
+
+def test_retry_with_backoff_then_once_and_a_refusal_is_kept_with_its_reason(tmp_path):
+    lab = Lab(tmp_path)
+    start = lab.clock.now()
+    lab.hook.fail = SendError("connection refused", retry=True)
+    lab.phone.fail = SendError("401 unauthorized", retry=False)
+    lab.episode("opened", conn_ep(start, None))
+    lab.tick(65)
+    lab.episode("closed", conn_ep(start, lab.clock.now()))
+    lab.tick()
+    lab.tick()
+    assert lab.hook.got == [] and lab.phone.got == []
+    lab.hook.fail = None
+    lab.tick(5)
+    assert lab.hook.got == []     # waits out its backoff (15 s, then 30 s)
+    lab.tick(60)
+    # the start failed and was still queued when the end came: the end replaced it
+    assert [a.event for a in lab.hook.got] == ["outage_end"]
+    assert lab.store.alerts_by_state()["ntfy"] == {ALERT_REFUSED: 1}
+    assert lab.ctx.counters["alerts_refused"] == 1 and lab.ctx.counters["alert_errors"] >= 3
+    recent = [r for r in lab.store.alerts_recent() if r[0] == "ntfy"]
+    assert recent[0][5] == "401 unauthorized"
+
+
+def test_quiet_hours_hold_then_send(tmp_path):
+    text = CFG.replace('kind = "desktop"', 'kind = "desktop"\nquiet_hours = "09:00-11:00"')
+    lab = Lab(tmp_path, text.replace("[alerts]", '[alerts]\ntime_zone = "Asia/Karachi"'))
+    start = lab.clock.now()  # 10:00 in Karachi: quiet
+    lab.episode("opened", conn_ep(start, None))
+    lab.tick(65)
+    lab.tick(600)
+    lab.episode("closed", conn_ep(start, lab.clock.now()))
+    lab.tick()
+    assert lab.desk.got == [] and [a.event for a in lab.hook.got] == ["outage_start", "outage_end"]
+    lab.tick(3600)            # 11:11: quiet hours over, one message (the end replaced the start)
+    assert [a.event for a in lab.desk.got] == ["outage_end"]
+
+
+def test_store_trouble_goes_from_memory(tmp_path):
+    lab = Lab(tmp_path)
+    lab.tick()
+    # as the store says it after a write failed (the next write that works clears it)
+    lab.store.trouble = Trouble(lab.clock.now(), "disk full")
+    lab.tick()
+    assert [a.event for a in lab.desk.got] == ["store_trouble"]
+    lab.tick()
+    assert len(lab.desk.got) == 1
+
+
+@pytest.mark.parametrize("attempts, after, expected", [
+    (1, None, 15), (2, None, 30), (6, None, 480), (10, None, 600), (3, 120, 120), (1, 1e6, 3600)])
+def test_backoff(attempts, after, expected):
+    assert backoff_s(attempts, after) == expected
+
+
+@pytest.mark.parametrize("hhmm, quiet, expected", [
+    ("23:30", (1380, 420), True), ("06:59", (1380, 420), True), ("07:00", (1380, 420), False),
+    ("12:00", (540, 1080), True), ("18:00", (540, 1080), False), ("12:00", None, False)])
+def test_quiet_hours(hhmm, quiet, expected):
+    h, m = map(int, hhmm.split(":"))
+    assert in_quiet_hours(T0.replace(hour=h, minute=m), quiet) is expected
+
+
+def test_old_history_is_not_alerted(tmp_path):
+    # an episode from before alerts were configured stays quiet
+    lab = Lab(tmp_path)
+    old = conn_ep(T0 - timedelta(hours=3), T0 - timedelta(hours=2), id="old")
+    lab.store.write(episodes=[old])
+    lab.store.close()
+    lab.start()
+    lab.tick()
+    assert lab.desk.got == []
