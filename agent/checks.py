@@ -404,8 +404,46 @@ def check_services(cfg: Config) -> dict:
               "now)")
 
 
+def check_alerts(cfg: Config) -> list[dict]:
+    """Each alert channel: whether it can be made (its keys, its secret) and whether it looks
+    usable now (the desktop's session bus answers; nothing is sent: `linewatch alerts test`
+    sends), and the alerts waiting in the outbox."""
+    a = cfg.alerts
+    out = []
+    if a.heartbeat_url:
+        # deferred: the alert channels' HTTP module (cheap: http.client loads only to send)
+        from agent.alerts.web import show_heartbeat
+
+        out.append(_r("alerts heartbeat", "ok", f"{show_heartbeat(a.heartbeat_url)} fetched "
+                      f"every {a.heartbeat_every_s:g} s while the agent runs"))
+    if not a.channels:
+        return out or [_r("alerts", "ok", "no channels ([[alerts.channels]]): no alerts are sent")]
+    # deferred: the channels' registry, for this check only
+    from agent.alerts.channels import build
+    from agent.alerts.settings import channel_name
+    from agent.status import alert_outbox
+
+    waiting = {c: n["queued"] for c, n in alert_outbox(cfg, 1)["channels"].items()}
+    for i, sec in enumerate(a.channels):
+        name = f"alerts {channel_name(sec)}"
+        try:
+            ch = build(sec, i, cfg.source)
+        except ConfigError as exc:
+            out.append(_r(name, "fail", str(exc), "see the channel's keys in "
+                          "docs/example-config.toml"))
+            continue
+        state = ch.state()
+        queued = waiting.get(ch.key, 0)
+        detail = f"{sec.kind}: {state}" + (f"; {plural(queued, 'alert')} waiting" if queued else "")
+        ready = state.startswith("ready")
+        out.append(_r(name, "ok" if ready else "warn", detail,
+                      "" if ready else "`linewatch alerts test` sends a test message"))
+    return out
+
+
 CHECKS = (check_config, check_icmp, check_gateway, check_targets, check_dns, check_store, check_clock,
-          check_battery, check_ups, check_host, check_speedtest, check_influx, check_services)
+          check_battery, check_ups, check_host, check_speedtest, check_influx, check_services,
+          check_alerts)
 
 
 def run_checks(cfg: Config) -> list[dict]:

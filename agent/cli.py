@@ -416,6 +416,49 @@ def check(config_path, as_json):
     sys.exit(1 if result == "fail" else 0)
 
 
+# -- alerts -------------------------------------------------------------------------------------
+
+@main.group()
+def alerts() -> None:
+    """Alerts: send a test message to every channel, or list what the outbox holds."""
+
+
+@alerts.command(name="test")
+@config_option
+@json_option
+def alerts_test(config_path, as_json):
+    """Send a test message to every channel of [[alerts.channels]] now, and say how each went.
+    Exit 1 when any failed."""
+    cfg = _load(config_path)
+    if not cfg.alerts.channels:
+        _fail(f"{cfg.source}: no [[alerts.channels]] to test", 2)
+    # deferred: the channels and their HTTP, SMTP and D-Bus clients load for this command only
+    from agent.alerts.channels import test_all
+
+    rows = test_all(cfg)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        show.alert_tests(rows)
+    sys.exit(0 if all(r["ok"] for r in rows) else 1)
+
+
+@alerts.command(name="list")
+@config_option
+@json_option
+@click.option("--last", default=20, show_default=True, type=click.IntRange(1, 1000),
+              help="How many of the newest alerts to list.")
+def alerts_list(config_path, as_json, last):
+    """The alert outbox: per channel, how many alerts were sent, wait, were replaced, refused or
+    expired, and the newest alerts with what the channel answered."""
+    cfg = _load(config_path)
+    out = status_mod.alert_outbox(cfg, last)
+    if as_json:
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+    else:
+        show.alert_outbox(out)
+
+
 # -- init ---------------------------------------------------------------------------------------
 
 @main.command()

@@ -116,6 +116,7 @@ class Agent:
             book = AlertBook(ctx, build_all(cfg.alerts.channels, cfg.source),
                              cfg.alerts.channels, line_down=self.rounds.outage_open,
                              ups=lambda: ups_reading(self.power.readings))
+            book.load(clock.now())  # alerts are about what happens from now on
             ctx.listeners.append(book.heard)
             self.alerts, self.remote_alerts = Alerts(ctx, book), RemoteAlerts(ctx, book)
         self.housekeeping = Housekeeping(ctx, lock)

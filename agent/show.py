@@ -237,6 +237,26 @@ def speedtest(f: dict) -> None:
         click.echo(f"failed: {f['error']}: {f.get('error_detail', '')}")
 
 
+def alert_tests(rows: list[dict]) -> None:
+    """``linewatch alerts test``: each channel and how its test message went."""
+    table(["channel", "kind", "result", "detail"],
+          [[r["channel"], r["kind"], "sent" if r["ok"] else "FAILED", r["detail"]] for r in rows])
+
+
+def alert_outbox(out: dict) -> None:
+    """``linewatch alerts list``: the outbox per channel, then the newest alerts."""
+    if not out["channels"]:
+        click.echo("no alerts yet")
+        return
+    states = ["queued", "sent", "replaced", "refused", "expired"]
+    table(["channel", *states], [[c, *(str(n[s]) for s in states)]
+                                 for c, n in out["channels"].items()])
+    click.echo("")
+    table(["channel", "event", "state", "tries", "settled (UTC)", "answer"],
+          [[a["channel"], a["event"], a["state"], str(a["attempts"]),
+            (a["done"] or "")[:19].replace("T", " "), a["note"]] for a in out["alerts"]])
+
+
 def checks(results: list[dict]) -> None:
     for r in results:
         mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[r["result"]]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from agent import lock, speedplan
 from agent.config import Config
-from agent.model import Episode, Sample
+from agent.model import Episode, Sample, from_ns
 from agent.statekeys import (
     STATE_FORWARD,
     STATE_HEARTBEAT,
@@ -23,7 +23,7 @@ from agent.statekeys import (
 )
 from agent.store import STATE_RECOVERED, Store
 from kit import definitions
-from kit.errors import StoreMissing
+from kit.errors import StoreError, StoreMissing
 from kit.secret import redact_value
 from kit.words import THIN_WATCH_H
 
@@ -135,6 +135,34 @@ def episodes_since(cfg: Config, since: datetime, types: set[str] | None) -> list
     finally:
         store.close()
     return [episode_json(e) for e in eps if types is None or e.type in types]
+
+
+ALERT_STATES = ("queued", "sent", "replaced", "refused", "expired")  # agent.store's ALERT_*
+
+
+def alert_outbox(cfg: Config, last: int = 20) -> dict:
+    """The alert outbox as ``alerts list`` shows it: per channel, alerts by state; the newest
+    ``last`` alerts with the channel's answer. Empty when there is no store or no outbox yet."""
+    out: dict = {"channels": {}, "alerts": []}
+    try:
+        store = open_store(cfg, lock.holder(cfg.state_dir).running)
+    except StoreMissing:
+        return out
+    try:
+        by_state = store.alerts_by_state()
+        recent = store.alerts_recent(last)
+    except StoreError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return out  # a store made before alerts existed
+    finally:
+        store.close()
+    for channel, counts in sorted(by_state.items()):
+        out["channels"][channel] = {name: counts.get(i, 0) for i, name in enumerate(ALERT_STATES)}
+    out["alerts"] = [{"channel": c, "event": e, "state": ALERT_STATES[st] if 0 <= st < 5 else str(st),
+                      "attempts": n, "done": iso(from_ns(d)) if d is not None else None, "note": note}
+                     for c, e, st, n, d, note in recent]
+    return out
 
 
 def read_agent_id(cfg: Config) -> str | None:

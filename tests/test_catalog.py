@@ -39,6 +39,7 @@ from agent.probes import dns, icmp, tcp
 from agent.probes.netio import Counters, LinkState, NetIO
 from agent.probes.target import parse_target
 from agent.runner import Agent
+from tests.alertservers import WebhookDouble
 from tests.catalog import assert_listed, assert_no_addresses_but_the_configured, catalogued, load_catalog
 from tests.dnsserver import FakeServer, answer_to_query, rr_a
 from tests.fakenet import FakeNet, tick, written
@@ -131,6 +132,36 @@ def minute(tmp: Path) -> list[Sample]:
         agent.guarded(agent.selfmetrics.run, agent.selfmetrics.name)()
         clock.advance(60)
     return written(agent.store)
+
+
+@path
+def alerts(tmp: Path) -> list[Sample]:
+    """An outage alerted to two real webhooks on loopback, one of which refuses it (401: the
+    agent has no token for it): the minute sample then carries the alerts' counters."""
+    ok, bad = WebhookDouble(), WebhookDouble(token="not-the-agent's")
+    ok.__enter__()
+    bad.__enter__()
+    cfg = agent_cfg(tmp, sections=(
+        '[alerts]\nmin_duration_s = 0\n'
+        f'[[alerts.channels]]\nkind = "webhook"\nname = "ok"\nurl = "{ok.url}/hook"\n'
+        f'[[alerts.channels]]\nkind = "webhook"\nname = "bad"\nurl = "{bad.url}/hook"\n'))
+    clock, net = FakeClock(), FakeNet()
+    try:
+        agent = Agent(cfg, clock=clock, probes=net.probes())
+        net.state = "isp"
+        tick(agent, clock, 5)
+        net.state = "up"
+        tick(agent, clock, 3)
+        agent.alerts.run()
+        agent.remote_alerts.run()
+        agent.guarded(agent.selfmetrics.run, agent.selfmetrics.name)()
+    finally:
+        ok.__exit__()
+        bad.__exit__()
+    assert [r.json()["event"] for r in ok.requests] == ["outage_end"]
+    rows = written(agent.store, "agent")
+    assert rows[-1].fields["alerts_sent"] == 1 and rows[-1].fields["alerts_refused"] == 1
+    return rows
 
 
 @path

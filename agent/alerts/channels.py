@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from agent.alerts.model import Channel
 from agent.alerts.settings import ChannelSection, channel_name, secret_sources
@@ -67,6 +70,37 @@ def build(ch: ChannelSection, index: int, source: str,
     made: Channel = getattr(importlib.import_module(module), cls)(ch, secret.value)
     made.key = channel_name(ch)
     return made
+
+
+def test_all(cfg: Any, env: Mapping[str, str] = os.environ) -> list[dict[str, Any]]:
+    """``linewatch alerts test``: a test message to each channel now, and how each went
+    (channel, kind, ok, detail). A channel that cannot be made says why, naming the key."""
+    # deferred: the rules (the test message's words) and the agent's id, for this command only
+    from agent.alerts.model import SendError
+    from agent.alerts.rules import Params, test_alert
+    from agent.jobs.context import agent_id
+
+    now = datetime.now(UTC)
+    tz = None
+    if cfg.alerts.time_zone:
+        # deferred: zoneinfo only when a zone is set
+        from zoneinfo import ZoneInfo
+
+        tz = ZoneInfo(cfg.alerts.time_zone)
+    params = Params(agent=agent_id(cfg), tz=tz)
+    rows = []
+    for i, sec in enumerate(cfg.alerts.channels):
+        row: dict[str, Any] = {"channel": channel_name(sec), "kind": sec.kind}
+        try:
+            ch = build(sec, i, cfg.source, env)
+            row["detail"] = ch.send(test_alert(now, params, time.time_ns()))
+            row["ok"] = True
+        except ConfigError as exc:
+            row.update(ok=False, detail=str(exc))
+        except SendError as exc:
+            row.update(ok=False, detail=str(exc))
+        rows.append(row)
+    return rows
 
 
 def build_all(chs: tuple[ChannelSection, ...], source: str,
