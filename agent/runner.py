@@ -219,8 +219,10 @@ class Agent:
             # deferred: as in __init__
             from agent.jobs.alerts import TICK_S
 
-            self._every(sched, TICK_S, self.alerts, first_in_s=1.0)
-            self._every(sched, TICK_S, self.remote_alerts, first_in_s=2.0)
+            # a round's news reaches the desktop within the round after it
+            tick = min(TICK_S, cfg.probe.interval_s)
+            self._every(sched, tick, self.alerts, first_in_s=1.0)
+            self._every(sched, tick, self.remote_alerts, first_in_s=2.0)
             log.info("alerts to %s", ", ".join(c.key for c in self.alerts.book.channels))
         if cfg.alerts.heartbeat_url:
             # deferred: the heartbeat job loads only when a heartbeat URL is set

@@ -3,7 +3,7 @@ each channel (:mod:`agent.alerts`).
 
 Two jobs share one :class:`AlertBook`:
 
-* ``alerts`` every :data:`TICK_S`: hears episode changes through the context's hook
+* ``alerts`` every :data:`TICK_S` (or ``probe.interval_s`` when shorter): hears episode changes through the context's hook
   (:meth:`AlertBook.heard`), asks :func:`agent.alerts.rules.due` which alerts should exist now,
   queues each new one in the outbox for every channel that takes its event (one transaction),
   and delivers to the channels on this machine (the desktop) at once;
@@ -99,6 +99,9 @@ class AlertBook:
         for key in ("alerts_made", "alerts_sent", "alert_errors", "alerts_refused"):
             self.counters.setdefault(key, 0)
         self._failing: dict[str, str] = {}
+        # The earliest time (ns) a queued alert may be tried; None: none waits. Idle ticks
+        # then cost no query.
+        self.next_ns: int | None = None
 
     # -- hearing ------------------------------------------------------------------------------
     def heard(self, change: outage.Change) -> None:
@@ -119,6 +122,7 @@ class AlertBook:
         with self.lock:
             for e in store.episodes(since=horizon):
                 self.episodes.setdefault(e.id, e)
+        self.next_ns = store.alerts_next(to_ns(now))
 
     # -- making -------------------------------------------------------------------------------
     def params(self) -> rules.Params:
@@ -191,6 +195,9 @@ class AlertBook:
         new = self.ctx.store.alerts_put([r for r, _ in rows], to_ns(now))
         self.queued.update(k for _, k in rows)
         if new:
+            with self.lock:
+                self.next_ns = to_ns(now)
+        if new:
             self.counters["alerts_made"] += new
             events = sorted({r[3] for r, _ in rows})
             log.info("alerts: %d queued (%s)", new, ", ".join(events))
@@ -202,6 +209,10 @@ class AlertBook:
         were sent. A channel whose send fails is left alone until its next due time."""
         sent = 0
         local_now = now.astimezone(self.tz)
+        if self.next_ns is None and not self.volatile:
+            return 0
+        if self.next_ns is not None and to_ns(now) < self.next_ns and not self.volatile:
+            return 0
         for ch in self.channels:
             if ch.remote != remote or in_quiet_hours(local_now, self.quiet[ch.key]):
                 continue
@@ -224,6 +235,8 @@ class AlertBook:
                 sent += ok
                 if not ok:
                     break
+        with self.lock:  # beside queue(): a row queued meanwhile is never forgotten
+            self.next_ns = self.ctx.store.alerts_next(to_ns(now))
         return sent
 
     def _send(self, ch: Channel, alert: Alert, ident: str, attempts: int, now: datetime) -> bool:
