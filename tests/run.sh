@@ -2,17 +2,18 @@
 # Installs everything the test suite needs, lints (ruff) and type-checks (mypy) the tree, then runs
 # the suite with coverage. Fails when any of them fails. Used as is by .ci/run.
 #   Debian packages: network test hosts (iproute2), reference tools (fping, ping), a DNS server
-#   (dnsmasq), a UPS server (Network UPS Tools), InfluxDB 1.6.7 and VictoriaMetrics (the v1 and v2
-#   write paths), iperf3 (the throughput reference), chromium (renders the HTML reports; Playwright
-#   drives it and never downloads a browser) with an Urdu font (fonts-sil-scheherazade) so city
-#   names render in the screenshots, systemd (systemd-analyze reads the service units; it is not
-#   started). Python: the project and its test extras in .venv. Node.js (from Debian when npm is
-#   missing) with TypeScript and @grafana/schema from npm, to type-check the dashboards.
+#   (dnsmasq), a session bus (dbus-daemon, for desktop alerts), a UPS server (Network UPS
+#   Tools), InfluxDB 1.6.7 and VictoriaMetrics (the v1 and v2 write paths), iperf3 (the
+#   throughput reference), chromium (renders the HTML reports; Playwright drives it and never
+#   downloads a browser) with an Urdu font (fonts-sil-scheherazade) so city names render in the
+#   screenshots, systemd (systemd-analyze reads the service units; it is not started). Python:
+#   the project and its test extras in .venv. Node.js (from Debian when npm is missing) with
+#   TypeScript and @grafana/schema from npm, to type-check the dashboards.
 # Namespace tests need root; without it they skip with the reason (they never pass silently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(iproute2 iputils-ping fping dnsmasq-base openssl openvpn wireguard-go wireguard-tools dnsdist procps nut-server nut-client influxdb victoria-metrics iperf3 chromium fonts-sil-scheherazade systemd)
+DEBS=(iproute2 iputils-ping fping dnsmasq-base openssl openvpn wireguard-go wireguard-tools dnsdist dbus-daemon procps nut-server nut-client influxdb victoria-metrics iperf3 chromium fonts-sil-scheherazade systemd)
 missing=()
 for p in "${DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

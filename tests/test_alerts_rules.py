@@ -81,6 +81,19 @@ def test_flapping_gives_one_alert_then_quiet_until_it_settles():
     assert "outage_end" in events(rules.due([*eps, later], later.end + timedelta(seconds=5), P))
 
 
+def test_the_unstable_alert_keeps_its_id_when_its_episode_closes():
+    # an episode's start is rebased on its monotonic length when it closes: milliseconds move
+    eps = [ep(i * 240, 70, id=f"c{i}") for i in range(3)]
+    open_ = ep(720, None, id="c3")
+    closed = Episode(id="c3", type="connectivity", cause="isp",
+                     start=open_.start + timedelta(milliseconds=3),
+                     end=open_.start + timedelta(seconds=70), duration_s=69.997, sustained=False)
+    now = T0 + timedelta(seconds=800)
+    (a,) = [m for m in rules.due([*eps, open_], now, P) if m.alert.event == "line_unstable"]
+    (b,) = [m for m in rules.due([*eps, closed], now, P) if m.alert.event == "line_unstable"]
+    assert a.alert.id == b.alert.id and a.about == b.about
+
+
 def test_flapping_off():
     eps = [ep(i * 100, 10) for i in range(10)]
     p = rules.Params(agent="a", flap_changes=0)

@@ -99,6 +99,8 @@ def test_all(cfg: Any, env: Mapping[str, str] = os.environ) -> list[dict[str, An
             row.update(ok=False, detail=str(exc))
         except SendError as exc:
             row.update(ok=False, detail=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a library's surprise is this channel's failure
+            row.update(ok=False, detail=f"{type(exc).__name__} (a bug: please report it)")
         rows.append(row)
     return rows
 

@@ -113,6 +113,8 @@ class Unstable:
     drops: int
     cause: str
     settle: datetime
+    episode: str     # the id of the episode that made it so (its alert's id comes from it: an
+                     # episode's start moves by milliseconds when it closes, its id does not)
 
 
 def unstable_periods(episodes: Iterable[Episode], p: Params) -> list[Unstable]:
@@ -129,9 +131,10 @@ def unstable_periods(episodes: Iterable[Episode], p: Params) -> list[Unstable]:
         window.append(e.start)
         last = out[-1] if out else None
         if last is not None and e.start < last.settle:
-            out[-1] = Unstable(last.begin, last.first, last.drops, last.cause, e.start + span)
+            out[-1] = Unstable(last.begin, last.first, last.drops, last.cause, e.start + span,
+                               last.episode)
         elif len(window) >= p.flap_changes:
-            out.append(Unstable(e.start, window[0], len(window), e.cause, e.start + span))
+            out.append(Unstable(e.start, window[0], len(window), e.cause, e.start + span, e.id))
     return out
 
 
@@ -242,11 +245,11 @@ def _unstable(u: Unstable, now: datetime, p: Params) -> Made:
                             window=words.length((u.begin - u.first).total_seconds()),
                             start=words.clock(u.begin, p.tz, now), cause=short,
                             quiet=words.length(p.flap_window_s))
-    alert = Alert(id=alert_id("unstable", u.begin.isoformat()), event=LINE_UNSTABLE,
+    alert = Alert(id=alert_id("unstable", u.episode), event=LINE_UNSTABLE,
                   type=CONNECTIVITY, cause=u.cause, start=u.first, end=None, duration_s=None,
                   agent=p.agent, title=title, text=text,
                   details={"drops": u.drops}, tags=p.tags)
-    return Made(alert, "unstable:" + u.begin.isoformat())
+    return Made(alert, "unstable:" + u.episode)
 
 
 def _speed(s: Speed, now: datetime, p: Params) -> Made | None:

@@ -3,10 +3,11 @@ each channel (:mod:`agent.alerts`).
 
 Two jobs share one :class:`AlertBook`:
 
-* ``alerts`` every :data:`TICK_S` (or ``probe.interval_s`` when shorter): hears episode changes through the context's hook
-  (:meth:`AlertBook.heard`), asks :func:`agent.alerts.rules.due` which alerts should exist now,
-  queues each new one in the outbox for every channel that takes its event (one transaction),
-  and delivers to the channels on this machine (the desktop) at once;
+* ``alerts`` every :data:`TICK_S` (or ``probe.interval_s`` when shorter): hears episode
+  changes through the context's hook (:meth:`AlertBook.heard`), asks
+  :func:`agent.alerts.rules.due` which alerts should exist now, queues each new one in the
+  outbox for every channel that takes its event (one transaction), and delivers to the
+  channels on this machine (the desktop) at once;
 * ``alerts_remote`` every :data:`TICK_S`: delivers the outbox to the remote channels (ntfy,
   Telegram, webhooks, e-mail, Apprise), but not while a connectivity outage is open: an alert
   made while the line is down waits, with its own times, and goes when the line is back (an end
