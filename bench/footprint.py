@@ -18,7 +18,10 @@ venv's Python too.
 agent forwarding every round (``influx.push_interval_s`` 10 s, its default) to a VictoriaMetrics
 (Debian's) on the agent host's loopback, in the lab; each client runs from a clean venv holding
 what it needs (bench/cleanvenv.py: linewatch, with the influxdb-client extra for that client).
-``none`` is the agent without a server.
+``none`` is the agent without a server; ``alerts`` is the agent without a server but with six
+alert channels configured (desktop, ntfy, Telegram, a webhook, e-mail, and the desktop again
+under another name), none of which has anything to say during the run (issue 18: RSS within 2 MB
+of the same agent without them until an alert fires).
 
 Samples /proc/<pid>/status (VmRSS) and /proc/<pid>/stat (utime+stime, children included for the
 fping loop) every 5 s. Steady state = the second half of the run. Several runs go in parallel,
@@ -99,7 +102,19 @@ def one_run(python: Path, minutes: float, out: dict, idx: int, client: str = "no
         tmp = Path(tempfile.mkdtemp(prefix="lwbench"))
         cfg = tmp / "config.toml"
         influx = ""
-        if client != "none":
+        env = dict(os.environ)
+        if client == "alerts":
+            influx = ('[alerts]\n'
+                      '[[alerts.channels]]\nkind = "desktop"\nurl = "unix:path=/nonexistent/bus"\n'
+                      '[[alerts.channels]]\nkind = "desktop"\nname = "second"\n'
+                      '[[alerts.channels]]\nkind = "ntfy"\nurl = "http://198.51.100.1:8081/t"\n'
+                      '[[alerts.channels]]\nkind = "telegram"\nurl = "http://198.51.100.1:8082"\n'
+                      'chat_id = "1"\n'
+                      '[[alerts.channels]]\nkind = "webhook"\nurl = "http://198.51.100.1:8083/h"\n'
+                      '[[alerts.channels]]\nkind = "email"\nurl = "smtp://198.51.100.1:587"\n'
+                      'to = ["a@example.org"]\n')
+            env["LINEWATCH_ALERT_TELEGRAM_SECRET"] = "123:bench"
+        elif client != "none":
             start_vm(lab, net.agent, python, tmp)
             influx = (f'[influx]\nurl = "http://127.0.0.1:{VM_PORT}"\nbucket = "linewatch"\n'
                       f'client = "{client}"\n')
@@ -109,7 +124,7 @@ def one_run(python: Path, minutes: float, out: dict, idx: int, client: str = "no
             'dns_names = ["example.test"]\ndns_servers = ["198.51.100.53"]\n'
             '[speedtest]\nenabled = false\n[services]\nurls = []\n' + influx)
         agent = lab.popen(net.agent, str(python), "-m", "agent", "run", "--config", str(cfg),
-                          "--log-level", "warning", cwd=tmp,
+                          "--log-level", "warning", cwd=tmp, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         bare = lab.popen(net.agent, str(python), "-c", "import time; time.sleep(1e6)",
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -138,7 +153,7 @@ def one_run(python: Path, minutes: float, out: dict, idx: int, client: str = "no
             return 100.0 * (series[key][-1] - series[key][half]) / span
 
         backlog = None
-        if client != "none":
+        if client not in ("none", "alerts"):
             import sqlite3  # deferred: only the forwarding runs read the store
 
             c = sqlite3.connect(f"file:{tmp / 'state' / 'linewatch.db'}?mode=ro", uri=True)
@@ -165,7 +180,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--forward", type=lambda v: tuple(v.split(",")), default=("none",),
-                    help="influx.client values to run with a server (none: without one), comma-separated")
+                    help="influx.client values to run with a server (none: without one; alerts: "
+                         "without one, with alert channels), comma-separated")
     args = ap.parse_args()
     if netlab.netns_unavailable():
         sys.exit(f"cannot run: {netlab.netns_unavailable()}")
@@ -196,6 +212,11 @@ def main() -> None:
         mine = [r for r in runs if r["client"] == client]
         med = {k: statistics.median(r[k] for r in mine) for k in keys}
         med["rss_ratio_vs_bare_python"] = med["agent_rss_mb"] / med["bare_python_rss_mb"]
+        if client == "alerts" and "none" in args.forward:
+            plain = statistics.median(r["agent_rss_mb"] for r in runs if r["client"] == "none")
+            med["rss_over_none_mb"] = med["agent_rss_mb"] - plain
+            print(f"alerts: {med['rss_over_none_mb']:+.2f} MB over the agent without them "
+                  "(target: within 2)")
         med["cpu_ratio_vs_fping"] = (med["agent_cpu_pct"] / med["fping_cpu_pct"]
                                      if med["fping_cpu_pct"] else None)
         med["store_bytes_per_hour"] = statistics.median(r["store_bytes"] for r in mine) / (args.minutes / 60)

@@ -60,6 +60,34 @@ def test_units_with_the_token_credential_verify(tmp_path, unit):
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
+def test_the_agent_with_an_alert_secret_credential_verifies(tmp_path):
+    (f,) = installed(tmp_path, "linewatch-agent.service", dropin="alert-secret.conf")
+    assert "LoadCredential=alert-phone:" in f.read_text()
+    r = analyze("verify", f.name, cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_the_user_unit_verifies_in_user_mode(tmp_path):
+    """systemd/user/linewatch-agent.service (the agent as the user, for desktop alerts), read by
+    a user manager's rules; its ExecStart under the user's home pointed at this checkout."""
+    text = (UNITS / "user" / "linewatch-agent.service").read_text()
+    assert "ExecStart=%h/.linewatch/bin/linewatch run" in text
+    unit = tmp_path / "linewatch-agent.service"
+    unit.write_text(text.replace("%h/.linewatch/bin/", f"{BIN}/"))
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    r = subprocess.run([ANALYZE, "--user", "verify", unit.name], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120, env={**os.environ, "SYSTEMD_LOG_COLOR": "0",
+                                                       "XDG_RUNTIME_DIR": str(runtime)})
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+    bad = unit.read_text().replace("WatchdogSec=", "WatchdogSecs=")
+    unit.write_text(bad)
+    r = subprocess.run([ANALYZE, "--user", "verify", unit.name], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120, env={**os.environ, "SYSTEMD_LOG_COLOR": "0",
+                                                       "XDG_RUNTIME_DIR": str(runtime)})
+    assert "Unknown key" in r.stderr
+
+
 def test_verify_would_catch_a_mistake(tmp_path):
     """The check above is not vacuous: a misspelt key is reported."""
     (f,) = installed(tmp_path, "linewatch-agent.service")
