@@ -108,7 +108,8 @@ def run(config_path, log_level):
         agent = Agent(cfg, lock=held)
     except LinewatchError as exc:
         held.release()
-        _fail(str(exc))
+        # a setting the agent cannot work with (a channel's missing secret) is bad configuration
+        _fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
     try:
         agent.run(load_config=lambda: config.load(config_path))  # SIGHUP reads the same file again
     finally:

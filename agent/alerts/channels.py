@@ -90,7 +90,8 @@ def test_all(cfg: Any, env: Mapping[str, str] = os.environ) -> list[dict[str, An
     params = Params(agent=agent_id(cfg), tz=tz)
     rows = []
     for i, sec in enumerate(cfg.alerts.channels):
-        row: dict[str, Any] = {"channel": channel_name(sec), "kind": sec.kind}
+        row: dict[str, Any] = {"channel": channel_name(sec), "kind": sec.kind, "ok": False,
+                               "detail": ""}
         try:
             ch = build(sec, i, cfg.source, env)
             row["detail"] = ch.send(test_alert(now, params, time.time_ns()))
