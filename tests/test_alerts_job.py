@@ -9,17 +9,29 @@ whole chain in a namespace lab in tests/test_alerts_netns.py.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from agent import config, outage
 from agent.alerts.model import Alert, SendError
+from agent.alerts.rules import Ups
 from agent.clock import FakeClock
-from agent.jobs.alerts import AlertBook, Alerts, RemoteAlerts, backoff_s, in_quiet_hours
+from agent.jobs.alerts import (
+    AlertBook,
+    Alerts,
+    Heartbeat,
+    RemoteAlerts,
+    backoff_s,
+    in_quiet_hours,
+    ups_reading,
+)
 from agent.jobs.context import Context
 from agent.model import Episode
 from agent.store import ALERT_REFUSED, ALERT_REPLACED, ALERT_SENT, Store, Trouble
+from tests.alertservers import UptimeKumaDouble
 
 T0 = datetime(2026, 12, 5, 5, 0, tzinfo=UTC)
 
@@ -229,3 +241,61 @@ def test_old_history_is_not_alerted(tmp_path):
     lab.start()
     lab.tick()
     assert lab.desk.got == []
+
+
+def test_a_slow_speed_test_the_digest_and_a_replaced_store(tmp_path):
+    from agent.model import Sample
+    from agent.store import STATE_RECOVERED
+
+    text = CFG.replace("[alerts]", '[alerts]\ndigest_at = "10:30"\ntime_zone = "Asia/Karachi"')
+    text = text.replace('events = ["outage_end"]', 'events = ["digest"]')
+    lab = Lab(tmp_path, text + "[report]\nplan_download_mbps = 20\n")
+    lab.tick()
+    t = lab.clock.now()
+    lab.store.write([Sample("speedtest", {"source": "speedtest.net"},
+                            {"status": "ok", "download_bps": 4.2e6}, t),
+                     Sample("speedtest", {"source": "speedtest.net"},
+                            {"status": "ok", "download_bps": 18e6}, t + timedelta(seconds=1))])
+    lab.tick(61)    # the speed tests are read once a minute
+    assert [a.event for a in lab.desk.got] == ["speed_below_plan"]
+    assert lab.desk.got[0].details["plan_mbps"] == 20
+    lab.tick(30 * 60)  # 10:31 in Karachi: the digest, to the channel that names it only
+    assert [a.event for a in lab.phone.got] == ["digest"]
+    assert "1 speed test(s)" not in lab.phone.got[0].text  # two tests, and their median
+    assert "2 speed test(s), median 11 Mbit/s down." in lab.phone.got[0].text
+    assert "digest" not in [a.event for a in lab.desk.got]
+    lab.tick(3600)
+    assert len(lab.phone.got) == 1     # once a day
+    # a damaged store moved aside and replaced: an alert from the state the store keeps
+    lab.store.write(state={STATE_RECOVERED: json.dumps({"time": lab.clock.now().isoformat(),
+                                                        "moved_to": "/x/linewatch.db.damaged"})})
+    lab.store.recovered_from = Path("/x/linewatch.db.damaged-20261205")
+    lab.tick()
+    (damaged,) = [a for a in lab.desk.got if a.event == "store_trouble"]
+    assert damaged.cause == "damaged" and "linewatch.db.damaged-20261205" in damaged.text
+
+
+def test_the_ups_reading_as_the_rules_take_it():
+    from agent.model import Sample
+    from agent.power import Reading
+
+    r = Reading("ups", True, 41.0, "OB LB", Sample("power", {"source": "ups"},
+                                                      {"runtime_s": 380, "charge_pct": 41.0}, T0))
+    assert ups_reading([Reading("battery", False, 90.0), r]) == Ups(41.0, 380.0, True)
+    assert ups_reading([Reading("battery", True, 90.0)]) is None
+
+
+def test_the_heartbeat_job_against_a_push_monitor(tmp_path):
+    with UptimeKumaDouble("PushTok3n") as kuma:
+        lab = Lab(tmp_path, CFG.replace("[alerts]", f'[alerts]\nheartbeat_url = '
+                                        f'"{kuma.url}/api/push/PushTok3n?status=up&msg=OK"'))
+        beat = Heartbeat(lab.ctx)
+        beat.run()
+        assert beat.failing is None and beat.last_ok == lab.clock.now()
+        assert kuma.requests[0].query == {"status": ["up"], "msg": ["OK"]}
+        lab.cfg = config.parse(CFG.replace("[alerts]", f'[alerts]\nheartbeat_url = '
+                                           f'"{kuma.url}/api/push/Wrong0ne?status=up"'))
+        lab.ctx.cfg = lab.cfg
+        beat.run()
+        assert beat.failing is not None and "Wrong0ne" not in beat.failing
+        assert lab.ctx.counters["alert_errors"] >= 1
