@@ -10,6 +10,7 @@ whole chain in a namespace lab in tests/test_alerts_netns.py.
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -299,3 +300,41 @@ def test_the_heartbeat_job_against_a_push_monitor(tmp_path):
         beat.run()
         assert beat.failing is not None and "Wrong0ne" not in beat.failing
         assert lab.ctx.counters["alert_errors"] >= 1
+
+
+def test_a_full_disk_neither_loses_nor_repeats_an_alert(tmp_path, mount_point):
+    """The store on a 1 MB tmpfs filled to its last block while alerts are queued: a sent
+    alert that cannot be marked sent is not sent again, and is marked once there is room."""
+    lab = Lab(mount_point)
+    start = lab.clock.now()
+    lab.down = True
+    lab.episode("opened", conn_ep(start, None))
+    lab.tick(65)
+    lab.tick(600)
+    lab.episode("closed", conn_ep(start, lab.clock.now()))
+    lab.tick()                                   # queued for the remote channels
+    filler = mount_point / "filler"
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)   # fill it to its last block
+    try:
+        for size in (65536, 4096, 512, 1):
+            while True:
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    lab.down = False
+    for _ in range(10):
+        lab.tick()
+    assert [a.event for a in lab.hook.got] == ["outage_end"]   # once, though not marked yet
+    assert ("webhook" in {k for _, k in lab.book.unmarked}), "the disk was not full enough"
+    filler.unlink()
+    lab.tick()
+    assert lab.book.unmarked == {}
+    assert lab.store.alerts_by_state()["webhook"] == {ALERT_SENT: 1, ALERT_REPLACED: 1}
+    lab.store.close()
+    lab.start()
+    for _ in range(3):
+        lab.tick()
+    assert lab.hook.got == []

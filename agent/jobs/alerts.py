@@ -47,6 +47,7 @@ from agent.store import (
     STATE_RECOVERED,
 )
 from kit.configkit import parse_work_hours
+from kit.errors import StoreError
 
 log = logging.getLogger("linewatch")
 
@@ -103,6 +104,9 @@ class AlertBook:
         # The earliest time (ns) a queued alert may be tried; None: none waits. Idle ticks
         # then cost no query.
         self.next_ns: int | None = None
+        # Sent, but the store could not say so (disk full): never sent again, marked when the
+        # store takes writes again.
+        self.unmarked: dict[tuple[str, str], str] = {}
 
     # -- hearing ------------------------------------------------------------------------------
     def heard(self, change: outage.Change) -> None:
@@ -193,7 +197,13 @@ class AlertBook:
                 rows.append(((a.id, ch.key, m.about, a.event, a.to_json(), m.replaces), (a.id, ch.key)))
         if not rows:
             return 0
-        new = self.ctx.store.alerts_put([r for r, _ in rows], to_ns(now))
+        try:
+            new = self.ctx.store.alerts_put([r for r, _ in rows], to_ns(now))
+        except StoreError as exc:
+            # the store cannot take them now (disk full): made again and queued at a later
+            # tick; its trouble goes from memory meanwhile
+            self._failed("the outbox", f"alerts wait to be queued: {exc}")
+            return 0
         self.queued.update(k for _, k in rows)
         if new:
             with self.lock:
@@ -210,6 +220,7 @@ class AlertBook:
         were sent. A channel whose send fails is left alone until its next due time."""
         sent = 0
         local_now = now.astimezone(self.tz)
+        self._mark_unmarked(now)
         if self.next_ns is None and not self.volatile:
             return 0
         if self.next_ns is not None and to_ns(now) < self.next_ns and not self.volatile:
@@ -220,7 +231,14 @@ class AlertBook:
             if remote and self.line_down():
                 continue
             sent += self._volatile(ch)
-            for ident, text, attempts in self.ctx.store.alerts_due(ch.key, to_ns(now)):
+            try:
+                due = self.ctx.store.alerts_due(ch.key, to_ns(now))
+            except StoreError as exc:
+                self._failed("the outbox", f"cannot be read: {exc}")
+                continue
+            for ident, text, attempts in due:
+                if (ident, ch.key) in self.unmarked:
+                    continue
                 try:
                     alert = Alert.from_json(text)
                 except ValueError as exc:  # a row this version cannot read: never retried
@@ -237,7 +255,10 @@ class AlertBook:
                 if not ok:
                     break
         with self.lock:  # beside queue(): a row queued meanwhile is never forgotten
-            self.next_ns = self.ctx.store.alerts_next(to_ns(now))
+            try:
+                self.next_ns = self.ctx.store.alerts_next(to_ns(now))
+            except StoreError:
+                self.next_ns = to_ns(now)  # look again at the next tick
         return sent
 
     def _send(self, ch: Channel, alert: Alert, ident: str, attempts: int, now: datetime) -> bool:
@@ -255,12 +276,24 @@ class AlertBook:
                 store.alert_done(ident, ch.key, ALERT_REFUSED, to_ns(now), str(exc))
                 log.error("alert %s to %s refused: %s", alert.event, ch.key, exc)
             return False
-        store.alert_done(ident, ch.key, ALERT_SENT, to_ns(now), receipt)
         self.counters["alerts_sent"] += 1
+        try:
+            store.alert_done(ident, ch.key, ALERT_SENT, to_ns(now), receipt)
+        except StoreError as exc:
+            self.unmarked[(ident, ch.key)] = receipt
+            self._failed("the outbox", f"a sent alert cannot be marked sent yet: {exc}")
         if self._failing.pop(ch.key, None) is not None:
             log.info("alerts to %s go through again", ch.key)
         log.info("alert %s (%s) sent to %s: %s", alert.event, alert.id, ch.key, receipt)
         return True
+
+    def _mark_unmarked(self, now: datetime) -> None:
+        for (ident, key), receipt in list(self.unmarked.items()):
+            try:
+                self.ctx.store.alert_done(ident, key, ALERT_SENT, to_ns(now), receipt)
+            except StoreError:
+                return
+            del self.unmarked[(ident, key)]
 
     def _volatile(self, ch: Channel) -> int:
         sent = 0
