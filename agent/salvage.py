@@ -2,9 +2,10 @@
 
 Only ``linewatch run`` calls this, after it moved the damaged file aside (:func:`agent.store.
 move_aside`). Tables go in order of value: episodes (the worker's evidence) first, then the
-agent's state, then the series and samples, then the quarantine. Each table is read in rowid
-order; where a read fails (a damaged page), the reader skips forward in growing steps until rows
-come again, and the rows it could not read are counted as lost (by rowid span, an upper bound).
+agent's state, then the series and samples, then the quarantine and the alert outbox. Each table
+is read in rowid order; where a read fails (a damaged page), the reader skips forward in growing
+steps until rows come again, and the rows it could not read are counted as lost (by rowid span,
+an upper bound).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("series", ("id", "measurement", "tags")),
     ("samples", ("id", "time_ns", "series_id", "fields", "sent")),
     ("quarantine", ("sample_id", "time_ns", "status", "message", "line")),
+    # the alert outbox: what was sent is not sent again, what waited still goes
+    ("alerts", ("id", "channel", "about", "event", "alert", "made_ns", "state", "attempts",
+                "next_ns", "done_ns", "note")),
 )
 CHUNK = 2000
 MAX_SKIP = 1 << 40
@@ -56,8 +60,10 @@ def salvage(damaged: Path, dst: sqlite3.Connection) -> dict[str, dict[str, int]]
                     kept += len(batch)
                     if table == "series":
                         series_kept.update(r[0] for r in batch)
-            except _Unreadable:
-                out[table] = {"kept": kept, "lost": -1}
+            except _Unreadable as exc:
+                # a table the damaged file's version never had (the outbox, before alerts)
+                # lost nothing
+                out[table] = {"kept": kept, "lost": 0 if "no such table" in str(exc) else -1}
                 continue
             out[table] = {"kept": kept, "lost": lost}
     finally:

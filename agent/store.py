@@ -504,6 +504,23 @@ class Store:
             "SELECT channel, event, state, attempts, done_ns, note FROM alerts"
             " ORDER BY made_ns DESC, id LIMIT ?", (limit,))]
 
+    def alerts_abouts(self, events: Iterable[str], since_ns: int) -> set[str]:
+        """What the alerts of ``events`` made since ``since_ns`` were about (episode ids)."""
+        ev = list(events)
+        marks = ", ".join("?" * len(ev))
+        return {a for (a,) in self._query(
+            f"SELECT DISTINCT about FROM alerts WHERE made_ns >= ? AND event IN ({marks})",
+            (since_ns, *ev))}
+
+    def alerts_settle_others(self, channels: list[str], now_ns: int) -> int:
+        """Expire the queued alerts of channels no longer configured; returns how many."""
+        marks = ", ".join("?" * len(channels))
+        with self._tx() as c:
+            return c.execute(
+                f"UPDATE alerts SET state = ?, done_ns = ?, note = 'the channel is no longer"
+                f" configured' WHERE state = ? AND channel NOT IN ({marks})",
+                (ALERT_EXPIRED, now_ns, ALERT_QUEUED, *channels)).rowcount
+
     def alerts_prune(self, before_ns: int) -> int:
         """Forget alerts settled (sent, replaced, refused, expired) before ``before_ns``."""
         with self._tx() as c:

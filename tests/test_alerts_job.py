@@ -32,7 +32,7 @@ from agent.jobs.alerts import (
 from agent.jobs.context import Context
 from agent.model import Episode
 from agent.store import ALERT_REFUSED, ALERT_REPLACED, ALERT_SENT, Store, Trouble
-from tests.alertservers import UptimeKumaDouble
+from tests.alertservers import UptimeKumaDouble, WebhookDouble
 
 T0 = datetime(2026, 12, 5, 5, 0, tzinfo=UTC)
 
@@ -58,6 +58,7 @@ class Recorder:
 CFG = """
 [alerts]
 min_duration_s = 60
+time_zone = "Asia/Karachi"
 [[alerts.channels]]
 kind = "desktop"
 [[alerts.channels]]
@@ -87,6 +88,7 @@ class Lab:
         self.book = AlertBook(self.ctx, [self.desk, self.hook, self.phone],
                               self.cfg.alerts.channels, line_down=lambda: self.down,
                               ups=lambda: None)
+        self.book.load(self.clock.now())  # as the wiring does when it builds the agent
         self.ctx.listeners.append(self.book.heard)
         self.local, self.remote = Alerts(self.ctx, self.book), RemoteAlerts(self.ctx, self.book)
 
@@ -128,7 +130,7 @@ def test_an_outage_desktop_at_once_remote_after_the_repair_once_each(tmp_path):
     assert [a.event for a in lab.phone.got] == ["outage_end"]  # its filter
     a = lab.hook.got[0]
     assert a.start == start and a.end == end and a.cause == "isp"
-    assert "10:00-10:17" in a.text or a.text.startswith("Internet was down")
+    assert a.text.startswith("Internet was down 10:00-10:18, 18 min: the ISP's side")
     for _ in range(5):
         lab.tick(60)
     assert len(lab.hook.got) == 1 and len(lab.desk.got) == 2
@@ -196,7 +198,7 @@ def test_retry_with_backoff_then_once_and_a_refusal_is_kept_with_its_reason(tmp_
 
 def test_quiet_hours_hold_then_send(tmp_path):
     text = CFG.replace('kind = "desktop"', 'kind = "desktop"\nquiet_hours = "09:00-11:00"')
-    lab = Lab(tmp_path, text.replace("[alerts]", '[alerts]\ntime_zone = "Asia/Karachi"'))
+    lab = Lab(tmp_path, text)
     start = lab.clock.now()  # 10:00 in Karachi: quiet
     lab.episode("opened", conn_ep(start, None))
     lab.tick(65)
@@ -248,7 +250,7 @@ def test_a_slow_speed_test_the_digest_and_a_replaced_store(tmp_path):
     from agent.model import Sample
     from agent.store import STATE_RECOVERED
 
-    text = CFG.replace("[alerts]", '[alerts]\ndigest_at = "10:30"\ntime_zone = "Asia/Karachi"')
+    text = CFG.replace("[alerts]", '[alerts]\ndigest_at = "10:30"')
     text = text.replace('events = ["outage_end"]', 'events = ["digest"]')
     lab = Lab(tmp_path, text + "[report]\nplan_download_mbps = 20\n")
     lab.tick()
@@ -338,3 +340,134 @@ def test_a_full_disk_neither_loses_nor_repeats_an_alert(tmp_path, mount_point):
     for _ in range(3):
         lab.tick()
     assert lab.hook.got == []
+
+
+def test_the_outbox_is_salvaged_from_a_damaged_store(tmp_path):
+    import sqlite3
+
+    from agent.salvage import salvage
+    from kit.storeschema import DB_NAME, SCHEMA
+
+    lab = Lab(tmp_path)
+    start = lab.clock.now()
+    lab.down = True
+    lab.episode("opened", conn_ep(start, None))
+    lab.tick(65)                   # sent to the desktop, waiting for the remote channels
+    lab.store.close()
+    dst = sqlite3.connect(":memory:")
+    dst.executescript(SCHEMA)
+    out = salvage(tmp_path / DB_NAME, dst)
+    assert out["alerts"] == {"kept": 2, "lost": 0}     # ntfy takes only outage_end
+    rows = dict(dst.execute("SELECT channel, state FROM alerts").fetchall())
+    assert rows == {"desktop": ALERT_SENT, "webhook": 0}
+    # a store made before the outbox existed lost nothing of it
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS alerts")[0])
+    old.close()
+    dst2 = sqlite3.connect(":memory:")
+    dst2.executescript(SCHEMA)
+    assert salvage(tmp_path / "old.db", dst2)["alerts"] == {"kept": 0, "lost": 0}
+
+
+def test_a_start_that_rang_always_gets_its_end_and_remote_channels_never_the_stale_start(tmp_path):
+    lab = Lab(tmp_path)
+    start = lab.clock.now()
+    lab.down = True
+    lab.episode("opened", conn_ep(start, None))
+    lab.tick(61)                                   # 61 s open: the start rang on the desktop
+    assert [a.event for a in lab.desk.got] == ["outage_start"]
+    # it closes at its first good round: 55 s long, under the debounce
+    lab.episode("closed", conn_ep(start, start + timedelta(seconds=55)))
+    lab.down = False
+    lab.clock.advance(1)
+    lab.remote.run()                               # the remote job first, before `alerts` ran
+    assert [a.event for a in lab.hook.got] == ["outage_end"]
+    lab.tick()
+    assert [a.event for a in lab.desk.got] == ["outage_start", "outage_end"]
+    assert [a.event for a in lab.hook.got] == ["outage_end"]
+
+
+def test_a_channel_added_later_gets_nothing_from_before_and_a_removed_ones_alerts_expire(tmp_path):
+    lab = Lab(tmp_path)
+    start = lab.clock.now()
+    lab.down = True
+    lab.episode("opened", conn_ep(start, None))
+    lab.tick(65)
+    lab.tick(600)
+    lab.episode("closed", conn_ep(start, lab.clock.now()))
+    lab.tick()                                     # queued for the webhook and ntfy
+    lab.store.close()
+    # the next day's config: the webhook gone, a second desktop added; a slow speed test of
+    # three hours ago is in the store
+    lab.cfg = config.parse(CFG.replace('[[alerts.channels]]\nkind = "webhook"\n'
+                                       'url = "http://127.0.0.1:9/hook"\n',
+                                       '[[alerts.channels]]\nkind = "desktop"\nname = "two"\n')
+                           + f'\n[agent]\nid = "a1"\nstate_dir = "{tmp_path}"\n'
+                           + "[report]\nplan_download_mbps = 20\n")
+    lab.start()
+    from agent.model import Sample
+
+    lab.store.write([Sample("speedtest", {"source": "speedtest.net"},
+                            {"status": "ok", "download_bps": 1e6},
+                            lab.clock.now() - timedelta(hours=3))])
+    two = Recorder("two", False)
+    lab.book = AlertBook(lab.ctx, [lab.desk, two, lab.phone], lab.cfg.alerts.channels,
+                         line_down=lambda: False, ups=lambda: None)
+    lab.book.load(lab.clock.now())
+    lab.local, lab.remote = Alerts(lab.ctx, lab.book), RemoteAlerts(lab.ctx, lab.book)
+    lab.down = False
+    for _ in range(15):
+        lab.tick()
+    assert two.got == [] and lab.desk.got == []
+    assert [a.event for a in lab.phone.got] == ["outage_end"]     # what waited for it still goes
+    states = lab.store.alerts_by_state()
+    assert states["webhook"] == {ALERT_REPLACED: 1, 4: 1}          # expired: no such channel
+
+
+def test_an_episode_the_agent_stopped_watching_does_not_say_back(tmp_path):
+    lab = Lab(tmp_path)
+    start = lab.clock.now()
+    lab.episode("opened", conn_ep(start, None))
+    lab.tick(65)
+    ep = conn_ep(start, start + timedelta(seconds=180))
+    ep = Episode(**{**ep.__dict__, "details": {"end_observed": False}})
+    lab.episode("closed", ep)
+    lab.tick()
+    (start_a, end_a) = lab.desk.got
+    assert start_a.event == "outage_start"
+    assert end_a.event == "outage_end" and end_a.title == "The internet outage: no longer watched"
+    assert "stopped watching at 10:03" in end_a.text and "back" not in end_a.text.lower()
+
+
+def test_a_power_cut_that_took_the_machine_down_is_alerted_after_the_boot(tmp_path):
+    """The agent finds at start that the machine was off (its last heartbeat, then a new boot):
+    the host-down episode comes through the episode hook, and a webhook (real, on loopback)
+    hears "This machine was off"."""
+    from agent.runner import Agent
+    from tests.fakenet import FakeNet, tick
+    from tests.hosttree import boot, time_synced
+
+    clock, procfs, rundir = FakeClock(T0), tmp_path / "proc", tmp_path / "run"
+    boot(procfs, "boot-1", clock.now() - timedelta(hours=1))
+    time_synced(rundir)
+    with WebhookDouble() as hook:
+        cfg = config.parse(
+            f'[agent]\nid = "a1"\nstate_dir = "{tmp_path / "state"}"\nprocfs = "{procfs}"\n'
+            f'rundir = "{rundir}"\n[power]\nbattery = "off"\n[services]\nurls = []\n'
+            f'[alerts]\ntime_zone = "Asia/Karachi"\n[[alerts.channels]]\nkind = "webhook"\n'
+            f'url = "{hook.url}/in"\n')
+        a = Agent(cfg, clock=clock, probes=FakeNet().probes())
+        a.power.recover()
+        tick(a, clock, 2)
+        a.store.close()                                   # the machine dies
+        clock.advance(3 * 3600)
+        boot(procfs, "boot-2", clock.now() - timedelta(seconds=60))
+        a = Agent(cfg, clock=clock, probes=FakeNet().probes())
+        a.power.recover()
+        a.alerts.run()
+        a.remote_alerts.run()
+        a.store.close()
+        (req,) = hook.requests
+    got = req.json()
+    assert (got["event"], got["type"], got["cause"]) == ("power_end", "power", "host_down")
+    assert got["title"] == "This machine was off for 2 h 59 min" and got["end"] is not None

@@ -21,6 +21,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "power_end": ("Power back after {length}", "Power was cut {start}-{end}, {length} ({source})."),
     "host_down": ("This machine was off for {length}",
                   "This machine was off {start}-{end}, {length}: most likely a power cut."),
+    "unwatched": ("{what}: no longer watched",
+                  "{what} since {start}: linewatch stopped watching at {end} ({length} in), "
+                  "its machine off or the agent stopped. Whether the {lost} went on is not "
+                  "known."),
     "ups_low": ("UPS battery low: {charge}", "UPS battery at {charge}{runtime}, in a power cut "
                 "since {start}. Save your work."),
     "interference_start": ("{target} blocked ({how})",

@@ -36,7 +36,17 @@ from typing import Any
 
 from agent import outage
 from agent.alerts import rules
-from agent.alerts.model import STORE_TROUBLE, Alert, Channel, SendError
+from agent.alerts.model import (
+    INTERFERENCE_START,
+    LINE_UNSTABLE,
+    OUTAGE_START,
+    POWER_START,
+    STORE_TROUBLE,
+    UPS_LOW,
+    Alert,
+    Channel,
+    SendError,
+)
 from agent.alerts.settings import ChannelSection, wants
 from agent.jobs.context import Context, Job
 from agent.model import Episode, to_ns
@@ -58,6 +68,20 @@ KEEP_SETTLED_S = 30 * 86400    # settled outbox rows are forgotten after this
 EXPIRE_S = {False: 7 * 86400, True: 12 * 3600}  # a queued alert expires (remote, local)
 SPEEDS_EVERY_S = 60.0
 MAX_BACKOFF_S = 600.0
+
+
+# The events after which an episode's end is always alerted.
+STARTS = (OUTAGE_START, POWER_START, INTERFERENCE_START, UPS_LOW)
+
+
+def _when(m: rules.Made, now: datetime) -> datetime:
+    """What an alert is about, in time, for the horizons: an episode's alert counts while the
+    episode goes on (its end, or now); an event without a length (a speed test, the line
+    called unstable) at its time; a digest at its end."""
+    a = m.alert
+    if a.type in (rules.CONNECTIVITY, rules.POWER, rules.INTERFERENCE) and a.event != LINE_UNSTABLE:
+        return a.end or now
+    return a.end or a.start
 
 
 def backoff_s(attempts: int, retry_after_s: float | None = None) -> float:
@@ -95,7 +119,10 @@ class AlertBook:
         self.volatile_sent: set[tuple[str, str]] = set()
         self.speeds: list[rules.Speed] = []
         self.speeds_read: float | None = None
-        self.since: datetime | None = None
+        self.since: dict[str, datetime] | None = None   # channel -> since when it takes alerts
+        self.started: set[str] = set()   # episodes whose start (or ups_low) was made
+        self.make_lock = threading.Lock()
+        self._store = ctx.store
         self.tz = _zone(ctx.cfg.alerts.time_zone)
         self.counters = ctx.counters
         for key in ("alerts_made", "alerts_sent", "alert_errors", "alerts_refused"):
@@ -115,21 +142,44 @@ class AlertBook:
             self.episodes[change.episode.id] = change.episode
 
     def load(self, now: datetime) -> None:
-        """At start: the episodes of the last day from the store, and since when alerts run."""
-        store = self.ctx.store
-        saved = store.get_state(STATE_ALERTS_SINCE)
-        if saved:
-            self.since = datetime.fromisoformat(saved)
-        else:
-            self.since = now
-            store.write(state={STATE_ALERTS_SINCE: now.isoformat()})
+        """At start (and when the store was replaced): since when each channel takes alerts
+        (a channel new to the config takes what happens from now on, never the day before),
+        the episodes of the last day, which episodes' starts rang, and what waits."""
+        store = self._store = self.ctx.store
+        try:
+            saved = json.loads(store.get_state(STATE_ALERTS_SINCE) or "{}")
+        except ValueError:
+            saved = {}
+        since = {k: datetime.fromisoformat(v) for k, v in saved.items()
+                 if k in self.sections and isinstance(v, str)} if isinstance(saved, dict) else {}
+        new = {k: now for k in self.sections if k not in since}
+        if new or set(saved) - set(since):
+            since.update(new)
+            store.write(state={STATE_ALERTS_SINCE: json.dumps(
+                {k: t.isoformat() for k, t in since.items()})})
+        gone = store.alerts_settle_others(list(self.sections), to_ns(now))
+        if gone:
+            log.warning("alerts: %d waiting for channels no longer configured are dropped", gone)
         horizon = now - timedelta(seconds=max(HORIZON_S, self.ctx.cfg.alerts.flap_window_s))
+        started = store.alerts_abouts(STARTS, to_ns(horizon))
         with self.lock:
+            self.since = since
             for e in store.episodes(since=horizon):
                 self.episodes.setdefault(e.id, e)
-        self.next_ns = store.alerts_next(to_ns(now))
+            self.started |= started
+            self.queued.clear()
+            self.next_ns = store.alerts_next(to_ns(now))
 
-    # -- making -------------------------------------------------------------------------------
+    def update(self, now: datetime, extra: Iterable[rules.Made] = ()) -> int:
+        """Make the alerts due now and queue the new ones (both jobs call it before they
+        deliver: an end made by now replaces its start before a remote channel sees the
+        start). Returns how many rows were new; raises StoreError when the outbox cannot take
+        them (made again at the next tick)."""
+        with self.make_lock:
+            if self.since is None or self.ctx.store is not self._store:
+                self.load(now)  # first use, or the store was replaced (damaged): read it again
+            return self.queue([*self.make(now), *extra], now)
+
     def params(self) -> rules.Params:
         cfg = self.ctx.cfg
         a = cfg.alerts
@@ -140,20 +190,20 @@ class AlertBook:
                             plan_mbps=cfg.report.plan_download_mbps, tz=self.tz)
 
     def make(self, now: datetime) -> list[rules.Made]:
-        """The alerts due now about the last day, since alerts were first configured."""
-        if self.since is None:
-            self.load(now)
-        assert self.since is not None
-        horizon = max(self.since, now - timedelta(seconds=HORIZON_S))
+        """The alerts due now about the last day (:func:`agent.alerts.rules.due`)."""
+        horizon = now - timedelta(seconds=HORIZON_S)
         keep_from = now - timedelta(seconds=max(HORIZON_S, self.ctx.cfg.alerts.flap_window_s))
         with self.lock:
             for key in [k for k, e in self.episodes.items() if e.end is not None and e.end < keep_from]:
                 del self.episodes[key]
             eps = list(self.episodes.values())
+            started = frozenset(self.started)
         made = rules.due(eps, now, self.params(), ups=self.ups(), speeds=self._speeds(now),
-                         trouble=self._trouble(now))
-        return [m for m in made if (m.alert.end or now) >= horizon
-                and (m.alert.event != "line_unstable" or m.alert.start >= horizon)]
+                         trouble=self._trouble(now), started=started)
+        made = [m for m in made if _when(m, now) >= horizon]
+        with self.lock:
+            self.started.update(m.about for m in made if m.alert.event in STARTS)
+        return made
 
     def _speeds(self, now: datetime) -> list[rules.Speed]:
         mono = self.ctx.clock.monotonic()
@@ -186,11 +236,14 @@ class AlertBook:
         """Put the new alerts in the outbox, once per channel that takes their event; the
         store's own trouble stays in memory. Returns how many rows were new."""
         rows = []
+        assert self.since is not None
         for m in made:
             a = m.alert
             for ch in self.channels:
                 if (a.id, ch.key) in self.queued or not wants(self.sections[ch.key], a.event):
                     continue
+                if _when(m, now) < self.since[ch.key]:
+                    continue  # from before this channel was configured
                 if a.event == STORE_TROUBLE:
                     self.volatile.setdefault(a.id, a)
                     continue
@@ -203,7 +256,7 @@ class AlertBook:
             # the store cannot take them now (disk full): made again and queued at a later
             # tick; its trouble goes from memory meanwhile
             self._failed("the outbox", f"alerts wait to be queued: {exc}")
-            return 0
+            raise
         self.queued.update(k for _, k in rows)
         if new:
             with self.lock:
@@ -265,16 +318,23 @@ class AlertBook:
         store = self.ctx.store
         try:
             receipt = ch.send(alert)
-        except SendError as exc:
+        except Exception as exc:  # a channel's surprise is its failure, not the job's
+            if not isinstance(exc, SendError):
+                log.exception("alert channel %s failed unexpectedly", ch.key)
+                exc = SendError(f"{type(exc).__name__} in the {ch.kind} channel (a bug: please "
+                                "report it)", retry=True)
             self.counters["alert_errors"] += 1
-            if exc.retry:
-                wait = backoff_s(attempts + 1, exc.retry_after_s)
-                store.alert_later(ident, ch.key, to_ns(now) + int(wait * 1e9), str(exc))
-                self._failed(ch.key, f"{exc} (trying again in {wait:.0f} s)")
-            else:
-                self.counters["alerts_refused"] += 1
-                store.alert_done(ident, ch.key, ALERT_REFUSED, to_ns(now), str(exc))
-                log.error("alert %s to %s refused: %s", alert.event, ch.key, exc)
+            try:
+                if exc.retry:
+                    wait = backoff_s(attempts + 1, exc.retry_after_s)
+                    store.alert_later(ident, ch.key, to_ns(now) + int(wait * 1e9), str(exc))
+                    self._failed(ch.key, f"{exc} (trying again in {wait:.0f} s)")
+                else:
+                    self.counters["alerts_refused"] += 1
+                    store.alert_done(ident, ch.key, ALERT_REFUSED, to_ns(now), str(exc))
+                    log.error("alert %s to %s refused: %s", alert.event, ch.key, exc)
+            except StoreError as store_exc:
+                self._failed("the outbox", f"cannot record a failed send: {store_exc}")
             return False
         self.counters["alerts_sent"] += 1
         try:
@@ -288,12 +348,13 @@ class AlertBook:
         return True
 
     def _mark_unmarked(self, now: datetime) -> None:
-        for (ident, key), receipt in list(self.unmarked.items()):
-            try:
-                self.ctx.store.alert_done(ident, key, ALERT_SENT, to_ns(now), receipt)
-            except StoreError:
-                return
-            del self.unmarked[(ident, key)]
+        with self.lock:  # both jobs come here
+            for (ident, key), receipt in list(self.unmarked.items()):
+                try:
+                    self.ctx.store.alert_done(ident, key, ALERT_SENT, to_ns(now), receipt)
+                except StoreError:
+                    return
+                self.unmarked.pop((ident, key), None)
 
     def _volatile(self, ch: Channel) -> int:
         sent = 0
@@ -306,6 +367,9 @@ class AlertBook:
                 self._failed(ch.key, str(exc))
                 if not exc.retry:
                     self.volatile_sent.add((a.id, ch.key))
+                continue
+            except Exception:  # as in _send
+                log.exception("alert channel %s failed unexpectedly", ch.key)
                 continue
             self.volatile_sent.add((a.id, ch.key))
             self.counters["alerts_sent"] += 1
@@ -335,11 +399,14 @@ class Alerts(Job):
 
     def run(self) -> int:
         now = self.clock.now()
-        made = self.book.make(now)
         digest = self._digest(now)
-        if digest is not None:
-            made.append(digest)
-        self.book.queue(made, now)
+        try:
+            self.book.update(now, [digest] if digest is not None else [])
+        except StoreError:
+            pass  # made again at the next tick; the desktop still gets what waits
+        else:
+            if digest is not None:
+                self._digest_day = now.astimezone(self.book.tz).date().isoformat()
         if self._pruned is None or now - self._pruned > timedelta(hours=1):
             self._pruned = now
             self.book.prune(now)
@@ -353,7 +420,6 @@ class Alerts(Job):
         day = local.date().isoformat()
         if self._digest_day == day or local.strftime("%H:%M") < at:
             return None
-        self._digest_day = day
         since = now - timedelta(hours=24)
         eps = self.store.episodes(since=since)
         alert = rules.digest(eps, self.book._speeds(now), now, self.book.params())
@@ -370,7 +436,12 @@ class RemoteAlerts(Job):
         self.book = book
 
     def run(self) -> int:
-        return self.book.deliver(self.clock.now(), remote=True)
+        now = self.clock.now()
+        try:
+            self.book.update(now)
+        except StoreError:
+            pass  # what is queued already still goes
+        return self.book.deliver(now, remote=True)
 
 
 class Heartbeat(Job):

@@ -135,6 +135,8 @@ class PowerJob(Job):
             self.store.write([episode_sample(d.episode, self.tags)], episodes=[d.episode], state=state)
             log.warning("%s: %s .. %s (%.0f s)", d.reason, d.episode.start.isoformat(),
                         d.episode.end.isoformat() if d.episode.end else "?", d.episode.duration_s)
+            if d.episode.type == "power":  # a host-down power cut, through the episode hook
+                self.ctx.announce([outage.Change("closed", d.episode)])
         elif state:
             self.store.write(state=state)
         return d
