@@ -435,9 +435,12 @@ def check_alerts(cfg: Config) -> list[dict]:
         state = ch.state()
         queued = waiting.get(ch.key, 0)
         detail = f"{sec.kind}: {state}" + (f"; {plural(queued, 'alert')} waiting" if queued else "")
-        ready = state.startswith("ready")
-        out.append(_r(name, "ok" if ready else "warn", detail,
-                      "" if ready else "`linewatch alerts test` sends a test message"))
+        ready = state.startswith("ready") and not ch.warnings
+        fix = "`linewatch alerts test` sends a test message"
+        if ch.warnings:
+            detail += "; " + "; ".join(ch.warnings)
+            fix = "chmod 600 the secret file" if any("read" in w for w in ch.warnings) else fix
+        out.append(_r(name, "ok" if ready else "warn", detail, "" if ready else fix))
     return out
 
 

@@ -113,8 +113,11 @@ class Agent:
             from agent.alerts.channels import build_all
             from agent.jobs.alerts import AlertBook, Alerts, RemoteAlerts, ups_reading
 
-            book = AlertBook(ctx, build_all(cfg.alerts.channels, cfg.source),
-                             cfg.alerts.channels, line_down=self.rounds.outage_open,
+            channels = build_all(cfg.alerts.channels, cfg.source)
+            for ch in channels:
+                for warning in ch.warnings:
+                    log.warning("alerts to %s: %s", ch.key, warning)
+            book = AlertBook(ctx, channels, cfg.alerts.channels, line_down=self.rounds.outage_open,
                              ups=lambda: ups_reading(self.power.readings))
             book.load(clock.now())  # alerts are about what happens from now on
             ctx.listeners.append(book.heard)

@@ -96,3 +96,16 @@ def test_alerts_list_and_check_read_the_outbox(tmp_path):
     assert "refusing" in text and "outage_end" in text
     chk = linewatch("check", "--config", str(cfg)).stdout
     assert "[ok  ] alerts ntfy: ntfy: ready" in chk and "1 alert waiting" in chk
+
+
+def test_check_warns_of_a_readable_secret_file_and_of_tls_unchecked(tmp_path):
+    secret = tmp_path / "hook-token"
+    secret.write_text("Zx9-not-shown-anywhere\n")
+    secret.chmod(0o644)
+    cfg = config(tmp_path, 'kind = "webhook"\nurl = "https://hooks.example/api/webhooks/1/Zx9PATH"'
+                 f'\nsecret_file = "{secret}"\nverify_tls = false')
+    out = linewatch("check", "--config", str(cfg)).stdout
+    line = next(x for x in out.splitlines() if "alerts webhook" in x)
+    assert line.startswith("[WARN]") and "readable by other users" in line
+    assert "verify_tls is false" in line
+    assert "Zx9" not in out                     # neither the token nor the URL's secret path

@@ -68,7 +68,9 @@ def build(ch: ChannelSection, index: int, source: str,
                           "URL, in url or (when it holds a token) as the channel's secret")
     module, cls = REGISTRY[ch.kind]
     made: Channel = getattr(importlib.import_module(module), cls)(ch, secret.value)
-    made.key = channel_name(ch)
+    made.warnings = [w for w in (secret.warning, None if ch.verify_tls or ch.kind == "desktop"
+                                 else "verify_tls is false: the server's certificate is not "
+                                      "checked") if w]
     return made
 
 
@@ -78,16 +80,11 @@ def test_all(cfg: Any, env: Mapping[str, str] = os.environ) -> list[dict[str, An
     # deferred: the rules (the test message's words) and the agent's id, for this command only
     from agent.alerts.model import SendError
     from agent.alerts.rules import Params, test_alert
+    from agent.alerts.words import zone
     from agent.jobs.context import agent_id
 
     now = datetime.now(UTC)
-    tz = None
-    if cfg.alerts.time_zone:
-        # deferred: zoneinfo only when a zone is set
-        from zoneinfo import ZoneInfo
-
-        tz = ZoneInfo(cfg.alerts.time_zone)
-    params = Params(agent=agent_id(cfg), tz=tz)
+    params = Params(agent=agent_id(cfg), tz=zone(cfg.alerts.time_zone))
     rows = []
     for i, sec in enumerate(cfg.alerts.channels):
         row: dict[str, Any] = {"channel": channel_name(sec), "kind": sec.kind, "ok": False,

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.alerts import model
-from agent.alerts.model import Alert, SendError
+from agent.alerts.model import Alert, SendError, one_line
 from agent.alerts.settings import ChannelSection, channel_name
 
 BUS_NAME = "org.freedesktop.Notifications"
@@ -86,8 +86,7 @@ def notify_args(alert: Alert) -> tuple[Any, ...]:
 
 def _shown(value: object) -> str:
     """A string from the bus or the service as a message may quote it: one line, bounded."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= _SHOWN_MAX else text[:_SHOWN_MAX - 3] + "..."
+    return one_line(str(value), _SHOWN_MAX)
 
 
 @functools.cache

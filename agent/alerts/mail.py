@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from agent.alerts.model import Alert, SendError
+from agent.alerts.model import Alert, SendError, one_line
 from agent.alerts.settings import ChannelSection, channel_name
 from kit.secret import redact
 
@@ -136,8 +136,9 @@ class Email:
         try:
             ctx = ssl.create_default_context(cafile=self.ca_file or None)
         except OSError as exc:     # ssl.SSLError too: a file that is not PEM
+            # retried, as the web channels do: the alert goes once the file is fixed
             raise SendError(f"email: cannot read ca_file {self.ca_file}: "
-                            f"{getattr(exc, 'strerror', None) or exc}", retry=False) from exc
+                            f"{getattr(exc, 'strerror', None) or exc}", retry=True) from exc
         if not self.verify_tls:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
@@ -216,8 +217,7 @@ class Email:
     def _shown(self, text: str) -> str:
         """Text from the server or a library as a message may hold it: the password in any
         form removed first, then cut."""
-        text = redact(" ".join(text.split()), self._secret)
-        return text if len(text) <= _SHOWN_MAX else text[:_SHOWN_MAX - 3] + "..."
+        return one_line(redact(text, self._secret), _SHOWN_MAX)
 
     def _leaks(self, exc: BaseException) -> bool:
         """Whether the exception's own text holds the password (then it is not kept as the

@@ -44,6 +44,18 @@ KINDS: tuple[str, ...] = ("desktop", "ntfy", "telegram", "webhook", "email", "ap
 URGENCIES: tuple[str, ...] = ("low", "normal", "critical")
 
 
+SHOWN_CHARS = 200  # of a server's or a library's words kept in an error
+
+
+def one_line(text: str, limit: int = SHOWN_CHARS) -> str:
+    """Words from outside (a server, a bus, a library) made safe to quote in an error: one
+    line, printable, at most ``limit`` characters. Remove secrets first: a cut made before
+    could leave a piece of one behind."""
+    flat = " ".join(str(text).split())
+    flat = "".join(c if c.isprintable() else "?" for c in flat)
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
 def alert_id(*about: str) -> str:
     """A stable id for what an alert is about: the same parts give the same id, on any run."""
     return hashlib.blake2s("\x1f".join(about).encode("utf-8"), digest_size=10).hexdigest()
@@ -135,15 +147,18 @@ class SendError(Exception):
 class Channel(Protocol):
     """What the alerts job needs of a channel.
 
-    ``key``: a stable name (the outbox's channel column: the config's ``name``, or the kind and
-    a digest of where it sends); ``remote``: whether it needs the internet (then it waits for
-    the line); ``send(alert)`` delivers or raises :class:`SendError`, and returns a short
-    receipt for the log (the server's message id); ``state()`` says, without sending, whether
-    the channel looks usable now (``check`` shows it)."""
+    ``key``: a stable name (the outbox's channel column: the config's ``name``, else its
+    kind); ``warnings``: what the wiring logs and ``check`` shows (a secret file others may
+    read, TLS not verified), set by :func:`agent.alerts.channels.build`; ``remote``: whether
+    it needs the internet (then it waits for the line); ``send(alert)`` delivers or raises
+    :class:`SendError`, and returns a short receipt for the log (the server's message id);
+    ``state()`` says, without sending, whether the channel looks usable now (``check`` shows
+    it)."""
 
     key: str
     kind: str
     remote: bool
+    warnings: list[str]
 
     def send(self, alert: Alert) -> str: ...
 

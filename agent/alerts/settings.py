@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.alerts.model import DIGEST, EVENTS, KINDS
+from agent.alerts.model import EVENTS, KINDS
 from kit.configkit import between, check_zone, checked, each, one_of, opt, parse_work_hours, section
 from kit.errors import ConfigError
 
@@ -92,8 +92,8 @@ class ChannelSection:
                     "smtps://host[:465]. apprise: the Apprise URL when it holds no secret (else "
                     "give it as the secret).", example="https://ntfy.sh/linewatch-k7Q2xw")
     events: tuple[str, ...] = opt((), "The events this channel gets: " + ", ".join(EVENTS)
-                                   + ". Empty: all of them but digest, which a channel gets "
-                                   "only when it names it (and alerts.digest_at is set).",
+                                   + ". Empty: all of them (a digest is made only when "
+                                   "alerts.digest_at is set).",
                                    each(one_of(*EVENTS)), ("outage_end", "power_start", "ups_low"))
     quiet_hours: str = opt("", "Hours, in alerts.time_zone, when this channel is not disturbed: "
                             "alerts wait and go when the quiet hours end (a start that has "
@@ -132,6 +132,9 @@ class AlertsSection:
                               "https://status.example.org/api/push/AbC123?status=up&msg=OK")
     heartbeat_every_s: float = opt(300.0, "Seconds between two heartbeat fetches.",
                                     between(30, 86400))
+    heartbeat_ca_file: str = opt("", "A CA certificate (PEM) to trust for heartbeat_url besides "
+                                  "the system's: your own monitor's.",
+                                  example="/etc/linewatch/ca.pem")
     flap_changes: int = opt(4, "Outages (of any length) within flap_window_s that make the line "
                              "unstable: one line_unstable alert, then no outage alert until the "
                              "line has had flap_window_s without an outage (one lasting five "
@@ -147,8 +150,9 @@ class AlertsSection:
     time_zone: str = opt("", "The time zone alerts show times in (IANA, such as Asia/Karachi). "
                           "Empty: this machine's.", _check_time_zone, "Asia/Karachi")
     digest_at: str = opt("", "A daily digest, at this time of day (HH:MM in time_zone), of the "
-                          "last 24 hours: outages, power cuts, blocking, speed tests; to "
-                          "channels whose events name digest. \"\": none.", _check_hhmm, "21:00")
+                          "last 24 hours: outages, power cuts, blocking, speed tests; to the "
+                          "channels that take the digest event (those with events empty, or "
+                          "naming it). \"\": none.", _check_hhmm, "21:00")
     channels: tuple[ChannelSection, ...] = opt((), "The channels: one [[alerts.channels]] "
                                                 "table each (below).")
 
@@ -221,8 +225,9 @@ def channel_name(ch: ChannelSection) -> str:
 
 
 def wants(ch: ChannelSection, event: str) -> bool:
-    """Whether ``ch`` takes ``event``: its list, or every event but the digest when empty."""
-    return event in ch.events if ch.events else event != DIGEST
+    """Whether ``ch`` takes ``event``: its list, or every event when empty (the digest is made
+    only when alerts.digest_at asks for it)."""
+    return event in ch.events if ch.events else True
 
 
 def secret_sources(ch: ChannelSection) -> tuple[str, str]:

@@ -15,10 +15,11 @@ status code to tell a refusal from an outage; the reason it logged is quoted whe
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 from typing import Any
 
-from agent.alerts.model import Alert, SendError
+from agent.alerts.model import Alert, SendError, one_line
 from agent.alerts.settings import ChannelSection, channel_name
 from kit.secret import redact
 
@@ -63,6 +64,7 @@ class Apprise:
             import apprise
         except ImportError as exc:
             raise SendError(f"apprise: not installed: {INSTALL}", retry=False) from exc
+        _quiet_libraries()
         a = apprise.Apprise()
         if not a.add(self._url):
             raise SendError(f"apprise: Apprise does not know this URL ({scheme(self._url)}), or "
@@ -107,5 +109,13 @@ class Apprise:
                     last = str(getattr(entry, "message", ""))
         except (OSError, ValueError, TypeError, AttributeError):
             return ""    # a log that cannot be read leaves the failure without its reason
-        text = redact(" ".join(last.split()), self._secret)
-        return text if len(text) <= _SHOWN_MAX else text[:_SHOWN_MAX - 3] + "..."
+        return one_line(redact(last, self._secret), _SHOWN_MAX)
+
+
+def _quiet_libraries() -> None:
+    """Apprise's HTTP libraries log each request's URL at debug, and an Apprise URL's path is
+    often the service's token: they say warnings only, whatever the agent's --log-level."""
+    for name in ("apprise", "urllib3", "requests"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)

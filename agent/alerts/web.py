@@ -39,6 +39,7 @@ classification of answers and one way of hiding secrets.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -46,8 +47,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from agent.alerts import model
-from agent.alerts.model import Alert, SendError
-from agent.alerts.settings import ChannelSection
+from agent.alerts.model import Alert, SendError, one_line
+from agent.alerts.settings import ChannelSection, channel_name
 from kit.secret import MASK, MIN_PIECE, redact, redact_value
 
 if TYPE_CHECKING:
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 
 USER_AGENT = "linewatch"
 MAX_ANSWER_BYTES = 64 * 1024      # of an answer's body: every service here answers in bytes
-MESSAGE_CHARS = 200               # of a server's words kept in an error
 MAX_RETRY_AFTER_S = 86_400.0      # a server's Retry-After is untrusted: a day at most
 TELEGRAM_API = "https://api.telegram.org"
 TELEGRAM_TEXT_UNITS = 4096        # sendMessage's limit, counted here in UTF-16 code units
@@ -98,18 +98,20 @@ def hide(text: str, secret: Secrets) -> str:
     return text
 
 
-def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:
-    """A server's words made safe to print: one line, printable, at most ``limit`` characters.
-    Redact first: a cut made before could leave a piece of a secret behind."""
-    flat = " ".join(text.split())
-    flat = "".join(c if c.isprintable() else "?" for c in flat)
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
-
-
 def show_url(url: str, secret: Secrets = None) -> str:
-    """``url`` as messages show it: no userinfo password, no token-like query value, none of
-    the secrets (Telegram's token in the path: ``https://api.telegram.org/bot***/sendMessage``)."""
-    return hide(redact_value(url), secret)
+    """``url`` as messages (the log, ``check``, ``alerts list``) show it: its scheme, host and
+    port only, the path and query as ``/…``. A webhook's path often is its secret (Discord's,
+    Slack's, Home Assistant's), and so is an ntfy topic on a public server."""
+    try:
+        u = urlsplit(url)
+        host = u.hostname or ""
+        port = f":{u.port}" if u.port else ""
+    except ValueError:
+        return hide(redact_value(url), secret)
+    if ":" in host:
+        host = f"[{host}]"
+    rest = "/…" if (u.path.strip("/") or u.query) else ""
+    return hide(f"{u.scheme}://{host}{port}{rest}", secret)
 
 
 def url_passwords(url: str) -> tuple[str, ...]:
@@ -173,9 +175,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 def _json(body: bytes) -> Any:
     """The answer's JSON, or None when it is not JSON."""
-    # deferred: loaded with the answer it parses (agent.alerts.model has it in memory already)
-    import json
-
     try:
         return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -185,7 +184,7 @@ def _json(body: bytes) -> Any:
 def server_words(body: bytes, secret: Secrets = None) -> str:
     """What an error answer says: its JSON's ``error``, ``description``, ``message``, ``msg`` or
     ``detail`` (ntfy, Telegram, most APIs, Uptime Kuma, FastAPI), else its text; redacted, then
-    cut to one line of :data:`MESSAGE_CHARS`."""
+    cut to one line (:func:`agent.alerts.model.one_line`)."""
     data = _json(body)
     text = body.decode("utf-8", "replace")
     if isinstance(data, dict):
@@ -458,7 +457,7 @@ class _HTTPChannel:
         self._secret = secret or None
         # what no message may show: the secret, and a password in the URL's userinfo
         self._hidden = _secrets(secret) + url_passwords(section.url)
-        self.key = section.name or self.kind
+        self.key = channel_name(section)
         self.timeout_s = 15.0
 
     def __repr__(self) -> str:
@@ -526,9 +525,6 @@ class Telegram(_HTTPChannel):
         return (self.section.url or TELEGRAM_API).rstrip("/")
 
     def send(self, alert: Alert) -> str:
-        # deferred: json with the request it builds (agent.alerts.model has it loaded already)
-        import json
-
         chat: int | str = self.section.chat_id
         if isinstance(chat, str) and chat.lstrip("-").isdigit():
             chat = int(chat)

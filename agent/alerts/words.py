@@ -135,3 +135,12 @@ def mbps(x: float) -> str:
 def minutes_left(runtime_s: float) -> str:
     return f"about {length(runtime_s)} left"
 
+
+def zone(name: str) -> tzinfo | None:
+    """The IANA zone ``name`` (alerts.time_zone), None for this machine's own."""
+    if not name:
+        return None
+    # deferred: zoneinfo (about 0.5 MB) loads only when alerts.time_zone is set
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agent import outage
-from agent.alerts import rules
+from agent.alerts import rules, words
 from agent.alerts.model import (
     INTERFERENCE_START,
     LINE_UNSTABLE,
@@ -123,7 +123,7 @@ class AlertBook:
         self.started: set[str] = set()   # episodes whose start (or ups_low) was made
         self.make_lock = threading.Lock()
         self._store = ctx.store
-        self.tz = _zone(ctx.cfg.alerts.time_zone)
+        self.tz = words.zone(ctx.cfg.alerts.time_zone)
         self.counters = ctx.counters
         for key in ("alerts_made", "alerts_sent", "alert_errors", "alerts_refused"):
             self.counters.setdefault(key, 0)
@@ -460,7 +460,7 @@ class Heartbeat(Job):
 
         url = self.cfg.alerts.heartbeat_url
         try:
-            heartbeat(url)
+            heartbeat(url, ca_file=self.cfg.alerts.heartbeat_ca_file)
         except SendError as exc:
             if self.failing != str(exc):
                 log.warning("alerts.heartbeat_url: %s", exc)
@@ -482,13 +482,3 @@ def ups_reading(readings: Iterable[Any]) -> rules.Ups | None:
                          runtime_s=float(runtime) if isinstance(runtime, (int, float)) else None,
                          low="LB" in (r.status or "").split())
     return None
-
-
-def _zone(name: str) -> Any:
-    if not name:
-        return None
-    # deferred: zoneinfo (about 0.5 MB) loads only when alerts.time_zone is set
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(name)
-
