@@ -106,6 +106,19 @@ def status(st: dict, state_dir: Path) -> None:
         click.echo(f"store: {s['path']}  {s['bytes'] / 1e6:.1f} MB, {plural(s['rows'], 'row')}, {fw}")
     _forward(st["forward"])
     _speedtests(st["speedtest"])
+    _alerts(st.get("alerts"))
+
+
+def _alerts(al: dict | None) -> None:
+    if not al or not al["channels"]:
+        return
+    parts = []
+    for name, n in al["channels"].items():
+        extra = [f"{n['queued']} waiting"] if n["queued"] else []
+        extra += [f"{n['refused']} refused"] if n["refused"] else []
+        parts.append(f"{name} ({n['sent']} sent{', ' + ', '.join(extra) if extra else ''})")
+    click.echo("alerts: " + "; ".join(parts) + ("; heartbeat on" if al["heartbeat"] else "")
+               + "  (`linewatch alerts list`)")
 
 
 def _agent(st: dict) -> None:

@@ -72,7 +72,8 @@ def collect(cfg: Config, now: datetime | None = None) -> dict:
                 "watched_h_24h": 0.0, "thin_data": True, "rounds_24h": 0, "outage_s_24h": 0.0,
                 "store": None, "store_recovered": None,
                 "forward": forward_summary(cfg, None, 0, None, (0, []), now),
-                "speedtest": speedtest_summary(cfg, [], None, now)}
+                "speedtest": speedtest_summary(cfg, [], None, now),
+                "alerts": _alerts_summary(cfg, {})}
     try:
         return {**base, **_from_store(cfg, store, now)}
     finally:
@@ -120,7 +121,28 @@ def _from_store(cfg: Config, store: Store, now: datetime) -> dict:
                                    store.quarantined(5), now),
         "speedtest": speedtest_summary(cfg, list(store.samples("speedtest", since=now - SPEEDTEST_WINDOW)),
                                        store.get_state(STATE_SPEED_NEXT), now),
+        "alerts": _alerts_summary(cfg, _alerts_by_state(store)),
     }
+
+
+def _alerts_by_state(store: Store) -> dict[str, dict[int, int]]:
+    try:
+        return store.alerts_by_state()
+    except StoreError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return {}  # a store made before alerts existed
+
+
+def _alerts_summary(cfg: Config, by_state: dict[str, dict[int, int]]) -> dict:
+    """The channels and their outbox: alerts sent, waiting, refused..., per channel."""
+    channels = {}
+    for sec in cfg.alerts.channels:
+        name = sec.name or sec.kind
+        counts = by_state.get(name, {})
+        channels[name] = {"kind": sec.kind, **{s: counts.get(i, 0)
+                                               for i, s in enumerate(ALERT_STATES)}}
+    return {"channels": channels, "heartbeat": bool(cfg.alerts.heartbeat_url)}
 
 
 def episodes_since(cfg: Config, since: datetime, types: set[str] | None) -> list[dict]:
@@ -149,12 +171,8 @@ def alert_outbox(cfg: Config, last: int = 20) -> dict:
     except StoreMissing:
         return out
     try:
-        by_state = store.alerts_by_state()
-        recent = store.alerts_recent(last)
-    except StoreError as exc:
-        if "no such table" not in str(exc):
-            raise
-        return out  # a store made before alerts existed
+        by_state = _alerts_by_state(store)
+        recent = store.alerts_recent(last) if by_state else []
     finally:
         store.close()
     for channel, counts in sorted(by_state.items()):

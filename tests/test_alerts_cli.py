@@ -109,3 +109,22 @@ def test_check_warns_of_a_readable_secret_file_and_of_tls_unchecked(tmp_path):
     assert line.startswith("[WARN]") and "readable by other users" in line
     assert "verify_tls is false" in line
     assert "Zx9" not in out                     # neither the token nor the URL's secret path
+
+
+def test_status_names_the_channels_and_what_waits(tmp_path):
+    cfg = config(tmp_path, 'kind = "ntfy"\nurl = "http://127.0.0.1:9/lw"')
+    st = json.loads(linewatch("status", "--json", "--config", str(cfg)).stdout)
+    assert st["alerts"]["channels"]["ntfy"] == {"kind": "ntfy", "queued": 0, "sent": 0,
+                                                "replaced": 0, "refused": 0, "expired": 0}
+    clock, net = FakeClock(), FakeNet()
+    agent = Agent(load(str(cfg)), clock=clock, probes=net.probes())
+    net.state = "isp"
+    tick(agent, clock, 5)
+    net.state = "up"
+    tick(agent, clock, 3)
+    agent.alerts.run()
+    agent.remote_alerts.run()          # port 9 answers nothing: the end waits
+    agent.store.close()
+    st = json.loads(linewatch("status", "--json", "--config", str(cfg)).stdout)
+    assert st["alerts"]["channels"]["ntfy"]["queued"] == 1
+    assert "alerts: ntfy (0 sent, 1 waiting)" in linewatch("status", "--config", str(cfg)).stdout
