@@ -383,6 +383,10 @@ class AlertBook:
         self._failing[key] = message.split(" (trying again")[0]
 
     def prune(self, now: datetime) -> int:
+        """Hourly: forget settled outbox rows after :data:`KEEP_SETTLED_S`, and the memory of
+        what was queued (a cache: the next tick puts the day's alerts again, found there)."""
+        with self.make_lock:
+            self.queued.clear()
         return self.ctx.store.alerts_prune(to_ns(now - timedelta(seconds=KEEP_SETTLED_S)))
 
 
