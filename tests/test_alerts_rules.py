@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from agent.alerts import rules, words
-from agent.alerts.model import Alert
+from agent.alerts.model import Alert, alert_id
 from agent.model import Episode
 
 T0 = datetime(2026, 12, 5, 5, 0, tzinfo=UTC)     # 10:00 in Karachi
@@ -190,3 +190,26 @@ def test_never_an_end_without_the_debounce_and_one_alert_per_event_and_episode(s
     for m in made:
         if m.alert.event == "outage_end":
             assert m.alert.duration_s >= P.min_duration_s
+
+
+def test_the_agent_with_alerts_does_not_load_openssl_to_name_them():
+    """An alert's id is a BLAKE2s: CPython's own, not hashlib's, which loads OpenSSL (about
+    4 MB resident) into every agent, alerts or not (bench/footprint.py found it)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\nimport agent.runner, agent.jobs.alerts, agent.alerts.channels\n"
+            "from agent.alerts.model import alert_id\nalert_id('e', 'outage_start')\n"
+            "print(sorted({'hashlib', '_hashlib', 'ssl'} & set(sys.modules)))\n")
+    # Unmeasured: coverage, when the test command measures the processes tests start, loads hashlib.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[1], env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+    import hashlib   # the same id as hashlib's BLAKE2s gives: ids stay stable across Pythons
+
+    assert alert_id("e", "outage_start") == hashlib.blake2s(
+        b"e\x1foutage_start", digest_size=10).hexdigest()

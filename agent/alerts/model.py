@@ -16,7 +16,6 @@ may succeed (the network, the server's 5xx or 429, a desktop without a session b
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,7 +57,18 @@ def one_line(text: str, limit: int = SHOWN_CHARS) -> str:
 
 def alert_id(*about: str) -> str:
     """A stable id for what an alert is about: the same parts give the same id, on any run."""
-    return hashlib.blake2s("\x1f".join(about).encode("utf-8"), digest_size=10).hexdigest()
+    return str(_blake2s()("\x1f".join(about).encode("utf-8"), digest_size=10).hexdigest())
+
+
+def _blake2s() -> Any:
+    """CPython's own BLAKE2s, not hashlib's: importing hashlib loads OpenSSL (about 4 MB
+    resident, measured by bench/footprint.py) into an agent that only names its alerts."""
+    # deferred: hashlib would load OpenSSL (see above)
+    try:
+        from _blake2 import blake2s
+    except ImportError:  # another Python
+        from hashlib import blake2s  # deferred, as above
+    return blake2s
 
 
 def iso(t: datetime | None) -> str | None:
