@@ -209,7 +209,7 @@ def test_the_agent_with_alerts_does_not_load_openssl_to_name_them():
                        cwd=Path(__file__).resolve().parents[1], env=env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
-    import hashlib   # the same id as hashlib's BLAKE2s gives: ids stay stable across Pythons
+    import hashlib  # the same id as hashlib's BLAKE2s gives: ids stay stable across Pythons
 
     assert alert_id("e", "outage_start") == hashlib.blake2s(
         b"e\x1foutage_start", digest_size=10).hexdigest()
