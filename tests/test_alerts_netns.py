@@ -144,7 +144,7 @@ def test_a_90_s_cut_on_the_desktop_at_once_and_remote_once_after_the_repair_thro
         assert until(lambda: len({r["service"] for r in received(services)}) == 3, 30), \
             received(services)
         assert until(lambda: len(notes.notes) == 2, 10)
-        time.sleep(8)                              # any repeat would come by now
+        time.sleep(5)                              # any repeat would come by now (5 ticks)
     finally:
         log = stop_agent(agent)
     got = received(services)
@@ -177,14 +177,14 @@ def test_a_blip_gives_nothing_and_a_flapping_line_one_alert(net, dns_server, des
         time.sleep(20)
         net.cut_wan(False)
         time.sleep(6)
-        for _ in range(4):                         # then 8 s drops, every 15 s
+        for _ in range(4):                         # then 6 s drops, every 10 s
             net.cut_wan(True)
-            time.sleep(8)
+            time.sleep(6)
             net.cut_wan(False)
-            time.sleep(7)
+            time.sleep(4)
         # 60 s after the blip's start has passed: any outage alert would have been made
         assert until(lambda: len(webhook_events(services)) >= 1, 20)
-        time.sleep(8)
+        time.sleep(5)
     finally:
         stop_agent(agent)
     events = [e["event"] for e in webhook_events(services)]
