@@ -108,8 +108,7 @@ def run(config_path, log_level):
         agent = Agent(cfg, lock=held)
     except LinewatchError as exc:
         held.release()
-        # a setting the agent cannot work with (a channel's missing secret) is bad configuration
-        _fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
+        _fail(str(exc))
     try:
         agent.run(load_config=lambda: config.load(config_path))  # SIGHUP reads the same file again
     finally:

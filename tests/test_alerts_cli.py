@@ -59,10 +59,11 @@ def test_alerts_test_sends_to_each_channel_and_says_how_each_went(tmp_path):
         assert r.returncode == 1 and "401" in r.stdout and "wrong-token" not in r.stdout
 
 
-def test_run_refuses_a_channel_without_its_secret_as_bad_configuration(tmp_path):
+def test_run_refuses_a_channel_without_its_secret(tmp_path):
+    """As for a UPS user without its password: one line naming the key, exit 1."""
     cfg = config(tmp_path, 'kind = "telegram"\nchat_id = "1"')
     r = linewatch("run", "--config", str(cfg))
-    assert r.returncode == 2
+    assert r.returncode == 1
     assert r.stderr.strip().endswith("or the systemd credential alert-telegram")
 
 
