@@ -38,6 +38,20 @@ def net(lab):
 
 
 @pytest.fixture
+def desktop():
+    """A real session bus (Debian's dbus-daemon) with a test double of the desktop's
+    notification daemon on it (tests/dbuslab.py): (bus, double); skips without dbus-daemon."""
+    # deferred: jeepney loads for the tests that use a bus only
+    from tests import dbuslab
+
+    reason = dbuslab.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with dbuslab.SessionBus() as bus, dbuslab.NotificationDouble(bus.address) as notes:
+        yield bus, notes
+
+
+@pytest.fixture
 def store(tmp_path):
     """A fresh local store in the test's temp dir."""
     s = Store.open(tmp_path / "state")

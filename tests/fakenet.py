@@ -56,6 +56,17 @@ def tick(agent, clock, n):
         clock.advance(10)
 
 
+def outage(agent, clock, net, down: int = 5, up: int = 3) -> None:
+    """An ISP outage through the agent's own rounds (``down`` failed rounds, then ``up`` good
+    ones, 10 s apart), then one run of each alert job: the end's alerts made and sent."""
+    net.state = "isp"
+    tick(agent, clock, down)
+    net.state = "up"
+    tick(agent, clock, up)
+    agent.alerts.run()
+    agent.remote_alerts.run()
+
+
 def outbox(store: Store, limit: int = 10**9) -> list[tuple[int, Sample]]:
     """The unsent rows as ``(id, Sample)`` in the order the forwarder reads them
     (:meth:`Store.outbox`: by time, then by id)."""

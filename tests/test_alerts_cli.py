@@ -13,7 +13,7 @@ from agent.clock import FakeClock
 from agent.config import load
 from agent.runner import Agent
 from tests.alertservers import NtfyDouble, TelegramDouble, WebhookDouble
-from tests.fakenet import FakeNet, tick
+from tests.fakenet import FakeNet, outage
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "4839574812:AAFD39kkdpWt3ywyRZergyOLMaJhac60qc"
@@ -79,12 +79,7 @@ def test_alerts_list_and_check_read_the_outbox(tmp_path):
                      'kind = "ntfy"\nurl = "http://127.0.0.1:9/lw"\nevents = ["outage_end"]')
         clock, net = FakeClock(), FakeNet()
         agent = Agent(load(str(cfg)), clock=clock, probes=net.probes())
-        net.state = "isp"
-        tick(agent, clock, 5)
-        net.state = "up"
-        tick(agent, clock, 3)
-        agent.alerts.run()
-        agent.remote_alerts.run()
+        outage(agent, clock, net)
         agent.store.close()
     r = linewatch("alerts", "list", "--json", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
@@ -119,12 +114,7 @@ def test_status_names_the_channels_and_what_waits(tmp_path):
                                                 "replaced": 0, "refused": 0, "expired": 0}
     clock, net = FakeClock(), FakeNet()
     agent = Agent(load(str(cfg)), clock=clock, probes=net.probes())
-    net.state = "isp"
-    tick(agent, clock, 5)
-    net.state = "up"
-    tick(agent, clock, 3)
-    agent.alerts.run()
-    agent.remote_alerts.run()          # port 9 answers nothing: the end waits
+    outage(agent, clock, net)          # port 9 answers nothing: the end waits
     agent.store.close()
     st = json.loads(linewatch("status", "--json", "--config", str(cfg)).stdout)
     assert st["alerts"]["channels"]["ntfy"]["queued"] == 1

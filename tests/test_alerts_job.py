@@ -97,6 +97,18 @@ class Lab:
         self.store.write(episodes=[ep])
         self.ctx.announce([outage.Change(kind, ep)])
 
+    def outage(self, open_s: float) -> datetime:
+        """An ISP outage while the line is counted down: open, ticked for 5 s and ``open_s``
+        more, then closed and ticked once (its alerts queued). Returns its start."""
+        start = self.clock.now()
+        self.down = True
+        self.episode("opened", conn_ep(start, None))
+        self.tick()
+        self.tick(open_s)
+        self.episode("closed", conn_ep(start, self.clock.now()))
+        self.tick()
+        return start
+
     def tick(self, seconds: float = 5.0) -> None:
         self.clock.advance(seconds)
         self.local.run()
@@ -140,13 +152,7 @@ def test_an_outage_desktop_at_once_remote_after_the_repair_once_each(tmp_path):
 
 def test_a_restart_sends_what_waited_once_and_nothing_twice(tmp_path):
     lab = Lab(tmp_path)
-    start = lab.clock.now()
-    lab.down = True
-    lab.episode("opened", conn_ep(start, None))
-    lab.tick(70)
-    lab.tick(600)
-    lab.episode("closed", conn_ep(start, lab.clock.now()))
-    lab.tick()                    # queued for the webhook, the line still counted down
+    lab.outage(665)               # queued for the webhook, the line still counted down
     assert lab.hook.got == []
     lab.store.close()             # the agent stops (or is killed) here
     lab.start()
@@ -389,13 +395,7 @@ def test_a_start_that_rang_always_gets_its_end_and_remote_channels_never_the_sta
 
 def test_a_channel_added_later_gets_nothing_from_before_and_a_removed_ones_alerts_expire(tmp_path):
     lab = Lab(tmp_path)
-    start = lab.clock.now()
-    lab.down = True
-    lab.episode("opened", conn_ep(start, None))
-    lab.tick(65)
-    lab.tick(600)
-    lab.episode("closed", conn_ep(start, lab.clock.now()))
-    lab.tick()                                     # queued for the webhook and ntfy
+    lab.outage(660)                                # queued for the webhook and ntfy
     lab.store.close()
     # the next day's config: the webhook gone, a second desktop added; a slow speed test of
     # three hours ago is in the store

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from tests import dbuslab
 from tests.alertlab import CHAT, PORTS, TOPIC, received
 from tests.netlab import DNSMASQ, start_dnsmasq
 
@@ -37,15 +36,6 @@ def dns_server(net):
     if not Path(DNSMASQ).exists():
         pytest.skip("dnsmasq is not installed (tests/run.sh installs dnsmasq-base)")
     return start_dnsmasq(net)
-
-
-@pytest.fixture
-def desktop():
-    reason = dbuslab.unavailable()
-    if reason:
-        pytest.skip(reason)
-    with dbuslab.SessionBus() as bus, dbuslab.NotificationDouble(bus.address) as notes:
-        yield bus, notes
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests import dbuslab
 from tests.nutlab import NutServer, nut_unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,15 +39,6 @@ def nut(tmp_path):
     with NutServer.create(tmp_path / "nut", status="OL", charge=100, runtime=3600,
                           voltage=231.0) as server:
         yield server
-
-
-@pytest.fixture
-def desktop():
-    reason = dbuslab.unavailable()
-    if reason:
-        pytest.skip(reason)
-    with dbuslab.SessionBus() as bus, dbuslab.NotificationDouble(bus.address) as notes:
-        yield bus, notes
 
 
 def test_a_power_cut_on_a_ups_says_its_charge_and_time_left_then_low_then_back(

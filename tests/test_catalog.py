@@ -42,7 +42,7 @@ from agent.runner import Agent
 from tests.alertservers import WebhookDouble
 from tests.catalog import assert_listed, assert_no_addresses_but_the_configured, catalogued, load_catalog
 from tests.dnsserver import FakeServer, answer_to_query, rr_a
-from tests.fakenet import FakeNet, tick, written
+from tests.fakenet import FakeNet, outage, tick, written
 from tests.hosttree import boot, power_supply, time_synced
 from tests.nutlab import NutServer, free_port, nut_unavailable
 from tests.speedserver import SpeedServer
@@ -148,12 +148,7 @@ def alerts(tmp: Path) -> list[Sample]:
     clock, net = FakeClock(), FakeNet()
     try:
         agent = Agent(cfg, clock=clock, probes=net.probes())
-        net.state = "isp"
-        tick(agent, clock, 5)
-        net.state = "up"
-        tick(agent, clock, 3)
-        agent.alerts.run()
-        agent.remote_alerts.run()
+        outage(agent, clock, net)
         agent.guarded(agent.selfmetrics.run, agent.selfmetrics.name)()
     finally:
         ok.__exit__()
