@@ -224,22 +224,22 @@ def _work_overlap(cols: Columns, lt: LocalTime, s: Settings) -> np.ndarray:
 def _shedding_sums(cols: Columns, lt: LocalTime, bounds: list[tuple[float, float]],
                    unit_cell: np.ndarray, C: int, sums: _Sums) -> tuple[np.ndarray, np.ndarray]:
     """The load-shedding profile's sums: power-off seconds and power-watched seconds per period,
-    cell and hour of the week (P x C x 168)."""
+    cell and hour of the week (P x C x 168). The outage pieces are taken a slice at a time (a
+    quarter of 10,000 agents has millions of power pieces: no column as long as all of them),
+    summed by numpy's add.at: the same additions in the same order as one bincount."""
     P = len(bounds)
     pc_ep, pc_hour, pc_s, _ = cols.pieces()
-    pw_pc = np.nonzero(sums.is_power[pc_ep])[0]
-    piece_unit = cols.ep_unit[pc_ep[pw_pc]]
-    piece_hour = pc_hour[pw_pc]
-    piece_p = period_index(piece_hour, bounds)
-    how_piece = hour_of_week(lt.local(piece_hour))
-
-    def per_cell_how(p: np.ndarray, u: np.ndarray, how: np.ndarray, w: np.ndarray) -> np.ndarray:
+    off = np.zeros(P * C * 168)
+    for a in range(0, pc_ep.size, OBS_SLICE):
+        ep = pc_ep[a:a + OBS_SLICE]
+        pw = np.flatnonzero(sums.is_power[ep])
+        hour = pc_hour[a:a + OBS_SLICE][pw]
+        p = period_index(hour, bounds)
         ok = p >= 0
-        idx = (p[ok] * C + unit_cell[u[ok]]) * 168 + how[ok]
-        out: np.ndarray = np.bincount(idx, weights=w[ok], minlength=P * C * 168).reshape(P, C, 168)
-        return out
-
-    return per_cell_how(piece_p, piece_unit, how_piece, pc_s[pw_pc]), sums.obs_how
+        pw, hour = pw[ok], hour[ok]
+        idx = (p[ok] * C + unit_cell[cols.ep_unit[ep[pw]]]) * 168 + hour_of_week(lt.local(hour))
+        np.add.at(off, idx, pc_s[a:a + OBS_SLICE][pw])
+    return off.reshape(P, C, 168), sums.obs_how
 
 
 class _Parts:
