@@ -13,6 +13,36 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The suite (pytest), in two parts when no argument is given. The files whose tests bound what they
+# time to a fraction of a second or a rate to a few per cent (a probe's wait, a shaped link's rate:
+# marker `serial`) run alone; the rest run on LINEWATCH_TEST_WORKERS pytest-xdist workers (2),
+# a file to a worker (--dist loadfile: each file's servers start once). Most tests wait on servers,
+# namespaces and clocks, not on the CPU: on 2 cores the two parts take about two thirds of one
+# serial run. Arguments (a file, -k EXPR, ...) run pytest once with them, serially.
+# pytest exits 5 when it collected no tests: each part passes that on as a failure too.
+# Coverage of kit, agent and collector is reported at the end ([tool.coverage] in pyproject.toml),
+# counting the Python processes the tests start as well (`linewatch run` in a namespace, the CLIs).
+# A bare --cov takes its sources from pyproject.toml; it must not be followed by a path (it would
+# take it as its source), hence the report option after it.
+suite() {
+    local py=.venv/bin/python report=(--cov-report=term-missing:skip-covered)
+    if [ $# -gt 0 ]; then
+        exec "$py" -m pytest --cov "${report[@]}" "$@"
+    fi
+    local first=0 second=0
+    echo "tests: every file but the timing ones, ${LINEWATCH_TEST_WORKERS:-2} at a time"
+    "$py" -m pytest -n "${LINEWATCH_TEST_WORKERS:-2}" --dist loadfile -m "not serial" --cov \
+        --cov-report= || first=$?
+    echo "tests: the timing ones (marker serial), alone"
+    "$py" -m pytest -m serial --cov --cov-append "${report[@]}" || second=$?
+    [ "$first" -ne 0 ] && exit "$first"
+    exit "$second"
+}
+if [ "${1:-}" = "--suite" ]; then   # run.sh calls itself so inside the namespace below
+    shift
+    suite "$@"
+fi
+
 DEBS=(iproute2 iputils-ping fping dnsmasq-base openssl openvpn wireguard-go wireguard-tools dnsdist dbus-daemon procps nut-server nut-client influxdb victoria-metrics iperf3 chromium fonts-sil-scheherazade systemd)
 missing=()
 for p in "${DEBS[@]}"; do
@@ -55,15 +85,9 @@ npm ci --prefix tests/grafana --no-audit --no-fund --ignore-scripts --loglevel=e
 # the interface-counter tests): the tests' servers, namespace labs and browser work as before,
 # and nothing a test sends can leave this machine, whatever its config says. Without root or
 # unshare (the namespace tests skip then anyway) it runs as it is.
-# pytest exits 5 when it collected no tests: exec passes that on as a failure too.
-# Coverage of kit, agent and collector is reported at the end ([tool.coverage] in pyproject.toml),
-# counting the Python processes the tests start as well (`linewatch run` in a namespace, the CLIs).
-# A bare --cov takes its sources from pyproject.toml; it must not be followed by a path (it would
-# take it as its source), hence the report option after it.
-COV=(--cov --cov-report=term-missing:skip-covered)
 if [ "$(id -u)" -eq 0 ] && unshare -n true 2>/dev/null; then
     echo "running the tests in a network namespace of their own (nothing they send leaves this machine)"
     exec unshare -n bash -c 'ip link set lo up && ip link add lwtest0 type veth peer name lwtest1 \
-        && ip link set lwtest0 up && ip link set lwtest1 up && exec "$@"' _ .venv/bin/python -m pytest "${COV[@]}" "$@"
+        && ip link set lwtest0 up && ip link set lwtest1 up && exec bash tests/run.sh --suite "$@"' _ "$@"
 fi
-exec .venv/bin/python -m pytest "${COV[@]}" "$@"
+suite "$@"

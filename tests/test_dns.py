@@ -20,6 +20,9 @@ from kit.errors import ProbeError
 from tests import netlab
 from tests.dnsserver import FakeServer, answer_to_query, reply, rr_a, rr_aaaa, rr_cname, wire_name
 
+# Runs alone (tests/run.sh): the queries' waits are bounded to tenths of a second.
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -20,6 +20,9 @@ from agent.probes import icmp
 from agent.probes.target import parse_target
 from tests.netlab import responder, start_responder
 
+# Runs alone (tests/run.sh): the echoes' round trips and waits are bounded to a few ms / tenths of a second.
+pytestmark = pytest.mark.serial
+
 REPO = Path(__file__).resolve().parents[1]
 METHODS = pytest.mark.parametrize("method", icmp.METHODS)
 ALL_GIDS = "0 2147483647"

@@ -261,6 +261,7 @@ def test_wireguard_server_answers_the_peers_keys_only(lab, tmp_path):
         server.stop()
 
 
+@pytest.mark.serial   # rates over a shaped link, bounded (tests/run.sh runs it alone)
 def test_throttling_by_name_is_told_from_a_slow_server(lab, tmp_path):
     """Throttling by the TLS name, as a DPI box does it: the middlebox marks connections naming
     slow.test and the gateway's htb qdisc, through a u32 filter on that mark, holds them to

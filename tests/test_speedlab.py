@@ -23,6 +23,9 @@ from tests import speedlab
 from tests.speedlab import CLASSIC_CONFIG, LabSpeedtest, ShapedLink
 from tests.speedserver import SpeedServer
 
+# Runs alone (tests/run.sh): rates over a shaped link are bounded to a few per cent.
+pytestmark = pytest.mark.serial
+
 REPO = speedlab.REPO
 
 

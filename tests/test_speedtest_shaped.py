@@ -9,6 +9,9 @@ import pytest
 
 from tests.speedlab import ShapedLink
 
+# Runs alone (tests/run.sh): rates over a shaped link are bounded to a few per cent.
+pytestmark = pytest.mark.serial
+
 
 @pytest.mark.parametrize("rate_mbit", [20, 100])
 def test_speedtest_within_10_percent_of_the_shaped_rate(lab, tmp_path, rate_mbit):

@@ -13,6 +13,9 @@ import pytest
 from agent.probes import tcp
 from agent.probes.target import parse_target
 
+# Runs alone (tests/run.sh): the connects' waits are bounded to tenths of a second.
+pytestmark = pytest.mark.serial
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "198.51.100.1"  # in the "internet" namespace, behind the gateway
 SILENT = "198.51.100.99"  # routed to the internet namespace, which has no such address: no answer
