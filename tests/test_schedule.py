@@ -1,6 +1,7 @@
 """Scheduling across wall-clock steps, suspend and overruns: the monotonic Ticker that runs the
 agent's jobs, and the clock-step detector."""
 
+import sys
 import threading
 import time
 
@@ -100,3 +101,28 @@ def test_detect_step(prev, wall, mono, step):
     offset, got = detect_step(prev, wall, mono, threshold_s=2.0)
     assert offset == wall - mono
     assert got == step
+
+
+def test_counters_added_from_many_job_threads_lose_nothing():
+    """The job threads add to the agent's counters at once (rounds, push, alerts, the guard):
+    every addition counts, with the interpreter switching threads as often as it can."""
+    from agent.jobs.context import COUNTERS, Tally
+
+    tally = Tally(dict.fromkeys(COUNTERS, 0))
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        def work():
+            for _ in range(20_000):
+                tally.add("rounds")
+                tally.add("pushed_rows", 3)
+        threads = [threading.Thread(target=work) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(before)
+    assert (tally["rounds"], tally["pushed_rows"]) == (6 * 20_000, 6 * 20_000 * 3)
+    tally.add("alerts_sent")           # a counter first added later starts at 0
+    assert tally["alerts_sent"] == 1 and list(tally)[:len(COUNTERS)] == list(COUNTERS)

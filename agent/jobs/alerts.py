@@ -262,7 +262,7 @@ class AlertBook:
             with self.lock:
                 self.next_ns = to_ns(now)
         if new:
-            self.counters["alerts_made"] += new
+            self.counters.add("alerts_made", new)
             events = sorted({r[3] for r, _ in rows})
             log.info("alerts: %d queued (%s)", new, ", ".join(events))
         return new
@@ -323,20 +323,20 @@ class AlertBook:
                 log.exception("alert channel %s failed unexpectedly", ch.key)
                 exc = SendError(f"{type(exc).__name__} in the {ch.kind} channel (a bug: please "
                                 "report it)", retry=True)
-            self.counters["alert_errors"] += 1
+            self.counters.add("alert_errors", 1)
             try:
                 if exc.retry:
                     wait = backoff_s(attempts + 1, exc.retry_after_s)
                     store.alert_later(ident, ch.key, to_ns(now) + int(wait * 1e9), str(exc))
                     self._failed(ch.key, f"{exc} (trying again in {wait:.0f} s)")
                 else:
-                    self.counters["alerts_refused"] += 1
+                    self.counters.add("alerts_refused", 1)
                     store.alert_done(ident, ch.key, ALERT_REFUSED, to_ns(now), str(exc))
                     log.error("alert %s to %s refused: %s", alert.event, ch.key, exc)
             except StoreError as store_exc:
                 self._failed("the outbox", f"cannot record a failed send: {store_exc}")
             return False
-        self.counters["alerts_sent"] += 1
+        self.counters.add("alerts_sent", 1)
         try:
             store.alert_done(ident, ch.key, ALERT_SENT, to_ns(now), receipt)
         except StoreError as exc:
@@ -372,7 +372,7 @@ class AlertBook:
                 log.exception("alert channel %s failed unexpectedly", ch.key)
                 continue
             self.volatile_sent.add((a.id, ch.key))
-            self.counters["alerts_sent"] += 1
+            self.counters.add("alerts_sent", 1)
             sent += 1
         return sent
 
@@ -469,7 +469,7 @@ class Heartbeat(Job):
             if self.failing != str(exc):
                 log.warning("alerts.heartbeat_url: %s", exc)
             self.failing = str(exc)
-            self.counters["alert_errors"] = self.counters.get("alert_errors", 0) + 1
+            self.counters.add("alert_errors", 1)
             return
         if self.failing is not None:
             log.info("alerts.heartbeat_url answers again")

@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent import outage, power
 from agent.clock import Clock
@@ -37,6 +38,19 @@ COUNTERS = ("rounds", "round_failures", "probe_errors", "job_failures", "sensor_
             "dropped_unwritten_polls", "dropped_unwritten_samples")
 
 
+class Tally(dict[str, int]):
+    """The agent's counters, read as a dict. Job threads add to them through :meth:`add`,
+    under one lock: ``counters[key] += n`` from two threads at once can lose an addition."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self[key] = self.get(key, 0) + n
+
+
 @dataclass
 class Context:
     """The state every job reads; owned by the wiring, which alone replaces its members."""
@@ -46,7 +60,7 @@ class Context:
     store: Store
     tags: dict[str, str]  # on every row; mutated in place when the site or the ISP is learnt
     boot: str | None = None
-    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    counters: Tally = field(default_factory=lambda: Tally(dict.fromkeys(COUNTERS, 0)))
     stop: threading.Event = field(default_factory=threading.Event)
     # Held by a round and by a config reload: no round carries half old, half new tags.
     round_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -68,7 +82,7 @@ class Context:
                 try:
                     listener(change)
                 except Exception:
-                    self.counters["job_failures"] += 1
+                    self.counters.add("job_failures", 1)
                     log.exception("an episode listener failed on %s %s", change.kind, change.episode.type)
 
     def write_samples(self, samples: list[Sample], state: dict[str, str] | None = None,
@@ -84,7 +98,7 @@ class Context:
             kept = self.carried + list(samples if carry is None else carry)
             over = len(kept) - MAX_PENDING_SAMPLES
             if over > 0:
-                self.counters["dropped_unwritten_samples"] += over
+                self.counters.add("dropped_unwritten_samples", over)
                 del kept[:over]
             self.carried = kept
             raise
@@ -120,7 +134,7 @@ class Job:
         return self.ctx.tags
 
     @property
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> Tally:
         return self.ctx.counters
 
 
@@ -199,13 +213,13 @@ def episode_sample(ep: Episode, tags: dict[str, str]) -> Sample:
     return Sample("outage", {**tags, "type": ep.type, "cause": ep.cause, **extra}, fields, ep.start)
 
 
-def keep_last(todo: list, limit: int, counters: dict, key: str) -> list:
+def keep_last(todo: list, limit: int, counters: Tally, key: str) -> list:
     """The newest ``limit`` of ``todo``; the older ones are counted in ``counters[key]`` and
     logged (their rows are lost: the store refused them for longer than the limit)."""
     over = len(todo) - limit
     if over <= 0:
         return todo
-    counters[key] = counters.get(key, 0) + over
+    counters.add(key, over)
     log.error("the store refused %d writes in a row: the oldest %d measurements waiting for it "
               "are dropped (%s)", len(todo), over, key)
     return todo[over:]

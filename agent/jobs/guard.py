@@ -10,9 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agent.clock import Clock
 from kit.errors import StoreCorrupt, StoreError
+
+if TYPE_CHECKING:
+    from agent.jobs.context import Tally
 
 log = logging.getLogger("linewatch")
 
@@ -28,7 +32,7 @@ class Guard:
     ``round_failures``); ``repair_store()`` is called when a job found the store damaged;
     ``after()`` runs after every job (the store watch)."""
 
-    def __init__(self, clock: Clock, counters: dict[str, int], *, repair_store: Callable[[], None],
+    def __init__(self, clock: Clock, counters: Tally, *, repair_store: Callable[[], None],
                  after: Callable[[], None]) -> None:
         self.clock = clock
         self.counters = counters
@@ -47,7 +51,7 @@ class Guard:
             except StoreCorrupt as exc:
                 log.error("%s; moving it aside and starting a new store", exc)
                 self.repair_store()
-                self.counters["job_failures"] += 1
+                self.counters.add("job_failures", 1)
                 stats.failures += 1
             except (StoreError, OSError) as exc:  # one line: a traceback says nothing more here
                 self._failed(name, stats)
@@ -73,7 +77,7 @@ class Guard:
             stats.duration_s = max(0.0, self.clock.monotonic() - t0)
 
     def _failed(self, name: str, stats: JobStats) -> None:
-        self.counters["job_failures"] += 1
+        self.counters.add("job_failures", 1)
         stats.failures += 1
         if name == "round":
-            self.counters["round_failures"] += 1
+            self.counters.add("round_failures", 1)

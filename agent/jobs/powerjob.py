@@ -217,7 +217,7 @@ class PowerJob(Job):
         if self._sensor_errors.get(source) != message:
             log.warning("%s sensor: %s (the agent keeps measuring)", source, message)
         self._sensor_errors[source] = message
-        self.counters["sensor_errors"] = self.counters.get("sensor_errors", 0) + 1
+        self.counters.add("sensor_errors", 1)
 
     def _sensor_ok(self, source: str) -> None:
         if self._sensor_errors.pop(source, None) is not None:

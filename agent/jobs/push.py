@@ -44,9 +44,9 @@ class Push(Job):
             rep = fw.push(stop=self.ctx.stop)
         finally:
             self.lock.release()
-        self.counters["pushed_rows"] += rep.sent
+        self.counters.add("pushed_rows", rep.sent)
         if rep.outcome in ("retry", "halt"):
-            self.counters["push_errors"] += 1
+            self.counters.add("push_errors", 1)
 
     def on_episode(self, change: outage.Change) -> None:
         """The episode hook's listener: a connectivity outage that closes means the line is

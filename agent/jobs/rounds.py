@@ -75,7 +75,7 @@ class Rounds(Job):
         counted (``rounds_paused``); the gap, two or three rounds, is shorter than the tracker's
         gap limit, so an episode in progress simply continues."""
         if self.paused.is_set():
-            self.counters["rounds_paused"] += 1
+            self.counters.add("rounds_paused", 1)
             return None
         with self.ctx.round_lock:
             rnd = self.prober.run()
@@ -112,8 +112,8 @@ class Rounds(Job):
             self.tracker, self._unwritten = tracker, []
             del self.ctx.carried[:len(carried)]
             self.ctx.announce(changes)
-            self.counters["rounds"] += len(todo)
-            self.counters["probe_errors"] += len(rnd.errors)
+            self.counters.add("rounds", len(todo))
+            self.counters.add("probe_errors", len(rnd.errors))
             return rnd
 
     def _tag_site(self, rnd: Round) -> Round:
