@@ -150,6 +150,30 @@ def test_an_outage_desktop_at_once_remote_after_the_repair_once_each(tmp_path):
     assert states["webhook"] == {ALERT_SENT: 1, ALERT_REPLACED: 1}
 
 
+
+def test_a_server_on_the_lan_gets_the_start_during_the_outage_and_then_its_end(tmp_path):
+    """A webhook on this network (``on_lan``) is reached while the ISP is down: it gets the
+    start at once, as the desktop does, then the end; the ntfy channel on the internet waits,
+    and gets the one message that says both."""
+    lab = Lab(tmp_path, CFG.replace('url = "http://127.0.0.1:9/hook"\n',
+                                    'url = "http://127.0.0.1:9/hook"\non_lan = true\n')
+              .replace('events = ["outage_end"]\n', ""))
+    start = lab.clock.now()
+    lab.down = True
+    lab.episode("opened", conn_ep(start, None))
+    for _ in range(12):
+        lab.tick()
+    assert [a.event for a in lab.desk.got] == ["outage_start"]
+    assert [a.event for a in lab.hook.got] == ["outage_start"]   # on the LAN: not held back
+    assert lab.phone.got == []                                   # on the internet: waits
+    lab.tick(10 * 60)
+    lab.episode("closed", conn_ep(start, lab.clock.now()))
+    lab.down = False
+    lab.tick()
+    assert [a.event for a in lab.hook.got] == ["outage_start", "outage_end"]
+    assert [a.event for a in lab.phone.got] == ["outage_end"]    # the start was replaced
+    assert lab.store.alerts_by_state()["ntfy"] == {ALERT_SENT: 1, ALERT_REPLACED: 1}
+
 def test_a_restart_sends_what_waited_once_and_nothing_twice(tmp_path):
     lab = Lab(tmp_path)
     lab.outage(665)               # queued for the webhook, the line still counted down

@@ -114,6 +114,10 @@ class ChannelSection:
                             "capitals, '-' as '_'), then this file, then the systemd credential "
                             "alert-<name>.", example="/etc/linewatch/ntfy-token")
     verify_tls: bool = opt(True, "Check the server's certificate (keep this on).")
+    on_lan: bool = opt(False, "ntfy, webhook, email, apprise: the server is on this network, "
+                       "on the router's side (a co-working space's own ntfy, a NAS): it is "
+                       "reached while the ISP is down, so alerts go to it at once instead of "
+                       "waiting for the line. A Telegram chat is always on the internet.")
     ca_file: str = opt("", "A CA certificate (PEM) to trust besides the system's: your own "
                         "server's.", example="/etc/linewatch/ca.pem")
 
@@ -170,6 +174,10 @@ def _channel_problems(ch: ChannelSection) -> list[tuple[str, str]]:
         out.append(("url", "must name the topic: https://ntfy.sh/<topic>"))
     if ch.kind == "telegram" and not ch.chat_id:
         out.append(("chat_id", "required for a telegram channel"))
+    if ch.on_lan and ch.kind in ("desktop", "telegram"):
+        out.append(("on_lan", "the desktop is this machine and Telegram's servers are on the "
+                    "internet: on_lan is for an ntfy, webhook, e-mail or Apprise server on "
+                    "this network"))
     if ch.kind == "email":
         try:
             u = urlsplit(ch.url)

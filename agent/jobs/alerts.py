@@ -11,7 +11,8 @@ Two jobs share one :class:`AlertBook`:
 * ``alerts_remote`` every :data:`TICK_S`: delivers the outbox to the remote channels (ntfy,
   Telegram, webhooks, e-mail, Apprise), but not while a connectivity outage is open: an alert
   made while the line is down waits, with its own times, and goes when the line is back (an end
-  made by then replaces its unsent start, so the message says both).
+  made by then replaces its unsent start, so the message says both). A channel whose server
+  is on this network (``on_lan``) is not held back: it gets the alerts during the outage.
 
 Once per channel: an alert's id is made from what it is about, and the outbox keeps one row per
 id and channel; a row is marked sent in the same moment the channel accepts it. A kill between
@@ -281,7 +282,7 @@ class AlertBook:
         for ch in self.channels:
             if ch.remote != remote or in_quiet_hours(local_now, self.quiet[ch.key]):
                 continue
-            if remote and self.line_down():
+            if remote and self.line_down() and not self.sections[ch.key].on_lan:
                 continue
             sent += self._volatile(ch)
             try:
