@@ -435,6 +435,8 @@ def check_alerts(cfg: Config) -> list[dict]:
         state = ch.state()
         queued = waiting.get(ch.key, 0)
         detail = f"{sec.kind}: {state}" + (f"; {plural(queued, 'alert')} waiting" if queued else "")
+        if sec.on_lan:
+            detail += "; on this network (on_lan): alerted during an ISP outage too"
         ready = state.startswith("ready") and not ch.warnings
         fix = "`linewatch alerts test` sends a test message"
         if ch.warnings:

@@ -105,6 +105,14 @@ def test_check_warns_of_a_readable_secret_file_and_of_tls_unchecked(tmp_path):
     assert line.startswith("[WARN]") and "readable by other users" in line
     assert "verify_tls is false" in line
     assert "Zx9" not in out                     # neither the token nor the URL's secret path
+    assert "on this network" not in out
+
+
+def test_check_says_which_channel_is_alerted_during_an_isp_outage(tmp_path):
+    cfg = config(tmp_path, 'kind = "ntfy"\nurl = "http://127.0.0.1:9/lw"\non_lan = true')
+    line = next(x for x in linewatch("check", "--config", str(cfg)).stdout.splitlines()
+                if "alerts ntfy" in x)
+    assert "on this network (on_lan): alerted during an ISP outage too" in line
 
 
 def test_status_names_the_channels_and_what_waits(tmp_path):
