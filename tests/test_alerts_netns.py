@@ -6,7 +6,8 @@ user's line.
 
 * The ISP is cut for 90 s: the desktop hears it within the debounce and a round of the cut;
   the agent is killed (-9) while the remote alerts wait for the line and started again; after
-  the repair each remote service gets one message, with the cut's times and its cause.
+  the repair each remote service gets one message, with the cut's times and its cause. A
+  webhook receiver on the gateway (the LAN side, ``on_lan``) gets the start during the cut.
 * A 20 s blip gives no alert; a line that keeps dropping gives one "unstable" alert.
 """
 
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INTERVAL = 1.0
 TOKEN = "4839574812:AAFD39kkdpWt3ywyRZergyOLMaJhac60qc"
 SERVICES = "198.51.100.1"
+LAN_SERVICES = "10.231.1.1"     # the gateway's LAN address: reachable while the ISP is cut
 
 
 @pytest.fixture
@@ -38,20 +40,26 @@ def dns_server(net):
     return start_dnsmasq(net)
 
 
-@pytest.fixture
-def services(net, tmp_path):
-    out = tmp_path / "received.jsonl"
-    proc = net.lab.popen(net.inet, sys.executable, "-m", "tests.alertlab", "--host", SERVICES,
+def serve(net, ns: str, host: str, out: Path):
+    """The doubles as a process on the lab host ``ns``, listening on ``host``."""
+    proc = net.lab.popen(ns, sys.executable, "-m", "tests.alertlab", "--host", host,
                          "--out", str(out), "--token", TOKEN, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     time.sleep(1.0)
     assert proc.poll() is None, proc.stderr.read().decode()
+    return proc
+
+
+@pytest.fixture
+def services(net, tmp_path):
+    out = tmp_path / "received.jsonl"
+    proc = serve(net, net.inet, SERVICES, out)
     yield out
     proc.terminate()
     proc.wait(10)
 
 
-def write_config(tmp_path: Path, bus: str, **alerts) -> Path:
+def write_config(tmp_path: Path, bus: str, *extra: str, **alerts) -> Path:
     lines = [
         "[agent]", f'state_dir = "{tmp_path / "state"}"', 'id = "lab-agent"',
         "[probe]", f"interval_s = {INTERVAL}", "timeout_s = 0.4", "count = 2",
@@ -67,6 +75,7 @@ def write_config(tmp_path: Path, bus: str, **alerts) -> Path:
         "[[alerts.channels]]", 'kind = "telegram"', f'url = "http://{SERVICES}:{PORTS["telegram"]}"',
         f'chat_id = "{CHAT}"',
         "[[alerts.channels]]", 'kind = "webhook"', f'url = "http://{SERVICES}:{PORTS["webhook"]}/hook"',
+        *extra,
     ]
     p = tmp_path / "config.toml"
     p.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -111,7 +120,11 @@ def parse(ts: str) -> datetime:
 def test_a_90_s_cut_on_the_desktop_at_once_and_remote_once_after_the_repair_through_a_kill(
         net, dns_server, desktop, services, tmp_path):
     bus, notes = desktop
-    cfg = write_config(tmp_path, bus.address)
+    lan_out = tmp_path / "lan.jsonl"
+    lan = serve(net, net.gw, LAN_SERVICES, lan_out)
+    cfg = write_config(tmp_path, bus.address, "[[alerts.channels]]", 'kind = "webhook"',
+                       'name = "office"', f'url = "http://{LAN_SERVICES}:{PORTS["webhook"]}/hook"',
+                       "on_lan = true")
     agent = start_agent(net, cfg)
     try:
         time.sleep(4)
@@ -123,6 +136,9 @@ def test_a_90_s_cut_on_the_desktop_at_once_and_remote_once_after_the_repair_thro
         # made by the next tick (a round at most): within the debounce and a round of the cut
         assert 59 <= waited <= 60 + 2 * INTERVAL + 1.0, waited
         assert notified(notes)[0][0] == "Internet down (ISP)"
+        # the LAN's receiver gets the start during the cut (the remote job's next tick)
+        assert until(lambda: webhook_events(lan_out), 5), received(lan_out)
+        assert [e["event"] for e in webhook_events(lan_out)] == ["outage_start"]
         assert received(services) == []          # the remote services are out of reach
         time.sleep(1.0)
         os.killpg(agent.pid, signal.SIGKILL)      # while the remote alerts wait
@@ -134,9 +150,12 @@ def test_a_90_s_cut_on_the_desktop_at_once_and_remote_once_after_the_repair_thro
         assert until(lambda: len({r["service"] for r in received(services)}) == 3, 30), \
             received(services)
         assert until(lambda: len(notes.notes) == 2, 10)
+        assert until(lambda: len(webhook_events(lan_out)) == 2, 10), received(lan_out)
         time.sleep(5)                              # any repeat would come by now (5 ticks)
     finally:
         log = stop_agent(agent)
+        lan.terminate()
+        lan.wait(10)
     got = received(services)
     assert sorted(r["service"] for r in got) == ["ntfy", "telegram", "webhook"], got
     assert all(r["status"] == 200 or r["status"] == 204 for r in got), got
@@ -151,6 +170,9 @@ def test_a_90_s_cut_on_the_desktop_at_once_and_remote_once_after_the_repair_thro
     assert ntfy["body"] == hook["text"] and "the ISP's side" in hook["text"]
     (tg,) = [r for r in got if r["service"] == "telegram"]
     assert json.loads(tg["body"])["text"] == hook["text"]
+    # the LAN's receiver: the start during the cut (not again after the kill), then the end
+    assert [(e["event"], e["start"]) for e in webhook_events(lan_out)] == [
+        ("outage_start", hook["start"]), ("outage_end", hook["start"])]
     # the desktop: the start once (not again after the kill), then the end
     assert [s for s, _ in notified(notes)] == ["Internet down (ISP)", hook["title"]]
     assert TOKEN not in log
