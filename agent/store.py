@@ -490,6 +490,17 @@ class Store:
             c.execute("UPDATE alerts SET attempts = attempts + 1, next_ns = ?, note = ? WHERE"
                       " id = ? AND channel = ?", (next_ns, note[:300], ident, channel))
 
+    def alerts_try_now(self, channels: Iterable[str], now_ns: int) -> int:
+        """Make the channels' queued alerts that wait for a retry due now (the line is back);
+        returns how many."""
+        keys = list(channels)
+        if not keys:
+            return 0
+        with self._tx() as c:
+            return c.execute(f"UPDATE alerts SET next_ns = ? WHERE state = ? AND next_ns > ? AND"
+                             f" channel IN ({', '.join('?' * len(keys))})",
+                             (now_ns, ALERT_QUEUED, now_ns, *keys)).rowcount
+
     def alerts_by_state(self) -> dict[str, dict[int, int]]:
         """channel -> state -> how many alerts."""
         out: dict[str, dict[int, int]] = {}

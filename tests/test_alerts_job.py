@@ -150,7 +150,6 @@ def test_an_outage_desktop_at_once_remote_after_the_repair_once_each(tmp_path):
     assert states["webhook"] == {ALERT_SENT: 1, ALERT_REPLACED: 1}
 
 
-
 def test_a_server_on_the_lan_gets_the_start_during_the_outage_and_then_its_end(tmp_path):
     """A webhook on this network (``on_lan``) is reached while the ISP is down: it gets the
     start at once, as the desktop does, then the end; the ntfy channel on the internet waits,
@@ -173,6 +172,31 @@ def test_a_server_on_the_lan_gets_the_start_during_the_outage_and_then_its_end(t
     assert [a.event for a in lab.hook.got] == ["outage_start", "outage_end"]
     assert [a.event for a in lab.phone.got] == ["outage_end"]    # the start was replaced
     assert lab.store.alerts_by_state()["ntfy"] == {ALERT_SENT: 1, ALERT_REPLACED: 1}
+
+
+def test_a_lan_server_out_of_reach_during_the_outage_is_tried_again_as_the_line_comes_back(
+        tmp_path):
+    """A LAN outage (the router is off, on a power cut) can take the LAN's own server with it:
+    its sends fail and its retries are spaced out to 10 min. When the connectivity outage
+    closes the line is back: the LAN channel gets the power cut's start, still open, at the
+    next tick, not at the end of that wait (the outage's end replaces its unsent start)."""
+    lab = Lab(tmp_path, CFG.replace('url = "http://127.0.0.1:9/hook"\n',
+                                    'url = "http://127.0.0.1:9/hook"\non_lan = true\n'))
+    lab.hook.fail = SendError("connection refused", retry=True)
+    start = lab.clock.now()
+    lab.down = True
+    lab.episode("opened", conn_ep(start, None))
+    lab.episode("opened", Episode(id="p1", type="power", cause="ac_lost", start=start, end=None,
+                                  duration_s=0.0, sustained=False, details={"source": "battery"}))
+    for _ in range(8 * 12):                    # 8 min of ticks: the waits grow to 10 min
+        lab.tick()
+    assert lab.hook.got == [] and lab.ctx.counters["alert_errors"] >= 5
+    lab.hook.fail = None                       # the router is back; the power cut goes on
+    lab.episode("closed", conn_ep(start, lab.clock.now()))
+    lab.down = False
+    lab.tick()
+    assert sorted(a.event for a in lab.hook.got) == ["outage_end", "power_start"]
+
 
 def test_a_restart_sends_what_waited_once_and_nothing_twice(tmp_path):
     lab = Lab(tmp_path)

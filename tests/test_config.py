@@ -99,6 +99,8 @@ BAD = [
     ("[probe\ninterval_s = 1", "config.toml: not valid TOML"),
     ("[[alerts.channels]]\nkind = \"telegram\"\nchat_id = \"1\"\non_lan = true",
      "config.toml: alerts.channels[0].on_lan: the desktop is this machine and Telegram's servers"),
+    ("[[alerts.channels]]\nkind = \"desktop\"\non_lan = true",
+     "config.toml: alerts.channels[0].on_lan: the desktop is this machine"),
     ("[[alerts.channels]]\nkind = \"ntfy\"\nurl = \"http://192.168.1.5/t\"\non_lan = \"yes\"",
      "config.toml: alerts.channels[0].on_lan: must be"),
 ]

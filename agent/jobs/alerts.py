@@ -122,6 +122,7 @@ class AlertBook:
         self.speeds_read: float | None = None
         self.since: dict[str, datetime] | None = None   # channel -> since when it takes alerts
         self.started: set[str] = set()   # episodes whose start (or ups_low) was made
+        self.line_back = False           # a connectivity outage closed since the last delivery
         self.make_lock = threading.Lock()
         self._store = ctx.store
         self.tz = words.zone(ctx.cfg.alerts.time_zone)
@@ -138,9 +139,14 @@ class AlertBook:
 
     # -- hearing ------------------------------------------------------------------------------
     def heard(self, change: outage.Change) -> None:
-        """The episode hook's listener: keep the episode's latest version (quick: no I/O)."""
+        """The episode hook's listener: keep the episode's latest version (quick: no I/O). A
+        connectivity outage that closes means the line is back: the channels on this network,
+        tried (and perhaps failing, their retries spaced out to 10 min) during it, are tried
+        again at the next delivery."""
         with self.lock:
             self.episodes[change.episode.id] = change.episode
+            if change.kind == "closed" and change.episode.type == "connectivity":
+                self.line_back = True
 
     def load(self, now: datetime) -> None:
         """At start (and when the store was replaced): since when each channel takes alerts
@@ -275,6 +281,8 @@ class AlertBook:
         sent = 0
         local_now = now.astimezone(self.tz)
         self._mark_unmarked(now)
+        if remote and self.line_back:
+            self._try_lan_now(now)
         if self.next_ns is None and not self.volatile:
             return 0
         if self.next_ns is not None and to_ns(now) < self.next_ns and not self.volatile:
@@ -314,6 +322,20 @@ class AlertBook:
             except StoreError:
                 self.next_ns = to_ns(now)  # look again at the next tick
         return sent
+
+    def _try_lan_now(self, now: datetime) -> None:
+        """The line is back: the LAN channels' retries are due now, not at the end of a wait
+        that grew while their server could not be reached."""
+        lan = [key for key, sec in self.sections.items() if sec.on_lan]
+        with self.lock:
+            self.line_back = False
+            if not lan:
+                return
+            try:
+                if self.ctx.store.alerts_try_now(lan, to_ns(now)):
+                    self.next_ns = to_ns(now)
+            except StoreError:
+                self.line_back = True   # try again at the next tick
 
     def _send(self, ch: Channel, alert: Alert, ident: str, attempts: int, now: datetime) -> bool:
         store = self.ctx.store
