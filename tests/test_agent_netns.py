@@ -24,6 +24,10 @@ import pytest
 from tests.hosttree import power_supply
 from tests.netlab import DNSMASQ, responder, start_dnsmasq
 
+# Runs alone (tests/run.sh): episodes' starts and ends are bounded to a round and 0.65 s of
+# the cut and the repair.
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parents[1]
 INTERVAL = 1.0
 

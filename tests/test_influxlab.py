@@ -221,6 +221,7 @@ def test_statusserver_scripted_429_then_responder_then_default():
         assert len(srv.wait_requests(5)) == 5
 
 
+@pytest.mark.serial   # bounds a timeout and a close to a second (tests/run.sh runs it alone)
 def test_statusserver_hang_makes_client_time_out_and_close_is_quick():
     srv = StatusServer()
     try:

@@ -75,6 +75,7 @@ def test_ticker_realigns_after_an_overrun():
     assert all(g == 30.0 for g in gaps)       # next grid point after each run: never a burst
 
 
+@pytest.mark.serial   # counts the runs of 1 s of real time (tests/run.sh runs it alone)
 def test_ticker_runs_jobs_in_real_time_and_stops():
     counts = {"a": 0, "b": 0}
     t = Ticker(SystemClock())
