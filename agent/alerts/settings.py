@@ -117,7 +117,8 @@ class ChannelSection:
     on_lan: bool = opt(False, "ntfy, webhook, email, apprise: the server is on this network, "
                        "on the router's side (a co-working space's own ntfy, a NAS): it is "
                        "reached while the ISP is down, so alerts go to it at once instead of "
-                       "waiting for the line. A Telegram chat is always on the internet.")
+                       "waiting for the line. Give the server's LAN address (or a name your "
+                       "router answers for) in url. A Telegram chat is always on the internet.")
     ca_file: str = opt("", "A CA certificate (PEM) to trust besides the system's: your own "
                         "server's.", example="/etc/linewatch/ca.pem")
 
