@@ -73,7 +73,7 @@ there were, never how long the line was watched.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
@@ -99,6 +99,7 @@ _SLICE = 1 << 20        # hours made into keys this many at a time
 
 
 _UNIT, _TYPE, _CAUSE = attrgetter("unit"), attrgetter("type"), attrgetter("cause")
+_TAGS_OF = attrgetter(*(f.name for f in fields(Unit)))     # a Unit's tags as a tuple
 
 
 def _figures(recs: Records, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -243,16 +244,20 @@ class _Units:
     """The units of a dataset's records, numbered in the order they are met."""
 
     def __init__(self) -> None:
-        self.index: dict[Unit, int] = {}
+        # keyed by the unit's tags as a plain tuple: hashed and compared in C, where a Unit's
+        # own hash and equality run in Python (2.3 s for the 520,000 units of 10,000 agents'
+        # 52 answers' blocks, against 0.3 s)
+        self.index: dict[tuple[str, ...], int] = {}
         self.units: list[Unit] = []
         # id() of a block's units tuple -> (the tuple, kept alive so the id stays its own; its
         # units' indices)
         self._local: dict[int, tuple[tuple[Unit, ...], np.ndarray]] = {}
 
     def uid(self, u: Unit) -> int:
-        i = self.index.get(u)
+        k = _TAGS_OF(u)
+        i = self.index.get(k)
         if i is None:
-            i = self.index[u] = len(self.units)
+            i = self.index[k] = len(self.units)
             self.units.append(u)
         return i
 
@@ -268,10 +273,12 @@ class _Units:
         # each unit's first row, in one pass (a sort of the block's 1.6 M rows took 10x longer)
         first = np.full(len(units), col.size, dtype=np.int64)
         np.minimum.at(first, col, np.arange(col.size))
-        present = np.flatnonzero(first < col.size)
-        for u in present[np.argsort(first[present])].tolist():
-            if ids[u] < 0:
-                ids[u] = self.uid(units[u])
+        todo = np.flatnonzero(first < col.size)
+        todo = todo[ids[todo] < 0]
+        if todo.size:
+            uid = self.uid
+            todo = todo[np.argsort(first[todo])]
+            ids[todo] = [uid(units[u]) for u in todo.tolist()]
         return ids[col]
 
     def column(self, recs: Records) -> np.ndarray:
