@@ -148,7 +148,11 @@ def test_packed_fields_not_as_the_agent_writes_them_are_counted():
     cases = [  # (outages, speed_tests, counted)
         (5, "", 1), ("x", "", 1), ("power:ac_lost:86400000:5", "", 1), ("", "1:2", 1),
         ("power:AC:1:2", "", 1), ("power:ac_lost:1:nan", "", 1), ("", "1:2:3,", 1),
-        ("*", "*", 0), (None, None, 0), ("power:ac_lost:1:2", None, 0)]
+        ("*", "*", 0), (None, None, 0), ("power:ac_lost:1:2", None, 0),
+        # an empty offset, or one too long for int64, after a good entry (once a crash)
+        ("power:ac_lost:1:2,power:ac_lost::5", "", 1),
+        ("power:ac_lost:1:2,power:ac_lost:" + "9" * 30 + ":5", "", 1),
+        ("power:ac_lost:+1:2", "", 1), ("", "1:2:3,4:5", 1), ("power:ac:lost:1:2", "", 1)]
     rows = [_day_row(START, UNITS[1], *good)]
     rows += [_day_row(START + (i % 6 + 1) * DAY if i < 6 else START, UNITS[0], o, s)
              for i, (o, s, _) in enumerate(cases)]
