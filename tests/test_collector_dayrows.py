@@ -70,6 +70,13 @@ BAD = [  # (column, value, reason when read row by row)
     (2, "200:5", "bad_histogram"),            # rtt_count says 4
     (2, f"{hourly.LAST + 1}:4", "bad_histogram"),
     (2, "200:4,", "bad_histogram"),
+    (2, "199:1:0,200:3", "bad_histogram"),
+    (2, "199,1,200:3", "bad_histogram"),
+    (2, "199:+1,200:3", "bad_histogram"),
+    (2, ":1,200:3", "bad_histogram"),
+    (2, "199:1,200:3,", "bad_histogram"),
+    (2, "199:1, 200:3", "bad_histogram"),
+    (2, "199:1,200:" + "9" * 30, "bad_histogram"),
     (3, True, "bad_histogram"),
     (4, 2, "bad_histogram"),                   # fewer answered rounds than RTTs
     (5, "0", "bad_histogram"),
