@@ -58,21 +58,31 @@ def _watching(cols: Columns, unit_region: np.ndarray, unit_site: np.ndarray, R: 
         alone[order[1:][same]] = False
         alone[order[:-1][same]] = False
     watching = np.zeros((len(TYPES), R * H), dtype=np.int64)
-    agents_watching = np.zeros((len(TYPES), R * H), dtype=np.int64)
+    # a site of n agents adds n - 1 to its cells' agents beyond what ``watching`` counts
+    more = n_agents - 1
+    multi = more > 0
+    any_multi, all_alone = bool(multi.any()), bool(alone.all())
+    beyond = np.zeros((len(TYPES), R * H), dtype=np.int64)
     shared: list[list[np.ndarray]] = [[] for _ in TYPES]
     for a in range(0, cols.obs_unit.size, _SLICE):
-        unit, hour = cols.obs_unit[a:a + _SLICE], cols.obs_hour[a:a + _SLICE]
+        unit = cols.obs_unit[a:a + _SLICE]
+        cell = unit_region[unit] * H       # each hour's cell, made once for both types
+        cell += cols.obs_hour[a:a + _SLICE] // 3600 - h0
         for t in range(len(TYPES)):
             w = (cols.pw(a, a + _SLICE) if t == POWER else cols.obs_s[a:a + _SLICE]) > 0
-            u = unit[w]
-            cell = unit_region[u] * H + (hour[w] // 3600 - h0)
-            one = alone[u]
-            watching[t] += np.bincount(cell[one], minlength=R * H)
-            agents_watching[t] += np.bincount(cell[one], weights=n_agents[u[one]],
-                                              minlength=R * H).astype(np.int64)
-            if not one.all():
-                shared[t].append(cell[~one] * A + unit_site[u[~one]])
-                shared[t].append(n_agents[u[~one]])
+            u, c = unit[w], cell[w]
+            if not all_alone:
+                one = alone[u]
+                if not one.all():
+                    shared[t].append(c[~one] * A + unit_site[u[~one]])
+                    shared[t].append(n_agents[u[~one]])
+                    u, c = u[one], c[one]
+            watching[t] += np.bincount(c, minlength=R * H)
+            if any_multi:
+                m = multi[u]
+                beyond[t] += np.bincount(c[m], weights=more[u[m]],
+                                         minlength=R * H).astype(np.int64)
+    agents_watching = watching + beyond
     for t in range(len(TYPES)):
         if shared[t]:
             key = np.concatenate(shared[t][0::2])
