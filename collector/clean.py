@@ -553,14 +553,20 @@ def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: list[np.ndarray],
 
 
 def _by_unit(unit: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The records sorted by unit, then by each of ``others`` in turn. Sorted by unit and the
-    first of ``others`` first: the later keys only order records equal in both (rare: the same
-    agent-day twice), so they are sorted by all only when some are (4 s less at 10,000 x 90)."""
-    k = np.lexsort((others[0], unit)) if others else np.argsort(unit, kind="stable")
+    """The records sorted by unit, then by each of ``others`` in turn. Records come by time
+    within a unit (the answers are in time order), so a stable sort by unit alone usually
+    orders them by the first of ``others`` too: checked, it is kept when that key rises
+    strictly within each unit (1.2 s less for 3.4 M speed tests at 10,000 x 90). Otherwise
+    sorted by unit and the first of ``others``: the later keys only order records equal in
+    both (rare: the same agent-day twice), so they are sorted by all only when some are."""
+    k = np.argsort(unit, kind="stable")
     if others and k.size > 1:
         u, t = unit[k], others[0][k]
-        tie = (u[1:] == u[:-1]) & ((t[1:] == t[:-1]) | (np.isnan(t[1:]) & np.isnan(t[:-1]))
-                                   if t.dtype.kind == "f" else t[1:] == t[:-1])
-        if tie.any():
-            k = np.lexsort(tuple(reversed((unit,) + others)))
+        if not np.all((u[1:] != u[:-1]) | (t[1:] > t[:-1])):
+            k = np.lexsort((others[0], unit))
+            u, t = unit[k], others[0][k]
+            tie = (u[1:] == u[:-1]) & ((t[1:] == t[:-1]) | (np.isnan(t[1:]) & np.isnan(t[:-1]))
+                                       if t.dtype.kind == "f" else t[1:] == t[:-1])
+            if tie.any():
+                k = np.lexsort(tuple(reversed((unit,) + others)))
     return (unit[k],) + tuple(a[k] for a in others)
