@@ -276,9 +276,12 @@ class _Units:
         todo = np.flatnonzero(first < col.size)
         todo = todo[ids[todo] < 0]
         if todo.size:
-            uid = self.uid
             todo = todo[np.argsort(first[todo])]
-            ids[todo] = [uid(units[u]) for u in todo.tolist()]
+            met = list(map(units.__getitem__, todo.tolist()))
+            got = list(map(self.index.get, map(_TAGS_OF, met)))   # known units: no Python loop
+            if None in got:
+                got = [self.uid(u) if i is None else i for u, i in zip(met, got)]
+            ids[todo] = got
         return ids[col]
 
     def column(self, recs: Records) -> np.ndarray:

@@ -142,7 +142,7 @@ def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality
     import numpy as np  # deferred: the collector's CLI says how to install it
 
     cache = {} if cache is None else cache
-    units: list[Unit] = []
+    units: Any = []        # a list, then the tuple every block shares
     index: dict[Unit, int] = {}
     who: list[int] = []
     rows: list[list] = []
@@ -190,6 +190,9 @@ def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality
             packs.append((row[_LATENCY], row[_LATENCY + 1]) if carried else None)
     if not rows:
         return None, None, None, None
+    # one tuple for every block of the answer (each makes tuple() of it: the same object), so
+    # the checks map its units once, not once per block (collector.clean._Units.block)
+    units = tuple(units)
     got = _fast(units, who, rows, lo, hi)
     if got is None:
         got = _slow(units, who, rows, lo, hi, q)
