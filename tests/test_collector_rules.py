@@ -420,27 +420,3 @@ def test_property_observed_hours_are_the_agents_power_watched_hours(spec):
             want += min(3600.0, (hours[h] or 0.0) + down)
     r = aggregate(d, ONE)
     assert sum(c["agent_hours"] for c in r["cells"]) * 3600 == pytest.approx(want, abs=1e-6)
-
-
-@hsettings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 30), st.integers(0, 3599),
-                          st.floats(1e-3, 5000.0, allow_nan=False)), min_size=1, max_size=60))
-def test_hours_summed_in_a_table_give_the_sorted_sums_to_the_bit(rows):
-    """Observed hours filling most of a table of units and hours are summed in it by one
-    bincount (collector.clean._dense_hours), others are sorted first: the same rows, keys and
-    sums to the last bit either way, duplicates summed in the order they came, the clipping
-    counted the same. One more hour of a far unit sends the same rows down the sorting path."""
-    from collector.clean import _summed_hours
-    from kit.definitions import Quality
-
-    base = 490_000 * 3600
-    unit = np.array([u for u, *_ in rows], dtype=np.int64)
-    hour = np.array([base + h * 3600 + (s if s % 2 else 0) for _, h, s, _ in rows], dtype=np.int64)
-    secs = np.array([x for *_, x in rows])
-    q_table, q_sorted = Quality(), Quality()
-    key, got = _summed_hours(q_table, [unit.copy(), hour.copy(), secs.copy()])
-    far = np.array([10 ** 6], dtype=np.int64)
-    key2, got2 = _summed_hours(q_sorted, [np.r_[unit, far], np.r_[hour, hour[:1]], np.r_[secs, 1.0]])
-    assert key.tolist() == key2[:-1].tolist() and got.tobytes() == got2[:-1].tobytes()
-    assert key2[-1] >> 32 == 10 ** 6 and np.all(np.diff(key) > 0)
-    assert q_table.clipped == q_sorted.clipped
