@@ -200,8 +200,7 @@ def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality
     if not isinstance(pings, PingColumns):
         pings = PingColumns.of(pings)
     eps, tests = _carried(units, who, rows, packs, days, q, rows_window or window)
-    for k, d in day_of:
-        days.packed.setdefault(units[k].agent, []).append(d)
+    _note_days(units, day_of, days)
     if len(hour):
         # each unit's first watched hour (the rows come sorted by time within a unit)
         order = np.lexsort((hour, unit_of))
@@ -225,6 +224,25 @@ def _known(key: tuple, cache: dict) -> Any:
     if unit is None:
         return "missing_agent" if all(v is None or v.__class__ is str for v in key) else "bad_tag"
     return [unit, -1]
+
+
+def _note_days(units, day_of, days: Days) -> None:
+    """Note in ``days.packed`` each agent's days read: ``day_of`` is (unit index, day) of
+    each, as two columns or as pairs; grouped by unit with one stable sort, not row by row."""
+    import numpy as np  # deferred: the collector's CLI says how to install it
+
+    if not isinstance(day_of, tuple):
+        day_of = (np.array([k for k, _ in day_of], dtype=np.int64),
+                  np.array([d for _, d in day_of], dtype=np.int64))
+    who, day = day_of
+    if not len(who):
+        return
+    order = np.argsort(who, kind="stable")
+    who, day = who[order], day[order]
+    cut = np.flatnonzero(who[1:] != who[:-1]) + 1
+    for k, a, b in zip(who[np.r_[0, cut]].tolist(), np.r_[0, cut].tolist(),
+                       np.r_[cut, who.size].tolist()):
+        days.packed.setdefault(units[k].agent, []).extend(day[a:b].tolist())
 
 
 def _carried(units, who, rows, packs, days: Days, q: Quality, window: tuple[float, float]):
@@ -379,7 +397,7 @@ def _fast(units, who, rows, lo, hi):
     lat = PingColumns(tuple(units), who_a[some].astype(np.int32), day[some], p50[some],
                       p95[some], loss_sum[some] / rounds[some], rounds[some], extreme(rmin),
                       extreme(rmax))
-    return unit_of, hour, values, list(zip(who, day.tolist())), lat
+    return unit_of, hour, values, (who_a, day), lat
 
 
 def _slow(units, who, rows, lo, hi, q: Quality):
