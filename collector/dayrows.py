@@ -199,7 +199,7 @@ def daily_answer(answer: Iterable[dict], window: tuple[float, float], q: Quality
     unit_of, hour, secs, day_of, pings = got
     if not isinstance(pings, PingColumns):
         pings = PingColumns.of(pings)
-    eps, tests = _carried(units, who, rows, packs, days, q, rows_window or window)
+    eps, tests = _carried(units, who, rows, packs, days, q, rows_window or window, (lo, hi))
     _note_days(units, day_of, days)
     if len(hour):
         # each unit's first watched hour (the rows come sorted by time within a unit)
@@ -245,17 +245,20 @@ def _note_days(units, day_of, days: Days) -> None:
         days.packed.setdefault(units[k].agent, []).extend(day[a:b].tolist())
 
 
-def _carried(units, who, rows, packs, days: Days, q: Quality, window: tuple[float, float]):
+def _carried(units, who, rows, packs, days: Days, q: Quality, window: tuple[float, float],
+             when: tuple[float, float]):
     """The episodes and speed tests of the rows that carry them (``packs``), when every daily
-    row of their agent-day does and is dated at a midnight; each agent-day noted in ``days``
+    row of their agent-day does and is dated at a midnight in ``when`` (the rows' window, as
+    their hours are read); each agent-day noted in ``days``
     as covered or not. Every packed text is checked (collector.packed.read, all at once; one
     by one when any is bad): one that is not what the agent writes counts ``bad_summary`` and
     leaves its agent-day to the row queries."""
     day_of: list[int | None] = []
     for row in rows:
         t = row[0]
-        # a row not at a midnight is counted (bad_time) by the hours' reading
-        day_of.append(t // 1000 if t.__class__ is int and not t % (DAY * 1000) else None)
+        # a row not at a midnight in the window is counted (bad_time) by the hours' reading
+        day_of.append(t // 1000 if t.__class__ is int and not t % (DAY * 1000)
+                      and _time(t, *when) is not None else None)
     packed = [i for i, p in enumerate(packs) if p is not None and day_of[i] is not None]
 
     def of(ix: list[int]):
@@ -334,7 +337,10 @@ def _fast(units, who, rows, lo, hi):
     if (cnt < 0).any() or (cnt > MAX_COUNT).any() or (rounds < 0).any() or (rounds > MAX_COUNT).any() \
             or (cnt > rounds).any() or not np.isfinite(loss_sum).all():
         return None
-    if not all(math.isfinite(v) for v in (*rmin, *rmax) if v is not None):
+    try:
+        if not all(math.isfinite(v) for v in (*rmin, *rmax) if v is not None):
+            return None
+    except OverflowError:       # an integer past any float: read row by row, counted there
         return None
     # the hours: 24 numbers a row, in [0, 3600]; a day watched throughout is one text
     part = [i for i, h in enumerate(hours) if h != _FULL_DAY]
@@ -360,6 +366,8 @@ def _fast(units, who, rows, lo, hi):
         return None
     idx, c = nums[0::2], nums[1::2]
     if (idx > LAST).any() or (c > MAX_COUNT).any():
+        return None
+    if c.sum(dtype=np.float64) >= 2.0 ** 62:    # the running sums below would pass int64's end
         return None
     row_of = np.repeat(np.arange(n), pairs)
     if ((np.diff(idx) <= 0) & (row_of[1:] == row_of[:-1])).any():

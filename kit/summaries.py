@@ -38,6 +38,10 @@ from kit.hourly import HOUR_S, LAST, Histogram, bucket_of_field
 from kit.records import PingDay
 
 MAX_COUNT = 2 ** 53      # past this a count is not a count (nor an SQLite integer)
+# digits of a packed bucket's index and count, at most (LAST and MAX_COUNT have 3 and 16): a
+# longer text is refused before int() reads it (which refuses past 4,300 digits, with a
+# ValueError of its own)
+_INDEX_DIGITS, _COUNT_DIGITS = 3, 16
 # A number as kit.hourly.pack_hours writes one (Python's repr of a float, without a trailing
 # ".0"): float() alone would also take " 1", "1_0", "nan" and "infinity".
 NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[+-]\d+)?")
@@ -173,7 +177,8 @@ def packed_latency(fields: Mapping[str, object]) -> Latency:
     counts: dict[int, int] = {}
     for part in text.split(",") if text else ():
         i, sep, n = part.partition(":")
-        if not (sep and i.isdigit() and n.isdigit() and i.isascii() and n.isascii()):
+        if not (sep and i.isdigit() and n.isdigit() and i.isascii() and n.isascii()) \
+                or len(i) > _INDEX_DIGITS or len(n) > _COUNT_DIGITS:
             raise Rejected(BAD_LATENCY)
         b, c = int(i), int(n)
         if b > LAST or c > MAX_COUNT or b in counts:

@@ -88,6 +88,9 @@ BAD = [  # (column, value, reason when read row by row)
     (0, START * 1000 + 3_600_000, "bad_time"),   # not a midnight
     (0, (START - DAY) * 1000, "bad_time"),       # before the window
     (0, "x", "bad_time"),
+    (0, DAY * 1000 * 10 ** 20, "bad_time"),      # a midnight past int64's end (once a crash)
+    (2, "199:1,200:" + "0" * 4300 + "4", "bad_histogram"),   # past int()'s 4,300 digits
+    (6, 10 ** 309, "bad_histogram"),             # an integer past any float
 ]
 
 
@@ -150,3 +153,37 @@ def test_latency_columns_give_back_the_records_they_were_made_of():
     assert len(cols) == 3 and list(cols.records()) == recs
     assert list(cols.without({(UNITS[0].agent, START)}).records()) == recs[1:]
     assert cols.without(set()) is cols
+
+
+def _series(rows, agents):
+    return {"name": "daily", "columns": DAY_COLUMNS + list(TAGS),
+            "values": [r + ["", ""] + [a, None, "PK-PB", None, None, None]
+                       for r, a in zip(rows, agents)]}
+
+
+def test_counts_whose_running_sum_would_pass_int64_are_read_row_by_row():
+    """1,100 rows of 2^53 RTTs each: the whole answer's running sums would wrap past int64's
+    end and give another agent's day a wrong median; such an answer is read row by row."""
+    big = 2 ** 53
+    flood = [START * 1000, hourly.pack_hours([3600.0] * 24), f"5:{big}", big, big, 0.0, 1.0, 1.0]
+    rows = [list(flood) for _ in range(1100)] + [_row()]
+    assert _fast(UNITS, [0] * 1100 + [1], rows, *WINDOW) is None
+    alone = daily_answer([_series([_row()], ["a2"])], WINDOW, Quality(), {}, Days())[1]
+    mixed = daily_answer([_series(rows, ["a1"] * 1100 + ["a2"])], WINDOW, Quality(), {}, Days())[1]
+    (want,) = list(alone.records())
+    assert [p for p in mixed.records() if p.unit.agent == "a2"] == [want]
+
+
+def test_a_packed_row_dated_past_int64s_end_carries_nothing():
+    """A row at a midnight so far on that its days in milliseconds wrap past int64's end into
+    the window: counted bad_time, and its packed outage and speed test are not taken."""
+    t = 8_559_289_251_994_464_000_000
+    assert t % (DAY * 1000) == 0
+    row = [t, hourly.pack_hours([3600.0] * 24), "199:1,200:3", 4, 10, 5.0, 10.0, 20.0,
+           "power:ac_lost:5000:30", "6000:2e+07:1000000", "a1", None, "PK-PB", None, None, None]
+    q, days = Quality(), Days()
+    block, lat, eps, tests = daily_answer([{"name": "daily", "columns": DAY_COLUMNS + list(TAGS),
+                                           "values": [row]}], WINDOW, q, {}, days)
+    assert (block, eps, tests) == (None, None, None) and not list(lat.records())
+    assert dict(q.rejected) == {"bad_time": 1}
+    assert not days.covered
