@@ -24,10 +24,18 @@ same run):
     python bench/collector.py [--runs 5] [--agents 1000] [--days 30] [--round-s 300|auto]
     python bench/collector.py --summaries [--runs 3] [--agents 1000] [--days 30]
     python bench/collector.py --summaries --agents 10000 --days 90 --server-dir DIR [--runs 3]
+    python bench/collector.py --summaries --agents 10000 --days 90 --server-dir DIR --cold-only \
+        --vs REF_TREE --runs 4 --skip-generation
 
 ``--server-dir``: influxd's data is kept in DIR, written slice by slice (resumable: a 10,000 x 90
 fleet is 22 M rows, about an hour to generate on 2 cores) and reused by later runs, which measure
 against the fleet's own window (its start is kept in DIR/fleet.json).
+
+``--vs REF_TREE``: each cold run is paired with one by the collector of another tree (a git
+worktree of the commit to compare against), alternating which goes first, on the same server;
+the summary gives both trees' medians, their ratios and in how many runs their JSON was
+identical byte for byte. ``--cold-only`` leaves out the cache-filling and warm runs and the
+server-alone reference queries (a 10,000 x 90 pair of cold runs is about 3 minutes).
 
 ``--summaries``: the fleet as agents with ``influx.send = "summaries"`` write it at the default
 10 s cadence (bench/summaryfleet.py: one ``hourly`` row per agent-hour, the ``outage`` and
@@ -43,6 +51,7 @@ Results: bench/results/collector-<UTC timestamp>.json and a summary table on std
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -180,17 +189,17 @@ def _iso(t: float) -> str:
 
 
 def run_collector(cfg: Path, timeout_s: float, cache: str, cache_home: Path,
-                  window: tuple[float, float]) -> dict:
-    """One ``aggregate`` over the fleet's ``window`` (start, end in seconds). ``cache``: "off"
-    (cold: every query goes to the server) or "use" (warm: closed days come from the collector's
-    cache, filled by an earlier run)."""
+                  window: tuple[float, float], root: Path = ROOT) -> dict:
+    """One ``aggregate`` over the fleet's ``window`` (start, end in seconds) by the collector of
+    the tree ``root``. ``cache``: "off" (cold: every query goes to the server) or "use" (warm:
+    closed days come from the collector's cache, filled by an earlier run)."""
     argv = [*COLLECTOR, "--config", str(cfg), "aggregate", "--since", _iso(window[0]), "--until",
             _iso(window[1]), "--by", "region,isp", "--format", "json", "--cache", cache]
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
-        p = subprocess.Popen(argv, stdout=out_f, stderr=err_f, cwd=str(ROOT),
+        p = subprocess.Popen(argv, stdout=out_f, stderr=err_f, cwd=str(root),
                              env={**os.environ, "XDG_CACHE_HOME": str(cache_home),
-                                  "PYTHONPATH": str(ROOT)})
+                                  "PYTHONPATH": str(root)})
         hwm = tree = 0
         deadline = t0 + timeout_s
         while p.poll() is None:
@@ -207,7 +216,8 @@ def run_collector(cfg: Path, timeout_s: float, cache: str, cache_home: Path,
         out, err = out_f.read().decode(errors="replace"), err_f.read().decode(errors="replace")
     # peak_tree_rss_mb: the most the collector and its parsing workers held at once (polled)
     res = {"wall_s": wall, "peak_rss_mb": hwm / 2**20, "peak_tree_rss_mb": tree / 2**20,
-           "returncode": p.returncode,
+           "returncode": p.returncode, "tree": str(root),
+           "json_sha256": hashlib.sha256(out.encode()).hexdigest()[:12],
            "stderr_tail": err[-3000:]}
     if p.returncode != 0:
         res["error"] = f"exit {p.returncode}" if wall < timeout_s else f"killed after {timeout_s:.0f} s"
@@ -361,6 +371,11 @@ def main() -> None:
                     help="reference: time only the collector's own queries, not the query shapes "
                          "it no longer sends (the hourly sums per agent-day: 11 minutes a run at "
                          "10,000 x 90)")
+    ap.add_argument("--vs", default="",
+                    help="a reference tree (a git worktree of another commit): each cold run is "
+                         "paired with its collector's, alternating which goes first")
+    ap.add_argument("--cold-only", action="store_true",
+                    help="cold runs only: no cache-filling or warm run, no server-alone reference")
     ap.add_argument("--check-agents", type=int, default=3,
                     help="with --summaries: agents whose fast hourly rows are checked against "
                          "tests/hourlyfleet.py first")
@@ -473,38 +488,56 @@ def main() -> None:
             days, summ = fleet.days, args.summaries
             window = (float(fleet.start), float(fleet.start + days * 86400))
             cache_home = tmp / "cache"
-            warm = []
-            first = run_collector(cfg, args.collector_timeout_s, "use", cache_home, window)
-            report["first_run_filling_cache"] = first
-            print(f"  first run (fills the cache): {first['wall_s']:.1f} s, "
-                  f"peak {first['peak_rss_mb']:.0f} MB", flush=True)
+            warm, paired = [], []
+            vs = Path(args.vs).resolve() if args.vs else None
+            if not args.cold_only:
+                first = run_collector(cfg, args.collector_timeout_s, "use", cache_home, window)
+                report["first_run_filling_cache"] = first
+                print(f"  first run (fills the cache): {first['wall_s']:.1f} s, "
+                      f"peak {first['peak_rss_mb']:.0f} MB", flush=True)
             for i in range(args.runs):
                 # alternate which goes first, so neither always meets a warm server cache
-                if i % 2 == 0:
+                ref = None
+                if i % 2 == 0 and not args.cold_only:
                     ref = reference_queries(server, window[1], days, summ, not args.skip_old_shapes)
-                    r = run_collector(cfg, args.collector_timeout_s, "off", cache_home, window)
-                else:
-                    r = run_collector(cfg, args.collector_timeout_s, "off", cache_home, window)
+                if vs is not None and i % 2 == 1:
+                    paired.append(run_collector(cfg, args.collector_timeout_s, "off", cache_home,
+                                                window, vs))
+                r = run_collector(cfg, args.collector_timeout_s, "off", cache_home, window)
+                if vs is not None and i % 2 == 0:
+                    paired.append(run_collector(cfg, args.collector_timeout_s, "off", cache_home,
+                                                window, vs))
+                if i % 2 == 1 and not args.cold_only:
                     ref = reference_queries(server, window[1], days, summ, not args.skip_old_shapes)
-                r["reference"] = ref
+                if ref is not None:
+                    r["reference"] = ref
                 e2e.append(r)
-                srv = ref.get("collector_queries_s")
+                srv = ref.get("collector_queries_s") if ref else None
                 print(f"  run {i + 1}: cold (no cache) {r['wall_s']:.1f} s, "
                       f"peak {r['peak_rss_mb']:.0f} MB (with its workers {r['peak_tree_rss_mb']:.0f} MB), "
-                      f"cells {r.get('cells')}, agents {r.get('agents_total')}; "
-                      "server alone: its queries "
-                      f"{srv if srv is None else round(srv, 1)} s, count by agent "
-                      f"{ref['count_by_agent']['seconds']:.2f} s; "
+                      f"cells {r.get('cells')}, agents {r.get('agents_total')}, "
                       f"{r.get('cells_suppressed')} cells suppressed"
+                      + (f"; server alone: its queries {srv if srv is None else round(srv, 1)} s, "
+                         f"count by agent {ref['count_by_agent']['seconds']:.2f} s" if ref else "")
                       + (f"  ERROR {r['error']}" if "error" in r else ""), flush=True)
+                if vs is not None:
+                    v = paired[-1]
+                    same = v.get("json_sha256") == r.get("json_sha256")
+                    print(f"         {vs.name}: cold {v['wall_s']:.1f} s, peak {v['peak_rss_mb']:.0f} MB; "
+                          f"JSON {'identical' if same else 'DIFFERENT'}"
+                          + (f"  ERROR {v['error']}" if "error" in v else ""), flush=True)
                 if "error" in r:
                     print(r["stderr_tail"], flush=True)
                     break
+                if args.cold_only:
+                    continue
                 w = run_collector(cfg, args.collector_timeout_s, "use", cache_home, window)
                 warm.append(w)
                 print(f"  run {i + 1}: warm (closed days from the cache) {w['wall_s']:.1f} s, "
                       f"peak {w['peak_rss_mb']:.0f} MB"
                       + (f"  ERROR {w['error']}" if "error" in w else ""), flush=True)
+            if vs is not None:
+                report["end_to_end_vs"] = {"tree": str(vs), "runs": paired}
             report["end_to_end_warm"] = warm
             report["end_to_end"] = e2e
             after = {"data_dir_bytes": dir_bytes(server.dir / "data"),
@@ -545,8 +578,9 @@ def summarise(report: dict) -> None:
     if ok:
         wall = med([r["wall_s"] for r in ok])
         rss = med([r["peak_rss_mb"] for r in ok])
-        srv = [r["reference"].get("collector_queries_s") for r in ok]
-        cnt = med([r["reference"]["count_by_agent"]["seconds"] for r in ok])
+        refs = [r.get("reference") for r in ok]
+        srv = [x.get("collector_queries_s") if x else None for x in refs]
+        cnt = med([x["count_by_agent"]["seconds"] for x in refs if x]) if any(refs) else None
         report["summary"] = {"collector_wall_s": wall, "collector_peak_rss_mb": rss,
                              "collector_peak_tree_rss_mb": med([r["peak_tree_rss_mb"] for r in ok]),
                              "count_by_agent_s": cnt}
@@ -562,7 +596,26 @@ def summarise(report: dict) -> None:
                          f"{ww['min']:.1f}-{ww['max']:.1f}", f"<= {warm_t:.0f} s"))
             rows.append(("aggregate, warm, peak RSS", f"{wr['median']:.0f} MB",
                          f"{wr['min']:.0f}-{wr['max']:.0f}", f"<= {rss_t:.0f} MB"))
-        if None not in srv:
+        vs = report.get("end_to_end_vs")
+        if vs:
+            v_ok = [r for r in vs["runs"] if "error" not in r]
+            if v_ok:
+                vw, vr = med([r["wall_s"] for r in v_ok]), med([r["peak_rss_mb"] for r in v_ok])
+                same = sum(a.get("json_sha256") == b.get("json_sha256") for a, b in zip(ok, v_ok))
+                report["summary"]["vs"] = {"tree": vs["tree"], "wall_s": vw, "peak_rss_mb": vr,
+                                           "wall_ratio": wall["median"] / vw["median"],
+                                           "rss_ratio": rss["median"] / vr["median"],
+                                           "json_identical_runs": same}
+                name = Path(vs["tree"]).name
+                rows.append((f"  paired: {name}, cold, wall", f"{vw['median']:.1f} s",
+                             f"{vw['min']:.1f}-{vw['max']:.1f}",
+                             f"this tree {wall['median'] / vw['median']:.2f}x"))
+                rows.append((f"  paired: {name}, cold, peak RSS", f"{vr['median']:.0f} MB",
+                             f"{vr['min']:.0f}-{vr['max']:.0f}",
+                             f"this tree {rss['median'] / vr['median']:.2f}x"))
+                rows.append(("  paired: JSON identical, runs", f"{same} of {min(len(ok), len(v_ok))}",
+                             "", ""))
+        if srv and None not in srv:
             s = med(srv)
             report["summary"]["server_queries_s"] = s
             rows.append(("  reference: its queries, server alone", f"{s['median']:.1f} s",
@@ -583,8 +636,9 @@ def summarise(report: dict) -> None:
                 report["summary"]["server_ping_without_percentile_s"] = v
                 rows.append(("    ping queries, mean/max for percentile()", f"{v['median']:.1f} s",
                              f"{v['min']:.1f}-{v['max']:.1f}", ""))
-        rows.append(("  reference: count by agent", f"{cnt['median']:.2f} s",
-                     f"{cnt['min']:.2f}-{cnt['max']:.2f}", ""))
+        if cnt:
+            rows.append(("  reference: count by agent", f"{cnt['median']:.2f} s",
+                         f"{cnt['min']:.2f}-{cnt['max']:.2f}", ""))
         rows.append(("cells (suppressed) / agents in published cells",
                      f"{ok[0].get('cells')} ({ok[0].get('cells_suppressed')}) / {ok[0].get('agents_total')}",
                      "",
