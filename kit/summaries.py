@@ -170,7 +170,8 @@ def packed_hours(text: object) -> list[float]:
 def packed_latency(fields: Mapping[str, object]) -> Latency:
     """:func:`latency` of a daily row whose histogram is the packed ``rtt_buckets``
     ("<index>:<count>,..."; Rejected(``bad_histogram``) for an index outside the buckets, a
-    count that is not a whole number, an index given twice, or any other text)."""
+    count that is not a whole number, an index or count of more digits than any valid one has
+    (3 and 16), an index given twice, or any other text)."""
     text = fields.get("rtt_buckets")
     if not isinstance(text, str) or len(text) > (LAST + 1) * 40:
         raise Rejected(BAD_LATENCY)
