@@ -25,7 +25,8 @@ cd "$(dirname "$0")/.."
 # A bare --cov takes its sources from pyproject.toml; it must not be followed by a path (it would
 # take it as its source), hence the report option after it.
 suite() {
-    local py=.venv/bin/python report=(--cov-report=term-missing:skip-covered)
+    # LINEWATCH_TEST_PYTHON: the interpreter that runs pytest (tests/test_runner.py gives a stub)
+    local py=${LINEWATCH_TEST_PYTHON:-.venv/bin/python} report=(--cov-report=term-missing:skip-covered)
     if [ $# -gt 0 ]; then
         exec "$py" -m pytest --cov "${report[@]}" "$@"
     fi
@@ -33,6 +34,11 @@ suite() {
     echo "tests: every file but the timing ones, ${LINEWATCH_TEST_WORKERS:-2} at a time"
     "$py" -m pytest -n "${LINEWATCH_TEST_WORKERS:-2}" --dist loadfile -m "not serial" --cov \
         --cov-report= || first=$?
+    # interrupted (Ctrl-C), an internal error or a usage error: the timing ones are not started
+    if [ "$first" -ge 2 ] && [ "$first" -le 4 ]; then
+        echo "tests: stopped (pytest exit $first); the timing ones were not run"
+        exit "$first"
+    fi
     echo "tests: the timing ones (marker serial), alone"
     "$py" -m pytest -m serial --cov --cov-append "${report[@]}" || second=$?
     [ "$first" -ne 0 ] && exit "$first"
