@@ -127,3 +127,18 @@ def test_counters_added_from_many_job_threads_lose_nothing():
     assert (tally["rounds"], tally["pushed_rows"]) == (6 * 20_000, 6 * 20_000 * 3)
     tally.add("alerts_sent")           # a counter first added later starts at 0
     assert tally["alerts_sent"] == 1 and list(tally)[:len(COUNTERS)] == list(COUNTERS)
+
+
+def test_counters_copy_and_pickle_as_counters():
+    """A copy, a copy.copy and a pickled and loaded Tally are Tallies with the same counts and a
+    lock of their own."""
+    import copy
+    import pickle
+
+    from agent.jobs.context import Tally
+
+    tally = Tally({"rounds": 3})
+    for other in (tally.copy(), copy.copy(tally), pickle.loads(pickle.dumps(tally))):
+        assert type(other) is Tally and other == {"rounds": 3}
+        other.add("rounds")
+        assert other["rounds"] == 4 and tally["rounds"] == 3

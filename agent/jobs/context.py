@@ -50,6 +50,15 @@ class Tally(dict[str, int]):
         with self._lock:
             self[key] = self.get(key, 0) + n
 
+    def copy(self) -> Tally:
+        """A copy that is a Tally too, with a lock of its own."""
+        with self._lock:
+            return Tally(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled (and copy.copy'd) as its counts: a lock cannot be pickled
+        return (Tally, (dict(self),))
+
 
 @dataclass
 class Context:
