@@ -488,10 +488,12 @@ def main() -> None:
             days, summ = fleet.days, args.summaries
             window = (float(fleet.start), float(fleet.start + days * 86400))
             cache_home = tmp / "cache"
-            warm, paired = [], []
+            warm, paired, paired_warm = [], [], []
             vs = Path(args.vs).resolve() if args.vs else None
             if not args.cold_only:
                 first = run_collector(cfg, args.collector_timeout_s, "use", cache_home, window)
+                if vs is not None:      # the reference tree fills a cache of its own
+                    run_collector(cfg, args.collector_timeout_s, "use", tmp / "cache-vs", window, vs)
                 report["first_run_filling_cache"] = first
                 print(f"  first run (fills the cache): {first['wall_s']:.1f} s, "
                       f"peak {first['peak_rss_mb']:.0f} MB", flush=True)
@@ -533,11 +535,18 @@ def main() -> None:
                     continue
                 w = run_collector(cfg, args.collector_timeout_s, "use", cache_home, window)
                 warm.append(w)
+                if vs is not None:
+                    v = run_collector(cfg, args.collector_timeout_s, "use", tmp / "cache-vs",
+                                      window, vs)
+                    paired_warm.append(v)
+                    same = v.get("json_sha256") == w.get("json_sha256")
+                    print(f"         {vs.name}: warm {v['wall_s']:.1f} s, peak {v['peak_rss_mb']:.0f} MB; "
+                          f"JSON {'identical' if same else 'DIFFERENT'}", flush=True)
                 print(f"  run {i + 1}: warm (closed days from the cache) {w['wall_s']:.1f} s, "
                       f"peak {w['peak_rss_mb']:.0f} MB"
                       + (f"  ERROR {w['error']}" if "error" in w else ""), flush=True)
             if vs is not None:
-                report["end_to_end_vs"] = {"tree": str(vs), "runs": paired}
+                report["end_to_end_vs"] = {"tree": str(vs), "runs": paired, "warm": paired_warm}
             report["end_to_end_warm"] = warm
             report["end_to_end"] = e2e
             after = {"data_dir_bytes": dir_bytes(server.dir / "data"),
@@ -615,6 +624,15 @@ def summarise(report: dict) -> None:
                              f"this tree {rss['median'] / vr['median']:.2f}x"))
                 rows.append(("  paired: JSON identical, runs", f"{same} of {min(len(ok), len(v_ok))}",
                              "", ""))
+                warm_ok = [r for r in report.get("end_to_end_warm", []) if "error" not in r]
+                vw_ok = [r for r in vs.get("warm", []) if "error" not in r]
+                if warm_ok and vw_ok:
+                    a, b = med([r["wall_s"] for r in warm_ok]), med([r["wall_s"] for r in vw_ok])
+                    report["summary"]["vs"]["warm_wall_s"] = b
+                    report["summary"]["vs"]["warm_wall_ratio"] = a["median"] / b["median"]
+                    rows.append((f"  paired: {name}, warm, wall", f"{b['median']:.2f} s",
+                                 f"{b['min']:.2f}-{b['max']:.2f}",
+                                 f"this tree {a['median'] / b['median']:.2f}x"))
         if srv and None not in srv:
             s = med(srv)
             report["summary"]["server_queries_s"] = s
