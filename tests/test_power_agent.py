@@ -63,14 +63,29 @@ class Host:
                      status="Discharging" if online == "0" else "Charging")
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(self.config)],
-                                     cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        """Start the agent and return once it says it started: the sleeps after this are its
+        running time, not the interpreter's start, which a loaded machine stretches to seconds."""
+        self.starts = getattr(self, "starts", 0) + 1
+        self.log = self.tmp / f"agent-{self.starts}.log"
+        with self.log.open("wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config",
+                                          str(self.config)], cwd=ROOT,
+                                         env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                         stdout=subprocess.DEVNULL, stderr=err)
+        self.wait_log(" started: ")
+
+    def wait_log(self, text: str, timeout_s: float = 60.0) -> None:
+        """Wait until the running agent's log holds ``text``."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log.read_text():
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, f"no {text!r} in the log: {self.log.read_text()}"
+            time.sleep(0.05)
 
     def stop(self, sig=signal.SIGTERM) -> str:
         self.proc.send_signal(sig)
         self.proc.wait(timeout=20)
-        return self.proc.stderr.read().decode()
+        return self.log.read_text()
 
     def cli(self, *args) -> str:
         r = subprocess.run([sys.executable, "-m", "agent", *args, "--config", str(self.config)], cwd=ROOT,
@@ -163,8 +178,9 @@ def test_clean_shutdown_is_not_a_cut(host):
     host.stop(signal.SIGTERM)
     host.boot("boot-2", datetime.now(UTC) + timedelta(minutes=5))
     host.start()
-    time.sleep(2.5)
-    assert "the host was shut down cleanly" in host.stop()
+    host.wait_log("the host was shut down cleanly")
+    time.sleep(1.5)
+    host.stop()
     assert host.episodes() == []
 
 
