@@ -78,7 +78,9 @@ class Days:
     ``packed`` (agent -> the days it has a packed row on), ``unpacked`` (agents with a daily row
     of a version that packs nothing: their hourly rows are read instead), ``covered`` (agent ->
     the days whose episodes and speed tests its daily rows carry, collector.packed) and
-    ``uncovered`` (agent -> days with a packed row that does not carry them)."""
+    ``uncovered`` (agent -> days with a packed row that does not carry them). The order of
+    agents and of days within ``packed`` means nothing (its readers take a minimum and ask
+    membership)."""
 
     def __init__(self) -> None:
         self.packed: dict[str, list[int]] = {}
@@ -403,7 +405,7 @@ def _fast(units, who, rows, lo, hi):
     def extreme(v: tuple) -> Any:
         return np.array([math.nan if x is None else x for x in v], dtype=np.float64)[some]
     lat = PingColumns(tuple(units), who_a[some].astype(np.int32), day[some], p50[some],
-                      p95[some], loss_sum[some] / rounds[some], rounds[some], extreme(rmin),
+                      p95[some], loss_sum[some] / rounds[some] + 0.0, rounds[some], extreme(rmin),
                       extreme(rmax))
     return unit_of, hour, values, (who_a, day), lat
 

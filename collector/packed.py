@@ -131,6 +131,8 @@ def digits(text: str, n: int, most: int) -> Any:
     each is checked here: its reader would also take a sign, a space or an empty last one."""
     import numpy as np  # deferred: the collector's CLI says how to install it
 
+    if most > 18:           # numpy would saturate a 19-digit number at int64's end, silently
+        raise ValueError(f"digits: at most 18 digits can be read exactly, not {most}")
     ascii_ = only(text, _DIGITS) if text else None
     if ascii_ is None:
         return None

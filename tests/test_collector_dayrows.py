@@ -82,6 +82,7 @@ BAD = [  # (column, value, reason when read row by row)
     (2, "199:1,200:3,", "bad_histogram"),
     (2, "199:1, 200:3", "bad_histogram"),
     (2, "199:1,200:" + "9" * 30, "bad_histogram"),
+    (2, "199:1,\u0662\u0660\u0660:3", "bad_histogram"),    # Arabic-Indic digits: not the agent's
     (3, True, "bad_histogram"),
     (4, 2, "bad_histogram"),                   # fewer answered rounds than RTTs
     (5, "0", "bad_histogram"),
