@@ -533,18 +533,22 @@ def main() -> None:
                     break
                 if args.cold_only:
                     continue
+                if vs is not None and i % 2 == 1:       # the warm runs alternate too
+                    paired_warm.append(run_collector(cfg, args.collector_timeout_s, "use",
+                                                     tmp / "cache-vs", window, vs))
                 w = run_collector(cfg, args.collector_timeout_s, "use", cache_home, window)
                 warm.append(w)
-                if vs is not None:
-                    v = run_collector(cfg, args.collector_timeout_s, "use", tmp / "cache-vs",
-                                      window, vs)
-                    paired_warm.append(v)
-                    same = v.get("json_sha256") == w.get("json_sha256")
-                    print(f"         {vs.name}: warm {v['wall_s']:.1f} s, peak {v['peak_rss_mb']:.0f} MB; "
-                          f"JSON {'identical' if same else 'DIFFERENT'}", flush=True)
+                if vs is not None and i % 2 == 0:
+                    paired_warm.append(run_collector(cfg, args.collector_timeout_s, "use",
+                                                     tmp / "cache-vs", window, vs))
                 print(f"  run {i + 1}: warm (closed days from the cache) {w['wall_s']:.1f} s, "
                       f"peak {w['peak_rss_mb']:.0f} MB"
                       + (f"  ERROR {w['error']}" if "error" in w else ""), flush=True)
+                if vs is not None:
+                    v = paired_warm[-1]
+                    same = v.get("json_sha256") == w.get("json_sha256")
+                    print(f"         {vs.name}: warm {v['wall_s']:.1f} s, peak {v['peak_rss_mb']:.0f} MB; "
+                          f"JSON {'identical' if same else 'DIFFERENT'}", flush=True)
             if vs is not None:
                 report["end_to_end_vs"] = {"tree": str(vs), "runs": paired, "warm": paired_warm}
             report["end_to_end_warm"] = warm
