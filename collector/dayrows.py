@@ -19,7 +19,7 @@ from itertools import count, repeat
 from typing import Any
 
 from collector.answers import DAY, T_MAX, T_MIN, TAGS, _time, _unit, checked_series, parse_answer
-from collector.packed import Bad, covers, only, read
+from collector.packed import COLON, COMMA, NUMBER_CHARS, Bad, covers, only, read
 from kit.definitions import MAX_INTERVAL_S, Quality, Unit
 from kit.hourly import LAST, bucket_value
 from kit.records import HourColumns, PingColumns
@@ -30,8 +30,6 @@ DAY_COLUMNS = ["time", "observed_hours", "rtt_buckets", "rtt_count", "ping_round
                "loss_pct_sum", "rtt_min_ms", "rtt_max_ms", "outages", "speed_tests"]
 _LATENCY = 8       # the columns up to the packed rows
 _PAIR_CHARS = b"0123456789:,"      # all a packed histogram holds
-_COMMA, _COLON = ord(","), ord(":")
-_HOUR_CHARS = b"0123456789.e+-,"     # all the packed hours hold
 _VALUES: list[float] = [bucket_value(i) for i in range(LAST + 1)]
 _FULL_DAY = ",".join(["3600"] * 24)
 
@@ -62,9 +60,9 @@ def _pairs(text: str, n: int):
     if ascii_ is None:
         return None
     b = np.frombuffer(ascii_, np.uint8)
-    at = np.flatnonzero((b == _COLON) | (b == _COMMA))
+    at = np.flatnonzero((b == COLON) | (b == COMMA))
     sep = b[at]
-    if at.size != 2 * n - 1 or (sep[0::2] != _COLON).any() or (sep[1::2] != _COMMA).any():
+    if at.size != 2 * n - 1 or (sep[0::2] != COLON).any() or (sep[1::2] != COMMA).any():
         return None
     runs = np.diff(at, prepend=-1, append=b.size) - 1
     if runs.min() < 1 or runs[0::2].max() > 3 or runs[1::2].max() > 16:
@@ -347,7 +345,7 @@ def _fast(units, who, rows, lo, hi):
     # the hours: 24 numbers a row, in [0, 3600]; a day watched throughout is one text
     part = [i for i, h in enumerate(hours) if h != _FULL_DAY]
     text = ",".join([hours[i] for i in part])
-    if any(hours[i].count(",") != 23 for i in part) or only(text, _HOUR_CHARS) is None:
+    if any(hours[i].count(",") != 23 for i in part) or only(text, NUMBER_CHARS) is None:
         return None
     grid = np.full((n, 24), float(MAX_INTERVAL_S))
     if part:

@@ -27,11 +27,11 @@ from kit.hourly import DAY_S, NOT_PACKED
 from kit.records import EpisodeColumns, SpeedColumns
 
 _CHARS = b"abcdefghijklmnopqrstuvwxyz0123456789_.:,+-"     # all a packed text holds
-_NUMBER_CHARS = b"0123456789.e+-,"      # all numbers hold (not "nan", "inf", a name)
+NUMBER_CHARS = b"0123456789.e+-,"      # all numbers hold (not "nan", "inf", a name)
 _DIGITS = b"0123456789,"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 DAY_MS = DAY_S * 1000
-_COMMA, _COLON = ord(","), ord(":")
+COMMA, COLON = ord(","), ord(":")
 
 
 class Bad(ValueError):
@@ -76,10 +76,10 @@ def read(units: Sequence[Unit], who: Sequence[int], days: Sequence[int], outages
             raise Bad("a character no packed text holds")
         # each entry is ``width`` fields: its separators are width - 1 colons, then a comma
         b = np.frombuffer(ascii_, np.uint8)
-        sep = b[(b == _COLON) | (b == _COMMA)]
+        sep = b[(b == COLON) | (b == COMMA)]
         n = (sep.size + 1) // width
-        if sep.size != n * width - 1 or (sep[width - 1::width] != _COMMA).any() \
-                or (sep == _COMMA).sum() != n - 1:
+        if sep.size != n * width - 1 or (sep[width - 1::width] != COMMA).any() \
+                or (sep == COMMA).sum() != n - 1:
             raise Bad("an entry without its fields")
         per_row = np.fromiter(map(str.count, texts, repeat(",")), np.int64, len(texts))
         per_row += np.fromiter(map(bool, texts), np.int64, len(texts))
@@ -97,7 +97,7 @@ def read(units: Sequence[Unit], who: Sequence[int], days: Sequence[int], outages
     def numbers(col: list[str], keep: Any, optional: bool = False) -> Any:
         """A column of numbers; an empty one (an upload the test did not measure) as NaN when
         ``optional``."""
-        if only(",".join(col), _NUMBER_CHARS) is None:
+        if only(",".join(col), NUMBER_CHARS) is None:
             raise Bad("not a number")
         try:
             v = np.array([x or "nan" for x in col] if optional else col, dtype=np.float64)
@@ -137,7 +137,7 @@ def digits(text: str, n: int, most: int) -> Any:
     if ascii_ is None:
         return None
     b = np.frombuffer(ascii_, np.uint8)
-    comma = np.flatnonzero(b == _COMMA)
+    comma = np.flatnonzero(b == COMMA)
     if comma.size != n - 1:
         return None
     runs = np.diff(comma, prepend=-1, append=b.size) - 1
