@@ -687,7 +687,9 @@ def test_fake_silent_server_times_out_within_budget(fake):
     elapsed = time.monotonic() - start
     assert info.value.kind == "unreachable"
     assert "within 0.5 s" in str(info.value)
-    assert 0.45 <= elapsed < 1.5
+    # a wait without a timeout would never end: 3 s of slack, for a loaded machine running
+    # coverage, still tells a bounded wait from an unbounded one
+    assert 0.45 <= elapsed < 3.5
 
 
 def test_trickling_server_is_bounded_overall():
@@ -712,7 +714,8 @@ def test_trickling_server_is_bounded_overall():
         with pytest.raises(NutError) as info:
             read_vars(NutURL("127.0.0.1", listener.getsockname()[1], "dummy"), timeout_s=0.6)
         assert info.value.kind == "unreachable"
-        assert time.monotonic() - start < 1.5
+        # a budget per recv would never end here (a byte every 0.1 s); slack for a loaded machine
+        assert time.monotonic() - start < 3.5
     finally:
         stop.set()
         thread.join(timeout=5)
