@@ -46,7 +46,7 @@ class Columns:
     start: float
     end: float
     units: list[Unit]
-    obs_unit: np.ndarray
+    obs_unit: np.ndarray     # int32 from collector.clean (int64 from by_site when remapped)
     obs_hour: np.ndarray     # start of the UTC hour, seconds; one row per unit and hour
     obs_s: np.ndarray        # round time (0 in an hour watched only by being down for power)
     # Power-watched time (round time + host-down time, at most 3,600 s) where it is not the

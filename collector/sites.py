@@ -86,7 +86,7 @@ def _site_hours(o_unit: np.ndarray, cols: Columns, same: bool
     and hour, in order): as they are."""
     o_hour, o_s, at, v = cols.obs_hour, cols.obs_s, cols.obs_pw_at, cols.obs_pw_v
     if o_unit.size and not same:
-        key = o_unit * (1 << 32) + (o_hour // 3600)
+        key = o_unit.astype(np.int64) * (1 << 32) + (o_hour // 3600)
         if np.any(key[1:] <= key[:-1]):
             uk, inv = np.unique(key, return_inverse=True)
             inv = inv.reshape(-1)
@@ -128,7 +128,7 @@ def _watched_only(cols: Columns, q: Quality) -> Columns:
     no second is rejected as ``unwatched``. Sets ``ep_secs`` and the pieces ``pc_*``."""
     start, dur = cols.ep_start, cols.ep_dur
     rep, hs, secs = hour_pieces(start, start + dur)
-    piece_f = _watched_share(cols, rep, (hs // 3600).astype(np.int64), secs) if rep.size else None
+    piece_f = _watched_share(cols, rep, hs, secs) if rep.size else None
     scale = np.ones(secs.size) if piece_f is None else piece_f
     if scale.size and scale.min() < 1.0:
         kept_s = secs * scale
@@ -181,23 +181,27 @@ def _distinct_inverse(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cells, inv.reshape(-1)
 
 
-def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray,
+def _watched_share(cols: Columns, rep: np.ndarray, hs: np.ndarray,
                    secs: np.ndarray) -> np.ndarray | None:
-    """For the pieces (episode ``rep``, UTC ``hour`` index, seconds) of the line episodes in
-    ``cols``: the share of each piece's seconds that is kept, or None when all are (in each
-    line, type and hour, the watched time over the pieces' total, when that is more)."""
+    """For the pieces (episode ``rep``, UTC hour starting at ``hs``, seconds) of the line
+    episodes in ``cols``: the share of each piece's seconds that is kept, or None when all are
+    (in each line, type and hour, the watched time over the pieces' total, when that is more)."""
     o = cols.obs_hour
-    h0 = int(min(hour.min(), o.min() // 3600)) if o.size else int(hour.min())
-    H = int(max(hour.max(), o.max() // 3600) if o.size else hour.max()) - h0 + 1
+    first, last = int(hs.min()) // 3600, int(hs.max()) // 3600     # hour starts: whole hours
+    h0 = min(first, int(o.min()) // 3600) if o.size else first
+    H = (max(last, int(o.max()) // 3600) if o.size else last) - h0 + 1
     # (line * 2 + type) * H + hour - h0, made in place: one column as long as the pieces at once
-    cell = cols.ep_unit[rep] * 2
+    # (the hour indices too are made only for the moment they are added)
+    cell = cols.ep_unit[rep].astype(np.int64, copy=False)
+    cell *= 2
     cell += cols.ep_type[rep]
     cell *= H
-    cell += hour
+    cell += (hs // 3600).astype(np.int64)
     cell -= h0
     n_cells = 2 * len(cols.units) * H
     if n_cells <= _DENSE_CELLS:
-        o_cell = cols.obs_unit * (2 * H) + (o // 3600 - h0)    # unit * 2H + hour - h0
+        # unit * 2H + hour - h0 (units are int32: widened before the product)
+        o_cell = cols.obs_unit.astype(np.int64) * (2 * H) + (o // 3600 - h0)
         total = np.bincount(cell, weights=secs, minlength=n_cells)
         watched = np.zeros(n_cells)
         watched[o_cell + POWER * H] = cols.obs_pw
@@ -223,7 +227,8 @@ def _watched_share(cols: Columns, rep: np.ndarray, hour: np.ndarray,
     base = base[by_base]
     watched = np.zeros(base.size)
     for a in range(0, o.size, _SLICE):
-        o_cell = cols.obs_unit[a:a + _SLICE] * (2 * H) + (o[a:a + _SLICE] // 3600 - h0)
+        o_cell = cols.obs_unit[a:a + _SLICE].astype(np.int64) * (2 * H)
+        o_cell += o[a:a + _SLICE] // 3600 - h0
         lo = np.searchsorted(base, o_cell[0], side="left")
         hi = np.searchsorted(base, o_cell[-1], side="right")
         if lo == hi:
