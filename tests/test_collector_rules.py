@@ -420,3 +420,19 @@ def test_property_observed_hours_are_the_agents_power_watched_hours(spec):
             want += min(3600.0, (hours[h] or 0.0) + down)
     r = aggregate(d, ONE)
     assert sum(c["agent_hours"] for c in r["cells"]) * 3600 == pytest.approx(want, abs=1e-6)
+
+
+def test_observed_hours_units_are_the_keys_high_halves_as_int32(monkeypatch):
+    """The checked hours' unit column is int32, made a slice at a time from the keys (unit *
+    2^32 + hour index): the same units as a shift of the whole column, at any slice edge."""
+    import collector.clean as clean_module
+
+    monkeypatch.setattr(clean_module, "_SLICE", 7)
+    rng = np.random.default_rng(3)
+    unit = rng.integers(0, 2**31 - 1, 50, dtype=np.int64)
+    unit[:3] = (0, 1, 2**31 - 1)
+    key = unit * (1 << 32) + rng.integers(0, 2**32 - 1, 50, dtype=np.int64)
+    got = clean_module._high_half(key)
+    assert got.dtype == np.int32
+    assert np.array_equal(got.astype(np.int64), key >> 32)
+    assert clean_module._high_half(np.zeros(0, dtype=np.int64)).size == 0
