@@ -60,6 +60,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--vs", type=Path, help="another tree to render the same inputs with")
     args = ap.parse_args()
+    if args.runs < 1:
+        ap.error("--runs: at least 1")
+    if args.vs and not (args.vs / "collector" / "regional_page.py").is_file():
+        ap.error(f"--vs {args.vs}: not a linewatch tree (no collector/regional_page.py)")
     trees = {"this": ROOT} | ({"ref": args.vs.resolve()} if args.vs else {})
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "inputs.pickle"
