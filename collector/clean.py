@@ -74,13 +74,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields, replace
+from functools import partial
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
-from collector.columns import CAUSES, HOST_DOWN, POWER, TYPES, Columns
+from collector.columns import CAUSES, HOST_DOWN, POWER, TYPES, Columns, Hours
 from collector.episodes import flood, overlaps, power_watched
 from collector.repairs import reject, resite, retag
 from kit.definitions import CAUSES_BY_TYPE, CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
@@ -156,7 +157,7 @@ def clean_taken(box: list[Dataset], regions: Iterable[str], now: float) -> tuple
     del o_src
     check = _Checks(q, ds, now, np.array([not u.agent for u in met.units], dtype=bool))
     # --- each record on its own
-    o_keep = check(o_unit, o_hour, ~np.isfinite(o_s), lambda: [("absurd_observed", o_s <= 0)])
+    o_keep = check(o_unit, o_hour, ~np.isfinite(o_s), partial(_absurd_observed, o_s))
     e_keep = _episodes(check, e_unit, e_start, e_dur, e_type, e_cause)
     (p_day, p50, p95, loss, rounds), p_keep = _pings(check, p_unit, *p_cols)
     del p_cols
@@ -183,12 +184,8 @@ def clean_taken(box: list[Dataset], regions: Iterable[str], now: float) -> tuple
     e_type, e_cause, e_start, e_dur = (a[e_keep] for a in (e_type, e_cause, e_start, e_dur))
     eps = [e_unit, e_type, e_cause, e_start, e_dur]
     del e_keep, e_unit, e_type, e_cause, e_start, e_dur
-    (o_key, o_s, (pw_at, pw_v)), (e_unit, e_type, e_cause, e_start, e_dur, e_whole) = (
+    (obs, (pw_at, pw_v)), (e_unit, e_type, e_cause, e_start, e_dur, e_whole) = (
         _agent_episodes(q, unit_agent, hours, eps, min(end, now)))
-    o_unit = _high_half(o_key)
-    o_key &= (1 << 32) - 1
-    o_key *= 3600
-    o_hour = o_key
     p_day, p50, p95, loss, rounds = (a[p_keep] for a in (p_day, p50, p95, loss, rounds))
     q.accepted["ping_days"] += int(p_unit.size)
     s_time, s_down, s_up = (a[s_keep] for a in (s_time, s_down, s_up))
@@ -199,10 +196,15 @@ def clean_taken(box: list[Dataset], regions: Iterable[str], now: float) -> tuple
     # power_watched() by unit and hour; the rest is sorted here.
     p_unit, p_day, p50, p95, loss, rounds = _by_unit(p_unit, p_day, p50, p95, loss, rounds)
     s_unit, s_time, s_down, s_up = _by_unit(s_unit, s_time, s_down, s_up)
-    cols = Columns(start, end, units, o_unit, o_hour, o_s, pw_at, pw_v, e_unit, e_type, e_cause,
+    cols = Columns(start, end, units, obs, pw_at, pw_v, e_unit, e_type, e_cause,
                    e_start, e_dur, e_whole, p_unit, p_day, p50, p95, loss, rounds, s_unit, s_time,
                    s_down, s_up)
     return cols, q
+
+
+def _absurd_observed(o_s: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The hours' own check: observed time not above 0."""
+    return [("absurd_observed", o_s <= 0)]
 
 
 _SOURCES = {"hourly": 1, "raw": 2}   # ObsHour.source as a code (0: any other)
@@ -519,15 +521,15 @@ def _summed_hours(q: Quality, box: list[np.ndarray]) -> tuple[np.ndarray, np.nda
 
 def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: list[np.ndarray],
                     eps: list[np.ndarray], stop: float
-                    ) -> tuple[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]],
-                               tuple[np.ndarray, ...]]:
+                    ) -> tuple[tuple[Hours, tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, ...]]:
     """The kept episodes (unit, type, cause, start, duration) through floods, host-down time as
     watched time, overlaps and power merges, and the end ``stop`` (the window's, or "now":
     nothing after it can have been measured). ``hours``: the observed hours as a list (emptied
     here, so the columns it held are let go once power-watched time is made), as
-    :func:`_summed_hours` gives them. Returns them with power-watched time (key, round time,
-    (rows, power-watched time); :func:`collector.episodes.power_watched`) and the episodes (unit, type,
-    cause, start, counted duration, whole duration)."""
+    :func:`_summed_hours` gives them. Returns them as runs (:class:`collector.columns.Hours`)
+    with power-watched time ((rows, power-watched time);
+    :func:`collector.episodes.power_watched`), and the episodes (unit, type, cause, start,
+    counted duration, whole duration)."""
     e_unit, e_type, e_cause, e_start, e_dur = eps
     eps.clear()         # the caller's list: the episodes' columns are held here alone
     e_unit, e_type, e_cause, e_start, e_dur = flood(
@@ -538,8 +540,9 @@ def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: list[np.ndarray],
     hd = (e_type == POWER) & (e_cause == HOST_DOWN)
     o_key, o_s = hours
     hours.clear()       # the caller's list: the columns of every hour are held here alone
-    watched = power_watched(o_key, o_s, e_unit[hd], e_start[hd],
-                            np.minimum(e_start[hd] + e_dur[hd], stop))
+    o_key, o_s, watched = power_watched(o_key, o_s, e_unit[hd], e_start[hd],
+                                        np.minimum(e_start[hd] + e_dur[hd], stop))
+    obs = Hours.from_key(o_key, o_s)     # as runs, before the episodes' checks take memory
     del o_key, o_s
     box = [e_unit, e_type, e_cause, e_start, e_dur]
     del e_unit, e_type, e_cause, e_start, e_dur, hd     # held in ``box`` alone: overlaps lets go
@@ -557,17 +560,7 @@ def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: list[np.ndarray],
             e_unit, e_type, e_cause, e_start, e_dur, e_whole = (
                 a[~gone] for a in (e_unit, e_type, e_cause, e_start, e_dur, e_whole))
     q.accepted["episodes"] += int(e_dur.size)
-    return watched, (e_unit, e_type, e_cause, e_start, e_dur, e_whole)
-
-
-def _high_half(key: np.ndarray) -> np.ndarray:
-    """The units of keys ``unit * 2^32 + hour index`` as int32 (unit indices are below 2^31:
-    one per tag set read), made a slice at a time: half the bytes of an int64 column, and no
-    int64 column of them at all (21 million observed hours at 10,000 x 90)."""
-    out = np.empty(key.size, dtype=np.int32)
-    for a in range(0, key.size, _SLICE):
-        np.right_shift(key[a:a + _SLICE], 32, out=out[a:a + _SLICE], casting="unsafe")
-    return out
+    return (obs, watched), (e_unit, e_type, e_cause, e_start, e_dur, e_whole)
 
 
 def _by_unit(unit: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -23,7 +23,7 @@ from collector.settings import Settings
 
 # Observed hours are taken this many at a time (columns of every observed hour are 170 MB for a
 # quarter of 10,000 agents: only a slice's keys are made at once).
-_SLICE = 1 << 20
+_SLICE = 1 << 18
 
 
 def regional_events(cols: Columns, s: Settings, lt: LocalTime,
@@ -64,12 +64,12 @@ def _watching(cols: Columns, unit_region: np.ndarray, unit_site: np.ndarray, R: 
     any_multi, all_alone = bool(multi.any()), bool(alone.all())
     beyond = np.zeros((len(TYPES), R * H), dtype=np.int64)
     shared: list[list[np.ndarray]] = [[] for _ in TYPES]
-    for a in range(0, cols.obs_unit.size, _SLICE):
-        unit = cols.obs_unit[a:a + _SLICE]
+    for a, unit, hour, o_s in cols.obs.slices(_SLICE):
         cell = unit_region[unit] * H       # each hour's cell, made once for both types
-        cell += cols.obs_hour[a:a + _SLICE] // 3600 - h0
+        cell += hour // 3600 - h0
+        del hour
         for t in range(len(TYPES)):
-            w = (cols.pw(a, a + _SLICE) if t == POWER else cols.obs_s[a:a + _SLICE]) > 0
+            w = (cols.pw(a, a + o_s.size, o_s) if t == POWER else o_s) > 0
             u, c = unit[w], cell[w]
             if not all_alone:
                 one = alone[u]
@@ -105,8 +105,9 @@ class _Search:
         unit_region = np.array([r_index[u.region] for u in cols.units], dtype=np.int64)
         self.ep_region = unit_region[cols.ep_unit]
         self.ep_hour = (cols.ep_start // 3600).astype(np.int64)
-        ends = [(int(a.min()) // k, int(a.max()) // k)
-                for a, k in ((cols.obs_hour, 3600), (self.ep_hour, 1)) if a.size]
+        span = cols.obs.hour_range()
+        ends = ([span] if span else []) + (
+            [(int(self.ep_hour.min()), int(self.ep_hour.max()))] if self.ep_hour.size else [])
         self.h0 = min(lo for lo, _ in ends) if ends else 0
         H = max(hi for _, hi in ends) - self.h0 + 1 if ends else 1
         self.watching, self.agents_watching = _watching(cols, unit_region, unit_site,

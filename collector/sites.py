@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from collector.columns import POWER, Columns
+from collector.columns import POWER, Columns, Hours
 from collector.episodes import hour_pieces, running_end
 from kit.definitions import Quality, Unit
 
@@ -48,18 +48,18 @@ def by_site(cols: Columns, q: Quality) -> Columns:
     shared = np.array([len(m) > 1 for m in members], dtype=bool)
     # each agent its own site (the usual case): the hours' unit column as it is, not a copy
     same = to_site.size == len(sus) and bool((to_site == np.arange(to_site.size)).all())
-    o_unit = cols.obs_unit if same else _remap(cols.obs_unit, to_site)
     watchers = None
-    if o_unit.size and shared.any():
+    if cols.obs.n and shared.any():
         # Which agents of a shared line watched when (hours, host-down time included), for the
-        # cells' agent counts.
-        watchers = (o_unit, _remap(cols.obs_unit, to_agent), cols.obs_hour.astype(np.float64))
-    o_unit, o_hour, o_s, pw_at, pw_v = _site_hours(o_unit, cols, same)
+        # cells' agent counts (only where a line has several agents: their hours whole).
+        o_unit, o_hour, _ = cols.obs.columns()
+        watchers = (to_site[o_unit], to_agent[o_unit], o_hour.astype(np.float64))
+        del o_unit, o_hour
+    obs, pw_at, pw_v = _site_hours(cols.obs if same else cols.obs.with_units(to_site), cols, same)
     (e_unit, e_agent, e_type, e_cause, e_start, e_dur, e_whole), merged = _site_episodes(
         q, cols, _remap(cols.ep_unit, to_site), _remap(cols.ep_unit, to_agent), shared)
-    cols = Columns(cols.start, cols.end, sus, o_unit, o_hour, o_s, pw_at, pw_v, e_unit, e_type,
-                   e_cause,
-                   e_start, e_dur, e_whole, _remap(cols.pd_unit, to_site), cols.pd_day,
+    cols = Columns(cols.start, cols.end, sus, obs, pw_at, pw_v, e_unit, e_type, e_cause, e_start,
+                   e_dur, e_whole, _remap(cols.pd_unit, to_site), cols.pd_day,
                    cols.pd_p50, cols.pd_p95, cols.pd_loss, cols.pd_rounds,
                    _remap(cols.sp_unit, to_site), cols.sp_time, cols.sp_down, cols.sp_up,
                    agents=agents, unit_agents=[frozenset(m) for m in members], ep_agent=e_agent,
@@ -77,25 +77,26 @@ def _remap(a: np.ndarray, table: np.ndarray) -> np.ndarray:
     return table[a] if a.size else a.astype(np.int64)
 
 
-def _site_hours(o_unit: np.ndarray, cols: Columns, same: bool
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One row per site (``o_unit``: each hour's) and hour: the most any of its agents watched
-    (round time and power-watched time each on its own), as unit, hour, round time and the
-    power-watched time where it is not the round time (rows, time). With ``same`` (every
-    agent its own site) the hours are that already (collector.clean gives one row per unit
-    and hour, in order): as they are."""
-    o_hour, o_s, at, v = cols.obs_hour, cols.obs_s, cols.obs_pw_at, cols.obs_pw_v
-    if o_unit.size and not same:
-        key = o_unit.astype(np.int64) * (1 << 32) + (o_hour // 3600)
-        if np.any(key[1:] <= key[:-1]):
-            uk, inv = np.unique(key, return_inverse=True)
-            inv = inv.reshape(-1)
-            top_s, top_pw = np.zeros(uk.size), np.zeros(uk.size)
-            np.maximum.at(top_s, inv, o_s)
-            np.maximum.at(top_pw, inv, cols.obs_pw)
-            at = np.flatnonzero(top_pw != top_s)
-            o_unit, o_hour, o_s, v = uk >> 32, (uk & ((1 << 32) - 1)) * 3600, top_s, top_pw[at]
-    return o_unit, o_hour, o_s, at, v
+def _site_hours(obs: Hours, cols: Columns, same: bool) -> tuple[Hours, np.ndarray, np.ndarray]:
+    """One row per site and hour (``obs``: the agents' hours with each unit made its site's):
+    the most any of its agents watched (round time and power-watched time each on its own), as
+    hours and the power-watched time where it is not the round time (rows, time). With
+    ``same`` (every agent its own site), or when no two agents of a site watched the same hour,
+    the hours are that already (collector.clean gives one row per unit and hour, in order): as
+    they are."""
+    at, v = cols.obs_pw_at, cols.obs_pw_v
+    if obs.n and not same and not obs.rising():
+        unit, hour, o_s = obs.columns()
+        key = unit * (1 << 32) + hour // 3600
+        del unit, hour
+        uk, inv = np.unique(key, return_inverse=True)
+        inv = inv.reshape(-1)
+        top_s, top_pw = np.zeros(uk.size), np.zeros(uk.size)
+        np.maximum.at(top_s, inv, o_s)
+        np.maximum.at(top_pw, inv, cols.pw(0, obs.n, o_s))
+        at = np.flatnonzero(top_pw != top_s)
+        return Hours.from_key(uk, top_s), at, top_pw[at]
+    return obs, at, v
 
 
 def _site_episodes(q: Quality, cols: Columns, e_unit: np.ndarray, e_agent: np.ndarray,
@@ -161,8 +162,9 @@ def _watched_only(cols: Columns, q: Quality) -> Columns:
 
 # A dense table of (line, type, hour) cells costs 8 bytes each: up to this many, no sorting.
 _DENSE_CELLS = 4_000_000
-# Beyond it, observed hours are looked up this many at a time.
-_SLICE = 1 << 20
+# Observed hours are taken this many at a time (expanded from their runs; beyond the dense
+# table, looked up in the cells that have pieces).
+_SLICE = 1 << 18
 
 
 def _distinct_inverse(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,10 +188,11 @@ def _watched_share(cols: Columns, rep: np.ndarray, hs: np.ndarray,
     """For the pieces (episode ``rep``, UTC hour starting at ``hs``, seconds) of the line
     episodes in ``cols``: the share of each piece's seconds that is kept, or None when all are
     (in each line, type and hour, the watched time over the pieces' total, when that is more)."""
-    o = cols.obs_hour
+    obs = cols.obs
     first, last = int(hs.min()) // 3600, int(hs.max()) // 3600     # hour starts: whole hours
-    h0 = min(first, int(o.min()) // 3600) if o.size else first
-    H = (max(last, int(o.max()) // 3600) if o.size else last) - h0 + 1
+    span = obs.hour_range()
+    h0 = min(first, span[0]) if span else first
+    H = (max(last, span[1]) if span else last) - h0 + 1
     # (line * 2 + type) * H + hour - h0, made in place: one column as long as the pieces at once
     # (the hour indices too are made only for the moment they are added)
     cell = cols.ep_unit[rep].astype(np.int64, copy=False)
@@ -201,11 +204,13 @@ def _watched_share(cols: Columns, rep: np.ndarray, hs: np.ndarray,
     n_cells = 2 * len(cols.units) * H
     if n_cells <= _DENSE_CELLS:
         # unit * 2H + hour - h0 (units are int32: widened before the product)
-        o_cell = cols.obs_unit.astype(np.int64) * (2 * H) + (o // 3600 - h0)
         total = np.bincount(cell, weights=secs, minlength=n_cells)
         watched = np.zeros(n_cells)
-        watched[o_cell + POWER * H] = cols.obs_pw
-        watched[o_cell + (1 - POWER) * H] = cols.obs_s
+        for a, unit, hour, o_s in obs.slices(_SLICE):
+            o_cell = unit * (2 * H)
+            o_cell += hour // 3600 - h0
+            watched[o_cell + POWER * H] = cols.pw(a, a + o_s.size, o_s)
+            watched[o_cell + (1 - POWER) * H] = o_s
         over = total > watched
         if not over.any():
             return None
@@ -226,9 +231,9 @@ def _watched_share(cols: Columns, rep: np.ndarray, hs: np.ndarray,
     by_base = np.argsort(base, kind="stable")
     base = base[by_base]
     watched = np.zeros(base.size)
-    for a in range(0, o.size, _SLICE):
-        o_cell = cols.obs_unit[a:a + _SLICE].astype(np.int64) * (2 * H)
-        o_cell += o[a:a + _SLICE] // 3600 - h0
+    for a, unit, hour, o_s in obs.slices(_SLICE):
+        o_cell = unit * (2 * H)
+        o_cell += hour // 3600 - h0
         lo = np.searchsorted(base, o_cell[0], side="left")
         hi = np.searchsorted(base, o_cell[-1], side="right")
         if lo == hi:
@@ -237,8 +242,7 @@ def _watched_share(cols: Columns, rep: np.ndarray, hs: np.ndarray,
         found = o_cell[i] == base[lo:hi]
         rows = i[found]
         hit = by_base[lo:hi][found]
-        watched[hit] = np.where(power[hit], cols.pw(a, a + _SLICE)[rows],
-                                cols.obs_s[a:a + _SLICE][rows])
+        watched[hit] = np.where(power[hit], cols.pw(a, a + o_s.size, o_s)[rows], o_s[rows])
     del base, by_base, power
     over = total > watched
     if not over.any():

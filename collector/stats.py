@@ -169,8 +169,9 @@ class _Sums:
         self.wh_net = per_unit(np.where(is_net, ep, -1), cols.ep_unit, overlap)
 
 
-# Observed hours are summed this many at a time: the sums' indices are made per slice, not for
-# every hour at once (21 million for a quarter of 10,000 agents, 170 MB a column).
+# Outage pieces are summed this many at a time: the sums' indices are made per slice, not for
+# every piece at once (millions for a quarter of 10,000 agents). Observed hours go by
+# collector.columns.HOURS_SLICE.
 OBS_SLICE = 1 << 20
 
 
@@ -184,17 +185,17 @@ def _observed_sums(cols: Columns, lt: LocalTime, bounds: list[tuple[float, float
     P, U = len(bounds), len(cols.units)
     net, pw = np.zeros(P * U), np.zeros(P * U)
     how_pw = np.zeros(P * C * 168)
-    hour, unit = cols.obs_hour, cols.obs_unit
-    if hour.size:
-        h0 = int(hour.min()) // 3600
-        at = (h0 + np.arange(int(hour.max()) // 3600 - h0 + 1)) * 3600.0
+    span = cols.obs.hour_range()
+    if span:
+        h0 = span[0]
+        at = (h0 + np.arange(span[1] - h0 + 1)) * 3600.0
         period_of, how_of = period_index(at, bounds), hour_of_week(lt.local(at))
-        for a in range(0, hour.size, OBS_SLICE):
-            i = hour[a:a + OBS_SLICE] // 3600 - h0
+        for a, unit, hour, o_s in cols.obs.slices():
+            i = hour // 3600 - h0
             p = period_of[i]
             ok = p >= 0
-            p, i, u = p[ok], i[ok], unit[a:a + OBS_SLICE][ok]
-            w_net, w_pw = cols.obs_s[a:a + OBS_SLICE][ok], cols.pw(a, a + OBS_SLICE)[ok]
+            p, i, u = p[ok], i[ok], unit[ok]
+            w_net, w_pw = o_s[ok], cols.pw(a, a + o_s.size, o_s)[ok]
             at_pu = p * U + u
             np.add.at(net, at_pu, w_net)
             np.add.at(pw, at_pu, w_pw)

@@ -109,8 +109,9 @@ def test_sites_take_the_most_watched_agent_for_each_kind_of_time():
     cols, q = clean(ds(H10, H10 + 3600, obs, eps), ["PK-SD"], H10 + 3600)
     line = by_site(cols, q)
     s = [u.agent for u in line.units].index("s")
-    (i,) = np.flatnonzero(line.obs_unit == s)
-    assert (line.obs_s[i], line.obs_pw[i]) == (3000.0, 3000.0)
+    unit, _, o_s = line.obs.columns()
+    (i,) = np.flatnonzero(unit == s)
+    assert (o_s[i], line.obs_pw[i]) == (3000.0, 3000.0)
     (c,) = aggregate(ds(H10, H10 + 3600, obs, eps), PAIR)["cells"]
     assert c["agent_hours"] == pytest.approx((3000 + 3600) / 3600)
     assert (c["agents"], c["sites"]) == (3, 2)
@@ -347,8 +348,8 @@ def test_property_outage_seconds_never_exceed_watched_seconds(dense, spec):
     finally:
         sites_module._DENSE_CELLS, sites_module._SLICE = dense_cells, slice_rows
     watched = {}
-    for u, h, r, pw in zip(line.obs_unit.tolist(), line.obs_hour.tolist(), line.obs_s.tolist(),
-                           line.obs_pw.tolist()):
+    unit, hour, o_s = line.obs.columns()
+    for u, h, r, pw in zip(unit.tolist(), hour.tolist(), o_s.tolist(), line.obs_pw.tolist()):
         assert 0 <= r <= pw <= 3600
         watched[(u, h)] = (pw, r)
     spent: dict = {}
@@ -422,17 +423,57 @@ def test_property_observed_hours_are_the_agents_power_watched_hours(spec):
     assert sum(c["agent_hours"] for c in r["cells"]) * 3600 == pytest.approx(want, abs=1e-6)
 
 
-def test_observed_hours_units_are_the_keys_high_halves_as_int32(monkeypatch):
-    """The checked hours' unit column is int32, made a slice at a time from the keys (unit *
-    2^32 + hour index): the same units as a shift of the whole column, at any slice edge."""
-    import collector.clean as clean_module
+def test_observed_hours_held_as_runs_read_back_as_they_were(monkeypatch):
+    """The checked hours are held as runs of consecutive hours of one unit with one round time
+    (collector.columns.Hours): read back whole, row by row or a slice at a time (any edge,
+    inside a run or at one) they are the columns they were made from; the runs are found a
+    slice at a time at any slice edge; bad columns are refused."""
+    import collector.columns as columns_module
+    from collector.columns import Hours
 
-    monkeypatch.setattr(clean_module, "_SLICE", 7)
-    rng = np.random.default_rng(3)
-    unit = rng.integers(0, 2**31 - 1, 50, dtype=np.int64)
-    unit[:3] = (0, 1, 2**31 - 1)
-    key = unit * (1 << 32) + rng.integers(0, 2**32 - 1, 50, dtype=np.int64)
-    got = clean_module._high_half(key)
-    assert got.dtype == np.int32
-    assert np.array_equal(got.astype(np.int64), key >> 32)
-    assert clean_module._high_half(np.zeros(0, dtype=np.int64)).size == 0
+    rng = np.random.default_rng(5)
+    for slice_rows in (1, 3, 7, 1 << 20):
+        monkeypatch.setattr(columns_module, "HOURS_SLICE", slice_rows)
+        units = np.sort(rng.choice(2**31 - 1, 6, replace=False))
+        rows = []
+        for u in units.tolist():
+            h = int(rng.integers(480_000, 500_000))
+            for _ in range(int(rng.integers(1, 40))):
+                h += int(rng.choice([1, 1, 1, 2, 30]))
+                rows.append((u, h * 3600, float(rng.choice([3600.0, 3600.0, 1200.5, 0.0]))))
+        unit, hour, s = (np.array(c) for c in zip(*rows))
+        obs = Hours.of(unit, hour, s)
+        assert obs.n == len(rows) and obs.at.size < obs.n and obs.rising()
+        assert obs.unit.dtype == np.int32 and obs.first.dtype == np.int32
+        for got, want in zip(obs.columns(), (unit, hour, s)):
+            assert np.array_equal(got, want)
+        for a, b in ((0, 1), (2, 9), (0, obs.n), (obs.n - 4, obs.n + 5), (7, 7), (-3, 2)):
+            lo, hi = max(a, 0), min(b, obs.n)
+            for got, want in zip(obs.rows(a, b), (unit, hour, s)):
+                assert np.array_equal(got, want[lo:hi])
+            assert np.array_equal(obs.round_time(a, b), s[lo:hi])
+        for size in (1, 4, 1000):
+            parts = list(obs.slices(size))
+            assert [p[0] for p in parts] == list(range(0, obs.n, size))
+            for k, want in enumerate((unit, hour, s)):
+                assert np.array_equal(np.concatenate([p[k + 1] for p in parts]), want)
+        assert obs.hour_range() == (int(hour.min()) // 3600, int(hour.max()) // 3600)
+        # one run per stretch of consecutive hours of one unit with one round time
+        breaks = (unit[1:] != unit[:-1]) | (hour[1:] != hour[:-1] + 3600) | (s[1:] != s[:-1])
+        assert obs.at.size == 1 + int(breaks.sum())
+        # every unit made one (as lines merge agents): no longer one row per unit and hour
+        # when two units watched the same hour
+        one = obs.with_units(np.zeros(int(units.max()) + 1, dtype=np.int64))
+        assert one.rising() == bool(np.all(np.diff(hour) > 0))
+        assert np.array_equal(one.columns()[0], np.zeros(obs.n))
+    empty = Hours.empty()
+    assert empty.n == 0 and empty.hour_range() is None and list(empty.slices()) == []
+    assert [c.size for c in empty.columns()] == [0, 0, 0]
+    with pytest.raises(ValueError, match="in that order"):
+        Hours.of(np.array([1, 1]), np.array([7200, 3600]), np.array([1.0, 1.0]))
+    with pytest.raises(ValueError, match="UTC hour"):
+        Hours.of(np.array([1]), np.array([7201]), np.array([1.0]))
+    with pytest.raises(ValueError, match="differ in length"):
+        Hours.of(np.array([1, 2]), np.array([3600]), np.array([1.0]))
+    with pytest.raises(ValueError, match="int32"):
+        Hours.of(np.array([2**31]), np.array([3600]), np.array([1.0]))

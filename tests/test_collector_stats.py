@@ -415,7 +415,8 @@ def test_figures_do_not_depend_on_how_many_hours_are_taken_at_a_time(monkeypatch
     s = Settings(min_agents=2, bootstrap=200)
     whole = aggregate(ds, s, period="day")
     for name, n in (("collector.stats.OBS_SLICE", 5), ("collector.events._SLICE", 7),
-                    ("collector.sites._SLICE", 3), ("collector.sites._DENSE_CELLS", 0)):
+                    ("collector.sites._SLICE", 3), ("collector.sites._DENSE_CELLS", 0),
+                    ("collector.columns.HOURS_SLICE", 2)):
         monkeypatch.setattr(name, n)
     sliced = aggregate(ds, s, period="day")
     assert whole["cells"] and whole["events"]
@@ -445,16 +446,17 @@ def test_sites_watching_per_region_and_hour_counted_once_each(monkeypatch):
     unit_region = np.array([regions.index(u.region) for u in line.units])
     sites = sorted({u.agent for u in line.units})
     unit_site = np.array([sites.index(u.agent) for u in line.units])
-    h0 = int(line.obs_hour.min()) // 3600
-    H = int(line.obs_hour.max()) // 3600 - h0 + 1
+    h0, last = line.obs.hour_range()
+    H = last - h0 + 1
     monkeypatch.setattr(events, "_SLICE", 5)
     watching, agents = events._watching(line, unit_region, unit_site, len(regions), h0, H)
     want_w = np.zeros_like(watching)
     want_a = np.zeros_like(agents)
     for t in range(len(TYPES)):
         seen: dict = {}
-        w = line.obs_pw if t == POWER else line.obs_s
-        for u, h, x in zip(line.obs_unit.tolist(), line.obs_hour.tolist(), w.tolist()):
+        unit, hour, o_s = line.obs.columns()
+        w = line.obs_pw if t == POWER else o_s
+        for u, h, x in zip(unit.tolist(), hour.tolist(), w.tolist()):
             if x > 0:
                 key = (unit_region[u], h // 3600 - h0, unit_site[u])
                 seen[key] = max(seen.get(key, 0), len(line.unit_agents[u]))
@@ -482,14 +484,16 @@ def test_power_watched_time_is_round_time_except_where_host_down_time_adds():
             for h in range(int(e.start // 3600), int(-(-(e.start + e.duration_s) // 3600)))}
     assert down, "the fleet has host-down episodes"
     for c in (cols, by_site(cols, Quality())):
-        pw = c.obs_pw
-        assert pw.size == c.obs_s.size and c.obs_pw_at.size < c.obs_s.size
+        pw, (_, _, o_s) = c.obs_pw, c.obs.columns()
+        assert pw.size == o_s.size and c.obs_pw_at.size < o_s.size
         assert np.all(np.diff(c.obs_pw_at) > 0)
         for a, b in ((0, 7), (5, 40), (0, pw.size), (pw.size - 3, pw.size + 10), (9, 9)):
             assert np.array_equal(c.pw(a, b), pw[a:b])
-        assert np.all(pw >= c.obs_s) and np.all(pw <= 3600.0)
-        more = np.flatnonzero(pw > c.obs_s)
+            assert np.array_equal(c.pw(a, b, o_s[max(a, 0):b]), pw[a:b])
+        assert np.all(pw >= o_s) and np.all(pw <= 3600.0)
+        more = np.flatnonzero(pw > o_s)
         assert more.size and set(more.tolist()) <= set(c.obs_pw_at.tolist())
     # per agent: an hour gains power-watched time only where its agent was down
-    for i in np.flatnonzero(cols.obs_pw > cols.obs_s).tolist():
-        assert (cols.units[cols.obs_unit[i]].agent, int(cols.obs_hour[i]) // 3600) in down
+    unit, hour, o_s = cols.obs.columns()
+    for i in np.flatnonzero(cols.obs_pw > o_s).tolist():
+        assert (cols.units[unit[i]].agent, int(hour[i]) // 3600) in down
