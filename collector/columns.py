@@ -63,12 +63,13 @@ class Hours:
     n: int              # rows (hours) in all
 
     @classmethod
-    def from_key(cls, key: np.ndarray, s: np.ndarray) -> Hours:
-        """The hours of keys ``unit * 2^32 + hour index`` (unique and rising) with their round
-        time. The runs are found a slice at a time: no temporary as long as the hours but a
-        mask of one byte per hour."""
+    def from_key(cls, key: np.ndarray, s: np.ndarray, width: int = 1 << 32, h0: int = 0) -> Hours:
+        """The hours of keys ``unit * width + hour index - h0`` (unique and rising; ``width``
+        more than one past the largest ``hour index - h0``, so that no unit's last hour and
+        the next unit's first are consecutive keys) with their round time. The runs are found
+        a slice at a time: no temporary as long as the hours but a mask of one byte per hour."""
         n = int(key.size)
-        if n and (int(key[-1]) >> 32 >= 1 << 31 or int(key[0]) < 0):
+        if n and (int(key[-1]) // width >= 1 << 31 or int(key[0]) < 0):
             raise ValueError("observed hours: a unit index beyond int32 or a negative key")
         start = np.ones(n, dtype=bool)     # row 0 starts a run
         for a in range(1, n, HOURS_SLICE):
@@ -77,10 +78,12 @@ class Hours:
             start[a:b] |= s[a:b] != s[a - 1:b - 1]
         at = np.flatnonzero(start)
         del start
-        low = key[at] & _LOW32
-        if low.size and int(low.max()) >= 1 << 31:
+        head = key[at].astype(np.int64)
+        unit, first = np.divmod(head, width)
+        first += h0
+        if first.size and int(first.max()) >= 1 << 31:
             raise ValueError("observed hours: an hour index beyond int32")
-        return cls((key[at] >> 32).astype(np.int32), low.astype(np.int32), at.astype(np.int64),
+        return cls(unit.astype(np.int32), first.astype(np.int32), at.astype(np.int64),
                    np.array(s[at], dtype=np.float64), n)
 
     @classmethod
@@ -150,6 +153,44 @@ class Hours:
         r1 = int(np.searchsorted(self.at, b, side="left"))
         edges = np.clip(np.append(self.at[r0:r1], b), a, b)
         return r0, r1, np.diff(edges)
+
+    def heads(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each run's first key (``unit * 2^32 + hour index``) and its number of hours."""
+        return (self.unit.astype(np.int64) * (1 << 32) + self.first,
+                np.diff(np.append(self.at, self.n)))
+
+    def rows_of(self, key: np.ndarray) -> np.ndarray:
+        """The row of each key ``unit * 2^32 + hour index``, or -1 where no row has it."""
+        head, lens = self.heads()
+        r = np.searchsorted(head, key, side="right") - 1
+        rc = np.maximum(r, 0)
+        off = key - head[rc] if head.size else np.zeros(key.size, dtype=np.int64)
+        found = (r >= 0) & (off < (lens[rc] if lens.size else 0))
+        return np.where(found, (self.at[rc] if self.at.size else 0) + off, -1)
+
+    def round_time_at(self, rows: np.ndarray) -> np.ndarray:
+        """The round time of the given rows."""
+        return self.s[np.searchsorted(self.at, rows, side="right") - 1]
+
+    def with_empty(self, keys: np.ndarray) -> Hours:
+        """These hours and the hours of ``keys`` (``unit * 2^32 + hour index``, distinct, rising,
+        none a row already) as rows of 0 s round time, in order."""
+        if keys.size == 0:
+            return self
+        head, lens = self.heads()
+        # rows before each new hour: the rows of the runs whose keys are below it (a new hour
+        # is in no run), then the new hours before it
+        r = np.searchsorted(head, keys, side="right") - 1
+        rc = np.maximum(r, 0)
+        before = np.where(r >= 0, self.at[rc] + lens[rc] if head.size else 0, 0)
+        new_at = before + np.arange(keys.size)
+        old_at = self.at + np.searchsorted(keys, head)
+        order = np.argsort(np.concatenate([head, keys]), kind="stable")
+        unit = np.concatenate([self.unit.astype(np.int64), keys >> 32])[order]
+        first = np.concatenate([self.first.astype(np.int64), keys & _LOW32])[order]
+        return Hours(unit.astype(np.int32), first.astype(np.int32),
+                     np.concatenate([old_at, new_at])[order],
+                     np.concatenate([self.s, np.zeros(keys.size)])[order], self.n + int(keys.size))
 
     def with_units(self, table: np.ndarray) -> Hours:
         """The runs with each unit ``u`` made ``table[u]`` (the caller keeps the order)."""

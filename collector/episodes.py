@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from collector.columns import HOST_DOWN, POWER, distinct
+from collector.columns import HOST_DOWN, POWER, Hours, distinct
 from kit.definitions import MAX_INTERVAL_S, POWER_JOIN_S, Quality
 
 
@@ -53,21 +53,19 @@ def running_end(g: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray
     return prev, run
 
 
-def power_watched(o_key: np.ndarray, o_s: np.ndarray, h_unit: np.ndarray, h_start: np.ndarray,
-                  h_end: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """Observed hours as keys (unit * 2^32 + hour index, unique and rising) with their round
-    seconds, and the host-down intervals [h_start, h_end) of each unit: (key, round time,
-    (rows, power-watched time)), one row per unit and hour that has either, in key order, and
-    the power-watched time of the rows (rising) of hours with host-down time: elsewhere it is
-    the round time. Power-watched time = round time + the seconds of the hour covered by the
-    union of the unit's host-down intervals, at most 3,600 s. (Over keys, not unit and hour
-    columns, and no column of power-watched time: a quarter of 10,000 agents is 21 million
-    hours, 170 MB a column.)"""
+def power_watched(obs: Hours, h_unit: np.ndarray, h_start: np.ndarray, h_end: np.ndarray
+                  ) -> tuple[Hours, tuple[np.ndarray, np.ndarray]]:
+    """Observed hours (one row per unit and hour with its round seconds, as runs) and the
+    host-down intervals [h_start, h_end) of each unit: (the hours with those that have host-down
+    time but no round added at 0 s, (rows, power-watched time)), the power-watched time of the
+    rows (rising) of hours with host-down time: elsewhere it is the round time. Power-watched
+    time = round time + the seconds of the hour covered by the union of the unit's host-down
+    intervals, at most 3,600 s. (Over the runs, and no column of power-watched time: a quarter
+    of 10,000 agents is 21 million hours, 170 MB a column.)"""
     ok = h_end > h_start
     h_unit, h_start, h_end = h_unit[ok], h_start[ok], h_end[ok]
     if h_unit.size == 0:
-        return o_key, o_s, (np.zeros(0, dtype=np.int64), np.zeros(0))
+        return obs, (np.zeros(0, dtype=np.int64), np.zeros(0))
     if np.any((h_unit[1:] < h_unit[:-1]) | ((h_unit[1:] == h_unit[:-1]) & (h_start[1:] < h_start[:-1]))):
         order = np.lexsort((h_start, h_unit))
         h_unit, h_start, h_end = h_unit[order], h_start[order], h_end[order]
@@ -77,20 +75,17 @@ def power_watched(o_key: np.ndarray, o_s: np.ndarray, h_unit: np.ndarray, h_star
     u_unit, u_start = h_unit[heads], h_start[heads]
     u_end = run[np.r_[heads[1:] - 1, head.size - 1]]
     rep, hs, secs = hour_pieces(u_start, u_end)
-    h_key = u_unit[rep] * (1 << 32) + (hs // 3600).astype(np.int64)
+    h_key = u_unit[rep].astype(np.int64) * (1 << 32) + (hs // 3600).astype(np.int64)
     # Hours with host-down time but no round join the rows, in key order.
-    at = np.minimum(np.searchsorted(o_key, h_key), max(o_key.size - 1, 0))
-    new = (o_key[at] != h_key) if o_key.size else np.ones(h_key.size, dtype=bool)
-    if new.any():
-        extra = distinct(h_key[new])
-        where = np.searchsorted(o_key, extra)
-        o_key = np.insert(o_key, where, extra)
-        o_s = np.insert(o_s, where, 0.0)
-        at = np.searchsorted(o_key, h_key)
+    at = obs.rows_of(h_key)
+    if np.any(at < 0):
+        obs = obs.with_empty(distinct(h_key[at < 0]))
+        at = obs.rows_of(h_key)
     # Only the hours with host-down time change: summed over them, not a column of all hours.
     hit, which = np.unique(at, return_inverse=True)
-    pw = np.minimum(o_s[hit] + np.bincount(which.reshape(-1), weights=secs), MAX_INTERVAL_S)
-    return o_key, o_s, (hit, pw)
+    pw = np.minimum(obs.round_time_at(hit) + np.bincount(which.reshape(-1), weights=secs),
+                    MAX_INTERVAL_S)
+    return obs, (hit, pw)
 
 
 def overlaps(q: Quality, unit_agent: np.ndarray, box: list[np.ndarray]) -> tuple[np.ndarray, ...]:

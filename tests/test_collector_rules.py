@@ -477,3 +477,56 @@ def test_observed_hours_held_as_runs_read_back_as_they_were(monkeypatch):
         Hours.of(np.array([1, 2]), np.array([3600]), np.array([1.0]))
     with pytest.raises(ValueError, match="int32"):
         Hours.of(np.array([2**31]), np.array([3600]), np.array([1.0]))
+
+
+def test_observed_hours_rows_found_and_empty_hours_added():
+    """The runs answer which row holds a unit's hour (-1 where none does) and take hours of
+    0 s round time in among theirs (host-down hours without a round, collector.episodes): the
+    same rows as columns made with those hours from the start."""
+    from collector.columns import Hours
+
+    rng = np.random.default_rng(8)
+    keys = np.unique(rng.integers(0, 5, 300) * (1 << 32) + rng.integers(480_000, 480_090, 300))
+    s = rng.choice([3600.0, 3600.0, 17.25], keys.size)
+    obs = Hours.from_key(keys, s)
+    absent = np.setdiff1d((np.arange(5)[:, None] * (1 << 32) + np.arange(479_997, 480_095)).ravel(), keys)
+    assert np.array_equal(obs.rows_of(keys), np.arange(keys.size))
+    assert (obs.rows_of(absent) == -1).all()
+    assert np.array_equal(obs.round_time_at(np.arange(keys.size)), s)
+    add = np.sort(rng.choice(absent, 40, replace=False))
+    both = obs.with_empty(add)
+    order = np.argsort(np.concatenate([keys, add]))
+    want = Hours.from_key(np.concatenate([keys, add])[order], np.concatenate([s, np.zeros(40)])[order])
+    for got, exp in zip(both.columns(), want.columns()):
+        assert np.array_equal(got, exp)
+    assert both.n == keys.size + 40 and both.rising()
+    assert np.array_equal(both.rows_of(add), np.searchsorted(np.sort(np.concatenate([keys, add])), add))
+    assert obs.with_empty(np.zeros(0, dtype=np.int64)) is obs
+    assert (Hours.empty().rows_of(keys[:3]) == -1).all()
+    assert Hours.empty().with_empty(add).columns()[2].tolist() == [0.0] * 40
+
+
+@pytest.mark.parametrize("unit_base", [0, 1 << 20])
+def test_observed_hours_summed_per_unit_and_hour_in_arrival_order(unit_base):
+    """collector.clean sums the hours of one unit and hour in the order they came and clips
+    them at the hour, on a key of 4 bytes where unit x span fits and of 8 where it does not
+    (units from ``unit_base``): the hours a dictionary sums row by row."""
+    import collector.clean as clean_module
+    from kit.definitions import Quality
+
+    rng = np.random.default_rng(12)
+    n = 5000
+    unit = unit_base + rng.integers(0, 40, n)
+    hour = (480_000 + rng.integers(0, 4000, n)) * 3600
+    secs = rng.uniform(0.5, 2500.0, n)
+    q = Quality()
+    obs = clean_module._summed_hours(q, [unit, hour, secs])
+    want: dict = {}
+    for u, h, x in zip(unit.tolist(), hour.tolist(), secs.tolist()):
+        want[(u, h)] = want.get((u, h), 0.0) + x
+    keys = sorted(want)
+    got_u, got_h, got_s = obs.columns()
+    assert list(zip(got_u.tolist(), got_h.tolist())) == keys
+    assert got_s.tolist() == [min(want[k], 3600.0) for k in keys]
+    assert q.clipped["observed_clipped"] == sum(1 for v in want.values() if v > 3600.0) > 0
+    assert q.accepted["obs_hours"] == len(keys)
