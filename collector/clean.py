@@ -384,16 +384,16 @@ def _episode_columns(ds: Dataset, blocks: list[EpisodeColumns | None],
                      met: _Units) -> tuple[np.ndarray, ...]:
     """Every episode of ``ds`` (its records) and of ``blocks`` (taken out of the list as they
     are copied) as columns: unit index, start, duration, type index and cause index (-1 for
-    one that is not known)."""
+    one that is not known; both int8: 3 million episodes at 10,000 x 90)."""
     eps = ds.episodes
     n = len(eps)
     first = [met.column(eps), _col(eps, "start", np.float64), _col(eps, "duration_s", np.float64),
-             np.fromiter(map(_TYPE_IX.get, map(_TYPE, eps), repeat(-1)), np.int64, n),
-             np.fromiter(map(_CAUSE_IX.get, map(_CAUSE, eps), repeat(-1)), np.int64, n)]
+             np.fromiter(map(_TYPE_IX.get, map(_TYPE, eps), repeat(-1)), np.int8, n),
+             np.fromiter(map(_CAUSE_IX.get, map(_CAUSE, eps), repeat(-1)), np.int8, n)]
 
     def parts(b: EpisodeColumns) -> list[np.ndarray]:
-        names_t = np.array([_TYPE_IX.get(v, -1) for v in b.names] or [-1], dtype=np.int64)
-        names_c = np.array([_CAUSE_IX.get(v, -1) for v in b.names] or [-1], dtype=np.int64)
+        names_t = np.array([_TYPE_IX.get(v, -1) for v in b.names] or [-1], dtype=np.int8)
+        names_c = np.array([_CAUSE_IX.get(v, -1) for v in b.names] or [-1], dtype=np.int8)
         return [met.block(b.units, b.unit), np.asarray(b.start, dtype=np.float64),
                 np.asarray(b.duration_s, dtype=np.float64),
                 names_t[np.asarray(b.type, dtype=np.int64)],

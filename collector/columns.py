@@ -222,8 +222,8 @@ class Columns:
     obs_pw_at: np.ndarray
     obs_pw_v: np.ndarray
     ep_unit: np.ndarray
-    ep_type: np.ndarray      # index into TYPES
-    ep_cause: np.ndarray     # index into CAUSES
+    ep_type: np.ndarray      # index into TYPES (int8)
+    ep_cause: np.ndarray     # index into CAUSES (int8)
     ep_start: np.ndarray
     ep_dur: np.ndarray       # seconds from the start to the end, clipped at the window's end
     ep_whole: np.ndarray     # the whole recorded duration (after merging): decides the class
