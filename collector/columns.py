@@ -76,15 +76,20 @@ class Hours:
             b = min(a + HOURS_SLICE, n)
             np.not_equal(key[a:b], key[a - 1:b - 1] + 1, out=start[a:b])
             start[a:b] |= s[a:b] != s[a - 1:b - 1]
-        at = np.flatnonzero(start)
+        at = np.flatnonzero(start).astype(np.int64, copy=False)
         del start
-        head = key[at].astype(np.int64)
-        unit, first = np.divmod(head, width)
-        first += h0
-        if first.size and int(first.max()) >= 1 << 31:
+        head = key[at]
+        # offsets are below ``width``: only a wide one needs its largest looked at
+        if at.size and h0 + width > 1 << 31 and h0 + int((head % width).max()) >= 1 << 31:
             raise ValueError("observed hours: an hour index beyond int32")
-        return cls(unit.astype(np.int32), first.astype(np.int32), at.astype(np.int64),
-                   np.array(s[at], dtype=np.float64), n)
+        # each run's unit and first hour made straight into int32 columns (no int64 copies)
+        unit = np.empty(at.size, dtype=np.int32)
+        np.floor_divide(head, width, out=unit, casting="unsafe")
+        first = np.empty(at.size, dtype=np.int32)
+        np.remainder(head, width, out=first, casting="unsafe")
+        del head
+        first += h0
+        return cls(unit, first, at, np.array(s[at], dtype=np.float64), n)
 
     @classmethod
     def of(cls, unit: np.ndarray, hour: np.ndarray, s: np.ndarray) -> Hours:
@@ -154,19 +159,25 @@ class Hours:
         edges = np.clip(np.append(self.at[r0:r1], b), a, b)
         return r0, r1, np.diff(edges)
 
-    def heads(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each run's first key (``unit * 2^32 + hour index``) and its number of hours."""
-        return (self.unit.astype(np.int64) * (1 << 32) + self.first,
-                np.diff(np.append(self.at, self.n)))
+    def heads(self) -> np.ndarray:
+        """Each run's first key, ``unit * 2^32 + hour index``."""
+        head = self.unit.astype(np.int64)
+        head <<= 32
+        head += self.first
+        return head
 
     def rows_of(self, key: np.ndarray) -> np.ndarray:
         """The row of each key ``unit * 2^32 + hour index``, or -1 where no row has it."""
-        head, lens = self.heads()
+        if not self.at.size:
+            return np.full(key.size, -1, dtype=np.int64)
+        head = self.heads()
         r = np.searchsorted(head, key, side="right") - 1
         rc = np.maximum(r, 0)
-        off = key - head[rc] if head.size else np.zeros(key.size, dtype=np.int64)
-        found = (r >= 0) & (off < (lens[rc] if lens.size else 0))
-        return np.where(found, (self.at[rc] if self.at.size else 0) + off, -1)
+        off = key - head[rc]
+        del head
+        ends = np.append(self.at, self.n)
+        found = (r >= 0) & (off < ends[rc + 1] - ends[rc])
+        return np.where(found, ends[rc] + off, -1)
 
     def round_time_at(self, rows: np.ndarray) -> np.ndarray:
         """The round time of the given rows."""
@@ -177,20 +188,28 @@ class Hours:
         none a row already) as rows of 0 s round time, in order."""
         if keys.size == 0:
             return self
-        head, lens = self.heads()
-        # rows before each new hour: the rows of the runs whose keys are below it (a new hour
-        # is in no run), then the new hours before it
-        r = np.searchsorted(head, keys, side="right") - 1
-        rc = np.maximum(r, 0)
-        before = np.where(r >= 0, self.at[rc] + lens[rc] if head.size else 0, 0)
-        new_at = before + np.arange(keys.size)
-        old_at = self.at + np.searchsorted(keys, head)
-        order = np.argsort(np.concatenate([head, keys]), kind="stable")
-        unit = np.concatenate([self.unit.astype(np.int64), keys >> 32])[order]
-        first = np.concatenate([self.first.astype(np.int64), keys & _LOW32])[order]
-        return Hours(unit.astype(np.int32), first.astype(np.int32),
-                     np.concatenate([old_at, new_at])[order],
-                     np.concatenate([self.s, np.zeros(keys.size)])[order], self.n + int(keys.size))
+        head = self.heads()
+        R, K = head.size, keys.size
+        # a new hour is in no run: the runs whose first key is below it come before it, with
+        # all their rows, and so do the new hours below it
+        r = np.searchsorted(head, keys, side="right")
+        pos_new = r + np.arange(K)
+        new_at = np.append(self.at, self.n)[r] + np.arange(K)
+        # each run moves down by the new hours below it, its rows too
+        shift = np.searchsorted(keys, head)
+        del head
+        at_old = self.at + shift
+        pos_old = shift
+        pos_old += np.arange(R)
+        del shift
+
+        def merged(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+            out = np.empty(R + K, dtype=old.dtype)
+            out[pos_old] = old
+            out[pos_new] = new
+            return out
+        return Hours(merged(self.unit, keys >> 32), merged(self.first, keys & _LOW32),
+                     merged(at_old, new_at), merged(self.s, np.zeros(K)), self.n + K)
 
     def with_units(self, table: np.ndarray) -> Hours:
         """The runs with each unit ``u`` made ``table[u]`` (the caller keeps the order)."""
