@@ -61,7 +61,7 @@ from collector.answers import (
     to_records,
 )
 from collector.apart import APART_MB, Apart
-from collector.dayrows import DAY_COLUMNS, Daily, Days, read_daily
+from collector.dayrows import DAY_COLUMNS, Daily, Days, read_daily, shared_units
 from kit.definitions import CLOCK_SET, MAX_INTERVAL_S, Quality, Unit
 from kit.errors import SourceError
 from kit.influx import CUT_CLOSED, CUT_SIZE, CUT_TIME
@@ -775,10 +775,12 @@ class Reader:
         units: dict[tuple, Unit | None] = {}   # location tags -> Unit, made once per read
         jobs = [partial(read_daily, what=_what(kind), window=window, rows_window=rows)
                 if kind == "dday" else None for (kind, _), window in zip(todo, windows)]
+        met: dict[tuple, Unit] = {}     # the daily answers' Units, by their tags
         for (kind, _), window, answer in zip(todo, windows, self._run_all(todo, jobs)):
             if kind == "dday":
                 # one daily query a week: its answer says what the week's summaries hold
-                daily: Daily = answer
+                daily: Daily = shared_units(answer, met)
+                del answer
                 q.merge(daily.quality)
                 first[window].update(daily.first)
                 packed[window] = daily.days

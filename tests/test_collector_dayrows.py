@@ -188,3 +188,32 @@ def test_a_packed_row_dated_past_int64s_end_carries_nothing():
     assert (block, eps, tests) == (None, None, None) and not list(lat.records())
     assert dict(q.rejected) == {"bad_time": 1}
     assert not days.covered
+
+
+def test_daily_answers_share_the_units_earlier_answers_met():
+    """Each worker unpickles Units of its own for each weekly answer: shared_units gives an
+    answer's blocks (all four, one tuple) the Units an earlier answer met, by their tags, and
+    leaves every column as it was."""
+    import numpy as np
+
+    from collector.dayrows import Daily, shared_units
+    from kit.records import HourColumns, PingColumns
+
+    def answer(agents):
+        units = tuple(Unit(a, "PK-PB", "PTCL") for a in agents)
+        hours = HourColumns(units, np.array([0, 1], dtype=np.int32), np.array([0, 3600]),
+                            np.array([3600.0, 10.0]), "hourly")
+        pings = PingColumns(units, np.array([1], dtype=np.int32), np.array([0]), np.array([9.0]),
+                            np.array([12.0]), np.array([0.0]), np.array([5]), np.array([7.0]),
+                            np.array([30.0]))
+        return Daily(hours, pings, None, None)
+    met: dict = {}
+    first = shared_units(answer(["a1", "a2"]), met)
+    second = answer(["a2", "a3"])
+    got = shared_units(second, met)
+    assert got.block.units is got.pings.units and got.episodes is None and got.speeds is None
+    assert got.block.units[0] is first.block.units[1]          # a2: the first answer's Unit
+    assert got.block.units == second.block.units and got.block.units[1] is second.block.units[1]
+    assert got.block.hour is second.block.hour and got.pings.rtt_p50_ms is second.pings.rtt_p50_ms
+    empty = Daily(None, None, None, None)
+    assert shared_units(empty, met) is empty
