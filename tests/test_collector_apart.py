@@ -54,6 +54,46 @@ def test_small_answers_are_read_here_and_large_ones_in_a_worker():
     assert none.run(_echo_size, b"x" * 5000) == (5000, False) and describe(none) == ""
 
 
+def _file_seen(body: bytes) -> tuple[int, str]:
+    """In the worker: the answer's bytes, and the modes of the answers' directory and its file."""
+    import os
+    import stat
+
+    d = [p for p in os.scandir(os.environ["LW_TEST_TMP"]) if p.name.startswith("linewatch-answers-")]
+    (held,) = d
+    (f,) = list(os.scandir(held.path))
+    return len(body), f"{stat.S_IMODE(os.stat(held.path).st_mode):o} {stat.S_IMODE(f.stat().st_mode):o}"
+
+
+def test_a_large_answer_reaches_its_worker_through_a_private_file(tmp_path, monkeypatch):
+    """The collector lets go of a large answer once it is written to a file the worker reads:
+    the directory is 0700 and the file 0600 while the worker reads, the file is gone once the
+    worker is done, the directory once the pool is closed; a disk with no room for it costs only
+    the time (the answer is read where it arrived)."""
+    import tempfile
+
+    monkeypatch.setenv("LW_TEST_TMP", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    apart = Apart(1, min_bytes=1000)
+    try:
+        assert apart.run(_file_seen, b"z" * 4000) == (4000, "700 600")
+        (held,) = list(tmp_path.iterdir())
+        assert list(held.iterdir()) == []       # each answer's file is removed after its read
+    finally:
+        apart.close()
+    assert list(tmp_path.iterdir()) == []
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    apart = Apart(1, min_bytes=1000)
+    try:
+        assert apart.run(_echo_size, b"x" * 5000) == (5000, False)
+        assert (apart.fell_back, apart.sent) == (1, 0)
+    finally:
+        apart.close()
+
+
 @pytest.mark.parametrize("size", [10, 5000])
 def test_an_error_from_a_job_is_redacted_wherever_it_ran(size):
     apart = Apart(1, min_bytes=1000)
