@@ -94,6 +94,63 @@ def test_a_large_answer_reaches_its_worker_through_a_private_file(tmp_path, monk
         apart.close()
 
 
+def _arrays(body: bytes) -> dict:
+    """In the worker: a result of arrays of several kinds (contiguous ones go out of band) and
+    of plain objects, and the mode of the file its result is about to be written to."""
+    import numpy as np
+
+    n = len(body)
+    return {"i32": np.arange(n, dtype=np.int32), "f64": np.linspace(0.0, 1.0, n),
+            "strided": np.arange(2 * n, dtype=np.int64)[::2], "empty": np.zeros(0),
+            "bool": np.arange(n) % 3 == 0, "tags": ("a", {"b": {1, 2}}), "n": n}
+
+
+def test_a_result_comes_back_through_a_private_file_with_each_array_read_once(tmp_path,
+                                                                              monkeypatch):
+    """A worker's result is written to a file of its own beside the answers (0600, removed
+    once read) and read back equal, arrays included, each array writeable and holding its own
+    memory (read straight into it); a file that ends early is an OSError, and the answer is then
+    read where it arrived."""
+    import tempfile
+
+    import numpy as np
+
+    from collector.apart import Kept, _from_file
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    apart = Apart(1, min_bytes=1000)
+    try:
+        got = apart.run(_arrays, b"q" * 3000)
+        want = _arrays(b"q" * 3000)
+        assert got.keys() == want.keys()
+        for k, v in want.items():
+            if isinstance(v, np.ndarray):
+                assert got[k].dtype == v.dtype and np.array_equal(got[k], v)
+                got[k][:1] = 0             # writeable, not a view of a read-only buffer
+            else:
+                assert got[k] == v
+        (held,) = list(tmp_path.iterdir())
+        assert list(held.iterdir()) == []       # the answer's and the result's files removed
+    finally:
+        apart.close()
+    assert list(tmp_path.iterdir()) == []
+
+    # in this process: the file's mode, and a file cut short
+    folder = tmp_path / "d"
+    folder.mkdir(mode=0o700)
+    body = tmp_path / "answer"
+    body.write_bytes(b"r" * 100)
+    kept = _from_file(_arrays, str(body), str(folder))
+    assert isinstance(kept, Kept) and oct(os.stat(kept.path).st_mode & 0o777) == "0o600"
+    size = os.path.getsize(kept.path)
+    os.truncate(kept.path, size - 10)
+    with pytest.raises(OSError, match="ended early"):
+        kept.load()
+    assert list(folder.iterdir()) == []
+    # where the result cannot be written (no such folder here), it comes back itself
+    assert _from_file(_arrays, str(body), str(tmp_path / "gone"))["n"] == 100
+
+
 @pytest.mark.parametrize("size", [10, 5000])
 def test_an_error_from_a_job_is_redacted_wherever_it_ran(size):
     apart = Apart(1, min_bytes=1000)
