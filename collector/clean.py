@@ -97,6 +97,7 @@ MAX_SPEED_BPS = 10e9
 MAX_TESTS_PER_DAY = 48
 MAX_EPISODES_PER_DAY = 1440
 _SLICE = 1 << 20        # hours made into keys this many at a time
+_LOW32 = (1 << 32) - 1
 
 
 _UNIT, _TYPE, _CAUSE = attrgetter("unit"), attrgetter("type"), attrgetter("cause")
@@ -514,7 +515,8 @@ def _kept(a: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 def _summed_hours(q: Quality, box: list[np.ndarray]) -> Hours:
     """One row per unit and hour of the hours in ``box`` (unit, hour, seconds; taken out of it
-    and let go as they are used: 21 million hours are 170 MB a column), as runs: records of the
+    and let go as they are used, the hour column written over: 21 million hours are 170 MB a
+    column), as runs: records of the
     same unit and hour summed in the order they came (an id used twice shows here), at most
     the hour (``observed_clipped``). They are ordered by a key of unit and hour within the
     hours' span, 4 bytes where it fits (10,000 agents x 90 days: 21 million hours, 84 MB
@@ -526,18 +528,31 @@ def _summed_hours(q: Quality, box: list[np.ndarray]) -> Hours:
     lo = int(o_hour.min()) // 3600
     width = int(o_hour.max()) // 3600 - lo + 2      # a unit's hours never touch the next's
     small = (int(o_unit.max()) + 1) * width < 1 << 31     # (units are int32: widened per slice)
-    key: np.ndarray = np.empty(o_s.size, dtype=np.int32 if small else np.int64)
-    for a in range(0, key.size, _SLICE):    # no column of hour indices as long as all of them
-        k = o_unit[a:a + _SLICE].astype(np.int64)
-        k *= width
-        k += o_hour[a:a + _SLICE] // 3600 - lo
-        key[a:a + _SLICE] = k
-    del o_unit, o_hour, k
-    if key.size and np.any(key[1:] <= key[:-1]):   # not already one row per unit and hour, in order
+    # the keys made in the hour column's own memory, a slice at a time (no third column beside
+    # the unit and hour columns)
+    key: np.ndarray = (o_hour if o_hour.dtype == np.int64 and o_hour.flags.writeable
+                       else o_hour.astype(np.int64))
+    del o_hour
+    for a in range(0, key.size, _SLICE):
+        k = key[a:a + _SLICE]
+        k //= 3600
+        k -= lo
+        k += o_unit[a:a + _SLICE].astype(np.int64) * width
+    del o_unit, k       # (a slice's view holds the whole column)
+    ordered = not (key.size and np.any(key[1:] <= key[:-1]))  # one row per unit and hour, in order
+    if small:
+        if ordered:
+            key = key.astype(np.int32)
+        else:
+            held = [key, o_s]
+            del key, o_s
+            key, o_s = _sorted_small(held)
+    elif not ordered:
         k = np.argsort(key, kind="stable")
         key = key[k]
         o_s = o_s[k]
         del k
+    if not ordered:
         first = np.empty(key.size, dtype=bool)
         first[0] = True
         np.not_equal(key[1:], key[:-1], out=first[1:])
@@ -551,6 +566,32 @@ def _summed_hours(q: Quality, box: list[np.ndarray]) -> Hours:
         o_s = np.minimum(o_s, MAX_INTERVAL_S)
     q.accepted["obs_hours"] += int(o_s.size)
     return Hours.from_key(key, o_s, width, lo)
+
+
+def _sorted_small(held: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The keys (int64, each below 2^31; written over) and seconds ``held`` (taken out of the
+    list) sorted by key, as int32 keys and seconds, rows of equal key in the order they came:
+    each key is sorted with its row number in its low 32 bits, in place, so the sort needs no
+    column of row numbers beside it (nor a stable sort's buffer: at 21 million hours, 250 MB)."""
+    key, o_s = held
+    held.clear()
+    if key.size >= 1 << 32:
+        k = np.argsort(key, kind="stable")
+        return key[k].astype(np.int32), o_s[k]
+    for a in range(0, key.size, _SLICE):
+        k = key[a:a + _SLICE]
+        k <<= 32
+        k |= np.arange(a, a + k.size, dtype=np.int64)
+    del k
+    key.sort()
+    out = np.empty_like(o_s)
+    for a in range(0, key.size, _SLICE):
+        out[a:a + _SLICE] = o_s[key[a:a + _SLICE] & _LOW32]
+    del o_s
+    narrow = np.empty(key.size, dtype=np.int32)
+    for a in range(0, key.size, _SLICE):
+        narrow[a:a + _SLICE] = key[a:a + _SLICE] >> 32
+    return narrow, out
 
 
 def _agent_episodes(q: Quality, unit_agent: np.ndarray, hours: list[Hours],

@@ -520,7 +520,7 @@ def test_observed_hours_summed_per_unit_and_hour_in_arrival_order(unit_base):
     hour = (480_000 + rng.integers(0, 4000, n)) * 3600
     secs = rng.uniform(0.5, 2500.0, n)
     q = Quality()
-    obs = clean_module._summed_hours(q, [unit, hour, secs])
+    obs = clean_module._summed_hours(q, [unit.copy(), hour.copy(), secs.copy()])  # consumed
     want: dict = {}
     for u, h, x in zip(unit.tolist(), hour.tolist(), secs.tolist()):
         want[(u, h)] = want.get((u, h), 0.0) + x

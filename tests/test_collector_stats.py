@@ -416,7 +416,7 @@ def test_figures_do_not_depend_on_how_many_hours_are_taken_at_a_time(monkeypatch
     whole = aggregate(ds, s, period="day")
     for name, n in (("collector.stats.OBS_SLICE", 5), ("collector.events._SLICE", 7),
                     ("collector.sites._SLICE", 3), ("collector.sites._DENSE_CELLS", 0),
-                    ("collector.columns.HOURS_SLICE", 2)):
+                    ("collector.columns.HOURS_SLICE", 2), ("collector.clean._SLICE", 3)):
         monkeypatch.setattr(name, n)
     sliced = aggregate(ds, s, period="day")
     assert whole["cells"] and whole["events"]
