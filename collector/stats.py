@@ -208,7 +208,11 @@ def _work_overlap(cols: Columns, lt: LocalTime, s: Settings) -> np.ndarray:
     began in), less the part of its pieces that were not watched (scaled down in
     collector.sites; rare)."""
     loc_start = lt.local(cols.ep_start)
-    overlap = (work_seconds_before(loc_start + cols.ep_dur, s) - work_seconds_before(loc_start, s))
+    overlap = np.empty(loc_start.size)
+    # a slice at a time: the working seconds' temporaries are not as long as the episodes
+    for a in range(0, overlap.size, OBS_SLICE):
+        at, dur = loc_start[a:a + OBS_SLICE], cols.ep_dur[a:a + OBS_SLICE]
+        overlap[a:a + OBS_SLICE] = work_seconds_before(at + dur, s) - work_seconds_before(at, s)
     pc_ep, pc_hour, _, pc_scale = cols.pieces()
     cut = np.flatnonzero(pc_scale < 1.0)
     if cut.size:
