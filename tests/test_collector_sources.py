@@ -464,3 +464,18 @@ def test_aggregating_collects_cycles_rarely_and_gives_the_thresholds_back():
     with pytest.raises(RuntimeError), pipeline.rare_collections():
         raise RuntimeError("a source failed")
     assert gc.get_threshold() == before
+
+
+def test_large_arrays_are_mapped_on_their_own_where_the_c_library_is_glibc(monkeypatch):
+    """The collector asks glibc to map each large block on its own (given back when freed);
+    where the C library is not glibc (no libc.so.6, or no mallopt in it), it goes on without."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] == "glibc":
+        assert pipeline.arrays_mapped() is True
+
+    def no_libc(name):
+        raise OSError(f"{name}: cannot open shared object file")
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    assert pipeline.arrays_mapped() is False
