@@ -489,7 +489,7 @@ def _speeds(check: _Checks, unit: np.ndarray, s_time: np.ndarray, s_down: np.nda
 def _canonical(units: list[Unit], unit_cols: list[np.ndarray],
                keeps: list[np.ndarray]) -> tuple[list[Unit], list[np.ndarray], np.ndarray]:
     """The units that kept a record, sorted, and the kept records' unit columns in their
-    numbering, so the figures and the bootstrap's draws never depend on the order the source
+    numbering (the first column renumbered in place when it is int32 and every row is kept), so the figures and the bootstrap's draws never depend on the order the source
     returned rows in; with each unit's agent index (units are sorted by agent first: an agent's
     index rises with its units')."""
     used = np.zeros(len(units), dtype=bool)
@@ -502,10 +502,19 @@ def _canonical(units: list[Unit], unit_cols: list[np.ndarray],
     agent_ids = [u.agent for u in units]
     unit_agent = np.cumsum([i > 0 and a != agent_ids[i - 1] for i, a in enumerate(agent_ids)],
                            dtype=np.int64) if units else np.zeros(0, dtype=np.int64)
-    # the first column (the observed hours: 21 million at 10,000 x 90) as int32, the rest int64
+    # the first column (the observed hours: 21 million at 10,000 x 90) as int32, the rest int64;
+    # the first renumbered last, in its own memory where every row is kept (the caller's column
+    # written over: no second column of 84 MB)
     narrow = remap.astype(np.int32)
-    return units, [(narrow if j == 0 else remap)[_kept(uc, k)]
-                   for j, (uc, k) in enumerate(zip(unit_cols, keeps))], unit_agent
+    out = [remap[_kept(uc, k)] for uc, k in zip(unit_cols[1:], keeps[1:])]
+    uc, k = unit_cols[0], keeps[0]
+    if uc.dtype == np.int32 and uc.flags.writeable and k.all():
+        for a in range(0, uc.size, _SLICE):
+            uc[a:a + _SLICE] = narrow[uc[a:a + _SLICE]]
+        first = uc
+    else:
+        first = narrow[_kept(uc, k)]
+    return units, [first, *out], unit_agent
 
 
 def _kept(a: np.ndarray, keep: np.ndarray) -> np.ndarray:
