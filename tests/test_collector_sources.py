@@ -477,5 +477,7 @@ def test_large_arrays_are_mapped_on_their_own_where_the_c_library_is_glibc(monke
 
     def no_libc(name):
         raise OSError(f"{name}: cannot open shared object file")
+    if platform.libc_ver()[0] == "glibc":
+        assert pipeline.given_back() in (True, False)     # whether any page was free to give
     monkeypatch.setattr(ctypes, "CDLL", no_libc)
-    assert pipeline.arrays_mapped() is False
+    assert pipeline.arrays_mapped() is False and pipeline.given_back() is False
