@@ -489,9 +489,10 @@ def _speeds(check: _Checks, unit: np.ndarray, s_time: np.ndarray, s_down: np.nda
 def _canonical(units: list[Unit], unit_cols: list[np.ndarray],
                keeps: list[np.ndarray]) -> tuple[list[Unit], list[np.ndarray], np.ndarray]:
     """The units that kept a record, sorted, and the kept records' unit columns in their
-    numbering (the first column renumbered in place when it is int32 and every row is kept), so the figures and the bootstrap's draws never depend on the order the source
-    returned rows in; with each unit's agent index (units are sorted by agent first: an agent's
-    index rises with its units')."""
+    numbering (the first column renumbered in place when it is int32 and every row is kept),
+    so the figures and the bootstrap's draws never depend on the order the source returned
+    rows in; with each unit's agent index (units are sorted by agent first: an agent's index
+    rises with its units')."""
     used = np.zeros(len(units), dtype=bool)
     for uc, k in zip(unit_cols, keeps):
         used[uc[k]] = True
