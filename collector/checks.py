@@ -53,15 +53,22 @@ def _influx(cfg: CollectorConfig) -> list[tuple[str, str, str]]:
         names = {v[0] for s in reader.query("SHOW MEASUREMENTS", "the SHOW MEASUREMENTS query")
                  for v in s["values"] if isinstance(v, list) and v and isinstance(v[0], str)}
         rows.append(("OK", "influx query", f"database {db!r} answers InfluxQL"))
-        wanted = ("round", "outage", "ping", "speedtest")
-        missing = [m for m in wanted if m not in names]
-        if "round" in missing:
-            rows.append(("FAIL", "influx data", f"no 'round' measurement in {db!r}: no agent has "
-                                                "written here (check the agents' influx settings)"))
+        # An agent writes its summaries (``daily``, ``hourly``) and, unless it sends summaries
+        # only (influx.send = "summaries"), its raw ``round`` rows: any of them is its data.
+        kinds = [m for m in ("hourly", "round", "daily") if m in names]
+        if not kinds:
+            rows.append(("FAIL", "influx data", f"no 'hourly', 'round' or 'daily' measurement in "
+                                                f"{db!r}: no agent has written here (check the "
+                                                "agents' influx settings)"))
         else:
-            recent = reader.query('SELECT count("interval_s") FROM "round" WHERE time > now() - 1d '
+            field = {"hourly": "observed_s", "round": "interval_s", "daily": "observed_hours"}
+            m = kinds[0]
+            recent = reader.query(f'SELECT count("{field[m]}") FROM "{m}" WHERE time > now() - 1d '
                                   'GROUP BY "agent"', "the query for agents of the last day")
-            detail = f"{len(recent)} agent(s) wrote rounds in the last 24 h"
+            what = "rounds" if m == "round" else "hourly summaries" if m == "hourly" else "days"
+            detail = f"{len(recent)} agent(s) wrote {what} in the last 24 h"
+            wanted = ["outage", "speedtest"] + (["ping"] if "round" in names else [])
+            missing = [w for w in wanted if w not in names]
             if missing:
                 detail += "; not yet written: " + ", ".join(missing)
             rows.append(("OK" if recent else "WARN", "influx data", detail))

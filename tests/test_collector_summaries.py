@@ -564,3 +564,23 @@ def test_an_agent_mixing_packed_and_older_daily_rows_is_read_once(influx):
     assert sorted(o.hour for o in ds.all_obs()) == [H + k * DAY for k in range(6)]
     assert sorted(p.day for p in list(ds.all_pings())) == [START + k * DAY for k in range(6)]
     assert reader.asked["hping"] == 1          # days 0-2: the server's sums of hourly rows
+
+
+def test_check_takes_a_fleet_of_summaries_alone_for_agents_data(influx, fleet, tmp_path):
+    """Agents that send summaries only (influx.send = "summaries") write no ``round`` rows: the
+    collector's check finds their data in the ``hourly`` rows, and asks for no ``ping`` rows."""
+    from collector import config as cconfig
+    from collector.checks import run_checks
+
+    db = _db(influx, "sumonly")
+    hourlyfleet.write_influx(influx.url, db, hourlyfleet.lines(_summaries(fleet)))
+    path = tmp_path / "c.toml"
+    path.write_text(f'[influx]\nurl = "{influx.url}"\ndatabase = "{db}"\n')
+    rows = run_checks(cconfig.load(str(path)), (), fleet.end)
+    data = [r for r in rows if r[1] == "influx data"]
+    assert data and data[0][0] in ("OK", "WARN"), rows
+    assert "hourly summaries in the last 24 h" in data[0][2] and "ping" not in data[0][2]
+    empty = _db(influx, "nothing_yet")
+    path.write_text(f'[influx]\nurl = "{influx.url}"\ndatabase = "{empty}"\n')
+    rows = run_checks(cconfig.load(str(path)), (), fleet.end)
+    assert next(r[:2] for r in rows if r[1] == "influx data") == ("FAIL", "influx data")
