@@ -37,12 +37,14 @@ def _by_size(order: np.ndarray, starts: np.ndarray
         yield n, g, order[starts[g][:, None] + np.arange(n)]
 
 
-def group_sums(columns: list[np.ndarray], key: np.ndarray
+def group_sums(columns: list[np.ndarray], key: np.ndarray,
+               groups: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
                ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Each column summed per distinct ``key``, as ``column[rows].sum()`` sums each group's
     rows in their order: the same bits (numpy sums each row of a (groups, n) array as it sums
-    an array of n); (keys, sums per column)."""
-    keys, order, starts = _groups(key)
+    an array of n); (keys, sums per column). ``groups``: ``_groups(key)``, when the caller
+    has it already."""
+    keys, order, starts = _groups(key) if groups is None else groups
     out = [np.zeros(keys.size) for _ in columns]
     for _, g, rows in _by_size(order, starts):
         for col, o in zip(columns, out):
@@ -50,11 +52,13 @@ def group_sums(columns: list[np.ndarray], key: np.ndarray
     return keys, out
 
 
-def group_quantile(values: np.ndarray, key: np.ndarray, q: float
+def group_quantile(values: np.ndarray, key: np.ndarray, q: float,
+                   groups: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`collector.bootstrap.wquantile` of each distinct ``key``'s values (none NaN): the
-    same value, each group sorted and taken at its rank; (keys, quantiles)."""
-    keys, order, starts = _groups(key)
+    same value, each group sorted and taken at its rank; (keys, quantiles). ``groups`` as in
+    :func:`group_sums`."""
+    keys, order, starts = _groups(key) if groups is None else groups
     out = np.zeros(keys.size)
     for n, g, rows in _by_size(order, starts):
         out[g] = np.sort(values[rows], axis=1)[:, rank(q, n)]
@@ -98,12 +102,15 @@ def per_line(cols: Columns, bounds: list[tuple[float, float]], U: int,
     skey *= U
     skey += cols.sp_unit if every else cols.sp_unit[ok]
     d, up = (cols.sp_down, cols.sp_up) if every else (cols.sp_down[ok], cols.sp_up[ok])
+    # the tests grouped by period and unit once, for every figure whose values have no gap
+    groups = _groups(skey)
     keys, (n, under) = group_sums([np.ones(skey.size),
-                                   (d < s.speed_threshold_bps).astype(np.float64)], skey)
+                                   (d < s.speed_threshold_bps).astype(np.float64)], skey, groups)
     out["under"].flat[keys] = under / n
     for name, v in (("down", d), ("up", up)):
         good = ~np.isnan(v)
-        k, got = group_quantile(v[good], skey[good], 0.5)
+        k, got = (group_quantile(v, skey, 0.5, groups) if good.all()
+                  else group_quantile(v[good], skey[good], 0.5))
         out[name].flat[k] = got
     return out
 
