@@ -5,7 +5,6 @@ and print.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -146,10 +145,11 @@ def arrays_mapped(threshold: int = ARRAYS_MAPPED_FROM) -> bool:
     carves the collector's arrays of a few MB (a slice's temporaries, each week's blocks) out of
     its heap, where the holes they leave stay resident: at 10,000 x 90, 100 to 150 MB of the peak.
     Mapped, each is given back when it is freed."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return False
+    import ctypes  # deferred: only aggregating calls into the C library
+
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return bool(mallopt(M_MMAP_THRESHOLD, threshold))
 
@@ -158,12 +158,23 @@ def given_back() -> bool:
     """Has glibc's malloc give back to the system the free pages inside its heap (whether it
     could: False where the C library is not glibc): the read leaves about 90 MB of them at
     10,000 x 90, which the statistics would not otherwise reuse."""
-    try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
+    trim = _glibc("malloc_trim")
+    if trim is None:
         return False
+    import ctypes  # deferred: as in arrays_mapped
+
     trim.argtypes = [ctypes.c_size_t]
     return bool(trim(0))
+
+
+def _glibc(name: str) -> Any:
+    """glibc's function ``name`` through ctypes, or None where the C library is another."""
+    import ctypes  # deferred: as in arrays_mapped
+
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
 
 
 @contextmanager
